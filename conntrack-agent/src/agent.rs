@@ -1,0 +1,177 @@
+//! The agent core shared by `read` and `run`: a [`Datapath`] (where the engine runs), the
+//! [`Tracker`] (Zeek's timers), uids, local_nets and the conn.log writer.
+
+use crate::conn_log::{ConnLogWriter, ConnRecord};
+use crate::datapath::{Datapath, conn_record_fields, conn_view};
+use crate::site::{NetSet, addr_from_bytes};
+use crate::tracker::{Removal, Timeouts, Tracker};
+use crate::uid::UidGen;
+use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
+use conntrack_common::event::{Event, EventKind};
+use conntrack_common::key::FlowKey;
+use std::collections::HashMap;
+
+/// Totals for the end-of-run summary.
+#[derive(Debug, Default, Clone)]
+pub struct AgentStats {
+    pub conns_logged: u64,
+    pub by_removal: HashMap<&'static str, u64>,
+    pub table_full: u64,
+    pub reuse: u64,
+}
+
+type TrackKey = FlowKey;
+
+pub struct Agent {
+    pub dp: Box<dyn Datapath>,
+    tracker: Tracker<TrackKey>,
+    uids: HashMap<TrackKey, String>,
+    uid_gen: UidGen,
+    local_nets: NetSet,
+    writer: ConnLogWriter,
+    events: Vec<Event>,
+    pub stats: AgentStats,
+}
+
+fn removal_name(r: Removal) -> &'static str {
+    match r {
+        Removal::Inactivity => "inactivity",
+        Removal::Attempt => "attempt",
+        Removal::Expire => "expire",
+        Removal::Closed => "closed",
+        Removal::Drain => "drained",
+        Removal::Gone => "gone",
+    }
+}
+
+impl Agent {
+    pub fn new(
+        dp: Box<dyn Datapath>,
+        timeouts: Timeouts,
+        local_nets: NetSet,
+        writer: ConnLogWriter,
+    ) -> Self {
+        Self {
+            dp,
+            tracker: Tracker::new(timeouts),
+            uids: HashMap::new(),
+            uid_gen: UidGen::new(),
+            local_nets,
+            writer,
+            events: Vec::new(),
+            stats: AgentStats::default(),
+        }
+    }
+
+    pub fn open_conns(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Network time moves to `now_ns`: due timers fire (before the packet is processed).
+    pub fn advance(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        let dp = &self.dp;
+        let removed = self
+            .tracker
+            .advance(now_ns, &mut |k| dp.lookup(k).map(|c| conn_view(&c)));
+        for (k, why) in removed {
+            self.remove_and_log(&k, why)?;
+        }
+        Ok(())
+    }
+
+    /// One frame (Ethernet) through the datapath, then the events it produced.
+    pub fn process(&mut self, frame: &[u8], ts_ns: i64, checksum_ok: bool) -> anyhow::Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let r = self
+            .dp
+            .process(frame, ts_ns as u64, checksum_ok, &mut events);
+        for ev in &events {
+            self.handle_event(ev, ts_ns)?;
+        }
+        self.events = events;
+        r.map_err(anyhow::Error::from)
+    }
+
+    pub fn handle_event(&mut self, ev: &Event, ts_ns: i64) -> anyhow::Result<()> {
+        let k = ev.key;
+        match ev.kind() {
+            Some(kind @ (EventKind::NewConn | EventKind::StateChanged)) => {
+                let is_new = kind == EventKind::NewConn;
+                if is_new || !self.uids.contains_key(&k) {
+                    self.uids.insert(k, self.uid_gen.next_uid());
+                }
+                let v = conn_view(&ev.conn);
+                let est = ev.conn.has_flag(CONN_ESTABLISHED);
+                self.tracker.observe(&k, &v, ts_ns, is_new, est);
+            }
+            Some(EventKind::ReuseRemoved) => {
+                // The datapath already removed the old connection: log its snapshot.
+                self.stats.reuse += 1;
+                self.tracker.forget(&k);
+                let uid = self
+                    .uids
+                    .remove(&k)
+                    .unwrap_or_else(|| self.uid_gen.next_uid());
+                self.log_conn(&ev.conn, uid, "reuse")?;
+            }
+            Some(EventKind::TableFull) => {
+                self.stats.table_full += 1;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn remove_and_log(&mut self, k: &TrackKey, why: Removal) -> anyhow::Result<()> {
+        let uid = self.uids.remove(k);
+        if why == Removal::Gone {
+            return Ok(());
+        }
+        if let Some(c) = self.dp.remove(k) {
+            let uid = uid.unwrap_or_else(|| self.uid_gen.next_uid());
+            self.log_conn(&c, uid, removal_name(why))?;
+        }
+        Ok(())
+    }
+
+    fn log_conn(&mut self, c: &Conn, uid: String, why: &'static str) -> anyhow::Result<()> {
+        let rec = self.record(c, uid);
+        self.writer.write(&rec)?;
+        self.stats.conns_logged += 1;
+        *self.stats.by_removal.entry(why).or_default() += 1;
+        Ok(())
+    }
+
+    pub fn record(&self, c: &Conn, uid: String) -> ConnRecord {
+        let mut r = conn_record_fields(c);
+        r.uid = uid;
+        if !self.local_nets.is_empty() {
+            r.local_orig = Some(self.local_nets.contains(&addr_from_bytes(&c.orig_addr)));
+            r.local_resp = Some(self.local_nets.contains(&addr_from_bytes(&c.resp_addr)));
+        }
+        r
+    }
+
+    /// End of input: attempt timers fire, then everything left is drained (logged).
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        let dp = &self.dp;
+        let removed = self
+            .tracker
+            .finish(&mut |k| dp.lookup(k).map(|c| conn_view(&c)));
+        for (k, why) in removed {
+            self.remove_and_log(&k, why)?;
+        }
+        // Anything the datapath still holds that the tracker never saw (e.g. lost events).
+        let mut rest: Vec<FlowKey> = self.dp.keys();
+        rest.sort();
+        for k in rest {
+            self.remove_and_log(&k, Removal::Drain)?;
+        }
+        self.writer.close()
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.writer.flush()
+    }
+}

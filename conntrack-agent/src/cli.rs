@@ -1,0 +1,179 @@
+//! Command line: `run` (live capture through the eBPF datapath) and `read` (offline replay, like
+//! `zeek -r`).
+
+use crate::conn_log::LogFormat;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Zeek's `likely_server_ports` in default mode (every protocol script loaded): 73 ports.
+pub const DEFAULT_LIKELY_SERVER_PORTS: &str = "21/tcp,22/tcp,25/tcp,53/tcp,79/tcp,80/tcp,81/tcp,88/tcp,135/tcp,139/tcp,143/tcp,389/tcp,443/tcp,445/tcp,465/tcp,502/tcp,514/tcp,563/tcp,585/tcp,587/tcp,614/tcp,631/tcp,636/tcp,989/tcp,990/tcp,992/tcp,993/tcp,995/tcp,1080/tcp,1434/tcp,1883/tcp,2811/tcp,3128/tcp,3268/tcp,3306/tcp,3389/tcp,5222/tcp,5223/tcp,5269/tcp,5432/tcp,6379/tcp,6666/tcp,6667/tcp,6668/tcp,6669/tcp,8000/tcp,8080/tcp,8888/tcp,20000/tcp,53/udp,67/udp,88/udp,123/udp,137/udp,161/udp,162/udp,389/udp,443/udp,514/udp,1812/udp,2123/udp,2152/udp,3389/udp,3544/udp,4011/udp,4754/udp,4789/udp,5060/udp,5072/udp,5353/udp,5355/udp,6081/udp,20000/udp";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "conntrack-agent",
+    version,
+    about = "eBPF connection tracker writing Zeek's conn.log"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Track live traffic on network interfaces (needs root: loads the eBPF program).
+    Run(RunArgs),
+    /// Replay a pcap/pcapng trace and write conn.log (like `zeek -r`).
+    Read(ReadArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// The common engine in this process (HashMap).
+    Host,
+    /// The loaded eBPF program, driven with BPF_PROG_TEST_RUN (needs privileges).
+    Kernel,
+}
+
+/// Options shared by `run` and `read`.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Directory for conn.log.
+    #[arg(long, default_value = "./logs")]
+    pub log_dir: PathBuf,
+
+    /// conn.log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Tsv)]
+    pub log_format: LogFormat,
+
+    /// Site::local_nets (CIDRs, comma-separated or repeated). Default: Zeek's private address
+    /// space.
+    #[arg(long, value_delimiter = ',')]
+    pub local_nets: Vec<String>,
+
+    /// likely_server_ports as PORT/PROTO list (e.g. 80/tcp,53/udp); decides orientation when the
+    /// first packet is not a plain SYN. An empty value means none. Default: Zeek's default-mode set.
+    #[arg(long, default_value = DEFAULT_LIKELY_SERVER_PORTS)]
+    pub likely_server_ports: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Interface to attach to (repeatable).
+    #[arg(long = "iface", short = 'i', required = true)]
+    pub iface: Vec<String>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Maximum number of tracked connections (BPF map size).
+    #[arg(long, default_value_t = 262_144)]
+    pub table_size: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReadArgs {
+    /// pcap or pcapng file.
+    pub trace: PathBuf,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Do not validate checksums (Zeek's -C).
+    #[arg(long, short = 'C')]
+    pub ignore_checksums: bool,
+
+    /// Do not validate checksums of packets whose source address is in these networks
+    /// (repeatable; each value may be a comma-separated list).
+    #[arg(long = "ignore-checksums-net")]
+    pub ignore_checksums_net: Vec<String>,
+
+    /// Which datapath runs the engine (also env CONNTRACK_ENGINE). Default: kernel when
+    /// privileged and the program loads, else host.
+    #[arg(long, value_enum, env = "CONNTRACK_ENGINE")]
+    pub engine: Option<Engine>,
+
+    /// Progress on stderr every few seconds (default: when stderr is a terminal).
+    #[arg(long)]
+    pub progress: Option<bool>,
+}
+
+/// Parses `80/tcp,53/udp,...` into (port, ip proto) pairs.
+pub fn parse_port_list(s: &str) -> anyhow::Result<Vec<(u16, u8)>> {
+    let mut out = Vec::new();
+    for item in s.split([',', ' ']).map(str::trim).filter(|x| !x.is_empty()) {
+        let (p, proto) = item
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("bad port {item:?}: expected PORT/PROTO like 80/tcp"))?;
+        let port: u16 = p
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad port number in {item:?}"))?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            _ => anyhow::bail!("bad protocol in {item:?}: expected tcp, udp or icmp"),
+        };
+        out.push((port, proto));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_ports() {
+        let v = parse_port_list(DEFAULT_LIKELY_SERVER_PORTS).unwrap();
+        assert_eq!(v.len(), 73);
+        assert!(v.contains(&(80, 6)));
+        assert!(v.contains(&(53, 17)));
+        assert!(parse_port_list("").unwrap().is_empty());
+        assert!(parse_port_list("80").is_err());
+        assert!(parse_port_list("x/tcp").is_err());
+    }
+
+    #[test]
+    fn read_args() {
+        let c = Cli::try_parse_from([
+            "conntrack-agent",
+            "read",
+            "x.pcap",
+            "--log-dir",
+            "/tmp/o",
+            "--ignore-checksums-net",
+            "192.168.0.0/16, 192.169.0.0/16",
+            "--ignore-checksums-net",
+            "10.0.0.0/8",
+            "--likely-server-ports",
+            "2123/udp,80/tcp",
+            "--engine",
+            "host",
+        ])
+        .unwrap();
+        let Command::Read(r) = c.command else {
+            panic!()
+        };
+        assert_eq!(r.ignore_checksums_net.len(), 2);
+        assert_eq!(r.engine, Some(Engine::Host));
+        let c = Cli::try_parse_from([
+            "conntrack-agent",
+            "run",
+            "--iface",
+            "eth0",
+            "--iface",
+            "eth1",
+        ])
+        .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert_eq!(r.iface, vec!["eth0", "eth1"]);
+        assert_eq!(r.table_size, 262_144);
+    }
+}

@@ -1,0 +1,184 @@
+//! Where the flow engine runs. [`Datapath`] is the contract of docs/design.md;
+//! [`HostDatapath`] runs conntrack-common's engine over a `HashMap` in this process
+//! (the kernel datapath drives the loaded eBPF program instead).
+
+use crate::conn_log::ConnRecord;
+use crate::site::addr_from_bytes;
+use crate::tracker::ConnView;
+use conntrack_common::conn::Conn;
+use conntrack_common::engine::{self, EngineConfig, FlowTable};
+use conntrack_common::event::Event;
+use conntrack_common::key::FlowKey;
+use conntrack_common::packet::{PacketMeta, ParseError, parse_ethernet};
+use std::collections::{HashMap, HashSet};
+
+/// Why the datapath did not use a frame.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DatapathError {
+    #[error("unparsable packet ({0:?})")]
+    Parse(ParseError),
+    #[error("IP fragment reached the engine")]
+    Fragment,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The flow table plus the engine. Frames are Ethernet frames; `checksum_ok` is the host's
+/// transport checksum verdict for the packet.
+pub trait Datapath {
+    fn process(
+        &mut self,
+        frame: &[u8],
+        ts_ns: u64,
+        checksum_ok: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<(), DatapathError>;
+    fn lookup(&self, key: &FlowKey) -> Option<Conn>;
+    fn remove(&mut self, key: &FlowKey) -> Option<Conn>;
+    fn keys(&self) -> Vec<FlowKey>;
+}
+
+/// likely_server_ports on the host.
+#[derive(Debug, Clone, Default)]
+pub struct HostConfig {
+    ports: HashSet<(u16, u8)>,
+}
+
+impl HostConfig {
+    pub fn new(ports: &[(u16, u8)]) -> Self {
+        Self {
+            ports: ports.iter().copied().collect(),
+        }
+    }
+}
+
+impl EngineConfig for HostConfig {
+    fn likely_server_port(&self, port: u16, proto: u8) -> bool {
+        self.ports.contains(&(port, proto))
+    }
+}
+
+struct Table<'a>(&'a mut HashMap<FlowKey, Conn>);
+
+impl FlowTable for Table<'_> {
+    fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
+        self.0.get_mut(key)
+    }
+    fn insert(&mut self, key: &FlowKey, conn: &Conn) -> bool {
+        self.0.entry(*key).or_insert(*conn);
+        true
+    }
+}
+
+/// The engine on the host: a HashMap of connections.
+pub struct HostDatapath {
+    table: HashMap<FlowKey, Conn>,
+    cfg: HostConfig,
+}
+
+impl HostDatapath {
+    pub fn new(cfg: HostConfig) -> Self {
+        Self {
+            table: HashMap::new(),
+            cfg,
+        }
+    }
+}
+
+impl Datapath for HostDatapath {
+    fn process(
+        &mut self,
+        frame: &[u8],
+        ts_ns: u64,
+        checksum_ok: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<(), DatapathError> {
+        let mut meta = PacketMeta::default();
+        if let Some(patched) = tso_zero_length_fix(frame) {
+            // IPv4 total length 0 (segmentation offload), accepted by the caller (Zeek does
+            // with -C): the payload is what was captured, but CONNSIZE counts the header's
+            // TotalLen(), i.e. 0 bytes.
+            parse_ethernet(&patched, &mut meta).map_err(DatapathError::Parse)?;
+            meta.ip_len = 0;
+            meta.ip_bytes = 0;
+        } else {
+            parse_ethernet(frame, &mut meta).map_err(DatapathError::Parse)?;
+        }
+        if meta.is_fragment() {
+            return Err(DatapathError::Fragment);
+        }
+        let mut table = Table(&mut self.table);
+        engine::process_packet(&mut table, &meta, ts_ns, checksum_ok, &self.cfg, |e| {
+            events.push(e.to_event())
+        });
+        Ok(())
+    }
+
+    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        self.table.get(key).copied()
+    }
+
+    fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+        self.table.remove(key)
+    }
+
+    fn keys(&self) -> Vec<FlowKey> {
+        self.table.keys().copied().collect()
+    }
+}
+
+/// For an untagged Ethernet frame carrying IPv4 with total length 0, a copy whose total length
+/// is the captured IP length.
+fn tso_zero_length_fix(frame: &[u8]) -> Option<Vec<u8>> {
+    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+        return None;
+    }
+    if frame[16] != 0 || frame[17] != 0 {
+        return None;
+    }
+    let len = u16::try_from(frame.len() - 14).ok()?;
+    let mut v = frame.to_vec();
+    v[16..18].copy_from_slice(&len.to_be_bytes());
+    Some(v)
+}
+
+/// What the tracker needs of a connection.
+pub fn conn_view(c: &Conn) -> ConnView {
+    ConnView {
+        proto: c.proto,
+        last_ns: c.last_ns as i64,
+        orig_state: if c.is_tcp() { c.orig.state } else { 0 },
+        resp_state: if c.is_tcp() { c.resp.state } else { 0 },
+        orig_addr: c.orig_addr,
+        orig_port: c.orig_port,
+        resp_port: c.resp_port,
+    }
+}
+
+/// conn.log values of a connection (uid and local_* are filled in by the caller).
+pub fn conn_record_fields(c: &Conn) -> ConnRecord {
+    ConnRecord {
+        ts_ns: c.start_ns as i64,
+        uid: String::new(),
+        orig_h: addr_from_bytes(&c.orig_addr),
+        orig_p: c.orig_port,
+        resp_h: addr_from_bytes(&c.resp_addr),
+        resp_p: c.resp_port,
+        proto: c.proto_name(),
+        service: Vec::new(),
+        duration_ns: c.last_ns as i64 - c.start_ns as i64,
+        orig_bytes: c.orig_bytes(),
+        resp_bytes: c.resp_bytes(),
+        conn_state: c.conn_state().as_str().to_string(),
+        local_orig: None,
+        local_resp: None,
+        missed_bytes: c.missed_bytes(),
+        history: String::from_utf8_lossy(c.history_str()).into_owned(),
+        orig_pkts: c.orig_pkts(),
+        orig_ip_bytes: c.orig_ip_bytes(),
+        resp_pkts: c.resp_pkts(),
+        resp_ip_bytes: c.resp_ip_bytes(),
+        tunnel_parents: Vec::new(),
+        ip_proto: c.proto,
+    }
+}

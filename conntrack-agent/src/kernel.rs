@@ -1,0 +1,415 @@
+//! The eBPF datapath: loads `conntrack-ebpf` (built by build.rs), attaches it to interfaces
+//! (TCX, or netlink clsact on kernels without TCX), reads its ring buffer and counters, and
+//! drives it with BPF_PROG_TEST_RUN for replays ([`KernelDatapath`]).
+//!
+//! The contract with the program (conntrack-ebpf/src/maps.rs): maps `FLOWS`,
+//! `LIKELY_SERVER_PORTS`, `EVENTS`, `STATS`, `CONFIG`; `__sk_buff.cb[0]` flags and
+//! `__sk_buff.tstamp` in replay.
+
+use crate::datapath::{Datapath, DatapathError};
+use anyhow::{Context, Result, bail};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf};
+use aya::programs::tc::{NlOptions, TcAttachOptions, qdisc_add_clsact};
+use aya::programs::{
+    LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
+};
+use aya::{Ebpf, EbpfLoader};
+use conntrack_common::conn::Conn;
+use conntrack_common::event::Event;
+use conntrack_common::key::FlowKey;
+use conntrack_common::packet::MAX_HEADER_BYTES;
+use conntrack_common::stats::Stat;
+
+/// The eBPF object; empty when build.rs could not build it (no bpf-linker).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("CONNTRACK_EBPF_OBJ"));
+
+/// Program names in the object.
+const PROGRAMS: [(&str, TcAttachType); 2] = [
+    ("conntrack_ingress", TcAttachType::Ingress),
+    ("conntrack_egress", TcAttachType::Egress),
+];
+
+/// The later stages, tail-called through `STAGES[index]` (parse, then engine).
+const STAGE_PROGRAMS: [(&str, u32); 2] = [("conntrack_parse", 0), ("conntrack_engine", 1)];
+
+/// `CONFIG` indices and flags (mirrors conntrack-ebpf/src/maps.rs).
+const CONFIG_FLAGS: u32 = 0;
+const CONFIG_CLOCK_OFFSET: u32 = 1;
+const CONFIG_REPLAY: u64 = 1;
+
+/// `__sk_buff.cb[0]` bits in replay: the transport checksum is bad / replay mode.
+const CB_BAD_CHECKSUM: u32 = 1;
+const CB_REPLAY: u32 = 2;
+
+/// `struct __sk_buff` (uapi): size and the offsets of the fields a replay sets.
+const SKB_SIZE: usize = 192;
+const SKB_CB0: usize = 48;
+const SKB_TSTAMP: usize = 152;
+
+/// Bytes of a frame handed to BPF_PROG_TEST_RUN: the program reads only the first
+/// `MAX_HEADER_BYTES` (lengths come from the headers), and the kernel refuses inputs larger
+/// than about a page (reassembled datagrams can be).
+const TEST_RUN_MAX_BYTES: usize = if MAX_HEADER_BYTES > 1024 {
+    MAX_HEADER_BYTES
+} else {
+    1024
+};
+
+/// How the program is loaded.
+pub struct KernelOptions<'a> {
+    /// `FLOWS` size.
+    pub max_flows: u32,
+    /// Zeek's `likely_server_ports` as (port, IP protocol).
+    pub likely_server_ports: &'a [(u16, u8)],
+    /// Replay through BPF_PROG_TEST_RUN: the program trusts `tstamp` and `cb[0]`.
+    pub replay: bool,
+}
+
+/// The loaded program and its maps.
+pub struct Kernel {
+    ebpf: Ebpf,
+    flows: Option<FlowMap>,
+    events: RingBuf<MapData>,
+    stats: PerCpuArray<MapData, u64>,
+    attached: Vec<(String, &'static str, aya::programs::tc::SchedClassifierLinkId)>,
+}
+
+impl Kernel {
+    /// Loads both programs (the verifier runs here), sizes `FLOWS`, fills
+    /// `LIKELY_SERVER_PORTS` and `CONFIG`.
+    pub fn load(opts: &KernelOptions<'_>) -> Result<Kernel> {
+        if OBJECT.is_empty() {
+            bail!(
+                "the eBPF program was not built into this binary (bpf-linker or nightly was \
+                 missing at build time): run `cargo xtask setup`, then `cargo xtask build`"
+            );
+        }
+        check_privileges()?;
+        raise_memlock_limit();
+        let ports = opts.likely_server_ports.len().max(1) as u32;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", opts.max_flows.max(1))
+            .map_max_entries("LIKELY_SERVER_PORTS", ports)
+            .load(OBJECT)
+            .map_err(|e| explain_eperm(anyhow::Error::new(e)))
+            .context("loading the eBPF object")?;
+        {
+            let mut map: HashMap<_, u32, u8> =
+                HashMap::try_from(ebpf.map_mut("LIKELY_SERVER_PORTS").context("no map LIKELY_SERVER_PORTS")?)?;
+            for &(port, proto) in opts.likely_server_ports {
+                map.insert((port as u32) << 8 | proto as u32, 1, 0)?;
+            }
+        }
+        {
+            let mut config: Array<_, u64> =
+                Array::try_from(ebpf.map_mut("CONFIG").context("no map CONFIG")?)?;
+            let flags = if opts.replay { CONFIG_REPLAY } else { 0 };
+            config.set(CONFIG_FLAGS, flags, 0)?;
+            config.set(CONFIG_CLOCK_OFFSET, wall_minus_monotonic_ns(), 0)?;
+        }
+        let names = STAGE_PROGRAMS.iter().map(|(n, _)| *n);
+        for name in names.chain(PROGRAMS.iter().map(|(n, _)| *n)) {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .with_context(|| format!("no program {name} in the eBPF object"))?
+                .try_into()?;
+            prog.load()
+                .map_err(|e| explain_eperm(verifier_error(e)))
+                .with_context(|| format!("loading {name} (BPF verifier)"))?;
+        }
+        for (name, index) in STAGE_PROGRAMS {
+            let fd = {
+                let prog: &SchedClassifier = ebpf.program(name).context("no stage")?.try_into()?;
+                prog.fd()?.try_clone()?
+            };
+            let mut stages =
+                ProgramArray::try_from(ebpf.map_mut("STAGES").context("no map STAGES")?)?;
+            stages
+                .set(index, &fd, 0)
+                .with_context(|| format!("installing {name} in STAGES"))?;
+        }
+        let flows = HashMap::try_from(ebpf.take_map("FLOWS").context("no map FLOWS")?)?;
+        let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no map EVENTS")?)?;
+        let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no map STATS")?)?;
+        Ok(Kernel {
+            ebpf,
+            flows: Some(FlowMap { map: flows }),
+            events,
+            stats,
+            attached: Vec::new(),
+        })
+    }
+
+    /// Attaches ingress and egress to `iface`: TCX links where the kernel has them (>= 6.6),
+    /// else a clsact qdisc with direct-action filters.
+    pub fn attach(&mut self, iface: &str) -> Result<()> {
+        let c_name = std::ffi::CString::new(iface).context("interface name contains NUL")?;
+        // SAFETY: a valid C string; if_nametoindex only reads it.
+        if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+            bail!("interface {iface:?} not found (see `ip link`)");
+        }
+        for (name, kind) in PROGRAMS {
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("no program {name}"))?
+                .try_into()?;
+            let tcx = prog.attach_with_options(iface, kind, TcAttachOptions::TcxOrder(LinkOrder::default()));
+            let link = match tcx {
+                Ok(link) => link,
+                Err(tcx_err) => {
+                    log::info!("{iface}: TCX attach failed ({tcx_err}); using a clsact qdisc");
+                    if let Err(e) = qdisc_add_clsact(iface) {
+                        log::debug!("{iface}: clsact: {e} (may already exist)");
+                    }
+                    prog.attach_with_options(iface, kind, TcAttachOptions::Netlink(NlOptions::default()))
+                        .map_err(|e| explain_eperm(anyhow::Error::new(e)))
+                        .with_context(|| format!("attaching {name} to {iface}"))?
+                }
+            };
+            self.attached.push((iface.to_string(), name, link));
+        }
+        Ok(())
+    }
+
+    /// Detaches everything [`Kernel::attach`] attached (dropping the `Kernel` does too).
+    pub fn detach_all(&mut self) {
+        for (iface, name, link) in self.attached.drain(..) {
+            let prog: Option<&mut SchedClassifier> = self
+                .ebpf
+                .program_mut(name)
+                .and_then(|p| p.try_into().ok());
+            if let Some(prog) = prog
+                && let Err(e) = prog.detach(link)
+            {
+                log::warn!("detaching {name} from {iface}: {e}");
+            }
+        }
+    }
+
+    /// Moves the `FLOWS` map out (for a tracker that lives elsewhere than this `Kernel`).
+    pub fn take_flows(&mut self) -> Option<FlowMap> {
+        self.flows.take()
+    }
+
+    /// Appends every event waiting in the ring buffer to `out`; returns how many.
+    pub fn drain_events(&mut self, out: &mut Vec<Event>) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.events.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the program writes whole `Event`s (repr(C), integers only); the read
+                // is unaligned-safe.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Every counter of `STATS`, summed over CPUs, in `Stat::ALL` order.
+    pub fn stats(&self) -> Result<Vec<(Stat, u64)>> {
+        Stat::ALL
+            .iter()
+            .map(|&s| {
+                let per_cpu = self.stats.get(&s.index(), 0)?;
+                Ok((s, per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v))))
+            })
+            .collect()
+    }
+
+    fn program(&self, name: &str) -> Result<&SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?)
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+/// The `FLOWS` map: lookups and removals for the tracker.
+pub struct FlowMap {
+    map: HashMap<MapData, FlowKey, Conn>,
+}
+
+impl FlowMap {
+    pub fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        self.map.get(key, 0).ok()
+    }
+
+    pub fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+        let conn = self.map.get(key, 0).ok()?;
+        // The program may have updated it between the two calls; a packet in between is lost
+        // to this record, as in any remove-then-log design.
+        self.map.remove(key).ok()?;
+        Some(conn)
+    }
+
+    pub fn keys(&self) -> Vec<FlowKey> {
+        self.map.keys().filter_map(Result::ok).collect()
+    }
+}
+
+/// Live mode: the program updates connections itself; the agent only reads and removes them.
+impl Datapath for FlowMap {
+    fn process(
+        &mut self,
+        _: &[u8],
+        _: u64,
+        _: bool,
+        _: &mut Vec<Event>,
+    ) -> Result<(), DatapathError> {
+        Err(DatapathError::Other(
+            "live datapath: packets are processed in the kernel".into(),
+        ))
+    }
+    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        FlowMap::lookup(self, key)
+    }
+    fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+        FlowMap::remove(self, key)
+    }
+    fn keys(&self) -> Vec<FlowKey> {
+        FlowMap::keys(self)
+    }
+}
+
+/// Replay through the loaded program: one BPF_PROG_TEST_RUN per frame, with the packet time in
+/// `__sk_buff.tstamp` and the checksum verdict in `cb[0]`, then the ring buffer is drained.
+pub struct KernelDatapath {
+    kernel: Kernel,
+    flows: FlowMap,
+    ctx: [u8; SKB_SIZE],
+}
+
+impl KernelDatapath {
+    pub fn new(likely_server_ports: &[(u16, u8)], max_flows: u32) -> Result<KernelDatapath> {
+        let mut kernel = Kernel::load(&KernelOptions {
+            max_flows,
+            likely_server_ports,
+            replay: true,
+        })?;
+        let flows = kernel.take_flows().context("FLOWS already taken")?;
+        Ok(KernelDatapath {
+            kernel,
+            flows,
+            ctx: [0; SKB_SIZE],
+        })
+    }
+}
+
+impl Datapath for KernelDatapath {
+    fn process(
+        &mut self,
+        frame: &[u8],
+        ts_ns: u64,
+        checksum_ok: bool,
+        out: &mut Vec<Event>,
+    ) -> Result<(), DatapathError> {
+        // The kernel wants at least an Ethernet header; the host parser rejects such frames too.
+        if frame.len() < 14 {
+            return Ok(());
+        }
+        let data = frame.get(..TEST_RUN_MAX_BYTES).unwrap_or(frame);
+        let cb0 = CB_REPLAY | if checksum_ok { 0 } else { CB_BAD_CHECKSUM };
+        self.ctx[SKB_CB0..SKB_CB0 + 4].copy_from_slice(&cb0.to_ne_bytes());
+        self.ctx[SKB_TSTAMP..SKB_TSTAMP + 8].copy_from_slice(&ts_ns.to_ne_bytes());
+        let prog = self
+            .kernel
+            .program(PROGRAMS[0].0)
+            .map_err(|e| DatapathError::Other(format!("{e:#}")))?;
+        prog.test_run(TestRunOptions {
+            data_in: Some(data),
+            ctx_in: Some(&self.ctx),
+            ..TestRunOptions::default()
+        })
+        .map_err(|e| DatapathError::Other(format!("BPF_PROG_TEST_RUN: {e}")))?;
+        self.kernel.drain_events(out);
+        Ok(())
+    }
+    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        self.flows.lookup(key)
+    }
+    fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+        self.flows.remove(key)
+    }
+    fn keys(&self) -> Vec<FlowKey> {
+        self.flows.keys()
+    }
+}
+
+/// The replay datapath as the agent core takes it.
+pub fn replay_datapath(likely_server_ports: &[(u16, u8)], max_flows: u32) -> Result<Box<dyn Datapath>> {
+    Ok(Box::new(KernelDatapath::new(likely_server_ports, max_flows)?))
+}
+
+/// CLOCK_REALTIME - CLOCK_MONOTONIC, so that `bpf_ktime_get_ns() + offset` is wall-clock time.
+fn wall_minus_monotonic_ns() -> u64 {
+    let now = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid clock id and out pointer.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+    };
+    now(libc::CLOCK_REALTIME).wrapping_sub(now(libc::CLOCK_MONOTONIC))
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; harmless elsewhere.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: valid pointer to a rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+const PRIVILEGE_HELP: &str = "loading the eBPF program needs root, or the capabilities \
+     CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON: run it with sudo, or `sudo setcap \
+     cap_bpf,cap_net_admin,cap_perfmon+ep target/release/conntrack-agent`; replays work without \
+     privileges with `--engine host`";
+
+/// Fails early, with what to do, when the process cannot load a TC program.
+fn check_privileges() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(caps) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return Ok(()); // cannot tell: let the kernel decide
+    };
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if !(has(CAP_BPF) || has(CAP_SYS_ADMIN)) || !(has(CAP_NET_ADMIN) || has(CAP_SYS_ADMIN)) {
+        bail!("missing privileges: {PRIVILEGE_HELP}");
+    }
+    Ok(())
+}
+
+/// Adds the privilege hint to EPERM failures.
+fn explain_eperm(e: anyhow::Error) -> anyhow::Error {
+    let eperm = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
+            || c.to_string().contains("Operation not permitted")
+    });
+    if eperm { e.context(PRIVILEGE_HELP) } else { e }
+}
+
+/// A load error with the verifier log, which aya keeps out of the error's `Display`.
+fn verifier_error(e: ProgramError) -> anyhow::Error {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            anyhow::anyhow!("{io_error}\nverifier log:\n{verifier_log}")
+        }
+        other => anyhow::Error::new(other),
+    }
+}

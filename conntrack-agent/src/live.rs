@@ -1,0 +1,148 @@
+//! `run`: live tracking. The eBPF program does the per-packet work in the kernel; this loop
+//! polls its ring buffer (events are submitted without wakeups), feeds the events to the agent
+//! core (timers on the wall clock, removal and logging through the `FLOWS` map) and, on
+//! SIGINT/SIGTERM, drains: every open connection is logged, `#close` written, the programs
+//! detached.
+
+use crate::agent::Agent;
+use crate::cli::{RunArgs, parse_port_list};
+use crate::conn_log::ConnLogWriter;
+use crate::kernel::{Kernel, KernelOptions};
+use crate::read::local_nets_from;
+use crate::tracker::Timeouts;
+use anyhow::{Context, Result};
+use conntrack_common::event::{Event, EventKind};
+use conntrack_common::packet::PacketMeta;
+use conntrack_common::stats::Stat;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Ring-buffer poll interval: bounds event latency and how far timers lag.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// conn.log is flushed this often.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Drop counters are checked (and reported when they grew) this often.
+const STATS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counters that mean lost or unapplied packets, reported when they grow.
+const DROP_STATS: [Stat; 4] = [Stat::RingbufFull, Stat::TableFull, Stat::LockBusy, Stat::Fragments];
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let ports = parse_port_list(&args.common.likely_server_ports)?;
+    let local_nets = local_nets_from(&args.common.local_nets)?;
+    let mut kernel = Kernel::load(&KernelOptions {
+        max_flows: args.table_size,
+        likely_server_ports: &ports,
+        replay: false,
+    })?;
+    for iface in &args.iface {
+        // On error, dropping `kernel` detaches what was attached so far.
+        kernel.attach(iface)?;
+    }
+    let flows = kernel.take_flows().context("FLOWS map already taken")?;
+    let writer = ConnLogWriter::create(&args.common.log_dir, args.common.log_format)?;
+    let mut agent = Agent::new(Box::new(flows), Timeouts::default(), local_nets, writer);
+    eprintln!(
+        "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
+        args.iface.join(", "),
+        args.common.log_dir.display()
+    );
+
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut events = Vec::new();
+    let mut last_flush = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut reported = [0u64; DROP_STATS.len()];
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = tick.tick() => {
+                poll(&mut kernel, &mut agent, &mut events)?;
+                if last_flush.elapsed() >= FLUSH_INTERVAL {
+                    agent.flush()?;
+                    last_flush = Instant::now();
+                }
+                if last_stats.elapsed() >= STATS_INTERVAL {
+                    if report_drops(&kernel, &mut reported)? {
+                        resync(&mut agent)?;
+                    }
+                    last_stats = Instant::now();
+                }
+            }
+        }
+    }
+
+    eprintln!("conntrack-agent: stopping: logging open connections");
+    poll(&mut kernel, &mut agent, &mut events)?;
+    report_drops(&kernel, &mut reported)?;
+    agent.finish()?;
+    kernel.detach_all();
+    let stats = kernel.stats()?;
+    let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
+    eprintln!(
+        "conntrack-agent: {} packets, {} connections logged, drops: ring buffer {}, table full {}, \
+         lock busy {}, fragments not tracked {}",
+        get(Stat::Packets),
+        agent.stats.conns_logged,
+        get(Stat::RingbufFull),
+        get(Stat::TableFull),
+        get(Stat::LockBusy),
+        get(Stat::Fragments)
+    );
+    Ok(())
+}
+
+/// Events first (they happened before now), then the timers due by the wall clock.
+fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Result<()> {
+    events.clear();
+    kernel.drain_events(events);
+    for ev in events.iter() {
+        agent.handle_event(ev, ev.ts_ns as i64)?;
+    }
+    agent.advance(wall_clock_ns())
+}
+
+/// Warns about drop counters that grew; true if ring-buffer events were lost.
+fn report_drops(kernel: &Kernel, reported: &mut [u64; DROP_STATS.len()]) -> Result<bool> {
+    let stats = kernel.stats()?;
+    let mut lost_events = false;
+    for (i, stat) in DROP_STATS.iter().enumerate() {
+        let now = stats.iter().find(|(s, _)| s == stat).map_or(0, |(_, v)| *v);
+        if now > reported[i] {
+            log::warn!("{}: {} (+{})", stat.name(), now, now - reported[i]);
+            lost_events |= *stat == Stat::RingbufFull;
+            reported[i] = now;
+        }
+    }
+    Ok(lost_events)
+}
+
+/// After lost events: every connection in `FLOWS` is reported to the tracker again, so that
+/// the ones whose `NewConn` was lost get timers and are logged on time.
+fn resync(agent: &mut Agent) -> Result<()> {
+    for key in agent.dp.keys() {
+        let Some(conn) = agent.dp.lookup(&key) else {
+            continue;
+        };
+        let ev = Event {
+            kind: EventKind::StateChanged as u32,
+            changes: 0,
+            ts_ns: conn.last_ns,
+            key,
+            meta: PacketMeta::default(),
+            conn,
+        };
+        agent.handle_event(&ev, conn.last_ns as i64)?;
+    }
+    Ok(())
+}
+
+fn wall_clock_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}

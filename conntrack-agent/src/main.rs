@@ -1,0 +1,36 @@
+//! conntrack-agent: Zeek-compatible connection tracking, live (eBPF) or from a trace.
+
+mod agent;
+mod checksum;
+mod cli;
+mod conn_log;
+mod datapath;
+mod defrag;
+mod kernel;
+mod live;
+mod pcap_input;
+mod read;
+mod site;
+mod tracker;
+mod uid;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = cli::Cli::parse();
+    let res = match cli.command {
+        cli::Command::Run(args) => live::run(args).await,
+        cli::Command::Read(args) => read::read(args),
+    };
+    match res {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conntrack-agent: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

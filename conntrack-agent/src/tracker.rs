@@ -1,0 +1,630 @@
+//! Connection lifetimes: Zeek's timers on a pluggable clock.
+//!
+//! The tracker mirrors what Zeek's session and TCP adapter timers do, without owning the
+//! connection state itself (that lives in the datapath: a host HashMap or a BPF map):
+//! - inactivity (all protocols): 1 min for UDP/ICMP/other and for TCP until one endpoint leaves
+//!   the handshake states, then 5 min (`tcp_inactivity_timeout`); 1 h for TCP 21/22/23/513 once
+//!   established (`Conn::port_inactivity_timeouts`);
+//! - TCP attempt (5 s after the originator's SYN, fires at end of input too): S0 removal;
+//! - TCP expire checks (5 s after creation, then every 6 s; also 6 s after a half close) with the
+//!   5 s linger rule;
+//! - TCP close delay: removal at last_time + 5 s once the close is complete.
+//!
+//! Timers are lazy like Zeek's: a due timer re-reads the connection (through a callback) and
+//! either removes it or re-arms itself. They fire only when network time advances and before the
+//! packet that advanced it is processed (the caller calls [`Tracker::advance`] first). At the end
+//! of input only the attempt timers fire ([`Tracker::finish`]), then everything left is drained.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::Hash;
+
+pub const SEC: i64 = 1_000_000_000;
+
+/// Zeek TCP endpoint states (init-bare.zeek numbering).
+#[allow(dead_code)]
+pub mod tcp_state {
+    pub const INACTIVE: u8 = 0;
+    pub const SYN_SENT: u8 = 1;
+    pub const SYN_ACK_SENT: u8 = 2;
+    pub const PARTIAL: u8 = 3;
+    pub const ESTABLISHED: u8 = 4;
+    pub const CLOSED: u8 = 5;
+    pub const RESET: u8 = 6;
+
+    pub fn is_handshake(s: u8) -> bool {
+        matches!(s, INACTIVE | SYN_SENT | SYN_ACK_SENT)
+    }
+}
+use tcp_state::*;
+
+/// Timer settings (Zeek defaults).
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub udp_inactivity: i64,
+    pub icmp_inactivity: i64,
+    pub other_inactivity: i64,
+    pub tcp_inactivity: i64,
+    pub tcp_attempt_delay: i64,
+    pub tcp_syn_timeout: i64,
+    pub tcp_session_timer: i64,
+    pub tcp_connection_linger: i64,
+    pub tcp_close_delay: i64,
+    /// `Conn::port_inactivity_timeouts` (TCP ports), applied at connection_established.
+    pub tcp_port_inactivity: Vec<(u16, i64)>,
+    /// `max_timer_expires`: timers processed per advance (0 = no cap).
+    pub max_timer_expires: usize,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            udp_inactivity: 60 * SEC,
+            icmp_inactivity: 60 * SEC,
+            other_inactivity: 60 * SEC,
+            tcp_inactivity: 300 * SEC,
+            tcp_attempt_delay: 5 * SEC,
+            tcp_syn_timeout: 5 * SEC,
+            tcp_session_timer: 6 * SEC,
+            tcp_connection_linger: 5 * SEC,
+            tcp_close_delay: 5 * SEC,
+            tcp_port_inactivity: vec![
+                (21, 3600 * SEC),
+                (22, 3600 * SEC),
+                (23, 3600 * SEC),
+                (513, 3600 * SEC),
+            ],
+            max_timer_expires: 300,
+        }
+    }
+}
+
+/// What the tracker needs to see of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnView {
+    pub proto: u8,
+    pub last_ns: i64,
+    /// TCP endpoint states in the current orientation (0 for non-TCP).
+    pub orig_state: u8,
+    pub resp_state: u8,
+    /// Current originator address and port, to notice flips.
+    pub orig_addr: [u8; 16],
+    pub orig_port: u16,
+    pub resp_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Inactivity,
+    Attempt,
+    Expire,
+    CloseDelete,
+}
+
+struct Entry {
+    generation: u64,
+    orig_state: u8,
+    resp_state: u8,
+    orig_addr: [u8; 16],
+    orig_port: u16,
+    /// did_close of (orig, resp) in the current orientation.
+    did_close: [bool; 2],
+    inactivity: i64,
+    /// connection_established already handled.
+    established: bool,
+    /// Bumped by CancelTimers (analyzer timers: attempt, expire, close delete).
+    epoch: u64,
+    close_at: Option<i64>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Timer<K: Ord> {
+    at: i64,
+    seq: u64,
+    kind: Kind,
+    key: K,
+    generation: u64,
+    epoch: u64,
+}
+
+/// Why a connection was removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Removal {
+    Inactivity,
+    Attempt,
+    Expire,
+    Closed,
+    Drain,
+    /// The datapath no longer has it (e.g. evicted); nothing to log.
+    Gone,
+}
+
+pub struct Tracker<K: Ord + Hash + Clone> {
+    t: Timeouts,
+    entries: HashMap<K, Entry>,
+    heap: BinaryHeap<Reverse<Timer<K>>>,
+    seq: u64,
+    next_generation: u64,
+    network_time: i64,
+}
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+const ICMP6: u8 = 58;
+
+impl<K: Ord + Hash + Clone> Tracker<K> {
+    pub fn new(t: Timeouts) -> Self {
+        Self {
+            t,
+            entries: HashMap::new(),
+            heap: BinaryHeap::new(),
+            seq: 0,
+            next_generation: 1,
+            network_time: i64::MIN,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[cfg(test)]
+    pub fn network_time(&self) -> i64 {
+        self.network_time
+    }
+
+    fn push(&mut self, at: i64, kind: Kind, key: K, generation: u64, epoch: u64) {
+        self.seq += 1;
+        self.heap.push(Reverse(Timer {
+            at,
+            seq: self.seq,
+            kind,
+            key,
+            generation,
+            epoch,
+        }));
+    }
+
+    fn base_inactivity(&self, proto: u8) -> i64 {
+        match proto {
+            TCP | UDP => self.t.udp_inactivity,
+            ICMP | ICMP6 => self.t.icmp_inactivity,
+            _ => self.t.other_inactivity,
+        }
+    }
+
+    /// Forget a connection that the datapath removed by itself (e.g. TCP reuse).
+    pub fn forget(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+
+    /// Reports a connection after a packet changed it (or created it: `is_new`).
+    /// `established`: Zeek's connection_established has happened (acted on once).
+    pub fn observe(&mut self, key: &K, v: &ConnView, pkt_ns: i64, is_new: bool, established: bool) {
+        let now = self.network_time.max(pkt_ns);
+        if is_new || !self.entries.contains_key(key) {
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            let inactivity = self.base_inactivity(v.proto);
+            self.entries.insert(
+                key.clone(),
+                Entry {
+                    generation,
+                    orig_state: INACTIVE,
+                    resp_state: INACTIVE,
+                    orig_addr: v.orig_addr,
+                    orig_port: v.orig_port,
+                    did_close: [false; 2],
+                    inactivity,
+                    established: false,
+                    epoch: 0,
+                    close_at: None,
+                },
+            );
+            // Session inactivity timer at last_time + timeout; TCP ExpireTimer at
+            // network_time + tcp_SYN_timeout.
+            self.push(
+                v.last_ns.max(pkt_ns) + inactivity,
+                Kind::Inactivity,
+                key.clone(),
+                generation,
+                0,
+            );
+            if v.proto == TCP {
+                let at = now + self.t.tcp_syn_timeout;
+                self.push(at, Kind::Expire, key.clone(), generation, 0);
+            }
+        }
+        if v.proto != TCP {
+            return;
+        }
+        let t = self.t.clone();
+        let mut pushes: Vec<(i64, Kind, u64, u64)> = Vec::new();
+        {
+            let e = self.entries.get_mut(key).expect("inserted above");
+            // A flip swaps the endpoints.
+            if e.orig_addr != v.orig_addr || e.orig_port != v.orig_port {
+                std::mem::swap(&mut e.orig_state, &mut e.resp_state);
+                e.did_close.swap(0, 1);
+                e.orig_addr = v.orig_addr;
+                e.orig_port = v.orig_port;
+            }
+            let (o0, r0) = (e.orig_state, e.resp_state);
+            let (o1, r1) = (v.orig_state, v.resp_state);
+
+            // Attempt timer: the originator's SYN moved it out of INACTIVE.
+            if o0 == INACTIVE && matches!(o1, SYN_SENT | SYN_ACK_SENT) && t.tcp_attempt_delay > 0 {
+                pushes.push((
+                    pkt_ns + t.tcp_attempt_delay,
+                    Kind::Attempt,
+                    e.generation,
+                    e.epoch,
+                ));
+            }
+            // tcp_inactivity_timeout once the handshake is left.
+            if is_handshake(o0) && is_handshake(r0) && (!is_handshake(o1) || !is_handshake(r1)) {
+                e.inactivity = t.tcp_inactivity;
+            }
+            if established && !e.established {
+                e.established = true;
+                if let Some((_, to)) = t
+                    .tcp_port_inactivity
+                    .iter()
+                    .find(|(p, _)| *p == v.resp_port)
+                {
+                    e.inactivity = *to;
+                }
+            }
+            // ConnectionClosed for an endpoint that just went to CLOSED or RESET.
+            for side in 0..2 {
+                let (old, new, peer_new) = if side == 0 {
+                    (o0, o1, r1)
+                } else {
+                    (r0, r1, o1)
+                };
+                if old == new || !matches!(new, CLOSED | RESET) || e.did_close[side] {
+                    continue;
+                }
+                e.did_close[side] = true;
+                let close_complete = new == RESET || e.did_close[1 - side] || peer_new == INACTIVE;
+                if close_complete {
+                    e.epoch += 1; // CancelTimers
+                    let at = v.last_ns + t.tcp_close_delay;
+                    e.close_at = Some(at);
+                    pushes.push((at, Kind::CloseDelete, e.generation, e.epoch));
+                } else if old != INACTIVE {
+                    pushes.push((
+                        v.last_ns + t.tcp_session_timer,
+                        Kind::Expire,
+                        e.generation,
+                        e.epoch,
+                    ));
+                }
+            }
+            e.orig_state = o1;
+            e.resp_state = r1;
+        }
+        for (at, kind, generation, epoch) in pushes {
+            self.push(at, kind, key.clone(), generation, epoch);
+        }
+    }
+
+    /// Advances network time to `now` (never backwards) and fires due timers, calling `read`
+    /// to re-read connections. Returns the connections to remove, in firing order.
+    pub fn advance(
+        &mut self,
+        now: i64,
+        read: &mut dyn FnMut(&K) -> Option<ConnView>,
+    ) -> Vec<(K, Removal)> {
+        if now > self.network_time {
+            self.network_time = now;
+        }
+        let now = self.network_time;
+        let mut out = Vec::new();
+        let mut fired = 0usize;
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if top.at > now {
+                break;
+            }
+            if self.t.max_timer_expires != 0 && fired >= self.t.max_timer_expires {
+                break;
+            }
+            let Reverse(tm) = self.heap.pop().expect("peeked");
+            let Some(e) = self.entries.get(&tm.key) else {
+                continue;
+            };
+            if e.generation != tm.generation {
+                continue;
+            }
+            if tm.kind != Kind::Inactivity && tm.epoch != e.epoch {
+                continue; // cancelled analyzer timer
+            }
+            fired += 1;
+            let Some(v) = read(&tm.key) else {
+                self.entries.remove(&tm.key);
+                out.push((tm.key, Removal::Gone));
+                continue;
+            };
+            if let Some(r) = self.fire(&tm, &v, now) {
+                self.entries.remove(&tm.key);
+                out.push((tm.key, r));
+            }
+        }
+        out
+    }
+
+    /// Decides a due timer; re-arms it when the connection stays.
+    fn fire(&mut self, tm: &Timer<K>, v: &ConnView, now: i64) -> Option<Removal> {
+        let e = self.entries.get(&tm.key).expect("checked");
+        let (generation, epoch) = (e.generation, e.epoch);
+        match tm.kind {
+            Kind::Inactivity => {
+                let to = e.inactivity;
+                if to <= 0 {
+                    return None;
+                }
+                if v.last_ns + to <= now {
+                    Some(Removal::Inactivity)
+                } else {
+                    self.push(
+                        v.last_ns + to,
+                        Kind::Inactivity,
+                        tm.key.clone(),
+                        generation,
+                        0,
+                    );
+                    None
+                }
+            }
+            Kind::Attempt => attempt_due(v).then_some(Removal::Attempt),
+            Kind::Expire => {
+                if v.last_ns + self.t.tcp_connection_linger < now {
+                    let dc = e.did_close;
+                    let (o, r) = (v.orig_state, v.resp_state);
+                    if (dc[0] || dc[1])
+                        && ((dc[0] && dc[1])
+                            || o == RESET
+                            || r == RESET
+                            || o == INACTIVE
+                            || r == INACTIVE)
+                    {
+                        return Some(Removal::Expire);
+                    }
+                    if o == INACTIVE && r == INACTIVE {
+                        return Some(Removal::Expire);
+                    }
+                }
+                let at = now + self.t.tcp_session_timer;
+                self.push(at, Kind::Expire, tm.key.clone(), generation, epoch);
+                None
+            }
+            Kind::CloseDelete => (e.close_at == Some(tm.at)).then_some(Removal::Closed),
+        }
+    }
+
+    /// End of input: the attempt timers (Zeek's do_expire timers) fire, whatever their time;
+    /// then every remaining connection is drained in key order.
+    pub fn finish(&mut self, read: &mut dyn FnMut(&K) -> Option<ConnView>) -> Vec<(K, Removal)> {
+        let mut out = Vec::new();
+        let mut timers: Vec<Timer<K>> = std::mem::take(&mut self.heap)
+            .into_iter()
+            .map(|Reverse(t)| t)
+            .collect();
+        timers.sort();
+        for tm in timers {
+            if tm.kind != Kind::Attempt {
+                continue;
+            }
+            let Some(e) = self.entries.get(&tm.key) else {
+                continue;
+            };
+            if e.generation != tm.generation || e.epoch != tm.epoch {
+                continue;
+            }
+            if let Some(v) = read(&tm.key)
+                && attempt_due(&v)
+            {
+                self.entries.remove(&tm.key);
+                out.push((tm.key, Removal::Attempt));
+            }
+        }
+        let mut rest: Vec<K> = self.entries.keys().cloned().collect();
+        rest.sort();
+        self.entries.clear();
+        out.extend(rest.into_iter().map(|k| (k, Removal::Drain)));
+        out
+    }
+
+    #[cfg(test)]
+    fn inactivity_of(&self, key: &K) -> Option<i64> {
+        self.entries.get(key).map(|e| e.inactivity)
+    }
+}
+
+fn attempt_due(v: &ConnView) -> bool {
+    matches!(v.orig_state, SYN_SENT | SYN_ACK_SENT) && v.resp_state == INACTIVE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(proto: u8, last: i64, o: u8, r: u8) -> ConnView {
+        ConnView {
+            proto,
+            last_ns: last,
+            orig_state: o,
+            resp_state: r,
+            orig_addr: [1; 16],
+            orig_port: 1000,
+            resp_port: 80,
+        }
+    }
+
+    /// A fake datapath: key -> view, with a fake clock driven by the test.
+    struct Fake {
+        conns: HashMap<u32, ConnView>,
+        tr: Tracker<u32>,
+        removed: Vec<(u32, Removal, i64)>,
+    }
+
+    impl Fake {
+        fn new() -> Self {
+            Self {
+                conns: HashMap::new(),
+                tr: Tracker::new(Timeouts::default()),
+                removed: Vec::new(),
+            }
+        }
+        fn tick(&mut self, now: i64) {
+            let conns = &self.conns;
+            let r = self.tr.advance(now, &mut |k| conns.get(k).copied());
+            for (k, why) in r {
+                self.conns.remove(&k);
+                self.removed.push((k, why, now));
+            }
+        }
+        /// A packet at `t` that leaves the connection as `v` (timers first).
+        fn packet(&mut self, k: u32, t: i64, v: ConnView, est: bool) {
+            self.tick(t);
+            let is_new = !self.conns.contains_key(&k);
+            self.conns.insert(k, v);
+            self.tr.observe(&k, &v, t, is_new, est);
+        }
+        fn finish(&mut self) {
+            let conns = &self.conns;
+            let r = self.tr.finish(&mut |k| conns.get(k).copied());
+            for (k, why) in r {
+                self.conns.remove(&k);
+                self.removed.push((k, why, i64::MAX));
+            }
+        }
+    }
+
+    #[test]
+    fn udp_inactivity_splits() {
+        let mut f = Fake::new();
+        f.packet(1, 0, view(UDP, 0, 0, 0), false);
+        f.packet(1, 30 * SEC, view(UDP, 30 * SEC, 0, 0), false);
+        // another connection's packet at 89 s: not yet (30 + 60 = 90)
+        f.packet(2, 89 * SEC, view(UDP, 89 * SEC, 0, 0), false);
+        assert!(f.removed.is_empty());
+        f.packet(2, 90 * SEC, view(UDP, 90 * SEC, 0, 0), false);
+        assert_eq!(f.removed, vec![(1, Removal::Inactivity, 90 * SEC)]);
+        f.finish();
+        assert_eq!(f.removed[1].0, 2);
+        assert_eq!(f.removed[1].1, Removal::Drain);
+    }
+
+    #[test]
+    fn syn_only_is_attempt_after_5s_and_at_end() {
+        let mut f = Fake::new();
+        f.packet(1, 0, view(TCP, 0, SYN_SENT, INACTIVE), false);
+        f.packet(2, 4 * SEC, view(UDP, 4 * SEC, 0, 0), false);
+        assert!(f.removed.is_empty());
+        f.packet(2, 5 * SEC, view(UDP, 5 * SEC, 0, 0), false);
+        assert_eq!(f.removed, vec![(1, Removal::Attempt, 5 * SEC)]);
+        // at the end of input, attempts fire even if not due yet
+        f.packet(3, 6 * SEC, view(TCP, 6 * SEC, SYN_SENT, INACTIVE), false);
+        f.finish();
+        assert_eq!(f.removed[1].0, 3);
+        assert_eq!(f.removed[1].1, Removal::Attempt);
+        assert_eq!(f.removed[2], (2, Removal::Drain, i64::MAX));
+    }
+
+    #[test]
+    fn answered_syn_is_not_attempt() {
+        let mut f = Fake::new();
+        f.packet(1, 0, view(TCP, 0, SYN_SENT, INACTIVE), false);
+        f.packet(1, SEC, view(TCP, SEC, ESTABLISHED, ESTABLISHED), true);
+        f.packet(2, 10 * SEC, view(UDP, 10 * SEC, 0, 0), false);
+        assert!(f.removed.is_empty());
+        assert_eq!(f.tr.inactivity_of(&1), Some(300 * SEC));
+    }
+
+    #[test]
+    fn tcp_close_delay_and_handshake_timeout() {
+        let mut f = Fake::new();
+        f.packet(1, 0, view(TCP, 0, SYN_SENT, INACTIVE), false);
+        f.packet(1, SEC, view(TCP, SEC, ESTABLISHED, ESTABLISHED), true);
+        f.packet(1, 2 * SEC, view(TCP, 2 * SEC, CLOSED, ESTABLISHED), false);
+        f.packet(1, 3 * SEC, view(TCP, 3 * SEC, CLOSED, CLOSED), false);
+        // final ACK does not extend last_time (engine's business); close at 3 + 5
+        f.packet(2, 7 * SEC, view(UDP, 7 * SEC, 0, 0), false);
+        assert!(f.removed.is_empty());
+        f.packet(2, 8 * SEC, view(UDP, 8 * SEC, 0, 0), false);
+        assert_eq!(f.removed, vec![(1, Removal::Closed, 8 * SEC)]);
+    }
+
+    #[test]
+    fn half_close_expires_after_linger() {
+        let mut f = Fake::new();
+        // partial connection, one side closes (prev state PARTIAL): ExpireTimer at last + 6
+        f.packet(1, 0, view(TCP, 0, PARTIAL, INACTIVE), false);
+        f.packet(1, SEC, view(TCP, SEC, CLOSED, INACTIVE), false);
+        // close_complete because the peer is INACTIVE: delete at 1 + 5
+        f.packet(2, 6 * SEC, view(UDP, 6 * SEC, 0, 0), false);
+        assert_eq!(f.removed, vec![(1, Removal::Closed, 6 * SEC)]);
+    }
+
+    #[test]
+    fn established_then_one_fin_waits_for_expire_checks() {
+        let mut f = Fake::new();
+        f.packet(1, 0, view(TCP, 0, SYN_SENT, INACTIVE), false);
+        f.packet(1, 0, view(TCP, 0, ESTABLISHED, ESTABLISHED), true);
+        f.packet(1, SEC, view(TCP, SEC, CLOSED, ESTABLISHED), false);
+        // Not complete: expire check at 1 + 6 = 7 s: last + 5 < 7 but peer ESTABLISHED and not
+        // closed -> stays; it stays until the 5 min inactivity.
+        f.packet(2, 100 * SEC, view(UDP, 100 * SEC, 0, 0), false);
+        assert!(f.removed.is_empty());
+        f.packet(3, 301 * SEC, view(UDP, 301 * SEC, 0, 0), false);
+        let ones: Vec<_> = f.removed.iter().filter(|r| r.0 == 1).copied().collect();
+        assert_eq!(ones, vec![(1, Removal::Inactivity, 301 * SEC)]);
+    }
+
+    #[test]
+    fn bad_checksum_only_conn_expires_by_expire_timer() {
+        let mut f = Fake::new();
+        f.packet(1, 0, view(TCP, 0, INACTIVE, INACTIVE), false);
+        // first expire check at 5 s: last + 5 < 5 is false -> re-armed at 11 s
+        f.packet(2, 5 * SEC, view(UDP, 5 * SEC, 0, 0), false);
+        assert!(f.removed.is_empty());
+        f.packet(2, 11 * SEC, view(UDP, 11 * SEC, 0, 0), false);
+        assert_eq!(f.removed, vec![(1, Removal::Expire, 11 * SEC)]);
+    }
+
+    #[test]
+    fn ssh_gets_an_hour() {
+        let mut f = Fake::new();
+        let mut v = view(TCP, 0, SYN_SENT, INACTIVE);
+        v.resp_port = 22;
+        f.packet(1, 0, v, false);
+        let mut v2 = view(TCP, SEC, ESTABLISHED, ESTABLISHED);
+        v2.resp_port = 22;
+        f.packet(1, SEC, v2, true);
+        assert_eq!(f.tr.inactivity_of(&1), Some(3600 * SEC));
+        f.packet(2, 400 * SEC, view(UDP, 400 * SEC, 0, 0), false);
+        assert!(f.removed.is_empty());
+    }
+
+    #[test]
+    fn flip_swaps_endpoint_bookkeeping() {
+        let mut f = Fake::new();
+        let v = view(TCP, 0, SYN_ACK_SENT, INACTIVE);
+        f.packet(1, 0, v, false);
+        let mut v2 = view(TCP, SEC, ESTABLISHED, ESTABLISHED);
+        v2.orig_addr = [2; 16];
+        f.packet(1, SEC, v2, false);
+        f.packet(2, 10 * SEC, view(UDP, 10 * SEC, 0, 0), false);
+        assert!(f.removed.is_empty());
+    }
+
+    #[test]
+    fn timers_never_go_backwards() {
+        let mut f = Fake::new();
+        f.packet(1, 100 * SEC, view(UDP, 100 * SEC, 0, 0), false);
+        f.tick(50 * SEC);
+        assert_eq!(f.tr.network_time(), 100 * SEC);
+    }
+}

@@ -1,0 +1,382 @@
+//! The per-packet flow engine: orientation of a new connection, TCP reuse, the per-packet
+//! update (history, TCP state machine, sequence space, counters) and a generic driver
+//! ([`process_packet`]) shared by the eBPF program and the host datapath.
+//!
+//! Everything follows Zeek's packet analysis (TCPSessionAdapter, UDP, ICMP and unknown-IP
+//! adapters, CONNSIZE) as summarised in `zeek-conn-semantics.md`. All functions are pure apart
+//! from the `Conn` they update; time comes in as `now_ns`. The TCP part lives in [`tcp_update`].
+
+mod tcp_update;
+
+use crate::conn::{CONN_FLIPPED, CONN_PARTIAL, Conn, ZERO_CONN};
+use crate::event::{EventKind, EventRef};
+use crate::history::{History, mask};
+use crate::key::{FlowKey, tuple_ports};
+use crate::packet::{PacketMeta, tcp_flags};
+use crate::proto;
+use crate::tcp::{EP_ACTIVE, Endpoint, state};
+
+/// Host or eBPF configuration the engine consults.
+pub trait EngineConfig {
+    /// Zeek's `likely_server_ports` membership of `port` for transport `proto` (6 or 17).
+    fn likely_server_port(&self, port: u16, proto: u8) -> bool;
+}
+
+/// A configuration without likely server ports (Zeek in bare mode without packet protocols).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoServerPorts;
+
+impl EngineConfig for NoServerPorts {
+    fn likely_server_port(&self, _port: u16, _proto: u8) -> bool {
+        false
+    }
+}
+
+/// What one packet changed (bitset).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Changes(pub u32);
+
+impl Changes {
+    /// Nothing.
+    pub const NONE: Changes = Changes(0);
+    /// The connection was created by this packet.
+    pub const NEW: Changes = Changes(1 << 0);
+    /// Zeek's `connection_established` happened.
+    pub const ESTABLISHED: Changes = Changes(1 << 1);
+    /// A TCP endpoint state changed.
+    pub const STATE_CHANGED: Changes = Changes(1 << 2);
+    /// The close completed; the close-delay removal is armed (`Conn::close_ns`).
+    pub const CLOSED: Changes = Changes(1 << 3);
+    /// The roles were flipped.
+    pub const FLIPPED: Changes = Changes(1 << 4);
+    /// The packet had a bad checksum and only left a C/c letter.
+    pub const BAD_CHECKSUM: Changes = Changes(1 << 5);
+    /// The packet ended a previous connection with the same key (TCP reuse).
+    pub const REUSED: Changes = Changes(1 << 6);
+    /// The flow table was full; the packet was not tracked.
+    pub const TABLE_FULL: Changes = Changes(1 << 7);
+    /// The attempt timer was armed (`Conn::attempt_ns`).
+    pub const ATTEMPT_ARMED: Changes = Changes(1 << 8);
+    /// TCP left the handshake; the long inactivity timeout applies now.
+    pub const HANDSHAKE_LEFT: Changes = Changes(1 << 9);
+    /// The table returned no entry even after a successful insert (e.g. the eBPF glue found
+    /// the connection's lock busy); nothing was applied and nothing emitted.
+    pub const SKIPPED: Changes = Changes(1 << 10);
+
+    /// True if all bits of `other` are set.
+    #[inline(always)]
+    pub fn contains(self, other: Changes) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Sets the bits of `other`.
+    #[inline(always)]
+    pub fn insert(&mut self, other: Changes) {
+        self.0 |= other.0;
+    }
+}
+
+impl core::ops::BitOr for Changes {
+    type Output = Changes;
+    fn bitor(self, rhs: Changes) -> Changes {
+        Changes(self.0 | rhs.0)
+    }
+}
+
+impl core::ops::BitOrAssign for Changes {
+    fn bitor_assign(&mut self, rhs: Changes) {
+        self.0 |= rhs.0;
+    }
+}
+
+/// 255.255.255.255, IPv4-mapped.
+const BROADCAST: [u8; 16] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+];
+
+/// Zeek's `WantConnection` role decision for the first packet of a connection: true if the
+/// packet's destination should become the originator. Never for a responder address of
+/// 255.255.255.255, ICMP or other protocols; never for a plain SYN.
+pub fn should_flip(meta: &PacketMeta, cfg: &impl EngineConfig) -> bool {
+    if meta.dst == BROADCAST {
+        return false;
+    }
+    let src_likely = cfg.likely_server_port(meta.sport, meta.proto);
+    match meta.proto {
+        proto::TCP => {
+            let syn = meta.tcp_flags & tcp_flags::SYN != 0;
+            let ack = meta.tcp_flags & tcp_flags::ACK != 0;
+            if syn && !ack {
+                return false;
+            }
+            if !src_likely {
+                return false;
+            }
+            if !cfg.likely_server_port(meta.dport, meta.proto) {
+                return true;
+            }
+            !(syn && ack) && meta.sport < meta.dport
+        }
+        proto::UDP => src_likely && !cfg.likely_server_port(meta.dport, meta.proto),
+        _ => false,
+    }
+}
+
+/// Initialises `conn` in place for a connection whose first packet is `meta` (orientation
+/// decided here). Use this on eBPF, where a `Conn` is too large for the stack.
+pub fn init_conn(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, cfg: &impl EngineConfig) {
+    let (sp, dp, _) = tuple_ports(meta);
+    *conn = Conn::ZERO;
+    conn.orig_addr = meta.src;
+    conn.resp_addr = meta.dst;
+    conn.orig_port = sp;
+    conn.resp_port = dp;
+    conn.proto = meta.proto;
+    conn.ip_version = meta.ip_version;
+    conn.start_ns = now_ns;
+    conn.last_ns = now_ns;
+    let syn = meta.tcp_flags & tcp_flags::SYN != 0;
+    let ack = meta.tcp_flags & tcp_flags::ACK != 0;
+    if meta.proto == proto::TCP && (!syn || ack) {
+        conn.flags |= CONN_PARTIAL;
+    }
+    if should_flip(meta, cfg) {
+        flip_roles(conn);
+    }
+}
+
+/// A new connection for the first packet `meta` (host convenience around [`init_conn`]).
+pub fn new_conn(meta: &PacketMeta, now_ns: u64, cfg: &impl EngineConfig) -> Conn {
+    let mut c = Conn::ZERO;
+    init_conn(&mut c, meta, now_ns, cfg);
+    c
+}
+
+/// True if `meta` was sent by the connection's originator.
+#[inline(always)]
+pub fn is_orig(conn: &Conn, meta: &PacketMeta) -> bool {
+    let (sp, _, _) = tuple_ports(meta);
+    meta.src == conn.orig_addr && sp == conn.orig_port
+}
+
+/// Zeek's `Connection::FlipRoles`: swaps addresses, ports, endpoints (states and counters)
+/// and appends `^` to the history.
+pub fn flip_roles(conn: &mut Conn) {
+    swap_roles(conn);
+    conn.history.flip();
+}
+
+fn swap_roles(conn: &mut Conn) {
+    core::mem::swap(&mut conn.orig_addr, &mut conn.resp_addr);
+    core::mem::swap(&mut conn.orig_port, &mut conn.resp_port);
+    core::mem::swap(&mut conn.orig, &mut conn.resp);
+    conn.flags |= CONN_FLIPPED;
+    conn.flags &= !CONN_PARTIAL;
+}
+
+/// TCP connection reuse (`TCPSessionAdapter::IsReuse`): a SYN, or a SYN+ACK while the
+/// originator is still INACTIVE, ends the old connection when it is closed in some sense (an
+/// endpoint's close was reported), or when its sequence number differs from the recorded start
+/// sequence, except for the SYN/SYN-ACK reversal. UDP, ICMP and others never reuse.
+pub fn is_reuse(conn: &Conn, meta: &PacketMeta, _is_orig: bool) -> bool {
+    if conn.proto != proto::TCP || meta.tcp_flags & tcp_flags::SYN == 0 {
+        return false;
+    }
+    let ack = meta.tcp_flags & tcp_flags::ACK != 0;
+    let conn_orig = if ack {
+        if conn.orig.state != state::INACTIVE {
+            return false;
+        }
+        &conn.resp
+    } else {
+        &conn.orig
+    };
+    let closed = conn.orig.did_close() || conn.resp.did_close();
+    if !closed {
+        if meta.seq == conn_orig.start_seq {
+            return false;
+        }
+        if !ack
+            && conn_orig.state == state::SYN_ACK_SENT
+            && conn.resp.state == state::INACTIVE
+            && meta.seq == conn.resp.start_seq
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Applies one packet of this connection. `checksum_ok = false` only adds the C/c letter
+/// (TCP and UDP) and counts nothing, like Zeek, which drops such packets after the lookup.
+pub fn update(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, checksum_ok: bool) -> Changes {
+    let orig = is_orig(conn, meta);
+    match conn.proto {
+        proto::TCP => tcp_update::update_tcp(conn, meta, now_ns, checksum_ok, orig),
+        proto::UDP => update_udp(conn, meta, now_ns, checksum_ok, orig),
+        proto::ICMP | proto::ICMPV6 => update_icmp(conn, meta, now_ns, checksum_ok, orig),
+        _ => {
+            conn.last_ns = now_ns;
+            ep_mut(conn, orig).count_packet(meta.pkts, meta.ip_bytes);
+            Changes::NONE
+        }
+    }
+}
+
+/// The endpoint of one side (`orig_side`: the originator's).
+#[inline(always)]
+fn ep_mut(conn: &mut Conn, orig_side: bool) -> &mut Endpoint {
+    if orig_side {
+        &mut conn.orig
+    } else {
+        &mut conn.resp
+    }
+}
+
+/// Sender endpoint, peer endpoint and history, borrowed together.
+#[inline(always)]
+fn parts(conn: &mut Conn, is_orig: bool) -> (&mut Endpoint, &mut Endpoint, &mut History) {
+    let Conn {
+        orig,
+        resp,
+        history,
+        ..
+    } = conn;
+    if is_orig {
+        (orig, resp, history)
+    } else {
+        (resp, orig, history)
+    }
+}
+
+/// C/c for a bad checksum (logarithmic), counted on the sender.
+fn bad_checksum(conn: &mut Conn, is_orig: bool) -> Changes {
+    let (ep, _, history) = parts(conn, is_orig);
+    history.scaled(&mut ep.chk_cnt, b'C', is_orig);
+    Changes::BAD_CHECKSUM
+}
+
+/// UDP: `D`/`d` once per direction, payload bytes from the UDP length field, `last_time` only
+/// for valid packets.
+fn update_udp(
+    conn: &mut Conn,
+    meta: &PacketMeta,
+    now_ns: u64,
+    checksum_ok: bool,
+    is_orig: bool,
+) -> Changes {
+    if !checksum_ok {
+        return bad_checksum(conn, is_orig);
+    }
+    let (ep, _, history) = parts(conn, is_orig);
+    history.check(mask::DATA, b'D', is_orig);
+    ep.data_bytes = ep
+        .data_bytes
+        .wrapping_add(meta.udp_len.saturating_sub(8) as u64);
+    ep.flags |= EP_ACTIVE;
+    ep.count_packet(meta.pkts, meta.ip_bytes);
+    conn.last_ns = now_ns;
+    Changes::NONE
+}
+
+/// ICMP: no letters; bytes are the IP payload minus 8; bad checksums are ignored entirely.
+fn update_icmp(
+    conn: &mut Conn,
+    meta: &PacketMeta,
+    now_ns: u64,
+    checksum_ok: bool,
+    is_orig: bool,
+) -> Changes {
+    if !checksum_ok {
+        return Changes::BAD_CHECKSUM;
+    }
+    let ep = ep_mut(conn, is_orig);
+    ep.data_bytes = ep.data_bytes.wrapping_add(meta.payload_len as u64);
+    ep.flags |= EP_ACTIVE;
+    ep.count_packet(meta.pkts, meta.ip_bytes);
+    conn.last_ns = now_ns;
+    Changes::NONE
+}
+
+/// The flow table as the driver sees it: a BPF hash map on eBPF, a `HashMap` on the host.
+pub trait FlowTable {
+    /// The connection stored under `key`.
+    fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn>;
+    /// Stores a copy of `conn` under `key` if the key is absent. Returns false only when the
+    /// table is full; if the key exists already (a race on eBPF) it is left alone and true is
+    /// returned.
+    fn insert(&mut self, key: &FlowKey, conn: &Conn) -> bool;
+}
+
+/// The per-packet driver: lookup, TCP reuse (emits `ReuseRemoved` with the old connection,
+/// then restarts it in place), creation (inserts a zeroed value, initialises it in place;
+/// `TableFull` with the packet if the insert fails), update. Emits `NewConn` after a new
+/// connection's first packet and `StateChanged` after a packet that changed a TCP state of an
+/// existing connection. Returns the packet's changes.
+pub fn process_packet<T: FlowTable, C: EngineConfig>(
+    table: &mut T,
+    meta: &PacketMeta,
+    now_ns: u64,
+    checksum_ok: bool,
+    cfg: &C,
+    mut emit: impl FnMut(&EventRef<'_>),
+) -> Changes {
+    let key = FlowKey::from_meta(meta);
+    let mut created = Changes::NONE;
+    if table.get_mut(&key).is_none() {
+        if !table.insert(&key, &ZERO_CONN) {
+            emit(&EventRef {
+                kind: EventKind::TableFull,
+                changes: Changes::TABLE_FULL,
+                ts_ns: now_ns,
+                key: &key,
+                meta,
+                conn: None,
+            });
+            return Changes::TABLE_FULL;
+        }
+        created = Changes::NEW;
+    }
+    let Some(conn) = table.get_mut(&key) else {
+        return Changes::SKIPPED;
+    };
+    if created == Changes::NONE && is_reuse(conn, meta, is_orig(conn, meta)) {
+        emit(&EventRef {
+            kind: EventKind::ReuseRemoved,
+            changes: Changes::REUSED,
+            ts_ns: now_ns,
+            key: &key,
+            meta,
+            conn: Some(conn),
+        });
+        created = Changes::NEW | Changes::REUSED;
+    }
+    if created != Changes::NONE {
+        init_conn(conn, meta, now_ns, cfg);
+        if conn.has_flag(CONN_FLIPPED) {
+            created |= Changes::FLIPPED;
+        }
+    }
+    let ch = update(conn, meta, now_ns, checksum_ok) | created;
+    let kind = if created != Changes::NONE {
+        Some(EventKind::NewConn)
+    } else if ch.contains(Changes::STATE_CHANGED) {
+        Some(EventKind::StateChanged)
+    } else {
+        None
+    };
+    if let Some(kind) = kind {
+        emit(&EventRef {
+            kind,
+            changes: ch,
+            ts_ns: now_ns,
+            key: &key,
+            meta,
+            conn: Some(conn),
+        });
+    }
+    ch
+}
+
+#[cfg(test)]
+mod tests;

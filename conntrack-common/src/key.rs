@@ -1,0 +1,189 @@
+//! The flow-table key: the 5-tuple in canonical order, so that both directions of a flow find
+//! the same entry (Zeek's `IPBasedConnKey::InitTuple`). ICMP "ports" are type and counterpart
+//! type (request/reply pairs) or type and code (one-way messages, keyed exactly as seen).
+
+use crate::packet::PacketMeta;
+use crate::proto;
+
+/// Canonical flow key (40 bytes, no implicit padding): the smaller (address, port) pair first,
+/// comparing addresses bytewise in network order, then ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Smaller endpoint address (IPv4-mapped for IPv4).
+    pub addr_a: [u8; 16],
+    /// Larger endpoint address.
+    pub addr_b: [u8; 16],
+    /// Port (ICMP: type) belonging to `addr_a`.
+    pub port_a: u16,
+    /// Port (ICMP: counterpart type or code) belonging to `addr_b`.
+    pub port_b: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Explicit padding, always zero (the eBPF hash map hashes it).
+    pub _pad: [u8; 3],
+}
+
+/// ICMPv4 counterpart type of a request/reply message, `None` for one-way messages.
+#[inline(always)]
+pub fn icmp4_counterpart(icmp_type: u8) -> Option<u8> {
+    match icmp_type {
+        8 => Some(0),
+        0 => Some(8),
+        13 => Some(14),
+        14 => Some(13),
+        15 => Some(16),
+        16 => Some(15),
+        10 => Some(9),
+        9 => Some(10),
+        17 => Some(18),
+        18 => Some(17),
+        _ => None,
+    }
+}
+
+/// ICMPv6 counterpart type of a request/reply message, `None` for one-way messages.
+#[inline(always)]
+pub fn icmp6_counterpart(icmp_type: u8) -> Option<u8> {
+    match icmp_type {
+        128 => Some(129),
+        129 => Some(128),
+        133 => Some(134),
+        134 => Some(133),
+        135 => Some(136),
+        136 => Some(135),
+        130 => Some(131),
+        131 => Some(130),
+        139 => Some(140),
+        140 => Some(139),
+        144 => Some(145),
+        145 => Some(144),
+        _ => None,
+    }
+}
+
+/// The packet's (source port, destination port, one-way) as Zeek sees them: the transport ports
+/// for TCP/UDP, (type, counterpart-or-code) for ICMP, (0, 0) for other protocols.
+#[inline(always)]
+pub fn tuple_ports(meta: &PacketMeta) -> (u16, u16, bool) {
+    match meta.proto {
+        proto::TCP | proto::UDP => (meta.sport, meta.dport, false),
+        proto::ICMP | proto::ICMPV6 => {
+            let t = meta.sport as u8;
+            let counterpart = if meta.proto == proto::ICMP {
+                icmp4_counterpart(t)
+            } else {
+                icmp6_counterpart(t)
+            };
+            match counterpart {
+                Some(c) => (meta.sport, c as u16, false),
+                None => (meta.sport, meta.dport, true),
+            }
+        }
+        _ => (0, 0, false),
+    }
+}
+
+impl FlowKey {
+    /// Builds the canonical key of a packet.
+    #[inline(always)]
+    pub fn from_meta(meta: &PacketMeta) -> FlowKey {
+        let (sp, dp, one_way) = tuple_ports(meta);
+        let src_first = one_way || (meta.src, sp) <= (meta.dst, dp);
+        let (a, pa, b, pb) = if src_first {
+            (meta.src, sp, meta.dst, dp)
+        } else {
+            (meta.dst, dp, meta.src, sp)
+        };
+        FlowKey {
+            addr_a: a,
+            addr_b: b,
+            port_a: pa,
+            port_b: pb,
+            proto: meta.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    fn key(frame: &[u8]) -> FlowKey {
+        FlowKey::from_meta(&meta_of(frame))
+    }
+
+    #[test]
+    fn both_directions_share_one_canonical_key() {
+        let k1 = key(&tcp4(true, SYN, 1, 0, 0));
+        let k2 = key(&tcp4(false, SYN | ACK, 9, 2, 0));
+        assert_eq!(k1, k2);
+        assert_eq!(&k1.addr_a[12..], &A4);
+        assert_eq!((k1.port_a, k1.port_b, k1.proto), (40000, 80, proto::TCP));
+        assert_eq!(k1._pad, [0; 3]);
+    }
+
+    #[test]
+    fn same_address_orders_by_port() {
+        let f = eth4(ipv4(A4, A4, proto::UDP, &[], udp_seg(5000, 53, 1)));
+        let k = key(&f);
+        assert_eq!((k.port_a, k.port_b), (53, 5000));
+    }
+
+    #[test]
+    fn icmp_echo_request_and_reply_pair_up() {
+        let req = key(&eth4(ipv4(A4, B4, proto::ICMP, &[], icmp_seg(8, 0, 8))));
+        let rep = key(&eth4(ipv4(B4, A4, proto::ICMP, &[], icmp_seg(0, 0, 8))));
+        assert_eq!(req, rep);
+        assert_eq!((req.port_a, req.port_b), (8, 0));
+        let req6 = key(&eth6(ipv6(A6, B6, proto::ICMPV6, &[], icmp_seg(128, 0, 8))));
+        let rep6 = key(&eth6(ipv6(B6, A6, proto::ICMPV6, &[], icmp_seg(129, 0, 8))));
+        assert_eq!(req6, rep6);
+        assert_eq!((req6.port_a, req6.port_b), (128, 129));
+        let ns = key(&eth6(ipv6(B6, A6, proto::ICMPV6, &[], icmp_seg(135, 0, 8))));
+        let na = key(&eth6(ipv6(A6, B6, proto::ICMPV6, &[], icmp_seg(136, 0, 8))));
+        assert_eq!(ns, na);
+    }
+
+    #[test]
+    fn one_way_icmp_is_keyed_as_seen() {
+        let k = key(&eth4(ipv4(B4, A4, proto::ICMP, &[], icmp_seg(3, 3, 28))));
+        assert_eq!(&k.addr_a[12..], &B4);
+        assert_eq!((k.port_a, k.port_b), (3, 3));
+        let back = key(&eth4(ipv4(A4, B4, proto::ICMP, &[], icmp_seg(3, 3, 28))));
+        assert_ne!(k, back);
+        assert_eq!(
+            tuple_ports(&meta_of(&eth4(ipv4(
+                A4,
+                B4,
+                proto::ICMP,
+                &[],
+                icmp_seg(11, 0, 8)
+            )))),
+            (11, 0, true)
+        );
+    }
+
+    #[test]
+    fn counterparts_match_zeek_tables() {
+        for (a, b) in [(8, 0), (13, 14), (15, 16), (10, 9), (17, 18)] {
+            assert_eq!(icmp4_counterpart(a), Some(b));
+            assert_eq!(icmp4_counterpart(b), Some(a));
+        }
+        for (a, b) in [
+            (128, 129),
+            (133, 134),
+            (135, 136),
+            (130, 131),
+            (139, 140),
+            (144, 145),
+        ] {
+            assert_eq!(icmp6_counterpart(a), Some(b));
+            assert_eq!(icmp6_counterpart(b), Some(a));
+        }
+        assert_eq!(icmp4_counterpart(3), None);
+        assert_eq!(icmp6_counterpart(1), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! Shared types and the per-packet flow engine of conntrack.
+//!
+//! This crate is compiled twice: into the eBPF TC program (target `bpfel-unknown-none`) and
+//! into the host agent. It therefore follows the eBPF rules everywhere: no reachable panics
+//! (no fallible indexing, wrapping/checked arithmetic), no recursion, constant-bounded loops,
+//! no floats, no `u128`, no `usize` in shared structs and small stack frames.
+//!
+//! Modules, one concern each:
+//! - [`packet`]: frame parsing into [`packet::PacketMeta`] and host checksum helpers;
+//! - [`key`]: the canonical [`key::FlowKey`] (with ICMP request/reply pairing);
+//! - [`tcp`]: per-direction [`tcp::Endpoint`] state, Zeek's sequence space and state machine;
+//! - [`history`]: Zeek's history letters;
+//! - [`conn`]: [`conn::Conn`], the map value, and its conn.log field accessors;
+//! - [`engine`]: orientation, reuse, the per-packet update and the generic driver;
+//! - [`event`]: ring-buffer events; [`stats`]: per-CPU counter indices.
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod conn;
+pub mod engine;
+pub mod event;
+pub mod history;
+pub mod key;
+pub mod packet;
+pub mod stats;
+pub mod tcp;
+
+#[cfg(test)]
+mod testutil;
+
+/// IP protocol numbers the engine distinguishes.
+pub mod proto {
+    /// ICMP (IPv4).
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    //! `aya::Pod` for every type that crosses the kernel/user boundary. All of them are
+    //! `#[repr(C)]`, `Copy`, contain only integers/arrays and have explicit padding fields.
+    unsafe impl aya::Pod for crate::key::FlowKey {}
+    unsafe impl aya::Pod for crate::conn::Conn {}
+    unsafe impl aya::Pod for crate::event::Event {}
+    unsafe impl aya::Pod for crate::packet::PacketMeta {}
+    unsafe impl aya::Pod for crate::tcp::Endpoint {}
+    unsafe impl aya::Pod for crate::history::History {}
+}
+
+// Layout guards: these types are shared with the eBPF program and must not change by accident.
+const _: () = assert!(core::mem::size_of::<key::FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<packet::PacketMeta>() == 80);
+const _: () = assert!(core::mem::size_of::<tcp::Endpoint>() == 128);
+const _: () = assert!(core::mem::size_of::<history::History>() == 56);
+const _: () = assert!(core::mem::size_of::<conn::Conn>() == 416);
+const _: () = assert!(core::mem::size_of::<event::Event>() == 552);

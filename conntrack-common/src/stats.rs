@@ -1,0 +1,72 @@
+//! Indices of the per-CPU `STATS` array map (one `u64` per index), summed by the agent.
+
+/// A counter in the per-CPU `STATS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Frames seen by the program.
+    Packets = 0,
+    /// Frames whose headers could not be parsed.
+    ParseErrors = 1,
+    /// Frames that are not IPv4/IPv6.
+    NonIp = 2,
+    /// IP fragments (passed to the host for reassembly).
+    Fragments = 3,
+    /// New connections that did not fit into the flow table.
+    TableFull = 4,
+    /// Events dropped because the ring buffer was full.
+    RingbufFull = 5,
+    /// Packets skipped because the connection's lock was busy.
+    LockBusy = 6,
+    /// Connections created.
+    NewConns = 7,
+    /// Connections replaced because of TCP reuse.
+    Reuses = 8,
+    /// Packets with a bad transport checksum (as flagged by the caller).
+    BadChecksums = 9,
+    /// Events submitted.
+    Events = 10,
+}
+
+/// Number of entries of the `STATS` array.
+pub const STAT_COUNT: u32 = 11;
+
+impl Stat {
+    /// Index into the `STATS` array.
+    #[inline(always)]
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// Short name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stat::Packets => "packets",
+            Stat::ParseErrors => "parse_errors",
+            Stat::NonIp => "non_ip",
+            Stat::Fragments => "fragments",
+            Stat::TableFull => "table_full",
+            Stat::RingbufFull => "ringbuf_full",
+            Stat::LockBusy => "lock_busy",
+            Stat::NewConns => "new_conns",
+            Stat::Reuses => "reuses",
+            Stat::BadChecksums => "bad_checksums",
+            Stat::Events => "events",
+        }
+    }
+
+    /// All counters, in index order.
+    pub const ALL: [Stat; STAT_COUNT as usize] = [
+        Stat::Packets,
+        Stat::ParseErrors,
+        Stat::NonIp,
+        Stat::Fragments,
+        Stat::TableFull,
+        Stat::RingbufFull,
+        Stat::LockBusy,
+        Stat::NewConns,
+        Stat::Reuses,
+        Stat::BadChecksums,
+        Stat::Events,
+    ];
+}

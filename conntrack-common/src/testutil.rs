@@ -1,0 +1,266 @@
+//! Test helpers: frame builders (IPv4/IPv6 TCP/UDP/ICMP with correct checksums), a host flow
+#![allow(dead_code)]
+//! table, a likely-server-port set and a small simulator with an explicit clock.
+
+use crate::conn::Conn;
+use crate::engine::{Changes, EngineConfig, FlowTable, process_packet};
+use crate::event::Event;
+use crate::key::FlowKey;
+use crate::packet::{PacketMeta, parse_ethernet};
+use crate::proto;
+use std::collections::HashMap;
+use std::vec;
+use std::vec::Vec;
+
+pub const A4: [u8; 4] = [10, 0, 0, 1];
+pub const B4: [u8; 4] = [10, 0, 0, 2];
+pub const A6: [u8; 16] = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub const B6: [u8; 16] = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+
+fn csum(data: &[u8], mut acc: u32) -> u16 {
+    let mut i = 0;
+    while i + 1 < data.len() {
+        acc += u32::from(u16::from_be_bytes([data[i], data[i + 1]]));
+        i += 2;
+    }
+    if i < data.len() {
+        acc += u32::from(data[i]) << 8;
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// Ethernet header + optional VLAN tags (TPIDs) + payload.
+pub fn eth(vlans: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    for (i, tpid) in vlans.iter().enumerate() {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&(100 + i as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Transport segment without checksum; the checksum field offset is returned too.
+pub fn tcp_seg(
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    opts: &[u8],
+    len: usize,
+) -> (Vec<u8>, usize) {
+    let doff = 20 + opts.len();
+    assert!(doff.is_multiple_of(4));
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.push(((doff / 4) as u8) << 4);
+    t.push(flags);
+    t.extend_from_slice(&65535u16.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0]);
+    t.extend_from_slice(opts);
+    t.extend(std::iter::repeat_n(0x61u8, len));
+    (t, 16)
+}
+
+pub fn udp_seg(sport: u16, dport: u16, len: usize) -> (Vec<u8>, usize) {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&((8 + len) as u16).to_be_bytes());
+    t.extend_from_slice(&[0, 0]);
+    t.extend(std::iter::repeat_n(0x62u8, len));
+    (t, 6)
+}
+
+pub fn icmp_seg(ty: u8, code: u8, len: usize) -> (Vec<u8>, usize) {
+    let mut t = vec![ty, code, 0, 0, 0, 1, 0, 1];
+    t.extend(std::iter::repeat_n(0x63u8, len));
+    (t, 2)
+}
+
+/// IPv4 packet (with `opts` as IP options) around a transport segment; checksums filled in.
+pub fn ipv4(src: [u8; 4], dst: [u8; 4], p: u8, opts: &[u8], seg: (Vec<u8>, usize)) -> Vec<u8> {
+    let (mut t, ck) = seg;
+    let ihl = 20 + opts.len();
+    let total = ihl + t.len();
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, p]);
+    pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
+    let c = if p == proto::ICMP {
+        csum(&t, 0)
+    } else {
+        csum(&[pseudo, t.clone()].concat(), 0)
+    };
+    t[ck..ck + 2].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
+    ip.extend_from_slice(&(total as u16).to_be_bytes());
+    ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, p, 0, 0]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(opts);
+    let hc = csum(&ip, 0);
+    ip[10..12].copy_from_slice(&hc.to_be_bytes());
+    ip.extend_from_slice(&t);
+    ip
+}
+
+/// IPv6 packet with extension headers `ext` = (type, body incl. next-header byte placeholder).
+pub fn ipv6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    p: u8,
+    ext: &[(u8, Vec<u8>)],
+    seg: (Vec<u8>, usize),
+) -> Vec<u8> {
+    let (mut t, ck) = seg;
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&(t.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, p]);
+    let c = csum(&[pseudo, t.clone()].concat(), 0);
+    t[ck..ck + 2].copy_from_slice(&c.to_be_bytes());
+    let mut chain = Vec::new();
+    for (i, (_, body)) in ext.iter().enumerate() {
+        let mut b = body.clone();
+        b[0] = ext.get(i + 1).map(|e| e.0).unwrap_or(p);
+        chain.extend_from_slice(&b);
+    }
+    let first = ext.first().map(|e| e.0).unwrap_or(p);
+    let mut ip = vec![0x60, 0, 0, 0];
+    ip.extend_from_slice(&((chain.len() + t.len()) as u16).to_be_bytes());
+    ip.push(first);
+    ip.push(64);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(&chain);
+    ip.extend_from_slice(&t);
+    ip
+}
+
+pub fn eth4(ip: Vec<u8>) -> Vec<u8> {
+    eth(&[], 0x0800, &ip)
+}
+
+pub fn eth6(ip: Vec<u8>) -> Vec<u8> {
+    eth(&[], 0x86dd, &ip)
+}
+
+pub fn meta_of(frame: &[u8]) -> PacketMeta {
+    let mut m = PacketMeta::default();
+    parse_ethernet(frame, &mut m).expect("frame parses");
+    m
+}
+
+#[derive(Default)]
+pub struct HostTable {
+    pub map: HashMap<FlowKey, Conn>,
+    pub capacity: usize,
+}
+
+impl FlowTable for HostTable {
+    fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
+        self.map.get_mut(key)
+    }
+    fn insert(&mut self, key: &FlowKey, conn: &Conn) -> bool {
+        if self.map.contains_key(key) {
+            return true;
+        }
+        if self.capacity != 0 && self.map.len() >= self.capacity {
+            return false;
+        }
+        self.map.insert(*key, *conn);
+        true
+    }
+}
+
+#[derive(Default)]
+pub struct Ports(pub Vec<(u16, u8)>);
+
+impl EngineConfig for Ports {
+    fn likely_server_port(&self, port: u16, p: u8) -> bool {
+        self.0.contains(&(port, p))
+    }
+}
+
+/// Drives frames through `process_packet` with explicit times (ms).
+#[derive(Default)]
+pub struct Sim {
+    pub table: HostTable,
+    pub cfg: Ports,
+    pub events: Vec<Event>,
+}
+
+pub const MS: u64 = 1_000_000;
+
+impl Sim {
+    pub fn with_ports(ports: &[(u16, u8)]) -> Sim {
+        Sim {
+            cfg: Ports(ports.to_vec()),
+            ..Sim::default()
+        }
+    }
+
+    pub fn feed(&mut self, frame: &[u8], t_ms: u64, checksum_ok: bool) -> Changes {
+        let m = meta_of(frame);
+        let ev = &mut self.events;
+        process_packet(
+            &mut self.table,
+            &m,
+            t_ms * MS,
+            checksum_ok,
+            &self.cfg,
+            |e| ev.push(e.to_event()),
+        )
+    }
+
+    pub fn only(&self) -> &Conn {
+        assert_eq!(self.table.map.len(), 1, "exactly one connection");
+        self.table.map.values().next().unwrap()
+    }
+
+    pub fn hist(&self) -> std::string::String {
+        std::string::String::from_utf8(self.only().history_str().to_vec()).unwrap()
+    }
+}
+
+/// A TCP conversation between A:40000 (client) and B:80 (server) over IPv4.
+pub fn tcp4(from_a: bool, flags: u8, seq: u32, ack: u32, len: usize) -> Vec<u8> {
+    let (s, sp, d, dp) = if from_a {
+        (A4, 40000, B4, 80)
+    } else {
+        (B4, 80, A4, 40000)
+    };
+    eth4(ipv4(
+        s,
+        d,
+        proto::TCP,
+        &[],
+        tcp_seg(sp, dp, flags, seq, ack, &[], len),
+    ))
+}
+
+pub fn udp4(from_a: bool, len: usize) -> Vec<u8> {
+    let (s, sp, d, dp) = if from_a {
+        (A4, 40000, B4, 53)
+    } else {
+        (B4, 53, A4, 40000)
+    };
+    eth4(ipv4(s, d, proto::UDP, &[], udp_seg(sp, dp, len)))
+}

@@ -1,0 +1,275 @@
+//! conntrack TC programs: every frame seen at ingress and egress goes through conntrack-common's
+//! flow engine; connection state lives in `FLOWS`, and what the agent must know (new
+//! connections, TCP state changes, reuse, packets that could not be applied) goes to `EVENTS`.
+//!
+//! Per packet, in three stages joined by tail calls (each is verified on its own, which keeps
+//! the verifier's path count in bounds; per-CPU `SCRATCH` carries the state):
+//! - `conntrack_ingress` / `conntrack_egress`: copy up to `MAX_HEADER_BYTES` of the frame,
+//!   take the time and flags, skip the VLAN tags;
+//! - `conntrack_parse`: `packet::parse_ip` into a `PacketMeta`, GSO counts;
+//! - `conntrack_engine`: `engine::process_packet` over `FLOWS` with the connection locked; events
+//!   go to the ring buffer without waking the agent (it polls).
+//!
+//! The packet itself is never changed or dropped.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod l2;
+mod lock;
+mod maps;
+mod table;
+
+use core::ptr::copy_nonoverlapping;
+
+use aya_ebpf::bindings::{BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC, __sk_buff};
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes};
+use aya_ebpf::macros::classifier;
+use aya_ebpf::programs::TcContext;
+use conntrack_common::engine::{Changes, process_packet};
+use conntrack_common::event::{Event, EventKind, EventRef};
+use conntrack_common::key::FlowKey;
+use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta, parse_ip};
+use conntrack_common::stats::Stat;
+use maps::{
+    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, SCRATCH, STAGE_ENGINE,
+    STAGE_PARSE, STAGES, STATS,
+};
+use table::{BpfFlows, BpfPorts};
+
+/// `__sk_buff.cb[0]` in replay: the agent found the transport checksum bad.
+const CB_BAD_CHECKSUM: u32 = 1;
+
+/// Shortest frame worth parsing (an Ethernet header).
+const ETH_HLEN: u32 = 14;
+
+/// Passive observer: TC_ACT_UNSPEC is TCX_NEXT, so later TCX programs and the clsact filters
+/// still run and the packet continues unchanged (TC_ACT_OK/PIPE would end the TCX chain).
+const VERDICT: i32 = TC_ACT_UNSPEC;
+
+#[classifier]
+pub fn conntrack_ingress(ctx: TcContext) -> i32 {
+    capture_stage(&ctx);
+    VERDICT
+}
+
+#[classifier]
+pub fn conntrack_egress(ctx: TcContext) -> i32 {
+    capture_stage(&ctx);
+    VERDICT
+}
+
+/// Stage 2, reached only by tail call from stage 1.
+#[classifier]
+pub fn conntrack_parse(ctx: TcContext) -> i32 {
+    parse_stage(&ctx);
+    VERDICT
+}
+
+/// Stage 3, reached only by tail call from stage 2.
+#[classifier]
+pub fn conntrack_engine(_ctx: TcContext) -> i32 {
+    engine_stage();
+    VERDICT
+}
+
+#[inline(always)]
+fn count(stat: Stat) {
+    if let Some(c) = STATS.get_ptr_mut(stat.index()) {
+        // SAFETY: per-CPU value, this program is the only writer on this CPU.
+        unsafe { *c = (*c).wrapping_add(1) };
+    }
+}
+
+/// Stage 1 (ingress/egress): copy the headers, take time, flags and GSO count, find the IP
+/// header behind the VLAN tags.
+#[inline(always)]
+fn capture_stage(ctx: &TcContext) {
+    count(Stat::Packets);
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, not shared with another run on this CPU.
+    let scratch = unsafe { &mut *scratch };
+
+    // Copy the headers (bpf_skb_load_bytes also reads non-linear skbs).
+    let len = ctx.len();
+    if len < ETH_HLEN {
+        return count(Stat::ParseErrors);
+    }
+    let n = if len > MAX_HEADER_BYTES as u32 {
+        MAX_HEADER_BYTES as u32
+    } else {
+        len
+    };
+    let dst = scratch.frame.as_mut_ptr().cast();
+    // SAFETY: `dst` has MAX_HEADER_BYTES >= n bytes.
+    if unsafe { bpf_skb_load_bytes(skb.cast(), 0, dst, n) } != 0 {
+        return count(Stat::ParseErrors);
+    }
+    let frame = scratch.frame.get(..n as usize).unwrap_or(&[]);
+    let Some((l3_offset, ethertype)) = l2::ip_offset(frame) else {
+        return count(Stat::NonIp);
+    };
+
+    // SAFETY: the context pointer is valid for the run; plain field reads.
+    let (tstamp, cb0, gso_segs) = unsafe { ((*skb).tstamp, (*skb).cb[0], (*skb).gso_segs) };
+    let flags = CONFIG.get(CONFIG_FLAGS).copied().unwrap_or(0);
+    let replay = flags & CONFIG_REPLAY != 0;
+    scratch.now_ns = if replay && tstamp != 0 {
+        tstamp
+    } else {
+        // Live: tstamp is 0 at ingress and a departure time at egress; use the clock.
+        let offset = CONFIG.get(CONFIG_CLOCK_OFFSET).copied().unwrap_or(0);
+        // SAFETY: helper without arguments.
+        unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
+    };
+    scratch.checksum_ok = !(replay && cb0 & CB_BAD_CHECKSUM != 0) as u32;
+    scratch.l3_offset = l3_offset as u32;
+    scratch.ip_len = n.saturating_sub(l3_offset as u32);
+    scratch.ethertype = ethertype as u32;
+    scratch.gso_segs = gso_segs;
+    // SAFETY: a valid context and map; on success this does not return.
+    unsafe { STAGES.tail_call(ctx, STAGE_PARSE) };
+    count(Stat::ParseErrors); // the next stage is not installed
+}
+
+/// Stage 2: parse the IP packet into `scratch.meta` (started at a verifier-opaque offset, so
+/// the VLAN variants do not multiply the parser's paths).
+#[inline(always)]
+fn parse_stage(ctx: &TcContext) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch filled by stage 1 for this packet.
+    let scratch = unsafe { &mut *scratch };
+    // Offset and length as separately bounded values: a length derived as `end - offset`
+    // loses its upper bound in the verifier (32-bit subtraction, zero-extended).
+    let (off, ip_len) = (scratch.l3_offset as u64, scratch.ip_len as u64);
+    if off > l2::MAX_L2_HEADER as u64 || ip_len > MAX_HEADER_BYTES as u64 {
+        return count(Stat::ParseErrors);
+    }
+    let Some(ip) = scratch
+        .frame
+        .get(off as usize..)
+        .and_then(|rest| rest.get(..ip_len as usize))
+    else {
+        return count(Stat::ParseErrors);
+    };
+    let version = ip.first().map_or(0, |b| b >> 4);
+    if !l2::version_matches(scratch.ethertype as u16, version) {
+        return count(Stat::ParseErrors);
+    }
+    let meta: &mut PacketMeta = &mut scratch.meta;
+    if parse_ip(ip, meta).is_err() {
+        return count(Stat::ParseErrors);
+    }
+    if meta.is_fragment() {
+        // Reassembly is the host's job (replays); live fragments are counted, not tracked.
+        return count(Stat::Fragments);
+    }
+    if scratch.checksum_ok == 0 {
+        count(Stat::BadChecksums);
+    }
+    let segs = scratch.gso_segs;
+    if segs > 1 {
+        // A GSO/GRO super-packet stands for `segs` packets, each with its own headers.
+        let headers = meta.ip_len.wrapping_sub(meta.payload_len);
+        meta.pkts = segs;
+        meta.ip_bytes = meta.payload_len.wrapping_add(headers.wrapping_mul(segs));
+    }
+    // SAFETY: a valid context and map; on success this does not return.
+    unsafe { STAGES.tail_call(ctx, STAGE_ENGINE) };
+    count(Stat::ParseErrors); // the next stage is not installed
+}
+
+#[inline(always)]
+fn engine_stage() {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch filled by the parse stage of this same packet.
+    let scratch = unsafe { &mut *scratch };
+    let meta: &PacketMeta = &scratch.meta;
+    let now_ns = scratch.now_ns;
+    let checksum_ok = scratch.checksum_ok != 0;
+    let mut flows = BpfFlows::new();
+    let changes = process_packet(&mut flows, meta, now_ns, checksum_ok, &BpfPorts, emit);
+    flows.release();
+    if flows.busy {
+        // The connection stayed locked by another CPU: hand the packet to the agent so that
+        // it is at least accounted for.
+        count(Stat::LockBusy);
+        let key = FlowKey::from_meta(meta);
+        emit(&EventRef {
+            kind: EventKind::TableFull,
+            changes: Changes::NONE,
+            ts_ns: now_ns,
+            key: &key,
+            meta,
+            conn: None,
+        });
+        return;
+    }
+    if changes.contains(Changes::TABLE_FULL) {
+        count(Stat::TableFull);
+    }
+    if changes.contains(Changes::REUSED) {
+        count(Stat::Reuses);
+    }
+    if changes.contains(Changes::NEW) {
+        count(Stat::NewConns);
+    }
+}
+
+/// Writes the event straight into a ring-buffer reservation (an `Event` does not fit the stack).
+///
+/// Field by field with `copy_nonoverlapping` rather than `EventRef::write_to`: struct
+/// assignments through pointers become `memmove` calls on BPF, which are byte loops the
+/// verifier walks 360 times per `Conn`; `copy_nonoverlapping` is inlined as word moves.
+#[inline(always)]
+fn emit(ev: &EventRef<'_>) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        return count(Stat::RingbufFull);
+    };
+    let out: *mut Event = entry.as_mut_ptr();
+    // SAFETY: the reservation holds one `Event`; every field is written before submit.
+    unsafe {
+        (*out).kind = ev.kind as u32;
+        (*out).changes = ev.changes.0;
+        (*out).ts_ns = ev.ts_ns;
+        copy_nonoverlapping(ev.key, &raw mut (*out).key, 1);
+        copy_nonoverlapping(ev.meta, &raw mut (*out).meta, 1);
+        match ev.conn {
+            Some(conn) => copy_nonoverlapping(conn, &raw mut (*out).conn, 1),
+            None => zero_words(&raw mut (*out).conn),
+        }
+    }
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    count(Stat::Events);
+}
+
+/// Zeroes `*p` with volatile word stores: on BPF, LLVM lowers `write_bytes`/zero assignments
+/// to `memset` calls (byte loops the verifier walks on every path) and merges plain stores back
+/// into them.
+///
+/// # Safety
+/// `p` is valid for writes, 8-aligned, and `size_of::<T>()` is a multiple of 8.
+#[inline(always)]
+unsafe fn zero_words<T>(p: *mut T) {
+    let words = p.cast::<u64>();
+    let mut i = 0;
+    while i < size_of::<T>() / 8 {
+        // SAFETY: in bounds per the contract.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        i += 1;
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

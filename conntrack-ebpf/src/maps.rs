@@ -1,0 +1,79 @@
+//! The maps shared with the agent. Names are the contract with `conntrack-agent/src/kernel.rs`.
+
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf};
+use conntrack_common::conn::Conn;
+use conntrack_common::key::FlowKey;
+use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta};
+use conntrack_common::stats::STAT_COUNT;
+
+/// Default size of [`FLOWS`]; the agent sets the real one at load time
+/// (`EbpfLoader::set_max_entries`).
+pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
+
+/// Open connections, keyed canonically. Entries are created here and removed by the agent.
+#[map]
+pub static FLOWS: HashMap<FlowKey, Conn> = HashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
+
+/// Zeek's `likely_server_ports`: key `port << 8 | proto`, value 1. Filled by the agent.
+#[map]
+pub static LIKELY_SERVER_PORTS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Events for the agent (`conntrack_common::event::Event`), submitted without wakeup: the agent
+/// polls.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
+
+/// Per-CPU counters, indexed by `conntrack_common::stats`.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+/// Agent settings: [`CONFIG_FLAGS`] holds the `CONFIG_*` bits, [`CONFIG_CLOCK_OFFSET`] the
+/// nanoseconds to add to `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to get wall-clock time.
+#[map]
+pub static CONFIG: Array<u64> = Array::with_max_entries(4, 0);
+
+/// Index of the flags word in [`CONFIG`].
+pub const CONFIG_FLAGS: u32 = 0;
+/// Index of the monotonic-to-wall-clock offset in [`CONFIG`].
+pub const CONFIG_CLOCK_OFFSET: u32 = 1;
+/// `CONFIG` flag: the program runs under BPF_PROG_TEST_RUN for a replay; trust `__sk_buff.tstamp`
+/// and `cb[0]` (live, `cb[]` holds whatever the qdisc layer left there).
+pub const CONFIG_REPLAY: u64 = 1;
+
+/// Per-CPU working memory: too large for the 512-byte stack.
+#[repr(C)]
+pub struct Scratch {
+    /// The first bytes of the frame, copied with `bpf_skb_load_bytes`.
+    pub frame: [u8; MAX_HEADER_BYTES],
+    /// The parsed packet.
+    pub meta: PacketMeta,
+    /// Packet time (ns).
+    pub now_ns: u64,
+    /// 1 if the transport checksum is good (or not checked).
+    pub checksum_ok: u32,
+    /// Bytes of `frame` from the IP header on.
+    pub ip_len: u32,
+    /// Offset of the IP header in `frame`.
+    pub l3_offset: u32,
+    /// Ethertype in front of the IP header.
+    pub ethertype: u32,
+    /// `__sk_buff.gso_segs`.
+    pub gso_segs: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// One [`Scratch`] per CPU (a TC program is not preempted by itself on the same CPU).
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Tail-call targets, filled by the agent: the stages are verified separately, which keeps
+/// each under the verifier's complexity limit.
+#[map]
+pub static STAGES: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
+/// Index of `conntrack_parse` in [`STAGES`].
+pub const STAGE_PARSE: u32 = 0;
+/// Index of `conntrack_engine` in [`STAGES`].
+pub const STAGE_ENGINE: u32 = 1;

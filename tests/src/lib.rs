@@ -1,0 +1,43 @@
+//! Shared harness for conntrack's integration tests: finding the built agent, reading conn.log,
+//! network namespaces that clean up after themselves, and a pcap writer for generated traces.
+
+pub mod connlog;
+pub mod netns;
+pub mod pcapgen;
+
+use std::path::PathBuf;
+
+/// The repository root (this crate lives in `<root>/tests`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent directory")
+        .to_path_buf()
+}
+
+/// The release agent binary that `cargo xtask build` produces (or `$CONNTRACK_AGENT`).
+pub fn agent_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("CONNTRACK_AGENT") {
+        return PathBuf::from(p);
+    }
+    let p = repo_root().join("target/release/conntrack-agent");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo xtask build` (or run `cargo xtask test`)",
+        p.display()
+    );
+    p
+}
+
+/// `../shared/conformance` next to the repository, or `$CONNTRACK_CONFORMANCE`.
+pub fn conformance_dir() -> Option<PathBuf> {
+    let p = std::env::var_os("CONNTRACK_CONFORMANCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/conformance"));
+    p.join("traces").is_dir().then_some(p)
+}
+
+/// True when running as root (live tests need CAP_BPF / CAP_NET_ADMIN).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

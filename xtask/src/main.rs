@@ -1,0 +1,64 @@
+//! `cargo xtask`: the single entry point for developer tasks.
+//!
+//! - `setup`: toolchain bootstrap (nightly rust-src, bpf-linker built against nightly's libLLVM
+//!   into `.tools/`), idempotent and fast when nothing changed;
+//! - `build [--debug]`: setup if needed, then build `conntrack-agent` (which builds the eBPF
+//!   program through its build script);
+//! - `run [--debug] [-- AGENT ARGS]`: build, then `conntrack-agent run` on the default route's
+//!   interface with `--log-dir ./logs` unless given;
+//! - `test`: setup, build, workspace tests, clippy, fmt, and the conformance run when available;
+//! - `bench`: not implemented yet.
+
+mod agent;
+mod setup;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup                      install rust-src for nightly and build bpf-linker into .tools/
+  build [--debug]            setup if needed, then build conntrack-agent (and its eBPF program)
+  run [--debug] [-- ARGS]    build, then run `conntrack-agent run` (default: --iface <default
+                             route interface> --log-dir ./logs) until Ctrl-C
+  test                       setup, build, cargo test, clippy, fmt --check, conformance
+  bench                      not implemented yet (issue 3)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "setup" => setup::setup(),
+        "build" => agent::parse_profile(rest).and_then(|(profile, _)| agent::build(profile)),
+        "run" => {
+            agent::parse_profile(rest).and_then(|(profile, extra)| agent::run(profile, &extra))
+        }
+        "test" => test::test(),
+        "bench" => {
+            eprintln!("xtask bench: not implemented yet (issue 3)");
+            return ExitCode::from(2);
+        }
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("xtask: unknown command `{other}`\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
