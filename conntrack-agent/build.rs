@@ -10,7 +10,10 @@ use std::process::Command;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest.parent().expect("the agent lives in the workspace").to_path_buf();
+    let root = manifest
+        .parent()
+        .expect("the agent lives in the workspace")
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo"));
     let object = out_dir.join("conntrack.bpf.o");
     for path in [
@@ -26,7 +29,10 @@ fn main() {
     println!("cargo:rustc-env=CONNTRACK_EBPF_OBJ={}", object.display());
 
     if std::env::var_os("CONNTRACK_SKIP_EBPF").is_some_and(|v| v == "1") {
-        return embed_empty(&object, "CONNTRACK_SKIP_EBPF=1: the eBPF program is not built");
+        return embed_empty(
+            &object,
+            "CONNTRACK_SKIP_EBPF=1: the eBPF program is not built",
+        );
     }
     let tools_bin = root.join(".tools/bin");
     let path = path_with(&tools_bin);
@@ -66,7 +72,19 @@ fn main() {
         let key = key.to_string_lossy();
         let leak = (key.starts_with("CARGO") && key != "CARGO_HOME")
             || key.starts_with("RUSTC")
-            || matches!(&*key, "RUSTFLAGS" | "RUSTDOC" | "RUSTUP_TOOLCHAIN" | "DEBUG" | "OPT_LEVEL" | "PROFILE" | "TARGET" | "HOST" | "NUM_JOBS" | "OUT_DIR");
+            || matches!(
+                &*key,
+                "RUSTFLAGS"
+                    | "RUSTDOC"
+                    | "RUSTUP_TOOLCHAIN"
+                    | "DEBUG"
+                    | "OPT_LEVEL"
+                    | "PROFILE"
+                    | "TARGET"
+                    | "HOST"
+                    | "NUM_JOBS"
+                    | "OUT_DIR"
+            );
         if leak {
             cmd.env_remove(&*key);
         }
@@ -78,8 +96,13 @@ fn main() {
         );
     }
     let built = target_dir.join("bpfel-unknown-none/release/conntrack");
-    std::fs::copy(&built, &object)
-        .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", built.display(), object.display()));
+    std::fs::copy(&built, &object).unwrap_or_else(|e| {
+        panic!(
+            "cannot copy {} to {}: {e}",
+            built.display(),
+            object.display()
+        )
+    });
 }
 
 fn embed_empty(object: &Path, why: &str) {

@@ -25,6 +25,9 @@ pub enum Command {
     Run(RunArgs),
     /// Replay a pcap/pcapng trace and write conn.log (like `zeek -r`).
     Read(ReadArgs),
+    /// Per-packet cost of the eBPF program with BPF_PROG_TEST_RUN (for `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchKernel(crate::bench::BenchKernelArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

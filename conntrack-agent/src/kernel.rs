@@ -29,8 +29,13 @@ const PROGRAMS: [(&str, TcAttachType); 2] = [
     ("conntrack_egress", TcAttachType::Egress),
 ];
 
-/// The later stages, tail-called through `STAGES[index]` (parse, then engine).
-const STAGE_PROGRAMS: [(&str, u32); 2] = [("conntrack_parse", 0), ("conntrack_engine", 1)];
+/// The later stages, tail-called through `STAGES[index]` (conntrack-ebpf/src/maps.rs).
+const STAGE_PROGRAMS: [(&str, u32); 4] = [
+    ("conntrack_parse", 0),
+    ("conntrack_transport", 1),
+    ("conntrack_engine", 2),
+    ("conntrack_update", 3),
+];
 
 /// `CONFIG` indices and flags (mirrors conntrack-ebpf/src/maps.rs).
 const CONFIG_FLAGS: u32 = 0;
@@ -71,7 +76,11 @@ pub struct Kernel {
     flows: Option<FlowMap>,
     events: RingBuf<MapData>,
     stats: PerCpuArray<MapData, u64>,
-    attached: Vec<(String, &'static str, aya::programs::tc::SchedClassifierLinkId)>,
+    attached: Vec<(
+        String,
+        &'static str,
+        aya::programs::tc::SchedClassifierLinkId,
+    )>,
 }
 
 impl Kernel {
@@ -94,8 +103,10 @@ impl Kernel {
             .map_err(|e| explain_eperm(anyhow::Error::new(e)))
             .context("loading the eBPF object")?;
         {
-            let mut map: HashMap<_, u32, u8> =
-                HashMap::try_from(ebpf.map_mut("LIKELY_SERVER_PORTS").context("no map LIKELY_SERVER_PORTS")?)?;
+            let mut map: HashMap<_, u32, u8> = HashMap::try_from(
+                ebpf.map_mut("LIKELY_SERVER_PORTS")
+                    .context("no map LIKELY_SERVER_PORTS")?,
+            )?;
             for &(port, proto) in opts.likely_server_ports {
                 map.insert((port as u32) << 8 | proto as u32, 1, 0)?;
             }
@@ -154,7 +165,11 @@ impl Kernel {
                 .program_mut(name)
                 .with_context(|| format!("no program {name}"))?
                 .try_into()?;
-            let tcx = prog.attach_with_options(iface, kind, TcAttachOptions::TcxOrder(LinkOrder::default()));
+            let tcx = prog.attach_with_options(
+                iface,
+                kind,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            );
             let link = match tcx {
                 Ok(link) => link,
                 Err(tcx_err) => {
@@ -162,9 +177,13 @@ impl Kernel {
                     if let Err(e) = qdisc_add_clsact(iface) {
                         log::debug!("{iface}: clsact: {e} (may already exist)");
                     }
-                    prog.attach_with_options(iface, kind, TcAttachOptions::Netlink(NlOptions::default()))
-                        .map_err(|e| explain_eperm(anyhow::Error::new(e)))
-                        .with_context(|| format!("attaching {name} to {iface}"))?
+                    prog.attach_with_options(
+                        iface,
+                        kind,
+                        TcAttachOptions::Netlink(NlOptions::default()),
+                    )
+                    .map_err(|e| explain_eperm(anyhow::Error::new(e)))
+                    .with_context(|| format!("attaching {name} to {iface}"))?
                 }
             };
             self.attached.push((iface.to_string(), name, link));
@@ -175,10 +194,8 @@ impl Kernel {
     /// Detaches everything [`Kernel::attach`] attached (dropping the `Kernel` does too).
     pub fn detach_all(&mut self) {
         for (iface, name, link) in self.attached.drain(..) {
-            let prog: Option<&mut SchedClassifier> = self
-                .ebpf
-                .program_mut(name)
-                .and_then(|p| p.try_into().ok());
+            let prog: Option<&mut SchedClassifier> =
+                self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
             if let Some(prog) = prog
                 && let Err(e) = prog.detach(link)
             {
@@ -344,24 +361,38 @@ impl Datapath for KernelDatapath {
 }
 
 /// The replay datapath as the agent core takes it.
-pub fn replay_datapath(likely_server_ports: &[(u16, u8)], max_flows: u32) -> Result<Box<dyn Datapath>> {
-    Ok(Box::new(KernelDatapath::new(likely_server_ports, max_flows)?))
+pub fn replay_datapath(
+    likely_server_ports: &[(u16, u8)],
+    max_flows: u32,
+) -> Result<Box<dyn Datapath>> {
+    Ok(Box::new(KernelDatapath::new(
+        likely_server_ports,
+        max_flows,
+    )?))
 }
 
 /// CLOCK_REALTIME - CLOCK_MONOTONIC, so that `bpf_ktime_get_ns() + offset` is wall-clock time.
 fn wall_minus_monotonic_ns() -> u64 {
     let now = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid clock id and out pointer.
         unsafe { libc::clock_gettime(clock, &mut ts) };
-        (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+        (ts.tv_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(ts.tv_nsec as u64)
     };
     now(libc::CLOCK_REALTIME).wrapping_sub(now(libc::CLOCK_MONOTONIC))
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; harmless elsewhere.
 fn raise_memlock_limit() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: valid pointer to a rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         log::debug!("could not raise RLIMIT_MEMLOCK");
@@ -407,9 +438,46 @@ fn explain_eperm(e: anyhow::Error) -> anyhow::Error {
 /// A load error with the verifier log, which aya keeps out of the error's `Display`.
 fn verifier_error(e: ProgramError) -> anyhow::Error {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             anyhow::anyhow!("{io_error}\nverifier log:\n{verifier_log}")
         }
         other => anyhow::Error::new(other),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmark support (`cargo xtask bench`, issue 3), kept apart from the datapath above.
+
+/// The program that does nothing (`conntrack-ebpf`'s `empty`): the per-packet cost baseline.
+pub const BENCH_EMPTY_PROGRAM: &str = "empty";
+/// The tracker's entry program, as BPF_PROG_TEST_RUN runs it (stages follow by tail call).
+pub const BENCH_TRACKER_PROGRAM: &str = PROGRAMS[0].0;
+
+impl Kernel {
+    /// One BPF_PROG_TEST_RUN of program `name` on `frame`, `repeat` times in the kernel (no
+    /// context: the live path, clock from `bpf_ktime_get_ns`). Loads the program first when
+    /// [`Kernel::load`] did not (the bench's `empty`). Returns the kernel's mean ns per run.
+    pub fn bench_test_run(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<u64> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name} in the eBPF object"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| explain_eperm(verifier_error(e)))
+                .with_context(|| format!("loading {name} (BPF verifier)"))?;
+        }
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+        Ok(res.duration.as_nanos() as u64)
     }
 }

@@ -25,7 +25,12 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Counters that mean lost or unapplied packets, reported when they grow.
-const DROP_STATS: [Stat; 4] = [Stat::RingbufFull, Stat::TableFull, Stat::LockBusy, Stat::Fragments];
+const DROP_STATS: [Stat; 4] = [
+    Stat::RingbufFull,
+    Stat::TableFull,
+    Stat::LockBusy,
+    Stat::Fragments,
+];
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let ports = parse_port_list(&args.common.likely_server_ports)?;

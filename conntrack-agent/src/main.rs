@@ -1,6 +1,7 @@
 //! conntrack-agent: Zeek-compatible connection tracking, live (eBPF) or from a trace.
 
 mod agent;
+mod bench;
 mod checksum;
 mod cli;
 mod conn_log;
@@ -25,6 +26,7 @@ async fn main() -> std::process::ExitCode {
     let res = match cli.command {
         cli::Command::Run(args) => live::run(args).await,
         cli::Command::Read(args) => read::read(args),
+        cli::Command::BenchKernel(args) => bench::bench_kernel(args),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

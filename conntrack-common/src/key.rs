@@ -89,7 +89,7 @@ impl FlowKey {
     #[inline(always)]
     pub fn from_meta(meta: &PacketMeta) -> FlowKey {
         let (sp, dp, one_way) = tuple_ports(meta);
-        let src_first = one_way || (meta.src, sp) <= (meta.dst, dp);
+        let src_first = one_way || (addr_words(&meta.src), sp) <= (addr_words(&meta.dst), dp);
         let (a, pa, b, pb) = if src_first {
             (meta.src, sp, meta.dst, dp)
         } else {
@@ -104,6 +104,25 @@ impl FlowKey {
             _pad: [0; 3],
         }
     }
+}
+
+/// An address as two big-endian words: ordering them orders the bytes, comparing them compares
+/// the bytes (no `memcmp` call on BPF).
+#[inline(always)]
+pub fn addr_words(a: &[u8; 16]) -> (u64, u64) {
+    let w = |i: usize| {
+        u64::from_be_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ])
+    };
+    (w(0), w(8))
 }
 
 #[cfg(test)]

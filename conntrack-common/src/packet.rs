@@ -30,6 +30,15 @@ pub const FRAG_MORE: u8 = 2;
 /// `PacketMeta::meta_flags`: `dst` is the final destination taken from an IPv6 routing header
 /// of type 0 (Zeek keys and checksums with it).
 pub const META_RT0_FINAL_DST: u8 = 1;
+/// `PacketMeta::meta_flags`: the TCP data offset points beyond the captured bytes (options cut
+/// by the snap length). Zeek creates the connection from the first 20 bytes and then drops the
+/// packet in the TCP analyzer (`truncated_header`): the engine creates, but does not update.
+/// The eBPF glue clears it when its own copy (not the packet) was cut at [`MAX_HEADER_BYTES`].
+pub const META_L4_TRUNCATED: u8 = 2;
+/// `PacketMeta::meta_flags`: the TCP data offset is below 20 bytes or beyond the transport
+/// length of the IP header (Zeek's `bad_TCP_header_len` / `truncated_header` after the
+/// connection exists): created, not updated, like [`META_L4_TRUNCATED`].
+pub const META_L4_BAD_HEADER: u8 = 4;
 
 /// TCP flag bits as in the TCP header.
 pub mod tcp_flags {
@@ -92,7 +101,7 @@ pub struct PacketMeta {
     pub window_scale: u8,
     /// [`FRAG_IS_FRAGMENT`] | [`FRAG_MORE`].
     pub frag_flags: u8,
-    /// [`META_RT0_FINAL_DST`].
+    /// [`META_RT0_FINAL_DST`] | [`META_L4_TRUNCATED`] | [`META_L4_BAD_HEADER`].
     pub meta_flags: u8,
     /// Explicit padding, always zero.
     pub _pad: [u8; 2],
@@ -103,6 +112,14 @@ impl PacketMeta {
     #[inline(always)]
     pub fn is_fragment(&self) -> bool {
         self.frag_flags & FRAG_IS_FRAGMENT != 0
+    }
+
+    /// True if Zeek's transport analyzer drops this packet after the connection was looked up
+    /// or created ([`META_L4_TRUNCATED`], [`META_L4_BAD_HEADER`]): it keys (and may create) a
+    /// connection but changes nothing in it.
+    #[inline(always)]
+    pub fn l4_dropped(&self) -> bool {
+        self.meta_flags & (META_L4_TRUNCATED | META_L4_BAD_HEADER) != 0
     }
 
     /// True if every flag in `mask` is set.
@@ -214,11 +231,9 @@ pub fn parse_ethernet(frame: &[u8], meta: &mut PacketMeta) -> Result<(), ParseEr
 /// non-first fragment the transport fields stay zero. `pkts` is set to 1 and `ip_bytes` to
 /// `ip_len`; the eBPF side overrides both for GSO super-packets.
 pub fn parse_ip(ip: &[u8], meta: &mut PacketMeta) -> Result<(), ParseError> {
-    *meta = PacketMeta {
-        window_scale: NO_WINDOW_SCALE,
-        pkts: 1,
-        ..PacketMeta::default()
-    };
+    zero_words(meta);
+    meta.window_scale = NO_WINDOW_SCALE;
+    meta.pkts = 1;
     let version = byte(ip, 0).ok_or(ParseError::Truncated)? >> 4;
     let (l4_off, l4_len) = match version {
         4 => parse_ipv4(ip, meta)?,
@@ -230,11 +245,11 @@ pub fn parse_ip(ip: &[u8], meta: &mut PacketMeta) -> Result<(), ParseError> {
     if meta.is_fragment() {
         // The host reassembles fragments, so a fragment is always passed on: later fragments
         // carry no transport header, and a first fragment's transport header is best effort.
-        if meta.frag_offset == 0 {
-            let l4 = ip.get(l4_off..).unwrap_or(&[]);
-            if parse_l4(l4, l4_len, meta).is_err() {
-                clear_l4(meta);
-            }
+        if meta.frag_offset == 0
+            && let Some(l4) = ip.get(l4_off..)
+            && parse_l4(l4, l4_len, meta).is_err()
+        {
+            clear_l4(meta);
         }
         return Ok(());
     }
@@ -307,25 +322,26 @@ fn parse_ipv6(ip: &[u8], meta: &mut PacketMeta) -> Result<(usize, u32), ParseErr
     let mut off: usize = 40;
     let mut walked: u32 = 0;
     loop {
+        let h = ip.get(off..).ok_or(ParseError::Truncated)?;
         let hdr_len = match next {
             // The mobility header (135) is a transport for Zeek built without mobile IPv6.
             IPV6_HOPOPTS | IPV6_DSTOPTS => {
-                (byte(ip, off + 1).ok_or(ParseError::Truncated)? as usize + 1) * 8
+                (byte(h, 1).ok_or(ParseError::Truncated)? as usize + 1) * 8
             }
             IPV6_ROUTING => {
-                let len = (byte(ip, off + 1).ok_or(ParseError::Truncated)? as usize + 1) * 8;
+                let len = (byte(h, 1).ok_or(ParseError::Truncated)? as usize + 1) * 8;
                 note_routing0_final_dst(ip, off, meta);
                 len
             }
-            IPV6_AH => (byte(ip, off + 1).ok_or(ParseError::Truncated)? as usize + 2) * 4,
+            IPV6_AH => (byte(h, 1).ok_or(ParseError::Truncated)? as usize + 2) * 4,
             IPV6_FRAGMENT => {
-                let offlg = be16(ip, off + 2).ok_or(ParseError::Truncated)?;
+                let offlg = be16(h, 2).ok_or(ParseError::Truncated)?;
                 let more = offlg & 1 != 0;
                 meta.frag_offset = offlg & 0xfff8;
                 if more || meta.frag_offset != 0 {
                     meta.frag_flags = FRAG_IS_FRAGMENT | if more { FRAG_MORE } else { 0 };
                 }
-                meta.frag_id = be32(ip, off + 4).ok_or(ParseError::Truncated)?;
+                meta.frag_id = be32(h, 4).ok_or(ParseError::Truncated)?;
                 8
             }
             _ => break,
@@ -390,21 +406,34 @@ fn parse_l4(l4: &[u8], l4_len: u32, meta: &mut PacketMeta) -> Result<(), ParseEr
     }
 }
 
+/// TCP header. Like Zeek, fewer than 20 transport bytes (in the IP header's length or in the
+/// capture) is no connection at all, while a data offset that is too small or runs past either
+/// length still keys one: the packet is flagged ([`PacketMeta::l4_dropped`]) with no payload.
 fn parse_tcp(l4: &[u8], l4_len: u32, meta: &mut PacketMeta) -> Result<(), ParseError> {
+    if l4_len < 20 {
+        return Err(ParseError::BadLength);
+    }
     if l4.len() < 20 {
         return Err(ParseError::Truncated);
     }
-    let doff = ((byte(l4, 12).ok_or(ParseError::Truncated)? >> 4) as u32) * 4;
-    if doff < 20 {
-        return Err(ParseError::BadHeaderLength);
-    }
-    meta.payload_len = l4_len.checked_sub(doff).ok_or(ParseError::BadLength)?;
     meta.sport = be16(l4, 0).ok_or(ParseError::Truncated)?;
     meta.dport = be16(l4, 2).ok_or(ParseError::Truncated)?;
     meta.seq = be32(l4, 4).ok_or(ParseError::Truncated)?;
     meta.ack = be32(l4, 8).ok_or(ParseError::Truncated)?;
     meta.tcp_flags = byte(l4, 13).ok_or(ParseError::Truncated)?;
     meta.window = be16(l4, 14).ok_or(ParseError::Truncated)?;
+    let doff = ((byte(l4, 12).ok_or(ParseError::Truncated)? >> 4) as u32) * 4;
+    if doff < 20 || doff > l4_len {
+        meta.meta_flags |= META_L4_BAD_HEADER;
+        return Ok(());
+    }
+    if doff as usize > l4.len() {
+        meta.meta_flags |= META_L4_TRUNCATED;
+        return Ok(());
+    }
+    meta.payload_len = l4_len - doff;
+    // On BPF the eBPF glue walks the options in a stage of its own (verifier complexity).
+    #[cfg(not(target_arch = "bpf"))]
     if meta.tcp_flags & tcp_flags::SYN != 0 {
         meta.window_scale = tcp_window_scale(l4, doff as usize);
     }
@@ -415,7 +444,7 @@ fn parse_tcp(l4: &[u8], l4_len: u32, meta: &mut PacketMeta) -> Result<(), ParseE
 /// option the way Zeek's SYN option parser does: EOL ends, NOP is one byte, a length of 0 or
 /// one running past the header ends the walk, a window-scale option needs length >= 3. Values
 /// above 14 are clamped to 14 (RFC 7323, as Zeek does).
-fn tcp_window_scale(l4: &[u8], doff: usize) -> u8 {
+pub fn tcp_window_scale(l4: &[u8], doff: usize) -> u8 {
     let mut off: usize = 20;
     let mut scale = NO_WINDOW_SCALE;
     let mut i = 0;
@@ -447,6 +476,36 @@ fn tcp_window_scale(l4: &[u8], doff: usize) -> u8 {
     }
     scale
 }
+
+/// Zeroes a value with volatile word stores (BPF: avoids `memset` byte-loop calls): 8-byte
+/// words for 8-byte aligned types, 4-byte words otherwise. Only for the plain-integer
+/// `#[repr(C)]` types of this crate (all-zero is valid, size a multiple of the word).
+#[inline(always)]
+pub(crate) fn zero_words<T: Copy>(v: &mut T) {
+    if core::mem::align_of::<T>() >= 8 {
+        let p = (v as *mut T).cast::<u64>();
+        let n = core::mem::size_of::<T>() / 8;
+        let mut i = 0;
+        while i < n {
+            // SAFETY: `i < size_of::<T>() / 8` keeps the store inside `*v`, which is 8-aligned.
+            unsafe { core::ptr::write_volatile(p.add(i), 0) };
+            i += 1;
+        }
+    } else {
+        let p = (v as *mut T).cast::<u32>();
+        let n = core::mem::size_of::<T>() / 4;
+        let mut i = 0;
+        while i < n {
+            // SAFETY: inside `*v`; every type this is used for is at least 4-aligned.
+            unsafe { core::ptr::write_volatile(p.add(i), 0) };
+            i += 1;
+        }
+    }
+}
+
+const _: () = assert!(core::mem::align_of::<PacketMeta>() >= 4);
+const _: () = assert!(core::mem::size_of::<PacketMeta>().is_multiple_of(4));
+const _: () = assert!(core::mem::align_of::<crate::conn::Conn>() >= 8);
 
 /// Adds `data` as big-endian 16-bit words to a one's-complement accumulator.
 fn sum_words(data: &[u8], mut acc: u64) -> u64 {
@@ -602,6 +661,59 @@ mod tests {
         assert_eq!(
             (m.l4_offset, m.sport, m.dport, m.seq, m.payload_len),
             (24, 5, 6, 7, 4)
+        );
+    }
+
+    /// A SYN-ACK whose 40-byte TCP header was cut after 22 bytes by the snap length.
+    fn syn_ack_with_cut_options() -> Vec<u8> {
+        let opts = [
+            2u8, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let f = eth4(ipv4(
+            A4,
+            B4,
+            proto::TCP,
+            &[],
+            tcp_seg(443, 56960, SYN | ACK, 7, 8, &opts, 0),
+        ));
+        f[..14 + 20 + 22].to_vec()
+    }
+
+    #[test]
+    fn tcp_header_cut_by_the_capture_keys_but_is_dropped() {
+        let m = parse(&syn_ack_with_cut_options()).unwrap();
+        assert_eq!(m.meta_flags, META_L4_TRUNCATED);
+        assert!(m.l4_dropped());
+        assert_eq!((m.sport, m.dport, m.tcp_flags), (443, 56960, SYN | ACK));
+        assert_eq!((m.ip_len, m.ip_bytes, m.payload_len), (60, 60, 0));
+    }
+
+    #[test]
+    fn tcp_data_offset_below_20_or_past_the_ip_length_keys_but_is_dropped() {
+        let mut ip = ipv4(A4, B4, proto::TCP, &[], tcp_seg(5, 6, ACK, 7, 8, &[], 4));
+        ip[20 + 12] = 4 << 4; // 16 bytes
+        let m = parse(&eth4(ip.clone())).unwrap();
+        assert_eq!(
+            (m.meta_flags, m.sport, m.payload_len),
+            (META_L4_BAD_HEADER, 5, 0)
+        );
+        ip[20 + 12] = 6 << 4; // 24 bytes, but the IP header says 24 transport bytes: ok
+        let m = parse(&eth4(ip.clone())).unwrap();
+        assert_eq!((m.meta_flags, m.payload_len), (0, 0));
+        ip[20 + 12] = 7 << 4; // 28 bytes > 24
+        let m = parse(&eth4(ip)).unwrap();
+        assert!(m.l4_dropped());
+    }
+
+    #[test]
+    fn tcp_shorter_than_20_bytes_is_no_connection() {
+        let ip = ipv4(A4, B4, proto::TCP, &[], tcp_seg(5, 6, ACK, 7, 8, &[], 0));
+        let mut short_ip = ip[..20 + 19].to_vec();
+        short_ip[2..4].copy_from_slice(&39u16.to_be_bytes());
+        assert_eq!(parse(&eth4(short_ip)), Err(ParseError::BadLength));
+        assert_eq!(
+            parse(&eth4(ip[..20 + 19].to_vec())),
+            Err(ParseError::Truncated)
         );
     }
 

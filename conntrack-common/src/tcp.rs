@@ -27,6 +27,11 @@ pub mod state {
 /// Sequence jumps larger than this on SYN/RST packets are not trusted (`TOO_LARGE_SEQ_DELTA`).
 pub const TOO_LARGE_SEQ_DELTA: i32 = 1_048_576;
 
+/// Data blocks the reassembler keeps above holes per endpoint. Zeek keeps every block; with a
+/// bounded number, an extra block is merged with its nearest neighbour, so the (small) hole
+/// between them is not reported as a gap.
+pub const REASM_BLOCKS: usize = 4;
+
 /// `Endpoint::flags`: the endpoint's close was reported (`did_close`).
 pub const EP_DID_CLOSE: u8 = 1;
 /// `Endpoint::flags`: UDP/ICMP endpoint sent at least one valid-checksum packet.
@@ -51,10 +56,6 @@ pub struct Endpoint {
     /// Reassembly point: data up to here (relative) was delivered or declared a gap
     /// (Zeek's `last_reassem_seq`, starts at 1).
     pub deliv_rel: u64,
-    /// Start of the data buffered above a hole (valid when `above_hi > above_lo`).
-    pub above_lo: u64,
-    /// End of the data buffered above a hole.
-    pub above_hi: u64,
     /// Relative sequence one past the FIN (Zeek's `FIN_seq`), valid when `fin_cnt > 0`.
     pub fin_rel: u64,
     /// Start sequence number (ISN; for a missing SYN the first seq - 1).
@@ -79,6 +80,12 @@ pub struct Endpoint {
     pub gap_cnt: u32,
     /// FIN packets seen.
     pub fin_cnt: u32,
+    /// Starts of the data blocks buffered above holes (low 32 bits of the relative position),
+    /// ascending, disjoint and not touching, all above `deliv_rel`; a slot with
+    /// `blk_lo == blk_hi` is empty (empty slots come last).
+    pub blk_lo: [u32; REASM_BLOCKS],
+    /// Ends of the buffered blocks, see `blk_lo`.
+    pub blk_hi: [u32; REASM_BLOCKS],
     /// One of [`state`].
     pub state: u8,
     /// State before the last change (Zeek's `prev_state`).
@@ -120,8 +127,6 @@ impl Endpoint {
         ack_rel: 0,
         missed_bytes: 0,
         deliv_rel: 0,
-        above_lo: 0,
-        above_hi: 0,
         fin_rel: 0,
         start_seq: 0,
         last_seq: 0,
@@ -134,6 +139,8 @@ impl Endpoint {
         win0_cnt: 0,
         gap_cnt: 0,
         fin_cnt: 0,
+        blk_lo: [0; REASM_BLOCKS],
+        blk_hi: [0; REASM_BLOCKS],
         state: 0,
         prev_state: 0,
         window_scale: 0,
@@ -151,13 +158,12 @@ impl Endpoint {
         self.last_rel = last.wrapping_sub(start) as u64;
         // A new sequence space restarts reassembly at relative 1.
         self.deliv_rel = 1;
-        self.above_lo = 0;
-        self.above_hi = 0;
+        self.blk_lo = [0; REASM_BLOCKS];
+        self.blk_hi = [0; REASM_BLOCKS];
     }
 
-    /// `DataSent` into the reassembler: contiguous data moves the reassembly point (and takes
-    /// the data buffered above a hole along once the hole is filled); data beyond it is
-    /// buffered. Overlaps inside the buffered range are not tracked (one range only).
+    /// `DataSent` into the reassembler: data that reaches the reassembly point moves it (and
+    /// delivers the buffered blocks it then reaches); data beyond it is buffered as a block.
     #[inline(always)]
     pub fn data_sent(&mut self, start: u64, len: u32) {
         let end = start.wrapping_add(len as u64);
@@ -165,34 +171,18 @@ impl Endpoint {
             return;
         }
         if start <= self.deliv_rel {
-            self.deliv_rel = end;
-            if self.above_hi > self.above_lo && self.deliv_rel >= self.above_lo {
-                if self.above_hi > self.deliv_rel {
-                    self.deliv_rel = self.above_hi;
-                }
-                self.above_lo = 0;
-                self.above_hi = 0;
-            }
-            return;
-        }
-        if self.above_hi <= self.above_lo {
-            self.above_lo = start;
-            self.above_hi = end;
+            self.advance_reassembly(end);
         } else {
-            if start < self.above_lo {
-                self.above_lo = start;
-            }
-            if end > self.above_hi {
-                self.above_hi = end;
-            }
+            self.buffer_block(start, end);
         }
     }
 
-    /// `AckReceived` -> `TrimToSeq` -> `Undelivered`: the peer acknowledged up to `ack`; the
-    /// bytes between the reassembly point and `ack` that were never seen are returned as the
-    /// gap, and the reassembly point moves to `ack` (or past the buffered data it reaches).
-    /// An acknowledged FIN octet is not data. `skip_first` keeps Zeek's exception for acks up to
-    /// relative 2 on partial connections (no gap, no move).
+    /// `AckReceived` -> `TrimToSeq` -> `Undelivered`: the peer acknowledged up to `ack`. Every
+    /// hole below it (between the reassembly point and the next buffered block, between
+    /// blocks, and after the last block reached) is a content gap; the returned total is what
+    /// Zeek reports through `content_gap`. The reassembly point moves to `ack`, or past the
+    /// buffered data it reaches. An acknowledged FIN octet is not data. `skip_first` keeps
+    /// Zeek's exception for acks up to relative 2 on partial connections (no gap, no move).
     #[inline(always)]
     pub fn ack_received(&mut self, ack: u64, skip_first: bool) -> u64 {
         let mut up_to = ack;
@@ -205,26 +195,132 @@ impl Endpoint {
         if up_to <= 2 && skip_first {
             return 0;
         }
-        let span = up_to - self.deliv_rel;
-        let mut covered = 0;
-        let buffered = self.above_hi > self.above_lo;
-        if buffered && self.above_lo < up_to {
-            let top = if self.above_hi < up_to {
-                self.above_hi
-            } else {
-                up_to
+        self.advance_reassembly(up_to)
+    }
+
+    /// Offset of a stored block boundary above the reassembly point.
+    #[inline(always)]
+    fn blk_off(&self, x: u32) -> u32 {
+        x.wrapping_sub(self.deliv_rel as u32)
+    }
+
+    /// Moves the reassembly point to `to` (> `deliv_rel`), delivering in order every buffered
+    /// block that starts at or below the point reached. Returns the bytes in between that no
+    /// block covered (the holes; only meaningful when `to` comes from an acknowledgement).
+    #[inline(always)]
+    fn advance_reassembly(&mut self, to: u64) -> u64 {
+        let base = self.deliv_rel;
+        let mut point = base;
+        let mut missing: u64 = 0;
+        let mut done: usize = 0;
+        while done < REASM_BLOCKS {
+            let (Some(&lo), Some(&hi)) = (self.blk_lo.get(done), self.blk_hi.get(done)) else {
+                break;
             };
-            covered = top - self.above_lo;
-        }
-        self.deliv_rel = up_to;
-        if buffered && self.above_lo <= up_to {
-            if self.above_hi > self.deliv_rel {
-                self.deliv_rel = self.above_hi;
+            if lo == hi {
+                break;
             }
-            self.above_lo = 0;
-            self.above_hi = 0;
+            let lo = base.wrapping_add(self.blk_off(lo) as u64);
+            let hi = base.wrapping_add(self.blk_off(hi) as u64);
+            if lo > point && lo > to {
+                break;
+            }
+            if lo > point {
+                missing = missing.wrapping_add(lo - point);
+            }
+            if hi > point {
+                point = hi;
+            }
+            done += 1;
         }
-        span.saturating_sub(covered)
+        if to > point {
+            missing = missing.wrapping_add(to - point);
+            point = to;
+        }
+        // Drop the delivered blocks; the others keep their (absolute) boundaries.
+        let mut k: usize = 0;
+        while done > 0 && k < REASM_BLOCKS {
+            let from = k.wrapping_add(done);
+            let lo = self.blk_lo.get(from).copied().unwrap_or(0);
+            let hi = self.blk_hi.get(from).copied().unwrap_or(0);
+            if let Some(l) = self.blk_lo.get_mut(k) {
+                *l = lo;
+            }
+            if let Some(h) = self.blk_hi.get_mut(k) {
+                *h = hi;
+            }
+            k += 1;
+        }
+        self.deliv_rel = point;
+        missing
+    }
+
+    /// Buffers [start, end) above a hole (`start > deliv_rel`), merging it with the blocks it
+    /// overlaps or touches. With more than [`REASM_BLOCKS`] blocks the two closest are merged.
+    /// Data 4 GiB or more above the reassembly point is not buffered.
+    #[inline(always)]
+    fn buffer_block(&mut self, start: u64, end: u64) {
+        let Some(span) = end.checked_sub(self.deliv_rel) else {
+            return;
+        };
+        if span > u32::MAX as u64 {
+            return;
+        }
+        // Work in offsets above the reassembly point, where the order is plain u32 order.
+        let mut new_lo = (start - self.deliv_rel) as u32;
+        let mut new_hi = span as u32;
+        let mut out_lo = [0u32; REASM_BLOCKS + 1];
+        let mut out_hi = [0u32; REASM_BLOCKS + 1];
+        let mut n: usize = 0;
+        let mut placed = false;
+        let mut k: usize = 0;
+        while k < REASM_BLOCKS {
+            let (Some(&l), Some(&h)) = (self.blk_lo.get(k), self.blk_hi.get(k)) else {
+                break;
+            };
+            k += 1;
+            if l == h {
+                break;
+            }
+            let (lo, hi) = (self.blk_off(l), self.blk_off(h));
+            if hi < new_lo {
+                push_block(&mut out_lo, &mut out_hi, &mut n, lo, hi);
+            } else if lo > new_hi {
+                if !placed {
+                    push_block(&mut out_lo, &mut out_hi, &mut n, new_lo, new_hi);
+                    placed = true;
+                }
+                push_block(&mut out_lo, &mut out_hi, &mut n, lo, hi);
+            } else {
+                new_lo = new_lo.min(lo);
+                new_hi = new_hi.max(hi);
+            }
+        }
+        if !placed {
+            push_block(&mut out_lo, &mut out_hi, &mut n, new_lo, new_hi);
+        }
+        if n > REASM_BLOCKS {
+            merge_closest(&mut out_lo, &mut out_hi);
+        }
+        let base = self.deliv_rel as u32;
+        let mut k: usize = 0;
+        while k < REASM_BLOCKS {
+            let (lo, hi) = if k < n {
+                (
+                    out_lo.get(k).copied().unwrap_or(0),
+                    out_hi.get(k).copied().unwrap_or(0),
+                )
+            } else {
+                (0, 0)
+            };
+            if let Some(l) = self.blk_lo.get_mut(k) {
+                *l = if lo == hi { 0 } else { base.wrapping_add(lo) };
+            }
+            if let Some(h) = self.blk_hi.get_mut(k) {
+                *h = if lo == hi { 0 } else { base.wrapping_add(hi) };
+            }
+            k += 1;
+        }
     }
 
     /// Position of `seq` relative to the start (`get_relative_seq` against the last sequence
@@ -313,5 +409,146 @@ impl Endpoint {
     pub fn count_packet(&mut self, pkts: u32, ip_bytes: u32) {
         self.pkts = self.pkts.wrapping_add(pkts as u64);
         self.ip_bytes = self.ip_bytes.wrapping_add(ip_bytes as u64);
+    }
+}
+
+/// Appends a block to a fixed list (dropped if full; the caller sizes it for one extra).
+#[inline(always)]
+fn push_block(lo: &mut [u32], hi: &mut [u32], n: &mut usize, l: u32, h: u32) {
+    if let (Some(a), Some(b)) = (lo.get_mut(*n), hi.get_mut(*n)) {
+        *a = l;
+        *b = h;
+        *n += 1;
+    }
+}
+
+/// Merges the two neighbouring blocks of a full list of `REASM_BLOCKS + 1` with the smallest
+/// hole between them, leaving `REASM_BLOCKS` blocks.
+#[inline(always)]
+fn merge_closest(lo: &mut [u32; REASM_BLOCKS + 1], hi: &mut [u32; REASM_BLOCKS + 1]) {
+    let mut best: usize = 0;
+    let mut best_gap = u32::MAX;
+    let mut j: usize = 0;
+    while j < REASM_BLOCKS {
+        let gap = lo
+            .get(j + 1)
+            .copied()
+            .unwrap_or(0)
+            .wrapping_sub(hi.get(j).copied().unwrap_or(0));
+        if gap < best_gap {
+            best_gap = gap;
+            best = j;
+        }
+        j += 1;
+    }
+    let mut j: usize = 0;
+    while j < REASM_BLOCKS {
+        if j == best {
+            let next_hi = hi.get(j + 1).copied().unwrap_or(0);
+            if let Some(d) = hi.get_mut(j) {
+                *d = next_hi;
+            }
+        } else if j > best {
+            let (nl, nh) = (
+                lo.get(j + 1).copied().unwrap_or(0),
+                hi.get(j + 1).copied().unwrap_or(0),
+            );
+            if let (Some(a), Some(b)) = (lo.get_mut(j), hi.get_mut(j)) {
+                *a = nl;
+                *b = nh;
+            }
+        }
+        j += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An endpoint whose reassembly starts at relative 1 (after its SYN).
+    fn ep() -> Endpoint {
+        let mut e = Endpoint::ZERO;
+        e.init_seq(1000, 1000, 1001);
+        e
+    }
+
+    fn blocks(e: &Endpoint) -> std::vec::Vec<(u32, u32)> {
+        (0..REASM_BLOCKS)
+            .map(|k| (e.blk_lo[k], e.blk_hi[k]))
+            .filter(|(l, h)| l != h)
+            .collect()
+    }
+
+    #[test]
+    fn every_acked_hole_is_a_gap_not_only_the_last() {
+        let mut e = ep();
+        e.data_sent(1, 10); // 1..11 delivered
+        e.data_sent(21, 10); // hole 11..21
+        e.data_sent(41, 10); // hole 31..41
+        assert_eq!(blocks(&e), [(21, 31), (41, 51)]);
+        assert_eq!(e.ack_received(61, false), 10 + 10 + 10);
+        assert_eq!(e.deliv_rel, 61);
+        assert!(blocks(&e).is_empty());
+    }
+
+    #[test]
+    fn ack_inside_a_block_delivers_it_and_keeps_the_blocks_above() {
+        let mut e = ep();
+        e.data_sent(21, 10);
+        e.data_sent(41, 10);
+        // Up to 25: the hole 1..21 is a gap, block 21..31 is delivered, 41..51 stays.
+        assert_eq!(e.ack_received(25, false), 20);
+        assert_eq!(e.deliv_rel, 31);
+        assert_eq!(blocks(&e), [(41, 51)]);
+        // The hole 31..41 is reported when the peer acknowledges past it.
+        assert_eq!(e.ack_received(51, false), 10);
+        assert_eq!(e.deliv_rel, 51);
+    }
+
+    #[test]
+    fn filled_holes_are_not_gaps_and_blocks_merge() {
+        let mut e = ep();
+        e.data_sent(21, 10);
+        e.data_sent(41, 10);
+        e.data_sent(31, 10); // fills 31..41: one block 21..51
+        assert_eq!(blocks(&e), [(21, 51)]);
+        e.data_sent(1, 20); // fills 1..21: everything delivered
+        assert_eq!(e.deliv_rel, 51);
+        assert!(blocks(&e).is_empty());
+        assert_eq!(e.ack_received(51, false), 0);
+    }
+
+    #[test]
+    fn more_blocks_than_slots_merge_the_closest_pair() {
+        let mut e = ep();
+        // Blocks at 11, 31, 51, 71 (holes of 10) and one at 86 (hole of 5 to 81).
+        for start in [11u64, 31, 51, 71, 86] {
+            e.data_sent(start, 10);
+        }
+        assert_eq!(blocks(&e), [(11, 21), (31, 41), (51, 61), (71, 96)]);
+        // Holes 1..11, 21..31, 41..51, 61..71 (the merged 81..86 is lost), 96..101.
+        assert_eq!(e.ack_received(101, false), 10 + 10 + 10 + 10 + 5);
+    }
+
+    #[test]
+    fn acked_fin_octet_and_partial_first_ack_are_no_gap() {
+        let mut e = ep();
+        e.data_sent(1, 10);
+        e.fin_cnt = 1;
+        e.fin_rel = 12;
+        assert_eq!(e.ack_received(12, false), 0);
+        let mut p = ep();
+        assert_eq!(p.ack_received(2, true), 0);
+        assert_eq!(p.deliv_rel, 1);
+    }
+
+    #[test]
+    fn blocks_survive_sequence_wrap_of_the_low_32_bits() {
+        let mut e = ep();
+        e.deliv_rel = (1u64 << 32) - 5;
+        e.data_sent((1u64 << 32) + 5, 10);
+        assert_eq!(e.ack_received((1u64 << 32) + 20, false), 10 + 5);
+        assert_eq!(e.deliv_rel, (1u64 << 32) + 20);
     }
 }

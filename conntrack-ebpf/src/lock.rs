@@ -18,7 +18,9 @@ pub unsafe fn lock(lock: *mut u32) -> bool {
     let mut i = 0;
     while i < LOCK_TRIES {
         let (_, ok) = unsafe {
-            atomic_cxchg::<u32, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(lock, 0, 1)
+            atomic_cxchg::<u32, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(
+                lock, 0, 1,
+            )
         };
         if ok {
             return true;

@@ -7,8 +7,12 @@
 //! - `conntrack_ingress` / `conntrack_egress`: copy up to `MAX_HEADER_BYTES` of the frame,
 //!   take the time and flags, skip the VLAN tags;
 //! - `conntrack_parse`: `packet::parse_ip` into a `PacketMeta`, GSO counts;
-//! - `conntrack_engine`: `engine::process_packet` over `FLOWS` with the connection locked; events
-//!   go to the ring buffer without waking the agent (it polls).
+//! - `conntrack_transport` (TCP SYNs): the window-scale option;
+//! - `conntrack_engine`: lookup/creation, TCP reuse, initialisation, with the connection locked;
+//! - `conntrack_update`: `engine::update`, then the event, then unlock.
+//!
+//! Stages 4 and 5 are `engine::process_packet`'s steps (see flow.rs). Events go to the ring
+//! buffer without waking the agent (it polls).
 //!
 //! The packet itself is never changed or dropped.
 #![no_std]
@@ -16,30 +20,33 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod flow;
 mod l2;
 mod lock;
 mod maps;
-mod table;
 
 use core::ptr::copy_nonoverlapping;
 
-use aya_ebpf::bindings::{BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC, __sk_buff};
+use aya_ebpf::bindings::{__sk_buff, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC};
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes};
 use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
-use conntrack_common::engine::{Changes, process_packet};
-use conntrack_common::event::{Event, EventKind, EventRef};
-use conntrack_common::key::FlowKey;
-use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta, parse_ip};
+use conntrack_common::event::{Event, EventRef};
+use conntrack_common::packet::{
+    MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, parse_ip, tcp_flags, tcp_window_scale,
+};
+use conntrack_common::proto;
 use conntrack_common::stats::Stat;
 use maps::{
     CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, SCRATCH, STAGE_ENGINE,
-    STAGE_PARSE, STAGES, STATS,
+    STAGE_TRANSPORT, STAGE_PARSE, STAGE_UPDATE, STAGES, STATS,
 };
-use table::{BpfFlows, BpfPorts};
 
 /// `__sk_buff.cb[0]` in replay: the agent found the transport checksum bad.
 const CB_BAD_CHECKSUM: u32 = 1;
+
+/// Largest TCP header (data offset 15).
+const MAX_TCP_HEADER: usize = 60;
 
 /// Shortest frame worth parsing (an Ethernet header).
 const ETH_HLEN: u32 = 14;
@@ -60,6 +67,12 @@ pub fn conntrack_egress(ctx: TcContext) -> i32 {
     VERDICT
 }
 
+/// Does nothing: the per-packet cost baseline of `cargo xtask bench` (never attached).
+#[classifier]
+pub fn empty(_ctx: TcContext) -> i32 {
+    VERDICT
+}
+
 /// Stage 2, reached only by tail call from stage 1.
 #[classifier]
 pub fn conntrack_parse(ctx: TcContext) -> i32 {
@@ -67,10 +80,24 @@ pub fn conntrack_parse(ctx: TcContext) -> i32 {
     VERDICT
 }
 
-/// Stage 3, reached only by tail call from stage 2.
+/// Stage 3 (TCP SYN only), reached only by tail call from stage 2.
 #[classifier]
-pub fn conntrack_engine(_ctx: TcContext) -> i32 {
-    engine_stage();
+pub fn conntrack_transport(ctx: TcContext) -> i32 {
+    options_stage(&ctx);
+    VERDICT
+}
+
+/// Stage 4, reached only by tail call from stage 2 or 3.
+#[classifier]
+pub fn conntrack_engine(ctx: TcContext) -> i32 {
+    engine_stage(&ctx);
+    VERDICT
+}
+
+/// Stage 5, reached only by tail call from stage 4.
+#[classifier]
+pub fn conntrack_update(_ctx: TcContext) -> i32 {
+    flow::apply(emit);
     VERDICT
 }
 
@@ -145,17 +172,7 @@ fn parse_stage(ctx: &TcContext) {
     };
     // SAFETY: per-CPU scratch filled by stage 1 for this packet.
     let scratch = unsafe { &mut *scratch };
-    // Offset and length as separately bounded values: a length derived as `end - offset`
-    // loses its upper bound in the verifier (32-bit subtraction, zero-extended).
-    let (off, ip_len) = (scratch.l3_offset as u64, scratch.ip_len as u64);
-    if off > l2::MAX_L2_HEADER as u64 || ip_len > MAX_HEADER_BYTES as u64 {
-        return count(Stat::ParseErrors);
-    }
-    let Some(ip) = scratch
-        .frame
-        .get(off as usize..)
-        .and_then(|rest| rest.get(..ip_len as usize))
-    else {
+    let Some(ip) = ip_slice(&scratch.frame, scratch.l3_offset, scratch.ip_len) else {
         return count(Stat::ParseErrors);
     };
     let version = ip.first().map_or(0, |b| b >> 4);
@@ -180,47 +197,66 @@ fn parse_stage(ctx: &TcContext) {
         meta.pkts = segs;
         meta.ip_bytes = meta.payload_len.wrapping_add(headers.wrapping_mul(segs));
     }
+    let next = if meta.proto == proto::TCP && meta.tcp_flags & tcp_flags::SYN != 0 {
+        STAGE_TRANSPORT
+    } else {
+        STAGE_ENGINE
+    };
+    // SAFETY: a valid context and map; on success this does not return.
+    unsafe { STAGES.tail_call(ctx, next) };
+    count(Stat::ParseErrors); // the next stage is not installed
+}
+
+/// The IP packet in the scratch frame. Offset and length are bounded separately: a length
+/// derived as `end - offset` loses its upper bound in the verifier.
+#[inline(always)]
+fn ip_slice(frame: &[u8; MAX_HEADER_BYTES], l3_offset: u32, ip_len: u32) -> Option<&[u8]> {
+    let (off, ip_len) = (l3_offset as u64, ip_len as u64);
+    if off > l2::MAX_L2_HEADER as u64 || ip_len > MAX_HEADER_BYTES as u64 {
+        return None;
+    }
+    frame.get(off as usize..)?.get(..ip_len as usize)
+}
+
+/// Stage 3 (TCP SYNs only): the window-scale option. The option walk has data-dependent
+/// steps; verified on its own it stays small, combined with the IP parser it does not.
+#[inline(always)]
+fn options_stage(ctx: &TcContext) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
+    let scratch = unsafe { &mut *scratch };
+    // A fixed 60-byte window (the largest TCP header) at a bounded start: the verifier cannot
+    // relate a computed slice length to its start. parse_ip has checked that the header
+    // (`doff` bytes) was captured, and the walk never reads past `doff`.
+    let start = scratch.l3_offset as u64 + scratch.meta.l4_offset as u64;
+    let scale = if start + MAX_TCP_HEADER as u64 > MAX_HEADER_BYTES as u64 {
+        NO_WINDOW_SCALE // options not captured
+    } else {
+        let start = start as usize;
+        match scratch.frame.get(start..start + MAX_TCP_HEADER) {
+            Some(l4) => match l4.get(12) {
+                Some(b) => tcp_window_scale(l4, ((b >> 4) as usize) * 4),
+                None => NO_WINDOW_SCALE,
+            },
+            None => NO_WINDOW_SCALE,
+        }
+    };
+    scratch.meta.window_scale = scale;
     // SAFETY: a valid context and map; on success this does not return.
     unsafe { STAGES.tail_call(ctx, STAGE_ENGINE) };
     count(Stat::ParseErrors); // the next stage is not installed
 }
 
+/// Stage 4: the connection for this packet, created/reused/initialised and locked.
 #[inline(always)]
-fn engine_stage() {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: per-CPU scratch filled by the parse stage of this same packet.
-    let scratch = unsafe { &mut *scratch };
-    let meta: &PacketMeta = &scratch.meta;
-    let now_ns = scratch.now_ns;
-    let checksum_ok = scratch.checksum_ok != 0;
-    let mut flows = BpfFlows::new();
-    let changes = process_packet(&mut flows, meta, now_ns, checksum_ok, &BpfPorts, emit);
-    flows.release();
-    if flows.busy {
-        // The connection stayed locked by another CPU: hand the packet to the agent so that
-        // it is at least accounted for.
-        count(Stat::LockBusy);
-        let key = FlowKey::from_meta(meta);
-        emit(&EventRef {
-            kind: EventKind::TableFull,
-            changes: Changes::NONE,
-            ts_ns: now_ns,
-            key: &key,
-            meta,
-            conn: None,
-        });
-        return;
-    }
-    if changes.contains(Changes::TABLE_FULL) {
-        count(Stat::TableFull);
-    }
-    if changes.contains(Changes::REUSED) {
-        count(Stat::Reuses);
-    }
-    if changes.contains(Changes::NEW) {
-        count(Stat::NewConns);
+fn engine_stage(ctx: &TcContext) {
+    if let flow::Prepared::Ready(conn) = flow::prepare(emit, count) {
+        // SAFETY: a valid context and map; on success this does not return.
+        unsafe { STAGES.tail_call(ctx, STAGE_UPDATE) };
+        flow::release(conn);
+        count(Stat::ParseErrors); // the next stage is not installed
     }
 }
 

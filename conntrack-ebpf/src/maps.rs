@@ -60,8 +60,10 @@ pub struct Scratch {
     pub ethertype: u32,
     /// `__sk_buff.gso_segs`.
     pub gso_segs: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// `engine::Changes` bits of stage 4 (NEW, REUSED, FLIPPED) for stage 5.
+    pub created: u32,
+    /// The packet's flow key.
+    pub key: FlowKey,
 }
 
 /// One [`Scratch`] per CPU (a TC program is not preempted by itself on the same CPU).
@@ -71,9 +73,13 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Tail-call targets, filled by the agent: the stages are verified separately, which keeps
 /// each under the verifier's complexity limit.
 #[map]
-pub static STAGES: ProgramArray = ProgramArray::with_max_entries(2, 0);
+pub static STAGES: ProgramArray = ProgramArray::with_max_entries(4, 0);
 
 /// Index of `conntrack_parse` in [`STAGES`].
 pub const STAGE_PARSE: u32 = 0;
+/// Index of `conntrack_transport` in [`STAGES`].
+pub const STAGE_TRANSPORT: u32 = 1;
 /// Index of `conntrack_engine` in [`STAGES`].
-pub const STAGE_ENGINE: u32 = 1;
+pub const STAGE_ENGINE: u32 = 2;
+/// Index of `conntrack_update` in [`STAGES`].
+pub const STAGE_UPDATE: u32 = 3;

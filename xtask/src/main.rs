@@ -7,9 +7,10 @@
 //! - `run [--debug] [-- AGENT ARGS]`: build, then `conntrack-agent run` on the default route's
 //!   interface with `--log-dir ./logs` unless given;
 //! - `test`: setup, build, workspace tests, clippy, fmt, and the conformance run when available;
-//! - `bench`: not implemented yet.
+//! - `bench [--quick]`: benchmarks against baselines measured in the same run (issue 3).
 
 mod agent;
+mod bench;
 mod setup;
 mod test;
 mod util;
@@ -25,7 +26,8 @@ commands:
   run [--debug] [-- ARGS]    build, then run `conntrack-agent run` (default: --iface <default
                              route interface> --log-dir ./logs) until Ctrl-C
   test                       setup, build, cargo test, clippy, fmt --check, conformance
-  bench                      not implemented yet (issue 3)";
+  bench [--quick]            benchmarks (root): kernel per-packet cost, replay, live, scale;
+                             writes target/bench/results.json and BENCHMARKS.md";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -41,10 +43,7 @@ fn main() -> ExitCode {
             agent::parse_profile(rest).and_then(|(profile, extra)| agent::run(profile, &extra))
         }
         "test" => test::test(),
-        "bench" => {
-            eprintln!("xtask bench: not implemented yet (issue 3)");
-            return ExitCode::from(2);
-        }
+        "bench" => bench::bench(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

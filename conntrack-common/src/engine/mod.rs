@@ -98,7 +98,7 @@ const BROADCAST: [u8; 16] = [
 /// packet's destination should become the originator. Never for a responder address of
 /// 255.255.255.255, ICMP or other protocols; never for a plain SYN.
 pub fn should_flip(meta: &PacketMeta, cfg: &impl EngineConfig) -> bool {
-    if meta.dst == BROADCAST {
+    if addr_eq(&meta.dst, &BROADCAST) {
         return false;
     }
     let src_likely = cfg.likely_server_port(meta.sport, meta.proto);
@@ -126,7 +126,10 @@ pub fn should_flip(meta: &PacketMeta, cfg: &impl EngineConfig) -> bool {
 /// decided here). Use this on eBPF, where a `Conn` is too large for the stack.
 pub fn init_conn(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, cfg: &impl EngineConfig) {
     let (sp, dp, _) = tuple_ports(meta);
-    *conn = Conn::ZERO;
+    // Word stores keep BPF away from `memset`; the eBPF glue's spin lock survives.
+    let lock = conn.lock;
+    crate::packet::zero_words(conn);
+    conn.lock = lock;
     conn.orig_addr = meta.src;
     conn.resp_addr = meta.dst;
     conn.orig_port = sp;
@@ -156,7 +159,7 @@ pub fn new_conn(meta: &PacketMeta, now_ns: u64, cfg: &impl EngineConfig) -> Conn
 #[inline(always)]
 pub fn is_orig(conn: &Conn, meta: &PacketMeta) -> bool {
     let (sp, _, _) = tuple_ports(meta);
-    meta.src == conn.orig_addr && sp == conn.orig_port
+    addr_eq(&meta.src, &conn.orig_addr) && sp == conn.orig_port
 }
 
 /// Zeek's `Connection::FlipRoles`: swaps addresses, ports, endpoints (states and counters)
@@ -208,8 +211,14 @@ pub fn is_reuse(conn: &Conn, meta: &PacketMeta, _is_orig: bool) -> bool {
 }
 
 /// Applies one packet of this connection. `checksum_ok = false` only adds the C/c letter
-/// (TCP and UDP) and counts nothing, like Zeek, which drops such packets after the lookup.
+/// (TCP and UDP) and counts nothing, like Zeek, which drops such packets after the lookup. A
+/// packet with [`PacketMeta::l4_dropped`] changes nothing.
 pub fn update(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, checksum_ok: bool) -> Changes {
+    if meta.l4_dropped() {
+        // Zeek's transport analyzer drops the packet after the connection lookup: it may have
+        // created (or, by reuse, ended) a connection but leaves no trace in it.
+        return Changes::NONE;
+    }
     let orig = is_orig(conn, meta);
     match conn.proto {
         proto::TCP => tcp_update::update_tcp(conn, meta, now_ns, checksum_ok, orig),
@@ -312,7 +321,8 @@ pub trait FlowTable {
 /// then restarts it in place), creation (inserts a zeroed value, initialises it in place;
 /// `TableFull` with the packet if the insert fails), update. Emits `NewConn` after a new
 /// connection's first packet and `StateChanged` after a packet that changed a TCP state of an
-/// existing connection. Returns the packet's changes.
+/// existing connection. A packet with [`PacketMeta::l4_dropped`] is looked up, may create or
+/// reuse, but is not applied. Returns the packet's changes.
 pub fn process_packet<T: FlowTable, C: EngineConfig>(
     table: &mut T,
     meta: &PacketMeta,
@@ -378,5 +388,13 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
     ch
 }
 
+/// 16-byte address equality as two u64 compares (`==` on arrays is a `memcmp` call on BPF).
+#[inline(always)]
+pub fn addr_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    crate::key::addr_words(a) == crate::key::addr_words(b)
+}
+
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -712,3 +712,32 @@ fn table_that_hands_out_no_entry_skips_the_packet() {
     assert_eq!(ch, Changes::SKIPPED);
     assert_eq!(emitted, 0);
 }
+
+#[test]
+fn truncated_tcp_header_creates_the_connection_but_does_not_update_it() {
+    // Zeek keys and orients the connection from the first 20 bytes, then the TCP analyzer
+    // drops the packet: no letters, no counters, no duration.
+    let opts = [
+        2u8, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let f = eth4(ipv4(
+        B4,
+        A4,
+        proto::TCP,
+        &[],
+        tcp_seg(443, 56960, SYN | ACK, 7, 8, &opts, 0),
+    ));
+    let mut sim = Sim::default();
+    let ch = sim.feed(&f[..14 + 20 + 22], 0, true);
+    assert!(ch.contains(Changes::NEW));
+    let c = sim.only();
+    assert_eq!(&c.orig_addr[12..], &B4);
+    assert_eq!((c.orig_port, c.resp_port), (443, 56960));
+    assert_eq!(sim.hist(), "");
+    assert_eq!((c.orig_pkts(), c.orig_ip_bytes(), c.resp_pkts()), (0, 0, 0));
+    assert_eq!(c.conn_state(), OTH);
+    assert_eq!(sim.events.len(), 1);
+    // Later packets of the connection are applied normally; a dropped one changes nothing.
+    sim.feed(&f[..14 + 20 + 22], 5, true);
+    assert_eq!((sim.only().orig_pkts(), sim.only().duration_ns()), (0, 0));
+}

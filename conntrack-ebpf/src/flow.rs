@@ -1,0 +1,163 @@
+//! Stages 4 and 5: `engine::process_packet`'s steps over `FLOWS`, split at the point where
+//! the connection is ready for `engine::update`. Each half verifies on its own; together (as
+//! the generic driver) they exceed the verifier's one-million-instruction budget.
+//!
+//! The connection's spin lock is taken in stage 4 and released in stage 5 (or in stage 4 if
+//! the tail call fails); a tail call does not leave the CPU, so the hold time stays one packet.
+
+use crate::lock;
+use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH};
+use aya_ebpf::bindings::BPF_NOEXIST;
+use conntrack_common::conn::{CONN_FLIPPED, Conn, ZERO_CONN};
+use conntrack_common::engine::{Changes, EngineConfig, init_conn, is_orig, is_reuse, update};
+use conntrack_common::event::{EventKind, EventRef};
+use conntrack_common::key::FlowKey;
+use conntrack_common::stats::Stat;
+
+/// `-EEXIST`: another CPU inserted the key between our lookup and insert.
+const EEXIST: i32 = 17;
+
+/// Zeek's `likely_server_ports` from the `LIKELY_SERVER_PORTS` map (key `port << 8 | proto`).
+pub struct BpfPorts;
+
+impl EngineConfig for BpfPorts {
+    #[inline(always)]
+    fn likely_server_port(&self, port: u16, proto: u8) -> bool {
+        let key = (port as u32) << 8 | proto as u32;
+        LIKELY_SERVER_PORTS.get_ptr(key).is_some()
+    }
+}
+
+/// Outcome of stage 4.
+pub enum Prepared {
+    /// The connection is locked and ready for `update`; `Scratch::key`/`created` are set.
+    Ready(*mut Conn),
+    /// Nothing more to do (table full or lock busy: already reported).
+    Done,
+}
+
+/// Stage 4: lookup or create (TableFull when the insert fails), TCP reuse (ReuseRemoved with
+/// the old connection), initialisation of new connections; leaves the connection locked.
+#[inline(always)]
+pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return Prepared::Done;
+    };
+    // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
+    let scratch = unsafe { &mut *scratch };
+    let meta = &scratch.meta;
+    let now_ns = scratch.now_ns;
+    scratch.key = FlowKey::from_meta(meta);
+    let key = &scratch.key;
+    let mut created = Changes::NONE;
+    let conn = match FLOWS.get_ptr_mut(key) {
+        Some(c) => c,
+        None => {
+            // By reference: by value the static would be copied onto the 512-byte stack.
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            let inserted = FLOWS.insert(key, &ZERO_CONN, BPF_NOEXIST as u64);
+            match inserted {
+                Ok(()) => created = Changes::NEW,
+                Err(e) if e == -EEXIST => {}
+                Err(_) => {
+                    count(Stat::TableFull);
+                    emit(&EventRef {
+                        kind: EventKind::TableFull,
+                        changes: Changes::TABLE_FULL,
+                        ts_ns: now_ns,
+                        key,
+                        meta,
+                        conn: None,
+                    });
+                    return Prepared::Done;
+                }
+            }
+            match FLOWS.get_ptr_mut(key) {
+                Some(c) => c,
+                None => return Prepared::Done, // removed by the agent meanwhile
+            }
+        }
+    };
+    // SAFETY: a FLOWS value pointer stays valid for the program run.
+    let lock_word = unsafe { &raw mut (*conn).lock };
+    if !unsafe { lock::lock(lock_word) } {
+        // Another CPU holds the connection: hand the packet to the agent to be accounted.
+        count(Stat::LockBusy);
+        emit(&EventRef {
+            kind: EventKind::TableFull,
+            changes: Changes::NONE,
+            ts_ns: now_ns,
+            key,
+            meta,
+            conn: None,
+        });
+        return Prepared::Done;
+    }
+    // SAFETY: locked; no other writer.
+    let c = unsafe { &mut *conn };
+    if created == Changes::NONE && is_reuse(c, meta, is_orig(c, meta)) {
+        count(Stat::Reuses);
+        emit(&EventRef {
+            kind: EventKind::ReuseRemoved,
+            changes: Changes::REUSED,
+            ts_ns: now_ns,
+            key,
+            meta,
+            conn: Some(c),
+        });
+        created = Changes::NEW | Changes::REUSED;
+    }
+    if created != Changes::NONE {
+        count(Stat::NewConns);
+        init_conn(c, meta, now_ns, &BpfPorts);
+        // init_conn starts from a zeroed value: the lock word must stay taken.
+        c.lock = 1;
+        if c.has_flag(CONN_FLIPPED) {
+            created |= Changes::FLIPPED;
+        }
+    }
+    scratch.created = created.0;
+    Prepared::Ready(conn)
+}
+
+/// Stage 5: `engine::update`, then NewConn / StateChanged, then unlock.
+#[inline(always)]
+pub fn apply(emit: impl Fn(&EventRef<'_>)) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
+    let scratch = unsafe { &*scratch };
+    let Some(conn) = FLOWS.get_ptr_mut(scratch.key) else {
+        return; // removed by the agent between the stages
+    };
+    // SAFETY: stage 4 locked it for this packet.
+    let c = unsafe { &mut *conn };
+    let created = Changes(scratch.created);
+    let ch = update(c, &scratch.meta, scratch.now_ns, scratch.checksum_ok != 0) | created;
+    let kind = if created != Changes::NONE {
+        Some(EventKind::NewConn)
+    } else if ch.contains(Changes::STATE_CHANGED) {
+        Some(EventKind::StateChanged)
+    } else {
+        None
+    };
+    if let Some(kind) = kind {
+        emit(&EventRef {
+            kind,
+            changes: ch,
+            ts_ns: scratch.now_ns,
+            key: &scratch.key,
+            meta: &scratch.meta,
+            conn: Some(c),
+        });
+    }
+    release(conn);
+}
+
+/// Unlocks a connection locked by [`prepare`].
+#[inline(always)]
+pub fn release(conn: *mut Conn) {
+    // SAFETY: a FLOWS value pointer held since `prepare`.
+    unsafe { lock::unlock(&raw mut (*conn).lock) };
+}

@@ -1,0 +1,502 @@
+//! `cargo xtask bench [--quick]` (issue 3): the tracker's cost against the limit and against the
+//! tools users would pick instead, every figure a ratio to a baseline measured in the same run.
+//!
+//! 1. per-packet cost in the kernel (BPF_PROG_TEST_RUN, `repeat`) vs an empty TC program;
+//! 2. replay throughput on a generated trace: `read --engine host|kernel`, tshark, argus,
+//!    softflowd;
+//! 3. live overhead on a veth between two namespaces: iperf3 TCP and small-packet UDP with no
+//!    program, the tracker, nf_conntrack;
+//! 4. scale: 1 M concurrent connections (memory, RSS, expiry, ring-buffer rate without drops).
+//!
+//! Writes `target/bench/results.json` and `BENCHMARKS.md` (quick mode: `results-quick.json` and
+//! `BENCHMARKS-quick.md` under `target/bench/`, so CI and `cargo xtask test` never touch the
+//! committed file). Numbers are never asserted; the bench fails only when its own machinery
+//! breaks (a tool that cannot run, a namespace that cannot be made), not on slow figures, and a
+//! program that does not load is reported as such.
+
+mod kernel_cost;
+mod live;
+mod netns;
+mod replay;
+mod report;
+mod scale;
+mod trace;
+
+use crate::agent::{self, Profile};
+use crate::util::{self, step};
+use anyhow::{Context, Result, bail};
+use report::{Goal, Report, Section, Status};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--only kernel,replay,live,scale] [--no-install]";
+
+/// Debian packages the bench uses: (package, command, needed in quick mode).
+const PACKAGES: &[(&str, &str, bool)] = &[
+    ("iproute2", "ip", true),
+    ("iperf3", "iperf3", true),
+    ("nftables", "nft", true),
+    ("util-linux", "taskset", true),
+    ("argus-server", "argus", true),
+    ("softflowd", "softflowd", true),
+    ("tshark", "tshark", false),
+];
+
+/// State shared by the sections.
+pub struct Bench {
+    pub quick: bool,
+    pub agent: PathBuf,
+    pub out_dir: PathBuf,
+    /// Why the eBPF program cannot be loaded, once a section found out.
+    pub kernel_unavailable: Option<String>,
+    pub trace_info: Option<trace::TraceInfo>,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Fails once SIGINT/SIGTERM arrived, so that the guards clean up on the way out.
+pub fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+pub fn median(xs: &[f64]) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+pub fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        || ["/usr/sbin", "/sbin"].iter().any(|d| PathBuf::from(d).join(cmd).is_file())
+}
+
+pub fn bench(args: &[String]) -> Result<()> {
+    let mut quick = false;
+    let mut install = true;
+    let mut only: Option<Vec<String>> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--no-install" => install = false,
+            "--only" => {
+                let v = it.next().context(USAGE)?;
+                only = Some(v.split(',').map(str::to_string).collect());
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown bench option {other:?}\n{USAGE}"),
+        }
+    }
+    let wanted = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let started_at = Instant::now();
+    let started = util::stdout(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if install {
+        install_packages(quick);
+    }
+    agent::build(Profile::Release)?;
+    let out_dir = util::root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut b = Bench {
+        quick,
+        agent: agent::binary(Profile::Release),
+        out_dir,
+        kernel_unavailable: None,
+        trace_info: None,
+    };
+    let load_before = loadavg();
+    let mut sections = Vec::new();
+    let mut failures = Vec::new();
+    type SectionFn = fn(&mut Bench) -> Result<Section>;
+    let all: [(&str, &str, SectionFn); 4] = [
+        ("kernel", "1. Per-packet cost in the kernel (BPF_PROG_TEST_RUN)", kernel_cost::run),
+        ("replay", "2. Replay throughput (packets/s, one core)", replay::run),
+        ("live", "3. Live overhead (veth between two namespaces, iperf3)", live::run),
+        ("scale", "4. Scale (live, UDP flows injected on the veth)", scale::run),
+    ];
+    for (key, title, f) in all {
+        if !wanted(key) {
+            continue;
+        }
+        check_interrupted()?;
+        step(&format!("bench: {title}"));
+        let t0 = Instant::now();
+        let had_kernel = b.kernel_unavailable.is_none();
+        match f(&mut b) {
+            Ok(sec) => sections.push(sec),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                eprintln!("    {key}: {msg}");
+                // A program that does not load is a finding; anything else is the bench breaking.
+                let kernel_issue = (had_kernel && b.kernel_unavailable.is_some()) || msg.starts_with("not run: the eBPF program");
+                if !kernel_issue {
+                    failures.push(format!("{key}: {msg}"));
+                }
+                let mut sec = Section::new(key_static(key), static_title(title), "-");
+                sec.notes.push(format!("Not measured: {msg}"));
+                sections.push(sec);
+            }
+        }
+        println!("    ({:.1} s)", t0.elapsed().as_secs_f64());
+        check_interrupted()?;
+    }
+    let mut machine = machine_info();
+    machine.push(("load average at start / end".into(), format!("{load_before} / {}", loadavg())));
+    let goals = goals(&b, &sections);
+    let cmd = if quick { "cargo xtask bench --quick" } else { "cargo xtask bench" };
+    let report = Report {
+        quick,
+        command: cmd.to_string(),
+        started,
+        seconds: started_at.elapsed().as_secs_f64(),
+        machine,
+        sections,
+        goals,
+    };
+    print!("{}", report.table());
+    let (json_path, md_path) = if quick {
+        (b.out_dir.join("results-quick.json"), b.out_dir.join("BENCHMARKS-quick.md"))
+    } else {
+        (b.out_dir.join("results.json"), util::root().join("BENCHMARKS.md"))
+    };
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report.json())? + "\n")?;
+    std::fs::write(&md_path, report.markdown(ANALYSIS)?)?;
+    step(&format!("wrote {} and {} ({:.0} s)", json_path.display(), md_path.display(), report.seconds));
+    if !failures.is_empty() {
+        bail!("bench: {} section(s) failed: {}", failures.len(), failures.join("; "));
+    }
+    Ok(())
+}
+
+fn key_static(k: &str) -> &'static str {
+    match k {
+        "kernel" => "kernel",
+        "replay" => "replay",
+        "live" => "live",
+        _ => "scale",
+    }
+}
+
+fn static_title(t: &str) -> &'static str {
+    match t.chars().next() {
+        Some('1') => "1. Per-packet cost in the kernel (BPF_PROG_TEST_RUN)",
+        Some('2') => "2. Replay throughput (packets/s, one core)",
+        Some('3') => "3. Live overhead (veth between two namespaces, iperf3)",
+        _ => "4. Scale (live, UDP flows injected on the veth)",
+    }
+}
+
+fn install_packages(quick: bool) {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, cmd, q)| (*q || !quick) && !on_path(cmd))
+        .map(|(p, _, _)| *p)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    step(&format!("installing {}", missing.join(" ")));
+    // tshark asks whether non-root users may capture: no.
+    let _ = Command::new("sh")
+        .args(["-c", "echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections"])
+        .status();
+    let _ = util::run(Command::new("apt-get").args(["update", "-qq"]));
+    let install = |pkgs: &[&str]| {
+        util::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(pkgs)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    if install(&missing).is_err() {
+        // One at a time: a peer that cannot be installed is skipped with a note, not fatal.
+        for p in &missing {
+            if let Err(e) = install(&[p]) {
+                eprintln!("    {p}: {e:#} (skipped)");
+            }
+        }
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn machine_info() -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:")).map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    let kernel = util::stdout(Command::new("uname").arg("-r")).map(|s| s.trim().to_string()).unwrap_or_default();
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")).map(|v| v.trim_matches('"').to_string()))
+        .unwrap_or_default();
+    let rustc = util::stdout(Command::new("rustc").arg("--version")).map(|s| s.trim().to_string()).unwrap_or_default();
+    let mut v = vec![
+        ("CPU".to_string(), format!("{model} ({cpus} CPUs)")),
+        ("memory".to_string(), mem),
+        ("kernel".to_string(), kernel),
+        ("OS".to_string(), os),
+        ("rustc".to_string(), rustc),
+    ];
+    for (name, cmd, args) in [("tshark", "tshark", &["--version"][..]), ("argus", "argus", &["-h"][..]), ("softflowd", "softflowd", &["-h"][..]), ("iperf3", "iperf3", &["--version"][..])] {
+        if on_path(cmd) {
+            let out = Command::new(cmd).args(args).output().ok();
+            let text = out.map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))).unwrap_or_default();
+            let line = text.lines().find(|l| l.to_lowercase().contains("version") || l.starts_with(name)).unwrap_or("").trim().to_string();
+            v.push((name.to_string(), line.chars().take(80).collect()));
+        }
+    }
+    v
+}
+
+fn fmt_ratio(x: f64) -> String {
+    format!("{x:.2}x")
+}
+
+/// The issue's goals, held against this run's figures.
+fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
+    let sec = |k: &str| sections.iter().find(|s| s.key == k);
+    let mut g = Vec::new();
+    let q = if b.quick { " (quick mode: indicative)" } else { "" };
+    let nm = |goal: &str, why: String| Goal { goal: goal.into(), measured: "-".into(), status: Status::NotMeasured, why };
+    let why_kernel = b.kernel_unavailable.clone().map(|w| format!("the eBPF program does not load: {w}")).unwrap_or_else(|| "section did not run".into());
+
+    // 1. existing-connection packet <= 3x empty.
+    let goal = "existing-connection packet <= 3x the empty program";
+    match sec("kernel").and_then(|s| Some((s.ratio("existing TCP, data packet")?, s.ratio("existing UDP flow packet")?, s.value("existing TCP, data packet")?, s.value("empty program (baseline)")?))) {
+        Some((t, u, tns, ens)) => {
+            let worst = t.max(u);
+            let met = worst <= 3.0;
+            g.push(Goal {
+                goal: goal.into(),
+                measured: format!("TCP {} ({tns:.0} ns vs {ens:.0} ns), UDP {}{q}", fmt_ratio(t), fmt_ratio(u)),
+                status: if met { Status::Met } else { Status::Missed },
+                why: if met {
+                    String::new()
+                } else {
+                    format!(
+                        "over by {:.0}%: a packet runs 3 tail-called stages (copy of up to 128 header bytes into per-CPU scratch, \
+                         parse, engine), a hash lookup with a spin lock on a 416-byte Conn, and the Zeek state machine; the empty \
+                         program is one call",
+                        (worst / 3.0 - 1.0) * 100.0
+                    )
+                },
+            });
+        }
+        None => g.push(nm(goal, why_kernel.clone())),
+    }
+
+    // 2. live TCP >= 95% of the limit, and cheaper than nf_conntrack.
+    let goal = "live TCP >= 95% of the no-program limit";
+    match sec("live").and_then(|s| s.ratio("TCP, tracker attached")) {
+        Some(r) => g.push(Goal {
+            goal: goal.into(),
+            measured: format!("{:.1}%{q}", r * 100.0),
+            status: if r >= 0.95 { Status::Met } else { Status::Missed },
+            why: if r >= 0.95 {
+                String::new()
+            } else {
+                format!("{:.1} points short: per-packet cost in the TC hook on a path where veth+TCP are CPU-bound on 2 cores", (0.95 - r) * 100.0)
+            },
+        }),
+        None => g.push(nm(goal, why_kernel.clone())),
+    }
+    let goal = "tracker cheaper than nf_conntrack (live)";
+    match sec("live").and_then(|s| {
+        Some((
+            s.value("TCP, tracker attached")?,
+            s.value("TCP, nf_conntrack (nftables ct state)")?,
+            s.value("UDP 64 B, tracker attached")?,
+            s.value("UDP 64 B, nf_conntrack (nftables ct state)")?,
+        ))
+    }) {
+        Some((tt, ct, tu, cu)) => {
+            let met = tt >= ct && tu >= cu;
+            g.push(Goal {
+                goal: goal.into(),
+                measured: format!("TCP {} of nf_conntrack's, UDP {}{q}", fmt_ratio(tt / ct), fmt_ratio(tu / cu)),
+                status: if met { Status::Met } else { Status::Missed },
+                why: if met {
+                    String::new()
+                } else {
+                    "nf_conntrack keeps a much smaller per-connection state and does no per-packet history or byte accounting; \
+                     the tracker also writes per-packet counters into a 416-byte Conn under a lock"
+                        .into()
+                },
+            });
+        }
+        None => g.push(nm(goal, why_kernel.clone())),
+    }
+
+    // 3. replay.
+    let rs = sec("replay");
+    let peers: Vec<(String, f64)> = rs
+        .map(|s| {
+            s.rows
+                .iter()
+                .filter(|r| !r.name.starts_with("conntrack-agent"))
+                .filter_map(|r| Some((r.name.clone(), r.value?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let best_peer = peers.iter().cloned().max_by(|a, b| a.1.total_cmp(&b.1));
+    for (row, target, label) in [
+        ("conntrack-agent read --engine host (baseline)", 5e6, "host-engine replay >= 5 M pkt/s on one core, faster than every peer"),
+        ("conntrack-agent read --engine kernel", 1e6, "kernel-engine replay >= 1 M pkt/s, faster than every peer"),
+    ] {
+        match rs.and_then(|s| s.value(row)) {
+            Some(v) => {
+                let beats = best_peer.as_ref().is_none_or(|(_, p)| v > *p);
+                let met = v >= target && beats;
+                let mut why = Vec::new();
+                if v < target {
+                    why.push(format!(
+                        "{:.0}% short of {} pkt/s{}",
+                        (1.0 - v / target) * 100.0,
+                        report::fmt_num(target),
+                        if row.contains("kernel") {
+                            ": one BPF_PROG_TEST_RUN syscall per packet (skb allocation, context copy, ring-buffer drain) \
+                             costs more than the program itself"
+                        } else {
+                            ": the whole `read` path per packet (pcap parsing, IP checksum and transport checksum validation, \
+                             defragmenter, engine, timers, conn.log writing)"
+                        }
+                    ));
+                }
+                if let Some((name, p)) = &best_peer
+                    && v <= *p
+                {
+                    why.push(format!("slower than {name} ({})", report::fmt_num(*p)));
+                }
+                g.push(Goal {
+                    goal: label.into(),
+                    measured: format!(
+                        "{} pkt/s{}{q}",
+                        report::fmt_num(v),
+                        best_peer.as_ref().map(|(n, p)| format!(", {} of the fastest peer ({n})", fmt_ratio(v / p))).unwrap_or_default()
+                    ),
+                    status: if met { Status::Met } else { Status::Missed },
+                    why: why.join("; "),
+                });
+            }
+            None => g.push(nm(label, if row.contains("kernel") { why_kernel.clone() } else { "section did not run".into() })),
+        }
+    }
+
+    // 4. scale.
+    let ss = sec("scale");
+    let goal = "<= 256 B of kernel memory per connection";
+    match ss.and_then(|s| s.value("kernel memory per connection (FLOWS)")) {
+        Some(v) => g.push(Goal {
+            goal: goal.into(),
+            measured: format!("{v:.0} B{q}"),
+            status: if v <= 256.0 { Status::Met } else { Status::Missed },
+            why: if v <= 256.0 {
+                String::new()
+            } else {
+                format!(
+                    "{:.1}x over: the map value (Conn) alone is {} B and the key {} B; the hash element header and bucket array \
+                     add the rest. Reaching 256 B needs a smaller Conn (history/counters packed, addresses stored once)",
+                    v / 256.0,
+                    size_of::<conntrack_common::conn::Conn>(),
+                    size_of::<conntrack_common::key::FlowKey>()
+                )
+            },
+        }),
+        None => g.push(nm(goal, why_kernel.clone())),
+    }
+    let goal = "agent RSS <= 150 MB at 1 M connections";
+    match ss.and_then(|s| Some((s.value("agent RSS")?, s.value("concurrent connections")?))) {
+        Some((mb, n)) => {
+            // Quick mode holds far fewer connections: scale linearly for the verdict.
+            let at_1m = if n > 0.0 { mb * 1e6 / n } else { mb };
+            let met = at_1m <= 150.0;
+            g.push(Goal {
+                goal: goal.into(),
+                measured: if b.quick { format!("{mb:.1} MB at {n:.0} connections (~{at_1m:.0} MB per 1 M){q}") } else { format!("{mb:.0} MB at {n:.0} connections") },
+                status: if met { Status::Met } else { Status::Missed },
+                why: if met {
+                    String::new()
+                } else {
+                    format!(
+                        "{:.0}% over: the agent keeps per connection its own state besides the kernel's: the tracker's timer \
+                         entries and heap, the uid string, and hash map overhead (~{:.0} B per connection)",
+                        (at_1m / 150.0 - 1.0) * 100.0,
+                        mb * 1e6 / n.max(1.0)
+                    )
+                },
+            });
+        }
+        None => g.push(nm(goal, why_kernel.clone())),
+    }
+    let goal = "no drops (ring buffer)";
+    match ss.and_then(|s| s.value("ring-buffer drops")) {
+        Some(d) => g.push(Goal {
+            goal: goal.into(),
+            measured: format!("{d:.0} events dropped over all rate steps{q}"),
+            status: if d == 0.0 { Status::Met } else { Status::Missed },
+            why: if d == 0.0 {
+                String::new()
+            } else {
+                "drops happen only in rate steps above the sustainable rate (see the table): the 8 MB ring buffer holds ~15 k \
+                 events of 552 B and the agent polls every 20 ms, so bursts above ~750 k new connections/s (less, when the agent \
+                 is slower than the buffer) overflow"
+                    .into()
+            },
+        }),
+        None => g.push(nm(goal, why_kernel)),
+    }
+    g
+}
+
+/// Fixed text of BENCHMARKS.md: how each figure is taken.
+const ANALYSIS: &str = "## Method\n\n\
+- **Per-packet cost**: `conntrack-agent bench-kernel` (hidden) loads the program with the agent's own loader and runs \
+  BPF_PROG_TEST_RUN with `repeat` on the tracker's entry program (the later stages follow by tail call) and on \
+  `empty`, a classifier in the same object that only returns. The kernel reports the mean time per run. A new \
+  connection cannot be repeated, so the SYN case is measured with single runs on distinct 4-tuples against single runs \
+  of `empty`.\n\
+- **Replay**: the trace is generated by the bench (deterministic); each tool reads the same file, pinned to one CPU; \
+  wall time of the process, median of 3 runs. `read --engine kernel` checks that the agent did not fall back to the \
+  host engine.\n\
+- **Live**: namespaces `ctbench-a`/`ctbench-b` joined by veth (removed at the end, also on failure or Ctrl-C); \
+  iperf3 single stream, TCP and UDP with 64-byte payloads at unlimited rate (received packets/s); the no-program \
+  baseline is measured before and after the others.\n\
+- **Scale**: new UDP flows are injected with AF_PACKET on the sending veth at rising rates, then up to 1 M; the \
+  frames are addressed to a MAC the receiver does not have, so after TC ingress the stack drops them and only the \
+  tracker's cost remains. Kernel memory is the `memlock` of the agent's maps in `/proc/PID/fdinfo` (the hash map is \
+  preallocated: memory per entry is memlock / max_entries); RSS from `/proc/PID/status`; drops from the program's \
+  `ringbuf_full` counter, read through the bpf syscall between steps.\n";

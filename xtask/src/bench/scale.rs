@@ -1,0 +1,368 @@
+//! Section 4: scale. The tracker runs live (`conntrack-agent run`) on the receiving veth while
+//! the bench injects new UDP flows (one 60-byte frame each, to a MAC that is not the receiver's:
+//! the tracker sees them at TC ingress and the stack then drops them) at rising rates, then up
+//! to 1 M concurrent connections. Measured: the event rate the agent sustains without ring
+//! buffer drops, kernel map memory per connection (the maps' `memlock` in fdinfo), agent RSS,
+//! and the time to expire and log them all (Zeek's 1 min UDP inactivity timeout; in quick mode
+//! the shutdown drain instead).
+
+use super::live::start_agent;
+use super::netns::{NS_A, Netns, RawSender, VETH_A, VETH_B, rss_kib};
+use super::report::{Row, Section};
+use super::Bench;
+use anyhow::{Context, Result, bail};
+use conntrack_common::stats::{STAT_COUNT, Stat};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Zeek's UDP inactivity timeout (the agent's default).
+const UDP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn run(b: &mut Bench) -> Result<Section> {
+    let mut sec = Section::new("scale", "4. Scale (live, UDP flows injected on the veth)", "see each row");
+    if let Some(why) = &b.kernel_unavailable {
+        bail!("not run: the eBPF program does not load ({why})");
+    }
+    let (total, steps, step_secs): (u32, &[u32], f64) = if b.quick {
+        (10_000, &[20_000, 0], 0.1)
+    } else {
+        (1_000_000, &[50_000, 100_000, 200_000, 400_000, 800_000, 0], 0.5)
+    };
+    let table = total + total / 10 + 1024;
+    let mut ns = Netns::create()?;
+    let agent = start_agent(b, &mut ns, &[VETH_B], table, "scale-agent")?;
+    let maps = AgentMaps::find(agent)?;
+    let idle_rss = rss_kib(agent, "VmRSS:").unwrap_or(0) as f64 * 1024.0;
+    let sender = RawSender::open(NS_A, VETH_A)?;
+
+    // Rate steps: each sends fresh flows for `step_secs`; after a pause for the agent to
+    // catch up, the ring-buffer-full counter says whether events were lost.
+    let mut next = 0u32;
+    let mut best_ok: Option<f64> = None;
+    let mut step_notes = Vec::new();
+    let mut drops_total = 0u64;
+    for &rate in steps {
+        super::check_interrupted()?;
+        let n = if rate == 0 { (total / 4).min(total - next) } else { ((rate as f64 * step_secs) as u32).min(total - next) };
+        if n == 0 {
+            break;
+        }
+        let before = maps.stat(Stat::RingbufFull)?;
+        let achieved = send_flows(&sender, next, n, rate)?;
+        next += n;
+        std::thread::sleep(Duration::from_millis(300));
+        let dropped = maps.stat(Stat::RingbufFull)? - before;
+        drops_total += dropped;
+        let target = if rate == 0 { "max".to_string() } else { format!("{} k/s", rate / 1000) };
+        step_notes.push(format!("{target}: {:.0} k/s sent, {dropped} dropped", achieved / 1e3));
+        if dropped == 0 {
+            best_ok = Some(best_ok.map_or(achieved, |b: f64| b.max(achieved)));
+        }
+    }
+    // Fill up to `total` at the best drop-free rate seen (or 100 k/s).
+    let fill_rate = best_ok.map_or(100_000, |r| (r * 0.8) as u32).max(10_000);
+    let before = maps.stat(Stat::RingbufFull)?;
+    let mut fill_drops = 0;
+    if next < total {
+        send_flows(&sender, next, total - next, fill_rate)?;
+        next = total;
+        std::thread::sleep(Duration::from_millis(500));
+        fill_drops = maps.stat(Stat::RingbufFull)? - before;
+        drops_total += fill_drops;
+    }
+    let t_last_sent = Instant::now();
+    // Wait until the agent has taken every event (its new-connection count stops moving).
+    let new_conns = maps.stat(Stat::NewConns)?;
+    let table_full = maps.stat(Stat::TableFull)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_kib(agent, "VmRSS:").unwrap_or(0) as f64 * 1024.0;
+    let (flows_memlock, all_memlock, max_entries) = maps.memory()?;
+    let per_conn = flows_memlock as f64 / max_entries as f64;
+    let raw = (size_of::<conntrack_common::conn::Conn>() + size_of::<conntrack_common::key::FlowKey>()) as f64;
+
+    sec.rows.push(Row::new(
+        "concurrent connections",
+        Some(new_conns as f64),
+        "conns",
+        Some(next as f64),
+        &format!("created by the program (ratio: of {next} flows sent); table full: {table_full}"),
+    ));
+    sec.rows.push(Row::new(
+        "kernel memory per connection (FLOWS)",
+        Some(per_conn),
+        "B",
+        Some(raw),
+        &format!("FLOWS memlock {:.0} MB / {max_entries} entries (preallocated); ratio vs key + value = {raw:.0} B", flows_memlock as f64 / 1e6),
+    ));
+    sec.rows.push(Row::new(
+        "kernel memory per connection (all maps)",
+        Some(all_memlock as f64 / new_conns.max(1) as f64),
+        "B",
+        Some(raw),
+        &format!("every map of the agent, {:.0} MB, incl. the 8 MB ring buffer, per connection held", all_memlock as f64 / 1e6),
+    ));
+    sec.rows.push(Row::new(
+        "agent RSS",
+        Some(rss / 1e6),
+        "MB",
+        Some(idle_rss / 1e6),
+        &format!("with {new_conns} connections; ratio vs the idle agent ({:.1} MB)", idle_rss / 1e6),
+    ));
+    sec.rows.push(Row::new(
+        "ring-buffer event rate without drops",
+        best_ok,
+        "ev/s",
+        None,
+        &format!("highest rate step with no ring-buffer-full (NewConn events of 552 B; steps: {})", step_notes.join("; ")),
+    ));
+    sec.rows.push(Row::new(
+        "ring-buffer drops",
+        Some(drops_total as f64),
+        "events",
+        None,
+        &format!("all steps; while filling at {} k/s: {fill_drops}", fill_rate / 1000),
+    ));
+
+    // Expire and log.
+    let log = b.out_dir.join("scale-agent").join("conn.log");
+    let mut counter = LineCounter::default();
+    if b.quick {
+        let dt = ns.stop(agent, libc::SIGTERM, Duration::from_secs(600))?;
+        let logged = counter.count(&log)?;
+        sec.rows.push(Row::new(
+            "time to log them all (shutdown drain)",
+            Some(dt.as_secs_f64()),
+            "s",
+            None,
+            &format!("{logged} records; SIGTERM to exit (quick mode does not wait for the 1 min timeout)"),
+        ));
+    } else {
+        let due = t_last_sent + UDP_TIMEOUT;
+        let deadline = due + Duration::from_secs(300);
+        let mut logged = 0;
+        let mut first_seen: Option<Instant> = None;
+        while Instant::now() < deadline {
+            super::check_interrupted()?;
+            logged = counter.count(&log)?;
+            if logged > 0 && first_seen.is_none() {
+                first_seen = Some(Instant::now());
+            }
+            if logged >= new_conns {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let done = Instant::now();
+        let hwm = rss_kib(agent, "VmHWM:").unwrap_or(0) as f64 * 1024.0;
+        let after = done.saturating_duration_since(due).as_secs_f64();
+        if logged >= new_conns {
+            let span = first_seen.map_or(0.0, |f| done.duration_since(f).as_secs_f64());
+            sec.rows.push(Row::new(
+                "time to expire and log them all",
+                Some(after),
+                "s",
+                None,
+                &format!("{logged} records; after the last became due (1 min inactivity); first to last record {span:.1} s ({:.0} k records/s)", logged as f64 / span.max(1e-3) / 1e3),
+            ));
+        } else {
+            sec.rows.push(Row::new(
+                "time to expire and log them all",
+                None,
+                "s",
+                None,
+                &format!("not done: {logged} of {new_conns} logged {after:.0} s after they became due"),
+            ));
+        }
+        sec.rows.push(Row::new("agent peak RSS", Some(hwm / 1e6), "MB", Some(idle_rss / 1e6), "VmHWM over the whole run"));
+        let dt = ns.stop(agent, libc::SIGTERM, Duration::from_secs(600))?;
+        sec.notes.push(format!("Agent shutdown after expiry: {:.2} s.", dt.as_secs_f64()));
+    }
+    drop(ns);
+    Ok(sec)
+}
+
+/// Sends `n` new flows (ids `first..first + n`) at `rate` frames/s (0: as fast as possible);
+/// returns the achieved rate.
+fn send_flows(s: &RawSender, first: u32, n: u32, rate: u32) -> Result<f64> {
+    const BATCH: u32 = 64;
+    let mut frames: Vec<Vec<u8>> = (0..BATCH).map(|_| template()).collect();
+    let t0 = Instant::now();
+    let mut sent = 0u32;
+    while sent < n {
+        let k = BATCH.min(n - sent);
+        for (j, f) in frames.iter_mut().take(k as usize).enumerate() {
+            let id = first + sent + j as u32;
+            // Source 10.(240 + id>>16 & 15).(id>>8).(id): unique for 2^20 flows.
+            f[26] = 10;
+            f[27] = 240 + ((id >> 16) & 15) as u8;
+            f[28] = (id >> 8) as u8;
+            f[29] = id as u8;
+            ipv4_checksum(f);
+        }
+        let got = s.send_batch(&frames[..k as usize]);
+        if got == 0 {
+            bail!("sendmmsg sent nothing");
+        }
+        sent += got as u32;
+        if rate > 0 {
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            while t0.elapsed() < due {
+                let left = due.saturating_sub(t0.elapsed());
+                if left > Duration::from_micros(200) {
+                    std::thread::sleep(left - Duration::from_micros(100));
+                }
+            }
+        }
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64().max(1e-6))
+}
+
+/// A 60-byte Ethernet/IPv4/UDP frame to a MAC nobody has (10.250.0.2:4000).
+fn template() -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x99, 0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&[10, 240, 0, 0, 10, 250, 0, 2]);
+    f.extend_from_slice(&[0x9c, 0x40, 0x0f, 0xa0, 0, 26, 0, 0]);
+    f.resize(60, 0);
+    f
+}
+
+fn ipv4_checksum(f: &mut [u8]) {
+    f[24] = 0;
+    f[25] = 0;
+    let mut s = 0u32;
+    for c in f[14..34].chunks_exact(2) {
+        s += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
+}
+
+/// Counts the records appended to a conn.log so far (lines not starting with `#`).
+#[derive(Default)]
+struct LineCounter {
+    offset: u64,
+    lines: u64,
+    partial: Vec<u8>,
+}
+
+impl LineCounter {
+    fn count(&mut self, path: &Path) -> Result<u64> {
+        let Ok(mut f) = std::fs::File::open(path) else {
+            return Ok(self.lines);
+        };
+        f.seek(SeekFrom::Start(self.offset))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        self.offset += buf.len() as u64;
+        let mut data = std::mem::take(&mut self.partial);
+        data.extend_from_slice(&buf);
+        let mut start = 0;
+        for (i, &c) in data.iter().enumerate() {
+            if c == b'\n' {
+                if data.get(start) != Some(&b'#') {
+                    self.lines += 1;
+                }
+                start = i + 1;
+            }
+        }
+        self.partial = data[start..].to_vec();
+        Ok(self.lines)
+    }
+}
+
+/// The agent's BPF maps, found through its file descriptors.
+struct AgentMaps {
+    /// (map_id, map_type, key_size, value_size, max_entries, memlock)
+    maps: Vec<[u64; 6]>,
+    stats_id: u32,
+    pid: u32,
+}
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+const MAP_TYPE_HASH: u64 = 1;
+const MAP_TYPE_PERCPU_ARRAY: u64 = 6;
+
+impl AgentMaps {
+    fn find(pid: u32) -> Result<AgentMaps> {
+        let mut maps = Vec::new();
+        for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+            let text = std::fs::read_to_string(e?.path()).unwrap_or_default();
+            let field = |k: &str| -> Option<u64> {
+                text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse().ok())
+            };
+            if let Some(id) = field("map_id:") {
+                maps.push([
+                    id,
+                    field("map_type:").unwrap_or(0),
+                    field("key_size:").unwrap_or(0),
+                    field("value_size:").unwrap_or(0),
+                    field("max_entries:").unwrap_or(0),
+                    field("memlock:").unwrap_or(0),
+                ]);
+            }
+        }
+        let stats = maps
+            .iter()
+            .find(|m| m[1] == MAP_TYPE_PERCPU_ARRAY && m[3] == 8 && m[4] == STAT_COUNT as u64)
+            .context("the agent has no STATS map open")?;
+        Ok(AgentMaps { stats_id: stats[0] as u32, maps: maps.clone(), pid })
+    }
+
+    /// (FLOWS memlock, every map's memlock, FLOWS max_entries).
+    fn memory(&self) -> Result<(u64, u64, u64)> {
+        let flows = self
+            .maps
+            .iter()
+            .find(|m| m[1] == MAP_TYPE_HASH && m[2] == size_of::<conntrack_common::key::FlowKey>() as u64)
+            .with_context(|| format!("agent {} has no FLOWS map open", self.pid))?;
+        let mut seen = std::collections::HashSet::new();
+        let all = self.maps.iter().filter(|m| seen.insert(m[0])).map(|m| m[5]).sum();
+        Ok((flows[5], all, flows[4]))
+    }
+
+    /// A `STATS` counter summed over CPUs (BPF_MAP_LOOKUP_ELEM by map id).
+    fn stat(&self, s: Stat) -> Result<u64> {
+        let mut attr = [0u64; 16];
+        attr[0] = self.stats_id as u64;
+        // SAFETY: bpf(2) with a zero-padded attr of 128 bytes.
+        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_GET_FD_BY_ID, attr.as_mut_ptr(), 128u32) };
+        if fd < 0 {
+            bail!("BPF_MAP_GET_FD_BY_ID: {}", std::io::Error::last_os_error());
+        }
+        let cpus = possible_cpus();
+        let mut values = vec![0u64; cpus];
+        let key: u32 = s.index();
+        let mut attr = [0u64; 16];
+        attr[0] = fd as u64;
+        attr[1] = (&key as *const u32) as u64;
+        attr[2] = values.as_mut_ptr() as u64;
+        // SAFETY: key and value buffers outlive the call; the value holds one u64 per possible CPU.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_ELEM, attr.as_mut_ptr(), 128u32) };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing the fd we got above.
+        unsafe { libc::close(fd as i32) };
+        if r != 0 {
+            bail!("BPF_MAP_LOOKUP_ELEM: {err}");
+        }
+        Ok(values.iter().fold(0u64, |a, v| a.wrapping_add(*v)))
+    }
+}
+
+fn possible_cpus() -> usize {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    s.trim()
+        .split(',')
+        .filter_map(|r| {
+            let mut it = r.split('-');
+            let a: usize = it.next()?.parse().ok()?;
+            let b: usize = it.next().map_or(Some(a), |x| x.parse().ok())?;
+            Some(b - a + 1)
+        })
+        .sum::<usize>()
+        .max(1)
+}
