@@ -26,6 +26,26 @@ pub struct BenchKernelArgs {
     /// New connections (single runs) per round for `syn_new`.
     #[arg(long, default_value_t = 20_000)]
     pub syns: u32,
+    /// Only print the shared layout the bench needs (sizes of Conn, FlowKey and Event, the
+    /// `STATS` indices) and exit, without loading anything.
+    #[arg(long)]
+    pub layout: bool,
+}
+
+/// The layout of the types shared with the kernel, as this binary was built with them.
+fn layout() -> serde_json::Value {
+    use conntrack_common::stats::{STAT_COUNT, Stat};
+    let stats: serde_json::Map<String, serde_json::Value> = Stat::ALL
+        .iter()
+        .map(|s| (s.name().to_string(), serde_json::json!(s.index())))
+        .collect();
+    serde_json::json!({
+        "conn": size_of::<conntrack_common::conn::Conn>(),
+        "key": size_of::<conntrack_common::key::FlowKey>(),
+        "event": size_of::<Event>(),
+        "stat_count": STAT_COUNT,
+        "stats": stats,
+    })
 }
 
 const SYN: u8 = 0x02;
@@ -94,6 +114,10 @@ fn median(v: &mut [u64]) -> u64 {
 }
 
 pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
+    if args.layout {
+        println!("{}", layout());
+        return Ok(());
+    }
     let ports = crate::cli::parse_port_list(crate::cli::DEFAULT_LIKELY_SERVER_PORTS)?;
     let syns_total = args.syns.saturating_mul(args.rounds);
     let mut k = Kernel::load(&KernelOptions {

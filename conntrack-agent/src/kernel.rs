@@ -127,6 +127,13 @@ impl Kernel {
             prog.load()
                 .map_err(|e| explain_eperm(verifier_error(e)))
                 .with_context(|| format!("loading {name} (BPF verifier)"))?;
+            if let Some(n) = prog
+                .info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+            {
+                log::info!("{name}: the verifier processed {n} instructions");
+            }
         }
         for (name, index) in STAGE_PROGRAMS {
             let fd = {

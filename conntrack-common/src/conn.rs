@@ -248,8 +248,8 @@ impl Conn {
         }
     }
 
-    /// conn.log `missed_bytes`: bytes acknowledged but never seen (a one-range approximation of
-    /// Zeek's reassembler, see `Endpoint::ack_received`).
+    /// conn.log `missed_bytes`: bytes acknowledged but never seen (Zeek's reassembler with a
+    /// bounded number of buffered blocks, see `Endpoint::ack_received`).
     pub fn missed_bytes(&self) -> u64 {
         self.orig.missed_bytes.wrapping_add(self.resp.missed_bytes)
     }

@@ -57,7 +57,7 @@ mod pod {
 // Layout guards: these types are shared with the eBPF program and must not change by accident.
 const _: () = assert!(core::mem::size_of::<key::FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<packet::PacketMeta>() == 80);
-const _: () = assert!(core::mem::size_of::<tcp::Endpoint>() == 144);
+const _: () = assert!(core::mem::size_of::<tcp::Endpoint>() == 128);
 const _: () = assert!(core::mem::size_of::<history::History>() == 56);
-const _: () = assert!(core::mem::size_of::<conn::Conn>() == 448);
-const _: () = assert!(core::mem::size_of::<event::Event>() == 584);
+const _: () = assert!(core::mem::size_of::<conn::Conn>() == 416);
+const _: () = assert!(core::mem::size_of::<event::Event>() == 552);

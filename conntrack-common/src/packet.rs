@@ -242,6 +242,12 @@ pub fn parse_ip(ip: &[u8], meta: &mut PacketMeta) -> Result<(), ParseError> {
     };
     meta.ip_bytes = meta.ip_len;
     meta.l4_offset = l4_off as u16;
+    // On BPF the glue parses the transport header in a tail-called stage of its own: one
+    // program walking IPv6 extension headers and every transport branch exceeds the verifier's
+    // path budget.
+    if cfg!(target_arch = "bpf") {
+        return Ok(());
+    }
     if meta.is_fragment() {
         // The host reassembles fragments, so a fragment is always passed on: later fragments
         // carry no transport header, and a first fragment's transport header is best effort.
@@ -381,8 +387,8 @@ fn note_routing0_final_dst(ip: &[u8], off: usize, meta: &mut PacketMeta) {
 }
 
 /// Transport header. `l4` is what was captured from the transport header on, `l4_len` the
-/// transport length according to the IP header.
-fn parse_l4(l4: &[u8], l4_len: u32, meta: &mut PacketMeta) -> Result<(), ParseError> {
+/// transport length according to the IP header. Public for the eBPF glue's transport stage.
+pub fn parse_l4(l4: &[u8], l4_len: u32, meta: &mut PacketMeta) -> Result<(), ParseError> {
     match meta.proto {
         proto::TCP => parse_tcp(l4, l4_len, meta),
         proto::UDP => {
@@ -427,11 +433,13 @@ fn parse_tcp(l4: &[u8], l4_len: u32, meta: &mut PacketMeta) -> Result<(), ParseE
         meta.meta_flags |= META_L4_BAD_HEADER;
         return Ok(());
     }
+    // Known from the headers even when the options were not captured (the eBPF glue clears
+    // META_L4_TRUNCATED when only its copy was cut and then needs it).
+    meta.payload_len = l4_len - doff;
     if doff as usize > l4.len() {
         meta.meta_flags |= META_L4_TRUNCATED;
         return Ok(());
     }
-    meta.payload_len = l4_len - doff;
     // On BPF the eBPF glue walks the options in a stage of its own (verifier complexity).
     #[cfg(not(target_arch = "bpf"))]
     if meta.tcp_flags & tcp_flags::SYN != 0 {
@@ -686,6 +694,7 @@ mod tests {
         assert!(m.l4_dropped());
         assert_eq!((m.sport, m.dport, m.tcp_flags), (443, 56960, SYN | ACK));
         assert_eq!((m.ip_len, m.ip_bytes, m.payload_len), (60, 60, 0));
+        // payload_len is from the headers: 60 - 20 - 40.
     }
 
     #[test]

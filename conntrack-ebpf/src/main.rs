@@ -6,8 +6,8 @@
 //! the verifier's path count in bounds; per-CPU `SCRATCH` carries the state):
 //! - `conntrack_ingress` / `conntrack_egress`: copy up to `MAX_HEADER_BYTES` of the frame,
 //!   take the time and flags, skip the VLAN tags;
-//! - `conntrack_parse`: `packet::parse_ip` into a `PacketMeta`, GSO counts;
-//! - `conntrack_transport` (TCP SYNs): the window-scale option;
+//! - `conntrack_parse`: `packet::parse_ip` (the IP layer) into a `PacketMeta`;
+//! - `conntrack_transport`: `packet::parse_l4`, GSO counts, the SYN's window-scale option;
 //! - `conntrack_engine`: lookup/creation, TCP reuse, initialisation, with the connection locked;
 //! - `conntrack_update`: `engine::update`, then the event, then unlock.
 //!
@@ -33,13 +33,14 @@ use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
 use conntrack_common::event::{Event, EventRef};
 use conntrack_common::packet::{
-    MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, parse_ip, tcp_flags, tcp_window_scale,
+    MAX_HEADER_BYTES, META_L4_TRUNCATED, NO_WINDOW_SCALE, PacketMeta, parse_ip, parse_l4,
+    tcp_flags, tcp_window_scale,
 };
 use conntrack_common::proto;
 use conntrack_common::stats::Stat;
 use maps::{
     CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, SCRATCH, STAGE_ENGINE,
-    STAGE_TRANSPORT, STAGE_PARSE, STAGE_UPDATE, STAGES, STATS,
+    STAGE_PARSE, STAGE_TRANSPORT, STAGE_UPDATE, STAGES, STATS,
 };
 
 /// `__sk_buff.cb[0]` in replay: the agent found the transport checksum bad.
@@ -80,14 +81,14 @@ pub fn conntrack_parse(ctx: TcContext) -> i32 {
     VERDICT
 }
 
-/// Stage 3 (TCP SYN only), reached only by tail call from stage 2.
+/// Stage 3, reached only by tail call from stage 2.
 #[classifier]
 pub fn conntrack_transport(ctx: TcContext) -> i32 {
-    options_stage(&ctx);
+    transport_stage(&ctx);
     VERDICT
 }
 
-/// Stage 4, reached only by tail call from stage 2 or 3.
+/// Stage 4, reached only by tail call from stage 3.
 #[classifier]
 pub fn conntrack_engine(ctx: TcContext) -> i32 {
     engine_stage(&ctx);
@@ -156,6 +157,7 @@ fn capture_stage(ctx: &TcContext) {
     scratch.checksum_ok = !(replay && cb0 & CB_BAD_CHECKSUM != 0) as u32;
     scratch.l3_offset = l3_offset as u32;
     scratch.ip_len = n.saturating_sub(l3_offset as u32);
+    scratch.copy_cut = (len > n) as u32;
     scratch.ethertype = ethertype as u32;
     scratch.gso_segs = gso_segs;
     // SAFETY: a valid context and map; on success this does not return.
@@ -163,8 +165,9 @@ fn capture_stage(ctx: &TcContext) {
     count(Stat::ParseErrors); // the next stage is not installed
 }
 
-/// Stage 2: parse the IP packet into `scratch.meta` (started at a verifier-opaque offset, so
-/// the VLAN variants do not multiply the parser's paths).
+/// Stage 2: the IP header(s) into `scratch.meta` (`parse_ip` stops before the transport
+/// header on BPF), started at a verifier-opaque offset so the VLAN variants do not multiply the
+/// parser's paths.
 #[inline(always)]
 fn parse_stage(ctx: &TcContext) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -187,23 +190,8 @@ fn parse_stage(ctx: &TcContext) {
         // Reassembly is the host's job (replays); live fragments are counted, not tracked.
         return count(Stat::Fragments);
     }
-    if scratch.checksum_ok == 0 {
-        count(Stat::BadChecksums);
-    }
-    let segs = scratch.gso_segs;
-    if segs > 1 {
-        // A GSO/GRO super-packet stands for `segs` packets, each with its own headers.
-        let headers = meta.ip_len.wrapping_sub(meta.payload_len);
-        meta.pkts = segs;
-        meta.ip_bytes = meta.payload_len.wrapping_add(headers.wrapping_mul(segs));
-    }
-    let next = if meta.proto == proto::TCP && meta.tcp_flags & tcp_flags::SYN != 0 {
-        STAGE_TRANSPORT
-    } else {
-        STAGE_ENGINE
-    };
     // SAFETY: a valid context and map; on success this does not return.
-    unsafe { STAGES.tail_call(ctx, next) };
+    unsafe { STAGES.tail_call(ctx, STAGE_TRANSPORT) };
     count(Stat::ParseErrors); // the next stage is not installed
 }
 
@@ -218,35 +206,76 @@ fn ip_slice(frame: &[u8; MAX_HEADER_BYTES], l3_offset: u32, ip_len: u32) -> Opti
     frame.get(off as usize..)?.get(..ip_len as usize)
 }
 
-/// Stage 3 (TCP SYNs only): the window-scale option. The option walk has data-dependent
-/// steps; verified on its own it stays small, combined with the IP parser it does not.
+/// Stage 3: the transport header (`packet::parse_l4`), GSO counts and, for TCP SYNs, the
+/// window-scale option. Verified apart from the IP parser: together their paths multiply.
 #[inline(always)]
-fn options_stage(ctx: &TcContext) {
+fn transport_stage(ctx: &TcContext) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
     let scratch = unsafe { &mut *scratch };
-    // A fixed 60-byte window (the largest TCP header) at a bounded start: the verifier cannot
-    // relate a computed slice length to its start. parse_ip has checked that the header
-    // (`doff` bytes) was captured, and the walk never reads past `doff`.
-    let start = scratch.l3_offset as u64 + scratch.meta.l4_offset as u64;
-    let scale = if start + MAX_TCP_HEADER as u64 > MAX_HEADER_BYTES as u64 {
-        NO_WINDOW_SCALE // options not captured
-    } else {
-        let start = start as usize;
-        match scratch.frame.get(start..start + MAX_TCP_HEADER) {
-            Some(l4) => match l4.get(12) {
-                Some(b) => tcp_window_scale(l4, ((b >> 4) as usize) * 4),
-                None => NO_WINDOW_SCALE,
-            },
-            None => NO_WINDOW_SCALE,
-        }
+    let l4_off = scratch.meta.l4_offset as u64;
+    let captured = (scratch.ip_len as u64).saturating_sub(l4_off);
+    if l4_off > MAX_HEADER_BYTES as u64 || captured > MAX_HEADER_BYTES as u64 {
+        return count(Stat::ParseErrors);
+    }
+    // Transport length from the IP header (both versions: ip_len - l4_offset).
+    let l4_len = scratch.meta.ip_len.saturating_sub(l4_off as u32);
+    let start = scratch.l3_offset as u64 + l4_off;
+    let Some(l4) = scratch
+        .frame
+        .get(start as usize..)
+        .and_then(|rest| rest.get(..captured as usize))
+    else {
+        return count(Stat::ParseErrors);
     };
-    scratch.meta.window_scale = scale;
+    let meta: &mut PacketMeta = &mut scratch.meta;
+    if parse_l4(l4, l4_len, meta).is_err() {
+        return count(Stat::ParseErrors);
+    }
+    if scratch.copy_cut != 0 && meta.meta_flags & META_L4_TRUNCATED != 0 {
+        // Our copy, not the packet, ends inside the TCP header: not Zeek's truncated_header.
+        // The payload length is then taken from the header lengths as for any packet.
+        meta.meta_flags &= !META_L4_TRUNCATED;
+        if let Some(b) = l4.get(12) {
+            meta.payload_len = l4_len.saturating_sub(((b >> 4) as u32) * 4);
+        }
+    }
+    if scratch.checksum_ok == 0 {
+        count(Stat::BadChecksums);
+    }
+    let segs = scratch.gso_segs;
+    if segs > 1 {
+        // A GSO/GRO super-packet stands for `segs` packets, each with its own headers.
+        let headers = meta.ip_len.wrapping_sub(meta.payload_len);
+        meta.pkts = segs;
+        meta.ip_bytes = meta.payload_len.wrapping_add(headers.wrapping_mul(segs));
+    }
+    if meta.proto == proto::TCP && meta.tcp_flags & tcp_flags::SYN != 0 && !meta.l4_dropped() {
+        meta.window_scale = window_scale(&scratch.frame, start);
+    }
     // SAFETY: a valid context and map; on success this does not return.
     unsafe { STAGES.tail_call(ctx, STAGE_ENGINE) };
     count(Stat::ParseErrors); // the next stage is not installed
+}
+
+/// The SYN's window-scale option, read from a fixed 60-byte window (the largest TCP header) at
+/// a bounded start: the verifier cannot relate a computed slice length to its start. The
+/// header (`doff` bytes) was captured (else `l4_dropped`) and the walk never reads past it.
+#[inline(always)]
+fn window_scale(frame: &[u8; MAX_HEADER_BYTES], start: u64) -> u8 {
+    if start + MAX_TCP_HEADER as u64 > MAX_HEADER_BYTES as u64 {
+        return NO_WINDOW_SCALE; // options beyond our copy
+    }
+    let start = start as usize;
+    match frame.get(start..start + MAX_TCP_HEADER) {
+        Some(l4) => match l4.get(12) {
+            Some(b) => tcp_window_scale(l4, ((b >> 4) as usize) * 4),
+            None => NO_WINDOW_SCALE,
+        },
+        None => NO_WINDOW_SCALE,
+    }
 }
 
 /// Stage 4: the connection for this packet, created/reused/initialised and locked.

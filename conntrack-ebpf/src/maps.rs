@@ -60,6 +60,8 @@ pub struct Scratch {
     pub ethertype: u32,
     /// `__sk_buff.gso_segs`.
     pub gso_segs: u32,
+    /// 1 if the frame is longer than our copy (`MAX_HEADER_BYTES`).
+    pub copy_cut: u32,
     /// `engine::Changes` bits of stage 4 (NEW, REUSED, FLIPPED) for stage 5.
     pub created: u32,
     /// The packet's flow key.

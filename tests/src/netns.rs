@@ -50,8 +50,18 @@ impl NetnsPair {
         ip(&["netns", "add", &pair.a])?;
         ip(&["netns", "add", &pair.b])?;
         ip(&[
-            "link", "add", &pair.veth_a, "netns", &pair.a, "type", "veth", "peer", "name",
-            &pair.veth_b, "netns", &pair.b,
+            "link",
+            "add",
+            &pair.veth_a,
+            "netns",
+            &pair.a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.veth_b,
+            "netns",
+            &pair.b,
         ])?;
         for (ns, dev, v4, v6) in [
             (&pair.a, &pair.veth_a, &pair.a_v4, &pair.a_v6),
@@ -59,7 +69,16 @@ impl NetnsPair {
         ] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev])?;
-            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
         Ok(pair)

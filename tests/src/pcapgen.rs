@@ -48,7 +48,13 @@ fn sum_words(data: &[u8]) -> u32 {
 }
 
 /// An Ethernet frame carrying `proto` with payload `l4` (checksum field at `csum_at`, filled in).
-pub fn ip_frame(src: IpAddr, dst: IpAddr, proto: u8, mut l4: Vec<u8>, csum_at: Option<usize>) -> Vec<u8> {
+pub fn ip_frame(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    mut l4: Vec<u8>,
+    csum_at: Option<usize>,
+) -> Vec<u8> {
     let pseudo = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let mut p = Vec::new();
@@ -111,7 +117,14 @@ pub fn ip_header_len(addr: IpAddr) -> u64 {
     if addr.is_ipv4() { 20 } else { 40 }
 }
 
-pub fn tcp_frame(src: (IpAddr, u16), dst: (IpAddr, u16), seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+pub fn tcp_frame(
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut t = Vec::with_capacity(20 + payload.len());
     t.extend_from_slice(&src.1.to_be_bytes());
     t.extend_from_slice(&dst.1.to_be_bytes());
@@ -134,7 +147,14 @@ pub fn udp_frame(src: (IpAddr, u16), dst: (IpAddr, u16), payload: &[u8]) -> Vec<
     ip_frame(src.0, dst.0, 17, u, Some(6))
 }
 
-pub fn icmp_echo_frame(src: IpAddr, dst: IpAddr, reply: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+pub fn icmp_echo_frame(
+    src: IpAddr,
+    dst: IpAddr,
+    reply: bool,
+    id: u16,
+    seq: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let (proto, ty) = match (src.is_ipv4(), reply) {
         (true, false) => (1, 8),
         (true, true) => (1, 0),
@@ -160,22 +180,38 @@ pub struct TcpConv {
 
 impl TcpConv {
     pub fn new(client: (IpAddr, u16), server: (IpAddr, u16), ts_us: u64) -> TcpConv {
-        TcpConv { client, server, cseq: 1000, sseq: 5_000_000, ts_us }
+        TcpConv {
+            client,
+            server,
+            cseq: 1000,
+            sseq: 5_000_000,
+            ts_us,
+        }
     }
 
     /// Client -> server segment; SYN and FIN consume one sequence number.
     pub fn c(&mut self, trace: &mut Trace, flags: u8, payload: &[u8]) {
         let ack = if flags & ACK != 0 { self.sseq } else { 0 };
-        trace.push(self.ts_us, tcp_frame(self.client, self.server, self.cseq, ack, flags, payload));
-        self.cseq = self.cseq.wrapping_add(payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0));
+        trace.push(
+            self.ts_us,
+            tcp_frame(self.client, self.server, self.cseq, ack, flags, payload),
+        );
+        self.cseq = self
+            .cseq
+            .wrapping_add(payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0));
         self.ts_us += 1000;
     }
 
     /// Server -> client segment.
     pub fn s(&mut self, trace: &mut Trace, flags: u8, payload: &[u8]) {
         let ack = if flags & ACK != 0 { self.cseq } else { 0 };
-        trace.push(self.ts_us, tcp_frame(self.server, self.client, self.sseq, ack, flags, payload));
-        self.sseq = self.sseq.wrapping_add(payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0));
+        trace.push(
+            self.ts_us,
+            tcp_frame(self.server, self.client, self.sseq, ack, flags, payload),
+        );
+        self.sseq = self
+            .sseq
+            .wrapping_add(payload.len() as u32 + u32::from(flags & (SYN | FIN) != 0));
         self.ts_us += 1000;
     }
 }

@@ -30,19 +30,33 @@ impl Live {
         let agent = LiveAgent::start(
             &pair.a,
             &agent_path(),
-            &["--iface", &pair.veth_a, "--log-dir", dir.path().to_str().unwrap()],
+            &[
+                "--iface",
+                &pair.veth_a,
+                "--log-dir",
+                dir.path().to_str().unwrap(),
+            ],
         )
         .expect("starting the agent");
         assert!(
             wait_for_file(&dir.path().join("conn.log"), Duration::from_secs(20)),
             "the agent did not open conn.log within 20 s"
         );
-        Some(Live { pair, agent: Some(agent), dir })
+        Some(Live {
+            pair,
+            agent: Some(agent),
+            dir,
+        })
     }
 
     /// Stops the agent (it drains every open connection) and returns conn.log.
     fn finish(mut self) -> ConnLog {
-        let status = self.agent.take().unwrap().stop().expect("stopping the agent");
+        let status = self
+            .agent
+            .take()
+            .unwrap()
+            .stop()
+            .expect("stopping the agent");
         assert!(status.success(), "agent exited with {status}");
         let log = ConnLog::read(&self.dir.path().join("conn.log")).unwrap();
         assert!(log.closed, "conn.log has no #close line after shutdown");
@@ -53,7 +67,12 @@ impl Live {
 
 fn one<'a>(log: &'a ConnLog, proto: &str, port: u16) -> &'a Record {
     let recs = log.by_resp(proto, port);
-    assert_eq!(recs.len(), 1, "expected one {proto}/{port} record in {:#?}", log.records);
+    assert_eq!(
+        recs.len(),
+        1,
+        "expected one {proto}/{port} record in {:#?}",
+        log.records
+    );
     recs[0]
 }
 
@@ -90,13 +109,25 @@ fn check_tcp_transfer(r: &Record, up: u64, down: u64, hdr: u64) {
     assert_eq!(num(r, "orig_bytes"), up, "{r:#?}");
     assert_eq!(num(r, "resp_bytes"), down, "{r:#?}");
     for letter in ['S', 'h', 'D', 'F', 'f'] {
-        assert!(r["history"].contains(letter), "history lacks {letter}: {r:#?}");
+        assert!(
+            r["history"].contains(letter),
+            "history lacks {letter}: {r:#?}"
+        );
     }
     // GSO super-packets must count as the segments they carry (MSS <= 1500 - hdr on veth).
     let mss = 1500 - hdr;
-    assert!(num(r, "orig_pkts") >= up / mss, "orig_pkts too low for {up} bytes: {r:#?}");
-    assert!(num(r, "orig_ip_bytes") >= up + hdr * num(r, "orig_pkts"), "{r:#?}");
-    assert!(num(r, "resp_ip_bytes") >= down + hdr * num(r, "resp_pkts"), "{r:#?}");
+    assert!(
+        num(r, "orig_pkts") >= up / mss,
+        "orig_pkts too low for {up} bytes: {r:#?}"
+    );
+    assert!(
+        num(r, "orig_ip_bytes") >= up + hdr * num(r, "orig_pkts"),
+        "{r:#?}"
+    );
+    assert!(
+        num(r, "resp_ip_bytes") >= down + hdr * num(r, "resp_pkts"),
+        "{r:#?}"
+    );
 }
 
 #[test]
@@ -139,11 +170,23 @@ fn live_unanswered_syn_is_s0() {
     // A neighbour entry for an address nobody owns: the SYN leaves the veth and is never answered.
     let ghost = "10.74.0.9";
     let out = Command::new("ip")
-        .args(["-n", &live.pair.a, "neigh", "add", ghost, "lladdr", "02:00:00:00:00:99"])
+        .args([
+            "-n",
+            &live.pair.a,
+            "neigh",
+            "add",
+            ghost,
+            "lladdr",
+            "02:00:00:00:00:99",
+        ])
         .args(["dev", &live.pair.veth_a, "nud", "permanent"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let srv = sock(ghost, 5004);
     let res = NetnsPair::run_in(&live.pair.a, move || {
         TcpStream::connect_timeout(&srv, Duration::from_millis(1500)).map(|_| ())
@@ -193,7 +236,10 @@ fn live_reset_mid_stream_is_rsto() {
 /// Sets SO_LINGER {on, 0} so that closing the socket resets the connection.
 fn set_linger_zero(c: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     let rc = unsafe {
         nix::libc::setsockopt(
             c.as_raw_fd(),
@@ -243,11 +289,26 @@ fn live_udp_request_response_is_sf() {
 fn live_icmp_echo() {
     let Some(live) = Live::start(77) else { return };
     let out = Command::new("ip")
-        .args(["netns", "exec", &live.pair.a, "ping", "-c", "3", "-i", "0.2", "-s", "56"])
+        .args([
+            "netns",
+            "exec",
+            &live.pair.a,
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-s",
+            "56",
+        ])
         .arg(&live.pair.b_v4)
         .output()
         .expect("ping (iputils-ping) must be installed; cargo xtask test installs it");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = live.finish();
     let r = one(&log, "icmp", 0);
     assert_eq!(r["id.orig_p"], "8");
@@ -257,4 +318,3 @@ fn live_icmp_echo() {
     // Each echo carries 56 data bytes + 8 bytes of ICMP header; Zeek counts IP payload - 8.
     assert_eq!(num(r, "orig_bytes"), 3 * 56, "{r:#?}");
 }
-

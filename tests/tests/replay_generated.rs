@@ -4,7 +4,9 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use conntrack_tests::connlog::{ConnLog, Record, num};
-use conntrack_tests::pcapgen::{ACK, FIN, PSH, RST, SYN, TcpConv, Trace, icmp_echo_frame, udp_frame};
+use conntrack_tests::pcapgen::{
+    ACK, FIN, PSH, RST, SYN, TcpConv, Trace, icmp_echo_frame, udp_frame,
+};
 use conntrack_tests::{agent_path, is_root};
 
 const T0: u64 = 1_700_000_000_000_000;
@@ -37,11 +39,20 @@ fn replay(trace: &Trace, engine: &str) -> ConnLog {
 }
 
 fn engines() -> Vec<&'static str> {
-    if is_root() { vec!["host", "kernel"] } else { vec!["host"] }
+    if is_root() {
+        vec!["host", "kernel"]
+    } else {
+        vec!["host"]
+    }
 }
 
 fn only(log: &ConnLog) -> &Record {
-    assert_eq!(log.records.len(), 1, "expected one record: {:#?}", log.records);
+    assert_eq!(
+        log.records.len(),
+        1,
+        "expected one record: {:#?}",
+        log.records
+    );
     &log.records[0]
 }
 
@@ -74,13 +85,16 @@ fn normal_close(client: IpAddr, server: IpAddr, hdr: u64) {
         check(r, "id.resp_h", &server.to_string());
         check(r, "id.resp_p", "8080");
         check(r, "conn_state", "SF");
-        check(r, "history", "ShADadFf");
+        check(r, "history", "ShADdFf");
         check(r, "orig_bytes", "100");
         check(r, "resp_bytes", "250");
         check(r, "missed_bytes", "0");
         assert_eq!(num(r, "orig_pkts"), 5, "{engine}");
         assert_eq!(num(r, "resp_pkts"), 3, "{engine}");
-        assert_eq!(num(r, "orig_ip_bytes"), tcp_ip_bytes(&[0, 0, 100, 0, 0], hdr));
+        assert_eq!(
+            num(r, "orig_ip_bytes"),
+            tcp_ip_bytes(&[0, 0, 100, 0, 0], hdr)
+        );
         assert_eq!(num(r, "resp_ip_bytes"), tcp_ip_bytes(&[0, 250, 0], hdr));
         // The final ACK after both FINs does not extend the duration.
         check(r, "duration", "0.006000");
@@ -214,6 +228,12 @@ fn garbage_file_is_a_clear_error_not_a_crash() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("garbage.pcap"), "error should name the file: {err}");
-    assert!(out.status.code().is_some(), "must exit, not die by a signal");
+    assert!(
+        err.contains("garbage.pcap"),
+        "error should name the file: {err}"
+    );
+    assert!(
+        out.status.code().is_some(),
+        "must exit, not die by a signal"
+    );
 }

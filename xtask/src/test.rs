@@ -37,6 +37,8 @@ pub fn test() -> Result<()> {
         "--check",
     ]))?;
     conformance()?;
+    step("bench --quick (the bench must keep running; its figures are not checked)");
+    crate::bench::bench(&["--quick".to_string()])?;
     step("all checks passed");
     Ok(())
 }

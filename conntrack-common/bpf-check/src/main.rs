@@ -8,7 +8,7 @@ use conntrack_common::conn::Conn;
 use conntrack_common::engine::{EngineConfig, FlowTable, process_packet};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta, parse_ethernet};
+use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta, parse_ethernet, parse_l4};
 
 struct Cfg;
 impl EngineConfig for Cfg {
@@ -34,6 +34,14 @@ pub extern "C" fn prog(buf: *const u8, conn: *mut Conn, meta: *mut PacketMeta, o
     let frame = unsafe { core::slice::from_raw_parts(buf, (len as usize) & (MAX_HEADER_BYTES - 1)) };
     let meta = unsafe { &mut *meta };
     if parse_ethernet(frame, meta).is_err() {
+        return 0;
+    }
+    // On BPF `parse_ip` stops at the transport header; the eBPF glue calls `parse_l4` itself.
+    let l4_off = meta.l4_offset as usize & (MAX_HEADER_BYTES - 1);
+    let l4_len = meta.ip_len.wrapping_sub(meta.l4_offset as u32);
+    if let Some(l4) = frame.get(14 + l4_off..)
+        && parse_l4(l4, l4_len, meta).is_err()
+    {
         return 0;
     }
     let mut t = Table(conn);

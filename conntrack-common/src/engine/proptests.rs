@@ -41,6 +41,9 @@ struct Pkt {
     /// Keep only this many bytes (modulo the frame length + 1).
     cut: Option<usize>,
     gso: u32,
+    /// Number of 802.1Q tags (0..=2) and IPv4 options / IPv6 extension headers (0..=2).
+    vlans: u8,
+    ext: u8,
 }
 
 fn pkt() -> impl Strategy<Value = Pkt> {
@@ -69,6 +72,8 @@ fn pkt() -> impl Strategy<Value = Pkt> {
             proptest::option::weighted(0.1, (any::<usize>(), 1u8..=255)),
             proptest::option::weighted(0.05, any::<usize>()),
             prop_oneof![9 => Just(1u32), 1 => 1u32..5],
+            0u8..3,
+            prop_oneof![3 => Just(0u8), 1 => 1u8..3],
         ),
     )
         .prop_map(
@@ -76,7 +81,7 @@ fn pkt() -> impl Strategy<Value = Pkt> {
                 (from_a, kind, v6, port_pick, flags),
                 (seq_off, ack_off, len, zero_window),
                 (wscale, checksum_ok, dt_us),
-                (corrupt, cut, gso),
+                (corrupt, cut, gso, vlans, ext),
             )| Pkt {
                 from_a,
                 kind,
@@ -93,6 +98,8 @@ fn pkt() -> impl Strategy<Value = Pkt> {
                 corrupt,
                 cut,
                 gso,
+                vlans,
+                ext,
             },
         )
 }
@@ -149,12 +156,21 @@ fn frame(p: &Pkt) -> Vec<u8> {
         }
         _ => ((std::vec![0u8; 12 + p.len % 64], 0), 132),
     };
+    let tags = [0x8100u16, 0x88a8][..p.vlans as usize].to_vec();
     let mut f = if p.v6 {
         let (s, d) = if p.from_a { (A6, B6) } else { (B6, A6) };
-        eth6(ipv6(s, d, proto_no, &[], seg))
+        // Hop-by-hop options (PadN) and an atomic fragment header.
+        let ext: Vec<(u8, Vec<u8>)> =
+            [(0u8, vec![0u8, 0, 1, 4, 0, 0, 0, 0]), (44, vec![0u8; 8])][..p.ext as usize].to_vec();
+        eth(&tags, 0x86dd, &ipv6(s, d, proto_no, &ext, seg))
     } else {
         let (s, d) = if p.from_a { (A4, B4) } else { (B4, A4) };
-        eth4(ipv4(s, d, proto_no, &[], seg))
+        let opts = [1u8, 1, 1, 0, 1, 1, 1, 0];
+        eth(
+            &tags,
+            0x0800,
+            &ipv4(s, d, proto_no, &opts[..4 * p.ext as usize], seg),
+        )
     };
     if let Some((off, x)) = p.corrupt {
         let i = off % f.len();

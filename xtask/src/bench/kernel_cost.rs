@@ -14,9 +14,19 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         "1. Per-packet cost in the kernel (BPF_PROG_TEST_RUN)",
         "the empty TC program's ns/packet",
     );
-    let (repeat, rounds, syns) = if b.quick { (20_000, 3, 500) } else { (1_000_000, 7, 20_000) };
+    let (repeat, rounds, syns) = if b.quick {
+        (20_000, 3, 500)
+    } else {
+        (1_000_000, 7, 20_000)
+    };
     let out = Command::new(&b.agent)
-        .args(["bench-kernel", "--repeat", &repeat.to_string(), "--rounds", &rounds.to_string()])
+        .args([
+            "bench-kernel",
+            "--repeat",
+            &repeat.to_string(),
+            "--rounds",
+            &rounds.to_string(),
+        ])
         .args(["--syns", &syns.to_string()])
         .output()
         .context("running conntrack-agent bench-kernel")?;
@@ -28,18 +38,61 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     }
     let v: Value = serde_json::from_slice(&out.stdout).context("bench-kernel output")?;
     let med = |k: &str| -> Option<f64> {
-        let xs: Vec<f64> = v.get(k)?.as_array()?.iter().filter_map(Value::as_f64).collect();
+        let xs: Vec<f64> = v
+            .get(k)?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
         median(&xs)
     };
     let empty = med("empty");
     let empty_single = med("empty_single");
     let per = format!("median of {rounds} rounds of {repeat} runs");
-    sec.rows.push(Row::new("empty program (baseline)", empty, "ns", empty, &per));
-    sec.rows.push(Row::new("existing TCP, data packet", med("tcp_data"), "ns", empty, &format!("{per}; IPv4, 100-byte segment")));
-    sec.rows.push(Row::new("existing UDP flow packet", med("udp"), "ns", empty, &format!("{per}; IPv4, 100-byte datagram")));
-    sec.rows.push(Row::new("IPv6, existing TCP, data", med("ipv6"), "ns", empty, &format!("{per}; 100-byte segment")));
-    sec.rows.push(Row::new("empty program, single run", empty_single, "ns", empty_single, &format!("median over {syns} single runs x {rounds} rounds: includes the kernel's timer reads")));
-    sec.rows.push(Row::new("new TCP SYN (creates a connection)", med("syn_new"), "ns", empty_single, "single runs on distinct 4-tuples, ratio vs the empty program's single run"));
+    sec.rows.push(Row::new(
+        "empty program (baseline)",
+        empty,
+        "ns",
+        empty,
+        &per,
+    ));
+    sec.rows.push(Row::new(
+        "existing TCP, data packet",
+        med("tcp_data"),
+        "ns",
+        empty,
+        &format!("{per}; IPv4, 100-byte segment"),
+    ));
+    sec.rows.push(Row::new(
+        "existing UDP flow packet",
+        med("udp"),
+        "ns",
+        empty,
+        &format!("{per}; IPv4, 100-byte datagram"),
+    ));
+    sec.rows.push(Row::new(
+        "IPv6, existing TCP, data",
+        med("ipv6"),
+        "ns",
+        empty,
+        &format!("{per}; 100-byte segment"),
+    ));
+    sec.rows.push(Row::new(
+        "empty program, single run",
+        empty_single,
+        "ns",
+        empty_single,
+        &format!(
+            "median over {syns} single runs x {rounds} rounds: includes the kernel's timer reads"
+        ),
+    ));
+    sec.rows.push(Row::new(
+        "new TCP SYN (creates a connection)",
+        med("syn_new"),
+        "ns",
+        empty_single,
+        "single runs on distinct 4-tuples, ratio vs the empty program's single run",
+    ));
     if let Some(stats) = v.get("stats") {
         let get = |k: &str| stats.get(k).and_then(Value::as_u64).unwrap_or(0);
         sec.notes.push(format!(
@@ -57,7 +110,11 @@ pub fn run(b: &mut Bench) -> Result<Section> {
 
 /// The first line of a load error and, for the verifier, its verdict line.
 pub fn summarize_load_error(err: &str) -> String {
-    let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("unknown error").trim();
+    let first = err
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("unknown error")
+        .trim();
     let verdict = err
         .lines()
         .rev()

@@ -17,9 +17,16 @@ pub const ADDR_A: &str = "10.250.0.1";
 pub const ADDR_B: &str = "10.250.0.2";
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -36,11 +43,13 @@ impl Netns {
         let _ = ip(&["netns", "del", NS_A]);
         let _ = ip(&["netns", "del", NS_B]);
         ip(&["netns", "add", NS_A])?;
-        let ns = Netns { children: Vec::new() };
+        let ns = Netns {
+            children: Vec::new(),
+        };
         ip(&["netns", "add", NS_B])?;
         ip(&[
-            "link", "add", VETH_A, "netns", NS_A, "type", "veth", "peer", "name", VETH_B,
-            "netns", NS_B,
+            "link", "add", VETH_A, "netns", NS_A, "type", "veth", "peer", "name", VETH_B, "netns",
+            NS_B,
         ])?;
         for (n, dev, addr) in [(NS_A, VETH_A, ADDR_A), (NS_B, VETH_B, ADDR_B)] {
             ip(&["-n", n, "link", "set", "lo", "up"])?;
@@ -51,9 +60,18 @@ impl Netns {
     }
 
     /// `ip netns exec NS PROGRAM ARGS`, stdout and stderr to `log` (or discarded).
-    pub fn spawn(&mut self, ns: &str, program: &Path, args: &[&str], log: Option<&Path>) -> Result<u32> {
+    pub fn spawn(
+        &mut self,
+        ns: &str,
+        program: &Path,
+        args: &[&str],
+        log: Option<&Path>,
+    ) -> Result<u32> {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).arg(program).args(args).stdin(Stdio::null());
+        cmd.args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null());
         match log {
             Some(p) => {
                 let f = File::create(p)?;
@@ -63,7 +81,9 @@ impl Netns {
                 cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let child = cmd.spawn().with_context(|| format!("starting {}", program.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
         let pid = child.id();
         self.children.push(child);
         Ok(pid)
@@ -132,7 +152,8 @@ impl Drop for Netns {
     }
 }
 
-/// The PID of the process that `ip netns exec` became (it execs, so it is the same PID).
+/// A `/proc/PID/status` field in KiB (`VmRSS:`, `VmHWM:`). `ip netns exec` execs the program,
+/// so the PID of a process started through [`Netns::spawn`] is the program's own.
 pub fn rss_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
@@ -197,7 +218,9 @@ impl RawSender {
             };
             Ok(fd)
         });
-        let fd = handle.join().map_err(|_| anyhow::anyhow!("netns thread panicked"))??;
+        let fd = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("netns thread panicked"))??;
         Ok(RawSender { fd })
     }
 
@@ -205,7 +228,10 @@ impl RawSender {
     pub fn send_batch(&self, frames: &[Vec<u8>]) -> usize {
         let mut iov: Vec<libc::iovec> = frames
             .iter()
-            .map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() })
+            .map(|f| libc::iovec {
+                iov_base: f.as_ptr() as *mut _,
+                iov_len: f.len(),
+            })
             .collect();
         // SAFETY: zeroed mmsghdr is valid; each points at one iovec that outlives the call.
         let mut msgs: Vec<libc::mmsghdr> = iov
@@ -230,7 +256,8 @@ impl RawSender {
             };
             if n <= 0 {
                 let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::ENOBUFS) || e.raw_os_error() == Some(libc::EAGAIN) {
+                if e.raw_os_error() == Some(libc::ENOBUFS) || e.raw_os_error() == Some(libc::EAGAIN)
+                {
                     std::thread::yield_now();
                     continue;
                 }

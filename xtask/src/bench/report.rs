@@ -16,12 +16,24 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(name: &str, value: Option<f64>, unit: &'static str, baseline: Option<f64>, detail: &str) -> Row {
+    pub fn new(
+        name: &str,
+        value: Option<f64>,
+        unit: &'static str,
+        baseline: Option<f64>,
+        detail: &str,
+    ) -> Row {
         let ratio = match (value, baseline) {
             (Some(v), Some(b)) if b > 0.0 => Some(v / b),
             _ => None,
         };
-        Row { name: name.to_string(), value, unit, ratio, detail: detail.to_string() }
+        Row {
+            name: name.to_string(),
+            value,
+            unit,
+            ratio,
+            detail: detail.to_string(),
+        }
     }
 
     pub fn missing(name: &str, unit: &'static str, why: &str) -> Row {
@@ -40,15 +52,27 @@ pub struct Section {
 
 impl Section {
     pub fn new(key: &'static str, title: &'static str, baseline: &str) -> Section {
-        Section { key, title, baseline: baseline.to_string(), rows: Vec::new(), notes: Vec::new() }
+        Section {
+            key,
+            title,
+            baseline: baseline.to_string(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     pub fn value(&self, name: &str) -> Option<f64> {
-        self.rows.iter().find(|r| r.name == name).and_then(|r| r.value)
+        self.rows
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.value)
     }
 
     pub fn ratio(&self, name: &str) -> Option<f64> {
-        self.rows.iter().find(|r| r.name == name).and_then(|r| r.ratio)
+        self.rows
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.ratio)
     }
 }
 
@@ -124,7 +148,13 @@ impl Report {
         let mut s = String::new();
         for sec in &self.sections {
             let _ = writeln!(s, "\n{} (ratio: vs {})", sec.title, sec.baseline);
-            let w = sec.rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(10);
+            let w = sec
+                .rows
+                .iter()
+                .map(|r| r.name.len())
+                .max()
+                .unwrap_or(0)
+                .max(10);
             for r in &sec.rows {
                 let _ = writeln!(
                     s,
@@ -141,7 +171,18 @@ impl Report {
         }
         let _ = writeln!(s, "\nGoals");
         for g in &self.goals {
-            let _ = writeln!(s, "  [{}] {}: {}{}", g.status.as_str(), g.goal, g.measured, if g.why.is_empty() { String::new() } else { format!(" ({})", g.why) });
+            let _ = writeln!(
+                s,
+                "  [{}] {}: {}{}",
+                g.status.as_str(),
+                g.goal,
+                g.measured,
+                if g.why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", g.why)
+                }
+            );
         }
         s
     }
@@ -186,8 +227,14 @@ impl Report {
              figure is measured in the same run as the baseline it is compared with.\n"
         )?;
         writeln!(s, "## How to reproduce\n")?;
-        writeln!(s, "    cargo xtask bench            # as root: full run (installs tshark, argus, softflowd, iperf3, nftables)")?;
-        writeln!(s, "    cargo xtask bench --quick    # seconds; what `cargo xtask test` (CI) runs so the bench never rots\n")?;
+        writeln!(
+            s,
+            "    cargo xtask bench            # as root: full run (installs tshark, argus, softflowd, iperf3, nftables)"
+        )?;
+        writeln!(
+            s,
+            "    cargo xtask bench --quick    # seconds; what `cargo xtask test` (CI) runs so the bench never rots\n"
+        )?;
         writeln!(
             s,
             "Raw results: `target/bench/results.json`; the generated trace, logs and conn.logs are \
@@ -201,7 +248,11 @@ impl Report {
             self.command,
             self.started,
             self.seconds,
-            if self.quick { " (quick mode: small sizes, figures indicative only)" } else { "" }
+            if self.quick {
+                " (quick mode: small sizes, figures indicative only)"
+            } else {
+                ""
+            }
         )?;
         writeln!(s, "| machine | |\n| --- | --- |")?;
         for (k, v) in &self.machine {
@@ -210,18 +261,38 @@ impl Report {
         for sec in &self.sections {
             writeln!(s, "\n### {}\n", sec.title)?;
             writeln!(s, "Ratio: vs {}.\n", sec.baseline)?;
-            writeln!(s, "| | value | ratio | detail |\n| --- | ---: | ---: | --- |")?;
+            writeln!(
+                s,
+                "| | value | ratio | detail |\n| --- | ---: | ---: | --- |"
+            )?;
             for r in &sec.rows {
-                writeln!(s, "| {} | {} | {} | {} |", r.name, value_cell(r), ratio_cell(r), r.detail.replace('|', "\\|"))?;
+                writeln!(
+                    s,
+                    "| {} | {} | {} | {} |",
+                    r.name,
+                    value_cell(r),
+                    ratio_cell(r),
+                    r.detail.replace('|', "\\|")
+                )?;
             }
             for n in &sec.notes {
                 writeln!(s, "\n{n}")?;
             }
         }
         writeln!(s, "\n## Goals\n")?;
-        writeln!(s, "| goal | measured | status | why |\n| --- | --- | --- | --- |")?;
+        writeln!(
+            s,
+            "| goal | measured | status | why |\n| --- | --- | --- | --- |"
+        )?;
         for g in &self.goals {
-            writeln!(s, "| {} | {} | {} | {} |", g.goal, g.measured, g.status.as_str(), g.why.replace('|', "\\|"))?;
+            writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                g.goal,
+                g.measured,
+                g.status.as_str(),
+                g.why.replace('|', "\\|")
+            )?;
         }
         if !analysis.is_empty() {
             writeln!(s, "\n{analysis}")?;

@@ -107,11 +107,17 @@ impl Gen {
         let (proto, dport) = match r {
             0..=71 => {
                 let ports = [80u16, 443, 443, 443, 22, 25, 8080, 993, 5432, 6379];
-                (Proto::Tcp, ports[self.rng.below(ports.len() as u64) as usize])
+                (
+                    Proto::Tcp,
+                    ports[self.rng.below(ports.len() as u64) as usize],
+                )
             }
             72..=95 => {
                 let ports = [53u16, 53, 53, 123, 443, 5353, 51820];
-                (Proto::Udp, ports[self.rng.below(ports.len() as u64) as usize])
+                (
+                    Proto::Udp,
+                    ports[self.rng.below(ports.len() as u64) as usize],
+                )
             }
             _ => (Proto::Icmp, 0),
         };
@@ -238,7 +244,8 @@ pub fn generate(path: &Path, min_packets: u64, min_conns: u64) -> Result<TraceIn
     g.pkts.sort_by_key(|p| p.ts_us);
     info.packets = g.pkts.len() as u64;
 
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     // pcap header: microseconds, version 2.4, snaplen 65535, Ethernet.
     w.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
@@ -264,7 +271,12 @@ pub fn generate(path: &Path, min_packets: u64, min_conns: u64) -> Result<TraceIn
 
 fn addr4(host: u32, server: bool) -> [u8; 4] {
     if server {
-        [172, 16 + (host % 16) as u8, (host >> 4) as u8, 1 + (host % 250) as u8]
+        [
+            172,
+            16 + (host % 16) as u8,
+            (host >> 4) as u8,
+            1 + (host % 250) as u8,
+        ]
     } else {
         [10, (host >> 16) as u8, (host >> 8) as u8, host as u8]
     }
@@ -308,7 +320,11 @@ fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
     f.extend_from_slice(&[0x00, 0x16, 0x3e, 0, 0, if p.resp { 2 } else { 1 }]);
     f.extend_from_slice(if c.v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
     let ip_start = f.len();
-    let (sport, dport) = if p.resp { (c.dport, c.sport) } else { (c.sport, c.dport) };
+    let (sport, dport) = if p.resp {
+        (c.dport, c.sport)
+    } else {
+        (c.sport, c.dport)
+    };
     let mut l4 = Vec::with_capacity(20);
     let proto = match c.proto {
         Proto::Tcp => {
@@ -335,8 +351,20 @@ fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
         Proto::Icmp => {
             // Echo request/reply: seq holds the identifier, ack the sequence number.
             let ty = match (c.v6, p.resp) {
-                (false, r) => if r { 0 } else { 8 },
-                (true, r) => if r { 129 } else { 128 },
+                (false, r) => {
+                    if r {
+                        0
+                    } else {
+                        8
+                    }
+                }
+                (true, r) => {
+                    if r {
+                        129
+                    } else {
+                        128
+                    }
+                }
             };
             l4.extend_from_slice(&[ty, 0, 0, 0]);
             l4.extend_from_slice(&(p.seq as u16).to_be_bytes());
@@ -345,7 +373,11 @@ fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
         }
     };
     let l4_len = l4.len() + p.len as usize;
-    let (src, dst) = if p.resp { (c.server, c.client) } else { (c.client, c.server) };
+    let (src, dst) = if p.resp {
+        (c.server, c.client)
+    } else {
+        (c.client, c.server)
+    };
     let mut pseudo;
     if c.v6 {
         let (s, d) = (addr6(src, p.resp), addr6(dst, !p.resp));
