@@ -2,11 +2,12 @@
 //! [`Tracker`] (Zeek's timers), uids, local_nets and the conn.log writer.
 
 use crate::conn_log::{ConnLogWriter, ConnRecord};
-use crate::datapath::{Datapath, conn_record_fields, conn_view};
+use crate::datapath::{Datapath, HostConfig, HostDatapath, conn_record_fields, conn_view};
 use crate::site::{NetSet, addr_from_bytes};
 use crate::tracker::{Removal, Timeouts, Tracker};
 use crate::uid::UidGen;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
+use conntrack_common::engine::Changes;
 use conntrack_common::event::{Event, EventKind};
 use conntrack_common::key::FlowKey;
 use std::collections::HashMap;
@@ -24,6 +25,10 @@ type TrackKey = FlowKey;
 
 pub struct Agent {
     pub dp: Box<dyn Datapath>,
+    /// Connections whose first packet found the kernel's table full: the kernel hands such
+    /// packets over (TableFull events) and the agent runs the same engine on them here, so
+    /// they are still logged.
+    overflow: HostDatapath,
     tracker: Tracker<TrackKey>,
     uids: HashMap<TrackKey, String>,
     uid_gen: UidGen,
@@ -47,12 +52,14 @@ fn removal_name(r: Removal) -> &'static str {
 impl Agent {
     pub fn new(
         dp: Box<dyn Datapath>,
+        engine_cfg: HostConfig,
         timeouts: Timeouts,
         local_nets: NetSet,
         writer: ConnLogWriter,
     ) -> Self {
         Self {
             dp,
+            overflow: HostDatapath::new(engine_cfg),
             tracker: Tracker::new(timeouts),
             uids: HashMap::new(),
             uid_gen: UidGen::new(),
@@ -69,10 +76,10 @@ impl Agent {
 
     /// Network time moves to `now_ns`: due timers fire (before the packet is processed).
     pub fn advance(&mut self, now_ns: i64) -> anyhow::Result<()> {
-        let dp = &self.dp;
-        let removed = self
-            .tracker
-            .advance(now_ns, &mut |k| dp.lookup(k).map(|c| conn_view(&c)));
+        let (dp, ov) = (&self.dp, &self.overflow);
+        let removed = self.tracker.advance(now_ns, &mut |k| {
+            dp.lookup(k).or_else(|| ov.lookup(k)).map(|c| conn_view(&c))
+        });
         for (k, why) in removed {
             self.remove_and_log(&k, why)?;
         }
@@ -117,6 +124,16 @@ impl Agent {
             }
             Some(EventKind::TableFull) => {
                 self.stats.table_full += 1;
+                if ev.changes & Changes::TABLE_FULL.0 != 0 {
+                    let checksum_ok = ev.changes & Changes::BAD_CHECKSUM.0 == 0;
+                    let mut evs = Vec::new();
+                    self.overflow
+                        .process_meta(&ev.meta, ev.ts_ns, checksum_ok, &mut evs);
+                    // The host table never reports TableFull, so this recursion ends here.
+                    for e in &evs {
+                        self.handle_event(e, ts_ns)?;
+                    }
+                }
             }
             None => {}
         }
@@ -128,7 +145,7 @@ impl Agent {
         if why == Removal::Gone {
             return Ok(());
         }
-        if let Some(c) = self.dp.remove(k) {
+        if let Some(c) = self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
             let uid = uid.unwrap_or_else(|| self.uid_gen.next_uid());
             self.log_conn(&c, uid, removal_name(why))?;
         }
@@ -155,15 +172,16 @@ impl Agent {
 
     /// End of input: attempt timers fire, then everything left is drained (logged).
     pub fn finish(&mut self) -> anyhow::Result<()> {
-        let dp = &self.dp;
+        let (dp, ov) = (&self.dp, &self.overflow);
         let removed = self
             .tracker
-            .finish(&mut |k| dp.lookup(k).map(|c| conn_view(&c)));
+            .finish(&mut |k| dp.lookup(k).or_else(|| ov.lookup(k)).map(|c| conn_view(&c)));
         for (k, why) in removed {
             self.remove_and_log(&k, why)?;
         }
         // Anything the datapath still holds that the tracker never saw (e.g. lost events).
         let mut rest: Vec<FlowKey> = self.dp.keys();
+        rest.extend(self.overflow.keys());
         rest.sort();
         for k in rest {
             self.remove_and_log(&k, Removal::Drain)?;

@@ -182,7 +182,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
             let syn = v4(src, b4, 6, &tcp_hdr(sport, 80, 7, 0, SYN, 0));
             empties.push(k.bench_test_run(BENCH_EMPTY_PROGRAM, &syn, 1)?);
             syns.push(k.bench_test_run(BENCH_TRACKER_PROGRAM, &syn, 1)?);
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 events.clear();
                 k.drain_events(&mut events);
             }

@@ -58,6 +58,11 @@ pub struct CommonArgs {
     /// first packet is not a plain SYN. An empty value means none. Default: Zeek's default-mode set.
     #[arg(long, default_value = DEFAULT_LIKELY_SERVER_PORTS)]
     pub likely_server_ports: String,
+
+    /// Connections the kernel's flow table holds (BPF map size; `run` and `read --engine
+    /// kernel`). Packets of connections that find it full are tracked by the agent itself.
+    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
+    pub table_size: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -68,10 +73,6 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
-
-    /// Maximum number of tracked connections (BPF map size).
-    #[arg(long, default_value_t = 262_144)]
-    pub table_size: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -177,6 +178,6 @@ mod tests {
         .unwrap();
         let Command::Run(r) = c.command else { panic!() };
         assert_eq!(r.iface, vec!["eth0", "eth1"]);
-        assert_eq!(r.table_size, 262_144);
+        assert_eq!(r.common.table_size, 262_144);
     }
 }

@@ -85,6 +85,23 @@ impl HostDatapath {
     }
 }
 
+impl HostDatapath {
+    /// An already parsed packet through the engine (also used for the packets the kernel's
+    /// table had no room for).
+    pub fn process_meta(
+        &mut self,
+        meta: &PacketMeta,
+        ts_ns: u64,
+        checksum_ok: bool,
+        events: &mut Vec<Event>,
+    ) {
+        let mut table = Table(&mut self.table);
+        engine::process_packet(&mut table, meta, ts_ns, checksum_ok, &self.cfg, |e| {
+            events.push(e.to_event())
+        });
+    }
+}
+
 impl Datapath for HostDatapath {
     fn process(
         &mut self,
@@ -107,10 +124,7 @@ impl Datapath for HostDatapath {
         if meta.is_fragment() {
             return Err(DatapathError::Fragment);
         }
-        let mut table = Table(&mut self.table);
-        engine::process_packet(&mut table, &meta, ts_ns, checksum_ok, &self.cfg, |e| {
-            events.push(e.to_event())
-        });
+        self.process_meta(&meta, ts_ns, checksum_ok, events);
         Ok(())
     }
 

@@ -488,3 +488,99 @@ impl Kernel {
         Ok(res.duration.as_nanos() as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet + IPv4 + UDP frame (checksum 0: the live path does not check it).
+    fn udp_frame(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: usize) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = (20 + 8 + payload) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.resize(f.len() + payload, 0xab);
+        f
+    }
+
+    fn pin_to_cpu(cpu: usize) {
+        // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+
+    /// Two CPUs hammer the same connection at once (one per direction). Every packet must be
+    /// counted exactly once, either on the connection or, when the lock stayed busy, in
+    /// `LockBusy` (handed to the agent): a lost or torn update would break the sums.
+    #[test]
+    fn one_connection_updated_from_two_cpus_is_not_corrupted() {
+        if !std::path::Path::new("/sys/fs/bpf").exists() || OBJECT.is_empty() {
+            eprintln!("skipping: eBPF program not built or no bpffs");
+            return;
+        }
+        if check_privileges().is_err() {
+            eprintln!("skipping: needs root (CAP_BPF, CAP_NET_ADMIN)");
+            return;
+        }
+        let mut kernel = Kernel::load(&KernelOptions {
+            max_flows: 1024,
+            likely_server_ports: &[],
+            replay: false,
+        })
+        .expect("loading the program");
+        let a = [10, 9, 0, 1];
+        let b = [10, 9, 0, 2];
+        let orig = udp_frame(a, 40000, b, 9999, 100);
+        let resp = udp_frame(b, 9999, a, 40000, 300);
+        // Create the connection first so that both threads update an existing entry.
+        let prog = kernel.program(PROGRAMS[0].0).unwrap();
+        let run = |frame: &[u8], repeat: u32| {
+            prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        };
+        run(&orig, 1);
+        const N: u32 = 300_000;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::thread::scope(|s| {
+            for (i, frame) in [&orig, &resp].into_iter().enumerate() {
+                let run = &run;
+                s.spawn(move || {
+                    pin_to_cpu(i % cpus);
+                    run(frame, N);
+                });
+            }
+        });
+        let flows = kernel.take_flows().unwrap();
+        let keys = flows.keys();
+        assert_eq!(keys.len(), 1, "both directions are one connection");
+        let c = flows.lookup(&keys[0]).unwrap();
+        let stats = kernel.stats().unwrap();
+        let busy = stats.iter().find(|(s, _)| *s == Stat::LockBusy).unwrap().1;
+        let (o, r) = (c.orig_pkts(), c.resp_pkts());
+        assert_eq!(
+            o + r + busy,
+            1 + 2 * u64::from(N),
+            "orig {o} resp {r} busy {busy}"
+        );
+        // Bytes move with their packets: a torn update would leave them out of step.
+        assert_eq!(c.orig_ip_bytes(), o * (20 + 8 + 100));
+        assert_eq!(c.resp_ip_bytes(), r * (20 + 8 + 300));
+        assert_eq!(c.orig_bytes(), o * 100);
+        assert_eq!(c.resp_bytes(), r * 300);
+        eprintln!("orig {o} resp {r} lock busy {busy} on {cpus} CPUs");
+    }
+}

@@ -7,6 +7,7 @@
 use crate::agent::Agent;
 use crate::cli::{RunArgs, parse_port_list};
 use crate::conn_log::ConnLogWriter;
+use crate::datapath::HostConfig;
 use crate::kernel::{Kernel, KernelOptions};
 use crate::read::local_nets_from;
 use crate::tracker::Timeouts;
@@ -36,7 +37,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
     let mut kernel = Kernel::load(&KernelOptions {
-        max_flows: args.table_size,
+        max_flows: args.common.table_size,
         likely_server_ports: &ports,
         replay: false,
     })?;
@@ -46,7 +47,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
     let writer = ConnLogWriter::create(&args.common.log_dir, args.common.log_format)?;
-    let mut agent = Agent::new(Box::new(flows), Timeouts::default(), local_nets, writer);
+    let mut agent = Agent::new(
+        Box::new(flows),
+        HostConfig::new(&ports),
+        Timeouts::default(),
+        local_nets,
+        writer,
+    );
     eprintln!(
         "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
         args.iface.join(", "),

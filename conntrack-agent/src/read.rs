@@ -48,28 +48,22 @@ fn is_privileged() -> bool {
         .unwrap_or(false)
 }
 
-/// Flow table size of the kernel replay datapath.
-const REPLAY_TABLE_SIZE: u32 = 262_144;
-
-fn make_datapath(engine: Option<Engine>, ports: &[(u16, u8)]) -> anyhow::Result<Box<dyn Datapath>> {
+/// The kernel datapath when asked for (an error if it cannot be loaded: a silent fallback would
+/// hide which engine wrote the log), or by default when privileged, else the host engine.
+fn make_datapath(
+    engine: Option<Engine>,
+    ports: &[(u16, u8)],
+    table_size: u32,
+) -> anyhow::Result<Box<dyn Datapath>> {
     let host = || -> Box<dyn Datapath> { Box::new(HostDatapath::new(HostConfig::new(ports))) };
     match engine {
         Some(Engine::Host) => Ok(host()),
-        Some(Engine::Kernel) => match crate::kernel::replay_datapath(ports, REPLAY_TABLE_SIZE) {
-            Ok(dp) => Ok(dp),
-            Err(e) => {
-                log::warn!(
-                    "kernel datapath unavailable ({}); falling back to --engine host \
-                     (RUST_LOG=debug shows the whole error)",
-                    first_line(&e)
-                );
-                log::debug!("kernel datapath error: {e:#}");
-                Ok(host())
-            }
-        },
+        Some(Engine::Kernel) => crate::kernel::replay_datapath(ports, table_size).map_err(|e| {
+            e.context("--engine kernel: cannot load the eBPF program (use --engine host to replay without it)")
+        }),
         None => {
             if is_privileged() {
-                match crate::kernel::replay_datapath(ports, REPLAY_TABLE_SIZE) {
+                match crate::kernel::replay_datapath(ports, table_size) {
                     Ok(dp) => return Ok(dp),
                     Err(e) => {
                         log::warn!(
@@ -104,8 +98,14 @@ pub fn read(args: ReadArgs) -> anyhow::Result<()> {
     let mut reader = PcapReader::open(&args.trace)?;
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
     let writer = ConnLogWriter::create(&args.common.log_dir, args.common.log_format)?;
-    let dp = make_datapath(args.engine, &ports)?;
-    let mut agent = Agent::new(dp, Timeouts::default(), local_nets, writer);
+    let dp = make_datapath(args.engine, &ports, args.common.table_size)?;
+    let mut agent = Agent::new(
+        dp,
+        HostConfig::new(&ports),
+        Timeouts::default(),
+        local_nets,
+        writer,
+    );
     let mut defrag = Defragmenter::default();
     let mut st = ReadStats::default();
     let progress = args
@@ -249,6 +249,12 @@ pub fn read(args: ReadArgs) -> anyhow::Result<()> {
             ds.fragments, ds.reassembled, incomplete, ds.timed_out
         ));
     }
+    if agent.stats.table_full > 0 {
+        summary.push_str(&format!(
+            "; {} packets found the kernel table full (--table-size {}) and were tracked by the agent",
+            agent.stats.table_full, args.common.table_size
+        ));
+    }
     eprintln!("{summary}");
     if !st.skipped.is_empty() {
         let parts: Vec<String> = st
@@ -338,6 +344,7 @@ mod tests {
                 log_format: LogFormat::Tsv,
                 local_nets: vec![],
                 likely_server_ports: "53/udp".into(),
+                table_size: 1024,
             },
             ignore_checksums: true,
             ignore_checksums_net: vec![],

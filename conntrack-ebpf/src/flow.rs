@@ -61,9 +61,16 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
                 Err(e) if e == -EEXIST => {}
                 Err(_) => {
                     count(Stat::TableFull);
+                    // The agent tracks this packet in its overflow table: it needs the
+                    // checksum verdict too.
+                    let changes = if scratch.checksum_ok == 0 {
+                        Changes(Changes::TABLE_FULL.0 | Changes::BAD_CHECKSUM.0)
+                    } else {
+                        Changes::TABLE_FULL
+                    };
                     emit(&EventRef {
                         kind: EventKind::TableFull,
-                        changes: Changes::TABLE_FULL,
+                        changes,
                         ts_ns: now_ns,
                         key,
                         meta,

@@ -24,13 +24,14 @@ fn records_without_uid(dir: &Path) -> Vec<String> {
     lines
 }
 
-fn replay(trace: &Path, engine: &str, out: &Path) -> Vec<String> {
+fn replay(trace: &Path, engine: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     let res = Command::new(agent_path())
         .arg("read")
         .arg(trace)
         .arg("--log-dir")
         .arg(out)
         .args(["--engine", engine])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -60,8 +61,8 @@ fn kernel_and_host_engines_write_identical_conn_logs() {
     let mut disagreements = Vec::new();
     for trace in &traces {
         let (h, k) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let host = replay(trace, "host", h.path());
-        let kernel = replay(trace, "kernel", k.path());
+        let host = replay(trace, "host", h.path(), &[]);
+        let kernel = replay(trace, "kernel", k.path(), &[]);
         if host != kernel {
             disagreements.push(trace.display().to_string());
         }
@@ -73,4 +74,40 @@ fn kernel_and_host_engines_write_identical_conn_logs() {
         traces.len()
     );
     eprintln!("{} traces: kernel and host engines agree", traces.len());
+}
+
+/// With a kernel table far too small, the packets that find it full go to the agent, which
+/// tracks them itself: nothing is lost and the log is the one the host engine writes.
+#[test]
+fn full_kernel_table_loses_no_connection() {
+    if !is_root() {
+        eprintln!("skipping: the kernel engine needs root");
+        return;
+    }
+    let Some(conf) = conformance_dir() else {
+        eprintln!("skipping: ../shared/conformance/traces not found");
+        return;
+    };
+    let trace = conf.join("traces/wikipedia.pcap");
+    let (h, k) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let host = replay(&trace, "host", h.path(), &[]);
+    let res = Command::new(agent_path())
+        .arg("read")
+        .arg(&trace)
+        .arg("--log-dir")
+        .arg(k.path())
+        .args(["--engine", "kernel", "--table-size", "4"])
+        .output()
+        .unwrap();
+    assert!(res.status.success());
+    let summary = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        summary.contains("found the kernel table full"),
+        "the summary must account for the overflow: {summary}"
+    );
+    assert!(
+        host.len() > 4,
+        "the trace must hold more connections than the table"
+    );
+    assert_eq!(records_without_uid(k.path()), host);
 }
