@@ -55,7 +55,8 @@ pub struct Packet {
 pub enum InputError {
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
-    #[error("{path}: {source}")]
+    // The io error is the source: anyhow's `{:#}` appends it after this text.
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
