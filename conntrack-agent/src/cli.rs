@@ -63,6 +63,11 @@ pub struct CommonArgs {
     /// kernel`). Packets of connections that find it full are tracked by the agent itself.
     #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
     pub table_size: u32,
+
+    /// Append Zeek's `community_id` column to conn.log (Community ID v1 flow hash, seed 0), as
+    /// Zeek's policy/protocols/conn/community-id-logging does.
+    #[arg(long)]
+    pub community_id: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -160,11 +165,13 @@ mod tests {
             "2123/udp,80/tcp",
             "--engine",
             "host",
+            "--community-id",
         ])
         .unwrap();
         let Command::Read(r) = c.command else {
             panic!()
         };
+        assert!(r.common.community_id);
         assert_eq!(r.ignore_checksums_net.len(), 2);
         assert_eq!(r.engine, Some(Engine::Host));
         let c = Cli::try_parse_from([
@@ -179,5 +186,6 @@ mod tests {
         let Command::Run(r) = c.command else { panic!() };
         assert_eq!(r.iface, vec!["eth0", "eth1"]);
         assert_eq!(r.common.table_size, 262_144);
+        assert!(!r.common.community_id);
     }
 }

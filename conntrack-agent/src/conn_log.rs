@@ -139,8 +139,9 @@ impl ConnRecord {
         self.duration_ns > 0
     }
 
-    /// TSV line without the trailing newline.
-    pub fn to_tsv(&self) -> String {
+    /// TSV line without the trailing newline. `community_id`: None without that column, else
+    /// the column's value (`Some(None)`: unset).
+    pub fn to_tsv(&self, community_id: Option<Option<&str>>) -> String {
         let unset = "-".to_string();
         let mut v: Vec<String> = Vec::with_capacity(22);
         v.push(fmt_time_ns(self.ts_ns));
@@ -189,12 +190,15 @@ impl ConnRecord {
             self.tunnel_parents.join(",")
         });
         v.push(self.ip_proto.to_string());
+        if let Some(id) = community_id {
+            v.push(id.map_or(unset.clone(), escape_tsv));
+        }
         v.join("\t")
     }
 
     /// One JSON object as Zeek's JSON writer prints it: fields in log order, dotted names,
-    /// unset fields omitted.
-    pub fn to_json(&self) -> String {
+    /// unset fields omitted; `community_id` as for `to_tsv`, last.
+    pub fn to_json(&self, community_id: Option<Option<&str>>) -> String {
         use serde_json::Value;
         let num = |ns: i64| -> Value {
             let s = fmt_time_ns(ns);
@@ -250,6 +254,9 @@ impl ConnRecord {
             ));
         }
         m.push(("ip_proto", self.ip_proto.into()));
+        if let Some(Some(id)) = community_id {
+            m.push(("community_id", id.into()));
+        }
         let mut out = String::with_capacity(320);
         out.push('{');
         for (i, (k, v)) in m.iter().enumerate() {
@@ -319,10 +326,12 @@ pub struct ConnLogWriter {
     path: PathBuf,
     records: u64,
     closed: bool,
+    /// Append Zeek's `community_id` column (policy/protocols/conn/community-id-logging).
+    community_id: bool,
 }
 
 impl ConnLogWriter {
-    pub fn create(dir: &Path, format: LogFormat) -> anyhow::Result<Self> {
+    pub fn create(dir: &Path, format: LogFormat, community_id: bool) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
         let path = dir.join("conn.log");
@@ -334,9 +343,10 @@ impl ConnLogWriter {
             path,
             records: 0,
             closed: false,
+            community_id,
         };
         if format == LogFormat::Tsv {
-            let header = tsv_header(now_secs());
+            let header = tsv_header(now_secs(), community_id);
             w.out.write_all(header.as_bytes())?;
         }
         Ok(w)
@@ -355,9 +365,13 @@ impl ConnLogWriter {
     }
 
     pub fn write(&mut self, rec: &ConnRecord) -> anyhow::Result<()> {
+        let community_id = self
+            .community_id
+            .then(|| crate::community_id::for_record(rec));
+        let community_id = community_id.as_ref().map(Option::as_deref);
         let line = match self.format {
-            LogFormat::Tsv => rec.to_tsv(),
-            LogFormat::Json => rec.to_json(),
+            LogFormat::Tsv => rec.to_tsv(community_id),
+            LogFormat::Json => rec.to_json(community_id),
         };
         self.out.write_all(line.as_bytes())?;
         self.out.write_all(b"\n")?;
@@ -390,7 +404,15 @@ impl Drop for ConnLogWriter {
     }
 }
 
-pub fn tsv_header(open_secs: i64) -> String {
+/// The `#fields`/`#types` entries that `--community-id` appends, after the standard columns.
+pub const COMMUNITY_ID_FIELD: (&str, &str) = ("community_id", "string");
+
+pub fn tsv_header(open_secs: i64, community_id: bool) -> String {
+    let (mut fields, mut types) = (FIELDS.to_vec(), TYPES.to_vec());
+    if community_id {
+        fields.push(COMMUNITY_ID_FIELD.0);
+        types.push(COMMUNITY_ID_FIELD.1);
+    }
     let mut h = String::new();
     h.push_str("#separator \\x09\n");
     h.push_str("#set_separator\t,\n");
@@ -398,8 +420,8 @@ pub fn tsv_header(open_secs: i64) -> String {
     h.push_str("#unset_field\t-\n");
     h.push_str("#path\tconn\n");
     h.push_str(&format!("#open\t{}\n", fmt_log_date(open_secs)));
-    h.push_str(&format!("#fields\t{}\n", FIELDS.join("\t")));
-    h.push_str(&format!("#types\t{}\n", TYPES.join("\t")));
+    h.push_str(&format!("#fields\t{}\n", fields.join("\t")));
+    h.push_str(&format!("#types\t{}\n", types.join("\t")));
     h
 }
 
@@ -437,7 +459,7 @@ mod tests {
     #[test]
     fn tsv_line_exact() {
         assert_eq!(
-            rec().to_tsv(),
+            rec().to_tsv(None),
             "1362692526.939084\tCHhAvVGS1DHFjwGM9\t141.142.228.5\t59856\t192.150.187.43\t80\ttcp\t-\t0.141744\t136\t5007\tSF\tF\tF\t0\t^hADadFf\t6\t448\t7\t5379\t-\t6"
         );
     }
@@ -448,11 +470,11 @@ mod tests {
         r.duration_ns = 0;
         r.history.clear();
         r.conn_state = "OTH".into();
-        let line = r.to_tsv();
+        let line = r.to_tsv(None);
         let f: Vec<&str> = line.split('\t').collect();
         assert_eq!(&f[8..11], &["-", "-", "-"]);
         assert_eq!(f[15], "-");
-        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&r.to_json(None)).unwrap();
         assert!(j.get("duration").is_none());
         assert!(j.get("orig_bytes").is_none());
         assert!(j.get("history").is_none());
@@ -461,7 +483,7 @@ mod tests {
 
     #[test]
     fn json_order() {
-        let j = rec().to_json();
+        let j = rec().to_json(None);
         assert!(
             j.starts_with("{\"ts\":1362692526.939084,\"uid\":\"CHhAvVGS1DHFjwGM9\",\"id.orig_h\""),
             "{j}"
@@ -471,7 +493,7 @@ mod tests {
 
     #[test]
     fn json_fields() {
-        let j: serde_json::Value = serde_json::from_str(&rec().to_json()).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&rec().to_json(None)).unwrap();
         assert_eq!(j["id.orig_h"], "141.142.228.5");
         assert_eq!(j["id.resp_p"], 80);
         assert_eq!(j["local_orig"], false);
@@ -483,7 +505,7 @@ mod tests {
 
     #[test]
     fn header_exact() {
-        let h = tsv_header(0);
+        let h = tsv_header(0, false);
         let lines: Vec<&str> = h.lines().collect();
         assert_eq!(lines[0], "#separator \\x09");
         assert_eq!(lines[1], "#set_separator\t,");
@@ -515,9 +537,46 @@ mod tests {
     }
 
     #[test]
+    fn community_id_column_is_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ConnLogWriter::create(dir.path(), LogFormat::Tsv, true).unwrap();
+        w.write(&rec()).unwrap();
+        w.close().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[6].ends_with("\ttunnel_parents\tip_proto\tcommunity_id"));
+        assert!(lines[7].ends_with("\tset[string]\tcount\tstring"));
+        // Zeek's baseline value for this connection (http/get.pcap).
+        assert!(
+            lines[8].ends_with("\t-\t6\t1:yvyB8h+3dnggTZW0UEITWCst97w="),
+            "{}",
+            lines[8]
+        );
+        assert_eq!(lines[8].split('\t').count(), 23);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ConnLogWriter::create(dir.path(), LogFormat::Json, true).unwrap();
+        w.write(&rec()).unwrap();
+        w.close().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        assert!(
+            text.trim_end()
+                .ends_with(",\"ip_proto\":6,\"community_id\":\"1:yvyB8h+3dnggTZW0UEITWCst97w=\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unset_community_id() {
+        assert!(rec().to_tsv(Some(None)).ends_with("\t-\t6\t-"));
+        let j: serde_json::Value = serde_json::from_str(&rec().to_json(Some(None))).unwrap();
+        assert!(j.get("community_id").is_none());
+    }
+
+    #[test]
     fn writer_writes_close() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = ConnLogWriter::create(dir.path(), LogFormat::Tsv).unwrap();
+        let mut w = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
         w.write(&rec()).unwrap();
         w.close().unwrap();
         let text = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();

@@ -46,7 +46,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kernel.attach(iface)?;
     }
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
-    let writer = ConnLogWriter::create(&args.common.log_dir, args.common.log_format)?;
+    let writer = ConnLogWriter::create(
+        &args.common.log_dir,
+        args.common.log_format,
+        args.common.community_id,
+    )?;
     let mut agent = Agent::new(
         Box::new(flows),
         HostConfig::new(&ports),

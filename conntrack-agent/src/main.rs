@@ -4,6 +4,7 @@ mod agent;
 mod bench;
 mod checksum;
 mod cli;
+mod community_id;
 mod conn_log;
 mod datapath;
 mod defrag;

@@ -1,12 +1,24 @@
-//! Offline input: pcap (microsecond and nanosecond) and pcapng (several interfaces, each with its
-//! own link type and timestamp resolution), plus link-layer decoding down to the IP header.
+//! Offline input: pcap (microsecond and nanosecond) and pcapng (several sections and interfaces,
+//! each with its own link type and timestamp resolution), plus link-layer decoding down to the IP
+//! header.
+//!
+//! The container formats are parsed by `pcap-parser` (streaming). What stays here is what a block
+//! means for the replay: per-interface link type and timestamp units/offset (computed from the raw
+//! IDB options with the section's byte order: the crate's `if_tsoffset`/`ts_resolution` helpers
+//! read the offset as little-endian and reject power-of-two resolutions), the end of input on a
+//! record cut short, and errors that name the file and say what to do.
 //!
 //! Timestamps are truncated to microseconds, as Zeek sees them through libpcap's
 //! `pcap_fopen_offline` (which does not ask for nanosecond precision).
 
+use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
+use pcap_parser::{
+    Block, InterfaceDescriptionBlock, LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader,
+};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub const LINKTYPE_NULL: u32 = 0;
 pub const LINKTYPE_ETHERNET: u32 = 1;
@@ -63,88 +75,138 @@ pub enum InputError {
     },
 }
 
+/// Read buffer of the streaming parser; it grows for larger records.
+const BUFFER: usize = 1 << 20;
+/// Largest record or block accepted (libpcap allows 256 KiB snap lengths; this is generous).
+const MAX_RECORD: usize = 64 << 20;
+const SHB_MAGIC: u32 = 0x0a0d_0d0a;
+/// pcapng Packet Block (obsolete, type 2): not decoded by pcap-parser (an unknown block).
+const OPB_TYPE: u32 = 2;
+const IDB_OPT_END: u16 = 0;
+const IDB_OPT_TSRESOL: u16 = 9;
+const IDB_OPT_TSOFFSET: u16 = 14;
+
+/// The file as the parser reads it: the bytes already read to recognise the format, then the
+/// rest. Keeps the last I/O error, which the parser reports only as `ReadError`.
+struct Input {
+    head: Cursor<Vec<u8>>,
+    file: File,
+    error: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl Read for Input {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.head.read(buf)?;
+        if n > 0 || buf.is_empty() {
+            return Ok(n);
+        }
+        loop {
+            match self.file.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = e.kind();
+                    *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return Err(kind.into());
+                }
+                ok => return ok,
+            }
+        }
+    }
+}
+
+/// Reads up to `limit` bytes (fewer only at the end of the file).
+fn read_head(file: &mut File, limit: usize) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(limit);
+    file.by_ref().take(limit as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
 #[derive(Clone, Copy)]
 struct Iface {
     linktype: u32,
-    /// Timestamp units per second, as (numerator is units, so seconds = units / per_sec).
+    /// Timestamp units per second (if_tsresol; 10^6 by default).
     units_per_sec: u64,
+    /// if_tsoffset, seconds.
     offset_secs: i64,
 }
 
-enum Kind {
+enum Format {
     Pcap {
         big_endian: bool,
         nanos: bool,
         linktype: u32,
     },
     PcapNg {
+        /// Byte order of the current section.
         big_endian: bool,
+        /// Interfaces of the current section, by interface id.
         ifaces: Vec<Iface>,
     },
 }
 
-pub struct PcapReader {
+/// What `PcapReaderIterator::next` said, without the borrow of the reader.
+enum Step {
+    Block(usize, Result<Option<Packet>, InputError>),
+    End,
+    CutShort,
+    NeedMore,
+    BufferTooSmall,
+    ReadError,
+    Corrupt,
+}
+
+/// Where the packets come from and what is kept between blocks.
+struct Stream {
     path: PathBuf,
-    r: BufReader<File>,
-    kind: Kind,
+    format: Format,
+    skipped_linktype: u64,
+    warned_linktypes: Vec<u32>,
+}
+
+pub struct PcapReader {
+    reader: Box<dyn PcapReaderIterator + Send>,
+    capacity: usize,
+    read_error: Arc<Mutex<Option<std::io::Error>>>,
+    st: Stream,
+    done: bool,
     /// Packets skipped because of an unsupported interface link type (pcapng only).
     pub skipped_linktype: u64,
-    pub warned_linktypes: Vec<u32>,
     pub truncated_tail: bool,
 }
 
-fn rd_u16(b: &[u8], be: bool) -> u16 {
-    let a = [b[0], b[1]];
-    if be {
+fn rd_u16(b: &[u8], be: bool) -> Option<u16> {
+    let a = [*b.first()?, *b.get(1)?];
+    Some(if be {
         u16::from_be_bytes(a)
     } else {
         u16::from_le_bytes(a)
-    }
+    })
 }
 
-fn rd_u32(b: &[u8], be: bool) -> u32 {
-    let a = [b[0], b[1], b[2], b[3]];
-    if be {
+fn rd_u32(b: &[u8], be: bool) -> Option<u32> {
+    let a: [u8; 4] = b.get(..4)?.try_into().ok()?;
+    Some(if be {
         u32::from_be_bytes(a)
     } else {
         u32::from_le_bytes(a)
-    }
+    })
 }
 
-fn rd_u64(b: &[u8], be: bool) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    if be {
+fn rd_u64(b: &[u8], be: bool) -> Option<u64> {
+    let a: [u8; 8] = b.get(..8)?.try_into().ok()?;
+    Some(if be {
         u64::from_be_bytes(a)
     } else {
         u64::from_le_bytes(a)
-    }
+    })
 }
-
-/// Reads exactly `buf.len()` bytes; Ok(false) at a clean EOF before the first byte,
-/// Err(UnexpectedEof) when the data stops in the middle.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => {
-                if n == 0 {
-                    return Ok(false);
-                }
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-const MAX_RECORD: usize = 64 << 20;
 
 impl PcapReader {
     pub fn open(path: &Path) -> Result<Self, InputError> {
+        Self::open_with_buffer(path, BUFFER)
+    }
+
+    fn open_with_buffer(path: &Path, capacity: usize) -> Result<Self, InputError> {
         let io = |source| InputError::Io {
             path: path.to_path_buf(),
             source,
@@ -153,74 +215,233 @@ impl PcapReader {
             path: path.to_path_buf(),
             msg,
         };
-        let f = File::open(path).map_err(io)?;
-        let mut r = BufReader::with_capacity(1 << 20, f);
-        let mut magic = [0u8; 4];
-        match read_full(&mut r, &mut magic) {
-            Ok(true) => {}
-            Ok(false) => return Err(fmt("empty file: not a pcap or pcapng capture".into())),
-            Err(_) => return Err(fmt("file too short to be a pcap or pcapng capture".into())),
-        }
-        let m_le = u32::from_le_bytes(magic);
-        let kind = match m_le {
-            0xa1b2c3d4 | 0xa1b23c4d | 0xd4c3b2a1 | 0x4d3cb2a1 => {
-                let big_endian = matches!(m_le, 0xd4c3b2a1 | 0x4d3cb2a1);
-                let nanos = matches!(m_le, 0xa1b23c4d | 0x4d3cb2a1);
-                let mut rest = [0u8; 20];
-                if !read_full(&mut r, &mut rest).unwrap_or(false) {
-                    return Err(fmt("truncated pcap file header".into()));
-                }
-                let linktype = rd_u32(&rest[16..20], big_endian) & 0x03ff_ffff;
-                if !linktype_supported(linktype) {
-                    return Err(fmt(format!(
-                        "unsupported link type {linktype}; supported: {SUPPORTED_TEXT}. \
-                         Convert the capture (e.g. `editcap -T ether` or re-capture on an Ethernet/any interface)"
-                    )));
-                }
-                Kind::Pcap {
-                    big_endian,
-                    nanos,
-                    linktype,
-                }
+        let mut file = File::open(path).map_err(io)?;
+        // The parser takes its file header from one read: hand it the first buffer-full.
+        let head = read_head(&mut file, capacity).map_err(io)?;
+        let magic: [u8; 4] = match head.get(..4) {
+            Some(m) => m.try_into().unwrap_or_default(),
+            None if head.is_empty() => {
+                return Err(fmt("empty file: not a pcap or pcapng capture".into()));
             }
-            0x0a0d0d0a => {
-                let mut pr = Self {
-                    path: path.to_path_buf(),
-                    r,
-                    kind: Kind::PcapNg {
+            None => return Err(fmt("file too short to be a pcap or pcapng capture".into())),
+        };
+        let read_error = Arc::new(Mutex::new(None));
+        let input = Input {
+            head: Cursor::new(head),
+            file,
+            error: Arc::clone(&read_error),
+        };
+        let (reader, format): (Box<dyn PcapReaderIterator + Send>, Format) =
+            match u32::from_le_bytes(magic) {
+                0xa1b2c3d4 | 0xa1b23c4d | 0xd4c3b2a1 | 0x4d3cb2a1 => {
+                    let mut r = LegacyPcapReader::new(capacity, input)
+                        .map_err(|_| fmt("truncated pcap file header".into()))?;
+                    let header = match r.next() {
+                        Ok((n, PcapBlockOwned::LegacyHeader(h))) => Some((n, h)),
+                        _ => None,
+                    };
+                    let Some((n, h)) = header else {
+                        return Err(fmt("truncated pcap file header".into()));
+                    };
+                    r.consume(n);
+                    // The upper bits of the link-type field carry FCS information.
+                    let linktype = (h.network.0 as u32) & 0x03ff_ffff;
+                    if !linktype_supported(linktype) {
+                        return Err(fmt(format!(
+                            "unsupported link type {linktype}; supported: {SUPPORTED_TEXT}. \
+                             Convert the capture (e.g. `editcap -T ether` or re-capture on an Ethernet/any interface)"
+                        )));
+                    }
+                    let format = Format::Pcap {
+                        big_endian: h.is_bigendian(),
+                        nanos: h.is_nanosecond_precision(),
+                        linktype,
+                    };
+                    (Box::new(r), format)
+                }
+                SHB_MAGIC => {
+                    let r = PcapNGReader::new(capacity, input).map_err(|e| match e {
+                        PcapError::Incomplete(_) => fmt("truncated pcapng section header".into()),
+                        _ => fmt("bad pcapng section header (byte-order magic or length); \
+                             the file is damaged"
+                            .into()),
+                    })?;
+                    let format = Format::PcapNg {
                         big_endian: false,
                         ifaces: Vec::new(),
-                    },
-                    skipped_linktype: 0,
-                    warned_linktypes: Vec::new(),
-                    truncated_tail: false,
-                };
-                pr.read_shb_rest()?;
-                return Ok(pr);
-            }
-            _ => {
-                let hint = if magic.starts_with(&[0x1f, 0x8b]) {
-                    " (it looks gzip-compressed: run gunzip on it first)"
-                } else {
-                    ""
-                };
-                return Err(fmt(format!(
-                    "not a pcap or pcapng capture (magic bytes {:02x}{:02x}{:02x}{:02x}){hint}; \
-                     give a file written by tcpdump, dumpcap or Wireshark",
-                    magic[0], magic[1], magic[2], magic[3]
-                )));
-            }
-        };
+                    };
+                    (Box::new(r), format)
+                }
+                _ => {
+                    let hint = if magic.starts_with(&[0x1f, 0x8b]) {
+                        " (it looks gzip-compressed: run gunzip on it first)"
+                    } else {
+                        ""
+                    };
+                    return Err(fmt(format!(
+                        "not a pcap or pcapng capture (magic bytes {:02x}{:02x}{:02x}{:02x}){hint}; \
+                         give a file written by tcpdump, dumpcap or Wireshark",
+                        magic[0], magic[1], magic[2], magic[3]
+                    )));
+                }
+            };
         Ok(Self {
-            path: path.to_path_buf(),
-            r,
-            kind,
+            reader,
+            capacity,
+            read_error,
+            st: Stream {
+                path: path.to_path_buf(),
+                format,
+                skipped_linktype: 0,
+                warned_linktypes: Vec::new(),
+            },
+            done: false,
             skipped_linktype: 0,
-            warned_linktypes: Vec::new(),
             truncated_tail: false,
         })
     }
 
+    fn fmt_err(&self, msg: String) -> InputError {
+        self.st.fmt_err(msg)
+    }
+
+    /// Next packet, or None at the end of the file. A record cut short at the end of the file
+    /// ends the input (like libpcap) and sets `truncated_tail`.
+    pub fn next_packet(&mut self) -> Result<Option<Packet>, InputError> {
+        while !self.done {
+            let step = match self.reader.next() {
+                Ok((n, block)) => Step::Block(n, self.st.on_block(block)),
+                Err(PcapError::Eof) => Step::End,
+                Err(PcapError::UnexpectedEof) => Step::CutShort,
+                Err(PcapError::Incomplete(_)) => Step::NeedMore,
+                Err(PcapError::BufferTooSmall) => Step::BufferTooSmall,
+                Err(PcapError::ReadError) => Step::ReadError,
+                Err(_) => Step::Corrupt,
+            };
+            self.skipped_linktype = self.st.skipped_linktype;
+            match step {
+                Step::Block(n, res) => {
+                    self.reader.consume(n);
+                    if let Some(p) = res? {
+                        return Ok(Some(p));
+                    }
+                }
+                Step::End => self.done = true,
+                Step::CutShort => {
+                    // The parser also ends this way when nothing at all is left.
+                    self.truncated_tail = !self.reader.data().is_empty();
+                    self.done = true;
+                }
+                Step::NeedMore => {
+                    self.check_not_corrupt()?;
+                    let before = self.reader.data().len();
+                    self.refill()?;
+                    if self.reader.data().len() == before && !self.reader.reader_exhausted() {
+                        self.grow()?;
+                    }
+                }
+                Step::BufferTooSmall => {
+                    self.check_not_corrupt()?;
+                    self.grow()?;
+                }
+                Step::ReadError => return Err(self.read_failed()),
+                Step::Corrupt => return Err(self.corrupt()),
+            }
+        }
+        Ok(None)
+    }
+
+    fn refill(&mut self) -> Result<(), InputError> {
+        if self.reader.refill().is_err() {
+            return Err(self.read_failed());
+        }
+        Ok(())
+    }
+
+    fn read_failed(&self) -> InputError {
+        let source = self
+            .read_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("read error"));
+        InputError::Io {
+            path: self.st.path.clone(),
+            source,
+        }
+    }
+
+    /// The length the record or block at the read position declares, header included.
+    fn declared_len(&self) -> Option<usize> {
+        let d = self.reader.data();
+        match &self.st.format {
+            Format::Pcap { big_endian, .. } => {
+                Some(16 + rd_u32(d.get(8..)?, *big_endian)? as usize)
+            }
+            Format::PcapNg { big_endian, .. } => {
+                let be = if rd_u32(d, false)? == SHB_MAGIC {
+                    // A new section declares its own byte order.
+                    d.get(8..12)? == [0x1a, 0x2b, 0x3c, 0x4d]
+                } else {
+                    *big_endian
+                };
+                Some(rd_u32(d.get(4..)?, be)? as usize)
+            }
+        }
+    }
+
+    fn corrupt(&self) -> InputError {
+        let d = self.reader.data();
+        match &self.st.format {
+            Format::Pcap { big_endian, .. } => {
+                let incl = d.get(8..).and_then(|b| rd_u32(b, *big_endian));
+                self.fmt_err(format!(
+                    "corrupt pcap record (captured length {}) at byte offset {}; the file is damaged",
+                    incl.map_or("?".into(), |v| v.to_string()),
+                    self.reader.consumed()
+                ))
+            }
+            Format::PcapNg { big_endian, .. } => {
+                let btype = rd_u32(d, *big_endian).unwrap_or(0);
+                let len = self.declared_len().unwrap_or(0);
+                self.fmt_err(format!(
+                    "corrupt pcapng block (type {btype:#x}, length {len}) at byte offset {}; \
+                     the file is damaged",
+                    self.reader.consumed()
+                ))
+            }
+        }
+    }
+
+    /// The parser asks for more data: an error when the declared length is impossible or when
+    /// the whole block is already buffered (its contents contradict its length).
+    fn check_not_corrupt(&self) -> Result<(), InputError> {
+        let Some(len) = self.declared_len() else {
+            return Ok(());
+        };
+        let pcapng = matches!(self.st.format, Format::PcapNg { .. });
+        let whole = pcapng && self.reader.data().len() >= len;
+        if len > MAX_RECORD + 16 || whole {
+            return Err(self.corrupt());
+        }
+        Ok(())
+    }
+
+    fn grow(&mut self) -> Result<(), InputError> {
+        let want = self
+            .declared_len()
+            .unwrap_or(0)
+            .saturating_add(1)
+            .max(self.capacity.saturating_mul(2));
+        if self.capacity > MAX_RECORD || !self.reader.grow(want) {
+            return Err(self.corrupt());
+        }
+        self.capacity = want;
+        Ok(())
+    }
+}
+
+impl Stream {
     fn fmt_err(&self, msg: String) -> InputError {
         InputError::Format {
             path: self.path.clone(),
@@ -228,286 +449,171 @@ impl PcapReader {
         }
     }
 
-    /// Section header block after its 4-byte type has been read.
-    fn read_shb_rest(&mut self) -> Result<(), InputError> {
-        let mut hdr = [0u8; 8];
-        if !read_full(&mut self.r, &mut hdr).unwrap_or(false) {
-            return Err(self.fmt_err("truncated pcapng section header".into()));
-        }
-        let bom = &hdr[4..8];
-        let big_endian = match bom {
-            [0x1a, 0x2b, 0x3c, 0x4d] => true,
-            [0x4d, 0x3c, 0x2b, 0x1a] => false,
-            _ => return Err(self.fmt_err("bad pcapng byte-order magic".into())),
-        };
-        let total = rd_u32(&hdr[0..4], big_endian) as usize;
-        if !(28..=MAX_RECORD).contains(&total) || !total.is_multiple_of(4) {
-            return Err(self.fmt_err(format!("bad pcapng section header length {total}")));
-        }
-        let mut rest = vec![0u8; total - 12];
-        if !read_full(&mut self.r, &mut rest).unwrap_or(false) {
-            return Err(self.fmt_err("truncated pcapng section header".into()));
-        }
-        self.kind = Kind::PcapNg {
-            big_endian,
-            ifaces: Vec::new(),
-        };
-        Ok(())
-    }
-
-    /// Next packet, or None at the end of the file. A record cut short at the end of the file
-    /// ends the input (like libpcap) and sets `truncated_tail`.
-    pub fn next_packet(&mut self) -> Result<Option<Packet>, InputError> {
-        loop {
-            match &self.kind {
-                Kind::Pcap {
-                    big_endian,
-                    nanos,
+    fn on_block(&mut self, block: PcapBlockOwned<'_>) -> Result<Option<Packet>, InputError> {
+        match block {
+            PcapBlockOwned::LegacyHeader(_) => Ok(None),
+            PcapBlockOwned::Legacy(b) => {
+                let Format::Pcap {
+                    nanos, linktype, ..
+                } = self.format
+                else {
+                    return Ok(None);
+                };
+                let us = if nanos { b.ts_usec / 1000 } else { b.ts_usec };
+                Ok(Some(Packet {
+                    ts_ns: b.ts_sec as i64 * 1_000_000_000 + us as i64 * 1000,
                     linktype,
-                } => {
-                    let (be, ns, lt) = (*big_endian, *nanos, *linktype);
-                    let mut h = [0u8; 16];
-                    match read_full(&mut self.r, &mut h) {
-                        Ok(true) => {}
-                        Ok(false) => return Ok(None),
-                        Err(_) => {
-                            self.truncated_tail = true;
-                            return Ok(None);
-                        }
-                    }
-                    let sec = rd_u32(&h[0..4], be) as i64;
-                    let frac = rd_u32(&h[4..8], be) as i64;
-                    let incl = rd_u32(&h[8..12], be) as usize;
-                    let orig = rd_u32(&h[12..16], be);
-                    if incl > MAX_RECORD {
-                        return Err(self.fmt_err(format!(
-                            "corrupt pcap record (captured length {incl}); the file is damaged"
-                        )));
-                    }
-                    let mut data = vec![0u8; incl];
-                    match read_full(&mut self.r, &mut data) {
-                        Ok(true) => {}
-                        Ok(false) | Err(_) => {
-                            if incl > 0 {
-                                self.truncated_tail = true;
-                                return Ok(None);
-                            }
-                        }
-                    }
-                    let us = if ns { frac / 1000 } else { frac };
-                    return Ok(Some(Packet {
-                        ts_ns: sec * 1_000_000_000 + us * 1000,
-                        linktype: lt,
-                        data,
-                        orig_len: orig,
-                    }));
-                }
-                Kind::PcapNg { big_endian, .. } => {
-                    let be = *big_endian;
-                    let mut h = [0u8; 8];
-                    match read_full(&mut self.r, &mut h) {
-                        Ok(true) => {}
-                        Ok(false) => return Ok(None),
-                        Err(_) => {
-                            self.truncated_tail = true;
-                            return Ok(None);
-                        }
-                    }
-                    let btype = rd_u32(&h[0..4], be);
-                    if btype == 0x0a0d0d0a {
-                        // New section: its byte order may differ; re-read the length field.
-                        let mut bom = [0u8; 4];
-                        if !read_full(&mut self.r, &mut bom).unwrap_or(false) {
-                            self.truncated_tail = true;
-                            return Ok(None);
-                        }
-                        let be2 = match bom {
-                            [0x1a, 0x2b, 0x3c, 0x4d] => true,
-                            [0x4d, 0x3c, 0x2b, 0x1a] => false,
-                            _ => return Err(self.fmt_err("bad pcapng byte-order magic".into())),
-                        };
-                        let total = rd_u32(&h[4..8], be2) as usize;
-                        if !(28..=MAX_RECORD).contains(&total) {
-                            return Err(self.fmt_err(format!("bad pcapng block length {total}")));
-                        }
-                        let mut rest = vec![0u8; total - 12];
-                        if !read_full(&mut self.r, &mut rest).unwrap_or(false) {
-                            self.truncated_tail = true;
-                            return Ok(None);
-                        }
-                        self.kind = Kind::PcapNg {
-                            big_endian: be2,
-                            ifaces: Vec::new(),
-                        };
-                        continue;
-                    }
-                    let total = rd_u32(&h[4..8], be) as usize;
-                    if !(12..=MAX_RECORD).contains(&total) || !total.is_multiple_of(4) {
-                        return Err(self.fmt_err(format!(
-                            "corrupt pcapng block (type {btype:#x}, length {total}); the file is damaged"
-                        )));
-                    }
-                    let mut body = vec![0u8; total - 8];
-                    match read_full(&mut self.r, &mut body) {
-                        Ok(true) => {}
-                        _ => {
-                            self.truncated_tail = true;
-                            return Ok(None);
-                        }
-                    }
-                    body.truncate(total - 12); // drop trailing length
-                    match btype {
-                        1 => self.add_iface(&body, be)?,
-                        6 | 2 => {
-                            if let Some(p) = self.packet_block(btype, &body, be)? {
-                                return Ok(Some(p));
-                            }
-                        }
-                        3 => {
-                            if let Some(p) = self.simple_block(&body, be)? {
-                                return Ok(Some(p));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                    data: b.data.to_vec(),
+                    orig_len: b.origlen,
+                }))
             }
+            PcapBlockOwned::NG(b) => self.on_ng_block(b),
         }
     }
 
-    fn ifaces(&mut self) -> &mut Vec<Iface> {
-        match &mut self.kind {
-            Kind::PcapNg { ifaces, .. } => ifaces,
-            Kind::Pcap { .. } => unreachable!("pcapng only"),
+    fn on_ng_block(&mut self, block: Block<'_>) -> Result<Option<Packet>, InputError> {
+        let Format::PcapNg { big_endian, ifaces } = &mut self.format else {
+            return Ok(None);
+        };
+        let be = *big_endian;
+        match block {
+            Block::SectionHeader(shb) => {
+                // A new section: its own byte order, interface ids start again.
+                *big_endian = shb.big_endian();
+                ifaces.clear();
+                Ok(None)
+            }
+            Block::InterfaceDescription(idb) => {
+                self.add_iface(&idb, be);
+                Ok(None)
+            }
+            Block::EnhancedPacket(epb) => {
+                let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
+                let data = epb.packet_data();
+                self.packet(epb.if_id as usize, Some(units), data, epb.origlen)
+            }
+            Block::SimplePacket(spb) => {
+                if ifaces.is_empty() {
+                    return Err(self.fmt_err("simple packet block without an interface".into()));
+                }
+                self.packet(0, None, spb.packet_data(), spb.origlen)
+            }
+            // pcap-parser reads an unknown block's type as little-endian.
+            Block::Unknown(u)
+                if (if be {
+                    u.block_type.swap_bytes()
+                } else {
+                    u.block_type
+                }) == OPB_TYPE =>
+            {
+                self.obsolete_packet(u.data, be)
+            }
+            _ => Ok(None),
         }
     }
 
-    fn add_iface(&mut self, body: &[u8], be: bool) -> Result<(), InputError> {
-        if body.len() < 8 {
-            return Err(self.fmt_err("truncated pcapng interface description block".into()));
+    /// Packet Block (obsolete): u16 interface id, u16 drops, timestamp, lengths, data.
+    fn obsolete_packet(&mut self, body: &[u8], be: bool) -> Result<Option<Packet>, InputError> {
+        let fields = (|| {
+            Some((
+                rd_u16(body, be)? as usize,
+                rd_u32(body.get(4..)?, be)? as u64,
+                rd_u32(body.get(8..)?, be)? as u64,
+                rd_u32(body.get(12..)?, be)? as usize,
+                rd_u32(body.get(16..)?, be)?,
+            ))
+        })();
+        let Some((ifid, hi, lo, cap, orig)) = fields else {
+            return Err(self.fmt_err("truncated pcapng packet block".into()));
+        };
+        let Some(data) = body.get(20..20usize.saturating_add(cap)) else {
+            return Err(self.fmt_err("pcapng packet block shorter than its captured length".into()));
+        };
+        self.packet(ifid, Some((hi << 32) | lo), data, orig)
+    }
+
+    fn packet(
+        &mut self,
+        ifid: usize,
+        units: Option<u64>,
+        data: &[u8],
+        orig_len: u32,
+    ) -> Result<Option<Packet>, InputError> {
+        let Format::PcapNg { ifaces, .. } = &self.format else {
+            return Ok(None);
+        };
+        let Some(iface) = ifaces.get(ifid).copied() else {
+            return Err(self.fmt_err(format!(
+                "packet block refers to interface {ifid}, which was never described"
+            )));
+        };
+        if !linktype_supported(iface.linktype) {
+            self.skipped_linktype += 1;
+            return Ok(None);
         }
-        let linktype = rd_u16(&body[0..2], be) as u32;
+        Ok(Some(Packet {
+            // Simple packet blocks carry no timestamp.
+            ts_ns: units.map_or(0, |u| ts_for(&iface, u)),
+            linktype: iface.linktype,
+            data: data.to_vec(),
+            orig_len,
+        }))
+    }
+
+    fn add_iface(&mut self, idb: &InterfaceDescriptionBlock<'_>, be: bool) {
+        let linktype = u32::from(idb.linktype.0 as u16);
         let mut units_per_sec = 1_000_000u64;
         let mut offset_secs = 0i64;
-        let mut opts = &body[8..];
-        while opts.len() >= 4 {
-            let code = rd_u16(&opts[0..2], be);
-            let len = rd_u16(&opts[2..4], be) as usize;
-            let padded = (len + 3) & !3;
-            if opts.len() < 4 + len {
-                break;
-            }
-            let val = &opts[4..4 + len];
-            match code {
-                0 => break,
-                9 if len >= 1 => {
+        for opt in &idb.options {
+            let Ok(val) = opt.as_bytes() else { break };
+            match opt.code.0 {
+                IDB_OPT_END => break,
+                IDB_OPT_TSRESOL if !val.is_empty() => {
                     let v = val[0];
-                    let exp = (v & 0x7f) as u32;
+                    let exp = u32::from(v & 0x7f);
                     units_per_sec = if v & 0x80 != 0 {
                         1u64.checked_shl(exp).unwrap_or(u64::MAX)
                     } else {
                         10u64.checked_pow(exp).unwrap_or(u64::MAX)
                     };
                 }
-                14 if len >= 8 => offset_secs = rd_u64(val, be) as i64,
+                IDB_OPT_TSOFFSET => {
+                    if let Some(v) = rd_u64(val, be) {
+                        offset_secs = v as i64;
+                    }
+                }
                 _ => {}
             }
-            if opts.len() < 4 + padded {
-                break;
-            }
-            opts = &opts[4 + padded..];
         }
+        let Format::PcapNg { ifaces, .. } = &mut self.format else {
+            return;
+        };
         if !linktype_supported(linktype) && !self.warned_linktypes.contains(&linktype) {
             self.warned_linktypes.push(linktype);
-            let n = self.ifaces().len();
             log::warn!(
                 "{}: interface {} has unsupported link type {linktype}; its packets are skipped (supported: {SUPPORTED_TEXT})",
                 self.path.display(),
-                n
+                ifaces.len()
             );
         }
-        self.ifaces().push(Iface {
+        ifaces.push(Iface {
             linktype,
             units_per_sec: units_per_sec.max(1),
             offset_secs,
         });
-        Ok(())
     }
+}
 
-    fn ts_for(iface: &Iface, units: u64) -> i64 {
-        let per = iface.units_per_sec as u128;
-        let units = units as u128;
-        let secs = (units / per) as i64;
-        let us = ((units % per) * 1_000_000 / per) as i64;
-        (secs + iface.offset_secs) * 1_000_000_000 + us * 1000
-    }
-
-    fn packet_block(
-        &mut self,
-        btype: u32,
-        body: &[u8],
-        be: bool,
-    ) -> Result<Option<Packet>, InputError> {
-        if body.len() < 20 {
-            return Err(self.fmt_err("truncated pcapng packet block".into()));
-        }
-        let (ifid, ts_hi, ts_lo, cap, orig) = if btype == 6 {
-            (
-                rd_u32(&body[0..4], be) as usize,
-                rd_u32(&body[4..8], be) as u64,
-                rd_u32(&body[8..12], be) as u64,
-                rd_u32(&body[12..16], be) as usize,
-                rd_u32(&body[16..20], be),
-            )
-        } else {
-            (
-                rd_u16(&body[0..2], be) as usize,
-                rd_u32(&body[4..8], be) as u64,
-                rd_u32(&body[8..12], be) as u64,
-                rd_u32(&body[12..16], be) as usize,
-                rd_u32(&body[16..20], be),
-            )
-        };
-        let Some(iface) = self.ifaces().get(ifid).copied() else {
-            return Err(self.fmt_err(format!(
-                "packet block refers to interface {ifid}, which was never described"
-            )));
-        };
-        if body.len() < 20 + cap {
-            return Err(self.fmt_err("pcapng packet block shorter than its captured length".into()));
-        }
-        if !linktype_supported(iface.linktype) {
-            self.skipped_linktype += 1;
-            return Ok(None);
-        }
-        Ok(Some(Packet {
-            ts_ns: Self::ts_for(&iface, (ts_hi << 32) | ts_lo),
-            linktype: iface.linktype,
-            data: body[20..20 + cap].to_vec(),
-            orig_len: orig,
-        }))
-    }
-
-    fn simple_block(&mut self, body: &[u8], be: bool) -> Result<Option<Packet>, InputError> {
-        if body.len() < 4 {
-            return Err(self.fmt_err("truncated pcapng simple packet block".into()));
-        }
-        let Some(iface) = self.ifaces().first().copied() else {
-            return Err(self.fmt_err("simple packet block without an interface".into()));
-        };
-        if !linktype_supported(iface.linktype) {
-            self.skipped_linktype += 1;
-            return Ok(None);
-        }
-        let orig = rd_u32(&body[0..4], be);
-        let cap = (orig as usize).min(body.len() - 4);
-        Ok(Some(Packet {
-            ts_ns: 0,
-            linktype: iface.linktype,
-            data: body[4..4 + cap].to_vec(),
-            orig_len: orig,
-        }))
-    }
+/// Nanoseconds since the epoch, truncated to microseconds, of a pcapng timestamp in the
+/// interface's units.
+fn ts_for(iface: &Iface, units: u64) -> i64 {
+    let per = iface.units_per_sec as u128;
+    let units = units as u128;
+    let secs = (units / per) as i64;
+    let us = ((units % per) * 1_000_000 / per) as i64;
+    secs.wrapping_add(iface.offset_secs)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(us * 1000)
 }
 
 /// Why a frame could not be taken down to an IP header.
@@ -905,6 +1011,337 @@ pub mod tests {
         assert!(r.next_packet().unwrap().is_some());
         assert!(r.next_packet().unwrap().is_none());
         assert!(r.truncated_tail);
+    }
+
+    /// A pcapng file in either byte order, built block by block.
+    struct Ng {
+        be: bool,
+        out: Vec<u8>,
+    }
+
+    impl Ng {
+        fn new(be: bool) -> Self {
+            let mut ng = Ng {
+                be,
+                out: Vec::new(),
+            };
+            ng.shb(be);
+            ng
+        }
+        fn u16(&self, v: u16) -> [u8; 2] {
+            if self.be {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        }
+        fn u32(&self, v: u32) -> [u8; 4] {
+            if self.be {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        }
+        fn u64(&self, v: u64) -> [u8; 8] {
+            if self.be {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        }
+        fn block(&mut self, t: u32, body: &[u8]) {
+            let mut b = body.to_vec();
+            while !b.len().is_multiple_of(4) {
+                b.push(0);
+            }
+            let total = (b.len() + 12) as u32;
+            let (t, total) = (self.u32(t), self.u32(total));
+            self.out.extend_from_slice(&t);
+            self.out.extend_from_slice(&total);
+            self.out.extend_from_slice(&b);
+            self.out.extend_from_slice(&total);
+        }
+        /// A new section (its byte order may differ from the previous one).
+        fn shb(&mut self, be: bool) {
+            self.be = be;
+            let mut b = self.u32(0x1a2b_3c4d).to_vec();
+            b.extend_from_slice(&self.u16(1));
+            b.extend_from_slice(&self.u16(0));
+            b.extend_from_slice(&u64::MAX.to_le_bytes());
+            self.block(0x0a0d_0d0a, &b);
+        }
+        fn idb(&mut self, linktype: u16, opts: &[(u16, Vec<u8>)]) {
+            let mut b = self.u16(linktype).to_vec();
+            b.extend_from_slice(&[0, 0]);
+            b.extend_from_slice(&self.u32(65535));
+            for (code, val) in opts {
+                b.extend_from_slice(&self.u16(*code));
+                b.extend_from_slice(&self.u16(val.len() as u16));
+                b.extend_from_slice(val);
+                while !b.len().is_multiple_of(4) {
+                    b.push(0);
+                }
+            }
+            if !opts.is_empty() {
+                b.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            self.block(1, &b);
+        }
+        fn epb(&mut self, ifid: u32, ts: u64, data: &[u8]) {
+            let mut b = self.u32(ifid).to_vec();
+            b.extend_from_slice(&self.u32((ts >> 32) as u32));
+            b.extend_from_slice(&self.u32(ts as u32));
+            b.extend_from_slice(&self.u32(data.len() as u32));
+            b.extend_from_slice(&self.u32(data.len() as u32 + 4));
+            b.extend_from_slice(data);
+            self.block(6, &b);
+        }
+        fn spb(&mut self, data: &[u8]) {
+            let mut b = self.u32(data.len() as u32).to_vec();
+            b.extend_from_slice(data);
+            self.block(3, &b);
+        }
+        /// Obsolete Packet Block (type 2).
+        fn opb(&mut self, ifid: u16, ts: u64, data: &[u8]) {
+            let mut b = self.u16(ifid).to_vec();
+            b.extend_from_slice(&self.u16(0));
+            b.extend_from_slice(&self.u32((ts >> 32) as u32));
+            b.extend_from_slice(&self.u32(ts as u32));
+            b.extend_from_slice(&self.u32(data.len() as u32));
+            b.extend_from_slice(&self.u32(data.len() as u32));
+            b.extend_from_slice(data);
+            self.block(2, &b);
+        }
+        fn write(&self, dir: &Path, name: &str) -> PathBuf {
+            let p = dir.join(name);
+            std::fs::write(&p, &self.out).unwrap();
+            p
+        }
+    }
+
+    #[test]
+    fn pcapng_resolution_offset_and_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = ipv4_udp();
+        for be in [false, true] {
+            let mut ng = Ng::new(be);
+            let off = ng.u64(1_000_000_000).to_vec();
+            // 2^-20 s units with an offset; nanoseconds; milliseconds; the default (us).
+            ng.idb(101, &[(9, vec![0x80 | 20]), (14, off)]);
+            ng.idb(101, &[(9, vec![9])]);
+            ng.idb(101, &[(2, b"eth0".to_vec()), (9, vec![3])]);
+            ng.idb(101, &[]);
+            ng.epb(0, (5 << 20) | (1 << 19), &ip); // 5.5 s after the offset
+            ng.epb(1, 1_700_000_000_123_456_789, &ip);
+            ng.epb(2, 1_700_000_000_123, &ip);
+            ng.epb(3, 1_700_000_000_654_321, &ip);
+            let p = ng.write(dir.path(), &format!("res-{be}.pcapng"));
+            let ts: Vec<i64> = read_all(&p).iter().map(|p| p.ts_ns).collect();
+            assert_eq!(
+                ts,
+                [
+                    1_000_000_005_500_000_000,
+                    1_700_000_000_123_456_000,
+                    1_700_000_000_123_000_000,
+                    1_700_000_000_654_321_000
+                ],
+                "big endian: {be}"
+            );
+            let pk = read_all(&p);
+            assert!(
+                pk.iter()
+                    .all(|p| p.data == ip && p.orig_len == ip.len() as u32 + 4)
+            );
+        }
+    }
+
+    #[test]
+    fn pcapng_sections_restart_interfaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = ipv4_udp();
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&ip);
+        let mut ng = Ng::new(false);
+        ng.idb(1, &[]);
+        ng.epb(0, 1_000_000, &eth);
+        // Second section, other byte order: interface 0 is now raw IP in nanoseconds.
+        ng.shb(true);
+        ng.idb(101, &[(9, vec![9])]);
+        ng.epb(0, 2_000_000_000, &ip);
+        ng.spb(&ip);
+        ng.opb(0, 3_000_000_000, &ip);
+        let p = ng.write(dir.path(), "sections.pcapng");
+        let pk = read_all(&p);
+        assert_eq!(pk.len(), 4);
+        assert_eq!((pk[0].linktype, pk[0].ts_ns), (1, 1_000_000_000));
+        assert_eq!((pk[1].linktype, pk[1].ts_ns), (101, 2_000_000_000));
+        // Simple packet blocks have no timestamp.
+        assert_eq!((pk[2].linktype, pk[2].ts_ns), (101, 0));
+        assert_eq!((pk[3].linktype, pk[3].ts_ns), (101, 3_000_000_000));
+        for p in &pk {
+            assert_eq!(frame_l3(p.linktype, &p.data).unwrap().ip, &ip[..]);
+        }
+        // A packet for an interface the new section has not described is an error.
+        let mut ng = Ng::new(false);
+        ng.idb(1, &[]);
+        ng.idb(1, &[]);
+        ng.shb(false);
+        ng.idb(101, &[]);
+        ng.epb(1, 0, &ip);
+        let p = ng.write(dir.path(), "undescribed.pcapng");
+        let mut r = PcapReader::open(&p).unwrap();
+        let e = r.next_packet().unwrap_err().to_string();
+        assert!(
+            e.contains("undescribed.pcapng") && e.contains("interface 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn big_endian_nanosecond_pcap() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = ipv4_udp();
+        let mut f = 0xa1b2_3c4du32.to_be_bytes().to_vec();
+        f.extend_from_slice(&2u16.to_be_bytes());
+        f.extend_from_slice(&4u16.to_be_bytes());
+        f.extend_from_slice(&[0u8; 8]);
+        f.extend_from_slice(&65535u32.to_be_bytes());
+        // FCS bits in the upper part of the link-type field are ignored.
+        f.extend_from_slice(&(0x1000_0000 | LINKTYPE_RAW).to_be_bytes());
+        for v in [7u32, 999_999_999, ip.len() as u32, 1500] {
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        f.extend_from_slice(&ip);
+        let p = dir.path().join("be-ns.pcap");
+        std::fs::write(&p, f).unwrap();
+        let pk = read_all(&p);
+        assert_eq!(pk.len(), 1);
+        assert_eq!(pk[0].ts_ns, 7_999_999_000);
+        assert_eq!((pk[0].linktype, pk[0].orig_len), (LINKTYPE_RAW, 1500));
+        assert_eq!(pk[0].data, ip);
+    }
+
+    #[test]
+    fn records_larger_than_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut big = ipv4_udp();
+        big.resize(300_000, 0xab);
+        let small = ipv4_udp();
+        let p = dir.path().join("big.pcap");
+        write_pcap(
+            &p,
+            DLT_RAW_12,
+            false,
+            &[
+                (1, 0, small.clone()),
+                (2, 0, big.clone()),
+                (3, 0, small.clone()),
+            ],
+        );
+        let mut ng = Ng::new(true);
+        ng.idb(101, &[]);
+        ng.epb(0, 1, &small);
+        ng.epb(0, 2, &big);
+        ng.epb(0, 3, &small);
+        let q = ng.write(dir.path(), "big.pcapng");
+        for path in [&p, &q] {
+            let mut r = PcapReader::open_with_buffer(path, 4096).unwrap();
+            let mut lens = Vec::new();
+            while let Some(pk) = r.next_packet().unwrap() {
+                lens.push(pk.data.len());
+            }
+            assert_eq!(
+                lens,
+                [small.len(), big.len(), small.len()],
+                "{}",
+                path.display()
+            );
+            assert!(!r.truncated_tail);
+        }
+    }
+
+    #[test]
+    fn damaged_files_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = ipv4_udp();
+        // A pcap record claiming 200 MiB.
+        let p = dir.path().join("huge.pcap");
+        write_pcap(&p, DLT_RAW_12, false, &[(1, 0, ip.clone())]);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[32..36].copy_from_slice(&(200u32 << 20).to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        let e = PcapReader::open(&p)
+            .unwrap()
+            .next_packet()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("huge.pcap") && e.contains("corrupt pcap record"),
+            "{e}"
+        );
+        // An enhanced packet block whose captured length exceeds the block, mid-file.
+        let mut ng = Ng::new(false);
+        ng.idb(101, &[]);
+        ng.epb(0, 1, &ip);
+        ng.epb(0, 2, &ip);
+        let at = ng.out.len() - ip.len() - 4 - 20 + 12;
+        ng.out[at..at + 4].copy_from_slice(&4000u32.to_le_bytes());
+        ng.epb(0, 3, &ip);
+        let q = ng.write(dir.path(), "caplen.pcapng");
+        let mut r = PcapReader::open(&q).unwrap();
+        assert!(r.next_packet().unwrap().is_some());
+        let e = r.next_packet().unwrap_err().to_string();
+        assert!(
+            e.contains("caplen.pcapng") && e.contains("corrupt pcapng block"),
+            "{e}"
+        );
+        // Bad byte-order magic; a section header cut short.
+        let mut ng = Ng::new(false);
+        ng.out[8] ^= 0xff;
+        let b = ng.write(dir.path(), "bom.pcapng");
+        let e = PcapReader::open(&b).err().unwrap().to_string();
+        assert!(
+            e.contains("bom.pcapng") && e.contains("section header"),
+            "{e}"
+        );
+        let ng = Ng::new(false);
+        std::fs::write(dir.path().join("shb.pcapng"), &ng.out[..20]).unwrap();
+        let e = PcapReader::open(&dir.path().join("shb.pcapng"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("truncated pcapng section header"), "{e}");
+        // gzip.
+        let g = dir.path().join("t.pcap.gz");
+        std::fs::write(&g, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap();
+        let e = PcapReader::open(&g).err().unwrap().to_string();
+        assert!(e.contains("t.pcap.gz") && e.contains("gunzip"), "{e}");
+    }
+
+    #[test]
+    fn truncated_pcapng_tail_ends_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = ipv4_udp();
+        let mut ng = Ng::new(false);
+        ng.idb(101, &[]);
+        ng.epb(0, 1, &ip);
+        ng.epb(0, 2, &ip);
+        ng.out.truncate(ng.out.len() - 3);
+        let p = ng.write(dir.path(), "cut.pcapng");
+        let mut r = PcapReader::open(&p).unwrap();
+        assert!(r.next_packet().unwrap().is_some());
+        assert!(r.next_packet().unwrap().is_none());
+        assert!(r.truncated_tail);
+        assert!(r.next_packet().unwrap().is_none());
+        // A file that ends exactly after a block is not truncated.
+        assert!(ip.len().is_multiple_of(4));
+        ng.out.truncate(ng.out.len() + 3 - (32 + ip.len()));
+        let p = ng.write(dir.path(), "whole.pcapng");
+        let mut r = PcapReader::open(&p).unwrap();
+        assert!(r.next_packet().unwrap().is_some());
+        assert!(r.next_packet().unwrap().is_none());
+        assert!(!r.truncated_tail);
     }
 
     #[test]

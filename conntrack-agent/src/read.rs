@@ -97,7 +97,11 @@ pub fn read(args: ReadArgs) -> anyhow::Result<()> {
     };
     let mut reader = PcapReader::open(&args.trace)?;
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
-    let writer = ConnLogWriter::create(&args.common.log_dir, args.common.log_format)?;
+    let writer = ConnLogWriter::create(
+        &args.common.log_dir,
+        args.common.log_format,
+        args.common.community_id,
+    )?;
     let dp = make_datapath(args.engine, &ports, args.common.table_size)?;
     let mut agent = Agent::new(
         dp,
@@ -345,6 +349,7 @@ mod tests {
                 local_nets: vec![],
                 likely_server_ports: "53/udp".into(),
                 table_size: 1024,
+                community_id: false,
             },
             ignore_checksums: true,
             ignore_checksums_net: vec![],
