@@ -143,7 +143,7 @@ impl Datapath for HostDatapath {
 
 /// For an untagged Ethernet frame carrying IPv4 with total length 0, a copy whose total length
 /// is the captured IP length.
-fn tso_zero_length_fix(frame: &[u8]) -> Option<Vec<u8>> {
+pub fn tso_zero_length_fix(frame: &[u8]) -> Option<Vec<u8>> {
     if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
         return None;
     }

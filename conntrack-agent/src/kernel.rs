@@ -6,7 +6,7 @@
 //! `LIKELY_SERVER_PORTS`, `EVENTS`, `STATS`, `CONFIG`; `__sk_buff.cb[0]` flags and
 //! `__sk_buff.tstamp` in replay.
 
-use crate::datapath::{Datapath, DatapathError};
+use crate::datapath::{Datapath, DatapathError, tso_zero_length_fix};
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf};
 use aya::programs::tc::{NlOptions, TcAttachOptions, qdisc_add_clsact};
@@ -45,6 +45,7 @@ const CONFIG_REPLAY: u64 = 1;
 /// `__sk_buff.cb[0]` bits in replay: the transport checksum is bad / replay mode.
 const CB_BAD_CHECKSUM: u32 = 1;
 const CB_REPLAY: u32 = 2;
+const CB_IP_LEN_ZERO: u32 = 4;
 
 /// `struct __sk_buff` (uapi): size and the offsets of the fields a replay sets.
 const SKB_SIZE: usize = 192;
@@ -339,8 +340,14 @@ impl Datapath for KernelDatapath {
         if frame.len() < 14 {
             return Ok(());
         }
+        // IPv4 total length 0 (accepted by the caller as Zeek does with -C): the program
+        // parses a copy with the captured length and counts 0 IP bytes, like the host engine.
+        let patched = tso_zero_length_fix(frame);
+        let frame = patched.as_deref().unwrap_or(frame);
         let data = frame.get(..TEST_RUN_MAX_BYTES).unwrap_or(frame);
-        let cb0 = CB_REPLAY | if checksum_ok { 0 } else { CB_BAD_CHECKSUM };
+        let cb0 = CB_REPLAY
+            | if checksum_ok { 0 } else { CB_BAD_CHECKSUM }
+            | if patched.is_some() { CB_IP_LEN_ZERO } else { 0 };
         self.ctx[SKB_CB0..SKB_CB0 + 4].copy_from_slice(&cb0.to_ne_bytes());
         self.ctx[SKB_TSTAMP..SKB_TSTAMP + 8].copy_from_slice(&ts_ns.to_ne_bytes());
         let prog = self

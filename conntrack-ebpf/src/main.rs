@@ -45,6 +45,8 @@ use maps::{
 
 /// `__sk_buff.cb[0]` in replay: the agent found the transport checksum bad.
 const CB_BAD_CHECKSUM: u32 = 1;
+/// Replay: the packet's IPv4 total length was 0 (the frame carries the captured length).
+const CB_IP_LEN_ZERO: u32 = 4;
 
 /// Largest TCP header (data offset 15).
 const MAX_TCP_HEADER: usize = 60;
@@ -158,6 +160,7 @@ fn capture_stage(ctx: &TcContext) {
     scratch.l3_offset = l3_offset as u32;
     scratch.ip_len = n.saturating_sub(l3_offset as u32);
     scratch.copy_cut = (len > n) as u32;
+    scratch.ip_len_zero = (replay && cb0 & CB_IP_LEN_ZERO != 0) as u32;
     scratch.ethertype = ethertype as u32;
     scratch.gso_segs = gso_segs;
     // SAFETY: a valid context and map; on success this does not return.
@@ -251,6 +254,11 @@ fn transport_stage(ctx: &TcContext) {
         let headers = meta.ip_len.wrapping_sub(meta.payload_len);
         meta.pkts = segs;
         meta.ip_bytes = meta.payload_len.wrapping_add(headers.wrapping_mul(segs));
+    }
+    if scratch.ip_len_zero != 0 {
+        // As the host engine does: CONNSIZE counts the header's TotalLen(), which was 0.
+        meta.ip_len = 0;
+        meta.ip_bytes = 0;
     }
     if meta.proto == proto::TCP && meta.tcp_flags & tcp_flags::SYN != 0 && !meta.l4_dropped() {
         meta.window_scale = window_scale(&scratch.frame, start);

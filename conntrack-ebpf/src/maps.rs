@@ -62,6 +62,9 @@ pub struct Scratch {
     pub gso_segs: u32,
     /// 1 if the frame is longer than our copy (`MAX_HEADER_BYTES`).
     pub copy_cut: u32,
+    /// 1 if the replayed packet had IPv4 total length 0 (segmentation offload; the agent
+    /// passes a copy with the captured length): Zeek counts 0 IP bytes for it.
+    pub ip_len_zero: u32,
     /// `engine::Changes` bits of stage 4 (NEW, REUSED, FLIPPED) for stage 5.
     pub created: u32,
     /// The packet's flow key.

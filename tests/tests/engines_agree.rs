@@ -2,7 +2,7 @@
 //! same flow code compiled for the host) must write the same conn.log, uids aside, for every
 //! trace of Zeek's conformance corpus.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use conntrack_tests::{agent_path, conformance_dir, is_root};
@@ -43,6 +43,51 @@ fn replay(trace: &Path, engine: &str, out: &Path, extra: &[&str]) -> Vec<String>
     records_without_uid(out)
 }
 
+/// Every trace with the replay settings of its conformance cases (checksum policy, likely
+/// server ports), as `conformance.py` runs them; traces without a case with the defaults.
+fn runs(conf: &Path) -> Vec<(PathBuf, Vec<String>)> {
+    let mut runs: Vec<(PathBuf, Vec<String>)> = Vec::new();
+    let cases = std::fs::read_to_string(conf.join("cases.jsonl")).unwrap_or_default();
+    for line in cases.lines().filter(|l| !l.trim().is_empty()) {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        let replay = &case["replay"];
+        let mut args = Vec::new();
+        if replay["ignore_checksums"].as_bool() == Some(true) {
+            args.push("--ignore-checksums".to_string());
+        }
+        for net in replay["ignore_checksums_nets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            args.push("--ignore-checksums-net".to_string());
+            args.push(net.as_str().unwrap().to_string());
+        }
+        let ports: Vec<&str> = replay["likely_server_ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect();
+        args.push(format!("--likely-server-ports={}", ports.join(",")));
+        let run = (conf.join(case["trace"].as_str().unwrap()), args);
+        if !runs.contains(&run) {
+            runs.push(run);
+        }
+    }
+    let mut traces: Vec<PathBuf> = std::fs::read_dir(conf.join("traces"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    traces.sort();
+    for t in traces {
+        if !runs.iter().any(|(p, _)| *p == t) {
+            runs.push((t, Vec::new()));
+        }
+    }
+    runs
+}
+
 #[test]
 fn kernel_and_host_engines_write_identical_conn_logs() {
     if !is_root() {
@@ -53,27 +98,24 @@ fn kernel_and_host_engines_write_identical_conn_logs() {
         eprintln!("skipping: ../shared/conformance/traces not found");
         return;
     };
-    let mut traces: Vec<_> = std::fs::read_dir(conf.join("traces"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    traces.sort();
+    let runs = runs(&conf);
     let mut disagreements = Vec::new();
-    for trace in &traces {
+    for (trace, args) in &runs {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (h, k) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let host = replay(trace, "host", h.path(), &[]);
-        let kernel = replay(trace, "kernel", k.path(), &[]);
+        let host = replay(trace, "host", h.path(), &args);
+        let kernel = replay(trace, "kernel", k.path(), &args);
         if host != kernel {
-            disagreements.push(trace.display().to_string());
+            disagreements.push(format!("{} {}", trace.display(), args.join(" ")));
         }
     }
     assert!(
         disagreements.is_empty(),
-        "{} of {} traces differ between engines: {disagreements:#?}",
+        "{} of {} runs differ between engines: {disagreements:#?}",
         disagreements.len(),
-        traces.len()
+        runs.len()
     );
-    eprintln!("{} traces: kernel and host engines agree", traces.len());
+    eprintln!("{} runs: kernel and host engines agree", runs.len());
 }
 
 /// With a kernel table far too small, the packets that find it full go to the agent, which

@@ -741,3 +741,27 @@ fn truncated_tcp_header_creates_the_connection_but_does_not_update_it() {
     sim.feed(&f[..14 + 20 + 22], 5, true);
     assert_eq!((sim.only().orig_pkts(), sim.only().duration_ns()), (0, 0));
 }
+
+#[test]
+fn dropped_tcp_header_still_ends_a_closed_connection_by_reuse() {
+    // Zeek checks reuse when it looks the connection up, before the TCP analyzer drops the
+    // packet: the old connection is logged, the new one stays empty.
+    let mut sim = Sim::default();
+    handshake(&mut sim);
+    sim.feed(&tcp4(true, FIN | ACK, C_ISN + 1, S_ISN + 1, 0), 3, true);
+    sim.feed(&tcp4(false, FIN | ACK, S_ISN + 1, C_ISN + 2, 0), 4, true);
+    let opts = [2u8, 4, 5, 0xb4, 1, 3, 3, 7];
+    let syn = eth4(ipv4(
+        A4,
+        B4,
+        proto::TCP,
+        &[],
+        tcp_seg(40000, 80, SYN, C_ISN + 7, 0, &opts, 0),
+    ));
+    let ch = sim.feed(&syn[..14 + 20 + 22], 5, true);
+    assert!(ch.contains(Changes::REUSED) && ch.contains(Changes::NEW));
+    let c = sim.only();
+    assert_eq!(sim.hist(), "");
+    assert_eq!((c.orig_pkts(), c.resp_pkts(), c.duration_ns()), (0, 0, 0));
+    assert_eq!(c.start_ns, 5 * MS);
+}
