@@ -40,7 +40,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     let mut sec = Section::new(
         "live",
         "3. Live overhead (veth between two namespaces, iperf3)",
-        "no program attached (the limit)",
+        "no program on the path (the limit; the agent idles on lo)",
     );
     if !on_path("iperf3") {
         bail!("iperf3 is not installed");
@@ -173,9 +173,9 @@ pub fn run(b: &mut Bench) -> Result<Section> {
          run --iface <receiving veth>` (ingress and egress: every packet once); nf_conntrack is enabled by an \
          nftables `ct state` rule in the receiving namespace's prerouting and output hooks. In the limit and \
          nf_conntrack set-ups the agent runs too, attached to the receiving namespace's loopback (off the \
-         measured path), so that all three have the same user-space activity; `nothing attached, no agent` \
+         measured path), so that these three have the same user-space activity; `nothing attached, no agent` \
          shows what the agent's mere presence does. Each round measures \
-         the three set-ups in rotated order; medians over the rounds."
+         the four set-ups in rotated order; medians over the rounds."
             .into(),
     );
     Ok(sec)
