@@ -309,9 +309,23 @@ fn live_icmp_echo() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let b = live.pair.b_v4.clone();
     let log = live.finish();
-    let r = one(&log, "icmp", 0);
+    // IPv6 neighbour discovery and MLD on the veth are ICMP too: pick the echo by address.
+    let echo: Vec<_> = log
+        .records
+        .iter()
+        .filter(|r| r["proto"] == "icmp" && r["id.resp_h"] == b)
+        .collect();
+    assert_eq!(
+        echo.len(),
+        1,
+        "expected one echo record in {:#?}",
+        log.records
+    );
+    let r = echo[0];
     assert_eq!(r["id.orig_p"], "8");
+    assert_eq!(r["id.resp_p"], "0");
     assert_eq!(r["conn_state"], "OTH");
     assert_eq!(num(r, "orig_pkts"), 3, "{r:#?}");
     assert_eq!(num(r, "resp_pkts"), 3, "{r:#?}");
