@@ -88,14 +88,22 @@ fn runs(conf: &Path) -> Vec<(PathBuf, Vec<String>)> {
     runs
 }
 
-#[test]
-fn kernel_and_host_engines_write_identical_conn_logs() {
+/// The conformance corpus, when the kernel engine can run here (root) and the corpus exists.
+fn kernel_and_corpus() -> Option<PathBuf> {
     if !is_root() {
         eprintln!("skipping: the kernel engine needs root");
-        return;
+        return None;
     }
-    let Some(conf) = conformance_dir() else {
+    let conf = conformance_dir();
+    if conf.is_none() {
         eprintln!("skipping: ../shared/conformance/traces not found");
+    }
+    conf
+}
+
+#[test]
+fn kernel_and_host_engines_write_identical_conn_logs() {
+    let Some(conf) = kernel_and_corpus() else {
         return;
     };
     let runs = runs(&conf);
@@ -122,12 +130,7 @@ fn kernel_and_host_engines_write_identical_conn_logs() {
 /// tracks them itself: nothing is lost and the log is the one the host engine writes.
 #[test]
 fn full_kernel_table_loses_no_connection() {
-    if !is_root() {
-        eprintln!("skipping: the kernel engine needs root");
-        return;
-    }
-    let Some(conf) = conformance_dir() else {
-        eprintln!("skipping: ../shared/conformance/traces not found");
+    let Some(conf) = kernel_and_corpus() else {
         return;
     };
     let trace = conf.join("traces/wikipedia.pcap");
