@@ -9,7 +9,9 @@ use crate::lock;
 use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH};
 use aya_ebpf::bindings::BPF_NOEXIST;
 use conntrack_common::conn::{CONN_FLIPPED, Conn, ZERO_CONN};
-use conntrack_common::engine::{Changes, EngineConfig, init_conn, is_orig, is_reuse, update};
+use conntrack_common::engine::{
+    Changes, EngineConfig, event_after_update, init_conn, is_orig, is_reuse, update,
+};
 use conntrack_common::event::{EventKind, EventRef};
 use conntrack_common::key::FlowKey;
 use conntrack_common::stats::Stat;
@@ -142,14 +144,7 @@ pub fn apply(emit: impl Fn(&EventRef<'_>)) {
     let c = unsafe { &mut *conn };
     let created = Changes(scratch.created);
     let ch = update(c, &scratch.meta, scratch.now_ns, scratch.checksum_ok != 0) | created;
-    let kind = if created != Changes::NONE {
-        Some(EventKind::NewConn)
-    } else if ch.contains(Changes::STATE_CHANGED) {
-        Some(EventKind::StateChanged)
-    } else {
-        None
-    };
-    if let Some(kind) = kind {
+    if let Some(kind) = event_after_update(created, ch) {
         emit(&EventRef {
             kind,
             changes: ch,

@@ -317,6 +317,19 @@ pub trait FlowTable {
     fn insert(&mut self, key: &FlowKey, conn: &Conn) -> bool;
 }
 
+/// The event a packet raises once applied: NewConn for a connection it created (also by
+/// reuse), StateChanged when the TCP state moved, else none. Shared by the eBPF glue.
+#[inline(always)]
+pub fn event_after_update(created: Changes, ch: Changes) -> Option<EventKind> {
+    if created != Changes::NONE {
+        Some(EventKind::NewConn)
+    } else if ch.contains(Changes::STATE_CHANGED) {
+        Some(EventKind::StateChanged)
+    } else {
+        None
+    }
+}
+
 /// The per-packet driver: lookup, TCP reuse (emits `ReuseRemoved` with the old connection,
 /// then restarts it in place), creation (inserts a zeroed value, initialises it in place;
 /// `TableFull` with the packet if the insert fails), update. Emits `NewConn` after a new
@@ -368,14 +381,7 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
         }
     }
     let ch = update(conn, meta, now_ns, checksum_ok) | created;
-    let kind = if created != Changes::NONE {
-        Some(EventKind::NewConn)
-    } else if ch.contains(Changes::STATE_CHANGED) {
-        Some(EventKind::StateChanged)
-    } else {
-        None
-    };
-    if let Some(kind) = kind {
+    if let Some(kind) = event_after_update(created, ch) {
         emit(&EventRef {
             kind,
             changes: ch,
