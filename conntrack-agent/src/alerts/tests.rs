@@ -37,7 +37,8 @@ impl Received {
     }
 }
 
-/// Answer to request number n (from 0): status, and how long to wait before answering.
+/// Answer to request number n (from 0): status, and how long to wait before answering. A 429
+/// carries `Retry-After: 1`.
 type Behaviour = Arc<dyn Fn(usize) -> (u16, Duration) + Send + Sync>;
 
 /// A webhook receiver: a hyper server on loopback that records every request.
@@ -87,9 +88,11 @@ impl Receiver {
                         });
                         let (status, delay) = behaviour(n);
                         tokio::time::sleep(delay).await;
-                        hyper::Response::builder()
-                            .status(status)
-                            .body(Empty::<Bytes>::new())
+                        let mut resp = hyper::Response::builder().status(status);
+                        if status == 429 {
+                            resp = resp.header("retry-after", "1");
+                        }
+                        resp.body(Empty::<Bytes>::new())
                             .map_err(|_| -> hyper::Error { unreachable!("a valid status") })
                     }
                 });
@@ -134,6 +137,11 @@ fn always(status: u16) -> Behaviour {
 
 /// A config with webhook `ops` (signed) at `url` and rule `big` (orig_bytes >= 1000 to ops).
 fn settings(url: &str, webhook_extra: &str, alerts_extra: &str) -> AlertsSettings {
+    let retry_max = if webhook_extra.contains("retry_max") {
+        ""
+    } else {
+        "retry_max = \"50ms\""
+    };
     let text = format!(
         r#"
 [alerts]
@@ -143,7 +151,7 @@ fn settings(url: &str, webhook_extra: &str, alerts_extra: &str) -> AlertsSetting
 url = "{url}"
 secret = "{SECRET}"
 retry_base = "10ms"
-retry_max = "50ms"
+{retry_max}
 {webhook_extra}
 
 [[alerts.rules]]
@@ -359,6 +367,43 @@ async fn receiver_answering_500_then_200() {
     let ids: Vec<String> = rx.received().into_iter().map(|r| r.delivery_id).collect();
     assert_eq!(ids, [a.delivery_id.clone(), a.delivery_id]);
     assert_eq!(spool_files(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn rate_limited_receiver_is_retried_after_the_time_it_asks() {
+    let rx = Receiver::start(Arc::new(|n| {
+        (if n == 0 { 429 } else { 200 }, Duration::ZERO)
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alerts = Alerts::start(&settings(&rx.url(), "", ""), dir.path(), false).unwrap();
+    let t = Instant::now();
+    alerts.crossed(0, 0, &record("C1")).unwrap();
+    // retry_max (50 ms) caps the wait below the 1 s asked for: retried quickly, once.
+    let f = alerts.finish().await;
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!((f.metrics.sent, f.metrics.retried), (1, 1));
+
+    let rx = Receiver::start(Arc::new(|n| {
+        (if n == 0 { 429 } else { 200 }, Duration::ZERO)
+    }))
+    .await;
+    let cfg = settings(&rx.url(), "retry_max = \"5s\"", "");
+    let mut alerts = Alerts::start(&cfg, dir.path(), false).unwrap();
+    let t = Instant::now();
+    alerts.crossed(0, 0, &record("C2")).unwrap();
+    let f = alerts.finish().await;
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "did not wait: {:?}",
+        t.elapsed()
+    );
+    assert_eq!((f.metrics.sent, f.metrics.retried), (1, 1));
+    assert_eq!(rx.received().len(), 2);
 }
 
 #[tokio::test]

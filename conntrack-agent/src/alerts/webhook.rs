@@ -50,8 +50,15 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Delivered,
-    Retry(String),
+    /// With the receiver's `Retry-After` (seconds), when it gave one.
+    Retry(String, Option<Duration>),
     Refused(String),
+}
+
+/// `Retry-After: <seconds>` (429, 503). The HTTP-date form is rare for webhooks and ignored.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 fn classify(status: reqwest::StatusCode) -> Outcome {
@@ -59,7 +66,7 @@ fn classify(status: reqwest::StatusCode) -> Outcome {
     if status.is_success() {
         Outcome::Delivered
     } else if status.is_server_error() || code == 408 || code == 429 {
-        Outcome::Retry(format!("HTTP {status}"))
+        Outcome::Retry(format!("HTTP {status}"), None)
     } else {
         Outcome::Refused(format!("HTTP {status}"))
     }
@@ -92,15 +99,14 @@ pub struct DrainReport {
 
 impl std::fmt::Display for DrainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.left == 0 {
-            write!(f, "no delivery pending")
-        } else {
-            write!(
+        match self.left {
+            0 => write!(f, "no delivery pending"),
+            n => write!(
                 f,
-                "{} deliveries not answered yet, kept in {} for the next start",
-                self.left,
+                "{n} {} not answered yet, kept in {} for the next start",
+                if n == 1 { "delivery" } else { "deliveries" },
                 self.spool_dir.display()
-            )
+            ),
         }
     }
 }
@@ -349,7 +355,7 @@ impl Worker {
                     AlertMetrics::inc(&self.metrics.failed);
                     return;
                 }
-                Outcome::Retry(why) => {
+                Outcome::Retry(why, asked) => {
                     AlertMetrics::inc(&self.metrics.retried);
                     // Once, then at doubling intervals: a receiver down for hours does not
                     // flood the agent's log.
@@ -361,7 +367,12 @@ impl Worker {
                             attempt + 1
                         );
                     }
-                    let wait = backoff(self.hook.retry_base, self.hook.retry_max, attempt);
+                    let mut wait = backoff(self.hook.retry_base, self.hook.retry_max, attempt);
+                    // A receiver that says when to come back (rate limits) is obeyed, up to
+                    // retry_max so that a bogus value cannot park the queue for days.
+                    if let Some(asked) = asked {
+                        wait = wait.max(asked.min(self.hook.retry_max));
+                    }
                     tokio::time::sleep(wait).await;
                     attempt = attempt.saturating_add(1);
                 }
@@ -380,8 +391,11 @@ impl Worker {
             req = req.header(SIGNATURE_HEADER, signature(key, &job.body));
         }
         match req.send().await {
-            Ok(resp) => classify(resp.status()),
-            Err(e) => Outcome::Retry(error_chain(&e)),
+            Ok(resp) => match classify(resp.status()) {
+                Outcome::Retry(why, _) => Outcome::Retry(why, retry_after(resp.headers())),
+                other => other,
+            },
+            Err(e) => Outcome::Retry(error_chain(&e), None),
         }
     }
 
@@ -457,7 +471,7 @@ mod tests {
         assert_eq!(c(200), Outcome::Delivered);
         assert_eq!(c(204), Outcome::Delivered);
         for n in [500, 502, 503, 408, 429] {
-            assert!(matches!(c(n), Outcome::Retry(_)), "{n}");
+            assert!(matches!(c(n), Outcome::Retry(_, None)), "{n}");
         }
         for n in [400, 401, 403, 404, 410, 301] {
             assert!(matches!(c(n), Outcome::Refused(_)), "{n}");
