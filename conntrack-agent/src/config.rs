@@ -6,6 +6,10 @@
 //! checks. Unknown keys are errors everywhere (`deny_unknown_fields`): a misspelt option that is
 //! silently ignored is worse than a refusal to start. Every error names the file, the line and
 //! the column of the value at fault.
+//!
+//! For options that exist both here and on the command line (issue 8), the command line should
+//! win over the file and the file over the defaults: clap's `ArgMatches::value_source` tells an
+//! explicit flag from a default value, so the merge can be done field by field after `load`.
 
 use crate::alerts::config::{AlertsSection, AlertsSettings};
 use serde::Deserialize;

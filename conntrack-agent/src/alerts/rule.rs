@@ -2,7 +2,7 @@
 //! where its alerts go (webhook sinks; alerts.log always).
 
 use crate::conn_log::ConnRecord;
-use crate::site::{NetSet, canonical};
+use crate::site::{NetSet, addr_from_bytes, canonical};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -132,6 +132,18 @@ pub struct ConnMatch<'a> {
 }
 
 impl<'a> ConnMatch<'a> {
+    /// From the engine's connection (e.g. the snapshot in a NewConn event).
+    pub fn from_conn(c: &conntrack_common::conn::Conn, iface: Option<&'a str>) -> Self {
+        Self {
+            proto: c.proto,
+            orig_h: addr_from_bytes(&c.orig_addr),
+            orig_p: c.orig_port,
+            resp_h: addr_from_bytes(&c.resp_addr),
+            resp_p: c.resp_port,
+            iface,
+        }
+    }
+
     pub fn from_record(r: &ConnRecord, iface: Option<&'a str>) -> Self {
         Self {
             proto: r.ip_proto,
@@ -282,6 +294,20 @@ mod tests {
         assert!(m.matches(&conn(6, "1.1.1.1", 1, "2.2.2.2", 2, Some("eth1"))));
         assert!(!m.matches(&conn(6, "1.1.1.1", 1, "2.2.2.2", 2, Some("eth0"))));
         assert!(!m.matches(&conn(6, "1.1.1.1", 1, "2.2.2.2", 2, None)));
+    }
+
+    #[test]
+    fn from_conn_reads_the_oriented_tuple() {
+        let mut c = conntrack_common::conn::ZERO_CONN;
+        c.proto = 17;
+        c.orig_addr = crate::site::addr_to_bytes("10.0.0.1".parse().unwrap());
+        c.resp_addr = crate::site::addr_to_bytes("2001:db8::1".parse().unwrap());
+        c.orig_port = 5353;
+        c.resp_port = 53;
+        assert_eq!(
+            ConnMatch::from_conn(&c, Some("eth0")),
+            conn(17, "10.0.0.1", 5353, "2001:db8::1", 53, Some("eth0"))
+        );
     }
 
     #[test]
