@@ -293,7 +293,7 @@ impl Worker {
                 // The queued hints are all in the spool too (written before they were sent),
                 // so the spool alone gives every pending delivery, in order.
                 while self.rx.try_recv().is_ok() {}
-                self.load_from_spool();
+                self.load_from_spool().await;
                 continue;
             }
             tokio::select! {
@@ -307,26 +307,20 @@ impl Worker {
         }
     }
 
-    fn load_from_spool(&mut self) {
-        let entries = match self.spool.list() {
-            Ok(e) => e,
-            Err(e) => {
-                log::error!("webhook {}: {e:#}", self.hook.name);
-                return;
+    /// Refills `pending` with the oldest spooled deliveries. Listing and reading a spool that
+    /// grew during a long outage is disk work: it runs off the runtime's worker threads.
+    async fn load_from_spool(&mut self) {
+        let (spool, capacity, name) = (self.spool.clone(), self.capacity, self.hook.name.clone());
+        let read = tokio::task::spawn_blocking(move || read_oldest(&spool, capacity, &name)).await;
+        match read {
+            Ok(Ok((jobs, more))) => {
+                if more {
+                    self.overflow.store(true, Ordering::Release);
+                }
+                self.pending.extend(jobs);
             }
-        };
-        if entries.len() > self.capacity {
-            self.overflow.store(true, Ordering::Release);
-        }
-        for e in entries.into_iter().take(self.capacity) {
-            match std::fs::read(&e.path) {
-                Ok(body) => self.pending.push_back(Job {
-                    path: e.path,
-                    delivery_id: e.delivery_id,
-                    body: body.into(),
-                }),
-                Err(err) => log::warn!("webhook {}: {}: {err}", self.hook.name, e.path.display()),
-            }
+            Ok(Err(e)) => log::error!("webhook {}: {e:#}", self.hook.name),
+            Err(e) => log::error!("webhook {}: reading the spool: {e}", self.hook.name),
         }
     }
 
@@ -433,6 +427,25 @@ impl Worker {
             log::error!("cannot write {}: {e}", self.dead_letter.display());
         }
     }
+}
+
+/// The oldest `capacity` deliveries in the spool, and whether more are waiting.
+fn read_oldest(spool: &Spool, capacity: usize, name: &str) -> anyhow::Result<(Vec<Job>, bool)> {
+    let entries = spool.list()?;
+    let more = entries.len() > capacity;
+    let mut jobs = Vec::new();
+    for e in entries.into_iter().take(capacity) {
+        match std::fs::read(&e.path) {
+            Ok(body) => jobs.push(Job {
+                path: e.path,
+                delivery_id: e.delivery_id,
+                body: body.into(),
+            }),
+            // Unreadable now: it stays in the spool for a later scan.
+            Err(err) => log::warn!("webhook {name}: {}: {err}", e.path.display()),
+        }
+    }
+    Ok((jobs, more))
 }
 
 /// "error sending request: connection refused" rather than the outermost message only.
