@@ -68,6 +68,11 @@ pub struct CommonArgs {
     /// Zeek's policy/protocols/conn/community-id-logging does.
     #[arg(long)]
     pub community_id: bool,
+
+    /// TOML config file, checked at start (alert rules and webhooks in `[alerts]`; see the
+    /// README). Unknown keys are errors.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -166,12 +171,15 @@ mod tests {
             "--engine",
             "host",
             "--community-id",
+            "--config",
+            "/etc/conntrack.toml",
         ])
         .unwrap();
         let Command::Read(r) = c.command else {
             panic!()
         };
         assert!(r.common.community_id);
+        assert_eq!(r.common.config, Some(PathBuf::from("/etc/conntrack.toml")));
         assert_eq!(r.ignore_checksums_net.len(), 2);
         assert_eq!(r.engine, Some(Engine::Host));
         let c = Cli::try_parse_from([
@@ -187,5 +195,6 @@ mod tests {
         assert_eq!(r.iface, vec!["eth0", "eth1"]);
         assert_eq!(r.common.table_size, 262_144);
         assert!(!r.common.community_id);
+        assert_eq!(r.common.config, None);
     }
 }

@@ -5,7 +5,9 @@
 //! detached.
 
 use crate::agent::Agent;
+use crate::alerts::Alerts;
 use crate::cli::{RunArgs, parse_port_list};
+use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::HostConfig;
 use crate::kernel::{Kernel, KernelOptions};
@@ -34,6 +36,7 @@ const DROP_STATS: [Stat; 4] = [
 ];
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    let config = Config::load(args.common.config.as_deref())?;
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
     let mut kernel = Kernel::load(&KernelOptions {
@@ -46,6 +49,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kernel.attach(iface)?;
     }
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
+    let alerts = Alerts::start(
+        &config.alerts,
+        &args.common.log_dir,
+        args.common.community_id,
+    )?;
     let writer = ConnLogWriter::create(
         &args.common.log_dir,
         args.common.log_format,
@@ -109,6 +117,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         get(Stat::LockBusy),
         get(Stat::Fragments)
     );
+    if let Some(line) = alerts.finish().await.summary() {
+        eprintln!("{line}");
+    }
     Ok(())
 }
 

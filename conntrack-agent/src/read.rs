@@ -1,8 +1,10 @@
 //! `read`: offline replay of a trace (Zeek's `-r`).
 
 use crate::agent::Agent;
+use crate::alerts::Alerts;
 use crate::checksum::{ChecksumPolicy, ip_view, ipv4_header_ok, transport_ok};
 use crate::cli::{Engine, ReadArgs, parse_port_list};
+use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::{Datapath, HostConfig, HostDatapath};
 use crate::defrag::{Defragmenter, FragResult};
@@ -89,6 +91,7 @@ fn first_line(e: &anyhow::Error) -> String {
 }
 
 pub fn read(args: ReadArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.common.config.as_deref())?;
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
     let policy = ChecksumPolicy {
@@ -103,6 +106,12 @@ pub fn read(args: ReadArgs) -> anyhow::Result<()> {
         args.common.community_id,
     )?;
     let dp = make_datapath(args.engine, &ports, args.common.table_size)?;
+    // Started before the replay so that deliveries left by an earlier run go out meanwhile.
+    let alerts = Alerts::start(
+        &config.alerts,
+        &args.common.log_dir,
+        args.common.community_id,
+    )?;
     let mut agent = Agent::new(
         dp,
         HostConfig::new(&ports),
@@ -260,6 +269,9 @@ pub fn read(args: ReadArgs) -> anyhow::Result<()> {
         ));
     }
     eprintln!("{summary}");
+    if let Some(line) = alerts.finish_blocking().summary() {
+        eprintln!("{line}");
+    }
     if !st.skipped.is_empty() {
         let parts: Vec<String> = st
             .skipped
@@ -350,6 +362,7 @@ mod tests {
                 likely_server_ports: "53/udp".into(),
                 table_size: 1024,
                 community_id: false,
+                config: None,
             },
             ignore_checksums: true,
             ignore_checksums_net: vec![],
@@ -495,6 +508,21 @@ mod tests {
             ar.ignore_checksums = lt % 2 == 0;
             read(ar).unwrap();
         }
+    }
+
+    #[test]
+    fn bad_config_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("t.pcap");
+        write_pcap(&trace, LINKTYPE_ETHERNET, false, &[]);
+        let cfg = dir.path().join("conntrack.toml");
+        std::fs::write(&cfg, "[alerts]\nqueue_capacity = 8\nspool = \"/tmp/x\"\n").unwrap();
+        let mut ar = args(&trace, dir.path());
+        ar.common.config = Some(cfg.clone());
+        let e = read(ar).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:3:1: ", cfg.display())), "{e}");
+        assert!(e.contains("unknown field `spool`"), "{e}");
+        assert!(!dir.path().join("conn.log").exists());
     }
 
     #[test]

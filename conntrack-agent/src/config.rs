@@ -1,0 +1,281 @@
+//! `--config FILE`: the agent's settings in one TOML file, checked at start.
+//!
+//! The file has one table per capability; today `[alerts]` (alerts/config.rs). Issue 8 moves
+//! every command-line option here: each capability adds its own section type next to its code
+//! and one field to [`ConfigFile`], with a `compile` step when values need more than serde's
+//! checks. Unknown keys are errors everywhere (`deny_unknown_fields`): a misspelt option that is
+//! silently ignored is worse than a refusal to start. Every error names the file, the line and
+//! the column of the value at fault.
+//!
+//! For options that exist both here and on the command line (issue 8), the command line should
+//! win over the file and the file over the defaults: clap's `ArgMatches::value_source` tells an
+//! explicit flag from a default value, so the merge can be done field by field after `load`.
+
+use crate::alerts::config::{AlertsSection, AlertsSettings};
+use serde::Deserialize;
+use std::ops::Range;
+use std::path::Path;
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    alerts: AlertsSection,
+}
+
+/// The checked configuration the agent runs with.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub alerts: AlertsSettings,
+}
+
+/// A config error, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub origin: String,
+    /// 1-based; 0 when the error has no position (e.g. the file cannot be read).
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+    (line, column)
+}
+
+fn located(text: &str, origin: &str, span: Option<Range<usize>>, message: String) -> ConfigError {
+    let (line, column) = span.map_or((0, 0), |s| line_col(text, s.start));
+    ConfigError {
+        origin: origin.to_string(),
+        line,
+        column,
+        message,
+    }
+}
+
+impl Config {
+    /// Parses and checks a config text; `origin` names it in errors (the file path).
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(text)
+            .map_err(|e| located(text, origin, e.span(), e.message().trim().to_string()))?;
+        let alerts = file
+            .alerts
+            .compile(env)
+            .map_err(|(span, msg)| located(text, origin, Some(span), msg))?;
+        Ok(Self { alerts })
+    }
+
+    /// Reads `path`; without a path, the defaults (what the command line alone means).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Self::parse(&text, &origin, &|var| std::env::var(var).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::rule::{ConnMatch, Metric};
+    use std::time::Duration;
+
+    const GOOD: &str = r#"
+[alerts]
+drain_timeout = "20s"
+queue_capacity = 64
+
+[alerts.webhooks.ops]
+url = "https://hooks.example.com/conntrack"
+secret_env = "OPS_SECRET"
+timeout = "3s"
+retry_base = "500ms"
+retry_max = "2m"
+
+[alerts.webhooks.soar]
+url = "http://127.0.0.1:9000/alert"
+
+[[alerts.rules]]
+name = "big-upload"
+metric = "orig_bytes"
+threshold = 100000000
+webhooks = ["ops", "soar"]
+match = { proto = "tcp", orig_nets = ["10.0.0.0/8", "fd00::/8"], resp_ports = [443, "8000-8100"] }
+
+[[alerts.rules]]
+name = "long-lived"
+metric = "duration"
+threshold = "1h 30m"
+
+[[alerts.rules]]
+name = "dns-flood"
+metric = "total_packets"
+threshold = 10000
+webhooks = ["soar"]
+[alerts.rules.match]
+proto = "udp"
+ports = [53]
+ifaces = ["eth0"]
+"#;
+
+    fn env(var: &str) -> Option<String> {
+        (var == "OPS_SECRET").then(|| "s3cret".to_string())
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", &env)
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse(text).expect_err("the config should be refused")
+    }
+
+    #[test]
+    fn good_file() {
+        let c = parse(GOOD).unwrap().alerts;
+        assert_eq!(c.drain_timeout, Duration::from_secs(20));
+        assert_eq!(c.queue_capacity, 64);
+        assert_eq!(c.webhooks.len(), 2);
+        let ops = c.webhooks.iter().find(|w| w.name == "ops").unwrap();
+        assert_eq!(ops.secret.as_deref(), Some(&b"s3cret"[..]));
+        assert_eq!(ops.timeout, Duration::from_secs(3));
+        assert_eq!(ops.retry_base, Duration::from_millis(500));
+        assert_eq!(ops.retry_max, Duration::from_secs(120));
+        let soar = c.webhooks.iter().find(|w| w.name == "soar").unwrap();
+        assert!(soar.secret.is_none());
+        assert_eq!(soar.timeout, Duration::from_secs(10));
+
+        let names: Vec<&str> = c.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["big-upload", "long-lived", "dns-flood"]);
+        let big = &c.rules[0];
+        assert_eq!(big.metric, Metric::OrigBytes);
+        assert_eq!(big.threshold, 100_000_000);
+        assert_eq!(big.webhooks.len(), 2);
+        let upload = |o: &str, rp: u16| ConnMatch {
+            proto: 6,
+            orig_h: o.parse().unwrap(),
+            orig_p: 50000,
+            resp_h: "93.184.216.34".parse().unwrap(),
+            resp_p: rp,
+            iface: None,
+        };
+        assert!(big.matches(&upload("10.9.8.7", 443)));
+        assert!(big.matches(&upload("fd00::1", 8050)));
+        assert!(!big.matches(&upload("10.9.8.7", 80)));
+        assert!(!big.matches(&upload("11.0.0.1", 443)));
+
+        assert_eq!(c.rules[1].threshold, 5_400_000_000_000);
+        assert!(c.rules[1].webhooks.is_empty());
+        assert_eq!(c.rules[2].metric, Metric::TotalPackets);
+        assert_eq!(c.rules[2].matcher.ifaces, ["eth0"]);
+        assert_eq!(c.rules[2].matcher.protos, [17]);
+    }
+
+    #[test]
+    fn no_file_means_defaults() {
+        let c = Config::load(None).unwrap();
+        assert!(c.alerts.rules.is_empty());
+        assert_eq!(parse("").unwrap().alerts.queue_capacity, 1024);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = err(
+            "[alerts]\n\n[[alerts.rules]]\nname = \"x\"\nmetric = \"orig_bytes\"\ntreshold = 5\n",
+        );
+        assert_eq!((e.origin.as_str(), e.line), ("test.toml", 6), "{e}");
+        assert!(e.message.contains("unknown field `treshold`"), "{e}");
+        let e = err("[alert]\n");
+        assert!(e.message.contains("unknown field `alert`"), "{e}");
+        assert_eq!(e.line, 1);
+        let e = err("[alerts.webhooks.a]\nurl = \"http://x/\"\nretries = 3\n");
+        assert!(e.message.contains("unknown field `retries`"), "{e}");
+        assert_eq!(e.line, 3);
+        let e = err(
+            "[[alerts.rules]]\nname = \"x\"\nmetric = \"orig_bytes\"\nthreshold = 5\nmatch = { src_nets = [\"10.0.0.0/8\"] }\n",
+        );
+        assert!(e.message.contains("unknown field `src_nets`"), "{e}");
+        assert_eq!(e.line, 5);
+    }
+
+    #[test]
+    fn bad_cidr() {
+        let e = err(
+            "[[alerts.rules]]\nname = \"x\"\nmetric = \"orig_bytes\"\nthreshold = 5\n\n[alerts.rules.match]\nresp_nets = [\"10.0.0.0/8\", \"192.168.1.300/24\"]\n",
+        );
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.message.contains("192.168.1.300/24"), "{e}");
+        assert!(e.to_string().starts_with("test.toml:7:"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration() {
+        let e = err(
+            "[[alerts.rules]]\nname = \"x\"\nmetric = \"duration\"\nthreshold = \"5 fortnights\"\n",
+        );
+        assert_eq!(e.line, 4, "{e}");
+        assert!(
+            e.message.contains("invalid duration \"5 fortnights\""),
+            "{e}"
+        );
+        let e = err("[alerts.webhooks.a]\nurl = \"http://x/\"\ntimeout = \"ten seconds\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("invalid duration"), "{e}");
+        // A bare number is ambiguous for a duration: refused rather than guessed.
+        let e = err("[[alerts.rules]]\nname = \"x\"\nmetric = \"duration\"\nthreshold = 30\n");
+        assert!(e.message.contains("duration threshold is a string"), "{e}");
+    }
+
+    #[test]
+    fn other_refusals() {
+        let rule = |extra: &str| {
+            format!(
+                "[[alerts.rules]]\nname = \"x\"\nmetric = \"orig_bytes\"\nthreshold = 5\n{extra}"
+            )
+        };
+        let e = err(&rule("webhooks = [\"nowhere\"]\n"));
+        assert!(e.message.contains("no webhook named \"nowhere\""), "{e}");
+        assert_eq!(e.line, 5);
+        let e = err("[[alerts.rules]]\nname = \"x\"\nmetric = \"bytes\"\nthreshold = 5\n");
+        assert!(e.message.contains("unknown variant `bytes`"), "{e}");
+        assert_eq!(e.line, 3);
+        let e =
+            err("[[alerts.rules]]\nname = \"x\"\nmetric = \"orig_bytes\"\nthreshold = \"5m\"\n");
+        assert!(e.message.contains("is a number"), "{e}");
+        let e = err(&rule("match = { resp_ports = [70000] }\n"));
+        assert!(e.message.contains("ports are 0-65535"), "{e}");
+        let e = err(&rule("match = { proto = \"tpc\" }\n"));
+        assert!(e.message.contains("invalid protocol \"tpc\""), "{e}");
+        let e = err("[alerts.webhooks.a]\nurl = \"ftp://x/\"\n");
+        assert!(e.message.contains("use http or https"), "{e}");
+        let e = err("[alerts.webhooks.a]\nurl = \"http://x/\"\nsecret_env = \"MISSING\"\n");
+        assert!(e.message.contains("MISSING is not set"), "{e}");
+        let e = err(&format!("{}{}", rule(""), rule("").replace("[[", "\n[[")));
+        assert!(e.message.contains("duplicate rule name"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let e = Config::load(Some(Path::new("/nonexistent/conntrack.toml"))).unwrap_err();
+        assert!(
+            e.to_string().starts_with("/nonexistent/conntrack.toml"),
+            "{e}"
+        );
+    }
+}
