@@ -10,6 +10,7 @@ use crate::conn_log::ConnLogWriter;
 use crate::datapath::HostConfig;
 use crate::kernel::{Kernel, KernelOptions};
 use crate::read::local_nets_from;
+use crate::thresholds::DurationMode;
 use crate::tracker::Timeouts;
 use anyhow::{Context, Result};
 use conntrack_common::event::{Event, EventKind};
@@ -58,6 +59,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         local_nets,
         writer,
     );
+    // Live, an idle connection must not delay its duration thresholds until its next packet.
+    agent.set_duration_mode(DurationMode::NextPacketOrTimer);
     eprintln!(
         "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
         args.iface.join(", "),

@@ -8,13 +8,17 @@ mod community_id;
 mod conn_log;
 mod datapath;
 mod defrag;
+mod events;
 mod kernel;
 mod live;
 mod pcap_input;
 mod read;
 mod site;
+mod thresholds;
 mod tracker;
 mod uid;
+#[cfg(test)]
+mod zeek_threshold_tests;
 
 use clap::Parser;
 

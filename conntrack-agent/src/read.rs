@@ -6,8 +6,10 @@ use crate::cli::{Engine, ReadArgs, parse_port_list};
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::{Datapath, HostConfig, HostDatapath};
 use crate::defrag::{Defragmenter, FragResult};
+use crate::events::Capability;
 use crate::pcap_input::{LinkSkip, PcapReader, frame_l3, synth_ethernet};
 use crate::site::NetSet;
+use crate::thresholds::DurationMode;
 use crate::tracker::Timeouts;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -89,6 +91,11 @@ fn first_line(e: &anyhow::Error) -> String {
 }
 
 pub fn read(args: ReadArgs) -> anyhow::Result<()> {
+    read_with(args, Vec::new())
+}
+
+/// `read` with capability modules registered before the first packet.
+pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyhow::Result<()> {
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
     let policy = ChecksumPolicy {
@@ -110,6 +117,12 @@ pub fn read(args: ReadArgs) -> anyhow::Result<()> {
         local_nets,
         writer,
     );
+    if args.duration_timers {
+        agent.set_duration_mode(DurationMode::NextPacketOrTimer);
+    }
+    for cap in capabilities {
+        agent.register(cap);
+    }
     let mut defrag = Defragmenter::default();
     let mut st = ReadStats::default();
     let progress = args
@@ -355,6 +368,7 @@ mod tests {
             ignore_checksums_net: vec![],
             engine: Some(Engine::Host),
             progress: Some(false),
+            duration_timers: false,
         }
     }
 
