@@ -791,7 +791,11 @@ fn a_packet_that_only_crosses_a_threshold_raises_threshold_crossed() {
     let ev = &sim.events[0];
     assert_eq!(ev.kind(), Some(EventKind::ThresholdCrossed));
     assert_eq!(ev.crossed(), bit(slot::ORIG_BYTES));
-    assert_eq!(ev.conn.thr[slot::ORIG_BYTES], 200, "the snapshot names the threshold");
+    assert_eq!(
+        ev.conn.thr[slot::ORIG_BYTES],
+        200,
+        "the snapshot names the threshold"
+    );
     assert_eq!(ev.conn.thr_armed, 0);
     // Fired once: the next packet raises nothing.
     sim.events.clear();
