@@ -263,6 +263,12 @@ impl Kernel {
             .collect()
     }
 
+    /// A threshold command through `conntrack_control` (while `FLOWS` has not been taken).
+    pub fn set_thresholds(&self, cmd: &ThresholdCommand) -> Result<u32> {
+        let flows = self.flows.as_ref().context("FLOWS was taken")?;
+        Ok(flows.control.run(cmd)?)
+    }
+
     fn program(&self, name: &str) -> Result<&SchedClassifier> {
         Ok(self
             .ebpf
