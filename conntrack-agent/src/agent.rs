@@ -235,11 +235,14 @@ impl Agent {
             return Ok(());
         };
         if let Some(c) = self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
+            let uid = self
+                .uids
+                .remove(k)
+                .unwrap_or_else(|| self.uid_gen.next_uid());
             if !self.core.is_idle() {
-                let uid = self.uids.get(k).cloned().unwrap_or_default();
                 let info = ConnInfo {
                     key: *k,
-                    uid,
+                    uid: uid.clone(),
                     conn: c,
                     ts_ns: self.tracker_now(),
                 };
@@ -250,10 +253,6 @@ impl Agent {
                 let removed = [ConnEvent::Removed(reason)];
                 self.core.deliver(&mut target, &info, &removed, None);
             }
-            let uid = self
-                .uids
-                .remove(k)
-                .unwrap_or_else(|| self.uid_gen.next_uid());
             self.log_conn(&c, uid, reason.as_str())?;
         } else {
             self.uids.remove(k);
