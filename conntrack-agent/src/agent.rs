@@ -2,14 +2,19 @@
 //! [`Tracker`] (Zeek's timers), uids, local_nets and the conn.log writer.
 
 use crate::conn_log::{ConnLogWriter, ConnRecord};
-use crate::datapath::{Datapath, HostConfig, HostDatapath, conn_record_fields, conn_view};
+use crate::datapath::{
+    Datapath, HostConfig, HostDatapath, ThresholdError, conn_record_fields, conn_view,
+};
+use crate::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
 use crate::site::{NetSet, addr_from_bytes};
+use crate::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
 use crate::tracker::{Removal, Timeouts, Tracker};
 use crate::uid::UidGen;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
-use conntrack_common::engine::Changes;
+use conntrack_common::engine::{self, Changes};
 use conntrack_common::event::{Event, EventKind};
 use conntrack_common::key::FlowKey;
+use conntrack_common::threshold::ThresholdCommand;
 use std::collections::HashMap;
 
 /// Totals for the end-of-run summary.
@@ -35,17 +40,48 @@ pub struct Agent {
     local_nets: NetSet,
     writer: ConnLogWriter,
     events: Vec<Event>,
+    /// Capabilities and the thresholds they set.
+    core: EventCore,
     pub stats: AgentStats,
 }
 
-fn removal_name(r: Removal) -> &'static str {
+/// Both datapaths as the thresholds see them: a connection is in the main one or, if its first
+/// packet found the kernel's table full, in the overflow table.
+struct Datapaths<'a> {
+    main: &'a mut dyn Datapath,
+    overflow: &'a mut HostDatapath,
+}
+
+impl ThresholdTarget for Datapaths<'_> {
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        match self.main.set_thresholds(cmd) {
+            Err(ThresholdError::NotFound) => self.overflow.set_thresholds(cmd),
+            other => other,
+        }
+    }
+    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        self.main.lookup(key).or_else(|| self.overflow.lookup(key))
+    }
+}
+
+/// The crossings an event reports, with the side of the packet that caused them.
+fn raw_crossing(ev: &Event) -> Option<RawCrossing> {
+    let slots = ev.crossed();
+    (slots != 0).then(|| RawCrossing {
+        slots,
+        values: ev.conn.thr,
+        is_orig: engine::is_orig(&ev.conn, &ev.meta),
+    })
+}
+
+fn removal_reason(r: Removal) -> Option<RemovalReason> {
     match r {
-        Removal::Inactivity => "inactivity",
-        Removal::Attempt => "attempt",
-        Removal::Expire => "expire",
-        Removal::Closed => "closed",
-        Removal::Drain => "drained",
-        Removal::Gone => "gone",
+        Removal::Inactivity => Some(RemovalReason::Inactivity),
+        Removal::Attempt => Some(RemovalReason::Attempt),
+        Removal::Expire => Some(RemovalReason::Expire),
+        Removal::Closed => Some(RemovalReason::Closed),
+        Removal::Drain => Some(RemovalReason::Drain),
+        Removal::Gone => None,
     }
 }
 
@@ -66,8 +102,37 @@ impl Agent {
             local_nets,
             writer,
             events: Vec::new(),
+            core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
             stats: AgentStats::default(),
         }
+    }
+
+    /// Adds a capability module; it receives the events of every connection from now on.
+    pub fn register(&mut self, cap: Box<dyn Capability>) {
+        self.core.register(cap);
+    }
+
+    /// How duration thresholds fire: `read` keeps Zeek's next-packet rule, `run` adds timers.
+    pub fn set_duration_mode(&mut self, mode: DurationMode) {
+        self.core.set_duration_mode(mode);
+    }
+
+    /// Delivers `events` (and the crossings `ev` reports) for the connection of `ev`.
+    fn deliver(&mut self, ev: &Event, events: &[ConnEvent], crossed: Option<RawCrossing>) {
+        if self.core.is_idle() {
+            return;
+        }
+        let info = ConnInfo {
+            key: ev.key,
+            uid: self.uids.get(&ev.key).cloned().unwrap_or_default(),
+            conn: ev.conn,
+            ts_ns: ev.ts_ns,
+        };
+        let mut target = Datapaths {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+        };
+        self.core.deliver(&mut target, &info, events, crossed);
     }
 
     pub fn open_conns(&self) -> usize {
@@ -76,6 +141,16 @@ impl Agent {
 
     /// Network time moves to `now_ns`: due timers fire (before the packet is processed).
     pub fn advance(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        if !self.core.is_idle() {
+            // Duration timers first: a connection removed at the same instant still reports.
+            let mut target = Datapaths {
+                main: self.dp.as_mut(),
+                overflow: &mut self.overflow,
+            };
+            let uids = &self.uids;
+            self.core
+                .advance(&mut target, now_ns.max(0) as u64, &|k| uids.get(k).cloned());
+        }
         let (dp, ov) = (&self.dp, &self.overflow);
         let removed = self.tracker.advance(now_ns, &mut |k| {
             dp.lookup(k).or_else(|| ov.lookup(k)).map(|c| conn_view(&c))
@@ -110,17 +185,29 @@ impl Agent {
                 }
                 let v = conn_view(&ev.conn);
                 let est = ev.conn.has_flag(CONN_ESTABLISHED);
-                self.tracker.observe(&k, &v, ts_ns, is_new, est);
+                let newly_established = self.tracker.observe(&k, &v, ts_ns, is_new, est);
+                let first = if is_new {
+                    ConnEvent::New
+                } else {
+                    ConnEvent::StateChanged
+                };
+                if newly_established {
+                    self.deliver(ev, &[first, ConnEvent::Established], raw_crossing(ev));
+                } else {
+                    self.deliver(ev, &[first], raw_crossing(ev));
+                }
             }
+            Some(EventKind::ThresholdCrossed) => self.deliver(ev, &[], raw_crossing(ev)),
             Some(EventKind::ReuseRemoved) => {
                 // The datapath already removed the old connection: log its snapshot.
                 self.stats.reuse += 1;
                 self.tracker.forget(&k);
+                self.deliver(ev, &[ConnEvent::Removed(RemovalReason::Reuse)], None);
                 let uid = self
                     .uids
                     .remove(&k)
                     .unwrap_or_else(|| self.uid_gen.next_uid());
-                self.log_conn(&ev.conn, uid, "reuse")?;
+                self.log_conn(&ev.conn, uid, RemovalReason::Reuse.as_str())?;
             }
             Some(EventKind::TableFull) => {
                 self.stats.table_full += 1;
@@ -141,15 +228,42 @@ impl Agent {
     }
 
     fn remove_and_log(&mut self, k: &TrackKey, why: Removal) -> anyhow::Result<()> {
-        let uid = self.uids.remove(k);
-        if why == Removal::Gone {
+        let Some(reason) = removal_reason(why) else {
+            // Gone from the datapath: no final state to report or log.
+            self.uids.remove(k);
+            self.core.forget(k);
             return Ok(());
-        }
+        };
         if let Some(c) = self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
-            let uid = uid.unwrap_or_else(|| self.uid_gen.next_uid());
-            self.log_conn(&c, uid, removal_name(why))?;
+            let uid = self
+                .uids
+                .remove(k)
+                .unwrap_or_else(|| self.uid_gen.next_uid());
+            if !self.core.is_idle() {
+                let info = ConnInfo {
+                    key: *k,
+                    uid: uid.clone(),
+                    conn: c,
+                    ts_ns: self.tracker_now(),
+                };
+                let mut target = Datapaths {
+                    main: self.dp.as_mut(),
+                    overflow: &mut self.overflow,
+                };
+                let removed = [ConnEvent::Removed(reason)];
+                self.core.deliver(&mut target, &info, &removed, None);
+            }
+            self.log_conn(&c, uid, reason.as_str())?;
+        } else {
+            self.uids.remove(k);
+            self.core.forget(k);
         }
         Ok(())
+    }
+
+    /// Network time as the tracker knows it (for events without a packet).
+    fn tracker_now(&self) -> u64 {
+        self.tracker.network_time().max(0) as u64
     }
 
     fn log_conn(&mut self, c: &Conn, uid: String, why: &'static str) -> anyhow::Result<()> {

@@ -5,6 +5,8 @@
 //! Cases, each against the `empty` program in the same object on the same frame size:
 //! - `tcp_data`: a 100-byte data segment of an established IPv4 TCP connection;
 //! - `udp`: a packet of an existing IPv4 UDP flow (both directions seen);
+//! - `udp_armed`: as `udp`, on a flow with an armed threshold that never crosses (the extra
+//!   tail call into the threshold stage that such connections pay);
 //! - `ipv6`: a data segment of an established IPv6 TCP connection;
 //! - `syn_new`: a SYN that creates a connection. Every run must be a new connection, so this one
 //!   runs with `repeat` = 1 on distinct source ports (the kernel's own timing of one run, which
@@ -14,6 +16,9 @@ use crate::kernel::{BENCH_EMPTY_PROGRAM, BENCH_TRACKER_PROGRAM, Kernel, KernelOp
 use anyhow::Result;
 use clap::Args;
 use conntrack_common::event::Event;
+use conntrack_common::key::FlowKey;
+use conntrack_common::packet::{PacketMeta, parse_ethernet};
+use conntrack_common::threshold::{self, ThresholdCommand};
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchKernelArgs {
@@ -113,6 +118,21 @@ fn median(v: &mut [u64]) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
+/// Arms a total-bytes threshold no run reaches on the connection of `frame`.
+fn arm_unreachable_threshold(k: &Kernel, frame: &[u8]) -> Result<()> {
+    let mut meta = PacketMeta::default();
+    parse_ethernet(frame, &mut meta).map_err(|e| anyhow::anyhow!("bench frame: {e:?}"))?;
+    let mut cmd = ThresholdCommand {
+        key: FlowKey::from_meta(&meta),
+        mask: threshold::bit(threshold::slot::TOTAL_BYTES),
+        check_orig: 1,
+        ..ThresholdCommand::default()
+    };
+    cmd.values[threshold::slot::TOTAL_BYTES] = u64::MAX;
+    k.set_thresholds(&cmd)?;
+    Ok(())
+}
+
 pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
     if args.layout {
         println!("{}", layout());
@@ -149,15 +169,19 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         v4(b4, a4, 17, &udp_hdr(53, 5353, 100)),
     ];
     let udp = udp_pair[0].clone();
+    let udp_armed = v4(a4, b4, 17, &udp_hdr(5354, 53, 100));
     for f in handshake4.iter().chain(&handshake6).chain(&udp_pair) {
         k.bench_test_run(BENCH_TRACKER_PROGRAM, f, 1)?;
     }
+    k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_armed, 1)?;
+    arm_unreachable_threshold(&k, &udp_armed)?;
     k.drain_events(&mut events);
 
     let mut out: Vec<(&str, Vec<u64>)> = [
         "empty",
         "tcp_data",
         "udp",
+        "udp_armed",
         "ipv6",
         "empty_single",
         "syn_new",
@@ -170,6 +194,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         let e = k.bench_test_run(BENCH_EMPTY_PROGRAM, &data4, args.repeat)?;
         let t = k.bench_test_run(BENCH_TRACKER_PROGRAM, &data4, args.repeat)?;
         let u = k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp, args.repeat)?;
+        let ua = k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_armed, args.repeat)?;
         let s6 = k.bench_test_run(BENCH_TRACKER_PROGRAM, &data6, args.repeat)?;
         let mut empties = Vec::with_capacity(args.syns as usize);
         let mut syns = Vec::with_capacity(args.syns as usize);
@@ -193,6 +218,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
             ("empty", e),
             ("tcp_data", t),
             ("udp", u),
+            ("udp_armed", ua),
             ("ipv6", s6),
             ("empty_single", median(&mut empties)),
             ("syn_new", median(&mut syns)),

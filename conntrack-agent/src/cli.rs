@@ -110,6 +110,11 @@ pub struct ReadArgs {
     /// Progress on stderr every few seconds (default: when stderr is a terminal).
     #[arg(long)]
     pub progress: Option<bool>,
+
+    /// Also fire duration thresholds by timer on idle connections, as `run` does. By default a
+    /// replay keeps Zeek's rule: a duration threshold fires on the first packet past it.
+    #[arg(long)]
+    pub duration_timers: bool,
 }
 
 /// Parses `80/tcp,53/udp,...` into (port, ip proto) pairs.

@@ -10,6 +10,7 @@ use conntrack_common::engine::{self, EngineConfig, FlowTable};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, ParseError, parse_ethernet};
+use conntrack_common::threshold::{self, ThresholdCommand};
 use std::collections::{HashMap, HashSet};
 
 /// Why the datapath did not use a frame.
@@ -21,6 +22,30 @@ pub enum DatapathError {
     Fragment,
     #[error("{0}")]
     Other(String),
+}
+
+/// Why a threshold command was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ThresholdError {
+    #[error("no such connection in the flow table")]
+    NotFound,
+    #[error("the connection stayed locked by the datapath")]
+    Busy,
+    #[error("threshold command failed: {0}")]
+    Failed(String),
+}
+
+/// Decodes the `conntrack_control` result word: the crossed slots, or why nothing was done.
+pub fn decode_control_result(r: u32) -> Result<u32, ThresholdError> {
+    if r & threshold::RESULT_APPLIED != 0 {
+        Ok(r & threshold::ALL_SLOTS)
+    } else if r & threshold::RESULT_NOT_FOUND != 0 {
+        Err(ThresholdError::NotFound)
+    } else if r & threshold::RESULT_BUSY != 0 {
+        Err(ThresholdError::Busy)
+    } else {
+        Err(ThresholdError::Failed(format!("result {r:#x}")))
+    }
 }
 
 /// The flow table plus the engine. Frames are Ethernet frames; `checksum_ok` is the host's
@@ -36,6 +61,10 @@ pub trait Datapath {
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
     fn remove(&mut self, key: &FlowKey) -> Option<Conn>;
     fn keys(&self) -> Vec<FlowKey>;
+    /// Writes the threshold slots of `cmd.mask` of connection `cmd.key` without touching the
+    /// rest of it (the kernel datapath runs `conntrack_control`, which takes the connection's
+    /// lock), then checks them as Zeek does on a set. Returns the slots that crossed (cleared).
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError>;
 }
 
 /// likely_server_ports on the host.
@@ -138,6 +167,14 @@ impl Datapath for HostDatapath {
 
     fn keys(&self) -> Vec<FlowKey> {
         self.table.keys().copied().collect()
+    }
+
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        let conn = self
+            .table
+            .get_mut(&cmd.key)
+            .ok_or(ThresholdError::NotFound)?;
+        Ok(threshold::apply_command(conn, cmd))
     }
 }
 

@@ -6,7 +6,9 @@
 //! `LIKELY_SERVER_PORTS`, `EVENTS`, `STATS`, `CONFIG`; `__sk_buff.cb[0]` flags and
 //! `__sk_buff.tstamp` in replay.
 
-use crate::datapath::{Datapath, DatapathError, tso_zero_length_fix};
+use crate::datapath::{
+    Datapath, DatapathError, ThresholdError, decode_control_result, tso_zero_length_fix,
+};
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf};
 use aya::programs::tc::{NlOptions, TcAttachOptions, qdisc_add_clsact};
@@ -19,6 +21,8 @@ use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::MAX_HEADER_BYTES;
 use conntrack_common::stats::Stat;
+use conntrack_common::threshold::ThresholdCommand;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// The eBPF object; empty when build.rs could not build it (no bpf-linker).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("CONNTRACK_EBPF_OBJ"));
@@ -30,12 +34,16 @@ const PROGRAMS: [(&str, TcAttachType); 2] = [
 ];
 
 /// The later stages, tail-called through `STAGES[index]` (conntrack-ebpf/src/maps.rs).
-const STAGE_PROGRAMS: [(&str, u32); 4] = [
+const STAGE_PROGRAMS: [(&str, u32); 5] = [
     ("conntrack_parse", 0),
     ("conntrack_transport", 1),
     ("conntrack_engine", 2),
     ("conntrack_update", 3),
+    ("conntrack_threshold", 4),
 ];
+
+/// Threshold commands (never attached, run with BPF_PROG_TEST_RUN; conntrack-ebpf/src/control.rs).
+const CONTROL_PROGRAM: &str = "conntrack_control";
 
 /// `CONFIG` indices and flags (mirrors conntrack-ebpf/src/maps.rs).
 const CONFIG_FLAGS: u32 = 0;
@@ -120,6 +128,7 @@ impl Kernel {
             config.set(CONFIG_CLOCK_OFFSET, wall_minus_monotonic_ns(), 0)?;
         }
         let names = STAGE_PROGRAMS.iter().map(|(n, _)| *n);
+        let names = names.chain(std::iter::once(CONTROL_PROGRAM));
         for name in names.chain(PROGRAMS.iter().map(|(n, _)| *n)) {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
@@ -147,12 +156,24 @@ impl Kernel {
                 .set(index, &fd, 0)
                 .with_context(|| format!("installing {name} in STAGES"))?;
         }
+        let control = {
+            let prog: &SchedClassifier = ebpf
+                .program(CONTROL_PROGRAM)
+                .context("no control program")?
+                .try_into()?;
+            ControlProgram {
+                fd: prog.fd()?.as_fd().try_clone_to_owned()?,
+            }
+        };
         let flows = HashMap::try_from(ebpf.take_map("FLOWS").context("no map FLOWS")?)?;
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no map EVENTS")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no map STATS")?)?;
         Ok(Kernel {
             ebpf,
-            flows: Some(FlowMap { map: flows }),
+            flows: Some(FlowMap {
+                map: flows,
+                control,
+            }),
             events,
             stats,
             attached: Vec::new(),
@@ -242,6 +263,12 @@ impl Kernel {
             .collect()
     }
 
+    /// A threshold command through `conntrack_control` (while `FLOWS` has not been taken).
+    pub fn set_thresholds(&self, cmd: &ThresholdCommand) -> Result<u32> {
+        let flows = self.flows.as_ref().context("FLOWS was taken")?;
+        Ok(flows.control.run(cmd)?)
+    }
+
     fn program(&self, name: &str) -> Result<&SchedClassifier> {
         Ok(self
             .ebpf
@@ -257,9 +284,83 @@ impl Drop for Kernel {
     }
 }
 
-/// The `FLOWS` map: lookups and removals for the tracker.
+/// `conntrack_control`, run with BPF_PROG_TEST_RUN on a `ThresholdCommand` (by raw syscall: the
+/// program stays owned by the `Kernel`, while live the flow map and this handle go to the agent).
+pub struct ControlProgram {
+    fd: OwnedFd,
+}
+
+/// `union bpf_attr` as BPF_PROG_TEST_RUN reads it (uapi `test` member).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// How often a command that found the connection locked is retried (a packet holds the lock
+/// for well under a microsecond).
+const CONTROL_TRIES: u32 = 8;
+
+impl ControlProgram {
+    /// Runs `cmd`; returns the crossed slots.
+    pub fn run(&self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        let mut last = ThresholdError::Busy;
+        for _ in 0..CONTROL_TRIES {
+            match decode_control_result(self.run_once(cmd)?) {
+                Err(ThresholdError::Busy) => last = ThresholdError::Busy,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    fn run_once(&self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        let mut attr = TestRunAttr {
+            prog_fd: self.fd.as_raw_fd() as u32,
+            data_size_in: size_of::<ThresholdCommand>() as u32,
+            data_in: (cmd as *const ThresholdCommand) as u64,
+            repeat: 1,
+            ..TestRunAttr::default()
+        };
+        // SAFETY: `attr` is a valid BPF_PROG_TEST_RUN attribute block; `data_in` points to a
+        // live `ThresholdCommand` of `data_size_in` bytes; no output buffers.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &mut attr as *mut TestRunAttr,
+                size_of::<TestRunAttr>(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(ThresholdError::Failed(format!("BPF_PROG_TEST_RUN: {e}")));
+        }
+        Ok(attr.retval)
+    }
+}
+
+/// The `FLOWS` map: lookups and removals for the tracker, and threshold commands.
 pub struct FlowMap {
     map: HashMap<MapData, FlowKey, Conn>,
+    control: ControlProgram,
 }
 
 impl FlowMap {
@@ -301,6 +402,9 @@ impl Datapath for FlowMap {
     }
     fn keys(&self) -> Vec<FlowKey> {
         FlowMap::keys(self)
+    }
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        self.control.run(cmd)
     }
 }
 
@@ -371,6 +475,9 @@ impl Datapath for KernelDatapath {
     }
     fn keys(&self) -> Vec<FlowKey> {
         self.flows.keys()
+    }
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        self.flows.control.run(cmd)
     }
 }
 

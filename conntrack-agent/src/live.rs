@@ -6,17 +6,20 @@
 
 use crate::agent::Agent;
 use crate::alerts::Alerts;
+use crate::alerts::capability::{AlertRules, SharedAlerts};
 use crate::cli::{RunArgs, parse_port_list};
 use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::HostConfig;
 use crate::kernel::{Kernel, KernelOptions};
 use crate::read::local_nets_from;
+use crate::thresholds::DurationMode;
 use crate::tracker::Timeouts;
 use anyhow::{Context, Result};
 use conntrack_common::event::{Event, EventKind};
 use conntrack_common::packet::PacketMeta;
 use conntrack_common::stats::Stat;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -54,6 +57,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         &args.common.log_dir,
         args.common.community_id,
     )?;
+    let alert_rules = alerts.has_rules();
+    let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
     let writer = ConnLogWriter::create(
         &args.common.log_dir,
         args.common.log_format,
@@ -63,9 +68,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Box::new(flows),
         HostConfig::new(&ports),
         Timeouts::default(),
-        local_nets,
+        local_nets.clone(),
         writer,
     );
+    if alert_rules {
+        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets)));
+    }
+    // Live, an idle connection must not delay its duration thresholds until its next packet.
+    agent.set_duration_mode(DurationMode::NextPacketOrTimer);
     eprintln!(
         "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
         args.iface.join(", "),
@@ -117,7 +127,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         get(Stat::LockBusy),
         get(Stat::Fragments)
     );
-    if let Some(line) = alerts.finish().await.summary() {
+    let alerts = alerts.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(line) = match alerts {
+        Some(a) => a.finish().await.summary(),
+        None => None,
+    } {
         eprintln!("{line}");
     }
     Ok(())

@@ -3,7 +3,6 @@
 mod agent;
 // The crossing path (rules_for, crossed) is called by the threshold capability once it is
 // wired; until then only tests reach it. Remove this allow with that wiring.
-#[allow(dead_code)]
 mod alerts;
 mod bench;
 mod checksum;
@@ -13,13 +12,17 @@ mod config;
 mod conn_log;
 mod datapath;
 mod defrag;
+mod events;
 mod kernel;
 mod live;
 mod pcap_input;
 mod read;
 mod site;
+mod thresholds;
 mod tracker;
 mod uid;
+#[cfg(test)]
+mod zeek_threshold_tests;
 
 use clap::Parser;
 

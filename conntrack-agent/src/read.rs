@@ -2,17 +2,21 @@
 
 use crate::agent::Agent;
 use crate::alerts::Alerts;
+use crate::alerts::capability::{AlertRules, SharedAlerts};
 use crate::checksum::{ChecksumPolicy, ip_view, ipv4_header_ok, transport_ok};
 use crate::cli::{Engine, ReadArgs, parse_port_list};
 use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::{Datapath, HostConfig, HostDatapath};
 use crate::defrag::{Defragmenter, FragResult};
+use crate::events::Capability;
 use crate::pcap_input::{LinkSkip, PcapReader, frame_l3, synth_ethernet};
 use crate::site::NetSet;
+use crate::thresholds::DurationMode;
 use crate::tracker::Timeouts;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Packet accounting for the summary.
@@ -91,6 +95,11 @@ fn first_line(e: &anyhow::Error) -> String {
 }
 
 pub fn read(args: ReadArgs) -> anyhow::Result<()> {
+    read_with(args, Vec::new())
+}
+
+/// `read` with capability modules registered before the first packet.
+pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyhow::Result<()> {
     let config = Config::load(args.common.config.as_deref())?;
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
@@ -112,13 +121,24 @@ pub fn read(args: ReadArgs) -> anyhow::Result<()> {
         &args.common.log_dir,
         args.common.community_id,
     )?;
+    let alert_rules = alerts.has_rules();
+    let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
     let mut agent = Agent::new(
         dp,
         HostConfig::new(&ports),
         Timeouts::default(),
-        local_nets,
+        local_nets.clone(),
         writer,
     );
+    if args.duration_timers {
+        agent.set_duration_mode(DurationMode::NextPacketOrTimer);
+    }
+    if alert_rules {
+        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets)));
+    }
+    for cap in capabilities {
+        agent.register(cap);
+    }
     let mut defrag = Defragmenter::default();
     let mut st = ReadStats::default();
     let progress = args
@@ -269,7 +289,8 @@ pub fn read(args: ReadArgs) -> anyhow::Result<()> {
         ));
     }
     eprintln!("{summary}");
-    if let Some(line) = alerts.finish_blocking().summary() {
+    let alerts = alerts.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(line) = alerts.and_then(|a| a.finish_blocking().summary()) {
         eprintln!("{line}");
     }
     if !st.skipped.is_empty() {
@@ -368,6 +389,7 @@ mod tests {
             ignore_checksums_net: vec![],
             engine: Some(Engine::Host),
             progress: Some(false),
+            duration_timers: false,
         }
     }
 

@@ -169,7 +169,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         self.entries.len()
     }
 
-    #[cfg(test)]
+    /// The latest network time seen (i64::MIN before any).
     pub fn network_time(&self) -> i64 {
         self.network_time
     }
@@ -200,8 +200,16 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     /// Reports a connection after a packet changed it (or created it: `is_new`).
-    /// `established`: Zeek's connection_established has happened (acted on once).
-    pub fn observe(&mut self, key: &K, v: &ConnView, pkt_ns: i64, is_new: bool, established: bool) {
+    /// `established`: Zeek's connection_established has happened (acted on once). Returns true
+    /// the first time `established` is seen for this connection.
+    pub fn observe(
+        &mut self,
+        key: &K,
+        v: &ConnView,
+        pkt_ns: i64,
+        is_new: bool,
+        established: bool,
+    ) -> bool {
         let now = self.network_time.max(pkt_ns);
         if is_new || !self.entries.contains_key(key) {
             let generation = self.next_generation;
@@ -237,8 +245,9 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             }
         }
         if v.proto != TCP {
-            return;
+            return false;
         }
+        let mut newly_established = false;
         let t = self.t.clone();
         let mut pushes: Vec<(i64, Kind, u64, u64)> = Vec::new();
         {
@@ -268,6 +277,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             }
             if established && !e.established {
                 e.established = true;
+                newly_established = true;
                 if let Some((_, to)) = t
                     .tcp_port_inactivity
                     .iter()
@@ -308,6 +318,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         for (at, kind, generation, epoch) in pushes {
             self.push(at, kind, key.clone(), generation, epoch);
         }
+        newly_established
     }
 
     /// Advances network time to `now` (never backwards) and fires due timers, calling `read`

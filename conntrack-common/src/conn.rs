@@ -71,8 +71,14 @@ pub struct Conn {
     pub ip_version: u8,
     /// Spin lock used only by the eBPF glue (`bpf_spin_lock`-sized).
     pub lock: u32,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+    /// Bits (`threshold::bit(slot)`) of the slots of `thr` that hold a threshold: the one
+    /// word the per-packet check reads when nothing is armed.
+    pub thr_armed: u32,
+    /// The lowest pending threshold per `threshold::slot`: IP bytes and packets of the
+    /// originator, the responder and both, and the duration in ns; pending while its bit is in
+    /// `thr_armed` (0 = none). Written by the agent (under the lock, through `conntrack_control`
+    /// on eBPF); the engine disarms a crossed slot and keeps its value for the event.
+    pub thr: [u64; crate::threshold::SLOTS],
 }
 
 impl Default for Conn {
@@ -185,7 +191,8 @@ impl Conn {
         proto: 0,
         ip_version: 0,
         lock: 0,
-        _pad: 0,
+        thr_armed: 0,
+        thr: [0; crate::threshold::SLOTS],
     };
 
     /// True for TCP.

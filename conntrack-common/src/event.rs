@@ -2,7 +2,7 @@
 //! collected in a `Vec` by the host datapath).
 //!
 //! The driver hands out an [`EventRef`] (references only, a few words on the stack) rather than
-//! an [`Event`] (552 bytes, too large for the 512-byte eBPF stack); the eBPF glue writes it
+//! an [`Event`] (608 bytes, too large for the 512-byte eBPF stack); the eBPF glue writes it
 //! straight into a ring-buffer reservation with [`EventRef::write_to`].
 
 use crate::conn::Conn;
@@ -23,6 +23,9 @@ pub enum EventKind {
     ReuseRemoved = 3,
     /// The flow table was full; `meta` is the packet, there is no connection.
     TableFull = 4,
+    /// Only thresholds crossed (snapshot after the packet); `changes` says which
+    /// (`Changes::crossed`). NewConn and StateChanged events report crossings the same way.
+    ThresholdCrossed = 5,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
             2 => Some(EventKind::StateChanged),
             3 => Some(EventKind::ReuseRemoved),
             4 => Some(EventKind::TableFull),
+            5 => Some(EventKind::ThresholdCrossed),
             _ => None,
         }
     }
@@ -107,5 +111,10 @@ impl Event {
     /// The decoded kind.
     pub fn kind(&self) -> Option<EventKind> {
         EventKind::from_u32(self.kind)
+    }
+
+    /// The threshold slots that crossed on this packet (`threshold::bit` values), 0 if none.
+    pub fn crossed(&self) -> u32 {
+        Changes(self.changes).crossed()
     }
 }

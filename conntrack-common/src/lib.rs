@@ -12,6 +12,7 @@
 //! - [`history`]: Zeek's history letters;
 //! - [`conn`]: [`conn::Conn`], the map value, and its conn.log field accessors;
 //! - [`engine`]: orientation, reuse, the per-packet update and the generic driver;
+//! - [`threshold`]: per-connection thresholds (the kernel side of ConnThreshold);
 //! - [`event`]: ring-buffer events; [`stats`]: per-CPU counter indices.
 #![no_std]
 
@@ -26,6 +27,7 @@ pub mod key;
 pub mod packet;
 pub mod stats;
 pub mod tcp;
+pub mod threshold;
 
 #[cfg(test)]
 mod testutil;
@@ -52,6 +54,7 @@ mod pod {
     unsafe impl aya::Pod for crate::packet::PacketMeta {}
     unsafe impl aya::Pod for crate::tcp::Endpoint {}
     unsafe impl aya::Pod for crate::history::History {}
+    unsafe impl aya::Pod for crate::threshold::ThresholdCommand {}
 }
 
 // Layout guards: these types are shared with the eBPF program and must not change by accident.
@@ -59,5 +62,6 @@ const _: () = assert!(core::mem::size_of::<key::FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<packet::PacketMeta>() == 80);
 const _: () = assert!(core::mem::size_of::<tcp::Endpoint>() == 128);
 const _: () = assert!(core::mem::size_of::<history::History>() == 56);
-const _: () = assert!(core::mem::size_of::<conn::Conn>() == 416);
-const _: () = assert!(core::mem::size_of::<event::Event>() == 552);
+const _: () = assert!(core::mem::size_of::<conn::Conn>() == 472);
+const _: () = assert!(core::mem::size_of::<event::Event>() == 608);
+const _: () = assert!(core::mem::size_of::<threshold::ThresholdCommand>() == 112);

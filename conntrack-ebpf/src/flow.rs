@@ -6,11 +6,13 @@
 //! the tail call fails); a tail call does not leave the CPU, so the hold time stays one packet.
 
 use crate::lock;
-use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH};
+use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_THRESHOLD, STAGES};
 use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::programs::TcContext;
 use conntrack_common::conn::{CONN_FLIPPED, Conn, ZERO_CONN};
 use conntrack_common::engine::{
-    Changes, EngineConfig, event_after_update, init_conn, is_orig, is_reuse, update,
+    Changes, EngineConfig, check_thresholds, event_after_update, init_conn, is_orig, is_reuse,
+    update,
 };
 use conntrack_common::event::{EventKind, EventRef};
 use conntrack_common::key::FlowKey;
@@ -129,14 +131,15 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
     Prepared::Ready(conn)
 }
 
-/// Stage 5: `engine::update`, then NewConn / StateChanged, then unlock.
+/// Stage 5: `engine::update`; then, when a threshold is armed, the threshold stage (which
+/// finishes the packet); else NewConn / StateChanged and unlock.
 #[inline(always)]
-pub fn apply(emit: impl Fn(&EventRef<'_>)) {
+pub fn apply(ctx: &TcContext, emit: impl Fn(&EventRef<'_>)) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
-    let scratch = unsafe { &*scratch };
+    let scratch = unsafe { &mut *scratch };
     let Some(conn) = FLOWS.get_ptr_mut(scratch.key) else {
         return; // removed by the agent between the stages
     };
@@ -144,6 +147,47 @@ pub fn apply(emit: impl Fn(&EventRef<'_>)) {
     let c = unsafe { &mut *conn };
     let created = Changes(scratch.created);
     let ch = update(c, &scratch.meta, scratch.now_ns, scratch.checksum_ok != 0) | created;
+    if c.thr_armed != 0 {
+        // The check does not fit this stage's verifier budget; connections without thresholds
+        // never pay the tail call.
+        scratch.changes = ch.0;
+        // SAFETY: a valid context and map; on success this does not return.
+        unsafe { STAGES.tail_call(ctx, STAGE_THRESHOLD) };
+        // Not installed: finish the packet without the check.
+    }
+    finish(conn, ch, emit);
+}
+
+/// Stage 6 (only for a connection with an armed threshold): `engine::check_thresholds`, then
+/// the packet's event (crossings included) and unlock.
+#[inline(always)]
+pub fn check_thresholds_stage(emit: impl Fn(&EventRef<'_>)) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
+    let scratch = unsafe { &*scratch };
+    let Some(conn) = FLOWS.get_ptr_mut(scratch.key) else {
+        return;
+    };
+    // SAFETY: still locked since stage 4.
+    let c = unsafe { &mut *conn };
+    let ch = Changes(scratch.changes);
+    let ch = ch | check_thresholds(c, &scratch.meta, scratch.now_ns, ch);
+    finish(conn, ch, emit);
+}
+
+/// The packet's event (if any), then unlock.
+#[inline(always)]
+fn finish(conn: *mut Conn, ch: Changes, emit: impl Fn(&EventRef<'_>)) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return release(conn);
+    };
+    // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
+    let scratch = unsafe { &*scratch };
+    // SAFETY: locked since stage 4.
+    let c = unsafe { &*conn };
+    let created = Changes(scratch.created);
     if let Some(kind) = event_after_update(created, ch) {
         emit(&EventRef {
             kind,

@@ -9,10 +9,13 @@
 //! - `conntrack_parse`: `packet::parse_ip` (the IP layer) into a `PacketMeta`;
 //! - `conntrack_transport`: `packet::parse_l4`, GSO counts, the SYN's window-scale option;
 //! - `conntrack_engine`: lookup/creation, TCP reuse, initialisation, with the connection locked;
-//! - `conntrack_update`: `engine::update`, then the event, then unlock.
+//! - `conntrack_update`: `engine::update`, then the event, then unlock;
+//! - `conntrack_threshold`: only for a connection with an armed threshold,
+//!   `engine::check_thresholds`, then the event, then unlock.
 //!
 //! Stages 4 and 5 are `engine::process_packet`'s steps (see flow.rs). Events go to the ring
-//! buffer without waking the agent (it polls).
+//! buffer without waking the agent (it polls). `conntrack_control` (never attached) is how the
+//! agent sets a connection's thresholds.
 //!
 //! The packet itself is never changed or dropped.
 #![no_std]
@@ -20,6 +23,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod control;
 mod flow;
 mod l2;
 mod lock;
@@ -76,6 +80,12 @@ pub fn empty(_ctx: TcContext) -> i32 {
     VERDICT
 }
 
+/// Threshold commands from the agent (BPF_PROG_TEST_RUN only, never attached; see control.rs).
+#[classifier]
+pub fn conntrack_control(ctx: TcContext) -> i32 {
+    control::run(&ctx) as i32
+}
+
 /// Stage 2, reached only by tail call from stage 1.
 #[classifier]
 pub fn conntrack_parse(ctx: TcContext) -> i32 {
@@ -99,8 +109,15 @@ pub fn conntrack_engine(ctx: TcContext) -> i32 {
 
 /// Stage 5, reached only by tail call from stage 4.
 #[classifier]
-pub fn conntrack_update(_ctx: TcContext) -> i32 {
-    flow::apply(emit);
+pub fn conntrack_update(ctx: TcContext) -> i32 {
+    flow::apply(&ctx, emit);
+    VERDICT
+}
+
+/// Stage 6, reached only by tail call from stage 5 for a connection with an armed threshold.
+#[classifier]
+pub fn conntrack_threshold(_ctx: TcContext) -> i32 {
+    flow::check_thresholds_stage(emit);
     VERDICT
 }
 

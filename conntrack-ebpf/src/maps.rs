@@ -67,6 +67,8 @@ pub struct Scratch {
     pub ip_len_zero: u32,
     /// `engine::Changes` bits of stage 4 (NEW, REUSED, FLIPPED) for stage 5.
     pub created: u32,
+    /// `engine::Changes` of the packet after stage 5, for the threshold stage.
+    pub changes: u32,
     /// The packet's flow key.
     pub key: FlowKey,
 }
@@ -78,7 +80,7 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Tail-call targets, filled by the agent: the stages are verified separately, which keeps
 /// each under the verifier's complexity limit.
 #[map]
-pub static STAGES: ProgramArray = ProgramArray::with_max_entries(4, 0);
+pub static STAGES: ProgramArray = ProgramArray::with_max_entries(5, 0);
 
 /// Index of `conntrack_parse` in [`STAGES`].
 pub const STAGE_PARSE: u32 = 0;
@@ -88,3 +90,5 @@ pub const STAGE_TRANSPORT: u32 = 1;
 pub const STAGE_ENGINE: u32 = 2;
 /// Index of `conntrack_update` in [`STAGES`].
 pub const STAGE_UPDATE: u32 = 3;
+/// Index of `conntrack_threshold` in [`STAGES`] (entered only when a threshold is armed).
+pub const STAGE_THRESHOLD: u32 = 4;

@@ -1,6 +1,7 @@
 //! Alert rules: which connections a rule watches (its match), what it measures (the metric) and
 //! where its alerts go (webhook sinks; alerts.log always).
 
+#[cfg(test)]
 use crate::conn_log::ConnRecord;
 use crate::site::{NetSet, addr_from_bytes, canonical};
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,7 @@ pub enum MetricKind {
 }
 
 impl Metric {
+    #[cfg(test)]
     pub const ALL: [Metric; 7] = [
         Metric::OrigBytes,
         Metric::RespBytes,
@@ -83,6 +85,7 @@ impl Metric {
 
     /// Zeek's `is_orig` argument of `set_bytes_threshold`/`set_packets_threshold`; None for
     /// totals and duration.
+    #[cfg(test)]
     pub fn is_orig(self) -> Option<bool> {
         match self.direction() {
             Direction::Orig => Some(true),
@@ -92,6 +95,7 @@ impl Metric {
     }
 
     /// The metric's value in a connection record (duration in nanoseconds).
+    #[cfg(test)]
     pub fn value(self, r: &ConnRecord) -> u64 {
         match self {
             Metric::OrigBytes => r.orig_ip_bytes,
@@ -144,6 +148,7 @@ impl<'a> ConnMatch<'a> {
         }
     }
 
+    #[cfg(test)]
     pub fn from_record(r: &ConnRecord, iface: Option<&'a str>) -> Self {
         Self {
             proto: r.ip_proto,

@@ -43,6 +43,7 @@ impl Spool {
         Ok(Self { dir })
     }
 
+    #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -15,6 +15,7 @@ use crate::key::{FlowKey, tuple_ports};
 use crate::packet::{PacketMeta, tcp_flags};
 use crate::proto;
 use crate::tcp::{EP_ACTIVE, Endpoint, state};
+use crate::threshold;
 
 /// Host or eBPF configuration the engine consults.
 pub trait EngineConfig {
@@ -62,6 +63,27 @@ impl Changes {
     /// The table returned no entry even after a successful insert (e.g. the eBPF glue found
     /// the connection's lock busy); nothing was applied and nothing emitted.
     pub const SKIPPED: Changes = Changes(1 << 10);
+    /// At least one threshold crossed; which ones is in the bits from [`Changes::CROSSED_SHIFT`]
+    /// ([`Changes::crossed`]).
+    pub const THRESHOLD_CROSSED: Changes = Changes(1 << 11);
+    /// The crossed threshold slots (`threshold::bit` values) are stored shifted by this.
+    pub const CROSSED_SHIFT: u32 = 16;
+
+    /// Changes reporting the crossed threshold slots `mask` (none if 0).
+    #[inline(always)]
+    pub fn from_crossed(mask: u32) -> Changes {
+        if mask == 0 {
+            Changes::NONE
+        } else {
+            Changes(Changes::THRESHOLD_CROSSED.0 | (mask << Changes::CROSSED_SHIFT))
+        }
+    }
+
+    /// The threshold slots that crossed (`threshold::bit` values), 0 if none.
+    #[inline(always)]
+    pub fn crossed(self) -> u32 {
+        (self.0 >> Changes::CROSSED_SHIFT) & crate::threshold::ALL_SLOTS
+    }
 
     /// True if all bits of `other` are set.
     #[inline(always)]
@@ -212,7 +234,8 @@ pub fn is_reuse(conn: &Conn, meta: &PacketMeta, _is_orig: bool) -> bool {
 
 /// Applies one packet of this connection. `checksum_ok = false` only adds the C/c letter
 /// (TCP and UDP) and counts nothing, like Zeek, which drops such packets after the lookup. A
-/// packet with [`PacketMeta::l4_dropped`] changes nothing.
+/// packet with [`PacketMeta::l4_dropped`] changes nothing. Thresholds are checked apart, by
+/// [`check_thresholds`] (on eBPF in a stage of its own, entered only when one is armed).
 pub fn update(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, checksum_ok: bool) -> Changes {
     if meta.l4_dropped() {
         // Zeek's transport analyzer drops the packet after the connection lookup: it may have
@@ -230,6 +253,20 @@ pub fn update(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, checksum_ok: bool
             Changes::NONE
         }
     }
+}
+
+/// After [`update`] returned `ch` for `meta`: CONNSIZE's threshold check
+/// (`threshold::check_after_packet`) for a packet that was counted. Crossed slots are disarmed
+/// and reported with [`Changes::THRESHOLD_CROSSED`]; nothing armed costs one load and branch.
+#[inline(always)]
+pub fn check_thresholds(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, ch: Changes) -> Changes {
+    // CONNSIZE sees only the packets that were counted (not dropped ones, not bad checksums).
+    if conn.thr_armed == 0 || meta.l4_dropped() || ch.contains(Changes::BAD_CHECKSUM) {
+        return Changes::NONE;
+    }
+    // After a TCP flip the packet's side is the connection's new one.
+    let side = is_orig(conn, meta);
+    Changes::from_crossed(threshold::check_after_packet(conn, side, now_ns))
 }
 
 /// The endpoint of one side (`orig_side`: the originator's).
@@ -318,13 +355,17 @@ pub trait FlowTable {
 }
 
 /// The event a packet raises once applied: NewConn for a connection it created (also by
-/// reuse), StateChanged when the TCP state moved, else none. Shared by the eBPF glue.
+/// reuse), StateChanged when the TCP state moved, ThresholdCrossed when only a threshold
+/// crossed, else none. One event per packet: a NewConn or StateChanged event reports crossings
+/// in its changes too ([`Changes::crossed`]). Shared by the eBPF glue.
 #[inline(always)]
 pub fn event_after_update(created: Changes, ch: Changes) -> Option<EventKind> {
     if created != Changes::NONE {
         Some(EventKind::NewConn)
     } else if ch.contains(Changes::STATE_CHANGED) {
         Some(EventKind::StateChanged)
+    } else if ch.contains(Changes::THRESHOLD_CROSSED) {
+        Some(EventKind::ThresholdCrossed)
     } else {
         None
     }
@@ -334,8 +375,9 @@ pub fn event_after_update(created: Changes, ch: Changes) -> Option<EventKind> {
 /// then restarts it in place), creation (inserts a zeroed value, initialises it in place;
 /// `TableFull` with the packet if the insert fails), update. Emits `NewConn` after a new
 /// connection's first packet and `StateChanged` after a packet that changed a TCP state of an
-/// existing connection. A packet with [`PacketMeta::l4_dropped`] is looked up, may create or
-/// reuse, but is not applied. Returns the packet's changes.
+/// existing connection, ThresholdCrossed after one that only crossed thresholds. A packet with
+/// [`PacketMeta::l4_dropped`] is looked up, may create or reuse, but is not applied. Returns
+/// the packet's changes.
 pub fn process_packet<T: FlowTable, C: EngineConfig>(
     table: &mut T,
     meta: &PacketMeta,
@@ -381,6 +423,7 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
         }
     }
     let ch = update(conn, meta, now_ns, checksum_ok) | created;
+    let ch = ch | check_thresholds(conn, meta, now_ns, ch);
     if let Some(kind) = event_after_update(created, ch) {
         emit(&EventRef {
             kind,

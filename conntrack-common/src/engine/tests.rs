@@ -765,3 +765,78 @@ fn dropped_tcp_header_still_ends_a_closed_connection_by_reuse() {
     assert_eq!((c.orig_pkts(), c.resp_pkts(), c.duration_ns()), (0, 0, 0));
     assert_eq!(c.start_ns, 5 * MS);
 }
+
+/// Arms `value` in slot `s` of the only connection, as the agent's command would.
+fn arm(sim: &mut Sim, s: usize, value: u64) {
+    let conn = sim.table.map.values_mut().next().unwrap();
+    let mut cmd = crate::threshold::ThresholdCommand {
+        mask: crate::threshold::bit(s),
+        check_orig: 1,
+        ..Default::default()
+    };
+    cmd.values[s] = value;
+    assert_eq!(crate::threshold::apply_command(conn, &cmd), 0);
+}
+
+#[test]
+fn a_packet_that_only_crosses_a_threshold_raises_threshold_crossed() {
+    use crate::threshold::{bit, slot};
+    let mut sim = Sim::default();
+    sim.feed(&udp4(true, 100), 0, true); // 128 IP bytes
+    arm(&mut sim, slot::ORIG_BYTES, 200);
+    sim.events.clear();
+    let ch = sim.feed(&udp4(true, 100), 1, true);
+    assert_eq!(ch.crossed(), bit(slot::ORIG_BYTES));
+    assert_eq!(sim.events.len(), 1);
+    let ev = &sim.events[0];
+    assert_eq!(ev.kind(), Some(EventKind::ThresholdCrossed));
+    assert_eq!(ev.crossed(), bit(slot::ORIG_BYTES));
+    assert_eq!(
+        ev.conn.thr[slot::ORIG_BYTES],
+        200,
+        "the snapshot names the threshold"
+    );
+    assert_eq!(ev.conn.thr_armed, 0);
+    // Fired once: the next packet raises nothing.
+    sim.events.clear();
+    sim.feed(&udp4(true, 100), 2, true);
+    assert!(sim.events.is_empty());
+}
+
+#[test]
+fn a_state_change_event_also_reports_the_crossing_of_its_packet() {
+    use crate::threshold::{bit, slot};
+    let mut sim = Sim::default();
+    handshake(&mut sim);
+    arm(&mut sim, slot::TOTAL_PKTS, 4);
+    sim.events.clear();
+    sim.feed(&tcp4(true, FIN | ACK, C_ISN + 1, S_ISN + 1, 0), 3, true);
+    assert_eq!(sim.events.len(), 1);
+    assert_eq!(sim.events[0].kind(), Some(EventKind::StateChanged));
+    assert_eq!(sim.events[0].crossed(), bit(slot::TOTAL_PKTS));
+}
+
+#[test]
+fn a_bad_checksum_packet_is_not_counted_so_crosses_nothing() {
+    use crate::threshold::slot;
+    let mut sim = Sim::default();
+    sim.feed(&udp4(true, 100), 0, true);
+    arm(&mut sim, slot::ORIG_PKTS, 2);
+    sim.events.clear();
+    let ch = sim.feed(&udp4(true, 100), 1, false);
+    assert_eq!(ch.crossed(), 0);
+    assert!(sim.events.is_empty());
+}
+
+#[test]
+fn a_duration_threshold_fires_on_the_first_packet_past_it() {
+    use crate::threshold::{bit, slot};
+    let mut sim = Sim::default();
+    sim.feed(&udp4(true, 10), 0, true);
+    arm(&mut sim, slot::DURATION, 100 * MS);
+    assert_eq!(sim.feed(&udp4(false, 10), 100, true).crossed(), 0);
+    assert_eq!(
+        sim.feed(&udp4(false, 10), 5000, true).crossed(),
+        bit(slot::DURATION)
+    );
+}

@@ -71,6 +71,13 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         &format!("{per}; IPv4, 100-byte datagram"),
     ));
     sec.rows.push(Row::new(
+        "existing UDP flow packet, threshold armed",
+        med("udp_armed"),
+        "ns",
+        empty,
+        &format!("{per}; as above, plus the threshold stage (a threshold that never crosses)"),
+    ));
+    sec.rows.push(Row::new(
         "IPv6, existing TCP, data",
         med("ipv6"),
         "ns",

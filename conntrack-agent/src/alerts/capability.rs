@@ -1,0 +1,139 @@
+//! The alert rules as a capability of the event core: on a new connection, every rule that
+//! matches it arms its threshold through the ConnThreshold API; a crossing becomes an alert.
+//!
+//! The [`Alerts`] behind it is shared with `read`/`run`, which drain its delivery workers at the
+//! end (after the last connection has been removed and its crossings handled).
+
+use super::{Alerts, Metric};
+use crate::alerts::rule::ConnMatch;
+use crate::datapath::conn_record_fields;
+use crate::events::{Capability, ConnEvent, ConnHandle};
+use crate::site::{NetSet, addr_from_bytes};
+use crate::thresholds::ThresholdKind;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// `Alerts` shared between the capability and its owner (`take` it to finish delivery).
+pub type SharedAlerts = Arc<Mutex<Option<Alerts>>>;
+
+pub struct AlertRules {
+    alerts: SharedAlerts,
+    /// For local_orig/local_resp in the alert's connection, as conn.log has them.
+    local_nets: NetSet,
+}
+
+impl AlertRules {
+    pub fn new(alerts: SharedAlerts, local_nets: NetSet) -> Self {
+        Self { alerts, local_nets }
+    }
+}
+
+/// The threshold kind that measures a rule's metric (one datapath slot each).
+pub fn metric_kind(m: Metric) -> ThresholdKind {
+    match m {
+        Metric::OrigBytes => ThresholdKind::OrigBytes,
+        Metric::RespBytes => ThresholdKind::RespBytes,
+        Metric::TotalBytes => ThresholdKind::TotalBytes,
+        Metric::OrigPackets => ThresholdKind::OrigPackets,
+        Metric::RespPackets => ThresholdKind::RespPackets,
+        Metric::TotalPackets => ThresholdKind::TotalPackets,
+        Metric::Duration => ThresholdKind::Duration,
+    }
+}
+
+fn kind_metric(k: ThresholdKind) -> Metric {
+    match k {
+        ThresholdKind::OrigBytes => Metric::OrigBytes,
+        ThresholdKind::RespBytes => Metric::RespBytes,
+        ThresholdKind::TotalBytes => Metric::TotalBytes,
+        ThresholdKind::OrigPackets => Metric::OrigPackets,
+        ThresholdKind::RespPackets => Metric::RespPackets,
+        ThresholdKind::TotalPackets => Metric::TotalPackets,
+        ThresholdKind::Duration => Metric::Duration,
+    }
+}
+
+/// Arms `threshold` (bytes, packets or ns) for `metric` on the handle's connection. False when
+/// it was already armed (another rule with the same threshold) or the connection is gone.
+fn arm(conn: &mut ConnHandle<'_>, metric: Metric, threshold: u64) -> bool {
+    match metric_kind(metric) {
+        ThresholdKind::OrigBytes => conn.set_bytes_threshold(threshold, true),
+        ThresholdKind::RespBytes => conn.set_bytes_threshold(threshold, false),
+        ThresholdKind::TotalBytes => conn.set_total_bytes_threshold(threshold),
+        ThresholdKind::OrigPackets => conn.set_packets_threshold(threshold, true),
+        ThresholdKind::RespPackets => conn.set_packets_threshold(threshold, false),
+        ThresholdKind::TotalPackets => conn.set_total_packets_threshold(threshold),
+        ThresholdKind::Duration => conn.set_duration_threshold(Duration::from_nanos(threshold)),
+    }
+}
+
+impl Capability for AlertRules {
+    fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+        let mut guard = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(alerts) = guard.as_mut() else {
+            return;
+        };
+        match event {
+            // Rules match on the connection as first seen (Zeek's new_connection).
+            ConnEvent::New => {
+                let m = ConnMatch::from_conn(conn.conn(), None);
+                let arms: Vec<_> = alerts.rules_for(&m).collect();
+                for a in arms {
+                    arm(conn, a.metric, a.threshold);
+                }
+            }
+            ConnEvent::ThresholdCrossed(c) => {
+                let m = ConnMatch::from_conn(conn.conn(), None);
+                let rules: Vec<_> = alerts
+                    .rules_at(&m, kind_metric(c.kind), c.threshold)
+                    .collect();
+                if rules.is_empty() {
+                    return;
+                }
+                let mut rec = conn_record_fields(conn.conn());
+                rec.uid = conn.uid().to_string();
+                if !self.local_nets.is_empty() {
+                    rec.local_orig = Some(
+                        self.local_nets
+                            .contains(&addr_from_bytes(&conn.conn().orig_addr)),
+                    );
+                    rec.local_resp = Some(
+                        self.local_nets
+                            .contains(&addr_from_bytes(&conn.conn().resp_addr)),
+                    );
+                }
+                for rule in rules {
+                    if let Err(e) = alerts.crossed(rule, conn.ts_ns() as i64, &rec) {
+                        // Not accepted (disk full, spool unwritable): say so, keep tracking.
+                        log::error!("alert for {} not recorded: {e:#}", rec.uid);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_has_its_own_slot_and_maps_back() {
+        let all = [
+            Metric::OrigBytes,
+            Metric::RespBytes,
+            Metric::TotalBytes,
+            Metric::OrigPackets,
+            Metric::RespPackets,
+            Metric::TotalPackets,
+            Metric::Duration,
+        ];
+        let mut kinds: Vec<ThresholdKind> = all.iter().map(|&m| metric_kind(m)).collect();
+        for (&m, &k) in all.iter().zip(&kinds) {
+            assert_eq!(kind_metric(k), m);
+        }
+        kinds.dedup();
+        assert_eq!(kinds.len(), all.len());
+    }
+}

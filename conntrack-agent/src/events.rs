@@ -1,0 +1,589 @@
+//! The event core: capability modules (thresholds users, alert rules, removal hooks, ...)
+//! register here and receive connection events, with a [`ConnHandle`] through which they act on
+//! that connection (today: the ConnThreshold API of [`crate::thresholds`]).
+//!
+//! Events are queued and delivered in order, one at a time, to every capability in
+//! registration order, like Zeek's event queue: what a handler causes (a threshold it sets that
+//! has already been crossed, say) is delivered after the current event. The agent feeds the
+//! core from the datapath's events and the tracker's removals; with no capability registered
+//! nothing is queued, so connections cost nothing here.
+//!
+//! ```ignore
+//! struct BigTransfers;
+//! impl Capability for BigTransfers {
+//!     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+//!         match event {
+//!             ConnEvent::Established => { conn.set_bytes_threshold(10_000_000, true); }
+//!             ConnEvent::ThresholdCrossed(c) => println!("{} crossed {}", conn.uid(), c.threshold),
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//! agent.register(Box::new(BigTransfers));
+//! ```
+
+use crate::thresholds::{Crossing, RawCrossing, ThresholdKind, ThresholdTarget, Thresholds};
+use conntrack_common::conn::Conn;
+use conntrack_common::key::FlowKey;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Why a connection was removed (given to [`ConnEvent::Removed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemovalReason {
+    /// TCP close completed (close delay elapsed).
+    Closed,
+    /// No packet for the inactivity timeout.
+    Inactivity,
+    /// TCP attempt (SYN without answer) timed out.
+    Attempt,
+    /// TCP expire check (half-closed or idle endpoints).
+    Expire,
+    /// A new connection reused the 5-tuple (TCP reuse).
+    Reuse,
+    /// End of input or shutdown: every open connection is drained.
+    Drain,
+}
+
+impl RemovalReason {
+    /// A short name (conn removal statistics, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalReason::Closed => "closed",
+            RemovalReason::Inactivity => "inactivity",
+            RemovalReason::Attempt => "attempt",
+            RemovalReason::Expire => "expire",
+            RemovalReason::Reuse => "reuse",
+            RemovalReason::Drain => "drained",
+        }
+    }
+}
+
+/// What happened to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// The connection's first packet (Zeek's `new_connection`).
+    New,
+    /// A TCP endpoint changed state.
+    StateChanged,
+    /// Zeek's `connection_established` (once per connection).
+    Established,
+    /// A threshold set through the handle was crossed (Zeek's `bytes_threshold_crossed`,
+    /// `packets_threshold_crossed`, `duration_threshold_crossed`, and the totals).
+    ThresholdCrossed(Crossing),
+    /// The connection was removed; the handle holds its final state. The last event of a
+    /// connection.
+    Removed(RemovalReason),
+}
+
+/// A module that reacts to connection events.
+pub trait Capability {
+    /// Called for every event of every connection (keep the common case cheap).
+    fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent);
+}
+
+/// The connection an event is about.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub key: FlowKey,
+    /// conn.log uid.
+    pub uid: String,
+    /// The connection as of the event.
+    pub conn: Conn,
+    /// Network time of the event (packet time in replays, wall clock live), ns.
+    pub ts_ns: u64,
+}
+
+enum Pending {
+    Event(ConnEvent),
+    /// A crossing reported by the datapath, not yet matched against the thresholds set.
+    Raw(RawCrossing),
+}
+
+/// What a capability can do with the connection of the event it handles.
+pub struct ConnHandle<'a> {
+    info: &'a ConnInfo,
+    thresholds: &'a mut Thresholds,
+    target: &'a mut dyn ThresholdTarget,
+    queue: &'a mut VecDeque<(ConnInfo, Pending)>,
+}
+
+// The ConnThreshold API in full, as Zeek's (issue 5): the alert rules use the setters, the Zeek
+// threshold tests the rest; issue 6's capabilities build on the same handle.
+#[allow(dead_code)]
+impl ConnHandle<'_> {
+    pub fn key(&self) -> &FlowKey {
+        &self.info.key
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.info.uid
+    }
+
+    /// The connection as of the event (counters, state, addresses).
+    pub fn conn(&self) -> &Conn {
+        &self.info.conn
+    }
+
+    /// Network time of the event (ns).
+    pub fn ts_ns(&self) -> u64 {
+        self.info.ts_ns
+    }
+
+    fn set(&mut self, kind: ThresholdKind, value: u64) -> bool {
+        let info = self.info;
+        let (ok, raw) =
+            self.thresholds
+                .set(self.target, &info.conn, &info.key, kind, value, info.ts_ns);
+        self.queue_raw(raw);
+        ok
+    }
+
+    fn delete(&mut self, kind: ThresholdKind, value: u64) -> bool {
+        let info = self.info;
+        let (ok, raw) = self
+            .thresholds
+            .delete(self.target, &info.key, kind, value, info.ts_ns);
+        self.queue_raw(raw);
+        ok
+    }
+
+    fn queue_raw(&mut self, raw: Option<RawCrossing>) {
+        if let Some(raw) = raw {
+            self.queue.push_back((self.info.clone(), Pending::Raw(raw)));
+        }
+    }
+
+    /// `ConnThreshold::set_bytes_threshold`: IP bytes sent by one side. False for 0 or when the
+    /// connection is no longer in the datapath.
+    pub fn set_bytes_threshold(&mut self, bytes: u64, is_orig: bool) -> bool {
+        self.set(ThresholdKind::bytes(is_orig), bytes)
+    }
+
+    /// `ConnThreshold::set_packets_threshold`: packets sent by one side.
+    pub fn set_packets_threshold(&mut self, packets: u64, is_orig: bool) -> bool {
+        self.set(ThresholdKind::packets(is_orig), packets)
+    }
+
+    /// `ConnThreshold::set_duration_threshold`: time since the connection's first packet.
+    pub fn set_duration_threshold(&mut self, after: Duration) -> bool {
+        self.set(ThresholdKind::Duration, duration_ns(after))
+    }
+
+    /// IP bytes of both sides together (our extension, for alert rules).
+    pub fn set_total_bytes_threshold(&mut self, bytes: u64) -> bool {
+        self.set(ThresholdKind::TotalBytes, bytes)
+    }
+
+    /// Packets of both sides together (our extension).
+    pub fn set_total_packets_threshold(&mut self, packets: u64) -> bool {
+        self.set(ThresholdKind::TotalPackets, packets)
+    }
+
+    /// `ConnThreshold::delete_bytes_threshold`: true if that threshold was set.
+    pub fn delete_bytes_threshold(&mut self, bytes: u64, is_orig: bool) -> bool {
+        self.delete(ThresholdKind::bytes(is_orig), bytes)
+    }
+
+    /// `ConnThreshold::delete_packets_threshold`.
+    pub fn delete_packets_threshold(&mut self, packets: u64, is_orig: bool) -> bool {
+        self.delete(ThresholdKind::packets(is_orig), packets)
+    }
+
+    /// `ConnThreshold::delete_duration_threshold`.
+    pub fn delete_duration_threshold(&mut self, after: Duration) -> bool {
+        self.delete(ThresholdKind::Duration, duration_ns(after))
+    }
+
+    pub fn delete_total_bytes_threshold(&mut self, bytes: u64) -> bool {
+        self.delete(ThresholdKind::TotalBytes, bytes)
+    }
+
+    pub fn delete_total_packets_threshold(&mut self, packets: u64) -> bool {
+        self.delete(ThresholdKind::TotalPackets, packets)
+    }
+
+    /// What the datapath holds now per slot (`conntrack_common::threshold::slot` order; 0 =
+    /// nothing armed): Zeek's `get_current_conn_*_threshold`.
+    pub fn current_thresholds(&self) -> [u64; conntrack_common::threshold::SLOTS] {
+        let mut out = [0; conntrack_common::threshold::SLOTS];
+        if let Some(c) = self.target.lookup(&self.info.key) {
+            for (s, v) in out.iter_mut().enumerate() {
+                if c.thr_armed & conntrack_common::threshold::bit(s) != 0 {
+                    *v = c.thr[s];
+                }
+            }
+        }
+        out
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The registered capabilities, the thresholds they set, and the event queue.
+pub struct EventCore {
+    caps: Vec<Box<dyn Capability>>,
+    thresholds: Thresholds,
+    queue: VecDeque<(ConnInfo, Pending)>,
+}
+
+impl EventCore {
+    pub fn new(thresholds: Thresholds) -> Self {
+        Self {
+            caps: Vec::new(),
+            thresholds,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Adds a capability; it receives every later event.
+    pub fn register(&mut self, cap: Box<dyn Capability>) {
+        self.caps.push(cap);
+    }
+
+    /// True when nothing listens: the agent then skips building events.
+    pub fn is_idle(&self) -> bool {
+        self.caps.is_empty()
+    }
+
+    /// Queues `events` for one connection and delivers everything queued.
+    pub fn deliver(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        info: &ConnInfo,
+        events: &[ConnEvent],
+        crossed: Option<RawCrossing>,
+    ) {
+        if self.caps.is_empty() {
+            return;
+        }
+        for ev in events {
+            self.queue.push_back((info.clone(), Pending::Event(*ev)));
+        }
+        // As in Zeek, the packet's state events come before its threshold crossings.
+        if let Some(raw) = crossed {
+            self.queue.push_back((info.clone(), Pending::Raw(raw)));
+        }
+        self.run(target);
+    }
+
+    /// Fires due duration timers at `now_ns` (timer mode) and delivers their crossings.
+    pub fn advance(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        now_ns: u64,
+        uid: &dyn Fn(&FlowKey) -> Option<String>,
+    ) {
+        if self.caps.is_empty() {
+            return;
+        }
+        for (key, raw) in self.thresholds.due(target, now_ns) {
+            let Some(conn) = target.lookup(&key) else {
+                continue;
+            };
+            let info = ConnInfo {
+                key,
+                uid: uid(&key).unwrap_or_default(),
+                conn,
+                ts_ns: now_ns,
+            };
+            self.queue.push_back((info, Pending::Raw(raw)));
+        }
+        self.run(target);
+    }
+
+    /// A connection vanished without a final state to report (the datapath lost it).
+    pub fn forget(&mut self, key: &FlowKey) {
+        self.thresholds.forget(key);
+    }
+
+    /// Switches how duration thresholds fire (see [`crate::thresholds::DurationMode`]).
+    pub fn set_duration_mode(&mut self, mode: crate::thresholds::DurationMode) {
+        self.thresholds.set_mode(mode);
+    }
+
+    fn run(&mut self, target: &mut dyn ThresholdTarget) {
+        while let Some((info, pending)) = self.queue.pop_front() {
+            match pending {
+                Pending::Raw(raw) => {
+                    let (crossings, again) = self
+                        .thresholds
+                        .on_crossed(target, &info.key, &raw, info.ts_ns);
+                    for c in crossings {
+                        let ev = Pending::Event(ConnEvent::ThresholdCrossed(c));
+                        self.queue.push_back((info.clone(), ev));
+                    }
+                    for r in again {
+                        self.queue.push_back((info.clone(), Pending::Raw(r)));
+                    }
+                }
+                Pending::Event(ev) => {
+                    for cap in self.caps.iter_mut() {
+                        let mut handle = ConnHandle {
+                            info: &info,
+                            thresholds: &mut self.thresholds,
+                            target: &mut *target,
+                            queue: &mut self.queue,
+                        };
+                        cap.on_event(&mut handle, &ev);
+                    }
+                    if let ConnEvent::Removed(_) = ev {
+                        self.thresholds.forget(&info.key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::Agent;
+    use crate::conn_log::{ConnLogWriter, LogFormat};
+    use crate::datapath::{Datapath, HostConfig, HostDatapath};
+    use crate::site::NetSet;
+    use crate::thresholds::DurationMode;
+    use crate::tracker::{SEC, Timeouts};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// Ethernet + IPv4 + UDP between 10.0.0.1:40000 and 10.0.0.2:9999 (`from_a`: the first is
+    /// the sender), checksum 0 (not checked).
+    fn udp(from_a: bool, payload: usize) -> Vec<u8> {
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let (src, dst, sp, dp) = if from_a {
+            (a, b, 40000u16, 9999u16)
+        } else {
+            (b, a, 9999, 40000)
+        };
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&((20 + 8 + payload) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&sp.to_be_bytes());
+        f.extend_from_slice(&dp.to_be_bytes());
+        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.resize(f.len() + payload, 0);
+        f
+    }
+
+    /// One event as a capability saw it.
+    struct Seen {
+        uid: String,
+        key: FlowKey,
+        ts_ns: u64,
+        event: ConnEvent,
+    }
+
+    type Log = Rc<RefCell<Vec<Seen>>>;
+
+    /// Records every event it sees; on `New` runs `on_new`.
+    struct Recorder {
+        seen: Log,
+        on_new: fn(&mut ConnHandle<'_>),
+    }
+
+    impl Capability for Recorder {
+        fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+            if *event == ConnEvent::New {
+                (self.on_new)(conn);
+            }
+            self.seen.borrow_mut().push(Seen {
+                uid: conn.uid().to_string(),
+                key: *conn.key(),
+                ts_ns: conn.ts_ns(),
+                event: *event,
+            });
+        }
+    }
+
+    /// The host datapath, and the kernel's (the loaded program, by BPF_PROG_TEST_RUN) when root.
+    fn datapaths() -> Vec<Box<dyn Datapath>> {
+        let mut out: Vec<Box<dyn Datapath>> =
+            vec![Box::new(HostDatapath::new(HostConfig::new(&[])))];
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            out.push(crate::kernel::replay_datapath(&[], 1024).expect("loading the eBPF program"));
+        } else {
+            eprintln!("kernel datapath skipped: needs root");
+        }
+        out
+    }
+
+    fn agent(on_new: fn(&mut ConnHandle<'_>), dir: &tempfile::TempDir) -> (Agent, Log) {
+        let dp = Box::new(HostDatapath::new(HostConfig::new(&[])));
+        agent_on(dp, on_new, dir)
+    }
+
+    fn agent_on(
+        dp: Box<dyn Datapath>,
+        on_new: fn(&mut ConnHandle<'_>),
+        dir: &tempfile::TempDir,
+    ) -> (Agent, Log) {
+        let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+        let cfg = HostConfig::new(&[]);
+        let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        agent.register(Box::new(Recorder {
+            seen: seen.clone(),
+            on_new,
+        }));
+        (agent, seen)
+    }
+
+    fn crossings(seen: &[Seen]) -> Vec<Crossing> {
+        seen.iter()
+            .filter_map(|s| match s.event {
+                ConnEvent::ThresholdCrossed(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Network time of the tests' first packet (the kernel program takes a zero packet time
+    /// for "no time" and reads the clock).
+    const T0: i64 = 1_700_000_000 * SEC;
+
+    /// A packet at `T0 + t`.
+    fn packet(agent: &mut Agent, frame: &[u8], t: i64) {
+        agent.advance(T0 + t).unwrap();
+        agent.process(frame, T0 + t, true).unwrap();
+    }
+
+    #[test]
+    fn duration_threshold_fires_by_timer_on_an_idle_connection_only_in_timer_mode() {
+        let runs = [DurationMode::NextPacket, DurationMode::NextPacketOrTimer]
+            .into_iter()
+            .flat_map(|m| datapaths().into_iter().map(move |dp| (m, dp)));
+        for (mode, dp) in runs {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut agent, seen) = agent_on(
+                dp,
+                |c| assert!(c.set_duration_threshold(Duration::from_secs(1))),
+                &dir,
+            );
+            agent.set_duration_mode(mode);
+            packet(&mut agent, &udp(true, 10), 0);
+            agent.advance(T0 + 2 * SEC).unwrap(); // idle: no packet for 2 s
+            let by_timer = crossings(&seen.borrow());
+            packet(&mut agent, &udp(false, 10), 30 * SEC);
+            let all = crossings(&seen.borrow());
+            let want = Crossing {
+                kind: ThresholdKind::Duration,
+                threshold: SEC as u64,
+                is_orig: mode == DurationMode::NextPacketOrTimer,
+            };
+            assert_eq!(all, vec![want], "{mode:?}: fires exactly once");
+            match mode {
+                DurationMode::NextPacket => assert!(by_timer.is_empty(), "Zeek waits for a packet"),
+                DurationMode::NextPacketOrTimer => assert_eq!(by_timer, vec![want]),
+            }
+        }
+    }
+
+    #[test]
+    fn total_thresholds_count_both_directions_and_report_the_crossing_side() {
+        for dp in datapaths() {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut agent, seen) = agent_on(
+                dp,
+                |c| {
+                    assert!(c.set_total_bytes_threshold(200));
+                    assert!(c.set_total_packets_threshold(3));
+                    assert!(c.set_total_bytes_threshold(150));
+                    assert!(c.delete_total_bytes_threshold(150));
+                    assert!(!c.delete_total_packets_threshold(99));
+                },
+                &dir,
+            );
+            packet(&mut agent, &udp(true, 72), 0); // 100 IP bytes
+            packet(&mut agent, &udp(false, 72), SEC);
+            packet(&mut agent, &udp(false, 72), 2 * SEC);
+            let got = crossings(&seen.borrow());
+            assert_eq!(
+                got,
+                vec![
+                    Crossing {
+                        kind: ThresholdKind::TotalBytes,
+                        threshold: 200,
+                        is_orig: false
+                    },
+                    Crossing {
+                        kind: ThresholdKind::TotalPackets,
+                        threshold: 3,
+                        is_orig: false
+                    },
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_threshold_already_crossed_is_reported_after_the_event_that_set_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, seen) = agent(|c| assert!(c.set_packets_threshold(1, true)), &dir);
+        packet(&mut agent, &udp(true, 10), 0);
+        let events: Vec<ConnEvent> = seen.borrow().iter().map(|s| s.event).collect();
+        let one = Crossing {
+            kind: ThresholdKind::OrigPackets,
+            threshold: 1,
+            is_orig: true,
+        };
+        assert_eq!(
+            events,
+            vec![ConnEvent::New, ConnEvent::ThresholdCrossed(one)]
+        );
+    }
+
+    #[test]
+    fn removal_reaches_capabilities_with_its_reason_and_the_connection_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, seen) = agent(|c| assert!(c.set_bytes_threshold(1_000_000, true)), &dir);
+        packet(&mut agent, &udp(true, 10), 0);
+        agent.advance(T0 + 120 * SEC).unwrap(); // UDP inactivity: 1 min
+        agent.flush().unwrap();
+        let seen = seen.borrow();
+        let (new, removed) = (&seen[0], seen.last().unwrap());
+        assert_eq!(new.event, ConnEvent::New);
+        assert_eq!(removed.event, ConnEvent::Removed(RemovalReason::Inactivity));
+        assert!(!new.uid.is_empty());
+        assert_eq!(new.uid, removed.uid);
+        assert_eq!(new.key, removed.key);
+        assert_eq!(new.ts_ns, T0 as u64);
+        assert_eq!(
+            removed.ts_ns,
+            (T0 + 120 * SEC) as u64,
+            "removed at network time"
+        );
+        let log = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        assert!(log.contains(new.uid.as_str()), "the uid is conn.log's");
+    }
+
+    #[test]
+    fn setting_a_threshold_on_a_removed_connection_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        struct LateSetter(Rc<RefCell<Vec<bool>>>);
+        impl Capability for LateSetter {
+            fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+                if let ConnEvent::Removed(_) = event {
+                    self.0.borrow_mut().push(conn.set_bytes_threshold(10, true));
+                }
+            }
+        }
+        let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+        let cfg = HostConfig::new(&[]);
+        let dp = Box::new(HostDatapath::new(cfg.clone()));
+        let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
+        agent.register(Box::new(LateSetter(seen.clone())));
+        packet(&mut agent, &udp(true, 10), 0);
+        agent.finish().unwrap();
+        assert_eq!(*seen.borrow(), vec![false]);
+    }
+}
