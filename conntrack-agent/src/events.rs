@@ -148,9 +148,17 @@ impl ConnHandle<'_> {
         ok
     }
 
+    /// A threshold that was already crossed when set is reported with the connection as the
+    /// datapath holds it now: live, the kernel kept counting while this event waited in the
+    /// ring buffer, so the event's snapshot would show stale counters (in a replay both agree).
     fn queue_raw(&mut self, raw: Option<RawCrossing>) {
         if let Some(raw) = raw {
-            self.queue.push_back((self.info.clone(), Pending::Raw(raw)));
+            let mut info = self.info.clone();
+            if let Some(now) = self.target.lookup(&info.key) {
+                info.ts_ns = info.ts_ns.max(now.last_ns);
+                info.conn = now;
+            }
+            self.queue.push_back((info, Pending::Raw(raw)));
         }
     }
 
