@@ -33,8 +33,8 @@ use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
 use conntrack_common::event::{Event, EventRef};
 use conntrack_common::packet::{
-    MAX_HEADER_BYTES, META_L4_TRUNCATED, NO_WINDOW_SCALE, PacketMeta, parse_ip, parse_l4,
-    tcp_flags, tcp_window_scale,
+    MAX_HEADER_BYTES, META_L4_TRUNCATED, NO_WINDOW_SCALE, PacketMeta, note_udp_delivered, parse_ip,
+    parse_l4, tcp_flags, tcp_window_scale,
 };
 use conntrack_common::proto;
 use conntrack_common::stats::Stat;
@@ -244,6 +244,15 @@ fn transport_stage(ctx: &TcContext) {
         if let Some(b) = l4.get(12) {
             meta.payload_len = l4_len.saturating_sub(((b >> 4) as u32) * 4);
         }
+    }
+    if scratch.copy_cut != 0 && meta.proto == proto::UDP {
+        // Our copy ends before the packet: the application analyzers see the packet's own
+        // payload, so take its captured length and bytes 0 and 2 from the skb.
+        let payload = start + 8;
+        let captured = (ctx.len() as u64).saturating_sub(payload) as u32;
+        let b0 = ctx.load::<u8>(payload as usize).ok();
+        let b2 = ctx.load::<u8>(payload as usize + 2).ok();
+        note_udp_delivered(captured, b0, b2, meta);
     }
     if scratch.checksum_ok == 0 {
         count(Stat::BadChecksums);
