@@ -379,8 +379,17 @@ fn arbitrary_meta() -> impl Strategy<Value = PacketMeta> {
         )
 }
 
+/// Cases per property: `PROPTEST_CASES` when set (`cargo xtask fuzz` runs rounds of many
+/// cases with fresh seeds), else 512.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// Arbitrary bytes: parsing never panics, and whatever parses goes through the engine.
     #[test]
