@@ -28,6 +28,10 @@ pub enum Command {
     /// Per-packet cost of the eBPF program with BPF_PROG_TEST_RUN (for `cargo xtask bench`).
     #[command(hide = true)]
     BenchKernel(crate::bench::BenchKernelArgs),
+    /// Differential fuzzing: generated frames through the kernel and host engines, which must
+    /// agree (for `cargo xtask fuzz`; needs root and the eBPF program).
+    #[command(hide = true)]
+    FuzzKernel(crate::fuzz::FuzzKernelArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,6 +13,7 @@ mod conn_log;
 mod datapath;
 mod defrag;
 mod events;
+mod fuzz;
 mod kernel;
 mod live;
 mod pcap_input;
@@ -36,6 +37,7 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Run(args) => live::run(args).await,
         cli::Command::Read(args) => read::read(args),
         cli::Command::BenchKernel(args) => bench::bench_kernel(args),
+        cli::Command::FuzzKernel(args) => fuzz::fuzz_kernel(args),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -30,6 +30,14 @@ pub const CONN_HALF_CLOSED: u16 = 1 << 5;
 /// `Conn::flags`: TCP connection that did not start with a plain SYN (approximates Zeek's
 /// `is_partial`; a flip clears it). Only used for the first-ack gap exception.
 pub const CONN_PARTIAL: u16 = 1 << 6;
+/// `Conn::flags`: Zeek attached its DNS analyzer (UDP, responder port 53/137/5353/5355 in
+/// `likely_server_ports` at creation; registering the port is what puts it in that set).
+pub const CONN_DNS_ANALYZER: u16 = 1 << 7;
+/// `Conn::flags`: Zeek attached its NTP analyzer (UDP, responder port 123 registered).
+pub const CONN_NTP_ANALYZER: u16 = 1 << 8;
+/// `Conn::flags`: the attached analyzer's one orientation decision is spent (DNS: it parsed
+/// its first message; NTP: it flipped once).
+pub const CONN_ANALYZER_DECIDED: u16 = 1 << 9;
 
 /// One connection: the flow-table value shared by the eBPF program and the agent.
 #[repr(C)]

@@ -39,6 +39,20 @@ pub const META_L4_TRUNCATED: u8 = 2;
 /// length of the IP header (Zeek's `bad_TCP_header_len` / `truncated_header` after the
 /// connection exists): created, not updated, like [`META_L4_TRUNCATED`].
 pub const META_L4_BAD_HEADER: u8 = 4;
+/// `PacketMeta::meta_flags`: a UDP packet hands its application analyzer at least
+/// [`DNS_HEADER_LEN`] payload bytes (captured and per the IP header), so `app_b0`/`app_b2`
+/// are valid: the DNS analyzer parses a message (and may flip) only from a full header.
+pub const META_UDP_DNS_HEADER: u8 = 8;
+/// `PacketMeta::meta_flags`: a UDP packet hands its application analyzer at least
+/// [`NTP_STD_MSG_LEN`] payload bytes: the NTP analyzer's standard message parses (and may
+/// flip) only then.
+pub const META_UDP_NTP_MSG: u8 = 16;
+
+/// Size of the DNS message header (`DNS_RawMsgHdr`); shorter messages are a weird, not parsed.
+pub const DNS_HEADER_LEN: u32 = 12;
+/// Size of an NTP standard-mode message without extensions or MAC (binpac's `NTP_std_msg`
+/// plus the first byte).
+pub const NTP_STD_MSG_LEN: u32 = 48;
 
 /// TCP flag bits as in the TCP header.
 pub mod tcp_flags {
@@ -101,10 +115,14 @@ pub struct PacketMeta {
     pub window_scale: u8,
     /// [`FRAG_IS_FRAGMENT`] | [`FRAG_MORE`].
     pub frag_flags: u8,
-    /// [`META_RT0_FINAL_DST`] | [`META_L4_TRUNCATED`] | [`META_L4_BAD_HEADER`].
+    /// [`META_RT0_FINAL_DST`] | [`META_L4_TRUNCATED`] | [`META_L4_BAD_HEADER`] |
+    /// [`META_UDP_DNS_HEADER`] | [`META_UDP_NTP_MSG`].
     pub meta_flags: u8,
-    /// Explicit padding, always zero.
-    pub _pad: [u8; 2],
+    /// UDP payload byte 0 (NTP: the mode in the low 3 bits), 0 unless
+    /// [`META_UDP_DNS_HEADER`] is set. Takes the former explicit padding.
+    pub app_b0: u8,
+    /// UDP payload byte 2 (DNS: QR in the top bit), 0 unless [`META_UDP_DNS_HEADER`] is set.
+    pub app_b2: u8,
 }
 
 impl PacketMeta {
@@ -275,6 +293,9 @@ fn clear_l4(meta: &mut PacketMeta) {
     meta.window_scale = NO_WINDOW_SCALE;
     meta.udp_len = 0;
     meta.payload_len = 0;
+    meta.app_b0 = 0;
+    meta.app_b2 = 0;
+    meta.meta_flags &= !(META_UDP_DNS_HEADER | META_UDP_NTP_MSG);
 }
 
 /// IPv4 header; returns (transport offset, transport length from the header).
@@ -396,6 +417,7 @@ pub fn parse_l4(l4: &[u8], l4_len: u32, meta: &mut PacketMeta) -> Result<(), Par
             meta.dport = be16(l4, 2).ok_or(ParseError::Truncated)?;
             meta.udp_len = be16(l4, 4).ok_or(ParseError::Truncated)?;
             meta.payload_len = l4_len.checked_sub(8).ok_or(ParseError::BadLength)?;
+            note_udp_app_bytes(l4.get(8..).unwrap_or(&[]), meta);
             Ok(())
         }
         proto::ICMP | proto::ICMPV6 => {
@@ -409,6 +431,52 @@ pub fn parse_l4(l4: &[u8], l4_len: u32, meta: &mut PacketMeta) -> Result<(), Par
             meta.payload_len = l4_len;
             Ok(())
         }
+    }
+}
+
+/// What a UDP application analyzer is handed: Zeek forwards `min(IP payload length, captured)`
+/// bytes after the UDP header. Records the two bytes the orientation rules read and whether a
+/// DNS header / an NTP standard message fits. `payload` is the captured payload;
+/// `meta.payload_len` must already hold the length from the IP header. Public for the eBPF
+/// glue, which calls it again with the packet's own bytes when its copy was cut.
+#[inline(always)]
+pub fn note_udp_app_bytes(payload: &[u8], meta: &mut PacketMeta) {
+    let captured = if payload.len() > u16::MAX as usize {
+        u16::MAX as u32
+    } else {
+        payload.len() as u32
+    };
+    note_udp_delivered(
+        captured,
+        payload.first().copied(),
+        payload.get(2).copied(),
+        meta,
+    );
+}
+
+/// [`note_udp_app_bytes`] from the captured payload length and payload bytes 0 and 2 (the
+/// eBPF glue reads them from the packet when they lie beyond its copy).
+#[inline(always)]
+pub fn note_udp_delivered(captured: u32, b0: Option<u8>, b2: Option<u8>, meta: &mut PacketMeta) {
+    meta.meta_flags &= !(META_UDP_DNS_HEADER | META_UDP_NTP_MSG);
+    meta.app_b0 = 0;
+    meta.app_b2 = 0;
+    let delivered = if captured < meta.payload_len {
+        captured
+    } else {
+        meta.payload_len
+    };
+    if delivered < DNS_HEADER_LEN {
+        return;
+    }
+    let (Some(b0), Some(b2)) = (b0, b2) else {
+        return;
+    };
+    meta.app_b0 = b0;
+    meta.app_b2 = b2;
+    meta.meta_flags |= META_UDP_DNS_HEADER;
+    if delivered >= NTP_STD_MSG_LEN {
+        meta.meta_flags |= META_UDP_NTP_MSG;
     }
 }
 
@@ -628,6 +696,27 @@ mod tests {
         f.extend_from_slice(&[0u8; 6]);
         let m = parse(&f).unwrap();
         assert_eq!((m.ip_len, m.payload_len), (40, 0));
+    }
+
+    #[test]
+    fn udp_analyzer_sees_min_of_ip_length_and_capture() {
+        let mut payload = [0u8; 48];
+        payload[0] = 0x24; // NTP v4 server mode
+        payload[2] = 0x81; // DNS QR
+        let f = udp4_payload((A4, 123), (B4, 123), &payload);
+        let m = parse(&f).unwrap();
+        assert_eq!((m.app_b0, m.app_b2), (0x24, 0x81));
+        assert!(m.meta_flags & META_UDP_DNS_HEADER != 0 && m.meta_flags & META_UDP_NTP_MSG != 0);
+        // Snap length cut after 20 payload bytes: a DNS header, no NTP message.
+        let cut = parse(&f[..f.len() - 28]).unwrap();
+        assert_eq!(cut.payload_len, 48);
+        assert_eq!(
+            cut.meta_flags & (META_UDP_DNS_HEADER | META_UDP_NTP_MSG),
+            META_UDP_DNS_HEADER
+        );
+        // Fewer than 12 bytes captured: nothing for the analyzers, bytes stay zero.
+        let short = parse(&f[..f.len() - 37]).unwrap();
+        assert_eq!((short.meta_flags, short.app_b0, short.app_b2), (0, 0, 0));
     }
 
     #[test]

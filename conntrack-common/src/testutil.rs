@@ -264,3 +264,32 @@ pub fn udp4(from_a: bool, len: usize) -> Vec<u8> {
     };
     eth4(ipv4(s, d, proto::UDP, &[], udp_seg(sp, dp, len)))
 }
+
+/// A UDP datagram with an explicit payload between two IPv4 endpoints.
+pub fn udp4_payload(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&src.1.to_be_bytes());
+    t.extend_from_slice(&dst.1.to_be_bytes());
+    t.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    t.extend_from_slice(&[0, 0]);
+    t.extend_from_slice(payload);
+    eth4(ipv4(src.0, dst.0, proto::UDP, &[], (t, 6)))
+}
+
+/// An NTP message of `len` bytes in `mode` (version 4).
+pub fn ntp_msg(mode: u8, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    if let Some(b) = p.first_mut() {
+        *b = (4 << 3) | (mode & 7);
+    }
+    p
+}
+
+/// A DNS message of `len` bytes (>= 3) with the QR bit `response`.
+pub fn dns_msg(response: bool, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    p[0] = 0x12;
+    p[1] = 0x34;
+    p[2] = if response { 0x81 } else { 0x01 };
+    p
+}

@@ -37,23 +37,20 @@ use aya_ebpf::macros::classifier;
 use aya_ebpf::programs::TcContext;
 use conntrack_common::event::{Event, EventRef};
 use conntrack_common::packet::{
-    MAX_HEADER_BYTES, META_L4_TRUNCATED, NO_WINDOW_SCALE, PacketMeta, parse_ip, parse_l4,
+    MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, note_udp_delivered, parse_ip, parse_l4,
     tcp_flags, tcp_window_scale,
 };
 use conntrack_common::proto;
 use conntrack_common::stats::Stat;
 use maps::{
-    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, SCRATCH, STAGE_ENGINE,
-    STAGE_PARSE, STAGE_TRANSPORT, STAGE_UPDATE, STAGES, STATS,
+    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, L4_HEADER_BYTES, SCRATCH,
+    STAGE_ENGINE, STAGE_PARSE, STAGE_TRANSPORT, STAGE_UPDATE, STAGES, STATS,
 };
 
 /// `__sk_buff.cb[0]` in replay: the agent found the transport checksum bad.
 const CB_BAD_CHECKSUM: u32 = 1;
 /// Replay: the packet's IPv4 total length was 0 (the frame carries the captured length).
 const CB_IP_LEN_ZERO: u32 = 4;
-
-/// Largest TCP header (data offset 15).
-const MAX_TCP_HEADER: usize = 60;
 
 /// Shortest frame worth parsing (an Ethernet header).
 const ETH_HLEN: u32 = 14;
@@ -243,24 +240,37 @@ fn transport_stage(ctx: &TcContext) {
     // Transport length from the IP header (both versions: ip_len - l4_offset).
     let l4_len = scratch.meta.ip_len.saturating_sub(l4_off as u32);
     let start = scratch.l3_offset as u64 + l4_off;
-    let Some(l4) = scratch
-        .frame
-        .get(start as usize..)
-        .and_then(|rest| rest.get(..captured as usize))
-    else {
-        return count(Stat::ParseErrors);
+    // When our copy was cut, the transport header is read from the packet itself (a header
+    // that starts near the end of the copy would otherwise look truncated: found by
+    // `fuzz-kernel`), so `META_L4_TRUNCATED` then means what it means on the host.
+    let l4: &[u8] = if scratch.copy_cut != 0 {
+        let n = load_l4_header(ctx, &mut scratch.l4_hdr, start);
+        match scratch.l4_hdr.get(..n) {
+            Some(h) => h,
+            None => return count(Stat::ParseErrors),
+        }
+    } else {
+        match scratch
+            .frame
+            .get(start as usize..)
+            .and_then(|rest| rest.get(..captured as usize))
+        {
+            Some(l4) => l4,
+            None => return count(Stat::ParseErrors),
+        }
     };
     let meta: &mut PacketMeta = &mut scratch.meta;
     if parse_l4(l4, l4_len, meta).is_err() {
         return count(Stat::ParseErrors);
     }
-    if scratch.copy_cut != 0 && meta.meta_flags & META_L4_TRUNCATED != 0 {
-        // Our copy, not the packet, ends inside the TCP header: not Zeek's truncated_header.
-        // The payload length is then taken from the header lengths as for any packet.
-        meta.meta_flags &= !META_L4_TRUNCATED;
-        if let Some(b) = l4.get(12) {
-            meta.payload_len = l4_len.saturating_sub(((b >> 4) as u32) * 4);
-        }
+    if scratch.copy_cut != 0 && meta.proto == proto::UDP {
+        // Our copy ends before the packet: the application analyzers see the packet's own
+        // payload, so take its captured length and bytes 0 and 2 from the skb.
+        let payload = start + 8;
+        let captured = (ctx.len() as u64).saturating_sub(payload) as u32;
+        let b0 = ctx.load::<u8>(payload as usize).ok();
+        let b2 = ctx.load::<u8>(payload as usize + 2).ok();
+        note_udp_delivered(captured, b0, b2, meta);
     }
     if scratch.checksum_ok == 0 {
         count(Stat::BadChecksums);
@@ -278,27 +288,57 @@ fn transport_stage(ctx: &TcContext) {
         meta.ip_bytes = 0;
     }
     if meta.proto == proto::TCP && meta.tcp_flags & tcp_flags::SYN != 0 && !meta.l4_dropped() {
-        meta.window_scale = window_scale(&scratch.frame, start);
+        meta.window_scale = window_scale(ctx, &mut scratch.l4_hdr, start);
     }
     // SAFETY: a valid context and map; on success this does not return.
     unsafe { STAGES.tail_call(ctx, STAGE_ENGINE) };
     count(Stat::ParseErrors); // the next stage is not installed
 }
 
-/// The SYN's window-scale option, read from a fixed 60-byte window (the largest TCP header) at
-/// a bounded start: the verifier cannot relate a computed slice length to its start. The
-/// header (`doff` bytes) was captured (else `l4_dropped`) and the walk never reads past it.
+/// Reads up to `L4_HEADER_BYTES` of the packet from `start` (the transport header) into `buf`,
+/// zero-filled past the packet's end; returns how many bytes the packet had there.
 #[inline(always)]
-fn window_scale(frame: &[u8; MAX_HEADER_BYTES], start: u64) -> u8 {
-    if start + MAX_TCP_HEADER as u64 > MAX_HEADER_BYTES as u64 {
-        return NO_WINDOW_SCALE; // options beyond our copy
+fn load_l4_header(ctx: &TcContext, buf: &mut [u8; L4_HEADER_BYTES], start: u64) -> usize {
+    *buf = [0u8; L4_HEADER_BYTES];
+    let avail = (ctx.len() as u64).saturating_sub(start);
+    let n = if avail > L4_HEADER_BYTES as u64 {
+        L4_HEADER_BYTES as u64
+    } else {
+        avail
+    };
+    if n == 0 || start > MAX_HEADER_BYTES as u64 {
+        return 0;
     }
-    let start = start as usize;
-    match frame.get(start..start + MAX_TCP_HEADER) {
-        Some(l4) => match l4.get(12) {
-            Some(b) => tcp_window_scale(l4, ((b >> 4) as usize) * 4),
-            None => NO_WINDOW_SCALE,
-        },
+    // n is 1..=64; the mask spells that out for the verifier, which sees the check above
+    // only on another register (a zero-sized read is refused). The volatile read keeps LLVM
+    // from folding the mask away.
+    // SAFETY: a plain local.
+    let n = unsafe { core::ptr::read_volatile(&(n as u32)) };
+    let len = (n.wrapping_sub(1) & (L4_HEADER_BYTES as u32 - 1)) + 1;
+    // SAFETY: `buf` has L4_HEADER_BYTES >= len bytes; the helper checks the packet bounds.
+    let rc = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            start as u32,
+            buf.as_mut_ptr().cast(),
+            len,
+        )
+    };
+    if rc != 0 { 0 } else { n as usize }
+}
+
+/// The SYN's window-scale option, from the TCP header read out of the packet into a fixed
+/// buffer in `Scratch`: a window into our copy would lose options whenever the header starts
+/// within 60 bytes of `MAX_HEADER_BYTES` (long IPv6 extension headers, IPv4 options behind
+/// VLAN tags), which the host engine parses (found by `fuzz-kernel`). The header (`doff`
+/// bytes) was captured (else `l4_dropped`), so the walk never reads the zero fill.
+#[inline(always)]
+fn window_scale(ctx: &TcContext, buf: &mut [u8; L4_HEADER_BYTES], start: u64) -> u8 {
+    if load_l4_header(ctx, buf, start) < 20 {
+        return NO_WINDOW_SCALE;
+    }
+    match buf.get(12) {
+        Some(b) => tcp_window_scale(&buf[..], ((b >> 4) as usize) * 4),
         None => NO_WINDOW_SCALE,
     }
 }

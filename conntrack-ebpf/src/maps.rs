@@ -44,6 +44,12 @@ pub const CONFIG_REPLAY: u64 = 1;
 /// Per-CPU working memory: too large for the 512-byte stack.
 #[repr(C)]
 pub struct Scratch {
+    /// The transport header read from the packet (when our copy was cut, and a SYN's TCP
+    /// header for the window-scale option). A stack buffer fails the verifier (variable-offset
+    /// stack reads); here the verifier's loose bound on the option walk's index (a few bytes
+    /// past the end) still lands inside `frame`, which follows. The walk itself never leaves
+    /// the header.
+    pub l4_hdr: [u8; L4_HEADER_BYTES],
     /// The first bytes of the frame, copied with `bpf_skb_load_bytes`.
     pub frame: [u8; MAX_HEADER_BYTES],
     /// The parsed packet.
@@ -72,6 +78,10 @@ pub struct Scratch {
     /// The packet's flow key.
     pub key: FlowKey,
 }
+
+/// Bytes of the transport header read from the packet: the largest TCP header (data offset
+/// 15) plus room to spare.
+pub const L4_HEADER_BYTES: usize = 64;
 
 /// One [`Scratch`] per CPU (a TC program is not preempted by itself on the same CPU).
 #[map]

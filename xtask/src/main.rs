@@ -7,10 +7,13 @@
 //! - `run [--debug] [-- AGENT ARGS]`: build, then `conntrack-agent run` on the default route's
 //!   interface with `--log-dir ./logs` unless given;
 //! - `test`: setup, build, workspace tests, clippy, fmt, and the conformance run when available;
-//! - `bench [--quick]`: benchmarks against baselines measured in the same run (issue 3).
+//! - `bench [--quick]`: benchmarks against baselines measured in the same run (issue 3);
+//! - `fuzz [--minutes N]`: the engine's property tests with fresh seeds and the differential
+//!   kernel-vs-host fuzz, within a time budget (default 1 minute).
 
 mod agent;
 mod bench;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -25,7 +28,10 @@ commands:
   build [--debug]            setup if needed, then build conntrack-agent (and its eBPF program)
   run [--debug] [-- ARGS]    build, then run `conntrack-agent run` (default: --iface <default
                              route interface> --log-dir ./logs) until Ctrl-C
-  test                       setup, build, cargo test, clippy, fmt --check, conformance
+  test                       setup, build, cargo test, clippy, fmt --check, conformance,
+                             a 40 s fuzz
+  fuzz [--minutes N]         property tests with fresh seeds, then (root) the kernel-vs-host
+                             differential fuzz, N minutes in all (default 1)
   bench [--quick]            benchmarks (root): kernel per-packet cost, replay, live, scale;
                              writes target/bench/results.json and BENCHMARKS.md";
 
@@ -44,6 +50,7 @@ fn main() -> ExitCode {
         }
         "test" => test::test(),
         "bench" => bench::bench(rest),
+        "fuzz" => fuzz::fuzz(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,4 +1,5 @@
-//! `cargo xtask test`: everything CI checks, in order, stopping at the first failure.
+//! `cargo xtask test`: everything CI checks, in order, stopping at the first failure (a short
+//! fuzz included).
 
 use crate::agent::{self, Profile};
 use crate::util::{self, step};
@@ -37,6 +38,7 @@ pub fn test() -> Result<()> {
         "--check",
     ]))?;
     conformance()?;
+    crate::fuzz::fuzz_for(std::time::Duration::from_secs(40))?;
     step("bench --quick (the bench must keep running; its figures are not checked)");
     crate::bench::bench(&["--quick".to_string()])?;
     step("all checks passed");

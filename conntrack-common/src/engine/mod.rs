@@ -6,6 +6,7 @@
 //! adapters, CONNSIZE) as summarised in `zeek-conn-semantics.md`. All functions are pure apart
 //! from the `Conn` they update; time comes in as `now_ns`. The TCP part lives in [`tcp_update`].
 
+pub mod app_flip;
 mod tcp_update;
 
 use crate::conn::{CONN_FLIPPED, CONN_PARTIAL, Conn, ZERO_CONN};
@@ -168,6 +169,7 @@ pub fn init_conn(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, cfg: &impl Eng
     if should_flip(meta, cfg) {
         flip_roles(conn);
     }
+    conn.flags |= app_flip::attached_analyzer(conn.proto, conn.resp_port, cfg);
 }
 
 /// A new connection for the first packet `meta` (host convenience around [`init_conn`]).
@@ -303,7 +305,8 @@ fn bad_checksum(conn: &mut Conn, is_orig: bool) -> Changes {
 }
 
 /// UDP: `D`/`d` once per direction, payload bytes from the UDP length field, `last_time` only
-/// for valid packets.
+/// for valid packets; then the attached application analyzer may flip the roles
+/// ([`app_flip`]), and CONNSIZE counts the packet for the role it arrived in.
 fn update_udp(
     conn: &mut Conn,
     meta: &PacketMeta,
@@ -320,9 +323,15 @@ fn update_udp(
         .data_bytes
         .wrapping_add(meta.udp_len.saturating_sub(8) as u64);
     ep.flags |= EP_ACTIVE;
-    ep.count_packet(meta.pkts, meta.ip_bytes);
     conn.last_ns = now_ns;
-    Changes::NONE
+    let ch = if app_flip::apply(conn, meta, is_orig) {
+        Changes::FLIPPED
+    } else {
+        Changes::NONE
+    };
+    // `is_orig` as the packet arrived: after a flip that is the other host's side.
+    ep_mut(conn, is_orig).count_packet(meta.pkts, meta.ip_bytes);
+    ch
 }
 
 /// ICMP: no letters; bytes are the IP payload minus 8; bad checksums are ignored entirely.
@@ -443,6 +452,8 @@ pub fn addr_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
     crate::key::addr_words(a) == crate::key::addr_words(b)
 }
 
+#[cfg(test)]
+mod app_flip_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
