@@ -72,7 +72,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         writer,
     );
     if alert_rules {
-        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets)));
+        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
     }
     // Live, an idle connection must not delay its duration thresholds until its next packet.
     agent.set_duration_mode(DurationMode::NextPacketOrTimer);

@@ -134,7 +134,7 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
         agent.set_duration_mode(DurationMode::NextPacketOrTimer);
     }
     if alert_rules {
-        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets)));
+        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, false)));
     }
     for cap in capabilities {
         agent.register(cap);

@@ -82,6 +82,11 @@ pub struct Conn {
     /// Bits (`threshold::bit(slot)`) of the slots of `thr` that hold a threshold: the one
     /// word the per-packet check reads when nothing is armed.
     pub thr_armed: u32,
+    /// The interface (index) of the connection's first packet; 0 when unknown (replays).
+    /// Written by the eBPF glue at creation, for rules that match on the interface.
+    pub ifindex: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
     /// The lowest pending threshold per `threshold::slot`: IP bytes and packets of the
     /// originator, the responder and both, and the duration in ns; pending while its bit is in
     /// `thr_armed` (0 = none). Written by the agent (under the lock, through `conntrack_control`
@@ -200,6 +205,8 @@ impl Conn {
         ip_version: 0,
         lock: 0,
         thr_armed: 0,
+        ifindex: 0,
+        _pad: 0,
         thr: [0; crate::threshold::SLOTS],
     };
 

@@ -2,7 +2,7 @@
 //! collected in a `Vec` by the host datapath).
 //!
 //! The driver hands out an [`EventRef`] (references only, a few words on the stack) rather than
-//! an [`Event`] (608 bytes, too large for the 512-byte eBPF stack); the eBPF glue writes it
+//! an [`Event`] (616 bytes, too large for the 512-byte eBPF stack); the eBPF glue writes it
 //! straight into a ring-buffer reservation with [`EventRef::write_to`].
 
 use crate::conn::Conn;

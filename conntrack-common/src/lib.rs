@@ -62,6 +62,6 @@ const _: () = assert!(core::mem::size_of::<key::FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<packet::PacketMeta>() == 80);
 const _: () = assert!(core::mem::size_of::<tcp::Endpoint>() == 128);
 const _: () = assert!(core::mem::size_of::<history::History>() == 56);
-const _: () = assert!(core::mem::size_of::<conn::Conn>() == 472);
-const _: () = assert!(core::mem::size_of::<event::Event>() == 608);
+const _: () = assert!(core::mem::size_of::<conn::Conn>() == 480);
+const _: () = assert!(core::mem::size_of::<event::Event>() == 616);
 const _: () = assert!(core::mem::size_of::<threshold::ThresholdCommand>() == 112);

@@ -123,6 +123,8 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
         init_conn(c, meta, now_ns, &BpfPorts);
         // init_conn starts from a zeroed value: the lock word must stay taken.
         c.lock = 1;
+        // For alert rules that match on the interface.
+        c.ifindex = scratch.ifindex;
         if c.has_flag(CONN_FLIPPED) {
             created |= Changes::FLIPPED;
         }

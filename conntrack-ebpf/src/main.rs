@@ -159,7 +159,8 @@ fn capture_stage(ctx: &TcContext) {
     };
 
     // SAFETY: the context pointer is valid for the run; plain field reads.
-    let (tstamp, cb0, gso_segs) = unsafe { ((*skb).tstamp, (*skb).cb[0], (*skb).gso_segs) };
+    let (tstamp, cb0, gso_segs, ifindex) =
+        unsafe { ((*skb).tstamp, (*skb).cb[0], (*skb).gso_segs, (*skb).ifindex) };
     let flags = CONFIG.get(CONFIG_FLAGS).copied().unwrap_or(0);
     let replay = flags & CONFIG_REPLAY != 0;
     scratch.now_ns = if replay && tstamp != 0 {
@@ -177,6 +178,7 @@ fn capture_stage(ctx: &TcContext) {
     scratch.ip_len_zero = (replay && cb0 & CB_IP_LEN_ZERO != 0) as u32;
     scratch.ethertype = ethertype as u32;
     scratch.gso_segs = gso_segs;
+    scratch.ifindex = ifindex;
     // SAFETY: a valid context and map; on success this does not return.
     unsafe { STAGES.tail_call(ctx, STAGE_PARSE) };
     count(Stat::ParseErrors); // the next stage is not installed

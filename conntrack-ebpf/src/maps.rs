@@ -66,6 +66,8 @@ pub struct Scratch {
     pub ethertype: u32,
     /// `__sk_buff.gso_segs`.
     pub gso_segs: u32,
+    /// `__sk_buff.ifindex`: the interface the packet was seen on (stored in a new `Conn`).
+    pub ifindex: u32,
     /// 1 if the frame is longer than our copy (`MAX_HEADER_BYTES`).
     pub copy_cut: u32,
     /// 1 if the replayed packet had IPv4 total length 0 (segmentation offload; the agent

@@ -74,14 +74,14 @@ fn receiver(listener: TcpListener) -> Deliveries {
     got
 }
 
-fn write_config(dir: &Path, port: u16, rule: &str) -> std::path::PathBuf {
+fn write_config(dir: &Path, port: u16, rules: &str) -> std::path::PathBuf {
     let p = dir.join("conntrack.toml");
     std::fs::write(
         &p,
         format!(
             "[alerts]\ndrain_timeout = \"5s\"\n\n\
              [alerts.webhooks.test]\nurl = \"http://127.0.0.1:{port}/hook\"\ntimeout = \"2s\"\n\
-             retry_base = \"100ms\"\nretry_max = \"1s\"\n\n{rule}"
+             retry_base = \"100ms\"\nretry_max = \"1s\"\n\n{rules}"
         ),
     )
     .unwrap();
@@ -239,8 +239,14 @@ fn live_byte_threshold_reaches_the_webhook_within_a_second() {
     let cfg = write_config(
         dir.path(),
         port,
-        "[[alerts.rules]]\nname = \"big-upload\"\nmetric = \"orig_bytes\"\nthreshold = 1000000\n\
-         webhooks = [\"test\"]\nmatch = { proto = \"tcp\", resp_ports = [5090] }\n",
+        &format!(
+            "[[alerts.rules]]\nname = \"big-upload\"\nmetric = \"orig_bytes\"\n\
+             threshold = 1000000\nwebhooks = [\"test\"]\n\
+             match = {{ proto = \"tcp\", resp_ports = [5090], ifaces = [\"{}\"] }}\n\n\
+             [[alerts.rules]]\nname = \"elsewhere\"\nmetric = \"orig_bytes\"\n\
+             threshold = 1000\nwebhooks = [\"test\"]\nmatch = {{ ifaces = [\"nosuch0\"] }}\n",
+            pair.veth_a
+        ),
     );
     let agent = LiveAgent::start(
         &pair.a,
@@ -299,6 +305,7 @@ fn live_byte_threshold_reaches_the_webhook_within_a_second() {
     assert!(status.success(), "agent exited with {status}");
 
     let deliveries = got.lock().unwrap();
+    // Only the rule for the monitored interface fires ("elsewhere" names another one).
     assert_eq!(deliveries.len(), 1, "webhook deliveries");
     let d = &deliveries[0];
     let a = &d.body;

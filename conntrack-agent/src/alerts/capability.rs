@@ -10,6 +10,7 @@ use crate::datapath::conn_record_fields;
 use crate::events::{Capability, ConnEvent, ConnHandle};
 use crate::site::{NetSet, addr_from_bytes};
 use crate::thresholds::ThresholdKind;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,12 +21,46 @@ pub struct AlertRules {
     alerts: SharedAlerts,
     /// For local_orig/local_resp in the alert's connection, as conn.log has them.
     local_nets: NetSet,
+    /// Live: interface names by index (the kernel records the first packet's interface).
+    /// None in replays, where no interface is known and rules naming one never match.
+    ifaces: Option<HashMap<u32, Option<String>>>,
 }
 
 impl AlertRules {
-    pub fn new(alerts: SharedAlerts, local_nets: NetSet) -> Self {
-        Self { alerts, local_nets }
+    /// `live`: connections carry the interface they were seen on (`run`), not in `read`.
+    pub fn new(alerts: SharedAlerts, local_nets: NetSet, live: bool) -> Self {
+        Self {
+            alerts,
+            local_nets,
+            ifaces: live.then(HashMap::new),
+        }
     }
+
+    /// The name of interface `ifindex` (cached: interfaces of a running agent rarely change,
+    /// and a renamed one keeps matching under the name it had when first seen).
+    fn iface(&mut self, ifindex: u32) -> Option<String> {
+        let cache = self.ifaces.as_mut()?;
+        if ifindex == 0 {
+            return None;
+        }
+        cache
+            .entry(ifindex)
+            .or_insert_with(|| iface_name(ifindex))
+            .clone()
+    }
+}
+
+/// `if_indextoname(3)`.
+fn iface_name(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as the call requires; on success it holds a C string.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated by if_indextoname within buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 /// The threshold kind that measures a rule's metric (one datapath slot each).
@@ -69,6 +104,10 @@ fn arm(conn: &mut ConnHandle<'_>, metric: Metric, threshold: u64) -> bool {
 
 impl Capability for AlertRules {
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+        if !matches!(event, ConnEvent::New | ConnEvent::ThresholdCrossed(_)) {
+            return;
+        }
+        let iface = self.iface(conn.conn().ifindex);
         let mut guard = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
         let Some(alerts) = guard.as_mut() else {
             return;
@@ -76,14 +115,14 @@ impl Capability for AlertRules {
         match event {
             // Rules match on the connection as first seen (Zeek's new_connection).
             ConnEvent::New => {
-                let m = ConnMatch::from_conn(conn.conn(), None);
+                let m = ConnMatch::from_conn(conn.conn(), iface.as_deref());
                 let arms: Vec<_> = alerts.rules_for(&m).collect();
                 for a in arms {
                     arm(conn, a.metric, a.threshold);
                 }
             }
             ConnEvent::ThresholdCrossed(c) => {
-                let m = ConnMatch::from_conn(conn.conn(), None);
+                let m = ConnMatch::from_conn(conn.conn(), iface.as_deref());
                 let rules: Vec<_> = alerts
                     .rules_at(&m, kind_metric(c.kind), c.threshold)
                     .collect();
@@ -135,5 +174,11 @@ mod tests {
         }
         kinds.dedup();
         assert_eq!(kinds.len(), all.len());
+    }
+
+    #[test]
+    fn loopback_has_a_name_and_unknown_indexes_none() {
+        assert_eq!(iface_name(1).as_deref(), Some("lo"));
+        assert_eq!(iface_name(u32::MAX), None);
     }
 }
