@@ -328,6 +328,35 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         now: i64,
         read: &mut dyn FnMut(&K) -> Option<ConnView>,
     ) -> Vec<(K, Removal)> {
+        self.advance_with(now, &mut ReadOnly(read))
+    }
+
+    /// A connection's inactivity timeout from now on (Zeek's `set_inactivity_timeout`; 0 =
+    /// none); `last_ns` is its last packet time. False if the tracker does not know it.
+    pub fn set_inactivity(&mut self, key: &K, timeout: i64, last_ns: i64) -> bool {
+        let Some(e) = self.entries.get_mut(key) else {
+            return false;
+        };
+        if e.inactivity == timeout {
+            return true;
+        }
+        e.inactivity = timeout;
+        let generation = e.generation;
+        if timeout > 0 {
+            // The timer armed for the old value stays and re-arms itself lazily.
+            self.push(
+                last_ns.saturating_add(timeout),
+                Kind::Inactivity,
+                key.clone(),
+                generation,
+                0,
+            );
+        }
+        true
+    }
+
+    /// [`Tracker::advance`] with a host that can also veto inactivity removals.
+    pub fn advance_with(&mut self, now: i64, host: &mut dyn TimerHost<K>) -> Vec<(K, Removal)> {
         if now > self.network_time {
             self.network_time = now;
         }
@@ -352,12 +381,12 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 continue; // cancelled analyzer timer
             }
             fired += 1;
-            let Some(v) = read(&tm.key) else {
+            let Some(v) = host.read(&tm.key) else {
                 self.entries.remove(&tm.key);
                 out.push((tm.key, Removal::Gone));
                 continue;
             };
-            if let Some(r) = self.fire(&tm, &v, now) {
+            if let Some(r) = self.fire(&tm, &v, now, host) {
                 self.entries.remove(&tm.key);
                 out.push((tm.key, r));
             }
@@ -366,7 +395,13 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     /// Decides a due timer; re-arms it when the connection stays.
-    fn fire(&mut self, tm: &Timer<K>, v: &ConnView, now: i64) -> Option<Removal> {
+    fn fire(
+        &mut self,
+        tm: &Timer<K>,
+        v: &ConnView,
+        now: i64,
+        host: &mut dyn TimerHost<K>,
+    ) -> Option<Removal> {
         let e = self.entries.get(&tm.key).expect("checked");
         let (generation, epoch) = (e.generation, e.epoch);
         match tm.kind {
@@ -376,6 +411,13 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                     return None;
                 }
                 if v.last_ns + to <= now {
+                    if host.keep_timing_out(&tm.key) {
+                        // Vetoed: check again one full timeout after this check (Zeek's
+                        // Session::InactivityTimer), not after the last packet.
+                        let at = now + to;
+                        self.push(at, Kind::Inactivity, tm.key.clone(), generation, 0);
+                        return None;
+                    }
                     Some(Removal::Inactivity)
                 } else {
                     self.push(
@@ -450,6 +492,25 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     #[cfg(test)]
     fn inactivity_of(&self, key: &K) -> Option<i64> {
         self.entries.get(key).map(|e| e.inactivity)
+    }
+}
+
+/// What the tracker asks of its owner while timers fire.
+pub trait TimerHost<K> {
+    /// The connection as the datapath has it now (None: gone).
+    fn read(&mut self, key: &K) -> Option<ConnView>;
+    /// Zeek's `connection_timing_out`: true keeps a connection that timed out for inactivity.
+    fn keep_timing_out(&mut self, _key: &K) -> bool {
+        false
+    }
+}
+
+/// A host that only reads (no veto).
+struct ReadOnly<'a, K>(&'a mut dyn FnMut(&K) -> Option<ConnView>);
+
+impl<K> TimerHost<K> for ReadOnly<'_, K> {
+    fn read(&mut self, key: &K) -> Option<ConnView> {
+        (self.0)(key)
     }
 }
 
