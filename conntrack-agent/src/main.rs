@@ -17,6 +17,8 @@ mod defrag;
 mod events;
 mod inactivity;
 mod kernel;
+#[cfg(test)]
+mod lifecycle_tests;
 mod live;
 mod pcap_input;
 mod polling;
