@@ -284,8 +284,10 @@ impl Capability for PollPackets {
 fn polls_see_fresh_counters_and_end_with_the_connection() {
     for dp in datapaths() {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = Timeouts::default();
-        t.udp_inactivity = 5 * SEC;
+        let t = Timeouts {
+            udp_inactivity: 5 * SEC,
+            ..Timeouts::default()
+        };
         let mut agent = agent_on(dp, &dir, t);
         let seen = Rc::new(RefCell::new(Vec::new()));
         agent.register(Box::new(PollPackets {

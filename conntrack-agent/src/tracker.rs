@@ -322,7 +322,9 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     /// Advances network time to `now` (never backwards) and fires due timers, calling `read`
-    /// to re-read connections. Returns the connections to remove, in firing order.
+    /// to re-read connections. Returns the connections to remove, in firing order. (The agent
+    /// uses [`Tracker::advance_with`], which adds the timing-out veto.)
+    #[cfg(test)]
     pub fn advance(
         &mut self,
         now: i64,
@@ -506,8 +508,10 @@ pub trait TimerHost<K> {
 }
 
 /// A host that only reads (no veto).
+#[cfg(test)]
 struct ReadOnly<'a, K>(&'a mut dyn FnMut(&K) -> Option<ConnView>);
 
+#[cfg(test)]
 impl<K> TimerHost<K> for ReadOnly<'_, K> {
     fn read(&mut self, key: &K) -> Option<ConnView> {
         (self.0)(key)
