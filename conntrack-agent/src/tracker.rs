@@ -261,6 +261,8 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             }
             let (o0, r0) = (e.orig_state, e.resp_state);
             let (o1, r1) = (v.orig_state, v.resp_state);
+            // A timeout of 0 (set through the API) ended the timer chain: a new value restarts it.
+            let inactivity_before = e.inactivity;
 
             // Attempt timer: the originator's SYN moved it out of INACTIVE.
             if o0 == INACTIVE && matches!(o1, SYN_SENT | SYN_ACK_SENT) && t.tcp_attempt_delay > 0 {
@@ -285,6 +287,9 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 {
                     e.inactivity = *to;
                 }
+            }
+            if inactivity_before <= 0 && e.inactivity > 0 {
+                pushes.push((v.last_ns + e.inactivity, Kind::Inactivity, e.generation, 0));
             }
             // ConnectionClosed for an endpoint that just went to CLOSED or RESET.
             for side in 0..2 {
@@ -694,6 +699,32 @@ mod tests {
         f.packet(1, SEC, v2, false);
         f.packet(2, 10 * SEC, view(UDP, 10 * SEC, 0, 0), false);
         assert!(f.removed.is_empty());
+    }
+
+    #[test]
+    fn a_zero_timeout_keeps_a_connection_until_tcp_sets_its_own() {
+        let mut f = Fake::new();
+        // Both still in the handshake (no attempt removal: the responder answered).
+        f.packet(1, 0, view(TCP, 0, SYN_SENT, SYN_ACK_SENT), false);
+        assert!(f.tr.set_inactivity(&1, 0, 0));
+        f.packet(2, 100 * SEC, view(UDP, 100 * SEC, 0, 0), false);
+        assert!(
+            f.removed.iter().all(|r| r.0 != 1),
+            "0: no inactivity removal"
+        );
+        // Leaving the handshake sets tcp_inactivity (5 min) and restarts the timer.
+        f.packet(
+            1,
+            101 * SEC,
+            view(TCP, 101 * SEC, ESTABLISHED, ESTABLISHED),
+            true,
+        );
+        f.packet(2, 402 * SEC, view(UDP, 402 * SEC, 0, 0), false);
+        assert!(
+            f.removed.contains(&(1, Removal::Inactivity, 402 * SEC)),
+            "{:?}",
+            f.removed
+        );
     }
 
     #[test]
