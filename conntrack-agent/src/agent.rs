@@ -8,7 +8,7 @@ use crate::datapath::{
 use crate::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
 use crate::site::{NetSet, addr_from_bytes};
 use crate::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
-use crate::tracker::{Removal, Timeouts, Tracker};
+use crate::tracker::{ConnView, Removal, Timeouts, TimerHost, Tracker};
 use crate::uid::UidGen;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::{self, Changes};
@@ -61,6 +61,43 @@ impl ThresholdTarget for Datapaths<'_> {
     }
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.main.lookup(key).or_else(|| self.overflow.lookup(key))
+    }
+}
+
+/// What the tracker's timers see while they fire: both datapaths, and the capabilities for
+/// Zeek's `connection_timing_out` veto.
+struct TimerView<'a> {
+    main: &'a mut dyn Datapath,
+    overflow: &'a mut HostDatapath,
+    core: &'a mut EventCore,
+    uids: &'a HashMap<TrackKey, String>,
+    now_ns: u64,
+}
+
+impl TimerHost<TrackKey> for TimerView<'_> {
+    fn read(&mut self, key: &TrackKey) -> Option<ConnView> {
+        let c = self.main.lookup(key).or_else(|| self.overflow.lookup(key));
+        c.map(|c| conn_view(&c))
+    }
+
+    fn keep_timing_out(&mut self, key: &TrackKey) -> bool {
+        if self.core.is_idle() {
+            return false;
+        }
+        let mut target = Datapaths {
+            main: &mut *self.main,
+            overflow: &mut *self.overflow,
+        };
+        let Some(conn) = target.lookup(key) else {
+            return false;
+        };
+        let info = ConnInfo {
+            key: *key,
+            uid: self.uids.get(key).cloned().unwrap_or_default(),
+            conn,
+            ts_ns: self.now_ns,
+        };
+        self.core.keep_timing_out(&mut target, &info)
     }
 }
 
@@ -133,6 +170,18 @@ impl Agent {
             overflow: &mut self.overflow,
         };
         self.core.deliver(&mut target, &info, events, crossed);
+        self.apply_inactivity_requests();
+    }
+
+    /// Hands the per-connection inactivity timeouts capabilities asked for to the tracker.
+    fn apply_inactivity_requests(&mut self) {
+        for (key, timeout) in self.core.take_inactivity_requests() {
+            let last = self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key));
+            if let Some(c) = last {
+                let ns = crate::inactivity::timeout_ns(timeout);
+                self.tracker.set_inactivity(&key, ns, c.last_ns as i64);
+            }
+        }
     }
 
     pub fn open_conns(&self) -> usize {
@@ -151,10 +200,16 @@ impl Agent {
             self.core
                 .advance(&mut target, now_ns.max(0) as u64, &|k| uids.get(k).cloned());
         }
-        let (dp, ov) = (&self.dp, &self.overflow);
-        let removed = self.tracker.advance(now_ns, &mut |k| {
-            dp.lookup(k).or_else(|| ov.lookup(k)).map(|c| conn_view(&c))
-        });
+        self.apply_inactivity_requests();
+        let mut view = TimerView {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+            core: &mut self.core,
+            uids: &self.uids,
+            now_ns: now_ns.max(0) as u64,
+        };
+        let removed = self.tracker.advance_with(now_ns, &mut view);
+        self.apply_inactivity_requests();
         for (k, why) in removed {
             self.remove_and_log(&k, why)?;
         }
@@ -231,7 +286,7 @@ impl Agent {
         let Some(reason) = removal_reason(why) else {
             // Gone from the datapath: no final state to report or log.
             self.uids.remove(k);
-            self.core.forget(k);
+            self.evicted(k);
             return Ok(());
         };
         if let Some(c) = self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
@@ -256,9 +311,19 @@ impl Agent {
             self.log_conn(&c, uid, reason.as_str())?;
         } else {
             self.uids.remove(k);
-            self.core.forget(k);
+            self.evicted(k);
         }
         Ok(())
+    }
+
+    /// The datapath lost `k`: its removal hooks still run (with the last state seen).
+    fn evicted(&mut self, k: &TrackKey) {
+        let now = self.tracker_now();
+        let mut target = Datapaths {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+        };
+        self.core.evicted(&mut target, k, now);
     }
 
     /// Network time as the tracker knows it (for events without a packet).
@@ -286,6 +351,15 @@ impl Agent {
 
     /// End of input: attempt timers fire, then everything left is drained (logged).
     pub fn finish(&mut self) -> anyhow::Result<()> {
+        // Pending polls run once more while their connections still exist.
+        let now = self.tracker_now();
+        let mut target = Datapaths {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+        };
+        let uids = &self.uids;
+        self.core
+            .finish_polls(&mut target, now, &|k| uids.get(k).cloned());
         let (dp, ov) = (&self.dp, &self.overflow);
         let removed = self
             .tracker

@@ -12,6 +12,9 @@
 //! explicit flag from a default value, so the merge can be done field by field after `load`.
 
 use crate::alerts::config::{AlertsSection, AlertsSettings};
+use crate::conn_long::{ConnLongSection, ConnLongSettings};
+use crate::inactivity::{InactivitySection, InactivitySettings};
+use crate::removal_log::{RemovalLogSection, RemovalLogSettings};
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::Path;
@@ -22,12 +25,19 @@ use std::path::Path;
 struct ConfigFile {
     #[serde(default)]
     alerts: AlertsSection,
+    #[serde(default)]
+    inactivity: InactivitySection,
+    conn_long: Option<ConnLongSection>,
+    removal_log: Option<RemovalLogSection>,
 }
 
 /// The checked configuration the agent runs with.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub alerts: AlertsSettings,
+    pub inactivity: InactivitySettings,
+    pub conn_long: ConnLongSettings,
+    pub removal_log: RemovalLogSettings,
 }
 
 /// A config error, located in the file.
@@ -71,7 +81,13 @@ impl Config {
             .alerts
             .compile(env)
             .map_err(|(span, msg)| located(text, origin, Some(span), msg))?;
-        Ok(Self { alerts })
+        let at = |(span, msg)| located(text, origin, Some(span), msg);
+        Ok(Self {
+            alerts,
+            inactivity: file.inactivity.compile().map_err(at)?,
+            conn_long: ConnLongSection::compile_section(file.conn_long).map_err(at)?,
+            removal_log: RemovalLogSection::compile_section(file.removal_log),
+        })
     }
 
     /// Reads `path`; without a path, the defaults (what the command line alone means).

@@ -332,9 +332,20 @@ pub struct ConnLogWriter {
 
 impl ConnLogWriter {
     pub fn create(dir: &Path, format: LogFormat, community_id: bool) -> anyhow::Result<Self> {
+        Self::create_named(dir, "conn", format, community_id)
+    }
+
+    /// A log with conn.log's fields under another name (`<name>.log`, `#path <name>`), e.g.
+    /// conn_long.log.
+    pub fn create_named(
+        dir: &Path,
+        name: &str,
+        format: LogFormat,
+        community_id: bool,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
-        let path = dir.join("conn.log");
+        let path = dir.join(format!("{name}.log"));
         let f = File::create(&path)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
         let mut w = Self {
@@ -346,7 +357,7 @@ impl ConnLogWriter {
             community_id,
         };
         if format == LogFormat::Tsv {
-            let header = tsv_header(now_secs(), community_id);
+            let header = tsv_header_named(name, now_secs(), community_id);
             w.out.write_all(header.as_bytes())?;
         }
         Ok(w)
@@ -407,7 +418,13 @@ impl Drop for ConnLogWriter {
 /// The `#fields`/`#types` entries that `--community-id` appends, after the standard columns.
 pub const COMMUNITY_ID_FIELD: (&str, &str) = ("community_id", "string");
 
+#[cfg(test)]
 pub fn tsv_header(open_secs: i64, community_id: bool) -> String {
+    tsv_header_named("conn", open_secs, community_id)
+}
+
+/// The TSV header of a log with conn.log's fields and `#path name`.
+pub fn tsv_header_named(name: &str, open_secs: i64, community_id: bool) -> String {
     let (mut fields, mut types) = (FIELDS.to_vec(), TYPES.to_vec());
     if community_id {
         fields.push(COMMUNITY_ID_FIELD.0);
@@ -418,7 +435,7 @@ pub fn tsv_header(open_secs: i64, community_id: bool) -> String {
     h.push_str("#set_separator\t,\n");
     h.push_str("#empty_field\t(empty)\n");
     h.push_str("#unset_field\t-\n");
-    h.push_str("#path\tconn\n");
+    h.push_str(&format!("#path\t{name}\n"));
     h.push_str(&format!("#open\t{}\n", fmt_log_date(open_secs)));
     h.push_str(&format!("#fields\t{}\n", fields.join("\t")));
     h.push_str(&format!("#types\t{}\n", types.join("\t")));

@@ -22,6 +22,9 @@
 //! agent.register(Box::new(BigTransfers));
 //! ```
 
+use crate::inactivity::InactivityRequests;
+use crate::polling::Polls;
+use crate::removal_hooks::RemovalHooks;
 use crate::thresholds::{Crossing, RawCrossing, ThresholdKind, ThresholdTarget, Thresholds};
 use conntrack_common::conn::Conn;
 use conntrack_common::key::FlowKey;
@@ -43,6 +46,10 @@ pub enum RemovalReason {
     Reuse,
     /// End of input or shutdown: every open connection is drained.
     Drain,
+    /// The datapath lost the connection (table eviction, an entry deleted outside the agent):
+    /// only removal hooks see this, with the last state the agent saw; capabilities get no
+    /// `Removed` event and conn.log no record, as there is no final state.
+    Evicted,
 }
 
 impl RemovalReason {
@@ -55,6 +62,7 @@ impl RemovalReason {
             RemovalReason::Expire => "expire",
             RemovalReason::Reuse => "reuse",
             RemovalReason::Drain => "drained",
+            RemovalReason::Evicted => "evicted",
         }
     }
 }
@@ -80,6 +88,20 @@ pub enum ConnEvent {
 pub trait Capability {
     /// Called for every event of every connection (keep the common case cheap).
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent);
+
+    /// Zeek's `connection_timing_out` hook: the connection is about to be removed for
+    /// inactivity. `Keep` from any capability vetoes the removal; the timer then checks again
+    /// one timeout later ([`crate::inactivity`]).
+    fn connection_timing_out(&mut self, _conn: &mut ConnHandle<'_>) -> TimeoutVerdict {
+        TimeoutVerdict::Remove
+    }
+}
+
+/// A capability's answer to [`Capability::connection_timing_out`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutVerdict {
+    Remove,
+    Keep,
 }
 
 /// The connection an event is about.
@@ -102,10 +124,20 @@ enum Pending {
 
 /// What a capability can do with the connection of the event it handles.
 pub struct ConnHandle<'a> {
-    info: &'a ConnInfo,
+    pub(crate) info: &'a ConnInfo,
     thresholds: &'a mut Thresholds,
-    target: &'a mut dyn ThresholdTarget,
+    pub(crate) target: &'a mut dyn ThresholdTarget,
     queue: &'a mut VecDeque<(ConnInfo, Pending)>,
+    /// Removal hooks, polls and timeout requests (issue 6; the methods live in their modules).
+    pub(crate) lifecycle: &'a mut Lifecycle,
+}
+
+/// What the lifecycle capabilities keep per connection; empty for connections that use none.
+#[derive(Default)]
+pub struct Lifecycle {
+    pub(crate) hooks: RemovalHooks,
+    pub(crate) polls: Polls,
+    pub(crate) inactivity: InactivityRequests,
 }
 
 // The ConnThreshold API in full, as Zeek's (issue 5): the alert rules use the setters, the Zeek
@@ -235,6 +267,7 @@ pub struct EventCore {
     caps: Vec<Box<dyn Capability>>,
     thresholds: Thresholds,
     queue: VecDeque<(ConnInfo, Pending)>,
+    lifecycle: Lifecycle,
 }
 
 impl EventCore {
@@ -243,6 +276,7 @@ impl EventCore {
             caps: Vec::new(),
             thresholds,
             queue: VecDeque::new(),
+            lifecycle: Lifecycle::default(),
         }
     }
 
@@ -300,6 +334,117 @@ impl EventCore {
             self.queue.push_back((info, Pending::Raw(raw)));
         }
         self.run(target);
+        self.run_polls(target, now_ns, uid, false);
+    }
+
+    /// Runs the polls due at `now_ns` (all pending ones when `all`: the end of input, as Zeek
+    /// expires every scheduled event at termination) and what they cause. A poll whose
+    /// connection is gone (or whose 5-tuple now holds another connection) ends silently.
+    fn run_polls(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        now_ns: u64,
+        uid: &dyn Fn(&FlowKey) -> Option<String>,
+        all: bool,
+    ) {
+        let due = self.lifecycle.polls.take_due(now_ns, all);
+        for mut poll in due {
+            if uid(&poll.key).as_deref() != Some(poll.uid.as_str()) {
+                continue;
+            }
+            let Some(conn) = target.lookup(&poll.key) else {
+                continue;
+            };
+            let info = ConnInfo {
+                key: poll.key,
+                uid: std::mem::take(&mut poll.uid),
+                conn,
+                ts_ns: now_ns,
+            };
+            let mut handle = ConnHandle {
+                info: &info,
+                thresholds: &mut self.thresholds,
+                target: &mut *target,
+                queue: &mut self.queue,
+                lifecycle: &mut self.lifecycle,
+            };
+            let next = (poll.callback)(&mut handle, poll.cnt);
+            if let (Some(after), false) = (next, all) {
+                poll.uid = info.uid.clone();
+                self.lifecycle.polls.again(poll, now_ns, after);
+            }
+            self.run(target);
+        }
+    }
+
+    /// End of input or shutdown, before the drain: every pending poll runs once more while its
+    /// connection still exists (Zeek runs scheduled events at termination); what it returns is
+    /// ignored.
+    pub fn finish_polls(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        now_ns: u64,
+        uid: &dyn Fn(&FlowKey) -> Option<String>,
+    ) {
+        if self.caps.is_empty() {
+            return;
+        }
+        self.run_polls(target, now_ns, uid, true);
+    }
+
+    /// Asks every capability whether the connection may be removed for inactivity (Zeek's
+    /// `connection_timing_out`); true if one of them keeps it.
+    pub fn keep_timing_out(&mut self, target: &mut dyn ThresholdTarget, info: &ConnInfo) -> bool {
+        let mut keep = false;
+        for cap in self.caps.iter_mut() {
+            let mut handle = ConnHandle {
+                info,
+                thresholds: &mut self.thresholds,
+                target: &mut *target,
+                queue: &mut self.queue,
+                lifecycle: &mut self.lifecycle,
+            };
+            keep |= cap.connection_timing_out(&mut handle) == TimeoutVerdict::Keep;
+        }
+        self.run(target);
+        keep
+    }
+
+    /// The datapath lost a connection: its removal hooks run with the last state seen (see
+    /// [`RemovalReason::Evicted`]); the rest is forgotten.
+    pub fn evicted(&mut self, target: &mut dyn ThresholdTarget, key: &FlowKey, now_ns: u64) {
+        self.forget(key);
+        if let Some((mut info, hooks)) = self.lifecycle.hooks.take(key) {
+            info.ts_ns = now_ns;
+            self.run_hooks(target, &info, hooks, RemovalReason::Evicted);
+            self.run(target);
+        }
+    }
+
+    /// Per-connection inactivity timeouts the capabilities asked for, for the tracker.
+    pub fn take_inactivity_requests(&mut self) -> Vec<(FlowKey, std::time::Duration)> {
+        self.lifecycle.inactivity.take()
+    }
+
+    fn run_hooks(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        info: &ConnInfo,
+        hooks: Vec<crate::removal_hooks::RemovalHook>,
+        reason: RemovalReason,
+    ) {
+        for hook in hooks {
+            let mut handle = ConnHandle {
+                info,
+                thresholds: &mut self.thresholds,
+                target: &mut *target,
+                queue: &mut self.queue,
+                lifecycle: &mut self.lifecycle,
+            };
+            hook.call(&mut handle, reason);
+        }
+        // A hook that registered another one on its removed connection must not leave it behind.
+        self.lifecycle.hooks.take(&info.key);
     }
 
     /// A connection vanished without a final state to report (the datapath lost it).
@@ -328,16 +473,24 @@ impl EventCore {
                     }
                 }
                 Pending::Event(ev) => {
+                    // Connections with removal hooks keep their latest state for an eviction.
+                    self.lifecycle.hooks.saw(&info);
                     for cap in self.caps.iter_mut() {
                         let mut handle = ConnHandle {
                             info: &info,
                             thresholds: &mut self.thresholds,
                             target: &mut *target,
                             queue: &mut self.queue,
+                            lifecycle: &mut self.lifecycle,
                         };
                         cap.on_event(&mut handle, &ev);
                     }
-                    if let ConnEvent::Removed(_) = ev {
+                    if let ConnEvent::Removed(reason) = ev {
+                        // After every capability's handler, as Zeek runs the hooks from
+                        // connection_state_remove at a low priority.
+                        if let Some((_, hooks)) = self.lifecycle.hooks.take(&info.key) {
+                            self.run_hooks(target, &info, hooks, reason);
+                        }
                         self.thresholds.forget(&info.key);
                     }
                 }

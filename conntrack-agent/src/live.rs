@@ -8,13 +8,13 @@ use crate::agent::Agent;
 use crate::alerts::Alerts;
 use crate::alerts::capability::{AlertRules, SharedAlerts};
 use crate::cli::{RunArgs, parse_port_list};
+use crate::clock::{Clock, WallClock};
 use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::HostConfig;
 use crate::kernel::{Kernel, KernelOptions};
 use crate::read::local_nets_from;
 use crate::thresholds::DurationMode;
-use crate::tracker::Timeouts;
 use anyhow::{Context, Result};
 use conntrack_common::event::{Event, EventKind};
 use conntrack_common::packet::PacketMeta;
@@ -67,10 +67,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut agent = Agent::new(
         Box::new(flows),
         HostConfig::new(&ports),
-        Timeouts::default(),
+        config.inactivity.timeouts(),
         local_nets.clone(),
         writer,
     );
+    crate::read::register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
     }
@@ -144,7 +145,7 @@ fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Resu
     for ev in events.iter() {
         agent.handle_event(ev, ev.ts_ns as i64)?;
     }
-    agent.advance(wall_clock_ns())
+    agent.advance(WallClock.now_ns())
 }
 
 /// Warns about drop counters that grew; true if ring-buffer events were lost.
@@ -180,10 +181,4 @@ fn resync(agent: &mut Agent) -> Result<()> {
         agent.handle_event(&ev, conn.last_ns as i64)?;
     }
     Ok(())
-}
-
-fn wall_clock_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }

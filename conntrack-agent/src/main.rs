@@ -7,21 +7,31 @@ mod alerts;
 mod bench;
 mod checksum;
 mod cli;
+mod clock;
 mod community_id;
 mod config;
 mod conn_log;
+mod conn_long;
 mod datapath;
 mod defrag;
 mod events;
 mod fuzz;
+mod inactivity;
 mod kernel;
+#[cfg(test)]
+mod lifecycle_tests;
 mod live;
 mod pcap_input;
+mod polling;
 mod read;
+mod removal_hooks;
+mod removal_log;
 mod site;
 mod thresholds;
 mod tracker;
 mod uid;
+#[cfg(test)]
+mod zeek_lifecycle_tests;
 #[cfg(test)]
 mod zeek_threshold_tests;
 

@@ -5,6 +5,7 @@ use crate::alerts::Alerts;
 use crate::alerts::capability::{AlertRules, SharedAlerts};
 use crate::checksum::{ChecksumPolicy, ip_view, ipv4_header_ok, transport_ok};
 use crate::cli::{Engine, ReadArgs, parse_port_list};
+use crate::clock::{Clock, PacketClock};
 use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::{Datapath, HostConfig, HostDatapath};
@@ -13,7 +14,6 @@ use crate::events::Capability;
 use crate::pcap_input::{LinkSkip, PcapReader, frame_l3, synth_ethernet};
 use crate::site::NetSet;
 use crate::thresholds::DurationMode;
-use crate::tracker::Timeouts;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -126,19 +126,21 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
     let mut agent = Agent::new(
         dp,
         HostConfig::new(&ports),
-        Timeouts::default(),
+        config.inactivity.timeouts(),
         local_nets.clone(),
         writer,
     );
     if args.duration_timers {
         agent.set_duration_mode(DurationMode::NextPacketOrTimer);
     }
+    register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, false)));
     }
     for cap in capabilities {
         agent.register(cap);
     }
+    let mut clock = PacketClock::default();
     let mut defrag = Defragmenter::default();
     let mut st = ReadStats::default();
     let progress = args
@@ -167,7 +169,8 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
             );
         }
         // Network time advances with every packet, IP or not; timers fire first.
-        agent.advance(pkt.ts_ns)?;
+        clock.saw(pkt.ts_ns);
+        agent.advance(clock.now_ns())?;
         defrag.expire(pkt.ts_ns);
 
         let l3 = match frame_l3(pkt.linktype, &pkt.data) {
@@ -309,6 +312,30 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
             "{}: no packet had a supported link type",
             args.trace.display()
         );
+    }
+    Ok(())
+}
+
+/// The lifecycle capabilities the config file turns on (`[conn_long]`, `[removal_log]`);
+/// shared by `read` and `run`.
+pub fn register_lifecycle(
+    agent: &mut Agent,
+    config: &Config,
+    common: &crate::cli::CommonArgs,
+    local_nets: &NetSet,
+) -> anyhow::Result<()> {
+    if config.conn_long.enabled {
+        let cap = crate::conn_long::ConnLong::create(
+            &config.conn_long,
+            &common.log_dir,
+            common.log_format,
+            common.community_id,
+            local_nets.clone(),
+        )?;
+        agent.register(Box::new(cap));
+    }
+    if let Some(path) = config.removal_log.path(&common.log_dir) {
+        agent.register(Box::new(crate::removal_log::RemovalLog::create(&path)?));
     }
     Ok(())
 }

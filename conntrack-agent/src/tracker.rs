@@ -261,6 +261,8 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             }
             let (o0, r0) = (e.orig_state, e.resp_state);
             let (o1, r1) = (v.orig_state, v.resp_state);
+            // A timeout of 0 (set through the API) ended the timer chain: a new value restarts it.
+            let inactivity_before = e.inactivity;
 
             // Attempt timer: the originator's SYN moved it out of INACTIVE.
             if o0 == INACTIVE && matches!(o1, SYN_SENT | SYN_ACK_SENT) && t.tcp_attempt_delay > 0 {
@@ -285,6 +287,9 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 {
                     e.inactivity = *to;
                 }
+            }
+            if inactivity_before <= 0 && e.inactivity > 0 {
+                pushes.push((v.last_ns + e.inactivity, Kind::Inactivity, e.generation, 0));
             }
             // ConnectionClosed for an endpoint that just went to CLOSED or RESET.
             for side in 0..2 {
@@ -322,12 +327,43 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     /// Advances network time to `now` (never backwards) and fires due timers, calling `read`
-    /// to re-read connections. Returns the connections to remove, in firing order.
+    /// to re-read connections. Returns the connections to remove, in firing order. (The agent
+    /// uses [`Tracker::advance_with`], which adds the timing-out veto.)
+    #[cfg(test)]
     pub fn advance(
         &mut self,
         now: i64,
         read: &mut dyn FnMut(&K) -> Option<ConnView>,
     ) -> Vec<(K, Removal)> {
+        self.advance_with(now, &mut ReadOnly(read))
+    }
+
+    /// A connection's inactivity timeout from now on (Zeek's `set_inactivity_timeout`; 0 =
+    /// none); `last_ns` is its last packet time. False if the tracker does not know it.
+    pub fn set_inactivity(&mut self, key: &K, timeout: i64, last_ns: i64) -> bool {
+        let Some(e) = self.entries.get_mut(key) else {
+            return false;
+        };
+        if e.inactivity == timeout {
+            return true;
+        }
+        e.inactivity = timeout;
+        let generation = e.generation;
+        if timeout > 0 {
+            // The timer armed for the old value stays and re-arms itself lazily.
+            self.push(
+                last_ns.saturating_add(timeout),
+                Kind::Inactivity,
+                key.clone(),
+                generation,
+                0,
+            );
+        }
+        true
+    }
+
+    /// [`Tracker::advance`] with a host that can also veto inactivity removals.
+    pub fn advance_with(&mut self, now: i64, host: &mut dyn TimerHost<K>) -> Vec<(K, Removal)> {
         if now > self.network_time {
             self.network_time = now;
         }
@@ -352,12 +388,12 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 continue; // cancelled analyzer timer
             }
             fired += 1;
-            let Some(v) = read(&tm.key) else {
+            let Some(v) = host.read(&tm.key) else {
                 self.entries.remove(&tm.key);
                 out.push((tm.key, Removal::Gone));
                 continue;
             };
-            if let Some(r) = self.fire(&tm, &v, now) {
+            if let Some(r) = self.fire(&tm, &v, now, host) {
                 self.entries.remove(&tm.key);
                 out.push((tm.key, r));
             }
@@ -366,7 +402,13 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     /// Decides a due timer; re-arms it when the connection stays.
-    fn fire(&mut self, tm: &Timer<K>, v: &ConnView, now: i64) -> Option<Removal> {
+    fn fire(
+        &mut self,
+        tm: &Timer<K>,
+        v: &ConnView,
+        now: i64,
+        host: &mut dyn TimerHost<K>,
+    ) -> Option<Removal> {
         let e = self.entries.get(&tm.key).expect("checked");
         let (generation, epoch) = (e.generation, e.epoch);
         match tm.kind {
@@ -376,6 +418,13 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                     return None;
                 }
                 if v.last_ns + to <= now {
+                    if host.keep_timing_out(&tm.key) {
+                        // Vetoed: check again one full timeout after this check (Zeek's
+                        // Session::InactivityTimer), not after the last packet.
+                        let at = now + to;
+                        self.push(at, Kind::Inactivity, tm.key.clone(), generation, 0);
+                        return None;
+                    }
                     Some(Removal::Inactivity)
                 } else {
                     self.push(
@@ -450,6 +499,27 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     #[cfg(test)]
     fn inactivity_of(&self, key: &K) -> Option<i64> {
         self.entries.get(key).map(|e| e.inactivity)
+    }
+}
+
+/// What the tracker asks of its owner while timers fire.
+pub trait TimerHost<K> {
+    /// The connection as the datapath has it now (None: gone).
+    fn read(&mut self, key: &K) -> Option<ConnView>;
+    /// Zeek's `connection_timing_out`: true keeps a connection that timed out for inactivity.
+    fn keep_timing_out(&mut self, _key: &K) -> bool {
+        false
+    }
+}
+
+/// A host that only reads (no veto).
+#[cfg(test)]
+struct ReadOnly<'a, K>(&'a mut dyn FnMut(&K) -> Option<ConnView>);
+
+#[cfg(test)]
+impl<K> TimerHost<K> for ReadOnly<'_, K> {
+    fn read(&mut self, key: &K) -> Option<ConnView> {
+        (self.0)(key)
     }
 }
 
@@ -629,6 +699,32 @@ mod tests {
         f.packet(1, SEC, v2, false);
         f.packet(2, 10 * SEC, view(UDP, 10 * SEC, 0, 0), false);
         assert!(f.removed.is_empty());
+    }
+
+    #[test]
+    fn a_zero_timeout_keeps_a_connection_until_tcp_sets_its_own() {
+        let mut f = Fake::new();
+        // Both still in the handshake (no attempt removal: the responder answered).
+        f.packet(1, 0, view(TCP, 0, SYN_SENT, SYN_ACK_SENT), false);
+        assert!(f.tr.set_inactivity(&1, 0, 0));
+        f.packet(2, 100 * SEC, view(UDP, 100 * SEC, 0, 0), false);
+        assert!(
+            f.removed.iter().all(|r| r.0 != 1),
+            "0: no inactivity removal"
+        );
+        // Leaving the handshake sets tcp_inactivity (5 min) and restarts the timer.
+        f.packet(
+            1,
+            101 * SEC,
+            view(TCP, 101 * SEC, ESTABLISHED, ESTABLISHED),
+            true,
+        );
+        f.packet(2, 402 * SEC, view(UDP, 402 * SEC, 0, 0), false);
+        assert!(
+            f.removed.contains(&(1, Removal::Inactivity, 402 * SEC)),
+            "{:?}",
+            f.removed
+        );
     }
 
     #[test]

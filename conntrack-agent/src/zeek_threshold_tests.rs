@@ -37,7 +37,7 @@ fn trace() -> Option<PathBuf> {
 }
 
 /// The engines to run: the host's always, the kernel's when this process may load it.
-fn engines() -> Vec<Engine> {
+pub(crate) fn engines() -> Vec<Engine> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         vec![Engine::Host, Engine::Kernel]
@@ -48,7 +48,7 @@ fn engines() -> Vec<Engine> {
 }
 
 /// Replays `trace` with `engine`, with the capability `make` builds; returns what it printed.
-fn run(
+pub(crate) fn run(
     trace: &std::path::Path,
     engine: Engine,
     make: impl FnOnce(Rc<RefCell<Vec<String>>>) -> Box<dyn Capability>,
@@ -77,7 +77,7 @@ fn run(
 }
 
 /// Zeek's `cat(c$id)`.
-fn conn_id(c: &Conn) -> String {
+pub(crate) fn conn_id(c: &Conn) -> String {
     let kind = match c.proto {
         proto::TCP => "tcp",
         proto::UDP => "udp",
@@ -113,7 +113,7 @@ fn zeek_double(x: f64) -> String {
 
 /// Zeek's interval in print (`IntervalVal::ValDescribe`): whole days, hrs, mins, secs and
 /// msecs, then the rest in usecs.
-fn zeek_interval(secs: f64) -> String {
+pub(crate) fn zeek_interval(secs: f64) -> String {
     if secs == 0.0 {
         return "0 secs".into();
     }
@@ -366,7 +366,7 @@ Threshold set for [orig_h=10.0.0.22, orig_p=38016/tcp, resp_h=10.0.0.7, resp_p=5
 triggered duration, [orig_h=10.0.0.22, orig_p=38016/tcp, resp_h=10.0.0.7, resp_p=59214/tcp, proto=6, ctx=[]], 100.0 msecs, T, 9.0 secs 29.0 msecs 998.064041 usecs
 ";
 
-fn assert_lines(engine: Engine, got: &[String], want: &str) {
+pub(crate) fn assert_lines(engine: Engine, got: &[String], want: &str) {
     let want: Vec<&str> = want.lines().collect();
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "{engine:?}: line {}", i + 1);

@@ -65,6 +65,12 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     let agent = b.agent.to_string_lossy().into_owned();
     let host_dir = logs.join("host").to_string_lossy().into_owned();
     let kernel_dir = logs.join("kernel").to_string_lossy().into_owned();
+    // Removal hooks cost only the connections that have one (issue 6): the same replay with a
+    // capability that sees every event but registers no hook, then with a hook on every
+    // connection (removal.log, written to /dev/null).
+    let (no_hook_cfg, hook_cfg) = hook_configs(&logs)?;
+    let no_hook_dir = logs.join("no-hook").to_string_lossy().into_owned();
+    let hook_dir = logs.join("hook").to_string_lossy().into_owned();
     let argus_out = logs.join("trace.argus").to_string_lossy().into_owned();
     let mut tools: Vec<Tool> = vec![Tool {
         name: "conntrack-agent read --engine host (baseline)",
@@ -83,6 +89,44 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         detail: "conn.log in target/bench/replay/host",
         missing: None,
     }];
+    tools.push(Tool {
+        name: "read --engine host, a capability, no removal hook",
+        program: agent.clone(),
+        args: vec![
+            "read",
+            TRACE,
+            "--engine",
+            "host",
+            "--log-dir",
+            &no_hook_dir,
+            "--progress",
+            "false",
+            "--config",
+            &no_hook_cfg,
+        ],
+        check: Check::Agent,
+        detail: "an alert rule that matches no connection: every event reaches it",
+        missing: None,
+    });
+    tools.push(Tool {
+        name: "read --engine host, a removal hook on every connection",
+        program: agent.clone(),
+        args: vec![
+            "read",
+            TRACE,
+            "--engine",
+            "host",
+            "--log-dir",
+            &hook_dir,
+            "--progress",
+            "false",
+            "--config",
+            &hook_cfg,
+        ],
+        check: Check::Agent,
+        detail: "the same rule, plus [removal_log] (a hook per connection) to /dev/null",
+        missing: None,
+    });
     tools.push(Tool {
         name: "conntrack-agent read --engine kernel",
         program: agent.clone(),
@@ -200,6 +244,22 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     let _ = std::fs::remove_file(&argus_out);
     b.trace_info = Some(info);
     Ok(sec)
+}
+
+/// Config files for the removal-hook rows: (capability without hooks, the same with a hook
+/// on every connection).
+fn hook_configs(dir: &Path) -> Result<(String, String)> {
+    // Port 1 is never in the generated trace: the rule arms nothing.
+    let idle = "[[alerts.rules]]\nname = \"bench-never\"\nmetric = \"orig_bytes\"\n\
+                threshold = 1\nmatch = { ports = [1] }\n";
+    let hooks = format!("{idle}\n[removal_log]\npath = \"/dev/null\"\n");
+    let (a, b) = (dir.join("no-hook.toml"), dir.join("hook.toml"));
+    std::fs::write(&a, idle)?;
+    std::fs::write(&b, hooks)?;
+    Ok((
+        a.to_string_lossy().into_owned(),
+        b.to_string_lossy().into_owned(),
+    ))
 }
 
 /// Placeholder for the trace path in [`Tool::args`].
