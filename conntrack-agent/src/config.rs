@@ -12,6 +12,7 @@
 //! explicit flag from a default value, so the merge can be done field by field after `load`.
 
 use crate::alerts::config::{AlertsSection, AlertsSettings};
+use crate::contents::config::{ContentsSection, ContentsSettings};
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::Path;
@@ -22,12 +23,15 @@ use std::path::Path;
 struct ConfigFile {
     #[serde(default)]
     alerts: AlertsSection,
+    #[serde(default)]
+    contents: ContentsSection,
 }
 
 /// The checked configuration the agent runs with.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub alerts: AlertsSettings,
+    pub contents: ContentsSettings,
 }
 
 /// A config error, located in the file.
@@ -71,7 +75,11 @@ impl Config {
             .alerts
             .compile(env)
             .map_err(|(span, msg)| located(text, origin, Some(span), msg))?;
-        Ok(Self { alerts })
+        let contents = file
+            .contents
+            .compile()
+            .map_err(|(span, msg)| located(text, origin, Some(span), msg))?;
+        Ok(Self { alerts, contents })
     }
 
     /// Reads `path`; without a path, the defaults (what the command line alone means).
@@ -277,5 +285,29 @@ ifaces = ["eth0"]
             e.to_string().starts_with("/nonexistent/conntrack.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_contents_section_is_read_and_checked() {
+        let text = r#"
+[contents]
+extract_dir = "/tmp/x"
+max_bytes_per_conn = 1000
+disk_quota = 5000
+
+[[contents.rules]]
+direction = "orig"
+match = { proto = "tcp", resp_ports = [21] }
+"#;
+        let c = Config::parse(text, "c.toml", &|_| None).unwrap();
+        assert!(c.contents.enabled());
+        assert_eq!(c.contents.max_bytes_per_conn, 1000);
+        assert_eq!(c.contents.rules.len(), 1);
+        let bad = "[contents]\nmax_bytes = 1\n";
+        let e = Config::parse(bad, "c.toml", &|_| None).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1), "{e}");
+        let bad = "[[contents.rules]]\ndirection = \"up\"\n";
+        let e = Config::parse(bad, "c.toml", &|_| None).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 }

@@ -22,9 +22,12 @@
 //! agent.register(Box::new(BigTransfers));
 //! ```
 
+use crate::contents::ContentChunk;
 use crate::thresholds::{Crossing, RawCrossing, ThresholdKind, ThresholdTarget, Thresholds};
 use conntrack_common::conn::Conn;
+use conntrack_common::contents::{self as contents_bits, ContentCounters};
 use conntrack_common::key::FlowKey;
+use conntrack_common::threshold::ThresholdCommand;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -80,6 +83,10 @@ pub enum ConnEvent {
 pub trait Capability {
     /// Called for every event of every connection (keep the common case cheap).
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent);
+
+    /// Content extraction: payload of a connection flagged with [`ConnHandle::set_extract`],
+    /// after the events of the packet that carried it. `dp` looks connections up.
+    fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {}
 }
 
 /// The connection an event is about.
@@ -203,6 +210,42 @@ impl ConnHandle<'_> {
         self.delete(ThresholdKind::TotalPackets, packets)
     }
 
+    /// Content extraction (Zeek's `set_contents_file` for one direction): turns the extraction
+    /// of the originator's (`is_orig`) or the responder's payload on or off from the next
+    /// packet on; the payload reaches [`Capability::on_payload`]. False when the datapath no
+    /// longer has the connection.
+    pub fn set_extract(&mut self, is_orig: bool, on: bool) -> bool {
+        let Some(c) = self.target.lookup(&self.info.key) else {
+            return false;
+        };
+        let bit = contents_bits::extract_bit(is_orig);
+        let now = c.thr_armed & contents_bits::EXTRACT_BITS;
+        let want = if on { now | bit } else { now & !bit };
+        if want == now {
+            return true;
+        }
+        let cmd = ThresholdCommand {
+            key: self.info.key,
+            mask: contents_bits::CMD_SET_CONTENTS | want,
+            now_ns: self.info.ts_ns,
+            ..ThresholdCommand::default()
+        };
+        self.target.set_thresholds(&cmd).is_ok()
+    }
+
+    /// Whether the datapath extracts this direction now.
+    pub fn extracting(&self, is_orig: bool) -> bool {
+        self.target
+            .lookup(&self.info.key)
+            .is_some_and(|c| c.thr_armed & contents_bits::extract_bit(is_orig) != 0)
+    }
+
+    /// The datapath's content byte counters of this connection (delivered and not delivered
+    /// per direction), if it extracted anything.
+    pub fn content_counters(&self) -> Option<ContentCounters> {
+        self.target.content_counters(&self.info.key)
+    }
+
     /// What the datapath holds now per slot (`conntrack_common::threshold::slot` order; 0 =
     /// nothing armed): Zeek's `get_current_conn_*_threshold`.
     pub fn current_thresholds(&self) -> [u64; conntrack_common::threshold::SLOTS] {
@@ -292,6 +335,13 @@ impl EventCore {
             self.queue.push_back((info, Pending::Raw(raw)));
         }
         self.run(target);
+    }
+
+    /// Payload of an extracted connection, to every capability.
+    pub fn payload(&mut self, target: &dyn ThresholdTarget, chunk: &ContentChunk) {
+        for cap in self.caps.iter_mut() {
+            cap.on_payload(chunk, target);
+        }
     }
 
     /// A connection vanished without a final state to report (the datapath lost it).

@@ -74,6 +74,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets)));
     }
+    crate::contents::register(&mut agent, &args.common, &config.contents)?;
     // Live, an idle connection must not delay its duration thresholds until its next packet.
     agent.set_duration_mode(DurationMode::NextPacketOrTimer);
     eprintln!(
@@ -144,6 +145,7 @@ fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Resu
     for ev in events.iter() {
         agent.handle_event(ev, ev.ts_ns as i64)?;
     }
+    agent.deliver_contents();
     agent.advance(wall_clock_ns())
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod community_id;
 mod config;
 mod conn_log;
+mod contents;
 mod datapath;
 mod defrag;
 mod events;
