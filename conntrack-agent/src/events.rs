@@ -636,4 +636,62 @@ mod tests {
         agent.finish().unwrap();
         assert_eq!(*seen.borrow(), vec![false]);
     }
+
+    /// Payload as a capability saw it: (from the originator, bytes).
+    type Payloads = Rc<RefCell<Vec<(bool, Vec<u8>)>>>;
+
+    /// Turns extraction of the originator on at New; records the payload it gets.
+    struct Toggler {
+        seen: Payloads,
+        events: u32,
+    }
+
+    impl Capability for Toggler {
+        fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+            self.events += 1;
+            match event {
+                ConnEvent::New => {
+                    assert!(conn.set_extract(true, true));
+                    assert!(conn.extracting(true) && !conn.extracting(false));
+                }
+                ConnEvent::Removed(_) => {
+                    let c = conn
+                        .content_counters()
+                        .expect("counters of an extracted conn");
+                    assert_eq!(c.delivered, [20, 0]);
+                    assert_eq!(c.not_delivered, [0, 0]);
+                    assert!(!conn.set_extract(true, true), "gone from the datapath");
+                }
+                _ => {}
+            }
+        }
+
+        fn on_payload(&mut self, chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {
+            self.seen
+                .borrow_mut()
+                .push((chunk.is_orig(), chunk.data.clone()));
+        }
+    }
+
+    #[test]
+    fn extraction_is_turned_on_for_one_direction_through_the_handle() {
+        for dp in datapaths() {
+            let dir = tempfile::tempdir().unwrap();
+            let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+            let cfg = HostConfig::new(&[]);
+            let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            agent.register(Box::new(Toggler {
+                seen: seen.clone(),
+                events: 0,
+            }));
+            packet(&mut agent, &udp(true, 10), 0); // before the decision: not extracted
+            packet(&mut agent, &udp(false, 10), SEC); // responder: not extracted
+            packet(&mut agent, &udp(true, 10), 2 * SEC);
+            packet(&mut agent, &udp(true, 10), 3 * SEC);
+            agent.finish().unwrap();
+            let seen = seen.borrow();
+            assert_eq!(*seen, vec![(true, vec![0; 10]), (true, vec![0; 10])]);
+        }
+    }
 }

@@ -27,13 +27,24 @@ const ZERO_COUNTERS: ContentCounters = ContentCounters {
     not_delivered: [0; 2],
 };
 
-/// Adds `n` to `*p` atomically; returns the old value.
+/// Adds `n` to `*p` atomically.
 ///
 /// # Safety
 /// `p` points into a map value that lives for the program run.
 #[inline(always)]
-unsafe fn add(p: *mut u64, n: u64) -> u64 {
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) }
+unsafe fn add(p: *mut u64, n: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
+}
+
+/// Adds `n` to `*p` atomically and returns the old value. Sequentially consistent: with a
+/// relaxed ordering LLVM's BPF backend emits the non-fetching add (the "old value" is then
+/// `n` itself).
+///
+/// # Safety
+/// As for [`add`].
+#[inline(always)]
+unsafe fn fetch_add(p: *mut u64, n: u64) -> u64 {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, n) }
 }
 
 /// Bytes of `n` the global rate cap admits at `now_ns`.
@@ -53,7 +64,7 @@ fn rate_admit(now_ns: u64, n: u32) -> u32 {
             core::ptr::write_volatile(start, now_ns);
             atomic_xchg::<u64, { AtomicOrdering::Relaxed }>(bytes, 0);
         }
-        let before = add(bytes, n as u64);
+        let before = fetch_add(bytes, n as u64);
         contents::admit(before, rate, n)
     }
 }

@@ -26,6 +26,14 @@ fn engines() -> Vec<&'static str> {
 
 /// Replays `trace` with `--extract-all`; returns the extract directory (kept in `dir`).
 fn replay(trace: &Trace, engine: &str, dir: &Path) -> PathBuf {
+    replay_with(trace, engine, dir, "").0
+}
+
+/// Replays `trace` with `--extract-all` and the config text `config`; returns the extract
+/// directory and the agent's stderr.
+fn replay_with(trace: &Trace, engine: &str, dir: &Path, config: &str) -> (PathBuf, String) {
+    let cfg = dir.join("conntrack.toml");
+    std::fs::write(&cfg, config).unwrap();
     let pcap = dir.join("trace.pcap");
     trace.write(&pcap).unwrap();
     let extract = dir.join("extract");
@@ -36,14 +44,14 @@ fn replay(trace: &Trace, engine: &str, dir: &Path) -> PathBuf {
         .arg(dir)
         .args(["--engine", engine, "--extract-all", "--extract-dir"])
         .arg(&extract)
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "read failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    extract
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "read failed: {stderr}");
+    (extract, stderr)
 }
 
 fn pattern(n: usize, salt: u8) -> Vec<u8> {
@@ -162,5 +170,69 @@ fn udp_datagrams_after_the_first_are_appended_per_direction() {
         let resp = std::fs::read(out.join("contents_10.0.7.5-40000-10.0.7.6-9999_resp.dat"));
         assert_eq!(orig.unwrap(), b"one,two", "{engine}");
         assert_eq!(resp.unwrap(), b"reply", "{engine}");
+    }
+}
+
+/// A client that sends 5 segments of 1000 bytes after the handshake.
+fn five_kb_upload(client: (IpAddr, u16), server: (IpAddr, u16)) -> Trace {
+    let mut t = Trace::default();
+    let mut c = TcpConv::new(client, server, T0);
+    c.c(&mut t, SYN, b"");
+    c.s(&mut t, SYN | ACK, b"");
+    c.c(&mut t, ACK, b"");
+    for i in 0..5u8 {
+        c.c(&mut t, ACK | PSH, &[b'a' + i; 1000]);
+    }
+    c.c(&mut t, ACK | FIN, b"");
+    c.s(&mut t, ACK | FIN, b"");
+    c.c(&mut t, ACK, b"");
+    t
+}
+
+#[test]
+fn the_per_connection_cap_cuts_each_direction_and_counts_the_rest() {
+    let t = five_kb_upload((addr("10.0.7.7"), 40002), (addr("10.0.7.8"), 80));
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = "[contents]\nmax_bytes_per_conn = 2500\n";
+        let (out, log) = replay_with(&t, engine, dir.path(), cfg);
+        let orig = std::fs::read(out.join("contents_10.0.7.7-40002-10.0.7.8-80_orig.dat"));
+        let mut want = vec![b'a'; 1000];
+        want.extend_from_slice(&[b'b'; 1000]);
+        want.extend_from_slice(&[b'c'; 500]);
+        assert!(orig.unwrap() == want, "{engine}: the first 2500 bytes");
+        assert!(
+            log.contains("2500 bytes not delivered by the datapath"),
+            "{engine}: the cut is logged: {log}"
+        );
+    }
+}
+
+#[test]
+fn past_the_disk_quota_nothing_more_is_written_and_a_warning_says_so() {
+    let t = five_kb_upload((addr("10.0.7.9"), 40003), (addr("10.0.7.10"), 80));
+    let dir = tempfile::tempdir().unwrap();
+    let (out, log) = replay_with(&t, "host", dir.path(), "[contents]\ndisk_quota = 1200\n");
+    let orig = std::fs::read(out.join("contents_10.0.7.9-40003-10.0.7.10-80_orig.dat"));
+    assert_eq!(orig.unwrap().len(), 1200);
+    assert!(log.contains("disk quota of 1200 bytes reached"), "{log}");
+}
+
+#[test]
+fn the_rate_cap_limits_bytes_per_second_over_all_connections() {
+    // The five segments are 1 ms apart (packet time): one second's budget of 1500 bytes.
+    let t = five_kb_upload((addr("10.0.7.11"), 40004), (addr("10.0.7.12"), 80));
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, log) = replay_with(&t, engine, dir.path(), "[contents]\nmax_rate = 1500\n");
+        let orig = std::fs::read(out.join("contents_10.0.7.11-40004-10.0.7.12-80_orig.dat"));
+        let mut want = vec![b'a'; 1000];
+        want.extend_from_slice(&[b'b'; 500]);
+        let orig = orig.unwrap();
+        assert!(orig == want, "{engine}: the first second's 1500 bytes");
+        assert!(
+            log.contains("3500 bytes not delivered by the datapath"),
+            "{engine}: {log}"
+        );
     }
 }
