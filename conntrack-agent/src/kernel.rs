@@ -267,6 +267,19 @@ impl Kernel {
         n
     }
 
+    /// Discards the waiting content records (while `FLOWS` has not been taken); returns how
+    /// many.
+    pub fn drain_content_records(&mut self) -> usize {
+        let Some(flows) = self.flows.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        while flows.contents.records.next().is_some() {
+            n += 1;
+        }
+        n
+    }
+
     /// Every counter of `STATS`, summed over CPUs, in `Stat::ALL` order.
     pub fn stats(&self) -> Result<Vec<(Stat, u64)>> {
         Stat::ALL
