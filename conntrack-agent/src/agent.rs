@@ -40,6 +40,8 @@ pub struct Agent {
     local_nets: NetSet,
     writer: ConnLogWriter,
     events: Vec<Event>,
+    /// Content records being delivered (kept for its allocation).
+    chunks: Vec<crate::contents::ContentChunk>,
     /// Capabilities and the thresholds they set.
     core: EventCore,
     pub stats: AgentStats,
@@ -61,6 +63,12 @@ impl ThresholdTarget for Datapaths<'_> {
     }
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.main.lookup(key).or_else(|| self.overflow.lookup(key))
+    }
+    fn content_counters(
+        &self,
+        key: &FlowKey,
+    ) -> Option<conntrack_common::contents::ContentCounters> {
+        self.main.content_counters(key)
     }
 }
 
@@ -139,6 +147,7 @@ impl Agent {
             local_nets,
             writer,
             events: Vec::new(),
+            chunks: Vec::new(),
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
             stats: AgentStats::default(),
         }
@@ -227,7 +236,26 @@ impl Agent {
             self.handle_event(ev, ts_ns)?;
         }
         self.events = events;
+        self.deliver_contents();
         r.map_err(anyhow::Error::from)
+    }
+
+    /// Content extraction: hands the payload records the datapath produced to the
+    /// capabilities (after the events of the same packets).
+    pub fn deliver_contents(&mut self) {
+        if self.core.is_idle() {
+            return;
+        }
+        let mut chunks = std::mem::take(&mut self.chunks);
+        self.dp.drain_contents(&mut chunks);
+        let target = Datapaths {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+        };
+        for c in chunks.drain(..) {
+            self.core.payload(&target, &c);
+        }
+        self.chunks = chunks;
     }
 
     pub fn handle_event(&mut self, ev: &Event, ts_ns: i64) -> anyhow::Result<()> {
@@ -258,6 +286,7 @@ impl Agent {
                 self.stats.reuse += 1;
                 self.tracker.forget(&k);
                 self.deliver(ev, &[ConnEvent::Removed(RemovalReason::Reuse)], None);
+                self.dp.forget_contents(&k);
                 let uid = self
                     .uids
                     .remove(&k)
@@ -307,6 +336,7 @@ impl Agent {
                 };
                 let removed = [ConnEvent::Removed(reason)];
                 self.core.deliver(&mut target, &info, &removed, None);
+                self.dp.forget_contents(k);
             }
             self.log_conn(&c, uid, reason.as_str())?;
         } else {

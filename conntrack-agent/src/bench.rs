@@ -15,6 +15,7 @@
 use crate::kernel::{BENCH_EMPTY_PROGRAM, BENCH_TRACKER_PROGRAM, Kernel, KernelOptions};
 use anyhow::Result;
 use clap::Args;
+use conntrack_common::contents;
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, parse_ethernet};
@@ -133,6 +134,33 @@ fn arm_unreachable_threshold(k: &Kernel, frame: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Turns content extraction of the originator on for the connection of `frame`.
+fn flag_for_extraction(k: &Kernel, frame: &[u8]) -> Result<()> {
+    let mut meta = PacketMeta::default();
+    parse_ethernet(frame, &mut meta).map_err(|e| anyhow::anyhow!("bench frame: {e:?}"))?;
+    let cmd = ThresholdCommand {
+        key: FlowKey::from_meta(&meta),
+        mask: contents::CMD_SET_CONTENTS | contents::EXTRACT_ORIG,
+        ..ThresholdCommand::default()
+    };
+    k.set_thresholds(&cmd)?;
+    Ok(())
+}
+
+/// ns per run of `frame` repeated `repeat` times, in batches the `CONTENTS` ring buffer holds
+/// (drained between batches, so every run copies its payload).
+fn extracted_cost(k: &mut Kernel, frame: &[u8], repeat: u32) -> Result<u64> {
+    const BATCH: u32 = 10_000;
+    let (mut left, mut total) = (repeat, 0u64);
+    while left > 0 {
+        let n = left.min(BATCH);
+        total += k.bench_test_run(BENCH_TRACKER_PROGRAM, frame, n)? * n as u64;
+        k.drain_content_records();
+        left -= n;
+    }
+    Ok(total / repeat.max(1) as u64)
+}
+
 pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
     if args.layout {
         println!("{}", layout());
@@ -175,6 +203,9 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
     }
     k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_armed, 1)?;
     arm_unreachable_threshold(&k, &udp_armed)?;
+    let udp_extracted = v4(a4, b4, 17, &udp_hdr(5356, 53, 100));
+    k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_extracted, 1)?;
+    flag_for_extraction(&k, &udp_extracted)?;
     k.drain_events(&mut events);
 
     let mut out: Vec<(&str, Vec<u64>)> = [
@@ -182,6 +213,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         "tcp_data",
         "udp",
         "udp_armed",
+        "udp_extracted",
         "ipv6",
         "empty_single",
         "syn_new",
@@ -195,6 +227,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         let t = k.bench_test_run(BENCH_TRACKER_PROGRAM, &data4, args.repeat)?;
         let u = k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp, args.repeat)?;
         let ua = k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_armed, args.repeat)?;
+        let ux = extracted_cost(&mut k, &udp_extracted, args.repeat)?;
         let s6 = k.bench_test_run(BENCH_TRACKER_PROGRAM, &data6, args.repeat)?;
         let mut empties = Vec::with_capacity(args.syns as usize);
         let mut syns = Vec::with_capacity(args.syns as usize);
@@ -219,6 +252,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
             ("tcp_data", t),
             ("udp", u),
             ("udp_armed", ua),
+            ("udp_extracted", ux),
             ("ipv6", s6),
             ("empty_single", median(&mut empties)),
             ("syn_new", median(&mut syns)),

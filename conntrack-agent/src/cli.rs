@@ -77,6 +77,16 @@ pub struct CommonArgs {
     /// README). Unknown keys are errors.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Extract the payload of every connection to files (Zeek's Conn::default_extract). Finer
+    /// selection, caps and quota: the `[contents]` section of --config.
+    #[arg(long)]
+    pub extract_all: bool,
+
+    /// Directory for extracted contents files. Default: `[contents] extract_dir`, else
+    /// `<log-dir>/extract`.
+    #[arg(long, value_name = "DIR")]
+    pub extract_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -13,6 +13,7 @@
 
 use crate::alerts::config::{AlertsSection, AlertsSettings};
 use crate::conn_long::{ConnLongSection, ConnLongSettings};
+use crate::contents::config::{ContentsSection, ContentsSettings};
 use crate::inactivity::{InactivitySection, InactivitySettings};
 use crate::removal_log::{RemovalLogSection, RemovalLogSettings};
 use serde::Deserialize;
@@ -29,6 +30,7 @@ struct ConfigFile {
     inactivity: InactivitySection,
     conn_long: Option<ConnLongSection>,
     removal_log: Option<RemovalLogSection>,
+    contents: ContentsSection,
 }
 
 /// The checked configuration the agent runs with.
@@ -38,6 +40,7 @@ pub struct Config {
     pub inactivity: InactivitySettings,
     pub conn_long: ConnLongSettings,
     pub removal_log: RemovalLogSettings,
+    pub contents: ContentsSettings,
 }
 
 /// A config error, located in the file.
@@ -87,6 +90,7 @@ impl Config {
             inactivity: file.inactivity.compile().map_err(at)?,
             conn_long: ConnLongSection::compile_section(file.conn_long).map_err(at)?,
             removal_log: RemovalLogSection::compile_section(file.removal_log),
+            contents: file.contents.compile().map_err(at)?,
         })
     }
 
@@ -293,5 +297,29 @@ ifaces = ["eth0"]
             e.to_string().starts_with("/nonexistent/conntrack.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_contents_section_is_read_and_checked() {
+        let text = r#"
+[contents]
+extract_dir = "/tmp/x"
+max_bytes_per_conn = 1000
+disk_quota = 5000
+
+[[contents.rules]]
+direction = "orig"
+match = { proto = "tcp", resp_ports = [21] }
+"#;
+        let c = Config::parse(text, "c.toml", &|_| None).unwrap();
+        assert!(c.contents.enabled());
+        assert_eq!(c.contents.max_bytes_per_conn, 1000);
+        assert_eq!(c.contents.rules.len(), 1);
+        let bad = "[contents]\nmax_bytes = 1\n";
+        let e = Config::parse(bad, "c.toml", &|_| None).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1), "{e}");
+        let bad = "[[contents.rules]]\ndirection = \"up\"\n";
+        let e = Config::parse(bad, "c.toml", &|_| None).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 }

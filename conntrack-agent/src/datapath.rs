@@ -3,9 +3,11 @@
 //! (the kernel datapath drives the loaded eBPF program instead).
 
 use crate::conn_log::ConnRecord;
+use crate::contents::{ContentChunk, payload_of};
 use crate::site::addr_from_bytes;
 use crate::tracker::ConnView;
 use conntrack_common::conn::Conn;
+use conntrack_common::contents::{self, ContentCounters, ContentHeader};
 use conntrack_common::engine::{self, EngineConfig, FlowTable};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
@@ -65,6 +67,20 @@ pub trait Datapath {
     /// rest of it (the kernel datapath runs `conntrack_control`, which takes the connection's
     /// lock), then checks them as Zeek does on a set. Returns the slots that crossed (cleared).
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError>;
+
+    /// Content extraction: moves the payload records produced since the last call to `out`.
+    fn drain_contents(&mut self, _out: &mut Vec<ContentChunk>) {}
+    /// Content extraction: a connection's delivered / not delivered byte counters.
+    fn content_counters(&self, _key: &FlowKey) -> Option<ContentCounters> {
+        None
+    }
+    /// Content extraction: drops a removed connection's counters.
+    fn forget_contents(&mut self, _key: &FlowKey) {}
+    /// Content extraction caps: bytes per connection and direction, bytes per second over all
+    /// connections (0 = none).
+    fn set_content_caps(&mut self, _per_conn: u64, _rate: u64) -> Result<(), DatapathError> {
+        Ok(())
+    }
 }
 
 /// likely_server_ports on the host.
@@ -103,6 +119,18 @@ impl FlowTable for Table<'_> {
 pub struct HostDatapath {
     table: HashMap<FlowKey, Conn>,
     cfg: HostConfig,
+    /// Content extraction, as the kernel's contents stage does it.
+    contents: HostContents,
+}
+
+/// The host's side of content extraction: records, counters and caps.
+#[derive(Default)]
+struct HostContents {
+    chunks: Vec<ContentChunk>,
+    counters: HashMap<FlowKey, ContentCounters>,
+    per_conn: u64,
+    rate: u64,
+    window: [u64; 2],
 }
 
 impl HostDatapath {
@@ -110,7 +138,54 @@ impl HostDatapath {
         Self {
             table: HashMap::new(),
             cfg,
+            contents: HostContents::default(),
         }
+    }
+
+    /// After the engine ran on `meta`: the packet's payload as content records if its
+    /// connection extracts that direction (caps and counters as in the kernel).
+    fn extract(&mut self, frame: &[u8], meta: &PacketMeta, ts_ns: u64, checksum_ok: bool) {
+        let key = FlowKey::from_meta(meta);
+        let Some(conn) = self.table.get(&key) else {
+            return;
+        };
+        if conn.thr_armed & contents::EXTRACT_BITS == 0 {
+            return;
+        }
+        let is_orig = engine::is_orig(conn, meta);
+        if !contents::wanted(conn, meta, checksum_ok, is_orig) {
+            return;
+        }
+        let hc = &mut self.contents;
+        let counters = hc.counters.entry(key).or_default();
+        let d = contents::dir_index(is_orig);
+        let total = meta.payload_len;
+        let payload = payload_of(frame, meta).unwrap_or(&[]);
+        let n = contents::admit(counters.delivered[d], hc.per_conn, total);
+        let n = contents::rate_admit(&mut hc.window, ts_ns, hc.rate, n);
+        let n = n.min(payload.len() as u32);
+        let mut off = 0u32;
+        while off < n {
+            let len = (n - off).min(contents::CHUNK_BYTES as u32);
+            hc.chunks.push(ContentChunk {
+                hdr: ContentHeader {
+                    key,
+                    ts_ns,
+                    seq: contents::record_seq(meta, off),
+                    len,
+                    flags: if is_orig {
+                        contents::CONTENT_FROM_ORIG
+                    } else {
+                        0
+                    },
+                    proto: meta.proto as u32,
+                },
+                data: payload[off as usize..(off + len) as usize].to_vec(),
+            });
+            off += len;
+        }
+        counters.delivered[d] += n as u64;
+        counters.not_delivered[d] += (total - n) as u64;
     }
 }
 
@@ -154,6 +229,16 @@ impl Datapath for HostDatapath {
             return Err(DatapathError::Fragment);
         }
         self.process_meta(&meta, ts_ns, checksum_ok, events);
+        if !self.table.is_empty() && meta.payload_len != 0 {
+            let patched = tso_zero_length_fix(frame);
+            let mut m = meta;
+            if patched.is_some() {
+                // payload_of needs the header's length; the engine was given 0.
+                parse_ethernet(patched.as_deref().unwrap_or(frame), &mut m)
+                    .map_err(DatapathError::Parse)?;
+            }
+            self.extract(patched.as_deref().unwrap_or(frame), &m, ts_ns, checksum_ok);
+        }
         Ok(())
     }
 
@@ -175,6 +260,24 @@ impl Datapath for HostDatapath {
             .get_mut(&cmd.key)
             .ok_or(ThresholdError::NotFound)?;
         Ok(threshold::apply_command(conn, cmd))
+    }
+
+    fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
+        out.append(&mut self.contents.chunks);
+    }
+
+    fn content_counters(&self, key: &FlowKey) -> Option<ContentCounters> {
+        self.contents.counters.get(key).copied()
+    }
+
+    fn forget_contents(&mut self, key: &FlowKey) {
+        self.contents.counters.remove(key);
+    }
+
+    fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
+        self.contents.per_conn = per_conn;
+        self.contents.rate = rate;
+        Ok(())
     }
 }
 

@@ -22,12 +22,15 @@
 //! agent.register(Box::new(BigTransfers));
 //! ```
 
+use crate::contents::ContentChunk;
 use crate::inactivity::InactivityRequests;
 use crate::polling::Polls;
 use crate::removal_hooks::RemovalHooks;
 use crate::thresholds::{Crossing, RawCrossing, ThresholdKind, ThresholdTarget, Thresholds};
 use conntrack_common::conn::Conn;
+use conntrack_common::contents::{self as contents_bits, ContentCounters};
 use conntrack_common::key::FlowKey;
+use conntrack_common::threshold::ThresholdCommand;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -95,6 +98,10 @@ pub trait Capability {
     fn connection_timing_out(&mut self, _conn: &mut ConnHandle<'_>) -> TimeoutVerdict {
         TimeoutVerdict::Remove
     }
+
+    /// Content extraction: payload of a connection flagged with [`ConnHandle::set_extract`],
+    /// after the events of the packet that carried it. `dp` looks connections up.
+    fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {}
 }
 
 /// A capability's answer to [`Capability::connection_timing_out`].
@@ -241,6 +248,42 @@ impl ConnHandle<'_> {
 
     pub fn delete_total_packets_threshold(&mut self, packets: u64) -> bool {
         self.delete(ThresholdKind::TotalPackets, packets)
+    }
+
+    /// Content extraction (Zeek's `set_contents_file` for one direction): turns the extraction
+    /// of the originator's (`is_orig`) or the responder's payload on or off from the next
+    /// packet on; the payload reaches [`Capability::on_payload`]. False when the datapath no
+    /// longer has the connection.
+    pub fn set_extract(&mut self, is_orig: bool, on: bool) -> bool {
+        let Some(c) = self.target.lookup(&self.info.key) else {
+            return false;
+        };
+        let bit = contents_bits::extract_bit(is_orig);
+        let now = c.thr_armed & contents_bits::EXTRACT_BITS;
+        let want = if on { now | bit } else { now & !bit };
+        if want == now {
+            return true;
+        }
+        let cmd = ThresholdCommand {
+            key: self.info.key,
+            mask: contents_bits::CMD_SET_CONTENTS | want,
+            now_ns: self.info.ts_ns,
+            ..ThresholdCommand::default()
+        };
+        self.target.set_thresholds(&cmd).is_ok()
+    }
+
+    /// Whether the datapath extracts this direction now.
+    pub fn extracting(&self, is_orig: bool) -> bool {
+        self.target
+            .lookup(&self.info.key)
+            .is_some_and(|c| c.thr_armed & contents_bits::extract_bit(is_orig) != 0)
+    }
+
+    /// The datapath's content byte counters of this connection (delivered and not delivered
+    /// per direction), if it extracted anything.
+    pub fn content_counters(&self) -> Option<ContentCounters> {
+        self.target.content_counters(&self.info.key)
     }
 
     /// What the datapath holds now per slot (`conntrack_common::threshold::slot` order; 0 =
@@ -445,6 +488,13 @@ impl EventCore {
         }
         // A hook that registered another one on its removed connection must not leave it behind.
         self.lifecycle.hooks.take(&info.key);
+    }
+
+    /// Payload of an extracted connection, to every capability.
+    pub fn payload(&mut self, target: &dyn ThresholdTarget, chunk: &ContentChunk) {
+        for cap in self.caps.iter_mut() {
+            cap.on_payload(chunk, target);
+        }
     }
 
     /// A connection vanished without a final state to report (the datapath lost it).
@@ -746,5 +796,63 @@ mod tests {
         packet(&mut agent, &udp(true, 10), 0);
         agent.finish().unwrap();
         assert_eq!(*seen.borrow(), vec![false]);
+    }
+
+    /// Payload as a capability saw it: (from the originator, bytes).
+    type Payloads = Rc<RefCell<Vec<(bool, Vec<u8>)>>>;
+
+    /// Turns extraction of the originator on at New; records the payload it gets.
+    struct Toggler {
+        seen: Payloads,
+        events: u32,
+    }
+
+    impl Capability for Toggler {
+        fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+            self.events += 1;
+            match event {
+                ConnEvent::New => {
+                    assert!(conn.set_extract(true, true));
+                    assert!(conn.extracting(true) && !conn.extracting(false));
+                }
+                ConnEvent::Removed(_) => {
+                    let c = conn
+                        .content_counters()
+                        .expect("counters of an extracted conn");
+                    assert_eq!(c.delivered, [20, 0]);
+                    assert_eq!(c.not_delivered, [0, 0]);
+                    assert!(!conn.set_extract(true, true), "gone from the datapath");
+                }
+                _ => {}
+            }
+        }
+
+        fn on_payload(&mut self, chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {
+            self.seen
+                .borrow_mut()
+                .push((chunk.is_orig(), chunk.data.clone()));
+        }
+    }
+
+    #[test]
+    fn extraction_is_turned_on_for_one_direction_through_the_handle() {
+        for dp in datapaths() {
+            let dir = tempfile::tempdir().unwrap();
+            let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+            let cfg = HostConfig::new(&[]);
+            let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            agent.register(Box::new(Toggler {
+                seen: seen.clone(),
+                events: 0,
+            }));
+            packet(&mut agent, &udp(true, 10), 0); // before the decision: not extracted
+            packet(&mut agent, &udp(false, 10), SEC); // responder: not extracted
+            packet(&mut agent, &udp(true, 10), 2 * SEC);
+            packet(&mut agent, &udp(true, 10), 3 * SEC);
+            agent.finish().unwrap();
+            let seen = seen.borrow();
+            assert_eq!(*seen, vec![(true, vec![0; 10]), (true, vec![0; 10])]);
+        }
     }
 }

@@ -3,9 +3,10 @@
 //! drives it with BPF_PROG_TEST_RUN for replays ([`KernelDatapath`]).
 //!
 //! The contract with the program (conntrack-ebpf/src/maps.rs): maps `FLOWS`,
-//! `LIKELY_SERVER_PORTS`, `EVENTS`, `STATS`, `CONFIG`; `__sk_buff.cb[0]` flags and
-//! `__sk_buff.tstamp` in replay.
+//! `LIKELY_SERVER_PORTS`, `EVENTS`, `STATS`, `CONFIG`, `CONTENTS`, `CONTENTS_CONNS`;
+//! `__sk_buff.cb[0]` flags and `__sk_buff.tstamp` in replay.
 
+use crate::contents::ContentChunk;
 use crate::datapath::{
     Datapath, DatapathError, ThresholdError, decode_control_result, tso_zero_length_fix,
 };
@@ -17,6 +18,7 @@ use aya::programs::{
 };
 use aya::{Ebpf, EbpfLoader};
 use conntrack_common::conn::Conn;
+use conntrack_common::contents::{self, ContentCounters, ContentHeader};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::MAX_HEADER_BYTES;
@@ -34,12 +36,13 @@ const PROGRAMS: [(&str, TcAttachType); 2] = [
 ];
 
 /// The later stages, tail-called through `STAGES[index]` (conntrack-ebpf/src/maps.rs).
-const STAGE_PROGRAMS: [(&str, u32); 5] = [
+const STAGE_PROGRAMS: [(&str, u32); 6] = [
     ("conntrack_parse", 0),
     ("conntrack_transport", 1),
     ("conntrack_engine", 2),
     ("conntrack_update", 3),
     ("conntrack_threshold", 4),
+    ("conntrack_contents", 5),
 ];
 
 /// Threshold commands (never attached, run with BPF_PROG_TEST_RUN; conntrack-ebpf/src/control.rs).
@@ -49,6 +52,8 @@ const CONTROL_PROGRAM: &str = "conntrack_control";
 const CONFIG_FLAGS: u32 = 0;
 const CONFIG_CLOCK_OFFSET: u32 = 1;
 const CONFIG_REPLAY: u64 = 1;
+const CONFIG_CONTENTS_CAP: u32 = 2;
+const CONFIG_CONTENTS_RATE: u32 = 3;
 
 /// `__sk_buff.cb[0]` bits in replay: the transport checksum is bad / replay mode.
 const CB_BAD_CHECKSUM: u32 = 1;
@@ -166,6 +171,15 @@ impl Kernel {
             }
         };
         let flows = HashMap::try_from(ebpf.take_map("FLOWS").context("no map FLOWS")?)?;
+        let contents = KernelContents {
+            records: RingBuf::try_from(ebpf.take_map("CONTENTS").context("no map CONTENTS")?)?,
+            counters: HashMap::try_from(
+                ebpf.take_map("CONTENTS_CONNS")
+                    .context("no map CONTENTS_CONNS")?,
+            )?,
+            config: Array::try_from(ebpf.take_map("CONFIG").context("no map CONFIG")?)?,
+            active: false,
+        };
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no map EVENTS")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no map STATS")?)?;
         Ok(Kernel {
@@ -173,6 +187,7 @@ impl Kernel {
             flows: Some(FlowMap {
                 map: flows,
                 control,
+                contents,
             }),
             events,
             stats,
@@ -248,6 +263,19 @@ impl Kernel {
                 out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
                 n += 1;
             }
+        }
+        n
+    }
+
+    /// Discards the waiting content records (while `FLOWS` has not been taken); returns how
+    /// many.
+    pub fn drain_content_records(&mut self) -> usize {
+        let Some(flows) = self.flows.as_mut() else {
+            return 0;
+        };
+        let mut n = 0;
+        while flows.contents.records.next().is_some() {
+            n += 1;
         }
         n
     }
@@ -361,6 +389,56 @@ impl ControlProgram {
 pub struct FlowMap {
     map: HashMap<MapData, FlowKey, Conn>,
     control: ControlProgram,
+    contents: KernelContents,
+}
+
+/// Content extraction's maps: the `CONTENTS` records, the `CONTENTS_CONNS` counters and the
+/// caps in `CONFIG`.
+struct KernelContents {
+    records: RingBuf<MapData>,
+    counters: HashMap<MapData, FlowKey, ContentCounters>,
+    config: Array<MapData, u64>,
+    /// Some connection had extraction turned on (replays then pass whole frames).
+    active: bool,
+}
+
+impl FlowMap {
+    /// A threshold or extraction command through `conntrack_control`.
+    fn command(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        let r = self.control.run(cmd);
+        if r.is_ok() && cmd.mask & contents::CMD_SET_CONTENTS != 0 {
+            self.contents.active |= cmd.mask & contents::EXTRACT_BITS != 0;
+        }
+        r
+    }
+
+    fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
+        let hdr_len = size_of::<ContentHeader>();
+        while let Some(item) = self.contents.records.next() {
+            if item.len() < hdr_len {
+                continue;
+            }
+            // SAFETY: the program writes whole `ContentHeader`s (repr(C), integers only).
+            let hdr = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ContentHeader>()) };
+            let end = (hdr_len + hdr.len as usize).min(item.len());
+            out.push(ContentChunk {
+                hdr,
+                data: item[hdr_len..end].to_vec(),
+            });
+        }
+    }
+
+    fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
+        let err = |e: aya::maps::MapError| DatapathError::Other(format!("CONFIG: {e}"));
+        self.contents
+            .config
+            .set(CONFIG_CONTENTS_CAP, per_conn, 0)
+            .map_err(err)?;
+        self.contents
+            .config
+            .set(CONFIG_CONTENTS_RATE, rate, 0)
+            .map_err(err)
+    }
 }
 
 impl FlowMap {
@@ -404,7 +482,19 @@ impl Datapath for FlowMap {
         FlowMap::keys(self)
     }
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
-        self.control.run(cmd)
+        self.command(cmd)
+    }
+    fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
+        FlowMap::drain_contents(self, out)
+    }
+    fn content_counters(&self, key: &FlowKey) -> Option<ContentCounters> {
+        self.contents.counters.get(key, 0).ok()
+    }
+    fn forget_contents(&mut self, key: &FlowKey) {
+        let _ = self.contents.counters.remove(key);
+    }
+    fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
+        FlowMap::set_content_caps(self, per_conn, rate)
     }
 }
 
@@ -450,7 +540,12 @@ impl Datapath for KernelDatapath {
         // parses a copy with the captured length and counts 0 IP bytes, like the host engine.
         let patched = tso_zero_length_fix(frame);
         let frame = patched.as_deref().unwrap_or(frame);
-        let data = frame.get(..TEST_RUN_MAX_BYTES).unwrap_or(frame);
+        // Content extraction needs the payload; otherwise the headers are enough.
+        let data = if self.flows.contents.active {
+            frame
+        } else {
+            frame.get(..TEST_RUN_MAX_BYTES).unwrap_or(frame)
+        };
         let cb0 = CB_REPLAY
             | if checksum_ok { 0 } else { CB_BAD_CHECKSUM }
             | if patched.is_some() { CB_IP_LEN_ZERO } else { 0 };
@@ -472,6 +567,18 @@ impl Datapath for KernelDatapath {
         self.kernel.drain_events(out);
         Ok(())
     }
+    fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
+        self.flows.drain_contents(out)
+    }
+    fn content_counters(&self, key: &FlowKey) -> Option<ContentCounters> {
+        Datapath::content_counters(&self.flows, key)
+    }
+    fn forget_contents(&mut self, key: &FlowKey) {
+        Datapath::forget_contents(&mut self.flows, key)
+    }
+    fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
+        self.flows.set_content_caps(per_conn, rate)
+    }
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.flows.lookup(key)
     }
@@ -482,7 +589,7 @@ impl Datapath for KernelDatapath {
         self.flows.keys()
     }
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
-        self.flows.control.run(cmd)
+        self.flows.command(cmd)
     }
 }
 

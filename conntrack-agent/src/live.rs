@@ -75,6 +75,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
     }
+    crate::contents::register(&mut agent, &args.common, &config.contents)?;
     // Live, an idle connection must not delay its duration thresholds until its next packet.
     agent.set_duration_mode(DurationMode::NextPacketOrTimer);
     eprintln!(
@@ -145,6 +146,7 @@ fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Resu
     for ev in events.iter() {
         agent.handle_event(ev, ev.ts_ns as i64)?;
     }
+    agent.deliver_contents();
     agent.advance(WallClock.now_ns())
 }
 

@@ -12,6 +12,7 @@ mod community_id;
 mod config;
 mod conn_log;
 mod conn_long;
+mod contents;
 mod datapath;
 mod defrag;
 mod events;

@@ -137,6 +137,7 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, false)));
     }
+    crate::contents::register(&mut agent, &args.common, &config.contents)?;
     for cap in capabilities {
         agent.register(cap);
     }
@@ -411,6 +412,8 @@ mod tests {
                 table_size: 1024,
                 community_id: false,
                 config: None,
+                extract_all: false,
+                extract_dir: None,
             },
             ignore_checksums: true,
             ignore_checksums_net: vec![],

@@ -127,6 +127,13 @@ pub trait ThresholdTarget {
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError>;
     /// The connection as the datapath holds it now.
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
+    /// Content extraction: the datapath's per-connection byte counters.
+    fn content_counters(
+        &self,
+        _key: &FlowKey,
+    ) -> Option<conntrack_common::contents::ContentCounters> {
+        None
+    }
 }
 
 /// The thresholds of one connection.

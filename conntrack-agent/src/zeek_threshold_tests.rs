@@ -65,6 +65,8 @@ pub(crate) fn run(
             table_size: 1024,
             community_id: false,
             config: None,
+            extract_all: false,
+            extract_dir: None,
         },
         ignore_checksums: false,
         ignore_checksums_net: vec![],

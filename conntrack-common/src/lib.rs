@@ -13,6 +13,7 @@
 //! - [`conn`]: [`conn::Conn`], the map value, and its conn.log field accessors;
 //! - [`engine`]: orientation, reuse, the per-packet update and the generic driver;
 //! - [`threshold`]: per-connection thresholds (the kernel side of ConnThreshold);
+//! - [`contents`]: content extraction flags and the payload records;
 //! - [`event`]: ring-buffer events; [`stats`]: per-CPU counter indices.
 #![no_std]
 
@@ -20,6 +21,7 @@
 extern crate std;
 
 pub mod conn;
+pub mod contents;
 pub mod engine;
 pub mod event;
 pub mod history;
@@ -55,6 +57,8 @@ mod pod {
     unsafe impl aya::Pod for crate::tcp::Endpoint {}
     unsafe impl aya::Pod for crate::history::History {}
     unsafe impl aya::Pod for crate::threshold::ThresholdCommand {}
+    unsafe impl aya::Pod for crate::contents::ContentHeader {}
+    unsafe impl aya::Pod for crate::contents::ContentCounters {}
 }
 
 // Layout guards: these types are shared with the eBPF program and must not change by accident.
@@ -65,3 +69,5 @@ const _: () = assert!(core::mem::size_of::<history::History>() == 56);
 const _: () = assert!(core::mem::size_of::<conn::Conn>() == 480);
 const _: () = assert!(core::mem::size_of::<event::Event>() == 616);
 const _: () = assert!(core::mem::size_of::<threshold::ThresholdCommand>() == 112);
+const _: () = assert!(core::mem::size_of::<contents::ContentHeader>() == 64);
+const _: () = assert!(core::mem::size_of::<contents::ContentCounters>() == 32);

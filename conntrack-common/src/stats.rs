@@ -26,10 +26,15 @@ pub enum Stat {
     BadChecksums = 9,
     /// Events submitted.
     Events = 10,
+    /// Content extraction: payload bytes handed to the agent (`CONTENTS` ring buffer).
+    ContentBytes = 11,
+    /// Content extraction: payload bytes of flagged connections not handed over (caps, ring
+    /// buffer full, copy failure, beyond `MAX_CHUNKS` records per packet).
+    ContentNotDelivered = 12,
 }
 
 /// Number of entries of the `STATS` array.
-pub const STAT_COUNT: u32 = 11;
+pub const STAT_COUNT: u32 = 13;
 
 impl Stat {
     /// Index into the `STATS` array.
@@ -52,6 +57,8 @@ impl Stat {
             Stat::Reuses => "reuses",
             Stat::BadChecksums => "bad_checksums",
             Stat::Events => "events",
+            Stat::ContentBytes => "content_bytes",
+            Stat::ContentNotDelivered => "content_not_delivered",
         }
     }
 
@@ -68,5 +75,7 @@ impl Stat {
         Stat::Reuses,
         Stat::BadChecksums,
         Stat::Events,
+        Stat::ContentBytes,
+        Stat::ContentNotDelivered,
     ];
 }

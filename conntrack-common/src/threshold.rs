@@ -17,6 +17,7 @@
 //!   `SetByteAndPacketThreshold` / `SetDurationThreshold` do.
 
 use crate::conn::Conn;
+use crate::contents;
 use crate::key::FlowKey;
 
 /// Number of threshold slots.
@@ -153,6 +154,14 @@ pub const RESULT_BAD_COMMAND: u32 = 1 << 19;
 #[inline(always)]
 pub fn apply_command(conn: &mut Conn, cmd: &ThresholdCommand) -> u32 {
     let mask = cmd.mask & ALL_SLOTS;
+    if cmd.mask & contents::CMD_SET_CONTENTS != 0 {
+        conn.thr_armed =
+            (conn.thr_armed & !contents::EXTRACT_BITS) | (cmd.mask & contents::EXTRACT_BITS);
+        if mask == 0 {
+            // Extraction only: no threshold was set, so none is checked.
+            return 0;
+        }
+    }
     let mut s = 0usize;
     while s < SLOTS {
         if mask & bit(s) != 0
@@ -303,5 +312,26 @@ mod tests {
         assert_eq!(c.thr_armed, 0);
         c.resp.pkts = 50;
         assert_eq!(check_after_packet(&mut c, false, 0), 0);
+    }
+
+    #[test]
+    fn a_contents_command_sets_only_the_extraction_bits() {
+        let mut c = Conn::ZERO;
+        c.thr_armed = bit(slot::ORIG_BYTES);
+        c.thr[slot::ORIG_BYTES] = 1;
+        c.orig.ip_bytes = 100; // would cross if checked
+        let cmd = ThresholdCommand {
+            mask: contents::CMD_SET_CONTENTS | contents::EXTRACT_RESP,
+            check_orig: 1,
+            ..ThresholdCommand::default()
+        };
+        assert_eq!(apply_command(&mut c, &cmd), 0, "nothing checked");
+        assert_eq!(c.thr_armed, bit(slot::ORIG_BYTES) | contents::EXTRACT_RESP);
+        let off = ThresholdCommand {
+            mask: contents::CMD_SET_CONTENTS,
+            ..ThresholdCommand::default()
+        };
+        apply_command(&mut c, &off);
+        assert_eq!(c.thr_armed, bit(slot::ORIG_BYTES));
     }
 }

@@ -6,10 +6,11 @@
 //! the tail call fails); a tail call does not leave the CPU, so the hold time stays one packet.
 
 use crate::lock;
-use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_THRESHOLD, STAGES};
+use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_CONTENTS, STAGE_THRESHOLD, STAGES};
 use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::programs::TcContext;
 use conntrack_common::conn::{CONN_FLIPPED, Conn, ZERO_CONN};
+use conntrack_common::contents;
 use conntrack_common::engine::{
     Changes, EngineConfig, check_thresholds, event_after_update, init_conn, is_orig, is_reuse,
     update,
@@ -160,15 +161,16 @@ pub fn apply(ctx: &TcContext, emit: impl Fn(&EventRef<'_>)) {
     finish(conn, ch, emit);
 }
 
-/// Stage 6 (only for a connection with an armed threshold): `engine::check_thresholds`, then
-/// the packet's event (crossings included) and unlock.
+/// Stage 6 (only for a connection with an armed threshold or extraction bit):
+/// `engine::check_thresholds`, then the packet's event (crossings included) and unlock; then,
+/// for a packet whose payload is to be extracted, the contents stage.
 #[inline(always)]
-pub fn check_thresholds_stage(emit: impl Fn(&EventRef<'_>)) {
+pub fn check_thresholds_stage(ctx: &TcContext, emit: impl Fn(&EventRef<'_>)) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
-    let scratch = unsafe { &*scratch };
+    let scratch = unsafe { &mut *scratch };
     let Some(conn) = FLOWS.get_ptr_mut(scratch.key) else {
         return;
     };
@@ -176,7 +178,15 @@ pub fn check_thresholds_stage(emit: impl Fn(&EventRef<'_>)) {
     let c = unsafe { &mut *conn };
     let ch = Changes(scratch.changes);
     let ch = ch | check_thresholds(c, &scratch.meta, scratch.now_ns, ch);
+    // Content extraction shares the armed word: decided under the lock, done after it.
+    let side = is_orig(c, &scratch.meta);
+    let extract = contents::wanted(c, &scratch.meta, scratch.checksum_ok != 0, side);
     finish(conn, ch, emit);
+    if extract {
+        scratch.contents_orig = side as u32;
+        // SAFETY: a valid context and map; on success this does not return.
+        unsafe { STAGES.tail_call(ctx, STAGE_CONTENTS) };
+    }
 }
 
 /// The packet's event (if any), then unlock.

@@ -10,8 +10,9 @@
 //! - `conntrack_transport`: `packet::parse_l4`, GSO counts, the SYN's window-scale option;
 //! - `conntrack_engine`: lookup/creation, TCP reuse, initialisation, with the connection locked;
 //! - `conntrack_update`: `engine::update`, then the event, then unlock;
-//! - `conntrack_threshold`: only for a connection with an armed threshold,
-//!   `engine::check_thresholds`, then the event, then unlock.
+//! - `conntrack_threshold`: only for a connection with an armed threshold or content
+//!   extraction, `engine::check_thresholds`, then the event, then unlock;
+//! - `conntrack_contents`: only for payload to extract, copies it to `CONTENTS` (contents.rs).
 //!
 //! Stages 4 and 5 are `engine::process_packet`'s steps (see flow.rs). Events go to the ring
 //! buffer without waking the agent (it polls). `conntrack_control` (never attached) is how the
@@ -23,6 +24,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod contents;
 mod control;
 mod flow;
 mod l2;
@@ -113,16 +115,28 @@ pub fn conntrack_update(ctx: TcContext) -> i32 {
 
 /// Stage 6, reached only by tail call from stage 5 for a connection with an armed threshold.
 #[classifier]
-pub fn conntrack_threshold(_ctx: TcContext) -> i32 {
-    flow::check_thresholds_stage(emit);
+pub fn conntrack_threshold(ctx: TcContext) -> i32 {
+    flow::check_thresholds_stage(&ctx, emit);
+    VERDICT
+}
+
+/// Stage 7, reached only by tail call from stage 6 for payload to extract (contents.rs).
+#[classifier]
+pub fn conntrack_contents(ctx: TcContext) -> i32 {
+    contents::run(&ctx);
     VERDICT
 }
 
 #[inline(always)]
 fn count(stat: Stat) {
+    count_n(stat, 1);
+}
+
+#[inline(always)]
+fn count_n(stat: Stat, n: u64) {
     if let Some(c) = STATS.get_ptr_mut(stat.index()) {
         // SAFETY: per-CPU value, this program is the only writer on this CPU.
-        unsafe { *c = (*c).wrapping_add(1) };
+        unsafe { *c = (*c).wrapping_add(n) };
     }
 }
 

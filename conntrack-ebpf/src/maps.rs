@@ -3,6 +3,7 @@
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf};
 use conntrack_common::conn::Conn;
+use conntrack_common::contents::ContentCounters;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta};
 use conntrack_common::stats::STAT_COUNT;
@@ -37,6 +38,12 @@ pub static CONFIG: Array<u64> = Array::with_max_entries(4, 0);
 pub const CONFIG_FLAGS: u32 = 0;
 /// Index of the monotonic-to-wall-clock offset in [`CONFIG`].
 pub const CONFIG_CLOCK_OFFSET: u32 = 1;
+/// Index in [`CONFIG`] of the content extraction cap: payload bytes per connection and
+/// direction (0 = none).
+pub const CONFIG_CONTENTS_CAP: u32 = 2;
+/// Index in [`CONFIG`] of the content extraction rate cap: payload bytes per second over all
+/// connections (0 = none).
+pub const CONFIG_CONTENTS_RATE: u32 = 3;
 /// `CONFIG` flag: the program runs under BPF_PROG_TEST_RUN for a replay; trust `__sk_buff.tstamp`
 /// and `cb[0]` (live, `cb[]` holds whatever the qdisc layer left there).
 pub const CONFIG_REPLAY: u64 = 1;
@@ -77,6 +84,10 @@ pub struct Scratch {
     pub created: u32,
     /// `engine::Changes` of the packet after stage 5, for the threshold stage.
     pub changes: u32,
+    /// Content extraction: 1 if the payload to extract was sent by the originator (set by the
+    /// threshold stage for the contents stage).
+    pub contents_orig: u32,
+    pub _pad: u32,
     /// The packet's flow key.
     pub key: FlowKey,
 }
@@ -92,7 +103,7 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Tail-call targets, filled by the agent: the stages are verified separately, which keeps
 /// each under the verifier's complexity limit.
 #[map]
-pub static STAGES: ProgramArray = ProgramArray::with_max_entries(5, 0);
+pub static STAGES: ProgramArray = ProgramArray::with_max_entries(6, 0);
 
 /// Index of `conntrack_parse` in [`STAGES`].
 pub const STAGE_PARSE: u32 = 0;
@@ -104,3 +115,22 @@ pub const STAGE_ENGINE: u32 = 2;
 pub const STAGE_UPDATE: u32 = 3;
 /// Index of `conntrack_threshold` in [`STAGES`] (entered only when a threshold is armed).
 pub const STAGE_THRESHOLD: u32 = 4;
+/// Index of `conntrack_contents` in [`STAGES`] (entered only for a packet with payload of a
+/// connection that extracts its direction).
+pub const STAGE_CONTENTS: u32 = 5;
+
+/// Content extraction: payload records (`contents::ContentRecord`) of flagged connections,
+/// submitted without wakeup (the agent polls). Large: a live transfer fills it at line rate
+/// between two polls.
+#[map]
+pub static CONTENTS: RingBuf = RingBuf::with_byte_size(32 * 1024 * 1024, 0);
+
+/// Content extraction: bytes delivered / not delivered per connection and direction, created
+/// by the contents stage, removed by the agent with the connection.
+#[map]
+pub static CONTENTS_CONNS: HashMap<FlowKey, ContentCounters> = HashMap::with_max_entries(65_536, 0);
+
+/// Content extraction rate cap: [start of the current one-second window (ns), bytes admitted
+/// in it], shared by all CPUs (updated with atomics).
+#[map]
+pub static CONTENTS_RATE: Array<u64> = Array::with_max_entries(2, 0);

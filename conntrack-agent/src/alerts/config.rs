@@ -152,7 +152,7 @@ pub struct MatchSection {
 }
 
 impl MatchSection {
-    fn compile(self) -> Match {
+    pub(crate) fn compile(self) -> Match {
         let ranges = |v: Vec<PortSpec>| v.into_iter().map(|p| p.0).collect();
         Match {
             protos: self.proto.map(|p| p.0).unwrap_or_default(),

@@ -5,6 +5,7 @@
 #![no_main]
 
 use conntrack_common::conn::Conn;
+use conntrack_common::contents;
 use conntrack_common::engine::{EngineConfig, FlowTable, process_packet};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
@@ -46,7 +47,18 @@ pub extern "C" fn prog(buf: *const u8, conn: *mut Conn, meta: *mut PacketMeta, o
     }
     let mut t = Table(conn);
     let ch = process_packet(&mut t, meta, 12345, true, &Cfg, |e| unsafe { e.write_to(&mut *out) });
-    ch.0 as i32
+    // Content extraction's decisions (the eBPF contents stage uses these).
+    let c = unsafe { &*conn };
+    let side = conntrack_common::engine::is_orig(c, meta);
+    let mut window = [meta.seq as u64, meta.ack as u64];
+    let n = if contents::wanted(c, meta, true, side) {
+        let n = contents::admit(c.orig.pkts, meta.ack as u64, meta.payload_len);
+        contents::rate_admit(&mut window, 12345, meta.window as u64, n)
+            .wrapping_add(contents::record_seq(meta, n))
+    } else {
+        0
+    };
+    (ch.0 ^ n) as i32
 }
 
 #[panic_handler]

@@ -263,7 +263,11 @@ pub fn update(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, checksum_ok: bool
 #[inline(always)]
 pub fn check_thresholds(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, ch: Changes) -> Changes {
     // CONNSIZE sees only the packets that were counted (not dropped ones, not bad checksums).
-    if conn.thr_armed == 0 || meta.l4_dropped() || ch.contains(Changes::BAD_CHECKSUM) {
+    // Only the slot bits: the extraction bits in the same word are not thresholds.
+    if conn.thr_armed & crate::threshold::ALL_SLOTS == 0
+        || meta.l4_dropped()
+        || ch.contains(Changes::BAD_CHECKSUM)
+    {
         return Changes::NONE;
     }
     // After a TCP flip the packet's side is the connection's new one.

@@ -1,0 +1,173 @@
+//! `conntrack_contents`: the payload of a packet whose connection extracts its direction goes
+//! to the `CONTENTS` ring buffer in records of up to `CHUNK_BYTES` (a GSO packet in up to
+//! `MAX_CHUNKS` of them), after the per-connection cap (`CONFIG_CONTENTS_CAP`) and the global
+//! rate cap (`CONFIG_CONTENTS_RATE`). Every byte not handed over is counted, per connection in
+//! `CONTENTS_CONNS` and in `STATS`, so the agent can explain its holes.
+//!
+//! Runs after the connection was unlocked: the counters are updated with atomic adds. Two CPUs
+//! sending the same direction at once may both pass the cap check; the cap can then be exceeded
+//! by one packet.
+
+use crate::maps::{
+    CONFIG, CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE, CONTENTS, CONTENTS_CONNS, CONTENTS_RATE,
+    SCRATCH,
+};
+use crate::{count_n, zero_words};
+use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
+use aya_ebpf::helpers::bpf_skb_load_bytes;
+use aya_ebpf::programs::TcContext;
+use conntrack_common::contents::{
+    self, CHUNK_BYTES, CONTENT_FROM_ORIG, ContentCounters, ContentRecord, MAX_CHUNKS,
+};
+use conntrack_common::stats::Stat;
+use core::intrinsics::{AtomicOrdering, atomic_xadd, atomic_xchg};
+
+const ZERO_COUNTERS: ContentCounters = ContentCounters {
+    delivered: [0; 2],
+    not_delivered: [0; 2],
+};
+
+/// Adds `n` to `*p` atomically.
+///
+/// # Safety
+/// `p` points into a map value that lives for the program run.
+#[inline(always)]
+unsafe fn add(p: *mut u64, n: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
+}
+
+/// Adds `n` to `*p` atomically and returns the old value. Sequentially consistent: with a
+/// relaxed ordering LLVM's BPF backend emits the non-fetching add (the "old value" is then
+/// `n` itself).
+///
+/// # Safety
+/// As for [`add`].
+#[inline(always)]
+unsafe fn fetch_add(p: *mut u64, n: u64) -> u64 {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, n) }
+}
+
+/// Bytes of `n` the global rate cap admits at `now_ns`.
+#[inline(always)]
+fn rate_admit(now_ns: u64, n: u32) -> u32 {
+    let rate = CONFIG.get(CONFIG_CONTENTS_RATE).copied().unwrap_or(0);
+    if rate == 0 {
+        return n;
+    }
+    let (Some(start), Some(bytes)) = (CONTENTS_RATE.get_ptr_mut(0), CONTENTS_RATE.get_ptr_mut(1))
+    else {
+        return n;
+    };
+    // SAFETY: Array values live for the program run; races only move the window edge.
+    unsafe {
+        if now_ns.wrapping_sub(core::ptr::read_volatile(start)) >= 1_000_000_000 {
+            core::ptr::write_volatile(start, now_ns);
+            atomic_xchg::<u64, { AtomicOrdering::Relaxed }>(bytes, 0);
+        }
+        let before = fetch_add(bytes, n as u64);
+        contents::admit(before, rate, n)
+    }
+}
+
+#[inline(always)]
+pub fn run(ctx: &TcContext) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
+    let scratch = unsafe { &*scratch };
+    let meta = &scratch.meta;
+    let total = meta.payload_len;
+    let is_orig = scratch.contents_orig != 0;
+    let d = contents::dir_index(is_orig);
+    // The payload ends where the IP header says (or, for a replayed IPv4 total length of 0, at
+    // the end of the frame, which then holds exactly the captured packet).
+    let end = if scratch.ip_len_zero != 0 {
+        ctx.len()
+    } else {
+        scratch.l3_offset.wrapping_add(meta.ip_len)
+    };
+    let Some(start) = end.checked_sub(total) else {
+        return count_n(Stat::ContentNotDelivered, total as u64);
+    };
+
+    let counters = match CONTENTS_CONNS.get_ptr_mut(&scratch.key) {
+        Some(c) => Some(c),
+        None => {
+            let _ = CONTENTS_CONNS.insert(&scratch.key, &ZERO_COUNTERS, BPF_NOEXIST as u64);
+            CONTENTS_CONNS.get_ptr_mut(&scratch.key)
+        }
+    };
+    let Some(counters) = counters else {
+        // No room to account for it: hand nothing over rather than bytes nobody can explain.
+        return count_n(Stat::ContentNotDelivered, total as u64);
+    };
+    // SAFETY: a map value pointer, valid for the run; plain reads of a counter.
+    let (delivered_p, lost_p) = unsafe {
+        (
+            (&raw mut (*counters).delivered).cast::<u64>().add(d),
+            (&raw mut (*counters).not_delivered).cast::<u64>().add(d),
+        )
+    };
+    let cap = CONFIG.get(CONFIG_CONTENTS_CAP).copied().unwrap_or(0);
+    // SAFETY: as above.
+    let n = contents::admit(unsafe { core::ptr::read_volatile(delivered_p) }, cap, total);
+    let n = rate_admit(scratch.now_ns, n);
+
+    let mut done = 0u32;
+    let mut i = 0;
+    while i < MAX_CHUNKS {
+        if done >= n {
+            break;
+        }
+        let left = n - done;
+        let len = if left > CHUNK_BYTES as u32 {
+            CHUNK_BYTES as u32
+        } else {
+            left
+        };
+        if len == 0 || len > CHUNK_BYTES as u32 {
+            break;
+        }
+        // The helper wants a length the verifier knows to be in 1..=CHUNK_BYTES: LLVM drops
+        // the check above, so hide the value and bound it by arithmetic (`len` is unchanged).
+        // SAFETY: reads a local.
+        let hidden = unsafe { core::ptr::read_volatile(&len) };
+        let len = (hidden.wrapping_sub(1) & (CHUNK_BYTES as u32 - 1)) + 1;
+        let Some(mut entry) = CONTENTS.reserve::<ContentRecord>(0) else {
+            break;
+        };
+        let out: *mut ContentRecord = entry.as_mut_ptr();
+        // SAFETY: the reservation holds one record; the header is written in full, the data up
+        // to `len` (the agent reads only `len` bytes).
+        let loaded = unsafe {
+            zero_words(&raw mut (*out).hdr);
+            core::ptr::copy_nonoverlapping(&scratch.key, &raw mut (*out).hdr.key, 1);
+            (*out).hdr.ts_ns = scratch.now_ns;
+            (*out).hdr.seq = contents::record_seq(meta, done);
+            (*out).hdr.len = len;
+            (*out).hdr.flags = if is_orig { CONTENT_FROM_ORIG } else { 0 };
+            (*out).hdr.proto = meta.proto as u32;
+            bpf_skb_load_bytes(
+                ctx.skb.skb.cast(),
+                start.wrapping_add(done),
+                (&raw mut (*out).data).cast(),
+                len,
+            )
+        };
+        if loaded != 0 {
+            entry.discard(0);
+            break;
+        }
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
+        done += len;
+        i += 1;
+    }
+    // SAFETY: map value pointers, valid for the run.
+    unsafe {
+        add(delivered_p, done as u64);
+        add(lost_p, (total - done) as u64);
+    }
+    count_n(Stat::ContentBytes, done as u64);
+    count_n(Stat::ContentNotDelivered, (total - done) as u64);
+}
