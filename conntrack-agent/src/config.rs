@@ -30,6 +30,7 @@ struct ConfigFile {
     inactivity: InactivitySection,
     conn_long: Option<ConnLongSection>,
     removal_log: Option<RemovalLogSection>,
+    #[serde(default)]
     contents: ContentsSection,
 }
 
