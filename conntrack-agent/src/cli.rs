@@ -85,6 +85,10 @@ pub struct RunArgs {
     #[arg(long = "iface", short = 'i', required = true)]
     pub iface: Vec<String>,
 
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9750).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }

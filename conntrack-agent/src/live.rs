@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::HostConfig;
 use crate::kernel::{Kernel, KernelOptions};
+use crate::metrics::Metrics;
 use crate::read::local_nets_from;
 use crate::thresholds::DurationMode;
 use crate::tracker::Timeouts;
@@ -58,6 +59,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.common.community_id,
     )?;
     let alert_rules = alerts.has_rules();
+    let alert_metrics = alerts.metrics();
     let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
     let writer = ConnLogWriter::create(
         &args.common.log_dir,
@@ -74,6 +76,16 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
     }
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let m = Metrics::new();
+            let bound = m.serve(addr).await?;
+            agent.register(m.capability());
+            eprintln!("conntrack-agent: metrics at http://{bound}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
     // Live, an idle connection must not delay its duration thresholds until its next packet.
     agent.set_duration_mode(DurationMode::NextPacketOrTimer);
     eprintln!(
@@ -96,8 +108,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = tick.tick() => {
                 poll(&mut kernel, &mut agent, &mut events)?;
+                if let Some(m) = &metrics {
+                    m.add_events_received(events.len() as u64);
+                }
                 if last_flush.elapsed() >= FLUSH_INTERVAL {
                     agent.flush()?;
+                    if let Some(m) = &metrics {
+                        scrape(m, &kernel, &agent, args.common.table_size, &alert_metrics)?;
+                    }
                     last_flush = Instant::now();
                 }
                 if last_stats.elapsed() >= STATS_INTERVAL {
@@ -145,6 +163,21 @@ fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Resu
         agent.handle_event(ev, ev.ts_ns as i64)?;
     }
     agent.advance(wall_clock_ns())
+}
+
+/// Copies the kernel's counters, the table occupancy and the alert counters into `m` (once a
+/// second: a scrape sees values at most that old).
+fn scrape(
+    m: &Metrics,
+    kernel: &Kernel,
+    agent: &Agent,
+    capacity: u32,
+    alerts: &crate::alerts::AlertMetrics,
+) -> Result<()> {
+    m.set_kernel_stats(&kernel.stats()?);
+    m.set_table(agent.open_conns() as u64, u64::from(capacity));
+    m.set_alerts(alerts);
+    Ok(())
 }
 
 /// Warns about drop counters that grew; true if ring-buffer events were lost.

@@ -16,6 +16,7 @@ mod events;
 mod fuzz;
 mod kernel;
 mod live;
+mod metrics;
 mod pcap_input;
 mod read;
 mod site;
