@@ -79,6 +79,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let metrics = match args.metrics_addr {
         Some(addr) => {
             let m = Metrics::new();
+            m.set_table(0, u64::from(args.common.table_size));
             let bound = m.serve(addr).await?;
             agent.register(m.capability());
             eprintln!("conntrack-agent: metrics at http://{bound}/metrics");
