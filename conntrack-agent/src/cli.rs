@@ -77,6 +77,9 @@ pub struct CommonArgs {
     /// README). Unknown keys are errors.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub ipfix: crate::ipfix::IpfixArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -87,6 +87,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
         None => None,
     };
+    let ipfix = crate::ipfix::Exporter::start(&args.common.ipfix)?;
+    if let Some(x) = &ipfix {
+        agent.register(x.capability());
+    }
     // Live, an idle connection must not delay its duration thresholds until its next packet.
     agent.set_duration_mode(DurationMode::NextPacketOrTimer);
     eprintln!(
@@ -146,6 +150,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         get(Stat::LockBusy),
         get(Stat::Fragments)
     );
+    if let Some(x) = ipfix {
+        // Joins the sender thread: at most one batch and a 5 s connect timeout.
+        eprintln!("{}", tokio::task::block_in_place(|| x.finish()));
+    }
     let alerts = alerts.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(line) = match alerts {
         Some(a) => a.finish().await.summary(),

@@ -14,6 +14,7 @@ mod datapath;
 mod defrag;
 mod events;
 mod fuzz;
+mod ipfix;
 mod kernel;
 mod live;
 mod metrics;

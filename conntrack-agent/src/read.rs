@@ -95,7 +95,13 @@ fn first_line(e: &anyhow::Error) -> String {
 }
 
 pub fn read(args: ReadArgs) -> anyhow::Result<()> {
-    read_with(args, Vec::new())
+    let ipfix = crate::ipfix::Exporter::start(&args.common.ipfix)?;
+    let caps = ipfix.iter().map(|x| x.capability()).collect();
+    read_with(args, caps)?;
+    if let Some(x) = ipfix {
+        eprintln!("{}", x.finish());
+    }
+    Ok(())
 }
 
 /// `read` with capability modules registered before the first packet.
@@ -384,6 +390,7 @@ mod tests {
                 table_size: 1024,
                 community_id: false,
                 config: None,
+                ipfix: Default::default(),
             },
             ignore_checksums: true,
             ignore_checksums_net: vec![],

@@ -65,6 +65,7 @@ fn run(
             table_size: 1024,
             community_id: false,
             config: None,
+            ipfix: Default::default(),
         },
         ignore_checksums: false,
         ignore_checksums_net: vec![],
