@@ -26,7 +26,7 @@ use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -247,6 +247,8 @@ pub struct ExportStats {
 pub struct Exporter {
     tx: SyncSender<FlowRecord>,
     stats: Arc<ExportStats>,
+    /// Set by `finish`: the capabilities may outlive it (`run` keeps its agent to the end).
+    stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
     target: SocketAddr,
 }
@@ -267,13 +269,16 @@ impl Exporter {
         let stats = Arc::new(ExportStats::default());
         let mut link = Link::new(addr, args.ipfix_transport, args.ipfix_domain)?;
         let st = stats.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         let thread = std::thread::Builder::new()
             .name("ipfix".into())
-            .spawn(move || link.run(rx, &st))
+            .spawn(move || link.run(rx, &st, &stopped))
             .context("starting the IPFIX thread")?;
         Ok(Some(Exporter {
             tx,
             stats,
+            stop,
             thread,
             target: addr,
         }))
@@ -292,10 +297,12 @@ impl Exporter {
         let Exporter {
             tx,
             stats,
+            stop,
             thread,
             target,
         } = self;
         drop(tx);
+        stop.store(true, Ordering::Relaxed);
         let _ = thread.join();
         format!(
             "conntrack-agent: IPFIX to {target}: {} records exported, {} dropped (queue full), {} send errors",
@@ -374,8 +381,8 @@ impl Link {
     }
 
     /// Collects records into batches (up to a message, or what arrived within 200 ms) and
-    /// sends them until the channel closes.
-    fn run(&mut self, rx: Receiver<FlowRecord>, stats: &ExportStats) {
+    /// sends them until the channel closes, or until `stop` and nothing is left to send.
+    fn run(&mut self, rx: Receiver<FlowRecord>, stats: &ExportStats, stop: &AtomicBool) {
         let mut batch = Vec::with_capacity(MAX_RECORDS);
         loop {
             let closed = match rx.recv_timeout(Duration::from_millis(200)) {
@@ -389,7 +396,7 @@ impl Link {
                     }
                     false
                 }
-                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Timeout) => stop.load(Ordering::Relaxed),
                 Err(RecvTimeoutError::Disconnected) => true,
             };
             if !batch.is_empty() || self.udp_templates_due() {
@@ -709,6 +716,22 @@ mod tests {
         let n = rx.recv(&mut buf).unwrap();
         let ids: Vec<u16> = sets(&buf[..n]).iter().map(|s| s.0).collect();
         assert_eq!(ids, [TEMPLATE_SET_ID, TEMPLATE_V4]);
+    }
+
+    /// `run` still holds the capability (in its agent) when it finishes the exporter.
+    #[test]
+    fn finish_returns_while_a_capability_is_alive() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let args = IpfixArgs {
+            ipfix: Some(rx.local_addr().unwrap().to_string()),
+            ..Default::default()
+        };
+        let x = Exporter::start(&args).unwrap().unwrap();
+        let cap = x.capability();
+        let t = Instant::now();
+        x.finish();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        drop(cap);
     }
 
     #[test]

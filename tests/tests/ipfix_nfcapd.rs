@@ -4,12 +4,15 @@
 //! connection, the addresses, ports, protocol, packets and IP bytes the trace holds.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conntrack_tests::agent_path;
+use conntrack_tests::connlog::{ConnLog, num};
+use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
 use conntrack_tests::pcapgen::{ACK, FIN, PSH, SYN, TcpConv, Trace, udp_frame};
+use conntrack_tests::{agent_path, is_root};
 
 const T0: u64 = 1_700_000_000_000_000;
 
@@ -85,8 +88,18 @@ fn free_udp_port() -> u16 {
 struct Nfcapd(Child);
 
 impl Nfcapd {
-    fn start(dir: &std::path::Path, port: u16) -> Nfcapd {
-        let child = Command::new("nfcapd")
+    /// nfcapd on 127.0.0.1:`port`, inside network namespace `netns` if given (`ip netns exec`
+    /// execs nfcapd, so the child's PID is nfcapd's).
+    fn start(dir: &std::path::Path, port: u16, netns: Option<&str>) -> Nfcapd {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "nfcapd"]);
+                c
+            }
+            None => Command::new("nfcapd"),
+        };
+        let child = cmd
             .args([
                 "-b",
                 "127.0.0.1",
@@ -178,7 +191,7 @@ fn nfcapd_stores_what_the_trace_holds() {
     t.write(&pcap).unwrap();
 
     let port = free_udp_port();
-    let mut nfcapd = Nfcapd::start(&flows_dir, port);
+    let mut nfcapd = Nfcapd::start(&flows_dir, port, None);
     // nfcapd binds within a few ms; give it time before anything is sent.
     std::thread::sleep(Duration::from_millis(700));
 
@@ -201,4 +214,87 @@ fn nfcapd_stores_what_the_trace_holds() {
     let want = expected(&t);
     assert_eq!(want.len(), 7, "{want:#?}");
     assert_eq!(nfdump(&flows_dir), want);
+}
+
+/// `run --ipfix`: the agent runs live in a namespace (subnet 92) with nfcapd on that namespace's
+/// loopback; N TCP transfers cross the veth. nfcapd must hold both directions of each, with the
+/// packets and IP bytes conn.log reports, and the payload the test sent.
+#[test]
+fn live_run_exports_each_connection_to_nfcapd() {
+    const CONNS: usize = 3;
+    const UP: usize = 2000;
+    const DOWN: usize = 9000;
+    if !is_root() {
+        eprintln!("skipping live test: needs root (CAP_BPF and CAP_NET_ADMIN)");
+        return;
+    }
+    let pair = NetnsPair::new(92).expect("creating network namespaces");
+    let dir = tempfile::tempdir().unwrap();
+    let flows_dir = dir.path().join("flows");
+    std::fs::create_dir(&flows_dir).unwrap();
+    let port = 9792;
+    let mut nfcapd = Nfcapd::start(&flows_dir, port, Some(&pair.a));
+    let agent = LiveAgent::start(
+        &pair.a,
+        &agent_path(),
+        &[
+            "--iface",
+            &pair.veth_a,
+            "--log-dir",
+            dir.path().to_str().unwrap(),
+            "--ipfix",
+            &format!("127.0.0.1:{port}"),
+        ],
+    )
+    .expect("starting the agent");
+    assert!(
+        wait_for_file(&dir.path().join("conn.log"), Duration::from_secs(20)),
+        "the agent did not open conn.log within 20 s"
+    );
+
+    let srv: SocketAddr = format!("{}:8092", pair.b_v4).parse().unwrap();
+    let server = NetnsPair::run_in(&pair.b, move || {
+        let l = TcpListener::bind(srv).unwrap();
+        for _ in 0..CONNS {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            s.write_all(&vec![b'r'; DOWN]).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    NetnsPair::run_in(&pair.a, move || {
+        for _ in 0..CONNS {
+            let mut c = TcpStream::connect_timeout(&srv, Duration::from_secs(5)).unwrap();
+            c.write_all(&vec![b'q'; UP]).unwrap();
+            c.shutdown(Shutdown::Write).unwrap();
+            let mut back = Vec::new();
+            c.read_to_end(&mut back).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    server.join().unwrap();
+
+    // Stopping the agent logs (and exports) every connection still open.
+    let status = agent.stop().expect("stopping the agent");
+    assert!(status.success(), "agent exited with {status}");
+    std::thread::sleep(Duration::from_millis(500));
+    nfcapd.stop();
+
+    let log = ConnLog::read(&dir.path().join("conn.log")).unwrap();
+    let recs = log.by_resp("tcp", 8092);
+    assert_eq!(recs.len(), CONNS, "{:#?}", log.records);
+    let flows = nfdump(&flows_dir);
+    let (a, b) = (addr(&pair.a_v4), addr(&pair.b_v4));
+    for r in recs {
+        let cport: u16 = r["id.orig_p"].parse().unwrap();
+        let fwd = flows.get(&(a, b, cport, 8092, 6)).copied();
+        let rev = flows.get(&(b, a, 8092, cport, 6)).copied();
+        let want_fwd = (num(r, "orig_pkts"), num(r, "orig_ip_bytes"));
+        let want_rev = (num(r, "resp_pkts"), num(r, "resp_ip_bytes"));
+        assert_eq!(fwd, Some(want_fwd), "{r:#?} in {flows:#?}");
+        assert_eq!(rev, Some(want_rev), "{r:#?} in {flows:#?}");
+        assert!(want_fwd.1 > UP as u64 && want_rev.1 > DOWN as u64, "{r:#?}");
+    }
 }
