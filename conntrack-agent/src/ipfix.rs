@@ -3,7 +3,8 @@
 //!
 //! Each removed connection becomes two uniflow Data Records, originator to responder and back
 //! (the reverse one only if the responder sent anything): every collector understands
-//! uniflows, while RFC 5103's reverse elements are ignored by several (nfcapd 1.7 among them).
+//! uniflows, while RFC 5103's biflow reverse elements (PEN 29305) need support not every collector
+//! has.
 //! Templates use IANA elements only:
 //!
 //! | template | fields (IE id, length)                                                           |
@@ -290,6 +291,11 @@ impl Exporter {
             tx: self.tx.clone(),
             stats: self.stats.clone(),
         })
+    }
+
+    /// The exporter's counters (for the metrics endpoint).
+    pub fn stats(&self) -> Arc<ExportStats> {
+        self.stats.clone()
     }
 
     /// Sends what is queued, stops the thread and says what was exported.

@@ -120,6 +120,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     agent.flush()?;
                     if let Some(m) = &metrics {
                         scrape(m, &kernel, &agent, args.common.table_size, &alert_metrics)?;
+                        if let Some(x) = &ipfix {
+                            m.set_ipfix(&x.stats());
+                        }
                     }
                     last_flush = Instant::now();
                 }

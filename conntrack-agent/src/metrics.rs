@@ -8,6 +8,7 @@
 use crate::alerts::AlertMetrics;
 use crate::datapath::conn_record_fields;
 use crate::events::{Capability, ConnEvent, ConnHandle};
+use crate::ipfix::ExportStats;
 use anyhow::{Context, Result};
 use conntrack_common::stats::Stat;
 use http_body_util::Full;
@@ -20,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 type Labels = Vec<(String, String)>;
 type U64Gauge = Gauge<u64, AtomicU64>;
@@ -40,6 +41,7 @@ pub struct Metrics {
     /// Kernel `STATS` counters, in `Stat::ALL` order.
     kernel: Vec<Counter>,
     alerts: Family<Labels, Counter>,
+    ipfix: Family<Labels, Counter>,
 }
 
 /// Name and help of each kernel counter (`conntrack_kernel_<name>_total`).
@@ -137,6 +139,12 @@ impl Metrics {
             "Alerts and webhook deliveries, by outcome: alert (made), sent, retried, failed, spooled, replayed, queue_full",
             alerts.clone(),
         );
+        let ipfix = Family::<Labels, Counter>::default();
+        r.register(
+            "conntrack_ipfix_records",
+            "IPFIX data records (--ipfix), by outcome: exported, dropped (queue full or send failed)",
+            ipfix.clone(),
+        );
         Self {
             registry: Arc::new(r),
             conns_created,
@@ -149,6 +157,7 @@ impl Metrics {
             events_received,
             kernel,
             alerts,
+            ipfix,
         }
     }
 
@@ -198,6 +207,20 @@ impl Metrics {
             ("queue_full", s.queue_full),
         ] {
             let c = self.alerts.get_or_create(&labels(&[("outcome", outcome)]));
+            let before = c.get();
+            if now > before {
+                c.inc_by(now - before);
+            }
+        }
+    }
+
+    /// Copies the IPFIX exporter's counters.
+    pub fn set_ipfix(&self, x: &ExportStats) {
+        for (outcome, now) in [
+            ("exported", x.records.load(Ordering::Relaxed)),
+            ("dropped", x.dropped.load(Ordering::Relaxed)),
+        ] {
+            let c = self.ipfix.get_or_create(&labels(&[("outcome", outcome)]));
             let before = c.get();
             if now > before {
                 c.inc_by(now - before);
@@ -352,6 +375,9 @@ mod tests {
         AlertMetrics::inc(&a.alerts);
         AlertMetrics::inc(&a.sent);
         m.set_alerts(&a);
+        let x = ExportStats::default();
+        x.records.store(9, Ordering::Relaxed);
+        m.set_ipfix(&x);
         let t = m.encode();
         let want = [
             ("conntrack_connections_created_total", 3),
@@ -376,6 +402,8 @@ mod tests {
             ("conntrack_alerts_total{outcome=\"alert\"}", 1),
             ("conntrack_alerts_total{outcome=\"sent\"}", 1),
             ("conntrack_alerts_total{outcome=\"failed\"}", 0),
+            ("conntrack_ipfix_records_total{outcome=\"exported\"}", 9),
+            ("conntrack_ipfix_records_total{outcome=\"dropped\"}", 0),
         ];
         for (name, v) in want {
             assert_eq!(sample(&t, name), Some(v), "{name} in\n{t}");
