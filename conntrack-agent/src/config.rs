@@ -12,6 +12,8 @@
 //! explicit flag from a default value, so the merge can be done field by field after `load`.
 
 use crate::alerts::config::{AlertsSection, AlertsSettings};
+use crate::ipfix::IpfixSection;
+use crate::metrics::MetricsSection;
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::Path;
@@ -22,12 +24,18 @@ use std::path::Path;
 struct ConfigFile {
     #[serde(default)]
     alerts: AlertsSection,
+    #[serde(default)]
+    metrics: MetricsSection,
+    #[serde(default)]
+    ipfix: IpfixSection,
 }
 
 /// The checked configuration the agent runs with.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub alerts: AlertsSettings,
+    pub metrics: MetricsSection,
+    pub ipfix: IpfixSection,
 }
 
 /// A config error, located in the file.
@@ -71,7 +79,11 @@ impl Config {
             .alerts
             .compile(env)
             .map_err(|(span, msg)| located(text, origin, Some(span), msg))?;
-        Ok(Self { alerts })
+        Ok(Self {
+            alerts,
+            metrics: file.metrics,
+            ipfix: file.ipfix,
+        })
     }
 
     /// Reads `path`; without a path, the defaults (what the command line alone means).
@@ -268,6 +280,24 @@ ifaces = ["eth0"]
         assert!(e.message.contains("MISSING is not set"), "{e}");
         let e = err(&format!("{}{}", rule(""), rule("").replace("[[", "\n[[")));
         assert!(e.message.contains("duplicate rule name"), "{e}");
+    }
+
+    #[test]
+    fn metrics_and_ipfix_sections() {
+        let c = parse(
+            "[metrics]\naddr = \"127.0.0.1:9750\"\n[ipfix]\ncollector = \"collector:4739\"\ntransport = \"tcp\"\ndomain = 7\n",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.addr, Some("127.0.0.1:9750".parse().unwrap()));
+        assert_eq!(c.ipfix.collector.as_deref(), Some("collector:4739"));
+        assert_eq!(c.ipfix.transport, crate::ipfix::Transport::Tcp);
+        assert_eq!(c.ipfix.domain, 7);
+        let e = err("[metrics]\naddr = \"localhost\"\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("invalid socket address"), "{e}");
+        let e = err("[ipfix]\ncollector = \"c:4739\"\ntransport = \"sctp\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("unknown variant `sctp`"), "{e}");
     }
 
     #[test]

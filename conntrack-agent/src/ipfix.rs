@@ -47,7 +47,8 @@ const QUEUE: usize = 16_384;
 /// (IE id, length) of the fields after the addresses, shared by both templates.
 const TAIL: [(u16, u16); 7] = [(7, 2), (11, 2), (4, 1), (1, 8), (2, 8), (152, 8), (153, 8)];
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     #[default]
     Udp,
@@ -69,6 +70,33 @@ pub struct IpfixArgs {
     /// IPFIX Observation Domain ID, to tell several agents apart at one collector.
     #[arg(long, default_value_t = 0, requires = "ipfix")]
     pub ipfix_domain: u32,
+}
+
+/// `[ipfix]` in the config file: the same settings; `--ipfix` on the command line replaces the
+/// whole section.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpfixSection {
+    /// HOST:PORT of the collector.
+    pub collector: Option<String>,
+    #[serde(default)]
+    pub transport: Transport,
+    #[serde(default)]
+    pub domain: u32,
+}
+
+impl IpfixArgs {
+    /// The command line if it names a collector, else the config file's section.
+    pub fn or_file(&self, file: &IpfixSection) -> IpfixArgs {
+        if self.ipfix.is_some() {
+            return self.clone();
+        }
+        IpfixArgs {
+            ipfix: file.collector.clone(),
+            ipfix_transport: file.transport,
+            ipfix_domain: file.domain,
+        }
+    }
 }
 
 /// One direction of a connection, as exported.
@@ -722,6 +750,55 @@ mod tests {
         let n = rx.recv(&mut buf).unwrap();
         let ids: Vec<u16> = sets(&buf[..n]).iter().map(|s| s.0).collect();
         assert_eq!(ids, [TEMPLATE_SET_ID, TEMPLATE_V4]);
+    }
+
+    #[test]
+    fn command_line_and_config_file() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let c = Cli::try_parse_from([
+            "conntrack-agent",
+            "run",
+            "-i",
+            "eth0",
+            "--metrics-addr",
+            "127.0.0.1:9750",
+            "--ipfix",
+            "collector:4739",
+            "--ipfix-transport",
+            "tcp",
+            "--ipfix-domain",
+            "3",
+        ])
+        .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert_eq!(r.metrics_addr, Some("127.0.0.1:9750".parse().unwrap()));
+        assert_eq!(r.common.ipfix.ipfix.as_deref(), Some("collector:4739"));
+        assert_eq!(r.common.ipfix.ipfix_transport, Transport::Tcp);
+        assert_eq!(r.common.ipfix.ipfix_domain, 3);
+        // The command line wins over the whole [ipfix] section; without it the file applies.
+        let file = IpfixSection {
+            collector: Some("other:9995".into()),
+            transport: Transport::Udp,
+            domain: 9,
+        };
+        assert_eq!(r.common.ipfix.or_file(&file).ipfix_domain, 3);
+        let none = IpfixArgs::default().or_file(&file);
+        assert_eq!(
+            (none.ipfix.as_deref(), none.ipfix_domain),
+            (Some("other:9995"), 9)
+        );
+        // Transport without a collector is a mistake worth refusing.
+        assert!(
+            Cli::try_parse_from([
+                "conntrack-agent",
+                "read",
+                "x.pcap",
+                "--ipfix-transport",
+                "tcp"
+            ])
+            .is_err()
+        );
     }
 
     /// `run` still holds the capability (in its agent) when it finishes the exporter.

@@ -76,7 +76,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
     }
-    let metrics = match args.metrics_addr {
+    let metrics = match args.metrics_addr.or(config.metrics.addr) {
         Some(addr) => {
             let m = Metrics::new();
             m.set_table(0, u64::from(args.common.table_size));
@@ -87,7 +87,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
         None => None,
     };
-    let ipfix = crate::ipfix::Exporter::start(&args.common.ipfix)?;
+    let ipfix = crate::ipfix::Exporter::start(&args.common.ipfix.or_file(&config.ipfix))?;
     if let Some(x) = &ipfix {
         agent.register(x.capability());
     }

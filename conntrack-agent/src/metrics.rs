@@ -26,6 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 type Labels = Vec<(String, String)>;
 type U64Gauge = Gauge<u64, AtomicU64>;
 
+/// `[metrics]` in the config file; `--metrics-addr` wins over it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// ADDR:PORT to serve `/metrics` on.
+    pub addr: Option<SocketAddr>,
+}
+
 /// Every metric the agent exports (clones share the same counters).
 #[derive(Clone)]
 pub struct Metrics {

@@ -95,7 +95,8 @@ fn first_line(e: &anyhow::Error) -> String {
 }
 
 pub fn read(args: ReadArgs) -> anyhow::Result<()> {
-    let ipfix = crate::ipfix::Exporter::start(&args.common.ipfix)?;
+    let config = Config::load(args.common.config.as_deref())?;
+    let ipfix = crate::ipfix::Exporter::start(&args.common.ipfix.or_file(&config.ipfix))?;
     let caps = ipfix.iter().map(|x| x.capability()).collect();
     read_with(args, caps)?;
     if let Some(x) = ipfix {
