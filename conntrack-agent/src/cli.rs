@@ -87,6 +87,9 @@ pub struct CommonArgs {
     /// `<log-dir>/extract`.
     #[arg(long, value_name = "DIR")]
     pub extract_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub ipfix: crate::ipfix::IpfixArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -94,6 +97,10 @@ pub struct RunArgs {
     /// Interface to attach to (repeatable).
     #[arg(long = "iface", short = 'i', required = true)]
     pub iface: Vec<String>,
+
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9750).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     #[command(flatten)]
     pub common: CommonArgs,

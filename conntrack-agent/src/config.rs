@@ -15,6 +15,8 @@ use crate::alerts::config::{AlertsSection, AlertsSettings};
 use crate::conn_long::{ConnLongSection, ConnLongSettings};
 use crate::contents::config::{ContentsSection, ContentsSettings};
 use crate::inactivity::{InactivitySection, InactivitySettings};
+use crate::ipfix::IpfixSection;
+use crate::metrics::MetricsSection;
 use crate::removal_log::{RemovalLogSection, RemovalLogSettings};
 use serde::Deserialize;
 use std::ops::Range;
@@ -32,6 +34,10 @@ struct ConfigFile {
     removal_log: Option<RemovalLogSection>,
     #[serde(default)]
     contents: ContentsSection,
+    #[serde(default)]
+    metrics: MetricsSection,
+    #[serde(default)]
+    ipfix: IpfixSection,
 }
 
 /// The checked configuration the agent runs with.
@@ -42,6 +48,8 @@ pub struct Config {
     pub conn_long: ConnLongSettings,
     pub removal_log: RemovalLogSettings,
     pub contents: ContentsSettings,
+    pub metrics: MetricsSection,
+    pub ipfix: IpfixSection,
 }
 
 /// A config error, located in the file.
@@ -92,6 +100,8 @@ impl Config {
             conn_long: ConnLongSection::compile_section(file.conn_long).map_err(at)?,
             removal_log: RemovalLogSection::compile_section(file.removal_log),
             contents: file.contents.compile().map_err(at)?,
+            metrics: file.metrics,
+            ipfix: file.ipfix,
         })
     }
 
@@ -289,6 +299,24 @@ ifaces = ["eth0"]
         assert!(e.message.contains("MISSING is not set"), "{e}");
         let e = err(&format!("{}{}", rule(""), rule("").replace("[[", "\n[[")));
         assert!(e.message.contains("duplicate rule name"), "{e}");
+    }
+
+    #[test]
+    fn metrics_and_ipfix_sections() {
+        let c = parse(
+            "[metrics]\naddr = \"127.0.0.1:9750\"\n[ipfix]\ncollector = \"collector:4739\"\ntransport = \"tcp\"\ndomain = 7\n",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.addr, Some("127.0.0.1:9750".parse().unwrap()));
+        assert_eq!(c.ipfix.collector.as_deref(), Some("collector:4739"));
+        assert_eq!(c.ipfix.transport, crate::ipfix::Transport::Tcp);
+        assert_eq!(c.ipfix.domain, 7);
+        let e = err("[metrics]\naddr = \"localhost\"\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("invalid socket address"), "{e}");
+        let e = err("[ipfix]\ncollector = \"c:4739\"\ntransport = \"sctp\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("unknown variant `sctp`"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::HostConfig;
 use crate::kernel::{Kernel, KernelOptions};
+use crate::metrics::Metrics;
 use crate::read::local_nets_from;
 use crate::thresholds::DurationMode;
 use anyhow::{Context, Result};
@@ -58,6 +59,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         args.common.community_id,
     )?;
     let alert_rules = alerts.has_rules();
+    let alert_metrics = alerts.metrics();
     let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
     let writer = ConnLogWriter::create(
         &args.common.log_dir,
@@ -76,6 +78,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
     }
     crate::contents::register(&mut agent, &args.common, &config.contents)?;
+    let metrics = match args.metrics_addr.or(config.metrics.addr) {
+        Some(addr) => {
+            let m = Metrics::new();
+            m.set_table(0, u64::from(args.common.table_size));
+            let bound = m.serve(addr).await?;
+            agent.register(m.capability());
+            eprintln!("conntrack-agent: metrics at http://{bound}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
+    let ipfix = crate::ipfix::Exporter::start(&args.common.ipfix.or_file(&config.ipfix))?;
+    if let Some(x) = &ipfix {
+        agent.register(x.capability());
+    }
     // Live, an idle connection must not delay its duration thresholds until its next packet.
     agent.set_duration_mode(DurationMode::NextPacketOrTimer);
     eprintln!(
@@ -98,8 +115,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = tick.tick() => {
                 poll(&mut kernel, &mut agent, &mut events)?;
+                if let Some(m) = &metrics {
+                    m.add_events_received(events.len() as u64);
+                }
                 if last_flush.elapsed() >= FLUSH_INTERVAL {
                     agent.flush()?;
+                    if let Some(m) = &metrics {
+                        scrape(m, &kernel, &agent, args.common.table_size, &alert_metrics)?;
+                        if let Some(x) = &ipfix {
+                            m.set_ipfix(&x.stats());
+                        }
+                    }
                     last_flush = Instant::now();
                 }
                 if last_stats.elapsed() >= STATS_INTERVAL {
@@ -129,6 +155,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         get(Stat::LockBusy),
         get(Stat::Fragments)
     );
+    if let Some(x) = ipfix {
+        // Joins the sender thread: at most one batch and a 5 s connect timeout.
+        eprintln!("{}", tokio::task::block_in_place(|| x.finish()));
+    }
     let alerts = alerts.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(line) = match alerts {
         Some(a) => a.finish().await.summary(),
@@ -148,6 +178,21 @@ fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Resu
     }
     agent.deliver_contents();
     agent.advance(WallClock.now_ns())
+}
+
+/// Copies the kernel's counters, the table occupancy and the alert counters into `m` (once a
+/// second: a scrape sees values at most that old).
+fn scrape(
+    m: &Metrics,
+    kernel: &Kernel,
+    agent: &Agent,
+    capacity: u32,
+    alerts: &crate::alerts::AlertMetrics,
+) -> Result<()> {
+    m.set_kernel_stats(&kernel.stats()?);
+    m.set_table(agent.open_conns() as u64, u64::from(capacity));
+    m.set_alerts(alerts);
+    Ok(())
 }
 
 /// Warns about drop counters that grew; true if ring-buffer events were lost.

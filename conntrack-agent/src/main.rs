@@ -18,10 +18,12 @@ mod defrag;
 mod events;
 mod fuzz;
 mod inactivity;
+mod ipfix;
 mod kernel;
 #[cfg(test)]
 mod lifecycle_tests;
 mod live;
+mod metrics;
 mod pcap_input;
 mod polling;
 mod read;

@@ -95,7 +95,14 @@ fn first_line(e: &anyhow::Error) -> String {
 }
 
 pub fn read(args: ReadArgs) -> anyhow::Result<()> {
-    read_with(args, Vec::new())
+    let config = Config::load(args.common.config.as_deref())?;
+    let ipfix = crate::ipfix::Exporter::start(&args.common.ipfix.or_file(&config.ipfix))?;
+    let caps = ipfix.iter().map(|x| x.capability()).collect();
+    read_with(args, caps)?;
+    if let Some(x) = ipfix {
+        eprintln!("{}", x.finish());
+    }
+    Ok(())
 }
 
 /// `read` with capability modules registered before the first packet.
@@ -414,6 +421,7 @@ mod tests {
                 config: None,
                 extract_all: false,
                 extract_dir: None,
+                ipfix: Default::default(),
             },
             ignore_checksums: true,
             ignore_checksums_net: vec![],

@@ -67,6 +67,7 @@ pub(crate) fn run(
             config: None,
             extract_all: false,
             extract_dir: None,
+            ipfix: Default::default(),
         },
         ignore_checksums: false,
         ignore_checksums_net: vec![],

@@ -11,6 +11,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("iputils-ping", "ping"),
     ("python3", "python3"),
+    // A real IPFIX collector for the export test (tests/tests/ipfix_nfcapd.rs).
+    ("nfdump", "nfcapd"),
 ];
 
 pub fn test() -> Result<()> {
@@ -52,7 +54,7 @@ fn install_missing_packages() -> Result<()> {
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {
-        step("test packages present (iproute2, iputils-ping, python3)");
+        step("test packages present (iproute2, iputils-ping, python3, nfdump)");
         return Ok(());
     }
     step(&format!("installing {}", missing.join(" ")));

@@ -62,6 +62,7 @@ pub fn replay(
             config: Some(cfg),
             extract_all: false,
             extract_dir: None,
+            ipfix: Default::default(),
         },
         ignore_checksums: false,
         ignore_checksums_net: vec![],
