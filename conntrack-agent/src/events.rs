@@ -169,6 +169,12 @@ impl ConnHandle<'_> {
         self.info.ts_ns
     }
 
+    /// Sets a threshold of any kind (bytes and packets as counts, duration in ns): what the
+    /// named setters below do, for callers that pick the kind at run time (alert rules).
+    pub fn set_threshold(&mut self, kind: ThresholdKind, value: u64) -> bool {
+        self.set(kind, value)
+    }
+
     fn set(&mut self, kind: ThresholdKind, value: u64) -> bool {
         let info = self.info;
         let (ok, raw) =

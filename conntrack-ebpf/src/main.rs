@@ -192,7 +192,8 @@ fn capture_stage(ctx: &TcContext) {
     scratch.ip_len_zero = (replay && cb0 & CB_IP_LEN_ZERO != 0) as u32;
     scratch.ethertype = ethertype as u32;
     scratch.gso_segs = gso_segs;
-    scratch.ifindex = ifindex;
+    // A test run's skb sits on loopback: replays have no interface (the host engine's 0).
+    scratch.ifindex = if replay { 0 } else { ifindex };
     // SAFETY: a valid context and map; on success this does not return.
     unsafe { STAGES.tail_call(ctx, STAGE_PARSE) };
     count(Stat::ParseErrors); // the next stage is not installed

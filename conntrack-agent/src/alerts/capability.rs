@@ -12,7 +12,6 @@ use crate::site::{NetSet, addr_from_bytes};
 use crate::thresholds::ThresholdKind;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// `Alerts` shared between the capability and its owner (`take` it to finish delivery).
 pub type SharedAlerts = Arc<Mutex<Option<Alerts>>>;
@@ -88,20 +87,6 @@ fn kind_metric(k: ThresholdKind) -> Metric {
     }
 }
 
-/// Arms `threshold` (bytes, packets or ns) for `metric` on the handle's connection. False when
-/// it was already armed (another rule with the same threshold) or the connection is gone.
-fn arm(conn: &mut ConnHandle<'_>, metric: Metric, threshold: u64) -> bool {
-    match metric_kind(metric) {
-        ThresholdKind::OrigBytes => conn.set_bytes_threshold(threshold, true),
-        ThresholdKind::RespBytes => conn.set_bytes_threshold(threshold, false),
-        ThresholdKind::TotalBytes => conn.set_total_bytes_threshold(threshold),
-        ThresholdKind::OrigPackets => conn.set_packets_threshold(threshold, true),
-        ThresholdKind::RespPackets => conn.set_packets_threshold(threshold, false),
-        ThresholdKind::TotalPackets => conn.set_total_packets_threshold(threshold),
-        ThresholdKind::Duration => conn.set_duration_threshold(Duration::from_nanos(threshold)),
-    }
-}
-
 impl Capability for AlertRules {
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
         if !matches!(event, ConnEvent::New | ConnEvent::ThresholdCrossed(_)) {
@@ -118,7 +103,9 @@ impl Capability for AlertRules {
                 let m = ConnMatch::from_conn(conn.conn(), iface.as_deref());
                 let arms: Vec<_> = alerts.rules_for(&m).collect();
                 for a in arms {
-                    arm(conn, a.metric, a.threshold);
+                    // False when another rule armed the same value already: one crossing
+                    // then stands for both (`rules_at`).
+                    conn.set_threshold(metric_kind(a.metric), a.threshold);
                 }
             }
             ConnEvent::ThresholdCrossed(c) => {
