@@ -1,5 +1,6 @@
 //! conn.log writer: Zeek's ASCII (TSV) format with all header lines, or Zeek's JSON lines.
 
+use serde_json::Value;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
@@ -199,7 +200,24 @@ impl ConnRecord {
     /// One JSON object as Zeek's JSON writer prints it: fields in log order, dotted names,
     /// unset fields omitted; `community_id` as for `to_tsv`, last.
     pub fn to_json(&self, community_id: Option<Option<&str>>) -> String {
-        use serde_json::Value;
+        let m = self.json_fields(community_id);
+        let mut out = String::with_capacity(320);
+        out.push('{');
+        for (i, (k, v)) in m.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(k);
+            out.push_str("\":");
+            out.push_str(&v.to_string());
+        }
+        out.push('}');
+        out
+    }
+
+    /// The fields of [`Self::to_json`], in log order (alerts embed the same object).
+    pub fn json_fields(&self, community_id: Option<Option<&str>>) -> Vec<(&'static str, Value)> {
         let num = |ns: i64| -> Value {
             let s = fmt_time_ns(ns);
             let s = s.trim_end_matches('0');
@@ -257,19 +275,7 @@ impl ConnRecord {
         if let Some(Some(id)) = community_id {
             m.push(("community_id", id.into()));
         }
-        let mut out = String::with_capacity(320);
-        out.push('{');
-        for (i, (k, v)) in m.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push('"');
-            out.push_str(k);
-            out.push_str("\":");
-            out.push_str(&v.to_string());
-        }
-        out.push('}');
-        out
+        m
     }
 }
 

@@ -2,7 +2,7 @@
 //! webhook request body.
 
 use super::rule::{Direction, Metric, MetricKind, Rule};
-use crate::conn_log::{ConnRecord, fmt_addr, fmt_time_ns};
+use crate::conn_log::ConnRecord;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,41 +18,10 @@ pub enum ThresholdJson {
     Seconds(f64),
 }
 
-/// The connection as far as it has got when the threshold was crossed. Field names are
-/// conn.log's JSON names, so the same filters work on both.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlertConn {
-    pub uid: String,
-    /// Start time (epoch seconds), conn.log's `ts`.
-    pub ts: f64,
-    #[serde(rename = "id.orig_h")]
-    pub orig_h: String,
-    #[serde(rename = "id.orig_p")]
-    pub orig_p: u16,
-    #[serde(rename = "id.resp_h")]
-    pub resp_h: String,
-    #[serde(rename = "id.resp_p")]
-    pub resp_p: u16,
-    pub proto: String,
-    pub ip_proto: u8,
-    /// Seconds.
-    pub duration: f64,
-    pub orig_bytes: u64,
-    pub resp_bytes: u64,
-    pub orig_pkts: u64,
-    pub orig_ip_bytes: u64,
-    pub resp_pkts: u64,
-    pub resp_ip_bytes: u64,
-    pub missed_bytes: u64,
-    pub conn_state: String,
-    pub history: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_orig: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_resp: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub community_id: Option<String>,
-}
+/// The connection as far as it has got when the threshold was crossed: exactly the object
+/// conn.log's JSON writer prints for it (same names, same unset-field rules), so the same
+/// filters work on both.
+pub type AlertConn = serde_json::Map<String, serde_json::Value>;
 
 /// One alert: a rule's threshold crossed by a connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,12 +39,6 @@ pub struct Alert {
     /// When the agent made this alert (wall clock), RFC 3339.
     pub created_at: String,
     pub conn: AlertConn,
-}
-
-/// Zeek prints time as decimal seconds with 6 digits; parsing that string gives the same f64
-/// as conn.log's JSON.
-fn secs(ns: i64) -> f64 {
-    fmt_time_ns(ns).parse().unwrap_or(0.0)
 }
 
 fn rfc3339(ns: i64) -> String {
@@ -98,36 +61,13 @@ pub fn now_ns() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-impl AlertConn {
-    pub fn from_record(r: &ConnRecord, community_id: bool) -> Self {
-        Self {
-            uid: r.uid.clone(),
-            ts: secs(r.ts_ns),
-            orig_h: fmt_addr(&r.orig_h),
-            orig_p: r.orig_p,
-            resp_h: fmt_addr(&r.resp_h),
-            resp_p: r.resp_p,
-            proto: r.proto.to_string(),
-            ip_proto: r.ip_proto,
-            duration: secs(r.duration_ns.max(0)),
-            orig_bytes: r.orig_bytes,
-            resp_bytes: r.resp_bytes,
-            orig_pkts: r.orig_pkts,
-            orig_ip_bytes: r.orig_ip_bytes,
-            resp_pkts: r.resp_pkts,
-            resp_ip_bytes: r.resp_ip_bytes,
-            missed_bytes: r.missed_bytes,
-            conn_state: r.conn_state.clone(),
-            history: r.history.clone(),
-            local_orig: r.local_orig,
-            local_resp: r.local_resp,
-            community_id: if community_id {
-                crate::community_id::for_record(r)
-            } else {
-                None
-            },
-        }
-    }
+/// `conn`'s conn.log JSON fields, with its community_id when the column is on.
+fn alert_conn(conn: &ConnRecord, community_id: bool) -> AlertConn {
+    let cid = community_id.then(|| crate::community_id::for_record(conn));
+    conn.json_fields(cid.as_ref().map(Option::as_deref))
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 impl Alert {
@@ -152,7 +92,7 @@ impl Alert {
             direction: rule.metric.direction(),
             crossed_at: rfc3339(crossed_at_ns),
             created_at: rfc3339(now_ns()),
-            conn: AlertConn::from_record(conn, community_id),
+            conn: alert_conn(conn, community_id),
         }
     }
 

@@ -329,11 +329,11 @@ webhooks = ["ops", "plain"]
     }
     let first = got[0].alert();
     assert_eq!(
-        (first.rule.as_str(), first.conn.uid.as_str()),
+        (first.rule.as_str(), first.conn["uid"].as_str().unwrap()),
         ("big", "C1")
     );
-    assert_eq!(first.conn.orig_ip_bytes, 1400);
-    assert!(first.conn.community_id.is_some());
+    assert_eq!(first.conn["orig_ip_bytes"], 1400);
+    assert!(first.conn.get("community_id").is_some());
     assert_eq!(first.crossed_at, "2023-11-14T22:13:21.000000Z");
 
     let got_plain = plain.received();
