@@ -102,6 +102,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// No status line on a terminal (connections, packets/s, events/s, drops, records; redrawn
+    /// every second on stderr when it is a terminal).
+    #[arg(long)]
+    pub no_status: bool,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }

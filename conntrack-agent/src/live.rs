@@ -15,6 +15,7 @@ use crate::datapath::HostConfig;
 use crate::kernel::{Kernel, KernelOptions};
 use crate::metrics::Metrics;
 use crate::read::local_nets_from;
+use crate::status::{DROP_STATS, Sample, StatusLine};
 use crate::thresholds::DurationMode;
 use anyhow::{Context, Result};
 use conntrack_common::event::{Event, EventKind};
@@ -30,14 +31,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Drop counters are checked (and reported when they grew) this often.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Counters that mean lost or unapplied packets, reported when they grow.
-const DROP_STATS: [Stat; 4] = [
-    Stat::RingbufFull,
-    Stat::TableFull,
-    Stat::LockBusy,
-    Stat::Fragments,
-];
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(args.common.config.as_deref())?;
@@ -109,6 +102,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut last_flush = Instant::now();
     let mut last_stats = Instant::now();
     let mut reported = [0u64; DROP_STATS.len()];
+    let mut status = StatusLine::new(!args.no_status);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -126,6 +120,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
                             m.set_ipfix(&x.stats());
                         }
                     }
+                    status.update(Sample::new(
+                        Instant::now(),
+                        &kernel.stats()?,
+                        agent.open_conns() as u64,
+                        agent.stats.conns_logged,
+                    ));
                     last_flush = Instant::now();
                 }
                 if last_stats.elapsed() >= STATS_INTERVAL {
@@ -138,6 +138,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     }
 
+    status.clear();
     eprintln!("conntrack-agent: stopping: logging open connections");
     poll(&mut kernel, &mut agent, &mut events)?;
     report_drops(&kernel, &mut reported)?;

@@ -30,6 +30,7 @@ mod read;
 mod removal_hooks;
 mod removal_log;
 mod site;
+mod status;
 mod thresholds;
 mod tracker;
 mod uid;
@@ -44,6 +45,18 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
+        // Clears `run`'s status line first, so a message never runs into it.
+        .format(|buf, record| {
+            use std::io::Write;
+            writeln!(
+                buf,
+                "{}[{:<5} {}] {}",
+                status::clear_prefix(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
         .init();
     let cli = cli::Cli::parse();
     let res = match cli.command {
