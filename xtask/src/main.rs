@@ -9,10 +9,13 @@
 //! - `test`: setup, build, workspace tests, clippy, fmt, and the conformance run when available;
 //! - `bench [--quick]`: benchmarks against baselines measured in the same run (issue 3);
 //! - `fuzz [--minutes N]`: the engine's property tests with fresh seeds and the differential
-//!   kernel-vs-host fuzz, within a time budget (default 1 minute).
+//!   kernel-vs-host fuzz, within a time budget (default 1 minute);
+//! - `container [--check]`: the container image from `deploy/Containerfile`, and a check that it
+//!   tracks traffic when run as deploy/ describes.
 
 mod agent;
 mod bench;
+mod container;
 mod fuzz;
 mod setup;
 mod test;
@@ -32,6 +35,8 @@ commands:
                              a 40 s fuzz
   fuzz [--minutes N]         property tests with fresh seeds, then (root) the kernel-vs-host
                              differential fuzz, N minutes in all (default 1)
+  container [--check]        build the container image (podman, else docker) from
+                             deploy/Containerfile; --check runs it against a test veth
   bench [--quick]            benchmarks (root): kernel per-packet cost, replay, live, scale;
                              writes target/bench/results.json and BENCHMARKS.md";
 
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         "test" => test::test(),
         "bench" => bench::bench(rest),
         "fuzz" => fuzz::fuzz(rest),
+        "container" => container::container(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -13,6 +13,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     // A real IPFIX collector for the export test (tests/tests/ipfix_nfcapd.rs).
     ("nfdump", "nfcapd"),
+    // The container image check (`cargo xtask container --check`); runc where crun cannot run.
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("binutils", "strip"),
 ];
 
 pub fn test() -> Result<()> {
@@ -40,6 +44,7 @@ pub fn test() -> Result<()> {
         "--check",
     ]))?;
     conformance()?;
+    crate::container::container(&["--check".to_string()])?;
     crate::fuzz::fuzz_for(std::time::Duration::from_secs(40))?;
     step("bench --quick (the bench must keep running; its figures are not checked)");
     crate::bench::bench(&["--quick".to_string()])?;
@@ -54,7 +59,8 @@ fn install_missing_packages() -> Result<()> {
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {
-        step("test packages present (iproute2, iputils-ping, python3, nfdump)");
+        let names: Vec<&str> = PACKAGES.iter().map(|(pkg, _)| *pkg).collect();
+        step(&format!("test packages present ({})", names.join(", ")));
         return Ok(());
     }
     step(&format!("installing {}", missing.join(" ")));
