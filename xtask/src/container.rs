@@ -10,27 +10,14 @@
 //! conn.log it left: both connections must be there with the counts that were sent.
 
 use crate::agent::{self, Profile};
+use crate::deploy_check::{HOST_IF, TestLink, check_metrics, verify_conn_log};
 use crate::util::{self, step};
 use anyhow::{Context, Result, bail, ensure};
-use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "localhost/conntrack-agent";
-/// The check's namespace and veth names, and its subnet (10.98.1.0/24).
-const NS: &str = "ctcont-peer";
-const HOST_IF: &str = "ctcont-h";
-const PEER_IF: &str = "ctcont-p";
-const HOST_IP: &str = "10.98.1.1";
-const PEER_IP: &str = "10.98.1.2";
-const TCP_PORT: u16 = 5701;
-/// Bytes the client sends and the server answers with in the check's transfer.
-const SENT: usize = 200_000;
-const ANSWER: usize = 3_000;
-const PINGS: u32 = 3;
-
 pub fn container(args: &[String]) -> Result<()> {
     let mut check = false;
     for a in args {
@@ -146,60 +133,28 @@ fn parse_ldd(out: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Removes what the check created, also when it fails half way.
+/// Removes the check's container, also when the check fails half way.
 struct Cleanup {
     engine: String,
     container: String,
-    server: Option<Child>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
         let _ = Command::new(&self.engine)
             .args(["rm", "-f", "-t", "0", &self.container])
             .output();
-        // Deleting the namespace deletes the veth pair with it.
-        let _ = Command::new("ip").args(["netns", "del", NS]).output();
-        let _ = Command::new("ip").args(["link", "del", HOST_IF]).output();
     }
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    util::output(Command::new("ip").args(args)).map(|_| ())
 }
 
 fn check_image(engine: &str, tag: &str) -> Result<()> {
     step("container check: privileged, host networking, on a veth to a test namespace");
     let container = format!("ctcont-{}", std::process::id());
-    let mut cleanup = Cleanup {
+    let mut link = TestLink::create()?;
+    let cleanup = Cleanup {
         engine: engine.to_string(),
         container: container.clone(),
-        server: None,
     };
-    let _ = Command::new("ip").args(["netns", "del", NS]).output();
-    let _ = Command::new("ip").args(["link", "del", HOST_IF]).output();
-    ip(&["netns", "add", NS])?;
-    ip(&[
-        "link", "add", HOST_IF, "type", "veth", "peer", "name", PEER_IF, "netns", NS,
-    ])?;
-    ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", HOST_IF])?;
-    ip(&["link", "set", HOST_IF, "up"])?;
-    ip(&[
-        "-n",
-        NS,
-        "addr",
-        "add",
-        &format!("{PEER_IP}/24"),
-        "dev",
-        PEER_IF,
-    ])?;
-    ip(&["-n", NS, "link", "set", PEER_IF, "up"])?;
-    ip(&["-n", NS, "link", "set", "lo", "up"])?;
-
     let spec = DaemonSet::load(&util::root().join(DAEMONSET))?;
     ensure!(
         spec.image == tag,
@@ -234,52 +189,7 @@ fn check_image(engine: &str, tag: &str) -> Result<()> {
     util::run(run.stdout(Stdio::null()))?;
     wait_for_log_line(engine, &container, "tracking on", Duration::from_secs(30))?;
 
-    // A server in the namespace that reads everything, then answers ANSWER bytes.
-    let server_code = format!(
-        "import socket\n\
-         s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-         s.bind(('{PEER_IP}',{TCP_PORT})); s.listen(1); print('ready', flush=True)\n\
-         c,_=s.accept(); n=0\n\
-         while True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\n\
-         c.sendall(b'y'*{ANSWER}); c.close(); print(n, flush=True)\n"
-    );
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", NS, "python3", "-c", &server_code])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start the check's TCP server (python3)")?;
-    let mut server_out = std::io::BufReader::new(server.stdout.take().context("server stdout")?);
-    cleanup.server = Some(server);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut server_out, &mut line)?;
-    ensure!(
-        line.trim() == "ready",
-        "test server did not start: {line:?}"
-    );
-
-    util::output(Command::new("ping").args([
-        "-c",
-        &PINGS.to_string(),
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        PEER_IP,
-    ]))
-    .context("ping into the check namespace failed")?;
-    let received = transfer()?;
-    line.clear();
-    std::io::BufRead::read_line(&mut server_out, &mut line)?;
-    ensure!(
-        line.trim() == SENT.to_string(),
-        "the server got {} bytes, {SENT} sent",
-        line.trim()
-    );
-    ensure!(
-        received == ANSWER,
-        "got {received} bytes back, {ANSWER} expected"
-    );
-
+    link.exercise()?;
     if let Some(port) = spec.metrics_port {
         check_metrics(port)?;
     }
@@ -300,6 +210,7 @@ fn check_image(engine: &str, tag: &str) -> Result<()> {
     })?;
     verify_conn_log(&text)?;
     drop(cleanup);
+    drop(link);
     step("container check passed: the image tracked the check's ICMP and TCP connections");
     Ok(())
 }
@@ -389,29 +300,6 @@ impl DaemonSet {
     }
 }
 
-/// Scrapes the agent's Prometheus endpoint on the host network: it must answer with the
-/// tracker's counters.
-fn check_metrics(port: u16) -> Result<()> {
-    use std::io::Read;
-    let mut s = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(5),
-    )
-    .with_context(|| format!("no metrics endpoint on 127.0.0.1:{port}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    ensure!(
-        body.starts_with("HTTP/1.1 200") && body.contains("conntrack_connections_created"),
-        "unexpected answer from the metrics endpoint:\n{body}"
-    );
-    Ok(())
-}
-
 /// Global engine flags that let a container start here: the default runtime, else runc.
 /// (crun refuses hosts with cgroup controllers on both hierarchies, "hybrid mode", where runc
 /// works.)
@@ -458,20 +346,6 @@ fn limit(table: &str, name: &str) -> Option<(u64, u64)> {
     Some((cols.next()?.parse().ok()?, cols.next()?.parse().ok()?))
 }
 
-/// Sends SENT bytes to the server, half-closes, and reads the answer to the end.
-fn transfer() -> Result<usize> {
-    use std::io::Read;
-    let addr = format!("{PEER_IP}:{TCP_PORT}");
-    let mut s = TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))
-        .with_context(|| format!("cannot connect to the check server at {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(&vec![b'x'; SENT])?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut back = Vec::new();
-    s.read_to_end(&mut back)?;
-    Ok(back.len())
-}
-
 fn wait_for_log_line(engine: &str, container: &str, needle: &str, limit: Duration) -> Result<()> {
     let start = Instant::now();
     loop {
@@ -486,64 +360,6 @@ fn wait_for_log_line(engine: &str, container: &str, needle: &str, limit: Duratio
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// The records of a TSV conn.log as field-name -> value maps.
-fn records(text: &str) -> Result<Vec<std::collections::HashMap<String, String>>> {
-    let fields: Vec<&str> = text
-        .lines()
-        .find_map(|l| l.strip_prefix("#fields\t"))
-        .context("conn.log has no #fields line")?
-        .split('\t')
-        .collect();
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            fields
-                .iter()
-                .zip(l.split('\t'))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect())
-}
-
-fn verify_conn_log(text: &str) -> Result<()> {
-    ensure!(
-        text.lines().any(|l| l.starts_with("#close\t")),
-        "conn.log has no #close line: the agent did not drain on SIGTERM"
-    );
-    let recs = records(text)?;
-    let find = |proto: &str| {
-        recs.iter()
-            .find(|r| r["proto"] == proto && r["id.orig_h"] == HOST_IP && r["id.resp_h"] == PEER_IP)
-            .with_context(|| {
-                format!("no {proto} record {HOST_IP} -> {PEER_IP} in conn.log:\n{text}")
-            })
-    };
-    let icmp = find("icmp")?;
-    ensure!(
-        icmp["orig_pkts"] == PINGS.to_string() && icmp["resp_pkts"] == PINGS.to_string(),
-        "icmp record: {} / {} packets, {PINGS} pings sent",
-        icmp["orig_pkts"],
-        icmp["resp_pkts"]
-    );
-    let tcp = find("tcp")?;
-    ensure!(
-        tcp["id.resp_p"] == TCP_PORT.to_string()
-            && tcp["orig_bytes"] == SENT.to_string()
-            && tcp["resp_bytes"] == ANSWER.to_string(),
-        "tcp record: orig_bytes {} resp_bytes {} (sent {SENT}, answered {ANSWER})",
-        tcp["orig_bytes"],
-        tcp["resp_bytes"]
-    );
-    ensure!(
-        tcp["conn_state"] == "SF",
-        "tcp record conn_state {}, SF expected",
-        tcp["conn_state"]
-    );
-    Ok(())
 }
 
 #[cfg(test)]
@@ -591,21 +407,5 @@ mod tests {
             ]
             .map(PathBuf::from)
         );
-    }
-
-    #[test]
-    fn conn_log_verification_needs_counts_and_close() {
-        let header = "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tconn_state\torig_bytes\tresp_bytes\torig_pkts\tresp_pkts\n";
-        let icmp =
-            format!("1\tC1\t{HOST_IP}\t8\t{PEER_IP}\t0\ticmp\tOTH\t0\t0\t{PINGS}\t{PINGS}\n");
-        let tcp = format!(
-            "2\tC2\t{HOST_IP}\t40000\t{PEER_IP}\t{TCP_PORT}\ttcp\tSF\t{SENT}\t{ANSWER}\t10\t8\n"
-        );
-        let good = format!("{header}{icmp}{tcp}#close\tx\n");
-        verify_conn_log(&good).unwrap();
-        assert!(verify_conn_log(&format!("{header}{icmp}{tcp}")).is_err());
-        assert!(verify_conn_log(&format!("{header}{icmp}#close\tx\n")).is_err());
-        let short = tcp.replace(&format!("\t{SENT}\t"), "\t1000\t");
-        assert!(verify_conn_log(&format!("{header}{icmp}{short}#close\tx\n")).is_err());
     }
 }

@@ -16,6 +16,7 @@
 mod agent;
 mod bench;
 mod container;
+mod deploy_check;
 mod fuzz;
 mod setup;
 mod test;
