@@ -11,7 +11,8 @@
 //! - `fuzz [--minutes N]`: the engine's property tests with fresh seeds and the differential
 //!   kernel-vs-host fuzz, within a time budget (default 1 minute);
 //! - `container [--check]`: the container image from `deploy/Containerfile`, and a check that it
-//!   tracks traffic when run as deploy/ describes.
+//!   tracks traffic when run as deploy/ describes;
+//! - `systemd --check`: the systemd unit verified, and its command run as the unit would run it.
 
 mod agent;
 mod bench;
@@ -19,6 +20,7 @@ mod container;
 mod deploy_check;
 mod fuzz;
 mod setup;
+mod systemd;
 mod test;
 mod util;
 
@@ -38,6 +40,8 @@ commands:
                              differential fuzz, N minutes in all (default 1)
   container [--check]        build the container image (podman, else docker) from
                              deploy/Containerfile; --check runs it against a test veth
+  systemd --check            verify deploy/conntrack-agent.service and run its command as
+                             the unit would (dynamic user, its capabilities) on a test veth
   bench [--quick]            benchmarks (root): kernel per-packet cost, replay, live, scale;
                              writes target/bench/results.json and BENCHMARKS.md";
 
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         "bench" => bench::bench(rest),
         "fuzz" => fuzz::fuzz(rest),
         "container" => container::container(rest),
+        "systemd" => systemd::systemd(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
