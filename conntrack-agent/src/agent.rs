@@ -410,4 +410,32 @@ impl Agent {
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.writer.flush()
     }
+
+    // Handover (`run --pin-dir`, handover.rs): a successor takes over the kernel's table.
+
+    /// The uids of the open connections the kernel's table holds, for a successor.
+    pub fn open_uids(&self) -> Vec<(FlowKey, String)> {
+        self.uids
+            .iter()
+            .filter(|(k, _)| self.overflow.lookup(k).is_none())
+            .map(|(k, u)| (*k, u.clone()))
+            .collect()
+    }
+
+    /// A predecessor's uid for `key`, kept when the connection is next reported (a `NewConn`
+    /// on the key is a new connection and gets a new uid).
+    pub fn adopt_uid(&mut self, key: FlowKey, uid: String) {
+        self.uids.insert(key, uid);
+    }
+
+    /// Handover: logs only what a successor cannot see (connections in the agent's own
+    /// overflow table), then closes the logs; the kernel's connections stay open.
+    pub fn close_for_handover(&mut self) -> anyhow::Result<()> {
+        let mut rest = self.overflow.keys();
+        rest.sort();
+        for k in rest {
+            self.remove_and_log(&k, Removal::Drain)?;
+        }
+        self.writer.close()
+    }
 }

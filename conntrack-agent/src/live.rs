@@ -12,6 +12,7 @@ use crate::clock::{Clock, WallClock};
 use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::HostConfig;
+use crate::handover::{self, HandoverState, PinDir, SavedConn, Shutdown};
 use crate::kernel::{Kernel, KernelOptions};
 use crate::metrics::Metrics;
 use crate::read::local_nets_from;
@@ -43,14 +44,30 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(args.common.config.as_deref())?;
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
-    let mut kernel = Kernel::load(&KernelOptions {
+    let opts = KernelOptions {
         max_flows: args.common.table_size,
         likely_server_ports: &ports,
         replay: false,
-    })?;
-    for iface in &args.iface {
-        // On error, dropping `kernel` detaches what was attached so far.
-        kernel.attach(iface)?;
+    };
+    let (mut kernel, pins) = match &args.pin_dir {
+        Some(root) => {
+            let (kernel, pins) = load_pinned(&opts, root, &args)?;
+            (kernel, Some(pins))
+        }
+        None => {
+            let mut kernel = Kernel::load(&opts)?;
+            for iface in &args.iface {
+                // On error, dropping `kernel` detaches what was attached so far.
+                kernel.attach(iface)?;
+            }
+            (kernel, None)
+        }
+    };
+    let takeover = pins.as_ref().and_then(|p| p.takeover);
+    if takeover.is_some()
+        && let Some(old) = handover::keep_previous_log(&args.common.log_dir, "conn")?
+    {
+        eprintln!("conntrack-agent: the previous conn.log is now {}", old.display());
     }
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
     let alerts = Alerts::start(
@@ -95,6 +112,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     // Live, an idle connection must not delay its duration thresholds until its next packet.
     agent.set_duration_mode(DurationMode::NextPacketOrTimer);
+    let mut events = Vec::new();
+    if let Some(flows_id) = takeover {
+        take_over(&mut kernel, &mut agent, &mut events, &args, flows_id)?;
+    }
     eprintln!(
         "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
         args.iface.join(", "),
@@ -105,14 +126,24 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut events = Vec::new();
     let mut last_flush = Instant::now();
     let mut last_stats = Instant::now();
+    // A predecessor's counters live on in the pinned STATS: report only what grows from now.
     let mut reported = [0u64; DROP_STATS.len()];
+    report_drops(&kernel, &mut reported, false)?;
+    let on_sigterm = if pins.is_some() && !args.no_handover {
+        Shutdown::Handover
+    } else {
+        Shutdown::ForGood
+    };
+    let mut shutdown = Shutdown::ForGood;
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigterm.recv() => {
+                shutdown = on_sigterm;
+                break;
+            }
             _ = tick.tick() => {
                 poll(&mut kernel, &mut agent, &mut events)?;
                 if let Some(m) = &metrics {
@@ -129,7 +160,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     last_flush = Instant::now();
                 }
                 if last_stats.elapsed() >= STATS_INTERVAL {
-                    if report_drops(&kernel, &mut reported)? {
+                    if report_drops(&kernel, &mut reported, true)? {
                         resync(&mut agent)?;
                     }
                     last_stats = Instant::now();
@@ -138,11 +169,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     }
 
-    eprintln!("conntrack-agent: stopping: logging open connections");
-    poll(&mut kernel, &mut agent, &mut events)?;
-    report_drops(&kernel, &mut reported)?;
-    agent.finish()?;
-    kernel.detach_all();
+    if let (Shutdown::Handover, Some(pins)) = (shutdown, &pins) {
+        hand_over(&mut kernel, &mut agent, &mut events, &args, pins)?;
+    } else {
+        eprintln!("conntrack-agent: stopping: logging open connections");
+        poll(&mut kernel, &mut agent, &mut events)?;
+        report_drops(&kernel, &mut reported, true)?;
+        agent.finish()?;
+        kernel.detach_all();
+        if let Some(pins) = &pins {
+            kernel.unpin_links();
+            pins.dir.remove()?;
+            eprintln!(
+                "conntrack-agent: detached; pins removed from {}",
+                pins.dir.root.display()
+            );
+        }
+    }
     let stats = kernel.stats()?;
     let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
     eprintln!(
@@ -195,13 +238,19 @@ fn scrape(
     Ok(())
 }
 
-/// Warns about drop counters that grew; true if ring-buffer events were lost.
-fn report_drops(kernel: &Kernel, reported: &mut [u64; DROP_STATS.len()]) -> Result<bool> {
+/// Warns about drop counters that grew (when `warn`); true if ring-buffer events were lost.
+fn report_drops(
+    kernel: &Kernel,
+    reported: &mut [u64; DROP_STATS.len()],
+    warn: bool,
+) -> Result<bool> {
     let stats = kernel.stats()?;
     let mut lost_events = false;
     for (i, stat) in DROP_STATS.iter().enumerate() {
         let now = stats.iter().find(|(s, _)| s == stat).map_or(0, |(_, v)| *v);
-        if now > reported[i] {
+        if now > reported[i] && !warn {
+            reported[i] = now;
+        } else if now > reported[i] {
             log::warn!("{}: {} (+{})", stat.name(), now, now - reported[i]);
             lost_events |= *stat == Stat::RingbufFull;
             reported[i] = now;
@@ -227,5 +276,120 @@ fn resync(agent: &mut Agent) -> Result<()> {
         };
         agent.handle_event(&ev, conn.last_ns as i64)?;
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart without loss (`--pin-dir`; the pin layout and state file are in handover.rs).
+
+/// The pin directory, and whether a predecessor left a flow table there (its kernel id).
+struct Pins {
+    dir: PinDir,
+    takeover: Option<u32>,
+}
+
+/// Loads the program with the pinned maps (a predecessor's when there is one) and attaches it
+/// through pinned TCX links, switching a predecessor's links to the new programs.
+fn load_pinned(opts: &KernelOptions<'_>, root: &std::path::Path, args: &RunArgs) -> Result<(Kernel, Pins)> {
+    let dir = PinDir::prepare(root)?;
+    let takeover = if dir.has_predecessor() {
+        dir.flows_id()
+    } else {
+        None
+    };
+    if takeover.is_some()
+        && let Some(cap) = dir.flows_capacity()
+        && cap != opts.max_flows
+    {
+        eprintln!(
+            "conntrack-agent: the pinned flow table holds {cap} connections: --table-size {} \
+             takes effect after a stop for good (SIGINT)",
+            opts.max_flows
+        );
+    }
+    let mut kernel = Kernel::load_pinned(opts, &dir.dir)?;
+    for iface in &args.iface {
+        kernel.attach_pinned(iface, &dir.dir)?;
+    }
+    dir.drop_other_links(&args.iface)?;
+    kernel.pin_stages(&dir.dir)?;
+    Ok((kernel, Pins { dir, takeover }))
+}
+
+/// Takes over a predecessor's connections: restores the uids it saved, handles the events
+/// queued while no agent ran (connections that started, changed or were reused then), then
+/// adopts every connection of the table, whose timers start from its last packet.
+fn take_over(
+    kernel: &mut Kernel,
+    agent: &mut Agent,
+    events: &mut Vec<Event>,
+    args: &RunArgs,
+    flows_id: u32,
+) -> Result<()> {
+    let mut restored = 0;
+    if let Some(state) = HandoverState::take(&args.common.log_dir, Some(flows_id)) {
+        for (key, _start, uid) in state.entries() {
+            // A key the table no longer has was reused or lost: its uid is not needed, unless
+            // a queued ReuseRemoved event logs the old connection (it is in the table then).
+            if agent.dp.lookup(&key).is_some() {
+                agent.adopt_uid(key, uid.to_string());
+                restored += 1;
+            }
+        }
+    }
+    events.clear();
+    let queued = kernel.drain_events(events);
+    for ev in events.iter() {
+        agent.handle_event(ev, ev.ts_ns as i64)?;
+    }
+    resync(agent)?;
+    eprintln!(
+        "conntrack-agent: took over {} open connections ({restored} uids restored, {queued} \
+         events queued while no agent ran)",
+        agent.open_conns()
+    );
+    agent.advance(WallClock.now_ns())
+}
+
+/// Handover: events and timers are handled one last time, the uids of the connections still
+/// open are saved for the successor, the logs closed; the programs stay attached.
+fn hand_over(
+    kernel: &mut Kernel,
+    agent: &mut Agent,
+    events: &mut Vec<Event>,
+    args: &RunArgs,
+    pins: &Pins,
+) -> Result<()> {
+    poll(kernel, agent, events)?;
+    let flows_id = pins
+        .dir
+        .flows_id()
+        .context("the pinned flow table is gone: cannot hand over")?;
+    let conns: Vec<SavedConn> = agent
+        .open_uids()
+        .into_iter()
+        .filter_map(|(key, uid)| {
+            let conn = agent.dp.lookup(&key)?;
+            Some(SavedConn {
+                key: handover::key_to_hex(&key),
+                start_ns: conn.start_ns,
+                uid,
+            })
+        })
+        .collect();
+    let n = conns.len();
+    HandoverState {
+        schema: handover::schema_name(),
+        flows_id,
+        conns,
+    }
+    .save(&args.common.log_dir)?;
+    agent.close_for_handover()?;
+    let links = kernel.release_links();
+    eprintln!(
+        "conntrack-agent: handing over: {n} open connections left in {} for the next agent \
+         ({links} links stay attached; SIGINT stops for good)",
+        pins.dir.dir.display()
+    );
     Ok(())
 }
