@@ -18,8 +18,8 @@ use conntrack_common::event::Event;
 use conntrack_common::history::History;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::PacketMeta;
-use conntrack_common::tcp::Endpoint;
 use conntrack_common::stats::STAT_COUNT;
+use conntrack_common::tcp::Endpoint;
 use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
 
@@ -265,7 +265,9 @@ pub fn state_path(log_dir: &Path) -> PathBuf {
 fn key_bytes(key: &FlowKey) -> &[u8] {
     // SAFETY: FlowKey is repr(C) plain data without padding (it is a BPF map key, which the
     // kernel compares bytewise).
-    unsafe { std::slice::from_raw_parts((key as *const FlowKey).cast::<u8>(), size_of::<FlowKey>()) }
+    unsafe {
+        std::slice::from_raw_parts((key as *const FlowKey).cast::<u8>(), size_of::<FlowKey>())
+    }
 }
 
 pub fn key_to_hex(key: &FlowKey) -> String {
@@ -279,7 +281,10 @@ pub fn key_from_hex(s: &str) -> Option<FlowKey> {
     let mut key = FlowKey::default();
     // SAFETY: as in `key_bytes`; every byte pattern is a valid FlowKey (integers only).
     let out = unsafe {
-        std::slice::from_raw_parts_mut((&mut key as *mut FlowKey).cast::<u8>(), size_of::<FlowKey>())
+        std::slice::from_raw_parts_mut(
+            (&mut key as *mut FlowKey).cast::<u8>(),
+            size_of::<FlowKey>(),
+        )
     };
     for (i, b) in out.iter_mut().enumerate() {
         *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;

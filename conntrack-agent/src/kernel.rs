@@ -716,7 +716,10 @@ fn check_privileges() -> Result<()> {
     };
     let missing = missing_capabilities(caps);
     if !missing.is_empty() {
-        bail!("missing capabilities: {}; {PRIVILEGE_HELP}", missing.join(", "));
+        bail!(
+            "missing capabilities: {}; {PRIVILEGE_HELP}",
+            missing.join(", ")
+        );
     }
     Ok(())
 }
@@ -746,7 +749,9 @@ fn verifier_error(e: ProgramError) -> anyhow::Error {
 
 #[cfg(test)]
 mod test_run_tests {
-    use super::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, ip_header_cut, missing_capabilities};
+    use super::{
+        CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, ip_header_cut, missing_capabilities,
+    };
 
     #[test]
     fn missing_capabilities_are_named() {
@@ -836,7 +841,10 @@ impl Kernel {
                     Err(e) => {
                         // E.g. the interface was deleted and created again: the old link is
                         // defunct. Replace it.
-                        log::warn!("{}: cannot take over ({e:#}); attaching anew", path.display());
+                        log::warn!(
+                            "{}: cannot take over ({e:#}); attaching anew",
+                            path.display()
+                        );
                         let _ = std::fs::remove_file(&path);
                     }
                 }
@@ -870,7 +878,11 @@ impl Kernel {
             };
             log::info!(
                 "{iface}: {name} {} ({})",
-                if fresh { "attached" } else { "took over the pinned link" },
+                if fresh {
+                    "attached"
+                } else {
+                    "took over the pinned link"
+                },
                 path.display()
             );
             self.pinned_links.push((path, link));

@@ -67,7 +67,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if takeover.is_some()
         && let Some(old) = handover::keep_previous_log(&args.common.log_dir, "conn")?
     {
-        eprintln!("conntrack-agent: the previous conn.log is now {}", old.display());
+        eprintln!(
+            "conntrack-agent: the previous conn.log is now {}",
+            old.display()
+        );
     }
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
     let alerts = Alerts::start(
@@ -290,7 +293,11 @@ struct Pins {
 
 /// Loads the program with the pinned maps (a predecessor's when there is one) and attaches it
 /// through pinned TCX links, switching a predecessor's links to the new programs.
-fn load_pinned(opts: &KernelOptions<'_>, root: &std::path::Path, args: &RunArgs) -> Result<(Kernel, Pins)> {
+fn load_pinned(
+    opts: &KernelOptions<'_>,
+    root: &std::path::Path,
+    args: &RunArgs,
+) -> Result<(Kernel, Pins)> {
     let dir = PinDir::prepare(root)?;
     let takeover = if dir.has_predecessor() {
         dir.flows_id()
