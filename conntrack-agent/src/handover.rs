@@ -116,6 +116,46 @@ fn is_bpffs(path: &Path) -> bool {
 pub struct PinDir {
     pub root: PathBuf,
     pub dir: PathBuf,
+    /// `root`, flocked: one agent per pin directory (released when the agent exits).
+    _lock: std::fs::File,
+}
+
+/// How long a starting agent waits for the agent that holds the pin directory to exit (a
+/// restart where the new agent starts before the old one is gone).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes the pin directory's lock, waiting up to [`LOCK_WAIT`] for a predecessor to exit.
+fn lock(root: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(root).with_context(|| format!("opening {}", root.display()))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut said = false;
+    loop {
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e).with_context(|| format!("locking {}", root.display()));
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "another agent is running with --pin-dir {} (still after {} s): stop it \
+                 (SIGTERM hands over to this one) or use another directory",
+                root.display(),
+                LOCK_WAIT.as_secs()
+            );
+        }
+        if !said {
+            eprintln!(
+                "conntrack-agent: waiting for the agent running with --pin-dir {} to exit",
+                root.display()
+            );
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 impl PinDir {
@@ -148,6 +188,7 @@ impl PinDir {
                 root.display()
             );
         }
+        let lock = lock(root)?;
         let schema = schema_name();
         for entry in std::fs::read_dir(root)
             .with_context(|| format!("reading {}", root.display()))?
@@ -172,6 +213,7 @@ impl PinDir {
         Ok(PinDir {
             root: root.to_path_buf(),
             dir,
+            _lock: lock,
         })
     }
 

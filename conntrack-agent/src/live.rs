@@ -64,7 +64,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     };
     let takeover = pins.as_ref().and_then(|p| p.takeover);
-    if takeover.is_some()
+    // With pins, the previous conn.log holds records of the same connections' history (a
+    // handover, or the generation an upgrade replaced): keep it rather than truncate it.
+    if pins.is_some()
         && let Some(old) = handover::keep_previous_log(&args.common.log_dir, "conn")?
     {
         eprintln!(

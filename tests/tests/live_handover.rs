@@ -492,9 +492,6 @@ fn pins_of_another_schema_are_detected_and_replaced() {
     let pair = NetnsPair::named("ctpin94s", 94).expect("creating network namespaces");
     let bpf = BpfFs::mount("schema");
     let pin_dir = bpf.path.join("conntrack");
-    // What an agent with another layout would have left (its directory name differs).
-    let stale = pin_dir.join("v0-0123456789abcdef");
-    std::fs::create_dir_all(&stale).unwrap();
     let dir = private_dir();
     let args = [
         "--iface",
@@ -504,23 +501,48 @@ fn pins_of_another_schema_are_detected_and_replaced() {
         "--pin-dir",
         pin_dir.to_str().unwrap(),
     ];
-    let mut agent = Agent::start(&pair.a, &[], &args, &dir.path().join("agent.err"));
+    // A handover leaves real pins (maps, links, stages) ...
+    let mut agent = Agent::start(&pair.a, &[], &args, &dir.path().join("agent1.err"));
+    agent.wait_for("tracking on");
+    let (status, _) = agent.stop(Signal::SIGTERM);
+    assert!(status.success());
+    let schemas = |p: &Path| -> Vec<String> {
+        std::fs::read_dir(p)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let ours = schemas(&pin_dir);
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    // ... which become another layout's, as after an upgrade that changed the shared types.
+    let stale = pin_dir.join("v0-0123456789abcdef");
+    std::fs::rename(pin_dir.join(&ours[0]), &stale).unwrap();
+
+    let mut agent = Agent::start(&pair.a, &[], &args, &dir.path().join("agent2.err"));
     agent.wait_for("tracking on");
     let err = agent.stderr();
     assert!(
-        err.contains("holds pins of schema v0-0123456789abcdef"),
+        err.contains("holds pins of schema v0-0123456789abcdef") && err.contains("cannot be read"),
         "{err}"
     );
+    assert!(
+        !err.contains("took over"),
+        "never reads another layout: {err}"
+    );
     assert!(!stale.exists(), "the other schema's pins are removed");
-    let ours: Vec<String> = std::fs::read_dir(&pin_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(ours.len(), 1, "{ours:?}");
-    assert!(ours[0].starts_with('v') && ours[0] != "v0-0123456789abcdef");
-    let (status, _) = agent.stop(Signal::SIGINT);
+    assert_eq!(schemas(&pin_dir), ours, "a fresh generation of this schema");
+
+    // One agent per pin directory: a second one waits for the first to hand over.
+    let mut next = Agent::start(&pair.a, &[], &args, &dir.path().join("agent3.err"));
+    next.wait_for("waiting for the agent running with --pin-dir");
+    let (status, _) = agent.stop(Signal::SIGTERM);
     assert!(status.success());
+    next.wait_for("tracking on");
+    assert!(next.stderr().contains("took over"), "{}", next.stderr());
+    let (status, _) = next.stop(Signal::SIGINT);
+    assert!(status.success());
+    assert!(!pin_dir.exists(), "pins removed after a stop for good");
 }
 
 fn setpriv_args(caps: &str) -> Vec<String> {
