@@ -253,11 +253,11 @@ fn report_drops(
     let mut lost_events = false;
     for (i, stat) in DROP_STATS.iter().enumerate() {
         let now = stats.iter().find(|(s, _)| s == stat).map_or(0, |(_, v)| *v);
-        if now > reported[i] && !warn {
-            reported[i] = now;
-        } else if now > reported[i] {
-            log::warn!("{}: {} (+{})", stat.name(), now, now - reported[i]);
-            lost_events |= *stat == Stat::RingbufFull;
+        if now > reported[i] {
+            if warn {
+                log::warn!("{}: {} (+{})", stat.name(), now, now - reported[i]);
+                lost_events |= *stat == Stat::RingbufFull;
+            }
             reported[i] = now;
         }
     }
