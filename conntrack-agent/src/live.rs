@@ -19,6 +19,7 @@ use crate::read::local_nets_from;
 use crate::thresholds::DurationMode;
 use anyhow::{Context, Result};
 use conntrack_common::event::{Event, EventKind};
+use conntrack_common::key::FlowKey;
 use conntrack_common::packet::PacketMeta;
 use conntrack_common::stats::Stat;
 use std::sync::{Arc, Mutex};
@@ -64,15 +65,17 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     };
     let takeover = pins.as_ref().and_then(|p| p.takeover);
-    // With pins, the previous conn.log holds records of the same connections' history (a
-    // handover, or the generation an upgrade replaced): keep it rather than truncate it.
-    if pins.is_some()
-        && let Some(old) = handover::keep_previous_log(&args.common.log_dir, "conn")?
-    {
-        eprintln!(
-            "conntrack-agent: the previous conn.log is now {}",
-            old.display()
-        );
+    // With pins, the previous logs hold records of the same connections' history (a handover,
+    // or the generation an upgrade replaced): keep them rather than truncate them.
+    if pins.is_some() {
+        for name in ["conn", "conn_long", "removal"] {
+            if let Some(old) = handover::keep_previous_log(&args.common.log_dir, name)? {
+                eprintln!(
+                    "conntrack-agent: the previous {name}.log is now {}",
+                    old.display()
+                );
+            }
+        }
     }
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
     let alerts = Alerts::start(
@@ -325,9 +328,12 @@ fn load_pinned(
     Ok((kernel, Pins { dir, takeover }))
 }
 
-/// Takes over a predecessor's connections: restores the uids it saved, handles the events
-/// queued while no agent ran (connections that started, changed or were reused then), then
-/// adopts every connection of the table, whose timers start from its last packet.
+/// Takes over a predecessor's connections. The events queued while no agent ran come first, in
+/// order: a connection the predecessor tracked is adopted (with its uid) just before its first
+/// event, with that event's snapshot, so that capabilities see it begin before it changes (or
+/// is removed by a reuse). Then every other connection of the table is adopted as it is now:
+/// the predecessor's (uid restored when its start time matches) and those whose events were
+/// lost. Timers start from each connection's last packet.
 fn take_over(
     kernel: &mut Kernel,
     agent: &mut Agent,
@@ -335,23 +341,47 @@ fn take_over(
     args: &RunArgs,
     flows_id: u32,
 ) -> Result<()> {
+    let mut saved: std::collections::HashMap<FlowKey, (u64, String)> =
+        HandoverState::take(&args.common.log_dir, Some(flows_id))
+            .map(|s| {
+                s.entries()
+                    .map(|(k, start, uid)| (k, (start, uid.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
     let mut restored = 0;
-    if let Some(state) = HandoverState::take(&args.common.log_dir, Some(flows_id)) {
-        for (key, _start, uid) in state.entries() {
-            // A key the table no longer has was reused or lost: its uid is not needed, unless
-            // a queued ReuseRemoved event logs the old connection (it is in the table then).
-            if agent.dp.lookup(&key).is_some() {
-                agent.adopt_uid(key, uid.to_string());
-                restored += 1;
-            }
-        }
-    }
     events.clear();
     let queued = kernel.drain_events(events);
     for ev in events.iter() {
+        let predecessors = matches!(
+            ev.kind(),
+            Some(EventKind::StateChanged | EventKind::ThresholdCrossed | EventKind::ReuseRemoved)
+        );
+        if predecessors
+            && !agent.knows(&ev.key)
+            && let Some((_, uid)) = saved.remove(&ev.key)
+        {
+            agent.adopt_conn(ev.key, &ev.conn, Some(uid), ev.ts_ns)?;
+            restored += 1;
+        }
         agent.handle_event(ev, ev.ts_ns as i64)?;
     }
-    resync(agent)?;
+    for key in agent.dp.keys() {
+        if agent.knows(&key) {
+            continue;
+        }
+        let Some(conn) = agent.dp.lookup(&key) else {
+            continue;
+        };
+        let uid = match saved.remove(&key) {
+            Some((start, uid)) if start == conn.start_ns => {
+                restored += 1;
+                Some(uid)
+            }
+            _ => None,
+        };
+        agent.adopt_conn(key, &conn, uid, conn.last_ns)?;
+    }
     eprintln!(
         "conntrack-agent: took over {} open connections ({restored} uids restored, {queued} \
          events queued while no agent ran)",

@@ -307,6 +307,24 @@ fn all_conn_records(dir: &Path) -> Vec<Record> {
     out
 }
 
+/// (id.resp_p, uid) of every line of removal.log and of the ones a handover moved aside.
+fn all_removals(dir: &Path) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("removal.") && name.ends_with(".log") {
+            for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                out.push((
+                    v["id.resp_p"].as_u64().unwrap() as u16,
+                    v["uid"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The one record of `proto` to `port`; fails on none or several.
 fn one<'a>(recs: &'a [Record], proto: &str, port: u16) -> &'a Record {
     let p = port.to_string();
@@ -346,6 +364,10 @@ fn handover_across_a_restart_logs_every_connection_once_with_its_bytes() {
     let pin_dir = bpf.path.join("conntrack");
     let dir = private_dir();
     let logs = dir.path().join("logs");
+    // removal.log: a removal hook on every connection, armed when the agent first sees it (for
+    // the first agent's connections, when the second adopts them).
+    let config = dir.path().join("conntrack.toml");
+    std::fs::write(&config, "[removal_log]\n").unwrap();
     let args = [
         "--iface",
         pair.veth_a.as_str(),
@@ -353,6 +375,8 @@ fn handover_across_a_restart_logs_every_connection_once_with_its_bytes() {
         logs.to_str().unwrap(),
         "--pin-dir",
         pin_dir.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
     ];
     let b = pair.b_v4.clone();
 
@@ -475,6 +499,27 @@ fn handover_across_a_restart_logs_every_connection_once_with_its_bytes() {
         );
     }
     assert_bytes(one(&recs, "udp", 9406), 200, 280);
+    // Capabilities saw each connection end once, with conn.log's uid.
+    let removals = all_removals(&logs);
+    for (proto, port) in [
+        ("tcp", 9401),
+        ("tcp", 9402),
+        ("tcp", 9403),
+        ("tcp", 9404),
+        ("tcp", 9407),
+        ("udp", 9405),
+        ("udp", 9406),
+    ] {
+        let uid = &one(&recs, proto, port)["uid"];
+        let n = removals
+            .iter()
+            .filter(|(p, u)| *p == port && u == uid)
+            .count();
+        assert_eq!(
+            n, 1,
+            "{proto}/{port}: removal.log entries with uid {uid}: {removals:?}"
+        );
+    }
     let mut uids: Vec<&str> = recs.iter().map(|r| r["uid"].as_str()).collect();
     let n = uids.len();
     uids.sort();
