@@ -796,14 +796,15 @@ pub const PINNED_MAPS: [&str; 3] = ["FLOWS", "EVENTS", "STATS"];
 /// stages while no agent runs.
 const STAGES_PIN: &str = "STAGES";
 
-/// Pin name of the link of `iface`'s `program` in a pin directory.
+/// Pin name of the link of `iface`'s `program` in a pin directory (bpffs refuses names with a
+/// dot, which interface names may contain: they become `_`).
 pub fn link_pin_name(iface: &str, program: &str) -> String {
     let dir = if program == PROGRAMS[0].0 {
         "ingress"
     } else {
         "egress"
     };
-    format!("link_{iface}_{dir}")
+    format!("link_{}_{dir}", iface.replace('.', "_"))
 }
 
 impl Kernel {
@@ -890,21 +891,33 @@ impl Kernel {
         Ok(())
     }
 
-    /// Pins this generation's tail-call table in `dir`, replacing a predecessor's (call it after
-    /// [`Kernel::attach_pinned`]: the old programs no longer run then).
-    pub fn pin_stages(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(STAGES_PIN);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("removing {}", path.display()));
-            }
-            _ => {}
-        }
+    /// Pins this generation's tail-call table in `dir` under a name of its own, before
+    /// [`Kernel::attach_pinned`] switches links to this generation's programs: if the agent
+    /// fails half-way, the programs of both generations keep their stages.
+    pub fn stage_stages(&self, dir: &Path) -> Result<PathBuf> {
+        let path = dir.join(format!("{STAGES_PIN}_next_{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
         self.ebpf
             .map("STAGES")
             .context("no map STAGES")?
             .pin(&path)
-            .with_context(|| format!("pinning STAGES at {}", path.display()))
+            .with_context(|| format!("pinning STAGES at {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Once every link runs this generation's programs: its tail-call table replaces the
+    /// predecessor's pin (and any left by a start that failed half-way).
+    pub fn commit_stages(dir: &Path, staged: &Path) -> Result<()> {
+        let path = dir.join(STAGES_PIN);
+        std::fs::rename(staged, &path)
+            .with_context(|| format!("moving {} to {}", staged.display(), path.display()))?;
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{STAGES_PIN}_next_")) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
     }
 
     /// Handover: lets go of the pinned links without detaching them (the programs keep

@@ -320,11 +320,12 @@ fn load_pinned(
         );
     }
     let mut kernel = Kernel::load_pinned(opts, &dir.dir)?;
+    let staged = kernel.stage_stages(&dir.dir)?;
     for iface in &args.iface {
         kernel.attach_pinned(iface, &dir.dir)?;
     }
     dir.drop_other_links(&args.iface)?;
-    kernel.pin_stages(&dir.dir)?;
+    Kernel::commit_stages(&dir.dir, &staged)?;
     Ok((kernel, Pins { dir, takeover }))
 }
 

@@ -643,6 +643,7 @@ fn runs_as_nobody_with_cap_bpf_net_admin_perfmon() {
         logs.to_str().unwrap(),
         "--pin-dir",
         pin_dir.to_str().unwrap(),
+        "--no-handover",
     ];
     let mut agent = Agent::start(&pair.a, &wrapper, &args, &dir.path().join("agent.err"));
     agent.wait_for("tracking on");
@@ -650,8 +651,14 @@ fn runs_as_nobody_with_cap_bpf_net_admin_perfmon() {
     let (tx, _rx) = mpsc::channel();
     udp_flow(&pair, 9502, vec![2], 100, 200, None, tx).join();
     std::thread::sleep(Duration::from_millis(300));
-    let (status, err) = agent.stop(Signal::SIGINT);
+    // --no-handover: SIGTERM stops for good, as SIGINT does.
+    let (status, err) = agent.stop(Signal::SIGTERM);
     assert!(status.success(), "agent exited with {status}: {err}");
+    assert!(err.contains("pins removed"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&pin_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "pins left behind: {left:?}");
     let recs = ConnLog::read(&logs.join("conn.log")).unwrap().records;
     assert_bytes(one(&recs, "tcp", 9501), 1500, 2500);
     assert_bytes(one(&recs, "udp", 9502), 200, 400);
