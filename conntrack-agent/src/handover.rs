@@ -209,7 +209,14 @@ impl PinDir {
             discard(&entry.path())?;
         }
         let dir = root.join(&schema);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "creating {} (the agent's user needs write access to {}: `install -d -o USER` \
+                 it as root)",
+                dir.display(),
+                root.display()
+            )
+        })?;
         Ok(PinDir {
             root: root.to_path_buf(),
             dir,

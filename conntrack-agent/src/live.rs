@@ -319,7 +319,14 @@ fn load_pinned(
             opts.max_flows
         );
     }
-    let mut kernel = Kernel::load_pinned(opts, &dir.dir)?;
+    let mut kernel = Kernel::load_pinned(opts, &dir.dir).with_context(|| {
+        format!(
+            "loading the program with the maps pinned in {} (pins are the files of the user \
+             who made them: another user must stop that agent for good first, or `chown -R` \
+             the directory)",
+            dir.dir.display()
+        )
+    })?;
     let staged = kernel.stage_stages(&dir.dir)?;
     for iface in &args.iface {
         kernel.attach_pinned(iface, &dir.dir)?;
