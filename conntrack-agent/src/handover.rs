@@ -265,11 +265,9 @@ impl PinDir {
     }
 
     /// Stop for good: removes every pin of this schema (maps are freed once the last program
-    /// using them is gone), and the root directory if it is then empty.
+    /// using them is gone). The root stays: an agent waiting for the lock holds it open.
     pub fn remove(&self) -> Result<()> {
-        discard(&self.dir)?;
-        let _ = std::fs::remove_dir(&self.root);
-        Ok(())
+        discard(&self.dir)
     }
 }
 

@@ -325,6 +325,13 @@ fn all_removals(dir: &Path) -> Vec<(u16, String)> {
     out
 }
 
+/// What is left in a pin directory (an empty directory after a stop for good).
+fn pins_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
 /// The one record of `proto` to `port`; fails on none or several.
 fn one<'a>(recs: &'a [Record], proto: &str, port: u16) -> &'a Record {
     let p = port.to_string();
@@ -471,11 +478,8 @@ fn handover_across_a_restart_logs_every_connection_once_with_its_bytes() {
     let (status, err3) = agent.stop(Signal::SIGINT);
     assert!(status.success(), "agent 2 exited with {status}");
     assert!(err3.contains("pins removed"), "{err3}");
-    assert!(
-        !pin_dir.exists(),
-        "pins left behind: {:?}",
-        std::fs::read_dir(&pin_dir).map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
-    );
+    let left = pins_in(&pin_dir);
+    assert!(left.is_empty(), "pins left behind: {left:?}");
 
     let recs = all_conn_records(&logs);
     for (port, orig, resp) in [
@@ -587,7 +591,10 @@ fn pins_of_another_schema_are_detected_and_replaced() {
     assert!(next.stderr().contains("took over"), "{}", next.stderr());
     let (status, _) = next.stop(Signal::SIGINT);
     assert!(status.success());
-    assert!(!pin_dir.exists(), "pins removed after a stop for good");
+    assert!(
+        pins_in(&pin_dir).is_empty(),
+        "pins removed after a stop for good"
+    );
 }
 
 fn setpriv_args(caps: &str) -> Vec<String> {
@@ -655,9 +662,7 @@ fn runs_as_nobody_with_cap_bpf_net_admin_perfmon() {
     let (status, err) = agent.stop(Signal::SIGTERM);
     assert!(status.success(), "agent exited with {status}: {err}");
     assert!(err.contains("pins removed"), "{err}");
-    let left: Vec<_> = std::fs::read_dir(&pin_dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let left = pins_in(&pin_dir);
     assert!(left.is_empty(), "pins left behind: {left:?}");
     let recs = ConnLog::read(&logs.join("conn.log")).unwrap().records;
     assert_bytes(one(&recs, "tcp", 9501), 1500, 2500);
