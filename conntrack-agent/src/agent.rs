@@ -410,4 +410,63 @@ impl Agent {
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.writer.flush()
     }
+
+    // Handover (`run --pin-dir`, handover.rs): a successor takes over the kernel's table.
+
+    /// The uids of the open connections the kernel's table holds, for a successor.
+    pub fn open_uids(&self) -> Vec<(FlowKey, String)> {
+        self.uids
+            .iter()
+            .filter(|(k, _)| self.overflow.lookup(k).is_none())
+            .map(|(k, u)| (*k, u.clone()))
+            .collect()
+    }
+
+    /// True if the agent tracks `key` (it has a uid for it).
+    pub fn knows(&self, key: &FlowKey) -> bool {
+        self.uids.contains_key(key)
+    }
+
+    /// Takes over a connection a predecessor tracked (or that started while no agent ran and
+    /// whose events were lost), as of the snapshot `conn` at `ts_ns`, with the predecessor's
+    /// uid when known: the tracker arms its timers and the capabilities see it as new (rules,
+    /// hooks and polls are armed again), as for a connection's first packet.
+    pub fn adopt_conn(
+        &mut self,
+        key: FlowKey,
+        conn: &Conn,
+        uid: Option<String>,
+        ts_ns: u64,
+    ) -> anyhow::Result<()> {
+        let uid = uid.unwrap_or_else(|| self.uid_gen.next_uid());
+        self.uids.insert(key, uid);
+        let v = conn_view(conn);
+        let est = conn.has_flag(CONN_ESTABLISHED);
+        let newly_established = self.tracker.observe(&key, &v, ts_ns as i64, true, est);
+        let ev = Event {
+            kind: EventKind::NewConn as u32,
+            changes: 0,
+            ts_ns,
+            key,
+            meta: conntrack_common::packet::PacketMeta::default(),
+            conn: *conn,
+        };
+        if newly_established {
+            self.deliver(&ev, &[ConnEvent::New, ConnEvent::Established], None);
+        } else {
+            self.deliver(&ev, &[ConnEvent::New], None);
+        }
+        Ok(())
+    }
+
+    /// Handover: logs only what a successor cannot see (connections in the agent's own
+    /// overflow table), then closes the logs; the kernel's connections stay open.
+    pub fn close_for_handover(&mut self) -> anyhow::Result<()> {
+        let mut rest = self.overflow.keys();
+        rest.sort();
+        for k in rest {
+            self.remove_and_log(&k, Removal::Drain)?;
+        }
+        self.writer.close()
+    }
 }

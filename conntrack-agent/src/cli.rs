@@ -107,6 +107,18 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_status: bool,
 
+    /// Restart without loss: pin the flow table, event queue, counters and TCX links under
+    /// DIR/<schema>/ (on a BPF filesystem, e.g. /sys/fs/bpf/conntrack). SIGTERM then hands
+    /// over: open connections stay in the kernel, still counted, for the next agent started
+    /// with the same DIR; SIGINT stops for good (logs everything, removes the pins).
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+
+    /// With --pin-dir: SIGTERM stops for good too (logs everything, detaches, removes the
+    /// pins), as SIGINT does.
+    #[arg(long, requires = "pin_dir")]
+    pub no_handover: bool,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -12,7 +12,8 @@ use crate::datapath::{
 };
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf};
-use aya::programs::tc::{NlOptions, TcAttachOptions, qdisc_add_clsact};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, qdisc_add_clsact};
 use aya::programs::{
     LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
 };
@@ -25,6 +26,7 @@ use conntrack_common::packet::MAX_HEADER_BYTES;
 use conntrack_common::stats::Stat;
 use conntrack_common::threshold::ThresholdCommand;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 /// The eBPF object; empty when build.rs could not build it (no bpf-linker).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("CONNTRACK_EBPF_OBJ"));
@@ -95,12 +97,21 @@ pub struct Kernel {
         &'static str,
         aya::programs::tc::SchedClassifierLinkId,
     )>,
+    /// TCX links pinned for a successor ([`Kernel::attach_pinned`]): dropping them leaves the
+    /// programs attached; [`Kernel::unpin_links`] detaches them.
+    pinned_links: Vec<(PathBuf, FdLink)>,
 }
 
 impl Kernel {
     /// Loads both programs (the verifier runs here), sizes `FLOWS`, fills
     /// `LIKELY_SERVER_PORTS` and `CONFIG`.
     pub fn load(opts: &KernelOptions<'_>) -> Result<Kernel> {
+        Self::load_with_pins(opts, None)
+    }
+
+    /// [`Kernel::load`], reusing (or creating and pinning) the maps a successor takes over
+    /// ([`PINNED_MAPS`]) in `pin_dir` when given.
+    fn load_with_pins(opts: &KernelOptions<'_>, pin_dir: Option<&Path>) -> Result<Kernel> {
         if OBJECT.is_empty() {
             bail!(
                 "the eBPF program was not built into this binary (bpf-linker or nightly was \
@@ -110,9 +121,17 @@ impl Kernel {
         check_privileges()?;
         raise_memlock_limit();
         let ports = opts.likely_server_ports.len().max(1) as u32;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries("FLOWS", opts.max_flows.max(1))
-            .map_max_entries("LIKELY_SERVER_PORTS", ports)
+            .map_max_entries("LIKELY_SERVER_PORTS", ports);
+        let pin_paths: Vec<(&str, PathBuf)> = pin_dir
+            .map(|d| PINNED_MAPS.iter().map(|n| (*n, d.join(n))).collect())
+            .unwrap_or_default();
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| explain_eperm(anyhow::Error::new(e)))
             .context("loading the eBPF object")?;
@@ -192,6 +211,7 @@ impl Kernel {
             events,
             stats,
             attached: Vec::new(),
+            pinned_links: Vec::new(),
         })
     }
 
@@ -645,14 +665,46 @@ fn raise_memlock_limit() {
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 const PRIVILEGE_HELP: &str = "loading the eBPF program needs root, or the capabilities \
      CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON: run it with sudo, or `sudo setcap \
-     cap_bpf,cap_net_admin,cap_perfmon+ep target/release/conntrack-agent`; replays work without \
+     cap_bpf,cap_net_admin,cap_perfmon+ep target/release/conntrack-agent`, or as a systemd \
+     service with AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_PERFMON; replays work without \
      privileges with `--engine host`";
 
-/// Fails early, with what to do, when the process cannot load a TC program.
+/// What each capability is needed for, named in the error when it is missing.
+const NEEDED_CAPS: [(u32, &str, &str); 3] = [
+    (CAP_BPF, "CAP_BPF", "create maps and load programs"),
+    (
+        CAP_NET_ADMIN,
+        "CAP_NET_ADMIN",
+        "load TC programs and attach them to interfaces",
+    ),
+    (
+        CAP_PERFMON,
+        "CAP_PERFMON",
+        "the verifier refuses the program's pointer arithmetic without it",
+    ),
+];
+
+/// The capabilities of [`NEEDED_CAPS`] missing from the effective set `cap_eff` (CAP_SYS_ADMIN
+/// stands for all of them), with what each is for.
+fn missing_capabilities(cap_eff: u64) -> Vec<String> {
+    let has = |c: u32| cap_eff & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return Vec::new();
+    }
+    NEEDED_CAPS
+        .iter()
+        .filter(|(c, _, _)| !has(*c))
+        .map(|(_, name, why)| format!("{name} ({why})"))
+        .collect()
+}
+
+/// Fails early, naming the missing capabilities and what to do, when the process cannot load
+/// and attach the program.
 fn check_privileges() -> Result<()> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let Some(caps) = status
@@ -662,9 +714,12 @@ fn check_privileges() -> Result<()> {
     else {
         return Ok(()); // cannot tell: let the kernel decide
     };
-    let has = |c: u32| caps & (1u64 << c) != 0;
-    if !(has(CAP_BPF) || has(CAP_SYS_ADMIN)) || !(has(CAP_NET_ADMIN) || has(CAP_SYS_ADMIN)) {
-        bail!("missing privileges: {PRIVILEGE_HELP}");
+    let missing = missing_capabilities(caps);
+    if !missing.is_empty() {
+        bail!(
+            "missing capabilities: {}; {PRIVILEGE_HELP}",
+            missing.join(", ")
+        );
     }
     Ok(())
 }
@@ -694,7 +749,20 @@ fn verifier_error(e: ProgramError) -> anyhow::Error {
 
 #[cfg(test)]
 mod test_run_tests {
-    use super::ip_header_cut;
+    use super::{
+        CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, ip_header_cut, missing_capabilities,
+    };
+
+    #[test]
+    fn missing_capabilities_are_named() {
+        let all = 1u64 << CAP_BPF | 1 << CAP_NET_ADMIN | 1 << CAP_PERFMON;
+        assert!(missing_capabilities(all).is_empty());
+        assert!(missing_capabilities(1 << CAP_SYS_ADMIN).is_empty());
+        let m = missing_capabilities(all & !(1 << CAP_PERFMON));
+        assert_eq!(m.len(), 1);
+        assert!(m[0].starts_with("CAP_PERFMON"), "{m:?}");
+        assert_eq!(missing_capabilities(0).len(), 3);
+    }
 
     #[test]
     fn test_run_skips_frames_cut_inside_the_ip_header() {
@@ -710,6 +778,164 @@ mod test_run_tests {
         let mut tagged = vec![0u8; 20];
         tagged[12..14].copy_from_slice(&[0x81, 0x00]);
         assert!(!ip_header_cut(&tagged));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pinning, for a restart without loss (issue 8 point 5; the policy is in handover.rs), kept
+// apart from the attach code above.
+
+/// Maps a successor takes over: the connections, the events produced while no agent runs, and
+/// the counters. The others (config, ports, scratch, content extraction) belong to one
+/// generation of programs: a successor creates its own, the old programs keep theirs until
+/// their links are switched to the new ones.
+pub const PINNED_MAPS: [&str; 3] = ["FLOWS", "EVENTS", "STATS"];
+
+/// Pin of the running programs' tail-call table: the kernel empties a program array when its
+/// last user reference goes, which would leave the attached entry programs without their
+/// stages while no agent runs.
+const STAGES_PIN: &str = "STAGES";
+
+/// Pin name of the link of `iface`'s `program` in a pin directory (bpffs refuses names with a
+/// dot, which interface names may contain: they become `_`).
+pub fn link_pin_name(iface: &str, program: &str) -> String {
+    let dir = if program == PROGRAMS[0].0 {
+        "ingress"
+    } else {
+        "egress"
+    };
+    format!("link_{}_{dir}", iface.replace('.', "_"))
+}
+
+impl Kernel {
+    /// [`Kernel::load`] with [`PINNED_MAPS`] taken from `dir` (a predecessor's), or created and
+    /// pinned there.
+    pub fn load_pinned(opts: &KernelOptions<'_>, dir: &Path) -> Result<Kernel> {
+        Self::load_with_pins(opts, Some(dir))
+    }
+
+    /// Attaches to `iface` through TCX links pinned in `dir`: a link a predecessor pinned is
+    /// switched atomically to this program (BPF_LINK_UPDATE: no packet is missed or counted
+    /// twice), otherwise a new link is created and pinned. Needs TCX (Linux 6.6+): a clsact
+    /// filter cannot be pinned.
+    pub fn attach_pinned(&mut self, iface: &str, dir: &Path) -> Result<()> {
+        let c_name = std::ffi::CString::new(iface).context("interface name contains NUL")?;
+        // SAFETY: a valid C string; if_nametoindex only reads it.
+        if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+            bail!("interface {iface:?} not found (see `ip link`)");
+        }
+        for (name, kind) in PROGRAMS {
+            let path = dir.join(link_pin_name(iface, name));
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("no program {name}"))?
+                .try_into()?;
+            let mut adopted = None;
+            if path.exists() {
+                let update = PinnedLink::from_pin(&path)
+                    .map_err(anyhow::Error::new)
+                    .and_then(|p| Ok(SchedClassifierLink::try_from(FdLink::from(p))?))
+                    .and_then(|l| Ok(prog.attach_to_link(l)?));
+                match update {
+                    Ok(id) => adopted = Some(id),
+                    Err(e) => {
+                        // E.g. the interface was deleted and created again: the old link is
+                        // defunct. Replace it.
+                        log::warn!(
+                            "{}: cannot take over ({e:#}); attaching anew",
+                            path.display()
+                        );
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+            let fresh = adopted.is_none();
+            let id = match adopted {
+                Some(id) => id,
+                None => prog
+                    .attach_with_options(
+                        iface,
+                        kind,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(|e| explain_eperm(anyhow::Error::new(e)))
+                    .with_context(|| {
+                        format!(
+                            "attaching {name} to {iface} with a TCX link (--pin-dir needs \
+                             TCX, Linux 6.6 or later; run without --pin-dir on older kernels)"
+                        )
+                    })?,
+            };
+            let link = FdLink::try_from(prog.take_link(id)?)
+                .context("the TCX attachment is not a BPF link")?;
+            let link = if fresh {
+                FdLink::from(
+                    link.pin(&path)
+                        .with_context(|| format!("pinning the link at {}", path.display()))?,
+                )
+            } else {
+                link
+            };
+            log::info!(
+                "{iface}: {name} {} ({})",
+                if fresh {
+                    "attached"
+                } else {
+                    "took over the pinned link"
+                },
+                path.display()
+            );
+            self.pinned_links.push((path, link));
+        }
+        Ok(())
+    }
+
+    /// Pins this generation's tail-call table in `dir` under a name of its own, before
+    /// [`Kernel::attach_pinned`] switches links to this generation's programs: if the agent
+    /// fails half-way, the programs of both generations keep their stages.
+    pub fn stage_stages(&self, dir: &Path) -> Result<PathBuf> {
+        let path = dir.join(format!("{STAGES_PIN}_next_{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        self.ebpf
+            .map("STAGES")
+            .context("no map STAGES")?
+            .pin(&path)
+            .with_context(|| format!("pinning STAGES at {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Once every link runs this generation's programs: its tail-call table replaces the
+    /// predecessor's pin (and any left by a start that failed half-way).
+    pub fn commit_stages(dir: &Path, staged: &Path) -> Result<()> {
+        let path = dir.join(STAGES_PIN);
+        std::fs::rename(staged, &path)
+            .with_context(|| format!("moving {} to {}", staged.display(), path.display()))?;
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{STAGES_PIN}_next_")) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Handover: lets go of the pinned links without detaching them (the programs keep
+    /// accounting packets into the pinned maps). Returns how many.
+    pub fn release_links(&mut self) -> usize {
+        let n = self.pinned_links.len();
+        self.pinned_links.clear();
+        n
+    }
+
+    /// Stop for good: removes the links' pins, which detaches the programs.
+    pub fn unpin_links(&mut self) {
+        for (path, link) in self.pinned_links.drain(..) {
+            if let Err(e) = std::fs::remove_file(&path) {
+                log::warn!("removing {}: {e}", path.display());
+            }
+            drop(link);
+        }
     }
 }
 

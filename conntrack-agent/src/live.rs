@@ -12,6 +12,7 @@ use crate::clock::{Clock, WallClock};
 use crate::config::Config;
 use crate::conn_log::ConnLogWriter;
 use crate::datapath::HostConfig;
+use crate::handover::{self, HandoverState, PinDir, SavedConn, Shutdown};
 use crate::kernel::{Kernel, KernelOptions};
 use crate::metrics::Metrics;
 use crate::read::local_nets_from;
@@ -19,6 +20,7 @@ use crate::status::{DROP_STATS, Sample, StatusLine};
 use crate::thresholds::DurationMode;
 use anyhow::{Context, Result};
 use conntrack_common::event::{Event, EventKind};
+use conntrack_common::key::FlowKey;
 use conntrack_common::packet::PacketMeta;
 use conntrack_common::stats::Stat;
 use std::sync::{Arc, Mutex};
@@ -36,14 +38,37 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let config = Config::load(args.common.config.as_deref())?;
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
-    let mut kernel = Kernel::load(&KernelOptions {
+    let opts = KernelOptions {
         max_flows: args.common.table_size,
         likely_server_ports: &ports,
         replay: false,
-    })?;
-    for iface in &args.iface {
-        // On error, dropping `kernel` detaches what was attached so far.
-        kernel.attach(iface)?;
+    };
+    let (mut kernel, pins) = match &args.pin_dir {
+        Some(root) => {
+            let (kernel, pins) = load_pinned(&opts, root, &args)?;
+            (kernel, Some(pins))
+        }
+        None => {
+            let mut kernel = Kernel::load(&opts)?;
+            for iface in &args.iface {
+                // On error, dropping `kernel` detaches what was attached so far.
+                kernel.attach(iface)?;
+            }
+            (kernel, None)
+        }
+    };
+    let takeover = pins.as_ref().and_then(|p| p.takeover);
+    // With pins, the previous logs hold records of the same connections' history (a handover,
+    // or the generation an upgrade replaced): keep them rather than truncate them.
+    if pins.is_some() {
+        for name in ["conn", "conn_long", "removal"] {
+            if let Some(old) = handover::keep_previous_log(&args.common.log_dir, name)? {
+                eprintln!(
+                    "conntrack-agent: the previous {name}.log is now {}",
+                    old.display()
+                );
+            }
+        }
     }
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
     let alerts = Alerts::start(
@@ -88,6 +113,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     // Live, an idle connection must not delay its duration thresholds until its next packet.
     agent.set_duration_mode(DurationMode::NextPacketOrTimer);
+    let mut events = Vec::new();
+    if let Some(flows_id) = takeover {
+        take_over(&mut kernel, &mut agent, &mut events, &args, flows_id)?;
+    }
     eprintln!(
         "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
         args.iface.join(", "),
@@ -98,15 +127,25 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut events = Vec::new();
     let mut last_flush = Instant::now();
     let mut last_stats = Instant::now();
+    // A predecessor's counters live on in the pinned STATS: report only what grows from now.
     let mut reported = [0u64; DROP_STATS.len()];
     let mut status = StatusLine::new(!args.no_status);
+    report_drops(&kernel, &mut reported, false)?;
+    let on_sigterm = if pins.is_some() && !args.no_handover {
+        Shutdown::Handover
+    } else {
+        Shutdown::ForGood
+    };
+    let mut shutdown = Shutdown::ForGood;
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
+            _ = sigterm.recv() => {
+                shutdown = on_sigterm;
+                break;
+            }
             _ = tick.tick() => {
                 poll(&mut kernel, &mut agent, &mut events)?;
                 if let Some(m) = &metrics {
@@ -129,7 +168,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                     last_flush = Instant::now();
                 }
                 if last_stats.elapsed() >= STATS_INTERVAL {
-                    if report_drops(&kernel, &mut reported)? {
+                    if report_drops(&kernel, &mut reported, true)? {
                         resync(&mut agent)?;
                     }
                     last_stats = Instant::now();
@@ -139,11 +178,23 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     status.clear();
-    eprintln!("conntrack-agent: stopping: logging open connections");
-    poll(&mut kernel, &mut agent, &mut events)?;
-    report_drops(&kernel, &mut reported)?;
-    agent.finish()?;
-    kernel.detach_all();
+    if let (Shutdown::Handover, Some(pins)) = (shutdown, &pins) {
+        hand_over(&mut kernel, &mut agent, &mut events, &args, pins)?;
+    } else {
+        eprintln!("conntrack-agent: stopping: logging open connections");
+        poll(&mut kernel, &mut agent, &mut events)?;
+        report_drops(&kernel, &mut reported, true)?;
+        agent.finish()?;
+        kernel.detach_all();
+        if let Some(pins) = &pins {
+            kernel.unpin_links();
+            pins.dir.remove()?;
+            eprintln!(
+                "conntrack-agent: detached; pins removed from {}",
+                pins.dir.root.display()
+            );
+        }
+    }
     let stats = kernel.stats()?;
     let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
     eprintln!(
@@ -196,15 +247,21 @@ fn scrape(
     Ok(())
 }
 
-/// Warns about drop counters that grew; true if ring-buffer events were lost.
-fn report_drops(kernel: &Kernel, reported: &mut [u64; DROP_STATS.len()]) -> Result<bool> {
+/// Warns about drop counters that grew (when `warn`); true if ring-buffer events were lost.
+fn report_drops(
+    kernel: &Kernel,
+    reported: &mut [u64; DROP_STATS.len()],
+    warn: bool,
+) -> Result<bool> {
     let stats = kernel.stats()?;
     let mut lost_events = false;
     for (i, stat) in DROP_STATS.iter().enumerate() {
         let now = stats.iter().find(|(s, _)| s == stat).map_or(0, |(_, v)| *v);
         if now > reported[i] {
-            log::warn!("{}: {} (+{})", stat.name(), now, now - reported[i]);
-            lost_events |= *stat == Stat::RingbufFull;
+            if warn {
+                log::warn!("{}: {} (+{})", stat.name(), now, now - reported[i]);
+                lost_events |= *stat == Stat::RingbufFull;
+            }
             reported[i] = now;
         }
     }
@@ -228,5 +285,159 @@ fn resync(agent: &mut Agent) -> Result<()> {
         };
         agent.handle_event(&ev, conn.last_ns as i64)?;
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart without loss (`--pin-dir`; the pin layout and state file are in handover.rs).
+
+/// The pin directory, and whether a predecessor left a flow table there (its kernel id).
+struct Pins {
+    dir: PinDir,
+    takeover: Option<u32>,
+}
+
+/// Loads the program with the pinned maps (a predecessor's when there is one) and attaches it
+/// through pinned TCX links, switching a predecessor's links to the new programs.
+fn load_pinned(
+    opts: &KernelOptions<'_>,
+    root: &std::path::Path,
+    args: &RunArgs,
+) -> Result<(Kernel, Pins)> {
+    let dir = PinDir::prepare(root)?;
+    let takeover = if dir.has_predecessor() {
+        dir.flows_id()
+    } else {
+        None
+    };
+    if takeover.is_some()
+        && let Some(cap) = dir.flows_capacity()
+        && cap != opts.max_flows
+    {
+        eprintln!(
+            "conntrack-agent: the pinned flow table holds {cap} connections: --table-size {} \
+             takes effect after a stop for good (SIGINT)",
+            opts.max_flows
+        );
+    }
+    let mut kernel = Kernel::load_pinned(opts, &dir.dir).with_context(|| {
+        format!(
+            "loading the program with the maps pinned in {} (pins are the files of the user \
+             who made them: another user must stop that agent for good first, or `chown -R` \
+             the directory)",
+            dir.dir.display()
+        )
+    })?;
+    let staged = kernel.stage_stages(&dir.dir)?;
+    for iface in &args.iface {
+        kernel.attach_pinned(iface, &dir.dir)?;
+    }
+    dir.drop_other_links(&args.iface)?;
+    Kernel::commit_stages(&dir.dir, &staged)?;
+    Ok((kernel, Pins { dir, takeover }))
+}
+
+/// Takes over a predecessor's connections. The events queued while no agent ran come first, in
+/// order: a connection the predecessor tracked is adopted (with its uid) just before its first
+/// event, with that event's snapshot, so that capabilities see it begin before it changes (or
+/// is removed by a reuse). Then every other connection of the table is adopted as it is now:
+/// the predecessor's (uid restored when its start time matches) and those whose events were
+/// lost. Timers start from each connection's last packet.
+fn take_over(
+    kernel: &mut Kernel,
+    agent: &mut Agent,
+    events: &mut Vec<Event>,
+    args: &RunArgs,
+    flows_id: u32,
+) -> Result<()> {
+    let mut saved: std::collections::HashMap<FlowKey, (u64, String)> =
+        HandoverState::take(&args.common.log_dir, Some(flows_id))
+            .map(|s| {
+                s.entries()
+                    .map(|(k, start, uid)| (k, (start, uid.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+    let mut restored = 0;
+    events.clear();
+    let queued = kernel.drain_events(events);
+    for ev in events.iter() {
+        let predecessors = matches!(
+            ev.kind(),
+            Some(EventKind::StateChanged | EventKind::ThresholdCrossed | EventKind::ReuseRemoved)
+        );
+        if predecessors
+            && !agent.knows(&ev.key)
+            && let Some((_, uid)) = saved.remove(&ev.key)
+        {
+            agent.adopt_conn(ev.key, &ev.conn, Some(uid), ev.ts_ns)?;
+            restored += 1;
+        }
+        agent.handle_event(ev, ev.ts_ns as i64)?;
+    }
+    for key in agent.dp.keys() {
+        if agent.knows(&key) {
+            continue;
+        }
+        let Some(conn) = agent.dp.lookup(&key) else {
+            continue;
+        };
+        let uid = match saved.remove(&key) {
+            Some((start, uid)) if start == conn.start_ns => {
+                restored += 1;
+                Some(uid)
+            }
+            _ => None,
+        };
+        agent.adopt_conn(key, &conn, uid, conn.last_ns)?;
+    }
+    eprintln!(
+        "conntrack-agent: took over {} open connections ({restored} uids restored, {queued} \
+         events queued while no agent ran)",
+        agent.open_conns()
+    );
+    agent.advance(WallClock.now_ns())
+}
+
+/// Handover: events and timers are handled one last time, the uids of the connections still
+/// open are saved for the successor, the logs closed; the programs stay attached.
+fn hand_over(
+    kernel: &mut Kernel,
+    agent: &mut Agent,
+    events: &mut Vec<Event>,
+    args: &RunArgs,
+    pins: &Pins,
+) -> Result<()> {
+    poll(kernel, agent, events)?;
+    let flows_id = pins
+        .dir
+        .flows_id()
+        .context("the pinned flow table is gone: cannot hand over")?;
+    let conns: Vec<SavedConn> = agent
+        .open_uids()
+        .into_iter()
+        .filter_map(|(key, uid)| {
+            let conn = agent.dp.lookup(&key)?;
+            Some(SavedConn {
+                key: handover::key_to_hex(&key),
+                start_ns: conn.start_ns,
+                uid,
+            })
+        })
+        .collect();
+    let n = conns.len();
+    HandoverState {
+        schema: handover::schema_name(),
+        flows_id,
+        conns,
+    }
+    .save(&args.common.log_dir)?;
+    agent.close_for_handover()?;
+    let links = kernel.release_links();
+    eprintln!(
+        "conntrack-agent: handing over: {n} open connections left in {} for the next agent \
+         ({links} links stay attached; SIGINT stops for good)",
+        pins.dir.dir.display()
+    );
     Ok(())
 }

@@ -17,6 +17,7 @@ mod datapath;
 mod defrag;
 mod events;
 mod fuzz;
+mod handover;
 mod inactivity;
 mod ipfix;
 mod kernel;

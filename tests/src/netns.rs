@@ -33,7 +33,12 @@ pub struct NetnsPair {
 impl NetnsPair {
     /// `subnet` must be unique among tests that run at the same time (it also names things).
     pub fn new(subnet: u8) -> anyhow::Result<NetnsPair> {
-        let tag = format!("ctt{subnet}");
+        Self::named(&format!("ctt{subnet}"), subnet)
+    }
+
+    /// As [`NetnsPair::new`], with names starting with `tag` (at most 12 characters: interface
+    /// names are limited to 15).
+    pub fn named(tag: &str, subnet: u8) -> anyhow::Result<NetnsPair> {
         let pair = NetnsPair {
             a: format!("{tag}-a"),
             b: format!("{tag}-b"),
