@@ -183,18 +183,38 @@ fn records(text: &str) -> Result<Vec<std::collections::HashMap<String, String>>>
         .collect())
 }
 
+/// One conn.log: both connections of [`TestLink::exercise`] with the counts sent.
 pub fn verify_conn_log(text: &str) -> Result<()> {
-    ensure!(
-        text.lines().any(|l| l.starts_with("#close\t")),
-        "conn.log has no #close line: the agent did not drain on SIGTERM"
-    );
-    let recs = records(text)?;
+    verify_conn_logs(&[text.to_string()])
+}
+
+/// Several conn.log files of one run (rotated or set aside at a restart): each closed with
+/// `#close`, and together holding each of the check's connections exactly once, with the
+/// counts sent.
+pub fn verify_conn_logs(texts: &[String]) -> Result<()> {
+    ensure!(!texts.is_empty(), "no conn.log was written");
+    let mut recs = Vec::new();
+    for text in texts {
+        ensure!(
+            text.lines().any(|l| l.starts_with("#close\t")),
+            "a conn.log has no #close line: the agent did not drain on its stop signal"
+        );
+        recs.extend(records(text)?);
+    }
+    let all = texts.concat();
     let find = |proto: &str| {
-        recs.iter()
-            .find(|r| r["proto"] == proto && r["id.orig_h"] == HOST_IP && r["id.resp_h"] == PEER_IP)
-            .with_context(|| {
-                format!("no {proto} record {HOST_IP} -> {PEER_IP} in conn.log:\n{text}")
+        let found: Vec<_> = recs
+            .iter()
+            .filter(|r| {
+                r["proto"] == proto && r["id.orig_h"] == HOST_IP && r["id.resp_h"] == PEER_IP
             })
+            .collect();
+        ensure!(
+            found.len() == 1,
+            "{} {proto} records {HOST_IP} -> {PEER_IP}, one expected:\n{all}",
+            found.len()
+        );
+        Ok(found[0])
     };
     let icmp = find("icmp")?;
     ensure!(
@@ -236,6 +256,9 @@ mod tests {
         verify_conn_log(&good).unwrap();
         assert!(verify_conn_log(&format!("{header}{icmp}{tcp}")).is_err());
         assert!(verify_conn_log(&format!("{header}{icmp}#close\tx\n")).is_err());
+        // Logged twice across two files (a restart that duplicated it) fails too.
+        let twice = [good.clone(), format!("{header}{tcp}#close\tx\n")];
+        assert!(verify_conn_logs(&twice).is_err());
         let short = tcp.replace(&format!("\t{SENT}\t"), "\t1000\t");
         assert!(verify_conn_log(&format!("{header}{icmp}{short}#close\tx\n")).is_err());
     }

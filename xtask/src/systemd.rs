@@ -3,29 +3,33 @@
 //! This machine's init is not systemd, so the unit cannot be started by `systemctl`. Instead:
 //! 1. `systemd-analyze verify` reads the unit (with ExecStart pointing at the built binary):
 //!    any message (unknown key, bad value) fails the check;
-//! 2. the check runs the unit's ExecStart the way systemd would for this unit: as an
-//!    unprivileged user (DynamicUser), with exactly the unit's AmbientCapabilities as ambient and
-//!    bounding set, no-new-privileges, its Environment expanded, LogsDirectory and the config
-//!    path mapped to directories of the check. The interface is the check's veth
-//!    (`CONNTRACK_IFACE`, as an operator sets it). It sends the unit's ExecReload signal (the
-//!    agent must keep running), then known traffic, then the KillSignal, and reads conn.log.
+//! 2. the check runs the unit as systemd would: its ExecStartPre lines (`+`: as root, else as
+//!    the service user), then ExecStart as the unit's `User=` (uid 61184 here) with exactly
+//!    the unit's AmbientCapabilities as ambient and bounding set and no-new-privileges; its
+//!    Environment expanded; LogsDirectory, the config path and /sys/fs/bpf mapped to the
+//!    check's own directories (a private BPF filesystem for the pins). The interface is the
+//!    check's veth (`CONNTRACK_IFACE`, as an operator sets it). It sends the ExecReload signal
+//!    (the agent must keep running), known traffic, then does what `systemctl restart` does
+//!    (KillSignal, which hands over through the pins, and the start sequence again), stops for
+//!    good with SIGINT as the unit's header says, and reads every conn.log file: each
+//!    connection must be there exactly once, with the counts sent.
 //!
 //! Sandboxing directives (ProtectSystem, PrivateTmp, ...) are not emulated: they only take
 //! things away that the agent does not use; the capability set is what decides whether it runs.
 
 use crate::agent::{self, Profile};
-use crate::deploy_check::{HOST_IF, TestLink, verify_conn_log};
+use crate::deploy_check::{HOST_IF, TestLink, verify_conn_logs};
 use crate::util::{self, step};
 use anyhow::{Context, Result, bail, ensure};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const UNIT: &str = "deploy/conntrack-agent.service";
-/// The uid/gid the check runs the agent as, standing in for systemd's DynamicUser (which picks
-/// one from 61184-65519).
-const DYNAMIC_UID: u32 = 61_184;
+/// The uid/gid the check runs the unit's `User=` as (a system user's uid would do; this one is
+/// unlikely to own anything here).
+const SERVICE_UID: u32 = 61_184;
 
 pub fn systemd(args: &[String]) -> Result<()> {
     let mut check = false;
@@ -170,81 +174,197 @@ impl Drop for Agent {
     }
 }
 
+/// The check's BPF filesystem, standing in for /sys/fs/bpf (not mounted on every machine, and
+/// pins of a check must not outlive it); unmounted on drop.
+struct Bpffs(PathBuf);
+
+impl Bpffs {
+    fn mount(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path)?;
+        util::output(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(path))
+            .context("cannot mount a BPF filesystem for the check")?;
+        Ok(Bpffs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// How the check maps the unit's host paths and user onto its own.
+struct Mapping {
+    pairs: Vec<(String, String)>,
+    user: String,
+    uid: String,
+}
+
+impl Mapping {
+    /// One command line of the unit, expanded and mapped.
+    fn argv(&self, cmdline: &str, env: &HashMap<String, String>) -> Vec<String> {
+        expand(cmdline, env)
+            .into_iter()
+            .map(|a| {
+                if a == self.user {
+                    return self.uid.clone();
+                }
+                for (from, to) in &self.pairs {
+                    if let Some(rest) = a.strip_prefix(from.as_str()) {
+                        return format!("{to}{rest}");
+                    }
+                }
+                a
+            })
+            .collect()
+    }
+}
+
+/// Runs the unit's start sequence: ExecStartPre lines (`+`: with full privileges, else as the
+/// service user), then ExecStart as the service user with the unit's capabilities.
+fn start(
+    unit: &Unit,
+    map: &Mapping,
+    env: &HashMap<String, String>,
+    stderr: &Path,
+) -> Result<Agent> {
+    for pre in unit.service.get("ExecStartPre").into_iter().flatten() {
+        let (privileged, line) = match pre.strip_prefix('+') {
+            Some(l) => (true, l),
+            None => (false, pre.as_str()),
+        };
+        let argv = map.argv(line, env);
+        let mut cmd = if privileged {
+            Command::new(&argv[0])
+        } else {
+            let mut c = as_service_user(unit, &map.uid, false)?;
+            c.arg(&argv[0]);
+            c
+        };
+        util::output(cmd.args(&argv[1..])).context("ExecStartPre failed")?;
+    }
+    let exec = unit.get("ExecStart").context("the unit has no ExecStart")?;
+    let argv = map.argv(exec, env);
+    let child = as_service_user(unit, &map.uid, true)?
+        .args(&argv)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr)?)
+        .spawn()
+        .context("cannot start setpriv (util-linux)")?;
+    let mut agent = Agent(Some(child));
+    wait_for(stderr, "tracking on", &mut agent)?;
+    Ok(agent)
+}
+
+/// setpriv as the service user; with the unit's capabilities when `caps`.
+fn as_service_user(unit: &Unit, uid: &str, caps: bool) -> Result<Command> {
+    let set = if caps {
+        format!("-all,{}", unit.ambient_caps()?)
+    } else {
+        "-all".to_string()
+    };
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(format!("--inh-caps={set}"))
+        .arg(format!("--ambient-caps={set}"))
+        .arg(format!("--bounding-set={set}"));
+    if unit.get("NoNewPrivileges") == Some("yes") {
+        cmd.arg("--no-new-privs");
+    }
+    Ok(cmd)
+}
+
+/// Sends signal `name` and waits for a clean exit.
+fn stop(agent: &mut Agent, name: &str, stderr: &Path) -> Result<()> {
+    let child = agent.0.as_ref().context("agent gone")?;
+    signal(child.id(), name.trim_start_matches("SIG"))?;
+    let status = agent.0.take().context("agent gone")?.wait()?;
+    let text = std::fs::read_to_string(stderr).unwrap_or_default();
+    ensure!(
+        status.success(),
+        "the agent exited with {status} after {name}:\n{text}"
+    );
+    Ok(())
+}
+
 fn execute(unit: &Unit) -> Result<()> {
-    step("running the unit's ExecStart as a dynamic user with the unit's capabilities");
+    step("running the unit as systemd would: its user, capabilities, ExecStartPre, ExecStart");
     let dir = util::root().join("target/systemd-check");
     let logs = dir.join("logs");
     let config = dir.join("conntrack.toml");
     std::fs::create_dir_all(&logs)?;
     std::fs::copy(util::root().join("conntrack.example.toml"), &config)
         .context("cannot copy conntrack.example.toml")?;
-    chown(&logs, DYNAMIC_UID)?;
-    // The agent (uid DYNAMIC_UID) must reach the log directory through target/.
+    chown(&logs, SERVICE_UID)?;
+    // The agent (uid SERVICE_UID) must reach the log directory through target/.
     for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
         make_traversable(d)?;
     }
-    let mut env = unit.environment();
-    env.insert("CONNTRACK_IFACE".into(), HOST_IF.into());
-    let exec = unit.get("ExecStart").context("the unit has no ExecStart")?;
+    let bpffs = Bpffs::mount(&dir.join("bpffs"))?;
     let logs_dir = unit
         .get("LogsDirectory")
         .context("the unit sets no LogsDirectory")?;
-    let bin = agent::binary(Profile::Release);
-    let argv: Vec<String> = expand(exec, &env)
-        .into_iter()
-        .map(|a| {
-            a.replace("/usr/local/bin/conntrack-agent", &bin.to_string_lossy())
-                .replace(&format!("/var/log/{logs_dir}"), &logs.to_string_lossy())
-                .replace("/etc/conntrack/conntrack.toml", &config.to_string_lossy())
-        })
-        .collect();
-    let caps = unit.ambient_caps()?;
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let map = Mapping {
+        pairs: vec![
+            (
+                "/usr/local/bin/conntrack-agent".into(),
+                path(&agent::binary(Profile::Release)),
+            ),
+            (format!("/var/log/{logs_dir}"), path(&logs)),
+            ("/etc/conntrack/conntrack.toml".into(), path(&config)),
+            ("/sys/fs/bpf".into(), path(&bpffs.0)),
+        ],
+        user: unit
+            .get("User")
+            .context("the unit sets no User")?
+            .to_string(),
+        uid: SERVICE_UID.to_string(),
+    };
+    let mut env = unit.environment();
+    env.insert("CONNTRACK_IFACE".into(), HOST_IF.into());
+    let kill = unit.get("KillSignal").unwrap_or("SIGTERM").to_string();
     let mut link = TestLink::create()?;
-    let mut cmd = Command::new("setpriv");
-    cmd.arg(format!("--reuid={DYNAMIC_UID}"))
-        .arg(format!("--regid={DYNAMIC_UID}"))
-        .arg("--clear-groups")
-        .arg(format!("--inh-caps=-all,{caps}"))
-        .arg(format!("--ambient-caps=-all,{caps}"))
-        .arg(format!("--bounding-set=-all,{caps}"));
-    if unit.get("NoNewPrivileges") == Some("yes") {
-        cmd.arg("--no-new-privs");
-    }
-    let stderr_path = dir.join("agent.stderr");
-    let child = cmd
-        .args(&argv)
-        .current_dir(&logs)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path)?)
-        .spawn()
-        .context("cannot start setpriv (util-linux)")?;
-    let pid = child.id();
-    let mut agent = Agent(Some(child));
-    wait_for(&stderr_path, "tracking on", &mut agent)?;
+
+    let first_err = dir.join("agent-1.stderr");
+    let mut agent = start(unit, &map, &env, &first_err)?;
     if unit.get("ExecReload").is_some_and(|r| r.contains("-HUP")) {
-        signal(pid, "HUP")?;
+        signal(agent.0.as_ref().context("agent gone")?.id(), "HUP")?;
         std::thread::sleep(Duration::from_millis(500));
         ensure_running(
             &mut agent,
-            &stderr_path,
+            &first_err,
             "after the ExecReload signal (SIGHUP)",
         )?;
     }
     link.exercise()?;
-    let kill = unit.get("KillSignal").unwrap_or("SIGTERM");
-    signal(pid, kill.trim_start_matches("SIG"))?;
-    let status = agent.0.take().context("agent gone")?.wait()?;
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    ensure!(
-        status.success(),
-        "the agent exited with {status} after {kill}:\n{stderr}"
-    );
-    let text = std::fs::read_to_string(logs.join("conn.log"))
-        .with_context(|| format!("the agent wrote no conn.log; its stderr:\n{stderr}"))?;
-    verify_conn_log(&text)?;
+    // `systemctl restart`: the KillSignal, then the start sequence again.
+    stop(&mut agent, &kill, &first_err)?;
+    let second_err = dir.join("agent-2.stderr");
+    let mut agent = start(unit, &map, &env, &second_err)?;
+    // Stop for good, as the unit's header says: every connection is then logged, once.
+    stop(&mut agent, "SIGINT", &second_err)?;
+    let texts = conn_logs(&logs)?;
+    verify_conn_logs(&texts)
+        .with_context(|| format!("conn.log files in {} across a restart", logs.display()))?;
     drop(link);
-    step("systemd check passed: the unit's command, user and capabilities track traffic");
+    drop(bpffs);
+    step("systemd check passed: the unit's user, capabilities and commands track across a restart");
     Ok(())
+}
+
+/// conn.log and the files a takeover or a rotation set aside (`conn.<time>.log`).
+fn conn_logs(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("conn.") && name.ends_with(".log") {
+            out.push(std::fs::read_to_string(dir.join(&name))?);
+        }
+    }
+    Ok(out)
 }
 
 fn chown(path: &Path, uid: u32) -> Result<()> {
