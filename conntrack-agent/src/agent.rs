@@ -222,7 +222,8 @@ impl Agent {
         for (k, why) in removed {
             self.remove_and_log(&k, why)?;
         }
-        Ok(())
+        // An idle log still rotates on time.
+        self.writer.tick(now_ns)
     }
 
     /// One frame (Ethernet) through the datapath, then the events it produced.
@@ -363,7 +364,9 @@ impl Agent {
 
     fn log_conn(&mut self, c: &Conn, uid: String, why: &'static str) -> anyhow::Result<()> {
         let rec = self.record(c, uid);
-        self.writer.write(&rec)?;
+        // Network time decides interval rotation (packet time in `read`).
+        let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
+        self.writer.write_at(&rec, now)?;
         self.stats.conns_logged += 1;
         *self.stats.by_removal.entry(why).or_default() += 1;
         Ok(())

@@ -90,6 +90,53 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub ipfix: crate::ipfix::IpfixArgs,
+
+    #[command(flatten)]
+    pub logs: LogArgs,
+}
+
+/// Where logs go and how they rotate (shared by `run` and `read`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct LogArgs {
+    /// Write conn.log to standard output (TSV with headers, or JSON lines) instead of
+    /// <log-dir>/conn.log; messages go to stderr. `--log-dir -` does the same.
+    #[arg(long, conflicts_with_all = ["rotate_interval", "rotate_size"])]
+    pub stdout: bool,
+
+    /// Rotate the logs (conn.log, conn_long.log, removal.log) at every multiple of this
+    /// interval (e.g. 1h, 15m; Zeek's Log::default_rotation_interval): the file gets `#close`
+    /// and is renamed <name>.YYYY-MM-DD-HH-MM-SS.log after its open time (UTC). Network time:
+    /// packet time in `read`.
+    #[arg(long, value_name = "DURATION", value_parser = crate::logrotate::parse_interval)]
+    pub rotate_interval: Option<std::time::Duration>,
+
+    /// Rotate a log before the record that would make it larger than this (bytes, or with a
+    /// K, M or G suffix).
+    #[arg(long, value_name = "BYTES", value_parser = crate::logrotate::parse_size)]
+    pub rotate_size: Option<u64>,
+}
+
+impl CommonArgs {
+    /// conn.log goes to stdout (`--stdout` or `--log-dir -`).
+    pub fn to_stdout(&self) -> bool {
+        self.logs.stdout || self.log_dir.as_os_str() == "-"
+    }
+
+    /// How conn.log is written (stdout or rotated file).
+    pub fn conn_log_options(&self) -> crate::logrotate::LogOptions {
+        crate::logrotate::LogOptions {
+            rotation: self.rotation(),
+            stdout: self.to_stdout(),
+        }
+    }
+
+    /// How the other logs in the log directory rotate.
+    pub fn rotation(&self) -> crate::logrotate::RotationPolicy {
+        crate::logrotate::RotationPolicy {
+            interval: self.logs.rotate_interval,
+            size: self.logs.rotate_size,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

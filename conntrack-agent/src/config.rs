@@ -105,6 +105,37 @@ impl Config {
         })
     }
 
+    /// Refuses `--log-dir -` (conn.log on stdout) when another log or file needs a directory,
+    /// and rotation without a file to rotate.
+    pub fn check_log_dir(&self, common: &crate::cli::CommonArgs) -> anyhow::Result<()> {
+        if common.log_dir.as_os_str() != "-" {
+            return Ok(());
+        }
+        let rotates = !common.rotation().is_off();
+        let needs = [
+            (rotates, "--rotate-interval/--rotate-size"),
+            (self.conn_long.enabled, "[conn_long] (conn_long.log)"),
+            (
+                self.removal_log.enabled && self.removal_log.path.is_none(),
+                "[removal_log] without a path",
+            ),
+            (!self.alerts.rules.is_empty(), "[alerts] rules (alerts.log)"),
+            (
+                (self.contents.enabled() || common.extract_all)
+                    && common.extract_dir.is_none()
+                    && self.contents.extract_dir.is_none(),
+                "content extraction without an extract_dir",
+            ),
+        ];
+        if let Some((_, what)) = needs.iter().find(|(on, _)| *on) {
+            anyhow::bail!(
+                "--log-dir - writes conn.log to stdout and leaves no directory for {what}: \
+                 use --stdout --log-dir DIR instead"
+            );
+        }
+        Ok(())
+    }
+
     /// Reads `path`; without a path, the defaults (what the command line alone means).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let Some(path) = path else {

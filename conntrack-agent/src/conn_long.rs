@@ -19,6 +19,7 @@ use crate::alerts::config::{HumanDuration, SpanError};
 use crate::conn_log::{ConnLogWriter, LogFormat};
 use crate::datapath::conn_record_fields;
 use crate::events::{Capability, ConnEvent, ConnHandle};
+use crate::logrotate::{LogOptions, RotationPolicy};
 use crate::site::{NetSet, addr_from_bytes};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -113,7 +114,8 @@ impl Writer {
             rec.local_resp = Some(self.local_nets.contains(&addr_from_bytes(&c.resp_addr)));
         }
         // Flushed at once: these records are rare and wanted while the connection lasts.
-        let res = self.log.write(&rec).and_then(|()| self.log.flush());
+        let now = Some(conn.ts_ns() as i64);
+        let res = self.log.write_at(&rec, now).and_then(|()| self.log.flush());
         if let Err(e) = res {
             log::warn!("conn_long.log: {e:#}");
         }
@@ -133,8 +135,13 @@ impl ConnLong {
         format: LogFormat,
         community_id: bool,
         local_nets: NetSet,
+        rotation: RotationPolicy,
     ) -> anyhow::Result<Self> {
-        let log = ConnLogWriter::create_named(log_dir, "conn_long", format, community_id)?;
+        let opts = LogOptions {
+            rotation,
+            stdout: false,
+        };
+        let log = ConnLogWriter::create_with(log_dir, "conn_long", format, community_id, opts)?;
         Ok(Self {
             intervals: settings.intervals.clone().into(),
             writer: Rc::new(RefCell::new(Writer { log, local_nets })),

@@ -61,10 +61,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let alert_rules = alerts.has_rules();
     let alert_metrics = alerts.metrics();
     let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
-    let writer = ConnLogWriter::create(
+    config.check_log_dir(&args.common)?;
+    let writer = ConnLogWriter::create_with(
         &args.common.log_dir,
+        "conn",
         args.common.log_format,
         args.common.community_id,
+        args.common.conn_log_options(),
     )?;
     let mut agent = Agent::new(
         Box::new(flows),

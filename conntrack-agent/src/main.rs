@@ -23,6 +23,7 @@ mod kernel;
 #[cfg(test)]
 mod lifecycle_tests;
 mod live;
+mod logrotate;
 mod metrics;
 mod pcap_input;
 mod polling;

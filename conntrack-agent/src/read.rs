@@ -116,10 +116,13 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
     };
     let mut reader = PcapReader::open(&args.trace)?;
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
-    let writer = ConnLogWriter::create(
+    config.check_log_dir(&args.common)?;
+    let writer = ConnLogWriter::create_with(
         &args.common.log_dir,
+        "conn",
         args.common.log_format,
         args.common.community_id,
+        args.common.conn_log_options(),
     )?;
     let dp = make_datapath(args.engine, &ports, args.common.table_size)?;
     // Started before the replay so that deliveries left by an earlier run go out meanwhile.
@@ -285,7 +288,11 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
         st.packets,
         st.processed,
         agent.stats.conns_logged,
-        args.common.log_dir.join("conn.log").display()
+        if args.common.to_stdout() {
+            "stdout".into()
+        } else {
+            args.common.log_dir.join("conn.log").display().to_string()
+        }
     );
     if ds.fragments > 0 {
         summary.push_str(&format!(
@@ -339,11 +346,15 @@ pub fn register_lifecycle(
             common.log_format,
             common.community_id,
             local_nets.clone(),
+            common.rotation(),
         )?;
         agent.register(Box::new(cap));
     }
     if let Some(path) = config.removal_log.path(&common.log_dir) {
-        agent.register(Box::new(crate::removal_log::RemovalLog::create(&path)?));
+        agent.register(Box::new(crate::removal_log::RemovalLog::create_rotated(
+            &path,
+            common.rotation(),
+        )?));
     }
     Ok(())
 }
@@ -422,6 +433,7 @@ mod tests {
                 extract_all: false,
                 extract_dir: None,
                 ipfix: Default::default(),
+                logs: Default::default(),
             },
             ignore_checksums: true,
             ignore_checksums_net: vec![],

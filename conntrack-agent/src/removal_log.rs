@@ -17,7 +17,7 @@ use crate::site::addr_from_bytes;
 use conntrack_common::conn::Conn;
 use serde::Deserialize;
 use std::cell::RefCell;
-use std::io::{LineWriter, Write};
+use crate::logrotate::{LogFile, LogOptions, RotationPolicy};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -91,20 +91,28 @@ pub struct RemovalLog {
 }
 
 impl RemovalLog {
+    #[cfg(test)]
     pub fn create(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        }
-        let f = std::fs::File::create(path)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-        // Line-buffered: each removal is on disk when its line is complete.
-        let out = Rc::new(RefCell::new(LineWriter::new(f)));
+        Self::create_rotated(path, RotationPolicy::default())
+    }
+
+    /// Writes to `path`, rotated like conn.log (JSON lines: no header or `#close`; the
+    /// rotated name is `<file stem>.<open time>.log`).
+    pub fn create_rotated(path: &Path, rotation: RotationPolicy) -> anyhow::Result<Self> {
+        let name = path
+            .file_stem()
+            .map_or_else(|| "removal".into(), |s| s.to_string_lossy().into_owned());
+        let opts = LogOptions {
+            rotation,
+            stdout: false,
+        };
+        // Flushed per line: each removal is on disk when its line is complete.
+        let out = Rc::new(RefCell::new(LogFile::create(path, &name, None, opts, true)?));
         let shown = path.display().to_string();
         let hook = RemovalHook::new(move |conn, reason| {
             let mut out = out.borrow_mut();
-            if let Err(e) = writeln!(out, "{}", line(conn, reason)) {
-                log::warn!("{shown}: {e}");
+            if let Err(e) = out.write_line(&line(conn, reason), Some(conn.ts_ns() as i64)) {
+                log::warn!("{shown}: {e:#}");
             }
         });
         Ok(Self { hook })

@@ -68,6 +68,7 @@ pub(crate) fn run(
             extract_all: false,
             extract_dir: None,
             ipfix: Default::default(),
+            logs: Default::default(),
         },
         ignore_checksums: false,
         ignore_checksums_net: vec![],

@@ -63,6 +63,7 @@ pub fn replay(
             extract_all: false,
             extract_dir: None,
             ipfix: Default::default(),
+            logs: Default::default(),
         },
         ignore_checksums: false,
         ignore_checksums_net: vec![],
