@@ -2,7 +2,7 @@
 //! `zeek -r`).
 
 use crate::conn_log::LogFormat;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Zeek's `likely_server_ports` in default mode (every protocol script loaded): 73 ports.
@@ -183,6 +183,51 @@ pub struct ReadArgs {
     /// replay keeps Zeek's rule: a duration threshold fires on the first packet past it.
     #[arg(long)]
     pub duration_timers: bool,
+}
+
+/// The command line merged with the `[agent]`/`[run]`/`[read]` tables of its `--config` file
+/// (file_options.rs): the command line wins, then the file, then the defaults. Help, version
+/// and command-line errors exit as clap does.
+pub fn parse(argv: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
+    use clap::FromArgMatches;
+    // First pass without required options: `--iface` or a trace may come from the file.
+    let relaxed = Cli::command().mut_subcommands(|s| s.mut_args(|a| a.required(false)));
+    let matches = match relaxed.try_get_matches_from(&argv) {
+        Ok(m) => m,
+        // Help, version and errors as the real command prints them.
+        Err(_) => Cli::command().get_matches_from(&argv),
+    };
+    let strict = |argv: &[std::ffi::OsString]| -> Result<Cli, clap::Error> {
+        let m = Cli::command().try_get_matches_from(argv)?;
+        Cli::from_arg_matches(&m)
+    };
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(strict(&argv).unwrap_or_else(|e| e.exit()));
+    };
+    let path = match sub.try_get_one::<PathBuf>("config") {
+        Ok(Some(p)) => p.clone(),
+        _ => return Ok(strict(&argv).unwrap_or_else(|e| e.exit())),
+    };
+    let config = crate::config::Config::load(Some(&path))?;
+    let explicit = |id: &str| {
+        matches!(
+            sub.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    let extra = crate::file_options::args_to_add(config.options.for_command(name), &explicit);
+    let mut merged = argv.clone();
+    merged.extend(extra.into_iter().map(Into::into));
+    if merged.len() == argv.len() {
+        return Ok(strict(&argv).unwrap_or_else(|e| e.exit()));
+    }
+    strict(&merged).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the options of the file ([agent], [{name}]) with the command line: {}",
+            path.display(),
+            crate::file_options::clap_message(&e)
+        )
+    })
 }
 
 /// Parses `80/tcp,53/udp,...` into (port, ip proto) pairs.

@@ -13,6 +13,7 @@
 
 use crate::alerts::config::{AlertsSection, AlertsSettings};
 use crate::conn_long::{ConnLongSection, ConnLongSettings};
+use crate::file_options::{FileOptions, RawTable};
 use crate::contents::config::{ContentsSection, ContentsSettings};
 use crate::inactivity::{InactivitySection, InactivitySettings};
 use crate::ipfix::IpfixSection;
@@ -38,6 +39,10 @@ struct ConfigFile {
     metrics: MetricsSection,
     #[serde(default)]
     ipfix: IpfixSection,
+    /// Command-line options (file_options.rs): both commands, `run`, `read`.
+    agent: Option<RawTable>,
+    run: Option<RawTable>,
+    read: Option<RawTable>,
 }
 
 /// The checked configuration the agent runs with.
@@ -50,6 +55,8 @@ pub struct Config {
     pub contents: ContentsSettings,
     pub metrics: MetricsSection,
     pub ipfix: IpfixSection,
+    /// `[agent]`, `[run]`, `[read]`: command-line options, applied by `cli::parse`.
+    pub options: FileOptions,
 }
 
 /// A config error, located in the file.
@@ -102,6 +109,7 @@ impl Config {
             contents: file.contents.compile().map_err(at)?,
             metrics: file.metrics,
             ipfix: file.ipfix,
+            options: FileOptions::compile(file.agent, file.run, file.read).map_err(at)?,
         })
     }
 

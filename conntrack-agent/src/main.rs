@@ -16,6 +16,7 @@ mod contents;
 mod datapath;
 mod defrag;
 mod events;
+mod file_options;
 mod fuzz;
 mod inactivity;
 mod ipfix;
@@ -39,14 +40,18 @@ mod zeek_lifecycle_tests;
 #[cfg(test)]
 mod zeek_threshold_tests;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_timestamp(None)
         .init();
-    let cli = cli::Cli::parse();
+    let cli = match cli::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("conntrack-agent: error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let res = match cli.command {
         cli::Command::Run(args) => live::run(args).await,
         cli::Command::Read(args) => read::read(args),
