@@ -193,6 +193,11 @@ impl Agent {
         }
     }
 
+    /// New inactivity timeouts (SIGHUP): see [`Tracker::set_timeouts`].
+    pub fn set_timeouts(&mut self, t: crate::tracker::Timeouts) {
+        self.tracker.set_timeouts(t);
+    }
+
     pub fn open_conns(&self) -> usize {
         self.tracker.len()
     }

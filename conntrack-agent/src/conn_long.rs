@@ -124,7 +124,7 @@ impl Writer {
 
 /// The capability: watches every new connection.
 pub struct ConnLong {
-    intervals: Rc<[Duration]>,
+    intervals: IntervalsHandle,
     writer: Rc<RefCell<Writer>>,
 }
 
@@ -143,9 +143,19 @@ impl ConnLong {
         };
         let log = ConnLogWriter::create_with(log_dir, "conn_long", format, community_id, opts)?;
         Ok(Self {
-            intervals: settings.intervals.clone().into(),
+            intervals: Rc::new(RefCell::new(settings.intervals.clone().into())),
             writer: Rc::new(RefCell::new(Writer { log, local_nets })),
         })
+    }
+}
+
+/// The intervals new connections are watched with; replaced on SIGHUP (connections already
+/// watched keep theirs).
+pub type IntervalsHandle = Rc<RefCell<Rc<[Duration]>>>;
+
+impl ConnLong {
+    pub fn intervals_handle(&self) -> IntervalsHandle {
+        self.intervals.clone()
     }
 }
 
@@ -154,7 +164,7 @@ impl Capability for ConnLong {
         if *event != ConnEvent::New {
             return;
         }
-        let (intervals, writer) = (self.intervals.clone(), self.writer.clone());
+        let (intervals, writer) = (self.intervals.borrow().clone(), self.writer.clone());
         let mut next = 0usize;
         let first = Duration::from_nanos(point_ns(&intervals, 0));
         conn.watch(

@@ -76,7 +76,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         local_nets.clone(),
         writer,
     );
-    crate::read::register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
+    let lifecycle =
+        crate::read::register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
     }
@@ -106,6 +107,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    // SIGHUP re-reads --config (reload.rs).
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut reloader = crate::reload::Reloader::new(
+        args.common.config.clone(),
+        config.clone(),
+        alerts.clone(),
+        lifecycle.conn_long,
+    );
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut events = Vec::new();
@@ -116,6 +125,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => reloader.reload(&mut agent),
             _ = tick.tick() => {
                 poll(&mut kernel, &mut agent, &mut events)?;
                 if let Some(m) = &metrics {

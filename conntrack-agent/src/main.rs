@@ -29,6 +29,7 @@ mod metrics;
 mod pcap_input;
 mod polling;
 mod read;
+mod reload;
 mod removal_hooks;
 mod removal_log;
 mod site;

@@ -331,6 +331,12 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
     Ok(())
 }
 
+/// What `run` may change after [`register_lifecycle`] (SIGHUP).
+#[derive(Default)]
+pub struct Lifecycle {
+    pub conn_long: Option<crate::conn_long::IntervalsHandle>,
+}
+
 /// The lifecycle capabilities the config file turns on (`[conn_long]`, `[removal_log]`);
 /// shared by `read` and `run`.
 pub fn register_lifecycle(
@@ -338,7 +344,8 @@ pub fn register_lifecycle(
     config: &Config,
     common: &crate::cli::CommonArgs,
     local_nets: &NetSet,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Lifecycle> {
+    let mut handles = Lifecycle::default();
     if config.conn_long.enabled {
         let cap = crate::conn_long::ConnLong::create(
             &config.conn_long,
@@ -348,6 +355,7 @@ pub fn register_lifecycle(
             local_nets.clone(),
             common.rotation(),
         )?;
+        handles.conn_long = Some(cap.intervals_handle());
         agent.register(Box::new(cap));
     }
     if let Some(path) = config.removal_log.path(&common.log_dir) {
@@ -356,7 +364,7 @@ pub fn register_lifecycle(
             common.rotation(),
         )?));
     }
-    Ok(())
+    Ok(handles)
 }
 
 /// True for a first fragment (IPv4 offset 0; IPv6 fragment header with offset 0).
