@@ -40,6 +40,9 @@ const DROP_STATS: [Stat; 4] = [
 ];
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    // SIGHUP re-reads --config (reload.rs). Caught from the start: its default action would
+    // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let config = Config::load(args.common.config.as_deref())?;
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
@@ -107,8 +110,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    // SIGHUP re-reads --config (reload.rs).
-    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut reloader = crate::reload::Reloader::new(
         args.common.config.clone(),
         config.clone(),

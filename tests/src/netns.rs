@@ -33,7 +33,12 @@ pub struct NetnsPair {
 impl NetnsPair {
     /// `subnet` must be unique among tests that run at the same time (it also names things).
     pub fn new(subnet: u8) -> anyhow::Result<NetnsPair> {
-        let tag = format!("ctt{subnet}");
+        Self::named(subnet, "ctt")
+    }
+
+    /// As [`NetnsPair::new`], with names `<prefix><subnet>-a`, ... (a test suite's own prefix).
+    pub fn named(subnet: u8, prefix: &str) -> anyhow::Result<NetnsPair> {
+        let tag = format!("{prefix}{subnet}");
         let pair = NetnsPair {
             a: format!("{tag}-a"),
             b: format!("{tag}-b"),
@@ -122,6 +127,11 @@ impl LiveAgent {
             .stderr(Stdio::inherit())
             .spawn()?;
         Ok(LiveAgent { child: Some(child) })
+    }
+
+    /// The agent's process id (`ip netns exec` execs it), e.g. to send it SIGHUP.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
     }
 
     /// Sends SIGINT (the agent drains and logs every open connection) and waits for the exit.
