@@ -438,4 +438,33 @@ log-format = "json"
         );
         assert_eq!(r.common.ipfix.ipfix_transport, crate::ipfix::Transport::Tcp);
     }
+
+    #[test]
+    fn the_example_config_loads() {
+        let text = include_str!("../../conntrack.example.toml");
+        let c = crate::config::Config::parse(text, "conntrack.example.toml", &|var| {
+            (var == "CONNTRACK_WEBHOOK_SECRET").then(|| "change-me".to_string())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.conn_long.enabled && c.removal_log.enabled && c.contents.enabled());
+        assert_eq!(c.alerts.rules.len(), 1);
+        let dir = tempfile::tempdir().unwrap();
+        // `cli::parse` reads the real environment: the secret is given inline instead.
+        let text = text.replace(
+            "secret_env = \"CONNTRACK_WEBHOOK_SECRET\"",
+            "secret = \"change-me\"",
+        );
+        let cfg = config(dir.path(), &text);
+        let r = run_args(cli(&["conntrack-agent", "run"], &cfg).unwrap());
+        assert_eq!(r.iface, ["eth0"]);
+        assert_eq!(r.common.log_dir, PathBuf::from("/var/log/conntrack"));
+        assert!(r.common.community_id);
+        assert_eq!(
+            r.common.logs.rotate_interval,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        let r = read_args(cli(&["conntrack-agent", "read", "t.pcap"], &cfg).unwrap());
+        assert_eq!(r.engine, Some(Engine::Host));
+        assert_eq!(r.common.local_nets.len(), 2);
+    }
 }
