@@ -45,7 +45,7 @@ pub enum Engine {
 /// Options shared by `run` and `read`.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// Directory for conn.log.
+    /// Directory for conn.log and the other logs (`-`: conn.log to stdout, see --stdout).
     #[arg(long, default_value = "./logs")]
     pub log_dir: PathBuf,
 
@@ -73,8 +73,9 @@ pub struct CommonArgs {
     #[arg(long)]
     pub community_id: bool,
 
-    /// TOML config file, checked at start (alert rules and webhooks in `[alerts]`; see the
-    /// README). Unknown keys are errors.
+    /// TOML config file, checked at start: capability sections (`[alerts]`, `[inactivity]`,
+    /// ...) and any option of this command in `[agent]`/`[run]`/`[read]` (the command line
+    /// wins). Unknown keys are errors. `run` re-reads it on SIGHUP. See conntrack.example.toml.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -1,15 +1,32 @@
 //! `--config FILE`: the agent's settings in one TOML file, checked at start.
 //!
-//! The file has one table per capability; today `[alerts]` (alerts/config.rs). Issue 8 moves
-//! every command-line option here: each capability adds its own section type next to its code
-//! and one field to [`ConfigFile`], with a `compile` step when values need more than serde's
-//! checks. Unknown keys are errors everywhere (`deny_unknown_fields`): a misspelt option that is
-//! silently ignored is worse than a refusal to start. Every error names the file, the line and
-//! the column of the value at fault.
+//! The file has one table per capability (`[alerts]`, `[inactivity]`, `[conn_long]`,
+//! `[removal_log]`, `[contents]`, `[metrics]`, `[ipfix]`): each capability adds its own section
+//! type next to its code and one field to [`ConfigFile`], with a `compile` step when values need
+//! more than serde's checks. Unknown keys are errors everywhere (`deny_unknown_fields`): a
+//! misspelt option that is silently ignored is worse than a refusal to start. Every error names
+//! the file, the line and the column of the value at fault.
 //!
-//! For options that exist both here and on the command line (issue 8), the command line should
-//! win over the file and the file over the defaults: clap's `ArgMatches::value_source` tells an
-//! explicit flag from a default value, so the merge can be done field by field after `load`.
+//! Every command-line option of `run` and `read` is also a key, with no code per option:
+//!
+//! | table     | keys                                              | applies to     |
+//! |-----------|---------------------------------------------------|----------------|
+//! | `[agent]` | long options both commands have (`log-dir`, ...)  | `run`, `read`  |
+//! | `[run]`   | any long option of `run` (`iface`, `metrics-addr`) | `run`         |
+//! | `[read]`  | any long option of `read` (`engine`, ...)         | `read`         |
+//!
+//! Keys are the long names (`log-dir` or `log_dir`); values are what the command line would
+//! take (a string, number or bool; a list for a repeatable option; `true`/`false` for a flag).
+//! They are looked up in clap's definition of the command and checked by each option's own
+//! value parser (file_options.rs), then added to the command line where it did not set the
+//! option itself (clap's `ArgMatches::value_source`), and clap parses the whole again
+//! (`cli::parse`): command line > environment variables clap reads > `[run]`/`[read]` >
+//! `[agent]` > defaults. `config`, `help` and `version` are refused. When an option also has a
+//! capability section (`metrics-addr` and `[metrics] addr`, `ipfix` and `[ipfix]`), the option
+//! wins.
+//!
+//! `run` reads the file again on SIGHUP (reload.rs says what is applied live and what needs a
+//! restart). `conntrack.example.toml` at the repository root shows every table; a test loads it.
 
 use crate::alerts::config::{AlertsSection, AlertsSettings};
 use crate::conn_long::{ConnLongSection, ConnLongSettings};
