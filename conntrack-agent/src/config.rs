@@ -30,8 +30,8 @@
 
 use crate::alerts::config::{AlertsSection, AlertsSettings};
 use crate::conn_long::{ConnLongSection, ConnLongSettings};
-use crate::file_options::{FileOptions, RawTable};
 use crate::contents::config::{ContentsSection, ContentsSettings};
+use crate::file_options::{FileOptions, RawTable};
 use crate::inactivity::{InactivitySection, InactivitySettings};
 use crate::ipfix::IpfixSection;
 use crate::metrics::MetricsSection;

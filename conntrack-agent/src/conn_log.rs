@@ -1,7 +1,7 @@
 //! conn.log writer: Zeek's ASCII (TSV) format with all header lines, or Zeek's JSON lines.
 
-use serde_json::Value;
 use crate::logrotate::{HeaderFn, LogFile, LogOptions};
+use serde_json::Value;
 use std::net::IpAddr;
 use std::path::Path;
 

@@ -97,7 +97,8 @@ impl FileOptions {
         ] {
             let mut own = Vec::new();
             for (key, value) in raw.unwrap_or_default() {
-                let arg = find_arg(cmd, key.get_ref()).ok_or_else(|| unknown(&key, table, cmd, None))?;
+                let arg =
+                    find_arg(cmd, key.get_ref()).ok_or_else(|| unknown(&key, table, cmd, None))?;
                 own.push(option(table, &key, &value, arg)?);
             }
             // The command's own table wins over [agent].
@@ -116,7 +117,8 @@ fn find_arg<'a>(cmd: &'a clap::Command, key: &str) -> Option<&'a clap::Arg> {
     if NOT_IN_FILE.contains(&long.as_str()) {
         return None;
     }
-    cmd.get_arguments().find(|a| a.get_long() == Some(long.as_str()))
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(long.as_str()))
 }
 
 fn settable(cmd: &clap::Command) -> Vec<String> {
@@ -135,7 +137,10 @@ fn unknown(
 ) -> SpanError {
     let k = key.get_ref();
     if NOT_IN_FILE.contains(&k.replace('_', "-").as_str()) {
-        return (key.span(), format!("`{k}` cannot be set in the config file"));
+        return (
+            key.span(),
+            format!("`{k}` cannot be set in the config file"),
+        );
     }
     let mut names = settable(cmd);
     if let Some(other) = also {
@@ -254,7 +259,10 @@ pub fn clap_message(e: &clap::Error) -> String {
         .map(str::trim)
         .collect();
     let joined = lines.join(" ");
-    joined.strip_prefix("error: ").unwrap_or(&joined).to_string()
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
 }
 
 /// The file's arguments the command line did not set itself (`explicit`: clap's value source
@@ -405,18 +413,31 @@ log-format = "json"
         };
         let e = err("[run]\niface = \"eth0\"\ntable-sise = 5\n");
         assert_eq!((e.line, e.column), (3, 1), "{e}");
-        assert!(e.message.contains("unknown option `table-sise` in [run]"), "{e}");
-        assert!(e.message.contains("`table-size`"), "the valid keys are listed: {e}");
+        assert!(
+            e.message.contains("unknown option `table-sise` in [run]"),
+            "{e}"
+        );
+        assert!(
+            e.message.contains("`table-size`"),
+            "the valid keys are listed: {e}"
+        );
         let e = err("[read]\ntable-size = 0\n");
         assert_eq!((e.line, e.column), (2, 14), "{e}");
-        assert!(e.message.starts_with("[read] table-size: invalid value '0'"), "{e}");
+        assert!(
+            e.message
+                .starts_with("[read] table-size: invalid value '0'"),
+            "{e}"
+        );
         let e = err("[read]\nlog-format = \"xml\"\n");
         assert!(e.message.contains("invalid value 'xml'"), "{e}");
         assert!(e.message.contains("tsv, json"), "the choices: {e}");
         let e = err("[agent]\nmetrics-addr = \"127.0.0.1:1\"\n");
         assert!(e.message.contains("put it in [run]"), "{e}");
         let e = err("[agent]\nconfig = \"other.toml\"\n");
-        assert!(e.message.contains("cannot be set in the config file"), "{e}");
+        assert!(
+            e.message.contains("cannot be set in the config file"),
+            "{e}"
+        );
         let e = err("[run]\ncommunity-id = \"yes\"\n");
         assert!(e.message.contains("a flag: true or false"), "{e}");
         let e = err("[run]\ntable-size = [1, 2]\n");
@@ -431,10 +452,17 @@ log-format = "json"
         let cfg = config(dir.path(), "[read]\nipfix-transport = \"tcp\"\n");
         let e = cli(&["conntrack-agent", "read", "t"], &cfg).unwrap_err();
         let e = format!("{e:#}");
-        assert!(e.contains("c.toml") && e.contains("--ipfix <HOST:PORT>"), "{e}");
+        assert!(
+            e.contains("c.toml") && e.contains("--ipfix <HOST:PORT>"),
+            "{e}"
+        );
         // Together with the command line, it is whole.
         let r = read_args(
-            cli(&["conntrack-agent", "read", "t", "--ipfix", "127.0.0.1:4739"], &cfg).unwrap(),
+            cli(
+                &["conntrack-agent", "read", "t", "--ipfix", "127.0.0.1:4739"],
+                &cfg,
+            )
+            .unwrap(),
         );
         assert_eq!(r.common.ipfix.ipfix_transport, crate::ipfix::Transport::Tcp);
     }

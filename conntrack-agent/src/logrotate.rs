@@ -357,7 +357,10 @@ mod tests {
             rotated_name("conn", T0 + 61 * S + 5, 2),
             "conn.2026-11-28-10-01-01-2.log"
         );
-        assert_eq!(next_boundary(T0 + 5 * S, Duration::from_secs(3600)), T0 + 3600 * S);
+        assert_eq!(
+            next_boundary(T0 + 5 * S, Duration::from_secs(3600)),
+            T0 + 3600 * S
+        );
         assert_eq!(next_boundary(T0, Duration::from_secs(3600)), T0 + 3600 * S);
     }
 
@@ -371,7 +374,9 @@ mod tests {
                 size: Some(100),
             },
         );
-        let lines: Vec<String> = (0..40).map(|i| format!("record-{i:03}-{}", "x".repeat(i % 7))).collect();
+        let lines: Vec<String> = (0..40)
+            .map(|i| format!("record-{i:03}-{}", "x".repeat(i % 7)))
+            .collect();
         for (i, line) in lines.iter().enumerate() {
             l.write_line(line, Some(T0 + i as i64 * S)).unwrap();
         }
@@ -381,8 +386,15 @@ mod tests {
         let mut all = Vec::new();
         for p in rotated.iter().chain([dir.path().join("x.log")].iter()) {
             let text = std::fs::read_to_string(p).unwrap();
-            assert!(text.starts_with("#path\tx\n#open\t"), "{}: {text}", p.display());
-            assert!(text.lines().last().unwrap().starts_with("#close\t"), "{text}");
+            assert!(
+                text.starts_with("#path\tx\n#open\t"),
+                "{}: {text}",
+                p.display()
+            );
+            assert!(
+                text.lines().last().unwrap().starts_with("#close\t"),
+                "{text}"
+            );
             let recs = records(&text);
             assert!(!recs.is_empty());
             // Over the limit only when a single record does not fit.
@@ -391,7 +403,10 @@ mod tests {
         }
         assert_eq!(all, lines, "every record once, in order");
         // The first file is named after its open time (the first record's network time).
-        assert!(rotated[0].ends_with("x.2026-11-28-10-00-00.log"), "{rotated:?}");
+        assert!(
+            rotated[0].ends_with("x.2026-11-28-10-00-00.log"),
+            "{rotated:?}"
+        );
     }
 
     #[test]
@@ -432,7 +447,10 @@ mod tests {
         assert!(records(&read(&l.rotated()[2])).is_empty());
         let second = read(&l.rotated()[1]);
         assert!(second.contains("#open\t2026-11-28-11-00-00\n"), "{second}");
-        assert!(second.ends_with("#close\t2026-11-28-12-00-00\n"), "{second}");
+        assert!(
+            second.ends_with("#close\t2026-11-28-12-00-00\n"),
+            "{second}"
+        );
         let cur = read(&dir.path().join("x.log"));
         assert!(cur.contains("#open\t2026-11-28-13-00-00\n"), "{cur}");
         assert_eq!(records(&cur), ["d"]);
@@ -478,7 +496,10 @@ mod tests {
         l.write_line("{}", Some(T0 + S)).unwrap();
         l.close().unwrap();
         assert_eq!(std::fs::read_to_string(&l.rotated()[0]).unwrap(), "{}\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("j.log")).unwrap(), "{}\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("j.log")).unwrap(),
+            "{}\n"
+        );
     }
 
     #[test]

@@ -68,8 +68,14 @@ pub fn decide(old: &Config, new: &Config) -> Decision {
     for (changed, key) in [
         (!same(&oa.webhooks, &na.webhooks), "[alerts.webhooks]"),
         (oa.spool_dir != na.spool_dir, "[alerts] spool_dir"),
-        (oa.queue_capacity != na.queue_capacity, "[alerts] queue_capacity"),
-        (oa.drain_timeout != na.drain_timeout, "[alerts] drain_timeout"),
+        (
+            oa.queue_capacity != na.queue_capacity,
+            "[alerts] queue_capacity",
+        ),
+        (
+            oa.drain_timeout != na.drain_timeout,
+            "[alerts] drain_timeout",
+        ),
     ] {
         if changed {
             refuse(key);
@@ -249,11 +255,17 @@ webhooks = ["ops"]
     #[test]
     fn the_same_file_changes_nothing() {
         let (apply, refused) = decide_text(BASE, BASE);
-        assert!(apply.is_empty() && refused.is_empty(), "{apply:?} {refused:?}");
+        assert!(
+            apply.is_empty() && refused.is_empty(),
+            "{apply:?} {refused:?}"
+        );
         // Moving lines around is no change.
         let moved = format!("\n\n# comment\n{BASE}");
         let (apply, refused) = decide_text(BASE, &moved);
-        assert!(apply.is_empty() && refused.is_empty(), "{apply:?} {refused:?}");
+        assert!(
+            apply.is_empty() && refused.is_empty(),
+            "{apply:?} {refused:?}"
+        );
     }
 
     #[test]
@@ -281,7 +293,10 @@ webhooks = ["ops"]
     #[test]
     fn restart_only_settings_are_refused_by_name() {
         let new = BASE
-            .replace("table-size = 1000", "table-size = 2000\nlog-dir = \"/tmp/l\"")
+            .replace(
+                "table-size = 1000",
+                "table-size = 2000\nlog-dir = \"/tmp/l\"",
+            )
             .replace("http://127.0.0.1:9000/", "http://127.0.0.1:9001/")
             .replace("threshold = 1000", "threshold = 5000")
             + "\n[removal_log]\n[metrics]\naddr = \"127.0.0.1:9750\"\n";
@@ -306,10 +321,16 @@ webhooks = ["ops"]
         let with_rule = "[inactivity]\nudp = \"1m\"\n[[alerts.rules]]\nname = \"x\"\nmetric = \"orig_bytes\"\nthreshold = 5\n";
         let (apply, refused) = decide_text(no_rules, with_rule);
         assert!(apply.is_empty());
-        assert_eq!(refused, ["[[alerts.rules]] (the agent started without rules)"]);
+        assert_eq!(
+            refused,
+            ["[[alerts.rules]] (the agent started without rules)"]
+        );
         let (_, refused) = decide_text(no_rules, "[conn_long]\n[inactivity]\nudp = \"1m\"\n");
         assert_eq!(refused, ["[conn_long] (on/off)"]);
-        let (_, refused) = decide_text(no_rules, "[[contents.rules]]\nmatch = { ports = [21] }\n[inactivity]\nudp = \"1m\"\n");
+        let (_, refused) = decide_text(
+            no_rules,
+            "[[contents.rules]]\nmatch = { ports = [21] }\n[inactivity]\nudp = \"1m\"\n",
+        );
         assert_eq!(refused, ["[contents]"]);
         // Removing every rule is a change the running agent can make.
         let (apply, refused) = decide_text(with_rule, no_rules);

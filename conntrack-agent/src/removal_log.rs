@@ -12,12 +12,12 @@
 //! ```
 
 use crate::events::{Capability, ConnEvent, ConnHandle, RemovalReason};
+use crate::logrotate::{LogFile, LogOptions, RotationPolicy};
 use crate::removal_hooks::RemovalHook;
 use crate::site::addr_from_bytes;
 use conntrack_common::conn::Conn;
 use serde::Deserialize;
 use std::cell::RefCell;
-use crate::logrotate::{LogFile, LogOptions, RotationPolicy};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -107,7 +107,9 @@ impl RemovalLog {
             stdout: false,
         };
         // Flushed per line: each removal is on disk when its line is complete.
-        let out = Rc::new(RefCell::new(LogFile::create(path, &name, None, opts, true)?));
+        let out = Rc::new(RefCell::new(LogFile::create(
+            path, &name, None, opts, true,
+        )?));
         let shown = path.display().to_string();
         let hook = RemovalHook::new(move |conn, reason| {
             let mut out = out.borrow_mut();

@@ -68,11 +68,7 @@ fn read(pcap: &Path, args: &[&str]) -> Run {
     if !args.contains(&"--log-dir") {
         cmd.arg("--log-dir").arg(dir.path());
     }
-    let out = cmd
-        .args(["--engine", "host"])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = cmd.args(["--engine", "host"]).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "read {args:?} failed: {}",
@@ -186,7 +182,10 @@ fn interval_rotation_uses_network_time() {
     }
     let second = std::fs::read_to_string(&files[1]).unwrap();
     assert!(second.contains("#open\t2023-11-14-23-00-00\n"), "{second}");
-    assert!(second.ends_with("#close\t2023-11-15-00-00-00\n"), "{second}");
+    assert!(
+        second.ends_with("#close\t2023-11-15-00-00-00\n"),
+        "{second}"
+    );
     assert_eq!(all_records(&files), want);
 }
 
