@@ -101,7 +101,7 @@ pub struct CommonArgs {
 pub struct LogArgs {
     /// Write conn.log to standard output (TSV with headers, or JSON lines) instead of
     /// <log-dir>/conn.log; messages go to stderr. `--log-dir -` does the same.
-    #[arg(long, conflicts_with_all = ["rotate_interval", "rotate_size"])]
+    #[arg(long, conflicts_with_all = ["rotate_interval", "rotate_size", "rotate_command"])]
     pub stdout: bool,
 
     /// Rotate the logs (conn.log, conn_long.log, removal.log) at every multiple of this
@@ -115,6 +115,11 @@ pub struct LogArgs {
     /// K, M or G suffix).
     #[arg(long, value_name = "BYTES", value_parser = crate::logrotate::parse_size)]
     pub rotate_size: Option<u64>,
+
+    /// Run this shell command on every rotated file, which is its $1 (Zeek's rotation
+    /// postprocessor), e.g. 'gzip "$1"'. Not waited for, except at exit.
+    #[arg(long, value_name = "CMD")]
+    pub rotate_command: Option<String>,
 }
 
 impl CommonArgs {
@@ -136,6 +141,7 @@ impl CommonArgs {
         crate::logrotate::RotationPolicy {
             interval: self.logs.rotate_interval,
             size: self.logs.rotate_size,
+            command: self.logs.rotate_command.clone(),
         }
     }
 }

@@ -22,11 +22,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// When to rotate; both off means never.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RotationPolicy {
     pub interval: Option<Duration>,
     /// Bytes (headers included).
     pub size: Option<u64>,
+    /// Run on each rotated file (Zeek's rotation postprocessor): `sh -c CMD sh FILE`.
+    pub command: Option<String>,
 }
 
 impl RotationPolicy {
@@ -36,7 +38,7 @@ impl RotationPolicy {
 }
 
 /// Where a log goes and how it rotates (from `--stdout`, `--rotate-*`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogOptions {
     pub rotation: RotationPolicy,
     /// Write to standard output instead of `<dir>/<name>.log` (never rotated).
@@ -105,6 +107,8 @@ pub struct LogFile {
     next_rotate_ns: Option<i64>,
     closed: bool,
     rotated: Vec<PathBuf>,
+    /// Post-rotation commands still running (reaped as they end, waited for at close).
+    children: Vec<std::process::Child>,
 }
 
 impl LogFile {
@@ -148,6 +152,7 @@ impl LogFile {
             next_rotate_ns: None,
             closed: false,
             rotated: Vec::new(),
+            children: Vec::new(),
         })
     }
 
@@ -239,19 +244,26 @@ impl LogFile {
     /// at `at_ns`.
     fn rotate(&mut self, at_ns: i64) -> anyhow::Result<()> {
         let open = self.open_ns.unwrap_or(at_ns);
-        self.write_close(at_ns)?;
         let target = (0u32..)
             .map(|n| self.dir.join(rotated_name(&self.name, open, n)))
             .find(|p| !p.exists())
             .expect("some suffix is free");
-        std::fs::rename(&self.path, &target).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot rotate {} to {}: {e}",
+        // Renamed while still open, before `#close`: if the rename fails, the records go on
+        // in the same file rather than being lost or stopping the agent.
+        if let Err(e) = std::fs::rename(&self.path, &target) {
+            log::error!(
+                "cannot rotate {} to {}: {e}; rotation is off, the log goes on in {}",
                 self.path.display(),
-                target.display()
-            )
-        })?;
+                target.display(),
+                self.path.display()
+            );
+            self.policy = RotationPolicy::default();
+            self.next_rotate_ns = None;
+            return Ok(());
+        }
+        self.write_close(at_ns)?;
         self.out = Out::File(BufWriter::with_capacity(1 << 16, open_new(&self.path)?));
+        self.postprocess(&target);
         self.rotated.push(target);
         self.open_ns = None;
         self.header_written = false;
@@ -261,7 +273,27 @@ impl LogFile {
         Ok(())
     }
 
-    /// Writes `#close` and flushes; later calls do nothing.
+    /// Starts the post-rotation command on `file` (not waited for: the agent goes on).
+    fn postprocess(&mut self, file: &Path) {
+        self.children
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        let Some(cmd) = &self.policy.command else {
+            return;
+        };
+        let child = std::process::Command::new("sh")
+            .args(["-c", cmd, "sh"])
+            .arg(file)
+            .stdin(std::process::Stdio::null())
+            // Its output must not mix with conn.log (which may be stdout elsewhere).
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(c) => self.children.push(c),
+            Err(e) => log::error!("--rotate-command on {}: {e}", file.display()),
+        }
+    }
+
+    /// Writes `#close` and flushes; waits for post-rotation commands; later calls do nothing.
     pub fn close(&mut self) -> anyhow::Result<()> {
         if self.closed {
             return Ok(());
@@ -270,6 +302,13 @@ impl LogFile {
         self.opened(self.open_ns.unwrap_or(now))?;
         self.closed = true;
         self.write_close(now)?;
+        for mut c in self.children.drain(..) {
+            match c.wait() {
+                Ok(s) if !s.success() => log::warn!("--rotate-command exited with {s}"),
+                Err(e) => log::warn!("--rotate-command: {e}"),
+                Ok(_) => {}
+            }
+        }
         Ok(())
     }
 }
@@ -372,6 +411,7 @@ mod tests {
             RotationPolicy {
                 interval: None,
                 size: Some(100),
+                command: None,
             },
         );
         let lines: Vec<String> = (0..40)
@@ -418,6 +458,7 @@ mod tests {
             RotationPolicy {
                 interval: Some(hour),
                 size: None,
+                command: None,
             },
         );
         l.write_line("a", Some(T0 + 10 * S)).unwrap();
@@ -464,6 +505,7 @@ mod tests {
             RotationPolicy {
                 interval: None,
                 size: Some(1),
+                command: None,
             },
         );
         for r in ["a", "b", "c"] {
@@ -488,6 +530,7 @@ mod tests {
             rotation: RotationPolicy {
                 interval: None,
                 size: Some(4),
+                command: None,
             },
             stdout: false,
         };
@@ -500,6 +543,58 @@ mod tests {
             std::fs::read_to_string(dir.path().join("j.log")).unwrap(),
             "{}\n"
         );
+    }
+
+    #[test]
+    fn a_failed_rename_keeps_writing_to_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = log(
+            dir.path(),
+            RotationPolicy {
+                interval: None,
+                size: Some(1),
+                command: None,
+            },
+        );
+        l.write_line("a", Some(T0)).unwrap();
+        // The live file is gone (removed by hand): the rename fails.
+        std::fs::remove_file(dir.path().join("x.log")).unwrap();
+        l.write_line("b", Some(T0 + S)).unwrap();
+        l.write_line("c", Some(T0 + 2 * S)).unwrap();
+        l.close().unwrap();
+        assert!(l.rotated().is_empty());
+    }
+
+    #[test]
+    fn the_rotate_command_runs_on_each_rotated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = log(
+            dir.path(),
+            RotationPolicy {
+                interval: None,
+                size: Some(1),
+                command: Some("mv \"$1\" \"$1.done\"".into()),
+            },
+        );
+        for (i, r) in ["a", "b", "c"].iter().enumerate() {
+            l.write_line(r, Some(T0 + i as i64 * S)).unwrap();
+        }
+        l.close().unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "x.2026-11-28-10-00-00.log.done",
+                "x.2026-11-28-10-00-01.log.done",
+                "x.log"
+            ]
+        );
+        let done = std::fs::read_to_string(dir.path().join("x.2026-11-28-10-00-01.log.done"));
+        assert!(done.unwrap().contains("\nb\n#close\t"));
     }
 
     #[test]

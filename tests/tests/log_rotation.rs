@@ -190,6 +190,37 @@ fn interval_rotation_uses_network_time() {
 }
 
 #[test]
+fn the_rotate_command_gets_every_rotated_file() {
+    let (_tmp, pcap, want) = setup();
+    let run = read(
+        &pcap,
+        &["--rotate-size", "2000", "--rotate-command", "gzip \"$1\""],
+    );
+    // `read` waits for the commands before it exits.
+    let mut gz: Vec<PathBuf> = std::fs::read_dir(run.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| name(p).ends_with(".log.gz"))
+        .collect();
+    gz.sort();
+    assert!(gz.len() >= 3, "{gz:?}");
+    let mut all = Vec::new();
+    for f in gz.iter() {
+        let out = Command::new("gzip").arg("-dc").arg(f).output().unwrap();
+        assert!(out.status.success());
+        let log = ConnLog::parse(&String::from_utf8(out.stdout).unwrap());
+        assert!(log.closed, "{}", f.display());
+        all.extend(log.records);
+    }
+    all.extend(
+        ConnLog::read(&run.dir.path().join("conn.log"))
+            .unwrap()
+            .records,
+    );
+    assert_eq!(strip_uids(all), want);
+}
+
+#[test]
 fn json_rotates_too() {
     let (_tmp, pcap, _) = setup();
     let plain = read(&pcap, &["--log-format", "json"]);
