@@ -269,3 +269,47 @@ fn stdout_mode_writes_conn_log_to_stdout_only() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--rotate-size"), "{err}");
 }
+
+#[test]
+fn rotation_and_format_from_the_config_file() {
+    let (tmp, pcap, _) = setup();
+    let plain = read(&pcap, &["--log-format", "json"]);
+    let count = |files: &[PathBuf]| -> usize {
+        files
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                // JSON lines only: the file's log-format applied.
+                assert!(text.lines().all(|l| l.starts_with('{')), "{}", f.display());
+                text.lines().count()
+            })
+            .sum()
+    };
+    let want = count(&log_files(plain.dir.path(), "conn"));
+    let cfg = tmp.path().join("conntrack.toml");
+    std::fs::write(
+        &cfg,
+        "[agent]\nlog-format = \"json\"\n\n[read]\nrotate-size = \"3000\"\nengine = \"host\"\n",
+    )
+    .unwrap();
+    let run = read(&pcap, &["--config", cfg.to_str().unwrap()]);
+    let files = log_files(run.dir.path(), "conn");
+    assert!(files.len() >= 3, "{files:?}");
+    assert_eq!(count(&files), want);
+
+    // A misspelt key stops `read` and names the file, line and key.
+    std::fs::write(&cfg, "[read]\nrotate-sise = \"3000\"\n").unwrap();
+    let out = Command::new(agent_path())
+        .arg("read")
+        .arg(&pcap)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("conntrack.toml:2:1: unknown option `rotate-sise` in [read]"),
+        "{err}"
+    );
+}
