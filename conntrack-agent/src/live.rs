@@ -84,7 +84,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
     }
-    crate::contents::register(&mut agent, &args.common, &config.contents)?;
+    let contents = crate::contents::register(&mut agent, &args.common, &config.contents)?;
     let metrics = match args.metrics_addr.or(config.metrics.addr) {
         Some(addr) => {
             let m = Metrics::new();
@@ -115,6 +115,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         config.clone(),
         alerts.clone(),
         lifecycle.conn_long,
+        contents,
     );
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -10,17 +10,22 @@
 //!   new connections are armed with the new rules; a threshold armed before alerts only if a
 //!   current rule has the same metric and threshold.
 //! - `[conn_long] intervals` (when it was on at start and stays on): for new connections.
+//! - `[[contents.rules]]` (when extraction was on at start): for connections selected from
+//!   then on (TCP at establishment, others at their first packet).
 //!
 //! Refused (restart to apply): the webhooks, spool and queue of `[alerts]`, turning
-//! `[conn_long]`, `[removal_log]` or alert rules on or off, `[contents]`, `[metrics]`,
-//! `[ipfix]`, and every `[agent]`/`[run]` option (interfaces, log directory, table size, ...:
-//! they shape the kernel program, the open files and sockets).
+//! `[conn_long]`, `[removal_log]`, alert rules or extraction on or off, the other `[contents]`
+//! keys (directory, caps, quota), `[metrics]`, `[ipfix]`, and every `[agent]`/`[run]` option
+//! (interfaces, log directory, table size, ...: they shape the kernel program, the open files
+//! and sockets).
 
 use crate::agent::Agent;
 use crate::alerts::Rule;
 use crate::alerts::capability::SharedAlerts;
 use crate::config::Config;
 use crate::conn_long::IntervalsHandle;
+use crate::contents::SettingsHandle;
+use crate::contents::config::ContentRule;
 use crate::inactivity::InactivitySettings;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +36,7 @@ pub enum Change {
     Inactivity(InactivitySettings),
     AlertRules(Vec<Rule>),
     ConnLongIntervals(Vec<Duration>),
+    ContentsRules(Vec<ContentRule>),
 }
 
 impl Change {
@@ -40,6 +46,7 @@ impl Change {
             Change::Inactivity(_) => "[inactivity]",
             Change::AlertRules(_) => "[[alerts.rules]]",
             Change::ConnLongIntervals(_) => "[conn_long] intervals",
+            Change::ContentsRules(_) => "[[contents.rules]]",
         }
     }
 }
@@ -107,8 +114,27 @@ pub fn decide(old: &Config, new: &Config) -> Decision {
     if old.removal_log != new.removal_log {
         refuse("[removal_log]");
     }
-    if !same(&old.contents, &new.contents) {
-        refuse("[contents]");
+    let (oc, nc) = (&old.contents, &new.contents);
+    for (changed, key) in [
+        (oc.extract_all != nc.extract_all, "[contents] extract_all"),
+        (oc.extract_dir != nc.extract_dir, "[contents] extract_dir"),
+        (
+            oc.max_bytes_per_conn != nc.max_bytes_per_conn,
+            "[contents] max_bytes_per_conn",
+        ),
+        (oc.max_rate != nc.max_rate, "[contents] max_rate"),
+        (oc.disk_quota != nc.disk_quota, "[contents] disk_quota"),
+    ] {
+        if changed {
+            refuse(key);
+        }
+    }
+    if !same(&oc.rules, &nc.rules) {
+        if oc.enabled() {
+            apply.push(Change::ContentsRules(nc.rules.clone()));
+        } else {
+            refuse("[[contents.rules]] (extraction was off at start)");
+        }
     }
     if old.metrics.addr != new.metrics.addr {
         refuse("[metrics]");
@@ -142,6 +168,7 @@ pub struct Reloader {
     current: Config,
     alerts: SharedAlerts,
     conn_long: Option<IntervalsHandle>,
+    contents: Option<SettingsHandle>,
 }
 
 impl Reloader {
@@ -150,12 +177,14 @@ impl Reloader {
         current: Config,
         alerts: SharedAlerts,
         conn_long: Option<IntervalsHandle>,
+        contents: Option<SettingsHandle>,
     ) -> Self {
         Self {
             path,
             current,
             alerts,
             conn_long,
+            contents,
         }
     }
 
@@ -213,6 +242,13 @@ impl Reloader {
                     *h.borrow_mut() = iv.clone().into();
                 }
                 self.current.conn_long.intervals = iv;
+            }
+            Change::ContentsRules(rules) => {
+                // Present whenever the file had rules at start (`decide` checks that).
+                if let Some(h) = &self.contents {
+                    h.borrow_mut().rules = rules.clone();
+                }
+                self.current.contents.rules = rules;
             }
         }
     }
@@ -286,6 +322,7 @@ webhooks = ["ops"]
                 Change::Inactivity(s) => assert_eq!(s.udp, Some(Duration::from_secs(5))),
                 Change::AlertRules(r) => assert_eq!(r[0].threshold, 5000),
                 Change::ConnLongIntervals(iv) => assert_eq!(iv, &[Duration::from_secs(60)]),
+                Change::ContentsRules(_) => panic!("no contents change"),
             }
         }
     }
@@ -331,9 +368,24 @@ webhooks = ["ops"]
             no_rules,
             "[[contents.rules]]\nmatch = { ports = [21] }\n[inactivity]\nudp = \"1m\"\n",
         );
-        assert_eq!(refused, ["[contents]"]);
+        assert_eq!(
+            refused,
+            ["[[contents.rules]] (extraction was off at start)"]
+        );
         // Removing every rule is a change the running agent can make.
         let (apply, refused) = decide_text(with_rule, no_rules);
         assert_eq!((apply, refused), (vec!["[[alerts.rules]]"], vec![]));
+    }
+
+    #[test]
+    fn contents_rules_change_live_and_the_rest_of_contents_not() {
+        let old = "[[contents.rules]]\nmatch = { ports = [21] }\n";
+        let new = "[contents]\ndisk_quota = 5\n[[contents.rules]]\nmatch = { ports = [21, 23] }\n";
+        let d = decide(&cfg(old), &cfg(new));
+        assert_eq!(d.refused, ["[contents] disk_quota"]);
+        match &d.apply[..] {
+            [Change::ContentsRules(r)] => assert_eq!(r.len(), 1),
+            other => panic!("{other:?}"),
+        }
     }
 }
