@@ -44,6 +44,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let config = Config::load(args.common.config.as_deref())?;
+    config.check_log_dir(&args.common)?;
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
     let mut kernel = Kernel::load(&KernelOptions {
@@ -64,7 +65,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let alert_rules = alerts.has_rules();
     let alert_metrics = alerts.metrics();
     let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
-    config.check_log_dir(&args.common)?;
     let writer = ConnLogWriter::create_with(
         &args.common.log_dir,
         "conn",
