@@ -407,4 +407,41 @@ match = { proto = "tcp", resp_ports = [21] }
         let e = Config::parse(bad, "c.toml", &|_| None).unwrap_err();
         assert_eq!(e.line, 2, "{e}");
     }
+
+    #[test]
+    fn log_dir_dash_leaves_no_directory_for_other_logs() {
+        use clap::Parser;
+        let common = |args: &[&str]| {
+            let mut v = vec!["conntrack-agent", "read", "t.pcap"];
+            v.extend_from_slice(args);
+            match crate::cli::Cli::try_parse_from(v).unwrap().command {
+                crate::cli::Command::Read(r) => r.common,
+                _ => unreachable!(),
+            }
+        };
+        let dash = common(&["--log-dir", "-"]);
+        assert!(dash.to_stdout());
+        parse("").unwrap().check_log_dir(&dash).unwrap();
+        let e = parse("[conn_long]\n")
+            .unwrap()
+            .check_log_dir(&dash)
+            .unwrap_err();
+        assert!(e.to_string().contains("[conn_long]"), "{e}");
+        assert!(e.to_string().contains("--stdout --log-dir DIR"), "{e}");
+        let e =
+            parse("")
+                .unwrap()
+                .check_log_dir(&common(&["--log-dir", "-", "--rotate-size", "1M"]));
+        assert!(e.unwrap_err().to_string().contains("--rotate-size"));
+        // With a path of its own, removal.log needs no log directory.
+        let c = parse("[removal_log]\npath = \"/tmp/r.log\"\n").unwrap();
+        c.check_log_dir(&dash).unwrap();
+        // --stdout keeps the directory for the other logs.
+        let stdout = common(&["--stdout"]);
+        assert!(stdout.to_stdout());
+        parse("[conn_long]\n")
+            .unwrap()
+            .check_log_dir(&stdout)
+            .unwrap();
+    }
 }
