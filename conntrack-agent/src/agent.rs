@@ -204,6 +204,18 @@ impl Agent {
 
     /// Network time moves to `now_ns`: due timers fire (before the packet is processed).
     pub fn advance(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        // A log rotation due by `now_ns`: the timers due before it fire first, so that their
+        // records go to the file of their time (Zeek runs timers in time order).
+        if let Some(at) = self.writer.next_rotation_ns()
+            && at <= now_ns
+            && at > self.tracker.network_time()
+        {
+            self.advance_timers(at - 1)?;
+        }
+        self.advance_timers(now_ns)
+    }
+
+    fn advance_timers(&mut self, now_ns: i64) -> anyhow::Result<()> {
         if !self.core.is_idle() {
             // Duration timers first: a connection removed at the same instant still reports.
             let mut target = Datapaths {

@@ -393,6 +393,11 @@ impl ConnLogWriter {
         self.file.tick(now_ns)
     }
 
+    /// When the next interval rotation is due (network time), if one is.
+    pub fn next_rotation_ns(&self) -> Option<i64> {
+        self.file.next_rotation_ns()
+    }
+
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.file.flush()
     }

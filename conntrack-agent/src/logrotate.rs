@@ -5,16 +5,18 @@
 //! renamed `<name>.<open time>.log` (Zeek's `Log::default_rotation_date_format`,
 //! `%Y-%m-%d-%H-%M-%S`, here in UTC like the `#open` lines) and a new `<name>.log` is started
 //! with fresh headers. Records are whole lines and a rotation only ever happens between two of
-//! them, so no record is split or lost. Interval rotation happens at multiples of the interval
-//! since the epoch (a 1 h interval rotates on the hour, as Zeek's rotation base time does) and
-//! is driven by network time: the wall clock in `run`, packet time in `read` (like Zeek when
-//! reading a trace), so a replay rotates where a live run would have. Size rotation happens
-//! before the record that would make the file larger than the limit (a file holds at least one
-//! record). Two rotations in the same second get `-1`, `-2`, ... after the time rather than
-//! overwrite each other.
+//! them, so no record is split or lost. Interval rotation is due at multiples of the interval
+//! since the epoch (a 1 h interval on the hour, as Zeek rounds rotation times when no base
+//! time is set) and is driven by network time: the wall clock in `run`, packet time in `read`,
+//! as Zeek does when reading a trace (its `logging/rotate` test: a trace starting at 03:00:05
+//! gives `test.2011-03-07-03-00-05.log`, then a file per hour named after the first packet
+//! past the hour). Size rotation happens before the record that would make the file larger
+//! than the limit (a file holds at least one record). Two rotations in the same second get
+//! `-1`, `-2`, ... after the time rather than overwrite each other.
 //!
 //! The open time of a file (its `#open` line and its rotated name) is the network time when it
-//! got its first record or timer tick; a file flushed before that uses the wall clock.
+//! got its first record or timer tick (a file flushed before that uses the wall clock); its
+//! `#close` time is the network time it was rotated at, or the last network time seen.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -101,6 +103,8 @@ pub struct LogFile {
     policy: RotationPolicy,
     /// Network time the current file was opened (None until the first record or tick).
     open_ns: Option<i64>,
+    /// The latest network time seen.
+    last_ns: Option<i64>,
     header_written: bool,
     bytes: u64,
     records_in_file: u64,
@@ -146,6 +150,7 @@ impl LogFile {
                 opts.rotation
             },
             open_ns: None,
+            last_ns: None,
             header_written: false,
             bytes: 0,
             records_in_file: 0,
@@ -183,20 +188,24 @@ impl LogFile {
         Ok(())
     }
 
-    /// Network time is `now_ns`: rotates when an interval boundary has passed.
+    /// Network time is `now_ns`: rotates when an interval boundary has passed. As in Zeek,
+    /// the rotation happens at the network time that passed the boundary (in `read`, the
+    /// first packet after it), which closes the old file and opens the new one.
     pub fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
         if self.closed {
             return Ok(());
         }
+        self.last_ns = Some(self.last_ns.map_or(now_ns, |l| l.max(now_ns)));
         self.opened(now_ns)?;
-        if let (Some(at), Some(iv)) = (self.next_rotate_ns, self.policy.interval)
-            && now_ns >= at
-        {
-            // The new file opens at the last boundary passed (its name is on the boundary).
-            let boundary = next_boundary(now_ns, iv) - as_ns(iv);
-            self.rotate(boundary.max(at))?;
+        if self.next_rotate_ns.is_some_and(|at| now_ns >= at) {
+            self.rotate(now_ns)?;
         }
         Ok(())
+    }
+
+    /// When the next interval rotation is due (network time), if one is.
+    pub fn next_rotation_ns(&self) -> Option<i64> {
+        self.next_rotate_ns
     }
 
     /// Appends one record (`line` without its newline) at network time `now_ns` (None: the
@@ -298,7 +307,8 @@ impl LogFile {
         if self.closed {
             return Ok(());
         }
-        let now = wall_ns();
+        // Network time at the end (the last packet in `read`, as Zeek's `#close`).
+        let now = self.last_ns.unwrap_or_else(wall_ns);
         self.opened(self.open_ns.unwrap_or(now))?;
         self.closed = true;
         self.write_close(now)?;
@@ -311,10 +321,6 @@ impl LogFile {
         }
         Ok(())
     }
-}
-
-fn as_ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 fn open_new(path: &Path) -> anyhow::Result<File> {
@@ -461,13 +467,16 @@ mod tests {
                 command: None,
             },
         );
+        assert_eq!(l.next_rotation_ns(), None, "not opened yet");
         l.write_line("a", Some(T0 + 10 * S)).unwrap();
+        assert_eq!(l.next_rotation_ns(), Some(T0 + 3600 * S));
         l.write_line("b", Some(T0 + 3599 * S)).unwrap();
-        // Crossing 11:00: rotated before the record.
+        // Past 11:00: rotated before the record, at the time that passed the hour.
         l.write_line("c", Some(T0 + 3601 * S)).unwrap();
         // Idle past 12:00 and 13:00: a tick rotates (an empty file for the idle hour).
         l.tick(T0 + 2 * 3600 * S + 7 * S).unwrap();
         l.write_line("d", Some(T0 + 3 * 3600 * S + 1)).unwrap();
+        l.tick(T0 + 3 * 3600 * S + 20 * S).unwrap();
         l.close().unwrap();
         let names: Vec<String> = l
             .rotated()
@@ -478,8 +487,8 @@ mod tests {
             names,
             [
                 "x.2026-11-28-10-00-10.log",
-                "x.2026-11-28-11-00-00.log",
-                "x.2026-11-28-12-00-00.log"
+                "x.2026-11-28-11-00-01.log",
+                "x.2026-11-28-12-00-07.log"
             ]
         );
         let read = |p: &Path| std::fs::read_to_string(p).unwrap();
@@ -487,14 +496,16 @@ mod tests {
         assert_eq!(records(&read(&l.rotated()[1])), ["c"]);
         assert!(records(&read(&l.rotated()[2])).is_empty());
         let second = read(&l.rotated()[1]);
-        assert!(second.contains("#open\t2026-11-28-11-00-00\n"), "{second}");
+        assert!(second.contains("#open\t2026-11-28-11-00-01\n"), "{second}");
         assert!(
-            second.ends_with("#close\t2026-11-28-12-00-00\n"),
+            second.ends_with("#close\t2026-11-28-12-00-07\n"),
             "{second}"
         );
         let cur = read(&dir.path().join("x.log"));
         assert!(cur.contains("#open\t2026-11-28-13-00-00\n"), "{cur}");
         assert_eq!(records(&cur), ["d"]);
+        // Closed at the last network time seen.
+        assert!(cur.ends_with("#close\t2026-11-28-13-00-20\n"), "{cur}");
     }
 
     #[test]

@@ -160,32 +160,47 @@ fn interval_rotation_uses_network_time() {
     let run = read(&pcap, &["--rotate-interval", "1h"]);
     let files = log_files(run.dir.path(), "conn");
     let names: Vec<String> = files.iter().map(|p| name(p)).collect();
-    // The first file opens with the first packet (22:13:20); then on the hour.
+    // As Zeek names them reading a trace: the first file opens with the first packet
+    // (22:13:20), the next ones with the first packet past each hour (23:03:20, 00:03:20).
     assert_eq!(
         names,
         [
             "conn.2023-11-14-22-13-20.log",
-            "conn.2023-11-14-23-00-00.log",
-            "conn.2023-11-15-00-00-00.log",
+            "conn.2023-11-14-23-03-20.log",
+            "conn.2023-11-15-00-03-20.log",
             "conn.log"
         ]
     );
-    // Each hour's file holds the connections removed in that hour: started before its end.
-    let hour_end = [T0 + 46 * MIN + 40_000_000, T0 + 106 * MIN + 40_000_000];
-    for (f, end) in files.iter().zip(hour_end) {
+    // Each file holds the connections removed in its hour: UDP ones 1 min after their
+    // packets, TCP ones at their close (packets within a second of the start).
+    let hour = |h: u64| T0 - 13 * MIN - 20_000_000 + h * 60 * MIN;
+    let removed_at = |r: &Record| -> u64 {
+        let ts = (r["ts"].parse::<f64>().unwrap() * 1e6).round() as u64;
+        if r["proto"] == "udp" { ts + MIN } else { ts }
+    };
+    let windows = [
+        (0, hour(1)),
+        (hour(1), hour(2)),
+        (hour(2), hour(3)),
+        (hour(3), u64::MAX),
+    ];
+    for (f, (from, to)) in files.iter().zip(windows) {
         let log = ConnLog::read(f).unwrap();
         assert!(!log.records.is_empty(), "{}", f.display());
         for r in &log.records {
-            let ts: f64 = r["ts"].parse().unwrap();
-            assert!(((ts * 1e6) as u64) < end, "{} holds {r:?}", f.display());
+            let at = removed_at(r);
+            assert!(from <= at && at < to, "{} holds {r:?}", f.display());
         }
     }
     let second = std::fs::read_to_string(&files[1]).unwrap();
-    assert!(second.contains("#open\t2023-11-14-23-00-00\n"), "{second}");
+    assert!(second.contains("#open\t2023-11-14-23-03-20\n"), "{second}");
     assert!(
-        second.ends_with("#close\t2023-11-15-00-00-00\n"),
+        second.ends_with("#close\t2023-11-15-00-03-20\n"),
         "{second}"
     );
+    // The last file closes at the end of the trace (network time), as Zeek's does.
+    let last = std::fs::read_to_string(&files[3]).unwrap();
+    assert!(last.ends_with("#close\t2023-11-15-01-28-20\n"), "{last}");
     assert_eq!(all_records(&files), want);
 }
 
