@@ -75,6 +75,7 @@ impl FileOptions {
             let in_read = find_arg(&read_cmd, key.get_ref());
             match (in_run, in_read) {
                 (Some(a), Some(b)) => {
+                    once(&out.run, &key, a)?;
                     out.run.push(option("agent", &key, &value, a)?);
                     out.read.push(option("agent", &key, &value, b)?);
                 }
@@ -99,6 +100,7 @@ impl FileOptions {
             for (key, value) in raw.unwrap_or_default() {
                 let arg =
                     find_arg(cmd, key.get_ref()).ok_or_else(|| unknown(&key, table, cmd, None))?;
+                once(&own, &key, arg)?;
                 own.push(option(table, &key, &value, arg)?);
             }
             // The command's own table wins over [agent].
@@ -106,6 +108,21 @@ impl FileOptions {
             list.extend(own);
         }
         Ok(out)
+    }
+}
+
+/// `log-dir` and `log_dir` in one table: refused rather than one silently winning.
+fn once(seen: &[FileOption], key: &Spanned<String>, arg: &clap::Arg) -> Result<(), SpanError> {
+    match seen.iter().find(|o| o.id == arg.get_id().as_str()) {
+        Some(first) => Err((
+            key.span(),
+            format!(
+                "`{}` and `{}` are the same option: give it once",
+                first.key,
+                key.get_ref()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -444,6 +461,10 @@ log-format = "json"
         assert!(e.message.contains("one value"), "{e}");
         let e = err("[run]\nrotate-size = \"big\"\n");
         assert!(e.message.contains("bad size"), "{e}");
+        let e = err("[read]\nlog-dir = \"a\"\nlog_dir = \"b\"\n");
+        assert!(e.message.contains("are the same option"), "{e}");
+        let e = err("[agent]\nlog_dir = \"a\"\nlog-dir = \"b\"\n");
+        assert!(e.message.contains("are the same option"), "{e}");
     }
 
     #[test]
