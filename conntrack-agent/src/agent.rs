@@ -44,6 +44,8 @@ pub struct Agent {
     chunks: Vec<crate::contents::ContentChunk>,
     /// Capabilities and the thresholds they set.
     core: EventCore,
+    /// The other logs capabilities write (conn_long.log, removal.log): rotated with conn.log.
+    logs: Vec<crate::logrotate::SharedLog>,
     pub stats: AgentStats,
 }
 
@@ -149,6 +151,7 @@ impl Agent {
             events: Vec::new(),
             chunks: Vec::new(),
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
+            logs: Vec::new(),
             stats: AgentStats::default(),
         }
     }
@@ -191,6 +194,11 @@ impl Agent {
                 self.tracker.set_inactivity(&key, ns, c.last_ns as i64);
             }
         }
+    }
+
+    /// Ticks `log` with network time as conn.log is (interval rotation of an idle log).
+    pub fn add_log(&mut self, log: crate::logrotate::SharedLog) {
+        self.logs.push(log);
     }
 
     /// New inactivity timeouts (SIGHUP): see [`Tracker::set_timeouts`].
@@ -240,6 +248,9 @@ impl Agent {
             self.remove_and_log(&k, why)?;
         }
         // An idle log still rotates on time.
+        for log in &self.logs {
+            log.borrow_mut().tick(now_ns)?;
+        }
         self.writer.tick(now_ns)
     }
 

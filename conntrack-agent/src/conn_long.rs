@@ -104,6 +104,12 @@ struct Writer {
     local_nets: NetSet,
 }
 
+impl crate::logrotate::Tick for Writer {
+    fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        self.log.tick(now_ns)
+    }
+}
+
 impl Writer {
     fn write(&mut self, conn: &ConnHandle<'_>) {
         let c = conn.conn();
@@ -156,6 +162,11 @@ pub type IntervalsHandle = Rc<RefCell<Rc<[Duration]>>>;
 impl ConnLong {
     pub fn intervals_handle(&self) -> IntervalsHandle {
         self.intervals.clone()
+    }
+
+    /// conn_long.log, for the agent to tick (rotation).
+    pub fn log(&self) -> crate::logrotate::SharedLog {
+        self.writer.clone()
     }
 }
 

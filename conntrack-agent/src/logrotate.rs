@@ -88,6 +88,21 @@ impl Out {
     }
 }
 
+/// A log that rotates on network time: the agent ticks every log it writes, so that an idle
+/// one still rotates on time.
+pub trait Tick {
+    fn tick(&mut self, now_ns: i64) -> anyhow::Result<()>;
+}
+
+/// Shared with the capability that writes it.
+pub type SharedLog = std::rc::Rc<std::cell::RefCell<dyn Tick>>;
+
+impl Tick for LogFile {
+    fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        LogFile::tick(self, now_ns)
+    }
+}
+
 /// Builds the TSV header for an open time in seconds; None for headerless logs (JSON).
 pub type HeaderFn = Box<dyn Fn(i64) -> String>;
 

@@ -356,13 +356,13 @@ pub fn register_lifecycle(
             common.rotation(),
         )?;
         handles.conn_long = Some(cap.intervals_handle());
+        agent.add_log(cap.log());
         agent.register(Box::new(cap));
     }
     if let Some(path) = config.removal_log.path(&common.log_dir) {
-        agent.register(Box::new(crate::removal_log::RemovalLog::create_rotated(
-            &path,
-            common.rotation(),
-        )?));
+        let cap = crate::removal_log::RemovalLog::create_rotated(&path, common.rotation())?;
+        agent.add_log(cap.log());
+        agent.register(Box::new(cap));
     }
     Ok(handles)
 }

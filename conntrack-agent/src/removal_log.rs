@@ -88,6 +88,7 @@ fn line(conn: &ConnHandle<'_>, reason: RemovalReason) -> String {
 /// The capability: a removal hook on every connection, writing one line each.
 pub struct RemovalLog {
     hook: RemovalHook,
+    out: Rc<RefCell<LogFile>>,
 }
 
 impl RemovalLog {
@@ -111,13 +112,19 @@ impl RemovalLog {
             path, &name, None, opts, true,
         )?));
         let shown = path.display().to_string();
+        let file = out.clone();
         let hook = RemovalHook::new(move |conn, reason| {
-            let mut out = out.borrow_mut();
+            let mut out = file.borrow_mut();
             if let Err(e) = out.write_line(&line(conn, reason), Some(conn.ts_ns() as i64)) {
                 log::warn!("{shown}: {e:#}");
             }
         });
-        Ok(Self { hook })
+        Ok(Self { hook, out })
+    }
+
+    /// removal.log, for the agent to tick (rotation).
+    pub fn log(&self) -> crate::logrotate::SharedLog {
+        self.out.clone()
     }
 }
 

@@ -328,3 +328,41 @@ fn rotation_and_format_from_the_config_file() {
         "{err}"
     );
 }
+
+#[test]
+fn removal_and_conn_long_logs_rotate_too() {
+    let (tmp, pcap, want) = setup();
+    let cfg = tmp.path().join("lifecycle.toml");
+    // No connection here lasts 1 s: conn_long.log stays empty but rotates with the others.
+    std::fs::write(&cfg, "[removal_log]\n[conn_long]\nintervals = [\"1s\"]\n").unwrap();
+    let run = read(
+        &pcap,
+        &["--config", cfg.to_str().unwrap(), "--rotate-interval", "1h"],
+    );
+    let removal = log_files(run.dir.path(), "removal");
+    assert_eq!(removal.len(), 4, "{removal:?}");
+    let mut lines = 0;
+    for f in &removal {
+        for l in std::fs::read_to_string(f).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert!(v["reason"].is_string(), "{l}");
+            lines += 1;
+        }
+    }
+    assert_eq!(lines, want.len(), "one removal line per connection");
+    let conn_long = log_files(run.dir.path(), "conn_long");
+    let names = |files: &[PathBuf]| -> Vec<String> {
+        files
+            .iter()
+            .map(|p| name(p).split_once('.').unwrap().1.to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(&conn_long),
+        names(&removal),
+        "the same rotation times"
+    );
+    for f in &conn_long {
+        assert!(ConnLog::read(f).unwrap().closed, "{}", f.display());
+    }
+}
