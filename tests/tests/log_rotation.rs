@@ -366,3 +366,72 @@ fn removal_and_conn_long_logs_rotate_too() {
         assert!(ConnLog::read(f).unwrap().closed, "{}", f.display());
     }
 }
+
+/// `run` in a network namespace (10.93.0.0/24, `ctlogs93-*`; needs root): a 2 s rotation
+/// interval on the wall clock while UDP connections come and go; every connection is in
+/// exactly one file and every rotated file is closed.
+#[test]
+fn live_run_rotates_on_the_wall_clock() {
+    use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
+    use std::net::UdpSocket;
+    use std::time::Duration;
+    if !conntrack_tests::is_root() {
+        eprintln!("skipping live test: needs root (CAP_BPF and CAP_NET_ADMIN)");
+        return;
+    }
+    let pair = NetnsPair::named(93, "ctlogs").expect("creating network namespaces");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("conntrack.toml");
+    std::fs::write(&cfg, "[inactivity]\nudp = \"1s\"\n").unwrap();
+    let logs = dir.path().join("logs");
+    let agent = LiveAgent::start(
+        &pair.a,
+        &agent_path(),
+        &[
+            "--iface",
+            &pair.veth_a,
+            "--log-dir",
+            logs.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--rotate-interval",
+            "2s",
+        ],
+    )
+    .expect("starting the agent");
+    assert!(wait_for_file(
+        &logs.join("conn.log"),
+        Duration::from_secs(20)
+    ));
+    const PORTS: std::ops::Range<u16> = 6000..6008;
+    let (src, dst) = (pair.a_v4.clone(), pair.b_v4.clone());
+    NetnsPair::run_in(&pair.a, move || {
+        let s = UdpSocket::bind((src.as_str(), 0)).unwrap();
+        for p in PORTS {
+            s.send_to(b"tick", (dst.as_str(), p)).unwrap();
+            // Spread over several intervals (not a timing check: any spread works).
+            std::thread::sleep(Duration::from_millis(700));
+        }
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let status = agent.stop().expect("stopping the agent");
+    assert!(status.success(), "agent exited with {status}");
+
+    let files = log_files(&logs, "conn");
+    assert!(files.len() >= 2, "a 2 s interval over ~8 s: {files:?}");
+    let mut ports = Vec::new();
+    for f in &files {
+        let log = ConnLog::read(f).unwrap();
+        assert!(log.closed, "{} has no #close", f.display());
+        for r in log.records.iter().filter(|r| r["proto"] == "udp") {
+            let p: u16 = r["id.resp_p"].parse().unwrap();
+            if PORTS.contains(&p) {
+                ports.push(p);
+            }
+        }
+    }
+    ports.sort();
+    assert_eq!(ports, PORTS.collect::<Vec<_>>(), "each connection once");
+}
