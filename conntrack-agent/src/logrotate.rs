@@ -76,7 +76,46 @@ pub fn rotated_name(name: &str, open_ns: i64, n: u32) -> String {
 
 enum Out {
     File(BufWriter<File>),
-    Stdout(BufWriter<std::io::Stdout>),
+    Stdout(BufWriter<StdoutSink>),
+}
+
+/// Standard output that outlives its reader: when the pipe is closed (`... --stdout | head`),
+/// the rest is dropped with one warning instead of an error for every record.
+struct StdoutSink {
+    gone: bool,
+}
+
+impl StdoutSink {
+    fn check(&mut self, r: std::io::Result<usize>, len: usize) -> std::io::Result<usize> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.gone = true;
+                log::warn!(
+                    "stdout was closed by its reader: conn.log records are dropped from now on"
+                );
+                Ok(len)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Write for StdoutSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.gone {
+            return Ok(buf.len());
+        }
+        let r = std::io::stdout().write(buf);
+        self.check(r, buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.gone {
+            return Ok(());
+        }
+        let r = std::io::stdout().flush().map(|()| 0);
+        self.check(r, 0).map(drop)
+    }
 }
 
 impl Out {
@@ -145,7 +184,10 @@ impl LogFile {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let out = if opts.stdout {
-            Out::Stdout(BufWriter::with_capacity(1 << 16, std::io::stdout()))
+            Out::Stdout(BufWriter::with_capacity(
+                1 << 16,
+                StdoutSink { gone: false },
+            ))
         } else {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 anyhow::anyhow!("cannot create log directory {}: {e}", dir.display())
