@@ -183,6 +183,7 @@ impl LogFile {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        let mut leftover = None;
         let out = if opts.stdout {
             Out::Stdout(BufWriter::with_capacity(
                 1 << 16,
@@ -192,9 +193,12 @@ impl LogFile {
             std::fs::create_dir_all(&dir).map_err(|e| {
                 anyhow::anyhow!("cannot create log directory {}: {e}", dir.display())
             })?;
+            if !opts.rotation.is_off() {
+                leftover = keep_leftover(&dir, name, path);
+            }
             Out::File(BufWriter::with_capacity(1 << 16, open_new(path)?))
         };
-        Ok(Self {
+        let mut log = Self {
             dir,
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -215,7 +219,12 @@ impl LogFile {
             closed: false,
             rotated: Vec::new(),
             children: Vec::new(),
-        })
+        };
+        if let Some(old) = leftover {
+            log.postprocess(&old);
+            log.rotated.push(old);
+        }
+        Ok(log)
     }
 
     /// Files rotated so far, oldest first.
@@ -377,6 +386,37 @@ impl LogFile {
             }
         }
         Ok(())
+    }
+}
+
+/// With rotation on, a log left by an earlier run (stopped before it could rotate it, e.g.
+/// killed) is rotated rather than overwritten, named after its last change (Zeek rotates such
+/// leftover logs at start too). Returns its new path.
+fn keep_leftover(dir: &Path, name: &str, path: &Path) -> Option<PathBuf> {
+    let meta = std::fs::metadata(path).ok().filter(|m| m.len() > 0)?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as i64;
+    let target = (0u32..)
+        .map(|n| dir.join(rotated_name(name, mtime, n)))
+        .find(|p| !p.exists())
+        .expect("some suffix is free");
+    match std::fs::rename(path, &target) {
+        Ok(()) => {
+            log::warn!(
+                "{} was left by an earlier run: rotated to {}",
+                path.display(),
+                target.display()
+            );
+            Some(target)
+        }
+        Err(e) => {
+            log::warn!("cannot keep {} from an earlier run: {e}", path.display());
+            None
+        }
     }
 }
 
@@ -663,6 +703,34 @@ mod tests {
         );
         let done = std::fs::read_to_string(dir.path().join("x.2026-11-28-10-00-01.log.done"));
         assert!(done.unwrap().contains("\nb\n#close\t"));
+    }
+
+    #[test]
+    fn a_log_left_by_an_earlier_run_is_rotated_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.log"), "#path\tx\nold\n").unwrap();
+        let policy = RotationPolicy {
+            interval: Some(Duration::from_secs(3600)),
+            size: None,
+            command: None,
+        };
+        let mut l = log(dir.path(), policy.clone());
+        l.write_line("new", Some(T0)).unwrap();
+        l.close().unwrap();
+        let kept = &l.rotated()[0];
+        assert!(
+            kept.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("x.20")
+        );
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), "#path\tx\nold\n");
+        let cur = std::fs::read_to_string(dir.path().join("x.log")).unwrap();
+        assert_eq!(records(&cur), ["new"]);
+        // Without rotation the log is overwritten as before (and an empty one always is).
+        let l = log(dir.path(), RotationPolicy::default());
+        drop(l);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]
