@@ -44,6 +44,8 @@ pub struct Agent {
     chunks: Vec<crate::contents::ContentChunk>,
     /// Capabilities and the thresholds they set.
     core: EventCore,
+    /// The other logs capabilities write (conn_long.log, removal.log): rotated with conn.log.
+    logs: Vec<crate::logrotate::SharedLog>,
     pub stats: AgentStats,
 }
 
@@ -149,6 +151,7 @@ impl Agent {
             events: Vec::new(),
             chunks: Vec::new(),
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
+            logs: Vec::new(),
             stats: AgentStats::default(),
         }
     }
@@ -193,12 +196,34 @@ impl Agent {
         }
     }
 
+    /// Ticks `log` with network time as conn.log is (interval rotation of an idle log).
+    pub fn add_log(&mut self, log: crate::logrotate::SharedLog) {
+        self.logs.push(log);
+    }
+
+    /// New inactivity timeouts (SIGHUP): see [`Tracker::set_timeouts`].
+    pub fn set_timeouts(&mut self, t: crate::tracker::Timeouts) {
+        self.tracker.set_timeouts(t);
+    }
+
     pub fn open_conns(&self) -> usize {
         self.tracker.len()
     }
 
     /// Network time moves to `now_ns`: due timers fire (before the packet is processed).
     pub fn advance(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        // A log rotation due by `now_ns`: the timers due before it fire first, so that their
+        // records go to the file of their time (Zeek runs timers in time order).
+        if let Some(at) = self.writer.next_rotation_ns()
+            && at <= now_ns
+            && at > self.tracker.network_time()
+        {
+            self.advance_timers(at - 1)?;
+        }
+        self.advance_timers(now_ns)
+    }
+
+    fn advance_timers(&mut self, now_ns: i64) -> anyhow::Result<()> {
         if !self.core.is_idle() {
             // Duration timers first: a connection removed at the same instant still reports.
             let mut target = Datapaths {
@@ -222,7 +247,11 @@ impl Agent {
         for (k, why) in removed {
             self.remove_and_log(&k, why)?;
         }
-        Ok(())
+        // An idle log still rotates on time.
+        for log in &self.logs {
+            log.borrow_mut().tick(now_ns)?;
+        }
+        self.writer.tick(now_ns)
     }
 
     /// One frame (Ethernet) through the datapath, then the events it produced.
@@ -363,7 +392,9 @@ impl Agent {
 
     fn log_conn(&mut self, c: &Conn, uid: String, why: &'static str) -> anyhow::Result<()> {
         let rec = self.record(c, uid);
-        self.writer.write(&rec)?;
+        // Network time decides interval rotation (packet time in `read`).
+        let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
+        self.writer.write_at(&rec, now)?;
         self.stats.conns_logged += 1;
         *self.stats.by_removal.entry(why).or_default() += 1;
         Ok(())

@@ -2,7 +2,7 @@
 //! `zeek -r`).
 
 use crate::conn_log::LogFormat;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Zeek's `likely_server_ports` in default mode (every protocol script loaded): 73 ports.
@@ -45,7 +45,12 @@ pub enum Engine {
 /// Options shared by `run` and `read`.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// Directory for conn.log.
+    /// Not an option: `run` sets it so that logs of an earlier run are set aside, never
+    /// truncated (`read` overwrites, as `zeek -r` does).
+    #[arg(skip)]
+    pub keep_previous_logs: bool,
+
+    /// Directory for conn.log and the other logs (`-`: conn.log to stdout, see --stdout).
     #[arg(long, default_value = "./logs")]
     pub log_dir: PathBuf,
 
@@ -73,8 +78,9 @@ pub struct CommonArgs {
     #[arg(long)]
     pub community_id: bool,
 
-    /// TOML config file, checked at start (alert rules and webhooks in `[alerts]`; see the
-    /// README). Unknown keys are errors.
+    /// TOML config file, checked at start: capability sections (`[alerts]`, `[inactivity]`,
+    /// ...) and any option of this command in `[agent]`/`[run]`/`[read]` (the command line
+    /// wins). Unknown keys are errors. `run` re-reads it on SIGHUP. See conntrack.example.toml.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -90,6 +96,60 @@ pub struct CommonArgs {
 
     #[command(flatten)]
     pub ipfix: crate::ipfix::IpfixArgs,
+
+    #[command(flatten)]
+    pub logs: LogArgs,
+}
+
+/// Where logs go and how they rotate (shared by `run` and `read`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct LogArgs {
+    /// Write conn.log to standard output (TSV with headers, or JSON lines) instead of
+    /// <log-dir>/conn.log; messages go to stderr. `--log-dir -` does the same.
+    #[arg(long, conflicts_with_all = ["rotate_interval", "rotate_size", "rotate_command"])]
+    pub stdout: bool,
+
+    /// Rotate the logs (conn.log, conn_long.log, removal.log) at every multiple of this
+    /// interval (e.g. 1h, 15m; Zeek's Log::default_rotation_interval): the file gets `#close`
+    /// and is renamed <name>.YYYY-MM-DD-HH-MM-SS.log after its open time (UTC). Network time:
+    /// packet time in `read`.
+    #[arg(long, value_name = "DURATION", value_parser = crate::logrotate::parse_interval)]
+    pub rotate_interval: Option<std::time::Duration>,
+
+    /// Rotate a log before the record that would make it larger than this (bytes, or with a
+    /// K, M or G suffix).
+    #[arg(long, value_name = "BYTES", value_parser = crate::logrotate::parse_size)]
+    pub rotate_size: Option<u64>,
+
+    /// Run this shell command on every rotated file, which is its $1 (Zeek's rotation
+    /// postprocessor), e.g. 'gzip "$1"'. Not waited for, except at exit.
+    #[arg(long, value_name = "CMD")]
+    pub rotate_command: Option<String>,
+}
+
+impl CommonArgs {
+    /// conn.log goes to stdout (`--stdout` or `--log-dir -`).
+    pub fn to_stdout(&self) -> bool {
+        self.logs.stdout || self.log_dir.as_os_str() == "-"
+    }
+
+    /// How conn.log is written (stdout or rotated file).
+    pub fn conn_log_options(&self) -> crate::logrotate::LogOptions {
+        crate::logrotate::LogOptions {
+            rotation: self.rotation(),
+            stdout: self.to_stdout(),
+        }
+    }
+
+    /// How the other logs in the log directory rotate.
+    pub fn rotation(&self) -> crate::logrotate::RotationPolicy {
+        crate::logrotate::RotationPolicy {
+            interval: self.logs.rotate_interval,
+            size: self.logs.rotate_size,
+            command: self.logs.rotate_command.clone(),
+            keep_previous: self.keep_previous_logs,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -153,6 +213,51 @@ pub struct ReadArgs {
     /// replay keeps Zeek's rule: a duration threshold fires on the first packet past it.
     #[arg(long)]
     pub duration_timers: bool,
+}
+
+/// The command line merged with the `[agent]`/`[run]`/`[read]` tables of its `--config` file
+/// (file_options.rs): the command line wins, then the file, then the defaults. Help, version
+/// and command-line errors exit as clap does.
+pub fn parse(argv: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
+    use clap::FromArgMatches;
+    // First pass without required options: `--iface` or a trace may come from the file.
+    let relaxed = Cli::command().mut_subcommands(|s| s.mut_args(|a| a.required(false)));
+    let matches = match relaxed.try_get_matches_from(&argv) {
+        Ok(m) => m,
+        // Help, version and errors as the real command prints them.
+        Err(_) => Cli::command().get_matches_from(&argv),
+    };
+    let strict = |argv: &[std::ffi::OsString]| -> Result<Cli, clap::Error> {
+        let m = Cli::command().try_get_matches_from(argv)?;
+        Cli::from_arg_matches(&m)
+    };
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(strict(&argv).unwrap_or_else(|e| e.exit()));
+    };
+    let path = match sub.try_get_one::<PathBuf>("config") {
+        Ok(Some(p)) => p.clone(),
+        _ => return Ok(strict(&argv).unwrap_or_else(|e| e.exit())),
+    };
+    let config = crate::config::Config::load(Some(&path))?;
+    let explicit = |id: &str| {
+        matches!(
+            sub.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    let extra = crate::file_options::args_to_add(config.options.for_command(name), &explicit);
+    let mut merged = argv.clone();
+    merged.extend(extra.into_iter().map(Into::into));
+    if merged.len() == argv.len() {
+        return Ok(strict(&argv).unwrap_or_else(|e| e.exit()));
+    }
+    strict(&merged).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the options of the file ([agent], [{name}]) with the command line: {}",
+            path.display(),
+            crate::file_options::clap_message(&e)
+        )
+    })
 }
 
 /// Parses `80/tcp,53/udp,...` into (port, ip proto) pairs.

@@ -1,19 +1,37 @@
 //! `--config FILE`: the agent's settings in one TOML file, checked at start.
 //!
-//! The file has one table per capability; today `[alerts]` (alerts/config.rs). Issue 8 moves
-//! every command-line option here: each capability adds its own section type next to its code
-//! and one field to [`ConfigFile`], with a `compile` step when values need more than serde's
-//! checks. Unknown keys are errors everywhere (`deny_unknown_fields`): a misspelt option that is
-//! silently ignored is worse than a refusal to start. Every error names the file, the line and
-//! the column of the value at fault.
+//! The file has one table per capability (`[alerts]`, `[inactivity]`, `[conn_long]`,
+//! `[removal_log]`, `[contents]`, `[metrics]`, `[ipfix]`): each capability adds its own section
+//! type next to its code and one field to [`ConfigFile`], with a `compile` step when values need
+//! more than serde's checks. Unknown keys are errors everywhere (`deny_unknown_fields`): a
+//! misspelt option that is silently ignored is worse than a refusal to start. Every error names
+//! the file, the line and the column of the value at fault.
 //!
-//! For options that exist both here and on the command line (issue 8), the command line should
-//! win over the file and the file over the defaults: clap's `ArgMatches::value_source` tells an
-//! explicit flag from a default value, so the merge can be done field by field after `load`.
+//! Every command-line option of `run` and `read` is also a key, with no code per option:
+//!
+//! | table     | keys                                              | applies to     |
+//! |-----------|---------------------------------------------------|----------------|
+//! | `[agent]` | long options both commands have (`log-dir`, ...)  | `run`, `read`  |
+//! | `[run]`   | any long option of `run` (`iface`, `metrics-addr`) | `run`         |
+//! | `[read]`  | any long option of `read` (`engine`, ...)         | `read`         |
+//!
+//! Keys are the long names (`log-dir` or `log_dir`); values are what the command line would
+//! take (a string, number or bool; a list for a repeatable option; `true`/`false` for a flag).
+//! They are looked up in clap's definition of the command and checked by each option's own
+//! value parser (file_options.rs), then added to the command line where it did not set the
+//! option itself (clap's `ArgMatches::value_source`), and clap parses the whole again
+//! (`cli::parse`): command line > environment variables clap reads > `[run]`/`[read]` >
+//! `[agent]` > defaults. `config`, `help` and `version` are refused. When an option also has a
+//! capability section (`metrics-addr` and `[metrics] addr`, `ipfix` and `[ipfix]`), the option
+//! wins.
+//!
+//! `run` reads the file again on SIGHUP (reload.rs says what is applied live and what needs a
+//! restart). `conntrack.example.toml` at the repository root shows every table; a test loads it.
 
 use crate::alerts::config::{AlertsSection, AlertsSettings};
 use crate::conn_long::{ConnLongSection, ConnLongSettings};
 use crate::contents::config::{ContentsSection, ContentsSettings};
+use crate::file_options::{FileOptions, RawTable};
 use crate::inactivity::{InactivitySection, InactivitySettings};
 use crate::ipfix::IpfixSection;
 use crate::metrics::MetricsSection;
@@ -38,6 +56,10 @@ struct ConfigFile {
     metrics: MetricsSection,
     #[serde(default)]
     ipfix: IpfixSection,
+    /// Command-line options (file_options.rs): both commands, `run`, `read`.
+    agent: Option<RawTable>,
+    run: Option<RawTable>,
+    read: Option<RawTable>,
 }
 
 /// The checked configuration the agent runs with.
@@ -50,6 +72,8 @@ pub struct Config {
     pub contents: ContentsSettings,
     pub metrics: MetricsSection,
     pub ipfix: IpfixSection,
+    /// `[agent]`, `[run]`, `[read]`: command-line options, applied by `cli::parse`.
+    pub options: FileOptions,
 }
 
 /// A config error, located in the file.
@@ -102,7 +126,39 @@ impl Config {
             contents: file.contents.compile().map_err(at)?,
             metrics: file.metrics,
             ipfix: file.ipfix,
+            options: FileOptions::compile(file.agent, file.run, file.read).map_err(at)?,
         })
+    }
+
+    /// Refuses `--log-dir -` (conn.log on stdout) when another log or file needs a directory,
+    /// and rotation without a file to rotate.
+    pub fn check_log_dir(&self, common: &crate::cli::CommonArgs) -> anyhow::Result<()> {
+        if common.log_dir.as_os_str() != "-" {
+            return Ok(());
+        }
+        let rotates = !common.rotation().is_off();
+        let needs = [
+            (rotates, "--rotate-interval/--rotate-size"),
+            (self.conn_long.enabled, "[conn_long] (conn_long.log)"),
+            (
+                self.removal_log.enabled && self.removal_log.path.is_none(),
+                "[removal_log] without a path",
+            ),
+            (!self.alerts.rules.is_empty(), "[alerts] rules (alerts.log)"),
+            (
+                (self.contents.enabled() || common.extract_all)
+                    && common.extract_dir.is_none()
+                    && self.contents.extract_dir.is_none(),
+                "content extraction without an extract_dir",
+            ),
+        ];
+        if let Some((_, what)) = needs.iter().find(|(on, _)| *on) {
+            anyhow::bail!(
+                "--log-dir - writes conn.log to stdout and leaves no directory for {what}: \
+                 use --stdout --log-dir DIR instead"
+            );
+        }
+        Ok(())
     }
 
     /// Reads `path`; without a path, the defaults (what the command line alone means).
@@ -350,5 +406,42 @@ match = { proto = "tcp", resp_ports = [21] }
         let bad = "[[contents.rules]]\ndirection = \"up\"\n";
         let e = Config::parse(bad, "c.toml", &|_| None).unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn log_dir_dash_leaves_no_directory_for_other_logs() {
+        use clap::Parser;
+        let common = |args: &[&str]| {
+            let mut v = vec!["conntrack-agent", "read", "t.pcap"];
+            v.extend_from_slice(args);
+            match crate::cli::Cli::try_parse_from(v).unwrap().command {
+                crate::cli::Command::Read(r) => r.common,
+                _ => unreachable!(),
+            }
+        };
+        let dash = common(&["--log-dir", "-"]);
+        assert!(dash.to_stdout());
+        parse("").unwrap().check_log_dir(&dash).unwrap();
+        let e = parse("[conn_long]\n")
+            .unwrap()
+            .check_log_dir(&dash)
+            .unwrap_err();
+        assert!(e.to_string().contains("[conn_long]"), "{e}");
+        assert!(e.to_string().contains("--stdout --log-dir DIR"), "{e}");
+        let e =
+            parse("")
+                .unwrap()
+                .check_log_dir(&common(&["--log-dir", "-", "--rotate-size", "1M"]));
+        assert!(e.unwrap_err().to_string().contains("--rotate-size"));
+        // With a path of its own, removal.log needs no log directory.
+        let c = parse("[removal_log]\npath = \"/tmp/r.log\"\n").unwrap();
+        c.check_log_dir(&dash).unwrap();
+        // --stdout keeps the directory for the other logs.
+        let stdout = common(&["--stdout"]);
+        assert!(stdout.to_stdout());
+        parse("[conn_long]\n")
+            .unwrap()
+            .check_log_dir(&stdout)
+            .unwrap();
     }
 }

@@ -1,10 +1,9 @@
 //! conn.log writer: Zeek's ASCII (TSV) format with all header lines, or Zeek's JSON lines.
 
+use crate::logrotate::{HeaderFn, LogFile, LogOptions};
 use serde_json::Value;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum LogFormat {
@@ -318,61 +317,48 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Writes conn.log in a directory.
+/// Writes conn.log (or a log with its fields, e.g. conn_long.log), rotated as
+/// [`crate::logrotate`] describes.
 pub struct ConnLogWriter {
-    out: BufWriter<File>,
+    file: LogFile,
     format: LogFormat,
-    path: PathBuf,
     records: u64,
-    closed: bool,
     /// Append Zeek's `community_id` column (policy/protocols/conn/community-id-logging).
     community_id: bool,
 }
 
 impl ConnLogWriter {
+    #[cfg(test)]
     pub fn create(dir: &Path, format: LogFormat, community_id: bool) -> anyhow::Result<Self> {
-        Self::create_named(dir, "conn", format, community_id)
+        Self::create_with(dir, "conn", format, community_id, LogOptions::default())
     }
 
     /// A log with conn.log's fields under another name (`<name>.log`, `#path <name>`), e.g.
-    /// conn_long.log.
-    pub fn create_named(
+    /// conn_long.log, to stdout or rotated as `opts` says.
+    pub fn create_with(
         dir: &Path,
         name: &str,
         format: LogFormat,
         community_id: bool,
+        opts: LogOptions,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
+        let header: Option<HeaderFn> = (format == LogFormat::Tsv).then(|| {
+            let name = name.to_string();
+            Box::new(move |open| tsv_header_named(&name, open, community_id)) as HeaderFn
+        });
         let path = dir.join(format!("{name}.log"));
-        let f = File::create(&path)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-        let mut w = Self {
-            out: BufWriter::with_capacity(1 << 16, f),
+        Ok(Self {
+            file: LogFile::create(&path, name, header, opts, false)?,
             format,
-            path,
             records: 0,
-            closed: false,
             community_id,
-        };
-        if format == LogFormat::Tsv {
-            let header = tsv_header_named(name, now_secs(), community_id);
-            w.out.write_all(header.as_bytes())?;
-        }
-        Ok(w)
+        })
     }
 
     /// Where the log is written.
     #[allow(dead_code)]
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Records written so far.
@@ -381,7 +367,14 @@ impl ConnLogWriter {
         self.records
     }
 
+    /// Writes a record now (the wall clock decides interval rotation).
+    #[cfg(test)]
     pub fn write(&mut self, rec: &ConnRecord) -> anyhow::Result<()> {
+        self.write_at(rec, None)
+    }
+
+    /// Writes a record at network time `now_ns` (None: the wall clock).
+    pub fn write_at(&mut self, rec: &ConnRecord, now_ns: Option<i64>) -> anyhow::Result<()> {
         let community_id = self
             .community_id
             .then(|| crate::community_id::for_record(rec));
@@ -390,34 +383,28 @@ impl ConnLogWriter {
             LogFormat::Tsv => rec.to_tsv(community_id),
             LogFormat::Json => rec.to_json(community_id),
         };
-        self.out.write_all(line.as_bytes())?;
-        self.out.write_all(b"\n")?;
+        self.file.write_line(&line, now_ns)?;
         self.records += 1;
         Ok(())
     }
 
+    /// Network time moved to `now_ns`: rotates when an interval boundary passed.
+    pub fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        self.file.tick(now_ns)
+    }
+
+    /// When the next interval rotation is due (network time), if one is.
+    pub fn next_rotation_ns(&self) -> Option<i64> {
+        self.file.next_rotation_ns()
+    }
+
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        self.out.flush()?;
-        Ok(())
+        self.file.flush()
     }
 
     /// Writes the `#close` line (TSV) and flushes.
     pub fn close(&mut self) -> anyhow::Result<()> {
-        if self.closed {
-            return Ok(());
-        }
-        self.closed = true;
-        if self.format == LogFormat::Tsv {
-            writeln!(self.out, "#close\t{}", fmt_log_date(now_secs()))?;
-        }
-        self.out.flush()?;
-        Ok(())
-    }
-}
-
-impl Drop for ConnLogWriter {
-    fn drop(&mut self) {
-        let _ = self.close();
+        self.file.close()
     }
 }
 

@@ -19,6 +19,7 @@ use crate::alerts::config::{HumanDuration, SpanError};
 use crate::conn_log::{ConnLogWriter, LogFormat};
 use crate::datapath::conn_record_fields;
 use crate::events::{Capability, ConnEvent, ConnHandle};
+use crate::logrotate::{LogOptions, RotationPolicy};
 use crate::site::{NetSet, addr_from_bytes};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -103,6 +104,12 @@ struct Writer {
     local_nets: NetSet,
 }
 
+impl crate::logrotate::Tick for Writer {
+    fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        self.log.tick(now_ns)
+    }
+}
+
 impl Writer {
     fn write(&mut self, conn: &ConnHandle<'_>) {
         let c = conn.conn();
@@ -113,7 +120,8 @@ impl Writer {
             rec.local_resp = Some(self.local_nets.contains(&addr_from_bytes(&c.resp_addr)));
         }
         // Flushed at once: these records are rare and wanted while the connection lasts.
-        let res = self.log.write(&rec).and_then(|()| self.log.flush());
+        let now = Some(conn.ts_ns() as i64);
+        let res = self.log.write_at(&rec, now).and_then(|()| self.log.flush());
         if let Err(e) = res {
             log::warn!("conn_long.log: {e:#}");
         }
@@ -122,7 +130,7 @@ impl Writer {
 
 /// The capability: watches every new connection.
 pub struct ConnLong {
-    intervals: Rc<[Duration]>,
+    intervals: IntervalsHandle,
     writer: Rc<RefCell<Writer>>,
 }
 
@@ -133,12 +141,32 @@ impl ConnLong {
         format: LogFormat,
         community_id: bool,
         local_nets: NetSet,
+        rotation: RotationPolicy,
     ) -> anyhow::Result<Self> {
-        let log = ConnLogWriter::create_named(log_dir, "conn_long", format, community_id)?;
+        let opts = LogOptions {
+            rotation,
+            stdout: false,
+        };
+        let log = ConnLogWriter::create_with(log_dir, "conn_long", format, community_id, opts)?;
         Ok(Self {
-            intervals: settings.intervals.clone().into(),
+            intervals: Rc::new(RefCell::new(settings.intervals.clone().into())),
             writer: Rc::new(RefCell::new(Writer { log, local_nets })),
         })
+    }
+}
+
+/// The intervals new connections are watched with; replaced on SIGHUP (connections already
+/// watched keep theirs).
+pub type IntervalsHandle = Rc<RefCell<Rc<[Duration]>>>;
+
+impl ConnLong {
+    pub fn intervals_handle(&self) -> IntervalsHandle {
+        self.intervals.clone()
+    }
+
+    /// conn_long.log, for the agent to tick (rotation).
+    pub fn log(&self) -> crate::logrotate::SharedLog {
+        self.writer.clone()
     }
 }
 
@@ -147,7 +175,7 @@ impl Capability for ConnLong {
         if *event != ConnEvent::New {
             return;
         }
-        let (intervals, writer) = (self.intervals.clone(), self.writer.clone());
+        let (intervals, writer) = (self.intervals.borrow().clone(), self.writer.clone());
         let mut next = 0usize;
         let first = Duration::from_nanos(point_ns(&intervals, 0));
         conn.watch(

@@ -390,30 +390,6 @@ pub enum Shutdown {
     ForGood,
 }
 
-/// Moves a conn.log a predecessor closed at handover aside (the writer would truncate it), to
-/// `conn.<open time>.log` as Zeek names rotated logs. Returns the new path.
-pub fn keep_previous_log(log_dir: &Path, name: &str) -> Result<Option<PathBuf>> {
-    let path = log_dir.join(format!("{name}.log"));
-    let Ok(meta) = std::fs::metadata(&path) else {
-        return Ok(None);
-    };
-    let secs = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs() as i64);
-    let stamp = crate::conn_log::fmt_log_date(secs);
-    let mut target = log_dir.join(format!("{name}.{stamp}.log"));
-    let mut n = 1;
-    while target.exists() {
-        target = log_dir.join(format!("{name}.{stamp}-{n}.log"));
-        n += 1;
-    }
-    std::fs::rename(&path, &target)
-        .with_context(|| format!("moving {} to {}", path.display(), target.display()))?;
-    Ok(Some(target))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,16 +454,5 @@ mod tests {
         let msg = format!("{err:#}");
         assert!(msg.contains("not a BPF filesystem"), "{msg}");
         assert!(msg.contains("mount -t bpf"), "{msg}");
-    }
-
-    #[test]
-    fn a_previous_log_is_kept_under_a_rotated_name() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(keep_previous_log(dir.path(), "conn").unwrap().is_none());
-        std::fs::write(dir.path().join("conn.log"), "x").unwrap();
-        let moved = keep_previous_log(dir.path(), "conn").unwrap().unwrap();
-        let name = moved.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("conn.") && name.ends_with(".log") && name != "conn.log");
-        assert!(!dir.path().join("conn.log").exists());
     }
 }

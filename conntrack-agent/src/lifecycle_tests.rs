@@ -425,6 +425,7 @@ fn conn_long_writes_interim_records_and_leaves_conn_log_alone() {
             LogFormat::Tsv,
             false,
             NetSet::default(),
+            Default::default(),
         )
         .unwrap();
         agent.register(Box::new(cap));

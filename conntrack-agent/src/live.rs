@@ -34,8 +34,13 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Drop counters are checked (and reported when they grew) this often.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
-pub async fn run(args: RunArgs) -> Result<()> {
+pub async fn run(mut args: RunArgs) -> Result<()> {
+    args.common.keep_previous_logs = true;
+    // SIGHUP re-reads --config (reload.rs). Caught from the start: its default action would
+    // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let config = Config::load(args.common.config.as_deref())?;
+    config.check_log_dir(&args.common)?;
     let ports = parse_port_list(&args.common.likely_server_ports)?;
     let local_nets = local_nets_from(&args.common.local_nets)?;
     let opts = KernelOptions {
@@ -58,18 +63,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     };
     let takeover = pins.as_ref().and_then(|p| p.takeover);
-    // With pins, the previous logs hold records of the same connections' history (a handover,
-    // or the generation an upgrade replaced): keep them rather than truncate them.
-    if pins.is_some() {
-        for name in ["conn", "conn_long", "removal"] {
-            if let Some(old) = handover::keep_previous_log(&args.common.log_dir, name)? {
-                eprintln!(
-                    "conntrack-agent: the previous {name}.log is now {}",
-                    old.display()
-                );
-            }
-        }
-    }
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
     let alerts = Alerts::start(
         &config.alerts,
@@ -79,10 +72,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let alert_rules = alerts.has_rules();
     let alert_metrics = alerts.metrics();
     let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
-    let writer = ConnLogWriter::create(
+    let writer = ConnLogWriter::create_with(
         &args.common.log_dir,
+        "conn",
         args.common.log_format,
         args.common.community_id,
+        args.common.conn_log_options(),
     )?;
     let mut agent = Agent::new(
         Box::new(flows),
@@ -91,11 +86,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         local_nets.clone(),
         writer,
     );
-    crate::read::register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
+    let lifecycle =
+        crate::read::register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
     if alert_rules {
         agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
     }
-    crate::contents::register(&mut agent, &args.common, &config.contents)?;
+    let contents = crate::contents::register(&mut agent, &args.common, &config.contents)?;
     let metrics = match args.metrics_addr.or(config.metrics.addr) {
         Some(addr) => {
             let m = Metrics::new();
@@ -125,6 +121,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut reloader = crate::reload::Reloader::new(
+        args.common.config.clone(),
+        config.clone(),
+        alerts.clone(),
+        lifecycle.conn_long,
+        contents,
+    );
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_flush = Instant::now();
@@ -146,6 +149,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 shutdown = on_sigterm;
                 break;
             }
+            _ = sighup.recv() => reloader.reload(&mut agent),
             _ = tick.tick() => {
                 poll(&mut kernel, &mut agent, &mut events)?;
                 if let Some(m) = &metrics {

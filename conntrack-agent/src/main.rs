@@ -16,6 +16,7 @@ mod contents;
 mod datapath;
 mod defrag;
 mod events;
+mod file_options;
 mod fuzz;
 mod handover;
 mod inactivity;
@@ -24,10 +25,12 @@ mod kernel;
 #[cfg(test)]
 mod lifecycle_tests;
 mod live;
+mod logrotate;
 mod metrics;
 mod pcap_input;
 mod polling;
 mod read;
+mod reload;
 mod removal_hooks;
 mod removal_log;
 mod site;
@@ -39,8 +42,6 @@ mod uid;
 mod zeek_lifecycle_tests;
 #[cfg(test)]
 mod zeek_threshold_tests;
-
-use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -59,7 +60,13 @@ async fn main() -> std::process::ExitCode {
             )
         })
         .init();
-    let cli = cli::Cli::parse();
+    let cli = match cli::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("conntrack-agent: error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let res = match cli.command {
         cli::Command::Run(args) => live::run(args).await,
         cli::Command::Read(args) => read::read(args),

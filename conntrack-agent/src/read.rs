@@ -116,10 +116,13 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
     };
     let mut reader = PcapReader::open(&args.trace)?;
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
-    let writer = ConnLogWriter::create(
+    config.check_log_dir(&args.common)?;
+    let writer = ConnLogWriter::create_with(
         &args.common.log_dir,
+        "conn",
         args.common.log_format,
         args.common.community_id,
+        args.common.conn_log_options(),
     )?;
     let dp = make_datapath(args.engine, &ports, args.common.table_size)?;
     // Started before the replay so that deliveries left by an earlier run go out meanwhile.
@@ -285,7 +288,11 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
         st.packets,
         st.processed,
         agent.stats.conns_logged,
-        args.common.log_dir.join("conn.log").display()
+        if args.common.to_stdout() {
+            "stdout".into()
+        } else {
+            args.common.log_dir.join("conn.log").display().to_string()
+        }
     );
     if ds.fragments > 0 {
         summary.push_str(&format!(
@@ -324,6 +331,12 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
     Ok(())
 }
 
+/// What `run` may change after [`register_lifecycle`] (SIGHUP).
+#[derive(Default)]
+pub struct Lifecycle {
+    pub conn_long: Option<crate::conn_long::IntervalsHandle>,
+}
+
 /// The lifecycle capabilities the config file turns on (`[conn_long]`, `[removal_log]`);
 /// shared by `read` and `run`.
 pub fn register_lifecycle(
@@ -331,7 +344,8 @@ pub fn register_lifecycle(
     config: &Config,
     common: &crate::cli::CommonArgs,
     local_nets: &NetSet,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Lifecycle> {
+    let mut handles = Lifecycle::default();
     if config.conn_long.enabled {
         let cap = crate::conn_long::ConnLong::create(
             &config.conn_long,
@@ -339,13 +353,18 @@ pub fn register_lifecycle(
             common.log_format,
             common.community_id,
             local_nets.clone(),
+            common.rotation(),
         )?;
+        handles.conn_long = Some(cap.intervals_handle());
+        agent.add_log(cap.log());
         agent.register(Box::new(cap));
     }
     if let Some(path) = config.removal_log.path(&common.log_dir) {
-        agent.register(Box::new(crate::removal_log::RemovalLog::create(&path)?));
+        let cap = crate::removal_log::RemovalLog::create_rotated(&path, common.rotation())?;
+        agent.add_log(cap.log());
+        agent.register(Box::new(cap));
     }
-    Ok(())
+    Ok(handles)
 }
 
 /// True for a first fragment (IPv4 offset 0; IPv6 fragment header with offset 0).
@@ -412,6 +431,7 @@ mod tests {
         ReadArgs {
             trace: trace.to_path_buf(),
             common: CommonArgs {
+                keep_previous_logs: false,
                 log_dir: dir.to_path_buf(),
                 log_format: LogFormat::Tsv,
                 local_nets: vec![],
@@ -422,6 +442,7 @@ mod tests {
                 extract_all: false,
                 extract_dir: None,
                 ipfix: Default::default(),
+                logs: Default::default(),
             },
             ignore_checksums: true,
             ignore_checksums_net: vec![],

@@ -12,12 +12,12 @@
 //! ```
 
 use crate::events::{Capability, ConnEvent, ConnHandle, RemovalReason};
+use crate::logrotate::{LogFile, LogOptions, RotationPolicy};
 use crate::removal_hooks::RemovalHook;
 use crate::site::addr_from_bytes;
 use conntrack_common::conn::Conn;
 use serde::Deserialize;
 use std::cell::RefCell;
-use std::io::{LineWriter, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -88,26 +88,43 @@ fn line(conn: &ConnHandle<'_>, reason: RemovalReason) -> String {
 /// The capability: a removal hook on every connection, writing one line each.
 pub struct RemovalLog {
     hook: RemovalHook,
+    out: Rc<RefCell<LogFile>>,
 }
 
 impl RemovalLog {
+    #[cfg(test)]
     pub fn create(path: &Path) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        }
-        let f = std::fs::File::create(path)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-        // Line-buffered: each removal is on disk when its line is complete.
-        let out = Rc::new(RefCell::new(LineWriter::new(f)));
+        Self::create_rotated(path, RotationPolicy::default())
+    }
+
+    /// Writes to `path`, rotated like conn.log (JSON lines: no header or `#close`; the
+    /// rotated name is `<file stem>.<open time>.log`).
+    pub fn create_rotated(path: &Path, rotation: RotationPolicy) -> anyhow::Result<Self> {
+        let name = path
+            .file_stem()
+            .map_or_else(|| "removal".into(), |s| s.to_string_lossy().into_owned());
+        let opts = LogOptions {
+            rotation,
+            stdout: false,
+        };
+        // Flushed per line: each removal is on disk when its line is complete.
+        let out = Rc::new(RefCell::new(LogFile::create(
+            path, &name, None, opts, true,
+        )?));
         let shown = path.display().to_string();
+        let file = out.clone();
         let hook = RemovalHook::new(move |conn, reason| {
-            let mut out = out.borrow_mut();
-            if let Err(e) = writeln!(out, "{}", line(conn, reason)) {
-                log::warn!("{shown}: {e}");
+            let mut out = file.borrow_mut();
+            if let Err(e) = out.write_line(&line(conn, reason), Some(conn.ts_ns() as i64)) {
+                log::warn!("{shown}: {e:#}");
             }
         });
-        Ok(Self { hook })
+        Ok(Self { hook, out })
+    }
+
+    /// removal.log, for the agent to tick (rotation).
+    pub fn log(&self) -> crate::logrotate::SharedLog {
+        self.out.clone()
     }
 }
 

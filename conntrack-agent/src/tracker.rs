@@ -169,6 +169,12 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         self.entries.len()
     }
 
+    /// New timer settings (config reload): connections take their inactivity timeout when
+    /// they are created or leave the TCP handshake, so these apply from then on.
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.t = t;
+    }
+
     /// The latest network time seen (i64::MIN before any).
     pub fn network_time(&self) -> i64 {
         self.network_time

@@ -58,6 +58,7 @@ pub(crate) fn run(
     let args = ReadArgs {
         trace: trace.to_path_buf(),
         common: CommonArgs {
+            keep_previous_logs: false,
             log_dir: dir.path().to_path_buf(),
             log_format: LogFormat::Tsv,
             local_nets: vec![],
@@ -68,6 +69,7 @@ pub(crate) fn run(
             extract_all: false,
             extract_dir: None,
             ipfix: Default::default(),
+            logs: Default::default(),
         },
         ignore_checksums: false,
         ignore_checksums_net: vec![],

@@ -129,6 +129,11 @@ impl LiveAgent {
         Ok(LiveAgent { child: Some(child) })
     }
 
+    /// The agent's process id (`ip netns exec` execs it), e.g. to send it SIGHUP.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
     /// Sends SIGINT (the agent drains and logs every open connection) and waits for the exit.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().expect("running");

@@ -104,6 +104,12 @@ impl Alerts {
         })
     }
 
+    /// New rules (SIGHUP) with the same webhooks. Thresholds already armed map to rules by
+    /// value (`rules_at`): a crossing that no current rule stands for makes no alert.
+    pub fn replace_rules(&mut self, rules: Vec<Rule>) {
+        self.rules = rules;
+    }
+
     /// No rules: nothing to arm, no alert can happen.
     pub fn has_rules(&self) -> bool {
         !self.rules.is_empty()

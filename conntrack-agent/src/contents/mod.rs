@@ -194,9 +194,13 @@ pub struct ClosedFile {
     pub gaps: u64,
 }
 
+/// The settings an [`Extractor`] selects connections with; its rules are replaced on SIGHUP
+/// (reload.rs).
+pub type SettingsHandle = std::rc::Rc<std::cell::RefCell<ContentsSettings>>;
+
 /// The extraction capability.
 pub struct Extractor {
-    settings: ContentsSettings,
+    settings: SettingsHandle,
     dir: PathBuf,
     conns: HashMap<FlowKey, ConnFiles>,
     budget: Budget,
@@ -213,7 +217,7 @@ impl Extractor {
             exhausted: false,
         };
         Self {
-            settings,
+            settings: std::rc::Rc::new(std::cell::RefCell::new(settings)),
             dir: dir.to_path_buf(),
             conns: HashMap::new(),
             budget,
@@ -269,7 +273,10 @@ impl Extractor {
     /// Turns extraction on for the directions the settings give this connection.
     fn select(&mut self, conn: &mut ConnHandle<'_>) {
         let c = *conn.conn();
-        let (o, r) = self.settings.directions(&ConnMatch::from_conn(&c, None));
+        let (o, r) = self
+            .settings
+            .borrow()
+            .directions(&ConnMatch::from_conn(&c, None));
         for (is_orig, on) in [(true, o), (false, r)] {
             if on && conn.set_extract(is_orig, true) {
                 self.open(conn.key(), &c, is_orig, true);
@@ -334,16 +341,16 @@ impl Capability for Extractor {
 }
 
 /// Sets the datapath's caps and registers the extractor when `--extract-all` or a rule asks
-/// for extraction (the command line adds to the `[contents]` section).
+/// for extraction (the command line adds to the `[contents]` section); returns its settings.
 pub fn register(
     agent: &mut crate::agent::Agent,
     common: &crate::cli::CommonArgs,
     settings: &ContentsSettings,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<SettingsHandle>> {
     let mut settings = settings.clone();
     settings.extract_all |= common.extract_all;
     if !settings.enabled() {
-        return Ok(());
+        return Ok(None);
     }
     let dir = common
         .extract_dir
@@ -354,8 +361,10 @@ pub fn register(
         .dp
         .set_content_caps(settings.max_bytes_per_conn, settings.max_rate)
         .map_err(|e| anyhow::anyhow!("setting the content extraction caps: {e}"))?;
-    agent.register(Box::new(Extractor::new(settings, &dir)));
-    Ok(())
+    let extractor = Extractor::new(settings, &dir);
+    let handle = extractor.settings.clone();
+    agent.register(Box::new(extractor));
+    Ok(Some(handle))
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ pub fn replay(
     let args = ReadArgs {
         trace: trace.to_path_buf(),
         common: CommonArgs {
+            keep_previous_logs: false,
             log_dir: dir.path().join("logs"),
             log_format: LogFormat::Tsv,
             local_nets: vec![],
@@ -63,6 +64,7 @@ pub fn replay(
             extract_all: false,
             extract_dir: None,
             ipfix: Default::default(),
+            logs: Default::default(),
         },
         ignore_checksums: false,
         ignore_checksums_net: vec![],
