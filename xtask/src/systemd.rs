@@ -295,8 +295,8 @@ fn execute(unit: &Unit) -> Result<()> {
     let logs = dir.join("logs");
     let config = dir.join("conntrack.toml");
     std::fs::create_dir_all(&logs)?;
-    std::fs::copy(util::root().join("conntrack.example.toml"), &config)
-        .context("cannot copy conntrack.example.toml")?;
+    std::fs::copy(util::root().join("deploy/conntrack.toml"), &config)
+        .context("cannot copy deploy/conntrack.toml")?;
     chown(&logs, SERVICE_UID)?;
     // The agent (uid SERVICE_UID) must reach the log directory through target/.
     for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {

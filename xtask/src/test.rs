@@ -45,6 +45,7 @@ pub fn test() -> Result<()> {
     ]))?;
     conformance()?;
     crate::container::container(&["--check".to_string()])?;
+    crate::systemd::systemd(&["--check".to_string()])?;
     crate::fuzz::fuzz_for(std::time::Duration::from_secs(40))?;
     step("bench --quick (the bench must keep running; its figures are not checked)");
     crate::bench::bench(&["--quick".to_string()])?;
