@@ -10,7 +10,7 @@
 //! conn.log it left: both connections must be there with the counts that were sent.
 
 use crate::agent::{self, Profile};
-use crate::deploy_check::{HOST_IF, TestLink, check_metrics, verify_conn_log};
+use crate::deploy_check::{Bpffs, HOST_IF, TestLink, check_metrics, conn_logs, verify_conn_logs};
 use crate::util::{self, step};
 use anyhow::{Context, Result, bail, ensure};
 use std::path::{Path, PathBuf};
@@ -148,13 +148,7 @@ impl Drop for Cleanup {
 }
 
 fn check_image(engine: &str, tag: &str) -> Result<()> {
-    step("container check: privileged, host networking, on a veth to a test namespace");
-    let container = format!("ctcont-{}", std::process::id());
-    let mut link = TestLink::create()?;
-    let cleanup = Cleanup {
-        engine: engine.to_string(),
-        container: container.clone(),
-    };
+    step("container check: the DaemonSet's pod on a veth to a test namespace, through a rollout");
     let spec = DaemonSet::load(&util::root().join(DAEMONSET))?;
     ensure!(
         spec.image == tag,
@@ -169,50 +163,92 @@ fn check_image(engine: &str, tag: &str) -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     std::fs::create_dir_all(&config)?;
     std::fs::write(config.join("conntrack.toml"), &spec.config)?;
+    // The node's /sys/fs/bpf: a private BPF filesystem, so that no pin outlives the check.
+    let bpffs = Bpffs::mount(&work.join("bpffs"))?;
+    let mut link = TestLink::create()?;
     let flags = run_flags(engine, tag)?;
-    let mut run = Command::new(engine);
-    run.args(&flags)
-        .args(["run", "-d", "--name", &container])
-        .args(ulimits());
-    if spec.privileged {
-        run.arg("--privileged");
-    }
-    if spec.host_network {
-        run.arg("--network=host");
-    }
-    run.arg("-v")
-        .arg(format!("{}:{}", logs.display(), spec.log_mount))
-        .arg("-v")
-        .arg(format!("{}:{}:ro", config.display(), spec.config_mount))
-        .arg(tag)
-        .args(spec.args_on(HOST_IF));
-    util::run(run.stdout(Stdio::null()))?;
-    wait_for_log_line(engine, &container, "tracking on", Duration::from_secs(30))?;
-
+    let pod = |name: &str| -> Result<Cleanup> {
+        let mut run = Command::new(engine);
+        run.args(&flags)
+            .args(["run", "-d", "--name", name])
+            .args(ulimits());
+        if spec.privileged {
+            run.arg("--privileged");
+        }
+        if spec.host_network {
+            run.arg("--network=host");
+        }
+        for (host, mount) in [
+            (format!("{}", logs.display()), spec.log_mount.clone()),
+            (
+                format!("{}", config.display()),
+                format!("{}:ro", spec.config_mount),
+            ),
+            (
+                format!("{}", bpffs.path().display()),
+                spec.bpffs_mount.clone(),
+            ),
+        ] {
+            run.arg("-v").arg(format!("{host}:{mount}"));
+        }
+        run.arg(tag).args(spec.args_on(HOST_IF));
+        util::run(run.stdout(Stdio::null()))?;
+        let pod = Cleanup {
+            engine: engine.to_string(),
+            container: name.to_string(),
+        };
+        wait_for_log_line(engine, name, "tracking on", Duration::from_secs(30))?;
+        Ok(pod)
+    };
+    let id = std::process::id();
+    let old = pod(&format!("ctcont-{id}-old"))?;
     link.exercise()?;
     if let Some(port) = spec.metrics_port {
         check_metrics(port)?;
     }
-    // SIGTERM, as `podman stop` sends: the agent logs open connections and writes #close.
-    util::run(
-        Command::new(engine)
-            .args(["stop", "-t", "30", &container])
-            .stdout(Stdio::null()),
-    )?;
-    let agent_log = util::output(Command::new(engine).args(["logs", &container]))?;
-    let log_path = logs.join("conn.log");
-    let text = std::fs::read_to_string(&log_path).with_context(|| {
+    // A rollout: the old pod gets SIGTERM (with --pin-dir, a handover), then the new pod starts
+    // on the same node's pins and logs.
+    stop(engine, &old.container, "TERM")?;
+    drop(old);
+    let new = pod(&format!("ctcont-{id}-new"))?;
+    // Deleting the DaemonSet for good: SIGINT logs every open connection.
+    stop(engine, &new.container, "INT")?;
+    let texts = conn_logs(&logs)?;
+    verify_conn_logs(&texts).with_context(|| {
         format!(
-            "the container wrote no {}; its output:\n{}",
-            log_path.display(),
-            String::from_utf8_lossy(&agent_log.stderr)
+            "conn.log files in {} across a rollout; the new pod's output:\n{}",
+            logs.display(),
+            container_output(engine, &new.container)
         )
     })?;
-    verify_conn_log(&text)?;
-    drop(cleanup);
+    drop(new);
     drop(link);
-    step("container check passed: the image tracked the check's ICMP and TCP connections");
+    drop(bpffs);
+    step("container check passed: each connection logged once, with its counts, across a rollout");
     Ok(())
+}
+
+/// Sends SIGname to the container's agent and waits for it to exit 0.
+fn stop(engine: &str, container: &str, signal: &str) -> Result<()> {
+    util::output(Command::new(engine).args(["kill", "--signal", signal, container]))?;
+    let code = util::stdout(Command::new(engine).args(["wait", container]))?;
+    ensure!(
+        code.trim() == "0",
+        "the agent in {container} exited with {} after SIG{signal}:\n{}",
+        code.trim(),
+        container_output(engine, container)
+    );
+    Ok(())
+}
+
+fn container_output(engine: &str, container: &str) -> String {
+    Command::new(engine)
+        .args(["logs", container])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)
+        })
+        .unwrap_or_default()
 }
 
 /// The DaemonSet example the check runs the image as.
@@ -228,6 +264,7 @@ struct DaemonSet {
     host_network: bool,
     log_mount: String,
     config_mount: String,
+    bpffs_mount: String,
     config: String,
     metrics_port: Option<u16>,
 }
@@ -280,6 +317,7 @@ impl DaemonSet {
             host_network: pod["hostNetwork"].as_bool() == Some(true),
             log_mount: mount("logs")?,
             config_mount: mount("config")?,
+            bpffs_mount: mount("bpffs")?,
             config: cm["data"]["conntrack.toml"]
                 .as_str()
                 .context("the ConfigMap has no conntrack.toml")?
@@ -376,7 +414,9 @@ mod tests {
         let i = args.iter().position(|a| a == "--iface").unwrap();
         assert_eq!(args[i + 1], "veth9");
         assert!(args.contains(&ds.log_mount));
-        assert!(ds.config.contains("[metrics]"));
+        assert!(ds.config.contains("metrics-addr"));
+        assert_eq!(ds.bpffs_mount, "/sys/fs/bpf");
+        assert!(args.iter().any(|a| a == "--pin-dir"));
         assert_eq!(ds.metrics_port, Some(9750));
     }
 

@@ -18,11 +18,11 @@
 //! things away that the agent does not use; the capability set is what decides whether it runs.
 
 use crate::agent::{self, Profile};
-use crate::deploy_check::{HOST_IF, TestLink, verify_conn_logs};
+use crate::deploy_check::{Bpffs, HOST_IF, TestLink, conn_logs, verify_conn_logs};
 use crate::util::{self, step};
 use anyhow::{Context, Result, bail, ensure};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -174,25 +174,6 @@ impl Drop for Agent {
     }
 }
 
-/// The check's BPF filesystem, standing in for /sys/fs/bpf (not mounted on every machine, and
-/// pins of a check must not outlive it); unmounted on drop.
-struct Bpffs(PathBuf);
-
-impl Bpffs {
-    fn mount(path: &Path) -> Result<Self> {
-        std::fs::create_dir_all(path)?;
-        util::output(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(path))
-            .context("cannot mount a BPF filesystem for the check")?;
-        Ok(Bpffs(path.to_path_buf()))
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
-    }
-}
-
 /// How the check maps the unit's host paths and user onto its own.
 struct Mapping {
     pairs: Vec<(String, String)>,
@@ -315,7 +296,7 @@ fn execute(unit: &Unit) -> Result<()> {
             ),
             (format!("/var/log/{logs_dir}"), path(&logs)),
             ("/etc/conntrack/conntrack.toml".into(), path(&config)),
-            ("/sys/fs/bpf".into(), path(&bpffs.0)),
+            ("/sys/fs/bpf".into(), path(bpffs.path())),
         ],
         user: unit
             .get("User")
@@ -353,18 +334,6 @@ fn execute(unit: &Unit) -> Result<()> {
     drop(bpffs);
     step("systemd check passed: the unit's user, capabilities and commands track across a restart");
     Ok(())
-}
-
-/// conn.log and the files a takeover or a rotation set aside (`conn.<time>.log`).
-fn conn_logs(dir: &Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.starts_with("conn.") && name.ends_with(".log") {
-            out.push(std::fs::read_to_string(dir.join(&name))?);
-        }
-    }
-    Ok(out)
 }
 
 fn chown(path: &Path, uid: u32) -> Result<()> {
