@@ -102,6 +102,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Sensor mode, for SPAN/TAP monitor ports: attach the XDP form of the program to each
+    /// --iface (native XDP where the driver supports it, else generic) instead of TC ingress
+    /// and egress. Every mirrored packet arrives at ingress; connections are oriented by
+    /// Zeek's rules, as always.
+    #[arg(long)]
+    pub sensor: bool,
+
+    /// With --sensor: drop the mirrored packets after accounting (XDP_DROP) instead of passing
+    /// them to the kernel stack, which has nothing to do with them on a monitor port.
+    #[arg(long, requires = "sensor")]
+    pub sensor_drop: bool,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }

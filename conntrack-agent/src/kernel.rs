@@ -842,3 +842,182 @@ mod tests {
         eprintln!("orig {o} resp {r} lock busy {busy} on {cpus} CPUs");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sensor mode (issue 8 point 9): the XDP form of the program on SPAN/TAP monitor ports, kept
+// apart from the TC loading above. The XDP programs share every map with the TC ones (flows,
+// events, stats), so the rest of the agent does not know which form runs.
+
+/// Sensor mode's entry program (conntrack-ebpf/src/main.rs).
+const XDP_ENTRY_PROGRAM: &str = "conntrack_xdp";
+
+/// Sensor mode's later stages, tail-called through `XDP_STAGES[index]` (same indices as
+/// [`STAGE_PROGRAMS`]).
+const XDP_STAGE_PROGRAMS: [(&str, u32); 6] = [
+    ("conntrack_xdp_parse", 0),
+    ("conntrack_xdp_transport", 1),
+    ("conntrack_xdp_engine", 2),
+    ("conntrack_xdp_update", 3),
+    ("conntrack_xdp_threshold", 4),
+    ("conntrack_xdp_contents", 5),
+];
+
+/// The XDP program that only returns the verdict: the bench's XDP baseline.
+pub const BENCH_EMPTY_XDP_PROGRAM: &str = "empty_xdp";
+/// Sensor mode's entry program, as the bench runs it.
+pub const BENCH_XDP_PROGRAM: &str = XDP_ENTRY_PROGRAM;
+
+/// How the sensor program got attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SensorAttach {
+    /// Native (driver) XDP: the program runs before the kernel allocates an skb.
+    Native,
+    /// Generic (SKB) XDP: the driver has no XDP support; the program runs in the stack.
+    Generic,
+}
+
+impl std::fmt::Display for SensorAttach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SensorAttach::Native => "native (driver) XDP",
+            SensorAttach::Generic => "generic (SKB) XDP",
+        })
+    }
+}
+
+impl Kernel {
+    /// Loads the XDP programs (once), installs their stages in `XDP_STAGES` and sets the
+    /// verdict: `drop` makes every XDP stage return XDP_DROP after accounting.
+    pub fn load_sensor(&mut self, drop: bool) -> Result<()> {
+        let names = XDP_STAGE_PROGRAMS.iter().map(|(n, _)| *n);
+        for name in names.chain([XDP_ENTRY_PROGRAM, BENCH_EMPTY_XDP_PROGRAM]) {
+            let prog: &mut aya::programs::Xdp = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("no program {name} in the eBPF object"))?
+                .try_into()?;
+            if prog.fd().is_ok() {
+                continue;
+            }
+            prog.load()
+                .map_err(|e| explain_eperm(verifier_error(e)))
+                .with_context(|| format!("loading {name} (BPF verifier)"))?;
+            if let Some(n) = prog
+                .info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+            {
+                log::info!("{name}: the verifier processed {n} instructions");
+            }
+        }
+        for (name, index) in XDP_STAGE_PROGRAMS {
+            let fd = {
+                let prog: &aya::programs::Xdp =
+                    self.ebpf.program(name).context("no stage")?.try_into()?;
+                prog.fd()?.try_clone()?
+            };
+            let mut stages = ProgramArray::try_from(
+                self.ebpf
+                    .map_mut("XDP_STAGES")
+                    .context("no map XDP_STAGES")?,
+            )?;
+            stages
+                .set(index, &fd, 0)
+                .with_context(|| format!("installing {name} in XDP_STAGES"))?;
+        }
+        let mut sensor: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut("SENSOR").context("no map SENSOR")?)?;
+        sensor.set(0, u32::from(drop), 0)?;
+        Ok(())
+    }
+
+    /// Attaches the sensor program to `iface`'s ingress: native XDP where the driver supports
+    /// it, else generic XDP. [`Kernel::load_sensor`] must have run.
+    pub fn attach_sensor(&mut self, iface: &str) -> Result<SensorAttach> {
+        use aya::programs::{Xdp, XdpMode};
+        let c_name = std::ffi::CString::new(iface).context("interface name contains NUL")?;
+        // SAFETY: a valid C string; if_nametoindex only reads it.
+        if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+            bail!("interface {iface:?} not found (see `ip link`)");
+        }
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_ENTRY_PROGRAM)
+            .with_context(|| format!("no program {XDP_ENTRY_PROGRAM}"))?
+            .try_into()?;
+        match prog.attach(iface, XdpMode::Driver) {
+            Ok(_) => Ok(SensorAttach::Native),
+            Err(native) => {
+                log::debug!("{iface}: native XDP refused: {native}");
+                prog.attach(iface, XdpMode::Skb)
+                    .map_err(|e| explain_eperm(anyhow::Error::new(e)))
+                    .with_context(|| {
+                        format!(
+                            "attaching the sensor (XDP) program to {iface}: native mode failed \
+                             ({native}), generic mode too; another XDP program may be attached \
+                             (`ip link show {iface}`)"
+                        )
+                    })?;
+                Ok(SensorAttach::Generic)
+            }
+        }
+    }
+
+    /// Detaches the sensor program from every interface (dropping the `Kernel` does too).
+    pub fn detach_sensor(&mut self) {
+        let prog: Option<&mut aya::programs::Xdp> = self
+            .ebpf
+            .program_mut(XDP_ENTRY_PROGRAM)
+            .and_then(|p| p.try_into().ok());
+        if let Some(prog) = prog
+            && prog.fd().is_ok()
+            && let Err(e) = prog.unload()
+        {
+            log::warn!("detaching {XDP_ENTRY_PROGRAM}: {e}");
+        }
+    }
+
+    /// One BPF_PROG_TEST_RUN of XDP program `name` on `frame`, `repeat` times in the kernel;
+    /// the kernel's mean ns per run (the XDP twin of [`Kernel::bench_test_run`]).
+    pub fn bench_test_run_xdp(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<u64> {
+        let prog: &aya::programs::Xdp = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name} in the eBPF object"))?
+            .try_into()?;
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+        Ok(res.duration.as_nanos() as u64)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-interface counters (issue 8 point 4): `IFACE_STATS`, kept in the `Ebpf` object.
+
+impl Kernel {
+    /// Packets and bytes per interface (ifindex), summed over CPUs, ordered by ifindex.
+    pub fn iface_stats(&self) -> Result<Vec<(u32, conntrack_common::stats::IfaceCounters)>> {
+        use aya::maps::PerCpuHashMap;
+        use conntrack_common::stats::IfaceCounters;
+        let map: PerCpuHashMap<&MapData, u32, IfaceCounters> =
+            PerCpuHashMap::try_from(self.ebpf.map("IFACE_STATS").context("no map IFACE_STATS")?)?;
+        let mut out = Vec::new();
+        for item in map.iter() {
+            let (ifindex, per_cpu) = item?;
+            let sum = per_cpu
+                .iter()
+                .fold(IfaceCounters::default(), |a, v| IfaceCounters {
+                    packets: a.packets.wrapping_add(v.packets),
+                    bytes: a.bytes.wrapping_add(v.bytes),
+                });
+            out.push((ifindex, sum));
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out)
+    }
+}

@@ -48,9 +48,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
         likely_server_ports: &ports,
         replay: false,
     })?;
-    for iface in &args.iface {
-        // On error, dropping `kernel` detaches what was attached so far.
-        kernel.attach(iface)?;
+    if args.sensor {
+        attach_sensor(&mut kernel, &args)?;
+    } else {
+        for iface in &args.iface {
+            // On error, dropping `kernel` detaches what was attached so far.
+            kernel.attach(iface)?;
+        }
     }
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
     let alerts = Alerts::start(
@@ -143,6 +147,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     report_drops(&kernel, &mut reported)?;
     agent.finish()?;
     kernel.detach_all();
+    kernel.detach_sensor();
     let stats = kernel.stats()?;
     let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
     eprintln!(
@@ -169,6 +174,22 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--sensor`: the XDP form on every --iface, saying which XDP mode each got.
+fn attach_sensor(kernel: &mut Kernel, args: &RunArgs) -> Result<()> {
+    kernel.load_sensor(args.sensor_drop)?;
+    let verdict = if args.sensor_drop {
+        "dropped after accounting"
+    } else {
+        "passed on"
+    };
+    for iface in &args.iface {
+        // On error, dropping `kernel` detaches what was attached so far.
+        let mode = kernel.attach_sensor(iface)?;
+        eprintln!("conntrack-agent: sensor mode on {iface}: {mode}; packets are {verdict}");
+    }
+    Ok(())
+}
+
 /// Events first (they happened before now), then the timers due by the wall clock.
 fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Result<()> {
     events.clear();
@@ -190,6 +211,7 @@ fn scrape(
     alerts: &crate::alerts::AlertMetrics,
 ) -> Result<()> {
     m.set_kernel_stats(&kernel.stats()?);
+    m.set_iface_stats(&kernel.iface_stats()?);
     m.set_table(agent.open_conns() as u64, u64::from(capacity));
     m.set_alerts(alerts);
     Ok(())

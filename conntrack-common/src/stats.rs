@@ -31,10 +31,13 @@ pub enum Stat {
     /// Content extraction: payload bytes of flagged connections not handed over (caps, ring
     /// buffer full, copy failure, beyond `MAX_CHUNKS` records per packet).
     ContentNotDelivered = 12,
+    /// IP bytes of the packets parsed (header plus payload, as conn.log's `*_ip_bytes` counts
+    /// them; GSO super-packets count every segment's headers; fragments are not parsed).
+    IpBytes = 13,
 }
 
 /// Number of entries of the `STATS` array.
-pub const STAT_COUNT: u32 = 13;
+pub const STAT_COUNT: u32 = 14;
 
 impl Stat {
     /// Index into the `STATS` array.
@@ -59,6 +62,7 @@ impl Stat {
             Stat::Events => "events",
             Stat::ContentBytes => "content_bytes",
             Stat::ContentNotDelivered => "content_not_delivered",
+            Stat::IpBytes => "ip_bytes",
         }
     }
 
@@ -77,5 +81,21 @@ impl Stat {
         Stat::Events,
         Stat::ContentBytes,
         Stat::ContentNotDelivered,
+        Stat::IpBytes,
     ];
+}
+
+/// Entries of the per-interface counter map (`IFACE_STATS`): interfaces beyond this many are
+/// not counted per interface (the totals in `STATS` still count them).
+pub const MAX_IFACES: u32 = 256;
+
+/// Per-interface counters (`IFACE_STATS`, per CPU, keyed by ifindex).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceCounters {
+    /// Packets seen on the interface (a GSO/GRO super-packet counts its segments).
+    pub packets: u64,
+    /// Frame bytes as the hook saw them (Ethernet header on; a GSO super-packet counts its
+    /// headers once).
+    pub bytes: u64,
 }
