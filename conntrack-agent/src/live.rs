@@ -113,6 +113,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut last_flush = Instant::now();
     let mut last_stats = Instant::now();
     let mut reported = [0u64; DROP_STATS.len()];
+    // The monitored interfaces, for the per-interface metrics.
+    let ifindexes = crate::kernel::ifindexes(&args.iface);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -125,7 +127,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 if last_flush.elapsed() >= FLUSH_INTERVAL {
                     agent.flush()?;
                     if let Some(m) = &metrics {
-                        scrape(m, &kernel, &agent, args.common.table_size, &alert_metrics)?;
+                        scrape(
+                            m,
+                            &kernel,
+                            &agent,
+                            args.common.table_size,
+                            &alert_metrics,
+                            &ifindexes,
+                        )?;
                         if let Some(x) = &ipfix {
                             m.set_ipfix(&x.stats());
                         }
@@ -209,9 +218,10 @@ fn scrape(
     agent: &Agent,
     capacity: u32,
     alerts: &crate::alerts::AlertMetrics,
+    ifaces: &[u32],
 ) -> Result<()> {
     m.set_kernel_stats(&kernel.stats()?);
-    m.set_iface_stats(&kernel.iface_stats()?);
+    m.set_iface_stats(&kernel.iface_stats(ifaces)?);
     m.set_table(agent.open_conns() as u64, u64::from(capacity));
     m.set_alerts(alerts);
     Ok(())

@@ -226,7 +226,8 @@ impl Metrics {
     }
 
     /// Copies the kernel's per-interface totals (`Kernel::iface_stats`), labelled with the
-    /// interface name (`ifindex<N>` for an interface that is gone).
+    /// interface name (`other` for ifindex 0: the interfaces beyond the kernel's array;
+    /// `ifindex<N>` for an interface that is gone).
     pub fn set_iface_stats(&self, ifaces: &[(u32, IfaceCounters)]) {
         for (ifindex, c) in ifaces {
             let l = labels(&[("iface", &iface_name(*ifindex))]);
@@ -329,6 +330,9 @@ impl Metrics {
 
 /// The name of interface `ifindex` in the agent's namespace.
 fn iface_name(ifindex: u32) -> String {
+    if ifindex == 0 {
+        return "other".into();
+    }
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };

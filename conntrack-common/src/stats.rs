@@ -85,11 +85,13 @@ impl Stat {
     ];
 }
 
-/// Entries of the per-interface counter map (`IFACE_STATS`): interfaces beyond this many are
-/// not counted per interface (the totals in `STATS` still count them).
-pub const MAX_IFACES: u32 = 256;
+/// Entries of the per-interface counter array (`IFACE_STATS`), indexed by ifindex: an
+/// interface whose ifindex is this or more is counted in entry 0 (no interface has ifindex 0).
+/// An array rather than a hash keyed by ifindex: its lookup is inlined by the kernel, where a
+/// hash lookup added about 50 ns per packet.
+pub const MAX_IFACES: u32 = 1024;
 
-/// Per-interface counters (`IFACE_STATS`, per CPU, keyed by ifindex).
+/// Per-interface counters (`IFACE_STATS`, per CPU, indexed by ifindex).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceCounters {

@@ -41,7 +41,7 @@ mod pkt;
 
 use core::ptr::copy_nonoverlapping;
 
-use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC, xdp_action};
+use aya_ebpf::bindings::{BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC, xdp_action};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
@@ -51,7 +51,7 @@ use conntrack_common::packet::{
     tcp_flags, tcp_window_scale,
 };
 use conntrack_common::proto;
-use conntrack_common::stats::{IfaceCounters, Stat};
+use conntrack_common::stats::{MAX_IFACES, Stat};
 use maps::{
     CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, IFACE_STATS, L4_HEADER_BYTES,
     SCRATCH, SENSOR, SENSOR_DROP, STAGE_ENGINE, STAGE_PARSE, STAGE_TRANSPORT, STAGE_UPDATE, STATS,
@@ -284,24 +284,14 @@ fn capture_stage<C: Pkt>(ctx: &C) {
     count(Stat::ParseErrors); // the next stage is not installed
 }
 
-/// Adds the packet to its interface's counters in `IFACE_STATS` (created at the interface's
-/// first packet; when the map is full the interface is not counted per interface).
+/// Adds the packet to its interface's counters in `IFACE_STATS` (entry 0 for an ifindex
+/// beyond the array).
 #[inline(always)]
 fn count_iface(ifindex: u32, gso_segs: u32, len: u32) {
     let pkts = if gso_segs > 1 { gso_segs } else { 1 };
-    let c = match IFACE_STATS.get_ptr_mut(ifindex) {
-        Some(c) => c,
-        None => {
-            let zero = IfaceCounters {
-                packets: 0,
-                bytes: 0,
-            };
-            let _ = IFACE_STATS.insert(ifindex, zero, BPF_NOEXIST as u64);
-            match IFACE_STATS.get_ptr_mut(ifindex) {
-                Some(c) => c,
-                None => return,
-            }
-        }
+    let slot = if ifindex < MAX_IFACES { ifindex } else { 0 };
+    let Some(c) = IFACE_STATS.get_ptr_mut(slot) else {
+        return;
     };
     // SAFETY: per-CPU value, this program is the only writer on this CPU.
     unsafe {

@@ -1,7 +1,7 @@
 //! The maps shared with the agent. Names are the contract with `conntrack-agent/src/kernel.rs`.
 
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf};
+use aya_ebpf::maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf};
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::ContentCounters;
 use conntrack_common::key::FlowKey;
@@ -118,11 +118,10 @@ pub static SENSOR: Array<u32> = Array::with_max_entries(1, 0);
 /// Index of the drop flag in [`SENSOR`].
 pub const SENSOR_DROP: u32 = 0;
 
-/// Per-interface packets and bytes, keyed by ifindex, counted by stage 1 (one map update per
-/// packet). Bounded: a packet on an interface beyond `MAX_IFACES` is counted in `STATS` only.
+/// Per-interface packets and bytes, indexed by ifindex (entry 0: every ifindex from
+/// `MAX_IFACES` on), counted by stage 1 (one map update per packet).
 #[map]
-pub static IFACE_STATS: PerCpuHashMap<u32, IfaceCounters> =
-    PerCpuHashMap::with_max_entries(MAX_IFACES, 0);
+pub static IFACE_STATS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(MAX_IFACES, 0);
 
 /// Index of `conntrack_parse` in [`STAGES`].
 pub const STAGE_PARSE: u32 = 0;
