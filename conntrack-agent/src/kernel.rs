@@ -867,6 +867,18 @@ pub const BENCH_EMPTY_XDP_PROGRAM: &str = "empty_xdp";
 /// Sensor mode's entry program, as the bench runs it.
 pub const BENCH_XDP_PROGRAM: &str = XDP_ENTRY_PROGRAM;
 
+/// `--sensor-xdp-mode`: which XDP attach modes to try.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SensorXdpMode {
+    /// Native where the driver supports it, else generic.
+    #[default]
+    Auto,
+    /// Native (driver) XDP only.
+    Native,
+    /// Generic (SKB) XDP only.
+    Generic,
+}
+
 /// How the sensor program got attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SensorAttach {
@@ -932,8 +944,8 @@ impl Kernel {
     }
 
     /// Attaches the sensor program to `iface`'s ingress: native XDP where the driver supports
-    /// it, else generic XDP. [`Kernel::load_sensor`] must have run.
-    pub fn attach_sensor(&mut self, iface: &str) -> Result<SensorAttach> {
+    /// it, else generic XDP (`mode` can force either). [`Kernel::load_sensor`] must have run.
+    pub fn attach_sensor(&mut self, iface: &str, mode: SensorXdpMode) -> Result<SensorAttach> {
         use aya::programs::{Xdp, XdpMode};
         let c_name = std::ffi::CString::new(iface).context("interface name contains NUL")?;
         // SAFETY: a valid C string; if_nametoindex only reads it.
@@ -945,22 +957,34 @@ impl Kernel {
             .program_mut(XDP_ENTRY_PROGRAM)
             .with_context(|| format!("no program {XDP_ENTRY_PROGRAM}"))?
             .try_into()?;
-        match prog.attach(iface, XdpMode::Driver) {
-            Ok(_) => Ok(SensorAttach::Native),
-            Err(native) => {
-                log::debug!("{iface}: native XDP refused: {native}");
-                prog.attach(iface, XdpMode::Skb)
-                    .map_err(|e| explain_eperm(anyhow::Error::new(e)))
-                    .with_context(|| {
-                        format!(
-                            "attaching the sensor (XDP) program to {iface}: native mode failed \
-                             ({native}), generic mode too; another XDP program may be attached \
-                             (`ip link show {iface}`)"
-                        )
-                    })?;
-                Ok(SensorAttach::Generic)
+        let native = match mode {
+            SensorXdpMode::Generic => None,
+            SensorXdpMode::Auto | SensorXdpMode::Native => {
+                match prog.attach(iface, XdpMode::Driver) {
+                    Ok(_) => return Ok(SensorAttach::Native),
+                    Err(e) if mode == SensorXdpMode::Native => {
+                        return Err(explain_eperm(anyhow::Error::new(e))).with_context(|| {
+                            format!(
+                                "attaching the sensor (XDP) program to {iface} in native mode: \
+                                 the driver may not support XDP (try --sensor-xdp-mode generic), \
+                                 or another XDP program is attached (`ip link show {iface}`)"
+                            )
+                        });
+                    }
+                    Err(e) => Some(e),
+                }
             }
-        }
+        };
+        let why = native.map_or(String::new(), |e| format!("native mode failed ({e}), "));
+        prog.attach(iface, XdpMode::Skb)
+            .map_err(|e| explain_eperm(anyhow::Error::new(e)))
+            .with_context(|| {
+                format!(
+                    "attaching the sensor (XDP) program to {iface}: {why}generic mode failed; \
+                     another XDP program may be attached (`ip link show {iface}`)"
+                )
+            })?;
+        Ok(SensorAttach::Generic)
     }
 
     /// Detaches the sensor program from every interface (dropping the `Kernel` does too).

@@ -193,8 +193,16 @@ fn attach_sensor(kernel: &mut Kernel, args: &RunArgs) -> Result<()> {
     };
     for iface in &args.iface {
         // On error, dropping `kernel` detaches what was attached so far.
-        let mode = kernel.attach_sensor(iface)?;
+        let mode = kernel.attach_sensor(iface, args.sensor_xdp_mode)?;
         eprintln!("conntrack-agent: sensor mode on {iface}: {mode}; packets are {verdict}");
+        if mode == crate::kernel::SensorAttach::Generic {
+            // Generic XDP runs after GRO, which merges a TCP flow's segments: each merged
+            // packet would count once.
+            eprintln!(
+                "conntrack-agent: {iface}: generic XDP sees packets after GRO; turn GRO/LRO off \
+                 on a monitor port (ethtool -K {iface} gro off lro off) for exact packet counts"
+            );
+        }
     }
     Ok(())
 }
