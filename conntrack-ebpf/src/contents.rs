@@ -68,6 +68,8 @@ fn rate_admit(now_ns: u64, n: u32) -> u32 {
     }
 }
 
+// Keys and values by reference: by value they would be copied onto the 512-byte stack.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 pub fn run<C: Pkt>(ctx: &C) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
