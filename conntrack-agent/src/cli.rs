@@ -114,8 +114,8 @@ pub struct RunArgs {
     #[arg(long, requires = "sensor")]
     pub sensor_drop: bool,
 
-    /// With --sensor: how to attach XDP. auto: native (in the driver) where the driver supports
-    /// it, else generic (in the stack, after GRO: turn GRO/LRO off on a monitor port).
+    /// With --sensor: how to attach XDP. Generic XDP runs in the stack after GRO: turn GRO/LRO
+    /// off on a monitor port.
     #[arg(long, value_enum, default_value_t, requires = "sensor")]
     pub sensor_xdp_mode: crate::kernel::SensorXdpMode,
 

@@ -870,12 +870,12 @@ pub const BENCH_XDP_PROGRAM: &str = XDP_ENTRY_PROGRAM;
 /// `--sensor-xdp-mode`: which XDP attach modes to try.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum SensorXdpMode {
-    /// Native where the driver supports it, else generic.
+    /// Native where the driver supports it, else generic (the agent says which).
     #[default]
     Auto,
-    /// Native (driver) XDP only.
+    /// Native XDP only: in the driver, before the kernel allocates an skb.
     Native,
-    /// Generic (SKB) XDP only.
+    /// Generic (SKB) XDP only: any driver.
     Generic,
 }
 

@@ -26,6 +26,8 @@
 //! the same code; a monitor port sees both directions at ingress): the engine orients each
 //! connection from its first packet and Zeek's rules. Every XDP stage returns the sensor
 //! verdict: `XDP_PASS`, or `XDP_DROP` after accounting when the agent set `SENSOR_DROP`.
+//! Both forms use the one per-CPU `SCRATCH`: XDP and TC programs run with bottom halves off,
+//! so neither interrupts the other's tail-call chain on a CPU, as for TC ingress and egress.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
