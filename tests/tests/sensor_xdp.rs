@@ -14,8 +14,10 @@ use std::time::Duration;
 use conntrack_tests::connlog::{ConnLog, Record, num};
 use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
 use conntrack_tests::{agent_path, is_root};
+use nix::libc;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, setsockopt, socket, sockopt,
+    AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrLike, bind, recv,
+    setsockopt, socket, sockopt,
 };
 
 fn run(cmd: &str, args: &[&str]) {
@@ -152,7 +154,8 @@ impl Span {
     /// A packet socket in the sensor's namespace: it sees what the sensor's stack receives
     /// after the XDP program (XDP_PASS), and nothing that XDP dropped.
     fn sensor_tap(&self) -> OwnedFd {
-        NetnsPair::run_in(&self.sensor_ns, || {
+        let dev = std::ffi::CString::new(self.sensor.as_str()).unwrap();
+        NetnsPair::run_in(&self.sensor_ns, move || {
             let fd = socket(
                 AddressFamily::Packet,
                 SockType::Raw,
@@ -163,11 +166,54 @@ impl Span {
             // Room for the whole scenario (a few hundred frames), so the count is not cut
             // short by a full buffer.
             let _ = setsockopt(&fd, sockopt::RcvBufForce, &(16 << 20));
+            // Bound to the sensor interface: the metrics scrapes on loopback do not count.
+            // SAFETY: a valid C string; if_nametoindex only reads it.
+            let ifindex = unsafe { libc::if_nametoindex(dev.as_ptr()) };
+            assert_ne!(ifindex, 0, "sensor interface not found");
+            // SAFETY: all-zero is a valid sockaddr_ll.
+            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+            sll.sll_ifindex = ifindex as i32;
+            // SAFETY: a complete sockaddr_ll of its own size.
+            let addr = unsafe {
+                LinkAddr::from_raw(
+                    (&raw const sll).cast(),
+                    Some(size_of::<libc::sockaddr_ll>() as u32),
+                )
+            }
+            .expect("sockaddr_ll");
+            bind(fd.as_raw_fd(), &addr).expect("binding the packet socket");
             fd
         })
         .join()
         .unwrap()
     }
+}
+
+/// Where the agent serves metrics, on the sensor namespace's own loopback.
+const METRICS: &str = "127.0.0.1:9796";
+
+/// GET /metrics from inside namespace `ns`.
+fn scrape(ns: &str) -> String {
+    NetnsPair::run_in(ns, || {
+        let mut s = TcpStream::connect_timeout(&METRICS.parse().unwrap(), Duration::from_secs(5))
+            .expect("connecting to the metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .join()
+    .unwrap()
+}
+
+/// The value of sample `name` (labels included, as exposed); 0 when absent.
+fn value(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Frames waiting on packet socket `fd`.
@@ -303,6 +349,8 @@ fn scenario(index: u8, extra: &[&str]) -> Option<(ConnLog, u64)> {
         "--sensor",
         "--log-dir",
         dir.path().to_str().unwrap(),
+        "--metrics-addr",
+        METRICS,
     ];
     args.extend_from_slice(extra);
     let agent =
@@ -319,8 +367,17 @@ fn scenario(index: u8, extra: &[&str]) -> Option<(ConnLog, u64)> {
     tcp(&span.b, &span.a, sock(&span.a_ip, 6002), 50_000, 5_000);
     udp(&span.a, &span.b, sock(&span.b_ip, 6003), 10, 100, 300);
     udp(&span.b, &span.a, sock(&span.a_ip, 6004), 5, 200, 50);
-    // Let the last packets cross the mirror before the agent drains.
-    std::thread::sleep(Duration::from_millis(500));
+    // Let the last packets cross the mirror, and the counters reach the metrics (copied once a
+    // second), before the agent drains.
+    std::thread::sleep(Duration::from_millis(1500));
+    let metrics = scrape(&span.sensor_ns);
+    let iface_packets = value(
+        &metrics,
+        &format!(
+            "conntrack_kernel_iface_packets_total{{iface=\"{}\"}}",
+            span.sensor
+        ),
+    );
     let status = agent.stop().expect("stopping the agent");
     assert!(status.success(), "agent exited with {status}");
     let rx = frames_received(&tap);
@@ -341,6 +398,19 @@ fn scenario(index: u8, extra: &[&str]) -> Option<(ConnLog, u64)> {
     let r = one(&log, "udp", 6004);
     check_orientation(r, &b, &a);
     check_udp(r, 5, 200, 50);
+    // The XDP form feeds the same counters: the sensor interface saw at least every packet of
+    // the four connections.
+    let logged: u64 = [("tcp", 6001), ("tcp", 6002), ("udp", 6003), ("udp", 6004)]
+        .iter()
+        .map(|&(p, port)| {
+            let r = one(&log, p, port);
+            num(r, "orig_pkts") + num(r, "resp_pkts")
+        })
+        .sum();
+    assert!(
+        iface_packets >= logged,
+        "iface packets {iface_packets} < {logged} logged:\n{metrics}"
+    );
     Some((log, rx))
 }
 
