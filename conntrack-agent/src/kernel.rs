@@ -777,6 +777,70 @@ mod tests {
         }
     }
 
+    /// Sensor mode's XDP form and the TC form, fed the same conversation (on two different
+    /// flows), must leave the same connection: same orientation, counters and history. The
+    /// 1400-byte datagrams are longer than the header copy, so the XDP form's reads from the
+    /// packet itself are exercised too.
+    #[test]
+    fn xdp_and_tc_forms_track_a_conversation_alike() {
+        if !std::path::Path::new("/sys/fs/bpf").exists() || OBJECT.is_empty() {
+            eprintln!("skipping: eBPF program not built or no bpffs");
+            return;
+        }
+        if check_privileges().is_err() {
+            eprintln!("skipping: needs root (CAP_BPF, CAP_NET_ADMIN)");
+            return;
+        }
+        let mut kernel = Kernel::load(&KernelOptions {
+            max_flows: 1024,
+            likely_server_ports: &[],
+            replay: false,
+        })
+        .expect("loading the program");
+        kernel.load_sensor(false).expect("loading the XDP form");
+        let (a, b) = ([10, 9, 1, 1], [10, 9, 1, 2]);
+        let conversation = |sport: u16| {
+            vec![
+                udp_frame(a, sport, b, 7000, 100),
+                udp_frame(b, 7000, a, sport, 1400),
+                udp_frame(a, sport, b, 7000, 1400),
+                udp_frame(b, 7000, a, sport, 10),
+                udp_frame(b, 7000, a, sport, 0),
+            ]
+        };
+        for f in conversation(41000) {
+            kernel
+                .bench_test_run(BENCH_TRACKER_PROGRAM, &f, 1)
+                .expect("TC run");
+        }
+        for f in conversation(42000) {
+            kernel
+                .bench_test_run_xdp(BENCH_XDP_PROGRAM, &f, 1)
+                .expect("XDP run");
+        }
+        let flows = kernel.take_flows().unwrap();
+        let conns: Vec<Conn> = flows
+            .keys()
+            .iter()
+            .filter_map(|k| flows.lookup(k))
+            .collect();
+        assert_eq!(conns.len(), 2, "one connection per form");
+        let view = |c: &Conn| {
+            (
+                (c.orig_pkts(), c.orig_bytes(), c.orig_ip_bytes()),
+                (c.resp_pkts(), c.resp_bytes(), c.resp_ip_bytes()),
+                c.history_str().to_vec(),
+            )
+        };
+        assert_eq!(view(&conns[0]), view(&conns[1]));
+        assert_eq!(
+            view(&conns[0]).0,
+            (2, 1500, 1500 + 2 * 28),
+            "orig: the side that sent first"
+        );
+        assert_eq!(view(&conns[0]).1, (3, 1410, 1410 + 3 * 28));
+    }
+
     /// Two CPUs hammer the same connection at once (one per direction). Every packet must be
     /// counted exactly once, either on the connection or, when the lock stayed busy, in
     /// `LockBusy` (handed to the agent): a lost or torn update would break the sums.
