@@ -114,17 +114,12 @@ impl Span {
             (&span.a, &monitor),
             (&span.sensor_ns, &span.sensor),
         ] {
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{dev}.disable_ipv6=1"),
-                ],
-            );
+            // /proc/sys/net is the opening thread's namespace's.
+            let knob = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+            NetnsPair::run_in(ns, move || std::fs::write(&knob, "1"))
+                .join()
+                .unwrap()
+                .expect("disabling IPv6 on a test link");
         }
         // The SPAN session: both directions of a's port, copied to the monitor port (u32 with
         // an empty match: matchall is not built into every kernel).
