@@ -241,6 +241,9 @@ fn tcp(client_ns: &str, server_ns: &str, srv: SocketAddr, up: usize, down: usize
     std::thread::sleep(Duration::from_millis(300));
     let client = NetnsPair::run_in(client_ns, move || {
         let mut c = TcpStream::connect_timeout(&srv, Duration::from_secs(5)).unwrap();
+        // The agent turns extraction on when it handles the establishment (it polls every
+        // 20 ms): bytes sent before would be missed.
+        std::thread::sleep(Duration::from_millis(200));
         c.write_all(&vec![b'q'; up]).unwrap();
         c.shutdown(Shutdown::Write).unwrap();
         let mut back = Vec::new();
@@ -338,6 +341,7 @@ fn scenario(index: u8, extra: &[&str]) -> Option<(ConnLog, u64)> {
     }
     let span = Span::new(index, extra.contains(&"generic"));
     let dir = tempfile::tempdir().unwrap();
+    let extract = dir.path().join("extract");
     let mut args = vec![
         "--iface",
         &span.sensor,
@@ -346,6 +350,9 @@ fn scenario(index: u8, extra: &[&str]) -> Option<(ConnLog, u64)> {
         dir.path().to_str().unwrap(),
         "--metrics-addr",
         METRICS,
+        "--extract-all",
+        "--extract-dir",
+        extract.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     let agent =
@@ -406,6 +413,19 @@ fn scenario(index: u8, extra: &[&str]) -> Option<(ConnLog, u64)> {
         iface_packets >= logged,
         "iface packets {iface_packets} < {logged} logged:\n{metrics}"
     );
+    // The contents stage reads the payload from the XDP buffer: each direction of the first
+    // transfer is extracted byte for byte.
+    for (side, byte, len) in [("orig", b'q', 200_000), ("resp", b'r', 30_000)] {
+        let suffix = format!("-6001_{side}.dat");
+        let file = std::fs::read_dir(&extract)
+            .expect("the extract directory exists")
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .unwrap_or_else(|| panic!("no contents_*{suffix} in {}", extract.display()));
+        let data = std::fs::read(file.path()).unwrap();
+        assert_eq!(data.len(), len, "{side} bytes extracted");
+        assert!(data.iter().all(|&b| b == byte), "{side} bytes differ");
+    }
     Some((log, rx))
 }
 
