@@ -18,7 +18,7 @@
 //! buffer without waking the agent (it polls). `conntrack_control` (never attached) is how the
 //! agent sets a connection's thresholds.
 //!
-//! The packet itself is never changed or dropped.
+//! The TC programs never change or drop the packet.
 //!
 //! Sensor mode (`run --sensor`, for SPAN/TAP monitor ports): the same stages as XDP programs
 //! (`conntrack_xdp`, then `conntrack_xdp_*` through `XDP_STAGES`), generic over where the bytes
