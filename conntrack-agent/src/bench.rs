@@ -11,8 +11,15 @@
 //! - `syn_new`: a SYN that creates a connection. Every run must be a new connection, so this one
 //!   runs with `repeat` = 1 on distinct source ports (the kernel's own timing of one run, which
 //!   includes its clock reads), against `empty` measured the same way (`empty_single`).
+//!
+//! Sensor mode's XDP form on the same frames (`xdp_empty`, `xdp_tcp_data`, `xdp_udp`,
+//! `xdp_ipv6`), against the XDP program that only returns its verdict: the same stages, reading
+//! an `xdp_buff` instead of an skb.
 
-use crate::kernel::{BENCH_EMPTY_PROGRAM, BENCH_TRACKER_PROGRAM, Kernel, KernelOptions};
+use crate::kernel::{
+    BENCH_EMPTY_PROGRAM, BENCH_EMPTY_XDP_PROGRAM, BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM, Kernel,
+    KernelOptions,
+};
 use anyhow::Result;
 use clap::Args;
 use conntrack_common::contents;
@@ -173,6 +180,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         likely_server_ports: &ports,
         replay: false,
     })?;
+    k.load_sensor(false)?;
     let mut events: Vec<Event> = Vec::new();
     let (a4, b4) = ([10, 1, 0, 1], [10, 1, 0, 2]);
     let mut a6 = [0u8; 16];
@@ -217,6 +225,10 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         "ipv6",
         "empty_single",
         "syn_new",
+        "xdp_empty",
+        "xdp_tcp_data",
+        "xdp_udp",
+        "xdp_ipv6",
     ]
     .iter()
     .map(|n| (*n, Vec::new()))
@@ -229,6 +241,10 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         let ua = k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_armed, args.repeat)?;
         let ux = extracted_cost(&mut k, &udp_extracted, args.repeat)?;
         let s6 = k.bench_test_run(BENCH_TRACKER_PROGRAM, &data6, args.repeat)?;
+        let xe = k.bench_test_run_xdp(BENCH_EMPTY_XDP_PROGRAM, &data4, args.repeat)?;
+        let xt = k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &data4, args.repeat)?;
+        let xu = k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &udp, args.repeat)?;
+        let x6 = k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &data6, args.repeat)?;
         let mut empties = Vec::with_capacity(args.syns as usize);
         let mut syns = Vec::with_capacity(args.syns as usize);
         for _ in 0..args.syns {
@@ -256,6 +272,10 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
             ("ipv6", s6),
             ("empty_single", median(&mut empties)),
             ("syn_new", median(&mut syns)),
+            ("xdp_empty", xe),
+            ("xdp_tcp_data", xt),
+            ("xdp_udp", xu),
+            ("xdp_ipv6", x6),
         ] {
             if let Some(slot) = out.iter_mut().find(|(n, _)| *n == name) {
                 slot.1.push(v);

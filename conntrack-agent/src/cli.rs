@@ -179,6 +179,23 @@ pub struct RunArgs {
     #[arg(long, requires = "pin_dir")]
     pub no_handover: bool,
 
+    /// Sensor mode, for SPAN/TAP monitor ports: attach the XDP form of the program to each
+    /// --iface (native XDP where the driver supports it, else generic) instead of TC ingress
+    /// and egress. Every mirrored packet arrives at ingress; connections are oriented by
+    /// Zeek's rules, as always. (Not with --pin-dir: XDP attachments are not pinned.)
+    #[arg(long, conflicts_with = "pin_dir")]
+    pub sensor: bool,
+
+    /// With --sensor: drop the mirrored packets after accounting (XDP_DROP) instead of passing
+    /// them to the kernel stack, which has nothing to do with them on a monitor port.
+    #[arg(long, requires = "sensor")]
+    pub sensor_drop: bool,
+
+    /// With --sensor: how to attach XDP. Generic XDP runs in the stack after GRO: turn GRO/LRO
+    /// off on a monitor port.
+    #[arg(long, value_enum, default_value_t, requires = "sensor")]
+    pub sensor_xdp_mode: crate::kernel::SensorXdpMode,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -1003,6 +1003,70 @@ mod tests {
         }
     }
 
+    /// Sensor mode's XDP form and the TC form, fed the same conversation (on two different
+    /// flows), must leave the same connection: same orientation, counters and history. The
+    /// 1400-byte datagrams are longer than the header copy, so the XDP form's reads from the
+    /// packet itself are exercised too.
+    #[test]
+    fn xdp_and_tc_forms_track_a_conversation_alike() {
+        if !std::path::Path::new("/sys/fs/bpf").exists() || OBJECT.is_empty() {
+            eprintln!("skipping: eBPF program not built or no bpffs");
+            return;
+        }
+        if check_privileges().is_err() {
+            eprintln!("skipping: needs root (CAP_BPF, CAP_NET_ADMIN)");
+            return;
+        }
+        let mut kernel = Kernel::load(&KernelOptions {
+            max_flows: 1024,
+            likely_server_ports: &[],
+            replay: false,
+        })
+        .expect("loading the program");
+        kernel.load_sensor(false).expect("loading the XDP form");
+        let (a, b) = ([10, 9, 1, 1], [10, 9, 1, 2]);
+        let conversation = |sport: u16| {
+            vec![
+                udp_frame(a, sport, b, 7000, 100),
+                udp_frame(b, 7000, a, sport, 1400),
+                udp_frame(a, sport, b, 7000, 1400),
+                udp_frame(b, 7000, a, sport, 10),
+                udp_frame(b, 7000, a, sport, 0),
+            ]
+        };
+        for f in conversation(41000) {
+            kernel
+                .bench_test_run(BENCH_TRACKER_PROGRAM, &f, 1)
+                .expect("TC run");
+        }
+        for f in conversation(42000) {
+            kernel
+                .bench_test_run_xdp(BENCH_XDP_PROGRAM, &f, 1)
+                .expect("XDP run");
+        }
+        let flows = kernel.take_flows().unwrap();
+        let conns: Vec<Conn> = flows
+            .keys()
+            .iter()
+            .filter_map(|k| flows.lookup(k))
+            .collect();
+        assert_eq!(conns.len(), 2, "one connection per form");
+        let view = |c: &Conn| {
+            (
+                (c.orig_pkts(), c.orig_bytes(), c.orig_ip_bytes()),
+                (c.resp_pkts(), c.resp_bytes(), c.resp_ip_bytes()),
+                c.history_str().to_vec(),
+            )
+        };
+        assert_eq!(view(&conns[0]), view(&conns[1]));
+        assert_eq!(
+            view(&conns[0]).0,
+            (2, 1500, 1500 + 2 * 28),
+            "orig: the side that sent first"
+        );
+        assert_eq!(view(&conns[0]).1, (3, 1410, 1410 + 3 * 28));
+    }
+
     /// Two CPUs hammer the same connection at once (one per direction). Every packet must be
     /// counted exactly once, either on the connection or, when the lock stayed busy, in
     /// `LockBusy` (handed to the agent): a lost or torn update would break the sums.
@@ -1066,5 +1130,228 @@ mod tests {
         assert_eq!(c.orig_bytes(), o * 100);
         assert_eq!(c.resp_bytes(), r * 300);
         eprintln!("orig {o} resp {r} lock busy {busy} on {cpus} CPUs");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sensor mode (issue 8 point 9): the XDP form of the program on SPAN/TAP monitor ports, kept
+// apart from the TC loading above. The XDP programs share every map with the TC ones (flows,
+// events, stats), so the rest of the agent does not know which form runs.
+
+/// Sensor mode's entry program (conntrack-ebpf/src/main.rs).
+const XDP_ENTRY_PROGRAM: &str = "conntrack_xdp";
+
+/// Sensor mode's later stages, tail-called through `XDP_STAGES[index]` (same indices as
+/// [`STAGE_PROGRAMS`]).
+const XDP_STAGE_PROGRAMS: [(&str, u32); 6] = [
+    ("conntrack_xdp_parse", 0),
+    ("conntrack_xdp_transport", 1),
+    ("conntrack_xdp_engine", 2),
+    ("conntrack_xdp_update", 3),
+    ("conntrack_xdp_threshold", 4),
+    ("conntrack_xdp_contents", 5),
+];
+
+/// The XDP program that only returns the verdict: the bench's XDP baseline.
+pub const BENCH_EMPTY_XDP_PROGRAM: &str = "empty_xdp";
+/// Sensor mode's entry program, as the bench runs it.
+pub const BENCH_XDP_PROGRAM: &str = XDP_ENTRY_PROGRAM;
+
+/// `--sensor-xdp-mode`: which XDP attach modes to try.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SensorXdpMode {
+    /// Native where the driver supports it, else generic (the agent says which).
+    #[default]
+    Auto,
+    /// Native XDP only: in the driver, before the kernel allocates an skb.
+    Native,
+    /// Generic (SKB) XDP only: any driver.
+    Generic,
+}
+
+/// How the sensor program got attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SensorAttach {
+    /// Native (driver) XDP: the program runs before the kernel allocates an skb.
+    Native,
+    /// Generic (SKB) XDP: the driver has no XDP support; the program runs in the stack.
+    Generic,
+}
+
+impl std::fmt::Display for SensorAttach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SensorAttach::Native => "native (driver) XDP",
+            SensorAttach::Generic => "generic (SKB) XDP",
+        })
+    }
+}
+
+impl Kernel {
+    /// Loads the XDP programs (once), installs their stages in `XDP_STAGES` and sets the
+    /// verdict: `drop` makes every XDP stage return XDP_DROP after accounting.
+    pub fn load_sensor(&mut self, drop: bool) -> Result<()> {
+        let names = XDP_STAGE_PROGRAMS.iter().map(|(n, _)| *n);
+        for name in names.chain([XDP_ENTRY_PROGRAM, BENCH_EMPTY_XDP_PROGRAM]) {
+            let prog: &mut aya::programs::Xdp = self
+                .ebpf
+                .program_mut(name)
+                .with_context(|| format!("no program {name} in the eBPF object"))?
+                .try_into()?;
+            if prog.fd().is_ok() {
+                continue;
+            }
+            prog.load()
+                .map_err(|e| explain_eperm(verifier_error(e)))
+                .with_context(|| format!("loading {name} (BPF verifier)"))?;
+            if let Some(n) = prog
+                .info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+            {
+                log::info!("{name}: the verifier processed {n} instructions");
+            }
+        }
+        for (name, index) in XDP_STAGE_PROGRAMS {
+            let fd = {
+                let prog: &aya::programs::Xdp =
+                    self.ebpf.program(name).context("no stage")?.try_into()?;
+                prog.fd()?.try_clone()?
+            };
+            let mut stages = ProgramArray::try_from(
+                self.ebpf
+                    .map_mut("XDP_STAGES")
+                    .context("no map XDP_STAGES")?,
+            )?;
+            stages
+                .set(index, &fd, 0)
+                .with_context(|| format!("installing {name} in XDP_STAGES"))?;
+        }
+        let mut sensor: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut("SENSOR").context("no map SENSOR")?)?;
+        sensor.set(0, u32::from(drop), 0)?;
+        Ok(())
+    }
+
+    /// Attaches the sensor program to `iface`'s ingress: native XDP where the driver supports
+    /// it, else generic XDP (`mode` can force either). [`Kernel::load_sensor`] must have run.
+    pub fn attach_sensor(&mut self, iface: &str, mode: SensorXdpMode) -> Result<SensorAttach> {
+        use aya::programs::{Xdp, XdpMode};
+        let c_name = std::ffi::CString::new(iface).context("interface name contains NUL")?;
+        // SAFETY: a valid C string; if_nametoindex only reads it.
+        if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+            bail!("interface {iface:?} not found (see `ip link`)");
+        }
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_ENTRY_PROGRAM)
+            .with_context(|| format!("no program {XDP_ENTRY_PROGRAM}"))?
+            .try_into()?;
+        let native = match mode {
+            SensorXdpMode::Generic => None,
+            SensorXdpMode::Auto | SensorXdpMode::Native => {
+                match prog.attach(iface, XdpMode::Driver) {
+                    Ok(_) => return Ok(SensorAttach::Native),
+                    Err(e) if mode == SensorXdpMode::Native => {
+                        return Err(explain_eperm(anyhow::Error::new(e))).with_context(|| {
+                            format!(
+                                "attaching the sensor (XDP) program to {iface} in native mode: \
+                                 the driver may not support XDP (try --sensor-xdp-mode generic), \
+                                 or another XDP program is attached (`ip link show {iface}`)"
+                            )
+                        });
+                    }
+                    Err(e) => Some(e),
+                }
+            }
+        };
+        let why = native.map_or(String::new(), |e| format!("native mode failed ({e}), "));
+        prog.attach(iface, XdpMode::Skb)
+            .map_err(|e| explain_eperm(anyhow::Error::new(e)))
+            .with_context(|| {
+                format!(
+                    "attaching the sensor (XDP) program to {iface}: {why}generic mode failed; \
+                     another XDP program may be attached (`ip link show {iface}`)"
+                )
+            })?;
+        Ok(SensorAttach::Generic)
+    }
+
+    /// Detaches the sensor program from every interface (dropping the `Kernel` does too).
+    pub fn detach_sensor(&mut self) {
+        let prog: Option<&mut aya::programs::Xdp> = self
+            .ebpf
+            .program_mut(XDP_ENTRY_PROGRAM)
+            .and_then(|p| p.try_into().ok());
+        if let Some(prog) = prog
+            && prog.fd().is_ok()
+            && let Err(e) = prog.unload()
+        {
+            log::warn!("detaching {XDP_ENTRY_PROGRAM}: {e}");
+        }
+    }
+
+    /// One BPF_PROG_TEST_RUN of XDP program `name` on `frame`, `repeat` times in the kernel;
+    /// the kernel's mean ns per run (the XDP twin of [`Kernel::bench_test_run`]).
+    pub fn bench_test_run_xdp(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<u64> {
+        let prog: &aya::programs::Xdp = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name} in the eBPF object"))?
+            .try_into()?;
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+        Ok(res.duration.as_nanos() as u64)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-interface counters (issue 8 point 4): `IFACE_STATS`, kept in the `Ebpf` object.
+
+/// The ifindex of each interface in `names` that exists (for [`Kernel::iface_stats`]).
+pub fn ifindexes(names: &[String]) -> Vec<u32> {
+    names
+        .iter()
+        .filter_map(|n| std::ffi::CString::new(n.as_str()).ok())
+        // SAFETY: a valid C string; if_nametoindex only reads it.
+        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) })
+        .filter(|&i| i != 0)
+        .collect()
+}
+
+impl Kernel {
+    /// Packets and bytes of each interface in `ifindexes`, summed over CPUs. Interfaces whose
+    /// ifindex is beyond the kernel's array share its entry 0, reported as ifindex 0 (once).
+    pub fn iface_stats(
+        &self,
+        ifindexes: &[u32],
+    ) -> Result<Vec<(u32, conntrack_common::stats::IfaceCounters)>> {
+        use conntrack_common::stats::{IfaceCounters, MAX_IFACES};
+        let map: PerCpuArray<&MapData, IfaceCounters> =
+            PerCpuArray::try_from(self.ebpf.map("IFACE_STATS").context("no map IFACE_STATS")?)?;
+        let mut slots: Vec<u32> = ifindexes
+            .iter()
+            .map(|&i| if i < MAX_IFACES { i } else { 0 })
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+            .into_iter()
+            .map(|slot| {
+                let per_cpu = map.get(&slot, 0)?;
+                let sum = per_cpu
+                    .iter()
+                    .fold(IfaceCounters::default(), |a, v| IfaceCounters {
+                        packets: a.packets.wrapping_add(v.packets),
+                        bytes: a.bytes.wrapping_add(v.bytes),
+                    });
+                Ok((slot, sum))
+            })
+            .collect()
     }
 }

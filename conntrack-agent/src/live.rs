@@ -55,9 +55,13 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
         }
         None => {
             let mut kernel = Kernel::load(&opts)?;
-            for iface in &args.iface {
-                // On error, dropping `kernel` detaches what was attached so far.
-                kernel.attach(iface)?;
+            if args.sensor {
+                attach_sensor(&mut kernel, &args)?;
+            } else {
+                for iface in &args.iface {
+                    // On error, dropping `kernel` detaches what was attached so far.
+                    kernel.attach(iface)?;
+                }
             }
             (kernel, None)
         }
@@ -142,6 +146,8 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
         Shutdown::ForGood
     };
     let mut shutdown = Shutdown::ForGood;
+    // The monitored interfaces, for the per-interface metrics.
+    let ifindexes = crate::kernel::ifindexes(&args.iface);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -158,7 +164,14 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
                 if last_flush.elapsed() >= FLUSH_INTERVAL {
                     agent.flush()?;
                     if let Some(m) = &metrics {
-                        scrape(m, &kernel, &agent, args.common.table_size, &alert_metrics)?;
+                        scrape(
+                            m,
+                            &kernel,
+                            &agent,
+                            args.common.table_size,
+                            &alert_metrics,
+                            &ifindexes,
+                        )?;
                         if let Some(x) = &ipfix {
                             m.set_ipfix(&x.stats());
                         }
@@ -190,6 +203,7 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
         report_drops(&kernel, &mut reported, true)?;
         agent.finish()?;
         kernel.detach_all();
+        kernel.detach_sensor();
         if let Some(pins) = &pins {
             kernel.unpin_links();
             pins.dir.remove()?;
@@ -225,6 +239,30 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--sensor`: the XDP form on every --iface, saying which XDP mode each got.
+fn attach_sensor(kernel: &mut Kernel, args: &RunArgs) -> Result<()> {
+    kernel.load_sensor(args.sensor_drop)?;
+    let verdict = if args.sensor_drop {
+        "dropped after accounting"
+    } else {
+        "passed on"
+    };
+    for iface in &args.iface {
+        // On error, dropping `kernel` detaches what was attached so far.
+        let mode = kernel.attach_sensor(iface, args.sensor_xdp_mode)?;
+        eprintln!("conntrack-agent: sensor mode on {iface}: {mode}; packets are {verdict}");
+        if mode == crate::kernel::SensorAttach::Generic {
+            // Generic XDP runs after GRO, which merges a TCP flow's segments: each merged
+            // packet would count once.
+            eprintln!(
+                "conntrack-agent: {iface}: generic XDP sees packets after GRO; turn GRO/LRO off \
+                 on a monitor port (ethtool -K {iface} gro off lro off) for exact packet counts"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Events first (they happened before now), then the timers due by the wall clock.
 fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Result<()> {
     events.clear();
@@ -244,8 +282,10 @@ fn scrape(
     agent: &Agent,
     capacity: u32,
     alerts: &crate::alerts::AlertMetrics,
+    ifaces: &[u32],
 ) -> Result<()> {
     m.set_kernel_stats(&kernel.stats()?);
+    m.set_iface_stats(&kernel.iface_stats(ifaces)?);
     m.set_table(agent.open_conns() as u64, u64::from(capacity));
     m.set_alerts(alerts);
     Ok(())

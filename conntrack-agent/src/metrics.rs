@@ -10,7 +10,7 @@ use crate::datapath::conn_record_fields;
 use crate::events::{Capability, ConnEvent, ConnHandle};
 use crate::ipfix::ExportStats;
 use anyhow::{Context, Result};
-use conntrack_common::stats::Stat;
+use conntrack_common::stats::{IfaceCounters, Stat};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -50,6 +50,8 @@ pub struct Metrics {
     kernel: Vec<Counter>,
     alerts: Family<Labels, Counter>,
     ipfix: Family<Labels, Counter>,
+    iface_packets: Family<Labels, Counter>,
+    iface_bytes: Family<Labels, Counter>,
 }
 
 /// Name and help of each kernel counter (`conntrack_kernel_<name>_total`).
@@ -71,6 +73,9 @@ fn kernel_help(s: Stat) -> &'static str {
         Stat::ContentBytes => "Payload bytes of extracted connections sent to the agent",
         Stat::ContentNotDelivered => {
             "Payload bytes of extracted connections not delivered (caps, full ring buffer)"
+        }
+        Stat::IpBytes => {
+            "IP bytes (headers and payload) of the packets the eBPF program parsed; fragments excluded"
         }
     }
 }
@@ -157,6 +162,18 @@ impl Metrics {
             "IPFIX data records (--ipfix), by outcome: exported, dropped (queue full or send failed)",
             ipfix.clone(),
         );
+        let iface_packets = Family::<Labels, Counter>::default();
+        r.register(
+            "conntrack_kernel_iface_packets",
+            "Packets the eBPF program saw, by interface (a GSO/GRO packet counts its segments)",
+            iface_packets.clone(),
+        );
+        let iface_bytes = Family::<Labels, Counter>::default();
+        r.register(
+            "conntrack_kernel_iface_bytes",
+            "Frame bytes (Ethernet header on) the eBPF program saw, by interface",
+            iface_bytes.clone(),
+        );
         Self {
             registry: Arc::new(r),
             conns_created,
@@ -170,6 +187,8 @@ impl Metrics {
             kernel,
             alerts,
             ipfix,
+            iface_packets,
+            iface_bytes,
         }
     }
 
@@ -202,6 +221,25 @@ impl Metrics {
             let before = c.get();
             if *now > before {
                 c.inc_by(now - before);
+            }
+        }
+    }
+
+    /// Copies the kernel's per-interface totals (`Kernel::iface_stats`), labelled with the
+    /// interface name (`other` for ifindex 0: the interfaces beyond the kernel's array;
+    /// `ifindex<N>` for an interface that is gone).
+    pub fn set_iface_stats(&self, ifaces: &[(u32, IfaceCounters)]) {
+        for (ifindex, c) in ifaces {
+            let l = labels(&[("iface", &iface_name(*ifindex))]);
+            for (family, now) in [
+                (&self.iface_packets, c.packets),
+                (&self.iface_bytes, c.bytes),
+            ] {
+                let counter = family.get_or_create(&l);
+                let before = counter.get();
+                if now > before {
+                    counter.inc_by(now - before);
+                }
             }
         }
     }
@@ -288,6 +326,23 @@ impl Metrics {
         }
         resp
     }
+}
+
+/// The name of interface `ifindex` in the agent's namespace.
+fn iface_name(ifindex: u32) -> String {
+    if ifindex == 0 {
+        return "other".into();
+    }
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("ifindex{ifindex}");
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Counts connections as the event core reports them.
@@ -383,6 +438,12 @@ mod tests {
         m.set_kernel_stats(&[(Stat::Packets, 50), (Stat::RingbufFull, 2)]);
         m.set_table(1, 1024);
         m.add_events_received(7);
+        let lo = IfaceCounters {
+            packets: 12,
+            bytes: 900,
+        };
+        m.set_iface_stats(&[(1, lo)]);
+        m.set_iface_stats(&[(1, IfaceCounters { packets: 15, ..lo })]);
         let a = AlertMetrics::default();
         AlertMetrics::inc(&a.alerts);
         AlertMetrics::inc(&a.sent);
@@ -416,6 +477,9 @@ mod tests {
             ("conntrack_alerts_total{outcome=\"failed\"}", 0),
             ("conntrack_ipfix_records_total{outcome=\"exported\"}", 9),
             ("conntrack_ipfix_records_total{outcome=\"dropped\"}", 0),
+            ("conntrack_kernel_iface_packets_total{iface=\"lo\"}", 15),
+            ("conntrack_kernel_iface_bytes_total{iface=\"lo\"}", 900),
+            ("conntrack_kernel_ip_bytes_total", 0),
         ];
         for (name, v) in want {
             assert_eq!(sample(&t, name), Some(v), "{name} in\n{t}");

@@ -59,6 +59,7 @@ mod pod {
     unsafe impl aya::Pod for crate::threshold::ThresholdCommand {}
     unsafe impl aya::Pod for crate::contents::ContentHeader {}
     unsafe impl aya::Pod for crate::contents::ContentCounters {}
+    unsafe impl aya::Pod for crate::stats::IfaceCounters {}
 }
 
 // Layout guards: these types are shared with the eBPF program and must not change by accident.

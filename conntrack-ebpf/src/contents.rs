@@ -12,10 +12,9 @@ use crate::maps::{
     CONFIG, CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE, CONTENTS, CONTENTS_CONNS, CONTENTS_RATE,
     SCRATCH,
 };
+use crate::pkt::Pkt;
 use crate::{count_n, zero_words};
 use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
-use aya_ebpf::helpers::bpf_skb_load_bytes;
-use aya_ebpf::programs::TcContext;
 use conntrack_common::contents::{
     self, CHUNK_BYTES, CONTENT_FROM_ORIG, ContentCounters, ContentRecord, MAX_CHUNKS,
 };
@@ -69,8 +68,10 @@ fn rate_admit(now_ns: u64, n: u32) -> u32 {
     }
 }
 
+// Keys and values by reference: by value they would be copied onto the 512-byte stack.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
-pub fn run(ctx: &TcContext) {
+pub fn run<C: Pkt>(ctx: &C) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -83,7 +84,7 @@ pub fn run(ctx: &TcContext) {
     // The payload ends where the IP header says (or, for a replayed IPv4 total length of 0, at
     // the end of the frame, which then holds exactly the captured packet).
     let end = if scratch.ip_len_zero != 0 {
-        ctx.len()
+        ctx.frame_len()
     } else {
         scratch.l3_offset.wrapping_add(meta.ip_len)
     };
@@ -148,12 +149,7 @@ pub fn run(ctx: &TcContext) {
             (*out).hdr.len = len;
             (*out).hdr.flags = if is_orig { CONTENT_FROM_ORIG } else { 0 };
             (*out).hdr.proto = meta.proto as u32;
-            bpf_skb_load_bytes(
-                ctx.skb.skb.cast(),
-                start.wrapping_add(done),
-                (&raw mut (*out).data).cast(),
-                len,
-            )
+            ctx.load_bytes(start.wrapping_add(done), (&raw mut (*out).data).cast(), len)
         };
         if loaded != 0 {
             entry.discard(0);

@@ -16,6 +16,8 @@ use core::mem::MaybeUninit;
 
 /// Runs the command in the packet data; returns `RESULT_APPLIED | crossed slots` or one of the
 /// other `RESULT_*` bits.
+// The key by reference: by value it would be copied onto the 512-byte stack.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> u32 {
     let mut cmd = MaybeUninit::<ThresholdCommand>::uninit();

@@ -6,9 +6,9 @@
 //! the tail call fails); a tail call does not leave the CPU, so the hold time stays one packet.
 
 use crate::lock;
-use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_CONTENTS, STAGE_THRESHOLD, STAGES};
+use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_CONTENTS, STAGE_THRESHOLD};
+use crate::pkt::Pkt;
 use aya_ebpf::bindings::BPF_NOEXIST;
-use aya_ebpf::programs::TcContext;
 use conntrack_common::conn::{CONN_FLIPPED, Conn, ZERO_CONN};
 use conntrack_common::contents;
 use conntrack_common::engine::{
@@ -137,7 +137,7 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
 /// Stage 5: `engine::update`; then, when a threshold is armed, the threshold stage (which
 /// finishes the packet); else NewConn / StateChanged and unlock.
 #[inline(always)]
-pub fn apply(ctx: &TcContext, emit: impl Fn(&EventRef<'_>)) {
+pub fn apply<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -154,8 +154,7 @@ pub fn apply(ctx: &TcContext, emit: impl Fn(&EventRef<'_>)) {
         // The check does not fit this stage's verifier budget; connections without thresholds
         // never pay the tail call.
         scratch.changes = ch.0;
-        // SAFETY: a valid context and map; on success this does not return.
-        unsafe { STAGES.tail_call(ctx, STAGE_THRESHOLD) };
+        ctx.tail_call(STAGE_THRESHOLD);
         // Not installed: finish the packet without the check.
     }
     finish(conn, ch, emit);
@@ -165,7 +164,7 @@ pub fn apply(ctx: &TcContext, emit: impl Fn(&EventRef<'_>)) {
 /// `engine::check_thresholds`, then the packet's event (crossings included) and unlock; then,
 /// for a packet whose payload is to be extracted, the contents stage.
 #[inline(always)]
-pub fn check_thresholds_stage(ctx: &TcContext, emit: impl Fn(&EventRef<'_>)) {
+pub fn check_thresholds_stage<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -184,8 +183,7 @@ pub fn check_thresholds_stage(ctx: &TcContext, emit: impl Fn(&EventRef<'_>)) {
     finish(conn, ch, emit);
     if extract {
         scratch.contents_orig = side as u32;
-        // SAFETY: a valid context and map; on success this does not return.
-        unsafe { STAGES.tail_call(ctx, STAGE_CONTENTS) };
+        ctx.tail_call(STAGE_CONTENTS);
     }
 }
 

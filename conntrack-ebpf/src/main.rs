@@ -18,7 +18,16 @@
 //! buffer without waking the agent (it polls). `conntrack_control` (never attached) is how the
 //! agent sets a connection's thresholds.
 //!
-//! The packet itself is never changed or dropped.
+//! The TC programs never change or drop the packet.
+//!
+//! Sensor mode (`run --sensor`, for SPAN/TAP monitor ports): the same stages as XDP programs
+//! (`conntrack_xdp`, then `conntrack_xdp_*` through `XDP_STAGES`), generic over where the bytes
+//! come from (pkt.rs). Nothing here depends on the hook's direction (TC ingress and egress run
+//! the same code; a monitor port sees both directions at ingress): the engine orients each
+//! connection from its first packet and Zeek's rules. Every XDP stage returns the sensor
+//! verdict: `XDP_PASS`, or `XDP_DROP` after accounting when the agent set `SENSOR_DROP`.
+//! Both forms use the one per-CPU `SCRATCH`: XDP and TC programs run with bottom halves off,
+//! so neither interrupts the other's tail-call chain on a CPU, as for TC ingress and egress.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -30,24 +39,26 @@ mod flow;
 mod l2;
 mod lock;
 mod maps;
+mod pkt;
 
 use core::ptr::copy_nonoverlapping;
 
-use aya_ebpf::bindings::{__sk_buff, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC};
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_skb_load_bytes};
-use aya_ebpf::macros::classifier;
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::bindings::{BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC, xdp_action};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::macros::{classifier, xdp};
+use aya_ebpf::programs::{TcContext, XdpContext};
 use conntrack_common::event::{Event, EventRef};
 use conntrack_common::packet::{
     MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, note_udp_delivered, parse_ip, parse_l4,
     tcp_flags, tcp_window_scale,
 };
 use conntrack_common::proto;
-use conntrack_common::stats::Stat;
+use conntrack_common::stats::{MAX_IFACES, Stat};
 use maps::{
-    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, L4_HEADER_BYTES, SCRATCH,
-    STAGE_ENGINE, STAGE_PARSE, STAGE_TRANSPORT, STAGE_UPDATE, STAGES, STATS,
+    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, IFACE_STATS, L4_HEADER_BYTES,
+    SCRATCH, SENSOR, SENSOR_DROP, STAGE_ENGINE, STAGE_PARSE, STAGE_TRANSPORT, STAGE_UPDATE, STATS,
 };
+use pkt::Pkt;
 
 /// `__sk_buff.cb[0]` in replay: the agent found the transport checksum bad.
 const CB_BAD_CHECKSUM: u32 = 1;
@@ -127,6 +138,71 @@ pub fn conntrack_contents(ctx: TcContext) -> i32 {
     VERDICT
 }
 
+/// Sensor mode's verdict for every XDP stage: pass, or drop after accounting (`--sensor-drop`).
+#[inline(always)]
+fn sensor_verdict() -> u32 {
+    match SENSOR.get(SENSOR_DROP) {
+        Some(1) => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// Sensor mode, stage 1: a monitor port's frames (all of them arrive at ingress).
+#[xdp]
+pub fn conntrack_xdp(ctx: XdpContext) -> u32 {
+    capture_stage(&ctx);
+    sensor_verdict()
+}
+
+/// Does nothing but return the sensor verdict: the XDP per-packet cost baseline of
+/// `cargo xtask bench` (never attached).
+#[xdp]
+pub fn empty_xdp(_ctx: XdpContext) -> u32 {
+    sensor_verdict()
+}
+
+/// Sensor mode, stage 2 (`XDP_STAGES`).
+#[xdp]
+pub fn conntrack_xdp_parse(ctx: XdpContext) -> u32 {
+    parse_stage(&ctx);
+    sensor_verdict()
+}
+
+/// Sensor mode, stage 3.
+#[xdp]
+pub fn conntrack_xdp_transport(ctx: XdpContext) -> u32 {
+    transport_stage(&ctx);
+    sensor_verdict()
+}
+
+/// Sensor mode, stage 4.
+#[xdp]
+pub fn conntrack_xdp_engine(ctx: XdpContext) -> u32 {
+    engine_stage(&ctx);
+    sensor_verdict()
+}
+
+/// Sensor mode, stage 5.
+#[xdp]
+pub fn conntrack_xdp_update(ctx: XdpContext) -> u32 {
+    flow::apply(&ctx, emit);
+    sensor_verdict()
+}
+
+/// Sensor mode, stage 6.
+#[xdp]
+pub fn conntrack_xdp_threshold(ctx: XdpContext) -> u32 {
+    flow::check_thresholds_stage(&ctx, emit);
+    sensor_verdict()
+}
+
+/// Sensor mode, stage 7.
+#[xdp]
+pub fn conntrack_xdp_contents(ctx: XdpContext) -> u32 {
+    contents::run(&ctx);
+    sensor_verdict()
+}
+
 #[inline(always)]
 fn count(stat: Stat) {
     count_n(stat, 1);
@@ -143,9 +219,8 @@ fn count_n(stat: Stat, n: u64) {
 /// Stage 1 (ingress/egress): copy the headers, take time, flags and GSO count, find the IP
 /// header behind the VLAN tags.
 #[inline(always)]
-fn capture_stage(ctx: &TcContext) {
+fn capture_stage<C: Pkt>(ctx: &C) {
     count(Stat::Packets);
-    let skb: *mut __sk_buff = ctx.skb.skb;
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -153,7 +228,7 @@ fn capture_stage(ctx: &TcContext) {
     let scratch = unsafe { &mut *scratch };
 
     // Copy the headers (bpf_skb_load_bytes also reads non-linear skbs).
-    let len = ctx.len();
+    let len = ctx.frame_len();
     if len < ETH_HLEN {
         return count(Stat::ParseErrors);
     }
@@ -162,9 +237,16 @@ fn capture_stage(ctx: &TcContext) {
     } else {
         len
     };
+    // n is 14..=MAX_HEADER_BYTES; the mask spells that out for the verifier, which (for XDP's
+    // length helper) sees the check above on another register. The volatile read keeps LLVM
+    // from folding the mask away.
+    const _: () = assert!(MAX_HEADER_BYTES.is_power_of_two());
+    // SAFETY: a plain local.
+    let n = unsafe { core::ptr::read_volatile(&n) };
+    let n = (n.wrapping_sub(1) & (MAX_HEADER_BYTES as u32 - 1)) + 1;
     let dst = scratch.frame.as_mut_ptr().cast();
     // SAFETY: `dst` has MAX_HEADER_BYTES >= n bytes.
-    if unsafe { bpf_skb_load_bytes(skb.cast(), 0, dst, n) } != 0 {
+    if unsafe { ctx.load_bytes(0, dst, n) } != 0 {
         return count(Stat::ParseErrors);
     }
     let frame = scratch.frame.get(..n as usize).unwrap_or(&[]);
@@ -172,9 +254,12 @@ fn capture_stage(ctx: &TcContext) {
         return count(Stat::NonIp);
     };
 
-    // SAFETY: the context pointer is valid for the run; plain field reads.
-    let (tstamp, cb0, gso_segs, ifindex) =
-        unsafe { ((*skb).tstamp, (*skb).cb[0], (*skb).gso_segs, (*skb).ifindex) };
+    let pkt::Fields {
+        tstamp,
+        cb0,
+        gso_segs,
+        ifindex,
+    } = ctx.fields();
     let flags = CONFIG.get(CONFIG_FLAGS).copied().unwrap_or(0);
     let replay = flags & CONFIG_REPLAY != 0;
     scratch.now_ns = if replay && tstamp != 0 {
@@ -194,16 +279,34 @@ fn capture_stage(ctx: &TcContext) {
     scratch.gso_segs = gso_segs;
     // A test run's skb sits on loopback: replays have no interface (the host engine's 0).
     scratch.ifindex = if replay { 0 } else { ifindex };
-    // SAFETY: a valid context and map; on success this does not return.
-    unsafe { STAGES.tail_call(ctx, STAGE_PARSE) };
+    if !replay {
+        count_iface(ifindex, gso_segs, len);
+    }
+    ctx.tail_call(STAGE_PARSE);
     count(Stat::ParseErrors); // the next stage is not installed
+}
+
+/// Adds the packet to its interface's counters in `IFACE_STATS` (entry 0 for an ifindex
+/// beyond the array).
+#[inline(always)]
+fn count_iface(ifindex: u32, gso_segs: u32, len: u32) {
+    let pkts = if gso_segs > 1 { gso_segs } else { 1 };
+    let slot = if ifindex < MAX_IFACES { ifindex } else { 0 };
+    let Some(c) = IFACE_STATS.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: per-CPU value, this program is the only writer on this CPU.
+    unsafe {
+        (*c).packets = (*c).packets.wrapping_add(pkts as u64);
+        (*c).bytes = (*c).bytes.wrapping_add(len as u64);
+    }
 }
 
 /// Stage 2: the IP header(s) into `scratch.meta` (`parse_ip` stops before the transport
 /// header on BPF), started at a verifier-opaque offset so the VLAN variants do not multiply the
 /// parser's paths.
 #[inline(always)]
-fn parse_stage(ctx: &TcContext) {
+fn parse_stage<C: Pkt>(ctx: &C) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -224,8 +327,7 @@ fn parse_stage(ctx: &TcContext) {
         // Reassembly is the host's job (replays); live fragments are counted, not tracked.
         return count(Stat::Fragments);
     }
-    // SAFETY: a valid context and map; on success this does not return.
-    unsafe { STAGES.tail_call(ctx, STAGE_TRANSPORT) };
+    ctx.tail_call(STAGE_TRANSPORT);
     count(Stat::ParseErrors); // the next stage is not installed
 }
 
@@ -243,7 +345,7 @@ fn ip_slice(frame: &[u8; MAX_HEADER_BYTES], l3_offset: u32, ip_len: u32) -> Opti
 /// Stage 3: the transport header (`packet::parse_l4`), GSO counts and, for TCP SYNs, the
 /// window-scale option. Verified apart from the IP parser: together their paths multiply.
 #[inline(always)]
-fn transport_stage(ctx: &TcContext) {
+fn transport_stage<C: Pkt>(ctx: &C) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -284,9 +386,9 @@ fn transport_stage(ctx: &TcContext) {
         // Our copy ends before the packet: the application analyzers see the packet's own
         // payload, so take its captured length and bytes 0 and 2 from the skb.
         let payload = start + 8;
-        let captured = (ctx.len() as u64).saturating_sub(payload) as u32;
-        let b0 = ctx.load::<u8>(payload as usize).ok();
-        let b2 = ctx.load::<u8>(payload as usize + 2).ok();
+        let captured = (ctx.frame_len() as u64).saturating_sub(payload) as u32;
+        let b0 = ctx.load_u8(payload as u32);
+        let b2 = ctx.load_u8(payload as u32 + 2);
         note_udp_delivered(captured, b0, b2, meta);
     }
     if scratch.checksum_ok == 0 {
@@ -307,17 +409,17 @@ fn transport_stage(ctx: &TcContext) {
     if meta.proto == proto::TCP && meta.tcp_flags & tcp_flags::SYN != 0 && !meta.l4_dropped() {
         meta.window_scale = window_scale(ctx, &mut scratch.l4_hdr, start);
     }
-    // SAFETY: a valid context and map; on success this does not return.
-    unsafe { STAGES.tail_call(ctx, STAGE_ENGINE) };
+    count_n(Stat::IpBytes, meta.ip_bytes as u64);
+    ctx.tail_call(STAGE_ENGINE);
     count(Stat::ParseErrors); // the next stage is not installed
 }
 
 /// Reads up to `L4_HEADER_BYTES` of the packet from `start` (the transport header) into `buf`,
 /// zero-filled past the packet's end; returns how many bytes the packet had there.
 #[inline(always)]
-fn load_l4_header(ctx: &TcContext, buf: &mut [u8; L4_HEADER_BYTES], start: u64) -> usize {
+fn load_l4_header<C: Pkt>(ctx: &C, buf: &mut [u8; L4_HEADER_BYTES], start: u64) -> usize {
     *buf = [0u8; L4_HEADER_BYTES];
-    let avail = (ctx.len() as u64).saturating_sub(start);
+    let avail = (ctx.frame_len() as u64).saturating_sub(start);
     let n = if avail > L4_HEADER_BYTES as u64 {
         L4_HEADER_BYTES as u64
     } else {
@@ -333,14 +435,7 @@ fn load_l4_header(ctx: &TcContext, buf: &mut [u8; L4_HEADER_BYTES], start: u64) 
     let n = unsafe { core::ptr::read_volatile(&(n as u32)) };
     let len = (n.wrapping_sub(1) & (L4_HEADER_BYTES as u32 - 1)) + 1;
     // SAFETY: `buf` has L4_HEADER_BYTES >= len bytes; the helper checks the packet bounds.
-    let rc = unsafe {
-        bpf_skb_load_bytes(
-            ctx.skb.skb.cast(),
-            start as u32,
-            buf.as_mut_ptr().cast(),
-            len,
-        )
-    };
+    let rc = unsafe { ctx.load_bytes(start as u32, buf.as_mut_ptr().cast(), len) };
     if rc != 0 { 0 } else { n as usize }
 }
 
@@ -350,7 +445,7 @@ fn load_l4_header(ctx: &TcContext, buf: &mut [u8; L4_HEADER_BYTES], start: u64) 
 /// VLAN tags), which the host engine parses (found by `fuzz-kernel`). The header (`doff`
 /// bytes) was captured (else `l4_dropped`), so the walk never reads the zero fill.
 #[inline(always)]
-fn window_scale(ctx: &TcContext, buf: &mut [u8; L4_HEADER_BYTES], start: u64) -> u8 {
+fn window_scale<C: Pkt>(ctx: &C, buf: &mut [u8; L4_HEADER_BYTES], start: u64) -> u8 {
     if load_l4_header(ctx, buf, start) < 20 {
         return NO_WINDOW_SCALE;
     }
@@ -362,10 +457,9 @@ fn window_scale(ctx: &TcContext, buf: &mut [u8; L4_HEADER_BYTES], start: u64) ->
 
 /// Stage 4: the connection for this packet, created/reused/initialised and locked.
 #[inline(always)]
-fn engine_stage(ctx: &TcContext) {
+fn engine_stage<C: Pkt>(ctx: &C) {
     if let flow::Prepared::Ready(conn) = flow::prepare(emit, count) {
-        // SAFETY: a valid context and map; on success this does not return.
-        unsafe { STAGES.tail_call(ctx, STAGE_UPDATE) };
+        ctx.tail_call(STAGE_UPDATE);
         flow::release(conn);
         count(Stat::ParseErrors); // the next stage is not installed
     }

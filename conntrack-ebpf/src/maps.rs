@@ -6,7 +6,7 @@ use conntrack_common::conn::Conn;
 use conntrack_common::contents::ContentCounters;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta};
-use conntrack_common::stats::STAT_COUNT;
+use conntrack_common::stats::{IfaceCounters, MAX_IFACES, STAT_COUNT};
 
 /// Default size of [`FLOWS`]; the agent sets the real one at load time
 /// (`EbpfLoader::set_max_entries`).
@@ -104,6 +104,24 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// each under the verifier's complexity limit.
 #[map]
 pub static STAGES: ProgramArray = ProgramArray::with_max_entries(6, 0);
+
+/// The sensor-mode XDP stages (`conntrack_xdp_*`), at the same indices as in [`STAGES`]: a
+/// tail call must stay within one program type.
+#[map]
+pub static XDP_STAGES: ProgramArray = ProgramArray::with_max_entries(6, 0);
+
+/// Sensor mode settings, written by the agent: [`SENSOR_DROP`] holds 1 when the XDP programs
+/// drop the (mirrored) packets after accounting, else they pass them on.
+#[map]
+pub static SENSOR: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Index of the drop flag in [`SENSOR`].
+pub const SENSOR_DROP: u32 = 0;
+
+/// Per-interface packets and bytes, indexed by ifindex (entry 0: every ifindex from
+/// `MAX_IFACES` on), counted by stage 1 (one map update per packet).
+#[map]
+pub static IFACE_STATS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entries(MAX_IFACES, 0);
 
 /// Index of `conntrack_parse` in [`STAGES`].
 pub const STAGE_PARSE: u32 = 0;

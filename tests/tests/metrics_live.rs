@@ -131,6 +131,27 @@ fn live_metrics_count_the_connections_sent() {
         grew(&text, "conntrack_kernel_new_conns_total") >= n,
         "{text}"
     );
+    // The same packets, on the monitored interface's own counter (both directions: TC ingress
+    // and egress of the veth).
+    let iface_pkts = format!(
+        "conntrack_kernel_iface_packets_total{{iface=\"{}\"}}",
+        pair.veth_a
+    );
+    assert!(grew(&text, &iface_pkts) >= 7 * n, "{text}");
+    let iface_bytes = format!(
+        "conntrack_kernel_iface_bytes_total{{iface=\"{}\"}}",
+        pair.veth_a
+    );
+    // Frames carry the payload plus at least an Ethernet header each.
+    assert!(
+        grew(&text, &iface_bytes) >= n * (UP + DOWN) as u64,
+        "{text}"
+    );
+    // The kernel's IP-byte total covers what the connections carried.
+    assert!(
+        grew(&text, "conntrack_kernel_ip_bytes_total") >= n * (UP + DOWN) as u64,
+        "{text}"
+    );
     assert!(
         grew(&text, "conntrack_events_received_total") >= n,
         "{text}"

@@ -110,6 +110,41 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         empty_single,
         "single runs on distinct 4-tuples, ratio vs the empty program's single run",
     ));
+    // Sensor mode (`run --sensor`): the XDP form on the same frames. Ratios are against the
+    // TC empty program, so that XDP and TC rows compare directly.
+    let xdp_empty = med("xdp_empty");
+    sec.rows.push(Row::new(
+        "XDP: empty program (baseline)",
+        xdp_empty,
+        "ns",
+        empty,
+        &format!("{per}; returns XDP_PASS only"),
+    ));
+    for (name, key, what) in [
+        (
+            "XDP: existing TCP, data packet",
+            "xdp_tcp_data",
+            "IPv4, 100-byte segment",
+        ),
+        (
+            "XDP: existing UDP flow packet",
+            "xdp_udp",
+            "IPv4, 100-byte datagram",
+        ),
+        (
+            "XDP: IPv6, existing TCP, data",
+            "xdp_ipv6",
+            "100-byte segment",
+        ),
+    ] {
+        sec.rows.push(Row::new(
+            name,
+            med(key),
+            "ns",
+            empty,
+            &format!("{per}; {what}; sensor mode's XDP stages, ratio vs the TC empty program"),
+        ));
+    }
     if let Some(stats) = v.get("stats") {
         let get = |k: &str| stats.get(k).and_then(Value::as_u64).unwrap_or(0);
         sec.notes.push(format!(
