@@ -12,7 +12,13 @@ pub const DEFAULT_LIKELY_SERVER_PORTS: &str = "21/tcp,22/tcp,25/tcp,53/tcp,79/tc
 #[command(
     name = "conntrack-agent",
     version,
-    about = "eBPF connection tracker writing Zeek's conn.log"
+    about = "eBPF connection tracker writing Zeek's conn.log",
+    after_help = "Examples:
+  conntrack-agent run -i eth0 --log-dir /var/log/conntrack
+  conntrack-agent run --config /etc/conntrack/conntrack.toml
+  conntrack-agent read trace.pcap --stdout | zeek-cut id.orig_h id.resp_h conn_state
+
+`conntrack-agent help run` and `help read` list every option."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -21,9 +27,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Track live traffic on network interfaces (needs root: loads the eBPF program).
+    /// Track live traffic on network interfaces and write conn.log as connections end (needs
+    /// root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
+    #[command(after_help = "Examples:
+  conntrack-agent run -i eth0                          # ./logs/conn.log, Ctrl-C to stop
+  conntrack-agent run -i eth0 -i eth1 --log-format json --rotate-interval 1h
+  conntrack-agent run -i eth0 --pin-dir /sys/fs/bpf/conntrack   # restart without loss
+  conntrack-agent run -i span0 --sensor --sensor-drop  # SPAN/TAP monitor port
+
+Signals: SIGINT logs every open connection and exits; SIGTERM does too, or hands over with
+--pin-dir; SIGHUP re-reads --config.")]
     Run(RunArgs),
     /// Replay a pcap/pcapng trace and write conn.log (like `zeek -r`).
+    #[command(after_help = "Examples:
+  conntrack-agent read trace.pcap                      # ./logs/conn.log
+  conntrack-agent read trace.pcap -C --engine host     # no checksum checks, no privileges
+  conntrack-agent read trace.pcap --stdout --log-format json")]
     Read(ReadArgs),
     /// Per-packet cost of the eBPF program with BPF_PROG_TEST_RUN (for `cargo xtask bench`).
     #[command(hide = true)]
@@ -51,47 +70,53 @@ pub struct CommonArgs {
     pub keep_previous_logs: bool,
 
     /// Directory for conn.log and the other logs (`-`: conn.log to stdout, see --stdout).
-    #[arg(long, default_value = "./logs")]
+    #[arg(help_heading = "Logs", long, default_value = "./logs")]
     pub log_dir: PathBuf,
 
     /// conn.log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Tsv)]
+    #[arg(help_heading = "Logs", long, value_enum, default_value_t = LogFormat::Tsv)]
     pub log_format: LogFormat,
 
     /// Site::local_nets (CIDRs, comma-separated or repeated). Default: Zeek's private address
     /// space.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(help_heading = "Site", long, value_delimiter = ',')]
     pub local_nets: Vec<String>,
 
     /// likely_server_ports as PORT/PROTO list (e.g. 80/tcp,53/udp); decides orientation when the
-    /// first packet is not a plain SYN. An empty value means none. Default: Zeek's default-mode set.
-    #[arg(long, default_value = DEFAULT_LIKELY_SERVER_PORTS)]
+    /// first packet is not a plain SYN. An empty value means none. Default: Zeek's default-mode
+    /// set (73 ports; README, "Command line").
+    #[arg(
+        help_heading = "Site",
+        long,
+        default_value = DEFAULT_LIKELY_SERVER_PORTS,
+        hide_default_value = true
+    )]
     pub likely_server_ports: String,
 
     /// Connections the kernel's flow table holds (BPF map size; `run` and `read --engine
     /// kernel`). Packets of connections that find it full are tracked by the agent itself.
-    #[arg(long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = "Capture", long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
     pub table_size: u32,
 
     /// Append Zeek's `community_id` column to conn.log (Community ID v1 flow hash, seed 0), as
     /// Zeek's policy/protocols/conn/community-id-logging does.
-    #[arg(long)]
+    #[arg(help_heading = "Logs", long)]
     pub community_id: bool,
 
     /// TOML config file, checked at start: capability sections (`[alerts]`, `[inactivity]`,
     /// ...) and any option of this command in `[agent]`/`[run]`/`[read]` (the command line
     /// wins). Unknown keys are errors. `run` re-reads it on SIGHUP. See conntrack.example.toml.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Config", long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Extract the payload of every connection to files (Zeek's Conn::default_extract). Finer
     /// selection, caps and quota: the `[contents]` section of --config.
-    #[arg(long)]
+    #[arg(help_heading = "Content extraction", long)]
     pub extract_all: bool,
 
     /// Directory for extracted contents files. Default: `[contents] extract_dir`, else
     /// `<log-dir>/extract`.
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Content extraction", long, value_name = "DIR")]
     pub extract_dir: Option<PathBuf>,
 
     #[command(flatten)]
@@ -106,24 +131,24 @@ pub struct CommonArgs {
 pub struct LogArgs {
     /// Write conn.log to standard output (TSV with headers, or JSON lines) instead of
     /// <log-dir>/conn.log; messages go to stderr. `--log-dir -` does the same.
-    #[arg(long, conflicts_with_all = ["rotate_interval", "rotate_size", "rotate_command"])]
+    #[arg(help_heading = "Logs", long, conflicts_with_all = ["rotate_interval", "rotate_size", "rotate_command"])]
     pub stdout: bool,
 
     /// Rotate the logs (conn.log, conn_long.log, removal.log) at every multiple of this
     /// interval (e.g. 1h, 15m; Zeek's Log::default_rotation_interval): the file gets `#close`
     /// and is renamed <name>.YYYY-MM-DD-HH-MM-SS.log after its open time (UTC). Network time:
     /// packet time in `read`.
-    #[arg(long, value_name = "DURATION", value_parser = crate::logrotate::parse_interval)]
+    #[arg(help_heading = "Logs", long, value_name = "DURATION", value_parser = crate::logrotate::parse_interval)]
     pub rotate_interval: Option<std::time::Duration>,
 
     /// Rotate a log before the record that would make it larger than this (bytes, or with a
     /// K, M or G suffix).
-    #[arg(long, value_name = "BYTES", value_parser = crate::logrotate::parse_size)]
+    #[arg(help_heading = "Logs", long, value_name = "BYTES", value_parser = crate::logrotate::parse_size)]
     pub rotate_size: Option<u64>,
 
     /// Run this shell command on every rotated file, which is its $1 (Zeek's rotation
     /// postprocessor), e.g. 'gzip "$1"'. Not waited for, except at exit.
-    #[arg(long, value_name = "CMD")]
+    #[arg(help_heading = "Logs", long, value_name = "CMD")]
     pub rotate_command: Option<String>,
 }
 
@@ -155,49 +180,55 @@ impl CommonArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Interface to attach to (repeatable).
-    #[arg(long = "iface", short = 'i', required = true)]
+    #[arg(help_heading = "Capture", long = "iface", short = 'i', required = true)]
     pub iface: Vec<String>,
-
-    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9750).
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
-
-    /// No status line on a terminal (connections, packets/s, events/s, drops, records; redrawn
-    /// every second on stderr when it is a terminal).
-    #[arg(long)]
-    pub no_status: bool,
 
     /// Restart without loss: pin the flow table, event queue, counters and TCX links under
     /// DIR/<schema>/ (on a BPF filesystem, e.g. /sys/fs/bpf/conntrack). SIGTERM then hands
     /// over: open connections stay in the kernel, still counted, for the next agent started
     /// with the same DIR; SIGINT stops for good (logs everything, removes the pins).
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Capture", long, value_name = "DIR")]
     pub pin_dir: Option<PathBuf>,
 
     /// With --pin-dir: SIGTERM stops for good too (logs everything, detaches, removes the
     /// pins), as SIGINT does.
-    #[arg(long, requires = "pin_dir")]
+    #[arg(help_heading = "Capture", long, requires = "pin_dir")]
     pub no_handover: bool,
 
     /// Sensor mode, for SPAN/TAP monitor ports: attach the XDP form of the program to each
     /// --iface (native XDP where the driver supports it, else generic) instead of TC ingress
     /// and egress. Every mirrored packet arrives at ingress; connections are oriented by
     /// Zeek's rules, as always. (Not with --pin-dir: XDP attachments are not pinned.)
-    #[arg(long, conflicts_with = "pin_dir")]
+    #[arg(help_heading = "Capture", long, conflicts_with = "pin_dir")]
     pub sensor: bool,
 
     /// With --sensor: drop the mirrored packets after accounting (XDP_DROP) instead of passing
     /// them to the kernel stack, which has nothing to do with them on a monitor port.
-    #[arg(long, requires = "sensor")]
+    #[arg(help_heading = "Capture", long, requires = "sensor")]
     pub sensor_drop: bool,
 
     /// With --sensor: how to attach XDP. Generic XDP runs in the stack after GRO: turn GRO/LRO
     /// off on a monitor port.
-    #[arg(long, value_enum, default_value_t, requires = "sensor")]
+    #[arg(
+        help_heading = "Capture",
+        long,
+        value_enum,
+        default_value_t,
+        requires = "sensor"
+    )]
     pub sensor_xdp_mode: crate::kernel::SensorXdpMode,
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9750).
+    #[arg(help_heading = "Export", long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// No status line on a terminal (connections, packets/s, events/s, drops, records; redrawn
+    /// every second on stderr when it is a terminal).
+    #[arg(help_heading = "Logs", long)]
+    pub no_status: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -209,26 +240,26 @@ pub struct ReadArgs {
     pub common: CommonArgs,
 
     /// Do not validate checksums (Zeek's -C).
-    #[arg(long, short = 'C')]
+    #[arg(help_heading = "Replay", long, short = 'C')]
     pub ignore_checksums: bool,
 
     /// Do not validate checksums of packets whose source address is in these networks
     /// (repeatable; each value may be a comma-separated list).
-    #[arg(long = "ignore-checksums-net")]
+    #[arg(help_heading = "Replay", long = "ignore-checksums-net")]
     pub ignore_checksums_net: Vec<String>,
 
     /// Which datapath runs the engine (also env CONNTRACK_ENGINE). Default: kernel when
     /// privileged and the program loads, else host.
-    #[arg(long, value_enum, env = "CONNTRACK_ENGINE")]
+    #[arg(help_heading = "Replay", long, value_enum, env = "CONNTRACK_ENGINE")]
     pub engine: Option<Engine>,
 
     /// Progress on stderr every few seconds (default: when stderr is a terminal).
-    #[arg(long)]
+    #[arg(help_heading = "Replay", long)]
     pub progress: Option<bool>,
 
     /// Also fire duration thresholds by timer on idle connections, as `run` does. By default a
     /// replay keeps Zeek's rule: a duration threshold fires on the first packet past it.
-    #[arg(long)]
+    #[arg(help_heading = "Replay", long)]
     pub duration_timers: bool,
 }
 

@@ -60,15 +60,15 @@ pub enum Transport {
 pub struct IpfixArgs {
     /// Export every connection record over IPFIX (RFC 7011) to this collector, e.g.
     /// nfcapd at 127.0.0.1:9995.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(help_heading = "Export", long, value_name = "HOST:PORT")]
     pub ipfix: Option<String>,
 
     /// IPFIX transport (nfcapd listens on UDP only).
-    #[arg(long, value_enum, default_value_t = Transport::Udp, requires = "ipfix")]
+    #[arg(help_heading = "Export", long, value_enum, default_value_t = Transport::Udp, requires = "ipfix")]
     pub ipfix_transport: Transport,
 
     /// IPFIX Observation Domain ID, to tell several agents apart at one collector.
-    #[arg(long, default_value_t = 0, requires = "ipfix")]
+    #[arg(help_heading = "Export", long, default_value_t = 0, requires = "ipfix")]
     pub ipfix_domain: u32,
 }
 
