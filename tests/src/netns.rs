@@ -111,6 +111,23 @@ impl Drop for NetnsPair {
     }
 }
 
+impl NetnsPair {
+    /// The agent in namespace a, watching its veth, writing its logs to `log_dir`, with the
+    /// `extra` options; returns once conn.log exists, i.e. the agent is attached and tracking.
+    pub fn start_agent(&self, log_dir: &Path, extra: &[&str]) -> anyhow::Result<LiveAgent> {
+        let dir = anyhow::Context::context(log_dir.to_str(), "log directory is not UTF-8")?;
+        let mut args = vec!["--iface", &self.veth_a, "--log-dir", dir];
+        args.extend_from_slice(extra);
+        let agent = LiveAgent::start(&self.a, &crate::agent_path(), &args)?;
+        anyhow::ensure!(
+            wait_for_file(&log_dir.join("conn.log"), Duration::from_secs(20)),
+            "the agent did not open {}/conn.log within 20 s",
+            dir
+        );
+        Ok(agent)
+    }
+}
+
 /// The agent running live inside a namespace; on drop it is stopped (SIGINT) if still running.
 pub struct LiveAgent {
     child: Option<Child>,

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
+use conntrack_tests::netns::NetnsPair;
 use conntrack_tests::pcapgen::{ACK, FIN, PSH, SYN, TcpConv, Trace};
 use conntrack_tests::{agent_path, is_root};
 use serde_json::Value;
@@ -248,23 +248,9 @@ fn live_byte_threshold_reaches_the_webhook_within_a_second() {
             pair.veth_a
         ),
     );
-    let agent = LiveAgent::start(
-        &pair.a,
-        &agent_path(),
-        &[
-            "--iface",
-            &pair.veth_a,
-            "--log-dir",
-            dir.path().to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    )
-    .expect("starting the agent");
-    assert!(
-        wait_for_file(&dir.path().join("conn.log"), Duration::from_secs(20)),
-        "the agent did not open conn.log within 20 s"
-    );
+    let agent = pair
+        .start_agent(dir.path(), &["--config", cfg.to_str().unwrap()])
+        .expect("starting the agent");
 
     // 3 MB upload from a to b: the 1 MB threshold is crossed a third of the way in.
     let up = 3_000_000usize;

@@ -9,8 +9,8 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use conntrack_tests::connlog::ConnLog;
-use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
-use conntrack_tests::{agent_path, is_root};
+use conntrack_tests::is_root;
+use conntrack_tests::netns::NetnsPair;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -70,21 +70,10 @@ fn sighup_applies_new_timeouts_and_alert_rules() {
         format!("[inactivity]\nudp = \"1h\"\n{RULE}threshold = 1000000\n"),
     )
     .unwrap();
-    let agent = LiveAgent::start(
-        &pair.a,
-        &agent_path(),
-        &[
-            "--iface",
-            &pair.veth_a,
-            "--log-dir",
-            dir.path().to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-    )
-    .expect("starting the agent");
+    let agent = pair
+        .start_agent(dir.path(), &["--config", cfg.to_str().unwrap()])
+        .expect("starting the agent");
     let conn_log = dir.path().join("conn.log");
-    assert!(wait_for_file(&conn_log, Duration::from_secs(20)));
     let pid = Pid::from_raw(agent.pid());
 
     // Under the old timeout.

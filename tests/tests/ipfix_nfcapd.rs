@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use conntrack_tests::connlog::{ConnLog, num};
-use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
+use conntrack_tests::netns::NetnsPair;
 use conntrack_tests::pcapgen::{ACK, FIN, PSH, SYN, TcpConv, Trace, udp_frame};
 use conntrack_tests::{agent_path, is_root};
 
@@ -234,23 +234,9 @@ fn live_run_exports_each_connection_to_nfcapd() {
     std::fs::create_dir(&flows_dir).unwrap();
     let port = 9792;
     let mut nfcapd = Nfcapd::start(&flows_dir, port, Some(&pair.a));
-    let agent = LiveAgent::start(
-        &pair.a,
-        &agent_path(),
-        &[
-            "--iface",
-            &pair.veth_a,
-            "--log-dir",
-            dir.path().to_str().unwrap(),
-            "--ipfix",
-            &format!("127.0.0.1:{port}"),
-        ],
-    )
-    .expect("starting the agent");
-    assert!(
-        wait_for_file(&dir.path().join("conn.log"), Duration::from_secs(20)),
-        "the agent did not open conn.log within 20 s"
-    );
+    let agent = pair
+        .start_agent(dir.path(), &["--ipfix", &format!("127.0.0.1:{port}")])
+        .expect("starting the agent");
 
     let srv: SocketAddr = format!("{}:8092", pair.b_v4).parse().unwrap();
     let server = NetnsPair::run_in(&pair.b, move || {

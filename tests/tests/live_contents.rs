@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
-use conntrack_tests::{agent_path, is_root};
+use conntrack_tests::is_root;
+use conntrack_tests::netns::NetnsPair;
 
 fn pattern(n: usize, salt: u8) -> Vec<u8> {
     // Not periodic in any small unit, so a shifted or repeated block cannot pass as equal.
@@ -31,24 +31,12 @@ fn live_tcp_transfer_is_extracted_byte_for_byte_in_both_directions() {
     let pair = NetnsPair::new(91).expect("creating network namespaces");
     let dir = tempfile::tempdir().unwrap();
     let extract = dir.path().join("extract");
-    let agent = LiveAgent::start(
-        &pair.a,
-        &agent_path(),
-        &[
-            "--iface",
-            &pair.veth_a,
-            "--log-dir",
-            dir.path().to_str().unwrap(),
-            "--extract-all",
-            "--extract-dir",
-            extract.to_str().unwrap(),
-        ],
-    )
-    .expect("starting the agent");
-    assert!(
-        wait_for_file(&dir.path().join("conn.log"), Duration::from_secs(20)),
-        "the agent did not open conn.log within 20 s"
-    );
+    let agent = pair
+        .start_agent(
+            dir.path(),
+            &["--extract-all", "--extract-dir", extract.to_str().unwrap()],
+        )
+        .expect("starting the agent");
 
     let up = pattern(4_000_000, 1);
     let down = pattern(2_000_000, 2);

@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use conntrack_tests::connlog::{ConnLog, num};
-use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
-use conntrack_tests::{agent_path, is_root};
+use conntrack_tests::is_root;
+use conntrack_tests::netns::{LiveAgent, NetnsPair};
 
 struct Live {
     pair: NetnsPair,
@@ -31,23 +31,9 @@ impl Live {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("conntrack.toml");
         std::fs::write(&cfg, config).unwrap();
-        let agent = LiveAgent::start(
-            &pair.a,
-            &agent_path(),
-            &[
-                "--iface",
-                &pair.veth_a,
-                "--log-dir",
-                dir.path().to_str().unwrap(),
-                "--config",
-                cfg.to_str().unwrap(),
-            ],
-        )
-        .expect("starting the agent");
-        assert!(
-            wait_for_file(&dir.path().join("conn.log"), Duration::from_secs(20)),
-            "the agent did not open conn.log within 20 s"
-        );
+        let agent = pair
+            .start_agent(dir.path(), &["--config", cfg.to_str().unwrap()])
+            .expect("starting the agent");
         Some(Live {
             pair,
             agent: Some(agent),

@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use conntrack_tests::connlog::{ConnLog, Record, num};
-use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
-use conntrack_tests::{agent_path, is_root};
+use conntrack_tests::is_root;
+use conntrack_tests::netns::{LiveAgent, NetnsPair};
 
 /// Everything one live scenario needs: namespaces, a running agent and its log directory.
 struct Live {
@@ -27,21 +27,9 @@ impl Live {
         }
         let pair = NetnsPair::new(subnet).expect("creating network namespaces");
         let dir = tempfile::tempdir().unwrap();
-        let agent = LiveAgent::start(
-            &pair.a,
-            &agent_path(),
-            &[
-                "--iface",
-                &pair.veth_a,
-                "--log-dir",
-                dir.path().to_str().unwrap(),
-            ],
-        )
-        .expect("starting the agent");
-        assert!(
-            wait_for_file(&dir.path().join("conn.log"), Duration::from_secs(20)),
-            "the agent did not open conn.log within 20 s"
-        );
+        let agent = pair
+            .start_agent(dir.path(), &[])
+            .expect("starting the agent");
         Some(Live {
             pair,
             agent: Some(agent),

@@ -372,7 +372,7 @@ fn removal_and_conn_long_logs_rotate_too() {
 /// exactly one file and every rotated file is closed.
 #[test]
 fn live_run_rotates_on_the_wall_clock() {
-    use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
+    use conntrack_tests::netns::NetnsPair;
     use std::net::UdpSocket;
     use std::time::Duration;
     if !conntrack_tests::is_root() {
@@ -384,25 +384,12 @@ fn live_run_rotates_on_the_wall_clock() {
     let cfg = dir.path().join("conntrack.toml");
     std::fs::write(&cfg, "[inactivity]\nudp = \"1s\"\n").unwrap();
     let logs = dir.path().join("logs");
-    let agent = LiveAgent::start(
-        &pair.a,
-        &agent_path(),
-        &[
-            "--iface",
-            &pair.veth_a,
-            "--log-dir",
-            logs.to_str().unwrap(),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--rotate-interval",
-            "2s",
-        ],
-    )
-    .expect("starting the agent");
-    assert!(wait_for_file(
-        &logs.join("conn.log"),
-        Duration::from_secs(20)
-    ));
+    let agent = pair
+        .start_agent(
+            &logs,
+            &["--config", cfg.to_str().unwrap(), "--rotate-interval", "2s"],
+        )
+        .expect("starting the agent");
     const PORTS: std::ops::Range<u16> = 6000..6008;
     let (src, dst) = (pair.a_v4.clone(), pair.b_v4.clone());
     NetnsPair::run_in(&pair.a, move || {

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use conntrack_tests::netns::{LiveAgent, NetnsPair, wait_for_file};
-use conntrack_tests::{agent_path, is_root};
+use conntrack_tests::is_root;
+use conntrack_tests::netns::NetnsPair;
 
 const METRICS: &str = "127.0.0.1:9791";
 const CONNS: usize = 5;
@@ -74,25 +74,12 @@ fn live_metrics_count_the_connections_sent() {
     }
     let pair = NetnsPair::new(91).expect("creating network namespaces");
     let dir = tempfile::tempdir().unwrap();
-    let agent = LiveAgent::start(
-        &pair.a,
-        &agent_path(),
-        &[
-            "--iface",
-            &pair.veth_a,
-            "--log-dir",
-            dir.path().to_str().unwrap(),
-            "--table-size",
-            "4096",
-            "--metrics-addr",
-            METRICS,
-        ],
-    )
-    .expect("starting the agent");
-    assert!(
-        wait_for_file(&dir.path().join("conn.log"), Duration::from_secs(20)),
-        "the agent did not open conn.log within 20 s"
-    );
+    let agent = pair
+        .start_agent(
+            dir.path(),
+            &["--table-size", "4096", "--metrics-addr", METRICS],
+        )
+        .expect("starting the agent");
     // IPv6 neighbour discovery on the fresh veth may already have counted: compare growth.
     let before = scrape(&pair.a);
     assert_eq!(value(&before, "conntrack_table_capacity"), 4096);
