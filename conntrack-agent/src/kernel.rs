@@ -1003,26 +1003,35 @@ mod tests {
         }
     }
 
+    /// The program loaded with a 1024-entry table, or None (test skipped) where it cannot be.
+    fn small_test_kernel() -> Option<Kernel> {
+        if !std::path::Path::new("/sys/fs/bpf").exists() || OBJECT.is_empty() {
+            eprintln!("skipping: eBPF program not built or no bpffs");
+            return None;
+        }
+        if check_privileges().is_err() {
+            eprintln!("skipping: needs root (CAP_BPF, CAP_NET_ADMIN)");
+            return None;
+        }
+        Some(
+            Kernel::load(&KernelOptions {
+                max_flows: 1024,
+                likely_server_ports: &[],
+                replay: false,
+            })
+            .expect("loading the program"),
+        )
+    }
+
     /// Sensor mode's XDP form and the TC form, fed the same conversation (on two different
     /// flows), must leave the same connection: same orientation, counters and history. The
     /// 1400-byte datagrams are longer than the header copy, so the XDP form's reads from the
     /// packet itself are exercised too.
     #[test]
     fn xdp_and_tc_forms_track_a_conversation_alike() {
-        if !std::path::Path::new("/sys/fs/bpf").exists() || OBJECT.is_empty() {
-            eprintln!("skipping: eBPF program not built or no bpffs");
+        let Some(mut kernel) = small_test_kernel() else {
             return;
-        }
-        if check_privileges().is_err() {
-            eprintln!("skipping: needs root (CAP_BPF, CAP_NET_ADMIN)");
-            return;
-        }
-        let mut kernel = Kernel::load(&KernelOptions {
-            max_flows: 1024,
-            likely_server_ports: &[],
-            replay: false,
-        })
-        .expect("loading the program");
+        };
         kernel.load_sensor(false).expect("loading the XDP form");
         let (a, b) = ([10, 9, 1, 1], [10, 9, 1, 2]);
         let conversation = |sport: u16| {
@@ -1072,20 +1081,9 @@ mod tests {
     /// `LockBusy` (handed to the agent): a lost or torn update would break the sums.
     #[test]
     fn one_connection_updated_from_two_cpus_is_not_corrupted() {
-        if !std::path::Path::new("/sys/fs/bpf").exists() || OBJECT.is_empty() {
-            eprintln!("skipping: eBPF program not built or no bpffs");
+        let Some(mut kernel) = small_test_kernel() else {
             return;
-        }
-        if check_privileges().is_err() {
-            eprintln!("skipping: needs root (CAP_BPF, CAP_NET_ADMIN)");
-            return;
-        }
-        let mut kernel = Kernel::load(&KernelOptions {
-            max_flows: 1024,
-            likely_server_ports: &[],
-            replay: false,
-        })
-        .expect("loading the program");
+        };
         let a = [10, 9, 0, 1];
         let b = [10, 9, 0, 2];
         let orig = udp_frame(a, 40000, b, 9999, 100);
