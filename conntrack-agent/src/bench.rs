@@ -179,6 +179,8 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         max_flows: syns_total.saturating_add(1024).max(65_536),
         likely_server_ports: &ports,
         replay: false,
+        // The bench has an extraction row.
+        contents: true,
     })?;
     k.load_sensor(false)?;
     let mut events: Vec<Event> = Vec::new();

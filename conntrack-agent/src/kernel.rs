@@ -84,6 +84,10 @@ pub struct KernelOptions<'a> {
     pub likely_server_ports: &'a [(u16, u8)],
     /// Replay through BPF_PROG_TEST_RUN: the program trusts `tstamp` and `cb[0]`.
     pub replay: bool,
+    /// Content extraction may be turned on: `CONTENTS` (32 MiB) and `CONTENTS_CONNS` get
+    /// their full size. Without it they shrink to a page and one entry, which saves an idle
+    /// agent that never extracts ~40 MB of kernel memory (and as much RSS: the ring is mapped).
+    pub contents: bool,
 }
 
 /// The loaded program and its maps.
@@ -125,6 +129,12 @@ impl Kernel {
         loader
             .map_max_entries("FLOWS", opts.max_flows.max(1))
             .map_max_entries("LIKELY_SERVER_PORTS", ports);
+        if !opts.contents {
+            // A ring buffer's size is a power-of-two number of pages.
+            loader
+                .map_max_entries("CONTENTS", page_size())
+                .map_max_entries("CONTENTS_CONNS", 1);
+        }
         let pin_paths: Vec<(&str, PathBuf)> = pin_dir
             .map(|d| PINNED_MAPS.iter().map(|n| (*n, d.join(n))).collect())
             .unwrap_or_default();
@@ -532,6 +542,7 @@ impl KernelDatapath {
             max_flows,
             likely_server_ports,
             replay: true,
+            contents: true,
         })?;
         let flows = kernel.take_flows().context("FLOWS already taken")?;
         Ok(KernelDatapath {
@@ -633,6 +644,12 @@ pub fn replay_datapath(
         likely_server_ports,
         max_flows,
     )?))
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
 }
 
 /// CLOCK_REALTIME - CLOCK_MONOTONIC, so that `bpf_ktime_get_ns() + offset` is wall-clock time.
@@ -1018,6 +1035,7 @@ mod tests {
                 max_flows: 1024,
                 likely_server_ports: &[],
                 replay: false,
+                contents: false,
             })
             .expect("loading the program"),
         )

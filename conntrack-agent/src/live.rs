@@ -47,6 +47,7 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
         max_flows: args.common.table_size,
         likely_server_ports: &ports,
         replay: false,
+        contents: args.common.extract_all || config.contents.enabled(),
     };
     let (mut kernel, pins) = match &args.pin_dir {
         Some(root) => {

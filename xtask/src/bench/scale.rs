@@ -360,6 +360,7 @@ struct AgentMaps {
     maps: Vec<[u64; 6]>,
     stats_id: u32,
     key_size: u64,
+    conn_size: u64,
     pid: u32,
 }
 
@@ -397,6 +398,7 @@ impl AgentMaps {
             stats_id: stats[0] as u32,
             maps: maps.clone(),
             key_size: layout.key as u64,
+            conn_size: layout.conn as u64,
             pid,
         })
     }
@@ -406,7 +408,9 @@ impl AgentMaps {
         let flows = self
             .maps
             .iter()
-            .find(|m| m[1] == MAP_TYPE_HASH && m[2] == self.key_size)
+            // Other hash maps are keyed by the flow key too (CONTENTS_CONNS): FLOWS is the one
+            // whose values are Conns.
+            .find(|m| m[1] == MAP_TYPE_HASH && m[2] == self.key_size && m[3] == self.conn_size)
             .with_context(|| format!("agent {} has no FLOWS map open", self.pid))?;
         let mut seen = std::collections::HashSet::new();
         let all = self
