@@ -168,28 +168,10 @@ impl Kernel {
                 .program_mut(name)
                 .with_context(|| format!("no program {name} in the eBPF object"))?
                 .try_into()?;
-            prog.load()
-                .map_err(|e| explain_eperm(verifier_error(e)))
-                .with_context(|| format!("loading {name} (BPF verifier)"))?;
-            if let Some(n) = prog
-                .info()
-                .ok()
-                .and_then(|i| i.verified_instruction_count())
-            {
-                log::info!("{name}: the verifier processed {n} instructions");
-            }
+            let loaded = prog.load();
+            verified(&ebpf, name, loaded)?;
         }
-        for (name, index) in STAGE_PROGRAMS {
-            let fd = {
-                let prog: &SchedClassifier = ebpf.program(name).context("no stage")?.try_into()?;
-                prog.fd()?.try_clone()?
-            };
-            let mut stages =
-                ProgramArray::try_from(ebpf.map_mut("STAGES").context("no map STAGES")?)?;
-            stages
-                .set(index, &fd, 0)
-                .with_context(|| format!("installing {name} in STAGES"))?;
-        }
+        install_stages(&mut ebpf, "STAGES", &STAGE_PROGRAMS)?;
         let control = {
             let prog: &SchedClassifier = ebpf
                 .program(CONTROL_PROGRAM)
@@ -644,6 +626,43 @@ pub fn replay_datapath(
         likely_server_ports,
         max_flows,
     )?))
+}
+
+/// A program's load result with the verifier's refusal explained; logs how many instructions
+/// the verifier processed (`RUST_LOG=info`), the figure to watch against its limits.
+fn verified(
+    ebpf: &Ebpf,
+    name: &str,
+    loaded: Result<(), aya::programs::ProgramError>,
+) -> Result<()> {
+    loaded
+        .map_err(|e| explain_eperm(verifier_error(e)))
+        .with_context(|| format!("loading {name} (BPF verifier)"))?;
+    if let Some(n) = ebpf
+        .program(name)
+        .and_then(|p| p.info().ok())
+        .and_then(|i| i.verified_instruction_count())
+    {
+        log::info!("{name}: the verifier processed {n} instructions");
+    }
+    Ok(())
+}
+
+/// Puts each loaded stage program at its index of the tail-call table `map`.
+fn install_stages(ebpf: &mut Ebpf, map: &str, stages: &[(&str, u32)]) -> Result<()> {
+    for &(name, index) in stages {
+        let fd = ebpf
+            .program(name)
+            .with_context(|| format!("no stage {name}"))?
+            .fd()?
+            .try_clone()?;
+        let mut table =
+            ProgramArray::try_from(ebpf.map_mut(map).with_context(|| format!("no map {map}"))?)?;
+        table
+            .set(index, &fd, 0)
+            .with_context(|| format!("installing {name} in {map}"))?;
+    }
+    Ok(())
 }
 
 fn page_size() -> u32 {
@@ -1217,32 +1236,10 @@ impl Kernel {
             if prog.fd().is_ok() {
                 continue;
             }
-            prog.load()
-                .map_err(|e| explain_eperm(verifier_error(e)))
-                .with_context(|| format!("loading {name} (BPF verifier)"))?;
-            if let Some(n) = prog
-                .info()
-                .ok()
-                .and_then(|i| i.verified_instruction_count())
-            {
-                log::info!("{name}: the verifier processed {n} instructions");
-            }
+            let loaded = prog.load();
+            verified(&self.ebpf, name, loaded)?;
         }
-        for (name, index) in XDP_STAGE_PROGRAMS {
-            let fd = {
-                let prog: &aya::programs::Xdp =
-                    self.ebpf.program(name).context("no stage")?.try_into()?;
-                prog.fd()?.try_clone()?
-            };
-            let mut stages = ProgramArray::try_from(
-                self.ebpf
-                    .map_mut("XDP_STAGES")
-                    .context("no map XDP_STAGES")?,
-            )?;
-            stages
-                .set(index, &fd, 0)
-                .with_context(|| format!("installing {name} in XDP_STAGES"))?;
-        }
+        install_stages(&mut self.ebpf, "XDP_STAGES", &XDP_STAGE_PROGRAMS)?;
         let mut sensor: Array<_, u32> =
             Array::try_from(self.ebpf.map_mut("SENSOR").context("no map SENSOR")?)?;
         sensor.set(0, u32::from(drop), 0)?;
