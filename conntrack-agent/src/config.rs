@@ -28,14 +28,14 @@
 //! `run` reads the file again on SIGHUP (reload.rs says what is applied live and what needs a
 //! restart). `conntrack.example.toml` at the repository root shows every table; a test loads it.
 
-use crate::alerts::config::{AlertsSection, AlertsSettings};
-use crate::conn_long::{ConnLongSection, ConnLongSettings};
-use crate::contents::config::{ContentsSection, ContentsSettings};
-use crate::file_options::{FileOptions, RawTable};
-use crate::inactivity::{InactivitySection, InactivitySettings};
-use crate::ipfix::IpfixSection;
-use crate::metrics::MetricsSection;
-use crate::removal_log::{RemovalLogSection, RemovalLogSettings};
+use crate::capabilities::alerts::config::{AlertsSection, AlertsSettings};
+use crate::capabilities::conn_long::{ConnLongSection, ConnLongSettings};
+use crate::capabilities::contents::config::{ContentsSection, ContentsSettings};
+use crate::capabilities::removal_log::{RemovalLogSection, RemovalLogSettings};
+use crate::cli::file_options::{FileOptions, RawTable};
+use crate::core::inactivity::{InactivitySection, InactivitySettings};
+use crate::export::ipfix::IpfixSection;
+use crate::export::metrics::MetricsSection;
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::Path;
@@ -180,7 +180,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::rule::{ConnMatch, Metric};
+    use crate::capabilities::alerts::rule::{ConnMatch, Metric};
     use std::time::Duration;
 
     const GOOD: &str = r#"
@@ -365,7 +365,7 @@ ifaces = ["eth0"]
         .unwrap();
         assert_eq!(c.metrics.addr, Some("127.0.0.1:9750".parse().unwrap()));
         assert_eq!(c.ipfix.collector.as_deref(), Some("collector:4739"));
-        assert_eq!(c.ipfix.transport, crate::ipfix::Transport::Tcp);
+        assert_eq!(c.ipfix.transport, crate::export::ipfix::Transport::Tcp);
         assert_eq!(c.ipfix.domain, 7);
         let e = err("[metrics]\naddr = \"localhost\"\n");
         assert_eq!(e.line, 2, "{e}");

@@ -1,47 +1,17 @@
 //! conntrack-agent: Zeek-compatible connection tracking, live (eBPF) or from a trace.
 
-mod agent;
-// The crossing path (rules_for, crossed) is called by the threshold capability once it is
-// wired; until then only tests reach it. Remove this allow with that wiring.
-mod alerts;
-mod bench;
-mod checksum;
+mod capabilities;
+mod capture;
 mod cli;
-mod clock;
-mod community_id;
+mod commands;
 mod config;
-mod conn_log;
-mod conn_long;
-mod contents;
+mod core;
 mod datapath;
-mod defrag;
-mod events;
-mod file_options;
-mod fuzz;
-mod handover;
-mod inactivity;
-mod ipfix;
-mod kernel;
+mod export;
+mod logs;
 #[cfg(test)]
-mod lifecycle_tests;
-mod live;
-mod logrotate;
-mod metrics;
-mod pcap_input;
-mod polling;
-mod read;
-mod reload;
-mod removal_hooks;
-mod removal_log;
-mod site;
-mod status;
-mod thresholds;
-mod tracker;
-mod uid;
-#[cfg(test)]
-mod zeek_lifecycle_tests;
-#[cfg(test)]
-mod zeek_threshold_tests;
+mod tests;
+mod util;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -53,7 +23,7 @@ async fn main() -> std::process::ExitCode {
             writeln!(
                 buf,
                 "{}[{:<5} {}] {}",
-                status::clear_prefix(),
+                commands::run::status::clear_prefix(),
                 record.level(),
                 record.target(),
                 record.args()
@@ -68,10 +38,10 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let res = match cli.command {
-        cli::Command::Run(args) => live::run(args).await,
-        cli::Command::Read(args) => read::read(args),
-        cli::Command::BenchKernel(args) => bench::bench_kernel(args),
-        cli::Command::FuzzKernel(args) => fuzz::fuzz_kernel(args),
+        cli::Command::Run(args) => commands::run::run(args).await,
+        cli::Command::Read(args) => commands::read::read(args),
+        cli::Command::BenchKernel(args) => commands::bench::bench_kernel(args),
+        cli::Command::FuzzKernel(args) => commands::fuzz::fuzz_kernel(args),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

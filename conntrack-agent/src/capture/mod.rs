@@ -1,0 +1,6 @@
+//! Offline input for `read`: trace files, link layers, IP fragment reassembly and checksum
+//! validation, down to the IP packets the datapath takes.
+
+pub mod checksum;
+pub mod defrag;
+pub mod pcap;

@@ -1,0 +1,398 @@
+//! Command line: `run` (live capture through the eBPF datapath) and `read` (offline replay, like
+//! `zeek -r`).
+
+use crate::logs::conn_log::LogFormat;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Zeek's `likely_server_ports` in default mode (every protocol script loaded): 73 ports.
+pub const DEFAULT_LIKELY_SERVER_PORTS: &str = "21/tcp,22/tcp,25/tcp,53/tcp,79/tcp,80/tcp,81/tcp,88/tcp,135/tcp,139/tcp,143/tcp,389/tcp,443/tcp,445/tcp,465/tcp,502/tcp,514/tcp,563/tcp,585/tcp,587/tcp,614/tcp,631/tcp,636/tcp,989/tcp,990/tcp,992/tcp,993/tcp,995/tcp,1080/tcp,1434/tcp,1883/tcp,2811/tcp,3128/tcp,3268/tcp,3306/tcp,3389/tcp,5222/tcp,5223/tcp,5269/tcp,5432/tcp,6379/tcp,6666/tcp,6667/tcp,6668/tcp,6669/tcp,8000/tcp,8080/tcp,8888/tcp,20000/tcp,53/udp,67/udp,88/udp,123/udp,137/udp,161/udp,162/udp,389/udp,443/udp,514/udp,1812/udp,2123/udp,2152/udp,3389/udp,3544/udp,4011/udp,4754/udp,4789/udp,5060/udp,5072/udp,5353/udp,5355/udp,6081/udp,20000/udp";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "conntrack-agent",
+    version,
+    about = "eBPF connection tracker writing Zeek's conn.log",
+    after_help = "Examples:
+  conntrack-agent run -i eth0 --log-dir /var/log/conntrack
+  conntrack-agent run --config /etc/conntrack/conntrack.toml
+  conntrack-agent read trace.pcap --stdout | zeek-cut id.orig_h id.resp_h conn_state
+
+`conntrack-agent help run` and `help read` list every option."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Track live traffic on network interfaces and write conn.log as connections end (needs
+    /// root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
+    #[command(after_help = "Examples:
+  conntrack-agent run -i eth0                          # ./logs/conn.log, Ctrl-C to stop
+  conntrack-agent run -i eth0 -i eth1 --log-format json --rotate-interval 1h
+  conntrack-agent run -i eth0 --pin-dir /sys/fs/bpf/conntrack   # restart without loss
+  conntrack-agent run -i span0 --sensor --sensor-drop  # SPAN/TAP monitor port
+
+Signals: SIGINT logs every open connection and exits; SIGTERM does too, or hands over with
+--pin-dir; SIGHUP re-reads --config.")]
+    Run(RunArgs),
+    /// Replay a pcap/pcapng trace and write conn.log (like `zeek -r`).
+    #[command(after_help = "Examples:
+  conntrack-agent read trace.pcap                      # ./logs/conn.log
+  conntrack-agent read trace.pcap -C --engine host     # no checksum checks, no privileges
+  conntrack-agent read trace.pcap --stdout --log-format json")]
+    Read(ReadArgs),
+    /// Per-packet cost of the eBPF program with BPF_PROG_TEST_RUN (for `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchKernel(crate::commands::bench::BenchKernelArgs),
+    /// Differential fuzzing: generated frames through the kernel and host engines, which must
+    /// agree (for `cargo xtask fuzz`; needs root and the eBPF program).
+    #[command(hide = true)]
+    FuzzKernel(crate::commands::fuzz::FuzzKernelArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// The common engine in this process (HashMap).
+    Host,
+    /// The loaded eBPF program, driven with BPF_PROG_TEST_RUN (needs privileges).
+    Kernel,
+}
+
+/// Options shared by `run` and `read`.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Not an option: `run` sets it so that logs of an earlier run are set aside, never
+    /// truncated (`read` overwrites, as `zeek -r` does).
+    #[arg(skip)]
+    pub keep_previous_logs: bool,
+
+    /// Directory for conn.log and the other logs (`-`: conn.log to stdout, see --stdout).
+    #[arg(help_heading = "Logs", long, default_value = "./logs")]
+    pub log_dir: PathBuf,
+
+    /// conn.log format.
+    #[arg(help_heading = "Logs", long, value_enum, default_value_t = LogFormat::Tsv)]
+    pub log_format: LogFormat,
+
+    /// Site::local_nets (CIDRs, comma-separated or repeated). Default: Zeek's private address
+    /// space.
+    #[arg(help_heading = "Site", long, value_delimiter = ',')]
+    pub local_nets: Vec<String>,
+
+    /// likely_server_ports as PORT/PROTO list (e.g. 80/tcp,53/udp); decides orientation when the
+    /// first packet is not a plain SYN. An empty value means none. Default: Zeek's default-mode
+    /// set (73 ports; README, "Command line").
+    #[arg(
+        help_heading = "Site",
+        long,
+        default_value = DEFAULT_LIKELY_SERVER_PORTS,
+        hide_default_value = true
+    )]
+    pub likely_server_ports: String,
+
+    /// Connections the kernel's flow table holds (BPF map size; `run` and `read --engine
+    /// kernel`). Packets of connections that find it full are tracked by the agent itself.
+    #[arg(help_heading = "Capture", long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
+    pub table_size: u32,
+
+    /// Append Zeek's `community_id` column to conn.log (Community ID v1 flow hash, seed 0), as
+    /// Zeek's policy/protocols/conn/community-id-logging does.
+    #[arg(help_heading = "Logs", long)]
+    pub community_id: bool,
+
+    /// TOML config file, checked at start: capability sections (`[alerts]`, `[inactivity]`,
+    /// ...) and any option of this command in `[agent]`/`[run]`/`[read]` (the command line
+    /// wins). Unknown keys are errors. `run` re-reads it on SIGHUP. See conntrack.example.toml.
+    #[arg(help_heading = "Config", long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Extract the payload of every connection to files (Zeek's Conn::default_extract). Finer
+    /// selection, caps and quota: the `[contents]` section of --config.
+    #[arg(help_heading = "Content extraction", long)]
+    pub extract_all: bool,
+
+    /// Directory for extracted contents files. Default: `[contents] extract_dir`, else
+    /// `<log-dir>/extract`.
+    #[arg(help_heading = "Content extraction", long, value_name = "DIR")]
+    pub extract_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub ipfix: crate::export::ipfix::IpfixArgs,
+
+    #[command(flatten)]
+    pub logs: LogArgs,
+}
+
+/// Where logs go and how they rotate (shared by `run` and `read`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct LogArgs {
+    /// Write conn.log to standard output (TSV with headers, or JSON lines) instead of
+    /// <log-dir>/conn.log; messages go to stderr. `--log-dir -` does the same.
+    #[arg(help_heading = "Logs", long, conflicts_with_all = ["rotate_interval", "rotate_size", "rotate_command"])]
+    pub stdout: bool,
+
+    /// Rotate the logs (conn.log, conn_long.log, removal.log) at every multiple of this
+    /// interval (e.g. 1h, 15m; Zeek's Log::default_rotation_interval): the file gets `#close`
+    /// and is renamed <name>.YYYY-MM-DD-HH-MM-SS.log after its open time (UTC). Network time:
+    /// packet time in `read`.
+    #[arg(help_heading = "Logs", long, value_name = "DURATION", value_parser = crate::logs::rotate::parse_interval)]
+    pub rotate_interval: Option<std::time::Duration>,
+
+    /// Rotate a log before the record that would make it larger than this (bytes, or with a
+    /// K, M or G suffix).
+    #[arg(help_heading = "Logs", long, value_name = "BYTES", value_parser = crate::logs::rotate::parse_size)]
+    pub rotate_size: Option<u64>,
+
+    /// Run this shell command on every rotated file, which is its $1 (Zeek's rotation
+    /// postprocessor), e.g. 'gzip "$1"'. Not waited for, except at exit.
+    #[arg(help_heading = "Logs", long, value_name = "CMD")]
+    pub rotate_command: Option<String>,
+}
+
+impl CommonArgs {
+    /// conn.log goes to stdout (`--stdout` or `--log-dir -`).
+    pub fn to_stdout(&self) -> bool {
+        self.logs.stdout || self.log_dir.as_os_str() == "-"
+    }
+
+    /// How conn.log is written (stdout or rotated file).
+    pub fn conn_log_options(&self) -> crate::logs::rotate::LogOptions {
+        crate::logs::rotate::LogOptions {
+            rotation: self.rotation(),
+            stdout: self.to_stdout(),
+        }
+    }
+
+    /// How the other logs in the log directory rotate.
+    pub fn rotation(&self) -> crate::logs::rotate::RotationPolicy {
+        crate::logs::rotate::RotationPolicy {
+            interval: self.logs.rotate_interval,
+            size: self.logs.rotate_size,
+            command: self.logs.rotate_command.clone(),
+            keep_previous: self.keep_previous_logs,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Interface to attach to (repeatable).
+    #[arg(help_heading = "Capture", long = "iface", short = 'i', required = true)]
+    pub iface: Vec<String>,
+
+    /// Restart without loss: pin the flow table, event queue, counters and TCX links under
+    /// DIR/<schema>/ (on a BPF filesystem, e.g. /sys/fs/bpf/conntrack). SIGTERM then hands
+    /// over: open connections stay in the kernel, still counted, for the next agent started
+    /// with the same DIR; SIGINT stops for good (logs everything, removes the pins).
+    #[arg(help_heading = "Capture", long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
+
+    /// With --pin-dir: SIGTERM stops for good too (logs everything, detaches, removes the
+    /// pins), as SIGINT does.
+    #[arg(help_heading = "Capture", long, requires = "pin_dir")]
+    pub no_handover: bool,
+
+    /// Sensor mode, for SPAN/TAP monitor ports: attach the XDP form of the program to each
+    /// --iface (native XDP where the driver supports it, else generic) instead of TC ingress
+    /// and egress. Every mirrored packet arrives at ingress; connections are oriented by
+    /// Zeek's rules, as always. (Not with --pin-dir: XDP attachments are not pinned.)
+    #[arg(help_heading = "Capture", long, conflicts_with = "pin_dir")]
+    pub sensor: bool,
+
+    /// With --sensor: drop the mirrored packets after accounting (XDP_DROP) instead of passing
+    /// them to the kernel stack, which has nothing to do with them on a monitor port.
+    #[arg(help_heading = "Capture", long, requires = "sensor")]
+    pub sensor_drop: bool,
+
+    /// With --sensor: how to attach XDP. Generic XDP runs in the stack after GRO: turn GRO/LRO
+    /// off on a monitor port.
+    #[arg(
+        help_heading = "Capture",
+        long,
+        value_enum,
+        default_value_t,
+        requires = "sensor"
+    )]
+    pub sensor_xdp_mode: crate::datapath::kernel::SensorXdpMode,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9750).
+    #[arg(help_heading = "Export", long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// No status line on a terminal (connections, packets/s, events/s, drops, records; redrawn
+    /// every second on stderr when it is a terminal).
+    #[arg(help_heading = "Logs", long)]
+    pub no_status: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReadArgs {
+    /// pcap or pcapng file.
+    pub trace: PathBuf,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Do not validate checksums (Zeek's -C).
+    #[arg(help_heading = "Replay", long, short = 'C')]
+    pub ignore_checksums: bool,
+
+    /// Do not validate checksums of packets whose source address is in these networks
+    /// (repeatable; each value may be a comma-separated list).
+    #[arg(help_heading = "Replay", long = "ignore-checksums-net")]
+    pub ignore_checksums_net: Vec<String>,
+
+    /// Which datapath runs the engine (also env CONNTRACK_ENGINE). Default: kernel when
+    /// privileged and the program loads, else host.
+    #[arg(help_heading = "Replay", long, value_enum, env = "CONNTRACK_ENGINE")]
+    pub engine: Option<Engine>,
+
+    /// Progress on stderr every few seconds (default: when stderr is a terminal).
+    #[arg(help_heading = "Replay", long)]
+    pub progress: Option<bool>,
+
+    /// Also fire duration thresholds by timer on idle connections, as `run` does. By default a
+    /// replay keeps Zeek's rule: a duration threshold fires on the first packet past it.
+    #[arg(help_heading = "Replay", long)]
+    pub duration_timers: bool,
+}
+
+/// The command line merged with the `[agent]`/`[run]`/`[read]` tables of its `--config` file
+/// (file_options.rs): the command line wins, then the file, then the defaults. Help, version
+/// and command-line errors exit as clap does.
+pub fn parse(argv: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
+    use clap::FromArgMatches;
+    // First pass without required options: `--iface` or a trace may come from the file.
+    let relaxed = Cli::command().mut_subcommands(|s| s.mut_args(|a| a.required(false)));
+    let matches = match relaxed.try_get_matches_from(&argv) {
+        Ok(m) => m,
+        // Help, version and errors as the real command prints them.
+        Err(_) => Cli::command().get_matches_from(&argv),
+    };
+    let strict = |argv: &[std::ffi::OsString]| -> Result<Cli, clap::Error> {
+        let m = Cli::command().try_get_matches_from(argv)?;
+        Cli::from_arg_matches(&m)
+    };
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(strict(&argv).unwrap_or_else(|e| e.exit()));
+    };
+    let path = match sub.try_get_one::<PathBuf>("config") {
+        Ok(Some(p)) => p.clone(),
+        _ => return Ok(strict(&argv).unwrap_or_else(|e| e.exit())),
+    };
+    let config = crate::config::Config::load(Some(&path))?;
+    let explicit = |id: &str| {
+        matches!(
+            sub.value_source(id),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        )
+    };
+    let extra = crate::cli::file_options::args_to_add(config.options.for_command(name), &explicit);
+    let mut merged = argv.clone();
+    merged.extend(extra.into_iter().map(Into::into));
+    if merged.len() == argv.len() {
+        return Ok(strict(&argv).unwrap_or_else(|e| e.exit()));
+    }
+    strict(&merged).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the options of the file ([agent], [{name}]) with the command line: {}",
+            path.display(),
+            crate::cli::file_options::clap_message(&e)
+        )
+    })
+}
+
+/// Parses `80/tcp,53/udp,...` into (port, ip proto) pairs.
+pub fn parse_port_list(s: &str) -> anyhow::Result<Vec<(u16, u8)>> {
+    let mut out = Vec::new();
+    for item in s.split([',', ' ']).map(str::trim).filter(|x| !x.is_empty()) {
+        let (p, proto) = item
+            .split_once('/')
+            .ok_or_else(|| anyhow::anyhow!("bad port {item:?}: expected PORT/PROTO like 80/tcp"))?;
+        let port: u16 = p
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad port number in {item:?}"))?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            _ => anyhow::bail!("bad protocol in {item:?}: expected tcp, udp or icmp"),
+        };
+        out.push((port, proto));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_ports() {
+        let v = parse_port_list(DEFAULT_LIKELY_SERVER_PORTS).unwrap();
+        assert_eq!(v.len(), 73);
+        assert!(v.contains(&(80, 6)));
+        assert!(v.contains(&(53, 17)));
+        assert!(parse_port_list("").unwrap().is_empty());
+        assert!(parse_port_list("80").is_err());
+        assert!(parse_port_list("x/tcp").is_err());
+    }
+
+    #[test]
+    fn read_args() {
+        let c = Cli::try_parse_from([
+            "conntrack-agent",
+            "read",
+            "x.pcap",
+            "--log-dir",
+            "/tmp/o",
+            "--ignore-checksums-net",
+            "192.168.0.0/16, 192.169.0.0/16",
+            "--ignore-checksums-net",
+            "10.0.0.0/8",
+            "--likely-server-ports",
+            "2123/udp,80/tcp",
+            "--engine",
+            "host",
+            "--community-id",
+            "--config",
+            "/etc/conntrack.toml",
+        ])
+        .unwrap();
+        let Command::Read(r) = c.command else {
+            panic!()
+        };
+        assert!(r.common.community_id);
+        assert_eq!(r.common.config, Some(PathBuf::from("/etc/conntrack.toml")));
+        assert_eq!(r.ignore_checksums_net.len(), 2);
+        assert_eq!(r.engine, Some(Engine::Host));
+        let c = Cli::try_parse_from([
+            "conntrack-agent",
+            "run",
+            "--iface",
+            "eth0",
+            "--iface",
+            "eth1",
+        ])
+        .unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert_eq!(r.iface, vec!["eth0", "eth1"]);
+        assert_eq!(r.common.table_size, 262_144);
+        assert!(!r.common.community_id);
+        assert_eq!(r.common.config, None);
+    }
+}
+
+pub mod file_options;

@@ -1,0 +1,301 @@
+//! `conntrack-agent bench-kernel` (hidden): the per-packet cost of the loaded program measured
+//! with BPF_PROG_TEST_RUN and `repeat`, for `cargo xtask bench` (issue 3). Prints one JSON
+//! object on stdout; the bench computes medians and ratios.
+//!
+//! Cases, each against the `empty` program in the same object on the same frame size:
+//! - `tcp_data`: a 100-byte data segment of an established IPv4 TCP connection;
+//! - `udp`: a packet of an existing IPv4 UDP flow (both directions seen);
+//! - `udp_armed`: as `udp`, on a flow with an armed threshold that never crosses (the extra
+//!   tail call into the threshold stage that such connections pay);
+//! - `ipv6`: a data segment of an established IPv6 TCP connection;
+//! - `syn_new`: a SYN that creates a connection. Every run must be a new connection, so this one
+//!   runs with `repeat` = 1 on distinct source ports (the kernel's own timing of one run, which
+//!   includes its clock reads), against `empty` measured the same way (`empty_single`).
+//!
+//! Sensor mode's XDP form on the same frames (`xdp_empty`, `xdp_tcp_data`, `xdp_udp`,
+//! `xdp_ipv6`), against the XDP program that only returns its verdict: the same stages, reading
+//! an `xdp_buff` instead of an skb.
+
+use crate::datapath::kernel::{
+    BENCH_EMPTY_PROGRAM, BENCH_EMPTY_XDP_PROGRAM, BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM, Kernel,
+    KernelOptions,
+};
+use anyhow::Result;
+use clap::Args;
+use conntrack_common::contents;
+use conntrack_common::event::Event;
+use conntrack_common::key::FlowKey;
+use conntrack_common::packet::{PacketMeta, parse_ethernet};
+use conntrack_common::threshold::{self, ThresholdCommand};
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchKernelArgs {
+    /// BPF_PROG_TEST_RUN `repeat` for the repeated cases.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub repeat: u32,
+    /// Rounds (every case once per round, interleaved).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// New connections (single runs) per round for `syn_new`.
+    #[arg(long, default_value_t = 20_000)]
+    pub syns: u32,
+    /// Only print the shared layout the bench needs (sizes of Conn, FlowKey and Event, the
+    /// `STATS` indices) and exit, without loading anything.
+    #[arg(long)]
+    pub layout: bool,
+}
+
+/// The layout of the types shared with the kernel, as this binary was built with them.
+fn layout() -> serde_json::Value {
+    use conntrack_common::stats::{STAT_COUNT, Stat};
+    let stats: serde_json::Map<String, serde_json::Value> = Stat::ALL
+        .iter()
+        .map(|s| (s.name().to_string(), serde_json::json!(s.index())))
+        .collect();
+    serde_json::json!({
+        "conn": size_of::<conntrack_common::conn::Conn>(),
+        "key": size_of::<conntrack_common::key::FlowKey>(),
+        "event": size_of::<Event>(),
+        "stat_count": STAT_COUNT,
+        "stats": stats,
+    })
+}
+
+const SYN: u8 = 0x02;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+fn eth(ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(l3);
+    f
+}
+
+fn tcp_hdr(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: usize) -> Vec<u8> {
+    let mut t = Vec::with_capacity(20 + payload);
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.resize(20 + payload, 0x61);
+    t
+}
+
+fn udp_hdr(sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + payload);
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.resize(8 + payload, 0x62);
+    u
+}
+
+fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let mut sum = 0u32;
+    for c in ip.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    ip.extend_from_slice(l4);
+    eth(0x0800, &ip)
+}
+
+fn v6(src: [u8; 16], dst: [u8; 16], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0x60, 0, 0, 0];
+    ip.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[proto, 64]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(l4);
+    eth(0x86dd, &ip)
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// Arms a total-bytes threshold no run reaches on the connection of `frame`.
+fn arm_unreachable_threshold(k: &Kernel, frame: &[u8]) -> Result<()> {
+    let mut meta = PacketMeta::default();
+    parse_ethernet(frame, &mut meta).map_err(|e| anyhow::anyhow!("bench frame: {e:?}"))?;
+    let mut cmd = ThresholdCommand {
+        key: FlowKey::from_meta(&meta),
+        mask: threshold::bit(threshold::slot::TOTAL_BYTES),
+        check_orig: 1,
+        ..ThresholdCommand::default()
+    };
+    cmd.values[threshold::slot::TOTAL_BYTES] = u64::MAX;
+    k.set_thresholds(&cmd)?;
+    Ok(())
+}
+
+/// Turns content extraction of the originator on for the connection of `frame`.
+fn flag_for_extraction(k: &Kernel, frame: &[u8]) -> Result<()> {
+    let mut meta = PacketMeta::default();
+    parse_ethernet(frame, &mut meta).map_err(|e| anyhow::anyhow!("bench frame: {e:?}"))?;
+    let cmd = ThresholdCommand {
+        key: FlowKey::from_meta(&meta),
+        mask: contents::CMD_SET_CONTENTS | contents::EXTRACT_ORIG,
+        ..ThresholdCommand::default()
+    };
+    k.set_thresholds(&cmd)?;
+    Ok(())
+}
+
+/// ns per run of `frame` repeated `repeat` times, in batches the `CONTENTS` ring buffer holds
+/// (drained between batches, so every run copies its payload).
+fn extracted_cost(k: &mut Kernel, frame: &[u8], repeat: u32) -> Result<u64> {
+    const BATCH: u32 = 10_000;
+    let (mut left, mut total) = (repeat, 0u64);
+    while left > 0 {
+        let n = left.min(BATCH);
+        total += k.bench_test_run(BENCH_TRACKER_PROGRAM, frame, n)? * n as u64;
+        k.drain_content_records();
+        left -= n;
+    }
+    Ok(total / repeat.max(1) as u64)
+}
+
+pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
+    if args.layout {
+        println!("{}", layout());
+        return Ok(());
+    }
+    let ports = crate::cli::parse_port_list(crate::cli::DEFAULT_LIKELY_SERVER_PORTS)?;
+    let syns_total = args.syns.saturating_mul(args.rounds);
+    let mut k = Kernel::load(&KernelOptions {
+        max_flows: syns_total.saturating_add(1024).max(65_536),
+        likely_server_ports: &ports,
+        replay: false,
+        // The bench has an extraction row.
+        contents: true,
+    })?;
+    k.load_sensor(false)?;
+    let mut events: Vec<Event> = Vec::new();
+    let (a4, b4) = ([10, 1, 0, 1], [10, 1, 0, 2]);
+    let mut a6 = [0u8; 16];
+    a6[..2].copy_from_slice(&[0xfd, 0x00]);
+    let mut b6 = a6;
+    a6[15] = 1;
+    b6[15] = 2;
+    let handshake4 = [
+        v4(a4, b4, 6, &tcp_hdr(40000, 80, 1000, 0, SYN, 0)),
+        v4(b4, a4, 6, &tcp_hdr(80, 40000, 5000, 1001, SYN | ACK, 0)),
+        v4(a4, b4, 6, &tcp_hdr(40000, 80, 1001, 5001, ACK, 0)),
+    ];
+    let data4 = v4(a4, b4, 6, &tcp_hdr(40000, 80, 1001, 5001, PSH | ACK, 100));
+    let handshake6 = [
+        v6(a6, b6, 6, &tcp_hdr(40001, 443, 1000, 0, SYN, 0)),
+        v6(b6, a6, 6, &tcp_hdr(443, 40001, 5000, 1001, SYN | ACK, 0)),
+        v6(a6, b6, 6, &tcp_hdr(40001, 443, 1001, 5001, ACK, 0)),
+    ];
+    let data6 = v6(a6, b6, 6, &tcp_hdr(40001, 443, 1001, 5001, PSH | ACK, 100));
+    let udp_pair = [
+        v4(a4, b4, 17, &udp_hdr(5353, 53, 100)),
+        v4(b4, a4, 17, &udp_hdr(53, 5353, 100)),
+    ];
+    let udp = udp_pair[0].clone();
+    let udp_armed = v4(a4, b4, 17, &udp_hdr(5354, 53, 100));
+    for f in handshake4.iter().chain(&handshake6).chain(&udp_pair) {
+        k.bench_test_run(BENCH_TRACKER_PROGRAM, f, 1)?;
+    }
+    k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_armed, 1)?;
+    arm_unreachable_threshold(&k, &udp_armed)?;
+    let udp_extracted = v4(a4, b4, 17, &udp_hdr(5356, 53, 100));
+    k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_extracted, 1)?;
+    flag_for_extraction(&k, &udp_extracted)?;
+    k.drain_events(&mut events);
+
+    let mut out: Vec<(&str, Vec<u64>)> = [
+        "empty",
+        "tcp_data",
+        "udp",
+        "udp_armed",
+        "udp_extracted",
+        "ipv6",
+        "empty_single",
+        "syn_new",
+        "xdp_empty",
+        "xdp_tcp_data",
+        "xdp_udp",
+        "xdp_ipv6",
+    ]
+    .iter()
+    .map(|n| (*n, Vec::new()))
+    .collect();
+    let mut next_port: u32 = 0;
+    for _ in 0..args.rounds {
+        let e = k.bench_test_run(BENCH_EMPTY_PROGRAM, &data4, args.repeat)?;
+        let t = k.bench_test_run(BENCH_TRACKER_PROGRAM, &data4, args.repeat)?;
+        let u = k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp, args.repeat)?;
+        let ua = k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_armed, args.repeat)?;
+        let ux = extracted_cost(&mut k, &udp_extracted, args.repeat)?;
+        let s6 = k.bench_test_run(BENCH_TRACKER_PROGRAM, &data6, args.repeat)?;
+        let xe = k.bench_test_run_xdp(BENCH_EMPTY_XDP_PROGRAM, &data4, args.repeat)?;
+        let xt = k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &data4, args.repeat)?;
+        let xu = k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &udp, args.repeat)?;
+        let x6 = k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &data6, args.repeat)?;
+        let mut empties = Vec::with_capacity(args.syns as usize);
+        let mut syns = Vec::with_capacity(args.syns as usize);
+        for _ in 0..args.syns {
+            // A fresh 4-tuple per run: source 10.2.x.y, port from a counter.
+            let n = next_port;
+            next_port += 1;
+            let src = [10, 2, (n >> 16) as u8, (n >> 8) as u8];
+            let sport = 1024 + (n & 0xff) as u16;
+            let syn = v4(src, b4, 6, &tcp_hdr(sport, 80, 7, 0, SYN, 0));
+            empties.push(k.bench_test_run(BENCH_EMPTY_PROGRAM, &syn, 1)?);
+            syns.push(k.bench_test_run(BENCH_TRACKER_PROGRAM, &syn, 1)?);
+            if n.is_multiple_of(1024) {
+                events.clear();
+                k.drain_events(&mut events);
+            }
+        }
+        events.clear();
+        k.drain_events(&mut events);
+        for (name, v) in [
+            ("empty", e),
+            ("tcp_data", t),
+            ("udp", u),
+            ("udp_armed", ua),
+            ("udp_extracted", ux),
+            ("ipv6", s6),
+            ("empty_single", median(&mut empties)),
+            ("syn_new", median(&mut syns)),
+            ("xdp_empty", xe),
+            ("xdp_tcp_data", xt),
+            ("xdp_udp", xu),
+            ("xdp_ipv6", x6),
+        ] {
+            if let Some(slot) = out.iter_mut().find(|(n, _)| *n == name) {
+                slot.1.push(v);
+            }
+        }
+    }
+    let stats = k.stats()?;
+    let mut json = serde_json::Map::new();
+    for (name, v) in out {
+        json.insert(name.to_string(), serde_json::json!(v));
+    }
+    json.insert("repeat".into(), serde_json::json!(args.repeat));
+    json.insert("syns_per_round".into(), serde_json::json!(args.syns));
+    let stat_obj: serde_json::Map<String, serde_json::Value> = stats
+        .iter()
+        .map(|(s, v)| (s.name().to_string(), serde_json::json!(v)))
+        .collect();
+    json.insert("stats".into(), serde_json::Value::Object(stat_obj));
+    println!("{}", serde_json::Value::Object(json));
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! The agent's commands: `run` (live), `read` (replay), and the hidden `bench-kernel` and
+//! `fuzz-kernel` that `cargo xtask bench` and `cargo xtask fuzz` drive.
+
+pub mod bench;
+pub mod fuzz;
+pub mod read;
+pub mod run;

@@ -1,0 +1,618 @@
+//! `read`: offline replay of a trace (Zeek's `-r`).
+
+use crate::capabilities::alerts::Alerts;
+use crate::capabilities::alerts::capability::{AlertRules, SharedAlerts};
+use crate::capture::checksum::{ChecksumPolicy, ip_view, ipv4_header_ok, transport_ok};
+use crate::capture::defrag::{Defragmenter, FragResult};
+use crate::capture::pcap::{LinkSkip, PcapReader, frame_l3, synth_ethernet};
+use crate::cli::{Engine, ReadArgs, parse_port_list};
+use crate::config::Config;
+use crate::core::agent::Agent;
+use crate::core::clock::{Clock, PacketClock};
+use crate::core::events::Capability;
+use crate::core::thresholds::DurationMode;
+use crate::datapath::{Datapath, HostConfig, HostDatapath};
+use crate::logs::conn_log::ConnLogWriter;
+use crate::util::site::NetSet;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Packet accounting for the summary.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub processed: u64,
+    pub skipped: BTreeMap<String, u64>,
+}
+
+impl ReadStats {
+    pub fn skip(&mut self, why: &str) {
+        *self.skipped.entry(why.to_string()).or_default() += 1;
+    }
+}
+
+pub fn local_nets_from(args: &[String]) -> anyhow::Result<NetSet> {
+    if args.is_empty() {
+        Ok(NetSet::private_address_space())
+    } else {
+        NetSet::parse_list(args.iter().map(String::as_str))
+    }
+}
+
+fn is_privileged() -> bool {
+    // Effective uid 0 is what loading the eBPF program needs in practice.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The kernel datapath when asked for (an error if it cannot be loaded: a silent fallback would
+/// hide which engine wrote the log), or by default when privileged, else the host engine.
+fn make_datapath(
+    engine: Option<Engine>,
+    ports: &[(u16, u8)],
+    table_size: u32,
+) -> anyhow::Result<Box<dyn Datapath>> {
+    let host = || -> Box<dyn Datapath> { Box::new(HostDatapath::new(HostConfig::new(ports))) };
+    match engine {
+        Some(Engine::Host) => Ok(host()),
+        Some(Engine::Kernel) => crate::datapath::kernel::replay_datapath(ports, table_size).map_err(|e| {
+            e.context("--engine kernel: cannot load the eBPF program (use --engine host to replay without it)")
+        }),
+        None => {
+            if is_privileged() {
+                match crate::datapath::kernel::replay_datapath(ports, table_size) {
+                    Ok(dp) => return Ok(dp),
+                    Err(e) => {
+                        log::warn!(
+                            "kernel datapath unavailable ({}); using the host engine \
+                             (--engine host or CONNTRACK_ENGINE=host skips this attempt)",
+                            first_line(&e)
+                        );
+                        log::debug!("kernel datapath error: {e:#}");
+                    }
+                }
+            }
+            Ok(host())
+        }
+    }
+}
+
+fn first_line(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn read(args: ReadArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.common.config.as_deref())?;
+    let ipfix = crate::export::ipfix::Exporter::start(&args.common.ipfix.or_file(&config.ipfix))?;
+    let caps = ipfix.iter().map(|x| x.capability()).collect();
+    read_with(args, caps)?;
+    if let Some(x) = ipfix {
+        eprintln!("{}", x.finish());
+    }
+    Ok(())
+}
+
+/// `read` with capability modules registered before the first packet.
+pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyhow::Result<()> {
+    let config = Config::load(args.common.config.as_deref())?;
+    let ports = parse_port_list(&args.common.likely_server_ports)?;
+    let local_nets = local_nets_from(&args.common.local_nets)?;
+    let policy = ChecksumPolicy {
+        ignore_all: args.ignore_checksums,
+        ignore_nets: NetSet::parse_list(args.ignore_checksums_net.iter().map(String::as_str))?,
+    };
+    let mut reader = PcapReader::open(&args.trace)?;
+    let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
+    config.check_log_dir(&args.common)?;
+    let writer = ConnLogWriter::create_with(
+        &args.common.log_dir,
+        "conn",
+        args.common.log_format,
+        args.common.community_id,
+        args.common.conn_log_options(),
+    )?;
+    let dp = make_datapath(args.engine, &ports, args.common.table_size)?;
+    // Started before the replay so that deliveries left by an earlier run go out meanwhile.
+    let alerts = Alerts::start(
+        &config.alerts,
+        &args.common.log_dir,
+        args.common.community_id,
+    )?;
+    let alert_rules = alerts.has_rules();
+    let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
+    let mut agent = Agent::new(
+        dp,
+        HostConfig::new(&ports),
+        config.inactivity.timeouts(),
+        local_nets.clone(),
+        writer,
+    );
+    if args.duration_timers {
+        agent.set_duration_mode(DurationMode::NextPacketOrTimer);
+    }
+    register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
+    if alert_rules {
+        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, false)));
+    }
+    crate::capabilities::contents::register(&mut agent, &args.common, &config.contents)?;
+    for cap in capabilities {
+        agent.register(cap);
+    }
+    let mut clock = PacketClock::default();
+    let mut defrag = Defragmenter::default();
+    let mut st = ReadStats::default();
+    let progress = args
+        .progress
+        .unwrap_or_else(|| std::io::stderr().is_terminal());
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut frame = Vec::with_capacity(2048);
+
+    while let Some(pkt) = reader.next_packet()? {
+        st.packets += 1;
+        st.bytes += pkt.data.len() as u64 + 16;
+        if progress && st.packets % 4096 == 0 && last_progress.elapsed() >= Duration::from_secs(3) {
+            last_progress = Instant::now();
+            let pct = if file_size > 0 {
+                (st.bytes as f64 * 100.0 / file_size as f64).min(100.0)
+            } else {
+                0.0
+            };
+            eprintln!(
+                "conntrack-agent: {} packets (~{pct:.0}%), {} open connections, {} logged, {:.0}s",
+                st.packets,
+                agent.open_conns(),
+                agent.stats.conns_logged,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        // Network time advances with every packet, IP or not; timers fire first.
+        clock.saw(pkt.ts_ns);
+        agent.advance(clock.now_ns())?;
+        defrag.expire(pkt.ts_ns);
+
+        let l3 = match frame_l3(pkt.linktype, &pkt.data) {
+            Ok(l) => l,
+            Err(LinkSkip::NotIp) => {
+                st.skip("not IP (ARP, LLDP, ...)");
+                continue;
+            }
+            Err(LinkSkip::Truncated) => {
+                st.skip("truncated link-layer header");
+                continue;
+            }
+            Err(LinkSkip::LinkType) => {
+                st.skip("unsupported link type");
+                continue;
+            }
+        };
+        let Some(view0) = ip_view(l3.ip) else {
+            st.skip("truncated or malformed IP header");
+            continue;
+        };
+        // Zeek's IP analyzer checks, in its order.
+        let link_hdr = pkt.data.len() - l3.ip.len();
+        let mut total_len = view0.ip_len;
+        if l3.version == 4 && total_len == 0 {
+            // TCP segmentation offload zeroes ip_len: Zeek copes only with -C.
+            if !policy.ignore_all {
+                st.skip("IPv4 total length 0 (segmentation offload; use --ignore-checksums)");
+                continue;
+            }
+            total_len = l3.ip.len();
+        }
+        if (pkt.orig_len as usize) < total_len + link_hdr {
+            st.skip("IP length beyond the wire length");
+            continue;
+        }
+        let hdr_len = view0.l4_off.min(if l3.version == 4 { 60 } else { 40 });
+        if l3.version == 4 && (hdr_len > total_len || hdr_len > l3.ip.len()) {
+            st.skip("invalid IP header size");
+            continue;
+        }
+        if l3.version == 4 && !policy.skip_for(&view0.src) && !ipv4_header_ok(l3.ip) {
+            st.skip("bad IPv4 header checksum");
+            continue;
+        }
+        let owned;
+        let mut frag_in = l3.ip;
+        let first_frag_copy;
+        if view0.is_fragment && l3.ip.len() < total_len {
+            // Incompletely captured fragment: Zeek does not reassemble; it keeps only a first
+            // fragment, processed on its own.
+            if !is_first_fragment(l3.ip) {
+                st.skip("incompletely captured IP fragment");
+                continue;
+            }
+            first_frag_copy = unfragment_first(l3.ip);
+            frag_in = &first_frag_copy;
+        }
+        let ip: &[u8] = match defrag.offer(frag_in, pkt.ts_ns) {
+            FragResult::NotFragment => l3.ip,
+            FragResult::Held => {
+                st.skip("IP fragment (held for reassembly)");
+                continue;
+            }
+            FragResult::Bad => {
+                st.skip("malformed IP fragment");
+                continue;
+            }
+            FragResult::Complete(buf) => {
+                owned = buf;
+                &owned
+            }
+        };
+        let Some(view) = ip_view(ip) else {
+            st.skip("truncated or malformed IP header");
+            continue;
+        };
+        let checksum_ok = policy.skip_for(&view.src) || transport_ok(ip, &view);
+        synth_ethernet(l3.version, ip, &mut frame);
+        match agent.process(&frame, pkt.ts_ns, checksum_ok) {
+            Ok(()) => st.processed += 1,
+            Err(e) => st.skip(&format!("engine: {e}")),
+        }
+    }
+    if reader.truncated_tail {
+        log::warn!(
+            "{}: the last packet record is cut short (file truncated); stopped there",
+            args.trace.display()
+        );
+        st.skip("truncated last record");
+    }
+    if reader.skipped_linktype > 0 {
+        *st.skipped
+            .entry("unsupported link type (pcapng interface)".into())
+            .or_default() += reader.skipped_linktype;
+    }
+    let incomplete = defrag.pending() as u64;
+    agent.finish()?;
+
+    let ds = defrag.stats;
+    let mut summary = format!(
+        "conntrack-agent: {}: {} packets, {} processed, {} connections logged to {}",
+        args.trace.display(),
+        st.packets,
+        st.processed,
+        agent.stats.conns_logged,
+        if args.common.to_stdout() {
+            "stdout".into()
+        } else {
+            args.common.log_dir.join("conn.log").display().to_string()
+        }
+    );
+    if ds.fragments > 0 {
+        summary.push_str(&format!(
+            "; fragments {} (reassembled datagrams {}, incomplete {}, timed out {})",
+            ds.fragments, ds.reassembled, incomplete, ds.timed_out
+        ));
+    }
+    if agent.stats.table_full > 0 {
+        summary.push_str(&format!(
+            "; {} packets found the kernel table full (--table-size {}) and were tracked by the agent",
+            agent.stats.table_full, args.common.table_size
+        ));
+    }
+    eprintln!("{summary}");
+    let alerts = alerts.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(line) = alerts.and_then(|a| a.finish_blocking().summary()) {
+        eprintln!("{line}");
+    }
+    if !st.skipped.is_empty() {
+        let parts: Vec<String> = st
+            .skipped
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        eprintln!(
+            "conntrack-agent: not used by the engine: {}",
+            parts.join(", ")
+        );
+    }
+    if st.packets > 0 && st.processed == 0 && reader.skipped_linktype == st.packets {
+        anyhow::bail!(
+            "{}: no packet had a supported link type",
+            args.trace.display()
+        );
+    }
+    Ok(())
+}
+
+/// What `run` may change after [`register_lifecycle`] (SIGHUP).
+#[derive(Default)]
+pub struct Lifecycle {
+    pub conn_long: Option<crate::capabilities::conn_long::IntervalsHandle>,
+}
+
+/// The lifecycle capabilities the config file turns on (`[conn_long]`, `[removal_log]`);
+/// shared by `read` and `run`.
+pub fn register_lifecycle(
+    agent: &mut Agent,
+    config: &Config,
+    common: &crate::cli::CommonArgs,
+    local_nets: &NetSet,
+) -> anyhow::Result<Lifecycle> {
+    let mut handles = Lifecycle::default();
+    if config.conn_long.enabled {
+        let cap = crate::capabilities::conn_long::ConnLong::create(
+            &config.conn_long,
+            &common.log_dir,
+            common.log_format,
+            common.community_id,
+            local_nets.clone(),
+            common.rotation(),
+        )?;
+        handles.conn_long = Some(cap.intervals_handle());
+        agent.add_log(cap.log());
+        agent.register(Box::new(cap));
+    }
+    if let Some(path) = config.removal_log.path(&common.log_dir) {
+        let cap =
+            crate::capabilities::removal_log::RemovalLog::create_rotated(&path, common.rotation())?;
+        agent.add_log(cap.log());
+        agent.register(Box::new(cap));
+    }
+    Ok(handles)
+}
+
+/// True for a first fragment (IPv4 offset 0; IPv6 fragment header with offset 0).
+fn is_first_fragment(ip: &[u8]) -> bool {
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => ip.len() >= 8 && u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff == 0,
+        _ => false,
+    }
+}
+
+/// A copy of an IPv4 first fragment with MF cleared, so that it is processed as a whole packet.
+fn unfragment_first(ip: &[u8]) -> Vec<u8> {
+    let mut v = ip.to_vec();
+    if v.len() >= 8 && v[0] >> 4 == 4 {
+        v[6] &= !0x20;
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::checksum::tests::{fix_ipv4_header, fix_udp4};
+    use crate::capture::pcap::LINKTYPE_ETHERNET;
+    use crate::capture::pcap::tests::write_pcap;
+    use crate::cli::CommonArgs;
+    use crate::logs::conn_log::LogFormat;
+
+    fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let total = (20 + 8 + payload.len()) as u16;
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        ip.extend_from_slice(&sport.to_be_bytes());
+        ip.extend_from_slice(&dport.to_be_bytes());
+        ip.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        ip.extend_from_slice(&[0, 0]);
+        ip.extend_from_slice(payload);
+        fix_ipv4_header(&mut ip);
+        fix_udp4(&mut ip);
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    fn tcp_syn(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut ip = vec![0x45, 0, 0, 40, 0, 2, 0, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        ip.extend_from_slice(&sport.to_be_bytes());
+        ip.extend_from_slice(&dport.to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0, 100, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        fix_ipv4_header(&mut ip);
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&ip);
+        f
+    }
+
+    fn args(trace: &std::path::Path, dir: &std::path::Path) -> ReadArgs {
+        ReadArgs {
+            trace: trace.to_path_buf(),
+            common: CommonArgs {
+                keep_previous_logs: false,
+                log_dir: dir.to_path_buf(),
+                log_format: LogFormat::Tsv,
+                local_nets: vec![],
+                likely_server_ports: "53/udp".into(),
+                table_size: 1024,
+                community_id: false,
+                config: None,
+                extract_all: false,
+                extract_dir: None,
+                ipfix: Default::default(),
+                logs: Default::default(),
+            },
+            ignore_checksums: true,
+            ignore_checksums_net: vec![],
+            engine: Some(Engine::Host),
+            progress: Some(false),
+            duration_timers: false,
+        }
+    }
+
+    fn records(dir: &std::path::Path) -> Vec<Vec<String>> {
+        std::fs::read_to_string(dir.join("conn.log"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    }
+
+    #[test]
+    fn replay_end_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("t.pcap");
+        let a = [10, 0, 0, 1];
+        let b = [8, 8, 8, 8];
+        let mut bad = udp([10, 0, 0, 9], b, 999, 53, b"zz");
+        bad[14 + 10] ^= 0xff; // IPv4 header checksum
+        write_pcap(
+            &trace,
+            LINKTYPE_ETHERNET,
+            false,
+            &[
+                // reply first: 53/udp is a likely server port -> flipped, history ^d... then D
+                (100, 0, udp(b, a, 53, 5555, b"answer")),
+                (100, 500_000, udp(a, b, 5555, 53, b"q")),
+                (101, 0, bad),
+                (102, 0, tcp_syn(a, b, 40000, 80)),
+                // same UDP flow after the 1 min inactivity timeout: a new record
+                (300, 0, udp(a, b, 5555, 53, b"again")),
+            ],
+        );
+        let mut ar = args(&trace, dir.path());
+        ar.ignore_checksums = false;
+        // the SYN has no valid TCP checksum: its source is exempted
+        ar.ignore_checksums_net = vec!["10.0.0.1/32".into()];
+        read(ar).unwrap();
+        let r = records(dir.path());
+        assert_eq!(r.len(), 3, "{r:?}");
+        // removal order: UDP by inactivity at 300 s, TCP attempt at 107 s before it
+        let tcp = r.iter().find(|x| x[6] == "tcp").unwrap();
+        assert_eq!(tcp[11], "S0");
+        assert_eq!(tcp[15], "S");
+        let udp1 = r
+            .iter()
+            .find(|x| x[6] == "udp" && x[0] == "100.000000")
+            .unwrap();
+        assert_eq!(&udp1[2..6], &["10.0.0.1", "5555", "8.8.8.8", "53"]);
+        assert_eq!(udp1[15], "^dD");
+        assert_eq!(udp1[11], "SF");
+        assert_eq!(udp1[12], "T");
+        assert_eq!(udp1[13], "F");
+        assert_eq!(udp1[8], "0.500000");
+        let udp2 = r
+            .iter()
+            .find(|x| x[6] == "udp" && x[0] == "300.000000")
+            .unwrap();
+        assert_eq!(udp2[11], "S0");
+        assert_eq!(udp2[8], "-");
+        assert!(!r.iter().any(|x| x[2] == "10.0.0.9"));
+    }
+
+    #[test]
+    fn fragments_are_reassembled() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("frag.pcap");
+        let payload: Vec<u8> = (0..100u8).collect();
+        let whole = udp([10, 0, 0, 1], [10, 0, 0, 2], 7000, 7001, &payload);
+        let ip = &whole[14..];
+        // split the 108-byte UDP datagram into 56 + 52 bytes of IP payload
+        let frag = |off: usize, len: usize, more: bool| {
+            let mut h = ip[..20].to_vec();
+            h[2..4].copy_from_slice(&((20 + len) as u16).to_be_bytes());
+            let fl = (off / 8) as u16 | if more { 0x2000 } else { 0 };
+            h[6..8].copy_from_slice(&fl.to_be_bytes());
+            h.extend_from_slice(&ip[20 + off..20 + off + len]);
+            fix_ipv4_header(&mut h);
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&[0x08, 0x00]);
+            f.extend_from_slice(&h);
+            f
+        };
+        write_pcap(
+            &trace,
+            LINKTYPE_ETHERNET,
+            false,
+            &[(10, 0, frag(56, 52, false)), (10, 1, frag(0, 56, true))],
+        );
+        let mut ar = args(&trace, dir.path());
+        ar.ignore_checksums = false;
+        read(ar).unwrap();
+        let r = records(dir.path());
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0][0], "10.000001");
+        assert_eq!(r[0][15], "D");
+        assert_eq!(&r[0][16..18], &["1", "128"]);
+    }
+
+    #[test]
+    fn random_frames_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let dir = tempfile::tempdir().unwrap();
+        let base = udp([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, b"payload!");
+        for lt in [
+            LINKTYPE_ETHERNET,
+            crate::capture::pcap::LINKTYPE_RAW,
+            0,
+            113,
+            276,
+        ] {
+            let mut pkts = Vec::new();
+            for i in 0..400u32 {
+                let mut f = if i % 2 == 0 {
+                    base.clone()
+                } else {
+                    (0..rng.random_range(0..120))
+                        .map(|_| rng.random::<u8>())
+                        .collect()
+                };
+                // flip a few bytes, keep the version nibble plausible sometimes
+                for _ in 0..rng.random_range(0..6) {
+                    if !f.is_empty() {
+                        let k = rng.random_range(0..f.len());
+                        f[k] = rng.random();
+                    }
+                }
+                if i % 3 == 0 && f.len() > 14 {
+                    f[14] = 0x45;
+                }
+                pkts.push((i, 0, f));
+            }
+            let trace = dir.path().join(format!("r{lt}.pcap"));
+            write_pcap(&trace, lt, false, &pkts);
+            let mut ar = args(&trace, dir.path());
+            ar.ignore_checksums = lt % 2 == 0;
+            read(ar).unwrap();
+        }
+    }
+
+    #[test]
+    fn bad_config_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("t.pcap");
+        write_pcap(&trace, LINKTYPE_ETHERNET, false, &[]);
+        let cfg = dir.path().join("conntrack.toml");
+        std::fs::write(&cfg, "[alerts]\nqueue_capacity = 8\nspool = \"/tmp/x\"\n").unwrap();
+        let mut ar = args(&trace, dir.path());
+        ar.common.config = Some(cfg.clone());
+        let e = read(ar).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:3:1: ", cfg.display())), "{e}");
+        assert!(e.contains("unknown field `spool`"), "{e}");
+        assert!(!dir.path().join("conn.log").exists());
+    }
+
+    #[test]
+    fn garbage_trace_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("junk.pcap");
+        std::fs::write(&trace, b"\x00\x01not a capture at all").unwrap();
+        let e = read(args(&trace, dir.path())).unwrap_err().to_string();
+        assert!(e.contains("junk.pcap"), "{e}");
+    }
+}

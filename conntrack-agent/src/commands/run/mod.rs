@@ -1,0 +1,493 @@
+//! `run`: live tracking. The eBPF program does the per-packet work in the kernel; this loop
+//! polls its ring buffer (events are submitted without wakeups), feeds the events to the agent
+//! core (timers on the wall clock, removal and logging through the `FLOWS` map) and, on
+//! SIGINT/SIGTERM, drains: every open connection is logged, `#close` written, the programs
+//! detached.
+
+use crate::capabilities::alerts::Alerts;
+use crate::capabilities::alerts::capability::{AlertRules, SharedAlerts};
+use crate::cli::{RunArgs, parse_port_list};
+use crate::commands::read::local_nets_from;
+use crate::config::Config;
+use crate::core::agent::Agent;
+use crate::core::clock::{Clock, WallClock};
+use crate::core::thresholds::DurationMode;
+use crate::datapath::HostConfig;
+use crate::datapath::kernel::{Kernel, KernelOptions};
+use crate::export::metrics::Metrics;
+use crate::logs::conn_log::ConnLogWriter;
+use anyhow::{Context, Result};
+use conntrack_common::event::{Event, EventKind};
+use conntrack_common::key::FlowKey;
+use conntrack_common::packet::PacketMeta;
+use conntrack_common::stats::Stat;
+use handover::{HandoverState, PinDir, SavedConn, Shutdown};
+use status::{DROP_STATS, Sample, StatusLine};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Ring-buffer poll interval: bounds event latency and how far timers lag.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// conn.log is flushed this often.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Drop counters are checked (and reported when they grew) this often.
+const STATS_INTERVAL: Duration = Duration::from_secs(10);
+
+pub async fn run(mut args: RunArgs) -> Result<()> {
+    args.common.keep_previous_logs = true;
+    // SIGHUP re-reads --config (reload.rs). Caught from the start: its default action would
+    // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let config = Config::load(args.common.config.as_deref())?;
+    config.check_log_dir(&args.common)?;
+    let ports = parse_port_list(&args.common.likely_server_ports)?;
+    let local_nets = local_nets_from(&args.common.local_nets)?;
+    let opts = KernelOptions {
+        max_flows: args.common.table_size,
+        likely_server_ports: &ports,
+        replay: false,
+        contents: args.common.extract_all || config.contents.enabled(),
+    };
+    let (mut kernel, pins) = match &args.pin_dir {
+        Some(root) => {
+            let (kernel, pins) = load_pinned(&opts, root, &args)?;
+            (kernel, Some(pins))
+        }
+        None => {
+            let mut kernel = Kernel::load(&opts)?;
+            if args.sensor {
+                attach_sensor(&mut kernel, &args)?;
+            } else {
+                for iface in &args.iface {
+                    // On error, dropping `kernel` detaches what was attached so far.
+                    kernel.attach(iface)?;
+                }
+            }
+            (kernel, None)
+        }
+    };
+    let takeover = pins.as_ref().and_then(|p| p.takeover);
+    let flows = kernel.take_flows().context("FLOWS map already taken")?;
+    let alerts = Alerts::start(
+        &config.alerts,
+        &args.common.log_dir,
+        args.common.community_id,
+    )?;
+    let alert_rules = alerts.has_rules();
+    let alert_metrics = alerts.metrics();
+    let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
+    let writer = ConnLogWriter::create_with(
+        &args.common.log_dir,
+        "conn",
+        args.common.log_format,
+        args.common.community_id,
+        args.common.conn_log_options(),
+    )?;
+    let mut agent = Agent::new(
+        Box::new(flows),
+        HostConfig::new(&ports),
+        config.inactivity.timeouts(),
+        local_nets.clone(),
+        writer,
+    );
+    let lifecycle =
+        crate::commands::read::register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
+    if alert_rules {
+        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
+    }
+    let contents =
+        crate::capabilities::contents::register(&mut agent, &args.common, &config.contents)?;
+    let metrics = match args.metrics_addr.or(config.metrics.addr) {
+        Some(addr) => {
+            let m = Metrics::new();
+            m.set_table(0, u64::from(args.common.table_size));
+            let bound = m.serve(addr).await?;
+            agent.register(m.capability());
+            eprintln!("conntrack-agent: metrics at http://{bound}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
+    let ipfix = crate::export::ipfix::Exporter::start(&args.common.ipfix.or_file(&config.ipfix))?;
+    if let Some(x) = &ipfix {
+        agent.register(x.capability());
+    }
+    // Live, an idle connection must not delay its duration thresholds until its next packet.
+    agent.set_duration_mode(DurationMode::NextPacketOrTimer);
+    let mut events = Vec::new();
+    if let Some(flows_id) = takeover {
+        take_over(&mut kernel, &mut agent, &mut events, &args, flows_id)?;
+    }
+    eprintln!(
+        "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
+        args.iface.join(", "),
+        args.common.log_dir.display()
+    );
+
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut reloader = reload::Reloader::new(
+        args.common.config.clone(),
+        config.clone(),
+        alerts.clone(),
+        lifecycle.conn_long,
+        contents,
+    );
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_flush = Instant::now();
+    let mut last_stats = Instant::now();
+    // A predecessor's counters live on in the pinned STATS: report only what grows from now.
+    let mut reported = [0u64; DROP_STATS.len()];
+    let mut status = StatusLine::new(!args.no_status);
+    report_drops(&kernel, &mut reported, false)?;
+    let on_sigterm = if pins.is_some() && !args.no_handover {
+        Shutdown::Handover
+    } else {
+        Shutdown::ForGood
+    };
+    let mut shutdown = Shutdown::ForGood;
+    // The monitored interfaces, for the per-interface metrics.
+    let ifindexes = crate::datapath::kernel::ifindexes(&args.iface);
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => {
+                shutdown = on_sigterm;
+                break;
+            }
+            _ = sighup.recv() => reloader.reload(&mut agent),
+            _ = tick.tick() => {
+                poll(&mut kernel, &mut agent, &mut events)?;
+                if let Some(m) = &metrics {
+                    m.add_events_received(events.len() as u64);
+                }
+                if last_flush.elapsed() >= FLUSH_INTERVAL {
+                    agent.flush()?;
+                    if let Some(m) = &metrics {
+                        scrape(
+                            m,
+                            &kernel,
+                            &agent,
+                            args.common.table_size,
+                            &alert_metrics,
+                            &ifindexes,
+                        )?;
+                        if let Some(x) = &ipfix {
+                            m.set_ipfix(&x.stats());
+                        }
+                    }
+                    status.update(Sample::new(
+                        Instant::now(),
+                        &kernel.stats()?,
+                        agent.open_conns() as u64,
+                        agent.stats.conns_logged,
+                    ));
+                    last_flush = Instant::now();
+                }
+                if last_stats.elapsed() >= STATS_INTERVAL {
+                    if report_drops(&kernel, &mut reported, true)? {
+                        resync(&mut agent)?;
+                    }
+                    last_stats = Instant::now();
+                }
+            }
+        }
+    }
+
+    status.clear();
+    if let (Shutdown::Handover, Some(pins)) = (shutdown, &pins) {
+        hand_over(&mut kernel, &mut agent, &mut events, &args, pins)?;
+    } else {
+        eprintln!("conntrack-agent: stopping: logging open connections");
+        poll(&mut kernel, &mut agent, &mut events)?;
+        report_drops(&kernel, &mut reported, true)?;
+        agent.finish()?;
+        kernel.detach_all();
+        kernel.detach_sensor();
+        if let Some(pins) = &pins {
+            kernel.unpin_links();
+            pins.dir.remove()?;
+            eprintln!(
+                "conntrack-agent: detached; pins removed from {}",
+                pins.dir.root.display()
+            );
+        }
+    }
+    let stats = kernel.stats()?;
+    let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
+    eprintln!(
+        "conntrack-agent: {} packets, {} connections logged, drops: ring buffer {}, table full {}, \
+         lock busy {}, fragments not tracked {}",
+        get(Stat::Packets),
+        agent.stats.conns_logged,
+        get(Stat::RingbufFull),
+        get(Stat::TableFull),
+        get(Stat::LockBusy),
+        get(Stat::Fragments)
+    );
+    if let Some(x) = ipfix {
+        // Joins the sender thread: at most one batch and a 5 s connect timeout.
+        eprintln!("{}", tokio::task::block_in_place(|| x.finish()));
+    }
+    let alerts = alerts.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(line) = match alerts {
+        Some(a) => a.finish().await.summary(),
+        None => None,
+    } {
+        eprintln!("{line}");
+    }
+    Ok(())
+}
+
+/// `--sensor`: the XDP form on every --iface, saying which XDP mode each got.
+fn attach_sensor(kernel: &mut Kernel, args: &RunArgs) -> Result<()> {
+    kernel.load_sensor(args.sensor_drop)?;
+    let verdict = if args.sensor_drop {
+        "dropped after accounting"
+    } else {
+        "passed on"
+    };
+    for iface in &args.iface {
+        // On error, dropping `kernel` detaches what was attached so far.
+        let mode = kernel.attach_sensor(iface, args.sensor_xdp_mode)?;
+        eprintln!("conntrack-agent: sensor mode on {iface}: {mode}; packets are {verdict}");
+        if mode == crate::datapath::kernel::SensorAttach::Generic {
+            // Generic XDP runs after GRO, which merges a TCP flow's segments: each merged
+            // packet would count once.
+            eprintln!(
+                "conntrack-agent: {iface}: generic XDP sees packets after GRO; turn GRO/LRO off \
+                 on a monitor port (ethtool -K {iface} gro off lro off) for exact packet counts"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Events first (they happened before now), then the timers due by the wall clock.
+fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Result<()> {
+    events.clear();
+    kernel.drain_events(events);
+    for ev in events.iter() {
+        agent.handle_event(ev, ev.ts_ns as i64)?;
+    }
+    agent.deliver_contents();
+    agent.advance(WallClock.now_ns())
+}
+
+/// Copies the kernel's counters, the table occupancy and the alert counters into `m` (once a
+/// second: a scrape sees values at most that old).
+fn scrape(
+    m: &Metrics,
+    kernel: &Kernel,
+    agent: &Agent,
+    capacity: u32,
+    alerts: &crate::capabilities::alerts::AlertMetrics,
+    ifaces: &[u32],
+) -> Result<()> {
+    m.set_kernel_stats(&kernel.stats()?);
+    m.set_iface_stats(&kernel.iface_stats(ifaces)?);
+    m.set_table(agent.open_conns() as u64, u64::from(capacity));
+    m.set_alerts(alerts);
+    Ok(())
+}
+
+/// Warns about drop counters that grew (when `warn`); true if ring-buffer events were lost.
+fn report_drops(
+    kernel: &Kernel,
+    reported: &mut [u64; DROP_STATS.len()],
+    warn: bool,
+) -> Result<bool> {
+    let stats = kernel.stats()?;
+    let mut lost_events = false;
+    for (i, stat) in DROP_STATS.iter().enumerate() {
+        let now = stats.iter().find(|(s, _)| s == stat).map_or(0, |(_, v)| *v);
+        if now > reported[i] {
+            if warn {
+                log::warn!("{}: {} (+{})", stat.name(), now, now - reported[i]);
+                lost_events |= *stat == Stat::RingbufFull;
+            }
+            reported[i] = now;
+        }
+    }
+    Ok(lost_events)
+}
+
+/// After lost events: every connection in `FLOWS` is reported to the tracker again, so that
+/// the ones whose `NewConn` was lost get timers and are logged on time.
+fn resync(agent: &mut Agent) -> Result<()> {
+    for key in agent.dp.keys() {
+        let Some(conn) = agent.dp.lookup(&key) else {
+            continue;
+        };
+        let ev = Event {
+            kind: EventKind::StateChanged as u32,
+            changes: 0,
+            ts_ns: conn.last_ns,
+            key,
+            meta: PacketMeta::default(),
+            conn,
+        };
+        agent.handle_event(&ev, conn.last_ns as i64)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart without loss (`--pin-dir`; the pin layout and state file are in handover.rs).
+
+/// The pin directory, and whether a predecessor left a flow table there (its kernel id).
+struct Pins {
+    dir: PinDir,
+    takeover: Option<u32>,
+}
+
+/// Loads the program with the pinned maps (a predecessor's when there is one) and attaches it
+/// through pinned TCX links, switching a predecessor's links to the new programs.
+fn load_pinned(
+    opts: &KernelOptions<'_>,
+    root: &std::path::Path,
+    args: &RunArgs,
+) -> Result<(Kernel, Pins)> {
+    let dir = PinDir::prepare(root)?;
+    let takeover = if dir.has_predecessor() {
+        dir.flows_id()
+    } else {
+        None
+    };
+    if takeover.is_some()
+        && let Some(cap) = dir.flows_capacity()
+        && cap != opts.max_flows
+    {
+        eprintln!(
+            "conntrack-agent: the pinned flow table holds {cap} connections: --table-size {} \
+             takes effect after a stop for good (SIGINT)",
+            opts.max_flows
+        );
+    }
+    let mut kernel = Kernel::load_pinned(opts, &dir.dir).with_context(|| {
+        format!(
+            "loading the program with the maps pinned in {} (pins are the files of the user \
+             who made them: another user must stop that agent for good first, or `chown -R` \
+             the directory)",
+            dir.dir.display()
+        )
+    })?;
+    let staged = kernel.stage_stages(&dir.dir)?;
+    for iface in &args.iface {
+        kernel.attach_pinned(iface, &dir.dir)?;
+    }
+    dir.drop_other_links(&args.iface)?;
+    Kernel::commit_stages(&dir.dir, &staged)?;
+    Ok((kernel, Pins { dir, takeover }))
+}
+
+/// Takes over a predecessor's connections. The events queued while no agent ran come first, in
+/// order: a connection the predecessor tracked is adopted (with its uid) just before its first
+/// event, with that event's snapshot, so that capabilities see it begin before it changes (or
+/// is removed by a reuse). Then every other connection of the table is adopted as it is now:
+/// the predecessor's (uid restored when its start time matches) and those whose events were
+/// lost. Timers start from each connection's last packet.
+fn take_over(
+    kernel: &mut Kernel,
+    agent: &mut Agent,
+    events: &mut Vec<Event>,
+    args: &RunArgs,
+    flows_id: u32,
+) -> Result<()> {
+    let mut saved: std::collections::HashMap<FlowKey, (u64, String)> =
+        HandoverState::take(&args.common.log_dir, Some(flows_id))
+            .map(|s| {
+                s.entries()
+                    .map(|(k, start, uid)| (k, (start, uid.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+    let mut restored = 0;
+    events.clear();
+    let queued = kernel.drain_events(events);
+    for ev in events.iter() {
+        let predecessors = matches!(
+            ev.kind(),
+            Some(EventKind::StateChanged | EventKind::ThresholdCrossed | EventKind::ReuseRemoved)
+        );
+        if predecessors
+            && !agent.knows(&ev.key)
+            && let Some((_, uid)) = saved.remove(&ev.key)
+        {
+            agent.adopt_conn(ev.key, &ev.conn, Some(uid), ev.ts_ns)?;
+            restored += 1;
+        }
+        agent.handle_event(ev, ev.ts_ns as i64)?;
+    }
+    for key in agent.dp.keys() {
+        if agent.knows(&key) {
+            continue;
+        }
+        let Some(conn) = agent.dp.lookup(&key) else {
+            continue;
+        };
+        let uid = match saved.remove(&key) {
+            Some((start, uid)) if start == conn.start_ns => {
+                restored += 1;
+                Some(uid)
+            }
+            _ => None,
+        };
+        agent.adopt_conn(key, &conn, uid, conn.last_ns)?;
+    }
+    eprintln!(
+        "conntrack-agent: took over {} open connections ({restored} uids restored, {queued} \
+         events queued while no agent ran)",
+        agent.open_conns()
+    );
+    agent.advance(WallClock.now_ns())
+}
+
+/// Handover: events and timers are handled one last time, the uids of the connections still
+/// open are saved for the successor, the logs closed; the programs stay attached.
+fn hand_over(
+    kernel: &mut Kernel,
+    agent: &mut Agent,
+    events: &mut Vec<Event>,
+    args: &RunArgs,
+    pins: &Pins,
+) -> Result<()> {
+    poll(kernel, agent, events)?;
+    let flows_id = pins
+        .dir
+        .flows_id()
+        .context("the pinned flow table is gone: cannot hand over")?;
+    let conns: Vec<SavedConn> = agent
+        .open_uids()
+        .into_iter()
+        .filter_map(|(key, uid)| {
+            let conn = agent.dp.lookup(&key)?;
+            Some(SavedConn {
+                key: handover::key_to_hex(&key),
+                start_ns: conn.start_ns,
+                uid,
+            })
+        })
+        .collect();
+    let n = conns.len();
+    HandoverState {
+        schema: handover::schema_name(),
+        flows_id,
+        conns,
+    }
+    .save(&args.common.log_dir)?;
+    agent.close_for_handover()?;
+    let links = kernel.release_links();
+    eprintln!(
+        "conntrack-agent: handing over: {n} open connections left in {} for the next agent \
+         ({links} links stay attached; SIGINT stops for good)",
+        pins.dir.dir.display()
+    );
+    Ok(())
+}
+
+pub mod handover;
+pub mod reload;
+pub mod status;

@@ -1,0 +1,391 @@
+//! SIGHUP in `run`: the `--config` file is read again and what can change while connections
+//! are tracked is applied; the rest keeps its running value and a warning names the keys that
+//! need a restart. A file that does not load (syntax, unknown key, bad value) changes nothing:
+//! the error is logged and the agent goes on with the configuration it has.
+//!
+//! Applied live:
+//! - `[inactivity]`: connections created from then on (and TCP ones leaving the handshake)
+//!   get the new timeouts; the timers of the others are already set.
+//! - `[[alerts.rules]]` (when the agent started with rules and the webhooks are unchanged):
+//!   new connections are armed with the new rules; a threshold armed before alerts only if a
+//!   current rule has the same metric and threshold.
+//! - `[conn_long] intervals` (when it was on at start and stays on): for new connections.
+//! - `[[contents.rules]]` (when extraction was on at start): for connections selected from
+//!   then on (TCP at establishment, others at their first packet).
+//!
+//! Refused (restart to apply): the webhooks, spool and queue of `[alerts]`, turning
+//! `[conn_long]`, `[removal_log]`, alert rules or extraction on or off, the other `[contents]`
+//! keys (directory, caps, quota), `[metrics]`, `[ipfix]`, and every `[agent]`/`[run]` option
+//! (interfaces, log directory, table size, ...: they shape the kernel program, the open files
+//! and sockets).
+
+use crate::capabilities::alerts::Rule;
+use crate::capabilities::alerts::capability::SharedAlerts;
+use crate::capabilities::conn_long::IntervalsHandle;
+use crate::capabilities::contents::SettingsHandle;
+use crate::capabilities::contents::config::ContentRule;
+use crate::config::Config;
+use crate::core::agent::Agent;
+use crate::core::inactivity::InactivitySettings;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A change that is applied while running.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Inactivity(InactivitySettings),
+    AlertRules(Vec<Rule>),
+    ConnLongIntervals(Vec<Duration>),
+    ContentsRules(Vec<ContentRule>),
+}
+
+impl Change {
+    /// How the reload line names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::Inactivity(_) => "[inactivity]",
+            Change::AlertRules(_) => "[[alerts.rules]]",
+            Change::ConnLongIntervals(_) => "[conn_long] intervals",
+            Change::ContentsRules(_) => "[[contents.rules]]",
+        }
+    }
+}
+
+/// What a reload does: the changes to apply and the keys that changed but need a restart.
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub apply: Vec<Change>,
+    pub refused: Vec<String>,
+}
+
+/// Equality for settings types without `PartialEq` (their Debug text covers every field).
+fn same<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+/// Compares the running configuration with the file just read (pure: the caller applies).
+pub fn decide(old: &Config, new: &Config) -> Decision {
+    let mut apply = Vec::new();
+    let mut refused = Vec::new();
+    let mut refuse = |key: &str| refused.push(key.to_string());
+
+    // [alerts]: the rules live, the delivery machinery (workers per webhook, spool) not.
+    let (oa, na) = (&old.alerts, &new.alerts);
+    let mut alerts_refused = false;
+    for (changed, key) in [
+        (!same(&oa.webhooks, &na.webhooks), "[alerts.webhooks]"),
+        (oa.spool_dir != na.spool_dir, "[alerts] spool_dir"),
+        (
+            oa.queue_capacity != na.queue_capacity,
+            "[alerts] queue_capacity",
+        ),
+        (
+            oa.drain_timeout != na.drain_timeout,
+            "[alerts] drain_timeout",
+        ),
+    ] {
+        if changed {
+            refuse(key);
+            alerts_refused = true;
+        }
+    }
+    if !same(&oa.rules, &na.rules) {
+        if alerts_refused {
+            // Rules name webhooks by position: not with another set of webhooks.
+            refuse("[[alerts.rules]] (with the webhooks)");
+        } else if oa.rules.is_empty() {
+            refuse("[[alerts.rules]] (the agent started without rules)");
+        } else {
+            apply.push(Change::AlertRules(na.rules.clone()));
+        }
+    }
+
+    if old.inactivity != new.inactivity {
+        apply.push(Change::Inactivity(new.inactivity.clone()));
+    }
+
+    let (oc, nc) = (&old.conn_long, &new.conn_long);
+    if oc.enabled != nc.enabled {
+        refuse("[conn_long] (on/off)");
+    } else if oc.enabled && oc.intervals != nc.intervals {
+        apply.push(Change::ConnLongIntervals(nc.intervals.clone()));
+    }
+
+    if old.removal_log != new.removal_log {
+        refuse("[removal_log]");
+    }
+    let (oc, nc) = (&old.contents, &new.contents);
+    for (changed, key) in [
+        (oc.extract_all != nc.extract_all, "[contents] extract_all"),
+        (oc.extract_dir != nc.extract_dir, "[contents] extract_dir"),
+        (
+            oc.max_bytes_per_conn != nc.max_bytes_per_conn,
+            "[contents] max_bytes_per_conn",
+        ),
+        (oc.max_rate != nc.max_rate, "[contents] max_rate"),
+        (oc.disk_quota != nc.disk_quota, "[contents] disk_quota"),
+    ] {
+        if changed {
+            refuse(key);
+        }
+    }
+    if !same(&oc.rules, &nc.rules) {
+        if oc.enabled() {
+            apply.push(Change::ContentsRules(nc.rules.clone()));
+        } else {
+            refuse("[[contents.rules]] (extraction was off at start)");
+        }
+    }
+    if old.metrics.addr != new.metrics.addr {
+        refuse("[metrics]");
+    }
+    if !same(&old.ipfix, &new.ipfix) {
+        refuse("[ipfix]");
+    }
+
+    // Command-line options: every change needs a restart. Compared by what they say, not
+    // where they are in the file.
+    let said = |o: &crate::cli::file_options::FileOption| (o.name(), o.args.clone());
+    let old_opts: Vec<_> = old.options.run.iter().map(said).collect();
+    let new_opts: Vec<_> = new.options.run.iter().map(said).collect();
+    let mut keys: Vec<String> = old_opts
+        .iter()
+        .filter(|o| !new_opts.contains(o))
+        .chain(new_opts.iter().filter(|o| !old_opts.contains(o)))
+        .map(|(name, _)| name.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        refuse(&k);
+    }
+    Decision { apply, refused }
+}
+
+/// The running configuration and the handles a reload changes.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    current: Config,
+    alerts: SharedAlerts,
+    conn_long: Option<IntervalsHandle>,
+    contents: Option<SettingsHandle>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        current: Config,
+        alerts: SharedAlerts,
+        conn_long: Option<IntervalsHandle>,
+        contents: Option<SettingsHandle>,
+    ) -> Self {
+        Self {
+            path,
+            current,
+            alerts,
+            conn_long,
+            contents,
+        }
+    }
+
+    /// SIGHUP: reads the file again and applies what it can; never fails.
+    pub fn reload(&mut self, agent: &mut Agent) {
+        let Some(path) = self.path.clone() else {
+            log::warn!("SIGHUP: no --config file to reload");
+            return;
+        };
+        let new = match Config::load(Some(&path)) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("SIGHUP: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        let d = decide(&self.current, &new);
+        if !d.refused.is_empty() {
+            log::warn!(
+                "SIGHUP: {} changed in {}: restart the agent to apply (running values kept)",
+                d.refused.join(", "),
+                path.display()
+            );
+        }
+        let applied: Vec<&str> = d.apply.iter().map(Change::name).collect();
+        for change in d.apply {
+            self.apply(agent, change);
+        }
+        eprintln!(
+            "conntrack-agent: reloaded {}: {}",
+            path.display(),
+            if applied.is_empty() {
+                "nothing to apply".to_string()
+            } else {
+                format!("applied {}", applied.join(", "))
+            }
+        );
+    }
+
+    fn apply(&mut self, agent: &mut Agent, change: Change) {
+        match change {
+            Change::Inactivity(s) => {
+                agent.set_timeouts(s.timeouts());
+                self.current.inactivity = s;
+            }
+            Change::AlertRules(rules) => {
+                let mut guard = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(a) = guard.as_mut() {
+                    a.replace_rules(rules.clone());
+                }
+                self.current.alerts.rules = rules;
+            }
+            Change::ConnLongIntervals(iv) => {
+                if let Some(h) = &self.conn_long {
+                    *h.borrow_mut() = iv.clone().into();
+                }
+                self.current.conn_long.intervals = iv;
+            }
+            Change::ContentsRules(rules) => {
+                // Present whenever the file had rules at start (`decide` checks that).
+                if let Some(h) = &self.contents {
+                    h.borrow_mut().rules = rules.clone();
+                }
+                self.current.contents.rules = rules;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        Config::parse(text, "c.toml", &|_| Some("s".into())).unwrap()
+    }
+
+    fn decide_text(old: &str, new: &str) -> (Vec<&'static str>, Vec<String>) {
+        let d = decide(&cfg(old), &cfg(new));
+        (d.apply.iter().map(Change::name).collect(), d.refused)
+    }
+
+    const BASE: &str = r#"
+[run]
+iface = ["eth0"]
+table-size = 1000
+
+[inactivity]
+udp = "1m"
+
+[conn_long]
+intervals = ["10m", "1h"]
+
+[alerts.webhooks.ops]
+url = "http://127.0.0.1:9000/"
+
+[[alerts.rules]]
+name = "big"
+metric = "orig_bytes"
+threshold = 1000
+webhooks = ["ops"]
+"#;
+
+    #[test]
+    fn the_same_file_changes_nothing() {
+        let (apply, refused) = decide_text(BASE, BASE);
+        assert!(
+            apply.is_empty() && refused.is_empty(),
+            "{apply:?} {refused:?}"
+        );
+        // Moving lines around is no change.
+        let moved = format!("\n\n# comment\n{BASE}");
+        let (apply, refused) = decide_text(BASE, &moved);
+        assert!(
+            apply.is_empty() && refused.is_empty(),
+            "{apply:?} {refused:?}"
+        );
+    }
+
+    #[test]
+    fn live_settings_are_applied() {
+        let new = BASE
+            .replace("udp = \"1m\"", "udp = \"5s\"")
+            .replace("threshold = 1000", "threshold = 5000")
+            .replace("[\"10m\", \"1h\"]", "[\"1m\"]");
+        let d = decide(&cfg(BASE), &cfg(&new));
+        assert!(d.refused.is_empty(), "{:?}", d.refused);
+        let names: Vec<_> = d.apply.iter().map(Change::name).collect();
+        assert_eq!(
+            names,
+            ["[[alerts.rules]]", "[inactivity]", "[conn_long] intervals"]
+        );
+        for c in &d.apply {
+            match c {
+                Change::Inactivity(s) => assert_eq!(s.udp, Some(Duration::from_secs(5))),
+                Change::AlertRules(r) => assert_eq!(r[0].threshold, 5000),
+                Change::ConnLongIntervals(iv) => assert_eq!(iv, &[Duration::from_secs(60)]),
+                Change::ContentsRules(_) => panic!("no contents change"),
+            }
+        }
+    }
+
+    #[test]
+    fn restart_only_settings_are_refused_by_name() {
+        let new = BASE
+            .replace(
+                "table-size = 1000",
+                "table-size = 2000\nlog-dir = \"/tmp/l\"",
+            )
+            .replace("http://127.0.0.1:9000/", "http://127.0.0.1:9001/")
+            .replace("threshold = 1000", "threshold = 5000")
+            + "\n[removal_log]\n[metrics]\naddr = \"127.0.0.1:9750\"\n";
+        let (apply, refused) = decide_text(BASE, &new);
+        assert!(apply.is_empty(), "{apply:?}");
+        assert_eq!(
+            refused,
+            [
+                "[alerts.webhooks]",
+                "[[alerts.rules]] (with the webhooks)",
+                "[removal_log]",
+                "[metrics]",
+                "[run] log-dir",
+                "[run] table-size"
+            ]
+        );
+    }
+
+    #[test]
+    fn switching_capabilities_on_or_off_needs_a_restart() {
+        let no_rules = "[inactivity]\nudp = \"1m\"\n";
+        let with_rule = "[inactivity]\nudp = \"1m\"\n[[alerts.rules]]\nname = \"x\"\nmetric = \"orig_bytes\"\nthreshold = 5\n";
+        let (apply, refused) = decide_text(no_rules, with_rule);
+        assert!(apply.is_empty());
+        assert_eq!(
+            refused,
+            ["[[alerts.rules]] (the agent started without rules)"]
+        );
+        let (_, refused) = decide_text(no_rules, "[conn_long]\n[inactivity]\nudp = \"1m\"\n");
+        assert_eq!(refused, ["[conn_long] (on/off)"]);
+        let (_, refused) = decide_text(
+            no_rules,
+            "[[contents.rules]]\nmatch = { ports = [21] }\n[inactivity]\nudp = \"1m\"\n",
+        );
+        assert_eq!(
+            refused,
+            ["[[contents.rules]] (extraction was off at start)"]
+        );
+        // Removing every rule is a change the running agent can make.
+        let (apply, refused) = decide_text(with_rule, no_rules);
+        assert_eq!((apply, refused), (vec!["[[alerts.rules]]"], vec![]));
+    }
+
+    #[test]
+    fn contents_rules_change_live_and_the_rest_of_contents_not() {
+        let old = "[[contents.rules]]\nmatch = { ports = [21] }\n";
+        let new = "[contents]\ndisk_quota = 5\n[[contents.rules]]\nmatch = { ports = [21, 23] }\n";
+        let d = decide(&cfg(old), &cfg(new));
+        assert_eq!(d.refused, ["[contents] disk_quota"]);
+        match &d.apply[..] {
+            [Change::ContentsRules(r)] => assert_eq!(r.len(), 1),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! The agent core shared by `read` and `run`: a [`Datapath`] (where the engine runs), the
+//! [`Tracker`] (Zeek's timers), uids, local_nets and the conn.log writer.
+
+use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
+use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
+use crate::core::tracker::{ConnView, Removal, Timeouts, TimerHost, Tracker};
+use crate::core::uid::UidGen;
+use crate::datapath::{
+    Datapath, HostConfig, HostDatapath, ThresholdError, conn_record_fields, conn_view,
+};
+use crate::logs::conn_log::{ConnLogWriter, ConnRecord};
+use crate::util::site::{NetSet, addr_from_bytes};
+use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
+use conntrack_common::engine::{self, Changes};
+use conntrack_common::event::{Event, EventKind};
+use conntrack_common::key::FlowKey;
+use conntrack_common::threshold::ThresholdCommand;
+use std::collections::HashMap;
+
+/// Totals for the end-of-run summary.
+#[derive(Debug, Default, Clone)]
+pub struct AgentStats {
+    pub conns_logged: u64,
+    pub by_removal: HashMap<&'static str, u64>,
+    pub table_full: u64,
+    pub reuse: u64,
+}
+
+type TrackKey = FlowKey;
+
+pub struct Agent {
+    pub dp: Box<dyn Datapath>,
+    /// Connections whose first packet found the kernel's table full: the kernel hands such
+    /// packets over (TableFull events) and the agent runs the same engine on them here, so
+    /// they are still logged.
+    overflow: HostDatapath,
+    tracker: Tracker<TrackKey>,
+    uids: HashMap<TrackKey, String>,
+    uid_gen: UidGen,
+    local_nets: NetSet,
+    writer: ConnLogWriter,
+    events: Vec<Event>,
+    /// Content records being delivered (kept for its allocation).
+    chunks: Vec<crate::capabilities::contents::ContentChunk>,
+    /// Capabilities and the thresholds they set.
+    core: EventCore,
+    /// The other logs capabilities write (conn_long.log, removal.log): rotated with conn.log.
+    logs: Vec<crate::logs::rotate::SharedLog>,
+    pub stats: AgentStats,
+}
+
+/// Both datapaths as the thresholds see them: a connection is in the main one or, if its first
+/// packet found the kernel's table full, in the overflow table.
+struct Datapaths<'a> {
+    main: &'a mut dyn Datapath,
+    overflow: &'a mut HostDatapath,
+}
+
+impl ThresholdTarget for Datapaths<'_> {
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        match self.main.set_thresholds(cmd) {
+            Err(ThresholdError::NotFound) => self.overflow.set_thresholds(cmd),
+            other => other,
+        }
+    }
+    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        self.main.lookup(key).or_else(|| self.overflow.lookup(key))
+    }
+    fn content_counters(
+        &self,
+        key: &FlowKey,
+    ) -> Option<conntrack_common::contents::ContentCounters> {
+        self.main.content_counters(key)
+    }
+}
+
+/// What the tracker's timers see while they fire: both datapaths, and the capabilities for
+/// Zeek's `connection_timing_out` veto.
+struct TimerView<'a> {
+    main: &'a mut dyn Datapath,
+    overflow: &'a mut HostDatapath,
+    core: &'a mut EventCore,
+    uids: &'a HashMap<TrackKey, String>,
+    now_ns: u64,
+}
+
+impl TimerHost<TrackKey> for TimerView<'_> {
+    fn read(&mut self, key: &TrackKey) -> Option<ConnView> {
+        let c = self.main.lookup(key).or_else(|| self.overflow.lookup(key));
+        c.map(|c| conn_view(&c))
+    }
+
+    fn keep_timing_out(&mut self, key: &TrackKey) -> bool {
+        if self.core.is_idle() {
+            return false;
+        }
+        let mut target = Datapaths {
+            main: &mut *self.main,
+            overflow: &mut *self.overflow,
+        };
+        let Some(conn) = target.lookup(key) else {
+            return false;
+        };
+        let info = ConnInfo {
+            key: *key,
+            uid: self.uids.get(key).cloned().unwrap_or_default(),
+            conn,
+            ts_ns: self.now_ns,
+        };
+        self.core.keep_timing_out(&mut target, &info)
+    }
+}
+
+/// The crossings an event reports, with the side of the packet that caused them.
+fn raw_crossing(ev: &Event) -> Option<RawCrossing> {
+    let slots = ev.crossed();
+    (slots != 0).then(|| RawCrossing {
+        slots,
+        values: ev.conn.thr,
+        is_orig: engine::is_orig(&ev.conn, &ev.meta),
+    })
+}
+
+fn removal_reason(r: Removal) -> Option<RemovalReason> {
+    match r {
+        Removal::Inactivity => Some(RemovalReason::Inactivity),
+        Removal::Attempt => Some(RemovalReason::Attempt),
+        Removal::Expire => Some(RemovalReason::Expire),
+        Removal::Closed => Some(RemovalReason::Closed),
+        Removal::Drain => Some(RemovalReason::Drain),
+        Removal::Gone => None,
+    }
+}
+
+impl Agent {
+    pub fn new(
+        dp: Box<dyn Datapath>,
+        engine_cfg: HostConfig,
+        timeouts: Timeouts,
+        local_nets: NetSet,
+        writer: ConnLogWriter,
+    ) -> Self {
+        Self {
+            dp,
+            overflow: HostDatapath::new(engine_cfg),
+            tracker: Tracker::new(timeouts),
+            uids: HashMap::new(),
+            uid_gen: UidGen::new(),
+            local_nets,
+            writer,
+            events: Vec::new(),
+            chunks: Vec::new(),
+            core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
+            logs: Vec::new(),
+            stats: AgentStats::default(),
+        }
+    }
+
+    /// Adds a capability module; it receives the events of every connection from now on.
+    pub fn register(&mut self, cap: Box<dyn Capability>) {
+        self.core.register(cap);
+    }
+
+    /// How duration thresholds fire: `read` keeps Zeek's next-packet rule, `run` adds timers.
+    pub fn set_duration_mode(&mut self, mode: DurationMode) {
+        self.core.set_duration_mode(mode);
+    }
+
+    /// Delivers `events` (and the crossings `ev` reports) for the connection of `ev`.
+    fn deliver(&mut self, ev: &Event, events: &[ConnEvent], crossed: Option<RawCrossing>) {
+        if self.core.is_idle() {
+            return;
+        }
+        let info = ConnInfo {
+            key: ev.key,
+            uid: self.uids.get(&ev.key).cloned().unwrap_or_default(),
+            conn: ev.conn,
+            ts_ns: ev.ts_ns,
+        };
+        let mut target = Datapaths {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+        };
+        self.core.deliver(&mut target, &info, events, crossed);
+        self.apply_inactivity_requests();
+    }
+
+    /// Hands the per-connection inactivity timeouts capabilities asked for to the tracker.
+    fn apply_inactivity_requests(&mut self) {
+        for (key, timeout) in self.core.take_inactivity_requests() {
+            let last = self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key));
+            if let Some(c) = last {
+                let ns = crate::core::inactivity::timeout_ns(timeout);
+                self.tracker.set_inactivity(&key, ns, c.last_ns as i64);
+            }
+        }
+    }
+
+    /// Ticks `log` with network time as conn.log is (interval rotation of an idle log).
+    pub fn add_log(&mut self, log: crate::logs::rotate::SharedLog) {
+        self.logs.push(log);
+    }
+
+    /// New inactivity timeouts (SIGHUP): see [`Tracker::set_timeouts`].
+    pub fn set_timeouts(&mut self, t: crate::core::tracker::Timeouts) {
+        self.tracker.set_timeouts(t);
+    }
+
+    pub fn open_conns(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Network time moves to `now_ns`: due timers fire (before the packet is processed).
+    pub fn advance(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        // A log rotation due by `now_ns`: the timers due before it fire first, so that their
+        // records go to the file of their time (Zeek runs timers in time order).
+        if let Some(at) = self.writer.next_rotation_ns()
+            && at <= now_ns
+            && at > self.tracker.network_time()
+        {
+            self.advance_timers(at - 1)?;
+        }
+        self.advance_timers(now_ns)
+    }
+
+    fn advance_timers(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        if !self.core.is_idle() {
+            // Duration timers first: a connection removed at the same instant still reports.
+            let mut target = Datapaths {
+                main: self.dp.as_mut(),
+                overflow: &mut self.overflow,
+            };
+            let uids = &self.uids;
+            self.core
+                .advance(&mut target, now_ns.max(0) as u64, &|k| uids.get(k).cloned());
+        }
+        self.apply_inactivity_requests();
+        let mut view = TimerView {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+            core: &mut self.core,
+            uids: &self.uids,
+            now_ns: now_ns.max(0) as u64,
+        };
+        let removed = self.tracker.advance_with(now_ns, &mut view);
+        self.apply_inactivity_requests();
+        for (k, why) in removed {
+            self.remove_and_log(&k, why)?;
+        }
+        // An idle log still rotates on time.
+        for log in &self.logs {
+            log.borrow_mut().tick(now_ns)?;
+        }
+        self.writer.tick(now_ns)
+    }
+
+    /// One frame (Ethernet) through the datapath, then the events it produced.
+    pub fn process(&mut self, frame: &[u8], ts_ns: i64, checksum_ok: bool) -> anyhow::Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let r = self
+            .dp
+            .process(frame, ts_ns as u64, checksum_ok, &mut events);
+        for ev in &events {
+            self.handle_event(ev, ts_ns)?;
+        }
+        self.events = events;
+        self.deliver_contents();
+        r.map_err(anyhow::Error::from)
+    }
+
+    /// Content extraction: hands the payload records the datapath produced to the
+    /// capabilities (after the events of the same packets).
+    pub fn deliver_contents(&mut self) {
+        if self.core.is_idle() {
+            return;
+        }
+        let mut chunks = std::mem::take(&mut self.chunks);
+        self.dp.drain_contents(&mut chunks);
+        let target = Datapaths {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+        };
+        for c in chunks.drain(..) {
+            self.core.payload(&target, &c);
+        }
+        self.chunks = chunks;
+    }
+
+    pub fn handle_event(&mut self, ev: &Event, ts_ns: i64) -> anyhow::Result<()> {
+        let k = ev.key;
+        match ev.kind() {
+            Some(kind @ (EventKind::NewConn | EventKind::StateChanged)) => {
+                let is_new = kind == EventKind::NewConn;
+                if is_new || !self.uids.contains_key(&k) {
+                    self.uids.insert(k, self.uid_gen.next_uid());
+                }
+                let v = conn_view(&ev.conn);
+                let est = ev.conn.has_flag(CONN_ESTABLISHED);
+                let newly_established = self.tracker.observe(&k, &v, ts_ns, is_new, est);
+                let first = if is_new {
+                    ConnEvent::New
+                } else {
+                    ConnEvent::StateChanged
+                };
+                if newly_established {
+                    self.deliver(ev, &[first, ConnEvent::Established], raw_crossing(ev));
+                } else {
+                    self.deliver(ev, &[first], raw_crossing(ev));
+                }
+            }
+            Some(EventKind::ThresholdCrossed) => self.deliver(ev, &[], raw_crossing(ev)),
+            Some(EventKind::ReuseRemoved) => {
+                // The datapath already removed the old connection: log its snapshot.
+                self.stats.reuse += 1;
+                self.tracker.forget(&k);
+                self.deliver(ev, &[ConnEvent::Removed(RemovalReason::Reuse)], None);
+                self.dp.forget_contents(&k);
+                let uid = self
+                    .uids
+                    .remove(&k)
+                    .unwrap_or_else(|| self.uid_gen.next_uid());
+                self.log_conn(&ev.conn, uid, RemovalReason::Reuse.as_str())?;
+            }
+            Some(EventKind::TableFull) => {
+                self.stats.table_full += 1;
+                if ev.changes & Changes::TABLE_FULL.0 != 0 {
+                    let checksum_ok = ev.changes & Changes::BAD_CHECKSUM.0 == 0;
+                    let mut evs = Vec::new();
+                    self.overflow
+                        .process_meta(&ev.meta, ev.ts_ns, checksum_ok, &mut evs);
+                    // The host table never reports TableFull, so this recursion ends here.
+                    for e in &evs {
+                        self.handle_event(e, ts_ns)?;
+                    }
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn remove_and_log(&mut self, k: &TrackKey, why: Removal) -> anyhow::Result<()> {
+        let Some(reason) = removal_reason(why) else {
+            // Gone from the datapath: no final state to report or log.
+            self.uids.remove(k);
+            self.evicted(k);
+            return Ok(());
+        };
+        if let Some(c) = self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
+            let uid = self
+                .uids
+                .remove(k)
+                .unwrap_or_else(|| self.uid_gen.next_uid());
+            if !self.core.is_idle() {
+                let info = ConnInfo {
+                    key: *k,
+                    uid: uid.clone(),
+                    conn: c,
+                    ts_ns: self.tracker_now(),
+                };
+                let mut target = Datapaths {
+                    main: self.dp.as_mut(),
+                    overflow: &mut self.overflow,
+                };
+                let removed = [ConnEvent::Removed(reason)];
+                self.core.deliver(&mut target, &info, &removed, None);
+                self.dp.forget_contents(k);
+            }
+            self.log_conn(&c, uid, reason.as_str())?;
+        } else {
+            self.uids.remove(k);
+            self.evicted(k);
+        }
+        Ok(())
+    }
+
+    /// The datapath lost `k`: its removal hooks still run (with the last state seen).
+    fn evicted(&mut self, k: &TrackKey) {
+        let now = self.tracker_now();
+        let mut target = Datapaths {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+        };
+        self.core.evicted(&mut target, k, now);
+    }
+
+    /// Network time as the tracker knows it (for events without a packet).
+    fn tracker_now(&self) -> u64 {
+        self.tracker.network_time().max(0) as u64
+    }
+
+    fn log_conn(&mut self, c: &Conn, uid: String, why: &'static str) -> anyhow::Result<()> {
+        let rec = self.record(c, uid);
+        // Network time decides interval rotation (packet time in `read`).
+        let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
+        self.writer.write_at(&rec, now)?;
+        self.stats.conns_logged += 1;
+        *self.stats.by_removal.entry(why).or_default() += 1;
+        Ok(())
+    }
+
+    pub fn record(&self, c: &Conn, uid: String) -> ConnRecord {
+        let mut r = conn_record_fields(c);
+        r.uid = uid;
+        if !self.local_nets.is_empty() {
+            r.local_orig = Some(self.local_nets.contains(&addr_from_bytes(&c.orig_addr)));
+            r.local_resp = Some(self.local_nets.contains(&addr_from_bytes(&c.resp_addr)));
+        }
+        r
+    }
+
+    /// End of input: attempt timers fire, then everything left is drained (logged).
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        // Pending polls run once more while their connections still exist.
+        let now = self.tracker_now();
+        let mut target = Datapaths {
+            main: self.dp.as_mut(),
+            overflow: &mut self.overflow,
+        };
+        let uids = &self.uids;
+        self.core
+            .finish_polls(&mut target, now, &|k| uids.get(k).cloned());
+        let (dp, ov) = (&self.dp, &self.overflow);
+        let removed = self
+            .tracker
+            .finish(&mut |k| dp.lookup(k).or_else(|| ov.lookup(k)).map(|c| conn_view(&c)));
+        for (k, why) in removed {
+            self.remove_and_log(&k, why)?;
+        }
+        // Anything the datapath still holds that the tracker never saw (e.g. lost events).
+        let mut rest: Vec<FlowKey> = self.dp.keys();
+        rest.extend(self.overflow.keys());
+        rest.sort();
+        for k in rest {
+            self.remove_and_log(&k, Removal::Drain)?;
+        }
+        self.writer.close()
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.writer.flush()
+    }
+
+    // Handover (`run --pin-dir`, handover.rs): a successor takes over the kernel's table.
+
+    /// The uids of the open connections the kernel's table holds, for a successor.
+    pub fn open_uids(&self) -> Vec<(FlowKey, String)> {
+        self.uids
+            .iter()
+            .filter(|(k, _)| self.overflow.lookup(k).is_none())
+            .map(|(k, u)| (*k, u.clone()))
+            .collect()
+    }
+
+    /// True if the agent tracks `key` (it has a uid for it).
+    pub fn knows(&self, key: &FlowKey) -> bool {
+        self.uids.contains_key(key)
+    }
+
+    /// Takes over a connection a predecessor tracked (or that started while no agent ran and
+    /// whose events were lost), as of the snapshot `conn` at `ts_ns`, with the predecessor's
+    /// uid when known: the tracker arms its timers and the capabilities see it as new (rules,
+    /// hooks and polls are armed again), as for a connection's first packet.
+    pub fn adopt_conn(
+        &mut self,
+        key: FlowKey,
+        conn: &Conn,
+        uid: Option<String>,
+        ts_ns: u64,
+    ) -> anyhow::Result<()> {
+        let uid = uid.unwrap_or_else(|| self.uid_gen.next_uid());
+        self.uids.insert(key, uid);
+        let v = conn_view(conn);
+        let est = conn.has_flag(CONN_ESTABLISHED);
+        let newly_established = self.tracker.observe(&key, &v, ts_ns as i64, true, est);
+        let ev = Event {
+            kind: EventKind::NewConn as u32,
+            changes: 0,
+            ts_ns,
+            key,
+            meta: conntrack_common::packet::PacketMeta::default(),
+            conn: *conn,
+        };
+        if newly_established {
+            self.deliver(&ev, &[ConnEvent::New, ConnEvent::Established], None);
+        } else {
+            self.deliver(&ev, &[ConnEvent::New], None);
+        }
+        Ok(())
+    }
+
+    /// Handover: logs only what a successor cannot see (connections in the agent's own
+    /// overflow table), then closes the logs; the kernel's connections stay open.
+    pub fn close_for_handover(&mut self) -> anyhow::Result<()> {
+        let mut rest = self.overflow.keys();
+        rest.sort();
+        for k in rest {
+            self.remove_and_log(&k, Removal::Drain)?;
+        }
+        self.writer.close()
+    }
+}

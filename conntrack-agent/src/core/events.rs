@@ -1,0 +1,867 @@
+//! The event core: capability modules (thresholds users, alert rules, removal hooks, ...)
+//! register here and receive connection events, with a [`ConnHandle`] through which they act on
+//! that connection (today: the ConnThreshold API of [`crate::core::thresholds`]).
+//!
+//! Events are queued and delivered in order, one at a time, to every capability in
+//! registration order, like Zeek's event queue: what a handler causes (a threshold it sets that
+//! has already been crossed, say) is delivered after the current event. The agent feeds the
+//! core from the datapath's events and the tracker's removals; with no capability registered
+//! nothing is queued, so connections cost nothing here.
+//!
+//! ```ignore
+//! struct BigTransfers;
+//! impl Capability for BigTransfers {
+//!     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+//!         match event {
+//!             ConnEvent::Established => { conn.set_bytes_threshold(10_000_000, true); }
+//!             ConnEvent::ThresholdCrossed(c) => println!("{} crossed {}", conn.uid(), c.threshold),
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//! agent.register(Box::new(BigTransfers));
+//! ```
+
+use crate::capabilities::contents::ContentChunk;
+use crate::core::inactivity::InactivityRequests;
+use crate::core::polling::Polls;
+use crate::core::removal_hooks::RemovalHooks;
+use crate::core::thresholds::{Crossing, RawCrossing, ThresholdKind, ThresholdTarget, Thresholds};
+use conntrack_common::conn::Conn;
+use conntrack_common::contents::{self as contents_bits, ContentCounters};
+use conntrack_common::key::FlowKey;
+use conntrack_common::threshold::ThresholdCommand;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Why a connection was removed (given to [`ConnEvent::Removed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemovalReason {
+    /// TCP close completed (close delay elapsed).
+    Closed,
+    /// No packet for the inactivity timeout.
+    Inactivity,
+    /// TCP attempt (SYN without answer) timed out.
+    Attempt,
+    /// TCP expire check (half-closed or idle endpoints).
+    Expire,
+    /// A new connection reused the 5-tuple (TCP reuse).
+    Reuse,
+    /// End of input or shutdown: every open connection is drained.
+    Drain,
+    /// The datapath lost the connection (table eviction, an entry deleted outside the agent):
+    /// only removal hooks see this, with the last state the agent saw; capabilities get no
+    /// `Removed` event and conn.log no record, as there is no final state.
+    Evicted,
+}
+
+impl RemovalReason {
+    /// A short name (conn removal statistics, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalReason::Closed => "closed",
+            RemovalReason::Inactivity => "inactivity",
+            RemovalReason::Attempt => "attempt",
+            RemovalReason::Expire => "expire",
+            RemovalReason::Reuse => "reuse",
+            RemovalReason::Drain => "drained",
+            RemovalReason::Evicted => "evicted",
+        }
+    }
+}
+
+/// What happened to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnEvent {
+    /// The connection's first packet (Zeek's `new_connection`).
+    New,
+    /// A TCP endpoint changed state.
+    StateChanged,
+    /// Zeek's `connection_established` (once per connection).
+    Established,
+    /// A threshold set through the handle was crossed (Zeek's `bytes_threshold_crossed`,
+    /// `packets_threshold_crossed`, `duration_threshold_crossed`, and the totals).
+    ThresholdCrossed(Crossing),
+    /// The connection was removed; the handle holds its final state. The last event of a
+    /// connection.
+    Removed(RemovalReason),
+}
+
+/// A module that reacts to connection events.
+pub trait Capability {
+    /// Called for every event of every connection (keep the common case cheap).
+    fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent);
+
+    /// Zeek's `connection_timing_out` hook: the connection is about to be removed for
+    /// inactivity. `Keep` from any capability vetoes the removal; the timer then checks again
+    /// one timeout later ([`crate::core::inactivity`]).
+    fn connection_timing_out(&mut self, _conn: &mut ConnHandle<'_>) -> TimeoutVerdict {
+        TimeoutVerdict::Remove
+    }
+
+    /// Content extraction: payload of a connection flagged with [`ConnHandle::set_extract`],
+    /// after the events of the packet that carried it. `dp` looks connections up.
+    fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {}
+}
+
+/// A capability's answer to [`Capability::connection_timing_out`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutVerdict {
+    Remove,
+    Keep,
+}
+
+/// The connection an event is about.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub key: FlowKey,
+    /// conn.log uid.
+    pub uid: String,
+    /// The connection as of the event.
+    pub conn: Conn,
+    /// Network time of the event (packet time in replays, wall clock live), ns.
+    pub ts_ns: u64,
+}
+
+enum Pending {
+    Event(ConnEvent),
+    /// A crossing reported by the datapath, not yet matched against the thresholds set.
+    Raw(RawCrossing),
+}
+
+/// What a capability can do with the connection of the event it handles.
+pub struct ConnHandle<'a> {
+    pub(crate) info: &'a ConnInfo,
+    thresholds: &'a mut Thresholds,
+    pub(crate) target: &'a mut dyn ThresholdTarget,
+    queue: &'a mut VecDeque<(ConnInfo, Pending)>,
+    /// Removal hooks, polls and timeout requests (issue 6; the methods live in their modules).
+    pub(crate) lifecycle: &'a mut Lifecycle,
+}
+
+/// What the lifecycle capabilities keep per connection; empty for connections that use none.
+#[derive(Default)]
+pub struct Lifecycle {
+    pub(crate) hooks: RemovalHooks,
+    pub(crate) polls: Polls,
+    pub(crate) inactivity: InactivityRequests,
+}
+
+// The ConnThreshold API in full, as Zeek's (issue 5): the alert rules use the setters, the Zeek
+// threshold tests the rest; issue 6's capabilities build on the same handle.
+#[allow(dead_code)]
+impl ConnHandle<'_> {
+    pub fn key(&self) -> &FlowKey {
+        &self.info.key
+    }
+
+    pub fn uid(&self) -> &str {
+        &self.info.uid
+    }
+
+    /// The connection as of the event (counters, state, addresses).
+    pub fn conn(&self) -> &Conn {
+        &self.info.conn
+    }
+
+    /// Network time of the event (ns).
+    pub fn ts_ns(&self) -> u64 {
+        self.info.ts_ns
+    }
+
+    /// Sets a threshold of any kind (bytes and packets as counts, duration in ns): what the
+    /// named setters below do, for callers that pick the kind at run time (alert rules).
+    pub fn set_threshold(&mut self, kind: ThresholdKind, value: u64) -> bool {
+        self.set(kind, value)
+    }
+
+    fn set(&mut self, kind: ThresholdKind, value: u64) -> bool {
+        let info = self.info;
+        let (ok, raw) =
+            self.thresholds
+                .set(self.target, &info.conn, &info.key, kind, value, info.ts_ns);
+        self.queue_raw(raw);
+        ok
+    }
+
+    fn delete(&mut self, kind: ThresholdKind, value: u64) -> bool {
+        let info = self.info;
+        let (ok, raw) = self
+            .thresholds
+            .delete(self.target, &info.key, kind, value, info.ts_ns);
+        self.queue_raw(raw);
+        ok
+    }
+
+    /// A threshold that was already crossed when set is reported with the connection as the
+    /// datapath holds it now: live, the kernel kept counting while this event waited in the
+    /// ring buffer, so the event's snapshot would show stale counters (in a replay both agree).
+    fn queue_raw(&mut self, raw: Option<RawCrossing>) {
+        if let Some(raw) = raw {
+            let mut info = self.info.clone();
+            if let Some(now) = self.target.lookup(&info.key) {
+                info.ts_ns = info.ts_ns.max(now.last_ns);
+                info.conn = now;
+            }
+            self.queue.push_back((info, Pending::Raw(raw)));
+        }
+    }
+
+    /// `ConnThreshold::set_bytes_threshold`: IP bytes sent by one side. False for 0 or when the
+    /// connection is no longer in the datapath.
+    pub fn set_bytes_threshold(&mut self, bytes: u64, is_orig: bool) -> bool {
+        self.set(ThresholdKind::bytes(is_orig), bytes)
+    }
+
+    /// `ConnThreshold::set_packets_threshold`: packets sent by one side.
+    pub fn set_packets_threshold(&mut self, packets: u64, is_orig: bool) -> bool {
+        self.set(ThresholdKind::packets(is_orig), packets)
+    }
+
+    /// `ConnThreshold::set_duration_threshold`: time since the connection's first packet.
+    pub fn set_duration_threshold(&mut self, after: Duration) -> bool {
+        self.set(ThresholdKind::Duration, duration_ns(after))
+    }
+
+    /// IP bytes of both sides together (our extension, for alert rules).
+    pub fn set_total_bytes_threshold(&mut self, bytes: u64) -> bool {
+        self.set(ThresholdKind::TotalBytes, bytes)
+    }
+
+    /// Packets of both sides together (our extension).
+    pub fn set_total_packets_threshold(&mut self, packets: u64) -> bool {
+        self.set(ThresholdKind::TotalPackets, packets)
+    }
+
+    /// `ConnThreshold::delete_bytes_threshold`: true if that threshold was set.
+    pub fn delete_bytes_threshold(&mut self, bytes: u64, is_orig: bool) -> bool {
+        self.delete(ThresholdKind::bytes(is_orig), bytes)
+    }
+
+    /// `ConnThreshold::delete_packets_threshold`.
+    pub fn delete_packets_threshold(&mut self, packets: u64, is_orig: bool) -> bool {
+        self.delete(ThresholdKind::packets(is_orig), packets)
+    }
+
+    /// `ConnThreshold::delete_duration_threshold`.
+    pub fn delete_duration_threshold(&mut self, after: Duration) -> bool {
+        self.delete(ThresholdKind::Duration, duration_ns(after))
+    }
+
+    pub fn delete_total_bytes_threshold(&mut self, bytes: u64) -> bool {
+        self.delete(ThresholdKind::TotalBytes, bytes)
+    }
+
+    pub fn delete_total_packets_threshold(&mut self, packets: u64) -> bool {
+        self.delete(ThresholdKind::TotalPackets, packets)
+    }
+
+    /// Content extraction (Zeek's `set_contents_file` for one direction): turns the extraction
+    /// of the originator's (`is_orig`) or the responder's payload on or off from the next
+    /// packet on; the payload reaches [`Capability::on_payload`]. False when the datapath no
+    /// longer has the connection.
+    pub fn set_extract(&mut self, is_orig: bool, on: bool) -> bool {
+        let Some(c) = self.target.lookup(&self.info.key) else {
+            return false;
+        };
+        let bit = contents_bits::extract_bit(is_orig);
+        let now = c.thr_armed & contents_bits::EXTRACT_BITS;
+        let want = if on { now | bit } else { now & !bit };
+        if want == now {
+            return true;
+        }
+        let cmd = ThresholdCommand {
+            key: self.info.key,
+            mask: contents_bits::CMD_SET_CONTENTS | want,
+            now_ns: self.info.ts_ns,
+            ..ThresholdCommand::default()
+        };
+        self.target.set_thresholds(&cmd).is_ok()
+    }
+
+    /// Whether the datapath extracts this direction now.
+    pub fn extracting(&self, is_orig: bool) -> bool {
+        self.target
+            .lookup(&self.info.key)
+            .is_some_and(|c| c.thr_armed & contents_bits::extract_bit(is_orig) != 0)
+    }
+
+    /// The datapath's content byte counters of this connection (delivered and not delivered
+    /// per direction), if it extracted anything.
+    pub fn content_counters(&self) -> Option<ContentCounters> {
+        self.target.content_counters(&self.info.key)
+    }
+
+    /// What the datapath holds now per slot (`conntrack_common::threshold::slot` order; 0 =
+    /// nothing armed): Zeek's `get_current_conn_*_threshold`.
+    pub fn current_thresholds(&self) -> [u64; conntrack_common::threshold::SLOTS] {
+        let mut out = [0; conntrack_common::threshold::SLOTS];
+        if let Some(c) = self.target.lookup(&self.info.key) {
+            for (s, v) in out.iter_mut().enumerate() {
+                if c.thr_armed & conntrack_common::threshold::bit(s) != 0 {
+                    *v = c.thr[s];
+                }
+            }
+        }
+        out
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The registered capabilities, the thresholds they set, and the event queue.
+pub struct EventCore {
+    caps: Vec<Box<dyn Capability>>,
+    thresholds: Thresholds,
+    queue: VecDeque<(ConnInfo, Pending)>,
+    lifecycle: Lifecycle,
+}
+
+impl EventCore {
+    pub fn new(thresholds: Thresholds) -> Self {
+        Self {
+            caps: Vec::new(),
+            thresholds,
+            queue: VecDeque::new(),
+            lifecycle: Lifecycle::default(),
+        }
+    }
+
+    /// Adds a capability; it receives every later event.
+    pub fn register(&mut self, cap: Box<dyn Capability>) {
+        self.caps.push(cap);
+    }
+
+    /// True when nothing listens: the agent then skips building events.
+    pub fn is_idle(&self) -> bool {
+        self.caps.is_empty()
+    }
+
+    /// Queues `events` for one connection and delivers everything queued.
+    pub fn deliver(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        info: &ConnInfo,
+        events: &[ConnEvent],
+        crossed: Option<RawCrossing>,
+    ) {
+        if self.caps.is_empty() {
+            return;
+        }
+        for ev in events {
+            self.queue.push_back((info.clone(), Pending::Event(*ev)));
+        }
+        // As in Zeek, the packet's state events come before its threshold crossings.
+        if let Some(raw) = crossed {
+            self.queue.push_back((info.clone(), Pending::Raw(raw)));
+        }
+        self.run(target);
+    }
+
+    /// Fires due duration timers at `now_ns` (timer mode) and delivers their crossings.
+    pub fn advance(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        now_ns: u64,
+        uid: &dyn Fn(&FlowKey) -> Option<String>,
+    ) {
+        if self.caps.is_empty() {
+            return;
+        }
+        for (key, raw) in self.thresholds.due(target, now_ns) {
+            let Some(conn) = target.lookup(&key) else {
+                continue;
+            };
+            let info = ConnInfo {
+                key,
+                uid: uid(&key).unwrap_or_default(),
+                conn,
+                ts_ns: now_ns,
+            };
+            self.queue.push_back((info, Pending::Raw(raw)));
+        }
+        self.run(target);
+        self.run_polls(target, now_ns, uid, false);
+    }
+
+    /// Runs the polls due at `now_ns` (all pending ones when `all`: the end of input, as Zeek
+    /// expires every scheduled event at termination) and what they cause. A poll whose
+    /// connection is gone (or whose 5-tuple now holds another connection) ends silently.
+    fn run_polls(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        now_ns: u64,
+        uid: &dyn Fn(&FlowKey) -> Option<String>,
+        all: bool,
+    ) {
+        let due = self.lifecycle.polls.take_due(now_ns, all);
+        for mut poll in due {
+            if uid(&poll.key).as_deref() != Some(poll.uid.as_str()) {
+                continue;
+            }
+            let Some(conn) = target.lookup(&poll.key) else {
+                continue;
+            };
+            let info = ConnInfo {
+                key: poll.key,
+                uid: std::mem::take(&mut poll.uid),
+                conn,
+                ts_ns: now_ns,
+            };
+            let mut handle = ConnHandle {
+                info: &info,
+                thresholds: &mut self.thresholds,
+                target: &mut *target,
+                queue: &mut self.queue,
+                lifecycle: &mut self.lifecycle,
+            };
+            let next = (poll.callback)(&mut handle, poll.cnt);
+            if let (Some(after), false) = (next, all) {
+                poll.uid = info.uid.clone();
+                self.lifecycle.polls.again(poll, now_ns, after);
+            }
+            self.run(target);
+        }
+    }
+
+    /// End of input or shutdown, before the drain: every pending poll runs once more while its
+    /// connection still exists (Zeek runs scheduled events at termination); what it returns is
+    /// ignored.
+    pub fn finish_polls(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        now_ns: u64,
+        uid: &dyn Fn(&FlowKey) -> Option<String>,
+    ) {
+        if self.caps.is_empty() {
+            return;
+        }
+        self.run_polls(target, now_ns, uid, true);
+    }
+
+    /// Asks every capability whether the connection may be removed for inactivity (Zeek's
+    /// `connection_timing_out`); true if one of them keeps it.
+    pub fn keep_timing_out(&mut self, target: &mut dyn ThresholdTarget, info: &ConnInfo) -> bool {
+        let mut keep = false;
+        for cap in self.caps.iter_mut() {
+            let mut handle = ConnHandle {
+                info,
+                thresholds: &mut self.thresholds,
+                target: &mut *target,
+                queue: &mut self.queue,
+                lifecycle: &mut self.lifecycle,
+            };
+            keep |= cap.connection_timing_out(&mut handle) == TimeoutVerdict::Keep;
+        }
+        self.run(target);
+        keep
+    }
+
+    /// The datapath lost a connection: its removal hooks run with the last state seen (see
+    /// [`RemovalReason::Evicted`]); the rest is forgotten.
+    pub fn evicted(&mut self, target: &mut dyn ThresholdTarget, key: &FlowKey, now_ns: u64) {
+        self.forget(key);
+        if let Some((mut info, hooks)) = self.lifecycle.hooks.take(key) {
+            info.ts_ns = now_ns;
+            self.run_hooks(target, &info, hooks, RemovalReason::Evicted);
+            self.run(target);
+        }
+    }
+
+    /// Per-connection inactivity timeouts the capabilities asked for, for the tracker.
+    pub fn take_inactivity_requests(&mut self) -> Vec<(FlowKey, std::time::Duration)> {
+        self.lifecycle.inactivity.take()
+    }
+
+    fn run_hooks(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        info: &ConnInfo,
+        hooks: Vec<crate::core::removal_hooks::RemovalHook>,
+        reason: RemovalReason,
+    ) {
+        for hook in hooks {
+            let mut handle = ConnHandle {
+                info,
+                thresholds: &mut self.thresholds,
+                target: &mut *target,
+                queue: &mut self.queue,
+                lifecycle: &mut self.lifecycle,
+            };
+            hook.call(&mut handle, reason);
+        }
+        // A hook that registered another one on its removed connection must not leave it behind.
+        self.lifecycle.hooks.take(&info.key);
+    }
+
+    /// Payload of an extracted connection, to every capability.
+    pub fn payload(&mut self, target: &dyn ThresholdTarget, chunk: &ContentChunk) {
+        for cap in self.caps.iter_mut() {
+            cap.on_payload(chunk, target);
+        }
+    }
+
+    /// A connection vanished without a final state to report (the datapath lost it).
+    pub fn forget(&mut self, key: &FlowKey) {
+        self.thresholds.forget(key);
+    }
+
+    /// Switches how duration thresholds fire (see [`crate::core::thresholds::DurationMode`]).
+    pub fn set_duration_mode(&mut self, mode: crate::core::thresholds::DurationMode) {
+        self.thresholds.set_mode(mode);
+    }
+
+    fn run(&mut self, target: &mut dyn ThresholdTarget) {
+        while let Some((info, pending)) = self.queue.pop_front() {
+            match pending {
+                Pending::Raw(raw) => {
+                    let (crossings, again) = self
+                        .thresholds
+                        .on_crossed(target, &info.key, &raw, info.ts_ns);
+                    for c in crossings {
+                        let ev = Pending::Event(ConnEvent::ThresholdCrossed(c));
+                        self.queue.push_back((info.clone(), ev));
+                    }
+                    for r in again {
+                        self.queue.push_back((info.clone(), Pending::Raw(r)));
+                    }
+                }
+                Pending::Event(ev) => {
+                    // Connections with removal hooks keep their latest state for an eviction.
+                    self.lifecycle.hooks.saw(&info);
+                    for cap in self.caps.iter_mut() {
+                        let mut handle = ConnHandle {
+                            info: &info,
+                            thresholds: &mut self.thresholds,
+                            target: &mut *target,
+                            queue: &mut self.queue,
+                            lifecycle: &mut self.lifecycle,
+                        };
+                        cap.on_event(&mut handle, &ev);
+                    }
+                    if let ConnEvent::Removed(reason) = ev {
+                        // After every capability's handler, as Zeek runs the hooks from
+                        // connection_state_remove at a low priority.
+                        if let Some((_, hooks)) = self.lifecycle.hooks.take(&info.key) {
+                            self.run_hooks(target, &info, hooks, reason);
+                        }
+                        self.thresholds.forget(&info.key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::agent::Agent;
+    use crate::core::thresholds::DurationMode;
+    use crate::core::tracker::{SEC, Timeouts};
+    use crate::datapath::{Datapath, HostConfig, HostDatapath};
+    use crate::logs::conn_log::{ConnLogWriter, LogFormat};
+    use crate::util::site::NetSet;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// Ethernet + IPv4 + UDP between 10.0.0.1:40000 and 10.0.0.2:9999 (`from_a`: the first is
+    /// the sender), checksum 0 (not checked).
+    fn udp(from_a: bool, payload: usize) -> Vec<u8> {
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let (src, dst, sp, dp) = if from_a {
+            (a, b, 40000u16, 9999u16)
+        } else {
+            (b, a, 9999, 40000)
+        };
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&((20 + 8 + payload) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&sp.to_be_bytes());
+        f.extend_from_slice(&dp.to_be_bytes());
+        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.resize(f.len() + payload, 0);
+        f
+    }
+
+    /// One event as a capability saw it.
+    struct Seen {
+        uid: String,
+        key: FlowKey,
+        ts_ns: u64,
+        event: ConnEvent,
+    }
+
+    type Log = Rc<RefCell<Vec<Seen>>>;
+
+    /// Records every event it sees; on `New` runs `on_new`.
+    struct Recorder {
+        seen: Log,
+        on_new: fn(&mut ConnHandle<'_>),
+    }
+
+    impl Capability for Recorder {
+        fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+            if *event == ConnEvent::New {
+                (self.on_new)(conn);
+            }
+            self.seen.borrow_mut().push(Seen {
+                uid: conn.uid().to_string(),
+                key: *conn.key(),
+                ts_ns: conn.ts_ns(),
+                event: *event,
+            });
+        }
+    }
+
+    /// The host datapath, and the kernel's (the loaded program, by BPF_PROG_TEST_RUN) when root.
+    fn datapaths() -> Vec<Box<dyn Datapath>> {
+        let mut out: Vec<Box<dyn Datapath>> =
+            vec![Box::new(HostDatapath::new(HostConfig::new(&[])))];
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            out.push(
+                crate::datapath::kernel::replay_datapath(&[], 1024)
+                    .expect("loading the eBPF program"),
+            );
+        } else {
+            eprintln!("kernel datapath skipped: needs root");
+        }
+        out
+    }
+
+    fn agent(on_new: fn(&mut ConnHandle<'_>), dir: &tempfile::TempDir) -> (Agent, Log) {
+        let dp = Box::new(HostDatapath::new(HostConfig::new(&[])));
+        agent_on(dp, on_new, dir)
+    }
+
+    fn agent_on(
+        dp: Box<dyn Datapath>,
+        on_new: fn(&mut ConnHandle<'_>),
+        dir: &tempfile::TempDir,
+    ) -> (Agent, Log) {
+        let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+        let cfg = HostConfig::new(&[]);
+        let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        agent.register(Box::new(Recorder {
+            seen: seen.clone(),
+            on_new,
+        }));
+        (agent, seen)
+    }
+
+    fn crossings(seen: &[Seen]) -> Vec<Crossing> {
+        seen.iter()
+            .filter_map(|s| match s.event {
+                ConnEvent::ThresholdCrossed(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Network time of the tests' first packet (the kernel program takes a zero packet time
+    /// for "no time" and reads the clock).
+    const T0: i64 = 1_700_000_000 * SEC;
+
+    /// A packet at `T0 + t`.
+    fn packet(agent: &mut Agent, frame: &[u8], t: i64) {
+        agent.advance(T0 + t).unwrap();
+        agent.process(frame, T0 + t, true).unwrap();
+    }
+
+    #[test]
+    fn duration_threshold_fires_by_timer_on_an_idle_connection_only_in_timer_mode() {
+        let runs = [DurationMode::NextPacket, DurationMode::NextPacketOrTimer]
+            .into_iter()
+            .flat_map(|m| datapaths().into_iter().map(move |dp| (m, dp)));
+        for (mode, dp) in runs {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut agent, seen) = agent_on(
+                dp,
+                |c| assert!(c.set_duration_threshold(Duration::from_secs(1))),
+                &dir,
+            );
+            agent.set_duration_mode(mode);
+            packet(&mut agent, &udp(true, 10), 0);
+            agent.advance(T0 + 2 * SEC).unwrap(); // idle: no packet for 2 s
+            let by_timer = crossings(&seen.borrow());
+            packet(&mut agent, &udp(false, 10), 30 * SEC);
+            let all = crossings(&seen.borrow());
+            let want = Crossing {
+                kind: ThresholdKind::Duration,
+                threshold: SEC as u64,
+                is_orig: mode == DurationMode::NextPacketOrTimer,
+            };
+            assert_eq!(all, vec![want], "{mode:?}: fires exactly once");
+            match mode {
+                DurationMode::NextPacket => assert!(by_timer.is_empty(), "Zeek waits for a packet"),
+                DurationMode::NextPacketOrTimer => assert_eq!(by_timer, vec![want]),
+            }
+        }
+    }
+
+    #[test]
+    fn total_thresholds_count_both_directions_and_report_the_crossing_side() {
+        for dp in datapaths() {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut agent, seen) = agent_on(
+                dp,
+                |c| {
+                    assert!(c.set_total_bytes_threshold(200));
+                    assert!(c.set_total_packets_threshold(3));
+                    assert!(c.set_total_bytes_threshold(150));
+                    assert!(c.delete_total_bytes_threshold(150));
+                    assert!(!c.delete_total_packets_threshold(99));
+                },
+                &dir,
+            );
+            packet(&mut agent, &udp(true, 72), 0); // 100 IP bytes
+            packet(&mut agent, &udp(false, 72), SEC);
+            packet(&mut agent, &udp(false, 72), 2 * SEC);
+            let got = crossings(&seen.borrow());
+            assert_eq!(
+                got,
+                vec![
+                    Crossing {
+                        kind: ThresholdKind::TotalBytes,
+                        threshold: 200,
+                        is_orig: false
+                    },
+                    Crossing {
+                        kind: ThresholdKind::TotalPackets,
+                        threshold: 3,
+                        is_orig: false
+                    },
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_threshold_already_crossed_is_reported_after_the_event_that_set_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, seen) = agent(|c| assert!(c.set_packets_threshold(1, true)), &dir);
+        packet(&mut agent, &udp(true, 10), 0);
+        let events: Vec<ConnEvent> = seen.borrow().iter().map(|s| s.event).collect();
+        let one = Crossing {
+            kind: ThresholdKind::OrigPackets,
+            threshold: 1,
+            is_orig: true,
+        };
+        assert_eq!(
+            events,
+            vec![ConnEvent::New, ConnEvent::ThresholdCrossed(one)]
+        );
+    }
+
+    #[test]
+    fn removal_reaches_capabilities_with_its_reason_and_the_connection_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut agent, seen) = agent(|c| assert!(c.set_bytes_threshold(1_000_000, true)), &dir);
+        packet(&mut agent, &udp(true, 10), 0);
+        agent.advance(T0 + 120 * SEC).unwrap(); // UDP inactivity: 1 min
+        agent.flush().unwrap();
+        let seen = seen.borrow();
+        let (new, removed) = (&seen[0], seen.last().unwrap());
+        assert_eq!(new.event, ConnEvent::New);
+        assert_eq!(removed.event, ConnEvent::Removed(RemovalReason::Inactivity));
+        assert!(!new.uid.is_empty());
+        assert_eq!(new.uid, removed.uid);
+        assert_eq!(new.key, removed.key);
+        assert_eq!(new.ts_ns, T0 as u64);
+        assert_eq!(
+            removed.ts_ns,
+            (T0 + 120 * SEC) as u64,
+            "removed at network time"
+        );
+        let log = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        assert!(log.contains(new.uid.as_str()), "the uid is conn.log's");
+    }
+
+    #[test]
+    fn setting_a_threshold_on_a_removed_connection_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        struct LateSetter(Rc<RefCell<Vec<bool>>>);
+        impl Capability for LateSetter {
+            fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+                if let ConnEvent::Removed(_) = event {
+                    self.0.borrow_mut().push(conn.set_bytes_threshold(10, true));
+                }
+            }
+        }
+        let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+        let cfg = HostConfig::new(&[]);
+        let dp = Box::new(HostDatapath::new(cfg.clone()));
+        let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
+        agent.register(Box::new(LateSetter(seen.clone())));
+        packet(&mut agent, &udp(true, 10), 0);
+        agent.finish().unwrap();
+        assert_eq!(*seen.borrow(), vec![false]);
+    }
+
+    /// Payload as a capability saw it: (from the originator, bytes).
+    type Payloads = Rc<RefCell<Vec<(bool, Vec<u8>)>>>;
+
+    /// Turns extraction of the originator on at New; records the payload it gets.
+    struct Toggler {
+        seen: Payloads,
+        events: u32,
+    }
+
+    impl Capability for Toggler {
+        fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+            self.events += 1;
+            match event {
+                ConnEvent::New => {
+                    assert!(conn.set_extract(true, true));
+                    assert!(conn.extracting(true) && !conn.extracting(false));
+                }
+                ConnEvent::Removed(_) => {
+                    let c = conn
+                        .content_counters()
+                        .expect("counters of an extracted conn");
+                    assert_eq!(c.delivered, [20, 0]);
+                    assert_eq!(c.not_delivered, [0, 0]);
+                    assert!(!conn.set_extract(true, true), "gone from the datapath");
+                }
+                _ => {}
+            }
+        }
+
+        fn on_payload(&mut self, chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {
+            self.seen
+                .borrow_mut()
+                .push((chunk.is_orig(), chunk.data.clone()));
+        }
+    }
+
+    #[test]
+    fn extraction_is_turned_on_for_one_direction_through_the_handle() {
+        for dp in datapaths() {
+            let dir = tempfile::tempdir().unwrap();
+            let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+            let cfg = HostConfig::new(&[]);
+            let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            agent.register(Box::new(Toggler {
+                seen: seen.clone(),
+                events: 0,
+            }));
+            packet(&mut agent, &udp(true, 10), 0); // before the decision: not extracted
+            packet(&mut agent, &udp(false, 10), SEC); // responder: not extracted
+            packet(&mut agent, &udp(true, 10), 2 * SEC);
+            packet(&mut agent, &udp(true, 10), 3 * SEC);
+            agent.finish().unwrap();
+            let seen = seen.borrow();
+            assert_eq!(*seen, vec![(true, vec![0; 10]), (true, vec![0; 10])]);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The agent core shared by `run` and `read`: the [`agent::Agent`] (datapath, timers, uids,
+//! conn.log), Zeek's removal timers ([`tracker`]), network time ([`clock`]), and the event core
+//! ([`events`]) that capabilities register with, with the lifecycle services it offers them:
+//! thresholds, polling, removal hooks and per-connection inactivity timeouts.
+
+pub mod agent;
+pub mod clock;
+pub mod events;
+pub mod inactivity;
+pub mod polling;
+pub mod removal_hooks;
+pub mod thresholds;
+pub mod tracker;
+pub mod uid;

@@ -1,0 +1,120 @@
+//! Removal hooks (Zeek's `base/protocols/conn/removal-hooks.zeek`): code that runs once when
+//! one chosen connection is removed, whatever the reason, with its final state.
+//!
+//! A capability registers a hook on the connections it cares about through the
+//! [`ConnHandle`]; the hook runs after every capability has seen `Removed` (Zeek runs them
+//! from `connection_state_remove` at a low priority). Hooks are kept per connection in a map
+//! that is empty, and costs one emptiness check per event, while no connection has one.
+//!
+//! "The same hook" is the same [`RemovalHook`] value (clones share identity), so a capability
+//! makes its hook once and registers clones of it:
+//!
+//! ```ignore
+//! let hook = RemovalHook::new(|conn, why| println!("{} removed: {}", conn.uid(), why.as_str()));
+//! // in on_event, for a connection of interest:
+//! conn.register_removal_hook(&hook); // true the first time, false after
+//! ```
+
+use crate::core::events::{ConnHandle, ConnInfo, RemovalReason};
+use conntrack_common::key::FlowKey;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+type HookFn = dyn Fn(&mut ConnHandle<'_>, RemovalReason);
+
+/// A removal hook: a callback with an identity.
+#[derive(Clone)]
+pub struct RemovalHook(Rc<HookFn>);
+
+impl RemovalHook {
+    pub fn new(f: impl Fn(&mut ConnHandle<'_>, RemovalReason) + 'static) -> Self {
+        Self(Rc::new(f))
+    }
+
+    /// Same hook: made by the same `new` (compares the allocation, not the vtable).
+    pub fn same(&self, other: &RemovalHook) -> bool {
+        std::ptr::addr_eq(Rc::as_ptr(&self.0), Rc::as_ptr(&other.0))
+    }
+
+    pub(crate) fn call(&self, conn: &mut ConnHandle<'_>, reason: RemovalReason) {
+        (self.0)(conn, reason)
+    }
+}
+
+impl std::fmt::Debug for RemovalHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemovalHook({:p})", Rc::as_ptr(&self.0))
+    }
+}
+
+struct Registered {
+    hooks: Vec<RemovalHook>,
+    /// The connection as of its latest event: what the hooks get if the datapath loses it.
+    last: ConnInfo,
+}
+
+/// The hooks registered per connection.
+#[derive(Default)]
+pub struct RemovalHooks {
+    by_conn: HashMap<FlowKey, Registered>,
+}
+
+impl RemovalHooks {
+    /// Keeps the latest state of a connection that has hooks.
+    pub(crate) fn saw(&mut self, info: &ConnInfo) {
+        if self.by_conn.is_empty() {
+            return;
+        }
+        if let Some(r) = self.by_conn.get_mut(&info.key) {
+            r.last = info.clone();
+        }
+    }
+
+    /// Removes and returns a connection's hooks (registration order) and its last state.
+    pub(crate) fn take(&mut self, key: &FlowKey) -> Option<(ConnInfo, Vec<RemovalHook>)> {
+        if self.by_conn.is_empty() {
+            return None;
+        }
+        self.by_conn.remove(key).map(|r| (r.last, r.hooks))
+    }
+}
+
+impl ConnHandle<'_> {
+    /// `Conn::register_removal_hook`: runs `hook` once when this connection is removed. False
+    /// if this hook is already registered for it.
+    pub fn register_removal_hook(&mut self, hook: &RemovalHook) -> bool {
+        let info = self.info;
+        let r = self
+            .lifecycle
+            .hooks
+            .by_conn
+            .entry(info.key)
+            .or_insert_with(|| Registered {
+                hooks: Vec::new(),
+                last: info.clone(),
+            });
+        if r.hooks.iter().any(|h| h.same(hook)) {
+            return false;
+        }
+        r.hooks.push(hook.clone());
+        true
+    }
+
+    /// `Conn::unregister_removal_hook`: true if `hook` was registered for this connection.
+    // API for capabilities (issue 6); only tests call it so far.
+    #[allow(dead_code)]
+    pub fn unregister_removal_hook(&mut self, hook: &RemovalHook) -> bool {
+        let by_conn = &mut self.lifecycle.hooks.by_conn;
+        let Some(r) = by_conn.get_mut(&self.info.key) else {
+            return false;
+        };
+        let Some(i) = r.hooks.iter().position(|h| h.same(hook)) else {
+            return false;
+        };
+        r.hooks.remove(i);
+        if r.hooks.is_empty() {
+            by_conn.remove(&self.info.key);
+        }
+        true
+    }
+}

@@ -1,0 +1,597 @@
+//! conn.log writer: Zeek's ASCII (TSV) format with all header lines, or Zeek's JSON lines.
+
+use crate::logs::rotate::{HeaderFn, LogFile, LogOptions};
+use serde_json::Value;
+use std::net::IpAddr;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Tsv,
+    Json,
+}
+
+/// One conn.log record, with values already computed by Zeek's rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnRecord {
+    /// Start time, nanoseconds since the epoch (microsecond resolution in practice).
+    pub ts_ns: i64,
+    pub uid: String,
+    pub orig_h: IpAddr,
+    pub orig_p: u16,
+    pub resp_h: IpAddr,
+    pub resp_p: u16,
+    /// tcp, udp, icmp or unknown_transport.
+    pub proto: &'static str,
+    pub service: Vec<String>,
+    /// last - start in nanoseconds; duration, orig_bytes and resp_bytes are unset unless > 0.
+    pub duration_ns: i64,
+    pub orig_bytes: u64,
+    pub resp_bytes: u64,
+    pub conn_state: String,
+    /// None when Site::local_nets is empty.
+    pub local_orig: Option<bool>,
+    pub local_resp: Option<bool>,
+    pub missed_bytes: u64,
+    pub history: String,
+    pub orig_pkts: u64,
+    pub orig_ip_bytes: u64,
+    pub resp_pkts: u64,
+    pub resp_ip_bytes: u64,
+    pub tunnel_parents: Vec<String>,
+    pub ip_proto: u8,
+}
+
+pub const FIELDS: [&str; 22] = [
+    "ts",
+    "uid",
+    "id.orig_h",
+    "id.orig_p",
+    "id.resp_h",
+    "id.resp_p",
+    "proto",
+    "service",
+    "duration",
+    "orig_bytes",
+    "resp_bytes",
+    "conn_state",
+    "local_orig",
+    "local_resp",
+    "missed_bytes",
+    "history",
+    "orig_pkts",
+    "orig_ip_bytes",
+    "resp_pkts",
+    "resp_ip_bytes",
+    "tunnel_parents",
+    "ip_proto",
+];
+
+pub const TYPES: [&str; 22] = [
+    "time",
+    "string",
+    "addr",
+    "port",
+    "addr",
+    "port",
+    "enum",
+    "string",
+    "interval",
+    "count",
+    "count",
+    "string",
+    "bool",
+    "bool",
+    "count",
+    "string",
+    "count",
+    "count",
+    "count",
+    "count",
+    "set[string]",
+    "count",
+];
+
+/// `secs.micros` with 6 decimals, as Zeek prints time and interval values.
+pub fn fmt_time_ns(ns: i64) -> String {
+    // Round to microseconds (values are microsecond-aligned already, this only guards).
+    let us = if ns >= 0 {
+        (ns + 500) / 1000
+    } else {
+        (ns - 500) / 1000
+    };
+    let neg = us < 0;
+    let a = us.unsigned_abs();
+    format!(
+        "{}{}.{:06}",
+        if neg { "-" } else { "" },
+        a / 1_000_000,
+        a % 1_000_000
+    )
+}
+
+/// Zeek prints addresses as IPv4 dotted quads (including IPv4-mapped IPv6) or compressed IPv6.
+pub fn fmt_addr(a: &IpAddr) -> String {
+    match a {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return v4.to_string();
+            }
+            let s = v6.segments();
+            // inet_ntop prints IPv4-compatible addresses (::a.b.c.d) with a dotted tail.
+            if s[..6].iter().all(|&w| w == 0) && s[6] != 0 {
+                let o = v6.octets();
+                return format!("::{}.{}.{}.{}", o[12], o[13], o[14], o[15]);
+            }
+            v6.to_string()
+        }
+    }
+}
+
+fn bool_tsv(b: bool) -> &'static str {
+    if b { "T" } else { "F" }
+}
+
+impl ConnRecord {
+    fn duration_set(&self) -> bool {
+        self.duration_ns > 0
+    }
+
+    /// TSV line without the trailing newline. `community_id`: None without that column, else
+    /// the column's value (`Some(None)`: unset).
+    pub fn to_tsv(&self, community_id: Option<Option<&str>>) -> String {
+        let unset = "-".to_string();
+        let mut v: Vec<String> = Vec::with_capacity(22);
+        v.push(fmt_time_ns(self.ts_ns));
+        v.push(self.uid.clone());
+        v.push(fmt_addr(&self.orig_h));
+        v.push(self.orig_p.to_string());
+        v.push(fmt_addr(&self.resp_h));
+        v.push(self.resp_p.to_string());
+        v.push(self.proto.to_string());
+        v.push(if self.service.is_empty() {
+            unset.clone()
+        } else {
+            self.service.join(",")
+        });
+        if self.duration_set() {
+            v.push(fmt_time_ns(self.duration_ns));
+            v.push(self.orig_bytes.to_string());
+            v.push(self.resp_bytes.to_string());
+        } else {
+            v.push(unset.clone());
+            v.push(unset.clone());
+            v.push(unset.clone());
+        }
+        v.push(self.conn_state.clone());
+        v.push(
+            self.local_orig
+                .map_or(unset.clone(), |b| bool_tsv(b).into()),
+        );
+        v.push(
+            self.local_resp
+                .map_or(unset.clone(), |b| bool_tsv(b).into()),
+        );
+        v.push(self.missed_bytes.to_string());
+        v.push(if self.history.is_empty() {
+            unset.clone()
+        } else {
+            escape_tsv(&self.history)
+        });
+        v.push(self.orig_pkts.to_string());
+        v.push(self.orig_ip_bytes.to_string());
+        v.push(self.resp_pkts.to_string());
+        v.push(self.resp_ip_bytes.to_string());
+        v.push(if self.tunnel_parents.is_empty() {
+            unset.clone()
+        } else {
+            self.tunnel_parents.join(",")
+        });
+        v.push(self.ip_proto.to_string());
+        if let Some(id) = community_id {
+            v.push(id.map_or(unset.clone(), escape_tsv));
+        }
+        v.join("\t")
+    }
+
+    /// One JSON object as Zeek's JSON writer prints it: fields in log order, dotted names,
+    /// unset fields omitted; `community_id` as for `to_tsv`, last.
+    pub fn to_json(&self, community_id: Option<Option<&str>>) -> String {
+        let m = self.json_fields(community_id);
+        let mut out = String::with_capacity(320);
+        out.push('{');
+        for (i, (k, v)) in m.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(k);
+            out.push_str("\":");
+            out.push_str(&v.to_string());
+        }
+        out.push('}');
+        out
+    }
+
+    /// The fields of [`Self::to_json`], in log order (alerts embed the same object).
+    pub fn json_fields(&self, community_id: Option<Option<&str>>) -> Vec<(&'static str, Value)> {
+        let num = |ns: i64| -> Value {
+            let s = fmt_time_ns(ns);
+            let s = s.trim_end_matches('0');
+            let s = if s.ends_with('.') {
+                format!("{s}0")
+            } else {
+                s.to_string()
+            };
+            Value::Number(s.parse::<serde_json::Number>().unwrap_or_else(|_| 0.into()))
+        };
+        let mut m: Vec<(&str, Value)> = Vec::with_capacity(22);
+        m.push(("ts", num(self.ts_ns)));
+        m.push(("uid", self.uid.clone().into()));
+        m.push(("id.orig_h", fmt_addr(&self.orig_h).into()));
+        m.push(("id.orig_p", self.orig_p.into()));
+        m.push(("id.resp_h", fmt_addr(&self.resp_h).into()));
+        m.push(("id.resp_p", self.resp_p.into()));
+        m.push(("proto", self.proto.into()));
+        if !self.service.is_empty() {
+            m.push(("service", self.service.join(",").into()));
+        }
+        if self.duration_set() {
+            m.push(("duration", num(self.duration_ns)));
+            m.push(("orig_bytes", self.orig_bytes.into()));
+            m.push(("resp_bytes", self.resp_bytes.into()));
+        }
+        m.push(("conn_state", self.conn_state.clone().into()));
+        if let Some(b) = self.local_orig {
+            m.push(("local_orig", b.into()));
+        }
+        if let Some(b) = self.local_resp {
+            m.push(("local_resp", b.into()));
+        }
+        m.push(("missed_bytes", self.missed_bytes.into()));
+        if !self.history.is_empty() {
+            m.push(("history", self.history.clone().into()));
+        }
+        m.push(("orig_pkts", self.orig_pkts.into()));
+        m.push(("orig_ip_bytes", self.orig_ip_bytes.into()));
+        m.push(("resp_pkts", self.resp_pkts.into()));
+        m.push(("resp_ip_bytes", self.resp_ip_bytes.into()));
+        if !self.tunnel_parents.is_empty() {
+            m.push((
+                "tunnel_parents",
+                Value::Array(
+                    self.tunnel_parents
+                        .iter()
+                        .cloned()
+                        .map(Value::from)
+                        .collect(),
+                ),
+            ));
+        }
+        m.push(("ip_proto", self.ip_proto.into()));
+        if let Some(Some(id)) = community_id {
+            m.push(("community_id", id.into()));
+        }
+        m
+    }
+}
+
+/// Zeek's ASCII writer escapes the separator and non-printable bytes as `\xNN`.
+fn escape_tsv(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '\t' || c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DD-HH-MM-SS` (UTC) as in Zeek's `#open` / `#close` lines.
+pub fn fmt_log_date(unix_secs: i64) -> String {
+    let days = unix_secs.div_euclid(86_400);
+    let rem = unix_secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}-{:02}-{:02}-{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Writes conn.log (or a log with its fields, e.g. conn_long.log), rotated as
+/// [`crate::logs::rotate`] describes.
+pub struct ConnLogWriter {
+    file: LogFile,
+    format: LogFormat,
+    records: u64,
+    /// Append Zeek's `community_id` column (policy/protocols/conn/community-id-logging).
+    community_id: bool,
+}
+
+impl ConnLogWriter {
+    #[cfg(test)]
+    pub fn create(dir: &Path, format: LogFormat, community_id: bool) -> anyhow::Result<Self> {
+        Self::create_with(dir, "conn", format, community_id, LogOptions::default())
+    }
+
+    /// A log with conn.log's fields under another name (`<name>.log`, `#path <name>`), e.g.
+    /// conn_long.log, to stdout or rotated as `opts` says.
+    pub fn create_with(
+        dir: &Path,
+        name: &str,
+        format: LogFormat,
+        community_id: bool,
+        opts: LogOptions,
+    ) -> anyhow::Result<Self> {
+        let header: Option<HeaderFn> = (format == LogFormat::Tsv).then(|| {
+            let name = name.to_string();
+            Box::new(move |open| tsv_header_named(&name, open, community_id)) as HeaderFn
+        });
+        let path = dir.join(format!("{name}.log"));
+        Ok(Self {
+            file: LogFile::create(&path, name, header, opts, false)?,
+            format,
+            records: 0,
+            community_id,
+        })
+    }
+
+    /// Where the log is written.
+    #[allow(dead_code)]
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Records written so far.
+    #[allow(dead_code)]
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Writes a record now (the wall clock decides interval rotation).
+    #[cfg(test)]
+    pub fn write(&mut self, rec: &ConnRecord) -> anyhow::Result<()> {
+        self.write_at(rec, None)
+    }
+
+    /// Writes a record at network time `now_ns` (None: the wall clock).
+    pub fn write_at(&mut self, rec: &ConnRecord, now_ns: Option<i64>) -> anyhow::Result<()> {
+        let community_id = self
+            .community_id
+            .then(|| crate::logs::community_id::for_record(rec));
+        let community_id = community_id.as_ref().map(Option::as_deref);
+        let line = match self.format {
+            LogFormat::Tsv => rec.to_tsv(community_id),
+            LogFormat::Json => rec.to_json(community_id),
+        };
+        self.file.write_line(&line, now_ns)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Network time moved to `now_ns`: rotates when an interval boundary passed.
+    pub fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        self.file.tick(now_ns)
+    }
+
+    /// When the next interval rotation is due (network time), if one is.
+    pub fn next_rotation_ns(&self) -> Option<i64> {
+        self.file.next_rotation_ns()
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.file.flush()
+    }
+
+    /// Writes the `#close` line (TSV) and flushes.
+    pub fn close(&mut self) -> anyhow::Result<()> {
+        self.file.close()
+    }
+}
+
+/// The `#fields`/`#types` entries that `--community-id` appends, after the standard columns.
+pub const COMMUNITY_ID_FIELD: (&str, &str) = ("community_id", "string");
+
+#[cfg(test)]
+pub fn tsv_header(open_secs: i64, community_id: bool) -> String {
+    tsv_header_named("conn", open_secs, community_id)
+}
+
+/// The TSV header of a log with conn.log's fields and `#path name`.
+pub fn tsv_header_named(name: &str, open_secs: i64, community_id: bool) -> String {
+    let (mut fields, mut types) = (FIELDS.to_vec(), TYPES.to_vec());
+    if community_id {
+        fields.push(COMMUNITY_ID_FIELD.0);
+        types.push(COMMUNITY_ID_FIELD.1);
+    }
+    let mut h = String::new();
+    h.push_str("#separator \\x09\n");
+    h.push_str("#set_separator\t,\n");
+    h.push_str("#empty_field\t(empty)\n");
+    h.push_str("#unset_field\t-\n");
+    h.push_str(&format!("#path\t{name}\n"));
+    h.push_str(&format!("#open\t{}\n", fmt_log_date(open_secs)));
+    h.push_str(&format!("#fields\t{}\n", fields.join("\t")));
+    h.push_str(&format!("#types\t{}\n", types.join("\t")));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> ConnRecord {
+        ConnRecord {
+            ts_ns: 1_362_692_526_939_084_000,
+            uid: "CHhAvVGS1DHFjwGM9".into(),
+            orig_h: "141.142.228.5".parse().unwrap(),
+            orig_p: 59856,
+            resp_h: "192.150.187.43".parse().unwrap(),
+            resp_p: 80,
+            proto: "tcp",
+            service: vec![],
+            duration_ns: 141_744_000,
+            orig_bytes: 136,
+            resp_bytes: 5007,
+            conn_state: "SF".into(),
+            local_orig: Some(false),
+            local_resp: Some(false),
+            missed_bytes: 0,
+            history: "^hADadFf".into(),
+            orig_pkts: 6,
+            orig_ip_bytes: 448,
+            resp_pkts: 7,
+            resp_ip_bytes: 5379,
+            tunnel_parents: vec![],
+            ip_proto: 6,
+        }
+    }
+
+    #[test]
+    fn tsv_line_exact() {
+        assert_eq!(
+            rec().to_tsv(None),
+            "1362692526.939084\tCHhAvVGS1DHFjwGM9\t141.142.228.5\t59856\t192.150.187.43\t80\ttcp\t-\t0.141744\t136\t5007\tSF\tF\tF\t0\t^hADadFf\t6\t448\t7\t5379\t-\t6"
+        );
+    }
+
+    #[test]
+    fn zero_duration_unsets_bytes() {
+        let mut r = rec();
+        r.duration_ns = 0;
+        r.history.clear();
+        r.conn_state = "OTH".into();
+        let line = r.to_tsv(None);
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(&f[8..11], &["-", "-", "-"]);
+        assert_eq!(f[15], "-");
+        let j: serde_json::Value = serde_json::from_str(&r.to_json(None)).unwrap();
+        assert!(j.get("duration").is_none());
+        assert!(j.get("orig_bytes").is_none());
+        assert!(j.get("history").is_none());
+        assert_eq!(j["orig_pkts"], 6);
+    }
+
+    #[test]
+    fn json_order() {
+        let j = rec().to_json(None);
+        assert!(
+            j.starts_with("{\"ts\":1362692526.939084,\"uid\":\"CHhAvVGS1DHFjwGM9\",\"id.orig_h\""),
+            "{j}"
+        );
+        assert!(j.ends_with("\"resp_ip_bytes\":5379,\"ip_proto\":6}"), "{j}");
+    }
+
+    #[test]
+    fn json_fields() {
+        let j: serde_json::Value = serde_json::from_str(&rec().to_json(None)).unwrap();
+        assert_eq!(j["id.orig_h"], "141.142.228.5");
+        assert_eq!(j["id.resp_p"], 80);
+        assert_eq!(j["local_orig"], false);
+        assert!((j["ts"].as_f64().unwrap() - 1362692526.939084).abs() < 1e-6);
+        assert!((j["duration"].as_f64().unwrap() - 0.141744).abs() < 1e-9);
+        assert!(j.get("service").is_none());
+        assert!(j.get("tunnel_parents").is_none());
+    }
+
+    #[test]
+    fn header_exact() {
+        let h = tsv_header(0, false);
+        let lines: Vec<&str> = h.lines().collect();
+        assert_eq!(lines[0], "#separator \\x09");
+        assert_eq!(lines[1], "#set_separator\t,");
+        assert_eq!(lines[2], "#empty_field\t(empty)");
+        assert_eq!(lines[3], "#unset_field\t-");
+        assert_eq!(lines[4], "#path\tconn");
+        assert_eq!(lines[5], "#open\t1970-01-01-00-00-00");
+        assert_eq!(
+            lines[6],
+            "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\tlocal_orig\tlocal_resp\tmissed_bytes\thistory\torig_pkts\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\ttunnel_parents\tip_proto"
+        );
+        assert_eq!(
+            lines[7],
+            "#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\tbool\tbool\tcount\tstring\tcount\tcount\tcount\tcount\tset[string]\tcount"
+        );
+    }
+
+    #[test]
+    fn dates_and_addrs() {
+        assert_eq!(fmt_log_date(1_700_000_000), "2023-11-14-22-13-20");
+        assert_eq!(fmt_time_ns(1_000), "0.000001");
+        assert_eq!(fmt_time_ns(-2_000_000), "-0.002000");
+        let a: IpAddr = "2001:470:4867:99::21".parse().unwrap();
+        assert_eq!(fmt_addr(&a), "2001:470:4867:99::21");
+        let m: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(fmt_addr(&m), "10.0.0.1");
+        let f: IpAddr = "fe80::0:0:1".parse().unwrap();
+        assert_eq!(fmt_addr(&f), "fe80::1");
+    }
+
+    #[test]
+    fn community_id_column_is_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ConnLogWriter::create(dir.path(), LogFormat::Tsv, true).unwrap();
+        w.write(&rec()).unwrap();
+        w.close().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[6].ends_with("\ttunnel_parents\tip_proto\tcommunity_id"));
+        assert!(lines[7].ends_with("\tset[string]\tcount\tstring"));
+        // Zeek's baseline value for this connection (http/get.pcap).
+        assert!(
+            lines[8].ends_with("\t-\t6\t1:yvyB8h+3dnggTZW0UEITWCst97w="),
+            "{}",
+            lines[8]
+        );
+        assert_eq!(lines[8].split('\t').count(), 23);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ConnLogWriter::create(dir.path(), LogFormat::Json, true).unwrap();
+        w.write(&rec()).unwrap();
+        w.close().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        assert!(
+            text.trim_end()
+                .ends_with(",\"ip_proto\":6,\"community_id\":\"1:yvyB8h+3dnggTZW0UEITWCst97w=\"}"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unset_community_id() {
+        assert!(rec().to_tsv(Some(None)).ends_with("\t-\t6\t-"));
+        let j: serde_json::Value = serde_json::from_str(&rec().to_json(Some(None))).unwrap();
+        assert!(j.get("community_id").is_none());
+    }
+
+    #[test]
+    fn writer_writes_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+        w.write(&rec()).unwrap();
+        w.close().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 10);
+        assert!(lines[9].starts_with("#close\t"));
+    }
+}

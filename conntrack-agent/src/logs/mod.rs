@@ -1,0 +1,6 @@
+//! Log files as Zeek writes them: the conn.log record and its TSV/JSON writer, the Community ID
+//! column, and log files with headers, `#close` and rotation.
+
+pub mod community_id;
+pub mod conn_log;
+pub mod rotate;

@@ -1,0 +1,762 @@
+//! Log files as Zeek writes them: a header when the file is opened (TSV), `#close` when it is
+//! closed, and rotation by interval and/or size with Zeek's rotated names.
+//!
+//! Rotation (`--rotate-interval`, `--rotate-size`): the current file gets its `#close` line, is
+//! renamed `<name>.<open time>.log` (Zeek's `Log::default_rotation_date_format`,
+//! `%Y-%m-%d-%H-%M-%S`, here in UTC like the `#open` lines) and a new `<name>.log` is started
+//! with fresh headers. Records are whole lines and a rotation only ever happens between two of
+//! them, so no record is split or lost. Interval rotation is due at multiples of the interval
+//! since the epoch (a 1 h interval on the hour, as Zeek rounds rotation times when no base
+//! time is set) and is driven by network time: the wall clock in `run`, packet time in `read`,
+//! as Zeek does when reading a trace (its `logging/rotate` test: a trace starting at 03:00:05
+//! gives `test.2011-03-07-03-00-05.log`, then a file per hour named after the first packet
+//! past the hour). Size rotation happens before the record that would make the file larger
+//! than the limit (a file holds at least one record). Two rotations in the same second get
+//! `-1`, `-2`, ... after the time rather than overwrite each other.
+//!
+//! The open time of a file (its `#open` line and its rotated name) is the network time when it
+//! got its first record or timer tick (a file flushed before that uses the wall clock); its
+//! `#close` time is the network time it was rotated at, or the last network time seen.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// When to rotate; both off means never.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotationPolicy {
+    pub interval: Option<Duration>,
+    /// Bytes (headers included).
+    pub size: Option<u64>,
+    /// Run on each rotated file (Zeek's rotation postprocessor): `sh -c CMD sh FILE`.
+    pub command: Option<String>,
+    /// Set a log left by an earlier run aside (rotated name) rather than truncate it, also
+    /// when rotation is off: `run` never overwrites records (a restart, a handover).
+    pub keep_previous: bool,
+}
+
+impl RotationPolicy {
+    pub fn is_off(&self) -> bool {
+        self.interval.is_none() && self.size.is_none()
+    }
+}
+
+/// Where a log goes and how it rotates (from `--stdout`, `--rotate-*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    pub rotation: RotationPolicy,
+    /// Write to standard output instead of `<dir>/<name>.log` (never rotated).
+    pub stdout: bool,
+}
+
+/// `YYYY-MM-DD-HH-MM-SS` (UTC) for a time in ns.
+fn date_ns(ns: i64) -> String {
+    crate::logs::conn_log::fmt_log_date(ns.div_euclid(1_000_000_000))
+}
+
+fn wall_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// The first multiple of `interval` after `t` (ns).
+pub fn next_boundary(t: i64, interval: Duration) -> i64 {
+    let iv = (interval.as_nanos() as i64).max(1);
+    (t.div_euclid(iv) + 1) * iv
+}
+
+/// Zeek's rotated name: `<name>.<YYYY-MM-DD-HH-MM-SS>.log`; `n` > 0 for a same-second repeat.
+pub fn rotated_name(name: &str, open_ns: i64, n: u32) -> String {
+    if n == 0 {
+        format!("{name}.{}.log", date_ns(open_ns))
+    } else {
+        format!("{name}.{}-{n}.log", date_ns(open_ns))
+    }
+}
+
+enum Out {
+    File(BufWriter<File>),
+    Stdout(BufWriter<StdoutSink>),
+}
+
+/// Standard output that outlives its reader: when the pipe is closed (`... --stdout | head`),
+/// the rest is dropped with one warning instead of an error for every record.
+struct StdoutSink {
+    gone: bool,
+}
+
+impl StdoutSink {
+    fn check(&mut self, r: std::io::Result<usize>, len: usize) -> std::io::Result<usize> {
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.gone = true;
+                log::warn!(
+                    "stdout was closed by its reader: conn.log records are dropped from now on"
+                );
+                Ok(len)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Write for StdoutSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.gone {
+            return Ok(buf.len());
+        }
+        let r = std::io::stdout().write(buf);
+        self.check(r, buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.gone {
+            return Ok(());
+        }
+        let r = std::io::stdout().flush().map(|()| 0);
+        self.check(r, 0).map(drop)
+    }
+}
+
+impl Out {
+    fn w(&mut self) -> &mut dyn Write {
+        match self {
+            Out::File(f) => f,
+            Out::Stdout(s) => s,
+        }
+    }
+}
+
+/// A log that rotates on network time: the agent ticks every log it writes, so that an idle
+/// one still rotates on time.
+pub trait Tick {
+    fn tick(&mut self, now_ns: i64) -> anyhow::Result<()>;
+}
+
+/// Shared with the capability that writes it.
+pub type SharedLog = std::rc::Rc<std::cell::RefCell<dyn Tick>>;
+
+impl Tick for LogFile {
+    fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        LogFile::tick(self, now_ns)
+    }
+}
+
+/// Builds the TSV header for an open time in seconds; None for headerless logs (JSON).
+pub type HeaderFn = Box<dyn Fn(i64) -> String>;
+
+/// One log: `<dir>/<name>.log` (or stdout), with Zeek's header/`#close` when `header` is set.
+pub struct LogFile {
+    dir: PathBuf,
+    name: String,
+    path: PathBuf,
+    out: Out,
+    header: Option<HeaderFn>,
+    /// Every line is flushed at once (logs read with `tail -f` while the agent runs).
+    flush_each: bool,
+    policy: RotationPolicy,
+    /// Network time the current file was opened (None until the first record or tick).
+    open_ns: Option<i64>,
+    /// The latest network time seen.
+    last_ns: Option<i64>,
+    header_written: bool,
+    bytes: u64,
+    records_in_file: u64,
+    next_rotate_ns: Option<i64>,
+    closed: bool,
+    rotated: Vec<PathBuf>,
+    /// Post-rotation commands still running (reaped as they end, waited for at close).
+    children: Vec<std::process::Child>,
+}
+
+impl LogFile {
+    /// `path`: the live file (`<dir>/<name>.log` for logs in the log directory).
+    pub fn create(
+        path: &Path,
+        name: &str,
+        header: Option<HeaderFn>,
+        opts: LogOptions,
+        flush_each: bool,
+    ) -> anyhow::Result<Self> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut leftover = None;
+        let out = if opts.stdout {
+            Out::Stdout(BufWriter::with_capacity(
+                1 << 16,
+                StdoutSink { gone: false },
+            ))
+        } else {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                anyhow::anyhow!("cannot create log directory {}: {e}", dir.display())
+            })?;
+            if !opts.rotation.is_off() || opts.rotation.keep_previous {
+                leftover = keep_leftover(&dir, name, path);
+            }
+            Out::File(BufWriter::with_capacity(1 << 16, open_new(path)?))
+        };
+        let mut log = Self {
+            dir,
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            out,
+            header,
+            flush_each,
+            policy: if opts.stdout {
+                RotationPolicy::default()
+            } else {
+                opts.rotation
+            },
+            open_ns: None,
+            last_ns: None,
+            header_written: false,
+            bytes: 0,
+            records_in_file: 0,
+            next_rotate_ns: None,
+            closed: false,
+            rotated: Vec::new(),
+            children: Vec::new(),
+        };
+        if let Some(old) = leftover {
+            log.postprocess(&old);
+            log.rotated.push(old);
+        }
+        Ok(log)
+    }
+
+    /// Files rotated so far, oldest first.
+    #[cfg(test)]
+    pub fn rotated(&self) -> &[PathBuf] {
+        &self.rotated
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fixes the open time at `now_ns` if not yet known, and writes the header.
+    fn opened(&mut self, now_ns: i64) -> std::io::Result<()> {
+        if self.open_ns.is_none() {
+            self.open_ns = Some(now_ns);
+            self.next_rotate_ns = self.policy.interval.map(|iv| next_boundary(now_ns, iv));
+        }
+        if !self.header_written {
+            self.header_written = true;
+            if let Some(h) = &self.header {
+                let text = h(self.open_ns.unwrap_or(now_ns).div_euclid(1_000_000_000));
+                self.out.w().write_all(text.as_bytes())?;
+                self.bytes += text.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Network time is `now_ns`: rotates when an interval boundary has passed. As in Zeek,
+    /// the rotation happens at the network time that passed the boundary (in `read`, the
+    /// first packet after it), which closes the old file and opens the new one.
+    pub fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.last_ns = Some(self.last_ns.map_or(now_ns, |l| l.max(now_ns)));
+        self.opened(now_ns)?;
+        if self.next_rotate_ns.is_some_and(|at| now_ns >= at) {
+            self.rotate(now_ns)?;
+        }
+        Ok(())
+    }
+
+    /// When the next interval rotation is due (network time), if one is.
+    pub fn next_rotation_ns(&self) -> Option<i64> {
+        self.next_rotate_ns
+    }
+
+    /// Appends one record (`line` without its newline) at network time `now_ns` (None: the
+    /// wall clock).
+    pub fn write_line(&mut self, line: &str, now_ns: Option<i64>) -> anyhow::Result<()> {
+        let now = now_ns.unwrap_or_else(wall_ns);
+        self.tick(now)?;
+        let len = line.len() as u64 + 1;
+        if let Some(limit) = self.policy.size
+            && self.records_in_file > 0
+            && self.bytes + len > limit
+        {
+            self.rotate(now)?;
+        }
+        let w = self.out.w();
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+        self.bytes += len;
+        self.records_in_file += 1;
+        if self.flush_each {
+            self.out.w().flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        if !self.closed {
+            // Headers are visible once flushed even before the first record.
+            let now = self.open_ns.unwrap_or_else(wall_ns);
+            self.opened(now)?;
+        }
+        self.out.w().flush()?;
+        Ok(())
+    }
+
+    /// `#close` (with the time it was closed: the wall clock, or network time on rotation).
+    fn write_close(&mut self, close_ns: i64) -> std::io::Result<()> {
+        if self.header.is_some() {
+            writeln!(self.out.w(), "#close\t{}", date_ns(close_ns))?;
+        }
+        self.out.w().flush()
+    }
+
+    /// Closes the current file, renames it after its open time and starts a new one opened
+    /// at `at_ns`.
+    fn rotate(&mut self, at_ns: i64) -> anyhow::Result<()> {
+        let open = self.open_ns.unwrap_or(at_ns);
+        let target = (0u32..)
+            .map(|n| self.dir.join(rotated_name(&self.name, open, n)))
+            .find(|p| !p.exists())
+            .expect("some suffix is free");
+        // Renamed while still open, before `#close`: if the rename fails, the records go on
+        // in the same file rather than being lost or stopping the agent.
+        if let Err(e) = std::fs::rename(&self.path, &target) {
+            log::error!(
+                "cannot rotate {} to {}: {e}; rotation is off, the log goes on in {}",
+                self.path.display(),
+                target.display(),
+                self.path.display()
+            );
+            self.policy = RotationPolicy::default();
+            self.next_rotate_ns = None;
+            return Ok(());
+        }
+        self.write_close(at_ns)?;
+        self.out = Out::File(BufWriter::with_capacity(1 << 16, open_new(&self.path)?));
+        self.postprocess(&target);
+        self.rotated.push(target);
+        self.open_ns = None;
+        self.header_written = false;
+        self.bytes = 0;
+        self.records_in_file = 0;
+        self.opened(at_ns)?;
+        Ok(())
+    }
+
+    /// Starts the post-rotation command on `file` (not waited for: the agent goes on).
+    fn postprocess(&mut self, file: &Path) {
+        self.children
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        let Some(cmd) = &self.policy.command else {
+            return;
+        };
+        let child = std::process::Command::new("sh")
+            .args(["-c", cmd, "sh"])
+            .arg(file)
+            .stdin(std::process::Stdio::null())
+            // Its output must not mix with conn.log (which may be stdout elsewhere).
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(c) => self.children.push(c),
+            Err(e) => log::error!("--rotate-command on {}: {e}", file.display()),
+        }
+    }
+
+    /// Writes `#close` and flushes; waits for post-rotation commands; later calls do nothing.
+    pub fn close(&mut self) -> anyhow::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        // Network time at the end (the last packet in `read`, as Zeek's `#close`).
+        let now = self.last_ns.unwrap_or_else(wall_ns);
+        self.opened(self.open_ns.unwrap_or(now))?;
+        self.closed = true;
+        self.write_close(now)?;
+        for mut c in self.children.drain(..) {
+            match c.wait() {
+                Ok(s) if !s.success() => log::warn!("--rotate-command exited with {s}"),
+                Err(e) => log::warn!("--rotate-command: {e}"),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// With rotation on, and always in `run`, a log left by an earlier run (stopped before it could
+/// rotate it, killed, or handing over to this one) is rotated rather than overwritten, named after its last change (Zeek rotates such
+/// leftover logs at start too). Returns its new path.
+fn keep_leftover(dir: &Path, name: &str, path: &Path) -> Option<PathBuf> {
+    let meta = std::fs::metadata(path).ok().filter(|m| m.len() > 0)?;
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos() as i64;
+    let target = (0u32..)
+        .map(|n| dir.join(rotated_name(name, mtime, n)))
+        .find(|p| !p.exists())
+        .expect("some suffix is free");
+    match std::fs::rename(path, &target) {
+        Ok(()) => {
+            log::warn!(
+                "{} was left by an earlier run: rotated to {}",
+                path.display(),
+                target.display()
+            );
+            Some(target)
+        }
+        Err(e) => {
+            log::warn!("cannot keep {} from an earlier run: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn open_new(path: &Path) -> anyhow::Result<File> {
+    File::create(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// `--rotate-size`: bytes, with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("bad size {s:?}: use bytes, or a K, M or G suffix")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad size {s:?}: expected e.g. 1000000, 100M or 1G"))?;
+    match n.checked_mul(mult) {
+        Some(0) => Err("the size must be greater than 0".into()),
+        Some(v) => Ok(v),
+        None => Err(format!("size {s:?} is too large")),
+    }
+}
+
+/// `--rotate-interval`: humantime's syntax (`1h`, `30m`, `1day`).
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("bad interval {s:?}: {e} (e.g. 1h, 15m, 1day)"))?;
+    if d < Duration::from_secs(1) {
+        return Err("the rotation interval must be at least 1s".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+    /// 2026-11-28 10:00:00 UTC.
+    const T0: i64 = 1_795_860_000 * S;
+
+    fn header() -> Option<HeaderFn> {
+        Some(Box::new(|open| {
+            format!(
+                "#path\tx\n#open\t{}\n",
+                crate::logs::conn_log::fmt_log_date(open)
+            )
+        }))
+    }
+
+    fn log(dir: &Path, policy: RotationPolicy) -> LogFile {
+        let opts = LogOptions {
+            rotation: policy,
+            stdout: false,
+        };
+        LogFile::create(&dir.join("x.log"), "x", header(), opts, false).unwrap()
+    }
+
+    fn records(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn names_follow_zeeks_date_format() {
+        assert_eq!(rotated_name("conn", T0, 0), "conn.2026-11-28-10-00-00.log");
+        assert_eq!(
+            rotated_name("conn", T0 + 61 * S + 5, 2),
+            "conn.2026-11-28-10-01-01-2.log"
+        );
+        assert_eq!(
+            next_boundary(T0 + 5 * S, Duration::from_secs(3600)),
+            T0 + 3600 * S
+        );
+        assert_eq!(next_boundary(T0, Duration::from_secs(3600)), T0 + 3600 * S);
+    }
+
+    #[test]
+    fn size_rotation_keeps_records_whole_and_closes_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = log(
+            dir.path(),
+            RotationPolicy {
+                interval: None,
+                size: Some(100),
+                command: None,
+                ..Default::default()
+            },
+        );
+        let lines: Vec<String> = (0..40)
+            .map(|i| format!("record-{i:03}-{}", "x".repeat(i % 7)))
+            .collect();
+        for (i, line) in lines.iter().enumerate() {
+            l.write_line(line, Some(T0 + i as i64 * S)).unwrap();
+        }
+        l.close().unwrap();
+        let rotated = l.rotated().to_vec();
+        assert!(rotated.len() >= 5, "{rotated:?}");
+        let mut all = Vec::new();
+        for p in rotated.iter().chain([dir.path().join("x.log")].iter()) {
+            let text = std::fs::read_to_string(p).unwrap();
+            assert!(
+                text.starts_with("#path\tx\n#open\t"),
+                "{}: {text}",
+                p.display()
+            );
+            assert!(
+                text.lines().last().unwrap().starts_with("#close\t"),
+                "{text}"
+            );
+            let recs = records(&text);
+            assert!(!recs.is_empty());
+            // Over the limit only when a single record does not fit.
+            assert!(text.len() <= 100 + "#close\t2026-11-28-10-00-00\n".len() || recs.len() == 1);
+            all.extend(recs.iter().map(|s| s.to_string()));
+        }
+        assert_eq!(all, lines, "every record once, in order");
+        // The first file is named after its open time (the first record's network time).
+        assert!(
+            rotated[0].ends_with("x.2026-11-28-10-00-00.log"),
+            "{rotated:?}"
+        );
+    }
+
+    #[test]
+    fn interval_rotation_on_boundaries_by_network_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let mut l = log(
+            dir.path(),
+            RotationPolicy {
+                interval: Some(hour),
+                size: None,
+                command: None,
+                ..Default::default()
+            },
+        );
+        assert_eq!(l.next_rotation_ns(), None, "not opened yet");
+        l.write_line("a", Some(T0 + 10 * S)).unwrap();
+        assert_eq!(l.next_rotation_ns(), Some(T0 + 3600 * S));
+        l.write_line("b", Some(T0 + 3599 * S)).unwrap();
+        // Past 11:00: rotated before the record, at the time that passed the hour.
+        l.write_line("c", Some(T0 + 3601 * S)).unwrap();
+        // Idle past 12:00 and 13:00: a tick rotates (an empty file for the idle hour).
+        l.tick(T0 + 2 * 3600 * S + 7 * S).unwrap();
+        l.write_line("d", Some(T0 + 3 * 3600 * S + 1)).unwrap();
+        l.tick(T0 + 3 * 3600 * S + 20 * S).unwrap();
+        l.close().unwrap();
+        let names: Vec<String> = l
+            .rotated()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "x.2026-11-28-10-00-10.log",
+                "x.2026-11-28-11-00-01.log",
+                "x.2026-11-28-12-00-07.log"
+            ]
+        );
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(records(&read(&l.rotated()[0])), ["a", "b"]);
+        assert_eq!(records(&read(&l.rotated()[1])), ["c"]);
+        assert!(records(&read(&l.rotated()[2])).is_empty());
+        let second = read(&l.rotated()[1]);
+        assert!(second.contains("#open\t2026-11-28-11-00-01\n"), "{second}");
+        assert!(
+            second.ends_with("#close\t2026-11-28-12-00-07\n"),
+            "{second}"
+        );
+        let cur = read(&dir.path().join("x.log"));
+        assert!(cur.contains("#open\t2026-11-28-13-00-00\n"), "{cur}");
+        assert_eq!(records(&cur), ["d"]);
+        // Closed at the last network time seen.
+        assert!(cur.ends_with("#close\t2026-11-28-13-00-20\n"), "{cur}");
+    }
+
+    #[test]
+    fn same_second_rotations_do_not_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = log(
+            dir.path(),
+            RotationPolicy {
+                interval: None,
+                size: Some(1),
+                command: None,
+                ..Default::default()
+            },
+        );
+        for r in ["a", "b", "c"] {
+            l.write_line(r, Some(T0)).unwrap();
+        }
+        l.close().unwrap();
+        let names: Vec<String> = l
+            .rotated()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["x.2026-11-28-10-00-00.log", "x.2026-11-28-10-00-00-1.log"]
+        );
+    }
+
+    #[test]
+    fn headerless_logs_rotate_without_close_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LogOptions {
+            rotation: RotationPolicy {
+                interval: None,
+                size: Some(4),
+                command: None,
+                ..Default::default()
+            },
+            stdout: false,
+        };
+        let mut l = LogFile::create(&dir.path().join("j.log"), "j", None, opts, true).unwrap();
+        l.write_line("{}", Some(T0)).unwrap();
+        l.write_line("{}", Some(T0 + S)).unwrap();
+        l.close().unwrap();
+        assert_eq!(std::fs::read_to_string(&l.rotated()[0]).unwrap(), "{}\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("j.log")).unwrap(),
+            "{}\n"
+        );
+    }
+
+    #[test]
+    fn a_failed_rename_keeps_writing_to_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = log(
+            dir.path(),
+            RotationPolicy {
+                interval: None,
+                size: Some(1),
+                command: None,
+                ..Default::default()
+            },
+        );
+        l.write_line("a", Some(T0)).unwrap();
+        // The live file is gone (removed by hand): the rename fails.
+        std::fs::remove_file(dir.path().join("x.log")).unwrap();
+        l.write_line("b", Some(T0 + S)).unwrap();
+        l.write_line("c", Some(T0 + 2 * S)).unwrap();
+        l.close().unwrap();
+        assert!(l.rotated().is_empty());
+    }
+
+    #[test]
+    fn the_rotate_command_runs_on_each_rotated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = log(
+            dir.path(),
+            RotationPolicy {
+                interval: None,
+                size: Some(1),
+                command: Some("mv \"$1\" \"$1.done\"".into()),
+                ..Default::default()
+            },
+        );
+        for (i, r) in ["a", "b", "c"].iter().enumerate() {
+            l.write_line(r, Some(T0 + i as i64 * S)).unwrap();
+        }
+        l.close().unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "x.2026-11-28-10-00-00.log.done",
+                "x.2026-11-28-10-00-01.log.done",
+                "x.log"
+            ]
+        );
+        let done = std::fs::read_to_string(dir.path().join("x.2026-11-28-10-00-01.log.done"));
+        assert!(done.unwrap().contains("\nb\n#close\t"));
+    }
+
+    #[test]
+    fn a_log_left_by_an_earlier_run_is_rotated_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.log"), "#path\tx\nold\n").unwrap();
+        let policy = RotationPolicy {
+            interval: Some(Duration::from_secs(3600)),
+            size: None,
+            command: None,
+            ..Default::default()
+        };
+        let mut l = log(dir.path(), policy.clone());
+        l.write_line("new", Some(T0)).unwrap();
+        l.close().unwrap();
+        let kept = &l.rotated()[0];
+        assert!(
+            kept.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("x.20")
+        );
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), "#path\tx\nold\n");
+        let cur = std::fs::read_to_string(dir.path().join("x.log")).unwrap();
+        assert_eq!(records(&cur), ["new"]);
+        // Without rotation the log is overwritten as before (and an empty one always is).
+        let l = log(dir.path(), RotationPolicy::default());
+        drop(l);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn sizes_and_intervals_parse() {
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("10k"), Ok(10 << 10));
+        assert_eq!(parse_size("100M"), Ok(100 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("10T").unwrap_err().contains("suffix"));
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_interval("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_interval("10ms").is_err());
+        assert!(parse_interval("hourly").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! Small shared pieces with no dependency on the rest of the agent.
+
+pub mod site;
