@@ -15,11 +15,11 @@
 //! # enabled = false                        # keeps the section but turns it off
 //! ```
 
-use crate::capabilities::alerts::config::{HumanDuration, SpanError};
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
-use crate::datapath::conn_record_fields;
 use crate::logs::conn_log::{ConnLogWriter, LogFormat};
+use crate::logs::record::ConnRecord;
 use crate::logs::rotate::{LogOptions, RotationPolicy};
+use crate::util::config_values::{HumanDuration, SpanError};
 use crate::util::site::{NetSet, addr_from_bytes};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -113,7 +113,7 @@ impl crate::logs::rotate::Tick for Writer {
 impl Writer {
     fn write(&mut self, conn: &ConnHandle<'_>) {
         let c = conn.conn();
-        let mut rec = conn_record_fields(c);
+        let mut rec = ConnRecord::from_conn(c);
         rec.uid = conn.uid().to_string();
         if !self.local_nets.is_empty() {
             rec.local_orig = Some(self.local_nets.contains(&addr_from_bytes(&c.orig_addr)));

@@ -10,7 +10,7 @@
 //! file (and an environment variable clap reads, e.g. CONNTRACK_ENGINE, also wins), the file
 //! over the defaults; `[run]`/`[read]` win over `[agent]`.
 
-use crate::capabilities::alerts::config::SpanError;
+use crate::util::config_values::SpanError;
 use clap::{ArgAction, CommandFactory};
 use std::collections::BTreeMap;
 use std::ops::Range;

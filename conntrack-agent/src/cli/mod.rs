@@ -46,11 +46,11 @@ Signals: SIGINT logs every open connection and exits; SIGTERM does too, or hands
     Read(ReadArgs),
     /// Per-packet cost of the eBPF program with BPF_PROG_TEST_RUN (for `cargo xtask bench`).
     #[command(hide = true)]
-    BenchKernel(crate::commands::bench::BenchKernelArgs),
+    BenchKernel(hidden::BenchKernelArgs),
     /// Differential fuzzing: generated frames through the kernel and host engines, which must
     /// agree (for `cargo xtask fuzz`; needs root and the eBPF program).
     #[command(hide = true)]
-    FuzzKernel(crate::commands::fuzz::FuzzKernelArgs),
+    FuzzKernel(hidden::FuzzKernelArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -396,3 +396,4 @@ mod tests {
 }
 
 pub mod file_options;
+pub mod hidden;

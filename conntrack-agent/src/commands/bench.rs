@@ -16,34 +16,17 @@
 //! `xdp_ipv6`), against the XDP program that only returns its verdict: the same stages, reading
 //! an `xdp_buff` instead of an skb.
 
+use crate::cli::hidden::BenchKernelArgs;
 use crate::datapath::kernel::{
     BENCH_EMPTY_PROGRAM, BENCH_EMPTY_XDP_PROGRAM, BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM, Kernel,
     KernelOptions,
 };
 use anyhow::Result;
-use clap::Args;
 use conntrack_common::contents;
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, parse_ethernet};
 use conntrack_common::threshold::{self, ThresholdCommand};
-
-#[derive(Args, Debug, Clone)]
-pub struct BenchKernelArgs {
-    /// BPF_PROG_TEST_RUN `repeat` for the repeated cases.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub repeat: u32,
-    /// Rounds (every case once per round, interleaved).
-    #[arg(long, default_value_t = 5)]
-    pub rounds: u32,
-    /// New connections (single runs) per round for `syn_new`.
-    #[arg(long, default_value_t = 20_000)]
-    pub syns: u32,
-    /// Only print the shared layout the bench needs (sizes of Conn, FlowKey and Event, the
-    /// `STATS` indices) and exit, without loading anything.
-    #[arg(long)]
-    pub layout: bool,
-}
 
 /// The layout of the types shared with the kernel, as this binary was built with them.
 fn layout() -> serde_json::Value {

@@ -16,11 +16,13 @@
 //! `conntrack-agent fuzz-kernel --seed S --sequence i`; the report also prints every frame in
 //! hex.
 
+use crate::cli::hidden::FuzzKernelArgs;
 use crate::cli::{DEFAULT_LIKELY_SERVER_PORTS, parse_port_list};
+use crate::datapath::Datapath;
+use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::kernel::KernelDatapath;
-use crate::datapath::{Datapath, HostConfig, HostDatapath, conn_record_fields};
+use crate::logs::record::ConnRecord;
 use anyhow::{Context, Result, bail};
-use clap::Args;
 use conntrack_common::conn::Conn;
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
@@ -29,19 +31,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
-
-#[derive(Args, Debug)]
-pub struct FuzzKernelArgs {
-    /// Time budget.
-    #[arg(long, default_value_t = 30)]
-    pub seconds: u64,
-    /// Seed of the run (default: from the clock; printed).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Run only this sequence of the seed (a reproducer) and print its frames.
-    #[arg(long)]
-    pub sequence: Option<u64>,
-}
 
 /// One frame of a sequence: bytes, packet time, the checksum verdict both engines get.
 #[derive(Clone, Debug)]
@@ -209,7 +198,7 @@ fn run_sequence(
     for k in &hk {
         let (h, kc) = (lookup(&host, k), lookup(kernel, k));
         if h != kc {
-            let show = |c: &Option<Conn>| c.as_ref().map(conn_record_fields);
+            let show = |c: &Option<Conn>| c.as_ref().map(ConnRecord::from_conn);
             return Err(format!(
                 "final connection {k:?} differs\n host conn.log:   {:?}\n kernel conn.log: {:?}\n{}",
                 show(&h),

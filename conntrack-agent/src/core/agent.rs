@@ -5,10 +5,10 @@ use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalRea
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
 use crate::core::tracker::{ConnView, Removal, Timeouts, TimerHost, Tracker};
 use crate::core::uid::UidGen;
-use crate::datapath::{
-    Datapath, HostConfig, HostDatapath, ThresholdError, conn_record_fields, conn_view,
-};
-use crate::logs::conn_log::{ConnLogWriter, ConnRecord};
+use crate::datapath::host::{HostConfig, HostDatapath};
+use crate::datapath::{Datapath, ThresholdError};
+use crate::logs::conn_log::ConnLogWriter;
+use crate::logs::record::ConnRecord;
 use crate::util::site::{NetSet, addr_from_bytes};
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::{self, Changes};
@@ -41,7 +41,7 @@ pub struct Agent {
     writer: ConnLogWriter,
     events: Vec<Event>,
     /// Content records being delivered (kept for its allocation).
-    chunks: Vec<crate::capabilities::contents::ContentChunk>,
+    chunks: Vec<crate::datapath::ContentChunk>,
     /// Capabilities and the thresholds they set.
     core: EventCore,
     /// The other logs capabilities write (conn_long.log, removal.log): rotated with conn.log.
@@ -87,7 +87,7 @@ struct TimerView<'a> {
 impl TimerHost<TrackKey> for TimerView<'_> {
     fn read(&mut self, key: &TrackKey) -> Option<ConnView> {
         let c = self.main.lookup(key).or_else(|| self.overflow.lookup(key));
-        c.map(|c| conn_view(&c))
+        c.map(|c| ConnView::of(&c))
     }
 
     fn keep_timing_out(&mut self, key: &TrackKey) -> bool {
@@ -295,7 +295,7 @@ impl Agent {
                 if is_new || !self.uids.contains_key(&k) {
                     self.uids.insert(k, self.uid_gen.next_uid());
                 }
-                let v = conn_view(&ev.conn);
+                let v = ConnView::of(&ev.conn);
                 let est = ev.conn.has_flag(CONN_ESTABLISHED);
                 let newly_established = self.tracker.observe(&k, &v, ts_ns, is_new, est);
                 let first = if is_new {
@@ -401,7 +401,7 @@ impl Agent {
     }
 
     pub fn record(&self, c: &Conn, uid: String) -> ConnRecord {
-        let mut r = conn_record_fields(c);
+        let mut r = ConnRecord::from_conn(c);
         r.uid = uid;
         if !self.local_nets.is_empty() {
             r.local_orig = Some(self.local_nets.contains(&addr_from_bytes(&c.orig_addr)));
@@ -422,9 +422,11 @@ impl Agent {
         self.core
             .finish_polls(&mut target, now, &|k| uids.get(k).cloned());
         let (dp, ov) = (&self.dp, &self.overflow);
-        let removed = self
-            .tracker
-            .finish(&mut |k| dp.lookup(k).or_else(|| ov.lookup(k)).map(|c| conn_view(&c)));
+        let removed = self.tracker.finish(&mut |k| {
+            dp.lookup(k)
+                .or_else(|| ov.lookup(k))
+                .map(|c| ConnView::of(&c))
+        });
         for (k, why) in removed {
             self.remove_and_log(&k, why)?;
         }
@@ -471,7 +473,7 @@ impl Agent {
     ) -> anyhow::Result<()> {
         let uid = uid.unwrap_or_else(|| self.uid_gen.next_uid());
         self.uids.insert(key, uid);
-        let v = conn_view(conn);
+        let v = ConnView::of(conn);
         let est = conn.has_flag(CONN_ESTABLISHED);
         let newly_established = self.tracker.observe(&key, &v, ts_ns as i64, true, est);
         let ev = Event {

@@ -22,11 +22,11 @@
 //! agent.register(Box::new(BigTransfers));
 //! ```
 
-use crate::capabilities::contents::ContentChunk;
 use crate::core::inactivity::InactivityRequests;
 use crate::core::polling::Polls;
 use crate::core::removal_hooks::RemovalHooks;
 use crate::core::thresholds::{Crossing, RawCrossing, ThresholdKind, ThresholdTarget, Thresholds};
+use crate::datapath::ContentChunk;
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::{self as contents_bits, ContentCounters};
 use conntrack_common::key::FlowKey;
@@ -561,7 +561,8 @@ mod tests {
     use crate::core::agent::Agent;
     use crate::core::thresholds::DurationMode;
     use crate::core::tracker::{SEC, Timeouts};
-    use crate::datapath::{Datapath, HostConfig, HostDatapath};
+    use crate::datapath::Datapath;
+    use crate::datapath::host::{HostConfig, HostDatapath};
     use crate::logs::conn_log::{ConnLogWriter, LogFormat};
     use crate::util::site::NetSet;
     use std::cell::RefCell;

@@ -17,9 +17,9 @@
 //! ports = { "22/tcp" = "2h", "3389/tcp" = "1h" }   # replaces the default port table
 //! ```
 
-use crate::capabilities::alerts::config::{HumanDuration, SpanError};
 use crate::core::events::ConnHandle;
 use crate::core::tracker::Timeouts;
+use crate::util::config_values::{HumanDuration, SpanError};
 use conntrack_common::key::FlowKey;
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -15,6 +15,7 @@
 //! packet that advanced it is processed (the caller calls [`Tracker::advance`] first). At the end
 //! of input only the attempt timers fire ([`Tracker::finish`]), then everything left is drained.
 
+use conntrack_common::conn::Conn;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
@@ -91,6 +92,21 @@ pub struct ConnView {
     pub orig_addr: [u8; 16],
     pub orig_port: u16,
     pub resp_port: u16,
+}
+
+impl ConnView {
+    /// What the tracker needs of a datapath connection.
+    pub fn of(c: &Conn) -> Self {
+        Self {
+            proto: c.proto,
+            last_ns: c.last_ns as i64,
+            orig_state: if c.is_tcp() { c.orig.state } else { 0 },
+            resp_state: if c.is_tcp() { c.resp.state } else { 0 },
+            orig_addr: c.orig_addr,
+            orig_port: c.orig_port,
+            resp_port: c.resp_port,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -21,7 +21,7 @@
 //! because `read` is synchronous and must wait for the last message at its end.
 
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
-use crate::datapath::conn_record_fields;
+use crate::logs::record::ConnRecord;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use std::io::Write;
@@ -147,7 +147,7 @@ fn v6(a: IpAddr) -> std::net::Ipv6Addr {
 
 /// The records of a removed connection: orig→resp, and resp→orig when the responder sent.
 pub fn flow_records(c: &conntrack_common::conn::Conn) -> Vec<FlowRecord> {
-    let r = conn_record_fields(c);
+    let r = ConnRecord::from_conn(c);
     let start_ms = (r.ts_ns.max(0) as u64) / 1_000_000;
     let end_ms = (r.ts_ns.max(0) as u64 + r.duration_ns.max(0) as u64) / 1_000_000;
     let fwd = FlowRecord {

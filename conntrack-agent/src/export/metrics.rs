@@ -7,8 +7,8 @@
 
 use crate::capabilities::alerts::AlertMetrics;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
-use crate::datapath::conn_record_fields;
 use crate::export::ipfix::ExportStats;
+use crate::logs::record::ConnRecord;
 use anyhow::{Context, Result};
 use conntrack_common::stats::{IfaceCounters, Stat};
 use http_body_util::Full;
@@ -364,7 +364,7 @@ impl Capability for ConnCounters {
                 if m.conns_active.get() > 0 {
                     m.conns_active.dec();
                 }
-                let c = conn_record_fields(conn.conn());
+                let c = ConnRecord::from_conn(conn.conn());
                 for (dir, bytes, pkts) in [
                     ("orig", c.orig_ip_bytes, c.orig_pkts),
                     ("resp", c.resp_ip_bytes, c.resp_pkts),

@@ -8,7 +8,7 @@
 //! its code as destination port and is never flipped. Protocols other than TCP, UDP, SCTP, ICMP
 //! and ICMPv6 are hashed without ports.
 
-use crate::logs::conn_log::ConnRecord;
+use crate::logs::record::ConnRecord;
 use base64::Engine as _;
 use conntrack_common::key::{icmp4_counterpart, icmp6_counterpart};
 use sha1::{Digest, Sha1};

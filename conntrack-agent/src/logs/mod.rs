@@ -3,4 +3,5 @@
 
 pub mod community_id;
 pub mod conn_log;
+pub mod record;
 pub mod rotate;

@@ -52,7 +52,7 @@ pub struct LogOptions {
 
 /// `YYYY-MM-DD-HH-MM-SS` (UTC) for a time in ns.
 fn date_ns(ns: i64) -> String {
-    crate::logs::conn_log::fmt_log_date(ns.div_euclid(1_000_000_000))
+    fmt_log_date(ns.div_euclid(1_000_000_000))
 }
 
 fn wall_ns() -> i64 {
@@ -469,6 +469,32 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `YYYY-MM-DD-HH-MM-SS` (UTC) as in Zeek's `#open` / `#close` lines.
+pub fn fmt_log_date(unix_secs: i64) -> String {
+    let days = unix_secs.div_euclid(86_400);
+    let rem = unix_secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}-{:02}-{:02}-{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,10 +505,7 @@ mod tests {
 
     fn header() -> Option<HeaderFn> {
         Some(Box::new(|open| {
-            format!(
-                "#path\tx\n#open\t{}\n",
-                crate::logs::conn_log::fmt_log_date(open)
-            )
+            format!("#path\tx\n#open\t{}\n", fmt_log_date(open))
         }))
     }
 

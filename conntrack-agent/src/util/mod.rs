@@ -1,3 +1,4 @@
 //! Small shared pieces with no dependency on the rest of the agent.
 
+pub mod config_values;
 pub mod site;

@@ -2,7 +2,7 @@
 //! webhook request body.
 
 use super::rule::{Direction, Metric, MetricKind, Rule};
-use crate::logs::conn_log::ConnRecord;
+use crate::logs::record::ConnRecord;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -8,7 +8,7 @@ use super::{Alerts, Metric};
 use crate::capabilities::alerts::rule::ConnMatch;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
 use crate::core::thresholds::ThresholdKind;
-use crate::datapath::conn_record_fields;
+use crate::logs::record::ConnRecord;
 use crate::util::site::{NetSet, addr_from_bytes};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -116,7 +116,7 @@ impl Capability for AlertRules {
                 if rules.is_empty() {
                     return;
                 }
-                let mut rec = conn_record_fields(conn.conn());
+                let mut rec = ConnRecord::from_conn(conn.conn());
                 rec.uid = conn.uid().to_string();
                 if !self.local_nets.is_empty() {
                     rec.local_orig = Some(

@@ -4,10 +4,10 @@
 //! secrets from the environment).
 
 use super::rule::{Match, Metric, MetricKind, PortRange, Rule};
+use crate::util::config_values::{HumanDuration, SpanError};
 use crate::util::site::NetSet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
@@ -17,25 +17,6 @@ const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RETRY_BASE: Duration = Duration::from_secs(1);
 const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(300);
-
-/// An error in the section: the message and the byte range of the value it is about.
-pub type SpanError = (Range<usize>, String);
-
-/// `"30s"`, `"5m"`, `"1h 30m"`, `"250ms"` (humantime's syntax).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct HumanDuration(pub Duration);
-
-impl TryFrom<String> for HumanDuration {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| {
-                format!("invalid duration {s:?} ({e}): expected e.g. \"30s\", \"5m\", \"1h\"")
-            })
-    }
-}
 
 /// A list of CIDRs (a bare address is a host network).
 #[derive(Debug, Clone, Default, Deserialize)]

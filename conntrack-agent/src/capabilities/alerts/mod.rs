@@ -18,7 +18,7 @@ pub mod webhook;
 #[cfg(test)]
 mod tests;
 
-use crate::logs::conn_log::ConnRecord;
+use crate::logs::record::ConnRecord;
 pub use alert::Alert;
 use anyhow::Context;
 use config::AlertsSettings;

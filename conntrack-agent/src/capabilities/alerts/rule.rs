@@ -2,7 +2,7 @@
 //! where its alerts go (webhook sinks; alerts.log always).
 
 #[cfg(test)]
-use crate::logs::conn_log::ConnRecord;
+use crate::logs::record::ConnRecord;
 use crate::util::site::{NetSet, addr_from_bytes, canonical};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;

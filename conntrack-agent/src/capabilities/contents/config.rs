@@ -14,8 +14,9 @@
 //! match = { proto = "tcp", resp_ports = [21], nets = ["10.0.0.0/8"] }
 //! ```
 
-use crate::capabilities::alerts::config::{MatchSection, SpanError};
+use crate::capabilities::alerts::config::MatchSection;
 use crate::capabilities::alerts::rule::{ConnMatch, Match};
+use crate::util::config_values::SpanError;
 use serde::Deserialize;
 use std::path::PathBuf;
 

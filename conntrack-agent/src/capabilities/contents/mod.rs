@@ -26,12 +26,11 @@ mod zeek_tests;
 use crate::capabilities::alerts::rule::ConnMatch;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
 use crate::core::thresholds::ThresholdTarget;
+use crate::datapath::ContentChunk;
 use crate::util::site::addr_from_bytes;
 use config::ContentsSettings;
 use conntrack_common::conn::Conn;
-use conntrack_common::contents::{CONTENT_FROM_ORIG, ContentHeader};
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::PacketMeta;
 use conntrack_common::proto;
 use reassembly::{Piece, Reassembler};
 use std::collections::HashMap;
@@ -42,34 +41,6 @@ use std::path::{Path, PathBuf};
 
 /// Payload waiting above a TCP hole before the hole is given up on (per direction).
 const MAX_PENDING: usize = 4 << 20;
-
-/// One payload record from the datapath.
-#[derive(Debug, Clone)]
-pub struct ContentChunk {
-    pub hdr: ContentHeader,
-    pub data: Vec<u8>,
-}
-
-impl ContentChunk {
-    pub fn is_orig(&self) -> bool {
-        self.hdr.flags & CONTENT_FROM_ORIG != 0
-    }
-}
-
-/// The transport payload of a parsed frame (what the datapath extracts): from the end of the
-/// transport header to the end of the IP packet per its header, cut at the capture.
-pub fn payload_of<'a>(frame: &'a [u8], meta: &PacketMeta) -> Option<&'a [u8]> {
-    let mut off = 12;
-    let mut ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
-    while matches!(ethertype, 0x8100 | 0x88a8 | 0x9100) {
-        off += 4;
-        ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
-    }
-    let l3 = off + 2;
-    let start = l3 + meta.ip_len.checked_sub(meta.payload_len)? as usize;
-    let end = (start + meta.payload_len as usize).min(frame.len());
-    frame.get(start..end)
-}
 
 fn uri(a: IpAddr) -> String {
     match a {

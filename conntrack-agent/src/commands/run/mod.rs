@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::core::agent::Agent;
 use crate::core::clock::{Clock, WallClock};
 use crate::core::thresholds::DurationMode;
-use crate::datapath::HostConfig;
+use crate::datapath::host::HostConfig;
 use crate::datapath::kernel::{Kernel, KernelOptions};
 use crate::export::metrics::Metrics;
 use crate::logs::conn_log::ConnLogWriter;

@@ -6,7 +6,7 @@
 //! `LIKELY_SERVER_PORTS`, `EVENTS`, `STATS`, `CONFIG`, `CONTENTS`, `CONTENTS_CONNS`;
 //! `__sk_buff.cb[0]` flags and `__sk_buff.tstamp` in replay.
 
-use crate::capabilities::contents::ContentChunk;
+use crate::datapath::ContentChunk;
 use crate::datapath::{
     Datapath, DatapathError, ThresholdError, decode_control_result, tso_zero_length_fix,
 };

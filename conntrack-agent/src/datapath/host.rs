@@ -1,0 +1,212 @@
+//! The engine on the host: conntrack-common's flow engine over a `HashMap`, for `read --engine
+//! host` and the tests. Content extraction and thresholds behave as the kernel's do.
+
+use super::{
+    ContentChunk, Datapath, DatapathError, ThresholdError, payload_of, tso_zero_length_fix,
+};
+use conntrack_common::conn::Conn;
+use conntrack_common::contents::{self, ContentCounters, ContentHeader};
+use conntrack_common::engine::{self, EngineConfig, FlowTable};
+use conntrack_common::event::Event;
+use conntrack_common::key::FlowKey;
+use conntrack_common::packet::{PacketMeta, parse_ethernet};
+use conntrack_common::threshold::{self, ThresholdCommand};
+use std::collections::{HashMap, HashSet};
+
+/// likely_server_ports on the host.
+#[derive(Debug, Clone, Default)]
+pub struct HostConfig {
+    ports: HashSet<(u16, u8)>,
+}
+
+impl HostConfig {
+    pub fn new(ports: &[(u16, u8)]) -> Self {
+        Self {
+            ports: ports.iter().copied().collect(),
+        }
+    }
+}
+
+impl EngineConfig for HostConfig {
+    fn likely_server_port(&self, port: u16, proto: u8) -> bool {
+        self.ports.contains(&(port, proto))
+    }
+}
+
+struct Table<'a>(&'a mut HashMap<FlowKey, Conn>);
+
+impl FlowTable for Table<'_> {
+    fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
+        self.0.get_mut(key)
+    }
+    fn insert(&mut self, key: &FlowKey, conn: &Conn) -> bool {
+        self.0.entry(*key).or_insert(*conn);
+        true
+    }
+}
+
+/// The engine on the host: a HashMap of connections.
+pub struct HostDatapath {
+    table: HashMap<FlowKey, Conn>,
+    cfg: HostConfig,
+    /// Content extraction, as the kernel's contents stage does it.
+    contents: HostContents,
+}
+
+/// The host's side of content extraction: records, counters and caps.
+#[derive(Default)]
+struct HostContents {
+    chunks: Vec<ContentChunk>,
+    counters: HashMap<FlowKey, ContentCounters>,
+    per_conn: u64,
+    rate: u64,
+    window: [u64; 2],
+}
+
+impl HostDatapath {
+    pub fn new(cfg: HostConfig) -> Self {
+        Self {
+            table: HashMap::new(),
+            cfg,
+            contents: HostContents::default(),
+        }
+    }
+
+    /// After the engine ran on `meta`: the packet's payload as content records if its
+    /// connection extracts that direction (caps and counters as in the kernel).
+    fn extract(&mut self, frame: &[u8], meta: &PacketMeta, ts_ns: u64, checksum_ok: bool) {
+        let key = FlowKey::from_meta(meta);
+        let Some(conn) = self.table.get(&key) else {
+            return;
+        };
+        if conn.thr_armed & contents::EXTRACT_BITS == 0 {
+            return;
+        }
+        let is_orig = engine::is_orig(conn, meta);
+        if !contents::wanted(conn, meta, checksum_ok, is_orig) {
+            return;
+        }
+        let hc = &mut self.contents;
+        let counters = hc.counters.entry(key).or_default();
+        let d = contents::dir_index(is_orig);
+        let total = meta.payload_len;
+        let payload = payload_of(frame, meta).unwrap_or(&[]);
+        let n = contents::admit(counters.delivered[d], hc.per_conn, total);
+        let n = contents::rate_admit(&mut hc.window, ts_ns, hc.rate, n);
+        let n = n.min(payload.len() as u32);
+        let mut off = 0u32;
+        while off < n {
+            let len = (n - off).min(contents::CHUNK_BYTES as u32);
+            hc.chunks.push(ContentChunk {
+                hdr: ContentHeader {
+                    key,
+                    ts_ns,
+                    seq: contents::record_seq(meta, off),
+                    len,
+                    flags: if is_orig {
+                        contents::CONTENT_FROM_ORIG
+                    } else {
+                        0
+                    },
+                    proto: meta.proto as u32,
+                },
+                data: payload[off as usize..(off + len) as usize].to_vec(),
+            });
+            off += len;
+        }
+        counters.delivered[d] += n as u64;
+        counters.not_delivered[d] += (total - n) as u64;
+    }
+}
+
+impl HostDatapath {
+    /// An already parsed packet through the engine (also used for the packets the kernel's
+    /// table had no room for).
+    pub fn process_meta(
+        &mut self,
+        meta: &PacketMeta,
+        ts_ns: u64,
+        checksum_ok: bool,
+        events: &mut Vec<Event>,
+    ) {
+        let mut table = Table(&mut self.table);
+        engine::process_packet(&mut table, meta, ts_ns, checksum_ok, &self.cfg, |e| {
+            events.push(e.to_event())
+        });
+    }
+}
+
+impl Datapath for HostDatapath {
+    fn process(
+        &mut self,
+        frame: &[u8],
+        ts_ns: u64,
+        checksum_ok: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<(), DatapathError> {
+        let mut meta = PacketMeta::default();
+        if let Some(patched) = tso_zero_length_fix(frame) {
+            // IPv4 total length 0 (segmentation offload), accepted by the caller (Zeek does
+            // with -C): the payload is what was captured, but CONNSIZE counts the header's
+            // TotalLen(), i.e. 0 bytes.
+            parse_ethernet(&patched, &mut meta).map_err(DatapathError::Parse)?;
+            meta.ip_len = 0;
+            meta.ip_bytes = 0;
+        } else {
+            parse_ethernet(frame, &mut meta).map_err(DatapathError::Parse)?;
+        }
+        if meta.is_fragment() {
+            return Err(DatapathError::Fragment);
+        }
+        self.process_meta(&meta, ts_ns, checksum_ok, events);
+        if !self.table.is_empty() && meta.payload_len != 0 {
+            let patched = tso_zero_length_fix(frame);
+            let mut m = meta;
+            if patched.is_some() {
+                // payload_of needs the header's length; the engine was given 0.
+                parse_ethernet(patched.as_deref().unwrap_or(frame), &mut m)
+                    .map_err(DatapathError::Parse)?;
+            }
+            self.extract(patched.as_deref().unwrap_or(frame), &m, ts_ns, checksum_ok);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        self.table.get(key).copied()
+    }
+
+    fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+        self.table.remove(key)
+    }
+
+    fn keys(&self) -> Vec<FlowKey> {
+        self.table.keys().copied().collect()
+    }
+
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        let conn = self
+            .table
+            .get_mut(&cmd.key)
+            .ok_or(ThresholdError::NotFound)?;
+        Ok(threshold::apply_command(conn, cmd))
+    }
+
+    fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
+        out.append(&mut self.contents.chunks);
+    }
+
+    fn content_counters(&self, key: &FlowKey) -> Option<ContentCounters> {
+        self.contents.counters.get(key).copied()
+    }
+
+    fn forget_contents(&mut self, key: &FlowKey) {
+        self.contents.counters.remove(key);
+    }
+
+    fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
+        self.contents.per_conn = per_conn;
+        self.contents.rate = rate;
+        Ok(())
+    }
+}
