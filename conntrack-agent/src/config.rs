@@ -130,37 +130,6 @@ impl Config {
         })
     }
 
-    /// Refuses `--log-dir -` (conn.log on stdout) when another log or file needs a directory,
-    /// and rotation without a file to rotate.
-    pub fn check_log_dir(&self, common: &crate::cli::CommonArgs) -> anyhow::Result<()> {
-        if common.log_dir.as_os_str() != "-" {
-            return Ok(());
-        }
-        let rotates = !common.rotation().is_off();
-        let needs = [
-            (rotates, "--rotate-interval/--rotate-size"),
-            (self.conn_long.enabled, "[conn_long] (conn_long.log)"),
-            (
-                self.removal_log.enabled && self.removal_log.path.is_none(),
-                "[removal_log] without a path",
-            ),
-            (!self.alerts.rules.is_empty(), "[alerts] rules (alerts.log)"),
-            (
-                (self.contents.enabled() || common.extract_all)
-                    && common.extract_dir.is_none()
-                    && self.contents.extract_dir.is_none(),
-                "content extraction without an extract_dir",
-            ),
-        ];
-        if let Some((_, what)) = needs.iter().find(|(on, _)| *on) {
-            anyhow::bail!(
-                "--log-dir - writes conn.log to stdout and leaves no directory for {what}: \
-                 use --stdout --log-dir DIR instead"
-            );
-        }
-        Ok(())
-    }
-
     /// Reads `path`; without a path, the defaults (what the command line alone means).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let Some(path) = path else {
@@ -406,42 +375,5 @@ match = { proto = "tcp", resp_ports = [21] }
         let bad = "[[contents.rules]]\ndirection = \"up\"\n";
         let e = Config::parse(bad, "c.toml", &|_| None).unwrap_err();
         assert_eq!(e.line, 2, "{e}");
-    }
-
-    #[test]
-    fn log_dir_dash_leaves_no_directory_for_other_logs() {
-        use clap::Parser;
-        let common = |args: &[&str]| {
-            let mut v = vec!["conntrack-agent", "read", "t.pcap"];
-            v.extend_from_slice(args);
-            match crate::cli::Cli::try_parse_from(v).unwrap().command {
-                crate::cli::Command::Read(r) => r.common,
-                _ => unreachable!(),
-            }
-        };
-        let dash = common(&["--log-dir", "-"]);
-        assert!(dash.to_stdout());
-        parse("").unwrap().check_log_dir(&dash).unwrap();
-        let e = parse("[conn_long]\n")
-            .unwrap()
-            .check_log_dir(&dash)
-            .unwrap_err();
-        assert!(e.to_string().contains("[conn_long]"), "{e}");
-        assert!(e.to_string().contains("--stdout --log-dir DIR"), "{e}");
-        let e =
-            parse("")
-                .unwrap()
-                .check_log_dir(&common(&["--log-dir", "-", "--rotate-size", "1M"]));
-        assert!(e.unwrap_err().to_string().contains("--rotate-size"));
-        // With a path of its own, removal.log needs no log directory.
-        let c = parse("[removal_log]\npath = \"/tmp/r.log\"\n").unwrap();
-        c.check_log_dir(&dash).unwrap();
-        // --stdout keeps the directory for the other logs.
-        let stdout = common(&["--stdout"]);
-        assert!(stdout.to_stdout());
-        parse("[conn_long]\n")
-            .unwrap()
-            .check_log_dir(&stdout)
-            .unwrap();
     }
 }

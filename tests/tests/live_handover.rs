@@ -1,4 +1,4 @@
-//! Restart without loss (issue 8 point 5) and least privilege (point 8), live in network
+//! Restart without loss and least privilege, live in network
 //! namespaces.
 //!
 //! The agent pins its maps and links in a BPF filesystem mounted for the test (a private

@@ -1,4 +1,4 @@
-//! Live lifecycle tests (issue 6): the agent runs in a network namespace created by the test,
+//! Live lifecycle tests: the agent runs in a network namespace created by the test,
 //! with a config file, while the test makes connections it knows the fate of. removal.log (a
 //! removal hook on every connection) must say each was removed once and why; conn_long.log
 //! must hold an interim record of a connection kept open past its configured interval.

@@ -1,4 +1,4 @@
-//! The status line of `run` (issue 8, point 1): on a terminal the agent redraws one line with
+//! The status line of `run`: on a terminal the agent redraws one line with
 //! connections, packet and event rates, drops and records written; shutdown messages clear it
 //! first; without a terminal nothing of it appears. The terminal is a pseudo-terminal from
 //! util-linux `script`; the agent watches a veth in a namespace pair (10.89.0.0/24) while the test pings

@@ -7,7 +7,7 @@
 //! - `run [--debug] [-- AGENT ARGS]`: build, then `conntrack-agent run` on the default route's
 //!   interface with `--log-dir ./logs` unless given;
 //! - `test`: setup, build, workspace tests, clippy, fmt, and the conformance run when available;
-//! - `bench [--quick]`: benchmarks against baselines measured in the same run (issue 3);
+//! - `bench [--quick]`: benchmarks against baselines measured in the same run;
 //! - `fuzz [--minutes N]`: the engine's property tests with fresh seeds and the differential
 //!   kernel-vs-host fuzz, within a time budget (default 1 minute);
 //! - `container [--check]`: the container image from `deploy/Containerfile`, and a check that it

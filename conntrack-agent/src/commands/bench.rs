@@ -1,5 +1,5 @@
 //! `conntrack-agent bench-kernel` (hidden): the per-packet cost of the loaded program measured
-//! with BPF_PROG_TEST_RUN and `repeat`, for `cargo xtask bench` (issue 3). Prints one JSON
+//! with BPF_PROG_TEST_RUN and `repeat`, for `cargo xtask bench`. Prints one JSON
 //! object on stdout; the bench computes medians and ratios.
 //!
 //! Cases, each against the `empty` program in the same object on the same frame size:

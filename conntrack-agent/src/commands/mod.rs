@@ -5,3 +5,4 @@ pub mod bench;
 pub mod fuzz;
 pub mod read;
 pub mod run;
+pub mod setup;

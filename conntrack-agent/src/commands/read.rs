@@ -1,23 +1,17 @@
 //! `read`: offline replay of a trace (Zeek's `-r`).
 
-use crate::capabilities::alerts::Alerts;
-use crate::capabilities::alerts::capability::{AlertRules, SharedAlerts};
 use crate::capture::checksum::{ChecksumPolicy, ip_view, ipv4_header_ok, transport_ok};
 use crate::capture::defrag::{Defragmenter, FragResult};
 use crate::capture::pcap::{LinkSkip, PcapReader, frame_l3, synth_ethernet};
-use crate::cli::{Engine, ReadArgs, parse_port_list};
-use crate::config::Config;
-use crate::core::agent::Agent;
+use crate::cli::{Engine, ReadArgs};
+use crate::commands::setup::{self, Mode, Settings, Started};
 use crate::core::clock::{Clock, PacketClock};
 use crate::core::events::Capability;
-use crate::core::thresholds::DurationMode;
 use crate::datapath::Datapath;
 use crate::datapath::host::{HostConfig, HostDatapath};
-use crate::logs::conn_log::ConnLogWriter;
 use crate::util::site::NetSet;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Packet accounting for the summary.
@@ -32,14 +26,6 @@ pub struct ReadStats {
 impl ReadStats {
     pub fn skip(&mut self, why: &str) {
         *self.skipped.entry(why.to_string()).or_default() += 1;
-    }
-}
-
-pub fn local_nets_from(args: &[String]) -> anyhow::Result<NetSet> {
-    if args.is_empty() {
-        Ok(NetSet::private_address_space())
-    } else {
-        NetSet::parse_list(args.iter().map(String::as_str))
     }
 }
 
@@ -96,69 +82,36 @@ fn first_line(e: &anyhow::Error) -> String {
 }
 
 pub fn read(args: ReadArgs) -> anyhow::Result<()> {
-    let config = Config::load(args.common.config.as_deref())?;
-    let ipfix = crate::export::ipfix::Exporter::start(&args.common.ipfix.or_file(&config.ipfix))?;
-    let caps = ipfix.iter().map(|x| x.capability()).collect();
-    read_with(args, caps)?;
-    if let Some(x) = ipfix {
-        eprintln!("{}", x.finish());
-    }
-    Ok(())
+    read_with(args, Vec::new())
 }
 
-/// `read` with capability modules registered before the first packet.
+/// `read` with capability modules registered before the first packet (the tests' observers).
 pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyhow::Result<()> {
-    let config = Config::load(args.common.config.as_deref())?;
-    let ports = parse_port_list(&args.common.likely_server_ports)?;
-    let local_nets = local_nets_from(&args.common.local_nets)?;
+    let settings = Settings::load(&args.common)?;
     let policy = ChecksumPolicy {
         ignore_all: args.ignore_checksums,
         ignore_nets: NetSet::parse_list(args.ignore_checksums_net.iter().map(String::as_str))?,
     };
     let mut reader = PcapReader::open(&args.trace)?;
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
-    config.check_log_dir(&args.common)?;
-    let writer = ConnLogWriter::create_with(
-        &args.common.log_dir,
-        "conn",
-        args.common.log_format,
-        args.common.community_id,
-        args.common.conn_log_options(),
-    )?;
-    let dp = make_datapath(args.engine, &ports, args.common.table_size)?;
-    // Started before the replay so that deliveries left by an earlier run go out meanwhile.
-    let alerts = Alerts::start(
-        &config.alerts,
-        &args.common.log_dir,
-        args.common.community_id,
-    )?;
-    let alert_rules = alerts.has_rules();
-    let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
-    let mut agent = Agent::new(
-        dp,
-        HostConfig::new(&ports),
-        config.inactivity.timeouts(),
-        local_nets.clone(),
-        writer,
-    );
-    if args.duration_timers {
-        agent.set_duration_mode(DurationMode::NextPacketOrTimer);
-    }
-    register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
-    if alert_rules {
-        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, false)));
-    }
-    crate::capabilities::contents::register(&mut agent, &args.common, &config.contents)?;
-    for cap in capabilities {
-        agent.register(cap);
-    }
+    let dp = make_datapath(args.engine, &settings.ports, args.common.table_size)?;
+    let mode = Mode::Replay {
+        duration_timers: args.duration_timers,
+    };
+    let started = setup::start(&settings, &args.common, dp, mode, capabilities)?;
+    let Started {
+        mut agent,
+        alerts,
+        ipfix,
+        ..
+    } = started;
     let mut clock = PacketClock::default();
     let mut defrag = Defragmenter::default();
     let mut st = ReadStats::default();
     let progress = args
         .progress
         .unwrap_or_else(|| std::io::stderr().is_terminal());
-    let started = Instant::now();
+    let replay_started = Instant::now();
     let mut last_progress = Instant::now();
     let mut frame = Vec::with_capacity(2048);
 
@@ -177,7 +130,7 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
                 st.packets,
                 agent.open_conns(),
                 agent.stats.conns_logged,
-                started.elapsed().as_secs_f64()
+                replay_started.elapsed().as_secs_f64()
             );
         }
         // Network time advances with every packet, IP or not; timers fire first.
@@ -312,6 +265,9 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
     if let Some(line) = alerts.and_then(|a| a.finish_blocking().summary()) {
         eprintln!("{line}");
     }
+    if let Some(x) = ipfix {
+        eprintln!("{}", x.finish());
+    }
     if !st.skipped.is_empty() {
         let parts: Vec<String> = st
             .skipped
@@ -330,43 +286,6 @@ pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyh
         );
     }
     Ok(())
-}
-
-/// What `run` may change after [`register_lifecycle`] (SIGHUP).
-#[derive(Default)]
-pub struct Lifecycle {
-    pub conn_long: Option<crate::capabilities::conn_long::IntervalsHandle>,
-}
-
-/// The lifecycle capabilities the config file turns on (`[conn_long]`, `[removal_log]`);
-/// shared by `read` and `run`.
-pub fn register_lifecycle(
-    agent: &mut Agent,
-    config: &Config,
-    common: &crate::cli::CommonArgs,
-    local_nets: &NetSet,
-) -> anyhow::Result<Lifecycle> {
-    let mut handles = Lifecycle::default();
-    if config.conn_long.enabled {
-        let cap = crate::capabilities::conn_long::ConnLong::create(
-            &config.conn_long,
-            &common.log_dir,
-            common.log_format,
-            common.community_id,
-            local_nets.clone(),
-            common.rotation(),
-        )?;
-        handles.conn_long = Some(cap.intervals_handle());
-        agent.add_log(cap.log());
-        agent.register(Box::new(cap));
-    }
-    if let Some(path) = config.removal_log.path(&common.log_dir) {
-        let cap =
-            crate::capabilities::removal_log::RemovalLog::create_rotated(&path, common.rotation())?;
-        agent.add_log(cap.log());
-        agent.register(Box::new(cap));
-    }
-    Ok(handles)
 }
 
 /// True for a first fragment (IPv4 offset 0; IPv6 fragment header with offset 0).
@@ -392,8 +311,7 @@ mod tests {
     use crate::capture::checksum::tests::{fix_ipv4_header, fix_udp4};
     use crate::capture::pcap::LINKTYPE_ETHERNET;
     use crate::capture::pcap::tests::write_pcap;
-    use crate::cli::CommonArgs;
-    use crate::logs::conn_log::LogFormat;
+    use crate::tests::fixtures::replay_args;
 
     fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         let total = (20 + 8 + payload.len()) as u16;
@@ -430,28 +348,8 @@ mod tests {
     }
 
     fn args(trace: &std::path::Path, dir: &std::path::Path) -> ReadArgs {
-        ReadArgs {
-            trace: trace.to_path_buf(),
-            common: CommonArgs {
-                keep_previous_logs: false,
-                log_dir: dir.to_path_buf(),
-                log_format: LogFormat::Tsv,
-                local_nets: vec![],
-                likely_server_ports: "53/udp".into(),
-                table_size: 1024,
-                community_id: false,
-                config: None,
-                extract_all: false,
-                extract_dir: None,
-                ipfix: Default::default(),
-                logs: Default::default(),
-            },
-            ignore_checksums: true,
-            ignore_checksums_net: vec![],
-            engine: Some(Engine::Host),
-            progress: Some(false),
-            duration_timers: false,
-        }
+        let args = ["--likely-server-ports", "53/udp", "--ignore-checksums"];
+        replay_args(trace, Engine::Host, dir, &args)
     }
 
     fn records(dir: &std::path::Path) -> Vec<Vec<String>> {

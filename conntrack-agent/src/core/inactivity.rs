@@ -145,7 +145,7 @@ impl ConnHandle<'_> {
     /// packet (`Duration::ZERO`: never by inactivity). Takes effect after the current event;
     /// TCP's own changes (leaving the handshake, the port table at establishment) still apply
     /// when they happen later, as in Zeek, so set it at `Established` or after.
-    // API for capabilities (issue 6); only tests call it so far.
+    // API for capabilities; today only the Zeek test reproductions call it.
     #[allow(dead_code)]
     pub fn set_inactivity_timeout(&mut self, timeout: Duration) {
         self.lifecycle.inactivity.0.push((self.info.key, timeout));

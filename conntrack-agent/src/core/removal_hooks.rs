@@ -101,7 +101,7 @@ impl ConnHandle<'_> {
     }
 
     /// `Conn::unregister_removal_hook`: true if `hook` was registered for this connection.
-    // API for capabilities (issue 6); only tests call it so far.
+    // API for capabilities; today only the Zeek test reproductions call it.
     #[allow(dead_code)]
     pub fn unregister_removal_hook(&mut self, hook: &RemovalHook) -> bool {
         let by_conn = &mut self.lifecycle.hooks.by_conn;

@@ -1,5 +1,5 @@
 //! `--ipfix HOST:PORT`: IPFIX export (RFC 7011) of connection records to an existing collector
-//! (nfdump's nfcapd, pmacct, Elastiflow, ...) (issue 8, point 6).
+//! (nfdump's nfcapd, pmacct, Elastiflow, ...).
 //!
 //! Each removed connection becomes two uniflow Data Records, originator to responder and back
 //! (the reverse one only if the responder sent anything): every collector understands

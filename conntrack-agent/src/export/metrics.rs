@@ -1,4 +1,4 @@
-//! `--metrics-addr`: Prometheus metrics over HTTP (issue 8, point 4).
+//! `--metrics-addr`: Prometheus metrics over HTTP.
 //!
 //! Three sources feed one registry: a capability on the event core counts connections created
 //! and removed (by reason); `run`'s poll loop copies the kernel's per-CPU `STATS` totals and the

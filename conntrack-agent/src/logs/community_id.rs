@@ -333,30 +333,8 @@ mod tests {
     /// scripts.policy.protocols.conn.community-id-logging (http/get.pcap).
     #[test]
     fn record_value() {
-        let rec = ConnRecord {
-            ts_ns: 0,
-            uid: String::new(),
-            orig_h: "141.142.228.5".parse().unwrap(),
-            orig_p: 59856,
-            resp_h: "192.150.187.43".parse().unwrap(),
-            resp_p: 80,
-            proto: "tcp",
-            service: vec![],
-            duration_ns: 0,
-            orig_bytes: 0,
-            resp_bytes: 0,
-            conn_state: String::new(),
-            local_orig: None,
-            local_resp: None,
-            missed_bytes: 0,
-            history: String::new(),
-            orig_pkts: 0,
-            orig_ip_bytes: 0,
-            resp_pkts: 0,
-            resp_ip_bytes: 0,
-            tunnel_parents: vec![],
-            ip_proto: 6,
-        };
+        // The hash covers only the 5-tuple.
+        let rec = crate::tests::fixtures::http_get_record();
         assert_eq!(
             for_record(&rec).as_deref(),
             Some("1:yvyB8h+3dnggTZW0UEITWCst97w=")

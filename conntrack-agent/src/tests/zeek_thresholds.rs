@@ -7,11 +7,11 @@
 //! The trace is read from ../shared/conformance (or `CONNTRACK_CONFORMANCE`) and never copied
 //! here; the tests skip when it is absent.
 
-use crate::cli::{CommonArgs, Engine, ReadArgs};
+use crate::cli::Engine;
 use crate::commands::read::read_with;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
 use crate::core::thresholds::{Crossing, ThresholdKind};
-use crate::logs::conn_log::LogFormat;
+use crate::tests::fixtures::replay_args;
 use crate::util::site::addr_from_bytes;
 use conntrack_common::conn::Conn;
 use conntrack_common::proto;
@@ -55,28 +55,7 @@ pub(crate) fn run(
 ) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let out = Rc::new(RefCell::new(Vec::new()));
-    let args = ReadArgs {
-        trace: trace.to_path_buf(),
-        common: CommonArgs {
-            keep_previous_logs: false,
-            log_dir: dir.path().to_path_buf(),
-            log_format: LogFormat::Tsv,
-            local_nets: vec![],
-            likely_server_ports: crate::cli::DEFAULT_LIKELY_SERVER_PORTS.into(),
-            table_size: 1024,
-            community_id: false,
-            config: None,
-            extract_all: false,
-            extract_dir: None,
-            ipfix: Default::default(),
-            logs: Default::default(),
-        },
-        ignore_checksums: false,
-        ignore_checksums_net: vec![],
-        engine: Some(engine),
-        progress: Some(false),
-        duration_timers: false,
-    };
+    let args = replay_args(trace, engine, dir.path(), &[]);
     read_with(args, vec![make(out.clone())]).unwrap_or_else(|e| panic!("{engine:?}: {e:#}"));
     out.take()
 }

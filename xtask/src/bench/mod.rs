@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]` (issue 3): the tracker's cost against the limit and against the
+//! `cargo xtask bench [--quick]`: the tracker's cost against the limit and against the
 //! tools users would pick instead, every figure a ratio to a baseline measured in the same run.
 //!
 //! 1. per-packet cost in the kernel (BPF_PROG_TEST_RUN, `repeat`) vs an empty TC program;

@@ -65,7 +65,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     let agent = b.agent.to_string_lossy().into_owned();
     let host_dir = logs.join("host").to_string_lossy().into_owned();
     let kernel_dir = logs.join("kernel").to_string_lossy().into_owned();
-    // Removal hooks cost only the connections that have one (issue 6): the same replay with a
+    // Removal hooks cost only the connections that have one: the same replay with a
     // capability that sees every event but registers no hook, then with a hook on every
     // connection (removal.log, written to /dev/null).
     let (no_hook_cfg, hook_cfg) = hook_configs(&logs)?;

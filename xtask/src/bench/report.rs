@@ -223,7 +223,7 @@ impl Report {
         writeln!(s, "# Benchmarks\n")?;
         writeln!(
             s,
-            "Written by `cargo xtask bench` (issue 3); the latest run replaces this file. Every \
+            "Written by `cargo xtask bench`; the latest run replaces this file. Every \
              figure is measured in the same run as the baseline it is compared with.\n"
         )?;
         writeln!(s, "## How to reproduce\n")?;

@@ -108,28 +108,9 @@ mod tests {
 
     pub fn record() -> ConnRecord {
         ConnRecord {
-            ts_ns: 1_362_692_526_939_084_000,
-            uid: "CHhAvVGS1DHFjwGM9".into(),
-            orig_h: "141.142.228.5".parse().unwrap(),
-            orig_p: 59856,
-            resp_h: "192.150.187.43".parse().unwrap(),
-            resp_p: 80,
-            proto: "tcp",
-            service: vec![],
-            duration_ns: 141_744_000,
-            orig_bytes: 136,
-            resp_bytes: 5007,
             conn_state: "S1".into(),
-            local_orig: Some(false),
-            local_resp: Some(false),
-            missed_bytes: 0,
             history: "ShADad".into(),
-            orig_pkts: 6,
-            orig_ip_bytes: 448,
-            resp_pkts: 7,
-            resp_ip_bytes: 5379,
-            tunnel_parents: vec![],
-            ip_proto: 6,
+            ..crate::tests::fixtures::http_get_record()
         }
     }
 

@@ -1,5 +1,5 @@
 //! Alert and delivery counters, shared by the alert entry point and the delivery workers; plain
-//! atomics so that a metrics endpoint (issue 8) can read them without locks.
+//! atomics so that the metrics endpoint can read them without locks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

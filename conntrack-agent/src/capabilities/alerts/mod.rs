@@ -170,9 +170,7 @@ impl Alerts {
         Ok(alert)
     }
 
-    /// The counters (shared: they stay readable after `finish`). For the metrics endpoint
-    /// (issue 8); today the tests read them.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// The counters (shared: they stay readable after `finish`), for the metrics endpoint.
     pub fn metrics(&self) -> Arc<AlertMetrics> {
         self.metrics.clone()
     }

@@ -318,28 +318,12 @@ mod tests {
     #[test]
     fn metric_directions_and_values() {
         let r = ConnRecord {
-            ts_ns: 0,
-            uid: "C1".into(),
-            orig_h: "10.0.0.1".parse().unwrap(),
-            orig_p: 1,
-            resp_h: "10.0.0.2".parse().unwrap(),
-            resp_p: 2,
-            proto: "tcp",
-            service: vec![],
             duration_ns: 1_500_000_000,
-            orig_bytes: 10,
-            resp_bytes: 20,
-            conn_state: "S1".into(),
-            local_orig: None,
-            local_resp: None,
-            missed_bytes: 0,
-            history: "ShAd".into(),
             orig_pkts: 3,
             orig_ip_bytes: 130,
             resp_pkts: 2,
             resp_ip_bytes: 100,
-            tunnel_parents: vec![],
-            ip_proto: 6,
+            ..crate::tests::fixtures::http_get_record()
         };
         assert_eq!(Metric::OrigBytes.value(&r), 130);
         assert_eq!(Metric::TotalBytes.value(&r), 230);

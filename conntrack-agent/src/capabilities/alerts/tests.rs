@@ -172,22 +172,18 @@ fn record(uid: &str) -> ConnRecord {
         orig_p: 40000,
         resp_h: "192.0.2.80".parse().unwrap(),
         resp_p: 443,
-        proto: "tcp",
-        service: vec![],
         duration_ns: 2_000_000_000,
         orig_bytes: 900,
         resp_bytes: 100,
         conn_state: "S1".into(),
         local_orig: Some(true),
         local_resp: Some(true),
-        missed_bytes: 0,
         history: "ShADad".into(),
         orig_pkts: 10,
         orig_ip_bytes: 1400,
         resp_pkts: 8,
         resp_ip_bytes: 520,
-        tunnel_parents: vec![],
-        ip_proto: 6,
+        ..crate::tests::fixtures::http_get_record()
     }
 }
 

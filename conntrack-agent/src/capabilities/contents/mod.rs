@@ -1,4 +1,4 @@
-//! Content extraction (issue 7): the payload of chosen connections, reassembled, to files named
+//! Content extraction: the payload of chosen connections, reassembled, to files named
 //! as Zeek's `contents.zeek` names them.
 //!
 //! Selection: `--extract-all` (Zeek's `Conn::default_extract`) or `[contents]` rules pick the
@@ -311,31 +311,21 @@ impl Capability for Extractor {
     }
 }
 
-/// Sets the datapath's caps and registers the extractor when `--extract-all` or a rule asks
-/// for extraction (the command line adds to the `[contents]` section); returns its settings.
+/// Sets the datapath's caps and registers the extractor, writing to `dir`; returns the handle
+/// through which SIGHUP changes the rules.
 pub fn register(
     agent: &mut crate::core::agent::Agent,
-    common: &crate::cli::CommonArgs,
     settings: &ContentsSettings,
-) -> anyhow::Result<Option<SettingsHandle>> {
-    let mut settings = settings.clone();
-    settings.extract_all |= common.extract_all;
-    if !settings.enabled() {
-        return Ok(None);
-    }
-    let dir = common
-        .extract_dir
-        .clone()
-        .or_else(|| settings.extract_dir.clone())
-        .unwrap_or_else(|| common.log_dir.join("extract"));
+    dir: &Path,
+) -> anyhow::Result<SettingsHandle> {
     agent
         .dp
         .set_content_caps(settings.max_bytes_per_conn, settings.max_rate)
         .map_err(|e| anyhow::anyhow!("setting the content extraction caps: {e}"))?;
-    let extractor = Extractor::new(settings, &dir);
+    let extractor = Extractor::new(settings.clone(), dir);
     let handle = extractor.settings.clone();
     agent.register(Box::new(extractor));
-    Ok(Some(handle))
+    Ok(handle)
 }
 
 #[cfg(test)]

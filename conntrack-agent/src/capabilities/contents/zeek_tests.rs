@@ -4,9 +4,9 @@
 //! files are read from ../shared/conformance (or `CONNTRACK_CONFORMANCE`) and never copied here;
 //! the test skips when they are absent.
 
-use crate::cli::{CommonArgs, Engine, ReadArgs};
+use crate::cli::Engine;
 use crate::commands::read::read_with;
-use crate::logs::conn_log::LogFormat;
+use crate::tests::fixtures::replay_args;
 use std::path::PathBuf;
 
 const ORIG: &str =
@@ -50,28 +50,9 @@ pub fn replay(
 ) -> PathBuf {
     let cfg = dir.path().join("conntrack.toml");
     std::fs::write(&cfg, config).unwrap();
-    let args = ReadArgs {
-        trace: trace.to_path_buf(),
-        common: CommonArgs {
-            keep_previous_logs: false,
-            log_dir: dir.path().join("logs"),
-            log_format: LogFormat::Tsv,
-            local_nets: vec![],
-            likely_server_ports: crate::cli::DEFAULT_LIKELY_SERVER_PORTS.into(),
-            table_size: 1024,
-            community_id: false,
-            config: Some(cfg),
-            extract_all: false,
-            extract_dir: None,
-            ipfix: Default::default(),
-            logs: Default::default(),
-        },
-        ignore_checksums: false,
-        ignore_checksums_net: vec![],
-        engine: Some(engine),
-        progress: Some(false),
-        duration_timers: false,
-    };
+    let logs = dir.path().join("logs");
+    let cfg = cfg.display().to_string();
+    let args = replay_args(trace, engine, &logs, &["--config", &cfg]);
     read_with(args, Vec::new()).unwrap_or_else(|e| panic!("{engine:?}: {e:#}"));
     dir.path().join("logs/extract")
 }

@@ -1,4 +1,4 @@
-//! Restart without loss (`run --pin-dir DIR`, issue 8 point 5).
+//! Restart without loss (`run --pin-dir DIR`).
 //!
 //! The flow table, the event ring buffer and the counters are pinned in
 //! `DIR/<schema>/`, with the TCX links and the running programs' tail-call table. On SIGTERM the

@@ -4,18 +4,12 @@
 //! SIGINT/SIGTERM, drains: every open connection is logged, `#close` written, the programs
 //! detached.
 
-use crate::capabilities::alerts::Alerts;
-use crate::capabilities::alerts::capability::{AlertRules, SharedAlerts};
-use crate::cli::{RunArgs, parse_port_list};
-use crate::commands::read::local_nets_from;
-use crate::config::Config;
+use crate::cli::RunArgs;
+use crate::commands::setup::{self, Mode, Settings, Started};
 use crate::core::agent::Agent;
 use crate::core::clock::{Clock, WallClock};
-use crate::core::thresholds::DurationMode;
-use crate::datapath::host::HostConfig;
 use crate::datapath::kernel::{Kernel, KernelOptions};
 use crate::export::metrics::Metrics;
-use crate::logs::conn_log::ConnLogWriter;
 use anyhow::{Context, Result};
 use conntrack_common::event::{Event, EventKind};
 use conntrack_common::key::FlowKey;
@@ -23,7 +17,6 @@ use conntrack_common::packet::PacketMeta;
 use conntrack_common::stats::Stat;
 use handover::{HandoverState, PinDir, SavedConn, Shutdown};
 use status::{DROP_STATS, Sample, StatusLine};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -39,15 +32,12 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     // SIGHUP re-reads --config (reload.rs). Caught from the start: its default action would
     // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let config = Config::load(args.common.config.as_deref())?;
-    config.check_log_dir(&args.common)?;
-    let ports = parse_port_list(&args.common.likely_server_ports)?;
-    let local_nets = local_nets_from(&args.common.local_nets)?;
+    let settings = Settings::load(&args.common)?;
     let opts = KernelOptions {
         max_flows: args.common.table_size,
-        likely_server_ports: &ports,
+        likely_server_ports: &settings.ports,
         replay: false,
-        contents: args.common.extract_all || config.contents.enabled(),
+        contents: settings.contents.enabled(),
     };
     let (mut kernel, pins) = match &args.pin_dir {
         Some(root) => {
@@ -69,52 +59,27 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     };
     let takeover = pins.as_ref().and_then(|p| p.takeover);
     let flows = kernel.take_flows().context("FLOWS map already taken")?;
-    let alerts = Alerts::start(
-        &config.alerts,
-        &args.common.log_dir,
-        args.common.community_id,
-    )?;
-    let alert_rules = alerts.has_rules();
-    let alert_metrics = alerts.metrics();
-    let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
-    let writer = ConnLogWriter::create_with(
-        &args.common.log_dir,
-        "conn",
-        args.common.log_format,
-        args.common.community_id,
-        args.common.conn_log_options(),
-    )?;
-    let mut agent = Agent::new(
-        Box::new(flows),
-        HostConfig::new(&ports),
-        config.inactivity.timeouts(),
-        local_nets.clone(),
-        writer,
-    );
-    let lifecycle =
-        crate::commands::read::register_lifecycle(&mut agent, &config, &args.common, &local_nets)?;
-    if alert_rules {
-        agent.register(Box::new(AlertRules::new(alerts.clone(), local_nets, true)));
-    }
-    let contents =
-        crate::capabilities::contents::register(&mut agent, &args.common, &config.contents)?;
-    let metrics = match args.metrics_addr.or(config.metrics.addr) {
+    let mut extra = Vec::new();
+    let metrics = match args.metrics_addr.or(settings.config.metrics.addr) {
         Some(addr) => {
             let m = Metrics::new();
             m.set_table(0, u64::from(args.common.table_size));
             let bound = m.serve(addr).await?;
-            agent.register(m.capability());
+            extra.push(m.capability());
             eprintln!("conntrack-agent: metrics at http://{bound}/metrics");
             Some(m)
         }
         None => None,
     };
-    let ipfix = crate::export::ipfix::Exporter::start(&args.common.ipfix.or_file(&config.ipfix))?;
-    if let Some(x) = &ipfix {
-        agent.register(x.capability());
-    }
-    // Live, an idle connection must not delay its duration thresholds until its next packet.
-    agent.set_duration_mode(DurationMode::NextPacketOrTimer);
+    let started = setup::start(&settings, &args.common, Box::new(flows), Mode::Live, extra)?;
+    let Started {
+        mut agent,
+        alerts,
+        alert_metrics,
+        conn_long,
+        contents,
+        ipfix,
+    } = started;
     let mut events = Vec::new();
     if let Some(flows_id) = takeover {
         take_over(&mut kernel, &mut agent, &mut events, &args, flows_id)?;
@@ -129,9 +94,9 @@ pub async fn run(mut args: RunArgs) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut reloader = reload::Reloader::new(
         args.common.config.clone(),
-        config.clone(),
+        settings.config.clone(),
         alerts.clone(),
-        lifecycle.conn_long,
+        conn_long,
         contents,
     );
     let mut tick = tokio::time::interval(POLL_INTERVAL);

@@ -1,0 +1,72 @@
+//! What many tests start from: a command line parsed as the agent parses it, and one conn.log
+//! record (Zeek's `http/get.pcap` connection) that a test changes with struct-update syntax.
+
+use crate::cli::{Cli, Command, CommonArgs, Engine, ReadArgs};
+use crate::logs::record::ConnRecord;
+use clap::Parser;
+use std::path::Path;
+
+/// `conntrack-agent read TRACE ARGS...`, parsed.
+pub fn read_args(trace: &Path, args: &[&str]) -> ReadArgs {
+    let trace = trace.display().to_string();
+    let mut argv = vec!["conntrack-agent", "read", trace.as_str()];
+    argv.extend_from_slice(args);
+    match Cli::try_parse_from(argv)
+        .expect("a valid read command line")
+        .command
+    {
+        Command::Read(r) => r,
+        _ => unreachable!("parsed as read"),
+    }
+}
+
+/// The options both commands share, from a `read` command line.
+pub fn common_args(args: &[&str]) -> CommonArgs {
+    read_args(Path::new("t.pcap"), args).common
+}
+
+/// A replay of `trace` with `engine` into `log_dir`, quiet and with a small kernel table, plus
+/// `args`.
+pub fn replay_args(trace: &Path, engine: Engine, log_dir: &Path, args: &[&str]) -> ReadArgs {
+    let log_dir = log_dir.display().to_string();
+    let mut all = vec![
+        "--log-dir",
+        log_dir.as_str(),
+        "--progress",
+        "false",
+        "--table-size",
+        "1024",
+    ];
+    all.extend_from_slice(args);
+    let mut r = read_args(trace, &all);
+    r.engine = Some(engine);
+    r
+}
+
+/// Zeek's conn.log record of `http/get.pcap` (its baseline line).
+pub fn http_get_record() -> ConnRecord {
+    ConnRecord {
+        ts_ns: 1_362_692_526_939_084_000,
+        uid: "CHhAvVGS1DHFjwGM9".into(),
+        orig_h: "141.142.228.5".parse().unwrap(),
+        orig_p: 59856,
+        resp_h: "192.150.187.43".parse().unwrap(),
+        resp_p: 80,
+        proto: "tcp",
+        service: vec![],
+        duration_ns: 141_744_000,
+        orig_bytes: 136,
+        resp_bytes: 5007,
+        conn_state: "SF".into(),
+        local_orig: Some(false),
+        local_resp: Some(false),
+        missed_bytes: 0,
+        history: "^hADadFf".into(),
+        orig_pkts: 6,
+        orig_ip_bytes: 448,
+        resp_pkts: 7,
+        resp_ip_bytes: 5379,
+        tunnel_parents: vec![],
+        ip_proto: 6,
+    }
+}
