@@ -2,8 +2,8 @@
 //! flow engine; connection state lives in `FLOWS`, and what the agent must know (new
 //! connections, TCP state changes, reuse, packets that could not be applied) goes to `EVENTS`.
 //!
-//! Per packet, in three stages joined by tail calls (each is verified on its own, which keeps
-//! the verifier's path count in bounds; per-CPU `SCRATCH` carries the state):
+//! Per packet, a chain of programs joined by tail calls through `STAGES` (each is verified on its
+//! own, which keeps the verifier's path count in bounds; per-CPU `SCRATCH` carries the state):
 //! - `conntrack_ingress` / `conntrack_egress`: copy up to `MAX_HEADER_BYTES` of the frame,
 //!   take the time and flags, skip the VLAN tags;
 //! - `conntrack_parse`: `packet::parse_ip` (the IP layer) into a `PacketMeta`;
@@ -14,7 +14,7 @@
 //!   extraction, `engine::check_thresholds`, then the event, then unlock;
 //! - `conntrack_contents`: only for payload to extract, copies it to `CONTENTS` (contents.rs).
 //!
-//! Stages 4 and 5 are `engine::process_packet`'s steps (see flow.rs). Events go to the ring
+//! `conntrack_engine` and `conntrack_update` are `engine::process_packet`'s steps (see flow.rs). Events go to the ring
 //! buffer without waking the agent (it polls). `conntrack_control` (never attached) is how the
 //! agent sets a connection's thresholds.
 //!

@@ -1,4 +1,4 @@
-//! The maps shared with the agent. Names are the contract with `conntrack-agent/src/kernel.rs`.
+//! The maps shared with the agent. Names are the contract with `conntrack-agent/src/datapath/kernel/`.
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf};
