@@ -30,16 +30,16 @@ async fn main() -> std::process::ExitCode {
             )
         })
         .init();
-    let cli = match cli::parse(std::env::args_os().collect()) {
-        Ok(cli) => cli,
+    let (cli, config) = match cli::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
         Err(e) => {
             eprintln!("conntrack-agent: error: {e:#}");
             return std::process::ExitCode::FAILURE;
         }
     };
     let res = match cli.command {
-        cli::Command::Run(args) => commands::run::run(args).await,
-        cli::Command::Read(args) => commands::read::read(args),
+        cli::Command::Run(args) => commands::run::run(args, config).await,
+        cli::Command::Read(args) => commands::read::read(args, config),
         cli::Command::BenchKernel(args) => commands::bench::bench_kernel(args),
         cli::Command::FuzzKernel(args) => commands::fuzz::fuzz_kernel(args),
     };

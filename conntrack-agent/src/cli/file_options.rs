@@ -310,7 +310,7 @@ mod tests {
         let mut v: Vec<OsString> = args.iter().map(OsString::from).collect();
         v.push("--config".into());
         v.push(cfg.into());
-        parse(v)
+        parse(v).map(|(cli, _)| cli)
     }
 
     fn run_args(c: Cli) -> crate::cli::RunArgs {

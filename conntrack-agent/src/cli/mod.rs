@@ -1,6 +1,7 @@
 //! Command line: `run` (live capture through the eBPF datapath) and `read` (offline replay, like
 //! `zeek -r`).
 
+use crate::config::Config;
 use crate::logs::conn_log::LogFormat;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -264,9 +265,10 @@ pub struct ReadArgs {
 }
 
 /// The command line merged with the `[agent]`/`[run]`/`[read]` tables of its `--config` file
-/// (file_options.rs): the command line wins, then the file, then the defaults. Help, version
-/// and command-line errors exit as clap does.
-pub fn parse(argv: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
+/// (file_options.rs): the command line wins, then the file, then the defaults. Returns the
+/// config file too (the defaults without `--config`): it is read once, here. Help, version and
+/// command-line errors exit as clap does.
+pub fn parse(argv: Vec<std::ffi::OsString>) -> anyhow::Result<(Cli, Config)> {
     use clap::FromArgMatches;
     // First pass without required options: `--iface` or a trace may come from the file.
     let relaxed = Cli::command().mut_subcommands(|s| s.mut_args(|a| a.required(false)));
@@ -275,37 +277,43 @@ pub fn parse(argv: Vec<std::ffi::OsString>) -> anyhow::Result<Cli> {
         // Help, version and errors as the real command prints them.
         Err(_) => Cli::command().get_matches_from(&argv),
     };
-    let strict = |argv: &[std::ffi::OsString]| -> Result<Cli, clap::Error> {
-        let m = Cli::command().try_get_matches_from(argv)?;
-        Cli::from_arg_matches(&m)
+    let strict = |argv: &[std::ffi::OsString]| -> Cli {
+        Cli::command()
+            .try_get_matches_from(argv)
+            .and_then(|m| Cli::from_arg_matches(&m))
+            .unwrap_or_else(|e| e.exit())
     };
     let Some((name, sub)) = matches.subcommand() else {
-        return Ok(strict(&argv).unwrap_or_else(|e| e.exit()));
+        return Ok((strict(&argv), Config::default()));
     };
     let path = match sub.try_get_one::<PathBuf>("config") {
         Ok(Some(p)) => p.clone(),
-        _ => return Ok(strict(&argv).unwrap_or_else(|e| e.exit())),
+        _ => return Ok((strict(&argv), Config::default())),
     };
-    let config = crate::config::Config::load(Some(&path))?;
+    let config = Config::load(Some(&path))?;
     let explicit = |id: &str| {
         matches!(
             sub.value_source(id),
             Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
         )
     };
-    let extra = crate::cli::file_options::args_to_add(config.options.for_command(name), &explicit);
+    let extra = file_options::args_to_add(config.options.for_command(name), &explicit);
     let mut merged = argv.clone();
     merged.extend(extra.into_iter().map(Into::into));
     if merged.len() == argv.len() {
-        return Ok(strict(&argv).unwrap_or_else(|e| e.exit()));
+        return Ok((strict(&argv), config));
     }
-    strict(&merged).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: the options of the file ([agent], [{name}]) with the command line: {}",
-            path.display(),
-            crate::cli::file_options::clap_message(&e)
-        )
-    })
+    let cli = Cli::command()
+        .try_get_matches_from(&merged)
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the options of the file ([agent], [{name}]) with the command line: {}",
+                path.display(),
+                file_options::clap_message(&e)
+            )
+        })?;
+    Ok((cli, config))
 }
 
 /// Parses `80/tcp,53/udp,...` into (port, ip proto) pairs.

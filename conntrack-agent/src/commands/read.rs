@@ -5,6 +5,7 @@ use crate::capture::defrag::{Defragmenter, FragResult};
 use crate::capture::pcap::{LinkSkip, PcapReader, frame_l3, synth_ethernet};
 use crate::cli::{Engine, ReadArgs};
 use crate::commands::setup::{self, Mode, Settings, Started};
+use crate::config::Config;
 use crate::core::clock::{Clock, PacketClock};
 use crate::core::events::Capability;
 use crate::datapath::Datapath;
@@ -81,13 +82,17 @@ fn first_line(e: &anyhow::Error) -> String {
         .to_string()
 }
 
-pub fn read(args: ReadArgs) -> anyhow::Result<()> {
-    read_with(args, Vec::new())
+pub fn read(args: ReadArgs, config: Config) -> anyhow::Result<()> {
+    read_with(args, config, Vec::new())
 }
 
 /// `read` with capability modules registered before the first packet (the tests' observers).
-pub fn read_with(args: ReadArgs, capabilities: Vec<Box<dyn Capability>>) -> anyhow::Result<()> {
-    let settings = Settings::load(&args.common)?;
+pub fn read_with(
+    args: ReadArgs,
+    config: Config,
+    capabilities: Vec<Box<dyn Capability>>,
+) -> anyhow::Result<()> {
+    let settings = Settings::new(&args.common, config)?;
     let policy = ChecksumPolicy {
         ignore_all: args.ignore_checksums,
         ignore_nets: NetSet::parse_list(args.ignore_checksums_net.iter().map(String::as_str))?,
@@ -387,7 +392,7 @@ mod tests {
         ar.ignore_checksums = false;
         // the SYN has no valid TCP checksum: its source is exempted
         ar.ignore_checksums_net = vec!["10.0.0.1/32".into()];
-        read(ar).unwrap();
+        read(ar, Config::default()).unwrap();
         let r = records(dir.path());
         assert_eq!(r.len(), 3, "{r:?}");
         // removal order: UDP by inactivity at 300 s, TCP attempt at 107 s before it
@@ -441,7 +446,7 @@ mod tests {
         );
         let mut ar = args(&trace, dir.path());
         ar.ignore_checksums = false;
-        read(ar).unwrap();
+        read(ar, Config::default()).unwrap();
         let r = records(dir.path());
         assert_eq!(r.len(), 1, "{r:?}");
         assert_eq!(r[0][0], "10.000001");
@@ -487,7 +492,7 @@ mod tests {
             write_pcap(&trace, lt, false, &pkts);
             let mut ar = args(&trace, dir.path());
             ar.ignore_checksums = lt % 2 == 0;
-            read(ar).unwrap();
+            read(ar, Config::default()).unwrap();
         }
     }
 
@@ -500,7 +505,7 @@ mod tests {
         std::fs::write(&cfg, "[alerts]\nqueue_capacity = 8\nspool = \"/tmp/x\"\n").unwrap();
         let mut ar = args(&trace, dir.path());
         ar.common.config = Some(cfg.clone());
-        let e = read(ar).unwrap_err().to_string();
+        let e = read(ar, Config::default()).unwrap_err().to_string();
         assert!(e.starts_with(&format!("{}:3:1: ", cfg.display())), "{e}");
         assert!(e.contains("unknown field `spool`"), "{e}");
         assert!(!dir.path().join("conn.log").exists());
@@ -511,7 +516,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let trace = dir.path().join("junk.pcap");
         std::fs::write(&trace, b"\x00\x01not a capture at all").unwrap();
-        let e = read(args(&trace, dir.path())).unwrap_err().to_string();
+        let e = read(args(&trace, dir.path()), Config::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("junk.pcap"), "{e}");
     }
 }

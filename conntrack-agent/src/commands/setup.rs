@@ -37,13 +37,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the config file and checks it against the command line.
-    pub fn load(common: &CommonArgs) -> Result<Self> {
-        let config = Config::load(common.config.as_deref())?;
-        Self::new(common, config)
-    }
-
-    /// The settings of `common` with an already loaded config file.
+    /// The settings of `common` and its config file (read once, by `cli::parse`), checked
+    /// against each other.
     pub fn new(common: &CommonArgs, config: Config) -> Result<Self> {
         check_log_dir(common, &config)?;
         let ports = parse_port_list(&common.likely_server_ports)?;

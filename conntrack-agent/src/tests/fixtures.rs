@@ -70,3 +70,8 @@ pub fn http_get_record() -> ConnRecord {
         ip_proto: 6,
     }
 }
+
+/// The config file `args` names (the defaults without `--config`), as `cli::parse` reads it.
+pub fn config_of(args: &ReadArgs) -> crate::config::Config {
+    crate::config::Config::load(args.common.config.as_deref()).expect("a valid config file")
+}

@@ -11,7 +11,7 @@ use crate::cli::Engine;
 use crate::commands::read::read_with;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
 use crate::core::thresholds::{Crossing, ThresholdKind};
-use crate::tests::fixtures::replay_args;
+use crate::tests::fixtures::{config_of, replay_args};
 use crate::util::site::addr_from_bytes;
 use conntrack_common::conn::Conn;
 use conntrack_common::proto;
@@ -56,7 +56,9 @@ pub(crate) fn run(
     let dir = tempfile::tempdir().unwrap();
     let out = Rc::new(RefCell::new(Vec::new()));
     let args = replay_args(trace, engine, dir.path(), &[]);
-    read_with(args, vec![make(out.clone())]).unwrap_or_else(|e| panic!("{engine:?}: {e:#}"));
+    let config = config_of(&args);
+    read_with(args, config, vec![make(out.clone())])
+        .unwrap_or_else(|e| panic!("{engine:?}: {e:#}"));
     out.take()
 }
 

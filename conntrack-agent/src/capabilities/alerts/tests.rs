@@ -558,8 +558,6 @@ async fn receiver_down_then_up_after_agent_restart() {
 /// during the replay, to the webhook's current URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_delivers_what_an_earlier_run_left_in_the_spool() {
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
     let dir = tempfile::tempdir().unwrap();
     let cfg = settings(&free_port_url(), "", "drain_timeout = \"100ms\"");
     let mut alerts = Alerts::start(&cfg, dir.path(), false).unwrap();
@@ -587,22 +585,19 @@ async fn read_delivers_what_an_earlier_run_left_in_the_spool() {
         &[],
     );
     let d = |p: &Path| p.display().to_string();
-    let cli = Cli::try_parse_from([
-        "conntrack-agent",
-        "read",
-        &d(&trace),
-        "--log-dir",
-        &d(dir.path()),
-        "--config",
-        &d(&config),
-        "--engine",
-        "host",
-    ])
-    .unwrap();
-    let Command::Read(args) = cli.command else {
-        panic!("a read command")
-    };
-    crate::commands::read::read(args).unwrap();
+    let args = crate::tests::fixtures::read_args(
+        &trace,
+        &[
+            "--log-dir",
+            &d(dir.path()),
+            "--config",
+            &d(&config),
+            "--engine",
+            "host",
+        ],
+    );
+    let config = crate::tests::fixtures::config_of(&args);
+    crate::commands::read::read(args, config).unwrap();
     let got = rx.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].delivery_id, id);

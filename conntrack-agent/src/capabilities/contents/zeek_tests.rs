@@ -6,7 +6,7 @@
 
 use crate::cli::Engine;
 use crate::commands::read::read_with;
-use crate::tests::fixtures::replay_args;
+use crate::tests::fixtures::{config_of, replay_args};
 use std::path::PathBuf;
 
 const ORIG: &str =
@@ -53,7 +53,8 @@ pub fn replay(
     let logs = dir.path().join("logs");
     let cfg = cfg.display().to_string();
     let args = replay_args(trace, engine, &logs, &["--config", &cfg]);
-    read_with(args, Vec::new()).unwrap_or_else(|e| panic!("{engine:?}: {e:#}"));
+    let config = config_of(&args);
+    read_with(args, config, Vec::new()).unwrap_or_else(|e| panic!("{engine:?}: {e:#}"));
     dir.path().join("logs/extract")
 }
 

@@ -6,6 +6,7 @@
 
 use crate::cli::RunArgs;
 use crate::commands::setup::{self, Mode, Settings, Started};
+use crate::config::Config;
 use crate::core::agent::Agent;
 use crate::core::clock::{Clock, WallClock};
 use crate::datapath::kernel::{Kernel, KernelOptions};
@@ -27,12 +28,12 @@ const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Drop counters are checked (and reported when they grew) this often.
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
-pub async fn run(mut args: RunArgs) -> Result<()> {
+pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     args.common.keep_previous_logs = true;
     // SIGHUP re-reads --config (reload.rs). Caught from the start: its default action would
     // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let settings = Settings::load(&args.common)?;
+    let settings = Settings::new(&args.common, config)?;
     let opts = KernelOptions {
         max_flows: args.common.table_size,
         likely_server_ports: &settings.ports,
