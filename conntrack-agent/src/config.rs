@@ -149,7 +149,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capabilities::alerts::rule::{ConnMatch, Metric};
+    use crate::capabilities::alerts::rule::ConnMatch;
+    use crate::core::thresholds::ThresholdKind;
     use std::time::Duration;
 
     const GOOD: &str = r#"
@@ -220,7 +221,7 @@ ifaces = ["eth0"]
         let names: Vec<&str> = c.rules.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["big-upload", "long-lived", "dns-flood"]);
         let big = &c.rules[0];
-        assert_eq!(big.metric, Metric::OrigBytes);
+        assert_eq!(big.metric, ThresholdKind::OrigBytes);
         assert_eq!(big.threshold, 100_000_000);
         assert_eq!(big.webhooks.len(), 2);
         let upload = |o: &str, rp: u16| ConnMatch {
@@ -238,7 +239,7 @@ ifaces = ["eth0"]
 
         assert_eq!(c.rules[1].threshold, 5_400_000_000_000);
         assert!(c.rules[1].webhooks.is_empty());
-        assert_eq!(c.rules[2].metric, Metric::TotalPackets);
+        assert_eq!(c.rules[2].metric, ThresholdKind::TotalPackets);
         assert_eq!(c.rules[2].matcher.ifaces, ["eth0"]);
         assert_eq!(c.rules[2].matcher.protos, [17]);
     }

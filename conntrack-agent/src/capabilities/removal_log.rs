@@ -16,6 +16,7 @@ use crate::core::removal_hooks::RemovalHook;
 use crate::logs::rotate::{LogFile, LogOptions, RotationPolicy};
 use crate::util::site::addr_from_bytes;
 use conntrack_common::conn::Conn;
+use conntrack_common::tcp::state;
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -58,8 +59,7 @@ impl RemovalLogSettings {
 
 /// Why a removal happened, finer than [`RemovalReason`]: a close that came from a RST says so.
 fn why(reason: RemovalReason, c: &Conn) -> &'static str {
-    let reset = c.orig.state == crate::core::tracker::tcp_state::RESET
-        || c.resp.state == crate::core::tracker::tcp_state::RESET;
+    let reset = c.orig.state == state::RESET || c.resp.state == state::RESET;
     match reason {
         RemovalReason::Closed | RemovalReason::Expire if reset => "reset",
         r => r.as_str(),

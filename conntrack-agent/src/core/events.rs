@@ -292,18 +292,14 @@ impl ConnHandle<'_> {
         self.target.content_counters(&self.info.key)
     }
 
-    /// What the datapath holds now per slot (`conntrack_common::threshold::slot` order; 0 =
-    /// nothing armed): Zeek's `get_current_conn_*_threshold`.
-    pub fn current_thresholds(&self) -> [u64; conntrack_common::threshold::SLOTS] {
-        let mut out = [0; conntrack_common::threshold::SLOTS];
-        if let Some(c) = self.target.lookup(&self.info.key) {
-            for (s, v) in out.iter_mut().enumerate() {
-                if c.thr_armed & conntrack_common::threshold::bit(s) != 0 {
-                    *v = c.thr[s];
-                }
-            }
+    /// What the datapath holds now for `kind` (0 = nothing armed): Zeek's
+    /// `get_current_conn_*_threshold`.
+    pub fn current_threshold(&self, kind: ThresholdKind) -> u64 {
+        let s = kind.slot();
+        match self.target.lookup(&self.info.key) {
+            Some(c) if c.thr_armed & conntrack_common::threshold::bit(s) != 0 => c.thr[s],
+            _ => 0,
         }
-        out
     }
 }
 

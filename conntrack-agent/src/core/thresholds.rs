@@ -16,11 +16,15 @@ use crate::datapath::ThresholdError;
 use conntrack_common::conn::Conn;
 use conntrack_common::key::FlowKey;
 use conntrack_common::threshold::{self, SLOTS, ThresholdCommand, slot};
+use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
-/// What a threshold measures: one datapath slot each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What a threshold measures: one datapath slot each. Bytes are IP bytes, the quantity Zeek's
+/// ConnThreshold compares, so a threshold fires whether or not payload was seen. The serde names
+/// ([`ThresholdKind::name`]) are the public ones: alert rules' `metric` and alert documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ThresholdKind {
     /// IP bytes sent by the originator (conn.log `orig_ip_bytes`).
     OrigBytes,
@@ -68,7 +72,32 @@ impl ThresholdKind {
         }
     }
 
-    /// The datapath slot (`conntrack_common::threshold::slot`).
+    /// The public name, as serde writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ThresholdKind::OrigBytes => "orig_bytes",
+            ThresholdKind::RespBytes => "resp_bytes",
+            ThresholdKind::TotalBytes => "total_bytes",
+            ThresholdKind::OrigPackets => "orig_packets",
+            ThresholdKind::RespPackets => "resp_packets",
+            ThresholdKind::TotalPackets => "total_packets",
+            ThresholdKind::Duration => "duration",
+        }
+    }
+
+    /// Which side's counter it reads.
+    pub fn direction(self) -> Direction {
+        match self {
+            ThresholdKind::OrigBytes | ThresholdKind::OrigPackets => Direction::Orig,
+            ThresholdKind::RespBytes | ThresholdKind::RespPackets => Direction::Resp,
+            ThresholdKind::TotalBytes | ThresholdKind::TotalPackets | ThresholdKind::Duration => {
+                Direction::Total
+            }
+        }
+    }
+
+    /// The datapath slot (`conntrack_common::threshold::slot`): the only place the agent maps
+    /// a kind to the datapath's numbering.
     pub fn slot(self) -> usize {
         match self {
             ThresholdKind::OrigBytes => slot::ORIG_BYTES,
@@ -84,8 +113,18 @@ impl ThresholdKind {
     /// The side whose packets the datapath checks right after a set (Zeek checks the set
     /// direction; the originator's for everything else, as `SetDurationThreshold` does).
     fn check_orig(self) -> bool {
-        !matches!(self, ThresholdKind::RespBytes | ThresholdKind::RespPackets)
+        self.direction() != Direction::Resp
     }
+}
+
+/// Which side's counter a threshold reads. The duration belongs to the connection as a whole:
+/// `Total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Orig,
+    Resp,
+    Total,
 }
 
 /// A threshold that was crossed: Zeek's `bytes_threshold_crossed(c, threshold, is_orig)` and
@@ -344,7 +383,7 @@ impl Thresholds {
             let Some(entry) = self.conns.get_mut(&key) else {
                 continue;
             };
-            let s = slot::DURATION;
+            let s = ThresholdKind::Duration.slot();
             if entry.armed[s] != value {
                 continue; // crossed by a packet, deleted or replaced meanwhile
             }
@@ -432,6 +471,26 @@ mod tests {
                 None => return all,
             }
         }
+    }
+
+    #[test]
+    fn every_kind_has_its_own_slot_in_slot_order() {
+        for (s, kind) in ThresholdKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.slot(), s, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_the_serde_names() {
+        for kind in ThresholdKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+            let back: ThresholdKind = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, kind);
+        }
+        assert_eq!(ThresholdKind::RespPackets.direction(), Direction::Resp);
+        assert_eq!(ThresholdKind::Duration.direction(), Direction::Total);
+        assert_eq!(serde_json::to_string(&Direction::Orig).unwrap(), "\"orig\"");
     }
 
     #[test]

@@ -16,28 +16,12 @@
 //! of input only the attempt timers fire ([`Tracker::finish`]), then everything left is drained.
 
 use conntrack_common::conn::Conn;
+use conntrack_common::tcp::{is_handshake, state::*};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 
 pub const SEC: i64 = 1_000_000_000;
-
-/// Zeek TCP endpoint states (init-bare.zeek numbering).
-#[allow(dead_code)]
-pub mod tcp_state {
-    pub const INACTIVE: u8 = 0;
-    pub const SYN_SENT: u8 = 1;
-    pub const SYN_ACK_SENT: u8 = 2;
-    pub const PARTIAL: u8 = 3;
-    pub const ESTABLISHED: u8 = 4;
-    pub const CLOSED: u8 = 5;
-    pub const RESET: u8 = 6;
-
-    pub fn is_handshake(s: u8) -> bool {
-        matches!(s, INACTIVE | SYN_SENT | SYN_ACK_SENT)
-    }
-}
-use tcp_state::*;
 
 /// Timer settings (Zeek defaults).
 #[derive(Debug, Clone)]

@@ -15,7 +15,6 @@ use crate::tests::fixtures::{config_of, replay_args};
 use crate::util::site::addr_from_bytes;
 use conntrack_common::conn::Conn;
 use conntrack_common::proto;
-use conntrack_common::threshold::slot;
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -241,15 +240,14 @@ struct ConnSizeZeek(Rc<RefCell<Vec<String>>>);
 
 impl ConnSizeZeek {
     fn print_current(&self, h: &ConnHandle<'_>) {
-        let cur = h.current_thresholds();
         let mut out = self.0.borrow_mut();
-        for s in [
-            slot::ORIG_BYTES,
-            slot::RESP_BYTES,
-            slot::ORIG_PKTS,
-            slot::RESP_PKTS,
+        for kind in [
+            ThresholdKind::OrigBytes,
+            ThresholdKind::RespBytes,
+            ThresholdKind::OrigPackets,
+            ThresholdKind::RespPackets,
         ] {
-            out.push(cur[s].to_string());
+            out.push(h.current_threshold(kind).to_string());
         }
     }
 }
@@ -259,7 +257,7 @@ impl Capability for ConnSizeZeek {
         match event {
             ConnEvent::Established => {
                 self.print_current(h);
-                let dur = h.current_thresholds()[slot::DURATION];
+                let dur = h.current_threshold(ThresholdKind::Duration);
                 self.0.borrow_mut().push(zeek_interval(dur as f64 / 1e9));
                 let line = format!("Threshold set for {}", conn_id(h.conn()));
                 self.0.borrow_mut().push(line);
@@ -269,7 +267,7 @@ impl Capability for ConnSizeZeek {
                 h.set_packets_threshold(63, true);
                 h.set_duration_threshold(Duration::from_millis(100));
                 self.print_current(h);
-                let dur = h.current_thresholds()[slot::DURATION];
+                let dur = h.current_threshold(ThresholdKind::Duration);
                 let line = format!(
                     "{}, {}",
                     zeek_interval(dur as f64 / 1e9),

@@ -1,7 +1,8 @@
 //! The alert document: one JSON object, the same bytes in alerts.log, in the spool and in the
 //! webhook request body.
 
-use super::rule::{Direction, Metric, MetricKind, Rule};
+use super::rule::Rule;
+use crate::core::thresholds::{Direction, ThresholdKind};
 use crate::logs::record::ConnRecord;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,7 +32,7 @@ pub struct Alert {
     /// receivers de-duplicate it.
     pub delivery_id: String,
     pub rule: String,
-    pub metric: Metric,
+    pub metric: ThresholdKind,
     pub threshold: ThresholdJson,
     pub direction: Direction,
     /// When the connection crossed the threshold (packet time: trace time in `read`), RFC 3339.
@@ -50,7 +51,7 @@ fn rfc3339(ns: i64) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
-pub fn delivery_id(uid: &str, rule: &str, metric: Metric, threshold: u64) -> String {
+pub fn delivery_id(uid: &str, rule: &str, metric: ThresholdKind, threshold: u64) -> String {
     let name = format!("{uid}\0{rule}\0{}\0{threshold}", metric.name());
     uuid::Uuid::new_v5(&DELIVERY_NAMESPACE, name.as_bytes()).to_string()
 }
@@ -80,8 +81,8 @@ impl Alert {
         conn: &ConnRecord,
         community_id: bool,
     ) -> Self {
-        let threshold_json = match rule.metric.kind() {
-            MetricKind::Duration => ThresholdJson::Seconds(threshold as f64 / 1e9),
+        let threshold_json = match rule.metric {
+            ThresholdKind::Duration => ThresholdJson::Seconds(threshold as f64 / 1e9),
             _ => ThresholdJson::Count(threshold),
         };
         Self {
@@ -114,7 +115,7 @@ mod tests {
         }
     }
 
-    fn rule(metric: Metric, threshold: u64) -> Rule {
+    fn rule(metric: ThresholdKind, threshold: u64) -> Rule {
         Rule {
             name: "r".into(),
             metric,
@@ -127,7 +128,7 @@ mod tests {
     #[test]
     fn document_fields() {
         let a = Alert::new(
-            &rule(Metric::RespBytes, 5000),
+            &rule(ThresholdKind::RespBytes, 5000),
             5000,
             1_362_692_527_080_828_000,
             &record(),
@@ -151,7 +152,7 @@ mod tests {
         assert_eq!(back, a);
 
         let a = Alert::new(
-            &rule(Metric::Duration, 90_000_000_000),
+            &rule(ThresholdKind::Duration, 90_000_000_000),
             90_000_000_000,
             0,
             &record(),
@@ -165,12 +166,12 @@ mod tests {
 
     #[test]
     fn delivery_id_is_stable_per_crossing() {
-        let a = delivery_id("C1", "r", Metric::OrigBytes, 100);
-        assert_eq!(a, delivery_id("C1", "r", Metric::OrigBytes, 100));
-        assert_ne!(a, delivery_id("C2", "r", Metric::OrigBytes, 100));
-        assert_ne!(a, delivery_id("C1", "r2", Metric::OrigBytes, 100));
-        assert_ne!(a, delivery_id("C1", "r", Metric::RespBytes, 100));
-        assert_ne!(a, delivery_id("C1", "r", Metric::OrigBytes, 200));
+        let a = delivery_id("C1", "r", ThresholdKind::OrigBytes, 100);
+        assert_eq!(a, delivery_id("C1", "r", ThresholdKind::OrigBytes, 100));
+        assert_ne!(a, delivery_id("C2", "r", ThresholdKind::OrigBytes, 100));
+        assert_ne!(a, delivery_id("C1", "r2", ThresholdKind::OrigBytes, 100));
+        assert_ne!(a, delivery_id("C1", "r", ThresholdKind::RespBytes, 100));
+        assert_ne!(a, delivery_id("C1", "r", ThresholdKind::OrigBytes, 200));
         assert!(uuid::Uuid::parse_str(&a).is_ok());
     }
 }

@@ -4,10 +4,9 @@
 //! The [`Alerts`] behind it is shared with `read`/`run`, which drain its delivery workers at the
 //! end (after the last connection has been removed and its crossings handled).
 
-use super::{Alerts, Metric};
+use super::Alerts;
 use crate::capabilities::alerts::rule::ConnMatch;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
-use crate::core::thresholds::ThresholdKind;
 use crate::logs::record::ConnRecord;
 use crate::util::site::{NetSet, addr_from_bytes};
 use std::collections::HashMap;
@@ -62,31 +61,6 @@ fn iface_name(ifindex: u32) -> Option<String> {
     Some(name.to_string_lossy().into_owned())
 }
 
-/// The threshold kind that measures a rule's metric (one datapath slot each).
-pub fn metric_kind(m: Metric) -> ThresholdKind {
-    match m {
-        Metric::OrigBytes => ThresholdKind::OrigBytes,
-        Metric::RespBytes => ThresholdKind::RespBytes,
-        Metric::TotalBytes => ThresholdKind::TotalBytes,
-        Metric::OrigPackets => ThresholdKind::OrigPackets,
-        Metric::RespPackets => ThresholdKind::RespPackets,
-        Metric::TotalPackets => ThresholdKind::TotalPackets,
-        Metric::Duration => ThresholdKind::Duration,
-    }
-}
-
-fn kind_metric(k: ThresholdKind) -> Metric {
-    match k {
-        ThresholdKind::OrigBytes => Metric::OrigBytes,
-        ThresholdKind::RespBytes => Metric::RespBytes,
-        ThresholdKind::TotalBytes => Metric::TotalBytes,
-        ThresholdKind::OrigPackets => Metric::OrigPackets,
-        ThresholdKind::RespPackets => Metric::RespPackets,
-        ThresholdKind::TotalPackets => Metric::TotalPackets,
-        ThresholdKind::Duration => Metric::Duration,
-    }
-}
-
 impl Capability for AlertRules {
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
         if !matches!(event, ConnEvent::New | ConnEvent::ThresholdCrossed(_)) {
@@ -105,14 +79,12 @@ impl Capability for AlertRules {
                 for a in arms {
                     // False when another rule armed the same value already: one crossing
                     // then stands for both (`rules_at`).
-                    conn.set_threshold(metric_kind(a.metric), a.threshold);
+                    conn.set_threshold(a.metric, a.threshold);
                 }
             }
             ConnEvent::ThresholdCrossed(c) => {
                 let m = ConnMatch::from_conn(conn.conn(), iface.as_deref());
-                let rules: Vec<_> = alerts
-                    .rules_at(&m, kind_metric(c.kind), c.threshold)
-                    .collect();
+                let rules: Vec<_> = alerts.rules_at(&m, c.kind, c.threshold).collect();
                 if rules.is_empty() {
                     return;
                 }
@@ -143,25 +115,6 @@ impl Capability for AlertRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_metric_has_its_own_slot_and_maps_back() {
-        let all = [
-            Metric::OrigBytes,
-            Metric::RespBytes,
-            Metric::TotalBytes,
-            Metric::OrigPackets,
-            Metric::RespPackets,
-            Metric::TotalPackets,
-            Metric::Duration,
-        ];
-        let mut kinds: Vec<ThresholdKind> = all.iter().map(|&m| metric_kind(m)).collect();
-        for (&m, &k) in all.iter().zip(&kinds) {
-            assert_eq!(kind_metric(k), m);
-        }
-        kinds.dedup();
-        assert_eq!(kinds.len(), all.len());
-    }
 
     #[test]
     fn loopback_has_a_name_and_unknown_indexes_none() {

@@ -3,7 +3,8 @@
 //! (`AlertsSettings`, after the checks that need the whole section: sink names, threshold units,
 //! secrets from the environment).
 
-use super::rule::{Match, Metric, MetricKind, PortRange, Rule};
+use super::rule::{Match, PortRange, Rule};
+use crate::core::thresholds::ThresholdKind;
 use crate::util::config_values::{HumanDuration, SpanError};
 use crate::util::site::NetSet;
 use serde::Deserialize;
@@ -161,7 +162,7 @@ pub enum ThresholdValue {
 #[serde(deny_unknown_fields)]
 pub struct RuleSection {
     pub name: Spanned<String>,
-    pub metric: Metric,
+    pub metric: ThresholdKind,
     pub threshold: Spanned<ThresholdValue>,
     #[serde(default, rename = "match")]
     pub matcher: MatchSection,
@@ -301,16 +302,16 @@ fn compile_webhook(
     })
 }
 
-fn compile_threshold(metric: Metric, t: &Spanned<ThresholdValue>) -> Result<u64, SpanError> {
-    match (metric.kind(), t.get_ref()) {
-        (MetricKind::Duration, ThresholdValue::Duration(s)) => {
+fn compile_threshold(metric: ThresholdKind, t: &Spanned<ThresholdValue>) -> Result<u64, SpanError> {
+    match (metric, t.get_ref()) {
+        (ThresholdKind::Duration, ThresholdValue::Duration(s)) => {
             let d = HumanDuration::try_from(s.clone()).map_err(|e| (t.span(), e))?;
             u64::try_from(d.0.as_nanos())
                 .ok()
                 .filter(|&ns| ns > 0)
                 .ok_or_else(|| (t.span(), format!("invalid duration threshold {s:?}")))
         }
-        (MetricKind::Duration, ThresholdValue::Count(_)) => Err((
+        (ThresholdKind::Duration, ThresholdValue::Count(_)) => Err((
             t.span(),
             "a duration threshold is a string such as \"30s\", \"5m\" or \"1h\"".into(),
         )),

@@ -18,12 +18,13 @@ pub mod webhook;
 #[cfg(test)]
 mod tests;
 
+use crate::core::thresholds::ThresholdKind;
 use crate::logs::record::ConnRecord;
 pub use alert::Alert;
 use anyhow::Context;
 use config::AlertsSettings;
 pub use metrics::{AlertMetrics, MetricsSnapshot};
-pub use rule::{ConnMatch, Metric, Rule, RuleId};
+pub use rule::{ConnMatch, Rule, RuleId};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,7 +41,7 @@ pub const DEFAULT_SPOOL: &str = "alerts-spool";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arm {
     pub rule: RuleId,
-    pub metric: Metric,
+    pub metric: ThresholdKind,
     pub threshold: u64,
 }
 
@@ -133,7 +134,7 @@ impl Alerts {
     pub fn rules_at<'a>(
         &'a self,
         conn: &'a ConnMatch<'a>,
-        metric: Metric,
+        metric: ThresholdKind,
         threshold: u64,
     ) -> impl Iterator<Item = RuleId> + 'a {
         self.rules_for(conn)

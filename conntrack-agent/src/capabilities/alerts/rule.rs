@@ -1,113 +1,15 @@
 //! Alert rules: which connections a rule watches (its match), what it measures (the metric) and
 //! where its alerts go (webhook sinks; alerts.log always).
 
+use crate::core::thresholds::ThresholdKind;
 #[cfg(test)]
 use crate::logs::record::ConnRecord;
 use crate::util::site::{NetSet, addr_from_bytes, canonical};
-use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// Index of a rule in the order of the config file; what the threshold wiring carries from
 /// "arm this threshold" to "this threshold was crossed".
 pub type RuleId = usize;
-
-/// What a rule measures. Bytes are IP bytes (conn.log's `orig_ip_bytes`/`resp_ip_bytes`), the
-/// quantity Zeek's ConnThreshold compares, so a threshold fires whether or not payload was seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    OrigBytes,
-    RespBytes,
-    TotalBytes,
-    OrigPackets,
-    RespPackets,
-    TotalPackets,
-    Duration,
-}
-
-/// Which side's counter a metric reads. Duration belongs to the connection as a whole: `Total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Orig,
-    Resp,
-    Total,
-}
-
-/// The unit of a metric's threshold: what the threshold API arms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricKind {
-    Bytes,
-    Packets,
-    /// Thresholds in nanoseconds.
-    Duration,
-}
-
-impl Metric {
-    #[cfg(test)]
-    pub const ALL: [Metric; 7] = [
-        Metric::OrigBytes,
-        Metric::RespBytes,
-        Metric::TotalBytes,
-        Metric::OrigPackets,
-        Metric::RespPackets,
-        Metric::TotalPackets,
-        Metric::Duration,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::OrigBytes => "orig_bytes",
-            Metric::RespBytes => "resp_bytes",
-            Metric::TotalBytes => "total_bytes",
-            Metric::OrigPackets => "orig_packets",
-            Metric::RespPackets => "resp_packets",
-            Metric::TotalPackets => "total_packets",
-            Metric::Duration => "duration",
-        }
-    }
-
-    pub fn kind(self) -> MetricKind {
-        match self {
-            Metric::OrigBytes | Metric::RespBytes | Metric::TotalBytes => MetricKind::Bytes,
-            Metric::OrigPackets | Metric::RespPackets | Metric::TotalPackets => MetricKind::Packets,
-            Metric::Duration => MetricKind::Duration,
-        }
-    }
-
-    pub fn direction(self) -> Direction {
-        match self {
-            Metric::OrigBytes | Metric::OrigPackets => Direction::Orig,
-            Metric::RespBytes | Metric::RespPackets => Direction::Resp,
-            Metric::TotalBytes | Metric::TotalPackets | Metric::Duration => Direction::Total,
-        }
-    }
-
-    /// Zeek's `is_orig` argument of `set_bytes_threshold`/`set_packets_threshold`; None for
-    /// totals and duration.
-    #[cfg(test)]
-    pub fn is_orig(self) -> Option<bool> {
-        match self.direction() {
-            Direction::Orig => Some(true),
-            Direction::Resp => Some(false),
-            Direction::Total => None,
-        }
-    }
-
-    /// The metric's value in a connection record (duration in nanoseconds).
-    #[cfg(test)]
-    pub fn value(self, r: &ConnRecord) -> u64 {
-        match self {
-            Metric::OrigBytes => r.orig_ip_bytes,
-            Metric::RespBytes => r.resp_ip_bytes,
-            Metric::TotalBytes => r.orig_ip_bytes.saturating_add(r.resp_ip_bytes),
-            Metric::OrigPackets => r.orig_pkts,
-            Metric::RespPackets => r.resp_pkts,
-            Metric::TotalPackets => r.orig_pkts.saturating_add(r.resp_pkts),
-            Metric::Duration => u64::try_from(r.duration_ns).unwrap_or(0),
-        }
-    }
-}
 
 /// Inclusive port range; a single port is `lo == hi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,8 +109,8 @@ impl Match {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
-    pub metric: Metric,
-    /// Bytes or packets; nanoseconds for `Metric::Duration`.
+    pub metric: ThresholdKind,
+    /// Bytes or packets; nanoseconds for `ThresholdKind::Duration`.
     pub threshold: u64,
     pub matcher: Match,
     /// Indices into the configured webhooks.
@@ -313,28 +215,5 @@ mod tests {
             ConnMatch::from_conn(&c, Some("eth0")),
             conn(17, "10.0.0.1", 5353, "2001:db8::1", 53, Some("eth0"))
         );
-    }
-
-    #[test]
-    fn metric_directions_and_values() {
-        let r = ConnRecord {
-            duration_ns: 1_500_000_000,
-            orig_pkts: 3,
-            orig_ip_bytes: 130,
-            resp_pkts: 2,
-            resp_ip_bytes: 100,
-            ..crate::tests::fixtures::http_get_record()
-        };
-        assert_eq!(Metric::OrigBytes.value(&r), 130);
-        assert_eq!(Metric::TotalBytes.value(&r), 230);
-        assert_eq!(Metric::TotalPackets.value(&r), 5);
-        assert_eq!(Metric::Duration.value(&r), 1_500_000_000);
-        assert_eq!(Metric::RespPackets.is_orig(), Some(false));
-        assert_eq!(Metric::TotalBytes.is_orig(), None);
-        assert_eq!(Metric::Duration.kind(), MetricKind::Duration);
-        for m in Metric::ALL {
-            let json = serde_json::to_string(&m).unwrap();
-            assert_eq!(json, format!("\"{}\"", m.name()));
-        }
     }
 }

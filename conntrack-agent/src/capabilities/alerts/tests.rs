@@ -244,21 +244,21 @@ match = { proto = "udp" }
         [
             Arm {
                 rule: 0,
-                metric: Metric::OrigBytes,
+                metric: ThresholdKind::OrigBytes,
                 threshold: 1_000_000
             },
             Arm {
                 rule: 1,
-                metric: Metric::Duration,
+                metric: ThresholdKind::Duration,
                 threshold: 600_000_000_000
             },
         ]
     );
     let at: Vec<RuleId> = alerts
-        .rules_at(&m, Metric::Duration, 600_000_000_000)
+        .rules_at(&m, ThresholdKind::Duration, 600_000_000_000)
         .collect();
     assert_eq!(at, [1]);
-    assert_eq!(alerts.rules_at(&m, Metric::Duration, 1).count(), 0);
+    assert_eq!(alerts.rules_at(&m, ThresholdKind::Duration, 1).count(), 0);
 }
 
 /// Normal delivery, from synchronous code as `read` does it (finish_blocking).
