@@ -135,20 +135,21 @@ pub struct ConnHandle<'a> {
     thresholds: &'a mut Thresholds,
     pub(crate) target: &'a mut dyn ThresholdTarget,
     queue: &'a mut VecDeque<(ConnInfo, Pending)>,
-    /// Removal hooks, polls and timeout requests (issue 6; the methods live in their modules).
-    pub(crate) lifecycle: &'a mut Lifecycle,
+    /// Removal hooks, polls and timeout requests (the methods live in their modules).
+    pub(crate) lifecycle: &'a mut LifecycleRegistry,
 }
 
-/// What the lifecycle capabilities keep per connection; empty for connections that use none.
+/// The removal hooks, polls and timeout requests registered per connection; empty for
+/// connections that use none.
 #[derive(Default)]
-pub struct Lifecycle {
+pub struct LifecycleRegistry {
     pub(crate) hooks: RemovalHooks,
     pub(crate) polls: Polls,
     pub(crate) inactivity: InactivityRequests,
 }
 
-// The ConnThreshold API in full, as Zeek's (issue 5): the alert rules use the setters, the Zeek
-// threshold tests the rest; issue 6's capabilities build on the same handle.
+// The ConnThreshold API in full, as Zeek's: the alert rules use the setters, the Zeek threshold
+// tests the rest; removal hooks, polling and inactivity (their own modules) extend the same handle.
 #[allow(dead_code)]
 impl ConnHandle<'_> {
     pub fn key(&self) -> &FlowKey {
@@ -312,7 +313,7 @@ pub struct EventCore {
     caps: Vec<Box<dyn Capability>>,
     thresholds: Thresholds,
     queue: VecDeque<(ConnInfo, Pending)>,
-    lifecycle: Lifecycle,
+    lifecycle: LifecycleRegistry,
 }
 
 impl EventCore {
@@ -321,7 +322,7 @@ impl EventCore {
             caps: Vec::new(),
             thresholds,
             queue: VecDeque::new(),
-            lifecycle: Lifecycle::default(),
+            lifecycle: LifecycleRegistry::default(),
         }
     }
 
