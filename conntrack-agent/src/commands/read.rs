@@ -503,9 +503,11 @@ mod tests {
         write_pcap(&trace, LINKTYPE_ETHERNET, false, &[]);
         let cfg = dir.path().join("conntrack.toml");
         std::fs::write(&cfg, "[alerts]\nqueue_capacity = 8\nspool = \"/tmp/x\"\n").unwrap();
-        let mut ar = args(&trace, dir.path());
-        ar.common.config = Some(cfg.clone());
-        let e = read(ar, Config::default()).unwrap_err().to_string();
+        // The file is read with the command line, before the command runs.
+        let argv = ["conntrack-agent", "read", "--config"].map(std::ffi::OsString::from);
+        let mut argv = argv.to_vec();
+        argv.extend([cfg.clone().into_os_string(), trace.clone().into_os_string()]);
+        let e = crate::cli::parse(argv).unwrap_err().to_string();
         assert!(e.starts_with(&format!("{}:3:1: ", cfg.display())), "{e}");
         assert!(e.contains("unknown field `spool`"), "{e}");
         assert!(!dir.path().join("conn.log").exists());
