@@ -6,7 +6,8 @@
 //! no floats, no `u128`, no `usize` in shared structs and small stack frames.
 //!
 //! Modules, one concern each:
-//! - [`packet`]: frame parsing into [`packet::PacketMeta`] and host checksum helpers;
+//! - [`packet`]: frame parsing into [`packet::PacketMeta`] (and the host's [`packet::IpView`]);
+//! - `checksum` (host only): the IPv4 header and transport checksums;
 //! - [`key`]: the canonical [`key::FlowKey`] (with ICMP request/reply pairing);
 //! - [`tcp`]: per-direction [`tcp::Endpoint`] state, Zeek's sequence space and state machine;
 //! - [`history`]: Zeek's history letters;
@@ -20,6 +21,8 @@
 #[cfg(test)]
 extern crate std;
 
+#[cfg(any(test, feature = "user"))]
+pub mod checksum;
 pub mod conn;
 pub mod contents;
 pub mod engine;

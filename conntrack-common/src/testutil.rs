@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 //! table, a likely-server-port set and a small simulator with an explicit clock.
 
+use crate::checksum::set_checksums;
 use crate::conn::Conn;
 use crate::engine::{Changes, EngineConfig, FlowTable, process_packet};
 use crate::event::Event;
@@ -23,21 +24,6 @@ pub const RST: u8 = 0x04;
 pub const PSH: u8 = 0x08;
 pub const ACK: u8 = 0x10;
 
-fn csum(data: &[u8], mut acc: u32) -> u16 {
-    let mut i = 0;
-    while i + 1 < data.len() {
-        acc += u32::from(u16::from_be_bytes([data[i], data[i + 1]]));
-        i += 2;
-    }
-    if i < data.len() {
-        acc += u32::from(data[i]) << 8;
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
 /// Ethernet header + optional VLAN tags (TPIDs) + payload.
 pub fn eth(vlans: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
@@ -50,7 +36,7 @@ pub fn eth(vlans: &[u16], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Transport segment without checksum; the checksum field offset is returned too.
+/// Transport segment with its checksum field 0 ([`ipv4`] / [`ipv6`] fill it in).
 pub fn tcp_seg(
     sport: u16,
     dport: u16,
@@ -59,7 +45,7 @@ pub fn tcp_seg(
     ack: u32,
     opts: &[u8],
     len: usize,
-) -> (Vec<u8>, usize) {
+) -> Vec<u8> {
     let doff = 20 + opts.len();
     assert!(doff.is_multiple_of(4));
     let mut t = Vec::new();
@@ -73,69 +59,43 @@ pub fn tcp_seg(
     t.extend_from_slice(&[0, 0, 0, 0]);
     t.extend_from_slice(opts);
     t.extend(std::iter::repeat_n(0x61u8, len));
-    (t, 16)
+    t
 }
 
-pub fn udp_seg(sport: u16, dport: u16, len: usize) -> (Vec<u8>, usize) {
+pub fn udp_seg(sport: u16, dport: u16, len: usize) -> Vec<u8> {
     let mut t = Vec::new();
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());
     t.extend_from_slice(&((8 + len) as u16).to_be_bytes());
     t.extend_from_slice(&[0, 0]);
     t.extend(std::iter::repeat_n(0x62u8, len));
-    (t, 6)
+    t
 }
 
-pub fn icmp_seg(ty: u8, code: u8, len: usize) -> (Vec<u8>, usize) {
+pub fn icmp_seg(ty: u8, code: u8, len: usize) -> Vec<u8> {
     let mut t = vec![ty, code, 0, 0, 0, 1, 0, 1];
     t.extend(std::iter::repeat_n(0x63u8, len));
-    (t, 2)
+    t
 }
 
 /// IPv4 packet (with `opts` as IP options) around a transport segment; checksums filled in.
-pub fn ipv4(src: [u8; 4], dst: [u8; 4], p: u8, opts: &[u8], seg: (Vec<u8>, usize)) -> Vec<u8> {
-    let (mut t, ck) = seg;
+pub fn ipv4(src: [u8; 4], dst: [u8; 4], p: u8, opts: &[u8], seg: Vec<u8>) -> Vec<u8> {
     let ihl = 20 + opts.len();
-    let total = ihl + t.len();
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src);
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, p]);
-    pseudo.extend_from_slice(&(t.len() as u16).to_be_bytes());
-    let c = if p == proto::ICMP {
-        csum(&t, 0)
-    } else {
-        csum(&[pseudo, t.clone()].concat(), 0)
-    };
-    t[ck..ck + 2].copy_from_slice(&c.to_be_bytes());
+    let total = ihl + seg.len();
     let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
     ip.extend_from_slice(&(total as u16).to_be_bytes());
     ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, p, 0, 0]);
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     ip.extend_from_slice(opts);
-    let hc = csum(&ip, 0);
-    ip[10..12].copy_from_slice(&hc.to_be_bytes());
-    ip.extend_from_slice(&t);
+    ip.extend_from_slice(&seg);
+    set_checksums(&mut ip);
     ip
 }
 
-/// IPv6 packet with extension headers `ext` = (type, body incl. next-header byte placeholder).
-pub fn ipv6(
-    src: [u8; 16],
-    dst: [u8; 16],
-    p: u8,
-    ext: &[(u8, Vec<u8>)],
-    seg: (Vec<u8>, usize),
-) -> Vec<u8> {
-    let (mut t, ck) = seg;
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src);
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&(t.len() as u32).to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, p]);
-    let c = csum(&[pseudo, t.clone()].concat(), 0);
-    t[ck..ck + 2].copy_from_slice(&c.to_be_bytes());
+/// IPv6 packet with extension headers `ext` = (type, body incl. next-header byte placeholder)
+/// around a transport segment; checksum filled in.
+pub fn ipv6(src: [u8; 16], dst: [u8; 16], p: u8, ext: &[(u8, Vec<u8>)], seg: Vec<u8>) -> Vec<u8> {
     let mut chain = Vec::new();
     for (i, (_, body)) in ext.iter().enumerate() {
         let mut b = body.clone();
@@ -144,13 +104,14 @@ pub fn ipv6(
     }
     let first = ext.first().map(|e| e.0).unwrap_or(p);
     let mut ip = vec![0x60, 0, 0, 0];
-    ip.extend_from_slice(&((chain.len() + t.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&((chain.len() + seg.len()) as u16).to_be_bytes());
     ip.push(first);
     ip.push(64);
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     ip.extend_from_slice(&chain);
-    ip.extend_from_slice(&t);
+    ip.extend_from_slice(&seg);
+    set_checksums(&mut ip);
     ip
 }
 
@@ -273,7 +234,7 @@ pub fn udp4_payload(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) ->
     t.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     t.extend_from_slice(&[0, 0]);
     t.extend_from_slice(payload);
-    eth4(ipv4(src.0, dst.0, proto::UDP, &[], (t, 6)))
+    eth4(ipv4(src.0, dst.0, proto::UDP, &[], t))
 }
 
 /// An NTP message of `len` bytes in `mode` (version 4).

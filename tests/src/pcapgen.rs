@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use conntrack_common::checksum::set_checksums;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 
 pub const FIN: u8 = 0x01;
@@ -34,69 +35,19 @@ impl Trace {
     }
 }
 
-fn checksum_fold(mut sum: u32) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn sum_words(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-/// An Ethernet frame carrying `proto` with payload `l4` (checksum field at `csum_at`, filled in).
-pub fn ip_frame(
-    src: IpAddr,
-    dst: IpAddr,
-    proto: u8,
-    mut l4: Vec<u8>,
-    csum_at: Option<usize>,
-) -> Vec<u8> {
-    let pseudo = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut p = Vec::new();
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
-            p.extend_from_slice(&[0, proto]);
-            p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            p
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut p = Vec::new();
-            p.extend_from_slice(&s.octets());
-            p.extend_from_slice(&d.octets());
-            p.extend_from_slice(&(l4.len() as u32).to_be_bytes());
-            p.extend_from_slice(&[0, 0, 0, proto]);
-            p
-        }
-        _ => panic!("mixed address families"),
-    };
-    if let Some(at) = csum_at {
-        // ICMPv4 has no pseudo-header.
-        let with_pseudo = !(proto == 1 && src.is_ipv4());
-        let sum = sum_words(&l4) + if with_pseudo { sum_words(&pseudo) } else { 0 };
-        let mut c = checksum_fold(sum);
-        if proto == 17 && c == 0 {
-            c = 0xffff;
-        }
-        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    }
+/// An Ethernet frame carrying `proto` with payload `l4`, checksums filled in (with
+/// conntrack-common's functions, the ones the agent validates with).
+pub fn ip_frame(src: IpAddr, dst: IpAddr, proto: u8, l4: Vec<u8>) -> Vec<u8> {
     let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             frame.extend_from_slice(&[0x08, 0x00]);
             let total = (20 + l4.len()) as u16;
-            let mut h = vec![0x45, 0];
-            h.extend_from_slice(&total.to_be_bytes());
-            h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
-            h.extend_from_slice(&s.octets());
-            h.extend_from_slice(&d.octets());
-            let c = checksum_fold(sum_words(&h));
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            frame.extend_from_slice(&h);
+            frame.extend_from_slice(&[0x45, 0]);
+            frame.extend_from_slice(&total.to_be_bytes());
+            frame.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+            frame.extend_from_slice(&s.octets());
+            frame.extend_from_slice(&d.octets());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
             frame.extend_from_slice(&[0x86, 0xdd]);
@@ -106,9 +57,10 @@ pub fn ip_frame(
             frame.extend_from_slice(&s.octets());
             frame.extend_from_slice(&d.octets());
         }
-        _ => unreachable!(),
+        _ => panic!("mixed address families"),
     }
     frame.extend_from_slice(&l4);
+    set_checksums(&mut frame[14..]);
     frame
 }
 
@@ -134,7 +86,7 @@ pub fn tcp_frame(
     t.extend_from_slice(&65535u16.to_be_bytes());
     t.extend_from_slice(&[0, 0, 0, 0]);
     t.extend_from_slice(payload);
-    ip_frame(src.0, dst.0, 6, t, Some(16))
+    ip_frame(src.0, dst.0, 6, t)
 }
 
 pub fn udp_frame(src: (IpAddr, u16), dst: (IpAddr, u16), payload: &[u8]) -> Vec<u8> {
@@ -144,7 +96,7 @@ pub fn udp_frame(src: (IpAddr, u16), dst: (IpAddr, u16), payload: &[u8]) -> Vec<
     u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     u.extend_from_slice(&[0, 0]);
     u.extend_from_slice(payload);
-    ip_frame(src.0, dst.0, 17, u, Some(6))
+    ip_frame(src.0, dst.0, 17, u)
 }
 
 pub fn icmp_echo_frame(
@@ -165,7 +117,7 @@ pub fn icmp_echo_frame(
     m.extend_from_slice(&id.to_be_bytes());
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(payload);
-    ip_frame(src, dst, proto, m, Some(2))
+    ip_frame(src, dst, proto, m)
 }
 
 /// A TCP conversation that keeps each side's sequence numbers, so a test can script

@@ -1,6 +1,8 @@
 //! IPv4 and IPv6 fragment reassembly in front of the engine (Zeek reassembles before the
 //! transport analyzers see a packet). Bounded in memory and in time.
 
+use conntrack_common::checksum::set_ipv4_header_checksum;
+use conntrack_common::packet::ip_view;
 use std::collections::HashMap;
 
 /// Default: give up on an incomplete datagram after this long (network time).
@@ -159,75 +161,58 @@ impl Defragmenter {
     }
 
     fn offer_v6(&mut self, ip: &[u8], now_ns: i64) -> FragResult {
-        if ip.len() < 40 {
+        // Common's walk finds the fragment header (the chain ends there, as in Zeek).
+        let Some(view) = ip_view(ip) else {
             return FragResult::NotFragment;
+        };
+        let Some(frag) = view.ipv6_fragment else {
+            return FragResult::NotFragment;
+        };
+        self.stats.fragments += 1;
+        // The walk ensured the fragment header lies within the payload length and the capture.
+        let end = view.ip_len.min(ip.len());
+        let data = &ip[view.l4_off..end];
+        if frag.more && !data.len().is_multiple_of(8) {
+            self.stats.malformed += 1;
+            return FragResult::Bad;
         }
-        let plen = be16(ip, 4).unwrap_or(0) as usize;
-        let end = (40 + plen).min(ip.len());
-        let mut nh = ip[6];
-        let mut nh_pos = 6usize;
-        let mut off = 40usize;
-        for _ in 0..16 {
-            match nh {
-                0 | 60 | 43 | 135 | 139 | 140 => {
-                    let Some(l) = ip.get(off + 1) else {
-                        return FragResult::NotFragment;
-                    };
-                    nh_pos = off;
-                    nh = ip[off];
-                    off += (*l as usize + 1) * 8;
-                }
-                44 => {
-                    self.stats.fragments += 1;
-                    let Some(fh) = ip.get(off..off + 8) else {
-                        self.stats.malformed += 1;
-                        return FragResult::Bad;
-                    };
-                    let next = fh[0];
-                    let fo = u16::from_be_bytes([fh[2], fh[3]]);
-                    let foff = ((fo >> 3) as usize) * 8;
-                    let mf = fo & 1 != 0;
-                    let id = u32::from_be_bytes([fh[4], fh[5], fh[6], fh[7]]);
-                    if off + 8 > end {
-                        self.stats.malformed += 1;
-                        return FragResult::Bad;
-                    }
-                    let data = &ip[off + 8..end];
-                    if mf && !data.len().is_multiple_of(8) {
-                        self.stats.malformed += 1;
-                        return FragResult::Bad;
-                    }
-                    if !mf && foff == 0 {
-                        // Atomic fragment: strip the fragment header.
-                        let mut out = ip[..off].to_vec();
-                        out[nh_pos] = next;
-                        out.extend_from_slice(data);
-                        let pl = (out.len() - 40) as u16;
-                        out[4..6].copy_from_slice(&pl.to_be_bytes());
-                        return FragResult::Complete(out);
-                    }
-                    let mut src = [0u8; 16];
-                    src.copy_from_slice(&ip[8..24]);
-                    let mut dst = [0u8; 16];
-                    dst.copy_from_slice(&ip[24..40]);
-                    let key = Key {
-                        src,
-                        dst,
-                        id,
-                        proto: 0,
-                        v6: true,
-                    };
-                    let header = if foff == 0 {
-                        Some(ip[..off].to_vec())
-                    } else {
-                        None
-                    };
-                    return self.add(key, header, nh_pos, next, foff, data, mf, now_ns);
-                }
-                _ => return FragResult::NotFragment,
-            }
+        if !frag.more && frag.offset == 0 {
+            // Atomic fragment: strip the fragment header.
+            let mut out = ip[..frag.header_off].to_vec();
+            out[frag.named_at] = view.proto;
+            out.extend_from_slice(data);
+            let pl = (out.len() - 40) as u16;
+            out[4..6].copy_from_slice(&pl.to_be_bytes());
+            return FragResult::Complete(out);
         }
-        FragResult::NotFragment
+        let mut src = [0u8; 16];
+        src.copy_from_slice(&ip[8..24]);
+        // The IPv6 header's destination (not a routing header's final one): the same for all
+        // fragments of a datagram either way.
+        let mut dst = [0u8; 16];
+        dst.copy_from_slice(&ip[24..40]);
+        let key = Key {
+            src,
+            dst,
+            id: frag.id,
+            proto: 0,
+            v6: true,
+        };
+        let header = if frag.offset == 0 {
+            Some(ip[..frag.header_off].to_vec())
+        } else {
+            None
+        };
+        self.add(
+            key,
+            header,
+            frag.named_at,
+            view.proto,
+            frag.offset,
+            data,
+            frag.more,
+            now_ns,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -327,17 +312,7 @@ impl Defragmenter {
             out[2..4].copy_from_slice(&tl.to_be_bytes());
             out[6] = 0;
             out[7] = 0;
-            out[10] = 0;
-            out[11] = 0;
-            let ihl = ((out[0] & 0x0f) as usize) * 4;
-            let mut acc: u32 = 0;
-            for c in out[..ihl].chunks(2) {
-                acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-            }
-            while acc > 0xffff {
-                acc = (acc & 0xffff) + (acc >> 16);
-            }
-            out[10..12].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+            set_ipv4_header_checksum(&mut out);
         }
         self.stats.reassembled += 1;
         FragResult::Complete(out)
@@ -387,7 +362,10 @@ mod tests {
         };
         assert_eq!(&out[20..], &data[..]);
         assert_eq!(u16::from_be_bytes([out[2], out[3]]), 60);
-        assert!(crate::capture::checksum::ipv4_header_ok(&out));
+        assert_eq!(
+            conntrack_common::checksum::ipv4_header_checksum(&out),
+            Some(0)
+        );
         assert_eq!(d.pending(), 0);
         // not a fragment
         let whole = v4_frag(8, 0, false, &data);
@@ -457,5 +435,73 @@ mod tests {
         assert_eq!(out[6], 17);
         assert_eq!(u16::from_be_bytes([out[4], out[5]]), 24);
         assert_eq!(&out[40..], &data[..]);
+    }
+
+    /// An IPv6 packet: fixed header, then `chain` (extension headers, next-header bytes
+    /// already set), then `rest`; the first header's type is `first`.
+    fn v6(first: u8, chain: &[u8], rest: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&((chain.len() + rest.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[first, 64]);
+        p.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p.extend_from_slice(chain);
+        p.extend_from_slice(rest);
+        p
+    }
+
+    #[test]
+    fn ipv6_fragment_header_behind_ah_and_headers_behind_it() {
+        // Hop-by-hop, AH (12 bytes), then the fragment header; the fragmentable part starts
+        // with destination options, then 16 bytes of UDP.
+        let hop = [51u8, 0, 1, 4, 0, 0, 0, 0];
+        let ah = [44u8, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9];
+        let mut datagram = vec![17u8, 0, 1, 4, 0, 0, 0, 0];
+        datagram.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 16, 0, 0]);
+        datagram.extend_from_slice(&[0xff; 8]);
+        let frag = |off8: u16, more: bool| {
+            let fo = (off8 << 3) | u16::from(more);
+            let mut f = vec![60u8, 0];
+            f.extend_from_slice(&fo.to_be_bytes());
+            f.extend_from_slice(&0x1234u32.to_be_bytes());
+            [&hop[..], &ah, &f].concat()
+        };
+        // The second fragment's data looks like a long extension header: it is data.
+        let first = v6(0, &frag(0, true), &datagram[..16]);
+        let second = v6(0, &frag(2, false), &datagram[16..]);
+        let mut d = Defragmenter::default();
+        assert!(matches!(d.offer(&second, 1), FragResult::Held));
+        let FragResult::Complete(out) = d.offer(&first, 2) else {
+            panic!("expected complete")
+        };
+        assert_eq!(
+            out,
+            v6(
+                0,
+                &[&hop[..], &[60, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9]].concat(),
+                &datagram
+            )
+        );
+        let v = ip_view(&out).unwrap();
+        assert_eq!(
+            (v.proto, v.l4_off, v.l4_len, v.is_fragment),
+            (17, 68, 16, false)
+        );
+        assert_eq!(d.stats.fragments, 2);
+        // An atomic fragment behind AH loses its fragment header at once.
+        let atomic = v6(0, &frag(0, false), &datagram);
+        let FragResult::Complete(out) = d.offer(&atomic, 3) else {
+            panic!("expected complete")
+        };
+        assert_eq!(
+            out,
+            v6(
+                0,
+                &[&hop[..], &[60, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 9]].concat(),
+                &datagram
+            )
+        );
+        // No fragment header: not a fragment.
+        assert!(matches!(d.offer(&out, 4), FragResult::NotFragment));
     }
 }

@@ -1,5 +1,5 @@
-//! Offline input for `read`: trace files, link layers, IP fragment reassembly and checksum
-//! validation, down to the IP packets the datapath takes.
+//! Offline input for `read`: trace files, link layers, IP fragment reassembly and the checksum
+//! policy, down to the IP packets the datapath takes.
 
 pub mod checksum;
 pub mod defrag;

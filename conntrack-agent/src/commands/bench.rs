@@ -22,6 +22,7 @@ use crate::datapath::kernel::{
     KernelOptions,
 };
 use anyhow::Result;
+use conntrack_common::checksum::set_ipv4_header_checksum;
 use conntrack_common::contents;
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
@@ -82,14 +83,7 @@ fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
     ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
-    let mut sum = 0u32;
-    for c in ip.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    set_ipv4_header_checksum(&mut ip);
     ip.extend_from_slice(l4);
     eth(0x0800, &ip)
 }

@@ -1,6 +1,6 @@
 //! `read`: offline replay of a trace (Zeek's `-r`).
 
-use crate::capture::checksum::{ChecksumPolicy, ip_view, ipv4_header_ok, transport_ok};
+use crate::capture::checksum::ChecksumPolicy;
 use crate::capture::defrag::{Defragmenter, FragResult};
 use crate::capture::pcap::{LinkSkip, PcapReader, frame_l3, synth_ethernet};
 use crate::cli::{Engine, ReadArgs};
@@ -11,6 +11,8 @@ use crate::core::events::Capability;
 use crate::datapath::Datapath;
 use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::util::site::NetSet;
+use conntrack_common::checksum::{ipv4_header_checksum_ok, transport_checksum_ok};
+use conntrack_common::packet::ip_view;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -182,7 +184,7 @@ pub fn read_with(
             st.skip("invalid IP header size");
             continue;
         }
-        if l3.version == 4 && !policy.skip_for(&view0.src) && !ipv4_header_ok(l3.ip) {
+        if l3.version == 4 && !policy.skip_for(&view0.src) && !ipv4_header_checksum_ok(l3.ip) {
             st.skip("bad IPv4 header checksum");
             continue;
         }
@@ -218,7 +220,7 @@ pub fn read_with(
             st.skip("truncated or malformed IP header");
             continue;
         };
-        let checksum_ok = policy.skip_for(&view.src) || transport_ok(ip, &view);
+        let checksum_ok = policy.skip_for(&view.src) || transport_checksum_ok(ip, &view);
         synth_ethernet(l3.version, ip, &mut frame);
         match agent.process(&frame, pkt.ts_ns, checksum_ok) {
             Ok(()) => st.processed += 1,

@@ -513,7 +513,7 @@ fn icmp_echo_is_one_oth_connection_without_history() {
 #[test]
 fn unknown_protocol_counts_packets_and_always_updates_last_time() {
     let mut sim = Sim::default();
-    let f = eth4(ipv4(A4, B4, 132, &[], (std::vec![0u8; 28], 4)));
+    let f = eth4(ipv4(A4, B4, 132, &[], std::vec![0u8; 28]));
     sim.feed(&f, 0, true);
     sim.feed(&f, 7, false);
     let c = sim.only();

@@ -7,6 +7,7 @@ use super::netns::{ADDR_B, NS_A, NS_B, Netns, RawSender, VETH_A, VETH_B};
 use super::report::{Row, Section};
 use super::{Bench, median, on_path};
 use anyhow::{Context, Result, bail};
+use conntrack_common::checksum::set_ipv4_header_checksum;
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -365,14 +366,7 @@ impl UdpLoad {
         f.extend_from_slice(&[0x45, 0]);
         f.extend_from_slice(&(20 + 8 + payload).to_be_bytes());
         f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0, 10, 250, 0, 1, 10, 250, 0, 2]);
-        let mut sum = 0u32;
-        for c in f[14..34].chunks_exact(2) {
-            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        f[24..26].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        set_ipv4_header_checksum(&mut f[14..]);
         f.extend_from_slice(&5000u16.to_be_bytes());
         f.extend_from_slice(&UDP_SINK_PORT.to_be_bytes());
         f.extend_from_slice(&(8 + payload).to_be_bytes());

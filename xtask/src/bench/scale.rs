@@ -11,6 +11,7 @@ use super::netns::{NS_A, Netns, RawSender, VETH_A, VETH_B, rss_kib};
 use super::report::{Row, Section};
 use super::{Bench, Layout};
 use anyhow::{Context, Result, bail};
+use conntrack_common::checksum::set_ipv4_header_checksum;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -278,7 +279,7 @@ fn send_flows(s: &RawSender, first: u32, n: u32, rate: u32) -> Result<f64> {
             f[27] = 240 + ((id >> 16) & 15) as u8;
             f[28] = (id >> 8) as u8;
             f[29] = id as u8;
-            ipv4_checksum(f);
+            set_ipv4_header_checksum(&mut f[14..]);
         }
         let got = s.send_batch(&frames[..k as usize]);
         if got == 0 {
@@ -306,19 +307,6 @@ fn template() -> Vec<u8> {
     f.extend_from_slice(&[0x9c, 0x40, 0x0f, 0xa0, 0, 26, 0, 0]);
     f.resize(60, 0);
     f
-}
-
-fn ipv4_checksum(f: &mut [u8]) {
-    f[24] = 0;
-    f[25] = 0;
-    let mut s = 0u32;
-    for c in f[14..34].chunks_exact(2) {
-        s += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    f[24..26].copy_from_slice(&(!(s as u16)).to_be_bytes());
 }
 
 /// Counts the records appended to a conn.log so far (lines not starting with `#`).

@@ -4,6 +4,7 @@
 //! interleaved in time like a capture of a busy link.
 
 use anyhow::{Context, Result};
+use conntrack_common::checksum::set_checksums;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
@@ -293,27 +294,8 @@ fn addr6(host: u32, server: bool) -> [u8; 16] {
     a
 }
 
-fn sum16(data: &[u8]) -> u32 {
-    let mut s = 0u32;
-    let mut it = data.chunks_exact(2);
-    for c in &mut it {
-        s += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = it.remainder() {
-        s += u32::from(*b) << 8;
-    }
-    s
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
-/// Ethernet + IP + transport with checksums; payload bytes are zero (they add nothing to the
-/// checksum, which keeps generation fast).
+/// Ethernet + IP + transport with checksums (conntrack-common's, which the agent validates
+/// with); payload bytes are zero.
 fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
     f.clear();
     f.extend_from_slice(&[0x00, 0x16, 0x3e, 0, 0, if p.resp { 1 } else { 2 }]);
@@ -378,7 +360,6 @@ fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
     } else {
         (c.client, c.server)
     };
-    let mut pseudo;
     if c.v6 {
         let (s, d) = (addr6(src, p.resp), addr6(dst, !p.resp));
         f.extend_from_slice(&[0x60, 0, 0, 0]);
@@ -386,7 +367,6 @@ fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
         f.extend_from_slice(&[proto, 64]);
         f.extend_from_slice(&s);
         f.extend_from_slice(&d);
-        pseudo = sum16(&s) + sum16(&d);
     } else {
         let (s, d) = (addr4(src, p.resp), addr4(dst, !p.resp));
         f.extend_from_slice(&[0x45, 0]);
@@ -394,24 +374,8 @@ fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
         f.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, proto, 0, 0]);
         f.extend_from_slice(&s);
         f.extend_from_slice(&d);
-        let ck = fold(sum16(&f[ip_start..ip_start + 20]));
-        f[ip_start + 10..ip_start + 12].copy_from_slice(&ck.to_be_bytes());
-        pseudo = sum16(&s) + sum16(&d);
     }
-    // ICMPv4 has no pseudo-header.
-    if proto == 1 {
-        pseudo = 0;
-    } else {
-        pseudo += u32::from(proto) + l4_len as u32;
-    }
-    let ck = fold(pseudo + sum16(&l4));
-    let ck = if proto == 17 && ck == 0 { 0xffff } else { ck };
-    let at = match proto {
-        6 => 16,
-        17 => 6,
-        _ => 2,
-    };
-    l4[at..at + 2].copy_from_slice(&ck.to_be_bytes());
     f.extend_from_slice(&l4);
     f.resize(f.len() + p.len as usize, 0);
+    set_checksums(&mut f[ip_start..]);
 }
