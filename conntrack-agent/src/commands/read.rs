@@ -4,7 +4,8 @@ use crate::capabilities::alerts::Alerts;
 use crate::capabilities::alerts::capability::{AlertRules, SharedAlerts};
 use crate::capture::checksum::{ChecksumPolicy, ip_view, ipv4_header_ok, transport_ok};
 use crate::capture::defrag::{Defragmenter, FragResult};
-use crate::capture::pcap::{LinkSkip, PcapReader, frame_l3, synth_ethernet};
+use crate::capture::link::{LinkSkip, frame_l3, synth_ethernet};
+use crate::capture::pcap::PcapReader;
 use crate::cli::{Engine, ReadArgs, parse_port_list};
 use crate::config::Config;
 use crate::core::agent::Agent;
@@ -390,7 +391,7 @@ fn unfragment_first(ip: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::capture::checksum::tests::{fix_ipv4_header, fix_udp4};
-    use crate::capture::pcap::LINKTYPE_ETHERNET;
+    use crate::capture::link::LINKTYPE_ETHERNET;
     use crate::capture::pcap::tests::write_pcap;
     use crate::cli::CommonArgs;
     use crate::logs::conn_log::LogFormat;
@@ -559,7 +560,7 @@ mod tests {
         let base = udp([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, b"payload!");
         for lt in [
             LINKTYPE_ETHERNET,
-            crate::capture::pcap::LINKTYPE_RAW,
+            crate::capture::link::LINKTYPE_RAW,
             0,
             113,
             276,
