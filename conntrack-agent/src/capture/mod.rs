@@ -3,4 +3,5 @@
 
 pub mod checksum;
 pub mod defrag;
+pub mod link;
 pub mod pcap;

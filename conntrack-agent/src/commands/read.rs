@@ -2,7 +2,8 @@
 
 use crate::capture::checksum::ChecksumPolicy;
 use crate::capture::defrag::{Defragmenter, FragResult};
-use crate::capture::pcap::{LinkSkip, PcapReader, frame_l3, synth_ethernet};
+use crate::capture::link::{LinkSkip, frame_l3, synth_ethernet};
+use crate::capture::pcap::PcapReader;
 use crate::cli::{Engine, ReadArgs};
 use crate::commands::setup::{self, Mode, Settings, Started};
 use crate::config::Config;
@@ -316,7 +317,7 @@ fn unfragment_first(ip: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::capture::checksum::tests::{fix_ipv4_header, fix_udp4};
-    use crate::capture::pcap::LINKTYPE_ETHERNET;
+    use crate::capture::link::LINKTYPE_ETHERNET;
     use crate::capture::pcap::tests::write_pcap;
     use crate::tests::fixtures::replay_args;
 
@@ -464,7 +465,7 @@ mod tests {
         let base = udp([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, b"payload!");
         for lt in [
             LINKTYPE_ETHERNET,
-            crate::capture::pcap::LINKTYPE_RAW,
+            crate::capture::link::LINKTYPE_RAW,
             0,
             113,
             276,

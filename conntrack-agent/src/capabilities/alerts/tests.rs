@@ -580,7 +580,7 @@ async fn read_delivers_what_an_earlier_run_left_in_the_spool() {
     let trace = dir.path().join("empty.pcap");
     crate::capture::pcap::tests::write_pcap(
         &trace,
-        crate::capture::pcap::LINKTYPE_ETHERNET,
+        crate::capture::link::LINKTYPE_ETHERNET,
         false,
         &[],
     );

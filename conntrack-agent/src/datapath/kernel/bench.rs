@@ -1,0 +1,61 @@
+//! Benchmark support (`cargo xtask bench`, issue 3): one BPF_PROG_TEST_RUN of a program,
+//! repeated in the kernel, for the TC form and sensor mode's XDP form.
+
+use super::privileges::{explain_eperm, verifier_error};
+use super::sensor::XDP_ENTRY_PROGRAM;
+use super::{Kernel, PROGRAMS};
+use anyhow::{Context, Result};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+
+/// The program that does nothing (`conntrack-ebpf`'s `empty`): the per-packet cost baseline.
+pub const BENCH_EMPTY_PROGRAM: &str = "empty";
+/// The tracker's entry program, as BPF_PROG_TEST_RUN runs it (stages follow by tail call).
+pub const BENCH_TRACKER_PROGRAM: &str = PROGRAMS[0].0;
+/// The XDP program that only returns the verdict: the bench's XDP baseline.
+pub const BENCH_EMPTY_XDP_PROGRAM: &str = "empty_xdp";
+/// Sensor mode's entry program, as the bench runs it.
+pub const BENCH_XDP_PROGRAM: &str = XDP_ENTRY_PROGRAM;
+
+impl Kernel {
+    /// One BPF_PROG_TEST_RUN of program `name` on `frame`, `repeat` times in the kernel (no
+    /// context: the live path, clock from `bpf_ktime_get_ns`). Loads the program first when
+    /// [`Kernel::load`] did not (the bench's `empty`). Returns the kernel's mean ns per run.
+    pub fn bench_test_run(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<u64> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .with_context(|| format!("no program {name} in the eBPF object"))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| explain_eperm(verifier_error(e)))
+                .with_context(|| format!("loading {name} (BPF verifier)"))?;
+        }
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+        Ok(res.duration.as_nanos() as u64)
+    }
+
+    /// One BPF_PROG_TEST_RUN of XDP program `name` on `frame`, `repeat` times in the kernel;
+    /// the kernel's mean ns per run (the XDP twin of [`Kernel::bench_test_run`]).
+    pub fn bench_test_run_xdp(&mut self, name: &str, frame: &[u8], repeat: u32) -> Result<u64> {
+        let prog: &aya::programs::Xdp = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name} in the eBPF object"))?
+            .try_into()?;
+        let res = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+        Ok(res.duration.as_nanos() as u64)
+    }
+}

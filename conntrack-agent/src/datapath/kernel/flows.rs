@@ -1,0 +1,130 @@
+//! The `FLOWS` map handed to the tracker ([`FlowMap`]), with content extraction's maps, and
+//! the live [`Datapath`]: the program updates connections itself, the agent reads, removes and
+//! commands them.
+
+use super::control::ControlProgram;
+use super::{CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE};
+use crate::datapath::{ContentChunk, Datapath, DatapathError, ThresholdError};
+use aya::maps::{Array, HashMap, MapData, RingBuf};
+use conntrack_common::conn::Conn;
+use conntrack_common::contents::{self, ContentCounters, ContentHeader};
+use conntrack_common::event::Event;
+use conntrack_common::key::FlowKey;
+use conntrack_common::threshold::ThresholdCommand;
+
+/// The `FLOWS` map: lookups and removals for the tracker, and threshold commands.
+pub struct FlowMap {
+    pub(super) map: HashMap<MapData, FlowKey, Conn>,
+    pub(super) control: ControlProgram,
+    pub(super) contents: KernelContents,
+}
+
+/// Content extraction's maps: the `CONTENTS` records, the `CONTENTS_CONNS` counters and the
+/// caps in `CONFIG`.
+pub(super) struct KernelContents {
+    pub(super) records: RingBuf<MapData>,
+    pub(super) counters: HashMap<MapData, FlowKey, ContentCounters>,
+    pub(super) config: Array<MapData, u64>,
+    /// Some connection had extraction turned on (replays then pass whole frames).
+    pub(super) active: bool,
+}
+
+impl FlowMap {
+    /// A threshold or extraction command through `conntrack_control`.
+    pub(super) fn command(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        let r = self.control.run(cmd);
+        if r.is_ok() && cmd.mask & contents::CMD_SET_CONTENTS != 0 {
+            self.contents.active |= cmd.mask & contents::EXTRACT_BITS != 0;
+        }
+        r
+    }
+
+    pub(super) fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
+        let hdr_len = size_of::<ContentHeader>();
+        while let Some(item) = self.contents.records.next() {
+            if item.len() < hdr_len {
+                continue;
+            }
+            // SAFETY: the program writes whole `ContentHeader`s (repr(C), integers only).
+            let hdr = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ContentHeader>()) };
+            let end = (hdr_len + hdr.len as usize).min(item.len());
+            out.push(ContentChunk {
+                hdr,
+                data: item[hdr_len..end].to_vec(),
+            });
+        }
+    }
+
+    pub(super) fn set_content_caps(
+        &mut self,
+        per_conn: u64,
+        rate: u64,
+    ) -> Result<(), DatapathError> {
+        let err = |e: aya::maps::MapError| DatapathError::Other(format!("CONFIG: {e}"));
+        self.contents
+            .config
+            .set(CONFIG_CONTENTS_CAP, per_conn, 0)
+            .map_err(err)?;
+        self.contents
+            .config
+            .set(CONFIG_CONTENTS_RATE, rate, 0)
+            .map_err(err)
+    }
+}
+
+impl FlowMap {
+    pub fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        self.map.get(key, 0).ok()
+    }
+
+    pub fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+        let conn = self.map.get(key, 0).ok()?;
+        // The program may have updated it between the two calls; a packet in between is lost
+        // to this record, as in any remove-then-log design.
+        self.map.remove(key).ok()?;
+        Some(conn)
+    }
+
+    pub fn keys(&self) -> Vec<FlowKey> {
+        self.map.keys().filter_map(Result::ok).collect()
+    }
+}
+
+/// Live mode: the program updates connections itself; the agent only reads and removes them.
+impl Datapath for FlowMap {
+    fn process(
+        &mut self,
+        _: &[u8],
+        _: u64,
+        _: bool,
+        _: &mut Vec<Event>,
+    ) -> Result<(), DatapathError> {
+        Err(DatapathError::Other(
+            "live datapath: packets are processed in the kernel".into(),
+        ))
+    }
+    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        FlowMap::lookup(self, key)
+    }
+    fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+        FlowMap::remove(self, key)
+    }
+    fn keys(&self) -> Vec<FlowKey> {
+        FlowMap::keys(self)
+    }
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        self.command(cmd)
+    }
+    fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
+        FlowMap::drain_contents(self, out)
+    }
+    fn content_counters(&self, key: &FlowKey) -> Option<ContentCounters> {
+        self.contents.counters.get(key, 0).ok()
+    }
+    fn forget_contents(&mut self, key: &FlowKey) {
+        let _ = self.contents.counters.remove(key);
+    }
+    fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
+        FlowMap::set_content_caps(self, per_conn, rate)
+    }
+}
