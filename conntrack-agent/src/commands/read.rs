@@ -203,7 +203,9 @@ pub fn read_with(
             frag_in = &first_frag_copy;
         }
         let ip: &[u8] = match defrag.offer(frag_in, pkt.ts_ns) {
-            FragResult::NotFragment => l3.ip,
+            // The packet as offered: an incompletely captured first fragment's copy with MF
+            // cleared, so that the engine takes it as the whole packet it stands for.
+            FragResult::NotFragment => frag_in,
             FragResult::Held => {
                 st.skip("IP fragment (held for reassembly)");
                 continue;
@@ -455,6 +457,35 @@ mod tests {
         assert_eq!(r[0][0], "10.000001");
         assert_eq!(r[0][15], "D");
         assert_eq!(&r[0][16..18], &["1", "128"]);
+    }
+
+    /// Zeek keeps an incompletely captured first fragment and processes it on its own (only
+    /// later fragments of such a datagram are dropped): the connection is logged.
+    #[test]
+    fn incompletely_captured_first_fragment_is_processed_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("t.pcap");
+        // A 1,000-byte UDP datagram's first fragment (offset 0, MF) of 20 + 8 + 192 bytes, of
+        // which the capture kept the first 40 bytes of IP.
+        let mut frame = udp([10, 0, 0, 1], [10, 0, 0, 2], 5000, 53, &[7u8; 192]);
+        let ip = &mut frame[14..];
+        ip[6] = 0x20; // MF, offset 0
+        ip[24..26].copy_from_slice(&1008u16.to_be_bytes()); // the whole datagram's UDP length
+        fix_ipv4_header(ip);
+        frame.truncate(14 + 40);
+        write_pcap(&trace, LINKTYPE_ETHERNET, false, &[(10, 0, frame)]);
+        // The record's original length: the whole frame that was on the wire.
+        let mut bytes = std::fs::read(&trace).unwrap();
+        bytes[24 + 12..24 + 16].copy_from_slice(&(14u32 + 220).to_le_bytes());
+        std::fs::write(&trace, bytes).unwrap();
+        read(args(&trace, dir.path()), Config::default()).unwrap();
+        let r = records(dir.path());
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            (r[0][2].as_str(), r[0][4].as_str()),
+            ("10.0.0.1", "10.0.0.2")
+        );
+        assert_eq!(&r[0][16..18], &["1", "220"], "one packet of its IP length");
     }
 
     #[test]
