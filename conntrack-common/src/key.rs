@@ -2,6 +2,7 @@
 //! the same entry (Zeek's `IPBasedConnKey::InitTuple`). ICMP "ports" are type and counterpart
 //! type (request/reply pairs) or type and code (one-way messages, keyed exactly as seen).
 
+use crate::engine::fast::FastMeta;
 use crate::packet::PacketMeta;
 use crate::proto;
 
@@ -96,6 +97,13 @@ impl FlowKey {
     #[inline(always)]
     pub fn from_meta(meta: &PacketMeta) -> FlowKey {
         FlowKey::from_tuple(&meta.src, meta.sport, &meta.dst, meta.dport, meta.proto)
+    }
+
+    /// The canonical key of a fast-path packet: the same rule as [`FlowKey::from_meta`], so
+    /// both paths find the same entry.
+    #[inline(always)]
+    pub fn from_fast(m: &FastMeta) -> FlowKey {
+        FlowKey::from_tuple(&m.src, m.sport, &m.dst, m.dport, m.proto)
     }
 
     /// The canonical key of a packet from `src`/`sport` to `dst`/`dport` (ICMP: type and code

@@ -1,13 +1,17 @@
 //! The per-packet flow engine: orientation of a new connection, TCP reuse, the per-packet
-//! update (history, TCP state machine, sequence space, counters) and a generic driver
-//! ([`process_packet`]) shared by the eBPF program and the host datapath.
+//! update (history, TCP state machine, sequence space, counters), the fast path for ordinary
+//! packets ([`fast`]) and a generic driver ([`process_packet`]) shared by the eBPF program and
+//! the host datapath.
 //!
 //! Everything follows Zeek's packet analysis (TCPSessionAdapter, UDP, ICMP and unknown-IP
 //! adapters, CONNSIZE) as summarised in `zeek-conn-semantics.md`. All functions are pure apart
 //! from the `Conn` they update; time comes in as `now_ns`. The TCP part lives in [`tcp_update`].
 
 pub mod app_flip;
+pub mod fast;
 mod tcp_update;
+
+pub use fast::{Fast, FastMeta, fast_update};
 
 use crate::conn::{CONN_FLIPPED, CONN_PARTIAL, Conn, ZERO_CONN};
 use crate::event::{EventKind, EventRef};
@@ -384,14 +388,35 @@ pub fn event_after_update(created: Changes, ch: Changes) -> Option<EventKind> {
     }
 }
 
-/// The per-packet driver: lookup, TCP reuse (emits `ReuseRemoved` with the old connection,
-/// then restarts it in place), creation (inserts a zeroed value, initialises it in place;
-/// `TableFull` with the packet if the insert fails), update. Emits `NewConn` after a new
+/// The per-packet driver: the fast path ([`fast_update`]) for an ordinary packet of an
+/// existing connection, else [`process_packet_full`]. The fast path changes nothing that the
+/// full engine would report, so an applied packet emits no event and returns
+/// `Changes::NONE`, as the full engine does for it.
+pub fn process_packet<T: FlowTable, C: EngineConfig>(
+    table: &mut T,
+    meta: &PacketMeta,
+    now_ns: u64,
+    checksum_ok: bool,
+    cfg: &C,
+    emit: impl FnMut(&EventRef<'_>),
+) -> Changes {
+    if let Some(fm) = FastMeta::from_meta(meta, checksum_ok)
+        && let Some(conn) = table.get_mut(&FlowKey::from_fast(&fm))
+        && fast_update(conn, &fm, now_ns) == Fast::Applied
+    {
+        return Changes::NONE;
+    }
+    process_packet_full(table, meta, now_ns, checksum_ok, cfg, emit)
+}
+
+/// The full per-packet driver: lookup, TCP reuse (emits `ReuseRemoved` with the old
+/// connection, then restarts it in place), creation (inserts a zeroed value, initialises it in
+/// place; `TableFull` with the packet if the insert fails), update. Emits `NewConn` after a new
 /// connection's first packet and `StateChanged` after a packet that changed a TCP state of an
 /// existing connection, ThresholdCrossed after one that only crossed thresholds. A packet with
 /// [`PacketMeta::l4_dropped`] is looked up, may create or reuse, but is not applied. Returns
 /// the packet's changes.
-pub fn process_packet<T: FlowTable, C: EngineConfig>(
+pub fn process_packet_full<T: FlowTable, C: EngineConfig>(
     table: &mut T,
     meta: &PacketMeta,
     now_ns: u64,
@@ -458,6 +483,8 @@ pub fn addr_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
 
 #[cfg(test)]
 mod app_flip_tests;
+#[cfg(test)]
+mod fast_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
