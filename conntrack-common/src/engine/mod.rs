@@ -388,25 +388,34 @@ pub fn event_after_update(created: Changes, ch: Changes) -> Option<EventKind> {
     }
 }
 
-/// The per-packet driver: the fast path ([`fast_update`]) for an ordinary packet of an
-/// existing connection, else [`process_packet_full`]. The fast path changes nothing that the
-/// full engine would report, so an applied packet emits no event and returns
-/// `Changes::NONE`, as the full engine does for it.
+/// The per-packet driver: for a packet of an existing connection the fast path
+/// ([`fast_update`]), else the full steps on the same entry; for a new connection
+/// [`process_packet_full`]. The fast path changes nothing that the full engine would report,
+/// so an applied packet emits no event and returns `Changes::NONE`, as the full engine does
+/// for it. One lookup serves both paths.
 pub fn process_packet<T: FlowTable, C: EngineConfig>(
     table: &mut T,
     meta: &PacketMeta,
     now_ns: u64,
     checksum_ok: bool,
     cfg: &C,
-    emit: impl FnMut(&EventRef<'_>),
+    mut emit: impl FnMut(&EventRef<'_>),
 ) -> Changes {
+    let key = FlowKey::from_meta(meta);
+    let Some(conn) = table.get_mut(&key) else {
+        return process_packet_full(table, meta, now_ns, checksum_ok, cfg, emit);
+    };
     if let Some(fm) = FastMeta::from_meta(meta, checksum_ok)
-        && let Some(conn) = table.get_mut(&FlowKey::from_fast(&fm))
         && fast_update(conn, &fm, now_ns) == Fast::Applied
     {
         return Changes::NONE;
     }
-    process_packet_full(table, meta, now_ns, checksum_ok, cfg, emit)
+    let packet = Packet {
+        meta,
+        now_ns,
+        checksum_ok,
+    };
+    apply_packet(conn, &key, Changes::NONE, &packet, cfg, &mut emit)
 }
 
 /// The full per-packet driver: lookup, TCP reuse (emits `ReuseRemoved` with the old
@@ -443,12 +452,42 @@ pub fn process_packet_full<T: FlowTable, C: EngineConfig>(
     let Some(conn) = table.get_mut(&key) else {
         return Changes::SKIPPED;
     };
+    let packet = Packet {
+        meta,
+        now_ns,
+        checksum_ok,
+    };
+    apply_packet(conn, &key, created, &packet, cfg, &mut emit)
+}
+
+/// A packet as the driver hands it on.
+struct Packet<'a> {
+    meta: &'a PacketMeta,
+    now_ns: u64,
+    checksum_ok: bool,
+}
+
+/// The driver's steps once the packet's entry is found (`created`: it was just inserted):
+/// TCP reuse, initialisation of a new connection, update, thresholds, the event.
+fn apply_packet<C: EngineConfig>(
+    conn: &mut Conn,
+    key: &FlowKey,
+    mut created: Changes,
+    packet: &Packet<'_>,
+    cfg: &C,
+    emit: &mut impl FnMut(&EventRef<'_>),
+) -> Changes {
+    let Packet {
+        meta,
+        now_ns,
+        checksum_ok,
+    } = *packet;
     if created == Changes::NONE && is_reuse(conn, meta, is_orig(conn, meta)) {
         emit(&EventRef {
             kind: EventKind::ReuseRemoved,
             changes: Changes::REUSED,
             ts_ns: now_ns,
-            key: &key,
+            key,
             meta,
             conn: Some(conn),
         });
@@ -467,7 +506,7 @@ pub fn process_packet_full<T: FlowTable, C: EngineConfig>(
             kind,
             changes: ch,
             ts_ns: now_ns,
-            key: &key,
+            key,
             meta,
             conn: Some(conn),
         });
