@@ -147,6 +147,13 @@ impl History {
         self.as_bytes() == s
     }
 
+    /// True if the history is the single letter `letter` (as `is`, without a slice compare,
+    /// which BPF turns into a `memcmp` call).
+    #[inline(always)]
+    pub fn is_single(&self, letter: u8) -> bool {
+        self.len == 1 && self.letters[0] == letter
+    }
+
     /// The flip after a SYN-ACK-first start: the history `H` is rewritten as `^h`, as if the
     /// connection had been flipped before the SYN-ACK was seen.
     #[inline(always)]

@@ -2,6 +2,7 @@
 //! the same entry (Zeek's `IPBasedConnKey::InitTuple`). ICMP "ports" are type and counterpart
 //! type (request/reply pairs) or type and code (one-way messages, keyed exactly as seen).
 
+use crate::engine::fast::FastMeta;
 use crate::packet::PacketMeta;
 use crate::proto;
 
@@ -66,18 +67,25 @@ pub fn icmp6_counterpart(icmp_type: u8) -> Option<u8> {
 /// for TCP/UDP, (type, counterpart-or-code) for ICMP, (0, 0) for other protocols.
 #[inline(always)]
 pub fn tuple_ports(meta: &PacketMeta) -> (u16, u16, bool) {
-    match meta.proto {
-        proto::TCP | proto::UDP => (meta.sport, meta.dport, false),
+    tuple_ports_of(meta.proto, meta.sport, meta.dport)
+}
+
+/// [`tuple_ports`] from the raw fields: `sport`/`dport` are the transport ports, or the ICMP
+/// type and code.
+#[inline(always)]
+pub fn tuple_ports_of(proto_nr: u8, sport: u16, dport: u16) -> (u16, u16, bool) {
+    match proto_nr {
+        proto::TCP | proto::UDP => (sport, dport, false),
         proto::ICMP | proto::ICMPV6 => {
-            let t = meta.sport as u8;
-            let counterpart = if meta.proto == proto::ICMP {
+            let t = sport as u8;
+            let counterpart = if proto_nr == proto::ICMP {
                 icmp4_counterpart(t)
             } else {
                 icmp6_counterpart(t)
             };
             match counterpart {
-                Some(c) => (meta.sport, c as u16, false),
-                None => (meta.sport, meta.dport, true),
+                Some(c) => (sport, c as u16, false),
+                None => (sport, dport, true),
             }
         }
         _ => (0, 0, false),
@@ -88,19 +96,40 @@ impl FlowKey {
     /// Builds the canonical key of a packet.
     #[inline(always)]
     pub fn from_meta(meta: &PacketMeta) -> FlowKey {
-        let (sp, dp, one_way) = tuple_ports(meta);
-        let src_first = one_way || (addr_words(&meta.src), sp) <= (addr_words(&meta.dst), dp);
+        FlowKey::from_tuple(&meta.src, meta.sport, &meta.dst, meta.dport, meta.proto)
+    }
+
+    /// The canonical key of a fast-path packet: the same rule as [`FlowKey::from_meta`], so
+    /// both paths find the same entry.
+    #[inline(always)]
+    pub fn from_fast(m: &FastMeta) -> FlowKey {
+        FlowKey::from_tuple(&m.src, m.sport, &m.dst, m.dport, m.proto)
+    }
+
+    /// The canonical key of a packet from `src`/`sport` to `dst`/`dport` (ICMP: type and code
+    /// as the ports): the tuple ports ([`tuple_ports_of`]), the smaller (address, port) pair
+    /// first; a one-way ICMP message is keyed as seen.
+    #[inline(always)]
+    pub fn from_tuple(
+        src: &[u8; 16],
+        sport: u16,
+        dst: &[u8; 16],
+        dport: u16,
+        proto_nr: u8,
+    ) -> FlowKey {
+        let (sp, dp, one_way) = tuple_ports_of(proto_nr, sport, dport);
+        let src_first = one_way || (addr_words(src), sp) <= (addr_words(dst), dp);
         let (a, pa, b, pb) = if src_first {
-            (meta.src, sp, meta.dst, dp)
+            (src, sp, dst, dp)
         } else {
-            (meta.dst, dp, meta.src, sp)
+            (dst, dp, src, sp)
         };
         FlowKey {
-            addr_a: a,
-            addr_b: b,
+            addr_a: *a,
+            addr_b: *b,
             port_a: pa,
             port_b: pb,
-            proto: meta.proto,
+            proto: proto_nr,
             _pad: [0; 3],
         }
     }

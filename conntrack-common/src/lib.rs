@@ -12,7 +12,7 @@
 //! - [`tcp`]: per-direction [`tcp::Endpoint`] state, Zeek's sequence space and state machine;
 //! - [`history`]: Zeek's history letters;
 //! - [`conn`]: [`conn::Conn`], the map value, and its conn.log field accessors;
-//! - [`engine`]: orientation, reuse, the per-packet update and the generic driver;
+//! - [`engine`]: orientation, reuse, the per-packet update, the fast path and the generic driver;
 //! - [`threshold`]: per-connection thresholds (the kernel side of ConnThreshold);
 //! - [`contents`]: content extraction flags and the payload records;
 //! - [`event`]: ring-buffer events; [`stats`]: per-CPU counter indices.
@@ -57,6 +57,7 @@ mod pod {
     unsafe impl aya::Pod for crate::conn::Conn {}
     unsafe impl aya::Pod for crate::event::Event {}
     unsafe impl aya::Pod for crate::packet::PacketMeta {}
+    unsafe impl aya::Pod for crate::engine::FastMeta {}
     unsafe impl aya::Pod for crate::tcp::Endpoint {}
     unsafe impl aya::Pod for crate::history::History {}
     unsafe impl aya::Pod for crate::threshold::ThresholdCommand {}
@@ -68,6 +69,7 @@ mod pod {
 // Layout guards: these types are shared with the eBPF program and must not change by accident.
 const _: () = assert!(core::mem::size_of::<key::FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<packet::PacketMeta>() == 80);
+const _: () = assert!(core::mem::size_of::<engine::FastMeta>() == 64);
 const _: () = assert!(core::mem::size_of::<tcp::Endpoint>() == 128);
 const _: () = assert!(core::mem::size_of::<history::History>() == 56);
 const _: () = assert!(core::mem::size_of::<conn::Conn>() == 480);

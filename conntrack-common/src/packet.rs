@@ -148,6 +148,20 @@ impl PacketMeta {
     }
 }
 
+/// `(pkts, ip_bytes)` of a packet of `ip_len` bytes with a `payload_len`-byte transport payload
+/// that stands for `segs` packets: a GSO/GRO super-packet (`segs > 1`) is that many packets,
+/// each with its own headers, so CONNSIZE counts the headers `segs` times; otherwise one
+/// packet of `ip_len` bytes. Shared by the eBPF parse stages and the fast path.
+#[inline(always)]
+pub fn gso_counts(ip_len: u32, payload_len: u32, segs: u32) -> (u32, u32) {
+    if segs > 1 {
+        let headers = ip_len.wrapping_sub(payload_len);
+        (segs, payload_len.wrapping_add(headers.wrapping_mul(segs)))
+    } else {
+        (1, ip_len)
+    }
+}
+
 /// Why a frame could not be parsed.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -66,17 +66,55 @@ pub const fn checked_bits(is_orig: bool) -> u32 {
     direction_bits(is_orig) | bit(slot::TOTAL_BYTES) | bit(slot::TOTAL_PKTS) | bit(slot::DURATION)
 }
 
-/// The current value of the metric of slot `s` at `now_ns`.
-#[inline(always)]
-fn metric(conn: &Conn, s: usize, now_ns: u64) -> u64 {
-    match s {
-        slot::ORIG_BYTES => conn.orig.ip_bytes,
-        slot::RESP_BYTES => conn.resp.ip_bytes,
-        slot::TOTAL_BYTES => conn.orig.ip_bytes.wrapping_add(conn.resp.ip_bytes),
-        slot::ORIG_PKTS => conn.orig.pkts,
-        slot::RESP_PKTS => conn.resp.pkts,
-        slot::TOTAL_PKTS => conn.orig.pkts.wrapping_add(conn.resp.pkts),
-        _ => now_ns.saturating_sub(conn.start_ns),
+/// The values the slots measure: both directions' counters and the connection's age.
+#[derive(Clone, Copy)]
+struct Metrics {
+    orig_bytes: u64,
+    resp_bytes: u64,
+    orig_pkts: u64,
+    resp_pkts: u64,
+    age_ns: u64,
+}
+
+impl Metrics {
+    /// The connection's metrics at `now_ns`.
+    #[inline(always)]
+    fn of(conn: &Conn, now_ns: u64) -> Metrics {
+        Metrics {
+            orig_bytes: conn.orig.ip_bytes,
+            resp_bytes: conn.resp.ip_bytes,
+            orig_pkts: conn.orig.pkts,
+            resp_pkts: conn.resp.pkts,
+            age_ns: now_ns.saturating_sub(conn.start_ns),
+        }
+    }
+
+    /// The metrics once a packet of `is_orig` standing for `pkts` packets and `ip_bytes` bytes
+    /// is counted (wrapping, as `Endpoint::count_packet` counts).
+    #[inline(always)]
+    fn with_packet(mut self, is_orig: bool, pkts: u32, ip_bytes: u32) -> Metrics {
+        if is_orig {
+            self.orig_bytes = self.orig_bytes.wrapping_add(ip_bytes as u64);
+            self.orig_pkts = self.orig_pkts.wrapping_add(pkts as u64);
+        } else {
+            self.resp_bytes = self.resp_bytes.wrapping_add(ip_bytes as u64);
+            self.resp_pkts = self.resp_pkts.wrapping_add(pkts as u64);
+        }
+        self
+    }
+
+    /// The value of slot `s`.
+    #[inline(always)]
+    fn slot(&self, s: usize) -> u64 {
+        match s {
+            slot::ORIG_BYTES => self.orig_bytes,
+            slot::RESP_BYTES => self.resp_bytes,
+            slot::TOTAL_BYTES => self.orig_bytes.wrapping_add(self.resp_bytes),
+            slot::ORIG_PKTS => self.orig_pkts,
+            slot::RESP_PKTS => self.resp_pkts,
+            slot::TOTAL_PKTS => self.orig_pkts.wrapping_add(self.resp_pkts),
+            _ => self.age_ns,
+        }
     }
 }
 
@@ -91,24 +129,44 @@ pub fn is_crossed(s: usize, value: u64, threshold: u64) -> bool {
     }
 }
 
-/// Checks the armed slots among `candidates`, clears those crossed and returns their bits.
+/// The armed slots among `candidates` that `m` crosses (nothing is written).
 #[inline(always)]
-fn check_slots(conn: &mut Conn, candidates: u32, now_ns: u64) -> u32 {
+fn crossed_slots(conn: &Conn, candidates: u32, m: &Metrics) -> u32 {
     let armed = conn.thr_armed & candidates;
     let mut crossed = 0u32;
     let mut s = 0usize;
     while s < SLOTS {
         if armed & bit(s) != 0
             && let Some(&t) = conn.thr.get(s)
-            && is_crossed(s, metric(conn, s, now_ns), t)
+            && is_crossed(s, m.slot(s), t)
         {
             crossed |= bit(s);
         }
         s += 1;
     }
+    crossed
+}
+
+/// Checks the armed slots among `candidates`, clears those crossed and returns their bits.
+#[inline(always)]
+fn check_slots(conn: &mut Conn, candidates: u32, now_ns: u64) -> u32 {
+    let crossed = crossed_slots(conn, candidates, &Metrics::of(conn, now_ns));
     // Disarmed, but the value stays: the event's snapshot says which threshold crossed.
     conn.thr_armed &= !crossed;
     crossed
+}
+
+/// True if counting a packet of direction `is_orig` (`pkts` packets, `ip_bytes` bytes) at
+/// `now_ns` would cross an armed slot, i.e. [`check_after_packet`] after the count would
+/// return non-zero. Writes nothing: the fast path (`engine::fast`) asks before it counts.
+#[inline(always)]
+pub fn would_cross(conn: &Conn, is_orig: bool, pkts: u32, ip_bytes: u32, now_ns: u64) -> bool {
+    let candidates = checked_bits(is_orig);
+    if conn.thr_armed & candidates == 0 {
+        return false;
+    }
+    let m = Metrics::of(conn, now_ns).with_packet(is_orig, pkts, ip_bytes);
+    crossed_slots(conn, candidates, &m) != 0
 }
 
 /// After a counted packet of direction `is_orig` at `now_ns`: the slots that crossed (now

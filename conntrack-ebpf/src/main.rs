@@ -49,8 +49,8 @@ use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use conntrack_common::event::{Event, EventRef};
 use conntrack_common::packet::{
-    MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, note_udp_delivered, parse_ip, parse_l4,
-    tcp_flags, tcp_window_scale,
+    MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, gso_counts, note_udp_delivered, parse_ip,
+    parse_l4, tcp_flags, tcp_window_scale,
 };
 use conntrack_common::proto;
 use conntrack_common::stats::{MAX_IFACES, Stat};
@@ -394,13 +394,8 @@ fn transport_stage<C: Pkt>(ctx: &C) {
     if scratch.checksum_ok == 0 {
         count(Stat::BadChecksums);
     }
-    let segs = scratch.gso_segs;
-    if segs > 1 {
-        // A GSO/GRO super-packet stands for `segs` packets, each with its own headers.
-        let headers = meta.ip_len.wrapping_sub(meta.payload_len);
-        meta.pkts = segs;
-        meta.ip_bytes = meta.payload_len.wrapping_add(headers.wrapping_mul(segs));
-    }
+    // A GSO/GRO super-packet stands for `gso_segs` packets, each with its own headers.
+    (meta.pkts, meta.ip_bytes) = gso_counts(meta.ip_len, meta.payload_len, scratch.gso_segs);
     if scratch.ip_len_zero != 0 {
         // As the host engine does: CONNSIZE counts the header's TotalLen(), which was 0.
         meta.ip_len = 0;

@@ -1,4 +1,5 @@
-//! Links parse -> key -> process_packet into one BPF object. The panic handler calls an
+//! Links parse -> key -> process_packet into one BPF object, and the fast path as the eBPF
+//! glue calls it (prefilter, key, `fast_update` on the map value). The panic handler calls an
 //! undefined symbol, so `check.sh` fails if any panic path survives optimisation; it also
 //! reports the largest stack offset used.
 #![no_std]
@@ -6,7 +7,7 @@
 
 use conntrack_common::conn::Conn;
 use conntrack_common::contents;
-use conntrack_common::engine::{EngineConfig, FlowTable, process_packet};
+use conntrack_common::engine::{EngineConfig, FastMeta, FlowTable, fast_update, process_packet};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta, parse_ethernet, parse_l4};
@@ -59,6 +60,24 @@ pub extern "C" fn prog(buf: *const u8, conn: *mut Conn, meta: *mut PacketMeta, o
         0
     };
     (ch.0 ^ n) as i32
+}
+
+/// The fast path over a map value: the packet-only prefilter, the key, then the decision and
+/// update. Returns `engine::Fast` as u32, or 2 when the prefilter declined.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "classifier")]
+pub extern "C" fn fast(
+    conn: *mut Conn,
+    m: *const FastMeta,
+    key: *mut FlowKey,
+    now_ns: u64,
+) -> u32 {
+    let m = unsafe { &*m };
+    if !m.may_apply() {
+        return 2;
+    }
+    unsafe { *key = FlowKey::from_fast(m) };
+    fast_update(unsafe { &mut *conn }, m, now_ns) as u32
 }
 
 #[panic_handler]

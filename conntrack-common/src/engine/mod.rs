@@ -1,13 +1,17 @@
 //! The per-packet flow engine: orientation of a new connection, TCP reuse, the per-packet
-//! update (history, TCP state machine, sequence space, counters) and a generic driver
-//! ([`process_packet`]) shared by the eBPF program and the host datapath.
+//! update (history, TCP state machine, sequence space, counters), the fast path for ordinary
+//! packets ([`fast`]) and a generic driver ([`process_packet`]) shared by the eBPF program and
+//! the host datapath.
 //!
 //! Everything follows Zeek's packet analysis (TCPSessionAdapter, UDP, ICMP and unknown-IP
 //! adapters, CONNSIZE) as summarised in `zeek-conn-semantics.md`. All functions are pure apart
 //! from the `Conn` they update; time comes in as `now_ns`. The TCP part lives in [`tcp_update`].
 
 pub mod app_flip;
+pub mod fast;
 mod tcp_update;
+
+pub use fast::{Fast, FastMeta, fast_update};
 
 use crate::conn::{CONN_FLIPPED, CONN_PARTIAL, Conn, ZERO_CONN};
 use crate::event::{EventKind, EventRef};
@@ -384,14 +388,44 @@ pub fn event_after_update(created: Changes, ch: Changes) -> Option<EventKind> {
     }
 }
 
-/// The per-packet driver: lookup, TCP reuse (emits `ReuseRemoved` with the old connection,
-/// then restarts it in place), creation (inserts a zeroed value, initialises it in place;
-/// `TableFull` with the packet if the insert fails), update. Emits `NewConn` after a new
+/// The per-packet driver: for a packet of an existing connection the fast path
+/// ([`fast_update`]), else the full steps on the same entry; for a new connection
+/// [`process_packet_full`]. The fast path changes nothing that the full engine would report,
+/// so an applied packet emits no event and returns `Changes::NONE`, as the full engine does
+/// for it. One lookup serves both paths.
+pub fn process_packet<T: FlowTable, C: EngineConfig>(
+    table: &mut T,
+    meta: &PacketMeta,
+    now_ns: u64,
+    checksum_ok: bool,
+    cfg: &C,
+    mut emit: impl FnMut(&EventRef<'_>),
+) -> Changes {
+    let key = FlowKey::from_meta(meta);
+    let Some(conn) = table.get_mut(&key) else {
+        return process_packet_full(table, meta, now_ns, checksum_ok, cfg, emit);
+    };
+    if let Some(fm) = FastMeta::from_meta(meta, checksum_ok)
+        && fast_update(conn, &fm, now_ns) == Fast::Applied
+    {
+        return Changes::NONE;
+    }
+    let packet = Packet {
+        meta,
+        now_ns,
+        checksum_ok,
+    };
+    apply_packet(conn, &key, Changes::NONE, &packet, cfg, &mut emit)
+}
+
+/// The full per-packet driver: lookup, TCP reuse (emits `ReuseRemoved` with the old
+/// connection, then restarts it in place), creation (inserts a zeroed value, initialises it in
+/// place; `TableFull` with the packet if the insert fails), update. Emits `NewConn` after a new
 /// connection's first packet and `StateChanged` after a packet that changed a TCP state of an
 /// existing connection, ThresholdCrossed after one that only crossed thresholds. A packet with
 /// [`PacketMeta::l4_dropped`] is looked up, may create or reuse, but is not applied. Returns
 /// the packet's changes.
-pub fn process_packet<T: FlowTable, C: EngineConfig>(
+pub fn process_packet_full<T: FlowTable, C: EngineConfig>(
     table: &mut T,
     meta: &PacketMeta,
     now_ns: u64,
@@ -418,12 +452,42 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
     let Some(conn) = table.get_mut(&key) else {
         return Changes::SKIPPED;
     };
+    let packet = Packet {
+        meta,
+        now_ns,
+        checksum_ok,
+    };
+    apply_packet(conn, &key, created, &packet, cfg, &mut emit)
+}
+
+/// A packet as the driver hands it on.
+struct Packet<'a> {
+    meta: &'a PacketMeta,
+    now_ns: u64,
+    checksum_ok: bool,
+}
+
+/// The driver's steps once the packet's entry is found (`created`: it was just inserted):
+/// TCP reuse, initialisation of a new connection, update, thresholds, the event.
+fn apply_packet<C: EngineConfig>(
+    conn: &mut Conn,
+    key: &FlowKey,
+    mut created: Changes,
+    packet: &Packet<'_>,
+    cfg: &C,
+    emit: &mut impl FnMut(&EventRef<'_>),
+) -> Changes {
+    let Packet {
+        meta,
+        now_ns,
+        checksum_ok,
+    } = *packet;
     if created == Changes::NONE && is_reuse(conn, meta, is_orig(conn, meta)) {
         emit(&EventRef {
             kind: EventKind::ReuseRemoved,
             changes: Changes::REUSED,
             ts_ns: now_ns,
-            key: &key,
+            key,
             meta,
             conn: Some(conn),
         });
@@ -442,7 +506,7 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
             kind,
             changes: ch,
             ts_ns: now_ns,
-            key: &key,
+            key,
             meta,
             conn: Some(conn),
         });
@@ -458,6 +522,8 @@ pub fn addr_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
 
 #[cfg(test)]
 mod app_flip_tests;
+#[cfg(test)]
+mod fast_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
