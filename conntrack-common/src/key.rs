@@ -103,7 +103,7 @@ impl FlowKey {
     /// both paths find the same entry.
     #[inline(always)]
     pub fn from_fast(m: &FastMeta) -> FlowKey {
-        FlowKey::from_tuple(&m.src, m.sport, &m.dst, m.dport, m.proto)
+        FlowKey::from_words(m.src, m.sport, m.dst, m.dport, m.proto)
     }
 
     /// The canonical key of a packet from `src`/`sport` to `dst`/`dport` (ICMP: type and code
@@ -117,16 +117,24 @@ impl FlowKey {
         dport: u16,
         proto_nr: u8,
     ) -> FlowKey {
+        let (s, d) = (addr_words(src), addr_words(dst));
+        FlowKey::from_words([s.0, s.1], sport, [d.0, d.1], dport, proto_nr)
+    }
+
+    /// [`FlowKey::from_tuple`] with the addresses as [`addr_words`]' words. Chosen and stored
+    /// as words: on eBPF, a choice between two byte arrays becomes one choice per byte.
+    #[inline(always)]
+    fn from_words(s: [u64; 2], sport: u16, d: [u64; 2], dport: u16, proto_nr: u8) -> FlowKey {
         let (sp, dp, one_way) = tuple_ports_of(proto_nr, sport, dport);
-        let src_first = one_way || (addr_words(src), sp) <= (addr_words(dst), dp);
+        let src_first = one_way || (s, sp) <= (d, dp);
         let (a, pa, b, pb) = if src_first {
-            (src, sp, dst, dp)
+            (s, sp, d, dp)
         } else {
-            (dst, dp, src, sp)
+            (d, dp, s, sp)
         };
         FlowKey {
-            addr_a: *a,
-            addr_b: *b,
+            addr_a: words_addr(a),
+            addr_b: words_addr(b),
             port_a: pa,
             port_b: pb,
             proto: proto_nr,
@@ -152,6 +160,16 @@ pub fn addr_words(a: &[u8; 16]) -> (u64, u64) {
         ])
     };
     (w(0), w(8))
+}
+
+/// The address of [`addr_words`]' two words.
+#[inline(always)]
+fn words_addr([hi, lo]: [u64; 2]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    let (h, l) = a.split_at_mut(8);
+    h.copy_from_slice(&hi.to_be_bytes());
+    l.copy_from_slice(&lo.to_be_bytes());
+    a
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 
 use crate::proto;
 
+pub mod fast_parse;
+
 /// How many bytes of a frame the eBPF side copies into its scratch buffer before parsing.
 /// Enough for Ethernet + 2 VLAN tags + IPv6 with a few extension headers + TCP with options.
 pub const MAX_HEADER_BYTES: usize = 256;

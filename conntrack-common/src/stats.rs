@@ -34,10 +34,13 @@ pub enum Stat {
     /// IP bytes of the packets parsed (header plus payload, as conn.log's `*_ip_bytes` counts
     /// them; GSO super-packets count every segment's headers; fragments are not parsed).
     IpBytes = 13,
+    /// Packets applied by the fast path (stage 1 alone: `engine::fast_update`); the rest of
+    /// the parsed packets took the full stage chain.
+    FastPath = 14,
 }
 
 /// Number of entries of the `STATS` array.
-pub const STAT_COUNT: u32 = 14;
+pub const STAT_COUNT: u32 = 15;
 
 impl Stat {
     /// Index into the `STATS` array.
@@ -63,6 +66,7 @@ impl Stat {
             Stat::ContentBytes => "content_bytes",
             Stat::ContentNotDelivered => "content_not_delivered",
             Stat::IpBytes => "ip_bytes",
+            Stat::FastPath => "fast_path",
         }
     }
 
@@ -82,6 +86,7 @@ impl Stat {
         Stat::ContentBytes,
         Stat::ContentNotDelivered,
         Stat::IpBytes,
+        Stat::FastPath,
     ];
 }
 

@@ -35,6 +35,7 @@
 
 mod contents;
 mod control;
+mod fast;
 mod flow;
 mod l2;
 mod lock;
@@ -87,6 +88,25 @@ pub fn conntrack_egress(ctx: TcContext) -> i32 {
 /// Does nothing: the per-packet cost baseline of `cargo xtask bench` (never attached).
 #[classifier]
 pub fn empty(_ctx: TcContext) -> i32 {
+    VERDICT
+}
+
+/// The fast path's floor, part 1: the clock read every tracked packet pays (never attached;
+/// `cargo xtask bench` measures it against `empty`).
+#[classifier]
+pub fn floor_clock(_ctx: TcContext) -> i32 {
+    // SAFETY: helper without arguments (an external call: not optimised away).
+    unsafe { bpf_ktime_get_ns() };
+    VERDICT
+}
+
+/// The fast path's floor, part 2: the clock, the in-place parse and the flow lookup, without
+/// the lock and the update (never attached; for `cargo xtask bench`).
+#[classifier]
+pub fn floor_lookup(ctx: TcContext) -> i32 {
+    // SAFETY: as above.
+    let now_ns = unsafe { bpf_ktime_get_ns() };
+    fast::lookup_only(&ctx, ctx.len(), now_ns);
     VERDICT
 }
 
@@ -204,23 +224,49 @@ pub fn conntrack_xdp_contents(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn count(stat: Stat) {
+pub(crate) fn count(stat: Stat) {
     count_n(stat, 1);
 }
 
 #[inline(always)]
-fn count_n(stat: Stat, n: u64) {
+pub(crate) fn count_n(stat: Stat, n: u64) {
     if let Some(c) = STATS.get_ptr_mut(stat.index()) {
         // SAFETY: per-CPU value, this program is the only writer on this CPU.
         unsafe { *c = (*c).wrapping_add(n) };
     }
 }
 
-/// Stage 1 (ingress/egress): copy the headers, take time, flags and GSO count, find the IP
-/// header behind the VLAN tags.
+/// Stage 1 (ingress/egress): take time, flags and GSO count; an ordinary packet of an existing
+/// connection ends here (fast.rs); for the others, copy the headers and find the IP header
+/// behind the VLAN tags.
 #[inline(always)]
 fn capture_stage<C: Pkt>(ctx: &C) {
     count(Stat::Packets);
+    let len = ctx.frame_len();
+    let pkt::Fields {
+        tstamp,
+        cb0,
+        gso_segs,
+        ifindex,
+    } = ctx.fields();
+    let flags = CONFIG.get(CONFIG_FLAGS).copied().unwrap_or(0);
+    let replay = flags & CONFIG_REPLAY != 0;
+    let now_ns = if replay && tstamp != 0 {
+        tstamp
+    } else {
+        // Live: tstamp is 0 at ingress and a departure time at egress; use the clock.
+        let offset = CONFIG.get(CONFIG_CLOCK_OFFSET).copied().unwrap_or(0);
+        // SAFETY: helper without arguments.
+        unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
+    };
+    // A replayed packet the agent flagged (bad checksum, IP length 0) is accounted apart.
+    let flagged = replay && cb0 & (CB_BAD_CHECKSUM | CB_IP_LEN_ZERO) != 0;
+    if !flagged && fast::try_apply(ctx, len, gso_segs, now_ns) {
+        if !replay {
+            count_iface(ifindex, gso_segs, len);
+        }
+        return;
+    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -228,7 +274,6 @@ fn capture_stage<C: Pkt>(ctx: &C) {
     let scratch = unsafe { &mut *scratch };
 
     // Copy the headers (bpf_skb_load_bytes also reads non-linear skbs).
-    let len = ctx.frame_len();
     if len < ETH_HLEN {
         return count(Stat::ParseErrors);
     }
@@ -254,22 +299,7 @@ fn capture_stage<C: Pkt>(ctx: &C) {
         return count(Stat::NonIp);
     };
 
-    let pkt::Fields {
-        tstamp,
-        cb0,
-        gso_segs,
-        ifindex,
-    } = ctx.fields();
-    let flags = CONFIG.get(CONFIG_FLAGS).copied().unwrap_or(0);
-    let replay = flags & CONFIG_REPLAY != 0;
-    scratch.now_ns = if replay && tstamp != 0 {
-        tstamp
-    } else {
-        // Live: tstamp is 0 at ingress and a departure time at egress; use the clock.
-        let offset = CONFIG.get(CONFIG_CLOCK_OFFSET).copied().unwrap_or(0);
-        // SAFETY: helper without arguments.
-        unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
-    };
+    scratch.now_ns = now_ns;
     scratch.checksum_ok = !(replay && cb0 & CB_BAD_CHECKSUM != 0) as u32;
     scratch.l3_offset = l3_offset as u32;
     scratch.ip_len = n.saturating_sub(l3_offset as u32);

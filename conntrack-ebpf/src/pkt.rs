@@ -3,6 +3,7 @@
 //! Each program type tail-calls through its own program array (the kernel refuses a tail call
 //! into a program of another type).
 
+use crate::fast::Direct;
 use crate::maps::{STAGES, XDP_STAGES};
 use aya_ebpf::EbpfContext;
 use aya_ebpf::bindings::__sk_buff;
@@ -36,6 +37,8 @@ pub trait Pkt: EbpfContext + Sized {
     unsafe fn load_bytes(&self, off: u32, dst: *mut c_void, len: u32) -> i64;
     /// Stage 1's metadata.
     fn fields(&self) -> Fields;
+    /// The linear bytes of the packet, for reading in place.
+    fn direct(&self) -> Direct;
 
     /// The byte at `off`, if the packet has it.
     #[inline(always)]
@@ -82,6 +85,13 @@ impl Pkt for TcContext {
             }
         }
     }
+    #[inline(always)]
+    fn direct(&self) -> Direct {
+        Direct {
+            data: self.data(),
+            end: self.data_end(),
+        }
+    }
 }
 
 impl Pkt for XdpContext {
@@ -109,6 +119,13 @@ impl Pkt for XdpContext {
             cb0: 0,
             gso_segs: 1,
             ifindex: self.ingress_ifindex() as u32,
+        }
+    }
+    #[inline(always)]
+    fn direct(&self) -> Direct {
+        Direct {
+            data: self.data(),
+            end: self.data_end(),
         }
     }
 }

@@ -1,25 +1,35 @@
 //! `conntrack-agent bench-kernel` (hidden): the per-packet cost of the loaded program measured
-//! with BPF_PROG_TEST_RUN and `repeat`, for `cargo xtask bench`. Prints one JSON
-//! object on stdout; the bench computes medians and ratios.
+//! with BPF_PROG_TEST_RUN, for `cargo xtask bench`. Prints one JSON object on stdout; the
+//! bench computes medians and ratios.
 //!
-//! Cases, each against the `empty` program in the same object on the same frame size:
-//! - `tcp_data`: a 100-byte data segment of an established IPv4 TCP connection;
+//! Cases run with `repeat` (the same frame many times in the kernel), against the `empty`
+//! program measured the same way:
+//! - `tcp_ack`: a pure ACK of an established IPv4 TCP connection (the fast path);
+//! - `tcp_retrans`: a 100-byte data segment repeated: after its first run a retransmission,
+//!   which takes the full stage chain (T letter, repeat counter);
 //! - `udp`: a packet of an existing IPv4 UDP flow (both directions seen);
-//! - `udp_armed`: as `udp`, on a flow with an armed threshold that never crosses (the extra
-//!   tail call into the threshold stage that such connections pay);
-//! - `ipv6`: a data segment of an established IPv6 TCP connection;
-//! - `syn_new`: a SYN that creates a connection. Every run must be a new connection, so this one
-//!   runs with `repeat` = 1 on distinct source ports (the kernel's own timing of one run, which
-//!   includes its clock reads), against `empty` measured the same way (`empty_single`).
+//! - `udp_armed`: as `udp`, on a flow with an armed threshold that never crosses;
+//! - `udp_extracted`: as `udp`, on a flow whose payload is extracted (full chain and copy).
 //!
-//! Sensor mode's XDP form on the same frames (`xdp_empty`, `xdp_tcp_data`, `xdp_udp`,
-//! `xdp_ipv6`), against the XDP program that only returns its verdict: the same stages, reading
-//! an `xdp_buff` instead of an skb.
+//! The fast path's floor, on the pure ACK: `floor_clock` (the clock read alone) and
+//! `floor_lookup` (the clock, the in-place parse and the flow lookup).
+//!
+//! Cases that need a different frame each run go with `repeat` = 1 (the kernel's own timing of
+//! one run, which includes its clock reads), against `empty` measured the same way
+//! (`empty_single`), on distinct frames:
+//! - `tcp_data`: in-order 100-byte data segments of an established IPv4 TCP connection, the
+//!   sequence number advancing run after run (the fast path);
+//! - `ipv6`: the same over IPv6;
+//! - `syn_new`: a SYN that creates a connection, on distinct source ports.
+//!
+//! Sensor mode's XDP form on the same frames (`xdp_empty`, `xdp_udp` repeated; `xdp_empty_single`,
+//! `xdp_tcp_data`, `xdp_ipv6` single runs), against the XDP program that only returns its
+//! verdict: the same stages, reading an `xdp_buff` instead of an skb.
 
 use crate::cli::hidden::BenchKernelArgs;
 use crate::datapath::kernel::{
-    BENCH_EMPTY_PROGRAM, BENCH_EMPTY_XDP_PROGRAM, BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM, Kernel,
-    KernelOptions,
+    BENCH_EMPTY_PROGRAM, BENCH_EMPTY_XDP_PROGRAM, BENCH_FLOOR_CLOCK_PROGRAM,
+    BENCH_FLOOR_LOOKUP_PROGRAM, BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM, Kernel, KernelOptions,
 };
 use anyhow::Result;
 use conntrack_common::checksum::set_ipv4_header_checksum;
@@ -172,13 +182,26 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         v4(b4, a4, 6, &tcp_hdr(80, 40000, 5000, 1001, SYN | ACK, 0)),
         v4(a4, b4, 6, &tcp_hdr(40000, 80, 1001, 5001, ACK, 0)),
     ];
-    let data4 = v4(a4, b4, 6, &tcp_hdr(40000, 80, 1001, 5001, PSH | ACK, 100));
+    let retrans4 = v4(a4, b4, 6, &tcp_hdr(40000, 80, 1001, 5001, PSH | ACK, 100));
+    let ack4 = v4(b4, a4, 6, &tcp_hdr(80, 40000, 5001, 1001, ACK, 0));
     let handshake6 = [
         v6(a6, b6, 6, &tcp_hdr(40001, 443, 1000, 0, SYN, 0)),
         v6(b6, a6, 6, &tcp_hdr(443, 40001, 5000, 1001, SYN | ACK, 0)),
         v6(a6, b6, 6, &tcp_hdr(40001, 443, 1001, 5001, ACK, 0)),
     ];
-    let data6 = v6(a6, b6, 6, &tcp_hdr(40001, 443, 1001, 5001, PSH | ACK, 100));
+    // In-order segments: each run sends the next 100 bytes.
+    let mut seq4: u32 = 1001;
+    let mut seq6: u32 = 1001;
+    let mut next4 = || {
+        let f = v4(a4, b4, 6, &tcp_hdr(40000, 80, seq4, 5001, PSH | ACK, 100));
+        seq4 = seq4.wrapping_add(100);
+        f
+    };
+    let mut next6 = || {
+        let f = v6(a6, b6, 6, &tcp_hdr(40001, 443, seq6, 5001, PSH | ACK, 100));
+        seq6 = seq6.wrapping_add(100);
+        f
+    };
     let udp_pair = [
         v4(a4, b4, 17, &udp_hdr(5353, 53, 100)),
         v4(b4, a4, 17, &udp_hdr(53, 5353, 100)),
@@ -188,6 +211,11 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
     for f in handshake4.iter().chain(&handshake6).chain(&udp_pair) {
         k.bench_test_run(BENCH_TRACKER_PROGRAM, f, 1)?;
     }
+    // The first data of each direction and the first pure ACK add history letters (full
+    // chain); from then on the cases above are ordinary packets.
+    k.bench_test_run(BENCH_TRACKER_PROGRAM, &next4(), 1)?;
+    k.bench_test_run(BENCH_TRACKER_PROGRAM, &next6(), 1)?;
+    k.bench_test_run(BENCH_TRACKER_PROGRAM, &ack4, 1)?;
     k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_armed, 1)?;
     arm_unreachable_threshold(&k, &udp_armed)?;
     let udp_extracted = v4(a4, b4, 17, &udp_hdr(5356, 53, 100));
@@ -197,16 +225,21 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
 
     let mut out: Vec<(&str, Vec<u64>)> = [
         "empty",
-        "tcp_data",
+        "floor_clock",
+        "floor_lookup",
+        "tcp_ack",
+        "tcp_retrans",
         "udp",
         "udp_armed",
         "udp_extracted",
-        "ipv6",
         "empty_single",
+        "tcp_data",
+        "ipv6",
         "syn_new",
         "xdp_empty",
-        "xdp_tcp_data",
         "xdp_udp",
+        "xdp_empty_single",
+        "xdp_tcp_data",
         "xdp_ipv6",
     ]
     .iter()
@@ -214,27 +247,61 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
     .collect();
     let mut next_port: u32 = 0;
     for _ in 0..args.rounds {
-        let e = k.bench_test_run(BENCH_EMPTY_PROGRAM, &data4, args.repeat)?;
-        let t = k.bench_test_run(BENCH_TRACKER_PROGRAM, &data4, args.repeat)?;
-        let u = k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp, args.repeat)?;
-        let ua = k.bench_test_run(BENCH_TRACKER_PROGRAM, &udp_armed, args.repeat)?;
-        let ux = extracted_cost(&mut k, &udp_extracted, args.repeat)?;
-        let s6 = k.bench_test_run(BENCH_TRACKER_PROGRAM, &data6, args.repeat)?;
-        let xe = k.bench_test_run_xdp(BENCH_EMPTY_XDP_PROGRAM, &data4, args.repeat)?;
-        let xt = k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &data4, args.repeat)?;
-        let xu = k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &udp, args.repeat)?;
-        let x6 = k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &data6, args.repeat)?;
-        let mut empties = Vec::with_capacity(args.syns as usize);
-        let mut syns = Vec::with_capacity(args.syns as usize);
+        // (case, program, frame, XDP form)
+        let repeated: [(&str, &str, &[u8], bool); 9] = [
+            ("empty", BENCH_EMPTY_PROGRAM, &ack4, false),
+            ("floor_clock", BENCH_FLOOR_CLOCK_PROGRAM, &ack4, false),
+            ("floor_lookup", BENCH_FLOOR_LOOKUP_PROGRAM, &ack4, false),
+            ("tcp_ack", BENCH_TRACKER_PROGRAM, &ack4, false),
+            ("tcp_retrans", BENCH_TRACKER_PROGRAM, &retrans4, false),
+            ("udp", BENCH_TRACKER_PROGRAM, &udp, false),
+            ("udp_armed", BENCH_TRACKER_PROGRAM, &udp_armed, false),
+            ("xdp_empty", BENCH_EMPTY_XDP_PROGRAM, &udp, true),
+            ("xdp_udp", BENCH_XDP_PROGRAM, &udp, true),
+        ];
+        let mut v = Vec::new();
+        for (name, prog, frame, xdp) in repeated {
+            let ns = if xdp {
+                k.bench_test_run_xdp(prog, frame, args.repeat)?
+            } else {
+                k.bench_test_run(prog, frame, args.repeat)?
+            };
+            v.push((name, ns));
+        }
+        v.push((
+            "udp_extracted",
+            extracted_cost(&mut k, &udp_extracted, args.repeat)?,
+        ));
+        let singles = [
+            "empty_single",
+            "tcp_data",
+            "ipv6",
+            "syn_new",
+            "xdp_empty_single",
+            "xdp_tcp_data",
+            "xdp_ipv6",
+        ];
+        let mut runs: Vec<Vec<u64>> = vec![Vec::with_capacity(args.syns as usize); singles.len()];
         for _ in 0..args.syns {
-            // A fresh 4-tuple per run: source 10.2.x.y, port from a counter.
+            // A fresh 4-tuple per SYN: source 10.2.x.y, port from a counter.
             let n = next_port;
             next_port += 1;
             let src = [10, 2, (n >> 16) as u8, (n >> 8) as u8];
             let sport = 1024 + (n & 0xff) as u16;
             let syn = v4(src, b4, 6, &tcp_hdr(sport, 80, 7, 0, SYN, 0));
-            empties.push(k.bench_test_run(BENCH_EMPTY_PROGRAM, &syn, 1)?);
-            syns.push(k.bench_test_run(BENCH_TRACKER_PROGRAM, &syn, 1)?);
+            let (d4, d6, x4, x6) = (next4(), next6(), next4(), next6());
+            let times = [
+                k.bench_test_run(BENCH_EMPTY_PROGRAM, &d4, 1)?,
+                k.bench_test_run(BENCH_TRACKER_PROGRAM, &d4, 1)?,
+                k.bench_test_run(BENCH_TRACKER_PROGRAM, &d6, 1)?,
+                k.bench_test_run(BENCH_TRACKER_PROGRAM, &syn, 1)?,
+                k.bench_test_run_xdp(BENCH_EMPTY_XDP_PROGRAM, &x4, 1)?,
+                k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &x4, 1)?,
+                k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &x6, 1)?,
+            ];
+            for (r, t) in runs.iter_mut().zip(times) {
+                r.push(t);
+            }
             if n.is_multiple_of(1024) {
                 events.clear();
                 k.drain_events(&mut events);
@@ -242,22 +309,12 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         }
         events.clear();
         k.drain_events(&mut events);
-        for (name, v) in [
-            ("empty", e),
-            ("tcp_data", t),
-            ("udp", u),
-            ("udp_armed", ua),
-            ("udp_extracted", ux),
-            ("ipv6", s6),
-            ("empty_single", median(&mut empties)),
-            ("syn_new", median(&mut syns)),
-            ("xdp_empty", xe),
-            ("xdp_tcp_data", xt),
-            ("xdp_udp", xu),
-            ("xdp_ipv6", x6),
-        ] {
+        for (name, r) in singles.iter().zip(runs.iter_mut()) {
+            v.push((name, median(r)));
+        }
+        for (name, t) in v {
             if let Some(slot) = out.iter_mut().find(|(n, _)| *n == name) {
-                slot.1.push(v);
+                slot.1.push(t);
             }
         }
     }

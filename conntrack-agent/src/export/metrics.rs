@@ -77,6 +77,7 @@ fn kernel_help(s: Stat) -> &'static str {
         Stat::IpBytes => {
             "IP bytes (headers and payload) of the packets the eBPF program parsed; fragments excluded"
         }
+        Stat::FastPath => "Packets applied by the fast path (no stage chain, no event)",
     }
 }
 

@@ -16,13 +16,13 @@
 //! bounded loop: the threshold slots) and copies no aggregate, so the eBPF glue can run it
 //! on the map value under the connection's lock.
 
-use super::{addr_eq, ep_mut, parts};
+use super::{ep_mut, parts};
 use crate::conn::{
     CONN_ANALYZER_DECIDED, CONN_DNS_ANALYZER, CONN_NTP_ANALYZER, CONN_PARTIAL, Conn,
 };
 use crate::contents;
 use crate::history::mask;
-use crate::key::tuple_ports_of;
+use crate::key::{addr_words, tuple_ports_of};
 use crate::packet::{PacketMeta, tcp_flags};
 use crate::proto;
 use crate::tcp::{EP_ACTIVE, Endpoint, seq_delta, state};
@@ -50,10 +50,12 @@ use crate::threshold;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FastMeta {
-    /// Source address, IPv4-mapped for IPv4 (as `PacketMeta::src`).
-    pub src: [u8; 16],
-    /// Destination address.
-    pub dst: [u8; 16],
+    /// Source address, IPv4-mapped for IPv4 (as `PacketMeta::src`), as the two big-endian
+    /// words of `key::addr_words`: on eBPF, addresses handled as words stay two registers
+    /// where byte arrays become sixteen values, spilled one by one.
+    pub src: [u64; 2],
+    /// Destination address, likewise.
+    pub dst: [u64; 2],
     /// TCP sequence number.
     pub seq: u32,
     /// TCP acknowledgement number.
@@ -119,8 +121,8 @@ impl FastMeta {
     #[inline(always)]
     pub(crate) fn view(m: &PacketMeta) -> FastMeta {
         FastMeta {
-            src: m.src,
-            dst: m.dst,
+            src: words(&m.src),
+            dst: words(&m.dst),
             seq: m.seq,
             ack: m.ack,
             payload_len: m.payload_len,
@@ -245,7 +247,7 @@ pub(crate) fn plan(c: &Conn, m: &FastMeta, now_ns: u64) -> Result<Plan, Reason> 
     }
     // `engine::is_orig`: the tuple's source port is the transport port or the ICMP type.
     let (sport, _, _) = tuple_ports_of(m.proto, m.sport, m.dport);
-    let is_orig = addr_eq(&m.src, &c.orig_addr) && sport == c.orig_port;
+    let is_orig = m.src == words(&c.orig_addr) && sport == c.orig_port;
     if c.thr_armed & contents::extract_bit(is_orig) != 0 && m.payload_len != 0 {
         return Err(Reason::Extraction);
     }
@@ -389,6 +391,13 @@ fn commit(c: &mut Conn, m: &FastMeta, now_ns: u64, p: &Plan) {
         ep.count_packet(m.pkts, m.ip_bytes);
         c.last_ns = now_ns;
     }
+}
+
+/// An address as [`FastMeta`] holds it.
+#[inline(always)]
+pub fn words(a: &[u8; 16]) -> [u64; 2] {
+    let (hi, lo) = addr_words(a);
+    [hi, lo]
 }
 
 /// The endpoint of one side.

@@ -9,6 +9,10 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 
 /// The program that does nothing (`conntrack-ebpf`'s `empty`): the per-packet cost baseline.
 pub const BENCH_EMPTY_PROGRAM: &str = "empty";
+/// The fast path's floor programs (`floor_clock`: the clock read; `floor_lookup`: the clock,
+/// the in-place parse and the flow lookup), measured against [`BENCH_EMPTY_PROGRAM`].
+pub const BENCH_FLOOR_CLOCK_PROGRAM: &str = "floor_clock";
+pub const BENCH_FLOOR_LOOKUP_PROGRAM: &str = "floor_lookup";
 /// The tracker's entry program, as BPF_PROG_TEST_RUN runs it (stages follow by tail call).
 pub const BENCH_TRACKER_PROGRAM: &str = PROGRAMS[0].0;
 /// The XDP program that only returns the verdict: the bench's XDP baseline.

@@ -11,6 +11,7 @@ use conntrack_common::contents::ContentCounters;
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::MAX_HEADER_BYTES;
+use conntrack_common::stats::Stat;
 use conntrack_common::threshold::ThresholdCommand;
 
 /// `__sk_buff.cb[0]` bits in replay: the transport checksum is bad / replay mode.
@@ -41,6 +42,15 @@ pub struct KernelDatapath {
 }
 
 impl KernelDatapath {
+    /// Packets the program applied on its fast path so far (`Stat::FastPath`).
+    pub fn fast_path_packets(&self) -> Result<u64> {
+        let stats = self.kernel.stats()?;
+        Ok(stats
+            .iter()
+            .find(|(s, _)| *s == Stat::FastPath)
+            .map_or(0, |(_, n)| *n))
+    }
+
     pub fn new(likely_server_ports: &[(u16, u8)], max_flows: u32) -> Result<KernelDatapath> {
         let mut kernel = Kernel::load(&KernelOptions {
             max_flows,
