@@ -16,7 +16,9 @@ pub enum Stat {
     TableFull = 4,
     /// Events dropped because the ring buffer was full.
     RingbufFull = 5,
-    /// Packets skipped because the connection's lock was busy.
+    /// Connection locks found taken for about a millisecond and taken over: left behind (a
+    /// written-back copy of a locked value), never a live holder. The packet was applied; a
+    /// packet that waits for a held lock is not counted here.
     LockBusy = 6,
     /// Connections created.
     NewConns = 7,

@@ -202,8 +202,6 @@ pub struct ThresholdCommand {
 pub const RESULT_APPLIED: u32 = 1 << 16;
 /// Result bit: no connection under the key.
 pub const RESULT_NOT_FOUND: u32 = 1 << 17;
-/// Result bit: the connection's lock stayed busy (the caller may retry).
-pub const RESULT_BUSY: u32 = 1 << 18;
 /// Result bit: the command could not be read.
 pub const RESULT_BAD_COMMAND: u32 = 1 << 19;
 

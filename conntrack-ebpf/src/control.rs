@@ -9,8 +9,7 @@ use crate::maps::FLOWS;
 use aya_ebpf::helpers::bpf_skb_load_bytes;
 use aya_ebpf::programs::TcContext;
 use conntrack_common::threshold::{
-    RESULT_APPLIED, RESULT_BAD_COMMAND, RESULT_BUSY, RESULT_NOT_FOUND, ThresholdCommand,
-    apply_command,
+    RESULT_APPLIED, RESULT_BAD_COMMAND, RESULT_NOT_FOUND, ThresholdCommand, apply_command,
 };
 use core::mem::MaybeUninit;
 
@@ -40,9 +39,8 @@ pub fn run(ctx: &TcContext) -> u32 {
     };
     // SAFETY: a FLOWS value pointer stays valid for the program run.
     let lock_word = unsafe { &raw mut (*conn).lock };
-    if !unsafe { lock::lock(lock_word) } {
-        return RESULT_BUSY;
-    }
+    // The command waits for the lock like a packet (a lock taken over is counted there).
+    unsafe { lock::lock(lock_word) };
     // SAFETY: locked; no other writer.
     let crossed = apply_command(unsafe { &mut *conn }, cmd);
     // SAFETY: taken above.

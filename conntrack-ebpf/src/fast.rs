@@ -6,7 +6,8 @@
 //! Every other packet (new connections, SYN/FIN/RST, anything that adds a history letter,
 //! retransmissions, gaps, fragments, IP options, extension headers, a threshold it could cross,
 //! extraction, a replayed packet with a bad checksum) takes the stage chain unchanged:
-//! `packet::fast_parse::parse_fast` or `fast_update` says so before anything is written.
+//! `packet::fast_parse::parse_fast` or `fast_update` says so before anything is written (the
+//! lock is released first: the chain takes it again).
 
 use crate::lock;
 use crate::maps::FLOWS;
@@ -50,9 +51,8 @@ pub fn try_apply<C: Pkt>(ctx: &C, frame_len: u32, gso_segs: u32, now_ns: u64) ->
     };
     // SAFETY: a FLOWS value pointer stays valid for the program run.
     let lock_word = unsafe { &raw mut (*conn).lock };
-    // Busy: the stage chain waits for the lock again (and accounts the packet if it cannot).
-    if !unsafe { lock::lock(lock_word) } {
-        return false;
+    if unsafe { lock::lock(lock_word) } == lock::Taken::TakenOver {
+        count(Stat::LockBusy);
     }
     // SAFETY: locked; no other writer.
     let applied = fast_update(unsafe { &mut *conn }, &m, now_ns) == Fast::Applied;

@@ -37,7 +37,7 @@ impl EngineConfig for BpfPorts {
 pub enum Prepared {
     /// The connection is locked and ready for `update`; `Scratch::key`/`created` are set.
     Ready(*mut Conn),
-    /// Nothing more to do (table full or lock busy: already reported).
+    /// Nothing more to do (table full: already reported).
     Done,
 }
 
@@ -92,18 +92,8 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
     };
     // SAFETY: a FLOWS value pointer stays valid for the program run.
     let lock_word = unsafe { &raw mut (*conn).lock };
-    if !unsafe { lock::lock(lock_word) } {
-        // Another CPU holds the connection: hand the packet to the agent to be accounted.
+    if unsafe { lock::lock(lock_word) } == lock::Taken::TakenOver {
         count(Stat::LockBusy);
-        emit(&EventRef {
-            kind: EventKind::TableFull,
-            changes: Changes::NONE,
-            ts_ns: now_ns,
-            key,
-            meta,
-            conn: None,
-        });
-        return Prepared::Done;
     }
     // SAFETY: locked; no other writer.
     let c = unsafe { &mut *conn };

@@ -25,8 +25,6 @@ pub enum DatapathError {
 pub enum ThresholdError {
     #[error("no such connection in the flow table")]
     NotFound,
-    #[error("the connection stayed locked by the datapath")]
-    Busy,
     #[error("threshold command failed: {0}")]
     Failed(String),
 }
@@ -37,8 +35,6 @@ pub fn decode_control_result(r: u32) -> Result<u32, ThresholdError> {
         Ok(r & threshold::ALL_SLOTS)
     } else if r & threshold::RESULT_NOT_FOUND != 0 {
         Err(ThresholdError::NotFound)
-    } else if r & threshold::RESULT_BUSY != 0 {
-        Err(ThresholdError::Busy)
     } else {
         Err(ThresholdError::Failed(format!("result {r:#x}")))
     }

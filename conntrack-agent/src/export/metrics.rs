@@ -65,7 +65,9 @@ fn kernel_help(s: Stat) -> &'static str {
             "New connections that found the flow table full (tracked by the agent instead)"
         }
         Stat::RingbufFull => "Events dropped because the ring buffer was full",
-        Stat::LockBusy => "Packets skipped because the connection's lock was busy",
+        Stat::LockBusy => {
+            "Connection locks left behind and taken over (the packet was applied); 0 normally"
+        }
         Stat::NewConns => "Connections created in the kernel table",
         Stat::Reuses => "Connections replaced because of TCP reuse",
         Stat::BadChecksums => "Packets with a bad transport checksum",

@@ -184,15 +184,22 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     let stats = kernel.stats()?;
     let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
     eprintln!(
-        "conntrack-agent: {} packets, {} connections logged, drops: ring buffer {}, table full {}, \
-         lock busy {}, fragments not tracked {}",
+        "conntrack-agent: {} packets ({} on the fast path), {} connections logged, drops: ring \
+         buffer {}, table full {}, fragments not tracked {}",
         get(Stat::Packets),
+        get(Stat::FastPath),
         agent.stats.conns_logged,
         get(Stat::RingbufFull),
         get(Stat::TableFull),
-        get(Stat::LockBusy),
         get(Stat::Fragments)
     );
+    if get(Stat::LockBusy) > 0 {
+        eprintln!(
+            "conntrack-agent: {} connection locks were left behind and taken over (the packets \
+             were applied); please report this",
+            get(Stat::LockBusy)
+        );
+    }
     if let Some(x) = ipfix {
         // Joins the sender thread: at most one batch and a 5 s connect timeout.
         eprintln!("{}", tokio::task::block_in_place(|| x.finish()));

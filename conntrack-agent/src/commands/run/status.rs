@@ -15,12 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Counters whose growth means packets or events were lost or not applied.
-pub const DROP_STATS: [Stat; 4] = [
-    Stat::RingbufFull,
-    Stat::TableFull,
-    Stat::LockBusy,
-    Stat::Fragments,
-];
+/// (`LockBusy` is not one: a packet always gets its connection's lock.)
+pub const DROP_STATS: [Stat; 3] = [Stat::RingbufFull, Stat::TableFull, Stat::Fragments];
 
 /// True while a status line is on screen: the logger then clears it before each message.
 static ACTIVE: AtomicBool = AtomicBool::new(false);

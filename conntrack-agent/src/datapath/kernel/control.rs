@@ -35,21 +35,11 @@ struct TestRunAttr {
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
-/// How often a command that found the connection locked is retried (a packet holds the lock
-/// for well under a microsecond).
-const CONTROL_TRIES: u32 = 8;
-
 impl ControlProgram {
-    /// Runs `cmd`; returns the crossed slots.
+    /// Runs `cmd` (it waits for the connection's lock like a packet); returns the crossed
+    /// slots.
     pub fn run(&self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
-        let mut last = ThresholdError::Busy;
-        for _ in 0..CONTROL_TRIES {
-            match decode_control_result(self.run_once(cmd)?) {
-                Err(ThresholdError::Busy) => last = ThresholdError::Busy,
-                other => return other,
-            }
-        }
-        Err(last)
+        decode_control_result(self.run_once(cmd)?)
     }
 
     fn run_once(&self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
