@@ -9,7 +9,9 @@
 //!   which takes the full stage chain (T letter, repeat counter);
 //! - `udp`: a packet of an existing IPv4 UDP flow (both directions seen);
 //! - `udp_armed`: as `udp`, on a flow with an armed threshold that never crosses;
-//! - `udp_extracted`: as `udp`, on a flow whose payload is extracted (full chain and copy).
+//! - `udp_extracted`: as `udp`, on a flow whose payload is extracted (full chain and copy);
+//! - `udp_contended`: both directions of the `udp` flow at once, one thread per CPU (the mean
+//!   of the two): the fast path with its connection lock contended.
 //!
 //! The fast path's floor, on the pure ACK: `floor_clock` (the clock read alone) and
 //! `floor_lookup` (the clock, the in-place parse and the flow lookup).
@@ -232,6 +234,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         "udp",
         "udp_armed",
         "udp_extracted",
+        "udp_contended",
         "empty_single",
         "tcp_data",
         "ipv6",
@@ -272,6 +275,9 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
             "udp_extracted",
             extracted_cost(&mut k, &udp_extracted, args.repeat)?,
         ));
+        // Both directions of one flow on two CPUs at once: the connection lock contended.
+        let [o, r] = k.bench_test_run_pair([&udp_pair[0], &udp_pair[1]], args.repeat)?;
+        v.push(("udp_contended", (o + r) / 2));
         let singles = [
             "empty_single",
             "tcp_data",

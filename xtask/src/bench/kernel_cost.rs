@@ -54,7 +54,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
          kernel's timer reads), ratio vs the empty program's single run"
     );
     // (row, case, baseline, detail)
-    let rows: [(&str, &str, Option<f64>, String); 17] = [
+    let rows: [(&str, &str, Option<f64>, String); 18] = [
         ("empty program (baseline)", "empty", empty, per.clone()),
         (
             "floor: clock read",
@@ -79,6 +79,15 @@ pub fn run(b: &mut Bench) -> Result<Section> {
             "udp",
             empty,
             format!("{per}; IPv4, 100-byte datagram, the fast path"),
+        ),
+        (
+            "existing UDP flow packet, both directions on two CPUs at once",
+            "udp_contended",
+            empty,
+            format!(
+                "{per} per CPU, the two runs at the same time; the connection's lock and cache \
+                 line contended (compare with the row above)"
+            ),
         ),
         (
             "existing UDP flow packet, threshold armed",

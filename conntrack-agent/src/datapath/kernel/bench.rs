@@ -62,4 +62,46 @@ impl Kernel {
             .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
         Ok(res.duration.as_nanos() as u64)
     }
+
+    /// `frames[0]` and `frames[1]` through the tracker, `repeat` times each, on two CPUs at
+    /// once (one thread per frame, pinned): the contended case of the connection lock when both
+    /// frames belong to one connection. Returns each thread's mean ns per run.
+    pub fn bench_test_run_pair(&self, frames: [&[u8]; 2], repeat: u32) -> Result<[u64; 2]> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(BENCH_TRACKER_PROGRAM)
+            .context("no tracker program in the eBPF object")?
+            .try_into()?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let run = |i: usize| -> Result<u64> {
+            pin_to_cpu(i % cpus);
+            let res = prog
+                .test_run(TestRunOptions {
+                    data_in: Some(frames[i]),
+                    repeat: repeat.max(1),
+                    ..TestRunOptions::default()
+                })
+                .context("BPF_PROG_TEST_RUN of the tracker")?;
+            Ok(res.duration.as_nanos() as u64)
+        };
+        std::thread::scope(|s| {
+            let a = s.spawn(|| run(0));
+            let b = s.spawn(|| run(1));
+            let (a, b) = (a.join(), b.join());
+            match (a, b) {
+                (Ok(a), Ok(b)) => Ok([a?, b?]),
+                _ => anyhow::bail!("a bench thread panicked"),
+            }
+        })
+    }
+}
+
+/// Pins the calling thread to `cpu` (best effort: unpinned, the figures are only noisier).
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
 }
