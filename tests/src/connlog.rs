@@ -48,6 +48,19 @@ impl ConnLog {
             .filter(|r| r["proto"] == proto && r["id.resp_p"] == port)
             .collect()
     }
+
+    /// The one record of `proto` to responder port `resp_p`; panics (with the whole log) if
+    /// there is not exactly one.
+    pub fn one(&self, proto: &str, resp_p: u16) -> &Record {
+        let recs = self.by_resp(proto, resp_p);
+        assert_eq!(
+            recs.len(),
+            1,
+            "expected one {proto}/{resp_p} record in {:#?}",
+            self.records
+        );
+        recs[0]
+    }
 }
 
 /// A field parsed as an integer (`-` counts as 0, as an analyst reading conn.log would).

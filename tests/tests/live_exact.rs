@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use conntrack_tests::connlog::{ConnLog, Record, num};
+use conntrack_tests::connlog::{ConnLog, num};
 use conntrack_tests::is_root;
 use conntrack_tests::netns::{LiveAgent, NetnsPair};
 
@@ -34,17 +34,6 @@ fn stop(agent: LiveAgent, dir: &std::path::Path) -> ConnLog {
     let log = ConnLog::read(&dir.join("conn.log")).unwrap();
     assert!(log.closed, "conn.log has no #close line after shutdown");
     log
-}
-
-fn one<'a>(log: &'a ConnLog, proto: &str, port: u16) -> &'a Record {
-    let recs = log.by_resp(proto, port);
-    assert_eq!(
-        recs.len(),
-        1,
-        "one {proto}/{port} record: {:#?}",
-        log.records
-    );
-    recs[0]
 }
 
 /// 5 GiB in one TCP stream: the sequence space wraps past 4 GiB, GSO super-packets arrive on
@@ -92,7 +81,7 @@ fn multi_gigabyte_tcp_stream_is_counted_exactly() {
     assert_eq!(server.join().unwrap(), sent, "the server got every byte");
     let log = stop(agent, dir.path());
     drop(pair);
-    let r = one(&log, "tcp", 5201);
+    let r = log.one("tcp", 5201);
     assert_eq!(num(r, "orig_bytes"), sent, "{r:#?}");
     assert_eq!(num(r, "missed_bytes"), 0, "{r:#?}");
     let history = &r["history"];
@@ -155,7 +144,7 @@ fn udp_flood_from_two_cpus_to_one_flow_is_counted_exactly() {
     let counted = receiver.join().unwrap();
     let log = stop(agent, dir.path());
     drop(pair);
-    let r = one(&log, "udp", 5301);
+    let r = log.one("udp", 5301);
     assert!(counted > 0, "nothing reached the receiver");
     eprintln!("{counted} datagrams reached the receiver's UDP layer");
     assert_eq!(num(r, "orig_pkts"), counted, "{r:#?}");

@@ -53,17 +53,6 @@ impl Live {
     }
 }
 
-fn one<'a>(log: &'a ConnLog, proto: &str, port: u16) -> &'a Record {
-    let recs = log.by_resp(proto, port);
-    assert_eq!(
-        recs.len(),
-        1,
-        "expected one {proto}/{port} record in {:#?}",
-        log.records
-    );
-    recs[0]
-}
-
 fn sock(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
 }
@@ -124,7 +113,7 @@ fn live_tcp_normal_close() {
     let b = live.pair.b_v4.clone();
     transfer(&live, &b, 5001, 3_000_000, 20_000);
     let log = live.finish();
-    check_tcp_transfer(one(&log, "tcp", 5001), 3_000_000, 20_000, 40);
+    check_tcp_transfer(log.one("tcp", 5001), 3_000_000, 20_000, 40);
 }
 
 #[test]
@@ -133,7 +122,7 @@ fn live_ipv6_tcp_normal_close() {
     let b = live.pair.b_v6.clone();
     transfer(&live, &b, 5002, 500_000, 1_000);
     let log = live.finish();
-    check_tcp_transfer(one(&log, "tcp", 5002), 500_000, 1_000, 60);
+    check_tcp_transfer(log.one("tcp", 5002), 500_000, 1_000, 60);
 }
 
 #[test]
@@ -147,7 +136,7 @@ fn live_refused_connection_is_rej() {
     .unwrap();
     assert!(res.is_err(), "nothing listens on 5003, connect must fail");
     let log = live.finish();
-    let r = one(&log, "tcp", 5003);
+    let r = log.one("tcp", 5003);
     assert_eq!(r["conn_state"], "REJ", "{r:#?}");
     assert_eq!(r["history"], "Sr", "{r:#?}");
 }
@@ -183,7 +172,7 @@ fn live_unanswered_syn_is_s0() {
     .unwrap();
     assert!(res.is_err());
     let log = live.finish();
-    let r = one(&log, "tcp", 5004);
+    let r = log.one("tcp", 5004);
     assert_eq!(r["conn_state"], "S0", "{r:#?}");
     assert_eq!(r["history"], "S", "{r:#?}");
     assert!(num(r, "orig_pkts") >= 1);
@@ -214,7 +203,7 @@ fn live_reset_mid_stream_is_rsto() {
     .unwrap();
     assert_eq!(server.join().unwrap(), 1000);
     let log = live.finish();
-    let r = one(&log, "tcp", 5005);
+    let r = log.one("tcp", 5005);
     assert_eq!(r["conn_state"], "RSTO", "{r:#?}");
     assert!(r["history"].starts_with("ShAD"), "{r:#?}");
     assert!(r["history"].contains('R'), "{r:#?}");
@@ -264,7 +253,7 @@ fn live_udp_request_response_is_sf() {
     .unwrap();
     assert_eq!(server.join().unwrap(), 123);
     let log = live.finish();
-    let r = one(&log, "udp", 5006);
+    let r = log.one("udp", 5006);
     assert_eq!(r["conn_state"], "SF", "{r:#?}");
     assert_eq!(r["history"], "Dd", "{r:#?}");
     assert_eq!(num(r, "orig_bytes"), 123);

@@ -281,17 +281,6 @@ fn udp(client_ns: &str, server_ns: &str, srv: SocketAddr, n: usize, req: usize, 
     server.join().unwrap();
 }
 
-fn one<'a>(log: &'a ConnLog, proto: &str, port: u16) -> &'a Record {
-    let recs = log.by_resp(proto, port);
-    assert_eq!(
-        recs.len(),
-        1,
-        "expected one {proto}/{port} record in {:#?}",
-        log.records
-    );
-    recs[0]
-}
-
 fn check_orientation(r: &Record, orig: &str, resp: &str) {
     assert_eq!(r["id.orig_h"], orig, "{r:#?}");
     assert_eq!(r["id.resp_h"], resp, "{r:#?}");
@@ -388,16 +377,16 @@ fn scenario(index: u8, extra: &[&str]) -> Option<(ConnLog, u64)> {
     let (a, b) = (span.a_ip.clone(), span.b_ip.clone());
     drop(span);
 
-    let r = one(&log, "tcp", 6001);
+    let r = log.one("tcp", 6001);
     check_orientation(r, &a, &b);
     check_tcp(r, 200_000, 30_000);
-    let r = one(&log, "tcp", 6002);
+    let r = log.one("tcp", 6002);
     check_orientation(r, &b, &a);
     check_tcp(r, 50_000, 5_000);
-    let r = one(&log, "udp", 6003);
+    let r = log.one("udp", 6003);
     check_orientation(r, &a, &b);
     check_udp(r, 10, 100, 300);
-    let r = one(&log, "udp", 6004);
+    let r = log.one("udp", 6004);
     check_orientation(r, &b, &a);
     check_udp(r, 5, 200, 50);
     // The XDP form feeds the same counters: the sensor interface saw at least every packet of
@@ -405,7 +394,7 @@ fn scenario(index: u8, extra: &[&str]) -> Option<(ConnLog, u64)> {
     let logged: u64 = [("tcp", 6001), ("tcp", 6002), ("udp", 6003), ("udp", 6004)]
         .iter()
         .map(|&(p, port)| {
-            let r = one(&log, p, port);
+            let r = log.one(p, port);
             num(r, "orig_pkts") + num(r, "resp_pkts")
         })
         .sum();
