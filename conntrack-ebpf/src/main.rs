@@ -2,10 +2,13 @@
 //! flow engine; connection state lives in `FLOWS`, and what the agent must know (new
 //! connections, TCP state changes, reuse, packets that could not be applied) goes to `EVENTS`.
 //!
-//! Per packet, a chain of programs joined by tail calls through `STAGES` (each is verified on its
-//! own, which keeps the verifier's path count in bounds; per-CPU `SCRATCH` carries the state):
-//! - `conntrack_ingress` / `conntrack_egress`: copy up to `MAX_HEADER_BYTES` of the frame,
-//!   take the time and flags, skip the VLAN tags;
+//! An ordinary packet of an existing connection ends in the first program: the fast path
+//! (fast.rs) reads its headers in place and applies it with `engine::fast_update`. Every other
+//! packet takes a chain of programs joined by tail calls through `STAGES` (each is verified on
+//! its own, which keeps the verifier's path count in bounds; per-CPU `SCRATCH` carries the
+//! state):
+//! - `conntrack_ingress` / `conntrack_egress`: take the time and flags, try the fast path, copy
+//!   up to `MAX_HEADER_BYTES` of the frame, skip the VLAN tags;
 //! - `conntrack_parse`: `packet::parse_ip` (the IP layer) into a `PacketMeta`;
 //! - `conntrack_transport`: `packet::parse_l4`, GSO counts, the SYN's window-scale option;
 //! - `conntrack_engine`: lookup/creation, TCP reuse, initialisation, with the connection locked;
