@@ -11,6 +11,7 @@
 
 use crate::lock;
 use crate::maps::FLOWS;
+use crate::note::{self, Note};
 use crate::pkt::Pkt;
 use crate::{count, count_n};
 use conntrack_common::engine::{Fast, fast_update};
@@ -38,31 +39,31 @@ impl HeaderSource for Direct {
     }
 }
 
-/// Applies the packet if it is ordinary; false if it needs the stage chain (nothing was
-/// written then). `frame_len` is the whole frame's length, `gso_segs` the packets it stands for.
+/// Applies the packet if it is ordinary: `Some(noted)`, where `noted` says a note waits for the
+/// note stage (a lock taken over); `None` if it needs the stage chain (nothing was written
+/// then). `frame_len` is the whole frame's length, `gso_segs` the packets it stands for.
 #[inline(always)]
-pub fn try_apply<C: Pkt>(ctx: &C, frame_len: u32, gso_segs: u32, now_ns: u64) -> bool {
-    let Some(m) = parse_fast(&ctx.direct(), frame_len, gso_segs) else {
-        return false;
-    };
+pub fn try_apply<C: Pkt>(ctx: &C, frame_len: u32, gso_segs: u32, now_ns: u64) -> Option<bool> {
+    let m = parse_fast(&ctx.direct(), frame_len, gso_segs)?;
     let key = FlowKey::from_fast(&m);
-    let Some(conn) = FLOWS.get_ptr_mut(&key) else {
-        return false;
-    };
+    let conn = FLOWS.get_ptr_mut(&key)?;
     // SAFETY: a FLOWS value pointer stays valid for the program run.
     let lock_word = unsafe { &raw mut (*conn).lock };
-    if unsafe { lock::lock(lock_word) } == lock::Taken::TakenOver {
+    let taken_over = unsafe { lock::lock(lock_word) } == lock::Taken::TakenOver;
+    if taken_over {
         count(Stat::LockBusy);
+        note::record(Note::LockTakenOver, 0);
     }
     // SAFETY: locked; no other writer.
     let applied = fast_update(unsafe { &mut *conn }, &m, now_ns) == Fast::Applied;
     // SAFETY: taken above.
     unsafe { lock::unlock(lock_word) };
-    if applied {
-        count(Stat::FastPath);
-        count_n(Stat::IpBytes, m.ip_bytes as u64);
+    if !applied {
+        return None;
     }
-    applied
+    count(Stat::FastPath);
+    count_n(Stat::IpBytes, m.ip_bytes as u64);
+    Some(taken_over)
 }
 
 /// The part of [`try_apply`] before the connection is touched: parse and lookup, for the

@@ -7,6 +7,7 @@
 
 use crate::lock;
 use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_CONTENTS, STAGE_THRESHOLD};
+use crate::note::{self, Note};
 use crate::pkt::Pkt;
 use aya_ebpf::bindings::BPF_NOEXIST;
 use conntrack_common::conn::{CONN_FLIPPED, Conn, ZERO_CONN};
@@ -66,6 +67,7 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
                 Err(e) if e == -EEXIST => {}
                 Err(_) => {
                     count(Stat::TableFull);
+                    note::record(Note::TableFull, 0);
                     // The agent tracks this packet in its overflow table: it needs the
                     // checksum verdict too.
                     let changes = if scratch.checksum_ok == 0 {
@@ -94,6 +96,7 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
     let lock_word = unsafe { &raw mut (*conn).lock };
     if unsafe { lock::lock(lock_word) } == lock::Taken::TakenOver {
         count(Stat::LockBusy);
+        note::record(Note::LockTakenOver, 0);
     }
     // SAFETY: locked; no other writer.
     let c = unsafe { &mut *conn };
@@ -148,6 +151,8 @@ pub fn apply<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
         // Not installed: finish the packet without the check.
     }
     finish(conn, ch, emit);
+    // A lock taken over in stage 4: its note, if logging is on.
+    note::flush(ctx);
 }
 
 /// Stage 6 (only for a connection with an armed threshold or extraction bit):
@@ -175,6 +180,7 @@ pub fn check_thresholds_stage<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
         scratch.contents_orig = side as u32;
         ctx.tail_call(STAGE_CONTENTS);
     }
+    note::flush(ctx);
 }
 
 /// The packet's event (if any), then unlock.

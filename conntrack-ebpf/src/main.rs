@@ -43,6 +43,7 @@ mod flow;
 mod l2;
 mod lock;
 mod maps;
+mod note;
 mod pkt;
 
 use core::ptr::copy_nonoverlapping;
@@ -53,8 +54,8 @@ use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use conntrack_common::event::{Event, EventRef};
 use conntrack_common::packet::{
-    MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, gso_counts, note_udp_delivered, parse_ip,
-    parse_l4, tcp_flags, tcp_window_scale,
+    MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, ParseError, gso_counts, note_udp_delivered,
+    parse_ip, parse_l4, tcp_flags, tcp_window_scale,
 };
 use conntrack_common::proto;
 use conntrack_common::stats::{MAX_IFACES, Stat};
@@ -161,6 +162,13 @@ pub fn conntrack_contents(ctx: TcContext) -> i32 {
     VERDICT
 }
 
+/// The note stage (note.rs), reached by tail call when a rare condition is to be logged.
+#[classifier]
+pub fn conntrack_note(ctx: TcContext) -> i32 {
+    note::run(&ctx);
+    VERDICT
+}
+
 /// Sensor mode's verdict for every XDP stage: pass, or drop after accounting (`--sensor-drop`).
 #[inline(always)]
 fn sensor_verdict() -> u32 {
@@ -219,6 +227,13 @@ pub fn conntrack_xdp_threshold(ctx: XdpContext) -> u32 {
     sensor_verdict()
 }
 
+/// Sensor mode, the note stage.
+#[xdp]
+pub fn conntrack_xdp_note(ctx: XdpContext) -> u32 {
+    note::run(&ctx);
+    sensor_verdict()
+}
+
 /// Sensor mode, stage 7.
 #[xdp]
 pub fn conntrack_xdp_contents(ctx: XdpContext) -> u32 {
@@ -264,9 +279,12 @@ fn capture_stage<C: Pkt>(ctx: &C) {
     };
     // A replayed packet the agent flagged (bad checksum, IP length 0) is accounted apart.
     let flagged = replay && cb0 & (CB_BAD_CHECKSUM | CB_IP_LEN_ZERO) != 0;
-    if !flagged && fast::try_apply(ctx, len, gso_segs, now_ns) {
+    if !flagged && let Some(noted) = fast::try_apply(ctx, len, gso_segs, now_ns) {
         if !replay {
             count_iface(ifindex, gso_segs, len);
+        }
+        if noted {
+            note::flush(ctx);
         }
         return;
     }
@@ -278,7 +296,7 @@ fn capture_stage<C: Pkt>(ctx: &C) {
 
     // Copy the headers (bpf_skb_load_bytes also reads non-linear skbs).
     if len < ETH_HLEN {
-        return count(Stat::ParseErrors);
+        return parse_error(ctx, ParseError::Truncated, note::IN_COPY);
     }
     let n = if len > MAX_HEADER_BYTES as u32 {
         MAX_HEADER_BYTES as u32
@@ -295,7 +313,7 @@ fn capture_stage<C: Pkt>(ctx: &C) {
     let dst = scratch.frame.as_mut_ptr().cast();
     // SAFETY: `dst` has MAX_HEADER_BYTES >= n bytes.
     if unsafe { ctx.load_bytes(0, dst, n) } != 0 {
-        return count(Stat::ParseErrors);
+        return parse_error(ctx, ParseError::Truncated, note::IN_COPY);
     }
     let frame = scratch.frame.get(..n as usize).unwrap_or(&[]);
     let Some((l3_offset, ethertype)) = l2::ip_offset(frame) else {
@@ -353,8 +371,8 @@ fn parse_stage<C: Pkt>(ctx: &C) {
         return count(Stat::ParseErrors);
     }
     let meta: &mut PacketMeta = &mut scratch.meta;
-    if parse_ip(ip, meta).is_err() {
-        return count(Stat::ParseErrors);
+    if let Err(e) = parse_ip(ip, meta) {
+        return parse_error(ctx, e, note::IN_IP);
     }
     if meta.is_fragment() {
         // Reassembly is the host's job (replays); live fragments are counted, not tracked.
@@ -412,8 +430,8 @@ fn transport_stage<C: Pkt>(ctx: &C) {
         }
     };
     let meta: &mut PacketMeta = &mut scratch.meta;
-    if parse_l4(l4, l4_len, meta).is_err() {
-        return count(Stat::ParseErrors);
+    if let Err(e) = parse_l4(l4, l4_len, meta) {
+        return parse_error(ctx, e, note::IN_TRANSPORT);
     }
     if scratch.copy_cut != 0 && meta.proto == proto::UDP {
         // Our copy ends before the packet: the application analyzers see the packet's own
@@ -486,11 +504,23 @@ fn window_scale<C: Pkt>(ctx: &C, buf: &mut [u8; L4_HEADER_BYTES], start: u64) ->
 /// Stage 4: the connection for this packet, created/reused/initialised and locked.
 #[inline(always)]
 fn engine_stage<C: Pkt>(ctx: &C) {
-    if let flow::Prepared::Ready(conn) = flow::prepare(emit, count) {
-        ctx.tail_call(STAGE_UPDATE);
-        flow::release(conn);
-        count(Stat::ParseErrors); // the next stage is not installed
+    match flow::prepare(emit, count) {
+        flow::Prepared::Ready(conn) => {
+            ctx.tail_call(STAGE_UPDATE);
+            flow::release(conn);
+            count(Stat::ParseErrors); // the next stage is not installed
+        }
+        // Table full: its note, if logging is on.
+        flow::Prepared::Done => note::flush(ctx),
     }
+}
+
+/// A frame whose headers could not be parsed: counted, and noted for `run --kernel-log`.
+#[inline(always)]
+fn parse_error<C: Pkt>(ctx: &C, e: ParseError, layer: u32) {
+    count(Stat::ParseErrors);
+    note::record(note::Note::ParseError, note::parse_detail(e, layer));
+    note::flush(ctx);
 }
 
 /// Writes the event straight into a ring-buffer reservation (an `Event` does not fit the stack).

@@ -87,7 +87,8 @@ pub struct Scratch {
     /// Content extraction: 1 if the payload to extract was sent by the originator (set by the
     /// threshold stage for the contents stage).
     pub contents_orig: u32,
-    pub _pad: u32,
+    /// A rare condition for the note stage to log (`note::Note`), 0 for none.
+    pub note: u32,
     /// The packet's flow key.
     pub key: FlowKey,
 }
@@ -103,12 +104,12 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Tail-call targets, filled by the agent: the stages are verified separately, which keeps
 /// each under the verifier's complexity limit.
 #[map]
-pub static STAGES: ProgramArray = ProgramArray::with_max_entries(6, 0);
+pub static STAGES: ProgramArray = ProgramArray::with_max_entries(7, 0);
 
 /// The sensor-mode XDP stages (`conntrack_xdp_*`), at the same indices as in [`STAGES`]: a
 /// tail call must stay within one program type.
 #[map]
-pub static XDP_STAGES: ProgramArray = ProgramArray::with_max_entries(6, 0);
+pub static XDP_STAGES: ProgramArray = ProgramArray::with_max_entries(7, 0);
 
 /// Sensor mode settings, written by the agent: [`SENSOR_DROP`] holds 1 when the XDP programs
 /// drop the (mirrored) packets after accounting, else they pass them on.
@@ -136,6 +137,8 @@ pub const STAGE_THRESHOLD: u32 = 4;
 /// Index of `conntrack_contents` in [`STAGES`] (entered only for a packet with payload of a
 /// connection that extracts its direction).
 pub const STAGE_CONTENTS: u32 = 5;
+/// Index of `conntrack_note` in [`STAGES`]: the log line of a rare condition (note.rs).
+pub const STAGE_NOTE: u32 = 6;
 
 /// Content extraction: payload records (`contents::ContentRecord`) of flagged connections,
 /// submitted without wakeup (the agent polls). Large: a live transfer fills it at line rate

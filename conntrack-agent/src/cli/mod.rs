@@ -230,6 +230,18 @@ pub struct RunArgs {
     /// every second on stderr when it is a terminal).
     #[arg(help_heading = "Logs", long)]
     pub no_status: bool,
+
+    /// Log lines from the eBPF program for rare conditions, on stderr: `error` (a connection
+    /// lock left behind), `warn` (the flow table full), `debug` (each frame whose headers could
+    /// not be parsed, with the reason). Off by default, and then free.
+    #[arg(
+        help_heading = "Logs",
+        long,
+        value_enum,
+        value_name = "LEVEL",
+        default_value_t
+    )]
+    pub kernel_log: crate::datapath::kernel::KernelLog,
 }
 
 #[derive(Args, Debug, Clone)]

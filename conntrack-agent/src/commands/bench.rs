@@ -170,6 +170,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         replay: false,
         // The bench has an extraction row.
         contents: true,
+        kernel_log: None,
     })?;
     k.load_sensor(false)?;
     let mut events: Vec<Event> = Vec::new();

@@ -9,7 +9,7 @@ use crate::commands::setup::{self, Mode, Settings, Started};
 use crate::config::Config;
 use crate::core::agent::Agent;
 use crate::core::clock::{Clock, WallClock};
-use crate::datapath::kernel::{Kernel, KernelOptions};
+use crate::datapath::kernel::{Kernel, KernelLogSink, KernelOptions};
 use crate::export::metrics::Metrics;
 use anyhow::{Context, Result};
 use conntrack_common::event::{Event, EventKind};
@@ -39,6 +39,10 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         likely_server_ports: &settings.ports,
         replay: false,
         contents: settings.contents.enabled(),
+        kernel_log: Some(KernelLogSink {
+            level: args.kernel_log,
+            sink: &status::KernelLines,
+        }),
     };
     let (mut kernel, pins) = match &args.pin_dir {
         Some(root) => {

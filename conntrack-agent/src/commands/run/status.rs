@@ -18,6 +18,27 @@ use std::time::Instant;
 /// (`LockBusy` is not one: a packet always gets its connection's lock.)
 pub const DROP_STATS: [Stat; 3] = [Stat::RingbufFull, Stat::TableFull, Stat::Fragments];
 
+/// The eBPF program's log lines (`--kernel-log`) on stderr, like the agent's own messages but
+/// whatever `RUST_LOG` says: the option is their filter (the program applies it).
+pub struct KernelLines;
+
+impl log::Log for KernelLines {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!(
+            "{}[{:<5} kernel] {}",
+            clear_prefix(),
+            record.level(),
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}
+
 /// True while a status line is on screen: the logger then clears it before each message.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 

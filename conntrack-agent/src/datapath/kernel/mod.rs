@@ -29,6 +29,7 @@ mod bench;
 mod control;
 mod flows;
 mod iface;
+mod kernel_log;
 mod pins;
 mod privileges;
 mod replay;
@@ -43,6 +44,7 @@ pub use bench::{
 pub use control::ControlProgram;
 pub use flows::FlowMap;
 pub use iface::ifindexes;
+pub use kernel_log::{KernelLog, KernelLogSink};
 pub use pins::{PINNED_MAPS, link_pin_name};
 pub use replay::{KernelDatapath, replay_datapath};
 pub use sensor::{SensorAttach, SensorXdpMode};
@@ -70,13 +72,14 @@ const PROGRAMS: [(&str, TcAttachType); 2] = [
 ];
 
 /// The later stages, tail-called through `STAGES[index]` (conntrack-ebpf/src/maps.rs).
-const STAGE_PROGRAMS: [(&str, u32); 6] = [
+const STAGE_PROGRAMS: [(&str, u32); 7] = [
     ("conntrack_parse", 0),
     ("conntrack_transport", 1),
     ("conntrack_engine", 2),
     ("conntrack_update", 3),
     ("conntrack_threshold", 4),
     ("conntrack_contents", 5),
+    ("conntrack_note", 6),
 ];
 
 /// Threshold commands (never attached, run with BPF_PROG_TEST_RUN; conntrack-ebpf/src/control.rs).
@@ -101,6 +104,8 @@ pub struct KernelOptions<'a> {
     /// their full size. Without it they shrink to a page and one entry, which saves an idle
     /// agent that never extracts ~40 MB of kernel memory (and as much RSS: the ring is mapped).
     pub contents: bool,
+    /// The program's log lines (aya-log) to show and where (`run --kernel-log`); `None`: off.
+    pub kernel_log: Option<KernelLogSink>,
 }
 
 /// The loaded program and its maps.
@@ -117,6 +122,8 @@ pub struct Kernel {
     /// TCX links pinned for a successor ([`Kernel::attach_pinned`]): dropping them leaves the
     /// programs attached; [`Kernel::unpin_links`] detaches them.
     pinned_links: Vec<(PathBuf, FdLink)>,
+    /// The program's log lines, when `--kernel-log` asked for them (flushed with the events).
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Kernel {
@@ -148,6 +155,10 @@ impl Kernel {
                 .map_max_entries("CONTENTS", page_size())
                 .map_max_entries("CONTENTS_CONNS", 1);
         }
+        // aya-log's level in the program: 0 (none) unless asked for, so a rare condition costs
+        // one load and branch.
+        let log_level = opts.kernel_log.map_or(0, |k| k.level.level_byte());
+        loader.override_global(aya_log::LEVEL, &log_level, true);
         let pin_paths: Vec<(&str, PathBuf)> = pin_dir
             .map(|d| PINNED_MAPS.iter().map(|n| (*n, d.join(n))).collect())
             .unwrap_or_default();
@@ -206,6 +217,13 @@ impl Kernel {
         };
         let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("no map EVENTS")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("STATS").context("no map STATS")?)?;
+        let logger = match opts.kernel_log {
+            Some(k) if k.level != KernelLog::Off => Some(
+                aya_log::EbpfLogger::init_with_logger(&mut ebpf, k.sink)
+                    .context("reading the program's log lines (AYA_LOGS)")?,
+            ),
+            _ => None,
+        };
         Ok(Kernel {
             ebpf,
             flows: Some(FlowMap {
@@ -217,6 +235,7 @@ impl Kernel {
             stats,
             attached: Vec::new(),
             pinned_links: Vec::new(),
+            logger,
         })
     }
 
@@ -227,6 +246,9 @@ impl Kernel {
 
     /// Appends every event waiting in the ring buffer to `out`; returns how many.
     pub fn drain_events(&mut self, out: &mut Vec<Event>) -> usize {
+        if let Some(l) = &mut self.logger {
+            l.flush();
+        }
         let mut n = 0;
         while let Some(item) = self.events.next() {
             if item.len() >= size_of::<Event>() {

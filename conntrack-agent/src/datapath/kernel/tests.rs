@@ -64,6 +64,7 @@ fn small_test_kernel() -> Option<Kernel> {
             likely_server_ports: &[],
             replay: false,
             contents: false,
+            kernel_log: None,
         })
         .expect("loading the program"),
     )
