@@ -1,11 +1,14 @@
 //! The spin lock in `Conn::lock`: ingress and egress of one flow run on different CPUs at once.
 //!
-//! A packet always gets the lock: it spins until the holder (another CPU running one packet's
-//! stages, a few microseconds at most) lets go. The first attempts are inline; after that the
-//! spin runs in `bpf_loop` (the verifier checks its callback once, whatever the count), up to
-//! [`SPIN_LIMIT`] attempts, about a millisecond, far beyond any holder's run. A lock still
-//! taken then was left behind (a copy of a locked value written back), not held: it is taken
-//! over and counted as `LockBusy`, and the packet is applied all the same.
+//! A packet always gets the lock: it spins until the holder lets go. The first attempts are
+//! inline; after that the spin runs in `bpf_loop` (the verifier checks its callback once,
+//! whatever the count), up to [`SPIN_LIMIT`] attempts, the helper's maximum (tens of
+//! milliseconds). A holder in the TC or XDP hooks runs one packet's stages with bottom halves
+//! off, a few microseconds; one under BPF_PROG_TEST_RUN (`conntrack_control`, replays, the
+//! tests) runs in process context and can be preempted while it holds the lock, for up to a
+//! scheduler time slice: the bound covers that too. A lock still taken then was left behind (a
+//! copy of a locked value written back), not held: it is taken over and counted as `LockBusy`,
+//! and the packet is applied all the same.
 //!
 //! `bpfel-unknown-none` has no atomic read-modify-write in `core::sync::atomic`, so the
 //! intrinsics are used directly; they lower to BPF_CMPXCHG / BPF_XCHG (`-C target-cpu=v3`).
@@ -18,8 +21,9 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xchg};
 /// Attempts made inline before the spin moves into `bpf_loop`.
 const INLINE_TRIES: u32 = 8;
 
-/// Attempts in `bpf_loop` before a lock is taken to be left behind.
-const SPIN_LIMIT: u32 = 1 << 16;
+/// Attempts in `bpf_loop` before a lock is taken to be left behind: the helper's maximum
+/// (`BPF_MAX_LOOPS`).
+const SPIN_LIMIT: u32 = 1 << 23;
 
 /// How [`lock`] got the lock.
 #[derive(Clone, Copy, PartialEq, Eq)]
