@@ -70,8 +70,11 @@ pub fn run<C: Pkt>(ctx: &C) {
     // SAFETY: per-CPU scratch, this packet's.
     let note = unsafe { core::mem::replace(&mut (*s).note, 0) };
     let detail = note >> 8;
+    const PARSE_ERROR: u32 = Note::ParseError as u32;
+    const TABLE_FULL: u32 = Note::TableFull as u32;
+    const LOCK_TAKEN_OVER: u32 = Note::LockTakenOver as u32;
     match note & 0xff {
-        1 => debug!(
+        PARSE_ERROR => debug!(
             ctx,
             "frame not parsed: error {} (1 truncated, 3 bad IP version, 4 bad header length, \
              5 bad length field, 6 too many VLAN tags, 7 too many IPv6 extension headers) in \
@@ -79,11 +82,11 @@ pub fn run<C: Pkt>(ctx: &C) {
             detail >> 8,
             detail & 0xff
         ),
-        2 => warn!(
+        TABLE_FULL => warn!(
             ctx,
             "flow table full: a new connection goes to the agent's overflow table"
         ),
-        3 => error!(
+        LOCK_TAKEN_OVER => error!(
             ctx,
             "a connection lock was left behind and taken over (the packet was applied)"
         ),

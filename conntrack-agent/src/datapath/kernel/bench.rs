@@ -36,11 +36,7 @@ impl Kernel {
                 .with_context(|| format!("loading {name} (BPF verifier)"))?;
         }
         let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: repeat.max(1),
-                ..TestRunOptions::default()
-            })
+            .test_run(repeated(frame, repeat))
             .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
         Ok(res.duration.as_nanos() as u64)
     }
@@ -54,11 +50,7 @@ impl Kernel {
             .with_context(|| format!("no program {name} in the eBPF object"))?
             .try_into()?;
         let res = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: repeat.max(1),
-                ..TestRunOptions::default()
-            })
+            .test_run(repeated(frame, repeat))
             .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
         Ok(res.duration.as_nanos() as u64)
     }
@@ -76,11 +68,7 @@ impl Kernel {
         let run = |i: usize| -> Result<u64> {
             pin_to_cpu(i % cpus);
             let res = prog
-                .test_run(TestRunOptions {
-                    data_in: Some(frames[i]),
-                    repeat: repeat.max(1),
-                    ..TestRunOptions::default()
-                })
+                .test_run(repeated(frames[i], repeat))
                 .context("BPF_PROG_TEST_RUN of the tracker")?;
             Ok(res.duration.as_nanos() as u64)
         };
@@ -96,8 +84,18 @@ impl Kernel {
     }
 }
 
+/// BPF_PROG_TEST_RUN options: `frame`, `repeat` times in the kernel (at least once), which
+/// reports the mean time per run.
+pub(super) fn repeated(frame: &[u8], repeat: u32) -> TestRunOptions<'_> {
+    TestRunOptions {
+        data_in: Some(frame),
+        repeat: repeat.max(1),
+        ..TestRunOptions::default()
+    }
+}
+
 /// Pins the calling thread to `cpu` (best effort: unpinned, the figures are only noisier).
-fn pin_to_cpu(cpu: usize) {
+pub(super) fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

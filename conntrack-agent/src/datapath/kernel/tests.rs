@@ -1,9 +1,10 @@
 //! Tests that load the program and run it with BPF_PROG_TEST_RUN: the TC and XDP forms alike,
 //! and one connection updated from two CPUs. Skipped without root or without the object.
 
+use super::bench::{pin_to_cpu, repeated};
 use super::privileges::check_privileges;
 use super::{BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM, Kernel, KernelOptions, OBJECT, PROGRAMS};
-use aya::programs::{TestRun, TestRunOptions};
+use aya::programs::TestRun;
 use conntrack_common::conn::Conn;
 use conntrack_common::stats::Stat;
 
@@ -37,15 +38,6 @@ fn udp_frame_with_ip_options(
     f.extend_from_slice(&[0, 0]);
     f.resize(f.len() + payload, 0xab);
     f
-}
-
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// The program loaded with a 1024-entry table, or None (test skipped) where it cannot be.
@@ -158,12 +150,8 @@ fn hammer(orig: &[u8], resp: &[u8], orig_ip_header: u64) {
     };
     let prog = kernel.program(PROGRAMS[0].0).unwrap();
     let run = |frame: &[u8], repeat: u32| {
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..TestRunOptions::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
+        prog.test_run(repeated(frame, repeat))
+            .expect("BPF_PROG_TEST_RUN");
     };
     // Create the connection first so that both threads update an existing entry.
     run(orig, 1);
