@@ -11,20 +11,20 @@ use crate::tcp::{Endpoint, state};
 
 /// `Conn::flags`: the roles were flipped at least once.
 pub const CONN_FLIPPED: u16 = 1 << 0;
-/// `Conn::flags`: the originator's SYN armed Zeek's attempt timer at `attempt_ns`
-/// (fires at `attempt_ns + tcp_attempt_delay`).
+/// `Conn::flags`: the originator's SYN armed Zeek's attempt timer (the agent's tracker runs
+/// the timers from the events' times: no timestamp is kept here).
 pub const CONN_ATTEMPT_ARMED: u16 = 1 << 1;
-/// `Conn::flags`: a TCP endpoint left the handshake at `handshake_left_ns`; from then on the
+/// `Conn::flags`: a TCP endpoint left the handshake; from then on the
 /// TCP inactivity timeout (5 min) applies instead of the initial 1 min.
 pub const CONN_HANDSHAKE_LEFT: u16 = 1 << 2;
 /// `Conn::flags`: the close completed (both closed, or a RST, or the peer never active); Zeek
-/// removes the connection at `close_ns + tcp_close_delay` and cancels its attempt and expire
+/// removes the connection at `tcp_close_delay` after the last packet and cancels its attempt and expire
 /// timers (`CancelTimers`; the attempt flag is cleared). Only the inactivity timer remains.
 pub const CONN_CLOSE_ARMED: u16 = 1 << 3;
-/// `Conn::flags`: `connection_established` happened at `established_ns`.
+/// `Conn::flags`: `connection_established` happened.
 pub const CONN_ESTABLISHED: u16 = 1 << 4;
 /// `Conn::flags`: an endpoint that had been active closed without completing the close; Zeek
-/// arms an extra `ExpireTimer` chain at `half_close_ns + tcp_session_timer` (re-armed every
+/// arms an extra `ExpireTimer` chain at `tcp_session_timer` after the last packet (re-armed every
 /// `tcp_session_timer`), besides the one started at `start_ns + tcp_SYN_timeout`.
 pub const CONN_HALF_CLOSED: u16 = 1 << 5;
 /// `Conn::flags`: TCP connection that did not start with a plain SYN (approximates Zeek's
@@ -51,16 +51,6 @@ pub struct Conn {
     pub start_ns: u64,
     /// Zeek's `last_time` (ns).
     pub last_ns: u64,
-    /// When the attempt timer was armed (valid with [`CONN_ATTEMPT_ARMED`]).
-    pub attempt_ns: u64,
-    /// When TCP left the handshake (valid with [`CONN_HANDSHAKE_LEFT`]).
-    pub handshake_left_ns: u64,
-    /// `last_ns` when the close completed (valid with [`CONN_CLOSE_ARMED`]).
-    pub close_ns: u64,
-    /// When the connection was established (valid with [`CONN_ESTABLISHED`]).
-    pub established_ns: u64,
-    /// `last_ns` at an incomplete close (valid with [`CONN_HALF_CLOSED`]).
-    pub half_close_ns: u64,
     /// Originator endpoint.
     pub orig: Endpoint,
     /// Responder endpoint.
@@ -190,11 +180,6 @@ impl Conn {
         resp_addr: [0; 16],
         start_ns: 0,
         last_ns: 0,
-        attempt_ns: 0,
-        handshake_left_ns: 0,
-        close_ns: 0,
-        established_ns: 0,
-        half_close_ns: 0,
         orig: Endpoint::ZERO,
         resp: Endpoint::ZERO,
         history: History::EMPTY,

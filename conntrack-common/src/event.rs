@@ -1,9 +1,19 @@
 //! Events the flow engine reports (pushed to the `EVENTS` ring buffer by the eBPF program, or
 //! collected in a `Vec` by the host datapath).
 //!
-//! The driver hands out an [`EventRef`] (references only, a few words on the stack) rather than
-//! an [`Event`] (616 bytes, too large for the 512-byte eBPF stack); the eBPF glue writes it
-//! straight into a ring-buffer reservation with [`EventRef::write_to`].
+//! An event carries what changed, not a copy of the connection: the agent reads the flow table
+//! when it needs the whole state (removal, polling, capabilities). Three record layouts share
+//! the ring buffer:
+//! - [`ConnChange`] (72 bytes): a connection was created or changed a TCP state; the fields
+//!   Zeek's timers need;
+//! - [`Snapshot`]: a `ConnChange` followed by the whole connection, for the two rare events
+//!   whose state cannot be read from the table later: a TCP reuse (the old connection left the
+//!   table; the agent logs this copy) and a threshold crossing (alerts report the counters at
+//!   the crossing, not some packets later). In the same ring, so that they stay in order;
+//! - [`TableFull`] (96 bytes): the packet that found the table full (the agent tracks it).
+//!
+//! The driver hands out an [`EventRef`] (references only, a few words on the stack); the eBPF
+//! glue writes the matching record straight into a ring-buffer reservation.
 
 use crate::conn::Conn;
 use crate::engine::Changes;
@@ -14,22 +24,22 @@ use crate::packet::PacketMeta;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A connection was created (snapshot after its first packet).
+    /// A connection was created (after its first packet).
     NewConn = 1,
-    /// A TCP endpoint state changed (snapshot after the packet).
+    /// A TCP endpoint state changed.
     StateChanged = 2,
-    /// TCP reuse: the old connection (snapshot before the packet) must be logged; a `NewConn`
+    /// TCP reuse: the old connection (as it was before the packet) must be logged; a `NewConn`
     /// for the same key follows.
     ReuseRemoved = 3,
-    /// The flow table was full; `meta` is the packet, there is no connection.
+    /// The flow table was full; the record is the packet, there is no connection.
     TableFull = 4,
-    /// Only thresholds crossed (snapshot after the packet); `changes` says which
-    /// (`Changes::crossed`). NewConn and StateChanged events report crossings the same way.
+    /// Only thresholds crossed; `changes` says which (`Changes::crossed`). NewConn and
+    /// StateChanged events report crossings the same way.
     ThresholdCrossed = 5,
 }
 
 impl EventKind {
-    /// Decodes `Event::kind`.
+    /// Decodes the first word of a record.
     pub fn from_u32(v: u32) -> Option<EventKind> {
         match v {
             1 => Some(EventKind::NewConn),
@@ -42,22 +52,148 @@ impl EventKind {
     }
 }
 
-/// An event as stored in the ring buffer.
+/// `ConnChange::orient`: the originator is the key's `(addr_a, port_a)` side.
+pub const ORIG_IS_A: u8 = 1;
+/// `ConnChange::orient`: the packet came from the originator.
+pub const FROM_ORIG: u8 = 2;
+/// `ConnChange::orient`: the record is a [`Snapshot`] (the connection follows).
+pub const HAS_CONN: u8 = 4;
+
+/// A connection's change (NewConn, StateChanged, ThresholdCrossed) as stored in the ring
+/// buffer: 72 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Event {
+pub struct ConnChange {
     /// [`EventKind`] as u32.
     pub kind: u32,
-    /// [`Changes`] bits of the packet that caused the event.
+    /// [`Changes`] bits of the packet.
     pub changes: u32,
     /// Packet time (ns).
     pub ts_ns: u64,
     /// Flow key.
     pub key: FlowKey,
-    /// The packet that caused the event.
-    pub meta: PacketMeta,
-    /// Connection snapshot (all zero for `TableFull`).
+    /// The connection's `last_ns` after the packet.
+    pub last_ns: u64,
+    /// The connection's `CONN_*` flags after the packet.
+    pub flags: u16,
+    /// The originator's TCP endpoint state (any protocol: the raw `Endpoint::state`).
+    pub orig_state: u8,
+    /// The responder's.
+    pub resp_state: u8,
+    /// [`ORIG_IS_A`] | [`FROM_ORIG`] | [`HAS_CONN`].
+    pub orient: u8,
+    /// Explicit padding, always zero (two fields: see `FlowKey::_pad0`).
+    pub _pad0: u8,
+    /// Explicit padding, always zero.
+    pub _pad1: u16,
+}
+
+/// A change with the whole connection (a reuse's old connection, or the connection right
+/// after a packet that crossed thresholds), as stored in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The change; `orient` has [`HAS_CONN`].
+    pub change: ConnChange,
+    /// The connection.
     pub conn: Conn,
+}
+
+/// The packet that found the flow table full, as stored in the ring buffer: 96 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableFull {
+    /// `EventKind::TableFull` as u32.
+    pub kind: u32,
+    /// `Changes::TABLE_FULL`, with `Changes::BAD_CHECKSUM` for a bad transport checksum.
+    pub changes: u32,
+    /// Packet time (ns).
+    pub ts_ns: u64,
+    /// The packet.
+    pub meta: PacketMeta,
+}
+
+/// One event, decoded (host side). A snapshot is the large one; snapshots are rare and the
+/// host collects events into a reused `Vec`.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// NewConn or StateChanged without a crossing.
+    Conn(ConnChange),
+    /// ReuseRemoved (the old connection), or a change that crossed thresholds.
+    Snapshot(Snapshot),
+    /// TableFull.
+    TableFull(TableFull),
+}
+
+/// True if the event of `kind` with `changes` carries the connection ([`Snapshot`]).
+#[inline(always)]
+pub fn needs_snapshot(kind: EventKind, changes: Changes) -> bool {
+    kind == EventKind::ReuseRemoved || changes.crossed() != 0
+}
+
+impl ConnChange {
+    /// The record for `conn` (with `key`) after a packet from the originator or not.
+    #[inline(always)]
+    pub fn of(
+        kind: EventKind,
+        changes: Changes,
+        ts_ns: u64,
+        key: &FlowKey,
+        conn: &Conn,
+        from_orig: bool,
+    ) -> ConnChange {
+        ConnChange {
+            kind: kind as u32,
+            changes: changes.0,
+            ts_ns,
+            key: *key,
+            last_ns: conn.last_ns,
+            flags: conn.flags,
+            orig_state: conn.orig.state,
+            resp_state: conn.resp.state,
+            orient: orient(key, conn, from_orig),
+            _pad0: 0,
+            _pad1: 0,
+        }
+    }
+
+    /// The decoded kind.
+    pub fn kind(&self) -> Option<EventKind> {
+        EventKind::from_u32(self.kind)
+    }
+
+    /// The threshold slots that crossed on this packet (`threshold::bit` values), 0 if none.
+    pub fn crossed(&self) -> u32 {
+        Changes(self.changes).crossed()
+    }
+
+    /// True if the connection has any flag of `mask` (`CONN_*`), as `Conn::has_flag`.
+    pub fn has_flag(&self, mask: u16) -> bool {
+        self.flags & mask != 0
+    }
+
+    /// True if the packet came from the originator.
+    pub fn from_orig(&self) -> bool {
+        self.orient & FROM_ORIG != 0
+    }
+
+    /// The originator's address and port, and the responder's port (from the key).
+    pub fn orig_side(&self) -> ([u8; 16], u16, u16) {
+        let k = &self.key;
+        if self.orient & ORIG_IS_A != 0 {
+            (k.addr_a, k.port_a, k.port_b)
+        } else {
+            (k.addr_b, k.port_b, k.port_a)
+        }
+    }
+}
+
+/// [`ConnChange::orient`] of `conn` under `key`.
+#[inline(always)]
+pub fn orient(key: &FlowKey, conn: &Conn, from_orig: bool) -> u8 {
+    let a = crate::engine::addr_eq(&conn.orig_addr, &key.addr_a) && conn.orig_port == key.port_a;
+    (a as u8) | if from_orig { FROM_ORIG } else { 0 }
 }
 
 /// An event by reference, as given to the `emit` callback of [`crate::engine::process_packet`].
@@ -73,48 +209,110 @@ pub struct EventRef<'a> {
     pub key: &'a FlowKey,
     /// The packet.
     pub meta: &'a PacketMeta,
-    /// Connection snapshot, `None` for `TableFull`.
+    /// The connection (for ReuseRemoved the old one), `None` for `TableFull`.
     pub conn: Option<&'a Conn>,
 }
 
 impl EventRef<'_> {
-    /// Fills `out` (e.g. a ring-buffer reservation) in place.
-    #[inline(always)]
-    pub fn write_to(&self, out: &mut Event) {
-        out.kind = self.kind as u32;
-        out.changes = self.changes.0;
-        out.ts_ns = self.ts_ns;
-        out.key = *self.key;
-        out.meta = *self.meta;
-        match self.conn {
-            Some(c) => out.conn = *c,
-            None => out.conn = Conn::ZERO,
-        }
-    }
-
-    /// An owned copy (host use).
+    /// The decoded event (host use; the eBPF glue writes the records itself).
     pub fn to_event(&self) -> Event {
-        let mut e = Event {
-            kind: 0,
-            changes: 0,
-            ts_ns: 0,
-            key: FlowKey::default(),
-            meta: PacketMeta::default(),
-            conn: Conn::ZERO,
+        let Some(c) = self.conn.filter(|_| self.kind != EventKind::TableFull) else {
+            return Event::TableFull(TableFull {
+                kind: EventKind::TableFull as u32,
+                changes: self.changes.0,
+                ts_ns: self.ts_ns,
+                meta: *self.meta,
+            });
         };
-        self.write_to(&mut e);
-        e
+        let from_orig = crate::engine::is_orig(c, self.meta);
+        let mut change =
+            ConnChange::of(self.kind, self.changes, self.ts_ns, self.key, c, from_orig);
+        if needs_snapshot(self.kind, self.changes) {
+            change.orient |= HAS_CONN;
+            Event::Snapshot(Snapshot { change, conn: *c })
+        } else {
+            Event::Conn(change)
+        }
     }
 }
 
 impl Event {
+    /// The connection's change (`None` for TableFull).
+    pub fn change(&self) -> Option<&ConnChange> {
+        match self {
+            Event::Conn(c) => Some(c),
+            Event::Snapshot(s) => Some(&s.change),
+            Event::TableFull(_) => None,
+        }
+    }
+
     /// The decoded kind.
     pub fn kind(&self) -> Option<EventKind> {
-        EventKind::from_u32(self.kind)
+        match self {
+            Event::TableFull(_) => Some(EventKind::TableFull),
+            _ => self.change()?.kind(),
+        }
+    }
+
+    /// Packet time (ns).
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Event::TableFull(t) => t.ts_ns,
+            _ => self.change().map_or(0, |c| c.ts_ns),
+        }
+    }
+
+    /// The packet's [`Changes`] bits.
+    pub fn changes(&self) -> Changes {
+        Changes(match self {
+            Event::TableFull(t) => t.changes,
+            _ => self.change().map_or(0, |c| c.changes),
+        })
     }
 
     /// The threshold slots that crossed on this packet (`threshold::bit` values), 0 if none.
     pub fn crossed(&self) -> u32 {
-        Changes(self.changes).crossed()
+        self.changes().crossed()
+    }
+
+    /// The connection's key.
+    pub fn key(&self) -> FlowKey {
+        match self {
+            Event::TableFull(t) => FlowKey::from_meta(&t.meta),
+            _ => self.change().map_or_else(FlowKey::default, |c| c.key),
+        }
+    }
+
+    /// The connection the event carries ([`Snapshot`]s only).
+    pub fn conn(&self) -> Option<&Conn> {
+        match self {
+            Event::Snapshot(s) => Some(&s.conn),
+            _ => None,
+        }
+    }
+
+    /// Decodes one ring-buffer record; `None` for an unknown kind or a short record.
+    #[cfg(any(test, feature = "user"))]
+    pub fn decode(bytes: &[u8]) -> Option<Event> {
+        fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+            if bytes.len() < size_of::<T>() {
+                return None;
+            }
+            // SAFETY: long enough; the records are integers only (any bit pattern is valid);
+            // the read is unaligned-safe.
+            Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+        }
+        let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+        match EventKind::from_u32(kind)? {
+            EventKind::TableFull => read(bytes).map(Event::TableFull),
+            _ => {
+                let change: ConnChange = read(bytes)?;
+                if change.orient & HAS_CONN != 0 {
+                    read(bytes).map(Event::Snapshot)
+                } else {
+                    Some(Event::Conn(change))
+                }
+            }
+        }
     }
 }

@@ -21,8 +21,11 @@ pub struct FlowKey {
     pub port_b: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// Explicit padding, always zero (the eBPF hash map hashes it).
-    pub _pad: [u8; 3],
+    /// Explicit padding, always zero (the eBPF hash map hashes it). Two fields, not a
+    /// `[u8; 3]`: on BPF, LLVM zeroes a 3-byte array with a call to a byte-loop `memset`.
+    pub _pad0: u8,
+    /// Explicit padding, always zero.
+    pub _pad1: u16,
 }
 
 /// ICMPv4 counterpart type of a request/reply message, `None` for one-way messages.
@@ -138,7 +141,8 @@ impl FlowKey {
             port_a: pa,
             port_b: pb,
             proto: proto_nr,
-            _pad: [0; 3],
+            _pad0: 0,
+            _pad1: 0,
         }
     }
 }
@@ -164,7 +168,7 @@ pub fn addr_words(a: &[u8; 16]) -> (u64, u64) {
 
 /// The address of [`addr_words`]' two words.
 #[inline(always)]
-fn words_addr([hi, lo]: [u64; 2]) -> [u8; 16] {
+pub(crate) fn words_addr([hi, lo]: [u64; 2]) -> [u8; 16] {
     let mut a = [0u8; 16];
     let (h, l) = a.split_at_mut(8);
     h.copy_from_slice(&hi.to_be_bytes());
@@ -188,7 +192,7 @@ mod tests {
         assert_eq!(k1, k2);
         assert_eq!(&k1.addr_a[12..], &A4);
         assert_eq!((k1.port_a, k1.port_b, k1.proto), (40000, 80, proto::TCP));
-        assert_eq!(k1._pad, [0; 3]);
+        assert_eq!((k1._pad0, k1._pad1), (0, 0));
     }
 
     #[test]

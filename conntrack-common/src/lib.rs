@@ -55,7 +55,9 @@ mod pod {
     //! `#[repr(C)]`, `Copy`, contain only integers/arrays and have explicit padding fields.
     unsafe impl aya::Pod for crate::key::FlowKey {}
     unsafe impl aya::Pod for crate::conn::Conn {}
-    unsafe impl aya::Pod for crate::event::Event {}
+    unsafe impl aya::Pod for crate::event::ConnChange {}
+    unsafe impl aya::Pod for crate::event::TableFull {}
+    unsafe impl aya::Pod for crate::event::Snapshot {}
     unsafe impl aya::Pod for crate::packet::PacketMeta {}
     unsafe impl aya::Pod for crate::engine::FastMeta {}
     unsafe impl aya::Pod for crate::tcp::Endpoint {}
@@ -72,8 +74,10 @@ const _: () = assert!(core::mem::size_of::<packet::PacketMeta>() == 80);
 const _: () = assert!(core::mem::size_of::<engine::FastMeta>() == 64);
 const _: () = assert!(core::mem::size_of::<tcp::Endpoint>() == 128);
 const _: () = assert!(core::mem::size_of::<history::History>() == 56);
-const _: () = assert!(core::mem::size_of::<conn::Conn>() == 480);
-const _: () = assert!(core::mem::size_of::<event::Event>() == 616);
+const _: () = assert!(core::mem::size_of::<conn::Conn>() == 440);
+const _: () = assert!(core::mem::size_of::<event::ConnChange>() == 72);
+const _: () = assert!(core::mem::size_of::<event::TableFull>() == 96);
+const _: () = assert!(core::mem::size_of::<event::Snapshot>() == 72 + size_of::<conn::Conn>());
 const _: () = assert!(core::mem::size_of::<threshold::ThresholdCommand>() == 112);
 const _: () = assert!(core::mem::size_of::<contents::ContentHeader>() == 64);
 const _: () = assert!(core::mem::size_of::<contents::ContentCounters>() == 32);

@@ -225,11 +225,9 @@ fn addr16(b: &[u8], off: usize) -> Option<[u8; 16]> {
 #[inline(always)]
 fn addr4_mapped(b: &[u8], off: usize) -> Option<[u8; 16]> {
     let s = b.get(off..off.checked_add(4)?)?;
-    let mut a = [0u8; 16];
-    a[10] = 0xff;
-    a[11] = 0xff;
-    a[12..16].copy_from_slice(s);
-    Some(a)
+    let v4 = u32::from_be_bytes([*s.first()?, *s.get(1)?, *s.get(2)?, *s.get(3)?]);
+    // As words: a zeroed byte array is a `memset` call on BPF.
+    Some(crate::key::words_addr([0, 0xffff_0000_0000 | v4 as u64]))
 }
 
 /// Parses an Ethernet II frame (skipping up to [`MAX_VLAN_TAGS`] 802.1Q/802.1ad tags) and the IP

@@ -159,8 +159,9 @@ impl Endpoint {
         self.last_rel = last.wrapping_sub(start) as u64;
         // A new sequence space restarts reassembly at relative 1.
         self.deliv_rel = 1;
-        self.blk_lo = [0; REASM_BLOCKS];
-        self.blk_hi = [0; REASM_BLOCKS];
+        // Word stores: an array assignment is a `memset` call on BPF.
+        crate::packet::zero_words(&mut self.blk_lo);
+        crate::packet::zero_words(&mut self.blk_hi);
     }
 
     /// `DataSent` into the reassembler: data that reaches the reassembly point moves it (and
@@ -267,8 +268,10 @@ impl Endpoint {
         // Work in offsets above the reassembly point, where the order is plain u32 order.
         let mut new_lo = (start - self.deliv_rel) as u32;
         let mut new_hi = span as u32;
-        let mut out_lo = [0u32; REASM_BLOCKS + 1];
-        let mut out_hi = [0u32; REASM_BLOCKS + 1];
+        // Only the first `n` entries are ever read. Filled with a variable rather than 0: a
+        // constant fill is a `memset` call on BPF.
+        let mut out_lo = [new_lo; REASM_BLOCKS + 1];
+        let mut out_hi = [new_hi; REASM_BLOCKS + 1];
         let mut n: usize = 0;
         let mut placed = false;
         let mut k: usize = 0;

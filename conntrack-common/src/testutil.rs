@@ -170,6 +170,22 @@ pub struct Sim {
 
 pub const MS: u64 = 1_000_000;
 
+/// `e` decoded, after checking that a connection's event names its originator and the
+/// packet's side as the connection does (the agent relies on both instead of a copy).
+pub fn checked(e: &crate::event::EventRef<'_>) -> Event {
+    let ev = e.to_event();
+    if let (Some(c), Some(conn)) = (ev.change(), e.conn) {
+        assert_eq!(
+            c.orig_side(),
+            (conn.orig_addr, conn.orig_port, conn.resp_port),
+            "{c:?}"
+        );
+        assert_eq!(c.from_orig(), crate::engine::is_orig(conn, e.meta));
+        assert_eq!((c.last_ns, c.flags), (conn.last_ns, conn.flags));
+    }
+    ev
+}
+
 impl Sim {
     pub fn with_ports(ports: &[(u16, u8)]) -> Sim {
         Sim {
@@ -187,7 +203,7 @@ impl Sim {
             t_ms * MS,
             checksum_ok,
             &self.cfg,
-            |e| ev.push(e.to_event()),
+            |e| ev.push(checked(e)),
         )
     }
 

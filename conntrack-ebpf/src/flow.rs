@@ -1,9 +1,11 @@
-//! Stages 4 and 5: `engine::process_packet`'s steps over `FLOWS`, split at the point where
-//! the connection is ready for `engine::update`. Each half verifies on its own; together (as
-//! the generic driver) they exceed the verifier's one-million-instruction budget.
+//! The end of stage 2 and stage 3: `engine::process_packet`'s steps over `FLOWS`, split at
+//! the point where the connection is ready for `engine::update`. Each half verifies on its
+//! own; together (as the generic driver) they exceed the verifier's one-million-instruction
+//! budget.
 //!
-//! The connection's spin lock is taken in stage 4 and released in stage 5 (or in stage 4 if
-//! the tail call fails); a tail call does not leave the CPU, so the hold time stays one packet.
+//! The connection's lock is taken at the end of stage 2 and released in stage 3 (or in stage 2
+//! if the tail call fails); a tail call does not leave the CPU, so the hold time stays one
+//! packet.
 
 use crate::lock;
 use crate::maps::{FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_CONTENTS, STAGE_THRESHOLD};
@@ -13,11 +15,13 @@ use aya_ebpf::bindings::BPF_NOEXIST;
 use conntrack_common::conn::{CONN_FLIPPED, Conn, ZERO_CONN};
 use conntrack_common::contents;
 use conntrack_common::engine::{
-    Changes, EngineConfig, check_thresholds, event_after_update, init_conn, is_orig, is_reuse,
-    update,
+    Changes, EngineConfig, check_thresholds, event_after_update, init_conn, init_zeroed_conn,
+    is_orig, is_reuse, update,
 };
 use conntrack_common::event::{EventKind, EventRef};
 use conntrack_common::key::FlowKey;
+use conntrack_common::packet::tcp_flags;
+use conntrack_common::proto;
 use conntrack_common::stats::Stat;
 
 /// `-EEXIST`: another CPU inserted the key between our lookup and insert.
@@ -34,7 +38,7 @@ impl EngineConfig for BpfPorts {
     }
 }
 
-/// Outcome of stage 4.
+/// Outcome of [`prepare`].
 pub enum Prepared {
     /// The connection is locked and ready for `update`; `Scratch::key`/`created` are set.
     Ready(*mut Conn),
@@ -42,7 +46,7 @@ pub enum Prepared {
     Done,
 }
 
-/// Stage 4: lookup or create (TableFull when the insert fails), TCP reuse (ReuseRemoved with
+/// The end of stage 2: lookup or create (TableFull when the insert fails), TCP reuse (ReuseRemoved with
 /// the old connection), initialisation of new connections; leaves the connection locked.
 #[inline(always)]
 pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
@@ -56,7 +60,12 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
     scratch.key = FlowKey::from_meta(meta);
     let key = &scratch.key;
     let mut created = Changes::NONE;
-    let conn = match FLOWS.get_ptr_mut(key) {
+    // A plain SYN usually opens a connection: insert straight away (`BPF_NOEXIST` finds an
+    // existing one), which saves the lookup that would miss. Other packets look up first.
+    let opens = meta.proto == proto::TCP
+        && meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+    let found = if opens { None } else { FLOWS.get_ptr_mut(key) };
+    let conn = match found {
         Some(c) => c,
         None => {
             // By reference: by value the static would be copied onto the 512-byte stack.
@@ -114,7 +123,12 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
     }
     if created != Changes::NONE {
         count(Stat::NewConns);
-        init_conn(c, meta, now_ns, &BpfPorts);
+        if created == Changes::NEW {
+            // Just inserted as ZERO_CONN.
+            init_zeroed_conn(c, meta, now_ns, &BpfPorts);
+        } else {
+            init_conn(c, meta, now_ns, &BpfPorts);
+        }
         // init_conn starts from a zeroed value: the lock word must stay taken.
         c.lock = 1;
         // For alert rules that match on the interface.
@@ -139,7 +153,7 @@ pub fn apply<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
     let Some(conn) = FLOWS.get_ptr_mut(scratch.key) else {
         return; // removed by the agent between the stages
     };
-    // SAFETY: stage 4 locked it for this packet.
+    // SAFETY: stage 2 locked it for this packet.
     let c = unsafe { &mut *conn };
     let created = Changes(scratch.created);
     let ch = update(c, &scratch.meta, scratch.now_ns, scratch.checksum_ok != 0) | created;
@@ -151,7 +165,7 @@ pub fn apply<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
         // Not installed: finish the packet without the check.
     }
     finish(conn, ch, emit);
-    // A lock taken over in stage 4: its note, if logging is on.
+    // A lock taken over in stage 2: its note, if logging is on.
     note::flush(ctx);
 }
 
@@ -168,7 +182,7 @@ pub fn check_thresholds_stage<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
     let Some(conn) = FLOWS.get_ptr_mut(scratch.key) else {
         return;
     };
-    // SAFETY: still locked since stage 4.
+    // SAFETY: still locked since stage 2.
     let c = unsafe { &mut *conn };
     let ch = Changes(scratch.changes);
     let ch = ch | check_thresholds(c, &scratch.meta, scratch.now_ns, ch);
@@ -191,7 +205,7 @@ fn finish(conn: *mut Conn, ch: Changes, emit: impl Fn(&EventRef<'_>)) {
     };
     // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
     let scratch = unsafe { &*scratch };
-    // SAFETY: locked since stage 4.
+    // SAFETY: locked since stage 2.
     let c = unsafe { &*conn };
     let created = Changes(scratch.created);
     if let Some(kind) = event_after_update(created, ch) {

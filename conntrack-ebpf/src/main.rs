@@ -9,16 +9,18 @@
 //! state):
 //! - `conntrack_ingress` / `conntrack_egress`: take the time and flags, try the fast path, copy
 //!   up to `MAX_HEADER_BYTES` of the frame, skip the VLAN tags;
-//! - `conntrack_parse`: `packet::parse_ip` (the IP layer) into a `PacketMeta`;
-//! - `conntrack_transport`: `packet::parse_l4`, GSO counts, the SYN's window-scale option;
-//! - `conntrack_engine`: lookup/creation, TCP reuse, initialisation, with the connection locked;
+//! - `conntrack_parse`: `packet::parse_ip` (the IP layer) into a `PacketMeta`, then
+//!   `packet::parse_l4`, GSO counts, the SYN's window-scale option, then lookup/creation, TCP
+//!   reuse, initialisation, with the connection locked (flow.rs). These were three stages; a
+//!   tail call is an indirect jump (a retpoline on most hosts) that every new connection paid,
+//!   and together they verify in under 100k instructions;
 //! - `conntrack_update`: `engine::update`, then the event, then unlock;
 //! - `conntrack_threshold`: only for a connection with an armed threshold or content
 //!   extraction, `engine::check_thresholds`, then the event, then unlock;
 //! - `conntrack_contents`: only for payload to extract, copies it to `CONTENTS` (contents.rs).
 //!
-//! `conntrack_engine` and `conntrack_update` are `engine::process_packet`'s steps (see flow.rs). Events go to the ring
-//! buffer without waking the agent (it polls). `conntrack_control` (never attached) is how the
+//! The end of `conntrack_parse` and `conntrack_update` are `engine::process_packet`'s steps
+//! (see flow.rs). Events go to the ring buffer without waking the agent (it polls). `conntrack_control` (never attached) is how the
 //! agent sets a connection's thresholds.
 //!
 //! The TC programs never change or drop the packet.
@@ -52,7 +54,8 @@ use aya_ebpf::bindings::{BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC, xdp_action};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
-use conntrack_common::event::{Event, EventRef};
+use conntrack_common::conn::Conn;
+use conntrack_common::event::{self, ConnChange, EventKind, EventRef, Snapshot, TableFull};
 use conntrack_common::packet::{
     MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, ParseError, gso_counts, note_udp_delivered,
     parse_ip, parse_l4, tcp_flags, tcp_window_scale,
@@ -61,7 +64,7 @@ use conntrack_common::proto;
 use conntrack_common::stats::{MAX_IFACES, Stat};
 use maps::{
     CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, IFACE_STATS, L4_HEADER_BYTES,
-    SCRATCH, SENSOR, SENSOR_DROP, STAGE_ENGINE, STAGE_PARSE, STAGE_TRANSPORT, STAGE_UPDATE, STATS,
+    SCRATCH, SENSOR, SENSOR_DROP, STAGE_PARSE, STAGE_UPDATE, STATS,
 };
 use pkt::Pkt;
 
@@ -129,33 +132,19 @@ pub fn conntrack_parse(ctx: TcContext) -> i32 {
 
 /// Stage 3, reached only by tail call from stage 2.
 #[classifier]
-pub fn conntrack_transport(ctx: TcContext) -> i32 {
-    transport_stage(&ctx);
-    VERDICT
-}
-
-/// Stage 4, reached only by tail call from stage 3.
-#[classifier]
-pub fn conntrack_engine(ctx: TcContext) -> i32 {
-    engine_stage(&ctx);
-    VERDICT
-}
-
-/// Stage 5, reached only by tail call from stage 4.
-#[classifier]
 pub fn conntrack_update(ctx: TcContext) -> i32 {
     flow::apply(&ctx, emit);
     VERDICT
 }
 
-/// Stage 6, reached only by tail call from stage 5 for a connection with an armed threshold.
+/// Stage 4, reached only by tail call from stage 3 for a connection with an armed threshold.
 #[classifier]
 pub fn conntrack_threshold(ctx: TcContext) -> i32 {
     flow::check_thresholds_stage(&ctx, emit);
     VERDICT
 }
 
-/// Stage 7, reached only by tail call from stage 6 for payload to extract (contents.rs).
+/// Stage 5, reached only by tail call from stage 4 for payload to extract (contents.rs).
 #[classifier]
 pub fn conntrack_contents(ctx: TcContext) -> i32 {
     contents::run(&ctx);
@@ -201,26 +190,12 @@ pub fn conntrack_xdp_parse(ctx: XdpContext) -> u32 {
 
 /// Sensor mode, stage 3.
 #[xdp]
-pub fn conntrack_xdp_transport(ctx: XdpContext) -> u32 {
-    transport_stage(&ctx);
-    sensor_verdict()
-}
-
-/// Sensor mode, stage 4.
-#[xdp]
-pub fn conntrack_xdp_engine(ctx: XdpContext) -> u32 {
-    engine_stage(&ctx);
-    sensor_verdict()
-}
-
-/// Sensor mode, stage 5.
-#[xdp]
 pub fn conntrack_xdp_update(ctx: XdpContext) -> u32 {
     flow::apply(&ctx, emit);
     sensor_verdict()
 }
 
-/// Sensor mode, stage 6.
+/// Sensor mode, stage 4.
 #[xdp]
 pub fn conntrack_xdp_threshold(ctx: XdpContext) -> u32 {
     flow::check_thresholds_stage(&ctx, emit);
@@ -234,7 +209,7 @@ pub fn conntrack_xdp_note(ctx: XdpContext) -> u32 {
     sensor_verdict()
 }
 
-/// Sensor mode, stage 7.
+/// Sensor mode, stage 5.
 #[xdp]
 pub fn conntrack_xdp_contents(ctx: XdpContext) -> u32 {
     contents::run(&ctx);
@@ -355,7 +330,7 @@ fn count_iface(ifindex: u32, gso_segs: u32, len: u32) {
 
 /// Stage 2: the IP header(s) into `scratch.meta` (`parse_ip` stops before the transport
 /// header on BPF), started at a verifier-opaque offset so the VLAN variants do not multiply the
-/// parser's paths.
+/// parser's paths; then the transport header and the connection.
 #[inline(always)]
 fn parse_stage<C: Pkt>(ctx: &C) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -378,8 +353,7 @@ fn parse_stage<C: Pkt>(ctx: &C) {
         // Reassembly is the host's job (replays); live fragments are counted, not tracked.
         return count(Stat::Fragments);
     }
-    ctx.tail_call(STAGE_TRANSPORT);
-    count(Stat::ParseErrors); // the next stage is not installed
+    transport_stage(ctx);
 }
 
 /// The IP packet in the scratch frame. Offset and length are bounded separately: a length
@@ -393,8 +367,8 @@ fn ip_slice(frame: &[u8; MAX_HEADER_BYTES], l3_offset: u32, ip_len: u32) -> Opti
     frame.get(off as usize..)?.get(..ip_len as usize)
 }
 
-/// Stage 3: the transport header (`packet::parse_l4`), GSO counts and, for TCP SYNs, the
-/// window-scale option. Verified apart from the IP parser: together their paths multiply.
+/// Stage 2, continued: the transport header (`packet::parse_l4`), GSO counts and, for TCP
+/// SYNs, the window-scale option; then the connection.
 #[inline(always)]
 fn transport_stage<C: Pkt>(ctx: &C) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -456,15 +430,20 @@ fn transport_stage<C: Pkt>(ctx: &C) {
         meta.window_scale = window_scale(ctx, &mut scratch.l4_hdr, start);
     }
     count_n(Stat::IpBytes, meta.ip_bytes as u64);
-    ctx.tail_call(STAGE_ENGINE);
-    count(Stat::ParseErrors); // the next stage is not installed
+    // In this stage rather than one of its own: it verifies in a few thousand instructions,
+    // and a tail call (an indirect jump, a retpoline on most hosts) costs every new
+    // connection.
+    connection_step(ctx);
 }
 
 /// Reads up to `L4_HEADER_BYTES` of the packet from `start` (the transport header) into `buf`,
 /// zero-filled past the packet's end; returns how many bytes the packet had there.
 #[inline(always)]
 fn load_l4_header<C: Pkt>(ctx: &C, buf: &mut [u8; L4_HEADER_BYTES], start: u64) -> usize {
-    *buf = [0u8; L4_HEADER_BYTES];
+    // Word stores: the array assignment is a 64-iteration `memset` byte loop on BPF.
+    const _: () = assert!(L4_HEADER_BYTES % 8 == 0);
+    // SAFETY: `Scratch::l4_hdr` is its first field, so 8-aligned; 64 bytes.
+    unsafe { zero_words(buf.as_mut_ptr().cast::<[u64; L4_HEADER_BYTES / 8]>()) };
     let avail = (ctx.frame_len() as u64).saturating_sub(start);
     let n = if avail > L4_HEADER_BYTES as u64 {
         L4_HEADER_BYTES as u64
@@ -501,9 +480,10 @@ fn window_scale<C: Pkt>(ctx: &C, buf: &mut [u8; L4_HEADER_BYTES], start: u64) ->
     }
 }
 
-/// Stage 4: the connection for this packet, created/reused/initialised and locked.
+/// The end of stage 2: the connection for this packet, created/reused/initialised and
+/// locked, then stage 3.
 #[inline(always)]
-fn engine_stage<C: Pkt>(ctx: &C) {
+fn connection_step<C: Pkt>(ctx: &C) {
     match flow::prepare(emit, count) {
         flow::Prepared::Ready(conn) => {
             ctx.tail_call(STAGE_UPDATE);
@@ -523,28 +503,88 @@ fn parse_error<C: Pkt>(ctx: &C, e: ParseError, layer: u32) {
     note::flush(ctx);
 }
 
-/// Writes the event straight into a ring-buffer reservation (an `Event` does not fit the stack).
+/// Writes the event's record straight into a ring-buffer reservation: a [`ConnChange`] for a
+/// connection's change, a [`Snapshot`] (the change and the whole connection) for a reuse or a
+/// crossing, the packet for a full table (`conntrack_common::event` has the layouts).
 ///
-/// Field by field with `copy_nonoverlapping` rather than `EventRef::write_to`: struct
-/// assignments through pointers become `memmove` calls on BPF, which are byte loops the
-/// verifier walks 360 times per `Conn`; `copy_nonoverlapping` is inlined as word moves.
+/// Field by field, with `copy_nonoverlapping` for aggregates: struct assignments through
+/// pointers become `memmove` calls on BPF, which are byte loops the verifier walks;
+/// `copy_nonoverlapping` is inlined as word moves.
 #[inline(always)]
 fn emit(ev: &EventRef<'_>) {
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        return count(Stat::RingbufFull);
-    };
-    let out: *mut Event = entry.as_mut_ptr();
-    // SAFETY: the reservation holds one `Event`; every field is written before submit.
+    match ev.conn {
+        Some(conn) if ev.kind != EventKind::TableFull => {
+            if event::needs_snapshot(ev.kind, ev.changes) {
+                emit_snapshot(ev, conn)
+            } else {
+                emit_change(ev, conn)
+            }
+        }
+        _ => emit_table_full(ev),
+    }
+}
+
+/// Fills the [`ConnChange`] at `out`.
+///
+/// # Safety
+/// `out` is valid for writes.
+#[inline(always)]
+unsafe fn write_change(out: *mut ConnChange, ev: &EventRef<'_>, conn: &Conn, extra: u8) {
+    let from_orig = conntrack_common::engine::is_orig(conn, ev.meta);
+    // SAFETY: per the contract.
     unsafe {
         (*out).kind = ev.kind as u32;
         (*out).changes = ev.changes.0;
         (*out).ts_ns = ev.ts_ns;
         copy_nonoverlapping(ev.key, &raw mut (*out).key, 1);
+        (*out).last_ns = conn.last_ns;
+        (*out).flags = conn.flags;
+        (*out).orig_state = conn.orig.state;
+        (*out).resp_state = conn.resp.state;
+        (*out).orient = event::orient(ev.key, conn, from_orig) | extra;
+        (*out)._pad0 = 0;
+        (*out)._pad1 = 0;
+    }
+}
+
+#[inline(always)]
+fn emit_change(ev: &EventRef<'_>, conn: &Conn) {
+    let Some(mut entry) = EVENTS.reserve::<ConnChange>(0) else {
+        return count(Stat::RingbufFull);
+    };
+    // SAFETY: the reservation holds one `ConnChange`, written whole before submit.
+    unsafe { write_change(entry.as_mut_ptr(), ev, conn, 0) };
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    count(Stat::Events);
+}
+
+#[inline(always)]
+fn emit_snapshot(ev: &EventRef<'_>, conn: &Conn) {
+    let Some(mut entry) = EVENTS.reserve::<Snapshot>(0) else {
+        return count(Stat::RingbufFull);
+    };
+    let out: *mut Snapshot = entry.as_mut_ptr();
+    // SAFETY: the reservation holds one `Snapshot`, written whole before submit.
+    unsafe {
+        write_change(&raw mut (*out).change, ev, conn, event::HAS_CONN);
+        copy_nonoverlapping(conn, &raw mut (*out).conn, 1);
+    }
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    count(Stat::Events);
+}
+
+#[inline(always)]
+fn emit_table_full(ev: &EventRef<'_>) {
+    let Some(mut entry) = EVENTS.reserve::<TableFull>(0) else {
+        return count(Stat::RingbufFull);
+    };
+    let out: *mut TableFull = entry.as_mut_ptr();
+    // SAFETY: the reservation holds one `TableFull`; every field is written before submit.
+    unsafe {
+        (*out).kind = EventKind::TableFull as u32;
+        (*out).changes = ev.changes.0;
+        (*out).ts_ns = ev.ts_ns;
         copy_nonoverlapping(ev.meta, &raw mut (*out).meta, 1);
-        match ev.conn {
-            Some(conn) => copy_nonoverlapping(conn, &raw mut (*out).conn, 1),
-            None => zero_words(&raw mut (*out).conn),
-        }
     }
     entry.submit(BPF_RB_NO_WAKEUP as u64);
     count(Stat::Events);

@@ -80,9 +80,9 @@ pub struct Scratch {
     /// 1 if the replayed packet had IPv4 total length 0 (segmentation offload; the agent
     /// passes a copy with the captured length): Zeek counts 0 IP bytes for it.
     pub ip_len_zero: u32,
-    /// `engine::Changes` bits of stage 4 (NEW, REUSED, FLIPPED) for stage 5.
+    /// `engine::Changes` bits of stage 2's lookup (NEW, REUSED, FLIPPED) for stage 3.
     pub created: u32,
-    /// `engine::Changes` of the packet after stage 5, for the threshold stage.
+    /// `engine::Changes` of the packet after stage 3, for the threshold stage.
     pub changes: u32,
     /// Content extraction: 1 if the payload to extract was sent by the originator (set by the
     /// threshold stage for the contents stage).
@@ -104,12 +104,12 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Tail-call targets, filled by the agent: the stages are verified separately, which keeps
 /// each under the verifier's complexity limit.
 #[map]
-pub static STAGES: ProgramArray = ProgramArray::with_max_entries(7, 0);
+pub static STAGES: ProgramArray = ProgramArray::with_max_entries(5, 0);
 
 /// The sensor-mode XDP stages (`conntrack_xdp_*`), at the same indices as in [`STAGES`]: a
 /// tail call must stay within one program type.
 #[map]
-pub static XDP_STAGES: ProgramArray = ProgramArray::with_max_entries(7, 0);
+pub static XDP_STAGES: ProgramArray = ProgramArray::with_max_entries(5, 0);
 
 /// Sensor mode settings, written by the agent: [`SENSOR_DROP`] holds 1 when the XDP programs
 /// drop the (mirrored) packets after accounting, else they pass them on.
@@ -126,19 +126,15 @@ pub static IFACE_STATS: PerCpuArray<IfaceCounters> = PerCpuArray::with_max_entri
 
 /// Index of `conntrack_parse` in [`STAGES`].
 pub const STAGE_PARSE: u32 = 0;
-/// Index of `conntrack_transport` in [`STAGES`].
-pub const STAGE_TRANSPORT: u32 = 1;
-/// Index of `conntrack_engine` in [`STAGES`].
-pub const STAGE_ENGINE: u32 = 2;
 /// Index of `conntrack_update` in [`STAGES`].
-pub const STAGE_UPDATE: u32 = 3;
+pub const STAGE_UPDATE: u32 = 1;
 /// Index of `conntrack_threshold` in [`STAGES`] (entered only when a threshold is armed).
-pub const STAGE_THRESHOLD: u32 = 4;
+pub const STAGE_THRESHOLD: u32 = 2;
 /// Index of `conntrack_contents` in [`STAGES`] (entered only for a packet with payload of a
 /// connection that extracts its direction).
-pub const STAGE_CONTENTS: u32 = 5;
+pub const STAGE_CONTENTS: u32 = 3;
 /// Index of `conntrack_note` in [`STAGES`]: the log line of a rare condition (note.rs).
-pub const STAGE_NOTE: u32 = 6;
+pub const STAGE_NOTE: u32 = 4;
 
 /// Content extraction: payload records (`contents::ContentRecord`) of flagged connections,
 /// submitted without wakeup (the agent polls). Large: a live transfer fills it at line rate

@@ -51,7 +51,8 @@ fn layout() -> serde_json::Value {
     serde_json::json!({
         "conn": size_of::<conntrack_common::conn::Conn>(),
         "key": size_of::<conntrack_common::key::FlowKey>(),
-        "event": size_of::<Event>(),
+        // The record of a connection's change: the event the ring buffer carries most.
+        "event": size_of::<conntrack_common::event::ConnChange>(),
         "stat_count": STAT_COUNT,
         "stats": stats,
     })

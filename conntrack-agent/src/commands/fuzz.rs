@@ -140,10 +140,12 @@ fn unlocked(mut c: Conn) -> Conn {
 fn normalized(events: &[Event]) -> Vec<Event> {
     events
         .iter()
-        .map(|e| {
-            let mut e = *e;
-            e.conn = unlocked(e.conn);
-            e
+        .map(|e| match *e {
+            Event::Snapshot(mut r) => {
+                r.conn = unlocked(r.conn);
+                Event::Snapshot(r)
+            }
+            other => other,
         })
         .collect()
 }
@@ -175,10 +177,10 @@ fn run_sequence(
             .map_err(|e| format!("frame {i}: the kernel run failed: {e}"))?;
         let (he, ke) = (normalized(&he), normalized(&ke));
         if he.len() != ke.len() {
-            let metas = |v: &[Event]| v.iter().map(|e| (e.kind, e.meta)).collect::<Vec<_>>();
+            let metas = |v: &[Event]| v.iter().map(|e| (e.kind(), e.key())).collect::<Vec<_>>();
             return Err(format!(
-                "frame {i}: {} host events, {} kernel events\n host (kind, packet):   {:?}\n \
-                 kernel (kind, packet): {:?}",
+                "frame {i}: {} host events, {} kernel events\n host (kind, key):   {:?}\n \
+                 kernel (kind, key): {:?}",
                 he.len(),
                 ke.len(),
                 metas(&he),

@@ -11,8 +11,8 @@ use crate::logs::conn_log::ConnLogWriter;
 use crate::logs::record::ConnRecord;
 use crate::util::site::{NetSet, addr_from_bytes};
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
-use conntrack_common::engine::{self, Changes};
-use conntrack_common::event::{Event, EventKind};
+use conntrack_common::engine::Changes;
+use conntrack_common::event::{ConnChange, Event, EventKind};
 use conntrack_common::key::FlowKey;
 use conntrack_common::threshold::ThresholdCommand;
 use std::collections::HashMap;
@@ -111,13 +111,15 @@ impl TimerHost<TrackKey> for TimerView<'_> {
     }
 }
 
-/// The crossings an event reports, with the side of the packet that caused them.
-fn raw_crossing(ev: &Event) -> Option<RawCrossing> {
+/// The crossings an event reports (with the connection right after the packet), with the side
+/// of the packet that caused them.
+fn raw_crossing(ev: &ConnChange, conn: Option<&Conn>) -> Option<RawCrossing> {
     let slots = ev.crossed();
+    let conn = conn?;
     (slots != 0).then(|| RawCrossing {
         slots,
-        values: ev.conn.thr,
-        is_orig: engine::is_orig(&ev.conn, &ev.meta),
+        values: conn.thr,
+        is_orig: ev.from_orig(),
     })
 }
 
@@ -166,16 +168,34 @@ impl Agent {
         self.core.set_duration_mode(mode);
     }
 
-    /// Delivers `events` (and the crossings `ev` reports) for the connection of `ev`.
-    fn deliver(&mut self, ev: &Event, events: &[ConnEvent], crossed: Option<RawCrossing>) {
+    /// Delivers `events` (and the `crossed` thresholds) for connection `key` as of `ts_ns`,
+    /// with its state `conn`, or as the datapath holds it now when `None` (events carry
+    /// what changed, not the connection: in replay the table is read right after the packet,
+    /// live it may have moved on since).
+    fn deliver(
+        &mut self,
+        key: FlowKey,
+        ts_ns: u64,
+        conn: Option<&Conn>,
+        events: &[ConnEvent],
+        crossed: Option<RawCrossing>,
+    ) {
         if self.core.is_idle() {
             return;
         }
+        let conn = match conn {
+            Some(c) => *c,
+            None => match self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key)) {
+                Some(c) => c,
+                // Gone already (live: removed since the event); its removal reports it.
+                None => return,
+            },
+        };
         let info = ConnInfo {
-            key: ev.key,
-            uid: self.uids.get(&ev.key).cloned().unwrap_or_default(),
-            conn: ev.conn,
-            ts_ns: ev.ts_ns,
+            key,
+            uid: self.uids.get(&key).cloned().unwrap_or_default(),
+            conn,
+            ts_ns,
         };
         let mut target = Datapaths {
             main: self.dp.as_mut(),
@@ -288,54 +308,71 @@ impl Agent {
     }
 
     pub fn handle_event(&mut self, ev: &Event, ts_ns: i64) -> anyhow::Result<()> {
-        let k = ev.key;
-        match ev.kind() {
-            Some(kind @ (EventKind::NewConn | EventKind::StateChanged)) => {
-                let is_new = kind == EventKind::NewConn;
-                if is_new || !self.uids.contains_key(&k) {
-                    self.uids.insert(k, self.uid_gen.next_uid());
-                }
-                let v = ConnView::of(&ev.conn);
-                let est = ev.conn.has_flag(CONN_ESTABLISHED);
-                let newly_established = self.tracker.observe(&k, &v, ts_ns, is_new, est);
-                let first = if is_new {
-                    ConnEvent::New
-                } else {
-                    ConnEvent::StateChanged
-                };
-                if newly_established {
-                    self.deliver(ev, &[first, ConnEvent::Established], raw_crossing(ev));
-                } else {
-                    self.deliver(ev, &[first], raw_crossing(ev));
-                }
-            }
-            Some(EventKind::ThresholdCrossed) => self.deliver(ev, &[], raw_crossing(ev)),
-            Some(EventKind::ReuseRemoved) => {
-                // The datapath already removed the old connection: log its snapshot.
+        match ev {
+            Event::Conn(c) => self.conn_changed(c, None, ts_ns),
+            Event::Snapshot(s) if s.change.kind() == Some(EventKind::ReuseRemoved) => {
+                // The datapath already restarted the key: log the old connection's copy.
+                let k = s.change.key;
                 self.stats.reuse += 1;
                 self.tracker.forget(&k);
-                self.deliver(ev, &[ConnEvent::Removed(RemovalReason::Reuse)], None);
+                let removed = [ConnEvent::Removed(RemovalReason::Reuse)];
+                self.deliver(k, s.change.ts_ns, Some(&s.conn), &removed, None);
                 self.dp.forget_contents(&k);
                 let uid = self
                     .uids
                     .remove(&k)
                     .unwrap_or_else(|| self.uid_gen.next_uid());
-                self.log_conn(&ev.conn, uid, RemovalReason::Reuse.as_str())?;
+                self.log_conn(&s.conn, uid, RemovalReason::Reuse.as_str())
             }
-            Some(EventKind::TableFull) => {
+            Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
+            Event::TableFull(t) => {
                 self.stats.table_full += 1;
-                if ev.changes & Changes::TABLE_FULL.0 != 0 {
-                    let checksum_ok = ev.changes & Changes::BAD_CHECKSUM.0 == 0;
+                if t.changes & Changes::TABLE_FULL.0 != 0 {
+                    let checksum_ok = t.changes & Changes::BAD_CHECKSUM.0 == 0;
                     let mut evs = Vec::new();
                     self.overflow
-                        .process_meta(&ev.meta, ev.ts_ns, checksum_ok, &mut evs);
+                        .process_meta(&t.meta, t.ts_ns, checksum_ok, &mut evs);
                     // The host table never reports TableFull, so this recursion ends here.
                     for e in &evs {
                         self.handle_event(e, ts_ns)?;
                     }
                 }
+                Ok(())
             }
-            None => {}
+        }
+    }
+
+    /// NewConn, StateChanged, ThresholdCrossed: the tracker's timers, then the capabilities
+    /// (with `conn`, the connection right after the packet, when the event carries it).
+    fn conn_changed(
+        &mut self,
+        ev: &ConnChange,
+        conn: Option<&Conn>,
+        ts_ns: i64,
+    ) -> anyhow::Result<()> {
+        let k = ev.key;
+        let crossed = raw_crossing(ev, conn);
+        let kind = ev.kind();
+        if kind == Some(EventKind::ThresholdCrossed) {
+            self.deliver(k, ev.ts_ns, conn, &[], crossed);
+            return Ok(());
+        }
+        let is_new = kind == Some(EventKind::NewConn);
+        if is_new || !self.uids.contains_key(&k) {
+            self.uids.insert(k, self.uid_gen.next_uid());
+        }
+        let v = ConnView::of_change(ev);
+        let est = ev.has_flag(CONN_ESTABLISHED);
+        let newly_established = self.tracker.observe(&k, &v, ts_ns, is_new, est);
+        let first = if is_new {
+            ConnEvent::New
+        } else {
+            ConnEvent::StateChanged
+        };
+        if newly_established {
+            self.deliver(k, ev.ts_ns, conn, &[first, ConnEvent::Established], crossed);
+        } else {
+            self.deliver(k, ev.ts_ns, conn, &[first], crossed);
         }
         Ok(())
     }
@@ -476,18 +513,16 @@ impl Agent {
         let v = ConnView::of(conn);
         let est = conn.has_flag(CONN_ESTABLISHED);
         let newly_established = self.tracker.observe(&key, &v, ts_ns as i64, true, est);
-        let ev = Event {
-            kind: EventKind::NewConn as u32,
-            changes: 0,
-            ts_ns,
-            key,
-            meta: conntrack_common::packet::PacketMeta::default(),
-            conn: *conn,
-        };
         if newly_established {
-            self.deliver(&ev, &[ConnEvent::New, ConnEvent::Established], None);
+            self.deliver(
+                key,
+                ts_ns,
+                Some(conn),
+                &[ConnEvent::New, ConnEvent::Established],
+                None,
+            );
         } else {
-            self.deliver(&ev, &[ConnEvent::New], None);
+            self.deliver(key, ts_ns, Some(conn), &[ConnEvent::New], None);
         }
         Ok(())
     }

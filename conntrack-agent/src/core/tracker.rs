@@ -16,6 +16,7 @@
 //! of input only the attempt timers fire ([`Tracker::finish`]), then everything left is drained.
 
 use conntrack_common::conn::Conn;
+use conntrack_common::event::ConnChange;
 use conntrack_common::tcp::{is_handshake, state::*};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -89,6 +90,21 @@ impl ConnView {
             orig_addr: c.orig_addr,
             orig_port: c.orig_port,
             resp_port: c.resp_port,
+        }
+    }
+
+    /// The same from a connection's event (which carries these fields, not the connection).
+    pub fn of_change(e: &ConnChange) -> Self {
+        let tcp = e.key.proto == conntrack_common::proto::TCP;
+        let (orig_addr, orig_port, resp_port) = e.orig_side();
+        Self {
+            proto: e.key.proto,
+            last_ns: e.last_ns as i64,
+            orig_state: if tcp { e.orig_state } else { 0 },
+            resp_state: if tcp { e.resp_state } else { 0 },
+            orig_addr,
+            orig_port,
+            resp_port,
         }
     }
 }

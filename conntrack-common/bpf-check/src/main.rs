@@ -8,7 +8,7 @@
 use conntrack_common::conn::Conn;
 use conntrack_common::contents;
 use conntrack_common::engine::{EngineConfig, FastMeta, FlowTable, fast_update, process_packet};
-use conntrack_common::event::Event;
+use conntrack_common::event::ConnChange;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta, parse_ethernet, parse_l4};
 
@@ -32,7 +32,7 @@ impl FlowTable for Table {
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "classifier")]
-pub extern "C" fn prog(buf: *const u8, conn: *mut Conn, meta: *mut PacketMeta, out: *mut Event, len: u32) -> i32 {
+pub extern "C" fn prog(buf: *const u8, conn: *mut Conn, meta: *mut PacketMeta, out: *mut ConnChange, len: u32) -> i32 {
     let frame = unsafe { core::slice::from_raw_parts(buf, (len as usize) & (MAX_HEADER_BYTES - 1)) };
     let meta = unsafe { &mut *meta };
     if parse_ethernet(frame, meta).is_err() {
@@ -47,7 +47,12 @@ pub extern "C" fn prog(buf: *const u8, conn: *mut Conn, meta: *mut PacketMeta, o
         return 0;
     }
     let mut t = Table(conn);
-    let ch = process_packet(&mut t, meta, 12345, true, &Cfg, |e| unsafe { e.write_to(&mut *out) });
+    let ch = process_packet(&mut t, meta, 12345, true, &Cfg, |e| {
+        if let Some(c) = e.conn {
+            let side = conntrack_common::engine::is_orig(c, e.meta);
+            unsafe { *out = ConnChange::of(e.kind, e.changes, e.ts_ns, e.key, c, side) };
+        }
+    });
     // Content extraction's decisions (the eBPF contents stage uses these).
     let c = unsafe { &*conn };
     let side = conntrack_common::engine::is_orig(c, meta);

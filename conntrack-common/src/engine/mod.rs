@@ -51,7 +51,7 @@ impl Changes {
     pub const ESTABLISHED: Changes = Changes(1 << 1);
     /// A TCP endpoint state changed.
     pub const STATE_CHANGED: Changes = Changes(1 << 2);
-    /// The close completed; the close-delay removal is armed (`Conn::close_ns`).
+    /// The close completed; the close-delay removal is armed (`CONN_CLOSE_ARMED`).
     pub const CLOSED: Changes = Changes(1 << 3);
     /// The roles were flipped.
     pub const FLIPPED: Changes = Changes(1 << 4);
@@ -61,7 +61,7 @@ impl Changes {
     pub const REUSED: Changes = Changes(1 << 6);
     /// The flow table was full; the packet was not tracked.
     pub const TABLE_FULL: Changes = Changes(1 << 7);
-    /// The attempt timer was armed (`Conn::attempt_ns`).
+    /// The attempt timer was armed (`CONN_ATTEMPT_ARMED`).
     pub const ATTEMPT_ARMED: Changes = Changes(1 << 8);
     /// TCP left the handshake; the long inactivity timeout applies now.
     pub const HANDSHAKE_LEFT: Changes = Changes(1 << 9);
@@ -128,7 +128,9 @@ pub fn should_flip(meta: &PacketMeta, cfg: &impl EngineConfig) -> bool {
     if addr_eq(&meta.dst, &BROADCAST) {
         return false;
     }
-    let src_likely = cfg.likely_server_port(meta.sport, meta.proto);
+    // The port lookups only where they decide (on eBPF each is a map lookup; a plain SYN,
+    // the usual first packet, needs none).
+    let src_likely = || cfg.likely_server_port(meta.sport, meta.proto);
     match meta.proto {
         proto::TCP => {
             let syn = meta.tcp_flags & tcp_flags::SYN != 0;
@@ -136,7 +138,7 @@ pub fn should_flip(meta: &PacketMeta, cfg: &impl EngineConfig) -> bool {
             if syn && !ack {
                 return false;
             }
-            if !src_likely {
+            if !src_likely() {
                 return false;
             }
             if !cfg.likely_server_port(meta.dport, meta.proto) {
@@ -144,7 +146,7 @@ pub fn should_flip(meta: &PacketMeta, cfg: &impl EngineConfig) -> bool {
             }
             !(syn && ack) && meta.sport < meta.dport
         }
-        proto::UDP => src_likely && !cfg.likely_server_port(meta.dport, meta.proto),
+        proto::UDP => src_likely() && !cfg.likely_server_port(meta.dport, meta.proto),
         _ => false,
     }
 }
@@ -152,11 +154,17 @@ pub fn should_flip(meta: &PacketMeta, cfg: &impl EngineConfig) -> bool {
 /// Initialises `conn` in place for a connection whose first packet is `meta` (orientation
 /// decided here). Use this on eBPF, where a `Conn` is too large for the stack.
 pub fn init_conn(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, cfg: &impl EngineConfig) {
-    let (sp, dp, _) = tuple_ports(meta);
     // Word stores keep BPF away from `memset`; the eBPF glue's spin lock survives.
     let lock = conn.lock;
     crate::packet::zero_words(conn);
     conn.lock = lock;
+    init_zeroed_conn(conn, meta, now_ns, cfg);
+}
+
+/// [`init_conn`] for a `conn` that is all zero but (perhaps) its lock word, e.g. an entry just
+/// inserted as `ZERO_CONN`: the eBPF glue saves zeroing it twice on every new connection.
+pub fn init_zeroed_conn(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, cfg: &impl EngineConfig) {
+    let (sp, dp, _) = tuple_ports(meta);
     conn.orig_addr = meta.src;
     conn.resp_addr = meta.dst;
     conn.orig_port = sp;

@@ -84,7 +84,7 @@ pub(super) fn update_tcp(
     let rel_ack = process_ack(conn, is_orig, f, meta.ack);
     update_last_seq(conn, is_orig, seq_end, f, len);
 
-    let (orig_now, do_close) = state_machine(conn, is_orig, meta, now_ns, &mut ch);
+    let (orig_now, do_close) = state_machine(conn, is_orig, meta, &mut ch);
     is_orig = orig_now;
 
     if f.ack {
@@ -260,7 +260,7 @@ fn update_last_seq(conn: &mut Conn, is_orig: bool, seq_end: u32, f: Flags, len: 
 
 /// `TCP_Endpoint::SetState`: also notes when the connection leaves the handshake (the long
 /// TCP inactivity timeout applies from then on).
-fn set_state(conn: &mut Conn, orig_side: bool, new: u8, now_ns: u64, ch: &mut Changes) {
+fn set_state(conn: &mut Conn, orig_side: bool, new: u8, ch: &mut Changes) {
     let peer_state = if orig_side {
         conn.resp.state
     } else {
@@ -275,7 +275,6 @@ fn set_state(conn: &mut Conn, orig_side: bool, new: u8, now_ns: u64, ch: &mut Ch
     ep.state = new;
     if left && !conn.has_flag(CONN_HANDSHAKE_LEFT) {
         conn.flags |= CONN_HANDSHAKE_LEFT;
-        conn.handshake_left_ns = now_ns;
         ch.insert(Changes::HANDSHAKE_LEFT);
     }
 }
@@ -293,7 +292,6 @@ fn state_machine(
     conn: &mut Conn,
     is_orig: bool,
     meta: &PacketMeta,
-    now_ns: u64,
     ch: &mut Changes,
 ) -> (bool, bool) {
     let f = Flags::of(meta);
@@ -309,9 +307,8 @@ fn state_machine(
                     } else {
                         state::SYN_SENT
                     };
-                    set_state(conn, true, new, now_ns, ch);
+                    set_state(conn, true, new, ch);
                     conn.flags |= CONN_ATTEMPT_ARMED;
-                    conn.attempt_ns = now_ns;
                     ch.insert(Changes::ATTEMPT_ARMED);
                 } else {
                     let ep_start = conn.resp.start_seq;
@@ -320,23 +317,23 @@ fn state_machine(
                         flip_roles(conn);
                         is_orig = true;
                         ch.insert(Changes::FLIPPED);
-                        set_state(conn, false, state::ESTABLISHED, now_ns, ch);
+                        set_state(conn, false, state::ESTABLISHED, ch);
                     }
                     if peer_state(conn, is_orig).0 == state::SYN_SENT {
-                        set_state(conn, !is_orig, state::ESTABLISHED, now_ns, ch);
+                        set_state(conn, !is_orig, state::ESTABLISHED, ch);
                     }
-                    set_state(conn, is_orig, state::ESTABLISHED, now_ns, ch);
+                    set_state(conn, is_orig, state::ESTABLISHED, ch);
                     if peer_state(conn, is_orig).0 != state::PARTIAL {
-                        established(conn, now_ns, ch);
+                        established(conn, ch);
                     }
                 }
             }
             if f.fin {
-                set_state(conn, is_orig, state::CLOSED, now_ns, ch);
+                set_state(conn, is_orig, state::CLOSED, ch);
                 do_close = true;
             }
             if f.rst {
-                set_state(conn, is_orig, state::RESET, now_ns, ch);
+                set_state(conn, is_orig, state::RESET, ch);
                 do_close = true;
             }
             if ep_mut(conn, is_orig).state == state::INACTIVE {
@@ -345,19 +342,19 @@ fn state_machine(
                     // A pure ACK answering a SYN before the SYN-ACK: not a partial connection.
                 } else if f.ack && peer_state == state::ESTABLISHED {
                     // The SYN was missed: the connection is established.
-                    set_state(conn, is_orig, state::ESTABLISHED, now_ns, ch);
+                    set_state(conn, is_orig, state::ESTABLISHED, ch);
                 } else {
-                    set_state(conn, is_orig, state::PARTIAL, now_ns, ch);
+                    set_state(conn, is_orig, state::PARTIAL, ch);
                 }
             }
         }
         state::SYN_SENT | state::SYN_ACK_SENT => {
             if f.fin {
-                set_state(conn, is_orig, state::CLOSED, now_ns, ch);
+                set_state(conn, is_orig, state::CLOSED, ch);
                 do_close = true;
             }
             if f.rst {
-                set_state(conn, is_orig, state::RESET, now_ns, ch);
+                set_state(conn, is_orig, state::RESET, ch);
                 do_close = true;
             }
         }
@@ -365,24 +362,24 @@ fn state_machine(
             let ep_state = ep_mut(conn, is_orig).state;
             let (peer_st, peer_prev) = peer_state(conn, is_orig);
             if f.syn && !f.ack && ep_state == state::PARTIAL && peer_st == state::INACTIVE {
-                set_state(conn, is_orig, state::SYN_SENT, now_ns, ch);
+                set_state(conn, is_orig, state::SYN_SENT, ch);
             }
             if f.fin && !f.rst {
-                set_state(conn, is_orig, state::CLOSED, now_ns, ch);
+                set_state(conn, is_orig, state::CLOSED, ch);
                 if peer_st == state::RESET && peer_prev == state::CLOSED {
                     // The peer's RST came after its FIN: it counts as closed.
-                    set_state(conn, !is_orig, state::CLOSED, now_ns, ch);
+                    set_state(conn, !is_orig, state::CLOSED, ch);
                 }
                 do_close = true;
             }
             if f.rst {
-                set_state(conn, is_orig, state::RESET, now_ns, ch);
+                set_state(conn, is_orig, state::RESET, ch);
                 do_close = true;
             }
         }
         // After a FIN exchange a RST does not change the state.
         state::CLOSED if f.rst && peer_state(conn, is_orig).0 != state::CLOSED => {
-            set_state(conn, is_orig, state::RESET, now_ns, ch);
+            set_state(conn, is_orig, state::RESET, ch);
             if !ep_mut(conn, is_orig).did_close() {
                 do_close = true;
             }
@@ -393,10 +390,9 @@ fn state_machine(
 }
 
 /// Zeek's `connection_established`.
-fn established(conn: &mut Conn, now_ns: u64, ch: &mut Changes) {
+fn established(conn: &mut Conn, ch: &mut Changes) {
     if !conn.has_flag(CONN_ESTABLISHED) {
         conn.flags |= CONN_ESTABLISHED;
-        conn.established_ns = now_ns;
     }
     ch.insert(Changes::ESTABLISHED);
 }
@@ -405,7 +401,7 @@ fn established(conn: &mut Conn, now_ns: u64, ch: &mut Changes) {
 /// sender reset, the peer closed too or never became active) Zeek cancels the attempt and
 /// expire timers and arms the removal at `last_time + tcp_close_delay`; a later complete close
 /// re-arms it. A close that is not complete, from an endpoint that was active before, arms an
-/// extra expire check at `last_time + tcp_session_timer` (`Conn::half_close_ns`).
+/// extra expire check at `last_time + tcp_session_timer` (`CONN_HALF_CLOSED`).
 fn connection_closed(conn: &mut Conn, is_orig: bool, ch: &mut Changes) {
     let (ep, peer, _) = parts(conn, is_orig);
     if ep.did_close() {
@@ -417,11 +413,9 @@ fn connection_closed(conn: &mut Conn, is_orig: bool, ch: &mut Changes) {
     if complete {
         conn.flags |= CONN_CLOSE_ARMED;
         conn.flags &= !(CONN_ATTEMPT_ARMED | CONN_HALF_CLOSED);
-        conn.close_ns = conn.last_ns;
         ch.insert(Changes::CLOSED);
     } else if was_active {
         conn.flags |= CONN_HALF_CLOSED;
-        conn.half_close_ns = conn.last_ns;
     }
 }
 

@@ -6,7 +6,7 @@ use crate::conn::ConnStateCode::{self, *};
 use crate::conn::{
     CONN_ATTEMPT_ARMED, CONN_CLOSE_ARMED, CONN_ESTABLISHED, CONN_HALF_CLOSED, CONN_HANDSHAKE_LEFT,
 };
-use crate::event::EventKind;
+use crate::event::{Event, EventKind};
 use crate::tcp::state;
 use crate::testutil::*;
 
@@ -56,9 +56,9 @@ fn normal_close_is_sf_with_shadadff() {
     // The final ACK after both FINs does not extend the duration.
     assert_eq!(c.duration_ns(), 8 * MS);
     assert!(c.has_flag(CONN_CLOSE_ARMED));
-    assert_eq!(c.close_ns, 8 * MS);
+    assert_eq!(reported_at(&sim, Changes::CLOSED), Some(8 * MS));
     assert!(c.has_flag(CONN_HANDSHAKE_LEFT) && c.has_flag(CONN_ESTABLISHED));
-    assert_eq!(c.handshake_left_ns, MS);
+    assert_eq!(reported_at(&sim, Changes::HANDSHAKE_LEFT), Some(MS));
     assert_eq!(&c.orig_addr[12..], &A4);
     assert_eq!((c.orig_port, c.resp_port), (40000, 80));
     assert_eq!(c.proto_name(), "tcp");
@@ -71,11 +71,13 @@ fn events_new_conn_then_state_changes() {
     let kinds: std::vec::Vec<_> = sim.events.iter().map(|e| e.kind().unwrap()).collect();
     // The originator became ESTABLISHED with the SYN-ACK already; its ACK changes no state.
     assert_eq!(kinds, [EventKind::NewConn, EventKind::StateChanged]);
-    let first = &sim.events[0];
-    assert_eq!(first.conn.orig.state, state::SYN_SENT);
-    assert!(first.conn.has_flag(CONN_ATTEMPT_ARMED));
-    assert_eq!(first.conn.attempt_ns, 0);
-    assert!(Changes(sim.events[1].changes).contains(Changes::ESTABLISHED));
+    let Event::Conn(first) = &sim.events[0] else {
+        panic!("a connection's event");
+    };
+    assert_eq!(first.orig_state, state::SYN_SENT);
+    assert!(first.has_flag(CONN_ATTEMPT_ARMED));
+    assert!(first.from_orig());
+    assert!(sim.events[1].changes().contains(Changes::ESTABLISHED));
 }
 
 #[test]
@@ -256,15 +258,22 @@ fn repeated_syn_same_seq_adds_no_letter_different_seq_is_reuse() {
     assert_eq!(sim.hist(), "S");
     let ch = sim.feed(&tcp4(true, SYN, C_ISN + 99, 0, 0), 2, true);
     assert!(ch.contains(Changes::REUSED | Changes::NEW));
-    let removed = sim
-        .events
-        .iter()
-        .find(|e| e.kind() == Some(EventKind::ReuseRemoved))
-        .unwrap();
+    let removed = reused(&sim);
     assert_eq!(removed.conn.history_str(), b"S");
     assert_eq!(removed.conn.orig_pkts(), 2);
     assert_eq!(sim.only().orig_pkts(), 1);
     assert_eq!(sim.only().start_ns, 2 * MS);
+}
+
+/// The reuse record `sim` reported.
+fn reused(sim: &Sim) -> &crate::event::Snapshot {
+    sim.events
+        .iter()
+        .find_map(|e| match e {
+            Event::Snapshot(r) if r.change.kind() == Some(EventKind::ReuseRemoved) => Some(r),
+            _ => None,
+        })
+        .expect("a reuse")
 }
 
 #[test]
@@ -276,11 +285,7 @@ fn syn_after_close_starts_a_new_connection() {
     // Same ISN: still reuse, because the connection is closed.
     let ch = sim.feed(&tcp4(true, SYN, C_ISN, 0, 0), 5, true);
     assert!(ch.contains(Changes::REUSED));
-    let removed = sim
-        .events
-        .iter()
-        .find(|e| e.kind() == Some(EventKind::ReuseRemoved))
-        .unwrap();
+    let removed = reused(&sim);
     assert_eq!(removed.conn.conn_state(), SF);
     assert_eq!(removed.conn.history_str(), b"ShAFf");
     assert_eq!(sim.hist(), "S");
@@ -535,10 +540,11 @@ fn full_table_reports_the_packet() {
     let f = eth4(ipv4(A4, [10, 0, 0, 3], proto::UDP, &[], udp_seg(1, 2, 3)));
     let ch = sim.feed(&f, 1, true);
     assert_eq!(ch, Changes::TABLE_FULL);
-    let e = sim.events.last().unwrap();
-    assert_eq!(e.kind(), Some(EventKind::TableFull));
+    let Some(Event::TableFull(e)) = sim.events.last() else {
+        panic!("a TableFull record");
+    };
     assert_eq!(e.meta.dport, 2);
-    assert_eq!(e.conn, Conn::ZERO);
+    assert_eq!(e.changes, Changes::TABLE_FULL.0);
 }
 
 #[test]
@@ -612,14 +618,22 @@ fn half_close_then_full_close_timers() {
     sim.feed(&tcp4(true, FIN | ACK, C_ISN + 1, S_ISN + 1, 0), 3, true);
     let c = sim.only();
     assert!(c.has_flag(CONN_HALF_CLOSED) && !c.has_flag(CONN_CLOSE_ARMED));
-    assert_eq!(c.half_close_ns, 3 * MS);
     assert_eq!(c.conn_state(), S2);
+    assert_eq!(reported_at(&sim, Changes::CLOSED), None);
     sim.feed(&tcp4(false, FIN | ACK, S_ISN + 1, C_ISN + 2, 0), 4, true);
     let c = sim.only();
     assert!(c.has_flag(CONN_CLOSE_ARMED));
     assert!(!c.has_flag(CONN_HALF_CLOSED) && !c.has_flag(CONN_ATTEMPT_ARMED));
-    assert_eq!(c.close_ns, 4 * MS);
+    assert_eq!(reported_at(&sim, Changes::CLOSED), Some(4 * MS));
     assert_eq!(c.conn_state(), SF);
+}
+
+/// The time of the first event reporting `change`: the agent arms Zeek's timers from it.
+fn reported_at(sim: &Sim, change: Changes) -> Option<u64> {
+    sim.events
+        .iter()
+        .find(|e| e.changes().contains(change))
+        .map(|e| e.ts_ns())
 }
 
 #[test]
@@ -788,15 +802,19 @@ fn a_packet_that_only_crosses_a_threshold_raises_threshold_crossed() {
     let ch = sim.feed(&udp4(true, 100), 1, true);
     assert_eq!(ch.crossed(), bit(slot::ORIG_BYTES));
     assert_eq!(sim.events.len(), 1);
-    let ev = &sim.events[0];
-    assert_eq!(ev.kind(), Some(EventKind::ThresholdCrossed));
-    assert_eq!(ev.crossed(), bit(slot::ORIG_BYTES));
+    let Event::Snapshot(ev) = &sim.events[0] else {
+        panic!("a crossing carries the connection");
+    };
+    assert_eq!(ev.change.kind(), Some(EventKind::ThresholdCrossed));
+    assert_eq!(ev.change.crossed(), bit(slot::ORIG_BYTES));
     assert_eq!(
         ev.conn.thr[slot::ORIG_BYTES],
         200,
         "the snapshot names the threshold"
     );
-    assert_eq!(ev.conn.thr_armed, 0);
+    assert_eq!(ev.conn.orig.ip_bytes, 256, "the counters at the crossing");
+    assert!(ev.change.from_orig());
+    assert_eq!(sim.only().thr_armed, 0);
     // Fired once: the next packet raises nothing.
     sim.events.clear();
     sim.feed(&udp4(true, 100), 2, true);

@@ -14,7 +14,7 @@
 
 use anyhow::{Context, Result, bail};
 use conntrack_common::conn::Conn;
-use conntrack_common::event::Event;
+use conntrack_common::event::{ConnChange, Snapshot, TableFull};
 use conntrack_common::history::History;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::PacketMeta;
@@ -31,22 +31,18 @@ pub const SCHEMA_REVISION: u32 = 1;
 pub const LAYOUT_HASH: u64 = layout_hash();
 
 const fn layout_hash() -> u64 {
-    let parts: [usize; 29] = [
+    let parts: [usize; 25] = [
         size_of::<FlowKey>(),
         size_of::<Conn>(),
         size_of::<Endpoint>(),
         size_of::<History>(),
         size_of::<PacketMeta>(),
-        size_of::<Event>(),
+        size_of::<ConnChange>(),
+        size_of::<TableFull>(),
         offset_of!(Conn, orig_addr),
         offset_of!(Conn, resp_addr),
         offset_of!(Conn, start_ns),
         offset_of!(Conn, last_ns),
-        offset_of!(Conn, attempt_ns),
-        offset_of!(Conn, handshake_left_ns),
-        offset_of!(Conn, close_ns),
-        offset_of!(Conn, established_ns),
-        offset_of!(Conn, half_close_ns),
         offset_of!(Conn, orig),
         offset_of!(Conn, resp),
         offset_of!(Conn, history),
@@ -57,10 +53,10 @@ const fn layout_hash() -> u64 {
         offset_of!(Conn, lock),
         offset_of!(Conn, thr_armed),
         offset_of!(Conn, thr),
-        offset_of!(Event, ts_ns),
-        offset_of!(Event, key),
-        offset_of!(Event, meta),
-        offset_of!(Event, conn),
+        offset_of!(ConnChange, key),
+        offset_of!(ConnChange, last_ns),
+        offset_of!(ConnChange, orient),
+        offset_of!(Snapshot, conn),
     ];
     // FNV-1a over the numbers and the counter count.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

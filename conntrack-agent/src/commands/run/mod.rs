@@ -12,9 +12,9 @@ use crate::core::clock::{Clock, WallClock};
 use crate::datapath::kernel::{Kernel, KernelLogSink, KernelOptions};
 use crate::export::metrics::Metrics;
 use anyhow::{Context, Result};
-use conntrack_common::event::{Event, EventKind};
+use conntrack_common::engine::Changes;
+use conntrack_common::event::{ConnChange, Event, EventKind};
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::PacketMeta;
 use conntrack_common::stats::Stat;
 use handover::{HandoverState, PinDir, SavedConn, Shutdown};
 use status::{DROP_STATS, Sample, StatusLine};
@@ -247,7 +247,7 @@ fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Resu
     events.clear();
     kernel.drain_events(events);
     for ev in events.iter() {
-        agent.handle_event(ev, ev.ts_ns as i64)?;
+        agent.handle_event(ev, ev.ts_ns() as i64)?;
     }
     agent.deliver_contents();
     agent.advance(WallClock.now_ns())
@@ -298,14 +298,14 @@ fn resync(agent: &mut Agent) -> Result<()> {
         let Some(conn) = agent.dp.lookup(&key) else {
             continue;
         };
-        let ev = Event {
-            kind: EventKind::StateChanged as u32,
-            changes: 0,
-            ts_ns: conn.last_ns,
-            key,
-            meta: PacketMeta::default(),
-            conn,
-        };
+        let ev = Event::Conn(ConnChange::of(
+            EventKind::StateChanged,
+            Changes::NONE,
+            conn.last_ns,
+            &key,
+            &conn,
+            false,
+        ));
         agent.handle_event(&ev, conn.last_ns as i64)?;
     }
     Ok(())
@@ -389,14 +389,22 @@ fn take_over(
             ev.kind(),
             Some(EventKind::StateChanged | EventKind::ThresholdCrossed | EventKind::ReuseRemoved)
         );
+        let key = ev.key();
+        // The predecessor's connection as of this event: a snapshot holds it (a reuse's old
+        // connection); the other events carry only what changed, so it is read from the table.
+        let conn = match ev.conn() {
+            Some(c) => Some(*c),
+            None => agent.dp.lookup(&key),
+        };
         if predecessors
-            && !agent.knows(&ev.key)
-            && let Some((_, uid)) = saved.remove(&ev.key)
+            && !agent.knows(&key)
+            && let Some(conn) = conn
+            && let Some((_, uid)) = saved.remove(&key)
         {
-            agent.adopt_conn(ev.key, &ev.conn, Some(uid), ev.ts_ns)?;
+            agent.adopt_conn(key, &conn, Some(uid), ev.ts_ns())?;
             restored += 1;
         }
-        agent.handle_event(ev, ev.ts_ns as i64)?;
+        agent.handle_event(ev, ev.ts_ns() as i64)?;
     }
     for key in agent.dp.keys() {
         if agent.knows(&key) {

@@ -72,14 +72,12 @@ const PROGRAMS: [(&str, TcAttachType); 2] = [
 ];
 
 /// The later stages, tail-called through `STAGES[index]` (conntrack-ebpf/src/maps.rs).
-const STAGE_PROGRAMS: [(&str, u32); 7] = [
+const STAGE_PROGRAMS: [(&str, u32); 5] = [
     ("conntrack_parse", 0),
-    ("conntrack_transport", 1),
-    ("conntrack_engine", 2),
-    ("conntrack_update", 3),
-    ("conntrack_threshold", 4),
-    ("conntrack_contents", 5),
-    ("conntrack_note", 6),
+    ("conntrack_update", 1),
+    ("conntrack_threshold", 2),
+    ("conntrack_contents", 3),
+    ("conntrack_note", 4),
 ];
 
 /// Threshold commands (never attached, run with BPF_PROG_TEST_RUN; conntrack-ebpf/src/control.rs).
@@ -251,10 +249,8 @@ impl Kernel {
         }
         let mut n = 0;
         while let Some(item) = self.events.next() {
-            if item.len() >= size_of::<Event>() {
-                // SAFETY: the program writes whole `Event`s (repr(C), integers only); the read
-                // is unaligned-safe.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            if let Some(ev) = Event::decode(&item) {
+                out.push(ev);
                 n += 1;
             }
         }

@@ -331,10 +331,10 @@ fn fast_then_full(
         let mut ev_full: Vec<Event> = Vec::new();
         let mut ev_mixed: Vec<Event> = Vec::new();
         let ch_full = process_packet_full(&mut full, &meta, now, ok, &cfg, |e| {
-            ev_full.push(e.to_event())
+            ev_full.push(crate::testutil::checked(e))
         });
         let ch_mixed = process_packet(&mut mixed, &meta, now, ok, &cfg, |e| {
-            ev_mixed.push(e.to_event())
+            ev_mixed.push(crate::testutil::checked(e))
         });
         prop_assert_eq!(ch_mixed, ch_full, "packet {}: {:?}", i, meta);
         prop_assert_eq!(&ev_mixed, &ev_full, "packet {}", i);
