@@ -1,9 +1,9 @@
 //! IPv4 and IPv6 fragment reassembly in front of the engine (Zeek reassembles before the
 //! transport analyzers see a packet). Bounded in memory and in time.
 
+use crate::util::hashing::FastMap;
 use conntrack_common::checksum::set_ipv4_header_checksum;
 use conntrack_common::packet::ip_view;
-use std::collections::HashMap;
 
 /// Default: give up on an incomplete datagram after this long (network time).
 pub const DEFAULT_TIMEOUT_NS: i64 = 60_000_000_000;
@@ -55,7 +55,7 @@ pub enum FragResult {
 }
 
 pub struct Defragmenter {
-    pending: HashMap<Key, Pending>,
+    pending: FastMap<Key, Pending>,
     bytes: usize,
     timeout_ns: i64,
     max_bytes: usize,
@@ -77,7 +77,7 @@ fn be16(b: &[u8], o: usize) -> Option<u16> {
 impl Defragmenter {
     pub fn new(timeout_ns: i64, max_bytes: usize) -> Self {
         Self {
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             bytes: 0,
             timeout_ns,
             max_bytes,

@@ -4,11 +4,12 @@
 use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
 use crate::core::tracker::{ConnView, Removal, Timeouts, TimerHost, Tracker};
-use crate::core::uid::UidGen;
+use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::{Datapath, ThresholdError};
 use crate::logs::conn_log::ConnLogWriter;
 use crate::logs::record::ConnRecord;
+use crate::util::hashing::FastMap;
 use crate::util::site::{NetSet, addr_from_bytes};
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
@@ -35,7 +36,7 @@ pub struct Agent {
     /// they are still logged.
     overflow: HostDatapath,
     tracker: Tracker<TrackKey>,
-    uids: HashMap<TrackKey, String>,
+    uids: FastMap<TrackKey, Uid>,
     uid_gen: UidGen,
     local_nets: NetSet,
     writer: ConnLogWriter,
@@ -80,7 +81,7 @@ struct TimerView<'a> {
     main: &'a mut dyn Datapath,
     overflow: &'a mut HostDatapath,
     core: &'a mut EventCore,
-    uids: &'a HashMap<TrackKey, String>,
+    uids: &'a FastMap<TrackKey, Uid>,
     now_ns: u64,
 }
 
@@ -103,7 +104,7 @@ impl TimerHost<TrackKey> for TimerView<'_> {
         };
         let info = ConnInfo {
             key: *key,
-            uid: self.uids.get(key).cloned().unwrap_or_default(),
+            uid: self.uids.get(key).map(Uid::render).unwrap_or_default(),
             conn,
             ts_ns: self.now_ns,
         };
@@ -146,7 +147,7 @@ impl Agent {
             dp,
             overflow: HostDatapath::new(engine_cfg),
             tracker: Tracker::new(timeouts),
-            uids: HashMap::new(),
+            uids: FastMap::default(),
             uid_gen: UidGen::new(),
             local_nets,
             writer,
@@ -193,7 +194,7 @@ impl Agent {
         };
         let info = ConnInfo {
             key,
-            uid: self.uids.get(&key).cloned().unwrap_or_default(),
+            uid: self.uids.get(&key).map(Uid::render).unwrap_or_default(),
             conn,
             ts_ns,
         };
@@ -251,8 +252,9 @@ impl Agent {
                 overflow: &mut self.overflow,
             };
             let uids = &self.uids;
-            self.core
-                .advance(&mut target, now_ns.max(0) as u64, &|k| uids.get(k).cloned());
+            self.core.advance(&mut target, now_ns.max(0) as u64, &|k| {
+                uids.get(k).map(Uid::render)
+            });
         }
         self.apply_inactivity_requests();
         let mut view = TimerView {
@@ -392,7 +394,7 @@ impl Agent {
             if !self.core.is_idle() {
                 let info = ConnInfo {
                     key: *k,
-                    uid: uid.clone(),
+                    uid: uid.render(),
                     conn: c,
                     ts_ns: self.tracker_now(),
                 };
@@ -427,8 +429,8 @@ impl Agent {
         self.tracker.network_time().max(0) as u64
     }
 
-    fn log_conn(&mut self, c: &Conn, uid: String, why: &'static str) -> anyhow::Result<()> {
-        let rec = self.record(c, uid);
+    fn log_conn(&mut self, c: &Conn, uid: Uid, why: &'static str) -> anyhow::Result<()> {
+        let rec = self.record(c, uid.render());
         // Network time decides interval rotation (packet time in `read`).
         let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
         self.writer.write_at(&rec, now)?;
@@ -457,7 +459,7 @@ impl Agent {
         };
         let uids = &self.uids;
         self.core
-            .finish_polls(&mut target, now, &|k| uids.get(k).cloned());
+            .finish_polls(&mut target, now, &|k| uids.get(k).map(Uid::render));
         let (dp, ov) = (&self.dp, &self.overflow);
         let removed = self.tracker.finish(&mut |k| {
             dp.lookup(k)
@@ -488,7 +490,7 @@ impl Agent {
         self.uids
             .iter()
             .filter(|(k, _)| self.overflow.lookup(k).is_none())
-            .map(|(k, u)| (*k, u.clone()))
+            .map(|(k, u)| (*k, u.render()))
             .collect()
     }
 
@@ -508,7 +510,7 @@ impl Agent {
         uid: Option<String>,
         ts_ns: u64,
     ) -> anyhow::Result<()> {
-        let uid = uid.unwrap_or_else(|| self.uid_gen.next_uid());
+        let uid = uid.map_or_else(|| self.uid_gen.next_uid(), Uid::from);
         self.uids.insert(key, uid);
         let v = ConnView::of(conn);
         let est = conn.has_flag(CONN_ESTABLISHED);

@@ -10,5 +10,6 @@ pub mod inactivity;
 pub mod polling;
 pub mod removal_hooks;
 pub mod thresholds;
+pub mod timer_wheel;
 pub mod tracker;
 pub mod uid;

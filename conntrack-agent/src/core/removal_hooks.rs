@@ -16,8 +16,8 @@
 //! ```
 
 use crate::core::events::{ConnHandle, ConnInfo, RemovalReason};
+use crate::util::hashing::FastMap;
 use conntrack_common::key::FlowKey;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 type HookFn = dyn Fn(&mut ConnHandle<'_>, RemovalReason);
@@ -56,7 +56,7 @@ struct Registered {
 /// The hooks registered per connection.
 #[derive(Default)]
 pub struct RemovalHooks {
-    by_conn: HashMap<FlowKey, Registered>,
+    by_conn: FastMap<FlowKey, Registered>,
 }
 
 impl RemovalHooks {

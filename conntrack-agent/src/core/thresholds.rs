@@ -13,12 +13,13 @@
 //! `start + threshold` that asks the datapath to check the duration at that time.
 
 use crate::datapath::ThresholdError;
+use crate::util::hashing::FastMap;
 use conntrack_common::conn::Conn;
 use conntrack_common::key::FlowKey;
 use conntrack_common::threshold::{self, SLOTS, ThresholdCommand, slot};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
 
 /// What a threshold measures: one datapath slot each. Bytes are IP bytes, the quantity Zeek's
 /// ConnThreshold compares, so a threshold fires whether or not payload was seen. The serde names
@@ -190,7 +191,7 @@ struct ConnThresholds {
 /// Every connection's thresholds.
 #[derive(Debug, Default)]
 pub struct Thresholds {
-    conns: HashMap<FlowKey, ConnThresholds>,
+    conns: FastMap<FlowKey, ConnThresholds>,
     mode: DurationMode,
     /// Duration timers: (due ns, key, threshold ns). Stale entries are skipped when due.
     timers: BinaryHeap<Reverse<(u64, FlowKey, u64)>>,

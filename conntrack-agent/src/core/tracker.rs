@@ -15,11 +15,11 @@
 //! packet that advanced it is processed (the caller calls [`Tracker::advance`] first). At the end
 //! of input only the attempt timers fire ([`Tracker::finish`]), then everything left is drained.
 
+use crate::core::timer_wheel::{Due, TimerWheel};
+use crate::util::hashing::FastMap;
 use conntrack_common::conn::Conn;
 use conntrack_common::event::ConnChange;
 use conntrack_common::tcp::{is_handshake, state::*};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::hash::Hash;
 
 pub const SEC: i64 = 1_000_000_000;
@@ -109,8 +109,9 @@ impl ConnView {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
+    #[default]
     Inactivity,
     Attempt,
     Expire,
@@ -129,18 +130,69 @@ struct Entry {
     /// connection_established already handled.
     established: bool,
     /// Bumped by CancelTimers (analyzer timers: attempt, expire, close delete).
-    epoch: u64,
+    epoch: u32,
     close_at: Option<i64>,
 }
 
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-struct Timer<K: Ord> {
+/// A pending timer: 40 bytes. It names its connection by slot (and the generation that was
+/// there when it was armed) rather than by key: a flow key is 40 bytes, and a million
+/// connections keep two or three timers each.
+struct Timer {
     at: i64,
     seq: u64,
-    kind: Kind,
-    key: K,
     generation: u64,
-    epoch: u64,
+    slot: u32,
+    epoch: u32,
+    kind: Kind,
+}
+
+/// The timers one event arms, collected while the entry is borrowed.
+#[derive(Default)]
+struct Pushes {
+    items: [(i64, Kind, u64, u32); 4],
+    n: usize,
+}
+
+impl Pushes {
+    fn push(&mut self, item: (i64, Kind, u64, u32)) {
+        self.items[self.n] = item;
+        self.n += 1;
+    }
+
+    fn as_slice(&self) -> &[(i64, Kind, u64, u32)] {
+        &self.items[..self.n]
+    }
+}
+
+impl Due for Timer {
+    fn due(&self) -> i64 {
+        self.at
+    }
+}
+
+// Ordered by time, then arming order (`seq` is unique): the order Zeek's timer queue fires in.
+impl PartialEq for Timer {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A connection's place in the tracker: its key (for the index, and to report it) and its
+/// state; `entry.generation == 0` marks a free slot.
+struct Slot<K> {
+    key: K,
+    entry: Entry,
 }
 
 /// Why a connection was removed.
@@ -157,8 +209,12 @@ pub enum Removal {
 
 pub struct Tracker<K: Ord + Hash + Clone> {
     t: Timeouts,
-    entries: HashMap<K, Entry>,
-    heap: BinaryHeap<Reverse<Timer<K>>>,
+    /// Key to slot.
+    index: FastMap<K, u32>,
+    slots: Vec<Slot<K>>,
+    /// Free slots, reused first.
+    free: Vec<u32>,
+    timers: TimerWheel<Timer>,
     seq: u64,
     next_generation: u64,
     network_time: i64,
@@ -173,8 +229,10 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     pub fn new(t: Timeouts) -> Self {
         Self {
             t,
-            entries: HashMap::new(),
-            heap: BinaryHeap::new(),
+            index: FastMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            timers: TimerWheel::default(),
             seq: 0,
             next_generation: 1,
             network_time: i64::MIN,
@@ -182,7 +240,52 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
+    }
+
+    #[cfg(test)]
+    fn entry(&self, key: &K) -> Option<&Entry> {
+        let &slot = self.index.get(key)?;
+        self.slots.get(slot as usize).map(|s| &s.entry)
+    }
+
+    /// The live slot a timer names: its key, if the connection it was armed for is still
+    /// there (not removed, the slot not reused since).
+    fn timer_key(&self, tm: &Timer) -> Option<K> {
+        let s = self.slots.get(tm.slot as usize)?;
+        (s.entry.generation == tm.generation).then(|| s.key.clone())
+    }
+
+    /// Adds `key` with `entry` (replacing a connection of the same key); returns its slot.
+    fn insert(&mut self, key: &K, entry: Entry) -> u32 {
+        self.remove(key);
+        let slot = match self.free.pop() {
+            Some(i) => {
+                let s = &mut self.slots[i as usize];
+                s.key = key.clone();
+                s.entry = entry;
+                i
+            }
+            None => {
+                self.slots.push(Slot {
+                    key: key.clone(),
+                    entry,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key.clone(), slot);
+        slot
+    }
+
+    /// Removes `key`; its slot is free and its timers void (they name an old generation).
+    fn remove(&mut self, key: &K) {
+        if let Some(slot) = self.index.remove(key) {
+            if let Some(s) = self.slots.get_mut(slot as usize) {
+                s.entry.generation = 0;
+            }
+            self.free.push(slot);
+        }
     }
 
     /// New timer settings (config reload): connections take their inactivity timeout when
@@ -196,16 +299,16 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         self.network_time
     }
 
-    fn push(&mut self, at: i64, kind: Kind, key: K, generation: u64, epoch: u64) {
+    fn push(&mut self, at: i64, kind: Kind, slot: u32, generation: u64, epoch: u32) {
         self.seq += 1;
-        self.heap.push(Reverse(Timer {
+        self.timers.push(Timer {
             at,
             seq: self.seq,
-            kind,
-            key,
             generation,
+            slot,
             epoch,
-        }));
+            kind,
+        });
     }
 
     fn base_inactivity(&self, proto: u8) -> i64 {
@@ -218,7 +321,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
 
     /// Forget a connection that the datapath removed by itself (e.g. TCP reuse).
     pub fn forget(&mut self, key: &K) {
-        self.entries.remove(key);
+        self.remove(key);
     }
 
     /// Reports a connection after a packet changed it (or created it: `is_new`).
@@ -233,12 +336,12 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         established: bool,
     ) -> bool {
         let now = self.network_time.max(pkt_ns);
-        if is_new || !self.entries.contains_key(key) {
+        if is_new || !self.index.contains_key(key) {
             let generation = self.next_generation;
             self.next_generation += 1;
             let inactivity = self.base_inactivity(v.proto);
-            self.entries.insert(
-                key.clone(),
+            let slot = self.insert(
+                key,
                 Entry {
                     generation,
                     orig_state: INACTIVE,
@@ -257,13 +360,13 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             self.push(
                 v.last_ns.max(pkt_ns) + inactivity,
                 Kind::Inactivity,
-                key.clone(),
+                slot,
                 generation,
                 0,
             );
             if v.proto == TCP {
                 let at = now + self.t.tcp_syn_timeout;
-                self.push(at, Kind::Expire, key.clone(), generation, 0);
+                self.push(at, Kind::Expire, slot, generation, 0);
             }
         }
         if v.proto != TCP {
@@ -271,9 +374,11 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         }
         let mut newly_established = false;
         let t = self.t.clone();
-        let mut pushes: Vec<(i64, Kind, u64, u64)> = Vec::new();
+        // At most four: attempt, inactivity, one close per side (no allocation per event).
+        let mut pushes = Pushes::default();
+        let slot = *self.index.get(key).expect("inserted above");
         {
-            let e = self.entries.get_mut(key).expect("inserted above");
+            let e = &mut self.slots[slot as usize].entry;
             // A flip swaps the endpoints.
             if e.orig_addr != v.orig_addr || e.orig_port != v.orig_port {
                 std::mem::swap(&mut e.orig_state, &mut e.resp_state);
@@ -342,8 +447,8 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             e.orig_state = o1;
             e.resp_state = r1;
         }
-        for (at, kind, generation, epoch) in pushes {
-            self.push(at, kind, key.clone(), generation, epoch);
+        for &(at, kind, generation, epoch) in pushes.as_slice() {
+            self.push(at, kind, slot, generation, epoch);
         }
         newly_established
     }
@@ -363,9 +468,10 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     /// A connection's inactivity timeout from now on (Zeek's `set_inactivity_timeout`; 0 =
     /// none); `last_ns` is its last packet time. False if the tracker does not know it.
     pub fn set_inactivity(&mut self, key: &K, timeout: i64, last_ns: i64) -> bool {
-        let Some(e) = self.entries.get_mut(key) else {
+        let Some(&slot) = self.index.get(key) else {
             return false;
         };
+        let e = &mut self.slots[slot as usize].entry;
         if e.inactivity == timeout {
             return true;
         }
@@ -376,7 +482,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             self.push(
                 last_ns.saturating_add(timeout),
                 Kind::Inactivity,
-                key.clone(),
+                slot,
                 generation,
                 0,
             );
@@ -392,32 +498,29 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         let now = self.network_time;
         let mut out = Vec::new();
         let mut fired = 0usize;
-        while let Some(Reverse(top)) = self.heap.peek() {
-            if top.at > now {
-                break;
-            }
+        loop {
             if self.t.max_timer_expires != 0 && fired >= self.t.max_timer_expires {
                 break;
             }
-            let Reverse(tm) = self.heap.pop().expect("peeked");
-            let Some(e) = self.entries.get(&tm.key) else {
+            let Some(tm) = self.timers.pop_due(now) else {
+                break;
+            };
+            let Some(key) = self.timer_key(&tm) else {
                 continue;
             };
-            if e.generation != tm.generation {
-                continue;
-            }
+            let e = &self.slots[tm.slot as usize].entry;
             if tm.kind != Kind::Inactivity && tm.epoch != e.epoch {
                 continue; // cancelled analyzer timer
             }
             fired += 1;
-            let Some(v) = host.read(&tm.key) else {
-                self.entries.remove(&tm.key);
-                out.push((tm.key, Removal::Gone));
+            let Some(v) = host.read(&key) else {
+                self.remove(&key);
+                out.push((key, Removal::Gone));
                 continue;
             };
-            if let Some(r) = self.fire(&tm, &v, now, host) {
-                self.entries.remove(&tm.key);
-                out.push((tm.key, r));
+            if let Some(r) = self.fire(&tm, &key, &v, now, host) {
+                self.remove(&key);
+                out.push((key, r));
             }
         }
         out
@@ -426,12 +529,13 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     /// Decides a due timer; re-arms it when the connection stays.
     fn fire(
         &mut self,
-        tm: &Timer<K>,
+        tm: &Timer,
+        key: &K,
         v: &ConnView,
         now: i64,
         host: &mut dyn TimerHost<K>,
     ) -> Option<Removal> {
-        let e = self.entries.get(&tm.key).expect("checked");
+        let e = &self.slots[tm.slot as usize].entry;
         let (generation, epoch) = (e.generation, e.epoch);
         match tm.kind {
             Kind::Inactivity => {
@@ -440,22 +544,16 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                     return None;
                 }
                 if v.last_ns + to <= now {
-                    if host.keep_timing_out(&tm.key) {
+                    if host.keep_timing_out(key) {
                         // Vetoed: check again one full timeout after this check (Zeek's
                         // Session::InactivityTimer), not after the last packet.
                         let at = now + to;
-                        self.push(at, Kind::Inactivity, tm.key.clone(), generation, 0);
+                        self.push(at, Kind::Inactivity, tm.slot, generation, 0);
                         return None;
                     }
                     Some(Removal::Inactivity)
                 } else {
-                    self.push(
-                        v.last_ns + to,
-                        Kind::Inactivity,
-                        tm.key.clone(),
-                        generation,
-                        0,
-                    );
+                    self.push(v.last_ns + to, Kind::Inactivity, tm.slot, generation, 0);
                     None
                 }
             }
@@ -478,7 +576,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                     }
                 }
                 let at = now + self.t.tcp_session_timer;
-                self.push(at, Kind::Expire, tm.key.clone(), generation, epoch);
+                self.push(at, Kind::Expire, tm.slot, generation, epoch);
                 None
             }
             Kind::CloseDelete => (e.close_at == Some(tm.at)).then_some(Removal::Closed),
@@ -489,38 +587,37 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     /// then every remaining connection is drained in key order.
     pub fn finish(&mut self, read: &mut dyn FnMut(&K) -> Option<ConnView>) -> Vec<(K, Removal)> {
         let mut out = Vec::new();
-        let mut timers: Vec<Timer<K>> = std::mem::take(&mut self.heap)
-            .into_iter()
-            .map(|Reverse(t)| t)
-            .collect();
+        let mut timers = self.timers.take_all();
         timers.sort();
         for tm in timers {
             if tm.kind != Kind::Attempt {
                 continue;
             }
-            let Some(e) = self.entries.get(&tm.key) else {
+            let Some(key) = self.timer_key(&tm) else {
                 continue;
             };
-            if e.generation != tm.generation || e.epoch != tm.epoch {
+            if self.slots[tm.slot as usize].entry.epoch != tm.epoch {
                 continue;
             }
-            if let Some(v) = read(&tm.key)
+            if let Some(v) = read(&key)
                 && attempt_due(&v)
             {
-                self.entries.remove(&tm.key);
-                out.push((tm.key, Removal::Attempt));
+                self.remove(&key);
+                out.push((key, Removal::Attempt));
             }
         }
-        let mut rest: Vec<K> = self.entries.keys().cloned().collect();
+        let mut rest: Vec<K> = self.index.keys().cloned().collect();
         rest.sort();
-        self.entries.clear();
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
         out.extend(rest.into_iter().map(|k| (k, Removal::Drain)));
         out
     }
 
     #[cfg(test)]
     fn inactivity_of(&self, key: &K) -> Option<i64> {
-        self.entries.get(key).map(|e| e.inactivity)
+        self.entry(key).map(|e| e.inactivity)
     }
 }
 
@@ -552,6 +649,7 @@ fn attempt_due(v: &ConnView) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn view(proto: u8, last: i64, o: u8, r: u8) -> ConnView {
         ConnView {

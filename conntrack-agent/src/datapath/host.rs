@@ -4,6 +4,7 @@
 use super::{
     ContentChunk, Datapath, DatapathError, ThresholdError, payload_of, tso_zero_length_fix,
 };
+use crate::util::hashing::{FastMap, FastSet};
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::{self, ContentCounters, ContentHeader};
 use conntrack_common::engine::{self, EngineConfig, FlowTable};
@@ -11,12 +12,11 @@ use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, parse_ethernet};
 use conntrack_common::threshold::{self, ThresholdCommand};
-use std::collections::{HashMap, HashSet};
 
 /// likely_server_ports on the host.
 #[derive(Debug, Clone, Default)]
 pub struct HostConfig {
-    ports: HashSet<(u16, u8)>,
+    ports: FastSet<(u16, u8)>,
 }
 
 impl HostConfig {
@@ -33,7 +33,7 @@ impl EngineConfig for HostConfig {
     }
 }
 
-struct Table<'a>(&'a mut HashMap<FlowKey, Conn>);
+struct Table<'a>(&'a mut FastMap<FlowKey, Conn>);
 
 impl FlowTable for Table<'_> {
     fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
@@ -47,7 +47,7 @@ impl FlowTable for Table<'_> {
 
 /// The engine on the host: a HashMap of connections.
 pub struct HostDatapath {
-    table: HashMap<FlowKey, Conn>,
+    table: FastMap<FlowKey, Conn>,
     cfg: HostConfig,
     /// Content extraction, as the kernel's contents stage does it.
     contents: HostContents,
@@ -57,7 +57,7 @@ pub struct HostDatapath {
 #[derive(Default)]
 struct HostContents {
     chunks: Vec<ContentChunk>,
-    counters: HashMap<FlowKey, ContentCounters>,
+    counters: FastMap<FlowKey, ContentCounters>,
     per_conn: u64,
     rate: u64,
     window: [u64; 2],
@@ -66,7 +66,7 @@ struct HostContents {
 impl HostDatapath {
     pub fn new(cfg: HostConfig) -> Self {
         Self {
-            table: HashMap::new(),
+            table: FastMap::default(),
             cfg,
             contents: HostContents::default(),
         }

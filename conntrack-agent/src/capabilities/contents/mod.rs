@@ -27,13 +27,13 @@ use crate::capabilities::alerts::rule::ConnMatch;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
 use crate::core::thresholds::ThresholdTarget;
 use crate::datapath::ContentChunk;
+use crate::util::hashing::FastMap;
 use crate::util::site::addr_from_bytes;
 use config::ContentsSettings;
 use conntrack_common::conn::Conn;
 use conntrack_common::key::FlowKey;
 use conntrack_common::proto;
 use reassembly::{Piece, Reassembler};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
@@ -173,7 +173,7 @@ pub type SettingsHandle = std::rc::Rc<std::cell::RefCell<ContentsSettings>>;
 pub struct Extractor {
     settings: SettingsHandle,
     dir: PathBuf,
-    conns: HashMap<FlowKey, ConnFiles>,
+    conns: FastMap<FlowKey, ConnFiles>,
     budget: Budget,
     dir_error: bool,
 }
@@ -190,7 +190,7 @@ impl Extractor {
         Self {
             settings: std::rc::Rc::new(std::cell::RefCell::new(settings)),
             dir: dir.to_path_buf(),
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             budget,
             dir_error: false,
         }
