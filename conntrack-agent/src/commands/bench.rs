@@ -171,6 +171,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         replay: false,
         // The bench has an extraction row.
         contents: true,
+        ring_bytes: 0,
         kernel_log: None,
     })?;
     k.load_sensor(false)?;

@@ -227,6 +227,16 @@ impl Agent {
         self.tracker.set_timeouts(t);
     }
 
+    /// Timers per advance; see [`Tracker::set_expire_batch`].
+    pub fn set_expire_batch(&mut self, n: usize) {
+        self.tracker.set_expire_batch(n);
+    }
+
+    /// True if the last advance left due timers for the next (a batch was full).
+    pub fn timers_behind(&self) -> bool {
+        self.tracker.behind()
+    }
+
     pub fn open_conns(&self) -> usize {
         self.tracker.len()
     }

@@ -218,6 +218,8 @@ pub struct Tracker<K: Ord + Hash + Clone> {
     seq: u64,
     next_generation: u64,
     network_time: i64,
+    /// The last advance stopped at the batch size (timers may still be due).
+    behind: bool,
 }
 
 const TCP: u8 = 6;
@@ -236,6 +238,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             seq: 0,
             next_generation: 1,
             network_time: i64::MIN,
+            behind: false,
         }
     }
 
@@ -291,7 +294,22 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     /// New timer settings (config reload): connections take their inactivity timeout when
     /// they are created or leave the TCP handshake, so these apply from then on.
     pub fn set_timeouts(&mut self, t: Timeouts) {
+        // The batch size is the mode's (see `set_expire_batch`), not a setting.
+        let batch = self.t.max_timer_expires;
         self.t = t;
+        self.t.max_timer_expires = batch;
+    }
+
+    /// Timers processed per advance (0 = all that are due). `read` keeps Zeek's
+    /// `max_timer_expires` (300 per packet); `run` takes large batches and comes back at once
+    /// while [`Tracker::behind`] says timers were left due.
+    pub fn set_expire_batch(&mut self, n: usize) {
+        self.t.max_timer_expires = n;
+    }
+
+    /// True if the last advance stopped at the batch size with timers still due.
+    pub fn behind(&self) -> bool {
+        self.behind
     }
 
     /// The latest network time seen (i64::MIN before any).
@@ -498,8 +516,10 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         let now = self.network_time;
         let mut out = Vec::new();
         let mut fired = 0usize;
+        self.behind = false;
         loop {
             if self.t.max_timer_expires != 0 && fired >= self.t.max_timer_expires {
+                self.behind = true;
                 break;
             }
             let Some(tm) = self.timers.pop_due(now) else {

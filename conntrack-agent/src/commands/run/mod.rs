@@ -39,6 +39,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         likely_server_ports: &settings.ports,
         replay: false,
         contents: settings.contents.enabled(),
+        ring_bytes: args.ring_size << 20,
         kernel_log: Some(KernelLogSink {
             level: args.kernel_log,
             sink: &status::KernelLines,
@@ -129,9 +130,15 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
             }
             _ = sighup.recv() => reloader.reload(&mut agent),
             _ = tick.tick() => {
-                poll(&mut kernel, &mut agent, &mut events)?;
+                let mut received = poll(&mut kernel, &mut agent, &mut events)?;
+                // Timers left due by a full batch (a burst timing out together): the next
+                // batch at once, events first each time.
+                while agent.timers_behind() {
+                    tokio::task::yield_now().await;
+                    received += poll(&mut kernel, &mut agent, &mut events)?;
+                }
                 if let Some(m) = &metrics {
-                    m.add_events_received(events.len() as u64);
+                    m.add_events_received(received as u64);
                 }
                 if last_flush.elapsed() >= FLUSH_INTERVAL {
                     agent.flush()?;
@@ -243,14 +250,16 @@ fn attach_sensor(kernel: &mut Kernel, args: &RunArgs) -> Result<()> {
 }
 
 /// Events first (they happened before now), then the timers due by the wall clock.
-fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Result<()> {
+/// Returns how many events it handled.
+fn poll(kernel: &mut Kernel, agent: &mut Agent, events: &mut Vec<Event>) -> Result<usize> {
     events.clear();
     kernel.drain_events(events);
     for ev in events.iter() {
         agent.handle_event(ev, ev.ts_ns() as i64)?;
     }
     agent.deliver_contents();
-    agent.advance(WallClock.now_ns())
+    agent.advance(WallClock.now_ns())?;
+    Ok(events.len())
 }
 
 /// Copies the kernel's counters, the table occupancy and the alert counters into `m` (once a

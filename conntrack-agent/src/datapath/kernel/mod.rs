@@ -104,6 +104,8 @@ pub struct KernelOptions<'a> {
     pub contents: bool,
     /// The program's log lines (aya-log) to show and where (`run --kernel-log`); `None`: off.
     pub kernel_log: Option<KernelLogSink>,
+    /// `EVENTS` size in bytes (a power of two of at least a page); 0: the program's 8 MiB.
+    pub ring_bytes: u32,
 }
 
 /// The loaded program and its maps.
@@ -147,6 +149,9 @@ impl Kernel {
         loader
             .map_max_entries("FLOWS", opts.max_flows.max(1))
             .map_max_entries("LIKELY_SERVER_PORTS", ports);
+        if opts.ring_bytes != 0 {
+            loader.map_max_entries("EVENTS", opts.ring_bytes.max(page_size()));
+        }
         if !opts.contents {
             // A ring buffer's size is a power-of-two number of pages.
             loader

@@ -57,6 +57,7 @@ impl KernelDatapath {
             likely_server_ports,
             replay: true,
             contents: true,
+            ring_bytes: 0,
             kernel_log: None,
         })?;
         let flows = kernel.take_flows().context("FLOWS already taken")?;

@@ -56,6 +56,7 @@ fn small_test_kernel() -> Option<Kernel> {
             likely_server_ports: &[],
             replay: false,
             contents: false,
+            ring_bytes: 0,
             kernel_log: None,
         })
         .expect("loading the program"),
