@@ -19,6 +19,8 @@ pub struct ConnLogWriter {
     records: u64,
     /// Append Zeek's `community_id` column (policy/protocols/conn/community-id-logging).
     community_id: bool,
+    /// The line being written, kept for its allocation.
+    line: String,
 }
 
 impl ConnLogWriter {
@@ -46,6 +48,7 @@ impl ConnLogWriter {
             format,
             records: 0,
             community_id,
+            line: String::with_capacity(512),
         })
     }
 
@@ -73,11 +76,16 @@ impl ConnLogWriter {
             .community_id
             .then(|| crate::logs::community_id::for_record(rec));
         let community_id = community_id.as_ref().map(Option::as_deref);
-        let line = match self.format {
-            LogFormat::Tsv => rec.to_tsv(community_id),
-            LogFormat::Json => rec.to_json(community_id),
-        };
-        self.file.write_line(&line, now_ns)?;
+        // One buffer for every record: no allocation per TSV record.
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        match self.format {
+            LogFormat::Tsv => rec.write_tsv(&mut line, community_id),
+            LogFormat::Json => line.push_str(&rec.to_json(community_id)),
+        }
+        let written = self.file.write_line(&line, now_ns);
+        self.line = line;
+        written?;
         self.records += 1;
         Ok(())
     }

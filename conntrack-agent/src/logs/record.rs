@@ -90,39 +90,63 @@ pub const TYPES: [&str; 22] = [
 
 /// `secs.micros` with 6 decimals, as Zeek prints time and interval values.
 pub fn fmt_time_ns(ns: i64) -> String {
-    // Round to microseconds (values are microsecond-aligned already, this only guards).
+    let mut s = String::new();
+    let _ = write_time_ns(&mut s, ns);
+    s
+}
+
+/// Zeek prints addresses as IPv4 dotted quads (including IPv4-mapped IPv6) or compressed IPv6.
+pub fn fmt_addr(a: &IpAddr) -> String {
+    let mut s = String::new();
+    let _ = write_addr(&mut s, a);
+    s
+}
+
+/// [`fmt_time_ns`] appended to `out`.
+fn write_time_ns(out: &mut String, ns: i64) -> std::fmt::Result {
+    use std::fmt::Write;
     let us = if ns >= 0 {
         (ns + 500) / 1000
     } else {
         (ns - 500) / 1000
     };
-    let neg = us < 0;
     let a = us.unsigned_abs();
-    format!(
-        "{}{}.{:06}",
-        if neg { "-" } else { "" },
-        a / 1_000_000,
-        a % 1_000_000
-    )
+    let sign = if us < 0 { "-" } else { "" };
+    write!(out, "{sign}{}.{:06}", a / 1_000_000, a % 1_000_000)
 }
 
-/// Zeek prints addresses as IPv4 dotted quads (including IPv4-mapped IPv6) or compressed IPv6.
-pub fn fmt_addr(a: &IpAddr) -> String {
+/// [`fmt_addr`] appended to `out`.
+fn write_addr(out: &mut String, a: &IpAddr) -> std::fmt::Result {
+    use std::fmt::Write;
     match a {
-        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V4(v4) => write!(out, "{v4}"),
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return v4.to_string();
+                return write!(out, "{v4}");
             }
             let s = v6.segments();
             // inet_ntop prints IPv4-compatible addresses (::a.b.c.d) with a dotted tail.
             if s[..6].iter().all(|&w| w == 0) && s[6] != 0 {
                 let o = v6.octets();
-                return format!("::{}.{}.{}.{}", o[12], o[13], o[14], o[15]);
+                return write!(out, "::{}.{}.{}.{}", o[12], o[13], o[14], o[15]);
             }
-            v6.to_string()
+            write!(out, "{v6}")
         }
     }
+}
+
+/// A set column: its members joined by commas, `-` when empty.
+fn write_set(out: &mut String, items: &[String]) -> std::fmt::Result {
+    if items.is_empty() {
+        out.push('-');
+    }
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    Ok(())
 }
 
 fn bool_tsv(b: bool) -> &'static str {
@@ -136,59 +160,60 @@ impl ConnRecord {
 
     /// TSV line without the trailing newline. `community_id`: None without that column, else
     /// the column's value (`Some(None)`: unset).
+    #[cfg(test)]
     pub fn to_tsv(&self, community_id: Option<Option<&str>>) -> String {
-        let unset = "-".to_string();
-        let mut v: Vec<String> = Vec::with_capacity(22);
-        v.push(fmt_time_ns(self.ts_ns));
-        v.push(self.uid.clone());
-        v.push(fmt_addr(&self.orig_h));
-        v.push(self.orig_p.to_string());
-        v.push(fmt_addr(&self.resp_h));
-        v.push(self.resp_p.to_string());
-        v.push(self.proto.to_string());
-        v.push(if self.service.is_empty() {
-            unset.clone()
-        } else {
-            self.service.join(",")
-        });
-        if self.duration_set() {
-            v.push(fmt_time_ns(self.duration_ns));
-            v.push(self.orig_bytes.to_string());
-            v.push(self.resp_bytes.to_string());
-        } else {
-            v.push(unset.clone());
-            v.push(unset.clone());
-            v.push(unset.clone());
-        }
-        v.push(self.conn_state.clone());
-        v.push(
-            self.local_orig
-                .map_or(unset.clone(), |b| bool_tsv(b).into()),
-        );
-        v.push(
-            self.local_resp
-                .map_or(unset.clone(), |b| bool_tsv(b).into()),
-        );
-        v.push(self.missed_bytes.to_string());
-        v.push(if self.history.is_empty() {
-            unset.clone()
-        } else {
-            escape_tsv(&self.history)
-        });
-        v.push(self.orig_pkts.to_string());
-        v.push(self.orig_ip_bytes.to_string());
-        v.push(self.resp_pkts.to_string());
-        v.push(self.resp_ip_bytes.to_string());
-        v.push(if self.tunnel_parents.is_empty() {
-            unset.clone()
-        } else {
-            self.tunnel_parents.join(",")
-        });
-        v.push(self.ip_proto.to_string());
-        if let Some(id) = community_id {
-            v.push(id.map_or(unset.clone(), escape_tsv));
-        }
-        v.join("\t")
+        let mut s = String::new();
+        self.write_tsv(&mut s, community_id);
+        s
+    }
+
+    /// Appends the TSV line (see [`ConnRecord::to_tsv`]) to `out`: formatted in place, so a
+    /// writer that reuses `out` allocates nothing per record.
+    pub fn write_tsv(&self, out: &mut String, community_id: Option<Option<&str>>) {
+        use std::fmt::Write;
+        const UNSET: &str = "-";
+        // Writing into a String cannot fail.
+        let _ = (|| -> std::fmt::Result {
+            write_time_ns(out, self.ts_ns)?;
+            write!(out, "\t{}\t", self.uid)?;
+            write_addr(out, &self.orig_h)?;
+            write!(out, "\t{}\t", self.orig_p)?;
+            write_addr(out, &self.resp_h)?;
+            write!(out, "\t{}\t{}\t", self.resp_p, self.proto)?;
+            write_set(out, &self.service)?;
+            out.push('\t');
+            if self.duration_set() {
+                write_time_ns(out, self.duration_ns)?;
+                write!(out, "\t{}\t{}", self.orig_bytes, self.resp_bytes)?;
+            } else {
+                write!(out, "{UNSET}\t{UNSET}\t{UNSET}")?;
+            }
+            write!(out, "\t{}\t", self.conn_state)?;
+            out.push_str(self.local_orig.map_or(UNSET, bool_tsv));
+            out.push('\t');
+            out.push_str(self.local_resp.map_or(UNSET, bool_tsv));
+            write!(out, "\t{}\t", self.missed_bytes)?;
+            if self.history.is_empty() {
+                out.push_str(UNSET);
+            } else {
+                write_escaped_tsv(out, &self.history)?;
+            }
+            write!(
+                out,
+                "\t{}\t{}\t{}\t{}\t",
+                self.orig_pkts, self.orig_ip_bytes, self.resp_pkts, self.resp_ip_bytes
+            )?;
+            write_set(out, &self.tunnel_parents)?;
+            write!(out, "\t{}", self.ip_proto)?;
+            if let Some(id) = community_id {
+                out.push('\t');
+                match id {
+                    Some(id) => write_escaped_tsv(out, id)?,
+                    None => out.push_str(UNSET),
+                }
+            }
+            Ok(())
+        })();
     }
 
     /// One JSON object as Zeek's JSON writer prints it: fields in log order, dotted names,
@@ -274,16 +299,17 @@ impl ConnRecord {
 }
 
 /// Zeek's ASCII writer escapes the separator and non-printable bytes as `\xNN`.
-fn escape_tsv(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// `s` with tabs and control characters as `\xNN`, appended to `out`.
+fn write_escaped_tsv(out: &mut String, s: &str) -> std::fmt::Result {
+    use std::fmt::Write;
     for c in s.chars() {
         if c == '\t' || c.is_control() {
-            out.push_str(&format!("\\x{:02x}", c as u32));
+            write!(out, "\\x{:02x}", c as u32)?;
         } else {
             out.push(c);
         }
     }
-    out
+    Ok(())
 }
 
 impl ConnRecord {
