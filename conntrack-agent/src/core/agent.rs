@@ -9,7 +9,6 @@ use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::{Datapath, ThresholdError};
 use crate::logs::conn_log::ConnLogWriter;
 use crate::logs::record::ConnRecord;
-use crate::util::hashing::FastMap;
 use crate::util::site::{NetSet, addr_from_bytes};
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
@@ -36,7 +35,6 @@ pub struct Agent {
     /// they are still logged.
     overflow: HostDatapath,
     tracker: Tracker<TrackKey>,
-    uids: FastMap<TrackKey, Uid>,
     uid_gen: UidGen,
     local_nets: NetSet,
     writer: ConnLogWriter,
@@ -81,7 +79,6 @@ struct TimerView<'a> {
     main: &'a mut dyn Datapath,
     overflow: &'a mut HostDatapath,
     core: &'a mut EventCore,
-    uids: &'a FastMap<TrackKey, Uid>,
     now_ns: u64,
 }
 
@@ -91,7 +88,7 @@ impl TimerHost<TrackKey> for TimerView<'_> {
         c.map(|c| ConnView::of(&c))
     }
 
-    fn keep_timing_out(&mut self, key: &TrackKey) -> bool {
+    fn keep_timing_out(&mut self, key: &TrackKey, uid: &Uid) -> bool {
         if self.core.is_idle() {
             return false;
         }
@@ -104,7 +101,7 @@ impl TimerHost<TrackKey> for TimerView<'_> {
         };
         let info = ConnInfo {
             key: *key,
-            uid: self.uids.get(key).map(Uid::render).unwrap_or_default(),
+            uid: uid.render(),
             conn,
             ts_ns: self.now_ns,
         };
@@ -147,7 +144,6 @@ impl Agent {
             dp,
             overflow: HostDatapath::new(engine_cfg),
             tracker: Tracker::new(timeouts),
-            uids: FastMap::default(),
             uid_gen: UidGen::new(),
             local_nets,
             writer,
@@ -194,7 +190,7 @@ impl Agent {
         };
         let info = ConnInfo {
             key,
-            uid: self.uids.get(&key).map(Uid::render).unwrap_or_default(),
+            uid: self.tracker.uid(&key).map(Uid::render).unwrap_or_default(),
             conn,
             ts_ns,
         };
@@ -261,9 +257,9 @@ impl Agent {
                 main: self.dp.as_mut(),
                 overflow: &mut self.overflow,
             };
-            let uids = &self.uids;
+            let tracker = &self.tracker;
             self.core.advance(&mut target, now_ns.max(0) as u64, &|k| {
-                uids.get(k).map(Uid::render)
+                tracker.uid(k).map(Uid::render)
             });
         }
         self.apply_inactivity_requests();
@@ -271,13 +267,12 @@ impl Agent {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
             core: &mut self.core,
-            uids: &self.uids,
             now_ns: now_ns.max(0) as u64,
         };
         let removed = self.tracker.advance_with(now_ns, &mut view);
         self.apply_inactivity_requests();
-        for (k, why) in removed {
-            self.remove_and_log(&k, why)?;
+        for (k, why, uid) in removed {
+            self.remove_and_log(&k, why, Some(uid))?;
         }
         // An idle log still rotates on time.
         for log in &self.logs {
@@ -326,14 +321,11 @@ impl Agent {
                 // The datapath already restarted the key: log the old connection's copy.
                 let k = s.change.key;
                 self.stats.reuse += 1;
-                self.tracker.forget(&k);
                 let removed = [ConnEvent::Removed(RemovalReason::Reuse)];
                 self.deliver(k, s.change.ts_ns, Some(&s.conn), &removed, None);
                 self.dp.forget_contents(&k);
-                let uid = self
-                    .uids
-                    .remove(&k)
-                    .unwrap_or_else(|| self.uid_gen.next_uid());
+                let uid = self.tracker.forget(&k);
+                let uid = self.named(uid);
                 self.log_conn(&s.conn, uid, RemovalReason::Reuse.as_str())
             }
             Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
@@ -370,12 +362,13 @@ impl Agent {
             return Ok(());
         }
         let is_new = kind == Some(EventKind::NewConn);
-        if is_new || !self.uids.contains_key(&k) {
-            self.uids.insert(k, self.uid_gen.next_uid());
-        }
+        let fresh = is_new || !self.tracker.knows(&k);
         let v = ConnView::of_change(ev);
         let est = ev.has_flag(CONN_ESTABLISHED);
         let newly_established = self.tracker.observe(&k, &v, ts_ns, is_new, est);
+        if fresh {
+            self.tracker.set_uid(&k, self.uid_gen.next_uid());
+        }
         let first = if is_new {
             ConnEvent::New
         } else {
@@ -389,18 +382,28 @@ impl Agent {
         Ok(())
     }
 
-    fn remove_and_log(&mut self, k: &TrackKey, why: Removal) -> anyhow::Result<()> {
+    /// `uid` as given, or a new one when the connection had none (never seen by the tracker).
+    fn named(&mut self, uid: Option<Uid>) -> Uid {
+        match uid {
+            Some(u) if u != Uid::UNSET => u,
+            _ => self.uid_gen.next_uid(),
+        }
+    }
+
+    /// Logs `k`, which the tracker removed (with `uid`) or never had.
+    fn remove_and_log(
+        &mut self,
+        k: &TrackKey,
+        why: Removal,
+        uid: Option<Uid>,
+    ) -> anyhow::Result<()> {
         let Some(reason) = removal_reason(why) else {
             // Gone from the datapath: no final state to report or log.
-            self.uids.remove(k);
             self.evicted(k);
             return Ok(());
         };
         if let Some(c) = self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
-            let uid = self
-                .uids
-                .remove(k)
-                .unwrap_or_else(|| self.uid_gen.next_uid());
+            let uid = self.named(uid);
             if !self.core.is_idle() {
                 let info = ConnInfo {
                     key: *k,
@@ -418,7 +421,6 @@ impl Agent {
             }
             self.log_conn(&c, uid, reason.as_str())?;
         } else {
-            self.uids.remove(k);
             self.evicted(k);
         }
         Ok(())
@@ -467,24 +469,24 @@ impl Agent {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
         };
-        let uids = &self.uids;
+        let tracker = &self.tracker;
         self.core
-            .finish_polls(&mut target, now, &|k| uids.get(k).map(Uid::render));
+            .finish_polls(&mut target, now, &|k| tracker.uid(k).map(Uid::render));
         let (dp, ov) = (&self.dp, &self.overflow);
         let removed = self.tracker.finish(&mut |k| {
             dp.lookup(k)
                 .or_else(|| ov.lookup(k))
                 .map(|c| ConnView::of(&c))
         });
-        for (k, why) in removed {
-            self.remove_and_log(&k, why)?;
+        for (k, why, uid) in removed {
+            self.remove_and_log(&k, why, Some(uid))?;
         }
         // Anything the datapath still holds that the tracker never saw (e.g. lost events).
         let mut rest: Vec<FlowKey> = self.dp.keys();
         rest.extend(self.overflow.keys());
         rest.sort();
         for k in rest {
-            self.remove_and_log(&k, Removal::Drain)?;
+            self.remove_and_log(&k, Removal::Drain, None)?;
         }
         self.writer.close()
     }
@@ -497,8 +499,8 @@ impl Agent {
 
     /// The uids of the open connections the kernel's table holds, for a successor.
     pub fn open_uids(&self) -> Vec<(FlowKey, String)> {
-        self.uids
-            .iter()
+        self.tracker
+            .uids()
             .filter(|(k, _)| self.overflow.lookup(k).is_none())
             .map(|(k, u)| (*k, u.render()))
             .collect()
@@ -506,7 +508,7 @@ impl Agent {
 
     /// True if the agent tracks `key` (it has a uid for it).
     pub fn knows(&self, key: &FlowKey) -> bool {
-        self.uids.contains_key(key)
+        self.tracker.knows(key)
     }
 
     /// Takes over a connection a predecessor tracked (or that started while no agent ran and
@@ -521,10 +523,10 @@ impl Agent {
         ts_ns: u64,
     ) -> anyhow::Result<()> {
         let uid = uid.map_or_else(|| self.uid_gen.next_uid(), Uid::from);
-        self.uids.insert(key, uid);
         let v = ConnView::of(conn);
         let est = conn.has_flag(CONN_ESTABLISHED);
         let newly_established = self.tracker.observe(&key, &v, ts_ns as i64, true, est);
+        self.tracker.set_uid(&key, uid);
         if newly_established {
             self.deliver(
                 key,
@@ -545,7 +547,8 @@ impl Agent {
         let mut rest = self.overflow.keys();
         rest.sort();
         for k in rest {
-            self.remove_and_log(&k, Removal::Drain)?;
+            let uid = self.tracker.forget(&k);
+            self.remove_and_log(&k, Removal::Drain, uid)?;
         }
         self.writer.close()
     }

@@ -16,6 +16,7 @@
 //! of input only the attempt timers fire ([`Tracker::finish`]), then everything left is drained.
 
 use crate::core::timer_wheel::{Due, TimerWheel};
+use crate::core::uid::Uid;
 use crate::util::hashing::FastMap;
 use conntrack_common::conn::Conn;
 use conntrack_common::event::ConnChange;
@@ -132,6 +133,9 @@ struct Entry {
     /// Bumped by CancelTimers (analyzer timers: attempt, expire, close delete).
     epoch: u32,
     close_at: Option<i64>,
+    /// The connection's uid (kept here rather than in a map of its own: one key copy and
+    /// one hash-table slot per connection fewer).
+    uid: Uid,
 }
 
 /// A pending timer: 40 bytes. It names its connection by slot (and the generation that was
@@ -282,13 +286,13 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     /// Removes `key`; its slot is free and its timers void (they name an old generation).
-    fn remove(&mut self, key: &K) {
-        if let Some(slot) = self.index.remove(key) {
-            if let Some(s) = self.slots.get_mut(slot as usize) {
-                s.entry.generation = 0;
-            }
-            self.free.push(slot);
-        }
+    /// Returns its uid.
+    fn remove(&mut self, key: &K) -> Option<Uid> {
+        let slot = self.index.remove(key)?;
+        self.free.push(slot);
+        let s = self.slots.get_mut(slot as usize)?;
+        s.entry.generation = 0;
+        Some(std::mem::replace(&mut s.entry.uid, Uid::UNSET))
     }
 
     /// New timer settings (config reload): connections take their inactivity timeout when
@@ -338,8 +342,35 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     /// Forget a connection that the datapath removed by itself (e.g. TCP reuse).
-    pub fn forget(&mut self, key: &K) {
-        self.remove(key);
+    pub fn forget(&mut self, key: &K) -> Option<Uid> {
+        self.remove(key)
+    }
+
+    /// True if the tracker has `key`.
+    pub fn knows(&self, key: &K) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// `key`'s uid.
+    pub fn uid(&self, key: &K) -> Option<&Uid> {
+        let &slot = self.index.get(key)?;
+        self.slots.get(slot as usize).map(|s| &s.entry.uid)
+    }
+
+    /// Gives `key` its uid (after [`Tracker::observe`] added it).
+    pub fn set_uid(&mut self, key: &K, uid: Uid) {
+        if let Some(&slot) = self.index.get(key)
+            && let Some(s) = self.slots.get_mut(slot as usize)
+        {
+            s.entry.uid = uid;
+        }
+    }
+
+    /// Every connection with its uid.
+    pub fn uids(&self) -> impl Iterator<Item = (&K, &Uid)> {
+        self.index
+            .iter()
+            .filter_map(|(k, &slot)| Some((k, &self.slots.get(slot as usize)?.entry.uid)))
     }
 
     /// Reports a connection after a packet changed it (or created it: `is_new`).
@@ -371,6 +402,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                     established: false,
                     epoch: 0,
                     close_at: None,
+                    uid: Uid::UNSET,
                 },
             );
             // Session inactivity timer at last_time + timeout; TCP ExpireTimer at
@@ -479,7 +511,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         &mut self,
         now: i64,
         read: &mut dyn FnMut(&K) -> Option<ConnView>,
-    ) -> Vec<(K, Removal)> {
+    ) -> Vec<(K, Removal, Uid)> {
         self.advance_with(now, &mut ReadOnly(read))
     }
 
@@ -509,7 +541,12 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     /// [`Tracker::advance`] with a host that can also veto inactivity removals.
-    pub fn advance_with(&mut self, now: i64, host: &mut dyn TimerHost<K>) -> Vec<(K, Removal)> {
+    /// Each removed connection comes with its uid.
+    pub fn advance_with(
+        &mut self,
+        now: i64,
+        host: &mut dyn TimerHost<K>,
+    ) -> Vec<(K, Removal, Uid)> {
         if now > self.network_time {
             self.network_time = now;
         }
@@ -534,13 +571,13 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             }
             fired += 1;
             let Some(v) = host.read(&key) else {
-                self.remove(&key);
-                out.push((key, Removal::Gone));
+                let uid = self.remove(&key).unwrap_or(Uid::UNSET);
+                out.push((key, Removal::Gone, uid));
                 continue;
             };
             if let Some(r) = self.fire(&tm, &key, &v, now, host) {
-                self.remove(&key);
-                out.push((key, r));
+                let uid = self.remove(&key).unwrap_or(Uid::UNSET);
+                out.push((key, r, uid));
             }
         }
         out
@@ -564,7 +601,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                     return None;
                 }
                 if v.last_ns + to <= now {
-                    if host.keep_timing_out(key) {
+                    if host.keep_timing_out(key, &e.uid) {
                         // Vetoed: check again one full timeout after this check (Zeek's
                         // Session::InactivityTimer), not after the last packet.
                         let at = now + to;
@@ -605,7 +642,10 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
 
     /// End of input: the attempt timers (Zeek's do_expire timers) fire, whatever their time;
     /// then every remaining connection is drained in key order.
-    pub fn finish(&mut self, read: &mut dyn FnMut(&K) -> Option<ConnView>) -> Vec<(K, Removal)> {
+    pub fn finish(
+        &mut self,
+        read: &mut dyn FnMut(&K) -> Option<ConnView>,
+    ) -> Vec<(K, Removal, Uid)> {
         let mut out = Vec::new();
         let mut timers = self.timers.take_all();
         timers.sort();
@@ -622,16 +662,20 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             if let Some(v) = read(&key)
                 && attempt_due(&v)
             {
-                self.remove(&key);
-                out.push((key, Removal::Attempt));
+                let uid = self.remove(&key).unwrap_or(Uid::UNSET);
+                out.push((key, Removal::Attempt, uid));
             }
         }
-        let mut rest: Vec<K> = self.index.keys().cloned().collect();
-        rest.sort();
-        self.index.clear();
+        let mut rest: Vec<(K, u32)> = self.index.drain().collect();
+        rest.sort_by(|a, b| a.0.cmp(&b.0));
+        for (k, slot) in rest {
+            let uid = self.slots.get_mut(slot as usize).map_or(Uid::UNSET, |s| {
+                std::mem::replace(&mut s.entry.uid, Uid::UNSET)
+            });
+            out.push((k, Removal::Drain, uid));
+        }
         self.slots.clear();
         self.free.clear();
-        out.extend(rest.into_iter().map(|k| (k, Removal::Drain)));
         out
     }
 
@@ -646,7 +690,7 @@ pub trait TimerHost<K> {
     /// The connection as the datapath has it now (None: gone).
     fn read(&mut self, key: &K) -> Option<ConnView>;
     /// Zeek's `connection_timing_out`: true keeps a connection that timed out for inactivity.
-    fn keep_timing_out(&mut self, _key: &K) -> bool {
+    fn keep_timing_out(&mut self, _key: &K, _uid: &Uid) -> bool {
         false
     }
 }
@@ -701,7 +745,7 @@ mod tests {
         fn tick(&mut self, now: i64) {
             let conns = &self.conns;
             let r = self.tr.advance(now, &mut |k| conns.get(k).copied());
-            for (k, why) in r {
+            for (k, why, _) in r {
                 self.conns.remove(&k);
                 self.removed.push((k, why, now));
             }
@@ -716,7 +760,7 @@ mod tests {
         fn finish(&mut self) {
             let conns = &self.conns;
             let r = self.tr.finish(&mut |k| conns.get(k).copied());
-            for (k, why) in r {
+            for (k, why, _) in r {
                 self.conns.remove(&k);
                 self.removed.push((k, why, i64::MAX));
             }

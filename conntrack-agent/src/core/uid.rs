@@ -44,6 +44,9 @@ pub enum Uid {
 }
 
 impl Uid {
+    /// The placeholder of a connection the tracker holds before the agent names it.
+    pub const UNSET: Uid = Uid::Random { hi: 0, lo: 0 };
+
     /// The uid as conn.log writes it.
     pub fn render(&self) -> String {
         match self {
