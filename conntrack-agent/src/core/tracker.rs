@@ -17,10 +17,11 @@
 
 use crate::core::timer_wheel::{Due, TimerWheel};
 use crate::core::uid::Uid;
-use crate::util::hashing::FastMap;
 use conntrack_common::conn::Conn;
 use conntrack_common::event::ConnChange;
 use conntrack_common::tcp::{is_handshake, state::*};
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 use std::hash::Hash;
 
 pub const SEC: i64 = 1_000_000_000;
@@ -213,8 +214,10 @@ pub enum Removal {
 
 pub struct Tracker<K: Ord + Hash + Clone> {
     t: Timeouts,
-    /// Key to slot.
-    index: FastMap<K, u32>,
+    /// Key to slot: the slots' numbers, hashed by their key (which only the slot holds: a
+    /// map from key to slot would keep a second 40-byte copy of every key).
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     slots: Vec<Slot<K>>,
     /// Free slots, reused first.
     free: Vec<u32>,
@@ -235,7 +238,8 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     pub fn new(t: Timeouts) -> Self {
         Self {
             t,
-            index: FastMap::default(),
+            index: HashTable::new(),
+            hasher: Default::default(),
             slots: Vec::new(),
             free: Vec::new(),
             timers: TimerWheel::default(),
@@ -250,9 +254,18 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         self.index.len()
     }
 
+    /// `key`'s slot.
+    fn slot_of(&self, key: &K) -> Option<u32> {
+        let h = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        self.index
+            .find(h, |&i| slots.get(i as usize).is_some_and(|s| s.key == *key))
+            .copied()
+    }
+
     #[cfg(test)]
     fn entry(&self, key: &K) -> Option<&Entry> {
-        let &slot = self.index.get(key)?;
+        let slot = self.slot_of(key)?;
         self.slots.get(slot as usize).map(|s| &s.entry)
     }
 
@@ -281,14 +294,23 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(key.clone(), slot);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let h = hasher.hash_one(key);
+        self.index
+            .insert_unique(h, slot, |&i| hasher.hash_one(&slots[i as usize].key));
         slot
     }
 
     /// Removes `key`; its slot is free and its timers void (they name an old generation).
     /// Returns its uid.
     fn remove(&mut self, key: &K) -> Option<Uid> {
-        let slot = self.index.remove(key)?;
+        let h = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        let found = self
+            .index
+            .find_entry(h, |&i| slots.get(i as usize).is_some_and(|s| s.key == *key))
+            .ok()?;
+        let (slot, _) = found.remove();
         self.free.push(slot);
         let s = self.slots.get_mut(slot as usize)?;
         s.entry.generation = 0;
@@ -348,18 +370,18 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
 
     /// True if the tracker has `key`.
     pub fn knows(&self, key: &K) -> bool {
-        self.index.contains_key(key)
+        self.slot_of(key).is_some()
     }
 
     /// `key`'s uid.
     pub fn uid(&self, key: &K) -> Option<&Uid> {
-        let &slot = self.index.get(key)?;
+        let slot = self.slot_of(key)?;
         self.slots.get(slot as usize).map(|s| &s.entry.uid)
     }
 
     /// Gives `key` its uid (after [`Tracker::observe`] added it).
     pub fn set_uid(&mut self, key: &K, uid: Uid) {
-        if let Some(&slot) = self.index.get(key)
+        if let Some(slot) = self.slot_of(key)
             && let Some(s) = self.slots.get_mut(slot as usize)
         {
             s.entry.uid = uid;
@@ -368,9 +390,10 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
 
     /// Every connection with its uid.
     pub fn uids(&self) -> impl Iterator<Item = (&K, &Uid)> {
-        self.index
-            .iter()
-            .filter_map(|(k, &slot)| Some((k, &self.slots.get(slot as usize)?.entry.uid)))
+        self.index.iter().filter_map(|&slot| {
+            let s = self.slots.get(slot as usize)?;
+            Some((&s.key, &s.entry.uid))
+        })
     }
 
     /// Reports a connection after a packet changed it (or created it: `is_new`).
@@ -385,7 +408,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         established: bool,
     ) -> bool {
         let now = self.network_time.max(pkt_ns);
-        if is_new || !self.index.contains_key(key) {
+        if is_new || self.slot_of(key).is_none() {
             let generation = self.next_generation;
             self.next_generation += 1;
             let inactivity = self.base_inactivity(v.proto);
@@ -426,7 +449,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         let t = self.t.clone();
         // At most four: attempt, inactivity, one close per side (no allocation per event).
         let mut pushes = Pushes::default();
-        let slot = *self.index.get(key).expect("inserted above");
+        let slot = self.slot_of(key).expect("inserted above");
         {
             let e = &mut self.slots[slot as usize].entry;
             // A flip swaps the endpoints.
@@ -518,7 +541,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     /// A connection's inactivity timeout from now on (Zeek's `set_inactivity_timeout`; 0 =
     /// none); `last_ns` is its last packet time. False if the tracker does not know it.
     pub fn set_inactivity(&mut self, key: &K, timeout: i64, last_ns: i64) -> bool {
-        let Some(&slot) = self.index.get(key) else {
+        let Some(slot) = self.slot_of(key) else {
             return false;
         };
         let e = &mut self.slots[slot as usize].entry;
@@ -666,7 +689,11 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 out.push((key, Removal::Attempt, uid));
             }
         }
-        let mut rest: Vec<(K, u32)> = self.index.drain().collect();
+        let mut rest: Vec<(K, u32)> = self
+            .index
+            .drain()
+            .filter_map(|slot| Some((self.slots.get(slot as usize)?.key.clone(), slot)))
+            .collect();
         rest.sort_by(|a, b| a.0.cmp(&b.0));
         for (k, slot) in rest {
             let uid = self.slots.get_mut(slot as usize).map_or(Uid::UNSET, |s| {
