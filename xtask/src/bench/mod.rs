@@ -621,7 +621,9 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
             } else {
                 format!(
                     "{:.1}x over: the map value (Conn) alone is {} B and the key {} B; the hash element header and bucket array \
-                     add the rest. Reaching 256 B needs a smaller Conn (history/counters packed, addresses stored once)",
+                     add the rest. Zeek's per-connection state (history letters, repeat counters, both endpoints' sequence \
+                     tracking and reassembly points) is most of Conn; a hot/cold split into two maps would shrink this map \
+                     but not the total, which the two maps' headers and keys would grow",
                     v / 256.0,
                     b.layout.conn,
                     b.layout.key
@@ -657,7 +659,8 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
                 } else {
                     format!(
                         "{:.0}% over: besides the kernel's map, the agent keeps ~{:.0} B per connection of its own: the \
-                         tracker's timer entries and heap, the uid string, and hash-map overhead",
+                         tracker's slot (key, timer state, uid), its timers (40 B each, two or three per connection) and \
+                         the slack of power-of-two table and vector growth",
                         (at_1m / 150.0 - 1.0) * 100.0,
                         per_conn_mb * 1e6
                     )
