@@ -121,11 +121,14 @@ enum Kind {
 }
 
 struct Entry {
-    generation: u64,
+    /// The slot's generation: bumped when its connection is removed, so that the timers armed
+    /// for it no longer match. Per slot, so u32 wraps only after four billion reuses of one
+    /// slot.
+    generation: u32,
     orig_state: u8,
     resp_state: u8,
-    orig_addr: [u8; 16],
-    orig_port: u16,
+    /// [`orig_tag`] of the originator's address and port, to notice flips.
+    orig: u64,
     /// did_close of (orig, resp) in the current orientation.
     did_close: [bool; 2],
     inactivity: i64,
@@ -133,38 +136,49 @@ struct Entry {
     established: bool,
     /// Bumped by CancelTimers (analyzer timers: attempt, expire, close delete).
     epoch: u32,
-    close_at: Option<i64>,
+    /// When the close-delay removal is due ([`NO_CLOSE`]: not armed).
+    close_at: i64,
     /// The connection's uid (kept here rather than in a map of its own: one key copy and
     /// one hash-table slot per connection fewer).
     uid: Uid,
 }
 
-/// A pending timer: 40 bytes. It names its connection by slot (and the generation that was
-/// there when it was armed) rather than by key: a flow key is 40 bytes, and a million
-/// connections keep two or three timers each.
+/// A pending timer: 32 bytes. It names its connection by slot (and the slot's generation when
+/// it was armed) rather than by key: a flow key is 40 bytes, and a million connections keep
+/// two or three timers each.
 struct Timer {
     at: i64,
     seq: u64,
-    generation: u64,
+    generation: u32,
     slot: u32,
     epoch: u32,
     kind: Kind,
 }
 
+/// `Entry::close_at` when no close-delay removal is armed.
+const NO_CLOSE: i64 = i64::MIN;
+
+/// A 64-bit tag of a (address, port) pair: the tracker keeps this instead of the 18 bytes to
+/// notice that a connection's roles flipped (the two sides' tags differ but for a 2^-64
+/// chance).
+fn orig_tag(addr: &[u8; 16], port: u16) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x636f_6e6e_7472_6163).hash_one((addr, port))
+}
+
 /// The timers one event arms, collected while the entry is borrowed.
 #[derive(Default)]
 struct Pushes {
-    items: [(i64, Kind, u64, u32); 4],
+    items: [(i64, Kind, u32, u32); 4],
     n: usize,
 }
 
 impl Pushes {
-    fn push(&mut self, item: (i64, Kind, u64, u32)) {
+    fn push(&mut self, item: (i64, Kind, u32, u32)) {
         self.items[self.n] = item;
         self.n += 1;
     }
 
-    fn as_slice(&self) -> &[(i64, Kind, u64, u32)] {
+    fn as_slice(&self) -> &[(i64, Kind, u32, u32)] {
         &self.items[..self.n]
     }
 }
@@ -194,7 +208,7 @@ impl Ord for Timer {
 }
 
 /// A connection's place in the tracker: its key (for the index, and to report it) and its
-/// state; `entry.generation == 0` marks a free slot.
+/// state. A free slot keeps its last key and entry until reused (its generation moved on).
 struct Slot<K> {
     key: K,
     entry: Entry,
@@ -223,7 +237,6 @@ pub struct Tracker<K: Ord + Hash + Clone> {
     free: Vec<u32>,
     timers: TimerWheel<Timer>,
     seq: u64,
-    next_generation: u64,
     network_time: i64,
     /// The last advance stopped at the batch size (timers may still be due).
     behind: bool,
@@ -244,7 +257,6 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             free: Vec::new(),
             timers: TimerWheel::default(),
             seq: 0,
-            next_generation: 1,
             network_time: i64::MIN,
             behind: false,
         }
@@ -276,17 +288,20 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         (s.entry.generation == tm.generation).then(|| s.key.clone())
     }
 
-    /// Adds `key` with `entry` (replacing a connection of the same key); returns its slot.
-    fn insert(&mut self, key: &K, entry: Entry) -> u32 {
+    /// Adds `key` with `entry` (replacing a connection of the same key); returns its slot
+    /// and the slot's generation.
+    fn insert(&mut self, key: &K, mut entry: Entry) -> (u32, u32) {
         self.remove(key);
         let slot = match self.free.pop() {
             Some(i) => {
                 let s = &mut self.slots[i as usize];
+                entry.generation = s.entry.generation;
                 s.key = key.clone();
                 s.entry = entry;
                 i
             }
             None => {
+                entry.generation = 0;
                 self.slots.push(Slot {
                     key: key.clone(),
                     entry,
@@ -294,11 +309,12 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 (self.slots.len() - 1) as u32
             }
         };
+        let generation = self.slots[slot as usize].entry.generation;
         let (slots, hasher) = (&self.slots, &self.hasher);
         let h = hasher.hash_one(key);
         self.index
             .insert_unique(h, slot, |&i| hasher.hash_one(&slots[i as usize].key));
-        slot
+        (slot, generation)
     }
 
     /// Removes `key`; its slot is free and its timers void (they name an old generation).
@@ -313,7 +329,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         let (slot, _) = found.remove();
         self.free.push(slot);
         let s = self.slots.get_mut(slot as usize)?;
-        s.entry.generation = 0;
+        s.entry.generation = s.entry.generation.wrapping_add(1);
         Some(std::mem::replace(&mut s.entry.uid, Uid::UNSET))
     }
 
@@ -343,7 +359,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         self.network_time
     }
 
-    fn push(&mut self, at: i64, kind: Kind, slot: u32, generation: u64, epoch: u32) {
+    fn push(&mut self, at: i64, kind: Kind, slot: u32, generation: u32, epoch: u32) {
         self.seq += 1;
         self.timers.push(Timer {
             at,
@@ -409,22 +425,19 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     ) -> bool {
         let now = self.network_time.max(pkt_ns);
         if is_new || self.slot_of(key).is_none() {
-            let generation = self.next_generation;
-            self.next_generation += 1;
             let inactivity = self.base_inactivity(v.proto);
-            let slot = self.insert(
+            let (slot, generation) = self.insert(
                 key,
                 Entry {
-                    generation,
+                    generation: 0,
                     orig_state: INACTIVE,
                     resp_state: INACTIVE,
-                    orig_addr: v.orig_addr,
-                    orig_port: v.orig_port,
+                    orig: orig_tag(&v.orig_addr, v.orig_port),
                     did_close: [false; 2],
                     inactivity,
                     established: false,
                     epoch: 0,
-                    close_at: None,
+                    close_at: NO_CLOSE,
                     uid: Uid::UNSET,
                 },
             );
@@ -453,11 +466,11 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         {
             let e = &mut self.slots[slot as usize].entry;
             // A flip swaps the endpoints.
-            if e.orig_addr != v.orig_addr || e.orig_port != v.orig_port {
+            let orig = orig_tag(&v.orig_addr, v.orig_port);
+            if e.orig != orig {
                 std::mem::swap(&mut e.orig_state, &mut e.resp_state);
                 e.did_close.swap(0, 1);
-                e.orig_addr = v.orig_addr;
-                e.orig_port = v.orig_port;
+                e.orig = orig;
             }
             let (o0, r0) = (e.orig_state, e.resp_state);
             let (o1, r1) = (v.orig_state, v.resp_state);
@@ -506,7 +519,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 if close_complete {
                     e.epoch += 1; // CancelTimers
                     let at = v.last_ns + t.tcp_close_delay;
-                    e.close_at = Some(at);
+                    e.close_at = at;
                     pushes.push((at, Kind::CloseDelete, e.generation, e.epoch));
                 } else if old != INACTIVE {
                     pushes.push((
@@ -659,7 +672,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 self.push(at, Kind::Expire, tm.slot, generation, epoch);
                 None
             }
-            Kind::CloseDelete => (e.close_at == Some(tm.at)).then_some(Removal::Closed),
+            Kind::CloseDelete => (e.close_at == tm.at).then_some(Removal::Closed),
         }
     }
 
@@ -792,6 +805,13 @@ mod tests {
                 self.removed.push((k, why, i64::MAX));
             }
         }
+    }
+
+    #[test]
+    fn per_connection_state_stays_small() {
+        // What a million connections cost the agent: a slot each, two or three timers.
+        assert_eq!(size_of::<Timer>(), 32);
+        assert!(size_of::<Entry>() <= 64, "{}", size_of::<Entry>());
     }
 
     #[test]
