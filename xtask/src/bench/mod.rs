@@ -659,7 +659,7 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
                 } else {
                     format!(
                         "{:.0}% over: besides the kernel's map, the agent keeps ~{:.0} B per connection of its own: the \
-                         tracker's slot (key, timer state, uid), its timers (40 B each, two or three per connection) and \
+                         tracker's slot (key, timer state, uid), its timers (32 B each, one to three per connection) and \
                          the slack of power-of-two table and vector growth",
                         (at_1m / 150.0 - 1.0) * 100.0,
                         per_conn_mb * 1e6
