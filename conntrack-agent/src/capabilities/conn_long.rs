@@ -108,6 +108,9 @@ impl crate::logs::rotate::Tick for Writer {
     fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
         self.log.tick(now_ns)
     }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.log.flush()
+    }
 }
 
 impl Writer {

@@ -66,23 +66,31 @@ fn why(reason: RemovalReason, c: &Conn) -> &'static str {
     }
 }
 
-/// One removal as a JSON object (conn.log's field names for the connection).
-fn line(conn: &ConnHandle<'_>, reason: RemovalReason) -> String {
+/// One removal as a JSON object (conn.log's field names for the connection), written into
+/// `out` (cleared first). Every string value is from a fixed alphabet (uid, address, protocol,
+/// reason, state, history letters): none needs JSON escaping, so no JSON value is built.
+fn line(out: &mut String, conn: &ConnHandle<'_>, reason: RemovalReason) {
+    use std::fmt::Write;
     let c = conn.conn();
     let ts = conn.ts_ns() as f64 / 1e9;
-    let v = serde_json::json!({
-        "ts": ts,
-        "uid": conn.uid(),
-        "id.orig_h": addr_from_bytes(&c.orig_addr).to_string(),
-        "id.orig_p": c.orig_port,
-        "id.resp_h": addr_from_bytes(&c.resp_addr).to_string(),
-        "id.resp_p": c.resp_port,
-        "proto": c.proto_name(),
-        "reason": why(reason, c),
-        "conn_state": c.conn_state().as_str(),
-        "history": String::from_utf8_lossy(c.history_str()),
-    });
-    v.to_string()
+    out.clear();
+    // Writing into a String cannot fail. `{ts:?}`: serde_json's shortest round-trip float.
+    let _ = write!(
+        out,
+        "{{\"ts\":{ts:?},\"uid\":\"{}\",\"id.orig_h\":\"{}\",\"id.orig_p\":{},\
+         \"id.resp_h\":\"{}\",\"id.resp_p\":{},\"proto\":\"{}\",\"reason\":\"{}\",\
+         \"conn_state\":\"{}\",\"history\":\"",
+        conn.uid(),
+        addr_from_bytes(&c.orig_addr),
+        c.orig_port,
+        addr_from_bytes(&c.resp_addr),
+        c.resp_port,
+        c.proto_name(),
+        why(reason, c),
+        c.conn_state().as_str(),
+    );
+    out.extend(c.history_str().iter().map(|&b| b as char));
+    out.push_str("\"}");
 }
 
 /// The capability: a removal hook on every connection, writing one line each.
@@ -107,15 +115,19 @@ impl RemovalLog {
             rotation,
             stdout: false,
         };
-        // Flushed per line: each removal is on disk when its line is complete.
+        // Flushed with conn.log (the agent's flush, about once a second live, and at the
+        // end): a flush per line was a write system call per connection.
         let out = Rc::new(RefCell::new(LogFile::create(
-            path, &name, None, opts, true,
+            path, &name, None, opts, false,
         )?));
         let shown = path.display().to_string();
         let file = out.clone();
+        let buf = RefCell::new(String::new());
         let hook = RemovalHook::new(move |conn, reason| {
             let mut out = file.borrow_mut();
-            if let Err(e) = out.write_line(&line(conn, reason), Some(conn.ts_ns() as i64)) {
+            let mut buf = buf.borrow_mut();
+            line(&mut buf, conn, reason);
+            if let Err(e) = out.write_line(&buf, Some(conn.ts_ns() as i64)) {
                 log::warn!("{shown}: {e:#}");
             }
         });

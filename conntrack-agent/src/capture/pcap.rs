@@ -21,14 +21,37 @@ use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// One captured packet.
-#[derive(Debug, Clone)]
-pub struct Packet {
+/// One captured packet, borrowed from the reader's buffer until the next `next_packet`
+/// (a replay copies no packet out of the file buffer and allocates nothing per packet).
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<'a> {
     /// Microsecond-truncated time in nanoseconds since the epoch.
     pub ts_ns: i64,
     pub linktype: u32,
-    pub data: Vec<u8>,
+    pub data: &'a [u8],
     pub orig_len: u32,
+}
+
+/// A packet found in a block: its data as a range of the parser's buffer, so that the block's
+/// borrow of the parser ends before the packet is handed out.
+struct Found {
+    ts_ns: i64,
+    linktype: u32,
+    orig_len: u32,
+    start: usize,
+    len: usize,
+}
+
+impl Found {
+    fn new(ts_ns: i64, linktype: u32, orig_len: u32, base: usize, data: &[u8]) -> Self {
+        Self {
+            ts_ns,
+            linktype,
+            orig_len,
+            start: data.as_ptr() as usize - base,
+            len: data.len(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +137,7 @@ enum Format {
 
 /// What `PcapReaderIterator::next` said, without the borrow of the reader.
 enum Step {
-    Block(usize, Result<Option<Packet>, InputError>),
+    Block(usize, Result<Option<Found>, InputError>),
     End,
     CutShort,
     NeedMore,
@@ -137,6 +160,8 @@ pub struct PcapReader {
     read_error: Arc<Mutex<Option<std::io::Error>>>,
     st: Stream,
     done: bool,
+    /// Bytes of the packet last handed out, consumed at the next call (the packet borrows them).
+    pending: usize,
     /// Packets skipped because of an unsupported interface link type (pcapng only).
     pub skipped_linktype: u64,
     pub truncated_tail: bool,
@@ -264,6 +289,7 @@ impl PcapReader {
                 warned_linktypes: Vec::new(),
             },
             done: false,
+            pending: 0,
             skipped_linktype: 0,
             truncated_tail: false,
         })
@@ -275,10 +301,17 @@ impl PcapReader {
 
     /// Next packet, or None at the end of the file. A record cut short at the end of the file
     /// ends the input (like libpcap) and sets `truncated_tail`.
-    pub fn next_packet(&mut self) -> Result<Option<Packet>, InputError> {
+    pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, InputError> {
+        if self.pending > 0 {
+            self.reader.consume(self.pending);
+            self.pending = 0;
+        }
         while !self.done {
+            // The parser does not move its buffer while it parses (only `refill` and
+            // `consume` do): block data lies at a fixed offset from here.
+            let base = self.reader.data().as_ptr() as usize;
             let step = match self.reader.next() {
-                Ok((n, block)) => Step::Block(n, self.st.on_block(block)),
+                Ok((n, block)) => Step::Block(n, self.st.on_block(block, base)),
                 Err(PcapError::Eof) => Step::End,
                 Err(PcapError::UnexpectedEof) => Step::CutShort,
                 Err(PcapError::Incomplete(_)) => Step::NeedMore,
@@ -289,10 +322,17 @@ impl PcapReader {
             self.skipped_linktype = self.st.skipped_linktype;
             match step {
                 Step::Block(n, res) => {
-                    self.reader.consume(n);
-                    if let Some(p) = res? {
-                        return Ok(Some(p));
-                    }
+                    let Some(p) = res? else {
+                        self.reader.consume(n);
+                        continue;
+                    };
+                    self.pending = n;
+                    return Ok(Some(Packet {
+                        ts_ns: p.ts_ns,
+                        linktype: p.linktype,
+                        data: &self.reader.data()[p.start..p.start + p.len],
+                        orig_len: p.orig_len,
+                    }));
                 }
                 Step::End => self.done = true,
                 Step::CutShort => {
@@ -417,7 +457,11 @@ impl Stream {
         }
     }
 
-    fn on_block(&mut self, block: PcapBlockOwned<'_>) -> Result<Option<Packet>, InputError> {
+    fn on_block(
+        &mut self,
+        block: PcapBlockOwned<'_>,
+        base: usize,
+    ) -> Result<Option<Found>, InputError> {
         match block {
             PcapBlockOwned::LegacyHeader(_) => Ok(None),
             PcapBlockOwned::Legacy(b) => {
@@ -428,18 +472,14 @@ impl Stream {
                     return Ok(None);
                 };
                 let us = if nanos { b.ts_usec / 1000 } else { b.ts_usec };
-                Ok(Some(Packet {
-                    ts_ns: b.ts_sec as i64 * 1_000_000_000 + us as i64 * 1000,
-                    linktype,
-                    data: b.data.to_vec(),
-                    orig_len: b.origlen,
-                }))
+                let ts_ns = b.ts_sec as i64 * 1_000_000_000 + us as i64 * 1000;
+                Ok(Some(Found::new(ts_ns, linktype, b.origlen, base, b.data)))
             }
-            PcapBlockOwned::NG(b) => self.on_ng_block(b),
+            PcapBlockOwned::NG(b) => self.on_ng_block(b, base),
         }
     }
 
-    fn on_ng_block(&mut self, block: Block<'_>) -> Result<Option<Packet>, InputError> {
+    fn on_ng_block(&mut self, block: Block<'_>, base: usize) -> Result<Option<Found>, InputError> {
         let Format::PcapNg { big_endian, ifaces } = &mut self.format else {
             return Ok(None);
         };
@@ -458,13 +498,13 @@ impl Stream {
             Block::EnhancedPacket(epb) => {
                 let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
                 let data = epb.packet_data();
-                self.packet(epb.if_id as usize, Some(units), data, epb.origlen)
+                self.packet(epb.if_id as usize, Some(units), data, epb.origlen, base)
             }
             Block::SimplePacket(spb) => {
                 if ifaces.is_empty() {
                     return Err(self.fmt_err("simple packet block without an interface".into()));
                 }
-                self.packet(0, None, spb.packet_data(), spb.origlen)
+                self.packet(0, None, spb.packet_data(), spb.origlen, base)
             }
             // pcap-parser reads an unknown block's type as little-endian.
             Block::Unknown(u)
@@ -474,14 +514,19 @@ impl Stream {
                     u.block_type
                 }) == OPB_TYPE =>
             {
-                self.obsolete_packet(u.data, be)
+                self.obsolete_packet(u.data, be, base)
             }
             _ => Ok(None),
         }
     }
 
     /// Packet Block (obsolete): u16 interface id, u16 drops, timestamp, lengths, data.
-    fn obsolete_packet(&mut self, body: &[u8], be: bool) -> Result<Option<Packet>, InputError> {
+    fn obsolete_packet(
+        &mut self,
+        body: &[u8],
+        be: bool,
+        base: usize,
+    ) -> Result<Option<Found>, InputError> {
         let fields = (|| {
             Some((
                 rd_u16(body, be)? as usize,
@@ -497,7 +542,7 @@ impl Stream {
         let Some(data) = body.get(20..20usize.saturating_add(cap)) else {
             return Err(self.fmt_err("pcapng packet block shorter than its captured length".into()));
         };
-        self.packet(ifid, Some((hi << 32) | lo), data, orig)
+        self.packet(ifid, Some((hi << 32) | lo), data, orig, base)
     }
 
     fn packet(
@@ -506,7 +551,8 @@ impl Stream {
         units: Option<u64>,
         data: &[u8],
         orig_len: u32,
-    ) -> Result<Option<Packet>, InputError> {
+        base: usize,
+    ) -> Result<Option<Found>, InputError> {
         let Format::PcapNg { ifaces, .. } = &self.format else {
             return Ok(None);
         };
@@ -519,13 +565,15 @@ impl Stream {
             self.skipped_linktype += 1;
             return Ok(None);
         }
-        Ok(Some(Packet {
-            // Simple packet blocks carry no timestamp.
-            ts_ns: units.map_or(0, |u| ts_for(&iface, u)),
-            linktype: iface.linktype,
-            data: data.to_vec(),
+        // Simple packet blocks carry no timestamp.
+        let ts_ns = units.map_or(0, |u| ts_for(&iface, u));
+        Ok(Some(Found::new(
+            ts_ns,
+            iface.linktype,
             orig_len,
-        }))
+            base,
+            data,
+        )))
     }
 
     fn add_iface(&mut self, idb: &InterfaceDescriptionBlock<'_>, be: bool) {

@@ -146,7 +146,7 @@ pub fn read_with(
         agent.advance(clock.now_ns())?;
         defrag.expire(pkt.ts_ns);
 
-        let l3 = match frame_l3(pkt.linktype, &pkt.data) {
+        let l3 = match frame_l3(pkt.linktype, pkt.data) {
             Ok(l) => l,
             Err(LinkSkip::NotIp) => {
                 st.skip("not IP (ARP, LLDP, ...)");

@@ -198,7 +198,7 @@ impl Agent {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
         };
-        self.core.deliver(&mut target, &info, events, crossed);
+        self.core.deliver(&mut target, info, events, crossed);
         self.apply_inactivity_requests();
     }
 
@@ -416,7 +416,7 @@ impl Agent {
                     overflow: &mut self.overflow,
                 };
                 let removed = [ConnEvent::Removed(reason)];
-                self.core.deliver(&mut target, &info, &removed, None);
+                self.core.deliver(&mut target, info, &removed, None);
                 self.dp.forget_contents(k);
             }
             self.log_conn(&c, uid, reason.as_str())?;
@@ -488,11 +488,21 @@ impl Agent {
         for k in rest {
             self.remove_and_log(&k, Removal::Drain, None)?;
         }
+        self.flush_capability_logs()?;
         self.writer.close()
     }
 
+    /// conn.log and the capabilities' logs (removal.log) to disk.
     pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.flush_capability_logs()?;
         self.writer.flush()
+    }
+
+    fn flush_capability_logs(&mut self) -> anyhow::Result<()> {
+        for log in &self.logs {
+            log.borrow_mut().flush()?;
+        }
+        Ok(())
     }
 
     // Handover (`run --pin-dir`, handover.rs): a successor takes over the kernel's table.
@@ -550,6 +560,7 @@ impl Agent {
             let uid = self.tracker.forget(&k);
             self.remove_and_log(&k, Removal::Drain, uid)?;
         }
+        self.flush_capability_logs()?;
         self.writer.close()
     }
 }

@@ -32,6 +32,7 @@ use conntrack_common::contents::{self as contents_bits, ContentCounters};
 use conntrack_common::key::FlowKey;
 use conntrack_common::threshold::ThresholdCommand;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// Why a connection was removed (given to [`ConnEvent::Removed`]).
@@ -134,7 +135,7 @@ pub struct ConnHandle<'a> {
     pub(crate) info: &'a ConnInfo,
     thresholds: &'a mut Thresholds,
     pub(crate) target: &'a mut dyn ThresholdTarget,
-    queue: &'a mut VecDeque<(ConnInfo, Pending)>,
+    queue: &'a mut VecDeque<(Rc<ConnInfo>, Pending)>,
     /// Removal hooks, polls and timeout requests (the methods live in their modules).
     pub(crate) lifecycle: &'a mut LifecycleRegistry,
 }
@@ -204,7 +205,7 @@ impl ConnHandle<'_> {
                 info.ts_ns = info.ts_ns.max(now.last_ns);
                 info.conn = now;
             }
-            self.queue.push_back((info, Pending::Raw(raw)));
+            self.queue.push_back((Rc::new(info), Pending::Raw(raw)));
         }
     }
 
@@ -312,7 +313,9 @@ fn duration_ns(d: Duration) -> u64 {
 pub struct EventCore {
     caps: Vec<Box<dyn Capability>>,
     thresholds: Thresholds,
-    queue: VecDeque<(ConnInfo, Pending)>,
+    /// Shared by a packet's events: each holds the same state, and a copy per event (a whole
+    /// `Conn` and the uid's text) cost more than the capabilities' work.
+    queue: VecDeque<(Rc<ConnInfo>, Pending)>,
     lifecycle: LifecycleRegistry,
 }
 
@@ -340,19 +343,21 @@ impl EventCore {
     pub fn deliver(
         &mut self,
         target: &mut dyn ThresholdTarget,
-        info: &ConnInfo,
+        info: ConnInfo,
         events: &[ConnEvent],
         crossed: Option<RawCrossing>,
     ) {
         if self.caps.is_empty() {
             return;
         }
+        let info = Rc::new(info);
         for ev in events {
-            self.queue.push_back((info.clone(), Pending::Event(*ev)));
+            self.queue
+                .push_back((Rc::clone(&info), Pending::Event(*ev)));
         }
         // As in Zeek, the packet's state events come before its threshold crossings.
         if let Some(raw) = crossed {
-            self.queue.push_back((info.clone(), Pending::Raw(raw)));
+            self.queue.push_back((info, Pending::Raw(raw)));
         }
         self.run(target);
     }
@@ -377,7 +382,7 @@ impl EventCore {
                 conn,
                 ts_ns: now_ns,
             };
-            self.queue.push_back((info, Pending::Raw(raw)));
+            self.queue.push_back((Rc::new(info), Pending::Raw(raw)));
         }
         self.run(target);
         self.run_polls(target, now_ns, uid, false);
@@ -519,10 +524,10 @@ impl EventCore {
                         .on_crossed(target, &info.key, &raw, info.ts_ns);
                     for c in crossings {
                         let ev = Pending::Event(ConnEvent::ThresholdCrossed(c));
-                        self.queue.push_back((info.clone(), ev));
+                        self.queue.push_back((Rc::clone(&info), ev));
                     }
                     for r in again {
-                        self.queue.push_back((info.clone(), Pending::Raw(r)));
+                        self.queue.push_back((Rc::clone(&info), Pending::Raw(r)));
                     }
                 }
                 Pending::Event(ev) => {

@@ -56,7 +56,9 @@ struct Registered {
 /// The hooks registered per connection.
 #[derive(Default)]
 pub struct RemovalHooks {
-    by_conn: FastMap<FlowKey, Registered>,
+    /// Boxed: a `Registered` holds a whole `Conn`, and a table of them inline was copied
+    /// (into freshly faulted pages) each time it grew.
+    by_conn: FastMap<FlowKey, Box<Registered>>,
 }
 
 impl RemovalHooks {
@@ -66,7 +68,10 @@ impl RemovalHooks {
             return;
         }
         if let Some(r) = self.by_conn.get_mut(&info.key) {
-            r.last = info.clone();
+            // The uid is the one registered with (a reuse removes the hooks first): only the
+            // state and time change, and copying them allocates nothing.
+            r.last.conn = info.conn;
+            r.last.ts_ns = info.ts_ns;
         }
     }
 
@@ -89,9 +94,11 @@ impl ConnHandle<'_> {
             .hooks
             .by_conn
             .entry(info.key)
-            .or_insert_with(|| Registered {
-                hooks: Vec::new(),
-                last: info.clone(),
+            .or_insert_with(|| {
+                Box::new(Registered {
+                    hooks: Vec::new(),
+                    last: info.clone(),
+                })
             });
         if r.hooks.iter().any(|h| h.same(hook)) {
             return false;

@@ -4,16 +4,17 @@
 //! With a million connections the tracker keeps two or three million timers. In one binary
 //! heap, every push and pop walks `log n` levels of a structure far larger than the caches: a
 //! `read` of the bench trace spent a fifth of its time there. Here a timer goes into the
-//! bucket of its tick (`TICK_NS`); only when the clock reaches a tick are that bucket's timers
-//! moved into a small heap of due timers (`ready`), which orders them exactly. Timers beyond
-//! the wheel's span wait in `far` and are moved in as the wheel turns.
+//! bucket of its tick (`TICK_NS`); only when the clock reaches a tick is that bucket sorted and
+//! appended to the queue of due timers (`ready`). Timers beyond the wheel's span wait in `far`
+//! and are moved in as the wheel turns.
 //!
-//! Invariant: every timer in `ready` has a tick below `cursor`; every timer in the buckets has
-//! a tick in `[cursor, cursor + BUCKETS)`; `far` holds the later ones. So the heap's order is
-//! the global order, and popping `ready` is exact.
+//! Invariant: `ready` is sorted and every timer in it has a tick below `cursor`; every timer in
+//! the buckets has a tick in `[cursor, cursor + BUCKETS)`; `far` holds the later ones. So a
+//! sorted bucket appended to `ready` keeps it sorted, and popping its front is exact. (A heap
+//! for `ready` cost a cache miss per level: a burst of connections fills one tick with
+//! thousands of timers.)
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 
 /// A timer's due time (ns).
 pub trait Due {
@@ -33,7 +34,7 @@ fn tick(at: i64) -> i64 {
 pub struct TimerWheel<T: Ord + Due> {
     buckets: Vec<Vec<T>>,
     far: Vec<T>,
-    ready: BinaryHeap<Reverse<T>>,
+    ready: VecDeque<T>,
     /// The first tick not yet moved into `ready` (set by the first push).
     cursor: Option<i64>,
     /// Timers in the buckets.
@@ -45,7 +46,7 @@ impl<T: Ord + Due> Default for TimerWheel<T> {
         Self {
             buckets: Vec::new(),
             far: Vec::new(),
-            ready: BinaryHeap::new(),
+            ready: VecDeque::new(),
             cursor: None,
             in_buckets: 0,
         }
@@ -57,7 +58,9 @@ impl<T: Ord + Due> TimerWheel<T> {
         let at = tick(t.due());
         let cursor = *self.cursor.get_or_insert(at);
         if at < cursor {
-            self.ready.push(Reverse(t));
+            // Rare: a timer due within the tick already reached.
+            let i = self.ready.partition_point(|r| r < &t);
+            self.ready.insert(i, t);
         } else if at - cursor < BUCKETS {
             if self.buckets.is_empty() {
                 self.buckets.resize_with(BUCKETS as usize, Vec::new);
@@ -72,8 +75,8 @@ impl<T: Ord + Due> TimerWheel<T> {
     /// The earliest timer if it is due by `now` (removed), else `None`.
     pub fn pop_due(&mut self, now: i64) -> Option<T> {
         self.turn_to(tick(now));
-        match self.ready.peek() {
-            Some(Reverse(t)) if t.due() <= now => self.ready.pop().map(|Reverse(t)| t),
+        match self.ready.front() {
+            Some(t) if t.due() <= now => self.ready.pop_front(),
             _ => None,
         }
     }
@@ -81,6 +84,9 @@ impl<T: Ord + Due> TimerWheel<T> {
     /// Moves every timer of a tick up to `now_tick` into `ready`.
     fn turn_to(&mut self, now_tick: i64) {
         let Some(mut cursor) = self.cursor else {
+            // Start at the clock, not at the first timer pushed: a timer pushed later may be
+            // due earlier than that one, and all before the cursor would go to `ready`.
+            self.cursor = Some(now_tick + 1);
             return;
         };
         if now_tick < cursor {
@@ -95,8 +101,14 @@ impl<T: Ord + Due> TimerWheel<T> {
                 all.append(b);
             }
             self.in_buckets = 0;
+            // Sorted, the ones now due follow `ready`'s (all of an earlier tick) in order.
+            all.sort_unstable();
             for t in all {
-                self.push(t);
+                if tick(t.due()) <= now_tick {
+                    self.ready.push_back(t);
+                } else {
+                    self.push(t);
+                }
             }
             return;
         }
@@ -104,7 +116,8 @@ impl<T: Ord + Due> TimerWheel<T> {
             if self.in_buckets > 0 {
                 let b = &mut self.buckets[(cursor & (BUCKETS - 1)) as usize];
                 self.in_buckets -= b.len();
-                self.ready.extend(b.drain(..).map(Reverse));
+                b.sort_unstable();
+                self.ready.extend(b.drain(..));
             }
             cursor += 1;
             if cursor & (BUCKETS - 1) == 0 && !self.far.is_empty() {
@@ -124,10 +137,7 @@ impl<T: Ord + Due> TimerWheel<T> {
 
     /// Every timer, in no particular order; the wheel is empty afterwards.
     pub fn take_all(&mut self) -> Vec<T> {
-        let mut all: Vec<T> = std::mem::take(&mut self.ready)
-            .into_iter()
-            .map(|Reverse(t)| t)
-            .collect();
+        let mut all: Vec<T> = std::mem::take(&mut self.ready).into();
         all.append(&mut self.far);
         for b in &mut self.buckets {
             all.append(b);
@@ -142,6 +152,8 @@ impl<T: Ord + Due> TimerWheel<T> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
 
     #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, Copy)]
     struct T(i64, u64);

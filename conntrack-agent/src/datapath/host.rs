@@ -61,6 +61,9 @@ struct HostContents {
     per_conn: u64,
     rate: u64,
     window: [u64; 2],
+    /// Some connection was ever asked to extract: until then no packet needs the second
+    /// lookup that `extract` does.
+    armed: bool,
 }
 
 impl HostDatapath {
@@ -159,7 +162,7 @@ impl Datapath for HostDatapath {
             return Err(DatapathError::Fragment);
         }
         self.process_meta(&meta, ts_ns, checksum_ok, events);
-        if !self.table.is_empty() && meta.payload_len != 0 {
+        if self.contents.armed && meta.payload_len != 0 {
             let patched = tso_zero_length_fix(frame);
             let mut m = meta;
             if patched.is_some() {
@@ -189,7 +192,9 @@ impl Datapath for HostDatapath {
             .table
             .get_mut(&cmd.key)
             .ok_or(ThresholdError::NotFound)?;
-        Ok(threshold::apply_command(conn, cmd))
+        let armed = threshold::apply_command(conn, cmd);
+        self.contents.armed |= conn.thr_armed & contents::EXTRACT_BITS != 0;
+        Ok(armed)
     }
 
     fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {

@@ -425,10 +425,15 @@ mod tests {
             ts_ns: 1,
         };
         for _ in 0..3 {
-            core.deliver(&mut NoDatapath, &info, &[ConnEvent::New], None);
+            core.deliver(&mut NoDatapath, info.clone(), &[ConnEvent::New], None);
         }
         for why in [RemovalReason::Closed, RemovalReason::Inactivity] {
-            core.deliver(&mut NoDatapath, &info, &[ConnEvent::Removed(why)], None);
+            core.deliver(
+                &mut NoDatapath,
+                info.clone(),
+                &[ConnEvent::Removed(why)],
+                None,
+            );
         }
     }
 

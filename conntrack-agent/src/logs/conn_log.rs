@@ -160,7 +160,7 @@ mod tests {
         let mut r = rec();
         r.duration_ns = 0;
         r.history.clear();
-        r.conn_state = "OTH".into();
+        r.conn_state = "OTH";
         let line = r.to_tsv(None);
         let f: Vec<&str> = line.split('\t').collect();
         assert_eq!(&f[8..11], &["-", "-", "-"]);

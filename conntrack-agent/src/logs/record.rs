@@ -24,7 +24,7 @@ pub struct ConnRecord {
     pub duration_ns: i64,
     pub orig_bytes: u64,
     pub resp_bytes: u64,
-    pub conn_state: String,
+    pub conn_state: &'static str,
     /// None when Site::local_nets is empty.
     pub local_orig: Option<bool>,
     pub local_resp: Option<bool>,
@@ -104,25 +104,50 @@ pub fn fmt_addr(a: &IpAddr) -> String {
 
 /// [`fmt_time_ns`] appended to `out`.
 fn write_time_ns(out: &mut String, ns: i64) -> std::fmt::Result {
-    use std::fmt::Write;
     let us = if ns >= 0 {
         (ns + 500) / 1000
     } else {
         (ns - 500) / 1000
     };
     let a = us.unsigned_abs();
-    let sign = if us < 0 { "-" } else { "" };
-    write!(out, "{sign}{}.{:06}", a / 1_000_000, a % 1_000_000)
+    if us < 0 {
+        out.push('-');
+    }
+    push_int(out, a / 1_000_000);
+    out.push('.');
+    // Six digits, zero-padded: the fraction plus 10^6 has seven, the first of them a 1.
+    let mut b = itoa::Buffer::new();
+    out.push_str(&b.format(a % 1_000_000 + 1_000_000)[1..]);
+    Ok(())
+}
+
+/// An integer in decimal, appended without `fmt` (records are written by the hundred thousand).
+fn push_int(out: &mut String, v: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
+/// An IPv4 address in dotted decimal.
+fn push_v4(out: &mut String, o: [u8; 4]) {
+    for (i, b) in o.into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_int(out, b);
+    }
 }
 
 /// [`fmt_addr`] appended to `out`.
 fn write_addr(out: &mut String, a: &IpAddr) -> std::fmt::Result {
     use std::fmt::Write;
     match a {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V4(v4) => {
+            push_v4(out, v4.octets());
+            Ok(())
+        }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return write!(out, "{v4}");
+                push_v4(out, v4.octets());
+                return Ok(());
             }
             let s = v6.segments();
             // inet_ntop prints IPv4-compatible addresses (::a.b.c.d) with a dotted tail.
@@ -175,36 +200,57 @@ impl ConnRecord {
         // Writing into a String cannot fail.
         let _ = (|| -> std::fmt::Result {
             write_time_ns(out, self.ts_ns)?;
-            write!(out, "\t{}\t", self.uid)?;
+            out.push('\t');
+            out.push_str(&self.uid);
+            out.push('\t');
             write_addr(out, &self.orig_h)?;
-            write!(out, "\t{}\t", self.orig_p)?;
+            out.push('\t');
+            push_int(out, self.orig_p);
+            out.push('\t');
             write_addr(out, &self.resp_h)?;
-            write!(out, "\t{}\t{}\t", self.resp_p, self.proto)?;
+            out.push('\t');
+            push_int(out, self.resp_p);
+            out.push('\t');
+            out.push_str(self.proto);
+            out.push('\t');
             write_set(out, &self.service)?;
             out.push('\t');
             if self.duration_set() {
                 write_time_ns(out, self.duration_ns)?;
-                write!(out, "\t{}\t{}", self.orig_bytes, self.resp_bytes)?;
+                out.push('\t');
+                push_int(out, self.orig_bytes);
+                out.push('\t');
+                push_int(out, self.resp_bytes);
             } else {
                 write!(out, "{UNSET}\t{UNSET}\t{UNSET}")?;
             }
-            write!(out, "\t{}\t", self.conn_state)?;
+            out.push('\t');
+            out.push_str(self.conn_state);
+            out.push('\t');
             out.push_str(self.local_orig.map_or(UNSET, bool_tsv));
             out.push('\t');
             out.push_str(self.local_resp.map_or(UNSET, bool_tsv));
-            write!(out, "\t{}\t", self.missed_bytes)?;
+            out.push('\t');
+            push_int(out, self.missed_bytes);
+            out.push('\t');
             if self.history.is_empty() {
                 out.push_str(UNSET);
             } else {
                 write_escaped_tsv(out, &self.history)?;
             }
-            write!(
-                out,
-                "\t{}\t{}\t{}\t{}\t",
-                self.orig_pkts, self.orig_ip_bytes, self.resp_pkts, self.resp_ip_bytes
-            )?;
+            for v in [
+                self.orig_pkts,
+                self.orig_ip_bytes,
+                self.resp_pkts,
+                self.resp_ip_bytes,
+            ] {
+                out.push('\t');
+                push_int(out, v);
+            }
+            out.push('\t');
             write_set(out, &self.tunnel_parents)?;
-            write!(out, "\t{}", self.ip_proto)?;
+            out.push('\t');
+            push_int(out, self.ip_proto);
             if let Some(id) = community_id {
                 out.push('\t');
                 match id {
@@ -263,7 +309,7 @@ impl ConnRecord {
             m.push(("orig_bytes", self.orig_bytes.into()));
             m.push(("resp_bytes", self.resp_bytes.into()));
         }
-        m.push(("conn_state", self.conn_state.clone().into()));
+        m.push(("conn_state", self.conn_state.into()));
         if let Some(b) = self.local_orig {
             m.push(("local_orig", b.into()));
         }
@@ -327,7 +373,7 @@ impl ConnRecord {
             duration_ns: c.last_ns as i64 - c.start_ns as i64,
             orig_bytes: c.orig_bytes(),
             resp_bytes: c.resp_bytes(),
-            conn_state: c.conn_state().as_str().to_string(),
+            conn_state: c.conn_state().as_str(),
             local_orig: None,
             local_resp: None,
             missed_bytes: c.missed_bytes(),

@@ -134,6 +134,8 @@ impl Out {
 /// one still rotates on time.
 pub trait Tick {
     fn tick(&mut self, now_ns: i64) -> anyhow::Result<()>;
+    /// Buffered lines to disk (the agent flushes its logs together).
+    fn flush(&mut self) -> anyhow::Result<()>;
 }
 
 /// Shared with the capability that writes it.
@@ -142,6 +144,9 @@ pub type SharedLog = std::rc::Rc<std::cell::RefCell<dyn Tick>>;
 impl Tick for LogFile {
     fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
         LogFile::tick(self, now_ns)
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        LogFile::flush(self)
     }
 }
 

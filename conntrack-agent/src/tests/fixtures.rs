@@ -57,7 +57,7 @@ pub fn http_get_record() -> ConnRecord {
         duration_ns: 141_744_000,
         orig_bytes: 136,
         resp_bytes: 5007,
-        conn_state: "SF".into(),
+        conn_state: "SF",
         local_orig: Some(false),
         local_resp: Some(false),
         missed_bytes: 0,

@@ -150,7 +150,10 @@ fn a_hook_runs_once_for_every_removal_reason_with_the_final_state() {
         let ran: Ran = Rc::default();
         agent.register(Box::new(HookEverything::new(ran.clone())));
         let removal_log = dir.path().join("removal.log");
-        agent.register(Box::new(RemovalLog::create(&removal_log).unwrap()));
+        let cap = RemovalLog::create(&removal_log).unwrap();
+        // As setup does: the agent flushes (and rotates) the log with conn.log.
+        agent.add_log(cap.log());
+        agent.register(Box::new(cap));
         let mut pkts: Vec<(Vec<u8>, i64)> = Vec::new();
         // 1001: closed by FINs; 1002: reset; 1003: unanswered SYN; 1004: reused 5-tuple.
         pkts.extend(handshake(1001));

@@ -109,7 +109,7 @@ mod tests {
 
     pub fn record() -> ConnRecord {
         ConnRecord {
-            conn_state: "S1".into(),
+            conn_state: "S1",
             history: "ShADad".into(),
             ..crate::tests::fixtures::http_get_record()
         }

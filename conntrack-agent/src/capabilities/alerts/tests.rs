@@ -175,7 +175,7 @@ fn record(uid: &str) -> ConnRecord {
         duration_ns: 2_000_000_000,
         orig_bytes: 900,
         resp_bytes: 100,
-        conn_state: "S1".into(),
+        conn_state: "S1",
         local_orig: Some(true),
         local_resp: Some(true),
         history: "ShADad".into(),

@@ -70,11 +70,29 @@ fn epb(ifid: u32, ts: u64, data: &[u8]) -> Vec<u8> {
     block(6, &b)
 }
 
-fn read_all(path: &Path) -> Vec<Packet> {
+/// A packet copied out of the reader (which lends each one only until the next).
+#[derive(Debug)]
+pub struct Owned {
+    pub ts_ns: i64,
+    pub linktype: u32,
+    pub data: Vec<u8>,
+    pub orig_len: u32,
+}
+
+fn owned(p: Packet<'_>) -> Owned {
+    Owned {
+        ts_ns: p.ts_ns,
+        linktype: p.linktype,
+        data: p.data.to_vec(),
+        orig_len: p.orig_len,
+    }
+}
+
+fn read_all(path: &Path) -> Vec<Owned> {
     let mut r = PcapReader::open(path).unwrap();
     let mut v = Vec::new();
     while let Some(p) = r.next_packet().unwrap() {
-        v.push(p);
+        v.push(owned(p));
     }
     v
 }
@@ -148,8 +166,8 @@ fn pcapng_multi_interface() {
     file.extend(epb(2, 1, &ip));
     std::fs::write(&p, file).unwrap();
     let mut r = PcapReader::open(&p).unwrap();
-    let a = r.next_packet().unwrap().unwrap();
-    let b = r.next_packet().unwrap().unwrap();
+    let a = owned(r.next_packet().unwrap().unwrap());
+    let b = owned(r.next_packet().unwrap().unwrap());
     assert!(r.next_packet().unwrap().is_none());
     assert_eq!(r.skipped_linktype, 1);
     assert_eq!(a.ts_ns, 7_000_001_000);
