@@ -8,6 +8,8 @@
 //!   interface with `--log-dir ./logs` unless given;
 //! - `test`: setup, build, workspace tests, clippy, fmt, and the conformance run when available;
 //! - `bench [--quick]`: benchmarks against baselines measured in the same run;
+//! - `scale-check [N]`: N (default 200,000) connections through a live agent, none lost, its
+//!   memory in proportion (part of `test`);
 //! - `fuzz [--minutes N]`: the engine's property tests with fresh seeds and the differential
 //!   kernel-vs-host fuzz, within a time budget (default 1 minute);
 //! - `container [--check]`: the container image from `deploy/Containerfile`, and a check that it
@@ -35,7 +37,9 @@ commands:
   run [--debug] [-- ARGS]    build, then run `conntrack-agent run` (default: --iface <default
                              route interface> --log-dir ./logs) until Ctrl-C
   test                       setup, build, cargo test, clippy, fmt --check, conformance,
-                             a 40 s fuzz
+                             a 40 s fuzz, the scale check, bench --quick
+  scale-check [N]            (root) N new connections (default 200000) through a live agent:
+                             fails if one is lost or the agent's memory is out of proportion
   fuzz [--minutes N]         property tests with fresh seeds, then (root) the kernel-vs-host
                              differential fuzz, N minutes in all (default 1)
   container [--check]        build the container image (podman, else docker) from
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         "test" => test::test(),
         "bench" => bench::bench(rest),
         "fuzz" => fuzz::fuzz(rest),
+        "scale-check" => bench::scale_check_cmd(rest),
         "container" => container::container(rest),
         "systemd" => systemd::systemd(rest),
         "help" | "-h" | "--help" => {

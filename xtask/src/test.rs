@@ -47,6 +47,8 @@ pub fn test() -> Result<()> {
     crate::container::container(&["--check".to_string()])?;
     crate::systemd::systemd(&["--check".to_string()])?;
     crate::fuzz::fuzz_for(std::time::Duration::from_secs(40))?;
+    step("scale check: 200,000 connections live, none lost, agent memory in proportion");
+    crate::bench::scale_check(200_000)?;
     step("bench --quick (the bench must keep running; its figures are not checked)");
     crate::bench::bench(&["--quick".to_string()])?;
     step("all checks passed");

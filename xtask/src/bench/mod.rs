@@ -142,6 +142,44 @@ pub fn on_path(cmd: &str) -> bool {
             .any(|d| PathBuf::from(d).join(cmd).is_file())
 }
 
+/// `cargo xtask test`'s scale check (see [`scale::check`]) with this tree's release agent,
+/// which the caller has built.
+pub fn scale_check(total: u32) -> Result<()> {
+    let agent_bin = agent::binary(Profile::Release);
+    let out_dir = util::root().join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let b = Bench {
+        quick: true,
+        layout: Layout::load(&agent_bin)?,
+        agent: agent_bin,
+        out_dir,
+        kernel_unavailable: None,
+        trace_info: None,
+    };
+    scale::check(&b, total)
+}
+
+/// `cargo xtask scale-check [N]`: builds the agent, then the scale check with N connections.
+pub fn scale_check_cmd(args: &[String]) -> Result<()> {
+    let total = match args {
+        [] => 200_000,
+        [n] => n
+            .parse()
+            .ok()
+            .filter(|&n| n > 0 && n <= 1 << 20)
+            .with_context(|| format!("scale-check: {n:?} is not a count from 1 to 1048576"))?,
+        _ => bail!("usage: cargo xtask scale-check [N]"),
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the scale check needs root (it loads the eBPF program and creates network namespaces)"
+        );
+    }
+    agent::build(Profile::Release)?;
+    scale_check(total)
+}
+
 pub fn bench(args: &[String]) -> Result<()> {
     let mut quick = false;
     let mut install = true;

@@ -263,6 +263,95 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     Ok(sec)
 }
 
+/// Rate of the scale check: well below the drop-free rate the bench measures (341 k/s on
+/// the 2-core machine), so that a loss is a bug, not an overload.
+const CHECK_RATE: u32 = 100_000;
+/// Agent memory per connection the scale check accepts (the bench measured 167 B at 1 M; the
+/// tracker's tables grow in powers of two, so a smaller count can cost up to twice that).
+const CHECK_RSS_PER_CONN: f64 = 400.0;
+
+/// `cargo xtask test`'s scale check: `total` new UDP flows into a live agent, then SIGTERM.
+/// Fails unless every flow became one connection in the kernel and exactly one conn.log
+/// record, with no ring-buffer or table-full loss, and the agent's memory grew by at most
+/// `CHECK_RSS_PER_CONN` per connection.
+pub fn check(b: &Bench, total: u32) -> Result<()> {
+    let mut ns = Netns::create()?;
+    let sender = RawSender::open(NS_A, VETH_A)?;
+    let table = total + total / 10 + 1024;
+    let agent = start_agent(b, &mut ns, &[VETH_B], table, "scale-check-agent")?;
+    let maps = AgentMaps::find(agent, &b.layout)?;
+    let idle_rss = rss_kib(agent, "VmRSS:").unwrap_or(0) as f64 * 1024.0;
+    let t0 = Instant::now();
+    let achieved = send_flows(&sender, 0, total, CHECK_RATE)?;
+    // Every event taken: the agent's count of new connections stops short of nothing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut new_conns = maps.stat(&b.layout, "new_conns")?;
+    while new_conns < u64::from(total) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        new_conns = maps.stat(&b.layout, "new_conns")?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_kib(agent, "VmRSS:").unwrap_or(0) as f64 * 1024.0;
+    let ringbuf_full = maps.stat(&b.layout, "ringbuf_full")?;
+    let table_full = maps.stat(&b.layout, "table_full")?;
+    let drain = ns.stop(agent, libc::SIGTERM, Duration::from_secs(300))?;
+    drop(ns);
+    let log = b.out_dir.join("scale-check-agent").join("conn.log");
+    let text = std::fs::read_to_string(&log).with_context(|| format!("{}", log.display()))?;
+    // The flows sent go to 10.250.0.2; the veth's own traffic (IPv6 neighbour discovery) is
+    // tracked too and counted apart.
+    let (mut records, mut other) = (0u64, 0u64);
+    let mut sources = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.get(4) == Some(&"10.250.0.2") {
+            records += 1;
+            sources.insert(cols[2].to_string());
+        } else {
+            other += 1;
+        }
+    }
+    let per_conn = (rss - idle_rss).max(0.0) / f64::from(total);
+    println!(
+        "scale check: {total} flows sent at {:.0} k/s in {:.1} s; {new_conns} connections in the kernel \
+         (ring buffer full {ringbuf_full}, table full {table_full}); {records} records \
+         ({} distinct sources; {other} of the veth's own traffic) after a {:.2} s drain; agent RSS {:.0} MB, {per_conn:.0} B per connection \
+         over the idle {:.0} MB",
+        achieved / 1e3,
+        t0.elapsed().as_secs_f64(),
+        sources.len(),
+        drain.as_secs_f64(),
+        rss / 1e6,
+        idle_rss / 1e6,
+    );
+    let mut wrong = Vec::new();
+    if new_conns != u64::from(total) + other {
+        wrong.push(format!(
+            "the kernel created {new_conns} connections for {total} flows and {other} others"
+        ));
+    }
+    if ringbuf_full != 0 || table_full != 0 {
+        wrong.push(format!(
+            "events lost: ring buffer full {ringbuf_full}, table full {table_full}"
+        ));
+    }
+    if records != u64::from(total) || sources.len() as u64 != u64::from(total) {
+        wrong.push(format!(
+            "conn.log has {records} records from {} distinct sources, want {total} of each",
+            sources.len()
+        ));
+    }
+    if per_conn > CHECK_RSS_PER_CONN {
+        wrong.push(format!(
+            "the agent grew by {per_conn:.0} B per connection (at most {CHECK_RSS_PER_CONN:.0})"
+        ));
+    }
+    if !wrong.is_empty() {
+        bail!("scale check failed: {}", wrong.join("; "));
+    }
+    Ok(())
+}
+
 /// Sends `n` new flows (ids `first..first + n`) at `rate` frames/s (0: as fast as possible);
 /// returns the achieved rate.
 fn send_flows(s: &RawSender, first: u32, n: u32, rate: u32) -> Result<f64> {
