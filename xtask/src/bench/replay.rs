@@ -242,8 +242,112 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         sec.rows.push(row);
     }
     let _ = std::fs::remove_file(&argus_out);
+    if !b.quick {
+        bulk_rows(
+            &mut sec,
+            &agent,
+            &logs,
+            cpu.as_deref(),
+            runs,
+            limit,
+            &small,
+            &small_info,
+        )?;
+    }
     b.trace_info = Some(info);
     Ok(sec)
+}
+
+/// Prefix of the rows on the second trace (more packets per connection).
+pub const BULK: &str = "1.7 M-packet trace:";
+
+/// The host engine and softflowd on a second trace: about 1.7 M packets and 100,000
+/// connections, longer TCP conversations (more packets per connection than the main trace).
+#[allow(clippy::too_many_arguments)]
+fn bulk_rows(
+    sec: &mut Section,
+    agent: &str,
+    logs: &Path,
+    cpu: Option<&str>,
+    runs: usize,
+    limit: Duration,
+    small: &Path,
+    small_info: &TraceInfo,
+) -> Result<()> {
+    let trace = logs.parent().unwrap_or(logs).join("trace-bulk.pcap");
+    let info = trace::generate_with(&trace, 1_700_000, 100_000, 9)?;
+    super::step(&format!(
+        "trace {}: {} packets, {} connections",
+        trace.display(),
+        info.packets,
+        info.connections
+    ));
+    let dir = logs.join("bulk").to_string_lossy().into_owned();
+    let tools: [(String, &str, Vec<&str>, Check); 2] = [
+        (
+            format!("{BULK} conntrack-agent read --engine host"),
+            agent,
+            vec![
+                "read",
+                TRACE,
+                "--engine",
+                "host",
+                "--log-dir",
+                &dir,
+                "--progress",
+                "false",
+            ],
+            Check::Agent,
+        ),
+        (
+            format!("{BULK} softflowd -r"),
+            "softflowd",
+            vec!["-r", TRACE, "-n", "127.0.0.1:9", "-6", "-m", "262144", "-d"],
+            Check::None,
+        ),
+    ];
+    let mut host = None;
+    for (name, program, args, check) in tools {
+        if program == "softflowd" && !on_path("softflowd") {
+            sec.rows.push(Row::missing(
+                &name,
+                "pkt/s",
+                "skipped: softflowd could not be installed",
+            ));
+            continue;
+        }
+        super::step(&format!("replay: {name}"));
+        let run = |path: &Path, inf: &TraceInfo| {
+            let p = path.to_string_lossy().into_owned();
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| if *a == TRACE { p.as_str() } else { a })
+                .collect();
+            measure(runs, cpu, limit, program, &args, |out, err| {
+                check.check(out, err, inf)
+            })
+        };
+        match run(small, small_info).and_then(|s| Ok((s, run(&trace, &info)?))) {
+            Ok((startup, full)) => {
+                let (s0, f) = (
+                    median(&startup).unwrap_or(0.0),
+                    median(&full).unwrap_or(0.0),
+                );
+                let r = info.packets as f64 / (f - s0).max(1e-6);
+                let detail = format!(
+                    "{f:.2} s, start-up {s0:.2} s; {} packets, {} connections, valid checksums; ratio vs this trace's host-engine read",
+                    info.packets, info.connections
+                );
+                host.get_or_insert(r);
+                sec.rows
+                    .push(Row::new(&name, Some(r), "pkt/s", host, &detail));
+            }
+            Err(e) => sec
+                .rows
+                .push(Row::missing(&name, "pkt/s", &format!("failed: {e:#}"))),
+        }
+    }
+    Ok(())
 }
 
 /// Config files for the removal-hook rows: (capability without hooks, the same with a hook

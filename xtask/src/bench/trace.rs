@@ -84,6 +84,8 @@ fn payload_len(rng: &mut Rng) -> u16 {
 
 struct Gen {
     rng: Rng,
+    /// Most request/response rounds of a TCP connection (at least one).
+    max_rounds: u64,
     conns: Vec<ConnSpec>,
     pkts: Vec<Pkt>,
 }
@@ -194,7 +196,7 @@ impl Gen {
         s = s.wrapping_add(1);
         *t += rtt;
         self.push(*t, false, ACK, c, s, 0);
-        let rounds = self.rng.range(1, 4);
+        let rounds = self.rng.range(1, self.max_rounds);
         for _ in 0..rounds {
             *t += self.rng.range(100, 5_000);
             let q = payload_len(&mut self.rng).min(600);
@@ -228,8 +230,20 @@ impl Gen {
 
 /// Writes a trace with at least `min_packets` packets and `min_conns` connections.
 pub fn generate(path: &Path, min_packets: u64, min_conns: u64) -> Result<TraceInfo> {
+    generate_with(path, min_packets, min_conns, 4)
+}
+
+/// As [`generate`], with TCP connections of up to `max_rounds` request/response rounds (4 in
+/// the main trace; more gives more packets per connection).
+pub fn generate_with(
+    path: &Path,
+    min_packets: u64,
+    min_conns: u64,
+    max_rounds: u64,
+) -> Result<TraceInfo> {
     let mut g = Gen {
         rng: Rng(0x9e37_79b9_7f4a_7c15),
+        max_rounds: max_rounds.max(1),
         conns: Vec::new(),
         pkts: Vec::with_capacity(min_packets as usize + 1024),
     };
