@@ -180,7 +180,14 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         eprintln!("conntrack-agent: stopping: logging open connections");
         poll(&mut kernel, &mut agent, &mut events)?;
         report_drops(&kernel, &mut reported, true)?;
+        let (before, t0) = (agent.stats.conns_logged, Instant::now());
         agent.finish()?;
+        let n = agent.stats.conns_logged - before;
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "conntrack-agent: logged {n} open connections in {secs:.2} s ({:.0} k/s)",
+            n as f64 / secs.max(1e-6) / 1e3
+        );
         kernel.detach_all();
         kernel.detach_sensor();
         if let Some(pins) = &pins {

@@ -11,10 +11,28 @@ use conntrack_common::contents::{self, ContentCounters, ContentHeader};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::threshold::ThresholdCommand;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// `union bpf_attr` as the map element commands read it.
+#[repr(C)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+/// The kernel's internal "operation not supported" (not in libc).
+const ENOTSUPP: i32 = 524;
 
 /// The `FLOWS` map: lookups and removals for the tracker, and threshold commands.
 pub struct FlowMap {
     pub(super) map: HashMap<MapData, FlowKey, Conn>,
+    /// The same map's descriptor, for BPF_MAP_LOOKUP_AND_DELETE_ELEM (which aya's `HashMap`
+    /// does not offer).
+    pub(super) fd: OwnedFd,
     pub(super) control: ControlProgram,
     pub(super) contents: KernelContents,
 }
@@ -77,12 +95,43 @@ impl FlowMap {
         self.map.get(key, 0).ok()
     }
 
+    /// The connection's last state, removed from the map in one step (one system call, and
+    /// no packet can update it between the read and the removal).
     pub fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
-        let conn = self.map.get(key, 0).ok()?;
-        // The program may have updated it between the two calls; a packet in between is lost
-        // to this record, as in any remove-then-log design.
-        self.map.remove(key).ok()?;
-        Some(conn)
+        let mut conn = std::mem::MaybeUninit::<Conn>::uninit();
+        let mut attr = ElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            _pad: 0,
+            key: (key as *const FlowKey) as u64,
+            value: conn.as_mut_ptr() as u64,
+            flags: 0,
+        };
+        // SAFETY: `attr` is a valid element-command block for the FLOWS map, whose key and
+        // value sizes are those of `FlowKey` and `Conn` (the loader checked the layout);
+        // `value` points to room for one `Conn`, which the kernel fills on success.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+                &mut attr as *mut ElemAttr,
+                size_of::<ElemAttr>(),
+            )
+        };
+        if rc == 0 {
+            // SAFETY: on success the kernel wrote a whole `Conn` (plain integers: any bytes are
+            // a valid value).
+            return Some(unsafe { conn.assume_init() });
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            // Kernels before 5.14 cannot do it for hash maps: read, then remove (a packet in
+            // between is lost to this record).
+            Some(libc::EINVAL) | Some(ENOTSUPP) => {
+                let conn = self.map.get(key, 0).ok()?;
+                self.map.remove(key).ok()?;
+                Some(conn)
+            }
+            _ => None,
+        }
     }
 
     pub fn keys(&self) -> Vec<FlowKey> {

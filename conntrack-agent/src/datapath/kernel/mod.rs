@@ -208,7 +208,16 @@ impl Kernel {
                 fd: prog.fd()?.as_fd().try_clone_to_owned()?,
             }
         };
-        let flows = HashMap::try_from(ebpf.take_map("FLOWS").context("no map FLOWS")?)?;
+        let flows_map = ebpf.take_map("FLOWS").context("no map FLOWS")?;
+        let flows_fd = match &flows_map {
+            aya::maps::Map::HashMap(d) => d
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating the FLOWS map's descriptor")?,
+            _ => anyhow::bail!("FLOWS is not a hash map: the program and the agent disagree"),
+        };
+        let flows = HashMap::try_from(flows_map)?;
         let contents = KernelContents {
             records: RingBuf::try_from(ebpf.take_map("CONTENTS").context("no map CONTENTS")?)?,
             counters: HashMap::try_from(
@@ -231,6 +240,7 @@ impl Kernel {
             ebpf,
             flows: Some(FlowMap {
                 map: flows,
+                fd: flows_fd,
                 control,
                 contents,
             }),
