@@ -129,13 +129,14 @@ struct Entry {
     resp_state: u8,
     /// [`orig_tag`] of the originator's address and port, to notice flips.
     orig: u64,
-    /// did_close of (orig, resp) in the current orientation.
-    did_close: [bool; 2],
+    /// `DID_CLOSE_ORIG`, `DID_CLOSE_RESP` (did_close of each side, in the current
+    /// orientation) and `ESTABLISHED` (connection_established already handled): one byte,
+    /// which keeps the entry at 48 bytes.
+    flags: u8,
     inactivity: i64,
-    /// connection_established already handled.
-    established: bool,
-    /// Bumped by CancelTimers (analyzer timers: attempt, expire, close delete).
-    epoch: u32,
+    /// Bumped by CancelTimers (analyzer timers: attempt, expire, close delete): once or twice
+    /// in a connection's life, so a byte (wrapping) tells a cancelled timer from a live one.
+    epoch: u8,
     /// When the close-delay removal is due ([`NO_CLOSE`]: not armed).
     close_at: i64,
     /// The connection's uid (kept here rather than in a map of its own: one key copy and
@@ -143,16 +144,37 @@ struct Entry {
     uid: Uid,
 }
 
-/// A pending timer: 32 bytes. It names its connection by slot (and the slot's generation when
+/// A pending timer: 24 bytes. It names its connection by slot (and the slot's generation when
 /// it was armed) rather than by key: a flow key is 40 bytes, and a million connections keep
 /// two or three timers each.
 struct Timer {
     at: i64,
-    seq: u64,
+    /// Arming order, wrapping: it only orders timers due at the same nanosecond, which four
+    /// billion arms apart never are in practice (and the order stays total if they were).
+    seq: u32,
     generation: u32,
     slot: u32,
-    epoch: u32,
+    epoch: u8,
     kind: Kind,
+}
+
+/// `Entry::flags`.
+const DID_CLOSE_ORIG: u8 = 1;
+const DID_CLOSE_RESP: u8 = 2;
+const ESTABLISHED: u8 = 4;
+
+/// `flags` after a flip: the two did_close bits trade places.
+fn swap_sides(flags: u8) -> u8 {
+    let orig = flags & DID_CLOSE_ORIG;
+    let resp = flags & DID_CLOSE_RESP;
+    (flags & !(DID_CLOSE_ORIG | DID_CLOSE_RESP)) | (orig << 1) | (resp >> 1)
+}
+
+impl Entry {
+    /// did_close of side 0 (originator) or 1 (responder).
+    fn did_close(&self, side: usize) -> bool {
+        self.flags & (DID_CLOSE_ORIG << side) != 0
+    }
 }
 
 /// `Entry::close_at` when no close-delay removal is armed.
@@ -168,17 +190,17 @@ fn orig_tag(addr: &[u8; 16], port: u16) -> u64 {
 /// The timers one event arms, collected while the entry is borrowed.
 #[derive(Default)]
 struct Pushes {
-    items: [(i64, Kind, u32, u32); 4],
+    items: [(i64, Kind, u32, u8); 4],
     n: usize,
 }
 
 impl Pushes {
-    fn push(&mut self, item: (i64, Kind, u32, u32)) {
+    fn push(&mut self, item: (i64, Kind, u32, u8)) {
         self.items[self.n] = item;
         self.n += 1;
     }
 
-    fn as_slice(&self) -> &[(i64, Kind, u32, u32)] {
+    fn as_slice(&self) -> &[(i64, Kind, u32, u8)] {
         &self.items[..self.n]
     }
 }
@@ -359,11 +381,11 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         self.network_time
     }
 
-    fn push(&mut self, at: i64, kind: Kind, slot: u32, generation: u32, epoch: u32) {
+    fn push(&mut self, at: i64, kind: Kind, slot: u32, generation: u32, epoch: u8) {
         self.seq += 1;
         self.timers.push(Timer {
             at,
-            seq: self.seq,
+            seq: self.seq as u32,
             generation,
             slot,
             epoch,
@@ -433,9 +455,8 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                     orig_state: INACTIVE,
                     resp_state: INACTIVE,
                     orig: orig_tag(&v.orig_addr, v.orig_port),
-                    did_close: [false; 2],
+                    flags: 0,
                     inactivity,
-                    established: false,
                     epoch: 0,
                     close_at: NO_CLOSE,
                     uid: Uid::UNSET,
@@ -469,7 +490,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             let orig = orig_tag(&v.orig_addr, v.orig_port);
             if e.orig != orig {
                 std::mem::swap(&mut e.orig_state, &mut e.resp_state);
-                e.did_close.swap(0, 1);
+                e.flags = swap_sides(e.flags);
                 e.orig = orig;
             }
             let (o0, r0) = (e.orig_state, e.resp_state);
@@ -490,8 +511,8 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             if is_handshake(o0) && is_handshake(r0) && (!is_handshake(o1) || !is_handshake(r1)) {
                 e.inactivity = t.tcp_inactivity;
             }
-            if established && !e.established {
-                e.established = true;
+            if established && e.flags & ESTABLISHED == 0 {
+                e.flags |= ESTABLISHED;
                 newly_established = true;
                 if let Some((_, to)) = t
                     .tcp_port_inactivity
@@ -511,13 +532,13 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
                 } else {
                     (r0, r1, o1)
                 };
-                if old == new || !matches!(new, CLOSED | RESET) || e.did_close[side] {
+                if old == new || !matches!(new, CLOSED | RESET) || e.did_close(side) {
                     continue;
                 }
-                e.did_close[side] = true;
-                let close_complete = new == RESET || e.did_close[1 - side] || peer_new == INACTIVE;
+                e.flags |= DID_CLOSE_ORIG << side;
+                let close_complete = new == RESET || e.did_close(1 - side) || peer_new == INACTIVE;
                 if close_complete {
-                    e.epoch += 1; // CancelTimers
+                    e.epoch = e.epoch.wrapping_add(1); // CancelTimers
                     let at = v.last_ns + t.tcp_close_delay;
                     e.close_at = at;
                     pushes.push((at, Kind::CloseDelete, e.generation, e.epoch));
@@ -653,7 +674,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             Kind::Attempt => attempt_due(v).then_some(Removal::Attempt),
             Kind::Expire => {
                 if v.last_ns + self.t.tcp_connection_linger < now {
-                    let dc = e.did_close;
+                    let dc = [e.did_close(0), e.did_close(1)];
                     let (o, r) = (v.orig_state, v.resp_state);
                     if (dc[0] || dc[1])
                         && ((dc[0] && dc[1])

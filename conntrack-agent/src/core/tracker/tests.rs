@@ -57,8 +57,23 @@ impl Fake {
 #[test]
 fn per_connection_state_stays_small() {
     // What a million connections cost the agent: a slot each, two or three timers.
-    assert_eq!(size_of::<Timer>(), 32);
-    assert!(size_of::<Entry>() <= 64, "{}", size_of::<Entry>());
+    assert_eq!(size_of::<Timer>(), 24);
+    assert!(size_of::<Entry>() <= 48, "{}", size_of::<Entry>());
+}
+
+#[test]
+fn a_flip_swaps_the_did_close_bits_and_keeps_established() {
+    assert_eq!(swap_sides(DID_CLOSE_ORIG), DID_CLOSE_RESP);
+    assert_eq!(swap_sides(DID_CLOSE_RESP), DID_CLOSE_ORIG);
+    assert_eq!(
+        swap_sides(DID_CLOSE_ORIG | DID_CLOSE_RESP),
+        DID_CLOSE_ORIG | DID_CLOSE_RESP
+    );
+    assert_eq!(
+        swap_sides(ESTABLISHED | DID_CLOSE_ORIG),
+        ESTABLISHED | DID_CLOSE_RESP
+    );
+    assert_eq!(swap_sides(0), 0);
 }
 
 #[test]
