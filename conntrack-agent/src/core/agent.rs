@@ -512,7 +512,7 @@ impl Agent {
         self.tracker
             .uids()
             .filter(|(k, _)| self.overflow.lookup(k).is_none())
-            .map(|(k, u)| (*k, u.render()))
+            .map(|(k, u)| (k, u.render()))
             .collect()
     }
 

@@ -1,5 +1,6 @@
 //! The agent core shared by `run` and `read`: the [`agent::Agent`] (datapath, timers, uids,
-//! conn.log), Zeek's removal timers ([`tracker`]), network time ([`clock`]), and the event core
+//! conn.log), Zeek's removal timers ([`tracker`]), network time ([`clock`]), the compact keys of the tracker's slots
+//! ([`slot_key`]), and the event core
 //! ([`events`]) that capabilities register with, with the lifecycle services it offers them:
 //! thresholds, polling, removal hooks and per-connection inactivity timeouts.
 
@@ -9,6 +10,7 @@ pub mod events;
 pub mod inactivity;
 pub mod polling;
 pub mod removal_hooks;
+pub mod slot_key;
 pub mod thresholds;
 pub mod timer_wheel;
 pub mod tracker;

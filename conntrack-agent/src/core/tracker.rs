@@ -15,6 +15,7 @@
 //! packet that advanced it is processed (the caller calls [`Tracker::advance`] first). At the end
 //! of input only the attempt timers fire ([`Tracker::finish`]), then everything left is drained.
 
+use crate::core::slot_key::SlotKey;
 use crate::core::timer_wheel::{Due, TimerWheel};
 use crate::core::uid::Uid;
 use conntrack_common::conn::Conn;
@@ -231,8 +232,8 @@ impl Ord for Timer {
 
 /// A connection's place in the tracker: its key (for the index, and to report it) and its
 /// state. A free slot keeps its last key and entry until reused (its generation moved on).
-struct Slot<K> {
-    key: K,
+struct Slot<K: SlotKey> {
+    key: K::Stored,
     entry: Entry,
 }
 
@@ -248,7 +249,7 @@ pub enum Removal {
     Gone,
 }
 
-pub struct Tracker<K: Ord + Hash + Clone> {
+pub struct Tracker<K: SlotKey> {
     t: Timeouts,
     /// Key to slot: the slots' numbers, hashed by their key (which only the slot holds: a
     /// map from key to slot would keep a second 40-byte copy of every key).
@@ -269,7 +270,7 @@ const UDP: u8 = 17;
 const ICMP: u8 = 1;
 const ICMP6: u8 = 58;
 
-impl<K: Ord + Hash + Clone> Tracker<K> {
+impl<K: SlotKey> Tracker<K> {
     pub fn new(t: Timeouts) -> Self {
         Self {
             t,
@@ -293,7 +294,11 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         let h = self.hasher.hash_one(key);
         let slots = &self.slots;
         self.index
-            .find(h, |&i| slots.get(i as usize).is_some_and(|s| s.key == *key))
+            .find(h, |&i| {
+                slots
+                    .get(i as usize)
+                    .is_some_and(|s| key.is_stored_in(&s.key))
+            })
             .copied()
     }
 
@@ -307,7 +312,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     /// there (not removed, the slot not reused since).
     fn timer_key(&self, tm: &Timer) -> Option<K> {
         let s = self.slots.get(tm.slot as usize)?;
-        (s.entry.generation == tm.generation).then(|| s.key.clone())
+        (s.entry.generation == tm.generation).then(|| K::load(&s.key))
     }
 
     /// Adds `key` with `entry` (replacing a connection of the same key); returns its slot
@@ -318,14 +323,14 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
             Some(i) => {
                 let s = &mut self.slots[i as usize];
                 entry.generation = s.entry.generation;
-                s.key = key.clone();
+                s.key = key.store();
                 s.entry = entry;
                 i
             }
             None => {
                 entry.generation = 0;
                 self.slots.push(Slot {
-                    key: key.clone(),
+                    key: key.store(),
                     entry,
                 });
                 (self.slots.len() - 1) as u32
@@ -334,8 +339,9 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         let generation = self.slots[slot as usize].entry.generation;
         let (slots, hasher) = (&self.slots, &self.hasher);
         let h = hasher.hash_one(key);
-        self.index
-            .insert_unique(h, slot, |&i| hasher.hash_one(&slots[i as usize].key));
+        self.index.insert_unique(h, slot, |&i| {
+            hasher.hash_one(K::load(&slots[i as usize].key))
+        });
         (slot, generation)
     }
 
@@ -346,12 +352,18 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         let slots = &self.slots;
         let found = self
             .index
-            .find_entry(h, |&i| slots.get(i as usize).is_some_and(|s| s.key == *key))
+            .find_entry(h, |&i| {
+                slots
+                    .get(i as usize)
+                    .is_some_and(|s| key.is_stored_in(&s.key))
+            })
             .ok()?;
         let (slot, _) = found.remove();
         self.free.push(slot);
         let s = self.slots.get_mut(slot as usize)?;
         s.entry.generation = s.entry.generation.wrapping_add(1);
+        // A boxed key is freed now rather than when the slot is reused.
+        s.key = K::Stored::default();
         Some(std::mem::replace(&mut s.entry.uid, Uid::UNSET))
     }
 
@@ -427,10 +439,10 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
     }
 
     /// Every connection with its uid.
-    pub fn uids(&self) -> impl Iterator<Item = (&K, &Uid)> {
+    pub fn uids(&self) -> impl Iterator<Item = (K, &Uid)> {
         self.index.iter().filter_map(|&slot| {
             let s = self.slots.get(slot as usize)?;
-            Some((&s.key, &s.entry.uid))
+            Some((K::load(&s.key), &s.entry.uid))
         })
     }
 
@@ -726,7 +738,7 @@ impl<K: Ord + Hash + Clone> Tracker<K> {
         let mut rest: Vec<(K, u32)> = self
             .index
             .drain()
-            .filter_map(|slot| Some((self.slots.get(slot as usize)?.key.clone(), slot)))
+            .filter_map(|slot| Some((K::load(&self.slots.get(slot as usize)?.key), slot)))
             .collect();
         rest.sort_by(|a, b| a.0.cmp(&b.0));
         for (k, slot) in rest {
