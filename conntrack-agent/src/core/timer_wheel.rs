@@ -98,7 +98,7 @@ impl<T: Ord + Due> TimerWheel<T> {
             self.cursor = Some(now_tick + 1);
             let mut all = std::mem::take(&mut self.far);
             for b in &mut self.buckets {
-                all.append(b);
+                all.append(&mut std::mem::take(b));
             }
             self.in_buckets = 0;
             // Sorted, the ones now due follow `ready`'s (all of an earlier tick) in order.
@@ -114,10 +114,13 @@ impl<T: Ord + Due> TimerWheel<T> {
         }
         while cursor <= now_tick {
             if self.in_buckets > 0 {
-                let b = &mut self.buckets[(cursor & (BUCKETS - 1)) as usize];
+                // Taken, not drained: a drained bucket would keep its capacity for the next
+                // turn of the wheel, and at a steady high rate of new connections every
+                // bucket would hold room for a tick's worth of timers (18 minutes of them).
+                let mut b = std::mem::take(&mut self.buckets[(cursor & (BUCKETS - 1)) as usize]);
                 self.in_buckets -= b.len();
                 b.sort_unstable();
-                self.ready.extend(b.drain(..));
+                self.ready.extend(b);
             }
             cursor += 1;
             if cursor & (BUCKETS - 1) == 0 && !self.far.is_empty() {
@@ -140,7 +143,7 @@ impl<T: Ord + Due> TimerWheel<T> {
         let mut all: Vec<T> = std::mem::take(&mut self.ready).into();
         all.append(&mut self.far);
         for b in &mut self.buckets {
-            all.append(b);
+            all.append(&mut std::mem::take(b));
         }
         self.in_buckets = 0;
         self.cursor = None;
@@ -160,6 +163,30 @@ mod tests {
     impl Due for T {
         fn due(&self) -> i64 {
             self.0
+        }
+    }
+
+    /// A wheel that fired its timers keeps no room for them: a busy host arms timers into
+    /// every bucket, and the memory of each must go once the bucket is due.
+    #[test]
+    fn fired_buckets_free_their_memory() {
+        let tick_ns = 1i64 << TICK_SHIFT;
+        // The clock passing every tick in turn, then one jump past the whole wheel.
+        for step in [tick_ns / 3, i64::MAX / 4] {
+            let mut wheel = TimerWheel::default();
+            for i in 0..100_000i64 {
+                wheel.push(T(i * tick_ns / 100, i as u64));
+            }
+            let (mut n, mut now) = (0, 0i64);
+            while n < 100_000 && now < i64::MAX / 8 {
+                now = now.saturating_add(step);
+                while wheel.pop_due(now).is_some() {
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 100_000);
+            let held: usize = wheel.buckets.iter().map(Vec::capacity).sum();
+            assert_eq!(held, 0, "timer slots still held by fired buckets");
         }
     }
 
