@@ -174,6 +174,10 @@ impl ConnLong {
 }
 
 impl Capability for ConnLong {
+    fn wants_state_changes(&self) -> bool {
+        false
+    }
+
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
         if *event != ConnEvent::New {
             return;

@@ -141,6 +141,10 @@ impl RemovalLog {
 }
 
 impl Capability for RemovalLog {
+    fn wants_state_changes(&self) -> bool {
+        false
+    }
+
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
         if *event == ConnEvent::New {
             conn.register_removal_hook(&self.hook);

@@ -369,15 +369,24 @@ impl Agent {
         if fresh {
             self.tracker.set_uid(&k, self.uid_gen.next_uid());
         }
+        // StateChanged only when a capability listens for those: most events are nothing
+        // else, and delivering one costs a lookup of the connection.
         let first = if is_new {
-            ConnEvent::New
+            Some(ConnEvent::New)
         } else {
-            ConnEvent::StateChanged
+            self.core
+                .wants_state_changes()
+                .then_some(ConnEvent::StateChanged)
         };
-        if newly_established {
-            self.deliver(k, ev.ts_ns, conn, &[first, ConnEvent::Established], crossed);
-        } else {
-            self.deliver(k, ev.ts_ns, conn, &[first], crossed);
+        let established = newly_established.then_some(ConnEvent::Established);
+        let mut events = [ConnEvent::New; 2];
+        let mut n = 0;
+        for e in first.into_iter().chain(established) {
+            events[n] = e;
+            n += 1;
+        }
+        if n > 0 || crossed.is_some() {
+            self.deliver(k, ev.ts_ns, conn, &events[..n], crossed);
         }
         Ok(())
     }

@@ -103,6 +103,13 @@ pub trait Capability {
     /// Content extraction: payload of a connection flagged with [`ConnHandle::set_extract`],
     /// after the events of the packet that carried it. `dp` looks connections up.
     fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {}
+
+    /// Whether [`ConnEvent::StateChanged`] matters to this capability. Most packets that
+    /// reach the agent are state changes; when no capability wants them the agent skips them
+    /// (no lookup of the connection, no event), which is most of what a capability costs.
+    fn wants_state_changes(&self) -> bool {
+        true
+    }
 }
 
 /// A capability's answer to [`Capability::connection_timing_out`].
@@ -317,6 +324,8 @@ pub struct EventCore {
     /// `Conn` and the uid's text) cost more than the capabilities' work.
     queue: VecDeque<(Rc<ConnInfo>, Pending)>,
     lifecycle: LifecycleRegistry,
+    /// Some capability wants [`ConnEvent::StateChanged`].
+    state_changes: bool,
 }
 
 impl EventCore {
@@ -326,12 +335,19 @@ impl EventCore {
             thresholds,
             queue: VecDeque::new(),
             lifecycle: LifecycleRegistry::default(),
+            state_changes: false,
         }
     }
 
     /// Adds a capability; it receives every later event.
     pub fn register(&mut self, cap: Box<dyn Capability>) {
+        self.state_changes |= cap.wants_state_changes();
         self.caps.push(cap);
+    }
+
+    /// Some capability wants [`ConnEvent::StateChanged`].
+    pub fn wants_state_changes(&self) -> bool {
+        self.state_changes
     }
 
     /// True when nothing listens: the agent then skips building events.

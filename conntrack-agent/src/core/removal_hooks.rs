@@ -49,7 +49,8 @@ impl std::fmt::Debug for RemovalHook {
 
 struct Registered {
     hooks: Vec<RemovalHook>,
-    /// The connection as of its latest event: what the hooks get if the datapath loses it.
+    /// The connection as of the latest event delivered to the capabilities (state changes
+    /// only when one of them wants those): what the hooks get if the datapath loses it.
     last: ConnInfo,
 }
 

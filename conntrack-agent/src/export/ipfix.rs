@@ -353,6 +353,10 @@ struct IpfixExport {
 }
 
 impl Capability for IpfixExport {
+    fn wants_state_changes(&self) -> bool {
+        false
+    }
+
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
         if !matches!(event, ConnEvent::Removed(_)) {
             return;

@@ -352,6 +352,10 @@ fn iface_name(ifindex: u32) -> String {
 struct ConnCounters(Metrics);
 
 impl Capability for ConnCounters {
+    fn wants_state_changes(&self) -> bool {
+        false
+    }
+
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
         let m = &self.0;
         match event {

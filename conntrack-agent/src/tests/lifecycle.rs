@@ -459,3 +459,74 @@ fn conn_long_writes_interim_records_and_leaves_conn_log_alone() {
         assert_eq!(long[1], recs[0][1], "same uid");
     }
 }
+
+/// Records the events it gets; `states` is its answer to `wants_state_changes`.
+struct EventsSeen {
+    seen: Rc<RefCell<Vec<ConnEvent>>>,
+    states: bool,
+}
+
+impl Capability for EventsSeen {
+    fn wants_state_changes(&self) -> bool {
+        self.states
+    }
+    fn on_event(&mut self, _conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+        self.seen.borrow_mut().push(*event);
+    }
+}
+
+/// A capability that does not want state changes gets every other event of a TCP connection,
+/// and conn.log is the same; one that wants them gets them too (the agent skips only what no
+/// capability wants).
+#[test]
+fn state_changes_reach_only_capabilities_that_want_them() {
+    let mut runs = Vec::new();
+    for states in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let dp = Box::new(HostDatapath::new(HostConfig::new(&[])));
+        let mut agent = agent_on(dp, &dir, Timeouts::default());
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        agent.register(Box::new(EventsSeen {
+            seen: seen.clone(),
+            states,
+        }));
+        let mut pkts = handshake(3001);
+        pkts.push((tcp(3001, true, FIN | ACK, 101, 501), SEC));
+        pkts.push((tcp(3001, false, FIN | ACK, 501, 102), SEC));
+        pkts.push((tcp(3001, true, ACK, 102, 502), SEC));
+        for (f, t) in &pkts {
+            packet(&mut agent, f, *t);
+        }
+        agent.advance(T0 + 60 * SEC).unwrap();
+        agent.finish().unwrap();
+        let events = seen.borrow().clone();
+        // The record without its uid (random per run).
+        let record: Vec<Vec<String>> = conn_log(&dir)
+            .into_iter()
+            .map(|mut cols| {
+                cols.remove(1);
+                cols
+            })
+            .collect();
+        runs.push((events, record));
+    }
+    let (all, some) = (&runs[0], &runs[1]);
+    assert!(all.0.contains(&ConnEvent::StateChanged), "{:?}", all.0);
+    let without: Vec<ConnEvent> = all
+        .0
+        .iter()
+        .copied()
+        .filter(|e| *e != ConnEvent::StateChanged)
+        .collect();
+    assert_eq!(some.0, without);
+    assert_eq!(
+        some.0,
+        [
+            ConnEvent::New,
+            ConnEvent::Established,
+            ConnEvent::Removed(RemovalReason::Closed)
+        ]
+    );
+    assert_eq!(all.1.len(), 1);
+    assert_eq!(all.1, some.1, "the same conn.log");
+}

@@ -62,6 +62,10 @@ fn iface_name(ifindex: u32) -> Option<String> {
 }
 
 impl Capability for AlertRules {
+    fn wants_state_changes(&self) -> bool {
+        false
+    }
+
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
         if !matches!(event, ConnEvent::New | ConnEvent::ThresholdCrossed(_)) {
             return;
