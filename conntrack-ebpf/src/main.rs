@@ -50,7 +50,10 @@ mod pkt;
 
 use core::ptr::copy_nonoverlapping;
 
-use aya_ebpf::bindings::{BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC, xdp_action};
+use aya_ebpf::bindings::{
+    BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_UNSPEC,
+    xdp_action,
+};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
@@ -547,6 +550,20 @@ unsafe fn write_change(out: *mut ConnChange, ev: &EventRef<'_>, conn: &Conn, ext
     }
 }
 
+/// The submit flags of an event: the agent is woken only once a quarter of the ring buffer
+/// holds unread events (it drains on its 20 ms tick otherwise), so a busy ring wakes it at once
+/// and a quiet one costs no wakeup per event.
+#[inline(always)]
+fn wake_flags() -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if avail >= size / 4 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 #[inline(always)]
 fn emit_change(ev: &EventRef<'_>, conn: &Conn) {
     let Some(mut entry) = EVENTS.reserve::<ConnChange>(0) else {
@@ -554,7 +571,7 @@ fn emit_change(ev: &EventRef<'_>, conn: &Conn) {
     };
     // SAFETY: the reservation holds one `ConnChange`, written whole before submit.
     unsafe { write_change(entry.as_mut_ptr(), ev, conn, 0) };
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    entry.submit(wake_flags());
     count(Stat::Events);
 }
 
@@ -569,7 +586,7 @@ fn emit_snapshot(ev: &EventRef<'_>, conn: &Conn) {
         write_change(&raw mut (*out).change, ev, conn, event::HAS_CONN);
         copy_nonoverlapping(conn, &raw mut (*out).conn, 1);
     }
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    entry.submit(wake_flags());
     count(Stat::Events);
 }
 
@@ -586,7 +603,7 @@ fn emit_table_full(ev: &EventRef<'_>) {
         (*out).ts_ns = ev.ts_ns;
         copy_nonoverlapping(ev.meta, &raw mut (*out).meta, 1);
     }
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    entry.submit(wake_flags());
     count(Stat::Events);
 }
 

@@ -105,6 +105,18 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         conn_long,
         contents,
     );
+    // The program wakes this once the ring buffer is a quarter full; below that the tick
+    // drains it (at most 20 ms late).
+    // SAFETY: the descriptor is an `OwnedFd` that the `AsyncFd` owns: open, and the same file,
+    // for the `AsyncFd`'s whole life.
+    let ring = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            kernel.events_fd()?,
+            tokio::io::Interest::READABLE,
+        )
+    }
+    .map_err(|e| e.into_parts().1)
+    .context("waiting on the EVENTS ring buffer (epoll)")?;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_flush = Instant::now();
@@ -129,6 +141,13 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
                 break;
             }
             _ = sighup.recv() => reloader.reload(&mut agent),
+            ready = ring.readable() => {
+                ready.context("waiting on the EVENTS ring buffer")?.clear_ready();
+                let received = poll(&mut kernel, &mut agent, &mut events)?;
+                if let Some(m) = &metrics {
+                    m.add_events_received(received as u64);
+                }
+            }
             _ = tick.tick() => {
                 let mut received = poll(&mut kernel, &mut agent, &mut events)?;
                 // Timers left due by a full batch (a burst timing out together): the next

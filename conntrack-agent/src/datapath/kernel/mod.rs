@@ -258,6 +258,15 @@ impl Kernel {
     }
 
     /// Appends every event waiting in the ring buffer to `out`; returns how many.
+    /// A duplicate of the `EVENTS` ring buffer's descriptor, to wait on: the program wakes
+    /// its readers once the ring is a quarter full.
+    pub fn events_fd(&self) -> Result<std::os::fd::OwnedFd> {
+        self.events
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the EVENTS ring buffer's descriptor")
+    }
+
     pub fn drain_events(&mut self, out: &mut Vec<Event>) -> usize {
         if let Some(l) = &mut self.logger {
             l.flush();
