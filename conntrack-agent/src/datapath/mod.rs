@@ -81,6 +81,17 @@ pub trait Datapath {
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
     fn remove(&mut self, key: &FlowKey) -> Option<Conn>;
     fn keys(&self) -> Vec<FlowKey>;
+    /// Up to `max` keys after `after` (from the first with `None`), in the table's own order:
+    /// a walk of the table in steps. A key removed meanwhile may restart the walk (as the
+    /// kernel's hash maps do); the default takes the keys in sorted order.
+    fn keys_after(&self, after: Option<&FlowKey>, max: usize) -> Vec<FlowKey> {
+        let mut all = self.keys();
+        all.sort_unstable();
+        all.into_iter()
+            .filter(|k| after.is_none_or(|a| k > a))
+            .take(max)
+            .collect()
+    }
     /// Writes the threshold slots of `cmd.mask` of connection `cmd.key` without touching the
     /// rest of it (the kernel datapath runs `conntrack_control`, which takes the connection's
     /// lock), then checks them as Zeek does on a set. Returns the slots that crossed (cleared).

@@ -131,6 +131,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         Shutdown::ForGood
     };
     let mut shutdown = Shutdown::ForGood;
+    let mut resync: Option<Resync> = None;
     // The monitored interfaces, for the per-interface metrics.
     let ifindexes = crate::datapath::kernel::ifindexes(&args.iface);
     loop {
@@ -184,9 +185,15 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
                 }
                 if last_stats.elapsed() >= STATS_INTERVAL {
                     if report_drops(&kernel, &mut reported, true)? {
-                        resync(&mut agent)?;
+                        // (Again from the start if a walk was under way.)
+                        resync = Some(Resync::default());
                     }
                     last_stats = Instant::now();
+                }
+                if let Some(r) = &mut resync
+                    && r.step(&mut agent, u64::from(args.common.table_size) * 2)?
+                {
+                    resync = None;
                 }
             }
         }
@@ -328,22 +335,41 @@ fn report_drops(
 
 /// After lost events: every connection in `FLOWS` is reported to the tracker again, so that
 /// the ones whose `NewConn` was lost get timers and are logged on time.
-fn resync(agent: &mut Agent) -> Result<()> {
-    for key in agent.dp.keys() {
-        let Some(conn) = agent.dp.lookup(&key) else {
-            continue;
-        };
-        let ev = Event::Conn(ConnChange::of(
-            EventKind::StateChanged,
-            Changes::NONE,
-            conn.last_ns,
-            &key,
-            &conn,
-            false,
-        ));
-        agent.handle_event(&ev, conn.last_ns as i64)?;
+/// Connections one resync step walks (one tick's worth: the events that arrive meanwhile are
+/// handled between steps).
+const RESYNC_STEP: usize = 20_000;
+
+/// After lost events: the table walked in steps, each connection handed to the agent as a
+/// state change (which tracks the ones it never heard of and corrects the others' states).
+#[derive(Default)]
+struct Resync {
+    cursor: Option<FlowKey>,
+    walked: u64,
+}
+
+impl Resync {
+    /// One step; true when the walk is done. `limit` bounds it: the walk starts over when
+    /// its cursor's connection is removed meanwhile.
+    fn step(&mut self, agent: &mut Agent, limit: u64) -> Result<bool> {
+        let keys = agent.dp.keys_after(self.cursor.as_ref(), RESYNC_STEP);
+        for key in &keys {
+            let Some(conn) = agent.dp.lookup(key) else {
+                continue;
+            };
+            let ev = Event::Conn(ConnChange::of(
+                EventKind::StateChanged,
+                Changes::NONE,
+                conn.last_ns,
+                key,
+                &conn,
+                false,
+            ));
+            agent.handle_event(&ev, conn.last_ns as i64)?;
+        }
+        self.walked += keys.len() as u64;
+        self.cursor = keys.last().copied();
+        Ok(keys.len() < RESYNC_STEP || self.walked >= limit)
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

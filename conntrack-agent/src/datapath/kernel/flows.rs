@@ -24,6 +24,7 @@ struct ElemAttr {
 }
 
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 /// The kernel's internal "operation not supported" (not in libc).
 const ENOTSUPP: i32 = 524;
 
@@ -137,6 +138,31 @@ impl FlowMap {
     pub fn keys(&self) -> Vec<FlowKey> {
         self.map.keys().filter_map(Result::ok).collect()
     }
+
+    /// The key after `after` in the map's order (the first with `None`); None at the end.
+    fn next_key(&self, after: Option<&FlowKey>) -> Option<FlowKey> {
+        let mut next = std::mem::MaybeUninit::<FlowKey>::uninit();
+        let mut attr = ElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            _pad: 0,
+            key: after.map_or(0, |k| (k as *const FlowKey) as u64),
+            // `next_key` shares the union slot of `value`.
+            value: next.as_mut_ptr() as u64,
+            flags: 0,
+        };
+        // SAFETY: a valid element-command block for FLOWS: `key` is null or points to a
+        // `FlowKey`, `value` to room for one, which the kernel fills on success.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_GET_NEXT_KEY,
+                &mut attr as *mut ElemAttr,
+                size_of::<ElemAttr>(),
+            )
+        };
+        // SAFETY: on success the kernel wrote a whole key (plain integers).
+        (rc == 0).then(|| unsafe { next.assume_init() })
+    }
 }
 
 /// Live mode: the program updates connections itself; the agent only reads and removes them.
@@ -160,6 +186,18 @@ impl Datapath for FlowMap {
     }
     fn keys(&self) -> Vec<FlowKey> {
         FlowMap::keys(self)
+    }
+    fn keys_after(&self, after: Option<&FlowKey>, max: usize) -> Vec<FlowKey> {
+        let mut out = Vec::with_capacity(max.min(4096));
+        let mut cur = after.copied();
+        while out.len() < max {
+            let Some(k) = self.next_key(cur.as_ref()) else {
+                break;
+            };
+            out.push(k);
+            cur = Some(k);
+        }
+        out
     }
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
         self.command(cmd)

@@ -186,3 +186,40 @@ fn hammer(orig: &[u8], resp: &[u8], orig_ip_header: u64) {
     assert_eq!(c.resp_bytes(), r * 300);
     eprintln!("orig {o} resp {r} on {cpus} CPUs");
 }
+
+/// The table walked in steps (a resync after lost events) meets every connection once, and
+/// `remove` hands back a connection's state and takes it out in one step.
+#[test]
+fn a_stepwise_walk_meets_every_connection_and_remove_takes_it_out() {
+    use crate::datapath::Datapath;
+    let Some(mut kernel) = small_test_kernel() else {
+        return;
+    };
+    let (a, b) = ([10, 9, 2, 1], [10, 9, 2, 2]);
+    for sport in 30000..30100u16 {
+        kernel
+            .bench_test_run(BENCH_TRACKER_PROGRAM, &udp_frame(a, sport, b, 53, 20), 1)
+            .expect("TC run");
+    }
+    let mut flows = kernel.take_flows().unwrap();
+    let mut all = flows.keys();
+    all.sort();
+    assert_eq!(all.len(), 100);
+    let (mut walked, mut cursor) = (Vec::new(), None);
+    loop {
+        let step = flows.keys_after(cursor.as_ref(), 7);
+        walked.extend_from_slice(&step);
+        if step.len() < 7 {
+            break;
+        }
+        cursor = step.last().copied();
+    }
+    walked.sort();
+    assert_eq!(walked, all, "each connection once");
+    let k = all[0];
+    let before = flows.lookup(&k).expect("there");
+    assert_eq!(Datapath::remove(&mut flows, &k), Some(before));
+    assert_eq!(flows.lookup(&k), None, "gone");
+    assert_eq!(Datapath::remove(&mut flows, &k), None);
+    assert_eq!(flows.keys().len(), 99);
+}
