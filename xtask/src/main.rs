@@ -39,7 +39,8 @@ commands:
   test                       setup, build, cargo test, clippy, fmt --check, conformance,
                              a 40 s fuzz, the scale check, bench --quick
   scale-check [N]            (root) N new connections (default 200000) through a live agent:
-                             fails if one is lost or the agent's memory is out of proportion
+                             fails if one is lost or the agent's memory is out of proportion;
+                             then lost events (agent stopped) must be recovered by its resync
   fuzz [--minutes N]         property tests with fresh seeds, then (root) the kernel-vs-host
                              differential fuzz, N minutes in all (default 1)
   container [--check]        build the container image (podman, else docker) from

@@ -369,9 +369,11 @@ impl Agent {
         if fresh {
             self.tracker.set_uid(&k, self.uid_gen.next_uid());
         }
+        // New for a connection the tracker did not know, also when its NewConn event was lost
+        // (a resync reports it as a state change): the capabilities never heard of it.
         // StateChanged only when a capability listens for those: most events are nothing
         // else, and delivering one costs a lookup of the connection.
-        let first = if is_new {
+        let first = if fresh {
             Some(ConnEvent::New)
         } else {
             self.core

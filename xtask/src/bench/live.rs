@@ -247,6 +247,18 @@ pub fn start_agent(
     table: u32,
     name: &str,
 ) -> Result<u32> {
+    start_agent_with(b, ns, ifaces, table, name, &[])
+}
+
+/// [`start_agent`] with more arguments for `conntrack-agent run`.
+pub fn start_agent_with(
+    b: &Bench,
+    ns: &mut Netns,
+    ifaces: &[&str],
+    table: u32,
+    name: &str,
+    extra: &[&str],
+) -> Result<u32> {
     let log = b.out_dir.join(format!("{name}.log"));
     let dir = b.out_dir.join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -256,6 +268,7 @@ pub fn start_agent(
     for i in ifaces {
         args.extend(["--iface", i]);
     }
+    args.extend_from_slice(extra);
     let pid = ns.spawn(NS_B, &b.agent, &args, Some(&log))?;
     let t0 = Instant::now();
     loop {

@@ -6,7 +6,7 @@
 //! and the time to expire and log them all (Zeek's 1 min UDP inactivity timeout; in quick mode
 //! the shutdown drain instead).
 
-use super::live::start_agent;
+use super::live::{start_agent, start_agent_with};
 use super::netns::{NS_A, Netns, RawSender, VETH_A, VETH_B, rss_kib};
 use super::report::{Row, Section};
 use super::{Bench, Layout};
@@ -353,6 +353,69 @@ pub fn check(b: &Bench, total: u32) -> Result<()> {
     }
     if !wrong.is_empty() {
         bail!("scale check failed: {}", wrong.join("; "));
+    }
+    check_loss_recovery(b)
+}
+
+/// Flows of the loss-recovery check: far more events than its 1 MiB ring buffer holds (about
+/// 13,000).
+const LOSS_FLOWS: u32 = 30_000;
+
+/// Loss recovery: an agent stopped (SIGSTOP) while `LOSS_FLOWS` new flows arrive loses most
+/// of their events. Running again, its resync (at the next drop check, within 10 s) must
+/// track every connection the kernel holds: each then times out (UDP inactivity 2 s here) and
+/// removal.log says `inactivity` for every one, none `drained` at shutdown.
+fn check_loss_recovery(b: &Bench) -> Result<()> {
+    let mut ns = Netns::create()?;
+    let sender = RawSender::open(NS_A, VETH_A)?;
+    let dir = b.out_dir.join("scale-loss-agent");
+    let config = b.out_dir.join("scale-loss.toml");
+    std::fs::write(&config, "[inactivity]\nudp = \"2s\"\n\n[removal_log]\n")?;
+    let config_s = config.to_string_lossy().into_owned();
+    let extra = ["--ring-size", "1", "--config", config_s.as_str()];
+    let agent = start_agent_with(b, &mut ns, &[VETH_B], 65_536, "scale-loss-agent", &extra)?;
+    let maps = AgentMaps::find(agent, &b.layout)?;
+    // SAFETY: kill(2) on the agent this check started (still running: unreaped).
+    unsafe { libc::kill(agent as i32, libc::SIGSTOP) };
+    let sent = send_flows(&sender, 0, LOSS_FLOWS, CHECK_RATE);
+    // SAFETY: as above.
+    unsafe { libc::kill(agent as i32, libc::SIGCONT) };
+    sent?;
+    let lost = maps.stat(&b.layout, "ringbuf_full")?;
+    let log = dir.join("removal.log");
+    let ours = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains("\"id.resp_h\":\"10.250.0.2\""))
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline
+        && ours(&std::fs::read_to_string(&log).unwrap_or_default()).len() < LOSS_FLOWS as usize
+    {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    ns.stop(agent, libc::SIGTERM, Duration::from_secs(60))?;
+    drop(ns);
+    let removed = ours(&std::fs::read_to_string(&log).unwrap_or_default());
+    let by_timeout = removed
+        .iter()
+        .filter(|l| l.contains("\"reason\":\"inactivity\""))
+        .count();
+    println!(
+        "loss recovery: {LOSS_FLOWS} flows while the agent was stopped, {lost} events lost; \
+         {by_timeout} of {} removals by the inactivity timeout",
+        removed.len()
+    );
+    if lost == 0 {
+        bail!("loss recovery check: no event was lost (the ring buffer is bigger than assumed)");
+    }
+    if removed.len() != LOSS_FLOWS as usize || by_timeout != removed.len() {
+        bail!(
+            "loss recovery check failed: {} removals for {LOSS_FLOWS} flows, {by_timeout} of them \
+             by the inactivity timeout (the others were not tracked after the loss)",
+            removed.len()
+        );
     }
     Ok(())
 }
