@@ -16,17 +16,19 @@ use crate::proto;
 pub const VXLAN_PORT: u16 = 4789;
 
 /// Adds `data` to a one's-complement accumulator as big-endian 16-bit words, an odd last byte
-/// padded with a zero byte. Eight bytes at a time, as two 32-bit words: the accumulator folds
-/// to the same 16-bit sum in [`finish`] (at most 2^33 per chunk, no overflow of the u64 for
-/// any packet), though its raw value differs from the plain 16-bit word sum.
+/// padded with a zero byte. Eight bytes at a time, as 64-bit words with the carry added back
+/// (end-around carry): a one's complement sum folds to the same 16 bits whatever the word
+/// size, since 2^16 = 1 modulo 0xffff. The raw accumulator differs from the plain 16-bit word
+/// sum; [`finish`] folds it.
 fn sum_words(data: &[u8], mut acc: u64) -> u64 {
     let (chunks, rest) = data.as_chunks::<8>();
+    let mut wide = 0u64;
     for c in chunks {
-        // Two 32-bit halves: the one's complement sum folds to the same 16 bits whatever the
-        // word size (`finish` folds the carries back in), and this is half the work.
-        let w = u64::from_be_bytes(*c);
-        acc += (w >> 32) + (w & 0xffff_ffff);
+        let (s, carry) = wide.overflowing_add(u64::from_be_bytes(*c));
+        wide = s + u64::from(carry);
     }
+    // Folded to 33 bits before joining `acc` (a few pseudo-header words): no overflow.
+    acc += (wide >> 32) + (wide & 0xffff_ffff);
     let (pairs, odd) = rest.as_chunks::<2>();
     for p in pairs {
         acc += u64::from(u16::from_be_bytes(*p));
@@ -203,6 +205,25 @@ mod tests {
         TCP6_SYN,
         ICMP6_ECHO_ODD,
     ];
+
+    proptest::proptest! {
+        /// The 64-bit sum folds to RFC 1071's: 16-bit big-endian words, an odd byte padded,
+        /// end-around carry; also when a word sums past 64 bits (runs of 0xff bytes).
+        #[test]
+        fn wide_sum_is_rfc1071(
+            data in proptest::collection::vec(
+                proptest::prop_oneof![proptest::prelude::any::<u8>(), proptest::strategy::Just(0xffu8)],
+                0..1600,
+            ),
+            acc in 0u64..1 << 40,
+        ) {
+            let mut want = acc;
+            for pair in data.chunks(2) {
+                want += u64::from(pair[0]) << 8 | u64::from(*pair.get(1).unwrap_or(&0));
+            }
+            proptest::prop_assert_eq!(finish(sum_words(&data, acc)), finish(want));
+        }
+    }
 
     #[test]
     fn captured_packets_have_good_checksums() {

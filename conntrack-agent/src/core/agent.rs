@@ -84,8 +84,12 @@ struct TimerView<'a> {
 
 impl TimerHost<TrackKey> for TimerView<'_> {
     fn read(&mut self, key: &TrackKey) -> Option<ConnView> {
-        let c = self.main.lookup(key).or_else(|| self.overflow.lookup(key));
-        c.map(|c| ConnView::of(&c))
+        let mut view = None;
+        let mut read = |c: &Conn| view = Some(ConnView::of(c));
+        if !self.main.with_conn(key, &mut read) {
+            self.overflow.with_conn(key, &mut read);
+        }
+        view
     }
 
     fn keep_timing_out(&mut self, key: &TrackKey, uid: &Uid) -> bool {

@@ -179,6 +179,10 @@ impl Datapath for HostDatapath {
         self.table.get(key).copied()
     }
 
+    fn with_conn(&self, key: &FlowKey, f: &mut dyn FnMut(&Conn)) -> bool {
+        self.table.get(key).map(|c| f(c)).is_some()
+    }
+
     fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
         self.table.remove(key)
     }

@@ -81,6 +81,17 @@ pub trait Datapath {
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
     fn remove(&mut self, key: &FlowKey) -> Option<Conn>;
     fn keys(&self) -> Vec<FlowKey>;
+    /// Calls `f` with the connection, if the table has it (the host's table without a copy:
+    /// timers read a connection each time they fire).
+    fn with_conn(&self, key: &FlowKey, f: &mut dyn FnMut(&Conn)) -> bool {
+        match self.lookup(key) {
+            Some(c) => {
+                f(&c);
+                true
+            }
+            None => false,
+        }
+    }
     /// Up to `max` keys after `after` (from the first with `None`), in the table's own order:
     /// a walk of the table in steps. A key removed meanwhile may restart the walk (as the
     /// kernel's hash maps do); the default takes the keys in sorted order.
