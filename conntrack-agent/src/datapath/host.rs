@@ -180,7 +180,7 @@ impl Datapath for HostDatapath {
     }
 
     fn with_conn(&self, key: &FlowKey, f: &mut dyn FnMut(&Conn)) -> bool {
-        self.table.get(key).map(|c| f(c)).is_some()
+        self.table.get(key).map(f).is_some()
     }
 
     fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
