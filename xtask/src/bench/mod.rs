@@ -737,8 +737,9 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
                 } else {
                     format!(
                         "{:.0}% over: besides the kernel's map, the agent keeps ~{:.0} B per connection of its own: the \
-                         tracker's slot (key, timer state, uid), its timers (32 B each, one to three per connection) and \
-                         the slack of power-of-two table and vector growth",
+                         tracker's slot (64 B: the key packed to 16 B for IPv4, timer state, uid), its index and timers \
+                         (24 B each, one to three per connection) and the slack of their growth; RSS also counts the \
+                         ring buffer's pages once events have passed through them (an 8 MB ring is mapped twice: 16 MB)",
                         (at_1m / 150.0 - 1.0) * 100.0,
                         per_conn_mb * 1e6
                     )
