@@ -47,7 +47,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     let cpu = pin_cpu();
     if let Some(c) = &cpu {
         sec.notes.push(format!(
-            "Every tool runs pinned to CPU {c} (`taskset`); median of {runs} run(s)."
+            "Every tool runs pinned to CPU {c} (`taskset`); median of {runs} run(s), taken in rounds (each round runs every tool once)."
         ));
     }
 
@@ -177,31 +177,51 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         missing: (!on_path("softflowd"))
             .then(|| "skipped: softflowd could not be installed".to_string()),
     });
+    // Rounds, not runs in a row: each round runs every tool once (start-up trace, then the
+    // trace), so that a burst of load elsewhere on the machine lands on all of them alike
+    // rather than on one tool's runs.
+    let run = |t: &Tool<'_>, path: &Path, inf: &TraceInfo| {
+        let p = path.to_string_lossy().into_owned();
+        let args: Vec<&str> = t
+            .args
+            .iter()
+            .map(|a| if *a == TRACE { p.as_str() } else { a })
+            .collect();
+        let _ = std::fs::remove_file(&argus_out);
+        measure(1, cpu.as_deref(), limit, &t.program, &args, |out, err| {
+            t.check.check(out, err, inf)
+        })
+    };
+    type Times = (Vec<f64>, Vec<f64>);
+    let mut times: Vec<Result<Times>> =
+        tools.iter().map(|_| Ok((Vec::new(), Vec::new()))).collect();
+    for round in 0..runs {
+        for (t, acc) in tools.iter().zip(times.iter_mut()) {
+            if t.missing.is_some() || acc.is_err() {
+                continue;
+            }
+            super::step(&format!(
+                "replay: {} (round {} of {runs})",
+                t.name,
+                round + 1
+            ));
+            match run(t, &small, &small_info).and_then(|s| Ok((s, run(t, &trace, &info)?))) {
+                Ok((s, f)) => {
+                    if let Ok((startup, full)) = acc {
+                        startup.extend(s);
+                        full.extend(f);
+                    }
+                }
+                Err(e) => *acc = Err(e),
+            }
+        }
+    }
     let mut host_rate = None;
-    for t in &tools {
+    for (t, res) in tools.iter().zip(times) {
         if let Some(why) = &t.missing {
             sec.rows.push(Row::missing(t.name, "pkt/s", why));
             continue;
         }
-        super::step(&format!("replay: {}", t.name));
-        let run = |path: &Path, inf: &TraceInfo| {
-            let p = path.to_string_lossy().into_owned();
-            let args: Vec<&str> = t
-                .args
-                .iter()
-                .map(|a| if *a == TRACE { p.as_str() } else { a })
-                .collect();
-            let _ = std::fs::remove_file(&argus_out);
-            measure(
-                runs,
-                cpu.as_deref(),
-                limit,
-                &t.program,
-                &args,
-                |out, err| t.check.check(out, err, inf),
-            )
-        };
-        let res = run(&small, &small_info).and_then(|s| Ok((s, run(&trace, &info)?)));
         let row = match res {
             Ok((startup, full)) => {
                 let (s0, f) = (
