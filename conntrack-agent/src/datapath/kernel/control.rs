@@ -35,6 +35,20 @@ struct TestRunAttr {
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
+/// bpf(2) with `cmd` and its attribute block (the raw commands aya does not offer).
+///
+/// # Safety
+/// `attr` is a valid `union bpf_attr` member for `cmd`, and every pointer in it is valid for
+/// what the command reads or writes there.
+pub(super) unsafe fn bpf_syscall<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<()> {
+    // SAFETY: per the contract.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl ControlProgram {
     /// Runs `cmd` (it waits for the connection's lock like a packet); returns the crossed
     /// slots.
@@ -52,18 +66,8 @@ impl ControlProgram {
         };
         // SAFETY: `attr` is a valid BPF_PROG_TEST_RUN attribute block; `data_in` points to a
         // live `ThresholdCommand` of `data_size_in` bytes; no output buffers.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestRunAttr,
-                size_of::<TestRunAttr>(),
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(ThresholdError::Failed(format!("BPF_PROG_TEST_RUN: {e}")));
-        }
+        unsafe { bpf_syscall(BPF_PROG_TEST_RUN, &mut attr) }
+            .map_err(|e| ThresholdError::Failed(format!("BPF_PROG_TEST_RUN: {e}")))?;
         Ok(attr.retval)
     }
 }

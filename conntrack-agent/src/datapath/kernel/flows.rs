@@ -2,7 +2,7 @@
 //! the live [`Datapath`]: the program updates connections itself, the agent reads, removes and
 //! commands them.
 
-use super::control::ControlProgram;
+use super::control::{ControlProgram, bpf_syscall};
 use super::{CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE};
 use crate::datapath::{ContentChunk, Datapath, DatapathError, ThresholdError};
 use aya::maps::{Array, HashMap, MapData, RingBuf};
@@ -100,30 +100,18 @@ impl FlowMap {
     /// no packet can update it between the read and the removal).
     pub fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
         let mut conn = std::mem::MaybeUninit::<Conn>::uninit();
-        let mut attr = ElemAttr {
-            map_fd: self.fd.as_raw_fd() as u32,
-            _pad: 0,
-            key: (key as *const FlowKey) as u64,
-            value: conn.as_mut_ptr() as u64,
-            flags: 0,
+        let mut attr = self.elem_attr(Some(key), conn.as_mut_ptr() as u64);
+        // SAFETY: an element-command block for FLOWS, whose key and value sizes are those of
+        // `FlowKey` and `Conn` (the loader checked the layout); `value` points to room for one
+        // `Conn`, which the kernel fills on success.
+        let r = unsafe { bpf_syscall(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) };
+        let err = match r {
+            // SAFETY: on success the kernel wrote a whole `Conn` (plain integers: any bytes
+            // are a valid value).
+            Ok(()) => return Some(unsafe { conn.assume_init() }),
+            Err(e) => e,
         };
-        // SAFETY: `attr` is a valid element-command block for the FLOWS map, whose key and
-        // value sizes are those of `FlowKey` and `Conn` (the loader checked the layout);
-        // `value` points to room for one `Conn`, which the kernel fills on success.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_AND_DELETE_ELEM,
-                &mut attr as *mut ElemAttr,
-                size_of::<ElemAttr>(),
-            )
-        };
-        if rc == 0 {
-            // SAFETY: on success the kernel wrote a whole `Conn` (plain integers: any bytes are
-            // a valid value).
-            return Some(unsafe { conn.assume_init() });
-        }
-        match std::io::Error::last_os_error().raw_os_error() {
+        match err.raw_os_error() {
             // Kernels before 5.14 cannot do it for hash maps: read, then remove (a packet in
             // between is lost to this record).
             Some(libc::EINVAL) | Some(ENOTSUPP) => {
@@ -142,26 +130,24 @@ impl FlowMap {
     /// The key after `after` in the map's order (the first with `None`); None at the end.
     fn next_key(&self, after: Option<&FlowKey>) -> Option<FlowKey> {
         let mut next = std::mem::MaybeUninit::<FlowKey>::uninit();
-        let mut attr = ElemAttr {
+        // `next_key` shares the union slot of `value`.
+        let mut attr = self.elem_attr(after, next.as_mut_ptr() as u64);
+        // SAFETY: an element-command block for FLOWS: `key` is null or points to a `FlowKey`,
+        // `value` to room for one, which the kernel fills on success.
+        let r = unsafe { bpf_syscall(BPF_MAP_GET_NEXT_KEY, &mut attr) };
+        // SAFETY: on success the kernel wrote a whole key (plain integers).
+        r.ok().map(|()| unsafe { next.assume_init() })
+    }
+
+    /// The element-command block for FLOWS with `key` (null for none) and `value`.
+    fn elem_attr(&self, key: Option<&FlowKey>, value: u64) -> ElemAttr {
+        ElemAttr {
             map_fd: self.fd.as_raw_fd() as u32,
             _pad: 0,
-            key: after.map_or(0, |k| (k as *const FlowKey) as u64),
-            // `next_key` shares the union slot of `value`.
-            value: next.as_mut_ptr() as u64,
+            key: key.map_or(0, |k| (k as *const FlowKey) as u64),
+            value,
             flags: 0,
-        };
-        // SAFETY: a valid element-command block for FLOWS: `key` is null or points to a
-        // `FlowKey`, `value` to room for one, which the kernel fills on success.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_GET_NEXT_KEY,
-                &mut attr as *mut ElemAttr,
-                size_of::<ElemAttr>(),
-            )
-        };
-        // SAFETY: on success the kernel wrote a whole key (plain integers).
-        (rc == 0).then(|| unsafe { next.assume_init() })
+        }
     }
 }
 
