@@ -417,28 +417,59 @@ impl Agent {
             self.evicted(k);
             return Ok(());
         };
-        if let Some(c) = self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
-            let uid = self.named(uid);
-            if !self.core.is_idle() {
-                let info = ConnInfo {
-                    key: *k,
-                    uid: uid.render(),
-                    conn: c,
-                    ts_ns: self.tracker_now(),
-                };
-                let mut target = Datapaths {
-                    main: self.dp.as_mut(),
-                    overflow: &mut self.overflow,
-                };
-                let removed = [ConnEvent::Removed(reason)];
-                self.core.deliver(&mut target, info, &removed, None);
-                self.dp.forget_contents(k);
+        match self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
+            Some(c) => self.log_removed(k, c, reason, uid),
+            None => {
+                self.evicted(k);
+                Ok(())
             }
-            self.log_conn(&c, uid, reason.as_str())?;
-        } else {
-            self.evicted(k);
         }
-        Ok(())
+    }
+
+    /// Removal hooks, then conn.log, for `c`, just taken from the datapath.
+    fn log_removed(
+        &mut self,
+        k: &TrackKey,
+        c: Conn,
+        reason: RemovalReason,
+        uid: Option<Uid>,
+    ) -> anyhow::Result<()> {
+        let uid = self.named(uid);
+        if !self.core.is_idle() {
+            let info = ConnInfo {
+                key: *k,
+                uid: uid.render(),
+                conn: c,
+                ts_ns: self.tracker_now(),
+            };
+            let mut target = Datapaths {
+                main: self.dp.as_mut(),
+                overflow: &mut self.overflow,
+            };
+            let removed = [ConnEvent::Removed(reason)];
+            self.core.deliver(&mut target, info, &removed, None);
+            self.dp.forget_contents(k);
+        }
+        self.log_conn(&c, uid, reason.as_str())
+    }
+
+    /// The shutdown drain of a datapath that removes in batches (the kernel's map: one system
+    /// call per few thousand connections instead of one each), in the table's order.
+    fn drain_in_batches(&mut self) -> anyhow::Result<()> {
+        let (mut cursor, mut batch) = (None, Vec::new());
+        loop {
+            batch.clear();
+            let Some(more) = self.dp.remove_batch(&mut cursor, &mut batch) else {
+                return Ok(());
+            };
+            for (k, c) in batch.drain(..) {
+                let uid = self.tracker.forget(&k);
+                self.log_removed(&k, c, RemovalReason::Drain, uid)?;
+            }
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     /// The datapath lost `k`: its removal hooks still run (with the last state seen).
@@ -488,12 +519,17 @@ impl Agent {
         self.core
             .finish_polls(&mut target, now, &|k| tracker.uid(k).map(Uid::render));
         let (dp, ov) = (&self.dp, &self.overflow);
-        let removed = self.tracker.finish(&mut |k| {
+        let removed = self.tracker.finish_attempts(&mut |k| {
             dp.lookup(k)
                 .or_else(|| ov.lookup(k))
                 .map(|c| ConnView::of(&c))
         });
         for (k, why, uid) in removed {
+            self.remove_and_log(&k, why, Some(uid))?;
+        }
+        self.drain_in_batches()?;
+        // Key by key, in key order: a datapath without batches, and what a batch drain left.
+        for (k, why, uid) in self.tracker.drain() {
             self.remove_and_log(&k, why, Some(uid))?;
         }
         // Anything the datapath still holds that the tracker never saw (e.g. lost events).

@@ -710,8 +710,22 @@ impl<K: SlotKey> Tracker<K> {
     }
 
     /// End of input: the attempt timers (Zeek's do_expire timers) fire, whatever their time;
-    /// then every remaining connection is drained in key order.
+    /// then every remaining connection is drained in key order (in one step; the agent runs
+    /// the two halves apart).
+    #[cfg(test)]
     pub fn finish(
+        &mut self,
+        read: &mut dyn FnMut(&K) -> Option<ConnView>,
+    ) -> Vec<(K, Removal, Uid)> {
+        let mut out = self.finish_attempts(read);
+        out.extend(self.drain());
+        out
+    }
+
+    /// End of input, first half: the attempt timers that are due fire (their connections
+    /// leave the tracker); every other timer is dropped. The rest stays for [`Tracker::forget`]
+    /// or [`Tracker::drain`].
+    pub fn finish_attempts(
         &mut self,
         read: &mut dyn FnMut(&K) -> Option<ConnView>,
     ) -> Vec<(K, Removal, Uid)> {
@@ -735,6 +749,12 @@ impl<K: SlotKey> Tracker<K> {
                 out.push((key, Removal::Attempt, uid));
             }
         }
+        out
+    }
+
+    /// End of input, second half: every connection still tracked, in key order, to be drained.
+    pub fn drain(&mut self) -> Vec<(K, Removal, Uid)> {
+        let mut out = Vec::new();
         let mut rest: Vec<(K, u32)> = self
             .index
             .drain()

@@ -103,6 +103,17 @@ pub trait Datapath {
             .take(max)
             .collect()
     }
+    /// Removes a batch of connections (a few thousand) in the table's own order, appending
+    /// them with their keys to `out`; `cursor` (None at first) says where the next batch
+    /// starts. Returns whether more may follow, or None when the datapath has no batch step
+    /// (the caller removes key by key). For the shutdown drain: one system call per batch.
+    fn remove_batch(
+        &mut self,
+        _cursor: &mut Option<u32>,
+        _out: &mut Vec<(FlowKey, Conn)>,
+    ) -> Option<bool> {
+        None
+    }
     /// Writes the threshold slots of `cmd.mask` of connection `cmd.key` without touching the
     /// rest of it (the kernel datapath runs `conntrack_control`, which takes the connection's
     /// lock), then checks them as Zeek does on a set. Returns the slots that crossed (cleared).

@@ -23,7 +23,24 @@ struct ElemAttr {
     flags: u64,
 }
 
+/// `union bpf_attr` as the map batch commands read it.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Connections per BPF_MAP_LOOKUP_AND_DELETE_BATCH call (keys and values: about 2 MB).
+const DRAIN_BATCH: usize = 4096;
+
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 /// The kernel's internal "operation not supported" (not in libc).
 const ENOTSUPP: i32 = 524;
@@ -127,6 +144,52 @@ impl FlowMap {
         self.map.keys().filter_map(Result::ok).collect()
     }
 
+    /// Up to `DRAIN_BATCH` connections read and removed in one BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+    /// a bucket at a time (each bucket under its lock, so no packet slips between the read
+    /// and the removal). `cursor` is the kernel's bucket position. Some(false) at the end of
+    /// the table; None when the kernel has no such command (before 5.6), or it failed before
+    /// returning anything: the caller then removes key by key.
+    pub fn remove_batch(
+        &mut self,
+        cursor: &mut Option<u32>,
+        out: &mut Vec<(FlowKey, Conn)>,
+    ) -> Option<bool> {
+        let mut keys = Vec::<FlowKey>::with_capacity(DRAIN_BATCH);
+        let mut values = Vec::<Conn>::with_capacity(DRAIN_BATCH);
+        let mut next = 0u32;
+        let mut attr = BatchAttr {
+            in_batch: cursor.as_ref().map_or(0, |c| (c as *const u32) as u64),
+            out_batch: (&mut next as *mut u32) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: DRAIN_BATCH as u32,
+            map_fd: self.fd.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: a batch-command block for FLOWS (a hash map: its batch position is a u32
+        // bucket index); `keys` and `values` have room for `count` elements of the map's key
+        // and value sizes (the loader checked the layout), which the kernel fills.
+        let r = unsafe { bpf_syscall(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) };
+        let more = match r {
+            Ok(()) => true,
+            // The end of the table (the last elements may come with it).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => false,
+            Err(_) if cursor.is_none() && attr.count == 0 => return None,
+            Err(_) => false,
+        };
+        let n = (attr.count as usize).min(DRAIN_BATCH);
+        // SAFETY: the kernel wrote `count` whole keys and values (plain integers: any bytes
+        // are valid).
+        unsafe {
+            keys.set_len(n);
+            values.set_len(n);
+        }
+        out.extend(keys.into_iter().zip(values));
+        *cursor = Some(next);
+        Some(more)
+    }
+
     /// The key after `after` in the map's order (the first with `None`); None at the end.
     fn next_key(&self, after: Option<&FlowKey>) -> Option<FlowKey> {
         let mut next = std::mem::MaybeUninit::<FlowKey>::uninit();
@@ -172,6 +235,13 @@ impl Datapath for FlowMap {
     }
     fn keys(&self) -> Vec<FlowKey> {
         FlowMap::keys(self)
+    }
+    fn remove_batch(
+        &mut self,
+        cursor: &mut Option<u32>,
+        out: &mut Vec<(FlowKey, Conn)>,
+    ) -> Option<bool> {
+        FlowMap::remove_batch(self, cursor, out)
     }
     fn keys_after(&self, after: Option<&FlowKey>, max: usize) -> Vec<FlowKey> {
         let mut out = Vec::with_capacity(max.min(4096));
