@@ -244,10 +244,11 @@ pub struct RunArgs {
     pub kernel_log: crate::datapath::kernel::KernelLog,
 
     /// Size of the event ring buffer in MiB, a power of two. An event is 80 bytes (a reuse or
-    /// a threshold crossing about 550): the default holds some 100,000, five seconds of
-    /// 20,000 new connections a second between two 20 ms polls. Grow it when the summary or
-    /// the metrics report ring-buffer drops.
-    #[arg(help_heading = "Capture", long, value_name = "MIB", default_value_t = 8,
+    /// a threshold crossing about 550): the default holds some 50,000, 130 ms of 400,000 new
+    /// connections a second (the kernel wakes the agent when it is a quarter full, else
+    /// every 20 ms). The agent maps it twice, so it counts double in its RSS. Grow it when
+    /// the summary or the metrics report ring-buffer drops.
+    #[arg(help_heading = "Capture", long, value_name = "MIB", default_value_t = 4,
           value_parser = parse_ring_mib)]
     pub ring_size: u32,
 }
@@ -434,7 +435,7 @@ mod tests {
         assert_eq!(r.common.table_size, 262_144);
         assert!(!r.common.community_id);
         assert_eq!(r.common.config, None);
-        assert_eq!(r.ring_size, 8);
+        assert_eq!(r.ring_size, 4);
     }
 
     #[test]

@@ -27,6 +27,17 @@ const TICK_SHIFT: u32 = 24;
 const BUCKET_BITS: u32 = 16;
 const BUCKETS: i64 = 1 << BUCKET_BITS;
 
+/// Pushes with growth by a quarter (at least 16) instead of doubling: a million connections
+/// spread their timers over a few hundred buckets of thousands each, where doubling leaves a
+/// third of the memory unused on average; a quarter leaves about a tenth. Timers are 24
+/// bytes, so the extra copies cost little.
+fn push_tight<T>(v: &mut Vec<T>, t: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 4).max(16));
+    }
+    v.push(t);
+}
+
 fn tick(at: i64) -> i64 {
     at >> TICK_SHIFT
 }
@@ -65,7 +76,7 @@ impl<T: Ord + Due> TimerWheel<T> {
             if self.buckets.is_empty() {
                 self.buckets.resize_with(BUCKETS as usize, Vec::new);
             }
-            self.buckets[(at & (BUCKETS - 1)) as usize].push(t);
+            push_tight(&mut self.buckets[(at & (BUCKETS - 1)) as usize], t);
             self.in_buckets += 1;
         } else {
             self.far.push(t);

@@ -739,7 +739,7 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
                         "{:.0}% over: besides the kernel's map, the agent keeps ~{:.0} B per connection of its own: the \
                          tracker's slot (64 B: the key packed to 16 B for IPv4, timer state, uid), its index and timers \
                          (24 B each, one to three per connection) and the slack of their growth; RSS also counts the \
-                         ring buffer's pages once events have passed through them (an 8 MB ring is mapped twice: 16 MB)",
+                         ring buffer's pages once events have passed through them (the 4 MiB ring is mapped twice: 8 MiB)",
                         (at_1m / 150.0 - 1.0) * 100.0,
                         per_conn_mb * 1e6
                     )
@@ -767,10 +767,10 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
                 String::new()
             } else {
 format!(
-                    "the 8 MB ring buffer holds ~{} k \
-                     events of {} B and the agent polls every 20 ms, so a burst of new connections faster than the agent drains \
+                    "the 4 MiB ring buffer holds ~{} k \
+                     events of {} B and the agent wakes when it is a quarter full (else every 20 ms), so a burst of new connections faster than the agent drains \
                      overflows it; a larger ring buffer or a wakeup past a fill mark would close it",
-                    8 * 1024 * 1024 / (b.layout.event + 8) / 1000,
+                    4 * 1024 * 1024 / (b.layout.event + 8) / 1000,
                     b.layout.event
                 )
             },

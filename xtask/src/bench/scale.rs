@@ -138,7 +138,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         "B",
         Some(raw),
         &format!(
-            "every map of the agent, {:.0} MB, incl. the 8 MB ring buffer, per connection held",
+            "every map of the agent, {:.0} MB, incl. the 4 MiB ring buffer, per connection held",
             all_memlock as f64 / 1e6
         ),
     ));
@@ -314,7 +314,7 @@ pub fn check(b: &Bench, total: u32) -> Result<()> {
         }
     }
     // The agent's own memory per connection: its heap (RssAnon). VmRSS also grows by the
-    // ring buffer's pages once events have passed through them (8 MB, whatever the count).
+    // ring buffer's pages once events have passed through them (8 MiB for the default 4 MiB ring, mapped twice, whatever the count).
     let per_conn = (anon - idle_anon).max(0.0) / f64::from(total);
     println!(
         "scale check: {total} flows sent at {:.0} k/s in {:.1} s; {new_conns} connections in the kernel \
