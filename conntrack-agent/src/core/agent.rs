@@ -194,7 +194,7 @@ impl Agent {
         };
         let info = ConnInfo {
             key,
-            uid: self.tracker.uid(&key).map(Uid::render).unwrap_or_default(),
+            uid: self.tracker.uid(&key).as_ref().map(Uid::render).unwrap_or_default(),
             conn,
             ts_ns,
         };
@@ -263,7 +263,7 @@ impl Agent {
             };
             let tracker = &self.tracker;
             self.core.advance(&mut target, now_ns.max(0) as u64, &|k| {
-                tracker.uid(k).map(Uid::render)
+                tracker.uid(k).as_ref().map(Uid::render)
             });
         }
         self.apply_inactivity_requests();
@@ -517,7 +517,7 @@ impl Agent {
         };
         let tracker = &self.tracker;
         self.core
-            .finish_polls(&mut target, now, &|k| tracker.uid(k).map(Uid::render));
+            .finish_polls(&mut target, now, &|k| tracker.uid(k).as_ref().map(Uid::render));
         let (dp, ov) = (&self.dp, &self.overflow);
         let removed = self.tracker.finish_attempts(&mut |k| {
             dp.lookup(k)

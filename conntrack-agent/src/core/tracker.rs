@@ -23,6 +23,7 @@ use conntrack_common::event::ConnChange;
 use conntrack_common::tcp::{is_handshake, state::*};
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
+use std::collections::HashMap;
 use std::hash::Hash;
 
 pub const SEC: i64 = 1_000_000_000;
@@ -126,13 +127,18 @@ struct Entry {
     /// for it no longer match. Per slot, so u32 wraps only after four billion reuses of one
     /// slot.
     generation: u32,
+    /// The uid's 96 random bits (high and low part), kept inline: a `Uid` would take 16
+    /// bytes and push the entry past 40. A uid given as text (handover) is in
+    /// `Tracker::given`, with `UID_GIVEN` set.
+    uid_hi: u32,
+    uid_lo: u64,
     orig_state: u8,
     resp_state: u8,
     /// [`orig_tag`] of the originator's address and port, to notice flips.
-    orig: u64,
+    orig: u32,
     /// `DID_CLOSE_ORIG`, `DID_CLOSE_RESP` (did_close of each side, in the current
-    /// orientation) and `ESTABLISHED` (connection_established already handled): one byte,
-    /// which keeps the entry at 48 bytes.
+    /// orientation), `ESTABLISHED` (connection_established already handled) and
+    /// `UID_GIVEN`: one byte, which keeps the entry at 40 bytes.
     flags: u8,
     inactivity: i64,
     /// Bumped by CancelTimers (analyzer timers: attempt, expire, close delete): once or twice
@@ -140,9 +146,6 @@ struct Entry {
     epoch: u8,
     /// When the close-delay removal is due ([`NO_CLOSE`]: not armed).
     close_at: i64,
-    /// The connection's uid (kept here rather than in a map of its own: one key copy and
-    /// one hash-table slot per connection fewer).
-    uid: Uid,
 }
 
 /// A pending timer: 24 bytes. It names its connection by slot (and the slot's generation when
@@ -163,6 +166,8 @@ struct Timer {
 const DID_CLOSE_ORIG: u8 = 1;
 const DID_CLOSE_RESP: u8 = 2;
 const ESTABLISHED: u8 = 4;
+/// The uid is a text from elsewhere, in `Tracker::given`.
+const UID_GIVEN: u8 = 8;
 
 /// `flags` after a flip: the two did_close bits trade places.
 fn swap_sides(flags: u8) -> u8 {
@@ -181,11 +186,12 @@ impl Entry {
 /// `Entry::close_at` when no close-delay removal is armed.
 const NO_CLOSE: i64 = i64::MIN;
 
-/// A 64-bit tag of a (address, port) pair: the tracker keeps this instead of the 18 bytes to
-/// notice that a connection's roles flipped (the two sides' tags differ but for a 2^-64
-/// chance).
-fn orig_tag(addr: &[u8; 16], port: u16) -> u64 {
-    foldhash::fast::FixedState::with_seed(0x636f_6e6e_7472_6163).hash_one((addr, port))
+/// A 32-bit tag of a (address, port) pair: the tracker keeps this instead of the 18 bytes to
+/// notice that a connection's roles flipped. The two sides of one connection get the same
+/// tag with a 2^-32 chance, and only a flip of such a connection would go unnoticed (its
+/// did_close flags unswapped): 4 bytes per connection buy more than that costs.
+fn orig_tag(addr: &[u8; 16], port: u16) -> u32 {
+    foldhash::fast::FixedState::with_seed(0x636f_6e6e_7472_6163).hash_one((addr, port)) as u32
 }
 
 /// The timers one event arms, collected while the entry is borrowed.
@@ -258,6 +264,8 @@ pub struct Tracker<K: SlotKey> {
     slots: Vec<Slot<K>>,
     /// Free slots, reused first.
     free: Vec<u32>,
+    /// The uids given as text (handover), by slot; rare.
+    given: HashMap<u32, Uid>,
     timers: TimerWheel<Timer>,
     seq: u64,
     network_time: i64,
@@ -278,6 +286,7 @@ impl<K: SlotKey> Tracker<K> {
             hasher: Default::default(),
             slots: Vec::new(),
             free: Vec::new(),
+            given: HashMap::new(),
             timers: TimerWheel::default(),
             seq: 0,
             network_time: i64::MIN,
@@ -364,7 +373,49 @@ impl<K: SlotKey> Tracker<K> {
         s.entry.generation = s.entry.generation.wrapping_add(1);
         // A boxed key is freed now rather than when the slot is reused.
         s.key = K::Stored::default();
-        Some(std::mem::replace(&mut s.entry.uid, Uid::UNSET))
+        Some(self.take_uid(slot))
+    }
+
+    /// The uid of the connection in `slot`.
+    fn uid_at(&self, slot: u32) -> Uid {
+        match self.slots.get(slot as usize) {
+            Some(s) if s.entry.flags & UID_GIVEN != 0 => {
+                self.given.get(&slot).cloned().unwrap_or(Uid::UNSET)
+            }
+            Some(s) => Uid::Random {
+                hi: s.entry.uid_hi,
+                lo: s.entry.uid_lo,
+            },
+            None => Uid::UNSET,
+        }
+    }
+
+    /// The uid of `slot`, which is left unset.
+    fn take_uid(&mut self, slot: u32) -> Uid {
+        let uid = self.uid_at(slot);
+        self.put_uid(slot, Uid::UNSET);
+        uid
+    }
+
+    fn put_uid(&mut self, slot: u32, uid: Uid) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let e = &mut s.entry;
+        if e.flags & UID_GIVEN != 0 {
+            self.given.remove(&slot);
+        }
+        match uid {
+            Uid::Random { hi, lo } => {
+                (e.uid_hi, e.uid_lo) = (hi, lo);
+                e.flags &= !UID_GIVEN;
+            }
+            given @ Uid::Given(_) => {
+                (e.uid_hi, e.uid_lo) = (0, 0);
+                e.flags |= UID_GIVEN;
+                self.given.insert(slot, given);
+            }
+        }
     }
 
     /// New timer settings (config reload): connections take their inactivity timeout when
@@ -424,25 +475,22 @@ impl<K: SlotKey> Tracker<K> {
     }
 
     /// `key`'s uid.
-    pub fn uid(&self, key: &K) -> Option<&Uid> {
-        let slot = self.slot_of(key)?;
-        self.slots.get(slot as usize).map(|s| &s.entry.uid)
+    pub fn uid(&self, key: &K) -> Option<Uid> {
+        Some(self.uid_at(self.slot_of(key)?))
     }
 
     /// Gives `key` its uid (after [`Tracker::observe`] added it).
     pub fn set_uid(&mut self, key: &K, uid: Uid) {
-        if let Some(slot) = self.slot_of(key)
-            && let Some(s) = self.slots.get_mut(slot as usize)
-        {
-            s.entry.uid = uid;
+        if let Some(slot) = self.slot_of(key) {
+            self.put_uid(slot, uid);
         }
     }
 
     /// Every connection with its uid.
-    pub fn uids(&self) -> impl Iterator<Item = (K, &Uid)> {
+    pub fn uids(&self) -> impl Iterator<Item = (K, Uid)> {
         self.index.iter().filter_map(|&slot| {
             let s = self.slots.get(slot as usize)?;
-            Some((K::load(&s.key), &s.entry.uid))
+            Some((K::load(&s.key), self.uid_at(slot)))
         })
     }
 
@@ -464,6 +512,8 @@ impl<K: SlotKey> Tracker<K> {
                 key,
                 Entry {
                     generation: 0,
+                    uid_hi: 0,
+                    uid_lo: 0,
                     orig_state: INACTIVE,
                     resp_state: INACTIVE,
                     orig: orig_tag(&v.orig_addr, v.orig_port),
@@ -471,7 +521,6 @@ impl<K: SlotKey> Tracker<K> {
                     inactivity,
                     epoch: 0,
                     close_at: NO_CLOSE,
-                    uid: Uid::UNSET,
                 },
             );
             // Session inactivity timer at last_time + timeout; TCP ExpireTimer at
@@ -670,7 +719,7 @@ impl<K: SlotKey> Tracker<K> {
                     return None;
                 }
                 if v.last_ns + to <= now {
-                    if host.keep_timing_out(key, &e.uid) {
+                    if host.keep_timing_out(key, &self.uid_at(tm.slot)) {
                         // Vetoed: check again one full timeout after this check (Zeek's
                         // Session::InactivityTimer), not after the last packet.
                         let at = now + to;
@@ -762,13 +811,12 @@ impl<K: SlotKey> Tracker<K> {
             .collect();
         rest.sort_by(|a, b| a.0.cmp(&b.0));
         for (k, slot) in rest {
-            let uid = self.slots.get_mut(slot as usize).map_or(Uid::UNSET, |s| {
-                std::mem::replace(&mut s.entry.uid, Uid::UNSET)
-            });
+            let uid = self.take_uid(slot);
             out.push((k, Removal::Drain, uid));
         }
         self.slots.clear();
         self.free.clear();
+        self.given.clear();
         out
     }
 
