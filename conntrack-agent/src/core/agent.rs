@@ -194,7 +194,12 @@ impl Agent {
         };
         let info = ConnInfo {
             key,
-            uid: self.tracker.uid(&key).as_ref().map(Uid::render).unwrap_or_default(),
+            uid: self
+                .tracker
+                .uid(&key)
+                .as_ref()
+                .map(Uid::render)
+                .unwrap_or_default(),
             conn,
             ts_ns,
         };
@@ -454,22 +459,19 @@ impl Agent {
     }
 
     /// The shutdown drain of a datapath that removes in batches (the kernel's map: one system
-    /// call per few thousand connections instead of one each), in the table's order.
+    /// call per few thousand connections instead of one each, on a thread that works ahead),
+    /// in the table's order.
     fn drain_in_batches(&mut self) -> anyhow::Result<()> {
-        let (mut cursor, mut batch) = (None, Vec::new());
-        loop {
-            batch.clear();
-            let Some(more) = self.dp.remove_batch(&mut cursor, &mut batch) else {
-                return Ok(());
-            };
-            for (k, c) in batch.drain(..) {
+        let Some(batches) = self.dp.drain_batches() else {
+            return Ok(());
+        };
+        for batch in batches {
+            for (k, c) in batch {
                 let uid = self.tracker.forget(&k);
                 self.log_removed(&k, c, RemovalReason::Drain, uid)?;
             }
-            if !more {
-                return Ok(());
-            }
         }
+        Ok(())
     }
 
     /// The datapath lost `k`: its removal hooks still run (with the last state seen).
@@ -516,8 +518,9 @@ impl Agent {
             overflow: &mut self.overflow,
         };
         let tracker = &self.tracker;
-        self.core
-            .finish_polls(&mut target, now, &|k| tracker.uid(k).as_ref().map(Uid::render));
+        self.core.finish_polls(&mut target, now, &|k| {
+            tracker.uid(k).as_ref().map(Uid::render)
+        });
         let (dp, ov) = (&self.dp, &self.overflow);
         let removed = self.tracker.finish_attempts(&mut |k| {
             dp.lookup(k)

@@ -22,8 +22,8 @@ use conntrack_common::conn::Conn;
 use conntrack_common::event::ConnChange;
 use conntrack_common::tcp::{is_handshake, state::*};
 use hashbrown::HashTable;
-use std::hash::BuildHasher;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::hash::Hash;
 
 pub const SEC: i64 = 1_000_000_000;

@@ -103,15 +103,11 @@ pub trait Datapath {
             .take(max)
             .collect()
     }
-    /// Removes a batch of connections (a few thousand) in the table's own order, appending
-    /// them with their keys to `out`; `cursor` (None at first) says where the next batch
-    /// starts. Returns whether more may follow, or None when the datapath has no batch step
-    /// (the caller removes key by key). For the shutdown drain: one system call per batch.
-    fn remove_batch(
-        &mut self,
-        _cursor: &mut Option<u32>,
-        _out: &mut Vec<(FlowKey, Conn)>,
-    ) -> Option<bool> {
+    /// For the shutdown drain: batches of connections (a few thousand each, with their
+    /// keys) removed from the table in its own order by a thread of its own, so that removing
+    /// the next batch overlaps logging this one. None when the datapath has no batch removal;
+    /// the caller then removes key by key, as it does whatever the batches left.
+    fn drain_batches(&mut self) -> Option<std::sync::mpsc::Receiver<Vec<(FlowKey, Conn)>>> {
         None
     }
     /// Writes the threshold slots of `cmd.mask` of connection `cmd.key` without touching the

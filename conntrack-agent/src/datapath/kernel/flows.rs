@@ -144,50 +144,27 @@ impl FlowMap {
         self.map.keys().filter_map(Result::ok).collect()
     }
 
-    /// Up to `DRAIN_BATCH` connections read and removed in one BPF_MAP_LOOKUP_AND_DELETE_BATCH,
-    /// a bucket at a time (each bucket under its lock, so no packet slips between the read
-    /// and the removal). `cursor` is the kernel's bucket position. Some(false) at the end of
-    /// the table; None when the kernel has no such command (before 5.6), or it failed before
-    /// returning anything: the caller then removes key by key.
-    pub fn remove_batch(
-        &mut self,
-        cursor: &mut Option<u32>,
-        out: &mut Vec<(FlowKey, Conn)>,
-    ) -> Option<bool> {
-        let mut keys = Vec::<FlowKey>::with_capacity(DRAIN_BATCH);
-        let mut values = Vec::<Conn>::with_capacity(DRAIN_BATCH);
-        let mut next = 0u32;
-        let mut attr = BatchAttr {
-            in_batch: cursor.as_ref().map_or(0, |c| (c as *const u32) as u64),
-            out_batch: (&mut next as *mut u32) as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: DRAIN_BATCH as u32,
-            map_fd: self.fd.as_raw_fd() as u32,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: a batch-command block for FLOWS (a hash map: its batch position is a u32
-        // bucket index); `keys` and `values` have room for `count` elements of the map's key
-        // and value sizes (the loader checked the layout), which the kernel fills.
-        let r = unsafe { bpf_syscall(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) };
-        let more = match r {
-            Ok(()) => true,
-            // The end of the table (the last elements may come with it).
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => false,
-            Err(_) if cursor.is_none() && attr.count == 0 => return None,
-            Err(_) => false,
-        };
-        let n = (attr.count as usize).min(DRAIN_BATCH);
-        // SAFETY: the kernel wrote `count` whole keys and values (plain integers: any bytes
-        // are valid).
-        unsafe {
-            keys.set_len(n);
-            values.set_len(n);
-        }
-        out.extend(keys.into_iter().zip(values));
-        *cursor = Some(next);
-        Some(more)
+    /// The shutdown drain's batches (see `Datapath::drain_batches`): a thread with its own
+    /// descriptor of FLOWS, at most two batches ahead of the agent.
+    pub fn drain_batches(&mut self) -> Option<std::sync::mpsc::Receiver<Vec<(FlowKey, Conn)>>> {
+        let fd = self.fd.try_clone().ok()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        std::thread::Builder::new()
+            .name("drain".into())
+            .spawn(move || {
+                let mut cursor = None;
+                loop {
+                    let mut batch = Vec::with_capacity(DRAIN_BATCH);
+                    let Some(more) = remove_batch(&fd, &mut cursor, &mut batch) else {
+                        return;
+                    };
+                    if tx.send(batch).is_err() || !more {
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(rx)
     }
 
     /// The key after `after` in the map's order (the first with `None`); None at the end.
@@ -236,12 +213,8 @@ impl Datapath for FlowMap {
     fn keys(&self) -> Vec<FlowKey> {
         FlowMap::keys(self)
     }
-    fn remove_batch(
-        &mut self,
-        cursor: &mut Option<u32>,
-        out: &mut Vec<(FlowKey, Conn)>,
-    ) -> Option<bool> {
-        FlowMap::remove_batch(self, cursor, out)
+    fn drain_batches(&mut self) -> Option<std::sync::mpsc::Receiver<Vec<(FlowKey, Conn)>>> {
+        FlowMap::drain_batches(self)
     }
     fn keys_after(&self, after: Option<&FlowKey>, max: usize) -> Vec<FlowKey> {
         let mut out = Vec::with_capacity(max.min(4096));
@@ -270,4 +243,50 @@ impl Datapath for FlowMap {
     fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
         FlowMap::set_content_caps(self, per_conn, rate)
     }
+}
+
+/// Up to `DRAIN_BATCH` connections read and removed in one BPF_MAP_LOOKUP_AND_DELETE_BATCH on
+/// FLOWS (`fd`), a bucket at a time (each bucket under its lock, so no packet slips between
+/// the read and the removal). `cursor` is the kernel's bucket position. Some(false) at the
+/// end of the table; None when the kernel has no such command (before 5.6), or it failed
+/// before returning anything.
+fn remove_batch(
+    fd: &OwnedFd,
+    cursor: &mut Option<u32>,
+    out: &mut Vec<(FlowKey, Conn)>,
+) -> Option<bool> {
+    let mut keys = Vec::<FlowKey>::with_capacity(DRAIN_BATCH);
+    let mut values = Vec::<Conn>::with_capacity(DRAIN_BATCH);
+    let mut next = 0u32;
+    let mut attr = BatchAttr {
+        in_batch: cursor.as_ref().map_or(0, |c| (c as *const u32) as u64),
+        out_batch: (&mut next as *mut u32) as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: DRAIN_BATCH as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: a batch-command block for FLOWS (a hash map: its batch position is a u32
+    // bucket index); `keys` and `values` have room for `count` elements of the map's key
+    // and value sizes (the loader checked the layout), which the kernel fills.
+    let r = unsafe { bpf_syscall(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr) };
+    let more = match r {
+        Ok(()) => true,
+        // The end of the table (the last elements may come with it).
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => false,
+        Err(_) if cursor.is_none() && attr.count == 0 => return None,
+        Err(_) => false,
+    };
+    let n = (attr.count as usize).min(DRAIN_BATCH);
+    // SAFETY: the kernel wrote `count` whole keys and values (plain integers: any bytes
+    // are valid).
+    unsafe {
+        keys.set_len(n);
+        values.set_len(n);
+    }
+    out.extend(keys.into_iter().zip(values));
+    *cursor = Some(next);
+    Some(more)
 }
