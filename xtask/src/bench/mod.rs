@@ -769,13 +769,50 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
 format!(
                     "the 4 MiB ring buffer holds ~{} k \
                      events of {} B and the agent wakes when it is a quarter full (else every 20 ms), so a burst of new connections faster than the agent drains \
-                     overflows it; a larger ring buffer or a wakeup past a fill mark would close it",
+                     overflows it; a larger ring buffer (`--ring-size`) would close it",
                     4 * 1024 * 1024 / (b.layout.event + 8) / 1000,
                     b.layout.event
                 )
             },
         }),
-        None => g.push(nm(goal, why_kernel)),
+        None => g.push(nm(goal, why_kernel.clone())),
+    }
+    let goal = "shutdown drain >= 500 k records/s";
+    match ss.and_then(|s| s.value("shutdown drain rate")) {
+        Some(rate) => g.push(Goal {
+            goal: goal.into(),
+            measured: format!("{} records/s{q}", report::fmt_num(rate)),
+            status: if rate >= 500e3 { Status::Met } else { Status::Missed },
+            why: if rate >= 500e3 {
+                String::new()
+            } else {
+                "per record: the kernel's batch removal (a cache miss on each 558-byte element), the tracker's \
+                 lookup of the uid and the conn.log line; on a loaded machine the drain thread and the agent \
+                 share the two cores with the rest"
+                    .into()
+            },
+        }),
+        None => g.push(nm(goal, why_kernel.clone())),
+    }
+    let goal = "1 M expirations logged within 10 s of becoming due";
+    match ss.and_then(|s| s.value("time to expire and log them all")) {
+        Some(secs) if !b.quick => g.push(Goal {
+            goal: goal.into(),
+            measured: format!("the last record {secs:.2} s after it became due"),
+            status: if secs <= 10.0 { Status::Met } else { Status::Missed },
+            why: if secs <= 10.0 {
+                String::new()
+            } else {
+                "timers due together are handled in batches of 5,000 with events between them; the records are \
+                 written one system call per batch"
+                    .into()
+            },
+        }),
+        _ if b.quick => g.push(nm(
+            goal,
+            "quick mode does not wait for the 1 min inactivity timeout".into(),
+        )),
+        _ => g.push(nm(goal, why_kernel)),
     }
     g
 }

@@ -191,6 +191,13 @@ pub fn run(b: &mut Bench) -> Result<Section> {
             probe_logged as f64 / probe_drain.as_secs_f64().max(1e-3) / 1e3
         ),
     ));
+    sec.rows.push(Row::new(
+        "shutdown drain rate",
+        Some(probe_logged as f64 / probe_drain.as_secs_f64().max(1e-3)),
+        "records/s",
+        None,
+        "the row above: records logged per second, from SIGTERM to the agent's exit",
+    ));
 
     // Expire and log.
     let log = b.out_dir.join("scale-agent").join("conn.log");
