@@ -90,14 +90,14 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     if let Some(flows_id) = takeover {
         take_over(&mut kernel, &mut agent, &mut events, &args, flows_id)?;
     }
+    // The handlers first: a stop signal right after the line below must drain, not kill.
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     eprintln!(
         "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
         args.iface.join(", "),
         args.common.log_dir.display()
     );
-
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut reloader = reload::Reloader::new(
         args.common.config.clone(),
         settings.config.clone(),
