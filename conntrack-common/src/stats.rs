@@ -39,10 +39,13 @@ pub enum Stat {
     /// Packets applied by the fast path (stage 1 alone: `engine::fast_update`); the rest of
     /// the parsed packets took the full stage chain.
     FastPath = 14,
+    /// New connections opened in stage 1 by a plain SYN (`engine::fast_open`): counted in
+    /// `NewConns` too.
+    FastOpens = 15,
 }
 
 /// Number of entries of the `STATS` array.
-pub const STAT_COUNT: u32 = 15;
+pub const STAT_COUNT: u32 = 16;
 
 impl Stat {
     /// Index into the `STATS` array.
@@ -69,6 +72,7 @@ impl Stat {
             Stat::ContentNotDelivered => "content_not_delivered",
             Stat::IpBytes => "ip_bytes",
             Stat::FastPath => "fast_path",
+            Stat::FastOpens => "fast_opens",
         }
     }
 
@@ -89,6 +93,7 @@ impl Stat {
         Stat::ContentNotDelivered,
         Stat::IpBytes,
         Stat::FastPath,
+        Stat::FastOpens,
     ];
 }
 

@@ -1,22 +1,29 @@
-//! The fast path, in stage 1: an ordinary packet of an existing connection (an in-order
-//! segment or pure ACK of an established stream, a datagram of a UDP flow both sides already
-//! used, an ICMP echo) is read in place, applied with `engine::fast_update` under the
-//! connection's lock, and done: no scratch copy, no tail call, no event.
+//! The fast paths, in stage 1, for the packets that make up most traffic:
+//! - an ordinary packet of an existing connection (an in-order segment or pure ACK of an
+//!   established stream, a datagram of a UDP flow both sides already used, an ICMP echo) is
+//!   read in place, applied with `engine::fast_update` under the connection's lock, and done:
+//!   no scratch copy, no tail call, no event;
+//! - a plain SYN that opens a connection is read in place, the connection is built whole with
+//!   `engine::fast_open` in per-CPU scratch and inserted, and its NewConn event sent: one hash
+//!   operation instead of the stage chain's three, and no tail call.
 //!
-//! Every other packet (new connections, SYN/FIN/RST, anything that adds a history letter,
-//! retransmissions, gaps, fragments, IP options, extension headers, a threshold it could cross,
-//! extraction, a replayed packet with a bad checksum) takes the stage chain unchanged:
-//! `packet::fast_parse::parse_fast` or `fast_update` says so before anything is written (the
-//! lock is released first: the chain takes it again).
+//! Every other packet (SYN-ACK/FIN/RST, a SYN for a key that exists (reuse), anything that adds
+//! a history letter, retransmissions, gaps, fragments, IP options, extension headers, a
+//! threshold it could cross, extraction, a replayed packet with a bad checksum, a full table)
+//! takes the stage chain unchanged: `packet::fast_parse::parse_view`, the view's checks or
+//! `fast_update` say so before anything is written (the lock is released first: the chain takes
+//! it again; a failed insert wrote nothing).
 
 use crate::lock;
-use crate::maps::FLOWS;
+use crate::maps::{EVENTS, FLOWS, SCRATCH};
 use crate::note::{self, Note};
 use crate::pkt::Pkt;
 use crate::{count, count_n};
-use conntrack_common::engine::{Fast, fast_update};
+use aya_ebpf::bindings::BPF_NOEXIST;
+use conntrack_common::engine::{Changes, Fast, FastMeta, fast_open, fast_update};
+use conntrack_common::event::{ConnChange, EventKind};
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::fast_parse::{Header, HeaderSource, parse_fast};
+use conntrack_common::packet::fast_parse::{Header, HeaderSource, parse_fast, parse_view};
 use conntrack_common::stats::Stat;
 
 /// The packet's linear bytes, read in place (direct packet access): `[data, end)`.
@@ -39,13 +46,33 @@ impl HeaderSource for Direct {
     }
 }
 
-/// Applies the packet if it is ordinary: `Some(noted)`, where `noted` says a note waits for the
-/// note stage (a lock taken over); `None` if it needs the stage chain (nothing was written
-/// then). `frame_len` is the whole frame's length, `gso_segs` the packets it stands for.
+/// Takes the packet if a fast path can: `Some(noted)`, where `noted` says a note waits for
+/// the note stage (a lock taken over); `None` if it needs the stage chain (nothing was written
+/// then). `frame_len` is the whole frame's length, `gso_segs` the packets it stands for,
+/// `ifindex` the interface recorded in a new connection (0 in replays).
 #[inline(always)]
-pub fn try_apply<C: Pkt>(ctx: &C, frame_len: u32, gso_segs: u32, now_ns: u64) -> Option<bool> {
-    let m = parse_fast(&ctx.direct(), frame_len, gso_segs)?;
-    let key = FlowKey::from_fast(&m);
+pub fn try_fast<C: Pkt>(
+    ctx: &C,
+    frame_len: u32,
+    gso_segs: u32,
+    now_ns: u64,
+    ifindex: u32,
+) -> Option<bool> {
+    let (m, l4) = parse_view(&ctx.direct(), frame_len, gso_segs)?;
+    if m.may_apply() {
+        try_apply(&m, now_ns)
+    } else if m.opens() {
+        try_open(ctx, &m, l4, now_ns, ifindex)
+    } else {
+        None
+    }
+}
+
+/// The ordinary packet `m` of an existing connection, applied under its lock (see
+/// [`try_fast`]).
+#[inline(always)]
+fn try_apply(m: &FastMeta, now_ns: u64) -> Option<bool> {
+    let key = FlowKey::from_fast(m);
     let conn = FLOWS.get_ptr_mut(&key)?;
     // SAFETY: a FLOWS value pointer stays valid for the program run.
     let lock_word = unsafe { &raw mut (*conn).lock };
@@ -55,7 +82,7 @@ pub fn try_apply<C: Pkt>(ctx: &C, frame_len: u32, gso_segs: u32, now_ns: u64) ->
         note::record(Note::LockTakenOver, 0);
     }
     // SAFETY: locked; no other writer.
-    let applied = fast_update(unsafe { &mut *conn }, &m, now_ns) == Fast::Applied;
+    let applied = fast_update(unsafe { &mut *conn }, m, now_ns) == Fast::Applied;
     // SAFETY: taken above.
     unsafe { lock::unlock(lock_word) };
     if !applied {
@@ -64,6 +91,46 @@ pub fn try_apply<C: Pkt>(ctx: &C, frame_len: u32, gso_segs: u32, now_ns: u64) ->
     count(Stat::FastPath);
     count_n(Stat::IpBytes, m.ip_bytes as u64);
     Some(taken_over)
+}
+
+/// The plain SYN `m` (transport header at `l4`) opening a connection: built in scratch,
+/// inserted if its key is new (`BPF_NOEXIST`), announced with NewConn. The event's place in the
+/// ring is reserved before the insert, so that no event of the connection from another CPU
+/// (its SYN-ACK) can come before it. A key that exists (a reuse, or another CPU's insert) or a
+/// full table leaves everything to the stage chain.
+#[inline(always)]
+fn try_open<C: Pkt>(ctx: &C, m: &FastMeta, l4: usize, now_ns: u64, ifindex: u32) -> Option<bool> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, not shared with another run on this CPU.
+    let scratch = unsafe { &mut *scratch };
+    let window_scale = crate::window_scale(ctx, &mut scratch.l4_hdr, l4 as u64);
+    // SAFETY: `Scratch::conn` is 8-aligned and a multiple of 8 bytes.
+    unsafe { crate::zero_words(&raw mut scratch.conn) };
+    let ch = fast_open(&mut scratch.conn, m, window_scale, now_ns) | Changes::NEW;
+    scratch.conn.ifindex = ifindex;
+    scratch.key = FlowKey::from_fast(m);
+    let entry = EVENTS.reserve::<ConnChange>(0);
+    if FLOWS
+        .insert(&scratch.key, &scratch.conn, BPF_NOEXIST as u64)
+        .is_err()
+    {
+        if let Some(entry) = entry {
+            entry.discard(0);
+        }
+        return None;
+    }
+    count(Stat::NewConns);
+    count(Stat::FastOpens);
+    count_n(Stat::IpBytes, m.ip_bytes as u64);
+    let head = crate::Head {
+        kind: EventKind::NewConn,
+        changes: ch,
+        ts_ns: now_ns,
+        key: &scratch.key,
+        from_orig: true,
+    };
+    crate::submit_change(entry, &head, &scratch.conn);
+    Some(false)
 }
 
 /// The part of [`try_apply`] before the connection is touched: parse and lookup, for the

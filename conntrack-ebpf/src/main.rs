@@ -56,9 +56,11 @@ use aya_ebpf::bindings::{
 };
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::macros::{classifier, xdp};
+use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::programs::{TcContext, XdpContext};
 use conntrack_common::conn::Conn;
 use conntrack_common::event::{self, ConnChange, EventKind, EventRef, Snapshot, TableFull};
+use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{
     MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, ParseError, gso_counts, note_udp_delivered,
     parse_ip, parse_l4, tcp_flags, tcp_window_scale,
@@ -257,7 +259,9 @@ fn capture_stage<C: Pkt>(ctx: &C) {
     };
     // A replayed packet the agent flagged (bad checksum, IP length 0) is accounted apart.
     let flagged = replay && cb0 & (CB_BAD_CHECKSUM | CB_IP_LEN_ZERO) != 0;
-    if !flagged && let Some(noted) = fast::try_apply(ctx, len, gso_segs, now_ns) {
+    // A test run's skb sits on loopback: replays have no interface (the host engine's 0).
+    let conn_ifindex = if replay { 0 } else { ifindex };
+    if !flagged && let Some(noted) = fast::try_fast(ctx, len, gso_segs, now_ns, conn_ifindex) {
         if !replay {
             count_iface(ifindex, gso_segs, len);
         }
@@ -306,8 +310,7 @@ fn capture_stage<C: Pkt>(ctx: &C) {
     scratch.ip_len_zero = (replay && cb0 & CB_IP_LEN_ZERO != 0) as u32;
     scratch.ethertype = ethertype as u32;
     scratch.gso_segs = gso_segs;
-    // A test run's skb sits on loopback: replays have no interface (the host engine's 0).
-    scratch.ifindex = if replay { 0 } else { ifindex };
+    scratch.ifindex = conn_ifindex;
     if !replay {
         count_iface(ifindex, gso_segs, len);
     }
@@ -473,7 +476,7 @@ fn load_l4_header<C: Pkt>(ctx: &C, buf: &mut [u8; L4_HEADER_BYTES], start: u64) 
 /// VLAN tags), which the host engine parses (found by `fuzz-kernel`). The header (`doff`
 /// bytes) was captured (else `l4_dropped`), so the walk never reads the zero fill.
 #[inline(always)]
-fn window_scale<C: Pkt>(ctx: &C, buf: &mut [u8; L4_HEADER_BYTES], start: u64) -> u8 {
+pub(crate) fn window_scale<C: Pkt>(ctx: &C, buf: &mut [u8; L4_HEADER_BYTES], start: u64) -> u8 {
     if load_l4_header(ctx, buf, start) < 20 {
         return NO_WINDOW_SCALE;
     }
@@ -527,27 +530,62 @@ fn emit(ev: &EventRef<'_>) {
     }
 }
 
+/// What a [`ConnChange`] takes from the packet rather than from the connection.
+pub(crate) struct Head<'a> {
+    pub kind: EventKind,
+    pub changes: conntrack_common::engine::Changes,
+    pub ts_ns: u64,
+    pub key: &'a FlowKey,
+    /// The packet was sent by the connection's originator.
+    pub from_orig: bool,
+}
+
+impl<'a> Head<'a> {
+    #[inline(always)]
+    fn of(ev: &EventRef<'a>, conn: &Conn) -> Head<'a> {
+        Head {
+            kind: ev.kind,
+            changes: ev.changes,
+            ts_ns: ev.ts_ns,
+            key: ev.key,
+            from_orig: conntrack_common::engine::is_orig(conn, ev.meta),
+        }
+    }
+}
+
 /// Fills the [`ConnChange`] at `out`.
 ///
 /// # Safety
 /// `out` is valid for writes.
 #[inline(always)]
-unsafe fn write_change(out: *mut ConnChange, ev: &EventRef<'_>, conn: &Conn, extra: u8) {
-    let from_orig = conntrack_common::engine::is_orig(conn, ev.meta);
+unsafe fn write_change(out: *mut ConnChange, head: &Head<'_>, conn: &Conn, extra: u8) {
     // SAFETY: per the contract.
     unsafe {
-        (*out).kind = ev.kind as u32;
-        (*out).changes = ev.changes.0;
-        (*out).ts_ns = ev.ts_ns;
-        copy_nonoverlapping(ev.key, &raw mut (*out).key, 1);
+        (*out).kind = head.kind as u32;
+        (*out).changes = head.changes.0;
+        (*out).ts_ns = head.ts_ns;
+        copy_nonoverlapping(head.key, &raw mut (*out).key, 1);
         (*out).last_ns = conn.last_ns;
         (*out).flags = conn.flags;
         (*out).orig_state = conn.orig.state;
         (*out).resp_state = conn.resp.state;
-        (*out).orient = event::orient(ev.key, conn, from_orig) | extra;
+        (*out).orient = event::orient(head.key, conn, head.from_orig) | extra;
         (*out)._pad0 = 0;
         (*out)._pad1 = 0;
     }
+}
+
+/// Writes and submits a [`ConnChange`] into `entry`, reserved earlier (`None`: the ring was
+/// full then, which is counted).
+#[inline(always)]
+pub(crate) fn submit_change(entry: Option<RingBufEntry<ConnChange>>, head: &Head<'_>, conn: &Conn) {
+    let Some(mut entry) = entry else {
+        return count(Stat::RingbufFull);
+    };
+    // SAFETY: the reservation holds one `ConnChange`, written whole before submit.
+    unsafe { write_change(entry.as_mut_ptr(), head, conn, 0) };
+    entry.submit(wake_flags());
+    count(Stat::Events);
 }
 
 /// The submit flags of an event: the agent is woken only once a quarter of the ring buffer
@@ -566,13 +604,7 @@ fn wake_flags() -> u64 {
 
 #[inline(always)]
 fn emit_change(ev: &EventRef<'_>, conn: &Conn) {
-    let Some(mut entry) = EVENTS.reserve::<ConnChange>(0) else {
-        return count(Stat::RingbufFull);
-    };
-    // SAFETY: the reservation holds one `ConnChange`, written whole before submit.
-    unsafe { write_change(entry.as_mut_ptr(), ev, conn, 0) };
-    entry.submit(wake_flags());
-    count(Stat::Events);
+    submit_change(EVENTS.reserve::<ConnChange>(0), &Head::of(ev, conn), conn);
 }
 
 #[inline(always)]
@@ -583,7 +615,12 @@ fn emit_snapshot(ev: &EventRef<'_>, conn: &Conn) {
     let out: *mut Snapshot = entry.as_mut_ptr();
     // SAFETY: the reservation holds one `Snapshot`, written whole before submit.
     unsafe {
-        write_change(&raw mut (*out).change, ev, conn, event::HAS_CONN);
+        write_change(
+            &raw mut (*out).change,
+            &Head::of(ev, conn),
+            conn,
+            event::HAS_CONN,
+        );
         copy_nonoverlapping(conn, &raw mut (*out).conn, 1);
     }
     entry.submit(wake_flags());
@@ -614,7 +651,7 @@ fn emit_table_full(ev: &EventRef<'_>) {
 /// # Safety
 /// `p` is valid for writes, 8-aligned, and `size_of::<T>()` is a multiple of 8.
 #[inline(always)]
-unsafe fn zero_words<T>(p: *mut T) {
+pub(crate) unsafe fn zero_words<T>(p: *mut T) {
     let words = p.cast::<u64>();
     let mut i = 0;
     while i < size_of::<T>() / 8 {

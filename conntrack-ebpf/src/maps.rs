@@ -91,6 +91,9 @@ pub struct Scratch {
     pub note: u32,
     /// The packet's flow key.
     pub key: FlowKey,
+    /// A connection opened by a plain SYN in stage 1 (fast.rs), built here and then inserted
+    /// whole.
+    pub conn: Conn,
 }
 
 /// Bytes of the transport header read from the packet: the largest TCP header (data offset

@@ -80,6 +80,9 @@ fn kernel_help(s: Stat) -> &'static str {
             "IP bytes (headers and payload) of the packets the eBPF program parsed; fragments excluded"
         }
         Stat::FastPath => "Packets applied by the fast path (no stage chain, no event)",
+        Stat::FastOpens => {
+            "New connections opened by a plain SYN in the first program (no stage chain)"
+        }
     }
 }
 

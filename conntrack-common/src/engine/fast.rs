@@ -16,13 +16,13 @@
 //! bounded loop: the threshold slots) and copies no aggregate, so the eBPF glue can run it
 //! on the map value under the connection's lock.
 
-use super::{ep_mut, parts};
+use super::{Changes, ep_mut, parts, tcp_update};
 use crate::conn::{
     CONN_ANALYZER_DECIDED, CONN_DNS_ANALYZER, CONN_NTP_ANALYZER, CONN_PARTIAL, Conn,
 };
 use crate::contents;
 use crate::history::mask;
-use crate::key::{addr_words, tuple_ports_of};
+use crate::key::{addr_words, tuple_ports_of, words_addr};
 use crate::packet::{PacketMeta, tcp_flags};
 use crate::proto;
 use crate::tcp::{EP_ACTIVE, Endpoint, seq_delta, state};
@@ -46,7 +46,8 @@ use crate::threshold;
 /// | 58 | `udp_len` |
 /// | 60 | `proto` |
 /// | 61 | `tcp_flags` |
-/// | 62 | `_pad` |
+/// | 62 | `ip_version` |
+/// | 63 | `_pad` |
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FastMeta {
@@ -79,8 +80,10 @@ pub struct FastMeta {
     pub proto: u8,
     /// TCP flags byte.
     pub tcp_flags: u8,
+    /// 4 or 6 (`PacketMeta::ip_version`): an IPv4-mapped address may also travel in IPv6.
+    pub ip_version: u8,
     /// Explicit padding, always zero.
-    pub _pad: [u8; 2],
+    pub _pad: u8,
 }
 
 // The layout above, for the eBPF glue that fills the struct field by field.
@@ -98,7 +101,8 @@ const _: () = {
     assert!(offset_of!(FastMeta, udp_len) == 58);
     assert!(offset_of!(FastMeta, proto) == 60);
     assert!(offset_of!(FastMeta, tcp_flags) == 61);
-    assert!(offset_of!(FastMeta, _pad) == 62);
+    assert!(offset_of!(FastMeta, ip_version) == 62);
+    assert!(offset_of!(FastMeta, _pad) == 63);
 };
 
 impl FastMeta {
@@ -110,11 +114,36 @@ impl FastMeta {
     /// own parse does not walk them).
     #[inline(always)]
     pub fn from_meta(m: &PacketMeta, checksum_ok: bool) -> Option<FastMeta> {
+        let f = FastMeta::unless_ruled_out(m, checksum_ok)?;
+        if f.may_apply() { Some(f) } else { None }
+    }
+
+    /// As [`FastMeta::from_meta`] for a packet that opens a connection ([`FastMeta::opens`]):
+    /// the fast view, or `None` when [`fast_open`] may not take it.
+    #[inline(always)]
+    pub fn opening(m: &PacketMeta, checksum_ok: bool) -> Option<FastMeta> {
+        let f = FastMeta::unless_ruled_out(m, checksum_ok)?;
+        if f.opens() { Some(f) } else { None }
+    }
+
+    /// The view of `m` unless the packet alone rules both fast paths out (see `from_meta`).
+    #[inline(always)]
+    fn unless_ruled_out(m: &PacketMeta, checksum_ok: bool) -> Option<FastMeta> {
         if !checksum_ok || m.is_fragment() || m.l4_dropped() {
             return None;
         }
-        let f = FastMeta::view(m);
-        if f.may_apply() { Some(f) } else { None }
+        Some(FastMeta::view(m))
+    }
+
+    /// A plain SYN (no ACK, FIN or RST; PSH, URG, ECE and CWR do not matter) without payload:
+    /// the usual first packet of a TCP connection, which [`fast_open`] can apply to a new
+    /// entry. A SYN with data (TCP Fast Open) takes the full engine.
+    #[inline(always)]
+    pub fn opens(&self) -> bool {
+        self.proto == proto::TCP
+            && self.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN | tcp_flags::RST)
+                == tcp_flags::SYN
+            && self.payload_len == 0
     }
 
     /// The fields of `m` the fast path reads, whatever the packet.
@@ -134,7 +163,8 @@ impl FastMeta {
             udp_len: m.udp_len,
             proto: m.proto,
             tcp_flags: m.tcp_flags,
-            _pad: [0; 2],
+            ip_version: m.ip_version,
+            _pad: 0,
         }
     }
 
@@ -166,6 +196,30 @@ pub enum Fast {
     Applied = 0,
     /// Nothing was written; the packet needs the full engine.
     NeedFull = 1,
+}
+
+/// Fills `conn`, an entry that is all zero (just inserted, or `Conn::ZERO`), for a connection
+/// whose first packet is `m`, a plain SYN ([`FastMeta::opens`]) with the window-scale option
+/// `window_scale` (`packet::NO_WINDOW_SCALE` when absent). The result is exactly what
+/// `init_conn` then `update` and `check_thresholds` leave (checked by `fast_tests`), and so are
+/// the returned changes (without `Changes::NEW`, which the caller adds). Nothing here reads a
+/// map: a plain SYN is never flipped (`should_flip`) and no analyzer attaches to TCP. On eBPF
+/// the new connection's SYN ends in the first program with this and one insert.
+#[inline(always)]
+pub fn fast_open(conn: &mut Conn, m: &FastMeta, window_scale: u8, now_ns: u64) -> Changes {
+    conn.orig_addr = words_addr(m.src);
+    conn.resp_addr = words_addr(m.dst);
+    conn.orig_port = m.sport;
+    conn.resp_port = m.dport;
+    conn.proto = m.proto;
+    conn.ip_version = m.ip_version;
+    conn.start_ns = now_ns;
+    // Already zero; stored again so that the compiler knows the history starts empty and
+    // places its letters at constant offsets (on eBPF the verifier cannot bound a length
+    // read back from memory).
+    conn.history.len = 0;
+    conn.history.seen = 0;
+    tcp_update::open_syn(conn, m, window_scale, now_ns)
 }
 
 /// Applies `m` to its connection `c` at `now_ns` if it is an ordinary packet (see the module

@@ -11,7 +11,7 @@ pub mod app_flip;
 pub mod fast;
 mod tcp_update;
 
-pub use fast::{Fast, FastMeta, fast_update};
+pub use fast::{Fast, FastMeta, fast_open, fast_update};
 
 use crate::conn::{CONN_FLIPPED, CONN_PARTIAL, Conn, ZERO_CONN};
 use crate::event::{EventKind, EventRef};
@@ -397,8 +397,8 @@ pub fn event_after_update(created: Changes, ch: Changes) -> Option<EventKind> {
 }
 
 /// The per-packet driver: for a packet of an existing connection the fast path
-/// ([`fast_update`]), else the full steps on the same entry; for a new connection
-/// [`process_packet_full`]. The fast path changes nothing that the full engine would report,
+/// ([`fast_update`]), else the full steps on the same entry; for a new connection opened by a
+/// plain SYN [`fast_open`] on a value inserted whole, for any other [`process_packet_full`]. The fast path changes nothing that the full engine would report,
 /// so an applied packet emits no event and returns `Changes::NONE`, as the full engine does
 /// for it. One lookup serves both paths.
 pub fn process_packet<T: FlowTable, C: EngineConfig>(
@@ -411,6 +411,23 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
 ) -> Changes {
     let key = FlowKey::from_meta(meta);
     let Some(conn) = table.get_mut(&key) else {
+        if let Some(fm) = FastMeta::opening(meta, checksum_ok) {
+            // A plain SYN opening a connection: built whole, then inserted (as on eBPF).
+            let mut c = Conn::ZERO;
+            let ch = fast_open(&mut c, &fm, meta.window_scale, now_ns) | Changes::NEW;
+            if table.insert(&key, &c) {
+                emit(&EventRef {
+                    kind: EventKind::NewConn,
+                    changes: ch,
+                    ts_ns: now_ns,
+                    key: &key,
+                    meta,
+                    conn: Some(&c),
+                });
+                return ch;
+            }
+            // A full table: the full driver reports it.
+        }
         return process_packet_full(table, meta, now_ns, checksum_ok, cfg, emit);
     };
     if let Some(fm) = FastMeta::from_meta(meta, checksum_ok)

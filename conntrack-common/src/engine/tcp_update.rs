@@ -7,6 +7,7 @@ use crate::conn::{
     CONN_ATTEMPT_ARMED, CONN_CLOSE_ARMED, CONN_ESTABLISHED, CONN_HALF_CLOSED, CONN_HANDSHAKE_LEFT,
     CONN_PARTIAL, Conn,
 };
+use crate::engine::FastMeta;
 use crate::history::mask;
 use crate::packet::{NO_WINDOW_SCALE, PacketMeta, tcp_flags};
 use crate::tcp::{EP_DID_CLOSE, Endpoint, TOO_LARGE_SEQ_DELTA, is_handshake, state};
@@ -104,6 +105,34 @@ pub(super) fn update_tcp(
         ch |= Changes::STATE_CHANGED;
     }
     ch
+}
+
+/// [`update_tcp`] for the plain SYN that opens a connection (`FastMeta::opens`: no ACK, FIN,
+/// RST or payload; valid checksum): the same steps in the same order, without those the SYN
+/// cannot reach. `conn` was just initialised from it (not flipped: a plain SYN never is), so the
+/// sender is the originator and both endpoints are INACTIVE.
+pub(super) fn open_syn(conn: &mut Conn, m: &FastMeta, window_scale: u8, now_ns: u64) -> Changes {
+    let f = Flags {
+        syn: true,
+        fin: false,
+        rst: false,
+        ack: false,
+    };
+    let mut ch = Changes::NONE;
+    let seq_end = m.seq.wrapping_add(1);
+    init_endpoint(&mut conn.orig, f, m.seq, seq_end);
+    // The SYN sits at relative 0 of the space it starts; a SYN never flips the roles here.
+    update_history(conn, true, f, 0, 0);
+    update_window(conn, true, m.window, f);
+    conn.last_ns = now_ns;
+    init_window(&mut conn.orig, &mut conn.resp, f, window_scale);
+    update_last_seq(conn, true, seq_end, f, 0);
+    // `state_machine`: an INACTIVE originator sends a SYN.
+    set_state(conn, true, state::SYN_SENT, &mut ch);
+    conn.flags |= CONN_ATTEMPT_ARMED;
+    ch.insert(Changes::ATTEMPT_ARMED);
+    conn.orig.count_packet(m.pkts, m.ip_bytes);
+    ch | Changes::STATE_CHANGED
 }
 
 /// `init_endpoint`: sets the sender's sequence space on its first packet (a missing SYN is

@@ -74,6 +74,20 @@ pub fn parse_fast<S: HeaderSource + ?Sized>(
     frame_len: u32,
     gso_segs: u32,
 ) -> Option<FastMeta> {
+    let (m, _) = parse_view(src, frame_len, gso_segs)?;
+    if m.may_apply() { Some(m) } else { None }
+}
+
+/// The fast view of the frame read from `src` and the offset of its transport header, for
+/// any TCP flags; `None` when the frame needs the full parse (see the module comment). The
+/// caller decides what the view allows: [`FastMeta::may_apply`] for an existing connection,
+/// [`FastMeta::opens`] for a new one.
+#[inline(always)]
+pub fn parse_view<S: HeaderSource + ?Sized>(
+    src: &S,
+    frame_len: u32,
+    gso_segs: u32,
+) -> Option<(FastMeta, usize)> {
     let eth: EthHdr = src.header(0)?;
     let mut ethertype = u16::from_be(eth.ether_type);
     let mut l3 = size_of::<EthHdr>();
@@ -102,6 +116,7 @@ pub fn parse_fast<S: HeaderSource + ?Sized>(
             }
             let m = FastMeta {
                 proto: ip.proto,
+                ip_version: 4,
                 src: mapped(ip.src_addr),
                 dst: mapped(ip.dst_addr),
                 ..FastMeta::default()
@@ -121,6 +136,7 @@ pub fn parse_fast<S: HeaderSource + ?Sized>(
             // No extension header: the next header is the transport.
             let m = FastMeta {
                 proto: ip.next_hdr,
+                ip_version: 6,
                 src: words(&ip.src_addr),
                 dst: words(&ip.dst_addr),
                 ..FastMeta::default()
@@ -148,7 +164,7 @@ struct IpLengths {
 }
 
 /// The transport header's part of the view `m` (addresses and protocol set), then the GSO
-/// counts and [`FastMeta::may_apply`].
+/// counts; with the transport header's offset.
 #[inline(always)]
 fn transport<S: HeaderSource + ?Sized>(
     src: &S,
@@ -156,7 +172,7 @@ fn transport<S: HeaderSource + ?Sized>(
     ip: &IpLengths,
     frame_len: u32,
     gso_segs: u32,
-) -> Option<FastMeta> {
+) -> Option<(FastMeta, usize)> {
     let (l4, l4_len) = (ip.l4, ip.l4_len);
     // Transport bytes in the frame (the full parse's "captured").
     let captured = frame_len.saturating_sub(l4 as u32);
@@ -204,7 +220,7 @@ fn transport<S: HeaderSource + ?Sized>(
         _ => return None,
     }
     (m.pkts, m.ip_bytes) = gso_counts(ip.ip_len, m.payload_len, gso_segs);
-    if m.may_apply() { Some(m) } else { None }
+    Some((m, l4))
 }
 
 /// An IPv4 address, IPv4-mapped (as `PacketMeta` stores it), as [`FastMeta`]'s words.

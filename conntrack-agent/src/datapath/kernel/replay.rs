@@ -42,13 +42,17 @@ pub struct KernelDatapath {
 }
 
 impl KernelDatapath {
-    /// Packets the program applied on its fast path so far (`Stat::FastPath`).
-    pub fn fast_path_packets(&self) -> Result<u64> {
+    /// Packets the program applied on its fast path so far (`Stat::FastPath`), and the
+    /// connections it opened there (`Stat::FastOpens`).
+    pub fn fast_path_packets(&self) -> Result<(u64, u64)> {
         let stats = self.kernel.stats()?;
-        Ok(stats
-            .iter()
-            .find(|(s, _)| *s == Stat::FastPath)
-            .map_or(0, |(_, n)| *n))
+        let get = |stat| {
+            stats
+                .iter()
+                .find(|(s, _)| *s == stat)
+                .map_or(0, |(_, n)| *n)
+        };
+        Ok((get(Stat::FastPath), get(Stat::FastOpens)))
     }
 
     pub fn new(likely_server_ports: &[(u16, u8)], max_flows: u32) -> Result<KernelDatapath> {
