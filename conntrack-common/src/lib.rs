@@ -47,6 +47,18 @@ pub mod proto {
     pub const UDP: u8 = 17;
     /// ICMPv6.
     pub const ICMPV6: u8 = 58;
+
+    /// The bit of `proto` in a `LIKELY_SERVER_PORTS` entry (one byte per port, a bit per
+    /// protocol a likely server port can name: tcp, udp, icmp); 0 for any other protocol.
+    #[inline(always)]
+    pub const fn likely_port_bit(proto: u8) -> u8 {
+        match proto {
+            TCP => 1,
+            UDP => 2,
+            ICMP => 4,
+            _ => 0,
+        }
+    }
 }
 
 #[cfg(feature = "user")]

@@ -39,8 +39,8 @@ pub enum Stat {
     /// Packets applied by the fast path (stage 1 alone: `engine::fast_update`); the rest of
     /// the parsed packets took the full stage chain.
     FastPath = 14,
-    /// New connections opened in stage 1 by a plain SYN (`engine::fast_open`): counted in
-    /// `NewConns` too.
+    /// New connections opened in stage 1 by a plain SYN or a datagram (`engine::fast_open`):
+    /// counted in `NewConns` too.
     FastOpens = 15,
 }
 

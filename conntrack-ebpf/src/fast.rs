@@ -3,27 +3,33 @@
 //!   established stream, a datagram of a UDP flow both sides already used, an ICMP echo) is
 //!   read in place, applied with `engine::fast_update` under the connection's lock, and done:
 //!   no scratch copy, no tail call, no event;
-//! - a plain SYN that opens a connection is read in place, the connection is built whole with
-//!   `engine::fast_open` in per-CPU scratch and inserted, and its NewConn event sent: one hash
-//!   operation instead of the stage chain's three, and no tail call.
+//! - a plain SYN or a datagram that opens a connection is read in place, the connection is
+//!   built whole with `engine::fast_open` in per-CPU scratch and inserted, and its NewConn
+//!   event sent: one hash operation (a datagram: after the lookup that missed) instead of the
+//!   stage chain's three, and no tail call.
 //!
-//! Every other packet (SYN-ACK/FIN/RST, a SYN for a key that exists (reuse), anything that adds
+//! Every other packet (SYN-ACK/FIN/RST, a SYN for a key that exists (reuse), a first datagram
+//! that flips the roles or meets an analyzer (DNS, NTP), anything that adds
 //! a history letter, retransmissions, gaps, fragments, IP options, extension headers, a
 //! threshold it could cross, extraction, a replayed packet with a bad checksum, a full table)
 //! takes the stage chain unchanged: `packet::fast_parse::parse_view`, the view's checks or
 //! `fast_update` say so before anything is written (the lock is released first: the chain takes
 //! it again; a failed insert wrote nothing).
 
+use crate::flow::BpfPorts;
 use crate::lock;
 use crate::maps::{EVENTS, FLOWS, SCRATCH};
 use crate::note::{self, Note};
 use crate::pkt::Pkt;
 use crate::{count, count_n};
 use aya_ebpf::bindings::BPF_NOEXIST;
+use conntrack_common::conn::Conn;
 use conntrack_common::engine::{Changes, Fast, FastMeta, fast_open, fast_update};
 use conntrack_common::event::{ConnChange, EventKind};
 use conntrack_common::key::FlowKey;
+use conntrack_common::packet::NO_WINDOW_SCALE;
 use conntrack_common::packet::fast_parse::{Header, HeaderSource, parse_fast, parse_view};
+use conntrack_common::proto;
 use conntrack_common::stats::Stat;
 
 /// The packet's linear bytes, read in place (direct packet access): `[data, end)`.
@@ -60,20 +66,25 @@ pub fn try_fast<C: Pkt>(
 ) -> Option<bool> {
     let (m, l4) = parse_view(&ctx.direct(), frame_len, gso_segs)?;
     if m.may_apply() {
-        try_apply(&m, now_ns)
+        let key = FlowKey::from_fast(&m);
+        match FLOWS.get_ptr_mut(&key) {
+            Some(conn) => try_apply(conn, &m, now_ns),
+            // A datagram of a new flow (a plain SYN never gets here: `may_apply` refuses SYNs).
+            None if m.opens() => try_open(ctx, &m, l4, now_ns, ifindex),
+            None => None,
+        }
     } else if m.opens() {
+        // A plain SYN: no lookup, the insert finds an existing key.
         try_open(ctx, &m, l4, now_ns, ifindex)
     } else {
         None
     }
 }
 
-/// The ordinary packet `m` of an existing connection, applied under its lock (see
+/// The ordinary packet `m` of the existing connection `conn`, applied under its lock (see
 /// [`try_fast`]).
 #[inline(always)]
-fn try_apply(m: &FastMeta, now_ns: u64) -> Option<bool> {
-    let key = FlowKey::from_fast(m);
-    let conn = FLOWS.get_ptr_mut(&key)?;
+fn try_apply(conn: *mut Conn, m: &FastMeta, now_ns: u64) -> Option<bool> {
     // SAFETY: a FLOWS value pointer stays valid for the program run.
     let lock_word = unsafe { &raw mut (*conn).lock };
     let taken_over = unsafe { lock::lock(lock_word) } == lock::Taken::TakenOver;
@@ -93,20 +104,25 @@ fn try_apply(m: &FastMeta, now_ns: u64) -> Option<bool> {
     Some(taken_over)
 }
 
-/// The plain SYN `m` (transport header at `l4`) opening a connection: built in scratch,
-/// inserted if its key is new (`BPF_NOEXIST`), announced with NewConn. The event's place in the
-/// ring is reserved before the insert, so that no event of the connection from another CPU
-/// (its SYN-ACK) can come before it. A key that exists (a reuse, or another CPU's insert) or a
-/// full table leaves everything to the stage chain.
+/// The plain SYN or datagram `m` (transport header at `l4`) opening a connection: built in
+/// scratch, inserted if its key is new (`BPF_NOEXIST`), announced with NewConn. The event's
+/// place in the ring is reserved before the insert, so that no event of the connection from
+/// another CPU (its SYN-ACK, a reply) can come before it. A first packet `fast_open` declines,
+/// a key that exists (a reuse, or another CPU's insert) or a full table leaves everything to
+/// the stage chain.
 #[inline(always)]
 fn try_open<C: Pkt>(ctx: &C, m: &FastMeta, l4: usize, now_ns: u64, ifindex: u32) -> Option<bool> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, not shared with another run on this CPU.
     let scratch = unsafe { &mut *scratch };
-    let window_scale = crate::window_scale(ctx, &mut scratch.l4_hdr, l4 as u64);
+    let window_scale = if m.proto == proto::TCP {
+        crate::window_scale(ctx, &mut scratch.l4_hdr, l4 as u64)
+    } else {
+        NO_WINDOW_SCALE
+    };
     // SAFETY: `Scratch::conn` is 8-aligned and a multiple of 8 bytes.
     unsafe { crate::zero_words(&raw mut scratch.conn) };
-    let ch = fast_open(&mut scratch.conn, m, window_scale, now_ns) | Changes::NEW;
+    let ch = fast_open(&mut scratch.conn, m, window_scale, &BpfPorts, now_ns)? | Changes::NEW;
     scratch.conn.ifindex = ifindex;
     scratch.key = FlowKey::from_fast(m);
     let entry = EVENTS.reserve::<ConnChange>(0);

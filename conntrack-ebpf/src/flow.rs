@@ -27,14 +27,16 @@ use conntrack_common::stats::Stat;
 /// `-EEXIST`: another CPU inserted the key between our lookup and insert.
 const EEXIST: i32 = 17;
 
-/// Zeek's `likely_server_ports` from the `LIKELY_SERVER_PORTS` map (key `port << 8 | proto`).
+/// Zeek's `likely_server_ports` from the `LIKELY_SERVER_PORTS` array (a byte per port, a bit
+/// per protocol: `proto::likely_port_bit`).
 pub struct BpfPorts;
 
 impl EngineConfig for BpfPorts {
     #[inline(always)]
-    fn likely_server_port(&self, port: u16, proto: u8) -> bool {
-        let key = (port as u32) << 8 | proto as u32;
-        LIKELY_SERVER_PORTS.get_ptr(key).is_some()
+    fn likely_server_port(&self, port: u16, proto_nr: u8) -> bool {
+        LIKELY_SERVER_PORTS
+            .get(port as u32)
+            .is_some_and(|bits| bits & proto::likely_port_bit(proto_nr) != 0)
     }
 }
 

@@ -16,9 +16,12 @@ pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
 #[map]
 pub static FLOWS: HashMap<FlowKey, Conn> = HashMap::with_max_entries(DEFAULT_MAX_FLOWS, 0);
 
-/// Zeek's `likely_server_ports`: key `port << 8 | proto`, value 1. Filled by the agent.
+/// Zeek's `likely_server_ports`: indexed by port, a bit per protocol
+/// (`proto::likely_port_bit`). Filled by the agent. An array (64 KiB) rather than a hash keyed
+/// by port and protocol: its lookup is inlined by the kernel, and a new UDP flow asks up to
+/// twice.
 #[map]
-pub static LIKELY_SERVER_PORTS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+pub static LIKELY_SERVER_PORTS: Array<u8> = Array::with_max_entries(1 << 16, 0);
 
 /// Events for the agent (`conntrack_common::event::Event`), submitted without wakeup: the agent
 /// polls.

@@ -22,7 +22,8 @@
 //! - `tcp_data`: in-order 100-byte data segments of an established IPv4 TCP connection, the
 //!   sequence number advancing run after run (the fast path);
 //! - `ipv6`: the same over IPv6;
-//! - `syn_new`: a SYN that creates a connection, on distinct source ports.
+//! - `syn_new`: a SYN that creates a connection, on distinct source ports;
+//! - `udp_new`: the first datagram of a new UDP flow (no analyzer port), likewise.
 //!
 //! Sensor mode's XDP form on the same frames (`xdp_empty`, `xdp_udp` repeated; `xdp_empty_single`,
 //! `xdp_tcp_data`, `xdp_ipv6` single runs), against the XDP program that only returns its
@@ -166,7 +167,11 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
     let ports = crate::cli::parse_port_list(crate::cli::DEFAULT_LIKELY_SERVER_PORTS)?;
     let syns_total = args.syns.saturating_mul(args.rounds);
     let mut k = Kernel::load(&KernelOptions {
-        max_flows: syns_total.saturating_add(1024).max(65_536),
+        // Each round opens `syns` TCP connections and as many UDP flows.
+        max_flows: syns_total
+            .saturating_mul(2)
+            .saturating_add(1024)
+            .max(65_536),
         likely_server_ports: &ports,
         replay: false,
         // The bench has an extraction row.
@@ -242,6 +247,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         "tcp_data",
         "ipv6",
         "syn_new",
+        "udp_new",
         "xdp_empty",
         "xdp_udp",
         "xdp_empty_single",
@@ -286,6 +292,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
             "tcp_data",
             "ipv6",
             "syn_new",
+            "udp_new",
             "xdp_empty_single",
             "xdp_tcp_data",
             "xdp_ipv6",
@@ -298,12 +305,16 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
             let src = [10, 2, (n >> 16) as u8, (n >> 8) as u8];
             let sport = 1024 + (n & 0xff) as u16;
             let syn = v4(src, b4, 6, &tcp_hdr(sport, 80, 7, 0, SYN, 0));
+            // A new UDP flow to a port with no analyzer: source 10.3.x.y.
+            let src3 = [10, 3, (n >> 16) as u8, (n >> 8) as u8];
+            let datagram = v4(src3, b4, 17, &udp_hdr(sport, 9999, 64));
             let (d4, d6, x4, x6) = (next4(), next6(), next4(), next6());
             let times = [
                 k.bench_test_run(BENCH_EMPTY_PROGRAM, &d4, 1)?,
                 k.bench_test_run(BENCH_TRACKER_PROGRAM, &d4, 1)?,
                 k.bench_test_run(BENCH_TRACKER_PROGRAM, &d6, 1)?,
                 k.bench_test_run(BENCH_TRACKER_PROGRAM, &syn, 1)?,
+                k.bench_test_run(BENCH_TRACKER_PROGRAM, &datagram, 1)?,
                 k.bench_test_run_xdp(BENCH_EMPTY_XDP_PROGRAM, &x4, 1)?,
                 k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &x4, 1)?,
                 k.bench_test_run_xdp(BENCH_XDP_PROGRAM, &x6, 1)?,

@@ -86,7 +86,7 @@ pub fn fuzz_kernel(args: FuzzKernelArgs) -> Result<()> {
     let (fast, opens) = kernel.fast_path_packets()?;
     println!(
         "fuzz-kernel: seed {seed}: {sequences} sequences, {frames} frames in {:.1}s: kernel and \
-         host engines agree ({fast} frames took the kernel's fast path and {opens} SYNs opened \
+         host engines agree ({fast} frames took the kernel's fast path and {opens} first packets opened \
          a connection there; {beyond_copy} frames left out: IP headers beyond the kernel's \
          {MAX_HEADER_BYTES}-byte copy)",
         started.elapsed().as_secs_f64()

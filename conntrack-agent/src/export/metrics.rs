@@ -81,7 +81,7 @@ fn kernel_help(s: Stat) -> &'static str {
         }
         Stat::FastPath => "Packets applied by the fast path (no stage chain, no event)",
         Stat::FastOpens => {
-            "New connections opened by a plain SYN in the first program (no stage chain)"
+            "New connections opened by a plain SYN or a datagram in the first program (no stage chain)"
         }
     }
 }

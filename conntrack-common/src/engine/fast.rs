@@ -16,7 +16,7 @@
 //! bounded loop: the threshold slots) and copies no aggregate, so the eBPF glue can run it
 //! on the map value under the connection's lock.
 
-use super::{Changes, ep_mut, parts, tcp_update};
+use super::{Changes, EngineConfig, app_flip, ep_mut, parts, tcp_update};
 use crate::conn::{
     CONN_ANALYZER_DECIDED, CONN_DNS_ANALYZER, CONN_NTP_ANALYZER, CONN_PARTIAL, Conn,
 };
@@ -135,15 +135,20 @@ impl FastMeta {
         Some(FastMeta::view(m))
     }
 
-    /// A plain SYN (no ACK, FIN or RST; PSH, URG, ECE and CWR do not matter) without payload:
-    /// the usual first packet of a TCP connection, which [`fast_open`] can apply to a new
-    /// entry. A SYN with data (TCP Fast Open) takes the full engine.
+    /// A packet that may open a connection in [`fast_open`]: a plain SYN (no ACK, FIN or RST;
+    /// PSH, URG, ECE and CWR do not matter) without payload, the usual first packet of a TCP
+    /// connection (a SYN with data, TCP Fast Open, takes the full engine); or a UDP datagram.
     #[inline(always)]
     pub fn opens(&self) -> bool {
-        self.proto == proto::TCP
-            && self.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN | tcp_flags::RST)
-                == tcp_flags::SYN
-            && self.payload_len == 0
+        match self.proto {
+            proto::TCP => {
+                self.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN | tcp_flags::RST)
+                    == tcp_flags::SYN
+                    && self.payload_len == 0
+            }
+            proto::UDP => true,
+            _ => false,
+        }
     }
 
     /// The fields of `m` the fast path reads, whatever the packet.
@@ -199,14 +204,23 @@ pub enum Fast {
 }
 
 /// Fills `conn`, an entry that is all zero (just inserted, or `Conn::ZERO`), for a connection
-/// whose first packet is `m`, a plain SYN ([`FastMeta::opens`]) with the window-scale option
-/// `window_scale` (`packet::NO_WINDOW_SCALE` when absent). The result is exactly what
-/// `init_conn` then `update` and `check_thresholds` leave (checked by `fast_tests`), and so are
-/// the returned changes (without `Changes::NEW`, which the caller adds). Nothing here reads a
-/// map: a plain SYN is never flipped (`should_flip`) and no analyzer attaches to TCP. On eBPF
-/// the new connection's SYN ends in the first program with this and one insert.
+/// whose first packet is `m` ([`FastMeta::opens`]); `window_scale` is a SYN's window-scale
+/// option (`packet::NO_WINDOW_SCALE` when absent). The result is exactly what `init_conn` then
+/// `update` and `check_thresholds` leave (checked by `fast_tests`), and so are the returned
+/// changes (without `Changes::NEW`, which the caller adds). `None` when the first packet needs
+/// the full engine after all (`conn` is then to be thrown away): a UDP datagram that flips the
+/// roles at creation or whose responder port attaches an application analyzer (DNS, NTP).
+/// A plain SYN reads no map (it is never flipped, and no analyzer attaches to TCP); a datagram
+/// reads up to two likely server ports from `cfg`. On eBPF a new connection's first packet ends
+/// in the first program with this and one insert.
 #[inline(always)]
-pub fn fast_open(conn: &mut Conn, m: &FastMeta, window_scale: u8, now_ns: u64) -> Changes {
+pub fn fast_open(
+    conn: &mut Conn,
+    m: &FastMeta,
+    window_scale: u8,
+    cfg: &impl EngineConfig,
+    now_ns: u64,
+) -> Option<Changes> {
     conn.orig_addr = words_addr(m.src);
     conn.resp_addr = words_addr(m.dst);
     conn.orig_port = m.sport;
@@ -219,8 +233,37 @@ pub fn fast_open(conn: &mut Conn, m: &FastMeta, window_scale: u8, now_ns: u64) -
     // read back from memory).
     conn.history.len = 0;
     conn.history.seen = 0;
-    tcp_update::open_syn(conn, m, window_scale, now_ns)
+    if m.proto == proto::TCP {
+        return Some(tcp_update::open_syn(conn, m, window_scale, now_ns));
+    }
+    open_udp(conn, m, cfg, now_ns)
 }
+
+/// `init_conn` + `update_udp` for a connection's first datagram that neither flips the roles
+/// (`should_flip`) nor attaches an analyzer (`app_flip::attached_analyzer`, which could flip
+/// them on this packet); `None` for those.
+#[inline(always)]
+fn open_udp(
+    conn: &mut Conn,
+    m: &FastMeta,
+    cfg: &impl EngineConfig,
+    now_ns: u64,
+) -> Option<Changes> {
+    if super::udp_flips(m.dst == BROADCAST_WORDS, m.sport, m.dport, cfg)
+        || app_flip::attached_analyzer(proto::UDP, m.dport, cfg) != 0
+    {
+        return None;
+    }
+    conn.history.check(mask::DATA, b'D', true);
+    conn.orig.data_bytes = m.udp_len.saturating_sub(8) as u64;
+    conn.orig.flags |= EP_ACTIVE;
+    conn.last_ns = now_ns;
+    conn.orig.count_packet(m.pkts, m.ip_bytes);
+    Some(Changes::NONE)
+}
+
+/// 255.255.255.255, IPv4-mapped, as [`FastMeta`]'s address words.
+const BROADCAST_WORDS: [u64; 2] = [0, 0xffff_ffff_ffff];
 
 /// Applies `m` to its connection `c` at `now_ns` if it is an ordinary packet (see the module
 /// comment), else writes nothing and returns [`Fast::NeedFull`]. The caller found `c` under

@@ -146,9 +146,23 @@ pub fn should_flip(meta: &PacketMeta, cfg: &impl EngineConfig) -> bool {
             }
             !(syn && ack) && meta.sport < meta.dport
         }
-        proto::UDP => src_likely() && !cfg.likely_server_port(meta.dport, meta.proto),
+        proto::UDP => udp_flips(false, meta.sport, meta.dport, cfg),
         _ => false,
     }
+}
+
+/// [`should_flip`] for UDP: a datagram from a likely server port to one that is not, unless it
+/// is sent to 255.255.255.255 (`to_broadcast`).
+#[inline(always)]
+pub(crate) fn udp_flips(
+    to_broadcast: bool,
+    sport: u16,
+    dport: u16,
+    cfg: &impl EngineConfig,
+) -> bool {
+    !to_broadcast
+        && cfg.likely_server_port(sport, proto::UDP)
+        && !cfg.likely_server_port(dport, proto::UDP)
 }
 
 /// Initialises `conn` in place for a connection whose first packet is `meta` (orientation
@@ -398,7 +412,8 @@ pub fn event_after_update(created: Changes, ch: Changes) -> Option<EventKind> {
 
 /// The per-packet driver: for a packet of an existing connection the fast path
 /// ([`fast_update`]), else the full steps on the same entry; for a new connection opened by a
-/// plain SYN [`fast_open`] on a value inserted whole, for any other [`process_packet_full`]. The fast path changes nothing that the full engine would report,
+/// plain SYN or a datagram [`fast_open`] on a value inserted whole, for any other (or when
+/// `fast_open` declines) [`process_packet_full`]. The fast path changes nothing that the full engine would report,
 /// so an applied packet emits no event and returns `Changes::NONE`, as the full engine does
 /// for it. One lookup serves both paths.
 pub fn process_packet<T: FlowTable, C: EngineConfig>(
@@ -412,10 +427,13 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
     let key = FlowKey::from_meta(meta);
     let Some(conn) = table.get_mut(&key) else {
         if let Some(fm) = FastMeta::opening(meta, checksum_ok) {
-            // A plain SYN opening a connection: built whole, then inserted (as on eBPF).
+            // A plain SYN or a datagram opening a connection: built whole, then inserted (as
+            // on eBPF).
             let mut c = Conn::ZERO;
-            let ch = fast_open(&mut c, &fm, meta.window_scale, now_ns) | Changes::NEW;
-            if table.insert(&key, &c) {
+            if let Some(ch) = fast_open(&mut c, &fm, meta.window_scale, cfg, now_ns)
+                && table.insert(&key, &c)
+            {
+                let ch = ch | Changes::NEW;
                 emit(&EventRef {
                     kind: EventKind::NewConn,
                     changes: ch,
@@ -426,7 +444,7 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
                 });
                 return ch;
             }
-            // A full table: the full driver reports it.
+            // A flip or an analyzer at creation, or a full table: the full driver.
         }
         return process_packet_full(table, meta, now_ns, checksum_ok, cfg, emit);
     };

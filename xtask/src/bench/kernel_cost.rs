@@ -54,7 +54,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
          kernel's timer reads), ratio vs the empty program's single run"
     );
     // (row, case, baseline, detail)
-    let rows: [(&str, &str, Option<f64>, String); 18] = [
+    let rows: [(&str, &str, Option<f64>, String); 19] = [
         ("empty program (baseline)", "empty", empty, per.clone()),
         (
             "floor: clock read",
@@ -141,6 +141,15 @@ pub fn run(b: &mut Bench) -> Result<Section> {
             ),
         ),
         (
+            "new UDP flow (creates a connection)",
+            "udp_new",
+            empty_single,
+            format!(
+                "distinct 4-tuples, 64-byte datagrams to a port without an analyzer, opened in the \
+                 first program after the lookup that misses; {single}"
+            ),
+        ),
+        (
             "XDP: empty program (baseline)",
             "xdp_empty",
             empty,
@@ -179,7 +188,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         let get = |k: &str| stats.get(k).and_then(Value::as_u64).unwrap_or(0);
         sec.notes.push(format!(
             "Program counters after the runs: {} packets ({} on the fast path), {} new connections ({} opened \
-             by a SYN in the first program), {} events, {} ring-buffer full, {} parse errors.",
+             in the first program), {} events, {} ring-buffer full, {} parse errors.",
             get("packets"),
             get("fast_path"),
             get("new_conns"),

@@ -144,11 +144,8 @@ impl Kernel {
         }
         check_privileges()?;
         raise_memlock_limit();
-        let ports = opts.likely_server_ports.len().max(1) as u32;
         let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries("FLOWS", opts.max_flows.max(1))
-            .map_max_entries("LIKELY_SERVER_PORTS", ports);
+        loader.map_max_entries("FLOWS", opts.max_flows.max(1));
         if opts.ring_bytes != 0 {
             loader.map_max_entries("EVENTS", opts.ring_bytes.max(page_size()));
         }
@@ -173,12 +170,12 @@ impl Kernel {
             .map_err(|e| explain_eperm(anyhow::Error::new(e)))
             .context("loading the eBPF object")?;
         {
-            let mut map: HashMap<_, u32, u8> = HashMap::try_from(
+            let mut map: Array<_, u8> = Array::try_from(
                 ebpf.map_mut("LIKELY_SERVER_PORTS")
                     .context("no map LIKELY_SERVER_PORTS")?,
             )?;
-            for &(port, proto) in opts.likely_server_ports {
-                map.insert((port as u32) << 8 | proto as u32, 1, 0)?;
+            for (port, bits) in likely_port_bits(opts.likely_server_ports) {
+                map.set(port as u32, bits, 0)?;
             }
         }
         {
@@ -361,6 +358,20 @@ fn install_stages(ebpf: &mut Ebpf, map: &str, stages: &[(&str, u32)]) -> Result<
             .with_context(|| format!("installing {name} in {map}"))?;
     }
     Ok(())
+}
+
+/// `LIKELY_SERVER_PORTS`' entries for a list of (port, protocol): each port's protocol bits
+/// (`proto::likely_port_bit`) together, in port order. Protocols without a bit are left out
+/// (`parse_port_list` gives none).
+fn likely_port_bits(ports: &[(u16, u8)]) -> Vec<(u16, u8)> {
+    let mut bits = std::collections::BTreeMap::<u16, u8>::new();
+    for &(port, proto_nr) in ports {
+        let bit = conntrack_common::proto::likely_port_bit(proto_nr);
+        if bit != 0 {
+            *bits.entry(port).or_default() |= bit;
+        }
+    }
+    bits.into_iter().collect()
 }
 
 fn page_size() -> u32 {

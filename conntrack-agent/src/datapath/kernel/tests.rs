@@ -3,7 +3,10 @@
 
 use super::bench::{pin_to_cpu, repeated};
 use super::privileges::check_privileges;
-use super::{BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM, Kernel, KernelOptions, OBJECT, PROGRAMS};
+use super::{
+    BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM, Kernel, KernelOptions, OBJECT, PROGRAMS,
+    likely_port_bits,
+};
 use aya::programs::TestRun;
 use conntrack_common::conn::Conn;
 use conntrack_common::stats::Stat;
@@ -222,4 +225,11 @@ fn a_stepwise_walk_meets_every_connection_and_remove_takes_it_out() {
     assert_eq!(flows.lookup(&k), None, "gone");
     assert_eq!(Datapath::remove(&mut flows, &k), None);
     assert_eq!(flows.keys().len(), 99);
+}
+
+#[test]
+fn likely_server_ports_become_a_byte_of_protocol_bits_per_port() {
+    let bits = likely_port_bits(&[(53, 17), (80, 6), (53, 6), (7, 1), (9, 132)]);
+    // 53 is both tcp (1) and udp (2); icmp is 4; a protocol without a bit is left out.
+    assert_eq!(bits, vec![(7, 4), (53, 3), (80, 1)]);
 }

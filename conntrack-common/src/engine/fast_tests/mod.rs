@@ -123,7 +123,7 @@ fn only_mut(sim: &mut Sim) -> &mut Conn {
     sim.table.map.values_mut().next().expect("one connection")
 }
 
-fn icmp4(from_a: bool, ty: u8, len: usize) -> Vec<u8> {
+pub(super) fn icmp4(from_a: bool, ty: u8, len: usize) -> Vec<u8> {
     let (s, d) = if from_a { (A4, B4) } else { (B4, A4) };
     eth4(ipv4(s, d, proto::ICMP, &[], icmp_seg(ty, 0, len)))
 }

@@ -1,9 +1,12 @@
-//! `fast_open`, the plain SYN that opens a connection, against the full engine: for SYNs over
-//! IPv4 and IPv6 with arbitrary ports, sequence numbers, windows (zero included), extra flags
-//! and TCP options, the fast parse's view equals the full parse's, the window-scale option read
-//! at the fast parse's transport offset equals the full parse's, and `fast_open` on a zero
-//! entry leaves exactly what `init_conn`, `update` and `check_thresholds` leave, with the
-//! same changes.
+//! `fast_open`, the first packet of a connection built whole, against the full engine:
+//! - for plain SYNs over IPv4 and IPv6 with arbitrary ports, sequence numbers, windows (zero
+//!   included), extra flags and TCP options, the fast parse's view equals the full parse's, the
+//!   window-scale option read at the fast parse's transport offset equals the full parse's, and
+//!   `fast_open` on a zero entry leaves exactly what `init_conn`, `update` and
+//!   `check_thresholds` leave, with the same changes;
+//! - for datagrams between ordinary and likely server ports (DNS and NTP among them, and to
+//!   the broadcast address), `fast_open` declines exactly those the full engine flips at
+//!   creation or gives an analyzer, and leaves what the full engine leaves for the others.
 
 use super::*;
 use crate::packet::fast_parse::parse_view;
@@ -83,14 +86,78 @@ proptest! {
         let ch_full = update(&mut full, &meta, now, true);
         let ch_full = ch_full | check_thresholds(&mut full, &meta, now, ch_full);
         let mut fast = Conn::ZERO;
-        let ch_fast = fast_open(&mut fast, &fm, meta.window_scale, now);
+        let ch_fast = fast_open(&mut fast, &fm, meta.window_scale, &Ports::default(), now);
         prop_assert_eq!(fast, full);
-        prop_assert_eq!(ch_fast, ch_full);
+        prop_assert_eq!(ch_fast, Some(ch_full));
+    }
+
+    #[test]
+    fn fast_open_of_a_datagram_leaves_what_the_full_engine_leaves(
+        (v6, a, b, broadcast) in (any::<bool>(), any::<[u8; 16]>(), any::<[u8; 16]>(), proptest::bool::weighted(0.1)),
+        (sp, dp) in (port(), port()),
+        len in 0usize..80,
+        udp_len in proptest::option::weighted(0.2, any::<u16>()),
+        t in 1u64..1_000_000,
+    ) {
+        let now = t * MS;
+        let mut frame = if v6 {
+            eth6(ipv6(a, b, 17, &[], udp_seg(sp, dp, len)))
+        } else {
+            let dst = if broadcast { [255; 4] } else { [b[0], b[1], b[2], b[3]] };
+            eth4(ipv4([a[0], a[1], a[2], a[3]], dst, 17, &[], udp_seg(sp, dp, len)))
+        };
+        if let Some(n) = udp_len {
+            // A length field that disagrees with the IP lengths: Zeek counts the field.
+            let l4 = if v6 { 14 + 40 } else { 14 + 20 };
+            frame[l4 + 4..l4 + 6].copy_from_slice(&n.to_be_bytes());
+        }
+        let cfg = likely();
+        let meta = meta_of(&frame);
+        let fm = FastMeta::opening(&meta, true);
+        // A length the UDP analyzer refuses: nothing to open fast.
+        prop_assume!(fm.is_some());
+        let fm = fm.unwrap();
+        let (view, _) = parse_view(&frame[..], frame.len() as u32, 1).unwrap();
+        prop_assert_eq!(view, fm);
+
+        let mut full = new_conn(&meta, now, &cfg);
+        let ch_full = update(&mut full, &meta, now, true);
+        let ch_full = ch_full | check_thresholds(&mut full, &meta, now, ch_full);
+        let mut fast = Conn::ZERO;
+        let ch_fast = fast_open(&mut fast, &fm, meta.window_scale, &cfg, now);
+        let declines = full.has_flag(CONN_FLIPPED)
+            || full.has_flag(CONN_DNS_ANALYZER | CONN_NTP_ANALYZER);
+        prop_assert_eq!(ch_fast.is_none(), declines, "{:?}", full);
+        if let Some(ch) = ch_fast {
+            prop_assert_eq!(fast, full);
+            prop_assert_eq!(ch, ch_full);
+        }
     }
 }
 
+/// Likely server ports as the agent's defaults have them for UDP (DNS and NTP attach
+/// analyzers) and one more.
+fn likely() -> Ports {
+    Ports(vec![
+        (53, 17),
+        (123, 17),
+        (137, 17),
+        (5353, 17),
+        (5355, 17),
+        (443, 17),
+    ])
+}
+
+/// A port: one of `likely`'s, a neighbour of one, or any.
+fn port() -> impl Strategy<Value = u16> {
+    prop_oneof![
+        proptest::sample::select(vec![53u16, 123, 137, 5353, 5355, 443, 54, 124]),
+        any::<u16>(),
+    ]
+}
+
 #[test]
-fn only_a_plain_syn_without_payload_opens() {
+fn only_a_plain_syn_without_payload_or_a_datagram_opens() {
     let opening = |f: &[u8]| FastMeta::opening(&meta_of(f), true).is_some();
     assert!(opening(&tcp4(true, SYN, 1, 0, 0)));
     assert!(opening(&tcp4(true, SYN | PSH, 1, 0, 0)));
@@ -99,7 +166,8 @@ fn only_a_plain_syn_without_payload_opens() {
     }
     // TCP Fast Open: a SYN with data.
     assert!(!opening(&tcp4(true, SYN, 1, 0, 10)));
-    assert!(!opening(&udp4(true, 10)));
+    assert!(opening(&udp4(true, 10)));
+    assert!(!opening(&icmp4(true, 8, 10)));
     // A bad checksum only adds a letter: the full engine.
     assert!(FastMeta::opening(&meta_of(&tcp4(true, SYN, 1, 0, 0)), false).is_none());
 }
@@ -123,4 +191,19 @@ fn a_syn_opens_through_the_driver_as_the_full_engine_does() {
     assert!(ch.contains(Changes::NEW));
     assert_eq!(fast.table.map, full.table.map);
     assert_eq!(fast.hist(), "S");
+}
+
+#[test]
+fn a_datagram_to_an_analyzer_port_is_left_to_the_full_engine() {
+    // DNS decides its orientation on the first message: the full engine's job.
+    let mut sim = Sim::with_ports(&[(53, 17)]);
+    let q = udp4_payload((A4, 40000), (B4, 53), &dns_msg(false, 30));
+    let meta = meta_of(&q);
+    let fm = FastMeta::opening(&meta, true).unwrap();
+    let mut c = Conn::ZERO;
+    assert_eq!(fast_open(&mut c, &fm, meta.window_scale, &sim.cfg, 0), None);
+    let ch = sim.feed(&q, 1, true);
+    assert!(ch.contains(Changes::NEW));
+    assert!(sim.only().has_flag(CONN_DNS_ANALYZER));
+    assert_eq!(sim.hist(), "D");
 }
