@@ -77,6 +77,11 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         }
         None => None,
     };
+    // The stop handlers before conn.log exists: from then on a stop signal must drain and
+    // close the log, not kill (whoever waits for conn.log may stop the agent at once). Earlier,
+    // while the program loads, the default action is right: there is nothing to drain yet.
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let started = setup::start(&settings, &args.common, Box::new(flows), Mode::Live, extra)?;
     let Started {
         mut agent,
@@ -90,9 +95,6 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     if let Some(flows_id) = takeover {
         take_over(&mut kernel, &mut agent, &mut events, &args, flows_id)?;
     }
-    // The handlers first: a stop signal right after the line below must drain, not kill.
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     eprintln!(
         "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
         args.iface.join(", "),
