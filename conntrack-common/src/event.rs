@@ -113,18 +113,22 @@ pub struct TableFull {
     pub meta: PacketMeta,
 }
 
-/// One event, decoded (host side). A snapshot is the large one; snapshots are rare and the
-/// host collects events into a reused `Vec`.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One event, decoded (host side). A snapshot is the large one (512 bytes) and rare: boxed, it
+/// keeps every event at the size of a [`TableFull`], which the host moves into and out of a
+/// reused `Vec` for every packet that raises one.
+#[cfg(any(test, feature = "user"))]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// NewConn or StateChanged without a crossing.
     Conn(ConnChange),
     /// ReuseRemoved (the old connection), or a change that crossed thresholds.
-    Snapshot(Snapshot),
+    Snapshot(alloc::boxed::Box<Snapshot>),
     /// TableFull.
     TableFull(TableFull),
 }
+
+#[cfg(any(test, feature = "user"))]
+const _: () = assert!(size_of::<Event>() <= size_of::<TableFull>() + 8);
 
 /// True if the event of `kind` with `changes` carries the connection ([`Snapshot`]).
 #[inline(always)]
@@ -213,6 +217,7 @@ pub struct EventRef<'a> {
     pub conn: Option<&'a Conn>,
 }
 
+#[cfg(any(test, feature = "user"))]
 impl EventRef<'_> {
     /// The decoded event (host use; the eBPF glue writes the records itself).
     pub fn to_event(&self) -> Event {
@@ -229,13 +234,14 @@ impl EventRef<'_> {
             ConnChange::of(self.kind, self.changes, self.ts_ns, self.key, c, from_orig);
         if needs_snapshot(self.kind, self.changes) {
             change.orient |= HAS_CONN;
-            Event::Snapshot(Snapshot { change, conn: *c })
+            Event::Snapshot(alloc::boxed::Box::new(Snapshot { change, conn: *c }))
         } else {
             Event::Conn(change)
         }
     }
 }
 
+#[cfg(any(test, feature = "user"))]
 impl Event {
     /// The connection's change (`None` for TableFull).
     pub fn change(&self) -> Option<&ConnChange> {
@@ -308,7 +314,7 @@ impl Event {
             _ => {
                 let change: ConnChange = read(bytes)?;
                 if change.orient & HAS_CONN != 0 {
-                    read(bytes).map(Event::Snapshot)
+                    read(bytes).map(|s| Event::Snapshot(alloc::boxed::Box::new(s)))
                 } else {
                     Some(Event::Conn(change))
                 }

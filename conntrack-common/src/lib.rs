@@ -21,6 +21,10 @@
 #[cfg(test)]
 extern crate std;
 
+// The host's decoded events box their rare large variant.
+#[cfg(any(test, feature = "user"))]
+extern crate alloc;
+
 #[cfg(any(test, feature = "user"))]
 pub mod checksum;
 pub mod conn;

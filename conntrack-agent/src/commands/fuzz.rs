@@ -144,7 +144,7 @@ fn unlocked(mut c: Conn) -> Conn {
 fn normalized(events: &[Event]) -> Vec<Event> {
     events
         .iter()
-        .map(|e| match *e {
+        .map(|e| match e.clone() {
             Event::Snapshot(mut r) => {
                 r.conn = unlocked(r.conn);
                 Event::Snapshot(r)
