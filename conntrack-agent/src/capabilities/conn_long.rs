@@ -20,7 +20,7 @@ use crate::logs::conn_log::{ConnLogWriter, LogFormat};
 use crate::logs::record::ConnRecord;
 use crate::logs::rotate::{LogOptions, RotationPolicy};
 use crate::util::config_values::{HumanDuration, SpanError};
-use crate::util::site::{NetSet, addr_from_bytes};
+use crate::util::site::NetSet;
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::path::Path;
@@ -119,8 +119,8 @@ impl Writer {
         let mut rec = ConnRecord::from_conn(c);
         rec.uid = conn.uid().to_string();
         if !self.local_nets.is_empty() {
-            rec.local_orig = Some(self.local_nets.contains(&addr_from_bytes(&c.orig_addr)));
-            rec.local_resp = Some(self.local_nets.contains(&addr_from_bytes(&c.resp_addr)));
+            rec.local_orig = Some(self.local_nets.contains_bytes(&c.orig_addr));
+            rec.local_resp = Some(self.local_nets.contains_bytes(&c.resp_addr));
         }
         // Flushed at once: these records are rare and wanted while the connection lasts.
         let now = Some(conn.ts_ns() as i64);

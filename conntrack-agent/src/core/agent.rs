@@ -9,7 +9,7 @@ use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::{Datapath, ThresholdError};
 use crate::logs::conn_log::ConnLogWriter;
 use crate::logs::record::ConnRecord;
-use crate::util::site::{NetSet, addr_from_bytes};
+use crate::util::site::NetSet;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
 use conntrack_common::event::{ConnChange, Event, EventKind};
@@ -503,8 +503,8 @@ impl Agent {
         let mut r = ConnRecord::from_conn(c);
         r.uid = uid;
         if !self.local_nets.is_empty() {
-            r.local_orig = Some(self.local_nets.contains(&addr_from_bytes(&c.orig_addr)));
-            r.local_resp = Some(self.local_nets.contains(&addr_from_bytes(&c.resp_addr)));
+            r.local_orig = Some(self.local_nets.contains_bytes(&c.orig_addr));
+            r.local_resp = Some(self.local_nets.contains_bytes(&c.resp_addr));
         }
         r
     }

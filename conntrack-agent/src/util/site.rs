@@ -54,7 +54,40 @@ pub const PRIVATE_ADDRESS_SPACE: &[&str] = &[
 /// are matched against IPv4 networks as IPv4, as Zeek does.
 #[derive(Debug, Clone, Default)]
 pub struct NetSet {
-    nets: Vec<IpNet>,
+    nets: Vec<Masked>,
+}
+
+/// A network as a 128-bit prefix of the engine's 16-byte addresses (an IPv4 network sits in the
+/// IPv4-mapped range), checked with one AND and compare: two of these per logged connection
+/// (local_orig, local_resp) against a few dozen networks.
+#[derive(Debug, Clone, Copy)]
+struct Masked {
+    v4: bool,
+    net: u128,
+    mask: u128,
+}
+
+impl Masked {
+    fn of(net: IpNet) -> Self {
+        let (v4, addr, len) = match net.trunc() {
+            IpNet::V4(n) => (
+                true,
+                u128::from_be_bytes(n.network().to_ipv6_mapped().octets()),
+                96 + u32::from(n.prefix_len()),
+            ),
+            IpNet::V6(n) => (
+                false,
+                u128::from_be_bytes(n.network().octets()),
+                u32::from(n.prefix_len()),
+            ),
+        };
+        let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+        Self {
+            v4,
+            net: addr & mask,
+            mask,
+        }
+    }
 }
 
 impl NetSet {
@@ -83,7 +116,7 @@ impl NetSet {
                         ),
                     },
                 };
-                nets.push(net.trunc());
+                nets.push(Masked::of(net));
             }
         }
         Ok(Self { nets })
@@ -94,12 +127,19 @@ impl NetSet {
     }
 
     pub fn contains(&self, addr: &IpAddr) -> bool {
-        let addr = canonical(*addr);
-        self.nets.iter().any(|n| n.contains(&addr))
+        let bytes = match canonical(*addr) {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        self.contains_bytes(&bytes)
     }
 
+    /// `addr` in the engine's form; an IPv4-mapped address is IPv4 and meets only IPv4
+    /// networks (and a native IPv6 address only IPv6 ones, even `::/0`).
     pub fn contains_bytes(&self, addr: &[u8; 16]) -> bool {
-        self.contains(&addr_from_bytes(addr))
+        let a = u128::from_be_bytes(*addr);
+        let v4 = a >> 32 == 0xffff;
+        self.nets.iter().any(|n| n.v4 == v4 && a & n.mask == n.net)
     }
 }
 
@@ -188,5 +228,25 @@ mod tests {
         // host bits are masked like Zeek does
         let s = NetSet::parse_list(["192.168.1.1/16"]).unwrap();
         assert!(s.contains(&a("192.168.200.1")));
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_networks_meet_only_their_own_addresses() {
+        let all6 = NetSet::parse_list(["::/0"]).unwrap();
+        assert!(all6.contains(&a("2001:db8::1")));
+        assert!(all6.contains(&a("::")));
+        // An IPv4 address (also in its IPv4-mapped form) is not in an IPv6 network.
+        assert!(!all6.contains(&a("10.0.0.1")));
+        assert!(!all6.contains(&a("::ffff:10.0.0.1")));
+        assert!(!all6.contains_bytes(&addr_to_bytes(a("10.0.0.1"))));
+        let all4 = NetSet::parse_list(["0.0.0.0/0"]).unwrap();
+        assert!(all4.contains(&a("10.0.0.1")));
+        assert!(all4.contains(&a("::ffff:8.8.8.8")));
+        assert!(!all4.contains(&a("2001:db8::1")));
+        assert!(!all4.contains(&a("::")));
+        // Prefix edges.
+        let s = NetSet::parse_list(["10.1.2.3/32", "2001:db8::/127"]).unwrap();
+        assert!(s.contains(&a("10.1.2.3")) && !s.contains(&a("10.1.2.4")));
+        assert!(s.contains(&a("2001:db8::1")) && !s.contains(&a("2001:db8::2")));
     }
 }

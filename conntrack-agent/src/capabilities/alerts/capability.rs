@@ -8,7 +8,7 @@ use super::Alerts;
 use crate::capabilities::alerts::rule::ConnMatch;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
 use crate::logs::record::ConnRecord;
-use crate::util::site::{NetSet, addr_from_bytes};
+use crate::util::site::NetSet;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -95,14 +95,8 @@ impl Capability for AlertRules {
                 let mut rec = ConnRecord::from_conn(conn.conn());
                 rec.uid = conn.uid().to_string();
                 if !self.local_nets.is_empty() {
-                    rec.local_orig = Some(
-                        self.local_nets
-                            .contains(&addr_from_bytes(&conn.conn().orig_addr)),
-                    );
-                    rec.local_resp = Some(
-                        self.local_nets
-                            .contains(&addr_from_bytes(&conn.conn().resp_addr)),
-                    );
+                    rec.local_orig = Some(self.local_nets.contains_bytes(&conn.conn().orig_addr));
+                    rec.local_resp = Some(self.local_nets.contains_bytes(&conn.conn().resp_addr));
                 }
                 for rule in rules {
                     if let Err(e) = alerts.crossed(rule, conn.ts_ns() as i64, &rec) {
