@@ -413,9 +413,9 @@ pub fn event_after_update(created: Changes, ch: Changes) -> Option<EventKind> {
 /// The per-packet driver: for a packet of an existing connection the fast path
 /// ([`fast_update`]), else the full steps on the same entry; for a new connection opened by a
 /// plain SYN or a datagram [`fast_open`] on a value inserted whole, for any other (or when
-/// `fast_open` declines) [`process_packet_full`]. The fast path changes nothing that the full engine would report,
-/// so an applied packet emits no event and returns `Changes::NONE`, as the full engine does
-/// for it. One lookup serves both paths.
+/// `fast_open` declines) [`process_packet_full`]. The fast path changes nothing that the full
+/// engine would report, so an applied packet emits no event and returns `Changes::NONE`, as
+/// the full engine does for it. One lookup serves both paths.
 pub fn process_packet<T: FlowTable, C: EngineConfig>(
     table: &mut T,
     meta: &PacketMeta,
