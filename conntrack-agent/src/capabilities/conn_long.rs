@@ -111,6 +111,9 @@ impl crate::logs::rotate::Tick for Writer {
     fn flush(&mut self) -> anyhow::Result<()> {
         self.log.flush()
     }
+    fn health(&self) -> std::sync::Arc<crate::logs::health::LogHealth> {
+        self.log.health()
+    }
 }
 
 impl Writer {

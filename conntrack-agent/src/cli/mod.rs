@@ -251,6 +251,14 @@ pub struct RunArgs {
     #[arg(help_heading = "Capture", long, value_name = "MIB", default_value_t = 4,
           value_parser = parse_ring_mib)]
     pub ring_size: u32,
+
+    /// Records each log holds in memory while it cannot be written (disk full, I/O error):
+    /// tracking goes on, the log is tried again every second and the held records are written
+    /// in order once it can be. Records past this are lost and counted (summary, metrics).
+    #[arg(help_heading = "Logs", long, value_name = "RECORDS",
+          default_value_t = crate::logs::health::DEFAULT_BACKLOG,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_backlog: u64,
 }
 
 /// `--ring-size`: MiB, a power of two from 1 to 1024 (a BPF ring buffer is a power-of-two

@@ -227,6 +227,8 @@ pub fn read_with(
         synth_ethernet(l3.version, ip, &mut frame);
         match agent.process(&frame, pkt.ts_ns, checksum_ok) {
             Ok(()) => st.processed += 1,
+            // A log that cannot be written ends the replay (the file is named).
+            Err(e) if crate::logs::health::any_failing(&agent.log_health()) => return Err(e),
             Err(e) => st.skip(&format!("engine: {e}")),
         }
     }
@@ -271,6 +273,10 @@ pub fn read_with(
         ));
     }
     eprintln!("{summary}");
+    let logs = agent.log_health();
+    for line in crate::logs::health::summaries(&logs) {
+        eprintln!("conntrack-agent: {line}");
+    }
     let alerts = alerts.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(line) = alerts.and_then(|a| a.finish_blocking().summary()) {
         eprintln!("{line}");
@@ -288,6 +294,9 @@ pub fn read_with(
             "conntrack-agent: not used by the engine: {}",
             parts.join(", ")
         );
+    }
+    if crate::logs::health::any_lost(&logs) {
+        anyhow::bail!("some records could not be written (see above)");
     }
     if st.packets > 0 && st.processed == 0 && reader.skipped_linktype == st.packets {
         anyhow::bail!(

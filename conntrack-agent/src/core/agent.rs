@@ -546,6 +546,13 @@ impl Agent {
         self.writer.close()
     }
 
+    /// What became of the records of conn.log and the capabilities' logs.
+    pub fn log_health(&self) -> Vec<std::sync::Arc<crate::logs::health::LogHealth>> {
+        let mut all = vec![self.writer.health()];
+        all.extend(self.logs.iter().map(|l| l.borrow().health()));
+        all
+    }
+
     /// conn.log and the capabilities' logs (removal.log) to disk.
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.flush_capability_logs()?;

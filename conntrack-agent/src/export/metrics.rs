@@ -52,6 +52,8 @@ pub struct Metrics {
     ipfix: Family<Labels, Counter>,
     iface_packets: Family<Labels, Counter>,
     iface_bytes: Family<Labels, Counter>,
+    log_dropped: Family<Labels, Counter>,
+    log_pending: Family<Labels, U64Gauge>,
 }
 
 /// Name and help of each kernel counter (`conntrack_kernel_<name>_total`).
@@ -180,6 +182,19 @@ impl Metrics {
             "Frame bytes (Ethernet header on) the eBPF program saw, by interface",
             iface_bytes.clone(),
         );
+        let log_dropped = Family::<Labels, Counter>::default();
+        r.register(
+            "conntrack_log_records_dropped",
+            "Records that will never be written, by log: past --log-backlog while the log could \
+             not be written, or its reader closed standard output",
+            log_dropped.clone(),
+        );
+        let log_pending = Family::<Labels, U64Gauge>::default();
+        r.register(
+            "conntrack_log_records_pending",
+            "Records held in memory because the log cannot be written now (disk full, I/O error)",
+            log_pending.clone(),
+        );
         Self {
             registry: Arc::new(r),
             conns_created,
@@ -195,6 +210,23 @@ impl Metrics {
             ipfix,
             iface_packets,
             iface_bytes,
+            log_dropped,
+            log_pending,
+        }
+    }
+
+    /// Copies the logs' write counters (`logs::health`).
+    pub fn set_log_health(&self, logs: &[Arc<crate::logs::health::LogHealth>]) {
+        for h in logs {
+            let l = labels(&[("log", &h.name)]);
+            let c = self.log_dropped.get_or_create(&l);
+            let now = h.dropped.load(Ordering::Relaxed);
+            if now > c.get() {
+                c.inc_by(now - c.get());
+            }
+            self.log_pending
+                .get_or_create(&l)
+                .set(h.pending.load(Ordering::Relaxed));
         }
     }
 

@@ -58,6 +58,11 @@ impl ConnLogWriter {
         self.file.path()
     }
 
+    /// What became of its records.
+    pub fn health(&self) -> std::sync::Arc<crate::logs::health::LogHealth> {
+        self.file.health()
+    }
+
     /// Records written so far.
     #[allow(dead_code)]
     pub fn records(&self) -> u64 {

@@ -3,5 +3,6 @@
 
 pub mod community_id;
 pub mod conn_log;
+pub mod health;
 pub mod record;
 pub mod rotate;

@@ -18,9 +18,12 @@
 //! got its first record or timer tick (a file flushed before that uses the wall clock); its
 //! `#close` time is the network time it was rotated at, or the last network time seen.
 
+use crate::logs::health::{self, LogHealth, OnWriteError};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// When to rotate; both off means never.
@@ -77,58 +80,57 @@ pub fn rotated_name(name: &str, open_ns: i64, n: u32) -> String {
     }
 }
 
-enum Out {
-    File(BufWriter<File>),
-    Stdout(BufWriter<StdoutSink>),
+/// Where the bytes go. Lines are buffered in [`LogFile`] (whole lines only), not here.
+enum Sink {
+    File(File),
+    Stdout,
+    /// Tests: a file on a disk with `room` bytes left, which fills like a real one (a write
+    /// takes what fits, the next one fails with ENOSPC).
+    #[cfg(test)]
+    Limited {
+        file: File,
+        room: std::rc::Rc<std::cell::Cell<usize>>,
+    },
 }
 
-/// Standard output that outlives its reader: when the pipe is closed (`... --stdout | head`),
-/// the rest is dropped with one warning instead of an error for every record.
-struct StdoutSink {
-    gone: bool,
-}
-
-impl StdoutSink {
-    fn check(&mut self, r: std::io::Result<usize>, len: usize) -> std::io::Result<usize> {
-        match r {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                self.gone = true;
-                log::warn!(
-                    "stdout was closed by its reader: conn.log records are dropped from now on"
-                );
-                Ok(len)
-            }
-            other => other,
-        }
-    }
-}
-
-impl Write for StdoutSink {
+impl Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.gone {
-            return Ok(buf.len());
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Stdout => std::io::stdout().write(buf),
+            #[cfg(test)]
+            Sink::Limited { file, room } => {
+                let n = buf.len().min(room.get());
+                if n == 0 {
+                    return Err(std::io::Error::from_raw_os_error(28));
+                }
+                room.set(room.get() - n);
+                file.write(&buf[..n])
+            }
         }
-        let r = std::io::stdout().write(buf);
-        self.check(r, buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.gone {
-            return Ok(());
+        match self {
+            Sink::Stdout => std::io::stdout().flush(),
+            _ => Ok(()),
         }
-        let r = std::io::stdout().flush().map(|()| 0);
-        self.check(r, 0).map(drop)
+    }
+
+    fn file(&mut self) -> Option<&mut File> {
+        match self {
+            Sink::File(f) => Some(f),
+            #[cfg(test)]
+            Sink::Limited { file, .. } => Some(file),
+            Sink::Stdout => None,
+        }
     }
 }
 
-impl Out {
-    fn w(&mut self) -> &mut dyn Write {
-        match self {
-            Out::File(f) => f,
-            Out::Stdout(s) => s,
-        }
-    }
-}
+/// Buffered lines bigger than this are written out.
+const BUFFER: usize = 1 << 16;
+/// How often a failing log is tried again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// A log that rotates on network time: the agent ticks every log it writes, so that an idle
 /// one still rotates on time.
@@ -136,6 +138,8 @@ pub trait Tick {
     fn tick(&mut self, now_ns: i64) -> anyhow::Result<()>;
     /// Buffered lines to disk (the agent flushes its logs together).
     fn flush(&mut self) -> anyhow::Result<()>;
+    /// What became of its records (write errors, held and lost records).
+    fn health(&self) -> Arc<LogHealth>;
 }
 
 /// Shared with the capability that writes it.
@@ -148,6 +152,9 @@ impl Tick for LogFile {
     fn flush(&mut self) -> anyhow::Result<()> {
         LogFile::flush(self)
     }
+    fn health(&self) -> Arc<LogHealth> {
+        self.health.clone()
+    }
 }
 
 /// Builds the TSV header for an open time in seconds; None for headerless logs (JSON).
@@ -158,7 +165,21 @@ pub struct LogFile {
     dir: PathBuf,
     name: String,
     path: PathBuf,
-    out: Out,
+    sink: Sink,
+    /// Whole lines not yet written (the tail of a line that failed half way is cut from the
+    /// file and stays here).
+    buf: Vec<u8>,
+    /// Lines in `buf` (headers included: what the backlog bounds).
+    buf_lines: u64,
+    /// Length of the file on disk: always at a line end.
+    on_disk: u64,
+    /// Fail or hold on write errors ([`health::policy`] when created).
+    on_error: OnWriteError,
+    /// While failing: when to try again.
+    retry_at: Option<std::time::Instant>,
+    /// How long to wait before trying again ([`RETRY`]; tests shorten it).
+    retry: Duration,
+    health: Arc<LogHealth>,
     header: Option<HeaderFn>,
     /// Every line is flushed at once (logs read with `tail -f` while the agent runs).
     flush_each: bool,
@@ -192,25 +213,32 @@ impl LogFile {
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let mut leftover = None;
-        let out = if opts.stdout {
-            Out::Stdout(BufWriter::with_capacity(
-                1 << 16,
-                StdoutSink { gone: false },
-            ))
+        let sink = if opts.stdout {
+            Sink::Stdout
         } else {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                anyhow::anyhow!("cannot create log directory {}: {e}", dir.display())
-            })?;
+            create_log_dir(&dir)?;
             if !opts.rotation.is_off() || opts.rotation.keep_previous {
                 leftover = keep_leftover(&dir, name, path);
             }
-            Out::File(BufWriter::with_capacity(1 << 16, open_new(path)?))
+            Sink::File(open_new(path)?)
+        };
+        let shown = if opts.stdout {
+            format!("{name}.log on standard output")
+        } else {
+            path.display().to_string()
         };
         let mut log = Self {
             dir,
             name: name.to_string(),
             path: path.to_path_buf(),
-            out,
+            sink,
+            buf: Vec::with_capacity(BUFFER),
+            buf_lines: 0,
+            on_disk: 0,
+            on_error: health::policy(),
+            retry_at: None,
+            retry: RETRY,
+            health: LogHealth::new(&shown),
             header,
             flush_each,
             policy: if opts.stdout {
@@ -245,6 +273,11 @@ impl LogFile {
         &self.path
     }
 
+    /// What became of its records.
+    pub fn health(&self) -> Arc<LogHealth> {
+        self.health.clone()
+    }
+
     /// Fixes the open time at `now_ns` if not yet known, and writes the header.
     fn opened(&mut self, now_ns: i64) -> std::io::Result<()> {
         if self.open_ns.is_none() {
@@ -255,7 +288,8 @@ impl LogFile {
             self.header_written = true;
             if let Some(h) = &self.header {
                 let text = h(self.open_ns.unwrap_or(now_ns).div_euclid(1_000_000_000));
-                self.out.w().write_all(text.as_bytes())?;
+                self.buf_lines += text.bytes().filter(|&b| b == b'\n').count() as u64;
+                self.buf.extend_from_slice(text.as_bytes());
                 self.bytes += text.len() as u64;
             }
         }
@@ -264,14 +298,15 @@ impl LogFile {
 
     /// Network time is `now_ns`: rotates when an interval boundary has passed. As in Zeek,
     /// the rotation happens at the network time that passed the boundary (in `read`, the
-    /// first packet after it), which closes the old file and opens the new one.
+    /// first packet after it), which closes the old file and opens the new one. A failing log
+    /// rotates once it can be written again (the `#close` line must reach the file).
     pub fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
         if self.closed {
             return Ok(());
         }
         self.last_ns = Some(self.last_ns.map_or(now_ns, |l| l.max(now_ns)));
         self.opened(now_ns)?;
-        if self.next_rotate_ns.is_some_and(|at| now_ns >= at) {
+        if self.next_rotate_ns.is_some_and(|at| now_ns >= at) && self.retry_at.is_none() {
             self.rotate(now_ns)?;
         }
         Ok(())
@@ -287,20 +322,32 @@ impl LogFile {
     pub fn write_line(&mut self, line: &str, now_ns: Option<i64>) -> anyhow::Result<()> {
         let now = now_ns.unwrap_or_else(wall_ns);
         self.tick(now)?;
+        if self.health.reader_gone.load(Ordering::Relaxed) {
+            self.health.drop_records(1);
+            return Ok(());
+        }
         let len = line.len() as u64 + 1;
         if let Some(limit) = self.policy.size
             && self.records_in_file > 0
             && self.bytes + len > limit
+            && self.retry_at.is_none()
         {
             self.rotate(now)?;
         }
-        let w = self.out.w();
-        w.write_all(line.as_bytes())?;
-        w.write_all(b"\n")?;
+        if let OnWriteError::Hold { backlog } = self.on_error
+            && self.retry_at.is_some()
+            && self.buf_lines >= backlog
+        {
+            self.health.drop_records(1);
+            return Ok(());
+        }
+        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.push(b'\n');
+        self.buf_lines += 1;
         self.bytes += len;
         self.records_in_file += 1;
-        if self.flush_each {
-            self.out.w().flush()?;
+        if self.flush_each || self.buf.len() >= BUFFER {
+            self.write_out()?;
         }
         Ok(())
     }
@@ -311,16 +358,106 @@ impl LogFile {
             let now = self.open_ns.unwrap_or_else(wall_ns);
             self.opened(now)?;
         }
-        self.out.w().flush()?;
-        Ok(())
+        self.write_out()
+    }
+
+    /// Writes the buffered lines, as far as the sink takes them. On an error, `read` gets it
+    /// (naming the file); `run` warns once and keeps the lines, trying again a second later.
+    fn write_out(&mut self) -> anyhow::Result<()> {
+        if self
+            .retry_at
+            .is_some_and(|at| std::time::Instant::now() < at)
+        {
+            return Ok(());
+        }
+        let result = self.write_buffered().and_then(|()| self.sink.flush());
+        let Err(e) = result else {
+            self.retry_at = None;
+            if self.health.failing.swap(false, Ordering::Relaxed) {
+                log::warn!("{}: writable again; held records written", self.health.name);
+            }
+            self.health.pending.store(0, Ordering::Relaxed);
+            return Ok(());
+        };
+        if matches!(self.sink, Sink::Stdout) && e.kind() == std::io::ErrorKind::BrokenPipe {
+            // `... --stdout | head`: the reader is gone; the rest is dropped, and said so once.
+            self.health.reader_gone.store(true, Ordering::Relaxed);
+            self.health.drop_records(self.buf_lines);
+            self.buf.clear();
+            self.buf_lines = 0;
+            log::warn!(
+                "standard output was closed by its reader: {} records are dropped from now on",
+                self.name
+            );
+            return Ok(());
+        }
+        let first = self.health.fail(&e.to_string());
+        self.health.pending.store(self.buf_lines, Ordering::Relaxed);
+        match self.on_error {
+            OnWriteError::Fail => {
+                Err(anyhow::Error::new(e).context(format!("cannot write {}", self.health.name)))
+            }
+            OnWriteError::Hold { backlog } => {
+                if first || self.retry_at.is_none() {
+                    log::warn!(
+                        "cannot write {}: {e}; tracking goes on, up to {backlog} records are \
+                         held in memory and written in order when it can be written again \
+                         (tried every second)",
+                        self.health.name
+                    );
+                }
+                self.retry_at = Some(std::time::Instant::now() + self.retry);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes `buf` out; on an error, the file is cut back to the last whole line written
+    /// (no record is ever split) and the rest stays in `buf`.
+    fn write_buffered(&mut self) -> std::io::Result<()> {
+        let mut done = 0;
+        let result = loop {
+            if done == self.buf.len() {
+                break Ok(());
+            }
+            match self.sink.write(&self.buf[done..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if result.is_ok() {
+            self.on_disk += done as u64;
+            self.buf.clear();
+            self.buf_lines = 0;
+            return Ok(());
+        }
+        let whole = self.buf[..done]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if let Some(f) = self.sink.file() {
+            self.on_disk += whole as u64;
+            if whole < done {
+                // A truncation frees blocks: it works on a full disk too.
+                f.set_len(self.on_disk)?;
+                f.seek(std::io::SeekFrom::Start(self.on_disk))?;
+            }
+        }
+        self.buf.drain(..whole);
+        self.buf_lines = self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
+        result
     }
 
     /// `#close` (with the time it was closed: the wall clock, or network time on rotation).
-    fn write_close(&mut self, close_ns: i64) -> std::io::Result<()> {
+    fn write_close(&mut self, close_ns: i64) -> anyhow::Result<()> {
         if self.header.is_some() {
-            writeln!(self.out.w(), "#close\t{}", date_ns(close_ns))?;
+            self.buf
+                .extend_from_slice(format!("#close\t{}\n", date_ns(close_ns)).as_bytes());
+            self.buf_lines += 1;
         }
-        self.out.w().flush()
+        self.write_out()
     }
 
     /// Closes the current file, renames it after its open time and starts a new one opened
@@ -345,7 +482,13 @@ impl LogFile {
             return Ok(());
         }
         self.write_close(at_ns)?;
-        self.out = Out::File(BufWriter::with_capacity(1 << 16, open_new(&self.path)?));
+        if self.retry_at.is_some() {
+            // The `#close` did not fit: the old file keeps its held lines until they do.
+            // (Rare: the disk filled just now.) Later records go there too.
+            return Ok(());
+        }
+        self.sink = Sink::File(open_new(&self.path)?);
+        self.on_disk = 0;
         self.postprocess(&target);
         self.rotated.push(target);
         self.open_ns = None;
@@ -377,6 +520,8 @@ impl LogFile {
     }
 
     /// Writes `#close` and flushes; waits for post-rotation commands; later calls do nothing.
+    /// Records a failing log still holds get one last try (`run`'s stop): what does not fit
+    /// then is lost, and counted.
     pub fn close(&mut self) -> anyhow::Result<()> {
         if self.closed {
             return Ok(());
@@ -385,7 +530,21 @@ impl LogFile {
         let now = self.last_ns.unwrap_or_else(wall_ns);
         self.opened(self.open_ns.unwrap_or(now))?;
         self.closed = true;
+        self.retry_at = None;
         self.write_close(now)?;
+        if self.retry_at.is_some() {
+            let lost = self
+                .buf_lines
+                .saturating_sub(u64::from(self.header.is_some()));
+            self.health.drop_records(lost);
+            self.health.pending.store(0, Ordering::Relaxed);
+            log::error!(
+                "{}: {lost} records could not be written before exit",
+                self.health.name
+            );
+            self.buf.clear();
+            self.buf_lines = 0;
+        }
         for mut c in self.children.drain(..) {
             match c.wait() {
                 Ok(s) if !s.success() => log::warn!("--rotate-command exited with {s}"),
@@ -426,6 +585,19 @@ fn keep_leftover(dir: &Path, name: &str, path: &Path) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The log directory, made if missing; a clear error when a file is in the way.
+fn create_log_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "log directory {} is not a directory (a file of that name exists): give --log-dir \
+             a directory",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))
 }
 
 fn open_new(path: &Path) -> anyhow::Result<File> {
@@ -522,8 +694,103 @@ mod tests {
         LogFile::create(&dir.join("x.log"), "x", header(), opts, false).unwrap()
     }
 
+    /// `x.log` on a disk with `room` bytes left, holding up to `backlog` records on errors.
+    fn log_on_small_disk(
+        dir: &Path,
+        room: &std::rc::Rc<std::cell::Cell<usize>>,
+        backlog: u64,
+    ) -> LogFile {
+        let mut l = log(dir, RotationPolicy::default());
+        let file = l.sink.file().unwrap().try_clone().unwrap();
+        l.sink = Sink::Limited {
+            file,
+            room: room.clone(),
+        };
+        l.on_error = OnWriteError::Hold { backlog };
+        l.retry = Duration::ZERO;
+        l
+    }
+
     fn records(text: &str) -> Vec<&str> {
         text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn a_full_disk_holds_records_and_writes_them_in_order_when_space_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = std::rc::Rc::new(std::cell::Cell::new(600));
+        let mut l = log_on_small_disk(dir.path(), &room, 50);
+        let line = |i: usize| format!("record {i:03} {}", "x".repeat(40));
+        for i in 0..30 {
+            l.write_line(&line(i), Some(T0)).unwrap();
+            l.flush().unwrap();
+        }
+        // The disk is full: only whole lines on it, the rest held.
+        let text = std::fs::read_to_string(dir.path().join("x.log")).unwrap();
+        assert!(text.ends_with('\n'), "a record was split: {text:?}");
+        let on_disk = records(&text).len();
+        assert!(on_disk > 0 && on_disk < 30, "{on_disk}");
+        assert!(l.health.failing.load(Ordering::Relaxed));
+        assert_eq!(
+            l.health.pending.load(Ordering::Relaxed),
+            30 - on_disk as u64
+        );
+        // Space again: everything, in order, once.
+        room.set(usize::MAX);
+        for i in 30..40 {
+            l.write_line(&line(i), Some(T0)).unwrap();
+        }
+        l.close().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("x.log")).unwrap();
+        let want: Vec<String> = (0..40).map(line).collect();
+        assert_eq!(records(&text), want);
+        assert!(text.ends_with(&format!("#close\t{}\n", date_ns(T0))));
+        assert_eq!(l.health.dropped.load(Ordering::Relaxed), 0);
+        assert!(!l.health.failing.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn past_the_backlog_records_are_counted_as_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut l = log_on_small_disk(dir.path(), &room, 10);
+        for i in 0..25 {
+            l.write_line(&format!("r{i}"), Some(T0)).unwrap();
+            l.flush().unwrap();
+        }
+        // The header's two lines count against the backlog too: 8 records held.
+        assert_eq!(l.buf_lines, 10);
+        assert_eq!(l.health.dropped.load(Ordering::Relaxed), 25 - 8);
+        room.set(usize::MAX);
+        l.close().unwrap();
+        let text = std::fs::read_to_string(dir.path().join("x.log")).unwrap();
+        let want: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+        assert_eq!(records(&text), want);
+        assert!(l.health.summary().unwrap().contains("17 records were lost"));
+    }
+
+    #[test]
+    fn a_write_error_in_read_names_the_file_and_leaves_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = std::rc::Rc::new(std::cell::Cell::new(500));
+        let mut l = log_on_small_disk(dir.path(), &room, 10);
+        l.on_error = OnWriteError::Fail;
+        let err = (0..100)
+            .find_map(|i| {
+                l.write_line(&format!("record {i} {}", "y".repeat(30)), Some(T0))
+                    .and_then(|()| l.flush())
+                    .err()
+            })
+            .expect("the disk fills");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("x.log") && msg.contains("os error 28"),
+            "{msg}"
+        );
+        let text = std::fs::read_to_string(dir.path().join("x.log")).unwrap();
+        assert!(text.ends_with('\n'), "{text:?}");
+        let whole = |r: &&str| r.starts_with("record ") && r.ends_with(&"y".repeat(30));
+        assert!(records(&text).iter().all(whole), "{text:?}");
     }
 
     #[test]

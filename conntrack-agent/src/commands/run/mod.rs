@@ -30,6 +30,8 @@ const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
 pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     args.common.keep_previous_logs = true;
+    // A monitor outlives its disk: logs hold records on write errors instead of failing.
+    crate::logs::health::set_hold(args.log_backlog);
     // SIGHUP re-reads --config (reload.rs). Caught from the start: its default action would
     // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
@@ -176,6 +178,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
                         if let Some(x) = &ipfix {
                             m.set_ipfix(&x.stats());
                         }
+                        m.set_log_health(&agent.log_health());
                     }
                     status.update(Sample::new(
                         Instant::now(),
@@ -245,6 +248,9 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
              were applied); please report this",
             get(Stat::LockBusy)
         );
+    }
+    for line in crate::logs::health::summaries(&agent.log_health()) {
+        eprintln!("conntrack-agent: {line}");
     }
     if let Some(x) = ipfix {
         // Joins the sender thread: at most one batch and a 5 s connect timeout.
