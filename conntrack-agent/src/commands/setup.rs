@@ -105,6 +105,7 @@ pub fn start(
     let alerts = Alerts::start(&config.alerts, &common.log_dir, common.community_id)?;
     let alert_rules = alerts.has_rules();
     let alert_metrics = alerts.metrics();
+    let alert_log = alerts.log_health();
     let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
     let mut agent = Agent::new(
         dp,
@@ -128,6 +129,9 @@ pub fn start(
     ) {
         // An idle connection must not delay its duration thresholds until its next packet.
         agent.set_duration_mode(DurationMode::NextPacketOrTimer);
+    }
+    if let Some(h) = alert_log {
+        agent.add_health(h);
     }
     let conn_long = register_logs(&mut agent, config, common, &settings.local_nets)?;
     if alert_rules {

@@ -45,6 +45,8 @@ pub struct Agent {
     core: EventCore,
     /// The other logs capabilities write (conn_long.log, removal.log): rotated with conn.log.
     logs: Vec<crate::logs::rotate::SharedLog>,
+    /// Outputs besides `logs` that count their write errors.
+    health: Vec<std::sync::Arc<crate::logs::health::LogHealth>>,
     pub stats: AgentStats,
 }
 
@@ -155,6 +157,7 @@ impl Agent {
             chunks: Vec::new(),
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
             logs: Vec::new(),
+            health: Vec::new(),
             stats: AgentStats::default(),
         }
     }
@@ -225,6 +228,12 @@ impl Agent {
     /// Ticks `log` with network time as conn.log is (interval rotation of an idle log).
     pub fn add_log(&mut self, log: crate::logs::rotate::SharedLog) {
         self.logs.push(log);
+    }
+
+    /// Another output whose write errors the summary and metrics report (alerts.log,
+    /// extracted files).
+    pub fn add_health(&mut self, health: std::sync::Arc<crate::logs::health::LogHealth>) {
+        self.health.push(health);
     }
 
     /// New inactivity timeouts (SIGHUP): see [`Tracker::set_timeouts`].
@@ -550,6 +559,7 @@ impl Agent {
     pub fn log_health(&self) -> Vec<std::sync::Arc<crate::logs::health::LogHealth>> {
         let mut all = vec![self.writer.health()];
         all.extend(self.logs.iter().map(|l| l.borrow().health()));
+        all.extend(self.health.iter().cloned());
         all
     }
 

@@ -41,7 +41,9 @@ pub fn policy() -> OnWriteError {
 #[derive(Debug, Default)]
 pub struct LogHealth {
     pub name: String,
-    /// Records (or extracted chunks) that will never be written.
+    /// What `dropped` counts: "records", or "bytes" for extracted files.
+    pub unit: &'static str,
+    /// Records (or bytes, see `unit`) that will never be written.
     pub dropped: AtomicU64,
     /// Records held in memory, waiting for the log to be writable again.
     pub pending: AtomicU64,
@@ -57,8 +59,14 @@ pub struct LogHealth {
 
 impl LogHealth {
     pub fn new(name: &str) -> Arc<Self> {
+        Self::counting(name, "records")
+    }
+
+    /// Counting what is lost in `unit`s.
+    pub fn counting(name: &str, unit: &'static str) -> Arc<Self> {
         Arc::new(Self {
             name: name.to_string(),
+            unit,
             ..Default::default()
         })
     }
@@ -82,8 +90,8 @@ impl LogHealth {
         let dropped = self.dropped.load(Ordering::Relaxed);
         if self.reader_gone.load(Ordering::Relaxed) {
             return Some(format!(
-                "{}: closed by its reader; {dropped} records were not written",
-                self.name
+                "{}: closed by its reader; {dropped} {} were not written",
+                self.name, self.unit
             ));
         }
         if !self.failed_once.load(Ordering::Relaxed) {
@@ -97,13 +105,13 @@ impl LogHealth {
             .unwrap_or_default();
         Some(if dropped == 0 {
             format!(
-                "{}: writes failed ({error}); every record was written once it could be",
+                "{}: writes failed ({error}); everything was written once it could be",
                 self.name
             )
         } else {
             format!(
-                "{}: writes failed ({error}); {dropped} records were lost",
-                self.name
+                "{}: writes failed ({error}); {dropped} {} were lost",
+                self.name, self.unit
             )
         })
     }

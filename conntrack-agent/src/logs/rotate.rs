@@ -89,7 +89,7 @@ enum Sink {
     #[cfg(test)]
     Limited {
         file: File,
-        room: std::rc::Rc<std::cell::Cell<usize>>,
+        room: Arc<std::sync::atomic::AtomicUsize>,
     },
 }
 
@@ -100,11 +100,11 @@ impl Sink {
             Sink::Stdout => std::io::stdout().write(buf),
             #[cfg(test)]
             Sink::Limited { file, room } => {
-                let n = buf.len().min(room.get());
+                let n = buf.len().min(room.load(Ordering::Relaxed));
                 if n == 0 {
                     return Err(std::io::Error::from_raw_os_error(28));
                 }
-                room.set(room.get() - n);
+                room.fetch_sub(n, Ordering::Relaxed);
                 file.write(&buf[..n])
             }
         }
@@ -158,7 +158,7 @@ impl Tick for LogFile {
 }
 
 /// Builds the TSV header for an open time in seconds; None for headerless logs (JSON).
-pub type HeaderFn = Box<dyn Fn(i64) -> String>;
+pub type HeaderFn = Box<dyn Fn(i64) -> String + Send>;
 
 /// One log: `<dir>/<name>.log` (or stdout), with Zeek's header/`#close` when `header` is set.
 pub struct LogFile {
@@ -222,12 +222,63 @@ impl LogFile {
             }
             Sink::File(open_new(path)?)
         };
-        let shown = if opts.stdout {
-            format!("{name}.log on standard output")
+        let policy = if opts.stdout {
+            RotationPolicy::default()
         } else {
-            path.display().to_string()
+            opts.rotation
         };
-        let mut log = Self {
+        let mut log = Self::create_with_sink(path, name, header, policy, sink, flush_each);
+        if let Some(old) = leftover {
+            log.postprocess(&old);
+            log.rotated.push(old);
+        }
+        Ok(log)
+    }
+
+    /// A headerless log appended to across runs, never rotated, each line written at once
+    /// (alerts.log: the record of what was sent).
+    pub fn append(path: &Path) -> anyhow::Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        create_log_dir(dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let on_disk = file.metadata().map_or(0, |m| m.len());
+        let name = path
+            .file_stem()
+            .map_or_else(|| "log".into(), |s| s.to_string_lossy().into_owned());
+        let mut log = Self::create_with_sink(
+            path,
+            &name,
+            None,
+            RotationPolicy::default(),
+            Sink::File(file),
+            true,
+        );
+        log.on_disk = on_disk;
+        Ok(log)
+    }
+
+    fn create_with_sink(
+        path: &Path,
+        name: &str,
+        header: Option<HeaderFn>,
+        policy: RotationPolicy,
+        sink: Sink,
+        flush_each: bool,
+    ) -> Self {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let shown = match sink {
+            Sink::Stdout => format!("{name}.log on standard output"),
+            _ => path.display().to_string(),
+        };
+        Self {
             dir,
             name: name.to_string(),
             path: path.to_path_buf(),
@@ -241,11 +292,7 @@ impl LogFile {
             health: LogHealth::new(&shown),
             header,
             flush_each,
-            policy: if opts.stdout {
-                RotationPolicy::default()
-            } else {
-                opts.rotation
-            },
+            policy,
             open_ns: None,
             last_ns: None,
             header_written: false,
@@ -255,12 +302,7 @@ impl LogFile {
             closed: false,
             rotated: Vec::new(),
             children: Vec::new(),
-        };
-        if let Some(old) = leftover {
-            log.postprocess(&old);
-            log.rotated.push(old);
         }
-        Ok(log)
     }
 
     /// Files rotated so far, oldest first.
@@ -697,7 +739,7 @@ mod tests {
     /// `x.log` on a disk with `room` bytes left, holding up to `backlog` records on errors.
     fn log_on_small_disk(
         dir: &Path,
-        room: &std::rc::Rc<std::cell::Cell<usize>>,
+        room: &Arc<std::sync::atomic::AtomicUsize>,
         backlog: u64,
     ) -> LogFile {
         let mut l = log(dir, RotationPolicy::default());
@@ -718,7 +760,7 @@ mod tests {
     #[test]
     fn a_full_disk_holds_records_and_writes_them_in_order_when_space_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let room = std::rc::Rc::new(std::cell::Cell::new(600));
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(600));
         let mut l = log_on_small_disk(dir.path(), &room, 50);
         let line = |i: usize| format!("record {i:03} {}", "x".repeat(40));
         for i in 0..30 {
@@ -736,7 +778,7 @@ mod tests {
             30 - on_disk as u64
         );
         // Space again: everything, in order, once.
-        room.set(usize::MAX);
+        room.store(usize::MAX, Ordering::Relaxed);
         for i in 30..40 {
             l.write_line(&line(i), Some(T0)).unwrap();
         }
@@ -752,7 +794,7 @@ mod tests {
     #[test]
     fn past_the_backlog_records_are_counted_as_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let room = std::rc::Rc::new(std::cell::Cell::new(0));
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut l = log_on_small_disk(dir.path(), &room, 10);
         for i in 0..25 {
             l.write_line(&format!("r{i}"), Some(T0)).unwrap();
@@ -761,7 +803,7 @@ mod tests {
         // The header's two lines count against the backlog too: 8 records held.
         assert_eq!(l.buf_lines, 10);
         assert_eq!(l.health.dropped.load(Ordering::Relaxed), 25 - 8);
-        room.set(usize::MAX);
+        room.store(usize::MAX, Ordering::Relaxed);
         l.close().unwrap();
         let text = std::fs::read_to_string(dir.path().join("x.log")).unwrap();
         let want: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
@@ -772,7 +814,7 @@ mod tests {
     #[test]
     fn a_write_error_in_read_names_the_file_and_leaves_whole_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let room = std::rc::Rc::new(std::cell::Cell::new(500));
+        let room = Arc::new(std::sync::atomic::AtomicUsize::new(500));
         let mut l = log_on_small_disk(dir.path(), &room, 10);
         l.on_error = OnWriteError::Fail;
         let err = (0..100)

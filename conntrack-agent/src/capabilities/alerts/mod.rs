@@ -21,12 +21,9 @@ mod tests;
 use crate::core::thresholds::ThresholdKind;
 use crate::logs::record::ConnRecord;
 pub use alert::Alert;
-use anyhow::Context;
 use config::AlertsSettings;
 pub use metrics::{AlertMetrics, MetricsSnapshot};
 pub use rule::{ConnMatch, Rule, RuleId};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +45,7 @@ pub struct Arm {
 /// The alert capability: rules, alerts.log and the webhook delivery workers.
 pub struct Alerts {
     rules: Vec<Rule>,
-    log: Option<File>,
+    log: Option<crate::logs::rotate::LogFile>,
     log_path: PathBuf,
     delivery: Delivery,
     metrics: Arc<AlertMetrics>,
@@ -72,15 +69,7 @@ impl Alerts {
         let log = if settings.rules.is_empty() {
             None
         } else {
-            std::fs::create_dir_all(log_dir)
-                .with_context(|| format!("cannot create log directory {}", log_dir.display()))?;
-            Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)
-                    .with_context(|| format!("cannot open {}", log_path.display()))?,
-            )
+            Some(crate::logs::rotate::LogFile::append(&log_path)?)
         };
         let spool_root = settings
             .spool_dir
@@ -159,9 +148,9 @@ impl Alerts {
         let body = alert.to_json();
         AlertMetrics::inc(&self.metrics.alerts);
         if let Some(log) = &mut self.log {
-            // One write per line, flushed at once: `tail -f alerts.log` shows it now.
-            log.write_all(format!("{body}\n").as_bytes())
-                .with_context(|| format!("cannot write {}", self.log_path.display()))?;
+            // Written at once (`tail -f alerts.log` shows it now); on a full disk, held as
+            // conn.log's records are (`run`).
+            log.write_line(&body, None)?;
         }
         let created = alert::now_ns();
         for &hook in &r.webhooks {
@@ -169,6 +158,11 @@ impl Alerts {
                 .enqueue(hook, created, &alert.delivery_id, body.as_bytes())?;
         }
         Ok(alert)
+    }
+
+    /// What became of alerts.log's lines (None without rules: no alerts.log).
+    pub fn log_health(&self) -> Option<Arc<crate::logs::health::LogHealth>> {
+        self.log.as_ref().map(|l| l.health())
     }
 
     /// The counters (shared: they stay readable after `finish`), for the metrics endpoint.

@@ -27,6 +27,7 @@ use crate::capabilities::alerts::rule::ConnMatch;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
 use crate::core::thresholds::ThresholdTarget;
 use crate::datapath::ContentChunk;
+use crate::logs::health::LogHealth;
 use crate::util::hashing::FastMap;
 use crate::util::site::addr_from_bytes;
 use config::ContentsSettings;
@@ -78,6 +79,23 @@ struct Budget {
     quota: u64,
     written: u64,
     exhausted: bool,
+    /// Write errors: warned about once, the bytes not written counted (summary, metrics).
+    health: std::sync::Arc<LogHealth>,
+}
+
+impl Budget {
+    /// A write or create error on `path`: counts `lost` bytes; warns the first time only (a
+    /// full disk fails every write after it).
+    fn failed(&self, path: &Path, e: &std::io::Error, lost: u64) {
+        self.health.drop_records(lost);
+        if self.health.fail(&e.to_string()) {
+            log::warn!(
+                "content extraction: cannot write {}: {e} (check free space and permissions); \
+                 later errors are counted, not shown: see the summary",
+                path.display()
+            );
+        }
+    }
 }
 
 impl Budget {
@@ -123,10 +141,7 @@ impl DirFile {
         }
         match self.out.write_all(&bytes[..n]) {
             Ok(()) => self.written += n as u64,
-            Err(e) => log::warn!(
-                "content extraction: writing {}: {e} (check free space and permissions)",
-                self.path.display()
-            ),
+            Err(e) => budget.failed(&self.path, &e, n as u64),
         }
     }
 
@@ -144,8 +159,9 @@ impl DirFile {
         if let Some(mut r) = self.reasm.take() {
             r.finish(&mut |p| self.write(p, budget));
         }
+        let unflushed = self.out.buffer().len() as u64;
         if let Err(e) = self.out.flush() {
-            log::warn!("content extraction: closing {}: {e}", self.path.display());
+            budget.failed(&self.path, &e, unflushed);
         }
         (self.path, self.written, self.gaps, self.gap_bytes)
     }
@@ -186,6 +202,7 @@ impl Extractor {
             quota: settings.disk_quota,
             written: 0,
             exhausted: false,
+            health: LogHealth::counting(&format!("extracted files in {}", dir.display()), "bytes"),
         };
         Self {
             settings: std::rc::Rc::new(std::cell::RefCell::new(settings)),
@@ -217,7 +234,7 @@ impl Extractor {
         let file = match File::create(&path) {
             Ok(f) => f,
             Err(e) => {
-                log::warn!("content extraction: cannot create {}: {e}", path.display());
+                self.budget.failed(&path, &e, 0);
                 return;
             }
         };
@@ -323,6 +340,7 @@ pub fn register(
         .set_content_caps(settings.max_bytes_per_conn, settings.max_rate)
         .map_err(|e| anyhow::anyhow!("setting the content extraction caps: {e}"))?;
     let extractor = Extractor::new(settings.clone(), dir);
+    agent.add_health(extractor.budget.health.clone());
     let handle = extractor.settings.clone();
     agent.register(Box::new(extractor));
     Ok(handle)
@@ -367,6 +385,7 @@ mod tests {
             quota: 10,
             written: 0,
             exhausted: false,
+            health: LogHealth::new("x"),
         };
         assert_eq!(b.take(6), 6);
         assert_eq!(b.take(6), 4);
