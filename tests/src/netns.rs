@@ -151,6 +151,11 @@ impl LiveAgent {
         self.child.as_ref().expect("running").id() as i32
     }
 
+    /// The agent has not exited.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
     /// Sends SIGINT (the agent drains and logs every open connection) and waits for the exit.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().expect("running");
