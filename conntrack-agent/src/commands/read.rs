@@ -248,17 +248,31 @@ pub fn read_with(
     agent.finish()?;
 
     let ds = defrag.stats;
+    let logs = agent.log_health();
+    let conn_log = &logs[0];
+    let logged = agent.stats.conns_logged;
+    let destination = if !args.common.to_stdout() {
+        format!(
+            "logged to {}",
+            args.common.log_dir.join("conn.log").display()
+        )
+    } else if conn_log
+        .reader_gone
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let lost = conn_log.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        format!(
+            "{} logged to stdout before its reader closed it",
+            logged.saturating_sub(lost)
+        )
+    } else {
+        "logged to stdout".to_string()
+    };
     let mut summary = format!(
-        "conntrack-agent: {}: {} packets, {} processed, {} connections logged to {}",
+        "conntrack-agent: {}: {} packets, {} processed, {logged} connections, {destination}",
         args.trace.display(),
         st.packets,
         st.processed,
-        agent.stats.conns_logged,
-        if args.common.to_stdout() {
-            "stdout".into()
-        } else {
-            args.common.log_dir.join("conn.log").display().to_string()
-        }
     );
     if ds.fragments > 0 {
         summary.push_str(&format!(
@@ -273,7 +287,6 @@ pub fn read_with(
         ));
     }
     eprintln!("{summary}");
-    let logs = agent.log_health();
     for line in crate::logs::health::summaries(&logs) {
         eprintln!("conntrack-agent: {line}");
     }

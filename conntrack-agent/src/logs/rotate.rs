@@ -406,9 +406,10 @@ impl LogFile {
     /// Writes the buffered lines, as far as the sink takes them. On an error, `read` gets it
     /// (naming the file); `run` warns once and keeps the lines, trying again a second later.
     fn write_out(&mut self) -> anyhow::Result<()> {
-        if self
-            .retry_at
-            .is_some_and(|at| std::time::Instant::now() < at)
+        if self.health.reader_gone.load(Ordering::Relaxed)
+            || self
+                .retry_at
+                .is_some_and(|at| std::time::Instant::now() < at)
         {
             return Ok(());
         }
