@@ -498,8 +498,19 @@ mod tests {
         let x = ExportStats::default();
         x.records.store(9, Ordering::Relaxed);
         m.set_ipfix(&x);
+        let conn_log = crate::logs::health::LogHealth::new("logs/conn.log");
+        conn_log.drop_records(4);
+        conn_log.pending.store(6, Ordering::Relaxed);
+        m.set_log_health(std::slice::from_ref(&conn_log));
+        conn_log.drop_records(1);
+        m.set_log_health(std::slice::from_ref(&conn_log));
         let t = m.encode();
         let want = [
+            (
+                "conntrack_log_records_dropped_total{log=\"logs/conn.log\"}",
+                5,
+            ),
+            ("conntrack_log_records_pending{log=\"logs/conn.log\"}", 6),
             ("conntrack_connections_created_total", 3),
             ("conntrack_connections_active", 1),
             ("conntrack_connections_removed_total{reason=\"closed\"}", 1),

@@ -837,6 +837,25 @@ mod tests {
     }
 
     #[test]
+    fn a_file_in_place_of_the_log_directory_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("afile");
+        std::fs::write(&file, "x").unwrap();
+        let err = LogFile::create(
+            &file.join("conn.log"),
+            "conn",
+            None,
+            LogOptions::default(),
+            false,
+        )
+        .err()
+        .expect("not a directory");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("afile is not a directory"), "{msg}");
+        assert!(!msg.contains("File exists"), "{msg}");
+    }
+
+    #[test]
     fn names_follow_zeeks_date_format() {
         assert_eq!(rotated_name("conn", T0, 0), "conn.2026-11-28-10-00-00.log");
         assert_eq!(
