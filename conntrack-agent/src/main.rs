@@ -45,6 +45,13 @@ async fn main() -> std::process::ExitCode {
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Already reported on stderr, with what was logged.
+        Err(e) if e.is::<commands::read::Interrupted>() => {
+            let signal = e
+                .downcast_ref::<commands::read::Interrupted>()
+                .map_or(0, |i| i.signal);
+            std::process::ExitCode::from(util::stop::exit_status(signal))
+        }
         Err(e) => {
             eprintln!("conntrack-agent: error: {e:#}");
             std::process::ExitCode::FAILURE

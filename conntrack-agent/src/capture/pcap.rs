@@ -12,14 +12,18 @@
 //! `pcap_fopen_offline` (which does not ask for nanosecond precision).
 
 use super::link::{SUPPORTED_TEXT, linktype_supported};
+use crate::util::stop::Stop;
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{
     Block, InterfaceDescriptionBlock, LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader,
 };
 use std::fs::File;
 use std::io::{Cursor, Read};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// One captured packet, borrowed from the reader's buffer until the next `next_packet`
 /// (a replay copies no packet out of the file buffer and allocates nothing per packet).
@@ -81,8 +85,90 @@ const IDB_OPT_TSOFFSET: u16 = 14;
 /// rest. Keeps the last I/O error, which the parser reports only as `ReadError`.
 struct Input {
     head: Cursor<Vec<u8>>,
-    file: File,
+    source: Source,
     error: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+/// A regular file is read directly: a read never waits long. A pipe, FIFO or terminal (`read -`
+/// fed by `tcpdump -w -`) can wait for ever: it is read by a thread of its own, so that a stop
+/// request (`util::stop`) ends the input even while no data comes.
+enum Source {
+    File(File),
+    Pump {
+        chunks: Receiver<std::io::Result<Vec<u8>>>,
+        chunk: Cursor<Vec<u8>>,
+        stop: Stop,
+    },
+}
+
+/// Bytes the pump thread reads at a time (a pipe's buffer), and chunks it may hold ahead.
+const PUMP_CHUNK: usize = 64 << 10;
+const PUMP_AHEAD: usize = 16;
+/// How often a reader waiting for a pipe looks at the stop request.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+impl Source {
+    fn new(file: File, stop: Stop) -> Self {
+        let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        if regular {
+            return Source::File(file);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(PUMP_AHEAD);
+        std::thread::spawn(move || pump(file, &tx));
+        Source::Pump {
+            chunks: rx,
+            chunk: Cursor::new(Vec::new()),
+            stop,
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (chunks, chunk, stop) = match self {
+            Source::File(f) => return f.read(buf),
+            Source::Pump {
+                chunks,
+                chunk,
+                stop,
+            } => (chunks, chunk, stop),
+        };
+        loop {
+            let n = chunk.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            // A stop request ends the input as its end would (`read` tells them apart).
+            if stop.requested() {
+                return Ok(0);
+            }
+            match chunks.recv_timeout(STOP_POLL) {
+                Ok(Ok(next)) if next.is_empty() => return Ok(0),
+                Ok(Ok(next)) => *chunk = Cursor::new(next),
+                Ok(Err(e)) => return Err(e),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(0),
+            }
+        }
+    }
+}
+
+/// The pump thread: chunks of `file` until its end (an empty chunk) or an error; it ends
+/// when the reader is gone.
+fn pump(mut file: File, tx: &SyncSender<std::io::Result<Vec<u8>>>) {
+    loop {
+        let mut buf = vec![0u8; PUMP_CHUNK];
+        let msg = match file.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(buf)
+            }
+        };
+        let last = !matches!(&msg, Ok(b) if !b.is_empty());
+        if tx.send(msg).is_err() || last {
+            return;
+        }
+    }
 }
 
 impl Read for Input {
@@ -92,7 +178,7 @@ impl Read for Input {
             return Ok(n);
         }
         loop {
-            match self.file.read(buf) {
+            match self.source.read(buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let kind = e.kind();
@@ -105,10 +191,48 @@ impl Read for Input {
     }
 }
 
-/// Reads up to `limit` bytes (fewer only at the end of the file).
-fn read_head(file: &mut File, limit: usize) -> std::io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(limit);
-    file.by_ref().take(limit as u64).read_to_end(&mut head)?;
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(input: &mut Input, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The file header: the parser takes it from its first read, so it is read whole first (24
+/// bytes of pcap, or the first section header block of pcapng), and no more: from a pipe, more
+/// could wait for data that has not been written yet.
+fn read_head(input: &mut Input) -> std::io::Result<Vec<u8>> {
+    let mut head = vec![0u8; 4];
+    let n = read_full(input, &mut head)?;
+    if n < 4 {
+        head.truncate(n);
+        return Ok(head);
+    }
+    let want = if u32::from_le_bytes([head[0], head[1], head[2], head[3]]) == SHB_MAGIC {
+        head.resize(12, 0);
+        let n = 4 + read_full(input, &mut head[4..])?;
+        if n < 12 {
+            head.truncate(n);
+            return Ok(head);
+        }
+        // The block's own byte-order magic says how to read its length; an impossible length
+        // is left to the parser to report.
+        let be = head[8..12] == [0x1a, 0x2b, 0x3c, 0x4d];
+        (rd_u32(&head[4..], be).unwrap_or(0) as usize).clamp(12, MAX_RECORD)
+    } else {
+        24
+    };
+    let have = head.len();
+    head.resize(want.max(have), 0);
+    let n = have + read_full(input, &mut head[have..])?;
+    head.truncate(n);
     Ok(head)
 }
 
@@ -165,6 +289,24 @@ pub struct PcapReader {
     /// Packets skipped because of an unsupported interface link type (pcapng only).
     pub skipped_linktype: u64,
     pub truncated_tail: bool,
+    /// Records (pcap) or blocks (pcapng, the section header included) read whole, and packets
+    /// handed out: where a damaged record is, for its error.
+    blocks: u64,
+    packets: u64,
+}
+
+/// `-`: standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// The input as messages name it: its path, or "standard input" for `-`.
+pub fn input_name(path: &Path) -> PathBuf {
+    if is_stdin(path) {
+        PathBuf::from("standard input")
+    } else {
+        path.to_path_buf()
+    }
 }
 
 fn rd_u16(b: &[u8], be: bool) -> Option<u16> {
@@ -195,35 +337,71 @@ fn rd_u64(b: &[u8], be: bool) -> Option<u64> {
 }
 
 impl PcapReader {
+    #[cfg(test)]
     pub fn open(path: &Path) -> Result<Self, InputError> {
-        Self::open_with_buffer(path, BUFFER)
+        Self::open_with(path, Stop::default(), BUFFER)
     }
 
+    /// `open`, with `stop` ending the input of a pipe that has no data (see [`Source`]).
+    pub fn open_stoppable(path: &Path, stop: &Stop) -> Result<Self, InputError> {
+        Self::open_with(path, stop.clone(), BUFFER)
+    }
+
+    #[cfg(test)]
     fn open_with_buffer(path: &Path, capacity: usize) -> Result<Self, InputError> {
+        Self::open_with(path, Stop::default(), capacity)
+    }
+
+    /// `path` `-` is standard input (as for `zeek -r -`).
+    fn open_with(path: &Path, stop: Stop, capacity: usize) -> Result<Self, InputError> {
+        let stdin = is_stdin(path);
+        let name = input_name(path);
         let io = |source| InputError::Io {
-            path: path.to_path_buf(),
+            path: name.clone(),
             source,
         };
         let fmt = |msg: String| InputError::Format {
-            path: path.to_path_buf(),
+            path: name.clone(),
             msg,
         };
-        let mut file = File::open(path).map_err(io)?;
-        // The parser takes its file header from one read: hand it the first buffer-full.
-        let head = read_head(&mut file, capacity).map_err(io)?;
+        let file = if stdin {
+            // A descriptor of its own: the reader (or its pump thread) owns what it reads.
+            std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(File::from)
+                .map_err(io)?
+        } else {
+            File::open(path).map_err(io)?
+        };
+        let read_error = Arc::new(Mutex::new(None));
+        let mut input = Input {
+            head: Cursor::new(Vec::new()),
+            source: Source::new(file, stop),
+            error: Arc::clone(&read_error),
+        };
+        let head = read_head(&mut input).map_err(|e| {
+            io(read_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or(e))
+        })?;
         let magic: [u8; 4] = match head.get(..4) {
             Some(m) => m.try_into().unwrap_or_default(),
+            None if head.is_empty() && stdin => {
+                return Err(fmt(
+                    "no data: not a pcap or pcapng capture (give `read -` a \
+                     capture on standard input, e.g. from `tcpdump -w -`)"
+                        .into(),
+                ));
+            }
             None if head.is_empty() => {
                 return Err(fmt("empty file: not a pcap or pcapng capture".into()));
             }
             None => return Err(fmt("file too short to be a pcap or pcapng capture".into())),
         };
-        let read_error = Arc::new(Mutex::new(None));
-        let input = Input {
-            head: Cursor::new(head),
-            file,
-            error: Arc::clone(&read_error),
-        };
+        input.head = Cursor::new(head);
         let (reader, format): (Box<dyn PcapReaderIterator + Send>, Format) =
             match u32::from_le_bytes(magic) {
                 0xa1b2c3d4 | 0xa1b23c4d | 0xd4c3b2a1 | 0x4d3cb2a1 => {
@@ -283,7 +461,7 @@ impl PcapReader {
             capacity,
             read_error,
             st: Stream {
-                path: path.to_path_buf(),
+                path: name.clone(),
                 format,
                 skipped_linktype: 0,
                 warned_linktypes: Vec::new(),
@@ -292,6 +470,8 @@ impl PcapReader {
             pending: 0,
             skipped_linktype: 0,
             truncated_tail: false,
+            blocks: 0,
+            packets: 0,
         })
     }
 
@@ -300,8 +480,28 @@ impl PcapReader {
     }
 
     /// Next packet, or None at the end of the file. A record cut short at the end of the file
-    /// ends the input (like libpcap) and sets `truncated_tail`.
+    /// ends the input (like libpcap) and sets `truncated_tail`. After an error (a damaged record,
+    /// a failed read) the input has ended too: the caller may finish as at its end.
     pub fn next_packet(&mut self) -> Result<Option<Packet<'_>>, InputError> {
+        let found = match self.next_found() {
+            Ok(f) => f,
+            Err(e) => {
+                self.done = true;
+                return Err(e);
+            }
+        };
+        Ok(found.map(|p| {
+            self.packets += 1;
+            Packet {
+                ts_ns: p.ts_ns,
+                linktype: p.linktype,
+                data: &self.reader.data()[p.start..p.start + p.len],
+                orig_len: p.orig_len,
+            }
+        }))
+    }
+
+    fn next_found(&mut self) -> Result<Option<Found>, InputError> {
         if self.pending > 0 {
             self.reader.consume(self.pending);
             self.pending = 0;
@@ -322,17 +522,13 @@ impl PcapReader {
             self.skipped_linktype = self.st.skipped_linktype;
             match step {
                 Step::Block(n, res) => {
+                    self.blocks += 1;
                     let Some(p) = res? else {
                         self.reader.consume(n);
                         continue;
                     };
                     self.pending = n;
-                    return Ok(Some(Packet {
-                        ts_ns: p.ts_ns,
-                        linktype: p.linktype,
-                        data: &self.reader.data()[p.start..p.start + p.len],
-                        orig_len: p.orig_len,
-                    }));
+                    return Ok(Some(p));
                 }
                 Step::End => self.done = true,
                 Step::CutShort => {
@@ -398,27 +594,47 @@ impl PcapReader {
         }
     }
 
+    /// The record or block at the read position is damaged: where it is (byte offset, record
+    /// or block number) and what is wrong with it.
     fn corrupt(&self) -> InputError {
         let d = self.reader.data();
-        match &self.st.format {
+        let at = self.reader.consumed();
+        let n = self.blocks + 1;
+        let too_long = |len: usize| len > MAX_RECORD + 16;
+        let msg = match &self.st.format {
             Format::Pcap { big_endian, .. } => {
                 let incl = d.get(8..).and_then(|b| rd_u32(b, *big_endian));
-                self.fmt_err(format!(
-                    "corrupt pcap record (captured length {}) at byte offset {}; the file is damaged",
-                    incl.map_or("?".into(), |v| v.to_string()),
-                    self.reader.consumed()
-                ))
+                let what = match incl {
+                    Some(l) if too_long(l as usize) => format!(
+                        "its captured length {l} is more than a record can hold ({} MiB)",
+                        MAX_RECORD >> 20
+                    ),
+                    Some(l) => format!("its header is invalid (captured length {l})"),
+                    None => "its header is invalid".into(),
+                };
+                format!("corrupt pcap record {n} (packet {n}) at byte offset {at}: {what}")
             }
             Format::PcapNg { big_endian, .. } => {
                 let btype = rd_u32(d, *big_endian).unwrap_or(0);
                 let len = self.declared_len().unwrap_or(0);
-                self.fmt_err(format!(
-                    "corrupt pcapng block (type {btype:#x}, length {len}) at byte offset {}; \
-                     the file is damaged",
-                    self.reader.consumed()
-                ))
+                let what = if too_long(len) {
+                    format!(
+                        "its length is more than a block can hold ({} MiB)",
+                        MAX_RECORD >> 20
+                    )
+                } else if len < 12 || !len.is_multiple_of(4) {
+                    "not a valid block length".into()
+                } else {
+                    "its contents do not fit its length".into()
+                };
+                format!(
+                    "corrupt pcapng block {n} (after packet {}) at byte offset {at}: \
+                     type {btype:#x}, length {len}: {what}",
+                    self.packets
+                )
             }
-        }
+        };
+        self.fmt_err(format!("{msg}; the file is damaged from there on"))
     }
 
     /// The parser asks for more data: an error when the declared length is impossible or when

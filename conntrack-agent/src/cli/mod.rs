@@ -277,7 +277,7 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
 
 #[derive(Args, Debug, Clone)]
 pub struct ReadArgs {
-    /// pcap or pcapng file.
+    /// pcap or pcapng file; `-` reads standard input (as `zeek -r -`).
     pub trace: PathBuf,
 
     #[command(flatten)]

@@ -3,19 +3,22 @@
 use crate::capture::checksum::ChecksumPolicy;
 use crate::capture::defrag::{Defragmenter, FragResult};
 use crate::capture::link::{LinkSkip, frame_l3, synth_ethernet};
-use crate::capture::pcap::PcapReader;
+use crate::capture::pcap::{PcapReader, input_name};
 use crate::cli::{Engine, ReadArgs};
 use crate::commands::setup::{self, Mode, Settings, Started};
 use crate::config::Config;
 use crate::core::clock::{Clock, PacketClock};
 use crate::core::events::Capability;
+use crate::core::events::{ConnEvent, ConnHandle};
 use crate::datapath::Datapath;
 use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::util::site::NetSet;
+use crate::util::stop::{Stop, signal_name};
 use conntrack_common::checksum::{ipv4_header_checksum_ok, transport_checksum_ok};
 use conntrack_common::packet::ip_view;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
 
 /// Packet accounting for the summary.
@@ -25,6 +28,78 @@ pub struct ReadStats {
     pub bytes: u64,
     pub processed: u64,
     pub skipped: BTreeMap<String, u64>,
+    /// Invalid checksums (of packets whose checksums were checked), for the offloading hint.
+    pub bad_ip_checksums: u64,
+    pub bad_tcp_checksums: u64,
+    pub bad_udp_checksums: u64,
+}
+
+/// `read` ended by SIGINT or SIGTERM (the open connections drained, conn.log closed, unless a
+/// second signal came): `main` exits with 128 + the signal's number, as a shell expects of a
+/// program a signal stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("replay interrupted by {}", signal_name(*.signal))]
+pub struct Interrupted {
+    pub signal: i32,
+}
+
+/// Share of the packets with invalid checksums above which a replay suggests
+/// `--ignore-checksums` (Zeek's `ChecksumOffloading` warns above 5%).
+const OFFLOAD_BAD_SHARE: f64 = 0.05;
+
+/// The hint Zeek's base/misc/find-checksum-offloading.zeek gives, when more than 5% of the
+/// packets have invalid IP, TCP or UDP checksums: a capture on the sending host with checksum
+/// offloading (or on `lo`) holds packets whose checksums the NIC would have filled in, and
+/// since they are not used every connection looks like OTH with no bytes.
+pub fn offload_hint(st: &ReadStats) -> Option<String> {
+    if st.packets == 0 {
+        return None;
+    }
+    let over = |bad: u64| bad as f64 / st.packets as f64 > OFFLOAD_BAD_SHARE;
+    let kinds = [
+        ("IP", st.bad_ip_checksums),
+        ("TCP", st.bad_tcp_checksums),
+        ("UDP", st.bad_udp_checksums),
+    ];
+    if !kinds.iter().any(|&(_, n)| over(n)) {
+        return None;
+    }
+    // As Zeek's message: every kind seen, once one is over the threshold.
+    let named: Vec<&str> = kinds
+        .iter()
+        .filter(|&&(_, n)| n > 0)
+        .map(|&(k, _)| k)
+        .collect();
+    let bad: u64 = kinds.iter().map(|&(_, n)| n).sum();
+    Some(format!(
+        "the trace likely has invalid {} checksums ({bad} of {} packets), most likely from NIC \
+         checksum offloading or a capture on the loopback interface; packets with invalid \
+         checksums are discarded (as Zeek does), so their connections look empty: replay with \
+         -C/--ignore-checksums to use them (or --ignore-checksums-net for the capturing host's \
+         addresses)",
+        named.join(" and "),
+        st.packets
+    ))
+}
+
+/// Registered for the drain after a stop signal: a second signal exits at once, between two
+/// connections of the drain. It unwinds out of the drain to `read`, which flushes the logs
+/// and exits (see `drain`).
+struct ExitOnSecondSignal(Stop);
+
+/// The unwind payload of [`ExitOnSecondSignal`].
+struct SecondSignal;
+
+impl crate::core::events::Capability for ExitOnSecondSignal {
+    fn on_event(&mut self, _conn: &mut ConnHandle<'_>, _event: &ConnEvent) {
+        if self.0.exit_now() {
+            resume_unwind(Box::new(SecondSignal));
+        }
+    }
+
+    fn wants_state_changes(&self) -> bool {
+        false
+    }
 }
 
 impl ReadStats {
@@ -85,22 +160,48 @@ fn first_line(e: &anyhow::Error) -> String {
         .to_string()
 }
 
+/// The replay, with SIGINT and SIGTERM taken from the start (see [`Interrupted`]).
 pub fn read(args: ReadArgs, config: Config) -> anyhow::Result<()> {
-    read_with(args, config, Vec::new())
+    let stop = Stop::default();
+    stop.install()?;
+    replay(args, config, Vec::new(), &stop)
 }
 
 /// `read` with capability modules registered before the first packet (the tests' observers).
+#[cfg(test)]
 pub fn read_with(
     args: ReadArgs,
     config: Config,
     capabilities: Vec<Box<dyn Capability>>,
+) -> anyhow::Result<()> {
+    replay(args, config, capabilities, &Stop::default())
+}
+
+fn replay(
+    args: ReadArgs,
+    config: Config,
+    capabilities: Vec<Box<dyn Capability>>,
+    stop: &Stop,
 ) -> anyhow::Result<()> {
     let settings = Settings::new(&args.common, config)?;
     let policy = ChecksumPolicy {
         ignore_all: args.ignore_checksums,
         ignore_nets: NetSet::parse_list(args.ignore_checksums_net.iter().map(String::as_str))?,
     };
-    let mut reader = PcapReader::open(&args.trace)?;
+    let name = input_name(&args.trace);
+    let mut reader = match PcapReader::open_stoppable(&args.trace, stop) {
+        // A signal while waiting for the first bytes: nothing was read, no log written.
+        Err(_) if stop.requested() => {
+            let signal = stop.signal().unwrap_or_default();
+            eprintln!(
+                "conntrack-agent: {}: replay interrupted by {} before the first packet",
+                name.display(),
+                signal_name(signal)
+            );
+            return Err(Interrupted { signal }.into());
+        }
+        r => r?,
+    };
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
     let dp = make_datapath(args.engine, &settings.ports, args.common.table_size)?;
     let mode = Mode::Replay {
@@ -123,7 +224,19 @@ pub fn read_with(
     let mut last_progress = Instant::now();
     let mut frame = Vec::with_capacity(2048);
 
-    while let Some(pkt) = reader.next_packet()? {
+    let mut input_error = None;
+    // A stop signal is looked at between packets: one atomic load each.
+    while !stop.requested() {
+        let pkt = match reader.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            // A damaged record ends the input as a file cut short there does: the connections
+            // open then are drained and logged; the error is reported after the summary.
+            Err(e) => {
+                input_error = Some(e);
+                break;
+            }
+        };
         st.packets += 1;
         st.bytes += pkt.data.len() as u64 + 16;
         if progress && st.packets % 4096 == 0 && last_progress.elapsed() >= Duration::from_secs(3) {
@@ -186,6 +299,7 @@ pub fn read_with(
             continue;
         }
         if l3.version == 4 && !policy.skip_for(&view0.src) && !ipv4_header_checksum_ok(l3.ip) {
+            st.bad_ip_checksums += 1;
             st.skip("bad IPv4 header checksum");
             continue;
         }
@@ -224,6 +338,13 @@ pub fn read_with(
             continue;
         };
         let checksum_ok = policy.skip_for(&view.src) || transport_checksum_ok(ip, &view);
+        if !checksum_ok {
+            match view.proto {
+                6 => st.bad_tcp_checksums += 1,
+                17 => st.bad_udp_checksums += 1,
+                _ => {}
+            }
+        }
         synth_ethernet(l3.version, ip, &mut frame);
         match agent.process(&frame, pkt.ts_ns, checksum_ok) {
             Ok(()) => st.processed += 1,
@@ -232,10 +353,11 @@ pub fn read_with(
             Err(e) => st.skip(&format!("engine: {e}")),
         }
     }
-    if reader.truncated_tail {
+    // A stop request ends a pipe's input as its end would: not a file cut short.
+    if reader.truncated_tail && !stop.requested() {
         log::warn!(
             "{}: the last packet record is cut short (file truncated); stopped there",
-            args.trace.display()
+            name.display()
         );
         st.skip("truncated last record");
     }
@@ -245,7 +367,13 @@ pub fn read_with(
             .or_default() += reader.skipped_linktype;
     }
     let incomplete = defrag.pending() as u64;
-    agent.finish()?;
+    if let Err(e) = drain(&mut agent, stop, st.packets, &name) {
+        if e.is::<Interrupted>() {
+            // Dropping the logs would write `#close`: the drain did not finish.
+            std::mem::forget(agent);
+        }
+        return Err(e);
+    }
 
     let ds = defrag.stats;
     let logs = agent.log_health();
@@ -270,7 +398,7 @@ pub fn read_with(
     };
     let mut summary = format!(
         "conntrack-agent: {}: {} packets, {} processed, {logged} connections, {destination}",
-        args.trace.display(),
+        name.display(),
         st.packets,
         st.processed,
     );
@@ -308,16 +436,74 @@ pub fn read_with(
             parts.join(", ")
         );
     }
+    if !policy.ignore_all
+        && let Some(hint) = offload_hint(&st)
+    {
+        log::warn!("{}: {hint}", name.display());
+    }
+    if let Some(signal) = stop.signal() {
+        eprintln!(
+            "conntrack-agent: {}: replay interrupted by {} after {} packets; the open \
+             connections were logged as at the end of input",
+            name.display(),
+            signal_name(signal),
+            st.packets
+        );
+        return Err(Interrupted { signal }.into());
+    }
+    if let Some(e) = input_error {
+        anyhow::bail!(
+            "{:#}; the replay stopped there after {} packets, and the connections open then \
+             were logged as at the end of input",
+            anyhow::Error::new(e),
+            st.packets
+        );
+    }
     if crate::logs::health::any_lost(&logs) {
         anyhow::bail!("some records could not be written (see above)");
     }
     if st.packets > 0 && st.processed == 0 && reader.skipped_linktype == st.packets {
-        anyhow::bail!(
-            "{}: no packet had a supported link type",
-            args.trace.display()
-        );
+        anyhow::bail!("{}: no packet had a supported link type", name.display());
     }
     Ok(())
+}
+
+/// The end of the replay: every open connection logged, `#close` written. After a stop signal
+/// a second one ends the drain at once: [`ExitOnSecondSignal`] unwinds out of it between two
+/// connections, when conn.log's writer has taken whole lines only (the main thread, the only
+/// writer, is the one leaving: no write is cut), and the flush here writes out what its buffer
+/// holds, the rest of the last line included. The logs thus end with a whole line, without
+/// `#close` (they are not complete), and the error makes `read` exit without a summary.
+fn drain(
+    agent: &mut crate::core::agent::Agent,
+    stop: &Stop,
+    packets: u64,
+    name: &std::path::Path,
+) -> anyhow::Result<()> {
+    if !stop.requested() {
+        return agent.finish();
+    }
+    agent.register(Box::new(ExitOnSecondSignal(stop.clone())));
+    match catch_unwind(AssertUnwindSafe(|| agent.finish())) {
+        Ok(r) => r,
+        Err(payload) if payload.is::<SecondSignal>() => {
+            let flushed = agent.flush();
+            let signal = stop.signal().unwrap_or_default();
+            eprintln!(
+                "conntrack-agent: {}: replay interrupted by {} after {packets} packets; a \
+                 second signal stopped the drain: the logs hold whole lines but not every \
+                 connection, and no #close{}",
+                name.display(),
+                signal_name(signal),
+                flushed
+                    .err()
+                    .map(|e| format!(" (flushing them failed: {e:#})"))
+                    .unwrap_or_default()
+            );
+            Err(Interrupted { signal }.into())
+        }
+        Err(payload) => resume_unwind(payload),
+    }
 }
 
 /// True for a first fragment (IPv4 offset 0; IPv6 fragment header with offset 0).
@@ -567,6 +753,162 @@ mod tests {
         assert!(e.starts_with(&format!("{}:3:1: ", cfg.display())), "{e}");
         assert!(e.contains("unknown field `spool`"), "{e}");
         assert!(!dir.path().join("conn.log").exists());
+    }
+
+    /// Asks `stop` for `signals` stop signals when the `at`-th connection starts, as a
+    /// signal arriving then would.
+    struct SignalAt {
+        stop: Stop,
+        at: usize,
+        seen: usize,
+        signals: &'static [i32],
+    }
+
+    impl Capability for SignalAt {
+        fn on_event(&mut self, _conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+            if matches!(event, ConnEvent::New) {
+                self.seen += 1;
+                if self.seen == self.at {
+                    self.signals.iter().for_each(|&s| self.stop.request(s));
+                }
+            }
+        }
+    }
+
+    /// 50 connection attempts (SYNs to distinct ports), open until the end of input.
+    fn syn_trace(path: &std::path::Path) {
+        let pkts: Vec<_> = (0..50u16)
+            .map(|i| {
+                (
+                    100 + u32::from(i),
+                    0,
+                    tcp_syn([10, 0, 0, 1], [10, 0, 0, 2], 40000 + i, 80),
+                )
+            })
+            .collect();
+        write_pcap(path, LINKTYPE_ETHERNET, false, &pkts);
+    }
+
+    fn replay_stopped(signals: &'static [i32]) -> (tempfile::TempDir, anyhow::Error) {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("syn.pcap");
+        syn_trace(&trace);
+        let stop = Stop::default();
+        let at = SignalAt {
+            stop: stop.clone(),
+            at: 10,
+            seen: 0,
+            signals,
+        };
+        let e = replay(
+            args(&trace, dir.path()),
+            Config::default(),
+            vec![Box::new(at)],
+            &stop,
+        )
+        .unwrap_err();
+        (dir, e)
+    }
+
+    #[test]
+    fn a_stop_signal_ends_the_input_and_drains() {
+        let (dir, e) = replay_stopped(&[libc::SIGTERM]);
+        assert_eq!(
+            e.downcast_ref::<Interrupted>().map(|i| i.signal),
+            Some(libc::SIGTERM)
+        );
+        let text = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        assert!(text.lines().last().unwrap().starts_with("#close"), "{text}");
+        // Stopped at the packet after the 10th connection's: the 10 open ones drained.
+        let r = records(dir.path());
+        assert_eq!(r.len(), 10, "{r:?}");
+        let fields = text.lines().find(|l| l.starts_with("#fields")).unwrap();
+        let width = fields.split('\t').count() - 1;
+        assert!(r.iter().all(|x| x[11] == "S0" && x.len() == width), "{r:?}");
+    }
+
+    #[test]
+    fn a_second_stop_signal_leaves_whole_lines_without_close() {
+        let (dir, e) = replay_stopped(&[libc::SIGINT, libc::SIGINT]);
+        assert_eq!(
+            e.downcast_ref::<Interrupted>().map(|i| i.signal),
+            Some(libc::SIGINT)
+        );
+        let text = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        assert!(text.ends_with('\n'), "{text}");
+        assert!(!text.contains("#close"), "{text}");
+        assert!(text.contains("#fields"), "{text}");
+        // The drain stopped before its end (the whole drain logs 10), at a line's end.
+        assert!(records(dir.path()).len() < 10, "{text}");
+        let width = text
+            .lines()
+            .find(|l| l.starts_with("#fields"))
+            .unwrap()
+            .split('\t')
+            .count()
+            - 1;
+        assert!(
+            records(dir.path()).iter().all(|x| x.len() == width),
+            "{text}"
+        );
+    }
+
+    /// A damaged record ends the input as the file cut short there does (the open connections
+    /// are drained), and then fails, naming where.
+    #[test]
+    fn a_corrupt_record_drains_like_a_cut_and_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("syn.pcap");
+        syn_trace(&trace);
+        let bytes = std::fs::read(&trace).unwrap();
+        // Records of 16 + 54 bytes after the 24-byte file header: the 31st at...
+        let at = 24 + 30 * (16 + 54);
+        let mut bad = bytes.clone();
+        bad[at + 8..at + 12].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        let bad_trace = dir.path().join("bad.pcap");
+        std::fs::write(&bad_trace, bad).unwrap();
+        let cut_trace = dir.path().join("cut.pcap");
+        std::fs::write(&cut_trace, &bytes[..at]).unwrap();
+        let (bad_dir, cut_dir) = (dir.path().join("bad"), dir.path().join("cut"));
+        let e = read(args(&bad_trace, &bad_dir), Config::default()).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains(&format!("byte offset {at}")), "{e}");
+        assert!(e.contains("record 31"), "{e}");
+        assert!(e.contains("captured length 2147483647"), "{e}");
+        read(args(&cut_trace, &cut_dir), Config::default()).unwrap();
+        let without_uid = |d: &std::path::Path| -> Vec<Vec<String>> {
+            let mut r = records(d);
+            r.iter_mut().for_each(|x| drop(x.remove(1)));
+            r
+        };
+        let (b, c) = (without_uid(&bad_dir), without_uid(&cut_dir));
+        assert_eq!(b.len(), 30);
+        assert_eq!(b, c);
+        let text = std::fs::read_to_string(bad_dir.join("conn.log")).unwrap();
+        assert!(text.contains("#close"), "{text}");
+    }
+
+    #[test]
+    fn offload_hint_above_five_percent() {
+        let mut st = ReadStats {
+            packets: 100,
+            bad_tcp_checksums: 5,
+            ..ReadStats::default()
+        };
+        assert_eq!(offload_hint(&st), None, "5% is not more than 5%");
+        st.bad_tcp_checksums = 6;
+        let h = offload_hint(&st).unwrap();
+        assert!(
+            h.contains("invalid TCP checksums") && h.contains("--ignore-checksums"),
+            "{h}"
+        );
+        st.bad_udp_checksums = 1;
+        assert!(
+            offload_hint(&st)
+                .unwrap()
+                .contains("invalid TCP and UDP checksums")
+        );
+        assert_eq!(offload_hint(&ReadStats::default()), None);
     }
 
     #[test]

@@ -3,3 +3,4 @@
 pub mod config_values;
 pub mod hashing;
 pub mod site;
+pub mod stop;
