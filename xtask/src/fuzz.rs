@@ -1,4 +1,6 @@
-//! `cargo xtask fuzz [--minutes N]`: fuzzing with a time budget.
+//! `cargo xtask fuzz [--target engine|input] [--minutes N]`: fuzzing with a time budget. The
+//! `input` target (coverage-guided, `read`'s input path) is in `fuzz_input.rs`; the default
+//! `engine` target is here.
 //!
 //! Half the budget runs the engine's property tests (conntrack-common `engine::proptests`:
 //! arbitrary bytes, arbitrary metas, mutated conversations) in rounds of `PROPTEST_CASES`
@@ -19,8 +21,11 @@ const CASES_PER_ROUND: u32 = 2000;
 const PROPERTIES: u64 = 3;
 const PROPTEST_FILTER: &str = "engine::proptests";
 
+const USAGE: &str = "usage: cargo xtask fuzz [--target engine|input] [--minutes N]";
+
 pub fn fuzz(args: &[String]) -> Result<()> {
     let mut minutes = 1.0f64;
+    let mut input = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -34,12 +39,25 @@ pub fn fuzz(args: &[String]) -> Result<()> {
                     .filter(|m: &f64| *m > 0.0)
                     .with_context(|| format!("--minutes {v}: give a positive number"))?;
             }
-            other => {
-                bail!("fuzz: unknown argument `{other}` (usage: cargo xtask fuzz [--minutes N])")
-            }
+            "--target" => match it.next().map(String::as_str) {
+                Some("engine") => input = false,
+                Some("input") => input = true,
+                other => bail!(
+                    "--target {}: the targets are `engine` (property tests and the kernel \
+                     engine against the host one) and `input` (coverage-guided, read's input \
+                     path); {USAGE}",
+                    other.unwrap_or("(missing)")
+                ),
+            },
+            other => bail!("fuzz: unknown argument `{other}` ({USAGE})"),
         }
     }
-    fuzz_for(Duration::from_secs_f64(minutes * 60.0))
+    let budget = Duration::from_secs_f64(minutes * 60.0);
+    if input {
+        crate::fuzz_input::fuzz_input(budget)
+    } else {
+        fuzz_for(budget)
+    }
 }
 
 /// Both fuzzers within `budget` (the kernel one gets half when it can run).

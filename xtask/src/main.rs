@@ -21,6 +21,7 @@ mod bench;
 mod container;
 mod deploy_check;
 mod fuzz;
+mod fuzz_input;
 mod setup;
 mod systemd;
 mod test;

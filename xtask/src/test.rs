@@ -47,6 +47,7 @@ pub fn test() -> Result<()> {
     crate::container::container(&["--check".to_string()])?;
     crate::systemd::systemd(&["--check".to_string()])?;
     crate::fuzz::fuzz_for(std::time::Duration::from_secs(40))?;
+    crate::fuzz_input::fuzz_input(std::time::Duration::from_secs(30))?;
     step("scale check: 200,000 connections live, none lost, agent memory in proportion");
     crate::bench::scale_check(200_000)?;
     step("bench --quick (the bench must keep running; its figures are not checked)");

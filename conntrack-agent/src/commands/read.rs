@@ -167,6 +167,33 @@ pub fn read(args: ReadArgs, config: Config) -> anyhow::Result<()> {
     replay(args, config, Vec::new(), &stop)
 }
 
+/// `read --engine host` of `data` as a trace file, for the coverage-guided fuzz target
+/// (`fuzz/fuzz_targets/input.rs`): the whole replay path in process, from the command line
+/// on. The outcome is ignored: a bad file is an error, which is fine; what the fuzzer looks
+/// for is a panic, a hang, or memory out of proportion to the input. The trace and the logs
+/// live in one directory per process, rewritten each time.
+#[doc(hidden)]
+pub fn fuzz_input(data: &[u8]) {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("conntrack-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("creating the fuzz directory");
+        d
+    });
+    let trace = dir.join("input.pcap");
+    std::fs::write(&trace, data).expect("writing the fuzz input");
+    let argv = ["conntrack-agent", "read", "--engine", "host", "--log-dir"]
+        .map(std::ffi::OsString::from)
+        .into_iter()
+        .chain([dir.join("logs").into(), trace.into()])
+        .collect();
+    let (cli, config) = crate::cli::parse(argv).expect("the fuzz command line parses");
+    let crate::cli::Command::Read(args) = cli.command else {
+        unreachable!("a read command")
+    };
+    let _ = replay(args, config, Vec::new(), &Stop::default());
+}
+
 /// `read` with capability modules registered before the first packet (the tests' observers).
 #[cfg(test)]
 pub fn read_with(

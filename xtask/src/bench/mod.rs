@@ -20,7 +20,7 @@ mod netns;
 mod replay;
 mod report;
 mod scale;
-mod trace;
+pub mod trace;
 
 use crate::agent::{self, Profile};
 use crate::util::{self, step};
