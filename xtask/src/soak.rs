@@ -1186,7 +1186,57 @@ fn check_alerts(run: &Run, log_dir: &Path, failures: &mut Vec<String>) -> Result
             run.long_made
         ));
     }
+    check_delivery_summary(run, ids.len(), spooled.len(), failures);
     Ok((ids.len(), spooled.len()))
+}
+
+/// The agent's own account at exit must agree: each alert sent or left in the spool, none
+/// refused, and at least one retry per 500 the receiver gave (timeouts are retries too).
+fn check_delivery_summary(run: &Run, alerts: usize, spooled: usize, failures: &mut Vec<String>) {
+    let Some(line) = alert_summary(&run.agent_log) else {
+        failures.push("the agent printed no alert summary at exit".into());
+        return;
+    };
+    let n = |word: &str| count_before(line, word);
+    let (made, sent, retries, failed) = (n("alerts;"), n("sent,"), n("retries,"), n("failed"));
+    if made != Some(alerts as u64) {
+        failures.push(format!(
+            "the agent counts {made:?} alerts, alerts.log has {alerts}"
+        ));
+    }
+    if sent.map(|s| s + spooled as u64) != Some(alerts as u64) {
+        failures.push(format!(
+            "the agent sent {sent:?} deliveries and left {spooled} in the spool for {alerts} alerts"
+        ));
+    }
+    if failed != Some(0) {
+        failures.push(format!("the agent counts {failed:?} failed deliveries"));
+    }
+    if retries.is_none_or(|r| r < run.hook.answered_500) {
+        failures.push(format!(
+            "the agent counts {retries:?} retries for {} answers 500",
+            run.hook.answered_500
+        ));
+    }
+}
+
+/// The agent's alert line at exit (`N alerts; webhook deliveries: N sent, ...`).
+fn alert_summary(agent_log: &str) -> Option<&str> {
+    agent_log
+        .lines()
+        .rfind(|l| l.contains("webhook deliveries:"))
+}
+
+/// The number just before `word` in `line` ("644 sent," -> 644).
+fn count_before(line: &str, word: &str) -> Option<u64> {
+    let mut prev: Option<&str> = None;
+    for w in line.split_whitespace() {
+        if w == word {
+            return prev?.parse().ok();
+        }
+        prev = Some(w);
+    }
+    None
 }
 
 /// The leak rule. A leak grows with time or with connections, so it shows as a steady climb
@@ -1258,11 +1308,7 @@ fn print_report(run: &Run, v: &Verdict, out: &Path) {
             )
         })
     };
-    let summary = run
-        .agent_log
-        .lines()
-        .rfind(|l| l.contains("webhook deliveries"))
-        .unwrap_or("(no alert summary in the agent's log)");
+    let summary = alert_summary(&run.agent_log).unwrap_or("(no alert summary in the agent's log)");
     let m = |outcome: &str| {
         metric(
             &run.metrics,
@@ -1318,5 +1364,50 @@ fn print_report(run: &Run, v: &Verdict, out: &Path) {
         for f in &v.failures {
             println!("    - {f}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuples_of_the_threads_are_distinct_and_in_range() {
+        let t = Tuples { server_ports: 8 };
+        let mut seen = vec![false; t.len()];
+        for c in 0..CLIENT_THREADS {
+            let mut j = 0;
+            while let Some((cp, sp)) = t.nth_of_thread(c, j) {
+                let i = t.index(cp, sp).expect("in range");
+                assert!(!seen[i], "tuple {cp} -> {sp} twice");
+                assert_eq!(t.ports(i), (cp, sp));
+                seen[i] = true;
+                j += 1;
+            }
+        }
+        assert!(seen.iter().all(|s| *s), "every tuple used once");
+    }
+
+    #[test]
+    fn summary_counts_are_read() {
+        let line = "conntrack-agent: 644 alerts; webhook deliveries: 644 sent, 163 retries, 0 failed (dead letter), 0 replayed from the spool (log x); no delivery pending";
+        assert_eq!(count_before(line, "alerts;"), Some(644));
+        assert_eq!(count_before(line, "retries,"), Some(163));
+        assert_eq!(count_before(line, "failed"), Some(0));
+        assert_eq!(count_before(line, "nothing"), None);
+    }
+
+    #[test]
+    fn metric_lines_are_read() {
+        let text = "# TYPE x counter\nconntrack_kernel_ringbuf_full_total 0\nconntrack_alerts_total{outcome=\"sent\"} 12\n";
+        assert_eq!(
+            metric(text, "conntrack_kernel_ringbuf_full_total"),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(text, "conntrack_alerts_total{outcome=\"sent\"}"),
+            Some(12.0)
+        );
+        assert_eq!(metric(text, "conntrack_kernel_table_full_total"), None);
     }
 }
