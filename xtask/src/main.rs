@@ -12,6 +12,9 @@
 //!   memory in proportion (part of `test`);
 //! - `fuzz [--minutes N]`: the engine's property tests with fresh seeds and the differential
 //!   kernel-vs-host fuzz, within a time budget (default 1 minute);
+//! - `soak [--minutes N]`: N minutes (default 1) of steady traffic through a live agent (root):
+//!   every connection logged once, no kernel drop, every alert delivered or spooled, memory and
+//!   fds flat;
 //! - `container [--check]`: the container image from `deploy/Containerfile`, and a check that it
 //!   tracks traffic when run as deploy/ describes;
 //! - `systemd --check`: the systemd unit verified, and its command run as the unit would run it.
@@ -23,6 +26,7 @@ mod deploy_check;
 mod fuzz;
 mod fuzz_input;
 mod setup;
+mod soak;
 mod systemd;
 mod test;
 mod util;
@@ -38,12 +42,15 @@ commands:
   run [--debug] [-- ARGS]    build, then run `conntrack-agent run` (default: --iface <default
                              route interface> --log-dir ./logs) until Ctrl-C
   test                       setup, build, cargo test, clippy, fmt --check, conformance,
-                             a 40 s fuzz, the scale check, bench --quick
+                             a 40 s fuzz, the scale check, a 1 min soak, bench --quick
   scale-check [N]            (root) N new connections (default 200000) through a live agent:
                              fails if one is lost or the agent's memory is out of proportion;
                              then lost events (agent stopped) must be recovered by its resync
   fuzz [--minutes N]         property tests with fresh seeds, then (root) the kernel-vs-host
                              differential fuzz, N minutes in all (default 1)
+  soak [--minutes N]         (root) N minutes (default 1) of steady traffic through a live
+                             agent with rotation and a flaky webhook: every connection logged
+                             once, no drop, every alert delivered or spooled, RSS and fds flat
   container [--check]        build the container image (podman, else docker) from
                              deploy/Containerfile; --check runs it against a test veth
   systemd --check            verify deploy/conntrack-agent.service and run its command as
@@ -67,6 +74,7 @@ fn main() -> ExitCode {
         "test" => test::test(),
         "bench" => bench::bench(rest),
         "fuzz" => fuzz::fuzz(rest),
+        "soak" => soak::soak(rest),
         "scale-check" => bench::scale_check_cmd(rest),
         "container" => container::container(rest),
         "systemd" => systemd::systemd(rest),

@@ -50,6 +50,7 @@ pub fn test() -> Result<()> {
     crate::fuzz_input::fuzz_input(std::time::Duration::from_secs(30))?;
     step("scale check: 200,000 connections live, none lost, agent memory in proportion");
     crate::bench::scale_check(200_000)?;
+    crate::soak::soak_for(std::time::Duration::from_secs(60))?;
     step("bench --quick (the bench must keep running; its figures are not checked)");
     crate::bench::bench(&["--quick".to_string()])?;
     step("all checks passed");

@@ -16,7 +16,7 @@
 
 mod kernel_cost;
 mod live;
-mod netns;
+pub mod netns;
 mod replay;
 mod report;
 mod scale;
@@ -110,6 +110,17 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// From now on SIGINT/SIGTERM set a flag that [`check_interrupted`] turns into an error, so
+/// that Ctrl-C unwinds through the guards (namespaces deleted, processes ended) instead of
+/// killing xtask on the spot.
+pub fn catch_interrupts() {
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
 }
 
 /// Fails once SIGINT/SIGTERM arrived, so that the guards clean up on the way out.
@@ -207,11 +218,7 @@ pub fn bench(args: &[String]) -> Result<()> {
             "the bench needs root (it loads the eBPF program, creates network namespaces and installs packages)"
         );
     }
-    // SAFETY: installs a handler that only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    catch_interrupts();
     let started_at = Instant::now();
     let started = util::stdout(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
         .map(|s| s.trim().to_string())

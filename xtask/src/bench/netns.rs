@@ -16,6 +16,28 @@ pub const VETH_B: &str = "ctbenchb";
 pub const ADDR_A: &str = "10.250.0.1";
 pub const ADDR_B: &str = "10.250.0.2";
 
+/// Names and addresses of a namespace pair, so that tasks which may run side by side (the
+/// bench, the soak) each have their own.
+pub struct Names {
+    pub ns_a: &'static str,
+    pub ns_b: &'static str,
+    pub veth_a: &'static str,
+    pub veth_b: &'static str,
+    /// Addresses on the /24 of the veth pair.
+    pub addr_a: &'static str,
+    pub addr_b: &'static str,
+}
+
+/// The bench's pair.
+pub const BENCH: Names = Names {
+    ns_a: NS_A,
+    ns_b: NS_B,
+    veth_a: VETH_A,
+    veth_b: VETH_B,
+    addr_a: ADDR_A,
+    addr_b: ADDR_B,
+};
+
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
@@ -35,23 +57,38 @@ fn ip(args: &[&str]) -> Result<()> {
 /// both namespaces (which deletes the veth pair).
 pub struct Netns {
     children: Vec<Child>,
+    names: &'static Names,
 }
 
 impl Netns {
+    /// The bench's pair ([`BENCH`]).
     pub fn create() -> Result<Netns> {
+        Netns::create_named(&BENCH)
+    }
+
+    pub fn create_named(names: &'static Names) -> Result<Netns> {
+        let Names {
+            ns_a,
+            ns_b,
+            veth_a,
+            veth_b,
+            addr_a,
+            addr_b,
+        } = *names;
         // Left over from an interrupted earlier run.
-        let _ = ip(&["netns", "del", NS_A]);
-        let _ = ip(&["netns", "del", NS_B]);
-        ip(&["netns", "add", NS_A])?;
+        let _ = ip(&["netns", "del", ns_a]);
+        let _ = ip(&["netns", "del", ns_b]);
+        ip(&["netns", "add", ns_a])?;
         let ns = Netns {
             children: Vec::new(),
+            names,
         };
-        ip(&["netns", "add", NS_B])?;
+        ip(&["netns", "add", ns_b])?;
         ip(&[
-            "link", "add", VETH_A, "netns", NS_A, "type", "veth", "peer", "name", VETH_B, "netns",
-            NS_B,
+            "link", "add", veth_a, "netns", ns_a, "type", "veth", "peer", "name", veth_b, "netns",
+            ns_b,
         ])?;
-        for (n, dev, addr) in [(NS_A, VETH_A, ADDR_A), (NS_B, VETH_B, ADDR_B)] {
+        for (n, dev, addr) in [(ns_a, veth_a, addr_a), (ns_b, veth_b, addr_b)] {
             ip(&["-n", n, "link", "set", "lo", "up"])?;
             ip(&["-n", n, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
             ip(&["-n", n, "link", "set", dev, "up"])?;
@@ -92,6 +129,17 @@ impl Netns {
     /// Sends `signal` to a process this bench started and waits for it (up to `timeout`, then
     /// SIGKILL). Returns how long it took to exit.
     pub fn stop(&mut self, pid: u32, signal: i32, timeout: Duration) -> Result<Duration> {
+        self.stop_with_status(pid, signal, timeout)
+            .map(|(took, _)| took)
+    }
+
+    /// [`Netns::stop`], with the exit status.
+    pub fn stop_with_status(
+        &mut self,
+        pid: u32,
+        signal: i32,
+        timeout: Duration,
+    ) -> Result<(Duration, std::process::ExitStatus)> {
         let Some(pos) = self.children.iter().position(|c| c.id() == pid) else {
             bail!("process {pid} was not started by the bench");
         };
@@ -100,8 +148,8 @@ impl Netns {
         // SAFETY: plain kill(2) on our own child's PID (still unreaped, so not reused).
         unsafe { libc::kill(pid as i32, signal) };
         loop {
-            if child.try_wait()?.is_some() {
-                return Ok(t0.elapsed());
+            if let Some(status) = child.try_wait()? {
+                return Ok((t0.elapsed(), status));
             }
             if t0.elapsed() > timeout {
                 let _ = child.kill();
@@ -147,8 +195,8 @@ impl Drop for Netns {
             unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
             let _ = c.wait();
         }
-        let _ = ip(&["netns", "del", NS_A]);
-        let _ = ip(&["netns", "del", NS_B]);
+        let _ = ip(&["netns", "del", self.names.ns_a]);
+        let _ = ip(&["netns", "del", self.names.ns_b]);
     }
 }
 
