@@ -186,3 +186,98 @@ fn a_full_log_disk_loses_no_record_and_the_agent_goes_on() {
         "records of other connections: {seen:?}"
     );
 }
+
+/// A trace of `flows` UDP flows of `datagrams` datagrams of `size` bytes each.
+fn udp_trace(path: &Path, flows: u16, datagrams: u16, size: usize) {
+    use conntrack_tests::pcapgen::{Trace, udp_frame};
+    let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+        ("10.9.0.1".parse().unwrap(), "10.9.0.2".parse().unwrap());
+    let mut t = Trace::default();
+    let payload = vec![b'p'; size];
+    let mut ts = 1_000_000u64;
+    for f in 0..flows {
+        for _ in 0..datagrams {
+            t.push(ts, udp_frame((a, 1024 + f), (b, 5000), &payload));
+            ts += 10;
+        }
+    }
+    t.write(path).unwrap();
+}
+
+fn read_agent(args: &[&str]) -> std::process::Output {
+    Command::new(conntrack_tests::agent_path())
+        .arg("read")
+        .args(["--engine", "host"])
+        .args(args)
+        .output()
+        .expect("running the agent")
+}
+
+/// `read` on a full disk: an error naming the file, a non-zero exit, and a conn.log that ends
+/// with a whole record (it used to name no file and leave the last record split).
+#[test]
+fn read_on_a_full_disk_names_the_file_and_leaves_whole_records() {
+    if !is_root() {
+        eprintln!("skipping: needs root (mount)");
+        return;
+    }
+    let disk = SmallDisk::mount(32 * 1024);
+    let work = tempfile::tempdir().unwrap();
+    let trace = work.path().join("flows.pcap");
+    udp_trace(&trace, 2000, 1, 10);
+    let logs = disk.path().join("logs");
+    let out = read_agent(&["--log-dir", logs.to_str().unwrap(), trace.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0 on a full disk: {stderr}");
+    let conn_log = logs.join("conn.log");
+    assert!(
+        stderr.contains(&format!("cannot write {}", conn_log.display()))
+            && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    let log = whole_lines(&conn_log);
+    assert!(
+        !log.records.is_empty(),
+        "nothing was written before the disk filled"
+    );
+}
+
+/// Extraction to a full disk: one warning, the bytes not written in the summary, and a
+/// non-zero exit for `read` (it used to print a warning per write and exit 0).
+#[test]
+fn extraction_on_a_full_disk_warns_once_and_read_fails() {
+    if !is_root() {
+        eprintln!("skipping: needs root (mount)");
+        return;
+    }
+    let disk = SmallDisk::mount(64 * 1024);
+    let work = tempfile::tempdir().unwrap();
+    let trace = work.path().join("flows.pcap");
+    udp_trace(&trace, 40, 20, 1000);
+    let out = read_agent(&[
+        "--extract-all",
+        "--extract-dir",
+        disk.path().to_str().unwrap(),
+        "--log-dir",
+        work.path().join("logs").to_str().unwrap(),
+        trace.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "exit 0 with extraction lost: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("content extraction: cannot write").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("extracted files in {}", disk.path().display()))
+            && stderr.contains("bytes were lost"),
+        "no summary line: {stderr}"
+    );
+    // conn.log (on a disk with room) is whole and has every flow.
+    let log = whole_lines(&work.path().join("logs/conn.log"));
+    assert_eq!(log.by_resp("udp", 5000).len(), 40);
+}
