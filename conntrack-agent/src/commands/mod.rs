@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod fuzz;
+pub mod log_lock;
 pub mod read;
 pub mod run;
 pub mod setup;

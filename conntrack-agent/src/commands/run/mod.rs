@@ -5,6 +5,7 @@
 //! detached.
 
 use crate::cli::RunArgs;
+use crate::commands::log_lock;
 use crate::commands::setup::{self, Mode, Settings, Started};
 use crate::config::Config;
 use crate::core::agent::Agent;
@@ -34,6 +35,13 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let settings = Settings::new(&args.common, config)?;
+    // Before anything is attached or any log touched; held until the process exits.
+    // (handover.json goes to the log directory with --pin-dir.)
+    let _log_lock = log_lock::lock_if_written(
+        &args.common.log_dir,
+        args.common.to_stdout(),
+        settings.writes_other_files(&args.common) || args.pin_dir.is_some(),
+    )?;
     let opts = KernelOptions {
         max_flows: args.common.table_size,
         likely_server_ports: &settings.ports,
@@ -95,11 +103,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     if let Some(flows_id) = takeover {
         take_over(&mut kernel, &mut agent, &mut events, &args, flows_id)?;
     }
-    eprintln!(
-        "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
-        args.iface.join(", "),
-        args.common.log_dir.display()
-    );
+    eprintln!("{}", start_line(&args));
     let mut reloader = reload::Reloader::new(
         args.common.config.clone(),
         settings.config.clone(),
@@ -258,6 +262,19 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         eprintln!("{line}");
     }
     Ok(())
+}
+
+/// What the agent says once it tracks: where conn.log goes.
+fn start_line(args: &RunArgs) -> String {
+    let log = if args.common.to_stdout() {
+        "conn.log to standard output".to_string()
+    } else {
+        format!("conn.log in {}", args.common.log_dir.display())
+    };
+    format!(
+        "conntrack-agent: tracking on {} ({log}); Ctrl-C to stop",
+        args.iface.join(", ")
+    )
 }
 
 /// `--sensor`: the XDP form on every --iface, saying which XDP mode each got.
@@ -539,3 +556,28 @@ fn hand_over(
 pub mod handover;
 pub mod reload;
 pub mod status;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let argv = ["conntrack-agent", "run"].iter().chain(argv);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Run(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_start_line_says_where_conn_log_goes() {
+        let file = start_line(&run_args(&["-i", "eth0", "--log-dir", "/l"]));
+        assert!(file.contains("conn.log in /l"), "{file}");
+        let out = start_line(&run_args(&["-i", "eth0", "--log-dir", "/l", "--stdout"]));
+        assert!(out.contains("conn.log to standard output"), "{out}");
+        assert!(!out.contains("/l"), "{out}");
+        let dash = start_line(&run_args(&["-i", "eth0", "--log-dir", "-"]));
+        assert!(dash.contains("conn.log to standard output"), "{dash}");
+    }
+}
