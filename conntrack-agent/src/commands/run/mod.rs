@@ -59,6 +59,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
             (kernel, Some(pins))
         }
         None => {
+            refuse_attached(&args.iface, &[], None)?;
             let mut kernel = Kernel::load(&opts)?;
             if args.sensor {
                 attach_sensor(&mut kernel, &args)?;
@@ -235,7 +236,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
     eprintln!(
         "conntrack-agent: {} packets ({} on the fast path), {} connections logged, drops: ring \
-         buffer {}, table full {}, fragments not tracked {}",
+        buffer {}, table full {}, fragments not tracked {}",
         get(Stat::Packets),
         get(Stat::FastPath),
         agent.stats.conns_logged,
@@ -246,7 +247,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     if get(Stat::LockBusy) > 0 {
         eprintln!(
             "conntrack-agent: {} connection locks were left behind and taken over (the packets \
-             were applied); please report this",
+            were applied); please report this",
             get(Stat::LockBusy)
         );
     }
@@ -277,6 +278,61 @@ fn start_line(args: &RunArgs) -> String {
     )
 }
 
+/// Refuses to start on an interface that has our programs attached already, except through
+/// the links `taken_over` (those pinned in our --pin-dir, which this agent switches to its
+/// programs): a second set would count every packet twice.
+fn refuse_attached(
+    ifaces: &[String],
+    taken_over: &[u32],
+    pin_dir: Option<&std::path::Path>,
+) -> Result<()> {
+    let mut found = Vec::new();
+    for iface in ifaces {
+        // An interface that does not exist is reported by the attach, as before.
+        if let Ok(programs) = crate::datapath::kernel::tracker_programs_on(iface) {
+            found.extend(
+                programs
+                    .into_iter()
+                    .filter(|p| !p.link_id.is_some_and(|l| taken_over.contains(&l))),
+            );
+        }
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", attached_message(&found, pin_dir))
+    }
+}
+
+/// What is attached already, the likely reasons, and the ways out.
+fn attached_message(
+    found: &[crate::datapath::kernel::AttachedProgram],
+    pin_dir: Option<&std::path::Path>,
+) -> String {
+    let list: Vec<String> = found.iter().map(ToString::to_string).collect();
+    let mut ifaces: Vec<&str> = found.iter().map(|p| p.iface.as_str()).collect();
+    ifaces.dedup();
+    let iface_opts: String = ifaces.iter().map(|i| format!(" --iface {i}")).collect();
+    let take_over = match pin_dir {
+        Some(dir) => format!(
+            "they are not pinned in --pin-dir {}: start with the --pin-dir the other agent used \
+            to take them over",
+            dir.display()
+        ),
+        None => "start with the --pin-dir DIR the killed agent used to take them over (its \
+            open connections are then logged too)"
+            .to_string(),
+    };
+    format!(
+        "conntrack programs are already attached: {}. Another agent is tracking these \
+        interfaces, or an agent started with --pin-dir was killed and left its programs \
+        attached; a second set would count every packet twice. Stop the other agent; or \
+        {take_over}; or remove them with `conntrack-agent detach{iface_opts}` (add --pin-dir \
+        DIR to remove that directory's pins too)",
+        list.join(", ")
+    )
+}
+
 /// `--sensor`: the XDP form on every --iface, saying which XDP mode each got.
 fn attach_sensor(kernel: &mut Kernel, args: &RunArgs) -> Result<()> {
     kernel.load_sensor(args.sensor_drop)?;
@@ -294,7 +350,7 @@ fn attach_sensor(kernel: &mut Kernel, args: &RunArgs) -> Result<()> {
             // packet would count once.
             eprintln!(
                 "conntrack-agent: {iface}: generic XDP sees packets after GRO; turn GRO/LRO off \
-                 on a monitor port (ethtool -K {iface} gro off lro off) for exact packet counts"
+                on a monitor port (ethtool -K {iface} gro off lro off) for exact packet counts"
             );
         }
     }
@@ -408,6 +464,12 @@ fn load_pinned(
     args: &RunArgs,
 ) -> Result<(Kernel, Pins)> {
     let dir = PinDir::prepare(root)?;
+    // (After the pin directory's lock: a predecessor handing over has exited by then.)
+    refuse_attached(
+        &args.iface,
+        &crate::datapath::kernel::pinned_link_ids(&dir.dir),
+        Some(root),
+    )?;
     let takeover = if dir.has_predecessor() {
         dir.flows_id()
     } else {
@@ -419,15 +481,15 @@ fn load_pinned(
     {
         eprintln!(
             "conntrack-agent: the pinned flow table holds {cap} connections: --table-size {} \
-             takes effect after a stop for good (SIGINT)",
+            takes effect after a stop for good (SIGINT)",
             opts.max_flows
         );
     }
     let mut kernel = Kernel::load_pinned(opts, &dir.dir).with_context(|| {
         format!(
             "loading the program with the maps pinned in {} (pins are the files of the user \
-             who made them: another user must stop that agent for good first, or `chown -R` \
-             the directory)",
+            who made them: another user must stop that agent for good first, or `chown -R` \
+            the directory)",
             dir.dir.display()
         )
     })?;
@@ -504,7 +566,7 @@ fn take_over(
     }
     eprintln!(
         "conntrack-agent: took over {} open connections ({restored} uids restored, {queued} \
-         events queued while no agent ran)",
+        events queued while no agent ran)",
         agent.open_conns()
     );
     agent.advance(WallClock.now_ns())
@@ -547,7 +609,7 @@ fn hand_over(
     let links = kernel.release_links();
     eprintln!(
         "conntrack-agent: handing over: {n} open connections left in {} for the next agent \
-         ({links} links stay attached; SIGINT stops for good)",
+        ({links} links stay attached; SIGINT stops for good)",
         pins.dir.dir.display()
     );
     Ok(())
@@ -568,6 +630,41 @@ mod tests {
             crate::cli::Command::Run(r) => r,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn attached_programs_are_named_with_the_ways_out() {
+        use crate::datapath::kernel::AttachedProgram;
+        let found = [
+            AttachedProgram {
+                iface: "veth0".into(),
+                direction: "ingress",
+                program_id: 41,
+                link_id: Some(7),
+            },
+            AttachedProgram {
+                iface: "veth0".into(),
+                direction: "egress",
+                program_id: 42,
+                link_id: None,
+            },
+        ];
+        let msg = attached_message(&found, None);
+        assert!(
+            msg.contains("veth0 ingress (program 41, TCX link 7)"),
+            "{msg}"
+        );
+        assert!(msg.contains("veth0 egress (program 42)"), "{msg}");
+        assert!(msg.contains("--pin-dir DIR the killed agent used"), "{msg}");
+        assert!(
+            msg.contains("`conntrack-agent detach --iface veth0`"),
+            "{msg}"
+        );
+        let pinned = attached_message(&found[..1], Some(std::path::Path::new("/sys/fs/bpf/c")));
+        assert!(
+            pinned.contains("not pinned in --pin-dir /sys/fs/bpf/c"),
+            "{pinned}"
+        );
     }
 
     #[test]
