@@ -132,6 +132,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     let mut reported = [0u64; DROP_STATS.len()];
     let mut status = StatusLine::new(!args.no_status);
     report_drops(&kernel, &mut reported, false)?;
+    let mut checksums = ChecksumWatch::new(&kernel.stats()?);
     let on_sigterm = if pins.is_some() && !args.no_handover {
         Shutdown::Handover
     } else {
@@ -194,6 +195,9 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
                     if report_drops(&kernel, &mut reported, true)? {
                         // (Again from the start if a walk was under way.)
                         resync = Some(Resync::default());
+                    }
+                    if let Some(hint) = checksums.check(&kernel.stats()?, &args.iface) {
+                        log::warn!("{hint}");
                     }
                     last_stats = Instant::now();
                 }
@@ -406,6 +410,72 @@ fn report_drops(
         }
     }
     Ok(lost_events)
+}
+
+/// Packets (of a stats interval) below which bad checksums say nothing about the NIC.
+const CHECKSUM_HINT_MIN_PACKETS: u64 = 500;
+
+/// True when bad transport checksums dominate an interval's IP packets: the mark of NIC
+/// checksum offloading (the NIC fills checksums in, or checks them, past the hook), as Zeek
+/// warns for traces.
+fn offload_suspected(ip_packets: u64, bad_checksums: u64) -> bool {
+    ip_packets >= CHECKSUM_HINT_MIN_PACKETS && bad_checksums.saturating_mul(2) > ip_packets
+}
+
+/// Watches `STATS` for [`offload_suspected`] over each stats interval; warns once.
+///
+/// Note: the live program accounts every packet as checksum-valid today (only a replay flags
+/// bad ones, conntrack-ebpf's `CB_BAD_CHECKSUM`), so `bad_checksums` stays 0 in `run` until
+/// the datapath checks checksums live; this watch is what tells the user once it does.
+struct ChecksumWatch {
+    /// (IP packets, bad checksums) at the start of the interval.
+    last: (u64, u64),
+    warned: bool,
+}
+
+impl ChecksumWatch {
+    fn new(stats: &[(Stat, u64)]) -> Self {
+        Self {
+            last: Self::counts(stats),
+            warned: false,
+        }
+    }
+
+    /// IP packets (frames less the non-IP and unparsable ones) and bad checksums so far.
+    fn counts(stats: &[(Stat, u64)]) -> (u64, u64) {
+        let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
+        let ip = get(Stat::Packets)
+            .saturating_sub(get(Stat::NonIp))
+            .saturating_sub(get(Stat::ParseErrors));
+        (ip, get(Stat::BadChecksums))
+    }
+
+    /// The hint, the first time an interval looks like checksum offloading.
+    fn check(&mut self, stats: &[(Stat, u64)], ifaces: &[String]) -> Option<String> {
+        let now = Self::counts(stats);
+        let packets = now.0.saturating_sub(self.last.0);
+        let bad = now.1.saturating_sub(self.last.1);
+        self.last = now;
+        if self.warned || !offload_suspected(packets, bad) {
+            return None;
+        }
+        self.warned = true;
+        Some(offload_hint(packets, bad, ifaces))
+    }
+}
+
+/// Zeek's words for it, and what to do live (`run` has no `--ignore-checksums`: that is
+/// `read`'s, for traces).
+fn offload_hint(packets: u64, bad: u64, ifaces: &[String]) -> String {
+    let list = ifaces.join(", ");
+    let first = ifaces.first().map_or("IFACE", String::as_str);
+    format!(
+        "{bad} of the last {packets} IP packets on {list} had invalid TCP/UDP checksums: the \
+         traffic likely has invalid TCP checksums, most likely from NIC checksum offloading. \
+         Such packets do not count toward their connections (history C/c, as in Zeek). Turn \
+         checksum offloading off on the interface (`ethtool -K {first} rx off tx off`), or \
+         capture where checksums are final"
+    )
 }
 
 /// After lost events: every connection in `FLOWS` is reported to the tracker again, so that
@@ -664,6 +734,42 @@ mod tests {
         assert!(
             pinned.contains("not pinned in --pin-dir /sys/fs/bpf/c"),
             "{pinned}"
+        );
+    }
+
+    #[test]
+    fn bad_checksums_that_dominate_an_interval_give_one_hint() {
+        assert!(!offload_suspected(100, 100), "too few packets to tell");
+        assert!(!offload_suspected(1000, 500), "half is not most");
+        assert!(offload_suspected(1000, 501));
+        let stats = |packets: u64, non_ip: u64, bad: u64| {
+            vec![
+                (Stat::Packets, packets),
+                (Stat::NonIp, non_ip),
+                (Stat::BadChecksums, bad),
+            ]
+        };
+        let ifaces = ["eth0".to_string()];
+        // A predecessor's counters (pinned STATS) do not count: only what grows from now.
+        let mut watch = ChecksumWatch::new(&stats(100_000, 0, 90_000));
+        assert_eq!(watch.check(&stats(101_000, 0, 90_010), &ifaces), None);
+        // 1000 frames of which 400 non-IP: 600 IP packets, 400 bad.
+        let hint = watch
+            .check(&stats(102_000, 400, 90_410), &ifaces)
+            .expect("hint");
+        assert!(
+            hint.contains("400 of the last 600 IP packets on eth0"),
+            "{hint}"
+        );
+        assert!(
+            hint.contains("most likely from NIC checksum offloading"),
+            "{hint}"
+        );
+        assert!(hint.contains("ethtool -K eth0 rx off tx off"), "{hint}");
+        assert_eq!(
+            watch.check(&stats(103_000, 400, 91_410), &ifaces),
+            None,
+            "once"
         );
     }
 
