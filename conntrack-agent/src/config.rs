@@ -78,13 +78,30 @@ pub struct Config {
 
 /// A config error, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{origin}:{line}:{column}: {message}")]
+#[error("{}", self.located_message())]
 pub struct ConfigError {
     pub origin: String,
     /// 1-based; 0 when the error has no position (e.g. the file cannot be read).
     pub line: usize,
     pub column: usize,
     pub message: String,
+}
+
+impl ConfigError {
+    /// `FILE:LINE:COLUMN: message`; without a position (e.g. the file cannot be read), no
+    /// `:0:0` but `FILE: message`, or the message alone when it names the file itself.
+    fn located_message(&self) -> String {
+        if self.line == 0 && self.message.contains(&self.origin) {
+            self.message.clone()
+        } else if self.line == 0 {
+            format!("{}: {}", self.origin, self.message)
+        } else {
+            format!(
+                "{}:{}:{}: {}",
+                self.origin, self.line, self.column, self.message
+            )
+        }
+    }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -140,7 +157,7 @@ impl Config {
             origin: origin.clone(),
             line: 0,
             column: 0,
-            message: format!("cannot read the config file: {e}"),
+            message: format!("cannot read config file {origin}: {e}"),
         })?;
         Self::parse(&text, &origin, &|var| std::env::var(var).ok())
     }
@@ -201,6 +218,44 @@ ifaces = ["eth0"]
 
     fn err(text: &str) -> ConfigError {
         parse(text).expect_err("the config should be refused")
+    }
+
+    #[test]
+    fn a_missing_file_is_named_without_a_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.toml");
+        let e = Config::load(Some(&path)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "cannot read config file {}: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+        let unplaced = located("", "c.toml", None, "bad".into()).to_string();
+        assert_eq!(unplaced, "c.toml: bad");
+    }
+
+    #[test]
+    fn a_negative_or_fractional_threshold_says_what_is_accepted() {
+        let rule = |threshold: &str| {
+            format!(
+                "[[alerts.rules]]\nname = \"r\"\nmetric = \"total_bytes\"\nthreshold = {threshold}\n"
+            )
+        };
+        for (value, what) in [
+            ("-5", "threshold -5 is negative"),
+            ("1.5", "threshold 1.5 is not a whole number"),
+        ] {
+            let e = err(&rule(value));
+            let msg = e.to_string();
+            assert!(msg.contains(what), "{msg}");
+            assert!(msg.contains("whole number of at least 1"), "{msg}");
+            assert!(msg.contains("\"10m\""), "{msg}");
+            assert!(!msg.contains("untagged"), "{msg}");
+            assert_eq!(e.line, 4, "{msg}");
+        }
+        parse(&rule("1000")).expect("a count");
     }
 
     #[test]
@@ -348,10 +403,9 @@ ifaces = ["eth0"]
     #[test]
     fn unreadable_file_is_named() {
         let e = Config::load(Some(Path::new("/nonexistent/conntrack.toml"))).unwrap_err();
-        assert!(
-            e.to_string().starts_with("/nonexistent/conntrack.toml"),
-            "{e}"
-        );
+        let msg = e.to_string();
+        assert!(msg.contains("/nonexistent/conntrack.toml"), "{msg}");
+        assert!(!msg.contains(":0:0"), "{msg}");
     }
 
     #[test]

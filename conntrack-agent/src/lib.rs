@@ -46,6 +46,7 @@ pub async fn main() -> std::process::ExitCode {
     let res = match cli.command {
         cli::Command::Run(args) => commands::run::run(args, config).await,
         cli::Command::Read(args) => commands::read::read(args, config),
+        cli::Command::Detach(args) => commands::detach::detach(args),
         cli::Command::BenchKernel(args) => commands::bench::bench_kernel(args),
         cli::Command::FuzzKernel(args) => commands::fuzz::fuzz_kernel(args),
     };

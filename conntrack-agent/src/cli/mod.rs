@@ -45,6 +45,25 @@ Signals: SIGINT logs every open connection and exits; SIGTERM does too, or hands
   conntrack-agent read trace.pcap -C --engine host     # no checksum checks, no privileges
   conntrack-agent read trace.pcap --stdout --log-format json")]
     Read(ReadArgs),
+    /// Remove the tracker's programs that an agent left attached (killed with SIGKILL after
+    /// `run --pin-dir`), and its pins.
+    #[command(
+        long_about = "Remove the tracker's programs that an agent left attached, and its pins.
+
+An agent started with --pin-dir keeps its programs attached through pinned TCX links when
+it is killed (SIGKILL, a crash): they go on counting packets, and `run` refuses to attach
+a second set next to them. Either start `run` with the same --pin-dir to take them over
+(their open connections are logged too), or remove them with this command.
+
+Prints each program and pin it removes; with nothing to remove it says so and exits 0. It
+removes a running agent's programs too: stop agents first (SIGINT detaches and removes its
+pins by itself).",
+        after_help = "Examples:
+  conntrack-agent detach --pin-dir /sys/fs/bpf/conntrack   # its pins, and its programs everywhere
+  conntrack-agent detach -i eth0                         # our programs on eth0, pinned or not
+  conntrack-agent detach                                 # every interface of this namespace"
+    )]
+    Detach(DetachArgs),
     /// Per-packet cost of the eBPF program with BPF_PROG_TEST_RUN (for `cargo xtask bench`).
     #[command(hide = true)]
     BenchKernel(hidden::BenchKernelArgs),
@@ -273,6 +292,20 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
         ));
     }
     Ok(n)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DetachArgs {
+    /// Interface to remove the tracker's programs from (repeatable). Default: every interface
+    /// of this network namespace. With --pin-dir, only these interfaces' links are unpinned
+    /// (the maps go with the last link).
+    #[arg(long = "iface", short = 'i', value_name = "IF")]
+    pub iface: Vec<String>,
+
+    /// The --pin-dir the agent ran with: its pins are removed (every schema's), which detaches
+    /// the programs they hold. Refused while an agent runs with this directory.
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,7 +2,9 @@
 //! `fuzz-kernel` that `cargo xtask bench` and `cargo xtask fuzz` drive.
 
 pub mod bench;
+pub mod detach;
 pub mod fuzz;
+pub mod log_lock;
 pub mod read;
 pub mod run;
 pub mod setup;

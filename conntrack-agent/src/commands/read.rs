@@ -211,6 +211,12 @@ fn replay(
     stop: &Stop,
 ) -> anyhow::Result<()> {
     let settings = Settings::new(&args.common, config)?;
+    // Before any log is touched: an agent running into the same directory writes conn.log too.
+    let _log_lock = crate::commands::log_lock::lock_if_written(
+        &args.common.log_dir,
+        args.common.to_stdout(),
+        settings.writes_other_files(&args.common),
+    )?;
     let policy = ChecksumPolicy {
         ignore_all: args.ignore_checksums,
         ignore_nets: NetSet::parse_list(args.ignore_checksums_net.iter().map(String::as_str))?,

@@ -65,6 +65,24 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// True when something besides conn.log is written under the log directory: the other
+    /// logs, the alert spool, extracted contents (`--stdout` runs then still lock it).
+    pub fn writes_other_files(&self, common: &CommonArgs) -> bool {
+        let config = &self.config;
+        let under = |p: &std::path::Path| p.starts_with(&common.log_dir);
+        config.conn_long.enabled
+            || config
+                .removal_log
+                .path(&common.log_dir)
+                .is_some_and(|p| under(&p))
+            || !config.alerts.rules.is_empty()
+            || (!config.alerts.webhooks.is_empty()
+                && config.alerts.spool_dir.as_deref().is_none_or(under))
+            || (self.contents.enabled() && under(&self.extract_dir))
+    }
+}
+
 /// How the command runs: duration thresholds of an idle connection fire on a timer live, and
 /// in a replay only with `--duration-timers` (Zeek's `-r` checks them at the next packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +280,24 @@ mod tests {
         let stdout = common_args(&["--stdout"]);
         assert!(stdout.to_stdout());
         check_log_dir(&stdout, &config("[conn_long]\n")).unwrap();
+    }
+
+    #[test]
+    fn other_files_in_the_log_dir_are_known() {
+        let stdout = common_args(&["--stdout", "--log-dir", "/l"]);
+        let writes = |text: &str| {
+            Settings::new(&stdout, config(text))
+                .unwrap()
+                .writes_other_files(&stdout)
+        };
+        assert!(!writes(""));
+        assert!(writes("[conn_long]\n"));
+        assert!(writes("[removal_log]\n"));
+        assert!(!writes("[removal_log]\npath = \"/elsewhere/r.log\"\n"));
+        assert!(writes("[contents]\nextract_all = true\n"));
+        assert!(!writes(
+            "[contents]\nextract_all = true\nextract_dir = \"/x\"\n"
+        ));
     }
 
     #[test]

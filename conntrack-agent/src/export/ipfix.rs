@@ -264,12 +264,91 @@ fn set_length(out: &mut [u8], start: usize) {
     out[start + 2..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Counters of the exporter.
+/// Counters of the exporter. A record is either exported (handed to the network: over UDP
+/// nothing confirms that it arrived) or dropped, for one of two reasons.
 #[derive(Debug, Default)]
 pub struct ExportStats {
     pub records: AtomicU64,
-    pub dropped: AtomicU64,
+    /// Dropped because the queue to the sender thread was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Dropped because the message that carried them could not be sent.
+    pub dropped_unsent: AtomicU64,
+    /// Messages that could not be sent.
     pub send_errors: AtomicU64,
+    /// UDP sends refused (ECONNREFUSED): an ICMP port unreachable came back for an earlier
+    /// message, i.e. nothing listens at the collector's address. The refused send itself
+    /// sends nothing, and what was exported before it was lost too.
+    pub refused: AtomicU64,
+    /// The last send error, for the summary.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ExportStats {
+    /// Records dropped, for every reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full.load(Ordering::Relaxed)
+            + self.dropped_unsent.load(Ordering::Relaxed)
+    }
+
+    /// The end-of-run line: what was exported, what was dropped and why.
+    pub fn summary(&self, target: SocketAddr) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut line = format!(
+            "conntrack-agent: IPFIX to {target}: {} records exported, {} dropped",
+            get(&self.records),
+            self.dropped()
+        );
+        let mut reasons = Vec::new();
+        if get(&self.dropped_queue_full) > 0 {
+            reasons.push(format!(
+                "{} with the queue full (the collector or network was slower than the traffic)",
+                get(&self.dropped_queue_full)
+            ));
+        }
+        if get(&self.dropped_unsent) > 0 {
+            let error = self
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            reasons.push(format!(
+                "{} not sent: {} messages failed ({error})",
+                get(&self.dropped_unsent),
+                get(&self.send_errors)
+            ));
+        }
+        if !reasons.is_empty() {
+            line.push_str(&format!(" ({})", reasons.join("; ")));
+        }
+        if get(&self.refused) > 0 {
+            let n = get(&self.refused);
+            line.push_str(&format!(
+                "; but nothing was listening at {target} (ICMP port unreachable, {n} time{}): \
+                 records exported around then were lost; is the collector running?",
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+        line
+    }
+
+    fn send_failed(&self, records: usize, e: &anyhow::Error) {
+        self.send_errors.fetch_add(1, Ordering::Relaxed);
+        self.dropped_unsent
+            .fetch_add(records as u64, Ordering::Relaxed);
+        if is_refused(e) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{e:#}"));
+    }
+}
+
+/// ECONNREFUSED somewhere in `e`'s chain.
+fn is_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
 }
 
 /// The running exporter: a sender thread and the channel that feeds it.
@@ -338,12 +417,7 @@ impl Exporter {
         drop(tx);
         stop.store(true, Ordering::Relaxed);
         let _ = thread.join();
-        format!(
-            "conntrack-agent: IPFIX to {target}: {} records exported, {} dropped (queue full), {} send errors",
-            stats.records.load(Ordering::Relaxed),
-            stats.dropped.load(Ordering::Relaxed),
-            stats.send_errors.load(Ordering::Relaxed)
-        )
+        stats.summary(target)
     }
 }
 
@@ -365,14 +439,20 @@ impl Capability for IpfixExport {
             match self.tx.try_send(rec) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
-                    if self.stats.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    if self
+                        .stats
+                        .dropped_queue_full
+                        .fetch_add(1, Ordering::Relaxed)
+                        == 0
+                    {
                         log::warn!(
                             "IPFIX: the collector is slower than the traffic; dropping records"
                         );
                     }
                 }
                 Err(TrySendError::Disconnected(_)) => {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    // The sender thread is gone (`finish`): nothing will send it.
+                    self.stats.dropped_unsent.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -445,17 +525,28 @@ impl Link {
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        if stats.send_errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                            log::warn!("IPFIX: sending to {} failed: {e:#}", self.target);
+                        if stats.send_errors.load(Ordering::Relaxed) == 0 {
+                            log::warn!(
+                                "IPFIX: sending to {} failed: {e:#}; its records are dropped",
+                                self.target
+                            );
                         }
-                        stats
-                            .dropped
-                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        stats.send_failed(batch.len(), &e);
                     }
                 }
                 batch.clear();
             }
             if closed {
+                // The port unreachable of the last message comes back after its send: a run
+                // too short for a later send to be refused still learns that nobody listened.
+                if let Some(s) = &self.udp {
+                    std::thread::sleep(Duration::from_millis(20));
+                    if let Ok(Some(e)) = s.take_error()
+                        && e.kind() == std::io::ErrorKind::ConnectionRefused
+                    {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 if let Some(s) = &self.tcp {
                     let _ = s.shutdown(std::net::Shutdown::Both);
                 }
@@ -736,6 +827,61 @@ mod tests {
         }
         assert_eq!(sets(msgs[0])[0].0, TEMPLATE_SET_ID);
         assert_eq!((templates, data), (1, 21));
+    }
+
+    #[test]
+    fn the_summary_gives_each_dropped_record_its_reason() {
+        let target: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let x = ExportStats::default();
+        x.records.store(7, Ordering::Relaxed);
+        assert_eq!(
+            x.summary(target),
+            "conntrack-agent: IPFIX to 127.0.0.1:1: 7 records exported, 0 dropped"
+        );
+        x.dropped_queue_full.store(2, Ordering::Relaxed);
+        let refused =
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+                .context("UDP send");
+        x.send_failed(3, &refused);
+        x.send_failed(1, &refused);
+        let s = x.summary(target);
+        assert!(s.contains("7 records exported, 6 dropped ("), "{s}");
+        assert!(s.contains("2 with the queue full"), "{s}");
+        assert!(
+            s.contains("4 not sent: 2 messages failed (UDP send: "),
+            "{s}"
+        );
+        assert!(s.contains("nothing was listening at 127.0.0.1:1"), "{s}");
+        assert!(s.contains("port unreachable, 2 times"), "{s}");
+    }
+
+    #[test]
+    fn udp_to_a_closed_port_counts_every_record_once() {
+        // A port nobody listens on: bound, then closed.
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let args = IpfixArgs {
+            ipfix: Some(closed.to_string()),
+            ..Default::default()
+        };
+        let x = Exporter::start(&args).unwrap().unwrap();
+        let sent = 8;
+        for _ in 0..sent {
+            x.tx.send(v4_rec()).unwrap();
+            // One batch each, so that the port unreachable of one comes back before the next.
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let stats = x.stats();
+        let summary = x.finish();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!(get(&stats.records) + stats.dropped(), sent, "{summary}");
+        assert_eq!(get(&stats.dropped_queue_full), 0, "{summary}");
+        assert!(get(&stats.refused) > 0, "{summary}");
+        assert!(!summary.contains("queue full"), "{summary}");
+        assert!(summary.contains("Connection refused"), "{summary}");
+        assert!(summary.contains("nothing was listening"), "{summary}");
     }
 
     #[test]

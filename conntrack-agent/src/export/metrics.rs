@@ -306,7 +306,7 @@ impl Metrics {
     pub fn set_ipfix(&self, x: &ExportStats) {
         for (outcome, now) in [
             ("exported", x.records.load(Ordering::Relaxed)),
-            ("dropped", x.dropped.load(Ordering::Relaxed)),
+            ("dropped", x.dropped()),
         ] {
             let c = self.ipfix.get_or_create(&labels(&[("outcome", outcome)]));
             let before = c.get();

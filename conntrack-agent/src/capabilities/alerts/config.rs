@@ -151,10 +151,39 @@ impl MatchSection {
 
 /// A threshold as written: a count for bytes and packets, a duration string for `duration`.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(try_from = "RawThreshold")]
 pub enum ThresholdValue {
     Count(u64),
     Duration(String),
+}
+
+/// Any TOML value a threshold might be written as, so that a wrong one is refused with what
+/// is wrong with it (an untagged enum only says that nothing matched).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawThreshold {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// What a threshold accepts, for the messages that refuse one.
+const THRESHOLD_ACCEPTS: &str = "a bytes or packets threshold is a whole number of at least 1 \
+                                 (e.g. 1000000), a duration threshold a string like \"10m\"";
+
+impl TryFrom<RawThreshold> for ThresholdValue {
+    type Error = String;
+    fn try_from(v: RawThreshold) -> Result<Self, String> {
+        match v {
+            RawThreshold::Int(n) => u64::try_from(n)
+                .map(ThresholdValue::Count)
+                .map_err(|_| format!("threshold {n} is negative: {THRESHOLD_ACCEPTS}")),
+            RawThreshold::Float(x) => Err(format!(
+                "threshold {x} is not a whole number: {THRESHOLD_ACCEPTS}"
+            )),
+            RawThreshold::Text(t) => Ok(ThresholdValue::Duration(t)),
+        }
+    }
 }
 
 /// `[[alerts.rules]]`

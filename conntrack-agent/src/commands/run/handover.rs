@@ -120,25 +120,33 @@ pub struct PinDir {
 /// restart where the new agent starts before the old one is gone).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Takes the pin directory's lock, waiting up to [`LOCK_WAIT`] for a predecessor to exit.
-fn lock(root: &Path) -> Result<std::fs::File> {
+/// Takes the pin directory's lock if no agent holds it (None if one does).
+fn try_lock(root: &Path) -> Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::open(root).with_context(|| format!("opening {}", root.display()))?;
+    // SAFETY: a valid open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(f));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        return Err(e).with_context(|| format!("locking {}", root.display()));
+    }
+    Ok(None)
+}
+
+/// Takes the pin directory's lock, waiting up to [`LOCK_WAIT`] for a predecessor to exit.
+fn lock(root: &Path) -> Result<std::fs::File> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut said = false;
     loop {
-        // SAFETY: a valid open descriptor.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        if let Some(f) = try_lock(root)? {
             return Ok(f);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(e).with_context(|| format!("locking {}", root.display()));
         }
         if std::time::Instant::now() > deadline {
             bail!(
                 "another agent is running with --pin-dir {} (still after {} s): stop it \
-                 (SIGTERM hands over to this one) or use another directory",
+                (SIGTERM hands over to this one) or use another directory",
                 root.display(),
                 LOCK_WAIT.as_secs()
             );
@@ -163,7 +171,7 @@ impl PinDir {
             if !is_bpffs(parent) {
                 bail!(
                     "--pin-dir {}: {} is not a BPF filesystem: mount one (`mount -t bpf bpf \
-                     /sys/fs/bpf`, or `BPFFS` in a container's mounts) or choose a directory on one",
+                    /sys/fs/bpf`, or `BPFFS` in a container's mounts) or choose a directory on one",
                     root.display(),
                     parent.display()
                 );
@@ -171,7 +179,7 @@ impl PinDir {
             std::fs::create_dir_all(root).with_context(|| {
                 format!(
                     "creating {} (a non-root agent needs a directory it owns there: \
-                     `install -d -o USER {}` as root)",
+                    `install -d -o USER {}` as root)",
                     root.display(),
                     root.display()
                 )
@@ -180,7 +188,7 @@ impl PinDir {
         if !is_bpffs(root) {
             bail!(
                 "--pin-dir {} is not on a BPF filesystem: mount one (`mount -t bpf bpf \
-                 /sys/fs/bpf`) or choose a directory on one",
+                /sys/fs/bpf`) or choose a directory on one",
                 root.display()
             );
         }
@@ -196,10 +204,10 @@ impl PinDir {
             }
             eprintln!(
                 "conntrack-agent: {} holds pins of schema {name}, written by an agent whose \
-                 connection layout differs from this one's ({schema}): they cannot be read. \
-                 Detaching its programs and starting fresh; the connections it left open are \
-                 not logged (to log them, stop that version for good with SIGINT before \
-                 upgrading)",
+                connection layout differs from this one's ({schema}): they cannot be read. \
+                Detaching its programs and starting fresh; the connections it left open are \
+                not logged (to log them, stop that version for good with SIGINT before \
+                upgrading)",
                 root.display()
             );
             discard(&entry.path())?;
@@ -208,7 +216,7 @@ impl PinDir {
         std::fs::create_dir_all(&dir).with_context(|| {
             format!(
                 "creating {} (the agent's user needs write access to {}: `install -d -o USER` \
-                 it as root)",
+                it as root)",
                 dir.display(),
                 root.display()
             )
@@ -265,6 +273,71 @@ impl PinDir {
     pub fn remove(&self) -> Result<()> {
         discard(&self.dir)
     }
+}
+
+/// `detach --pin-dir`: removes the pins a stopped agent left under `root` (every schema's),
+/// which detaches its programs. With `ifaces`, only those interfaces' links go, and the maps
+/// with the last link. Returns the pins removed. Refused while an agent runs with `root`.
+pub fn remove_pins(root: &Path, ifaces: &[String]) -> Result<Vec<PathBuf>> {
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let Some(_lock) = try_lock(root)? else {
+        bail!(
+            "an agent is running with --pin-dir {}: stop it for good with SIGINT (it detaches \
+            its programs and removes its pins) instead",
+            root.display()
+        );
+    };
+    let links: Vec<String> = ifaces
+        .iter()
+        .flat_map(|i| {
+            [
+                crate::datapath::kernel::link_pin_name(i, "conntrack_ingress"),
+                crate::datapath::kernel::link_pin_name(i, "conntrack_egress"),
+            ]
+        })
+        .collect();
+    let mut removed = Vec::new();
+    let mut schemas: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("reading {}", root.display()))?
+        .flatten()
+        .filter(|e| is_schema_name(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    schemas.sort();
+    for dir in schemas {
+        let mut pins: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        pins.sort();
+        let is_link = |p: &PathBuf| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+        };
+        let chosen = |p: &PathBuf| {
+            links.is_empty()
+                || p.file_name()
+                    .is_some_and(|n| links.iter().any(|l| n == l.as_str()))
+        };
+        for pin in pins.iter().filter(|p| is_link(p) && chosen(p)) {
+            std::fs::remove_file(pin).with_context(|| format!("removing {}", pin.display()))?;
+            removed.push(pin.clone());
+        }
+        // The maps and tail-call table go with the last link: a generation still attached
+        // elsewhere keeps what its programs use.
+        let links_left = pins.iter().any(|p| is_link(p) && p.exists());
+        if !links_left {
+            for pin in pins.iter().filter(|p| p.exists()) {
+                std::fs::remove_file(pin).with_context(|| format!("removing {}", pin.display()))?;
+                removed.push(pin.clone());
+            }
+            std::fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes every pin in `dir` and `dir` itself. Removing a link's pin detaches it.
@@ -361,7 +434,7 @@ impl HandoverState {
         if state.schema != schema_name() || Some(state.flows_id) != flows_id {
             eprintln!(
                 "conntrack-agent: {} belongs to another flow table or schema: ignored (open \
-                 connections get new uids)",
+                connections get new uids)",
                 path.display()
             );
             return None;

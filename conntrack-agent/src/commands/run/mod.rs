@@ -5,6 +5,7 @@
 //! detached.
 
 use crate::cli::RunArgs;
+use crate::commands::log_lock;
 use crate::commands::setup::{self, Mode, Settings, Started};
 use crate::config::Config;
 use crate::core::agent::Agent;
@@ -36,6 +37,13 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let settings = Settings::new(&args.common, config)?;
+    // Before anything is attached or any log touched; held until the process exits.
+    // (handover.json goes to the log directory with --pin-dir.)
+    let _log_lock = log_lock::lock_if_written(
+        &args.common.log_dir,
+        args.common.to_stdout(),
+        settings.writes_other_files(&args.common) || args.pin_dir.is_some(),
+    )?;
     let opts = KernelOptions {
         max_flows: args.common.table_size,
         likely_server_ports: &settings.ports,
@@ -53,6 +61,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
             (kernel, Some(pins))
         }
         None => {
+            refuse_attached(&args.iface, &[], None)?;
             let mut kernel = Kernel::load(&opts)?;
             if args.sensor {
                 attach_sensor(&mut kernel, &args)?;
@@ -97,11 +106,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     if let Some(flows_id) = takeover {
         take_over(&mut kernel, &mut agent, &mut events, &args, flows_id)?;
     }
-    eprintln!(
-        "conntrack-agent: tracking on {} (conn.log in {}); Ctrl-C to stop",
-        args.iface.join(", "),
-        args.common.log_dir.display()
-    );
+    eprintln!("{}", start_line(&args));
     let mut reloader = reload::Reloader::new(
         args.common.config.clone(),
         settings.config.clone(),
@@ -129,6 +134,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     let mut reported = [0u64; DROP_STATS.len()];
     let mut status = StatusLine::new(!args.no_status);
     report_drops(&kernel, &mut reported, false)?;
+    let mut checksums = ChecksumWatch::new(&kernel.stats()?);
     let on_sigterm = if pins.is_some() && !args.no_handover {
         Shutdown::Handover
     } else {
@@ -193,6 +199,9 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
                         // (Again from the start if a walk was under way.)
                         resync = Some(Resync::default());
                     }
+                    if let Some(hint) = checksums.check(&kernel.stats()?, &args.iface) {
+                        log::warn!("{hint}");
+                    }
                     last_stats = Instant::now();
                 }
                 if let Some(r) = &mut resync
@@ -234,7 +243,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
     eprintln!(
         "conntrack-agent: {} packets ({} on the fast path), {} connections logged, drops: ring \
-         buffer {}, table full {}, fragments not tracked {}",
+        buffer {}, table full {}, fragments not tracked {}",
         get(Stat::Packets),
         get(Stat::FastPath),
         agent.stats.conns_logged,
@@ -245,7 +254,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     if get(Stat::LockBusy) > 0 {
         eprintln!(
             "conntrack-agent: {} connection locks were left behind and taken over (the packets \
-             were applied); please report this",
+            were applied); please report this",
             get(Stat::LockBusy)
         );
     }
@@ -266,6 +275,74 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     Ok(())
 }
 
+/// What the agent says once it tracks: where conn.log goes.
+fn start_line(args: &RunArgs) -> String {
+    let log = if args.common.to_stdout() {
+        "conn.log to standard output".to_string()
+    } else {
+        format!("conn.log in {}", args.common.log_dir.display())
+    };
+    format!(
+        "conntrack-agent: tracking on {} ({log}); Ctrl-C to stop",
+        args.iface.join(", ")
+    )
+}
+
+/// Refuses to start on an interface that has our programs attached already, except through
+/// the links `taken_over` (those pinned in our --pin-dir, which this agent switches to its
+/// programs): a second set would count every packet twice.
+fn refuse_attached(
+    ifaces: &[String],
+    taken_over: &[u32],
+    pin_dir: Option<&std::path::Path>,
+) -> Result<()> {
+    let mut found = Vec::new();
+    for iface in ifaces {
+        // An interface that does not exist is reported by the attach, as before.
+        if let Ok(programs) = crate::datapath::kernel::tracker_programs_on(iface) {
+            found.extend(
+                programs
+                    .into_iter()
+                    .filter(|p| !p.link_id.is_some_and(|l| taken_over.contains(&l))),
+            );
+        }
+    }
+    if found.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", attached_message(&found, pin_dir))
+    }
+}
+
+/// What is attached already, the likely reasons, and the ways out.
+fn attached_message(
+    found: &[crate::datapath::kernel::AttachedProgram],
+    pin_dir: Option<&std::path::Path>,
+) -> String {
+    let list: Vec<String> = found.iter().map(ToString::to_string).collect();
+    let mut ifaces: Vec<&str> = found.iter().map(|p| p.iface.as_str()).collect();
+    ifaces.dedup();
+    let iface_opts: String = ifaces.iter().map(|i| format!(" --iface {i}")).collect();
+    let take_over = match pin_dir {
+        Some(dir) => format!(
+            "they are not pinned in --pin-dir {}: start with the --pin-dir the other agent used \
+            to take them over",
+            dir.display()
+        ),
+        None => "start with the --pin-dir DIR the killed agent used to take them over (its \
+            open connections are then logged too)"
+            .to_string(),
+    };
+    format!(
+        "conntrack programs are already attached: {}. Another agent is tracking these \
+        interfaces, or an agent started with --pin-dir was killed and left its programs \
+        attached; a second set would count every packet twice. Stop the other agent; or \
+        {take_over}; or remove them with `conntrack-agent detach{iface_opts}` (add --pin-dir \
+        DIR to remove that directory's pins too)",
+        list.join(", ")
+    )
+}
+
 /// `--sensor`: the XDP form on every --iface, saying which XDP mode each got.
 fn attach_sensor(kernel: &mut Kernel, args: &RunArgs) -> Result<()> {
     kernel.load_sensor(args.sensor_drop)?;
@@ -283,7 +360,7 @@ fn attach_sensor(kernel: &mut Kernel, args: &RunArgs) -> Result<()> {
             // packet would count once.
             eprintln!(
                 "conntrack-agent: {iface}: generic XDP sees packets after GRO; turn GRO/LRO off \
-                 on a monitor port (ethtool -K {iface} gro off lro off) for exact packet counts"
+                on a monitor port (ethtool -K {iface} gro off lro off) for exact packet counts"
             );
         }
     }
@@ -339,6 +416,72 @@ fn report_drops(
         }
     }
     Ok(lost_events)
+}
+
+/// Packets (of a stats interval) below which bad checksums say nothing about the NIC.
+const CHECKSUM_HINT_MIN_PACKETS: u64 = 500;
+
+/// True when bad transport checksums dominate an interval's IP packets: the mark of NIC
+/// checksum offloading (the NIC fills checksums in, or checks them, past the hook), as Zeek
+/// warns for traces.
+fn offload_suspected(ip_packets: u64, bad_checksums: u64) -> bool {
+    ip_packets >= CHECKSUM_HINT_MIN_PACKETS && bad_checksums.saturating_mul(2) > ip_packets
+}
+
+/// Watches `STATS` for [`offload_suspected`] over each stats interval; warns once.
+///
+/// Note: the live program accounts every packet as checksum-valid today (only a replay flags
+/// bad ones, conntrack-ebpf's `CB_BAD_CHECKSUM`), so `bad_checksums` stays 0 in `run` until
+/// the datapath checks checksums live; this watch is what tells the user once it does.
+struct ChecksumWatch {
+    /// (IP packets, bad checksums) at the start of the interval.
+    last: (u64, u64),
+    warned: bool,
+}
+
+impl ChecksumWatch {
+    fn new(stats: &[(Stat, u64)]) -> Self {
+        Self {
+            last: Self::counts(stats),
+            warned: false,
+        }
+    }
+
+    /// IP packets (frames less the non-IP and unparsable ones) and bad checksums so far.
+    fn counts(stats: &[(Stat, u64)]) -> (u64, u64) {
+        let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
+        let ip = get(Stat::Packets)
+            .saturating_sub(get(Stat::NonIp))
+            .saturating_sub(get(Stat::ParseErrors));
+        (ip, get(Stat::BadChecksums))
+    }
+
+    /// The hint, the first time an interval looks like checksum offloading.
+    fn check(&mut self, stats: &[(Stat, u64)], ifaces: &[String]) -> Option<String> {
+        let now = Self::counts(stats);
+        let packets = now.0.saturating_sub(self.last.0);
+        let bad = now.1.saturating_sub(self.last.1);
+        self.last = now;
+        if self.warned || !offload_suspected(packets, bad) {
+            return None;
+        }
+        self.warned = true;
+        Some(offload_hint(packets, bad, ifaces))
+    }
+}
+
+/// Zeek's words for it, and what to do live (`run` has no `--ignore-checksums`: that is
+/// `read`'s, for traces).
+fn offload_hint(packets: u64, bad: u64, ifaces: &[String]) -> String {
+    let list = ifaces.join(", ");
+    let first = ifaces.first().map_or("IFACE", String::as_str);
+    format!(
+        "{bad} of the last {packets} IP packets on {list} had invalid TCP/UDP checksums: the \
+         traffic likely has invalid TCP checksums, most likely from NIC checksum offloading. \
+         Such packets do not count toward their connections (history C/c, as in Zeek). Turn \
+         checksum offloading off on the interface (`ethtool -K {first} rx off tx off`), or \
+         capture where checksums are final"
+    )
 }
 
 /// After lost events: every connection in `FLOWS` is reported to the tracker again, so that
@@ -397,6 +540,12 @@ fn load_pinned(
     args: &RunArgs,
 ) -> Result<(Kernel, Pins)> {
     let dir = PinDir::prepare(root)?;
+    // (After the pin directory's lock: a predecessor handing over has exited by then.)
+    refuse_attached(
+        &args.iface,
+        &crate::datapath::kernel::pinned_link_ids(&dir.dir),
+        Some(root),
+    )?;
     let takeover = if dir.has_predecessor() {
         dir.flows_id()
     } else {
@@ -408,15 +557,15 @@ fn load_pinned(
     {
         eprintln!(
             "conntrack-agent: the pinned flow table holds {cap} connections: --table-size {} \
-             takes effect after a stop for good (SIGINT)",
+            takes effect after a stop for good (SIGINT)",
             opts.max_flows
         );
     }
     let mut kernel = Kernel::load_pinned(opts, &dir.dir).with_context(|| {
         format!(
             "loading the program with the maps pinned in {} (pins are the files of the user \
-             who made them: another user must stop that agent for good first, or `chown -R` \
-             the directory)",
+            who made them: another user must stop that agent for good first, or `chown -R` \
+            the directory)",
             dir.dir.display()
         )
     })?;
@@ -493,7 +642,7 @@ fn take_over(
     }
     eprintln!(
         "conntrack-agent: took over {} open connections ({restored} uids restored, {queued} \
-         events queued while no agent ran)",
+        events queued while no agent ran)",
         agent.open_conns()
     );
     agent.advance(WallClock.now_ns())
@@ -536,7 +685,7 @@ fn hand_over(
     let links = kernel.release_links();
     eprintln!(
         "conntrack-agent: handing over: {n} open connections left in {} for the next agent \
-         ({links} links stay attached; SIGINT stops for good)",
+        ({links} links stay attached; SIGINT stops for good)",
         pins.dir.dir.display()
     );
     Ok(())
@@ -545,3 +694,99 @@ fn hand_over(
 pub mod handover;
 pub mod reload;
 pub mod status;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let argv = ["conntrack-agent", "run"].iter().chain(argv);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Run(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn attached_programs_are_named_with_the_ways_out() {
+        use crate::datapath::kernel::AttachedProgram;
+        let found = [
+            AttachedProgram {
+                iface: "veth0".into(),
+                direction: "ingress",
+                program_id: 41,
+                link_id: Some(7),
+            },
+            AttachedProgram {
+                iface: "veth0".into(),
+                direction: "egress",
+                program_id: 42,
+                link_id: None,
+            },
+        ];
+        let msg = attached_message(&found, None);
+        assert!(
+            msg.contains("veth0 ingress (program 41, TCX link 7)"),
+            "{msg}"
+        );
+        assert!(msg.contains("veth0 egress (program 42)"), "{msg}");
+        assert!(msg.contains("--pin-dir DIR the killed agent used"), "{msg}");
+        assert!(
+            msg.contains("`conntrack-agent detach --iface veth0`"),
+            "{msg}"
+        );
+        let pinned = attached_message(&found[..1], Some(std::path::Path::new("/sys/fs/bpf/c")));
+        assert!(
+            pinned.contains("not pinned in --pin-dir /sys/fs/bpf/c"),
+            "{pinned}"
+        );
+    }
+
+    #[test]
+    fn bad_checksums_that_dominate_an_interval_give_one_hint() {
+        assert!(!offload_suspected(100, 100), "too few packets to tell");
+        assert!(!offload_suspected(1000, 500), "half is not most");
+        assert!(offload_suspected(1000, 501));
+        let stats = |packets: u64, non_ip: u64, bad: u64| {
+            vec![
+                (Stat::Packets, packets),
+                (Stat::NonIp, non_ip),
+                (Stat::BadChecksums, bad),
+            ]
+        };
+        let ifaces = ["eth0".to_string()];
+        // A predecessor's counters (pinned STATS) do not count: only what grows from now.
+        let mut watch = ChecksumWatch::new(&stats(100_000, 0, 90_000));
+        assert_eq!(watch.check(&stats(101_000, 0, 90_010), &ifaces), None);
+        // 1000 frames of which 400 non-IP: 600 IP packets, 400 bad.
+        let hint = watch
+            .check(&stats(102_000, 400, 90_410), &ifaces)
+            .expect("hint");
+        assert!(
+            hint.contains("400 of the last 600 IP packets on eth0"),
+            "{hint}"
+        );
+        assert!(
+            hint.contains("most likely from NIC checksum offloading"),
+            "{hint}"
+        );
+        assert!(hint.contains("ethtool -K eth0 rx off tx off"), "{hint}");
+        assert_eq!(
+            watch.check(&stats(103_000, 400, 91_410), &ifaces),
+            None,
+            "once"
+        );
+    }
+
+    #[test]
+    fn the_start_line_says_where_conn_log_goes() {
+        let file = start_line(&run_args(&["-i", "eth0", "--log-dir", "/l"]));
+        assert!(file.contains("conn.log in /l"), "{file}");
+        let out = start_line(&run_args(&["-i", "eth0", "--log-dir", "/l", "--stdout"]));
+        assert!(out.contains("conn.log to standard output"), "{out}");
+        assert!(!out.contains("/l"), "{out}");
+        let dash = start_line(&run_args(&["-i", "eth0", "--log-dir", "-"]));
+        assert!(dash.contains("conn.log to standard output"), "{dash}");
+    }
+}

@@ -12,6 +12,8 @@
 //!   detaching on drop.
 //! - `attach.rs`: attaching the TC programs to an interface (TCX, else a clsact qdisc) and
 //!   detaching them.
+//! - `attached.rs`: our programs already on an interface (a killed agent's), found and removed
+//!   through the kernel's query APIs.
 //! - `control.rs`: [`ControlProgram`], `conntrack_control` run by a raw BPF_PROG_TEST_RUN.
 //! - `flows.rs`: [`FlowMap`] (the `FLOWS` map and content extraction's maps) and its live
 //!   [`Datapath`](crate::datapath::Datapath).
@@ -25,6 +27,7 @@
 //! - `tests.rs`: tests that load the program and run it.
 
 mod attach;
+mod attached;
 mod bench;
 mod control;
 mod flows;
@@ -37,6 +40,9 @@ mod sensor;
 #[cfg(test)]
 mod tests;
 
+pub use attached::{
+    AttachedProgram, all_interfaces, detach_link, remove_clsact_filters, tracker_programs_on,
+};
 pub use bench::{
     BENCH_EMPTY_PROGRAM, BENCH_EMPTY_XDP_PROGRAM, BENCH_FLOOR_CLOCK_PROGRAM,
     BENCH_FLOOR_LOOKUP_PROGRAM, BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM,
@@ -45,7 +51,7 @@ pub use control::ControlProgram;
 pub use flows::FlowMap;
 pub use iface::ifindexes;
 pub use kernel_log::{KernelLog, KernelLogSink};
-pub use pins::{PINNED_MAPS, link_pin_name};
+pub use pins::{PINNED_MAPS, link_pin_name, pinned_link_ids};
 pub use replay::{KernelDatapath, replay_datapath};
 pub use sensor::{SensorAttach, SensorXdpMode};
 

@@ -32,6 +32,21 @@ pub fn link_pin_name(iface: &str, program: &str) -> String {
     format!("link_{}_{dir}", iface.replace('.', "_"))
 }
 
+/// The ids of the TCX links pinned in `dir` (a predecessor's, which `attach_pinned` takes
+/// over). Pins that are not links, or whose link is gone, are skipped.
+pub fn pinned_link_ids(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("link_"))
+        .filter_map(|e| PinnedLink::from_pin(e.path()).ok())
+        .filter_map(|l| FdLink::from(l).info().ok())
+        .map(|i| i.id())
+        .collect()
+}
+
 impl Kernel {
     /// [`Kernel::load`] with [`PINNED_MAPS`] taken from `dir` (a predecessor's), or created and
     /// pinned there.
