@@ -57,3 +57,38 @@ fn a_reader_that_closes_stdout_early_is_reported_truthfully() {
         "one warning: {stderr}"
     );
 }
+
+/// `--log-dir` naming a file: said so, not "File exists" (issue 17).
+#[test]
+fn a_file_given_as_log_dir_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, "not a directory").unwrap();
+    let trace = dir.path().join("one.pcap");
+    let mut t = Trace::default();
+    let (a, b): (IpAddr, IpAddr) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
+    t.push(1_000_000, udp_frame((a, 1234), (b, 9000), b"x"));
+    t.write(&trace).unwrap();
+    for cmd in [
+        &["read", "--engine", "host"][..],
+        &["run", "--iface", "ctnone0"],
+    ] {
+        let out = Command::new(agent_path())
+            .args(cmd)
+            .arg("--log-dir")
+            .arg(&file)
+            .args(if cmd[0] == "read" {
+                vec![&trace]
+            } else {
+                vec![]
+            })
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("afile is not a directory") && !stderr.contains("File exists"),
+            "{cmd:?}: {stderr}"
+        );
+    }
+}

@@ -22,8 +22,7 @@ pub struct LogDirLock {
 /// Creates `dir` if needed and locks it for this process. Refuses, naming the holder's pid,
 /// when another agent holds it.
 pub fn lock_log_dir(dir: &Path) -> Result<LogDirLock> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create log directory {}", dir.display()))?;
+    crate::logs::rotate::create_log_dir(dir)?;
     let path = dir.join(LOCK_FILE);
     // Not truncated on open: the holder's pid must stay readable for whoever is refused.
     let mut file = std::fs::OpenOptions::new()

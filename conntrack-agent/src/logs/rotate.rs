@@ -631,7 +631,7 @@ fn keep_leftover(dir: &Path, name: &str, path: &Path) -> Option<PathBuf> {
 }
 
 /// The log directory, made if missing; a clear error when a file is in the way.
-fn create_log_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn create_log_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() && !dir.is_dir() {
         anyhow::bail!(
             "log directory {} is not a directory (a file of that name exists): give --log-dir \
