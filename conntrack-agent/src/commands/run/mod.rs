@@ -37,13 +37,15 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     // end the agent, and a SIGHUP sent while it starts is handled in the first loop turn.
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let settings = Settings::new(&args.common, config)?;
-    // Before anything is attached or any log touched; held until the process exits.
-    // (handover.json goes to the log directory with --pin-dir.)
-    let _log_lock = log_lock::lock_if_written(
-        &args.common.log_dir,
-        args.common.to_stdout(),
-        settings.writes_other_files(&args.common) || args.pin_dir.is_some(),
-    )?;
+    // The log directory's lock, before anything is attached or any log touched; held until the
+    // process exits. (handover.json goes to the log directory with --pin-dir.)
+    let lock_logs = || {
+        log_lock::lock_if_written(
+            &args.common.log_dir,
+            args.common.to_stdout(),
+            settings.writes_other_files(&args.common) || args.pin_dir.is_some(),
+        )
+    };
     let opts = KernelOptions {
         max_flows: args.common.table_size,
         likely_server_ports: &settings.ports,
@@ -55,12 +57,13 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
             sink: &status::KernelLines,
         }),
     };
-    let (mut kernel, pins) = match &args.pin_dir {
+    let (mut kernel, pins, _log_lock) = match &args.pin_dir {
         Some(root) => {
-            let (kernel, pins) = load_pinned(&opts, root, &args)?;
-            (kernel, Some(pins))
+            let (kernel, pins, lock) = load_pinned(&opts, root, &args, lock_logs)?;
+            (kernel, Some(pins), lock)
         }
         None => {
+            let lock = lock_logs()?;
             refuse_attached(&args.iface, &[], None)?;
             let mut kernel = Kernel::load(&opts)?;
             if args.sensor {
@@ -71,7 +74,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
                     kernel.attach(iface)?;
                 }
             }
-            (kernel, None)
+            (kernel, None, lock)
         }
     };
     let takeover = pins.as_ref().and_then(|p| p.takeover);
@@ -533,13 +536,18 @@ struct Pins {
 }
 
 /// Loads the program with the pinned maps (a predecessor's when there is one) and attaches it
-/// through pinned TCX links, switching a predecessor's links to the new programs.
+/// through pinned TCX links, switching a predecessor's links to the new programs. Takes the log
+/// directory's lock (`lock_logs`) once it holds the pin directory's: a successor started
+/// before its predecessor is sent SIGTERM waits for that one to exit, and its log directory is
+/// free then.
 fn load_pinned(
     opts: &KernelOptions<'_>,
     root: &std::path::Path,
     args: &RunArgs,
-) -> Result<(Kernel, Pins)> {
+    lock_logs: impl FnOnce() -> Result<Option<log_lock::LogDirLock>>,
+) -> Result<(Kernel, Pins, Option<log_lock::LogDirLock>)> {
     let dir = PinDir::prepare(root)?;
+    let log_lock = lock_logs()?;
     // (After the pin directory's lock: a predecessor handing over has exited by then.)
     refuse_attached(
         &args.iface,
@@ -575,7 +583,7 @@ fn load_pinned(
     }
     dir.drop_other_links(&args.iface)?;
     Kernel::commit_stages(&dir.dir, &staged)?;
-    Ok((kernel, Pins { dir, takeover }))
+    Ok((kernel, Pins { dir, takeover }, log_lock))
 }
 
 /// Takes over a predecessor's connections. The events queued while no agent ran come first, in
