@@ -211,12 +211,6 @@ fn replay(
     stop: &Stop,
 ) -> anyhow::Result<()> {
     let settings = Settings::new(&args.common, config)?;
-    // Before any log is touched: an agent running into the same directory writes conn.log too.
-    let _log_lock = crate::commands::log_lock::lock_if_written(
-        &args.common.log_dir,
-        args.common.to_stdout(),
-        settings.writes_other_files(&args.common),
-    )?;
     let policy = ChecksumPolicy {
         ignore_all: args.ignore_checksums,
         ignore_nets: NetSet::parse_list(args.ignore_checksums_net.iter().map(String::as_str))?,
@@ -237,6 +231,14 @@ fn replay(
     };
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
     let dp = make_datapath(args.engine, &settings.ports, args.common.table_size)?;
+    // Before any log is touched (an agent running into the same directory writes conn.log
+    // too), and after what can fail without one: the input and the engine (an unprivileged
+    // `--engine kernel` must leave no directory behind).
+    let _log_lock = crate::commands::log_lock::lock_if_written(
+        &args.common.log_dir,
+        args.common.to_stdout(),
+        settings.writes_other_files(&args.common),
+    )?;
     let mode = Mode::Replay {
         duration_timers: args.duration_timers,
     };
