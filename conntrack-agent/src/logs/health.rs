@@ -103,16 +103,20 @@ impl LogHealth {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .unwrap_or_default();
-        Some(if dropped == 0 {
+        Some(if dropped > 0 {
+            format!(
+                "{}: writes failed ({error}); {dropped} {} were lost",
+                self.name, self.unit
+            )
+        } else if self.unit == "records" {
+            // Held records all reached the disk once it had room again.
             format!(
                 "{}: writes failed ({error}); everything was written once it could be",
                 self.name
             )
         } else {
-            format!(
-                "{}: writes failed ({error}); {dropped} {} were lost",
-                self.name, self.unit
-            )
+            // Extraction: a file that could not be created lost its data uncounted.
+            format!("{}: writes failed ({error})", self.name)
         })
     }
 }

@@ -207,11 +207,7 @@ impl LogFile {
         opts: LogOptions,
         flush_each: bool,
     ) -> anyhow::Result<Self> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        let dir = dir_of(path);
         let mut leftover = None;
         let sink = if opts.stdout {
             Sink::Stdout
@@ -238,8 +234,7 @@ impl LogFile {
     /// A headerless log appended to across runs, never rotated, each line written at once
     /// (alerts.log: the record of what was sent).
     pub fn append(path: &Path) -> anyhow::Result<Self> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        create_log_dir(dir)?;
+        create_log_dir(&dir_of(path))?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -269,11 +264,7 @@ impl LogFile {
         sink: Sink,
         flush_each: bool,
     ) -> Self {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
+        let dir = dir_of(path);
         let shown = match sink {
             Sink::Stdout => format!("{name}.log on standard output"),
             _ => path.display().to_string(),
@@ -628,6 +619,14 @@ fn keep_leftover(dir: &Path, name: &str, path: &Path) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// The directory a log file lives in (`.` for a bare file name).
+fn dir_of(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
 }
 
 /// The log directory, made if missing; a clear error when a file is in the way.
