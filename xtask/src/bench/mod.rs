@@ -14,6 +14,7 @@
 //! breaks (a tool that cannot run, a namespace that cannot be made), not on slow figures, and a
 //! program that does not load is reported as such.
 
+mod flood;
 mod kernel_cost;
 mod live;
 pub mod netns;
