@@ -20,6 +20,18 @@ pub struct Sent {
     pub flows: u64,
     /// Frames per second achieved, by the sender's clock.
     pub rate: f64,
+    /// The XDP generator's CPU time (user + system), which includes the receiving veth's
+    /// processing (it runs in the generator's bottom halves); `None` for the AF_PACKET sender.
+    pub cpu_secs: Option<f64>,
+}
+
+impl Sent {
+    /// Sending-side CPU time per flow, in microseconds, when known.
+    pub fn cpu_us_per_flow(&self) -> Option<f64> {
+        self.cpu_secs
+            .filter(|_| self.flows > 0)
+            .map(|c| c * 1e6 / self.flows as f64)
+    }
 }
 
 pub enum Sender {
@@ -92,7 +104,11 @@ fn parse_flood_output(out: &str) -> Result<Sent> {
         .with_context(|| format!("bench-flood printed {:?}", out.trim()))?;
     let flows = v["sent"].as_u64().context("bench-flood: no `sent`")?;
     let rate = v["rate"].as_f64().context("bench-flood: no `rate`")?;
-    Ok(Sent { flows, rate })
+    Ok(Sent {
+        flows,
+        rate,
+        cpu_secs: v["cpu_secs"].as_f64(),
+    })
 }
 
 /// Turns GRO on or off on `dev` in `ns` (the legacy ETHTOOL_SGRO ioctl: no ethtool binary
@@ -171,6 +187,7 @@ pub fn send_raw(s: &RawSender, first: u64, n: u64, rate: u64) -> Result<Sent> {
     Ok(Sent {
         flows: n,
         rate: n as f64 / t0.elapsed().as_secs_f64().max(1e-6),
+        cpu_secs: None,
     })
 }
 
@@ -181,11 +198,12 @@ mod tests {
     #[test]
     fn reads_bench_flood_output() {
         let s = parse_flood_output(
-            "{\"next\":400000,\"rate\":399885.7,\"secs\":1.0003,\"sent\":400000,\"wall_secs\":1.02}\n",
+            "{\"cpu_secs\":0.6,\"next\":400000,\"rate\":399885.7,\"secs\":1.0003,\"sent\":400000,\"wall_secs\":1.02}\n",
         )
         .unwrap();
         assert_eq!(s.flows, 400_000);
         assert_eq!(s.rate, 399_885.7);
+        assert_eq!(s.cpu_us_per_flow(), Some(1.5));
         assert!(parse_flood_output("conntrack-agent: error").is_err());
     }
 }

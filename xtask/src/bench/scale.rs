@@ -50,7 +50,9 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         None => "Sender: the XDP live-frame generator (`conntrack-agent bench-flood`: \
                  BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, paced by the program's clock), \
                  into the receiving veth with GRO on (its NAPI poll); each step's rate is the \
-                 generator's, from its first frame to its last."
+                 generator's, from its first frame to its last; its CPU time per flow includes the \
+                 receiving veth's processing, the tracker's program included (it runs in the generator's \
+                 bottom halves), so one over it is the rate a CPU of its own would reach."
             .to_string(),
         Some(why) => format!(
             "Sender: AF_PACKET sendmmsg (the XDP live-frame generator could not run: {why})."
@@ -103,8 +105,11 @@ pub fn run(b: &mut Bench) -> Result<Section> {
             format!("{} k/s", rate / 1000)
         };
         step_notes.push(format!(
-            "{target}: {:.0} k/s sent, {dropped} dropped{}",
+            "{target}: {:.0} k/s sent{}, {dropped} dropped{}",
             sent.rate / 1e3,
+            sent.cpu_us_per_flow().map_or(String::new(), |us| format!(
+                " ({us:.2} us of sending-CPU time per flow)"
+            )),
             if lost > 0 {
                 format!(", {lost} of {} never reached the tracker", sent.flows)
             } else {
@@ -187,7 +192,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         None,
         &format!(
             "highest step of the unbroken run of steps with no ring-buffer-full{} (one NewConn event of {} B per flow; steps: {})",
-            if max_step_clean { ", a lower bound: no drops even at the sender's maximum rate" } else { "" },
+            if max_step_clean { ", a lower bound: no drops even at the sending CPU's maximum rate (the generator and the receiving veth's processing, the tracker's program included, share that CPU)" } else { "" },
             b.layout.event,
             step_notes.join("; ")
         ),
