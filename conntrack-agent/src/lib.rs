@@ -48,6 +48,7 @@ pub async fn main() -> std::process::ExitCode {
         cli::Command::Read(args) => commands::read::read(args, config),
         cli::Command::Detach(args) => commands::detach::detach(args),
         cli::Command::BenchKernel(args) => commands::bench::bench_kernel(args),
+        cli::Command::BenchFlood(args) => commands::flood::bench_flood(args),
         cli::Command::FuzzKernel(args) => commands::fuzz::fuzz_kernel(args),
     };
     match res {

@@ -15,7 +15,8 @@
 //! - [`engine`]: orientation, reuse, the per-packet update, the fast path and the generic driver;
 //! - [`threshold`]: per-connection thresholds (the kernel side of ConnThreshold);
 //! - [`contents`]: content extraction flags and the payload records;
-//! - [`event`]: ring-buffer events; [`stats`]: per-CPU counter indices.
+//! - [`event`]: ring-buffer events; [`stats`]: per-CPU counter indices;
+//! - [`flood`]: the frames of the bench's new-flow generator.
 #![no_std]
 
 #[cfg(test)]
@@ -31,6 +32,7 @@ pub mod conn;
 pub mod contents;
 pub mod engine;
 pub mod event;
+pub mod flood;
 pub mod history;
 pub mod key;
 pub mod packet;

@@ -41,6 +41,7 @@
 mod contents;
 mod control;
 mod fast;
+mod flood;
 mod flow;
 mod l2;
 mod lock;
@@ -184,6 +185,13 @@ pub fn conntrack_xdp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn empty_xdp(_ctx: XdpContext) -> u32 {
     sensor_verdict()
+}
+
+/// The scale bench's traffic generator (flood.rs; never attached: run with
+/// BPF_PROG_TEST_RUN in live-frame mode).
+#[xdp]
+pub fn bench_flood(ctx: XdpContext) -> u32 {
+    flood::run(&ctx)
 }
 
 /// Sensor mode, stage 2 (`XDP_STAGES`).

@@ -4,6 +4,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf};
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::ContentCounters;
+use conntrack_common::flood::State;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{MAX_HEADER_BYTES, PacketMeta};
 use conntrack_common::stats::{IfaceCounters, MAX_IFACES, STAT_COUNT};
@@ -157,3 +158,9 @@ pub static CONTENTS_CONNS: HashMap<FlowKey, ContentCounters> = HashMap::with_max
 /// in it], shared by all CPUs (updated with atomics).
 #[map]
 pub static CONTENTS_RATE: Array<u64> = Array::with_max_entries(2, 0);
+
+/// The bench's flow generator (`bench_flood`, never attached): its state
+/// (`conntrack_common::flood::State`), set by the bench before each step and advanced by the
+/// program.
+#[map]
+pub static FLOOD: Array<State> = Array::with_max_entries(1, 0);

@@ -19,6 +19,23 @@ pub struct BenchKernelArgs {
     pub layout: bool,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct BenchFloodArgs {
+    /// The interface to send on (in this network namespace; a veth whose peer has NAPI: GRO
+    /// or an XDP program on it).
+    #[arg(long)]
+    pub dev: String,
+    /// Id of the first flow (`conntrack_common::flood`).
+    #[arg(long, default_value_t = 0)]
+    pub first: u64,
+    /// Flows to send, one frame each.
+    #[arg(long)]
+    pub count: u32,
+    /// Frames per second; 0: as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+}
+
 #[derive(Args, Debug)]
 pub struct FuzzKernelArgs {
     /// Time budget.

@@ -67,6 +67,10 @@ pins by itself).",
     /// Per-packet cost of the eBPF program with BPF_PROG_TEST_RUN (for `cargo xtask bench`).
     #[command(hide = true)]
     BenchKernel(hidden::BenchKernelArgs),
+    /// New UDP flows sent at a given rate by an XDP program in live-frame mode (the scale
+    /// section of `cargo xtask bench`; needs root and the eBPF program).
+    #[command(hide = true)]
+    BenchFlood(hidden::BenchFloodArgs),
     /// Differential fuzzing: generated frames through the kernel and host engines, which must
     /// agree (for `cargo xtask fuzz`; needs root and the eBPF program).
     #[command(hide = true)]

@@ -14,6 +14,7 @@
 //! breaks (a tool that cannot run, a namespace that cannot be made), not on slow figures, and a
 //! program that does not load is reported as such.
 
+mod flood;
 mod kernel_cost;
 mod live;
 pub mod netns;
@@ -844,8 +845,14 @@ const ANALYSIS: &str = "## Method\n\n\
   counted where they reach the receiver's UDP layer (iperf3's own UDP sender is too slow to show a per-packet \
   cost). Each round runs the four set-ups in rotated order; medians over 4 rounds of 5 s. The limit and nf_conntrack set-ups also run the agent, attached to the \
   receiving namespace's loopback, so that only the program's place differs.\n\
-- **Scale**: new UDP flows are injected with AF_PACKET on the sending veth at rising rates, then up to 1 M; the \
-  frames are addressed to a MAC the receiver does not have, so after TC ingress the stack drops them and only the \
+- **Scale**: new UDP flows are injected on the sending veth at rising rates (1 s steps, 25 k/s to 800 k/s, then \
+  as fast as the sender goes), then up to 1 M. The sender is the XDP live-frame generator (`conntrack-agent \
+  bench-flood`: an XDP program run by BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES that writes each new \
+  flow's frame and returns XDP_TX, paced by its own clock; the receiving veth has GRO on, which gives it the NAPI \
+  poll that veth needs to take XDP frames), AF_PACKET sendmmsg where that cannot run. With veth the receive path, \
+  the tracker's program included, runs on the sender's CPU, so the highest step is bounded by sender and tracker \
+  together; the agent drains on the other CPU. A step counts only when every flow sent became a connection in the \
+  kernel (`new_conns`). The frames are addressed to a MAC the receiver does not have, so after TC ingress the stack drops them and only the \
   tracker's cost remains. Kernel memory is the `memlock` of the agent's maps in `/proc/PID/fdinfo` (the hash map is \
   preallocated: memory per entry is memlock / max_entries); RSS from `/proc/PID/status`; drops from the program's \
   `ringbuf_full` counter, read through the bpf syscall between steps.\n";

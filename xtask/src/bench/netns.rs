@@ -209,6 +209,25 @@ pub fn rss_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Runs `f` on a thread that entered network namespace `ns` (sockets it creates stay bound to
+/// that namespace).
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let path = Path::new("/var/run/netns").join(ns);
+    std::thread::spawn(move || -> Result<T> {
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: setns on this thread only, with a valid namespace fd.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("netns thread panicked"))?
+}
+
 /// A raw AF_PACKET socket on `dev` inside `ns` (created on a thread that entered the
 /// namespace; the socket stays bound to it).
 pub struct RawSender {
@@ -217,14 +236,8 @@ pub struct RawSender {
 
 impl RawSender {
     pub fn open(ns: &str, dev: &str) -> Result<RawSender> {
-        let path = Path::new("/var/run/netns").join(ns);
         let dev = std::ffi::CString::new(dev)?;
-        let handle = std::thread::spawn(move || -> Result<OwnedFd> {
-            let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            // SAFETY: setns on this thread only, with a valid namespace fd.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
+        let fd = in_netns(ns, move || -> Result<OwnedFd> {
             // SAFETY: plain socket(2); the result is checked.
             let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
             if raw < 0 {
@@ -265,10 +278,7 @@ impl RawSender {
                 )
             };
             Ok(fd)
-        });
-        let fd = handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("netns thread panicked"))??;
+        })?;
         Ok(RawSender { fd })
     }
 

@@ -21,6 +21,7 @@
 //! - `pins.rs`: pinned maps, links and tail-call table, for a restart without loss.
 //! - `sensor.rs`: sensor mode, the XDP form of the program.
 //! - `bench.rs`: single runs of a program for `cargo xtask bench`, TC and XDP.
+//! - `flood.rs`: [`Flood`], the scale bench's generator of new flows (XDP live frames).
 //! - `iface.rs`: per-interface counters (`IFACE_STATS`).
 //! - `privileges.rs`: RLIMIT_MEMLOCK, the capabilities check, and errors explained (EPERM,
 //!   the verifier's log).
@@ -30,6 +31,7 @@ mod attach;
 mod attached;
 mod bench;
 mod control;
+mod flood;
 mod flows;
 mod iface;
 mod kernel_log;
@@ -48,6 +50,7 @@ pub use bench::{
     BENCH_FLOOR_LOOKUP_PROGRAM, BENCH_TRACKER_PROGRAM, BENCH_XDP_PROGRAM,
 };
 pub use control::ControlProgram;
+pub use flood::Flood;
 pub use flows::FlowMap;
 pub use iface::ifindexes;
 pub use kernel_log::{KernelLog, KernelLogSink};
