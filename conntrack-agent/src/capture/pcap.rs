@@ -2,7 +2,9 @@
 //! each with its own link type and timestamp resolution). Decoding a frame of a link type down
 //! to its IP header is in [`link`](super::link).
 //!
-//! The container formats are parsed by `pcap-parser` (streaming). What stays here is what a block
+//! The container formats are parsed by `pcap-parser`: a regular file in place, through a memory
+//! mapping ([`mapped`]), anything else (standard input, a pipe, a file that cannot be mapped)
+//! by its streaming reader. What stays here is what a block
 //! means for the replay: per-interface link type and timestamp units/offset (computed from the raw
 //! IDB options with the section's byte order: the crate's `if_tsoffset`/`ts_resolution` helpers
 //! read the offset as little-endian and reject power-of-two resolutions), the end of input on a
@@ -289,6 +291,13 @@ pub struct PcapReader {
     /// Packets skipped because of an unsupported interface link type (pcapng only).
     pub skipped_linktype: u64,
     pub truncated_tail: bool,
+    /// The read lease of a mapped file (`reader` is then a [`mapped::Mapped`]).
+    lease: Option<mapped::Lease>,
+    /// Mapped: what a streaming reader taking over is given first (the pcap file header, or
+    /// the current section's header block).
+    restart_head: Vec<u8>,
+    /// File offset of the streaming reader's offset 0 (0 unless it took over from a mapping).
+    consumed_base: usize,
     /// Records (pcap) or blocks (pcapng, the section header included) read whole, and packets
     /// handed out: where a damaged record is, for its error.
     blocks: u64,
@@ -339,21 +348,23 @@ fn rd_u64(b: &[u8], be: bool) -> Option<u64> {
 impl PcapReader {
     #[cfg(test)]
     pub fn open(path: &Path) -> Result<Self, InputError> {
-        Self::open_with(path, Stop::default(), BUFFER)
+        Self::open_with(path, Stop::default(), BUFFER, true)
     }
 
     /// `open`, with `stop` ending the input of a pipe that has no data (see [`Source`]).
     pub fn open_stoppable(path: &Path, stop: &Stop) -> Result<Self, InputError> {
-        Self::open_with(path, stop.clone(), BUFFER)
+        Self::open_with(path, stop.clone(), BUFFER, true)
     }
 
+    /// The streaming reader, even for a file that could be mapped.
     #[cfg(test)]
     fn open_with_buffer(path: &Path, capacity: usize) -> Result<Self, InputError> {
-        Self::open_with(path, Stop::default(), capacity)
+        Self::open_with(path, Stop::default(), capacity, false)
     }
 
-    /// `path` `-` is standard input (as for `zeek -r -`).
-    fn open_with(path: &Path, stop: Stop, capacity: usize) -> Result<Self, InputError> {
+    /// `path` `-` is standard input (as for `zeek -r -`). A regular file is mapped if `map`
+    /// and it can be.
+    fn open_with(path: &Path, stop: Stop, capacity: usize, map: bool) -> Result<Self, InputError> {
         let stdin = is_stdin(path);
         let name = input_name(path);
         let io = |source| InputError::Io {
@@ -374,6 +385,11 @@ impl PcapReader {
         } else {
             File::open(path).map_err(io)?
         };
+        // Before the first byte is read: the lease keeps the file as it is from here on.
+        let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        let mut mapping = (map && regular)
+            .then(|| mapped::Mapping::new(&file))
+            .flatten();
         let read_error = Arc::new(Mutex::new(None));
         let mut input = Input {
             head: Cursor::new(Vec::new()),
@@ -401,12 +417,25 @@ impl PcapReader {
             }
             None => return Err(fmt("file too short to be a pcap or pcapng capture".into())),
         };
+        let mut lease = None;
+        let restart_head = head.clone();
         input.head = Cursor::new(head);
         let (reader, format): (Box<dyn PcapReaderIterator + Send>, Format) =
             match u32::from_le_bytes(magic) {
                 0xa1b2c3d4 | 0xa1b23c4d | 0xd4c3b2a1 | 0x4d3cb2a1 => {
-                    let mut r = LegacyPcapReader::new(capacity, input)
-                        .map_err(|_| fmt("truncated pcap file header".into()))?;
+                    let mut r: Box<dyn PcapReaderIterator + Send> = match mapping.take() {
+                        Some(m) => {
+                            let (r, l) = m
+                                .pcap()
+                                .map_err(|_| fmt("truncated pcap file header".into()))?;
+                            lease = Some(l);
+                            Box::new(r)
+                        }
+                        None => Box::new(
+                            LegacyPcapReader::new(capacity, input)
+                                .map_err(|_| fmt("truncated pcap file header".into()))?,
+                        ),
+                    };
                     let header = match r.next() {
                         Ok((n, PcapBlockOwned::LegacyHeader(h))) => Some((n, h)),
                         _ => None,
@@ -428,20 +457,28 @@ impl PcapReader {
                         nanos: h.is_nanosecond_precision(),
                         linktype,
                     };
-                    (Box::new(r), format)
+                    (r, format)
                 }
                 SHB_MAGIC => {
-                    let r = PcapNGReader::new(capacity, input).map_err(|e| match e {
+                    let bad = |e| match e {
                         PcapError::Incomplete(_) => fmt("truncated pcapng section header".into()),
                         _ => fmt("bad pcapng section header (byte-order magic or length); \
                              the file is damaged"
                             .into()),
-                    })?;
+                    };
+                    let r: Box<dyn PcapReaderIterator + Send> = match mapping.take() {
+                        Some(m) => {
+                            let (r, l) = m.pcapng().map_err(bad)?;
+                            lease = Some(l);
+                            Box::new(r)
+                        }
+                        None => Box::new(PcapNGReader::new(capacity, input).map_err(bad)?),
+                    };
                     let format = Format::PcapNg {
                         big_endian: false,
                         ifaces: Vec::new(),
                     };
-                    (Box::new(r), format)
+                    (r, format)
                 }
                 _ => {
                     let hint = if magic.starts_with(&[0x1f, 0x8b]) {
@@ -456,6 +493,12 @@ impl PcapReader {
                     )));
                 }
             };
+        // The section header is the first block the mapping gives.
+        let restart_head = if matches!(format, Format::Pcap { .. }) && lease.is_some() {
+            restart_head
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             reader,
             capacity,
@@ -470,6 +513,9 @@ impl PcapReader {
             pending: 0,
             skipped_linktype: 0,
             truncated_tail: false,
+            lease,
+            restart_head,
+            consumed_base: 0,
             blocks: 0,
             packets: 0,
         })
@@ -487,9 +533,13 @@ impl PcapReader {
             Ok(f) => f,
             Err(e) => {
                 self.done = true;
+                self.end_input();
                 return Err(e);
             }
         };
+        if found.is_none() {
+            self.end_input();
+        }
         Ok(found.map(|p| {
             self.packets += 1;
             Packet {
@@ -507,6 +557,7 @@ impl PcapReader {
             self.pending = 0;
         }
         while !self.done {
+            self.leave_mapping_if_asked()?;
             // The parser does not move its buffer while it parses (only `refill` and
             // `consume` do): block data lies at a fixed offset from here.
             let base = self.reader.data().as_ptr() as usize;
@@ -523,6 +574,10 @@ impl PcapReader {
             match step {
                 Step::Block(n, res) => {
                     self.blocks += 1;
+                    if self.lease.is_some() && rd_u32(self.reader.data(), false) == Some(SHB_MAGIC)
+                    {
+                        self.restart_head = self.reader.data()[..n].to_vec();
+                    }
                     let Some(p) = res? else {
                         self.reader.consume(n);
                         continue;
@@ -532,6 +587,9 @@ impl PcapReader {
                 }
                 Step::End => self.done = true,
                 Step::CutShort => {
+                    // A mapped file's parser knows no more data will come, where the streaming
+                    // one asked for more first (`NeedMore`): the same check.
+                    self.check_not_corrupt()?;
                     // The parser also ends this way when nothing at all is left.
                     self.truncated_tail = !self.reader.data().is_empty();
                     self.done = true;
@@ -553,6 +611,16 @@ impl PcapReader {
             }
         }
         Ok(None)
+    }
+
+    /// The input has ended: a mapping and its lease are given up at once, not when the reader
+    /// goes (the drain that follows may take a while, and a writer waits for the lease).
+    pub fn end_input(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            // The mapping goes before the lease.
+            self.reader = Box::new(mapped::Ended);
+            drop(lease);
+        }
     }
 
     fn refill(&mut self) -> Result<(), InputError> {
@@ -598,7 +666,7 @@ impl PcapReader {
     /// or block number) and what is wrong with it.
     fn corrupt(&self) -> InputError {
         let d = self.reader.data();
-        let at = self.reader.consumed();
+        let at = self.consumed_base + self.reader.consumed();
         let n = self.blocks + 1;
         let too_long = |len: usize| len > MAX_RECORD + 16;
         let msg = match &self.st.format {
@@ -848,5 +916,6 @@ fn ts_for(iface: &Iface, units: u64) -> i64 {
         .wrapping_add(us * 1000)
 }
 
+mod mapped;
 #[cfg(test)]
 pub mod tests;

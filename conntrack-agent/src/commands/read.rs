@@ -388,6 +388,8 @@ fn replay(
             Err(e) => st.skip(&format!("engine: {e}")),
         }
     }
+    // A mapped trace's lease is not held through the drain (see `PcapReader::end_input`).
+    reader.end_input();
     // A stop request ends a pipe's input as its end would: not a file cut short.
     if reader.truncated_tail && !stop.requested() {
         log::warn!(
