@@ -125,7 +125,7 @@ struct Stream {
 }
 
 pub struct PcapReader {
-    reader: Box<dyn PcapReaderIterator + Send>,
+    reader: mapped::Reader,
     capacity: usize,
     read_error: Arc<Mutex<Option<std::io::Error>>>,
     st: Stream,
@@ -264,79 +264,80 @@ impl PcapReader {
         let mut lease = None;
         let restart_head = head.clone();
         input.head = Cursor::new(head);
-        let (reader, format): (Box<dyn PcapReaderIterator + Send>, Format) =
-            match u32::from_le_bytes(magic) {
-                0xa1b2c3d4 | 0xa1b23c4d | 0xd4c3b2a1 | 0x4d3cb2a1 => {
-                    let mut r: Box<dyn PcapReaderIterator + Send> = match mapping.take() {
-                        Some(m) => {
-                            let (r, l) = m
-                                .pcap()
-                                .map_err(|_| fmt("truncated pcap file header".into()))?;
-                            lease = Some(l);
-                            Box::new(r)
-                        }
-                        None => Box::new(
-                            LegacyPcapReader::new(capacity, input)
-                                .map_err(|_| fmt("truncated pcap file header".into()))?,
-                        ),
-                    };
-                    let header = match r.next() {
-                        Ok((n, PcapBlockOwned::LegacyHeader(h))) => Some((n, h)),
-                        _ => None,
-                    };
-                    let Some((n, h)) = header else {
-                        return Err(fmt("truncated pcap file header".into()));
-                    };
-                    r.consume(n);
-                    // The upper bits of the link-type field carry FCS information.
-                    let linktype = (h.network.0 as u32) & 0x03ff_ffff;
-                    if !linktype_supported(linktype) {
-                        return Err(fmt(format!(
-                            "unsupported link type {linktype}; supported: {SUPPORTED_TEXT}. \
-                             Convert the capture (e.g. `editcap -T ether` or re-capture on an Ethernet/any interface)"
-                        )));
+        let (reader, format): (mapped::Reader, Format) = match u32::from_le_bytes(magic) {
+            0xa1b2c3d4 | 0xa1b23c4d | 0xd4c3b2a1 | 0x4d3cb2a1 => {
+                let mut r = match mapping.take() {
+                    Some(m) => {
+                        let (r, l) = m
+                            .pcap()
+                            .map_err(|_| fmt("truncated pcap file header".into()))?;
+                        lease = Some(l);
+                        mapped::Reader::Mapped(r)
                     }
-                    let format = Format::Pcap {
-                        big_endian: h.is_bigendian(),
-                        nanos: h.is_nanosecond_precision(),
-                        linktype,
-                    };
-                    (r, format)
-                }
-                SHB_MAGIC => {
-                    let bad = |e| match e {
-                        PcapError::Incomplete(_) => fmt("truncated pcapng section header".into()),
-                        _ => fmt("bad pcapng section header (byte-order magic or length); \
-                             the file is damaged"
-                            .into()),
-                    };
-                    let r: Box<dyn PcapReaderIterator + Send> = match mapping.take() {
-                        Some(m) => {
-                            let (r, l) = m.pcapng().map_err(bad)?;
-                            lease = Some(l);
-                            Box::new(r)
-                        }
-                        None => Box::new(PcapNGReader::new(capacity, input).map_err(bad)?),
-                    };
-                    let format = Format::PcapNg {
-                        big_endian: false,
-                        ifaces: Vec::new(),
-                    };
-                    (r, format)
-                }
-                _ => {
-                    let hint = if magic.starts_with(&[0x1f, 0x8b]) {
-                        " (it looks gzip-compressed: run gunzip on it first)"
-                    } else {
-                        ""
-                    };
+                    None => mapped::Reader::Stream(Box::new(
+                        LegacyPcapReader::new(capacity, input)
+                            .map_err(|_| fmt("truncated pcap file header".into()))?,
+                    )),
+                };
+                let header = match r.next() {
+                    Ok((n, PcapBlockOwned::LegacyHeader(h))) => Some((n, h)),
+                    _ => None,
+                };
+                let Some((n, h)) = header else {
+                    return Err(fmt("truncated pcap file header".into()));
+                };
+                r.consume(n);
+                // The upper bits of the link-type field carry FCS information.
+                let linktype = (h.network.0 as u32) & 0x03ff_ffff;
+                if !linktype_supported(linktype) {
                     return Err(fmt(format!(
-                        "not a pcap or pcapng capture (magic bytes {:02x}{:02x}{:02x}{:02x}){hint}; \
-                         give a file written by tcpdump, dumpcap or Wireshark",
-                        magic[0], magic[1], magic[2], magic[3]
+                        "unsupported link type {linktype}; supported: {SUPPORTED_TEXT}. \
+                             Convert the capture (e.g. `editcap -T ether` or re-capture on an Ethernet/any interface)"
                     )));
                 }
-            };
+                let format = Format::Pcap {
+                    big_endian: h.is_bigendian(),
+                    nanos: h.is_nanosecond_precision(),
+                    linktype,
+                };
+                (r, format)
+            }
+            SHB_MAGIC => {
+                let bad = |e| match e {
+                    PcapError::Incomplete(_) => fmt("truncated pcapng section header".into()),
+                    _ => fmt("bad pcapng section header (byte-order magic or length); \
+                             the file is damaged"
+                        .into()),
+                };
+                let r = match mapping.take() {
+                    Some(m) => {
+                        let (r, l) = m.pcapng().map_err(bad)?;
+                        lease = Some(l);
+                        mapped::Reader::Mapped(r)
+                    }
+                    None => mapped::Reader::Stream(Box::new(
+                        PcapNGReader::new(capacity, input).map_err(bad)?,
+                    )),
+                };
+                let format = Format::PcapNg {
+                    big_endian: false,
+                    ifaces: Vec::new(),
+                };
+                (r, format)
+            }
+            _ => {
+                let hint = if magic.starts_with(&[0x1f, 0x8b]) {
+                    " (it looks gzip-compressed: run gunzip on it first)"
+                } else {
+                    ""
+                };
+                return Err(fmt(format!(
+                    "not a pcap or pcapng capture (magic bytes {:02x}{:02x}{:02x}{:02x}){hint}; \
+                         give a file written by tcpdump, dumpcap or Wireshark",
+                    magic[0], magic[1], magic[2], magic[3]
+                )));
+            }
+        };
         // The section header is the first block the mapping gives.
         let restart_head = if matches!(format, Format::Pcap { .. }) && lease.is_some() {
             restart_head
@@ -402,6 +403,9 @@ impl PcapReader {
         }
         while !self.done {
             self.leave_mapping_if_asked()?;
+            if let Some(p) = self.mapped_pcap_record() {
+                return Ok(Some(p));
+            }
             // The parser does not move its buffer while it parses (only `refill` and
             // `consume` do): block data lies at a fixed offset from here.
             let base = self.reader.data().as_ptr() as usize;
@@ -418,7 +422,9 @@ impl PcapReader {
             match step {
                 Step::Block(n, res) => {
                     self.blocks += 1;
-                    if self.lease.is_some() && rd_u32(self.reader.data(), false) == Some(SHB_MAGIC)
+                    if self.lease.is_some()
+                        && matches!(self.st.format, Format::PcapNg { .. })
+                        && rd_u32(self.reader.data(), false) == Some(SHB_MAGIC)
                     {
                         self.restart_head = self.reader.data()[..n].to_vec();
                     }
@@ -462,7 +468,7 @@ impl PcapReader {
     pub fn end_input(&mut self) {
         if let Some(lease) = self.lease.take() {
             // The mapping goes before the lease.
-            self.reader = Box::new(mapped::Ended);
+            self.reader = mapped::Reader::Stream(Box::new(mapped::Ended));
             drop(lease);
         }
     }

@@ -289,7 +289,113 @@ impl PcapReaderIterator for Ended {
     }
 }
 
+/// The reader behind a [`PcapReader`]: pcap-parser's streaming one, or the mapping, whose
+/// pcap records are also read without the generic block machinery
+/// ([`PcapReader::mapped_pcap_record`]).
+pub(super) enum Reader {
+    Stream(Box<dyn PcapReaderIterator + Send>),
+    Mapped(Mapped),
+}
+
+impl Reader {
+    fn it(&self) -> &dyn PcapReaderIterator {
+        match self {
+            Reader::Stream(r) => r.as_ref(),
+            Reader::Mapped(m) => m,
+        }
+    }
+
+    fn it_mut(&mut self) -> &mut dyn PcapReaderIterator {
+        match self {
+            Reader::Stream(r) => r.as_mut(),
+            Reader::Mapped(m) => m,
+        }
+    }
+}
+
+impl PcapReaderIterator for Reader {
+    fn next(&mut self) -> Result<(usize, PcapBlockOwned<'_>), PcapError<&[u8]>> {
+        self.it_mut().next()
+    }
+    fn consume(&mut self, offset: usize) {
+        self.it_mut().consume(offset)
+    }
+    fn consume_noshift(&mut self, offset: usize) {
+        self.it_mut().consume_noshift(offset)
+    }
+    fn consumed(&self) -> usize {
+        self.it().consumed()
+    }
+    fn refill(&mut self) -> Result<(), PcapError<&[u8]>> {
+        self.it_mut().refill()
+    }
+    fn position(&self) -> usize {
+        self.it().position()
+    }
+    fn grow(&mut self, new_size: usize) -> bool {
+        self.it_mut().grow(new_size)
+    }
+    fn data(&self) -> &[u8] {
+        self.it().data()
+    }
+    fn reader_exhausted(&self) -> bool {
+        self.it().reader_exhausted()
+    }
+}
+
+/// A whole pcap record at the start of `d`: (ts_sec, ts_usec, orig_len, captured length,
+/// record length), read as `parse_pcap_frame(_be)` reads it; None when it is not whole.
+fn pcap_record(d: &[u8], be: bool) -> Option<(u32, u32, u32, usize, usize)> {
+    let hdr: &[u8; 16] = d.first_chunk()?;
+    let word = |i: usize| {
+        let w = [hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]];
+        if be {
+            u32::from_be_bytes(w)
+        } else {
+            u32::from_le_bytes(w)
+        }
+    };
+    let caplen = word(8) as usize;
+    let n = caplen.checked_add(16).filter(|&n| n <= d.len())?;
+    Some((word(0), word(4), word(12), caplen, n))
+}
+
 impl PcapReader {
+    /// The next record of a mapped pcap file when it is whole, read in place: what the
+    /// generic path (`next_found`) makes of it, without pcap-parser's block and the steps.
+    /// Anything else (the file header, a record cut short or damaged, pcapng) is None and
+    /// takes the generic path.
+    #[inline]
+    pub(super) fn mapped_pcap_record(&mut self) -> Option<super::Found> {
+        let Reader::Mapped(m) = &mut self.reader else {
+            return None;
+        };
+        let Format::Pcap {
+            big_endian,
+            nanos,
+            linktype,
+        } = self.st.format
+        else {
+            return None;
+        };
+        if m.pos == 0 {
+            return None;
+        }
+        let data = &m.map[m.pos..];
+        let (ts_sec, ts_usec, orig_len, caplen, n) = pcap_record(data, big_endian)?;
+        prefetch(&data[n..]);
+        let us = if nanos { ts_usec / 1000 } else { ts_usec };
+        self.blocks += 1;
+        self.pending = n;
+        Some(super::Found {
+            ts_ns: ts_sec as i64 * 1_000_000_000 + us as i64 * 1000,
+            linktype,
+            orig_len,
+            start: 16,
+            len: caplen,
+        })
+    }
+
     /// Before each record of a mapped file: if the lease is being broken, the rest of the file
     /// is read by the streaming reader from the same offset, and the lease given back (see the
     /// module's text). The streaming reader is started with the bytes it needs first: the pcap
@@ -317,7 +423,7 @@ impl PcapReader {
             error: std::sync::Arc::clone(&self.read_error),
         };
         let unreadable = |_| self.fmt_err("cannot read the file on after it changed".into());
-        let mut reader: Box<dyn PcapReaderIterator + Send> = match self.st.format {
+        let stream: Box<dyn PcapReaderIterator + Send> = match self.st.format {
             Format::Pcap { .. } => {
                 Box::new(LegacyPcapReader::new(BUFFER, input).map_err(unreadable)?)
             }
@@ -325,6 +431,7 @@ impl PcapReader {
                 Box::new(PcapNGReader::new(BUFFER, input).map_err(unreadable)?)
             }
         };
+        let mut reader = Reader::Stream(stream);
         if skip_head {
             // Already seen through the mapping.
             let n = reader.next().map(|(n, _)| n).unwrap_or(head_len);
@@ -342,5 +449,44 @@ impl PcapReader {
     #[cfg(test)]
     pub fn is_mapped(&self) -> bool {
         self.lease.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pcap_record;
+    use pcap_parser::pcap::{parse_pcap_frame, parse_pcap_frame_be};
+
+    /// The fast path reads a record as pcap-parser does, in both byte orders, and declines
+    /// what is not whole.
+    #[test]
+    fn pcap_record_reads_as_pcap_parser() {
+        for be in [false, true] {
+            let w = |v: u32| if be { v.to_be_bytes() } else { v.to_le_bytes() };
+            let mut rec: Vec<u8> = [w(7), w(999_999), w(5), w(60)].concat();
+            rec.extend_from_slice(&[1, 2, 3, 4, 5, 0xee]);
+            let parse = if be {
+                parse_pcap_frame_be
+            } else {
+                parse_pcap_frame
+            };
+            let (rem, b) = parse(&rec).unwrap();
+            let got = pcap_record(&rec, be).unwrap();
+            assert_eq!(
+                got,
+                (
+                    b.ts_sec,
+                    b.ts_usec,
+                    b.origlen,
+                    b.data.len(),
+                    rec.len() - rem.len()
+                )
+            );
+            for cut in 0..21 {
+                assert_eq!(pcap_record(&rec[..cut], be), None, "{cut}");
+            }
+            let huge: Vec<u8> = [w(7), w(0), w(u32::MAX), w(60)].concat();
+            assert_eq!(pcap_record(&huge, be), None);
+        }
     }
 }
