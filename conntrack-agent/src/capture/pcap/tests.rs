@@ -664,7 +664,10 @@ fn mapped_and_streaming_paths_agree() {
 fn a_file_truncated_while_mapped_is_read_on_as_a_stream() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("shrinks.pcap");
-    let pkts: Vec<(u32, u32, Vec<u8>)> = (0..5000).map(|i| (i, 0, ipv4_udp())).collect();
+    // Several times the streaming reader's buffer, which may fill once before the truncation.
+    let mut ip = ipv4_udp();
+    ip.resize(1000, 0);
+    let pkts: Vec<(u32, u32, Vec<u8>)> = (0..5000).map(|i| (i, 0, ip.clone())).collect();
     write_pcap(&p, DLT_RAW_12, false, &pkts);
     let mut r = open_mapped(&p);
     assert!(r.next_packet().unwrap().is_some());
@@ -690,6 +693,7 @@ fn a_file_truncated_while_mapped_is_read_on_as_a_stream() {
     while r.next_packet().unwrap().is_some() {
         n += 1;
     }
+    // Whether the stream's reads came before or after the truncation (a record cut short
+    // then) is up to the scheduler; what it may not do is read the whole file.
     assert!(n < 5000, "{n}");
-    assert!(!r.truncated_tail);
 }
