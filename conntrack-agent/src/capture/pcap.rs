@@ -2,7 +2,9 @@
 //! each with its own link type and timestamp resolution). Decoding a frame of a link type down
 //! to its IP header is in [`link`](super::link).
 //!
-//! The container formats are parsed by `pcap-parser` (streaming). What stays here is what a block
+//! The container formats are parsed by `pcap-parser`: a regular file in place, through a memory
+//! mapping ([`mapped`]), anything else (standard input, a pipe, a file that cannot be mapped)
+//! by its streaming reader. What stays here is what a block
 //! means for the replay: per-interface link type and timestamp units/offset (computed from the raw
 //! IDB options with the section's byte order: the crate's `if_tsoffset`/`ts_resolution` helpers
 //! read the offset as little-endian and reject power-of-two resolutions), the end of input on a
@@ -13,17 +15,16 @@
 
 use super::link::{SUPPORTED_TEXT, linktype_supported};
 use crate::util::stop::Stop;
+use input::{Input, Source, read_head};
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{
     Block, InterfaceDescriptionBlock, LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader,
 };
 use std::fs::File;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// One captured packet, borrowed from the reader's buffer until the next `next_packet`
 /// (a replay copies no packet out of the file buffer and allocates nothing per packet).
@@ -81,161 +82,6 @@ const IDB_OPT_END: u16 = 0;
 const IDB_OPT_TSRESOL: u16 = 9;
 const IDB_OPT_TSOFFSET: u16 = 14;
 
-/// The file as the parser reads it: the bytes already read to recognise the format, then the
-/// rest. Keeps the last I/O error, which the parser reports only as `ReadError`.
-struct Input {
-    head: Cursor<Vec<u8>>,
-    source: Source,
-    error: Arc<Mutex<Option<std::io::Error>>>,
-}
-
-/// A regular file is read directly: a read never waits long. A pipe, FIFO or terminal (`read -`
-/// fed by `tcpdump -w -`) can wait for ever: it is read by a thread of its own, so that a stop
-/// request (`util::stop`) ends the input even while no data comes.
-enum Source {
-    File(File),
-    Pump {
-        chunks: Receiver<std::io::Result<Vec<u8>>>,
-        chunk: Cursor<Vec<u8>>,
-        stop: Stop,
-    },
-}
-
-/// Bytes the pump thread reads at a time (a pipe's buffer), and chunks it may hold ahead.
-const PUMP_CHUNK: usize = 64 << 10;
-const PUMP_AHEAD: usize = 16;
-/// How often a reader waiting for a pipe looks at the stop request.
-const STOP_POLL: Duration = Duration::from_millis(50);
-
-impl Source {
-    fn new(file: File, stop: Stop) -> Self {
-        let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
-        if regular {
-            return Source::File(file);
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(PUMP_AHEAD);
-        std::thread::spawn(move || pump(file, &tx));
-        Source::Pump {
-            chunks: rx,
-            chunk: Cursor::new(Vec::new()),
-            stop,
-        }
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let (chunks, chunk, stop) = match self {
-            Source::File(f) => return f.read(buf),
-            Source::Pump {
-                chunks,
-                chunk,
-                stop,
-            } => (chunks, chunk, stop),
-        };
-        loop {
-            let n = chunk.read(buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            // A stop request ends the input as its end would (`read` tells them apart).
-            if stop.requested() {
-                return Ok(0);
-            }
-            match chunks.recv_timeout(STOP_POLL) {
-                Ok(Ok(next)) if next.is_empty() => return Ok(0),
-                Ok(Ok(next)) => *chunk = Cursor::new(next),
-                Ok(Err(e)) => return Err(e),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Ok(0),
-            }
-        }
-    }
-}
-
-/// The pump thread: chunks of `file` until its end (an empty chunk) or an error; it ends
-/// when the reader is gone.
-fn pump(mut file: File, tx: &SyncSender<std::io::Result<Vec<u8>>>) {
-    loop {
-        let mut buf = vec![0u8; PUMP_CHUNK];
-        let msg = match file.read(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
-            Ok(n) => {
-                buf.truncate(n);
-                Ok(buf)
-            }
-        };
-        let last = !matches!(&msg, Ok(b) if !b.is_empty());
-        if tx.send(msg).is_err() || last {
-            return;
-        }
-    }
-}
-
-impl Read for Input {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.head.read(buf)?;
-        if n > 0 || buf.is_empty() {
-            return Ok(n);
-        }
-        loop {
-            match self.source.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let kind = e.kind();
-                    *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    return Err(kind.into());
-                }
-                ok => return ok,
-            }
-        }
-    }
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_full(input: &mut Input, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match input.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// The file header: the parser takes it from its first read, so it is read whole first (24
-/// bytes of pcap, or the first section header block of pcapng), and no more: from a pipe, more
-/// could wait for data that has not been written yet.
-fn read_head(input: &mut Input) -> std::io::Result<Vec<u8>> {
-    let mut head = vec![0u8; 4];
-    let n = read_full(input, &mut head)?;
-    if n < 4 {
-        head.truncate(n);
-        return Ok(head);
-    }
-    let want = if u32::from_le_bytes([head[0], head[1], head[2], head[3]]) == SHB_MAGIC {
-        head.resize(12, 0);
-        let n = 4 + read_full(input, &mut head[4..])?;
-        if n < 12 {
-            head.truncate(n);
-            return Ok(head);
-        }
-        // The block's own byte-order magic says how to read its length; an impossible length
-        // is left to the parser to report.
-        let be = head[8..12] == [0x1a, 0x2b, 0x3c, 0x4d];
-        (rd_u32(&head[4..], be).unwrap_or(0) as usize).clamp(12, MAX_RECORD)
-    } else {
-        24
-    };
-    let have = head.len();
-    head.resize(want.max(have), 0);
-    let n = have + read_full(input, &mut head[have..])?;
-    head.truncate(n);
-    Ok(head)
-}
-
 #[derive(Clone, Copy)]
 struct Iface {
     linktype: u32,
@@ -279,7 +125,7 @@ struct Stream {
 }
 
 pub struct PcapReader {
-    reader: Box<dyn PcapReaderIterator + Send>,
+    reader: mapped::Reader,
     capacity: usize,
     read_error: Arc<Mutex<Option<std::io::Error>>>,
     st: Stream,
@@ -289,6 +135,13 @@ pub struct PcapReader {
     /// Packets skipped because of an unsupported interface link type (pcapng only).
     pub skipped_linktype: u64,
     pub truncated_tail: bool,
+    /// The read lease of a mapped file (`reader` is then a [`mapped::Mapped`]).
+    lease: Option<mapped::Lease>,
+    /// Mapped: what a streaming reader taking over is given first (the pcap file header, or
+    /// the current section's header block).
+    restart_head: Vec<u8>,
+    /// File offset of the streaming reader's offset 0 (0 unless it took over from a mapping).
+    consumed_base: usize,
     /// Records (pcap) or blocks (pcapng, the section header included) read whole, and packets
     /// handed out: where a damaged record is, for its error.
     blocks: u64,
@@ -339,21 +192,23 @@ fn rd_u64(b: &[u8], be: bool) -> Option<u64> {
 impl PcapReader {
     #[cfg(test)]
     pub fn open(path: &Path) -> Result<Self, InputError> {
-        Self::open_with(path, Stop::default(), BUFFER)
+        Self::open_with(path, Stop::default(), BUFFER, true)
     }
 
     /// `open`, with `stop` ending the input of a pipe that has no data (see [`Source`]).
     pub fn open_stoppable(path: &Path, stop: &Stop) -> Result<Self, InputError> {
-        Self::open_with(path, stop.clone(), BUFFER)
+        Self::open_with(path, stop.clone(), BUFFER, true)
     }
 
+    /// The streaming reader, even for a file that could be mapped.
     #[cfg(test)]
     fn open_with_buffer(path: &Path, capacity: usize) -> Result<Self, InputError> {
-        Self::open_with(path, Stop::default(), capacity)
+        Self::open_with(path, Stop::default(), capacity, false)
     }
 
-    /// `path` `-` is standard input (as for `zeek -r -`).
-    fn open_with(path: &Path, stop: Stop, capacity: usize) -> Result<Self, InputError> {
+    /// `path` `-` is standard input (as for `zeek -r -`). A regular file is mapped if `map`
+    /// and it can be.
+    fn open_with(path: &Path, stop: Stop, capacity: usize, map: bool) -> Result<Self, InputError> {
         let stdin = is_stdin(path);
         let name = input_name(path);
         let io = |source| InputError::Io {
@@ -374,6 +229,11 @@ impl PcapReader {
         } else {
             File::open(path).map_err(io)?
         };
+        // Before the first byte is read: the lease keeps the file as it is from here on.
+        let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        let mut mapping = (map && regular)
+            .then(|| mapped::Mapping::new(&file))
+            .flatten();
         let read_error = Arc::new(Mutex::new(None));
         let mut input = Input {
             head: Cursor::new(Vec::new()),
@@ -401,61 +261,89 @@ impl PcapReader {
             }
             None => return Err(fmt("file too short to be a pcap or pcapng capture".into())),
         };
+        let mut lease = None;
+        let restart_head = head.clone();
         input.head = Cursor::new(head);
-        let (reader, format): (Box<dyn PcapReaderIterator + Send>, Format) =
-            match u32::from_le_bytes(magic) {
-                0xa1b2c3d4 | 0xa1b23c4d | 0xd4c3b2a1 | 0x4d3cb2a1 => {
-                    let mut r = LegacyPcapReader::new(capacity, input)
-                        .map_err(|_| fmt("truncated pcap file header".into()))?;
-                    let header = match r.next() {
-                        Ok((n, PcapBlockOwned::LegacyHeader(h))) => Some((n, h)),
-                        _ => None,
-                    };
-                    let Some((n, h)) = header else {
-                        return Err(fmt("truncated pcap file header".into()));
-                    };
-                    r.consume(n);
-                    // The upper bits of the link-type field carry FCS information.
-                    let linktype = (h.network.0 as u32) & 0x03ff_ffff;
-                    if !linktype_supported(linktype) {
-                        return Err(fmt(format!(
-                            "unsupported link type {linktype}; supported: {SUPPORTED_TEXT}. \
-                             Convert the capture (e.g. `editcap -T ether` or re-capture on an Ethernet/any interface)"
-                        )));
+        let (reader, format): (mapped::Reader, Format) = match u32::from_le_bytes(magic) {
+            0xa1b2c3d4 | 0xa1b23c4d | 0xd4c3b2a1 | 0x4d3cb2a1 => {
+                let mut r = match mapping.take() {
+                    Some(m) => {
+                        let (r, l) = m
+                            .pcap()
+                            .map_err(|_| fmt("truncated pcap file header".into()))?;
+                        lease = Some(l);
+                        mapped::Reader::Mapped(r)
                     }
-                    let format = Format::Pcap {
-                        big_endian: h.is_bigendian(),
-                        nanos: h.is_nanosecond_precision(),
-                        linktype,
-                    };
-                    (Box::new(r), format)
-                }
-                SHB_MAGIC => {
-                    let r = PcapNGReader::new(capacity, input).map_err(|e| match e {
-                        PcapError::Incomplete(_) => fmt("truncated pcapng section header".into()),
-                        _ => fmt("bad pcapng section header (byte-order magic or length); \
-                             the file is damaged"
-                            .into()),
-                    })?;
-                    let format = Format::PcapNg {
-                        big_endian: false,
-                        ifaces: Vec::new(),
-                    };
-                    (Box::new(r), format)
-                }
-                _ => {
-                    let hint = if magic.starts_with(&[0x1f, 0x8b]) {
-                        " (it looks gzip-compressed: run gunzip on it first)"
-                    } else {
-                        ""
-                    };
+                    None => mapped::Reader::Stream(Box::new(
+                        LegacyPcapReader::new(capacity, input)
+                            .map_err(|_| fmt("truncated pcap file header".into()))?,
+                    )),
+                };
+                let header = match r.next() {
+                    Ok((n, PcapBlockOwned::LegacyHeader(h))) => Some((n, h)),
+                    _ => None,
+                };
+                let Some((n, h)) = header else {
+                    return Err(fmt("truncated pcap file header".into()));
+                };
+                r.consume(n);
+                // The upper bits of the link-type field carry FCS information.
+                let linktype = (h.network.0 as u32) & 0x03ff_ffff;
+                if !linktype_supported(linktype) {
                     return Err(fmt(format!(
-                        "not a pcap or pcapng capture (magic bytes {:02x}{:02x}{:02x}{:02x}){hint}; \
-                         give a file written by tcpdump, dumpcap or Wireshark",
-                        magic[0], magic[1], magic[2], magic[3]
+                        "unsupported link type {linktype}; supported: {SUPPORTED_TEXT}. \
+                             Convert the capture (e.g. `editcap -T ether` or re-capture on an Ethernet/any interface)"
                     )));
                 }
-            };
+                let format = Format::Pcap {
+                    big_endian: h.is_bigendian(),
+                    nanos: h.is_nanosecond_precision(),
+                    linktype,
+                };
+                (r, format)
+            }
+            SHB_MAGIC => {
+                let bad = |e| match e {
+                    PcapError::Incomplete(_) => fmt("truncated pcapng section header".into()),
+                    _ => fmt("bad pcapng section header (byte-order magic or length); \
+                             the file is damaged"
+                        .into()),
+                };
+                let r = match mapping.take() {
+                    Some(m) => {
+                        let (r, l) = m.pcapng().map_err(bad)?;
+                        lease = Some(l);
+                        mapped::Reader::Mapped(r)
+                    }
+                    None => mapped::Reader::Stream(Box::new(
+                        PcapNGReader::new(capacity, input).map_err(bad)?,
+                    )),
+                };
+                let format = Format::PcapNg {
+                    big_endian: false,
+                    ifaces: Vec::new(),
+                };
+                (r, format)
+            }
+            _ => {
+                let hint = if magic.starts_with(&[0x1f, 0x8b]) {
+                    " (it looks gzip-compressed: run gunzip on it first)"
+                } else {
+                    ""
+                };
+                return Err(fmt(format!(
+                    "not a pcap or pcapng capture (magic bytes {:02x}{:02x}{:02x}{:02x}){hint}; \
+                         give a file written by tcpdump, dumpcap or Wireshark",
+                    magic[0], magic[1], magic[2], magic[3]
+                )));
+            }
+        };
+        // The section header is the first block the mapping gives.
+        let restart_head = if matches!(format, Format::Pcap { .. }) && lease.is_some() {
+            restart_head
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             reader,
             capacity,
@@ -470,6 +358,9 @@ impl PcapReader {
             pending: 0,
             skipped_linktype: 0,
             truncated_tail: false,
+            lease,
+            restart_head,
+            consumed_base: 0,
             blocks: 0,
             packets: 0,
         })
@@ -487,9 +378,13 @@ impl PcapReader {
             Ok(f) => f,
             Err(e) => {
                 self.done = true;
+                self.end_input();
                 return Err(e);
             }
         };
+        if found.is_none() {
+            self.end_input();
+        }
         Ok(found.map(|p| {
             self.packets += 1;
             Packet {
@@ -507,6 +402,10 @@ impl PcapReader {
             self.pending = 0;
         }
         while !self.done {
+            self.leave_mapping_if_asked()?;
+            if let Some(p) = self.mapped_pcap_record() {
+                return Ok(Some(p));
+            }
             // The parser does not move its buffer while it parses (only `refill` and
             // `consume` do): block data lies at a fixed offset from here.
             let base = self.reader.data().as_ptr() as usize;
@@ -523,6 +422,12 @@ impl PcapReader {
             match step {
                 Step::Block(n, res) => {
                     self.blocks += 1;
+                    if self.lease.is_some()
+                        && matches!(self.st.format, Format::PcapNg { .. })
+                        && rd_u32(self.reader.data(), false) == Some(SHB_MAGIC)
+                    {
+                        self.restart_head = self.reader.data()[..n].to_vec();
+                    }
                     let Some(p) = res? else {
                         self.reader.consume(n);
                         continue;
@@ -532,6 +437,9 @@ impl PcapReader {
                 }
                 Step::End => self.done = true,
                 Step::CutShort => {
+                    // A mapped file's parser knows no more data will come, where the streaming
+                    // one asked for more first (`NeedMore`): the same check.
+                    self.check_not_corrupt()?;
                     // The parser also ends this way when nothing at all is left.
                     self.truncated_tail = !self.reader.data().is_empty();
                     self.done = true;
@@ -553,6 +461,16 @@ impl PcapReader {
             }
         }
         Ok(None)
+    }
+
+    /// The input has ended: a mapping and its lease are given up at once, not when the reader
+    /// goes (the drain that follows may take a while, and a writer waits for the lease).
+    pub fn end_input(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            // The mapping goes before the lease.
+            self.reader = mapped::Reader::Stream(Box::new(mapped::Ended));
+            drop(lease);
+        }
     }
 
     fn refill(&mut self) -> Result<(), InputError> {
@@ -598,7 +516,7 @@ impl PcapReader {
     /// or block number) and what is wrong with it.
     fn corrupt(&self) -> InputError {
         let d = self.reader.data();
-        let at = self.reader.consumed();
+        let at = self.consumed_base + self.reader.consumed();
         let n = self.blocks + 1;
         let too_long = |len: usize| len > MAX_RECORD + 16;
         let msg = match &self.st.format {
@@ -848,5 +766,7 @@ fn ts_for(iface: &Iface, units: u64) -> i64 {
         .wrapping_add(us * 1000)
 }
 
+mod input;
+mod mapped;
 #[cfg(test)]
 pub mod tests;

@@ -2,7 +2,7 @@
 
 use crate::capture::checksum::ChecksumPolicy;
 use crate::capture::defrag::{Defragmenter, FragResult};
-use crate::capture::link::{LinkSkip, frame_l3, synth_ethernet};
+use crate::capture::link::{LinkSkip, frame_l3};
 use crate::capture::pcap::{PcapReader, input_name};
 use crate::cli::{Engine, ReadArgs};
 use crate::commands::setup::{self, Mode, Settings, Started};
@@ -368,11 +368,20 @@ fn replay(
                 &owned
             }
         };
-        let Some(view) = ip_view(ip) else {
-            st.skip("truncated or malformed IP header");
-            continue;
+        // The packet as captured has the view above; a copy (a first fragment's with MF
+        // cleared, a reassembled datagram) is described anew.
+        let reassembled;
+        let view = if std::ptr::eq(ip, l3.ip) {
+            &view0
+        } else {
+            let Some(v) = ip_view(ip) else {
+                st.skip("truncated or malformed IP header");
+                continue;
+            };
+            reassembled = v;
+            &reassembled
         };
-        let checksum_ok = policy.skip_for(&view.src) || transport_checksum_ok(ip, &view);
+        let checksum_ok = policy.skip_for(&view.src) || transport_checksum_ok(ip, view);
         if !checksum_ok {
             match view.proto {
                 6 => st.bad_tcp_checksums += 1,
@@ -380,14 +389,15 @@ fn replay(
                 _ => {}
             }
         }
-        synth_ethernet(l3.version, ip, &mut frame);
-        match agent.process(&frame, pkt.ts_ns, checksum_ok) {
+        match agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame) {
             Ok(()) => st.processed += 1,
             // A log that cannot be written ends the replay (the file is named).
             Err(e) if crate::logs::health::any_failing(&agent.log_health()) => return Err(e),
             Err(e) => st.skip(&format!("engine: {e}")),
         }
     }
+    // A mapped trace's lease is not held through the drain (see `PcapReader::end_input`).
+    reader.end_input();
     // A stop request ends a pipe's input as its end would: not a file cut short.
     if reader.truncated_tail && !stop.requested() {
         log::warn!(

@@ -299,13 +299,39 @@ impl Agent {
         self.writer.tick(now_ns)
     }
 
-    /// One frame (Ethernet) through the datapath, then the events it produced.
+    /// One frame (Ethernet) through the datapath, then the events it produced (the tests'
+    /// frames; a replay hands IP packets to `process_ip`).
+    #[cfg(test)]
     pub fn process(&mut self, frame: &[u8], ts_ns: i64, checksum_ok: bool) -> anyhow::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         let r = self
             .dp
             .process(frame, ts_ns as u64, checksum_ok, &mut events);
+        for ev in &events {
+            self.handle_event(ev, ts_ns)?;
+        }
+        self.events = events;
+        self.deliver_contents();
+        r.map_err(anyhow::Error::from)
+    }
+
+    /// One IP packet (no link layer, IP version `version`) through the datapath, then the
+    /// events it produced: `process` of the frame `synth_ethernet` makes of it, which is
+    /// made (in `scratch`) only for a datapath that needs a frame.
+    pub fn process_ip(
+        &mut self,
+        version: u8,
+        ip: &[u8],
+        ts_ns: i64,
+        checksum_ok: bool,
+        scratch: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let r = self
+            .dp
+            .process_ip(version, ip, ts_ns as u64, checksum_ok, &mut events, scratch);
         for ev in &events {
             self.handle_event(ev, ts_ns)?;
         }

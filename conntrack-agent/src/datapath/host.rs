@@ -2,7 +2,8 @@
 //! host` and the tests. Content extraction and thresholds behave as the kernel's do.
 
 use super::{
-    ContentChunk, Datapath, DatapathError, ThresholdError, payload_of, tso_zero_length_fix,
+    ContentChunk, Datapath, DatapathError, ThresholdError, ip_payload_of, payload_of,
+    tso_zero_length_fix, tso_zero_length_fix_ip,
 };
 use crate::util::hashing::{FastMap, FastSet};
 use conntrack_common::conn::Conn;
@@ -10,7 +11,7 @@ use conntrack_common::contents::{self, ContentCounters, ContentHeader};
 use conntrack_common::engine::{self, EngineConfig, FlowTable};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::{PacketMeta, parse_ethernet};
+use conntrack_common::packet::{PacketMeta, ParseError, parse_ethernet, parse_ip};
 use conntrack_common::threshold::{self, ThresholdCommand};
 
 /// likely_server_ports on the host.
@@ -75,9 +76,10 @@ impl HostDatapath {
         }
     }
 
-    /// After the engine ran on `meta`: the packet's payload as content records if its
-    /// connection extracts that direction (caps and counters as in the kernel).
-    fn extract(&mut self, frame: &[u8], meta: &PacketMeta, ts_ns: u64, checksum_ok: bool) {
+    /// After the engine ran on `meta`: the packet's payload (of `payload`, the packet's
+    /// transport payload as captured) as content records if its connection extracts that
+    /// direction (caps and counters as in the kernel).
+    fn extract(&mut self, payload: &[u8], meta: &PacketMeta, ts_ns: u64, checksum_ok: bool) {
         let key = FlowKey::from_meta(meta);
         let Some(conn) = self.table.get(&key) else {
             return;
@@ -93,7 +95,6 @@ impl HostDatapath {
         let counters = hc.counters.entry(key).or_default();
         let d = contents::dir_index(is_orig);
         let total = meta.payload_len;
-        let payload = payload_of(frame, meta).unwrap_or(&[]);
         let n = contents::admit(counters.delivered[d], hc.per_conn, total);
         let n = contents::rate_admit(&mut hc.window, ts_ns, hc.rate, n);
         let n = n.min(payload.len() as u32);
@@ -170,7 +171,49 @@ impl Datapath for HostDatapath {
                 parse_ethernet(patched.as_deref().unwrap_or(frame), &mut m)
                     .map_err(DatapathError::Parse)?;
             }
-            self.extract(patched.as_deref().unwrap_or(frame), &m, ts_ns, checksum_ok);
+            let payload = payload_of(patched.as_deref().unwrap_or(frame), &m).unwrap_or(&[]);
+            self.extract(payload, &m, ts_ns, checksum_ok);
+        }
+        Ok(())
+    }
+
+    /// `process` of the frame `synth_ethernet` makes of `ip`, without making it: the same
+    /// checks (the IP version the link layer named, the zero total length of segmentation
+    /// offload), one parse of the IP packet where it lies.
+    fn process_ip(
+        &mut self,
+        version: u8,
+        ip: &[u8],
+        ts_ns: u64,
+        checksum_ok: bool,
+        events: &mut Vec<Event>,
+        _scratch: &mut Vec<u8>,
+    ) -> Result<(), DatapathError> {
+        let first = *ip
+            .first()
+            .ok_or(DatapathError::Parse(ParseError::Truncated))?;
+        if first >> 4 != version {
+            return Err(DatapathError::Parse(ParseError::BadVersion));
+        }
+        let mut meta = PacketMeta::default();
+        // As in `process` (IPv4 total length 0, accepted by the caller): the engine is given
+        // 0 bytes, the payload is what was captured.
+        let patched = tso_zero_length_fix_ip(version, ip);
+        let ip = patched.as_deref().unwrap_or(ip);
+        parse_ip(ip, &mut meta).map_err(DatapathError::Parse)?;
+        let full = meta;
+        if patched.is_some() {
+            meta.ip_len = 0;
+            meta.ip_bytes = 0;
+        }
+        if meta.is_fragment() {
+            return Err(DatapathError::Fragment);
+        }
+        self.process_meta(&meta, ts_ns, checksum_ok, events);
+        if self.contents.armed && meta.payload_len != 0 {
+            // payload_of needs the header's length; the engine was given 0.
+            let payload = ip_payload_of(ip, &full).unwrap_or(&[]);
+            self.extract(payload, &full, ts_ns, checksum_ok);
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! it delivers (events, content chunks) and its errors; [`host`] runs conntrack-common's engine
 //! over a `HashMap` in this process, [`kernel`] drives the loaded eBPF program.
 
+use crate::capture::link::synth_ethernet;
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::{CONTENT_FROM_ORIG, ContentCounters, ContentHeader};
 use conntrack_common::event::Event;
@@ -62,10 +63,14 @@ pub fn payload_of<'a>(frame: &'a [u8], meta: &PacketMeta) -> Option<&'a [u8]> {
         off += 4;
         ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
     }
-    let l3 = off + 2;
-    let start = l3 + meta.ip_len.checked_sub(meta.payload_len)? as usize;
-    let end = (start + meta.payload_len as usize).min(frame.len());
-    frame.get(start..end)
+    ip_payload_of(frame.get(off + 2..)?, meta)
+}
+
+/// [`payload_of`] of an IP packet (no link layer).
+pub fn ip_payload_of<'a>(ip: &'a [u8], meta: &PacketMeta) -> Option<&'a [u8]> {
+    let start = meta.ip_len.checked_sub(meta.payload_len)? as usize;
+    let end = (start + meta.payload_len as usize).min(ip.len());
+    ip.get(start..end)
 }
 
 /// The flow table plus the engine. Frames are Ethernet frames; `checksum_ok` is the host's
@@ -78,6 +83,22 @@ pub trait Datapath {
         checksum_ok: bool,
         events: &mut Vec<Event>,
     ) -> Result<(), DatapathError>;
+    /// An IP packet of version `version` (no link layer; the replay's packets): what
+    /// `process` does with the frame [`synth_ethernet`] makes of it, which is what the default
+    /// does in `scratch` (the kernel engine runs the program on a frame). The host engine
+    /// parses the IP packet where it lies.
+    fn process_ip(
+        &mut self,
+        version: u8,
+        ip: &[u8],
+        ts_ns: u64,
+        checksum_ok: bool,
+        events: &mut Vec<Event>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), DatapathError> {
+        synth_ethernet(version, ip, scratch);
+        self.process(scratch, ts_ns, checksum_ok, events)
+    }
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
     fn remove(&mut self, key: &FlowKey) -> Option<Conn>;
     fn keys(&self) -> Vec<FlowKey>;
@@ -141,6 +162,18 @@ pub fn tso_zero_length_fix(frame: &[u8]) -> Option<Vec<u8>> {
     let len = u16::try_from(frame.len() - 14).ok()?;
     let mut v = frame.to_vec();
     v[16..18].copy_from_slice(&len.to_be_bytes());
+    Some(v)
+}
+
+/// [`tso_zero_length_fix`] of an IP packet of version `version` (what it does to the frame
+/// [`synth_ethernet`] makes of it).
+pub fn tso_zero_length_fix_ip(version: u8, ip: &[u8]) -> Option<Vec<u8>> {
+    if version != 4 || ip.len() < 20 || ip[0] >> 4 != 4 || ip[2] != 0 || ip[3] != 0 {
+        return None;
+    }
+    let len = u16::try_from(ip.len()).ok()?;
+    let mut v = ip.to_vec();
+    v[2..4].copy_from_slice(&len.to_be_bytes());
     Some(v)
 }
 
