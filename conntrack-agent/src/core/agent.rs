@@ -111,7 +111,7 @@ impl TimerHost<TrackKey> for TimerView<'_> {
             conn,
             ts_ns: self.now_ns,
         };
-        self.core.keep_timing_out(&mut target, &info)
+        self.core.keep_timing_out(&mut target, info)
     }
 }
 

@@ -139,7 +139,9 @@ enum Pending {
 
 /// What a capability can do with the connection of the event it handles.
 pub struct ConnHandle<'a> {
-    pub(crate) info: &'a ConnInfo,
+    /// Shared, not borrowed: a removal hook registered through the handle keeps the event's
+    /// state by reference count (see [`crate::core::removal_hooks`]) instead of copying it.
+    pub(crate) info: &'a Rc<ConnInfo>,
     thresholds: &'a mut Thresholds,
     pub(crate) target: &'a mut dyn ThresholdTarget,
     queue: &'a mut VecDeque<(Rc<ConnInfo>, Pending)>,
@@ -207,7 +209,7 @@ impl ConnHandle<'_> {
     /// ring buffer, so the event's snapshot would show stale counters (in a replay both agree).
     fn queue_raw(&mut self, raw: Option<RawCrossing>) {
         if let Some(raw) = raw {
-            let mut info = self.info.clone();
+            let mut info = ConnInfo::clone(self.info);
             if let Some(now) = self.target.lookup(&info.key) {
                 info.ts_ns = info.ts_ns.max(now.last_ns);
                 info.conn = now;
@@ -422,12 +424,12 @@ impl EventCore {
             let Some(conn) = target.lookup(&poll.key) else {
                 continue;
             };
-            let info = ConnInfo {
+            let info = Rc::new(ConnInfo {
                 key: poll.key,
                 uid: std::mem::take(&mut poll.uid),
                 conn,
                 ts_ns: now_ns,
-            };
+            });
             let mut handle = ConnHandle {
                 info: &info,
                 thresholds: &mut self.thresholds,
@@ -461,7 +463,8 @@ impl EventCore {
 
     /// Asks every capability whether the connection may be removed for inactivity (Zeek's
     /// `connection_timing_out`); true if one of them keeps it.
-    pub fn keep_timing_out(&mut self, target: &mut dyn ThresholdTarget, info: &ConnInfo) -> bool {
+    pub fn keep_timing_out(&mut self, target: &mut dyn ThresholdTarget, info: ConnInfo) -> bool {
+        let info = &Rc::new(info);
         let mut keep = false;
         for cap in self.caps.iter_mut() {
             let mut handle = ConnHandle {
@@ -481,9 +484,10 @@ impl EventCore {
     /// [`RemovalReason::Evicted`]); the rest is forgotten.
     pub fn evicted(&mut self, target: &mut dyn ThresholdTarget, key: &FlowKey, now_ns: u64) {
         self.forget(key);
-        if let Some((mut info, hooks)) = self.lifecycle.hooks.take(key) {
+        if let Some((last, hooks)) = self.lifecycle.hooks.take(key) {
+            let mut info = Rc::unwrap_or_clone(last);
             info.ts_ns = now_ns;
-            self.run_hooks(target, &info, hooks, RemovalReason::Evicted);
+            self.run_hooks(target, &Rc::new(info), hooks, RemovalReason::Evicted);
             self.run(target);
         }
     }
@@ -496,10 +500,11 @@ impl EventCore {
     fn run_hooks(
         &mut self,
         target: &mut dyn ThresholdTarget,
-        info: &ConnInfo,
-        hooks: Vec<crate::core::removal_hooks::RemovalHook>,
+        info: &Rc<ConnInfo>,
+        hooks: crate::core::removal_hooks::Hooks,
         reason: RemovalReason,
     ) {
+        let open = self.lifecycle.hooks.len();
         for hook in hooks {
             let mut handle = ConnHandle {
                 info,
@@ -511,7 +516,11 @@ impl EventCore {
             hook.call(&mut handle, reason);
         }
         // A hook that registered another one on its removed connection must not leave it behind.
-        self.lifecycle.hooks.take(&info.key);
+        // Its handle reaches no other connection's hooks, so only a grown map can hold one
+        // (and the lookup is skipped for the connections whose hooks registered nothing).
+        if self.lifecycle.hooks.len() > open {
+            self.lifecycle.hooks.take(&info.key);
+        }
     }
 
     /// Payload of an extracted connection, to every capability.
@@ -547,8 +556,11 @@ impl EventCore {
                     }
                 }
                 Pending::Event(ev) => {
-                    // Connections with removal hooks keep their latest state for an eviction.
-                    self.lifecycle.hooks.saw(&info);
+                    // Connections with removal hooks keep their latest state for an eviction;
+                    // not the removed state: the hooks are taken below and given this event's.
+                    if !matches!(ev, ConnEvent::Removed(_)) {
+                        self.lifecycle.hooks.saw(&info);
+                    }
                     for cap in self.caps.iter_mut() {
                         let mut handle = ConnHandle {
                             info: &info,
