@@ -22,6 +22,7 @@
 //! agent.register(Box::new(BigTransfers));
 //! ```
 
+use crate::core::event_uid::EventUid;
 use crate::core::inactivity::InactivityRequests;
 use crate::core::polling::Polls;
 use crate::core::removal_hooks::RemovalHooks;
@@ -123,8 +124,8 @@ pub enum TimeoutVerdict {
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub key: FlowKey,
-    /// conn.log uid.
-    pub uid: String,
+    /// conn.log uid (text on demand: [`ConnHandle::uid`]).
+    pub uid: EventUid,
     /// The connection as of the event.
     pub conn: Conn,
     /// Network time of the event (packet time in replays, wall clock live), ns.
@@ -167,7 +168,7 @@ impl ConnHandle<'_> {
     }
 
     pub fn uid(&self) -> &str {
-        &self.info.uid
+        self.info.uid.as_str()
     }
 
     /// The connection as of the event (counters, state, addresses).
@@ -396,7 +397,7 @@ impl EventCore {
             };
             let info = ConnInfo {
                 key,
-                uid: uid(&key).unwrap_or_default(),
+                uid: EventUid::from_text(uid(&key).unwrap_or_default()),
                 conn,
                 ts_ns: now_ns,
             };
@@ -426,7 +427,7 @@ impl EventCore {
             };
             let info = Rc::new(ConnInfo {
                 key: poll.key,
-                uid: std::mem::take(&mut poll.uid),
+                uid: EventUid::from_text(std::mem::take(&mut poll.uid)),
                 conn,
                 ts_ns: now_ns,
             });
@@ -439,7 +440,7 @@ impl EventCore {
             };
             let next = (poll.callback)(&mut handle, poll.cnt);
             if let (Some(after), false) = (next, all) {
-                poll.uid = info.uid.clone();
+                poll.uid = info.uid.as_str().to_string();
                 self.lifecycle.polls.again(poll, now_ns, after);
             }
             self.run(target);

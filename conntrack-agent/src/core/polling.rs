@@ -109,8 +109,12 @@ impl ConnHandle<'_> {
     ) {
         let info = self.info;
         let at = info.ts_ns.saturating_add(duration_ns(interval));
-        self.lifecycle
-            .polls
-            .push(at, info.key, info.uid.clone(), cnt, Box::new(callback));
+        self.lifecycle.polls.push(
+            at,
+            info.key,
+            info.uid.as_str().to_string(),
+            cnt,
+            Box::new(callback),
+        );
     }
 }

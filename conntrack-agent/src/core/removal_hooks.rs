@@ -97,7 +97,7 @@ impl RemovalHooks {
 /// time with the uid it was registered with (a reuse removes the hooks first, so the two agree
 /// but for an event whose uid was not known; that one gets a copy).
 fn latest(last: &Rc<ConnInfo>, now: &Rc<ConnInfo>) -> Rc<ConnInfo> {
-    if last.uid == now.uid {
+    if last.uid.same(&now.uid) {
         return Rc::clone(now);
     }
     let mut info = ConnInfo::clone(now);
