@@ -391,6 +391,11 @@ impl EventCore {
         if self.caps.is_empty() {
             return;
         }
+        // This runs before every packet; almost always no timer or poll is due.
+        let due = self.thresholds.timer_due(now_ns) || self.lifecycle.polls.any_due(now_ns);
+        if !due && self.queue.is_empty() {
+            return;
+        }
         for (key, raw) in self.thresholds.due(target, now_ns) {
             let Some(conn) = target.lookup(&key) else {
                 continue;
