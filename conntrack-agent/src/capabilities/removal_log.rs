@@ -19,6 +19,7 @@ use conntrack_common::conn::Conn;
 use conntrack_common::tcp::state;
 use serde::Deserialize;
 use std::cell::RefCell;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -68,29 +69,112 @@ fn why(reason: RemovalReason, c: &Conn) -> &'static str {
 
 /// One removal as a JSON object (conn.log's field names for the connection), written into
 /// `out` (cleared first). Every string value is from a fixed alphabet (uid, address, protocol,
-/// reason, state, history letters): none needs JSON escaping, so no JSON value is built.
+/// reason, state, history letters): none needs JSON escaping, so no JSON value is built. Piece
+/// by piece rather than through `write!`: `fmt`'s machinery was most of a line's cost, and a
+/// line is written per connection.
 fn line(out: &mut String, conn: &ConnHandle<'_>, reason: RemovalReason) {
-    use std::fmt::Write;
-    let c = conn.conn();
-    let ts = conn.ts_ns() as f64 / 1e9;
+    write_line(out, conn.conn(), conn.uid(), conn.ts_ns(), reason);
+}
+
+/// [`line`] of connection `c` with `uid`, removed at `ts_ns`.
+fn write_line(out: &mut String, c: &Conn, uid: &str, ts_ns: u64, reason: RemovalReason) {
     out.clear();
-    // Writing into a String cannot fail. `{ts:?}`: serde_json's shortest round-trip float.
-    let _ = write!(
-        out,
-        "{{\"ts\":{ts:?},\"uid\":\"{}\",\"id.orig_h\":\"{}\",\"id.orig_p\":{},\
-         \"id.resp_h\":\"{}\",\"id.resp_p\":{},\"proto\":\"{}\",\"reason\":\"{}\",\
-         \"conn_state\":\"{}\",\"history\":\"",
-        conn.uid(),
-        addr_from_bytes(&c.orig_addr),
-        c.orig_port,
-        addr_from_bytes(&c.resp_addr),
-        c.resp_port,
-        c.proto_name(),
-        why(reason, c),
-        c.conn_state().as_str(),
-    );
-    out.extend(c.history_str().iter().map(|&b| b as char));
+    out.push_str("{\"ts\":");
+    push_ts(out, ts_ns);
+    out.push_str(",\"uid\":\"");
+    out.push_str(uid);
+    out.push_str("\",\"id.orig_h\":\"");
+    push_addr(out, &c.orig_addr);
+    out.push_str("\",\"id.orig_p\":");
+    out.push_str(itoa::Buffer::new().format(c.orig_port));
+    out.push_str(",\"id.resp_h\":\"");
+    push_addr(out, &c.resp_addr);
+    out.push_str("\",\"id.resp_p\":");
+    out.push_str(itoa::Buffer::new().format(c.resp_port));
+    out.push_str(",\"proto\":\"");
+    out.push_str(c.proto_name());
+    out.push_str("\",\"reason\":\"");
+    out.push_str(why(reason, c));
+    out.push_str("\",\"conn_state\":\"");
+    out.push_str(c.conn_state().as_str());
+    out.push_str("\",\"history\":\"");
+    let history = c.history_str();
+    match std::str::from_utf8(history) {
+        Ok(h) if h.is_ascii() => out.push_str(h),
+        // Each byte a char, as ever (history letters are ASCII; this is for a corrupt one).
+        _ => out.extend(history.iter().map(|&b| b as char)),
+    }
     out.push_str("\"}");
+}
+
+/// Network time in seconds as `{:?}` of the f64 writes it (serde_json's shortest round-trip
+/// form). zmij writes the same digits, faster, wherever both use plain decimal notation
+/// (`{:?}` switches to an exponent below 1e-4 and from 1e16; zmij below 1e-5 and from 1e16):
+/// from 1 s to 1e15 s, which holds every u64 of nanoseconds from 1 s on. But for a tie: when
+/// the time lies exactly halfway between two shortest forms, zmij takes the even one and
+/// `{:?}` the upper, so a tie (about one time in 16 000) is left to `{:?}`.
+fn push_ts(out: &mut String, ns: u64) {
+    let ts = ns as f64 / 1e9;
+    if (1.0..1e15).contains(&ts) {
+        let mut buf = zmij::Buffer::new();
+        let s = buf.format_finite(ts);
+        if !is_tie(ts, s) {
+            out.push_str(s);
+            return;
+        }
+    }
+    use std::fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{ts:?}");
+}
+
+/// True if `ts` (from 1 to 2^53, so `mant * 2^exp` with `exp` < 0) is exactly halfway between
+/// `s`, a plain decimal with its digits, and the next decimal of as many digits: `ts` equals
+/// `s` followed by a 5. Exact in integers: `mant * 10^(f+1) == (10 * digits + 5) * 2^-exp`,
+/// `f` the number of fractional digits of `s`. Anything unexpected counts as a tie (the
+/// caller then writes `{:?}`).
+fn is_tie(ts: f64, s: &str) -> bool {
+    let Some((int, frac)) = s.split_once('.') else {
+        return true;
+    };
+    let mut digits: u128 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        if !b.is_ascii_digit() || digits >= 10u128.pow(19) {
+            return true;
+        }
+        digits = digits * 10 + u128::from(b - b'0');
+    }
+    let bits = ts.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32 - 1075;
+    let mant = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
+    let (Ok(f), true) = (u32::try_from(frac.len() + 1), (-60..0).contains(&exp)) else {
+        return true;
+    };
+    let lhs = 10u128.checked_pow(f).and_then(|p| p.checked_mul(mant));
+    let rhs = (digits * 10 + 5).checked_shl(exp.unsigned_abs());
+    match (lhs, rhs) {
+        (Some(l), Some(r)) => l == r && r >> exp.unsigned_abs() == digits * 10 + 5,
+        _ => true,
+    }
+}
+
+/// An address as `Display` of [`addr_from_bytes`] writes it: IPv4 (IPv4-mapped in the
+/// connection) by hand, IPv6 (the fewer, and `Display`'s zero compression) through `fmt`.
+fn push_addr(out: &mut String, bytes: &[u8; 16]) {
+    match addr_from_bytes(bytes) {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(itoa::Buffer::new().format(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// The capability: a removal hook on every connection, writing one line each.
@@ -149,5 +233,139 @@ impl Capability for RemovalLog {
         if *event == ConnEvent::New {
             conn.register_removal_hook(&self.hook);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::site::addr_to_bytes;
+    use std::net::Ipv6Addr;
+
+    /// A small xorshift: reproducible inputs without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// The line as it was written before: one `write!` (the reference for [`write_line`]).
+    fn reference(c: &Conn, uid: &str, ts_ns: u64, reason: RemovalReason) -> String {
+        use std::fmt::Write;
+        let ts = ts_ns as f64 / 1e9;
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "{{\"ts\":{ts:?},\"uid\":\"{}\",\"id.orig_h\":\"{}\",\"id.orig_p\":{},\
+             \"id.resp_h\":\"{}\",\"id.resp_p\":{},\"proto\":\"{}\",\"reason\":\"{}\",\
+             \"conn_state\":\"{}\",\"history\":\"",
+            uid,
+            addr_from_bytes(&c.orig_addr),
+            c.orig_port,
+            addr_from_bytes(&c.resp_addr),
+            c.resp_port,
+            c.proto_name(),
+            why(reason, c),
+            c.conn_state().as_str(),
+        );
+        out.extend(c.history_str().iter().map(|&b| b as char));
+        out.push_str("\"}");
+        out
+    }
+
+    #[test]
+    fn timestamps_are_written_as_debug_writes_them() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let edges = [
+            0,
+            1,
+            999,
+            100_000,
+            999_999_999,
+            1_000_000_000,
+            1_000_000_001,
+            1_700_000_005_013_071_800,
+            1_700_000_000_000_000_000,
+            u64::MAX,
+            // Ties: halfway between two 17-digit forms (17925956825.7890625 s and the like).
+            17_925_956_825_789_064_051,
+            17_925_956_825_789_062_500,
+            1_700_000_005_003_906_250,
+            1_700_000_005_001_953_125,
+        ];
+        let random = (0..300_000).map(|i| match i % 4 {
+            0 => rng.next(),
+            1 => 1_600_000_000_000_000_000 + rng.next() % 400_000_000_000_000_000,
+            2 => rng.next() % 10_000_000_000,
+            _ => rng.next() >> (rng.next() % 64),
+        });
+        for ns in edges.into_iter().chain(random) {
+            let mut out = String::new();
+            push_ts(&mut out, ns);
+            assert_eq!(out, format!("{:?}", ns as f64 / 1e9), "{ns} ns");
+        }
+    }
+
+    #[test]
+    fn ties_are_found_exactly() {
+        // 17925956825.7890625 (exact: 101/128) = 17925956825.789062 followed by a 5.
+        let t = 17_925_956_825.0 + 101.0 / 128.0;
+        assert!(is_tie(t, "17925956825.789062"));
+        assert!(!is_tie(t, "17925956825.789063"));
+        assert!(!is_tie(1700000005.0130718, "1700000005.0130718"));
+        assert!(!is_tie(2.5, "2.0"));
+        assert!(is_tie(2.25, "2.2"));
+        assert!(is_tie(1.0, "1e0"), "not plain decimal: left to {{:?}}");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut rng = Rng(12345);
+        let fixed: [IpAddr; 6] = [
+            "0.0.0.0".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+            "10.0.0.5".parse().unwrap(),
+            "::".parse().unwrap(),
+            "::1.2.3.4".parse().unwrap(),
+            "2001:db8::3".parse().unwrap(),
+        ];
+        let random = (0..20_000).map(|i| {
+            let b = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+            // Every other one IPv4 (mapped, as connections hold it).
+            match i % 2 {
+                0 => addr_to_bytes(IpAddr::V4((b as u32).into())),
+                _ => Ipv6Addr::from(b & !(0xffff << (16 * (i % 8)))).octets(),
+            }
+        });
+        for bytes in fixed.map(addr_to_bytes).into_iter().chain(random) {
+            let mut out = String::new();
+            push_addr(&mut out, &bytes);
+            assert_eq!(out, addr_from_bytes(&bytes).to_string());
+        }
+    }
+
+    #[test]
+    fn lines_are_what_one_write_made() {
+        let mut c = Conn::ZERO;
+        c.orig_addr = addr_to_bytes("10.0.0.5".parse().unwrap());
+        c.resp_addr = addr_to_bytes("2001:db8:1::d31".parse().unwrap());
+        c.orig_port = 13170;
+        c.resp_port = 993;
+        c.proto = 6;
+        let mut out = String::new();
+        for reason in [RemovalReason::Closed, RemovalReason::Drain] {
+            for ts_ns in [0, 1_700_000_005_041_402_800] {
+                write_line(&mut out, &c, "C3nB9d11Fvk7TBjbiH", ts_ns, reason);
+                assert_eq!(out, reference(&c, "C3nB9d11Fvk7TBjbiH", ts_ns, reason));
+            }
+        }
+        c.proto = 17;
+        c.orig.state = state::RESET;
+        write_line(&mut out, &c, "", 5, RemovalReason::Closed);
+        assert_eq!(out, reference(&c, "", 5, RemovalReason::Closed));
     }
 }

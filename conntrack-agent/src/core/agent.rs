@@ -1,6 +1,7 @@
 //! The agent core shared by `read` and `run`: a [`Datapath`] (where the engine runs), the
 //! [`Tracker`] (Zeek's timers), uids, local_nets and the conn.log writer.
 
+use crate::core::event_uid::EventUid;
 use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
 use crate::core::tracker::{ConnView, Removal, Timeouts, TimerHost, Tracker};
@@ -107,11 +108,11 @@ impl TimerHost<TrackKey> for TimerView<'_> {
         };
         let info = ConnInfo {
             key: *key,
-            uid: uid.render(),
+            uid: EventUid::new(Some(uid.clone())),
             conn,
             ts_ns: self.now_ns,
         };
-        self.core.keep_timing_out(&mut target, &info)
+        self.core.keep_timing_out(&mut target, info)
     }
 }
 
@@ -197,12 +198,7 @@ impl Agent {
         };
         let info = ConnInfo {
             key,
-            uid: self
-                .tracker
-                .uid(&key)
-                .as_ref()
-                .map(Uid::render)
-                .unwrap_or_default(),
+            uid: EventUid::new(self.tracker.uid(&key)),
             conn,
             ts_ns,
         };
@@ -478,7 +474,7 @@ impl Agent {
         if !self.core.is_idle() {
             let info = ConnInfo {
                 key: *k,
-                uid: uid.render(),
+                uid: EventUid::new(Some(uid.clone())),
                 conn: c,
                 ts_ns: self.tracker_now(),
             };

@@ -22,6 +22,7 @@
 //! agent.register(Box::new(BigTransfers));
 //! ```
 
+use crate::core::event_uid::EventUid;
 use crate::core::inactivity::InactivityRequests;
 use crate::core::polling::Polls;
 use crate::core::removal_hooks::RemovalHooks;
@@ -123,8 +124,8 @@ pub enum TimeoutVerdict {
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub key: FlowKey,
-    /// conn.log uid.
-    pub uid: String,
+    /// conn.log uid (text on demand: [`ConnHandle::uid`]).
+    pub uid: EventUid,
     /// The connection as of the event.
     pub conn: Conn,
     /// Network time of the event (packet time in replays, wall clock live), ns.
@@ -139,7 +140,9 @@ enum Pending {
 
 /// What a capability can do with the connection of the event it handles.
 pub struct ConnHandle<'a> {
-    pub(crate) info: &'a ConnInfo,
+    /// Shared, not borrowed: a removal hook registered through the handle keeps the event's
+    /// state by reference count (see [`crate::core::removal_hooks`]) instead of copying it.
+    pub(crate) info: &'a Rc<ConnInfo>,
     thresholds: &'a mut Thresholds,
     pub(crate) target: &'a mut dyn ThresholdTarget,
     queue: &'a mut VecDeque<(Rc<ConnInfo>, Pending)>,
@@ -165,7 +168,7 @@ impl ConnHandle<'_> {
     }
 
     pub fn uid(&self) -> &str {
-        &self.info.uid
+        self.info.uid.as_str()
     }
 
     /// The connection as of the event (counters, state, addresses).
@@ -207,7 +210,7 @@ impl ConnHandle<'_> {
     /// ring buffer, so the event's snapshot would show stale counters (in a replay both agree).
     fn queue_raw(&mut self, raw: Option<RawCrossing>) {
         if let Some(raw) = raw {
-            let mut info = self.info.clone();
+            let mut info = ConnInfo::clone(self.info);
             if let Some(now) = self.target.lookup(&info.key) {
                 info.ts_ns = info.ts_ns.max(now.last_ns);
                 info.conn = now;
@@ -388,13 +391,18 @@ impl EventCore {
         if self.caps.is_empty() {
             return;
         }
+        // This runs before every packet; almost always no timer or poll is due.
+        let due = self.thresholds.timer_due(now_ns) || self.lifecycle.polls.any_due(now_ns);
+        if !due && self.queue.is_empty() {
+            return;
+        }
         for (key, raw) in self.thresholds.due(target, now_ns) {
             let Some(conn) = target.lookup(&key) else {
                 continue;
             };
             let info = ConnInfo {
                 key,
-                uid: uid(&key).unwrap_or_default(),
+                uid: EventUid::from_text(uid(&key).unwrap_or_default()),
                 conn,
                 ts_ns: now_ns,
             };
@@ -422,12 +430,12 @@ impl EventCore {
             let Some(conn) = target.lookup(&poll.key) else {
                 continue;
             };
-            let info = ConnInfo {
+            let info = Rc::new(ConnInfo {
                 key: poll.key,
-                uid: std::mem::take(&mut poll.uid),
+                uid: EventUid::from_text(std::mem::take(&mut poll.uid)),
                 conn,
                 ts_ns: now_ns,
-            };
+            });
             let mut handle = ConnHandle {
                 info: &info,
                 thresholds: &mut self.thresholds,
@@ -437,7 +445,7 @@ impl EventCore {
             };
             let next = (poll.callback)(&mut handle, poll.cnt);
             if let (Some(after), false) = (next, all) {
-                poll.uid = info.uid.clone();
+                poll.uid = info.uid.as_str().to_string();
                 self.lifecycle.polls.again(poll, now_ns, after);
             }
             self.run(target);
@@ -461,7 +469,8 @@ impl EventCore {
 
     /// Asks every capability whether the connection may be removed for inactivity (Zeek's
     /// `connection_timing_out`); true if one of them keeps it.
-    pub fn keep_timing_out(&mut self, target: &mut dyn ThresholdTarget, info: &ConnInfo) -> bool {
+    pub fn keep_timing_out(&mut self, target: &mut dyn ThresholdTarget, info: ConnInfo) -> bool {
+        let info = &Rc::new(info);
         let mut keep = false;
         for cap in self.caps.iter_mut() {
             let mut handle = ConnHandle {
@@ -481,9 +490,10 @@ impl EventCore {
     /// [`RemovalReason::Evicted`]); the rest is forgotten.
     pub fn evicted(&mut self, target: &mut dyn ThresholdTarget, key: &FlowKey, now_ns: u64) {
         self.forget(key);
-        if let Some((mut info, hooks)) = self.lifecycle.hooks.take(key) {
+        if let Some((last, hooks)) = self.lifecycle.hooks.take(key) {
+            let mut info = Rc::unwrap_or_clone(last);
             info.ts_ns = now_ns;
-            self.run_hooks(target, &info, hooks, RemovalReason::Evicted);
+            self.run_hooks(target, &Rc::new(info), hooks, RemovalReason::Evicted);
             self.run(target);
         }
     }
@@ -496,10 +506,11 @@ impl EventCore {
     fn run_hooks(
         &mut self,
         target: &mut dyn ThresholdTarget,
-        info: &ConnInfo,
-        hooks: Vec<crate::core::removal_hooks::RemovalHook>,
+        info: &Rc<ConnInfo>,
+        hooks: crate::core::removal_hooks::Hooks,
         reason: RemovalReason,
     ) {
+        let open = self.lifecycle.hooks.len();
         for hook in hooks {
             let mut handle = ConnHandle {
                 info,
@@ -511,7 +522,11 @@ impl EventCore {
             hook.call(&mut handle, reason);
         }
         // A hook that registered another one on its removed connection must not leave it behind.
-        self.lifecycle.hooks.take(&info.key);
+        // Its handle reaches no other connection's hooks, so only a grown map can hold one
+        // (and the lookup is skipped for the connections whose hooks registered nothing).
+        if self.lifecycle.hooks.len() > open {
+            self.lifecycle.hooks.take(&info.key);
+        }
     }
 
     /// Payload of an extracted connection, to every capability.
@@ -547,8 +562,11 @@ impl EventCore {
                     }
                 }
                 Pending::Event(ev) => {
-                    // Connections with removal hooks keep their latest state for an eviction.
-                    self.lifecycle.hooks.saw(&info);
+                    // Connections with removal hooks keep their latest state for an eviction;
+                    // not the removed state: the hooks are taken below and given this event's.
+                    if !matches!(ev, ConnEvent::Removed(_)) {
+                        self.lifecycle.hooks.saw(&info);
+                    }
                     for cap in self.caps.iter_mut() {
                         let mut handle = ConnHandle {
                             info: &info,
@@ -574,313 +592,4 @@ impl EventCore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::agent::Agent;
-    use crate::core::thresholds::DurationMode;
-    use crate::core::tracker::{SEC, Timeouts};
-    use crate::datapath::Datapath;
-    use crate::datapath::host::{HostConfig, HostDatapath};
-    use crate::logs::conn_log::{ConnLogWriter, LogFormat};
-    use crate::util::site::NetSet;
-    use std::cell::RefCell;
-    use std::rc::Rc;
-
-    /// Ethernet + IPv4 + UDP between 10.0.0.1:40000 and 10.0.0.2:9999 (`from_a`: the first is
-    /// the sender), checksum 0 (not checked).
-    fn udp(from_a: bool, payload: usize) -> Vec<u8> {
-        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
-        let (src, dst, sp, dp) = if from_a {
-            (a, b, 40000u16, 9999u16)
-        } else {
-            (b, a, 9999, 40000)
-        };
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        f.extend_from_slice(&[0x45, 0]);
-        f.extend_from_slice(&((20 + 8 + payload) as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&sp.to_be_bytes());
-        f.extend_from_slice(&dp.to_be_bytes());
-        f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-        f.extend_from_slice(&[0, 0]);
-        f.resize(f.len() + payload, 0);
-        f
-    }
-
-    /// One event as a capability saw it.
-    struct Seen {
-        uid: String,
-        key: FlowKey,
-        ts_ns: u64,
-        event: ConnEvent,
-    }
-
-    type Log = Rc<RefCell<Vec<Seen>>>;
-
-    /// Records every event it sees; on `New` runs `on_new`.
-    struct Recorder {
-        seen: Log,
-        on_new: fn(&mut ConnHandle<'_>),
-    }
-
-    impl Capability for Recorder {
-        fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
-            if *event == ConnEvent::New {
-                (self.on_new)(conn);
-            }
-            self.seen.borrow_mut().push(Seen {
-                uid: conn.uid().to_string(),
-                key: *conn.key(),
-                ts_ns: conn.ts_ns(),
-                event: *event,
-            });
-        }
-    }
-
-    /// The host datapath, and the kernel's (the loaded program, by BPF_PROG_TEST_RUN) when root.
-    fn datapaths() -> Vec<Box<dyn Datapath>> {
-        let mut out: Vec<Box<dyn Datapath>> =
-            vec![Box::new(HostDatapath::new(HostConfig::new(&[])))];
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            out.push(
-                crate::datapath::kernel::replay_datapath(&[], 1024)
-                    .expect("loading the eBPF program"),
-            );
-        } else {
-            eprintln!("kernel datapath skipped: needs root");
-        }
-        out
-    }
-
-    fn agent(on_new: fn(&mut ConnHandle<'_>), dir: &tempfile::TempDir) -> (Agent, Log) {
-        let dp = Box::new(HostDatapath::new(HostConfig::new(&[])));
-        agent_on(dp, on_new, dir)
-    }
-
-    fn agent_on(
-        dp: Box<dyn Datapath>,
-        on_new: fn(&mut ConnHandle<'_>),
-        dir: &tempfile::TempDir,
-    ) -> (Agent, Log) {
-        let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
-        let cfg = HostConfig::new(&[]);
-        let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
-        let seen = Rc::new(RefCell::new(Vec::new()));
-        agent.register(Box::new(Recorder {
-            seen: seen.clone(),
-            on_new,
-        }));
-        (agent, seen)
-    }
-
-    fn crossings(seen: &[Seen]) -> Vec<Crossing> {
-        seen.iter()
-            .filter_map(|s| match s.event {
-                ConnEvent::ThresholdCrossed(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Network time of the tests' first packet (the kernel program takes a zero packet time
-    /// for "no time" and reads the clock).
-    const T0: i64 = 1_700_000_000 * SEC;
-
-    /// A packet at `T0 + t`.
-    fn packet(agent: &mut Agent, frame: &[u8], t: i64) {
-        agent.advance(T0 + t).unwrap();
-        agent.process(frame, T0 + t, true).unwrap();
-    }
-
-    #[test]
-    fn duration_threshold_fires_by_timer_on_an_idle_connection_only_in_timer_mode() {
-        let runs = [DurationMode::NextPacket, DurationMode::NextPacketOrTimer]
-            .into_iter()
-            .flat_map(|m| datapaths().into_iter().map(move |dp| (m, dp)));
-        for (mode, dp) in runs {
-            let dir = tempfile::tempdir().unwrap();
-            let (mut agent, seen) = agent_on(
-                dp,
-                |c| assert!(c.set_duration_threshold(Duration::from_secs(1))),
-                &dir,
-            );
-            agent.set_duration_mode(mode);
-            packet(&mut agent, &udp(true, 10), 0);
-            agent.advance(T0 + 2 * SEC).unwrap(); // idle: no packet for 2 s
-            let by_timer = crossings(&seen.borrow());
-            packet(&mut agent, &udp(false, 10), 30 * SEC);
-            let all = crossings(&seen.borrow());
-            let want = Crossing {
-                kind: ThresholdKind::Duration,
-                threshold: SEC as u64,
-                is_orig: mode == DurationMode::NextPacketOrTimer,
-            };
-            assert_eq!(all, vec![want], "{mode:?}: fires exactly once");
-            match mode {
-                DurationMode::NextPacket => assert!(by_timer.is_empty(), "Zeek waits for a packet"),
-                DurationMode::NextPacketOrTimer => assert_eq!(by_timer, vec![want]),
-            }
-        }
-    }
-
-    #[test]
-    fn total_thresholds_count_both_directions_and_report_the_crossing_side() {
-        for dp in datapaths() {
-            let dir = tempfile::tempdir().unwrap();
-            let (mut agent, seen) = agent_on(
-                dp,
-                |c| {
-                    assert!(c.set_total_bytes_threshold(200));
-                    assert!(c.set_total_packets_threshold(3));
-                    assert!(c.set_total_bytes_threshold(150));
-                    assert!(c.delete_total_bytes_threshold(150));
-                    assert!(!c.delete_total_packets_threshold(99));
-                },
-                &dir,
-            );
-            packet(&mut agent, &udp(true, 72), 0); // 100 IP bytes
-            packet(&mut agent, &udp(false, 72), SEC);
-            packet(&mut agent, &udp(false, 72), 2 * SEC);
-            let got = crossings(&seen.borrow());
-            assert_eq!(
-                got,
-                vec![
-                    Crossing {
-                        kind: ThresholdKind::TotalBytes,
-                        threshold: 200,
-                        is_orig: false
-                    },
-                    Crossing {
-                        kind: ThresholdKind::TotalPackets,
-                        threshold: 3,
-                        is_orig: false
-                    },
-                ]
-            );
-        }
-    }
-
-    #[test]
-    fn a_threshold_already_crossed_is_reported_after_the_event_that_set_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut agent, seen) = agent(|c| assert!(c.set_packets_threshold(1, true)), &dir);
-        packet(&mut agent, &udp(true, 10), 0);
-        let events: Vec<ConnEvent> = seen.borrow().iter().map(|s| s.event).collect();
-        let one = Crossing {
-            kind: ThresholdKind::OrigPackets,
-            threshold: 1,
-            is_orig: true,
-        };
-        assert_eq!(
-            events,
-            vec![ConnEvent::New, ConnEvent::ThresholdCrossed(one)]
-        );
-    }
-
-    #[test]
-    fn removal_reaches_capabilities_with_its_reason_and_the_connection_uid() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut agent, seen) = agent(|c| assert!(c.set_bytes_threshold(1_000_000, true)), &dir);
-        packet(&mut agent, &udp(true, 10), 0);
-        agent.advance(T0 + 120 * SEC).unwrap(); // UDP inactivity: 1 min
-        agent.flush().unwrap();
-        let seen = seen.borrow();
-        let (new, removed) = (&seen[0], seen.last().unwrap());
-        assert_eq!(new.event, ConnEvent::New);
-        assert_eq!(removed.event, ConnEvent::Removed(RemovalReason::Inactivity));
-        assert!(!new.uid.is_empty());
-        assert_eq!(new.uid, removed.uid);
-        assert_eq!(new.key, removed.key);
-        assert_eq!(new.ts_ns, T0 as u64);
-        assert_eq!(
-            removed.ts_ns,
-            (T0 + 120 * SEC) as u64,
-            "removed at network time"
-        );
-        let log = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
-        assert!(log.contains(new.uid.as_str()), "the uid is conn.log's");
-    }
-
-    #[test]
-    fn setting_a_threshold_on_a_removed_connection_fails() {
-        let dir = tempfile::tempdir().unwrap();
-        let seen = Rc::new(RefCell::new(Vec::new()));
-        struct LateSetter(Rc<RefCell<Vec<bool>>>);
-        impl Capability for LateSetter {
-            fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
-                if let ConnEvent::Removed(_) = event {
-                    self.0.borrow_mut().push(conn.set_bytes_threshold(10, true));
-                }
-            }
-        }
-        let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
-        let cfg = HostConfig::new(&[]);
-        let dp = Box::new(HostDatapath::new(cfg.clone()));
-        let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
-        agent.register(Box::new(LateSetter(seen.clone())));
-        packet(&mut agent, &udp(true, 10), 0);
-        agent.finish().unwrap();
-        assert_eq!(*seen.borrow(), vec![false]);
-    }
-
-    /// Payload as a capability saw it: (from the originator, bytes).
-    type Payloads = Rc<RefCell<Vec<(bool, Vec<u8>)>>>;
-
-    /// Turns extraction of the originator on at New; records the payload it gets.
-    struct Toggler {
-        seen: Payloads,
-        events: u32,
-    }
-
-    impl Capability for Toggler {
-        fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
-            self.events += 1;
-            match event {
-                ConnEvent::New => {
-                    assert!(conn.set_extract(true, true));
-                    assert!(conn.extracting(true) && !conn.extracting(false));
-                }
-                ConnEvent::Removed(_) => {
-                    let c = conn
-                        .content_counters()
-                        .expect("counters of an extracted conn");
-                    assert_eq!(c.delivered, [20, 0]);
-                    assert_eq!(c.not_delivered, [0, 0]);
-                    assert!(!conn.set_extract(true, true), "gone from the datapath");
-                }
-                _ => {}
-            }
-        }
-
-        fn on_payload(&mut self, chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {
-            self.seen
-                .borrow_mut()
-                .push((chunk.is_orig(), chunk.data.clone()));
-        }
-    }
-
-    #[test]
-    fn extraction_is_turned_on_for_one_direction_through_the_handle() {
-        for dp in datapaths() {
-            let dir = tempfile::tempdir().unwrap();
-            let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
-            let cfg = HostConfig::new(&[]);
-            let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
-            let seen = Rc::new(RefCell::new(Vec::new()));
-            agent.register(Box::new(Toggler {
-                seen: seen.clone(),
-                events: 0,
-            }));
-            packet(&mut agent, &udp(true, 10), 0); // before the decision: not extracted
-            packet(&mut agent, &udp(false, 10), SEC); // responder: not extracted
-            packet(&mut agent, &udp(true, 10), 2 * SEC);
-            packet(&mut agent, &udp(true, 10), 3 * SEC);
-            agent.finish().unwrap();
-            let seen = seen.borrow();
-            assert_eq!(*seen, vec![(true, vec![0; 10]), (true, vec![0; 10])]);
-        }
-    }
-}
+mod tests;

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod clock;
+pub mod event_uid;
 pub mod events;
 pub mod inactivity;
 pub mod polling;

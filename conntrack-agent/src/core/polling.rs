@@ -73,6 +73,13 @@ impl Polls {
         }));
     }
 
+    /// Whether a poll is due at `now_ns`.
+    pub(crate) fn any_due(&self, now_ns: u64) -> bool {
+        self.heap
+            .peek()
+            .is_some_and(|Reverse(top)| top.at_ns <= now_ns)
+    }
+
     /// The polls due at `now_ns` (every pending one when `all`). Taken before any runs, so a
     /// callback that asks for 0 s runs at the next advance, not in a loop.
     pub(crate) fn take_due(&mut self, now_ns: u64, all: bool) -> Vec<Poll> {
@@ -109,8 +116,34 @@ impl ConnHandle<'_> {
     ) {
         let info = self.info;
         let at = info.ts_ns.saturating_add(duration_ns(interval));
-        self.lifecycle
-            .polls
-            .push(at, info.key, info.uid.clone(), cnt, Box::new(callback));
+        self.lifecycle.polls.push(
+            at,
+            info.key,
+            info.uid.as_str().to_string(),
+            cnt,
+            Box::new(callback),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_is_due_from_its_time_on() {
+        let mut polls = Polls::default();
+        assert!(!polls.any_due(u64::MAX), "none pending");
+        polls.push(
+            10,
+            FlowKey::default(),
+            "C1".into(),
+            0,
+            Box::new(|_, _| None),
+        );
+        assert!(!polls.any_due(9));
+        assert!(polls.any_due(10) && polls.any_due(11));
+        assert_eq!(polls.take_due(10, false).len(), 1);
+        assert!(!polls.any_due(u64::MAX));
     }
 }

@@ -18,6 +18,7 @@
 use crate::core::events::{ConnHandle, ConnInfo, RemovalReason};
 use crate::util::hashing::FastMap;
 use conntrack_common::key::FlowKey;
+use smallvec::SmallVec;
 use std::rc::Rc;
 
 type HookFn = dyn Fn(&mut ConnHandle<'_>, RemovalReason);
@@ -47,42 +48,61 @@ impl std::fmt::Debug for RemovalHook {
     }
 }
 
+/// A connection's hooks in registration order: one inline (the common case, a capability
+/// that hooks every connection), more on the heap.
+pub(crate) type Hooks = SmallVec<[RemovalHook; 1]>;
+
 struct Registered {
-    hooks: Vec<RemovalHook>,
+    hooks: Hooks,
     /// The connection as of the latest event delivered to the capabilities (state changes
-    /// only when one of them wants those): what the hooks get if the datapath loses it.
-    last: ConnInfo,
+    /// only when one of them wants those): what the hooks get if the datapath loses it. The
+    /// event's own `ConnInfo`, shared: keeping it is a reference count, where a copy of the
+    /// whole `Conn` per event was most of what a hook on every connection cost.
+    last: Rc<ConnInfo>,
 }
 
 /// The hooks registered per connection.
 #[derive(Default)]
 pub struct RemovalHooks {
-    /// Boxed: a `Registered` holds a whole `Conn`, and a table of them inline was copied
-    /// (into freshly faulted pages) each time it grew.
-    by_conn: FastMap<FlowKey, Box<Registered>>,
+    /// Inline: a `Registered` is two words and a hook.
+    by_conn: FastMap<FlowKey, Registered>,
 }
 
 impl RemovalHooks {
     /// Keeps the latest state of a connection that has hooks.
-    pub(crate) fn saw(&mut self, info: &ConnInfo) {
+    pub(crate) fn saw(&mut self, info: &Rc<ConnInfo>) {
         if self.by_conn.is_empty() {
             return;
         }
         if let Some(r) = self.by_conn.get_mut(&info.key) {
-            // The uid is the one registered with (a reuse removes the hooks first): only the
-            // state and time change, and copying them allocates nothing.
-            r.last.conn = info.conn;
-            r.last.ts_ns = info.ts_ns;
+            r.last = latest(&r.last, info);
         }
     }
 
     /// Removes and returns a connection's hooks (registration order) and its last state.
-    pub(crate) fn take(&mut self, key: &FlowKey) -> Option<(ConnInfo, Vec<RemovalHook>)> {
+    pub(crate) fn take(&mut self, key: &FlowKey) -> Option<(Rc<ConnInfo>, Hooks)> {
         if self.by_conn.is_empty() {
             return None;
         }
         self.by_conn.remove(key).map(|r| (r.last, r.hooks))
     }
+
+    /// Connections with hooks.
+    pub(crate) fn len(&self) -> usize {
+        self.by_conn.len()
+    }
+}
+
+/// What a connection registered as `last` keeps after the event `now`: the event's state and
+/// time with the uid it was registered with (a reuse removes the hooks first, so the two agree
+/// but for an event whose uid was not known; that one gets a copy).
+fn latest(last: &Rc<ConnInfo>, now: &Rc<ConnInfo>) -> Rc<ConnInfo> {
+    if last.uid.same(&now.uid) {
+        return Rc::clone(now);
+    }
+    let mut info = ConnInfo::clone(now);
+    info.uid.clone_from(&last.uid);
+    Rc::new(info)
 }
 
 impl ConnHandle<'_> {
@@ -95,11 +115,9 @@ impl ConnHandle<'_> {
             .hooks
             .by_conn
             .entry(info.key)
-            .or_insert_with(|| {
-                Box::new(Registered {
-                    hooks: Vec::new(),
-                    last: info.clone(),
-                })
+            .or_insert_with(|| Registered {
+                hooks: Hooks::new(),
+                last: Rc::clone(info),
             });
         if r.hooks.iter().any(|h| h.same(hook)) {
             return false;

@@ -368,6 +368,13 @@ impl Thresholds {
         (out, again)
     }
 
+    /// Whether a duration timer is due at `now_ns` (a cheap test before [`Thresholds::due`]).
+    pub fn timer_due(&self, now_ns: u64) -> bool {
+        self.timers
+            .peek()
+            .is_some_and(|Reverse((at, _, _))| *at <= now_ns)
+    }
+
     /// Duration timers due at `now_ns` ([`DurationMode::NextPacketOrTimer`]): asks the datapath
     /// to check each still-armed duration threshold at `now_ns`; returns the crossings.
     pub fn due(
@@ -581,6 +588,12 @@ mod tests {
             let mut dp = one_conn();
             let (key, conn) = (dp.key, dp.conn);
             t.set(&mut dp, &conn, &key, ThresholdKind::Duration, 5_000, 0);
+            assert!(!t.timer_due(6_000));
+            assert_eq!(
+                t.timer_due(6_001),
+                fires,
+                "{mode:?}: a timer only in timer mode"
+            );
             assert!(
                 t.due(&mut dp, 6_000).is_empty(),
                 "not past start + threshold yet"
@@ -599,6 +612,7 @@ mod tests {
                     }]
                 );
                 assert!(t.due(&mut dp, 100_000).is_empty(), "fires once");
+                assert!(!t.timer_due(100_000));
             }
         }
     }

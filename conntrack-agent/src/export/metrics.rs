@@ -459,7 +459,7 @@ mod tests {
         conn.resp.ip_bytes = 1100;
         let info = ConnInfo {
             key: FlowKey::default(),
-            uid: "C1".into(),
+            uid: crate::core::event_uid::EventUid::from_text("C1".into()),
             conn,
             ts_ns: 1,
         };

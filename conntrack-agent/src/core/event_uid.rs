@@ -1,0 +1,75 @@
+//! The uid an event carries ([`crate::core::events::ConnInfo`]): the tracker's compact
+//! [`Uid`], written out only when a capability asks for the text. Most events reach
+//! capabilities that never look at the uid (an alert rule that matches nothing, a removal hook
+//! that runs once at the end): the text for each of them was an allocation and a base62
+//! rendering per event, several per connection.
+
+use crate::core::uid::Uid;
+use std::cell::OnceCell;
+
+#[derive(Debug, Clone, Default)]
+pub struct EventUid {
+    /// None: the connection has no uid (an event the tracker does not know); its text is "".
+    uid: Option<Uid>,
+    text: OnceCell<String>,
+}
+
+impl EventUid {
+    pub fn new(uid: Option<Uid>) -> Self {
+        Self {
+            uid,
+            text: OnceCell::new(),
+        }
+    }
+
+    /// A uid known only as text (a poll keeps its connection's).
+    pub fn from_text(text: String) -> Self {
+        Self {
+            uid: None,
+            text: OnceCell::from(text),
+        }
+    }
+
+    /// The uid as conn.log writes it.
+    pub fn as_str(&self) -> &str {
+        self.text
+            .get_or_init(|| self.uid.as_ref().map(Uid::render).unwrap_or_default())
+    }
+
+    /// The same uid (compares the values when both have one, else the text).
+    pub fn same(&self, other: &EventUid) -> bool {
+        match (&self.uid, &other.uid) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.as_str() == other.as_str(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::uid::UidGen;
+
+    #[test]
+    fn renders_like_the_uid_once_and_none_as_empty() {
+        let uid = UidGen::seeded(7).next_uid();
+        let e = EventUid::new(Some(uid.clone()));
+        assert_eq!(e.as_str(), uid.render());
+        assert!(std::ptr::eq(e.as_str(), e.as_str()), "rendered once");
+        assert_eq!(EventUid::new(None).as_str(), "");
+        assert_eq!(EventUid::default().as_str(), "");
+        assert_eq!(EventUid::from_text("C1".into()).as_str(), "C1");
+    }
+
+    #[test]
+    fn same_compares_values_or_text() {
+        let mut g = UidGen::seeded(7);
+        let (a, b) = (g.next_uid(), g.next_uid());
+        let ea = EventUid::new(Some(a.clone()));
+        assert!(ea.same(&EventUid::new(Some(a.clone()))));
+        assert!(!ea.same(&EventUid::new(Some(b))));
+        assert!(ea.same(&EventUid::from_text(a.render())));
+        assert!(!ea.same(&EventUid::new(None)));
+        assert!(EventUid::new(None).same(&EventUid::from_text(String::new())));
+    }
+}
