@@ -3,7 +3,7 @@
 
 use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
-use crate::core::tracker::{ConnView, Removal, Timeouts, TimerHost, Tracker};
+use crate::core::tracker::{ConnView, Observed, Removal, Timeouts, TimerHost, Tracker};
 use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::{Datapath, ThresholdError};
@@ -380,13 +380,15 @@ impl Agent {
             return Ok(());
         }
         let is_new = kind == Some(EventKind::NewConn);
-        let fresh = is_new || !self.tracker.knows(&k);
         let v = ConnView::of_change(ev);
         let est = ev.has_flag(CONN_ESTABLISHED);
-        let newly_established = self.tracker.observe(&k, &v, ts_ns, is_new, est);
-        if fresh {
-            self.tracker.set_uid(&k, self.uid_gen.next_uid());
-        }
+        let uid_gen = &mut self.uid_gen;
+        let Observed {
+            fresh,
+            newly_established,
+        } = self
+            .tracker
+            .observe_named(&k, &v, ts_ns, is_new, est, || uid_gen.next_uid());
         // New for a connection the tracker did not know, also when its NewConn event was lost
         // (a resync reports it as a state change): the capabilities never heard of it.
         // StateChanged only when a capability listens for those: most events are nothing

@@ -177,6 +177,22 @@ fn swap_sides(flags: u8) -> u8 {
 }
 
 impl Entry {
+    /// A new slot's entry, before its connection's is set.
+    fn unused() -> Self {
+        Self {
+            generation: 0,
+            uid_hi: 0,
+            uid_lo: 0,
+            orig_state: INACTIVE,
+            resp_state: INACTIVE,
+            orig: 0,
+            flags: 0,
+            inactivity: 0,
+            epoch: 0,
+            close_at: NO_CLOSE,
+        }
+    }
+
     /// did_close of side 0 (originator) or 1 (responder).
     fn did_close(&self, side: usize) -> bool {
         self.flags & (DID_CLOSE_ORIG << side) != 0
@@ -241,6 +257,15 @@ impl Ord for Timer {
 struct Slot<K: SlotKey> {
     key: K::Stored,
     entry: Entry,
+}
+
+/// What [`Tracker::observe_named`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    /// The connection is new to the tracker (it got its uid).
+    pub fresh: bool,
+    /// Zeek's connection_established, the first time.
+    pub newly_established: bool,
 }
 
 /// Why a connection was removed.
@@ -324,36 +349,6 @@ impl<K: SlotKey> Tracker<K> {
         (s.entry.generation == tm.generation).then(|| K::load(&s.key))
     }
 
-    /// Adds `key` with `entry` (replacing a connection of the same key); returns its slot
-    /// and the slot's generation.
-    fn insert(&mut self, key: &K, mut entry: Entry) -> (u32, u32) {
-        self.remove(key);
-        let slot = match self.free.pop() {
-            Some(i) => {
-                let s = &mut self.slots[i as usize];
-                entry.generation = s.entry.generation;
-                s.key = key.store();
-                s.entry = entry;
-                i
-            }
-            None => {
-                entry.generation = 0;
-                self.slots.push(Slot {
-                    key: key.store(),
-                    entry,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let generation = self.slots[slot as usize].entry.generation;
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        let h = hasher.hash_one(key);
-        self.index.insert_unique(h, slot, |&i| {
-            hasher.hash_one(K::load(&slots[i as usize].key))
-        });
-        (slot, generation)
-    }
-
     /// Removes `key`; its slot is free and its timers void (they name an old generation).
     /// Returns its uid.
     fn remove(&mut self, key: &K) -> Option<Uid> {
@@ -369,11 +364,21 @@ impl<K: SlotKey> Tracker<K> {
             .ok()?;
         let (slot, _) = found.remove();
         self.free.push(slot);
-        let s = self.slots.get_mut(slot as usize)?;
-        s.entry.generation = s.entry.generation.wrapping_add(1);
+        let uid = self.release(slot);
         // A boxed key is freed now rather than when the slot is reused.
-        s.key = K::Stored::default();
-        Some(self.take_uid(slot))
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.key = K::Stored::default();
+        }
+        Some(uid)
+    }
+
+    /// Ends the life of the connection in `slot` (still indexed: the caller unindexes it or
+    /// reuses the slot): its timers void (a new generation) and its uid taken.
+    fn release(&mut self, slot: u32) -> Uid {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.entry.generation = s.entry.generation.wrapping_add(1);
+        }
+        self.take_uid(slot)
     }
 
     /// The uid of the connection in `slot`.
@@ -505,24 +510,42 @@ impl<K: SlotKey> Tracker<K> {
         is_new: bool,
         established: bool,
     ) -> bool {
+        self.observe_named(key, v, pkt_ns, is_new, established, || Uid::UNSET)
+            .newly_established
+    }
+
+    /// [`Tracker::observe`], giving a connection the tracker adds (`fresh`: new, or not
+    /// known before) the uid `uid` makes. One lookup of the key for all of it: the agent did
+    /// five for a new connection (knows, the insert's remove and insert, the slot again,
+    /// set_uid) and three for a change.
+    pub fn observe_named(
+        &mut self,
+        key: &K,
+        v: &ConnView,
+        pkt_ns: i64,
+        is_new: bool,
+        established: bool,
+        uid: impl FnOnce() -> Uid,
+    ) -> Observed {
         let now = self.network_time.max(pkt_ns);
-        if is_new || self.slot_of(key).is_none() {
+        let (slot, fresh) = self.slot_for(key, is_new);
+        if fresh {
             let inactivity = self.base_inactivity(v.proto);
-            let (slot, generation) = self.insert(
-                key,
-                Entry {
-                    generation: 0,
-                    uid_hi: 0,
-                    uid_lo: 0,
-                    orig_state: INACTIVE,
-                    resp_state: INACTIVE,
-                    orig: orig_tag(&v.orig_addr, v.orig_port),
-                    flags: 0,
-                    inactivity,
-                    epoch: 0,
-                    close_at: NO_CLOSE,
-                },
-            );
+            let e = &mut self.slots[slot as usize].entry;
+            *e = Entry {
+                generation: e.generation,
+                uid_hi: 0,
+                uid_lo: 0,
+                orig_state: INACTIVE,
+                resp_state: INACTIVE,
+                orig: orig_tag(&v.orig_addr, v.orig_port),
+                flags: 0,
+                inactivity,
+                epoch: 0,
+                close_at: NO_CLOSE,
+            };
+            let generation = e.generation;
+            self.put_uid(slot, uid());
             // Session inactivity timer at last_time + timeout; TCP ExpireTimer at
             // network_time + tcp_SYN_timeout.
             self.push(
@@ -537,14 +560,64 @@ impl<K: SlotKey> Tracker<K> {
                 self.push(at, Kind::Expire, slot, generation, 0);
             }
         }
-        if v.proto != TCP {
-            return false;
+        let newly_established = v.proto == TCP && self.observe_tcp(slot, v, pkt_ns, established);
+        Observed {
+            fresh,
+            newly_established,
         }
+    }
+
+    /// `key`'s slot, and whether it is a new one: a connection the tracker did not know, or
+    /// `replace` (a new connection of the same key: the old one is removed, its timers void).
+    /// A new slot's entry is the caller's to set.
+    fn slot_for(&mut self, key: &K, replace: bool) -> (u32, bool) {
+        let h = self.hasher.hash_one(key);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        let found = self.index.entry(
+            h,
+            |&i| {
+                slots
+                    .get(i as usize)
+                    .is_some_and(|s| key.is_stored_in(&s.key))
+            },
+            |&i| hasher.hash_one(K::load(&slots[i as usize].key)),
+        );
+        match found {
+            hashbrown::hash_table::Entry::Occupied(o) => {
+                let slot = *o.get();
+                if replace {
+                    // As removing it and adding it again (the freed slot would be the next
+                    // one taken), with its generation moved on; the key stays.
+                    self.release(slot);
+                }
+                (slot, replace)
+            }
+            hashbrown::hash_table::Entry::Vacant(vac) => {
+                let slot = match self.free.pop() {
+                    Some(i) => {
+                        self.slots[i as usize].key = key.store();
+                        i
+                    }
+                    None => {
+                        self.slots.push(Slot {
+                            key: key.store(),
+                            entry: Entry::unused(),
+                        });
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                vac.insert(slot);
+                (slot, true)
+            }
+        }
+    }
+
+    /// The TCP part of [`Tracker::observe`] for the connection in `slot`.
+    fn observe_tcp(&mut self, slot: u32, v: &ConnView, pkt_ns: i64, established: bool) -> bool {
         let mut newly_established = false;
-        let t = self.t.clone();
+        let t = &self.t;
         // At most four: attempt, inactivity, one close per side (no allocation per event).
         let mut pushes = Pushes::default();
-        let slot = self.slot_of(key).expect("inserted above");
         {
             let e = &mut self.slots[slot as usize].entry;
             // A flip swaps the endpoints.
@@ -688,6 +761,14 @@ impl<K: SlotKey> Tracker<K> {
                 continue; // cancelled analyzer timer
             }
             fired += 1;
+            if tm.kind == Kind::CloseDelete && e.close_at == tm.at {
+                // Removed whatever the datapath holds now, so not read (a lookup of the
+                // connection per close): the owner finds it gone when it takes it out of the
+                // datapath, and handles that as it does `Removal::Gone`.
+                let uid = self.remove(&key).unwrap_or(Uid::UNSET);
+                out.push((key, Removal::Closed, uid));
+                continue;
+            }
             let Some(v) = host.read(&key) else {
                 let uid = self.remove(&key).unwrap_or(Uid::UNSET);
                 out.push((key, Removal::Gone, uid));
