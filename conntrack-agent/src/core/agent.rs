@@ -284,7 +284,10 @@ impl Agent {
                 tracker.uid(k).as_ref().map(Uid::render)
             });
         }
-        self.apply_inactivity_requests();
+        let idle = self.core.is_idle();
+        if !idle {
+            self.apply_inactivity_requests();
+        }
         let mut view = TimerView {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
@@ -292,7 +295,9 @@ impl Agent {
             now_ns: now_ns.max(0) as u64,
         };
         let removed = self.tracker.advance_with(now_ns, &mut view);
-        self.apply_inactivity_requests();
+        if !idle {
+            self.apply_inactivity_requests();
+        }
         for (k, why, uid) in removed {
             self.remove_and_log(&k, why, Some(uid))?;
         }

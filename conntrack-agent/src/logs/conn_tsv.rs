@@ -1,5 +1,5 @@
-//! conn.log's TSV line written straight from a connection, for the common record: both
-//! addresses IPv4, history plain letters, a random uid, no community_id column. It is exactly
+//! conn.log's TSV line written straight from a connection, for the common record: history
+//! plain letters, a random uid, no community_id column. It is exactly
 //! what [`ConnRecord::from_conn`] and [`ConnRecord::write_tsv`] write, without the record: a
 //! replay logs a record per connection, and building one (two `IpAddr`s, the history and uid
 //! as heap strings) and then formatting it field by field into a `String` cost about 4,500
@@ -16,7 +16,7 @@ use conntrack_common::conn::Conn;
 const MAX_HISTORY: usize = 64;
 
 /// Room for the longest line of this path: 13 numbers of at most 20 digits, two times of at
-/// most 27 characters, two IPv4 addresses, the uid (at most 23), the longest proto and
+/// most 27 characters, two addresses of at most 39, the uid (at most 23), the longest proto and
 /// conn_state names, the history and 21 tabs; well under 512.
 const LINE: usize = 512;
 
@@ -79,6 +79,41 @@ impl Line {
         }
     }
 
+    /// An address as `write_addr` writes it: IPv4-mapped as IPv4, IPv4-compatible (`::a.b.c.d`)
+    /// with a dotted tail, any other IPv6 address compressed as std's `Display` does (RFC 5952:
+    /// the first longest run of two or more zero groups as `::`, lowercase hex).
+    fn addr(&mut self, a: &[u8; 16]) {
+        if let Some(v4) = mapped_v4(a) {
+            return self.v4(v4);
+        }
+        let seg: [u16; 8] = std::array::from_fn(|i| u16::from_be_bytes([a[2 * i], a[2 * i + 1]]));
+        if seg[..6].iter().all(|&w| w == 0) && seg[6] != 0 {
+            self.put(b"::");
+            return self.v4([a[12], a[13], a[14], a[15]]);
+        }
+        let (start, len) = longest_zero_run(&seg);
+        if len > 1 {
+            self.groups(&seg[..start]);
+            self.put(b"::");
+            self.groups(&seg[start + len..]);
+        } else {
+            self.groups(&seg);
+        }
+    }
+
+    /// 16-bit groups in lowercase hex without leading zeros, colon-separated.
+    fn groups(&mut self, seg: &[u16]) {
+        for (i, &g) in seg.iter().enumerate() {
+            if i > 0 {
+                self.byte(b':');
+            }
+            let digits = (16 - g.leading_zeros()).div_ceil(4).max(1);
+            for d in (0..digits).rev() {
+                self.byte(b"0123456789abcdef"[usize::from((g >> (4 * d)) & 0xf)]);
+            }
+        }
+    }
+
     /// Base62 of a 64-bit word, most significant digit first (as `uid::push_base62`).
     fn base62(&mut self, mut v: u64) {
         const ALPHABET: &[u8; 62] =
@@ -110,6 +145,25 @@ fn mapped_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
     v4.try_into().ok()
 }
 
+/// The first longest run of zero groups: (start, length).
+fn longest_zero_run(seg: &[u16; 8]) -> (usize, usize) {
+    let (mut best, mut cur) = ((0, 0), (0, 0));
+    for (i, &g) in seg.iter().enumerate() {
+        if g == 0 {
+            if cur.1 == 0 {
+                cur.0 = i;
+            }
+            cur.1 += 1;
+            if cur.1 > best.1 {
+                best = cur;
+            }
+        } else {
+            cur = (0, 0);
+        }
+    }
+    best
+}
+
 /// History letters that the TSV writer copies unescaped (printable ASCII but the tab).
 fn plain_history(h: &[u8]) -> bool {
     h.len() <= MAX_HISTORY && h.iter().all(|&b| (0x20..0x7f).contains(&b))
@@ -117,11 +171,8 @@ fn plain_history(h: &[u8]) -> bool {
 
 /// Appends `c`'s conn.log line (no community_id column) with uid `uid` and local_orig /
 /// local_resp `local` to `out`, if it is a record of this path; false (nothing appended)
-/// otherwise: an IPv6 address, a uid given as text, an unusual history.
+/// otherwise: a uid given as text, an unusual history.
 pub fn write_conn_tsv(out: &mut String, c: &Conn, uid: &Uid, local: Option<(bool, bool)>) -> bool {
-    let (Some(orig), Some(resp)) = (mapped_v4(&c.orig_addr), mapped_v4(&c.resp_addr)) else {
-        return false;
-    };
     let Uid::Random { hi, lo } = uid else {
         return false;
     };
@@ -136,11 +187,11 @@ pub fn write_conn_tsv(out: &mut String, c: &Conn, uid: &Uid, local: Option<(bool
     l.base62(u64::from(*hi));
     l.base62(*lo);
     l.tab();
-    l.v4(orig);
+    l.addr(&c.orig_addr);
     l.tab();
     l.int(c.orig_port);
     l.tab();
-    l.v4(resp);
+    l.addr(&c.resp_addr);
     l.tab();
     l.int(c.resp_port);
     l.tab();
@@ -249,14 +300,39 @@ mod tests {
         assert_eq!(out, by_record(&c, &Uid::UNSET, None));
     }
 
+    /// IPv6 addresses as std prints them (and `write_addr`'s IPv4-compatible form).
+    #[test]
+    fn ipv6_addresses_are_compressed_as_std_does() {
+        let cases = [
+            "2001:db8::3",
+            "2001:db8:1::d31",
+            "::",
+            "::1",
+            "1::",
+            "::1.2.3.4",
+            "::ffff:0:0",
+            "1:0:0:2::3",
+            "1::2:0:0:3",
+            "1:0:2:0:3:0:4:0",
+            "fe80::aa:bbbb:c:d",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ];
+        for text in cases {
+            let a: std::net::Ipv6Addr = text.parse().unwrap();
+            let mut l = Line::new();
+            l.addr(&a.octets());
+            let want = crate::logs::record::fmt_addr(&std::net::IpAddr::V6(a));
+            assert_eq!(l.as_str(), Some(want.as_str()), "{text}");
+        }
+        assert_eq!(longest_zero_run(&[1, 0, 0, 2, 0, 0, 3, 4]), (1, 2));
+        assert_eq!(longest_zero_run(&[1, 2, 3, 4, 5, 6, 7, 0]), (7, 1));
+    }
+
     #[test]
     fn other_records_are_left_to_the_record() {
         let mut c = conntrack_common::conn::ZERO_CONN;
-        c.orig_addr = [1; 16];
-        c.resp_addr = v4_mapped([10, 0, 0, 1]);
-        let mut out = String::new();
-        assert!(!write_conn_tsv(&mut out, &c, &Uid::UNSET, None));
         c.orig_addr = v4_mapped([10, 0, 0, 2]);
+        let mut out = String::new();
         let given = Uid::from("Cgiven".to_string());
         assert!(!write_conn_tsv(&mut out, &c, &given, None));
         assert!(out.is_empty());
@@ -274,6 +350,7 @@ mod tests {
             v4 in any::<bool>(),
             a in any::<[u8; 4]>(),
             b in any::<[u8; 4]>(),
+            v6 in proptest::collection::vec(prop_oneof![Just(0u16), any::<u16>()], 16),
             hi in any::<u32>(),
             lo in any::<u64>(),
             local in any::<Option<(bool, bool)>>(),
@@ -293,6 +370,12 @@ mod tests {
             if v4 {
                 c.orig_addr = v4_mapped(a);
                 c.resp_addr = v4_mapped(b);
+            } else {
+                // IPv6 with runs of zero groups (random bytes rarely have any).
+                for (i, g) in v6.iter().enumerate() {
+                    let addr = if i < 8 { &mut c.orig_addr } else { &mut c.resp_addr };
+                    addr[2 * (i % 8)..2 * (i % 8) + 2].copy_from_slice(&g.to_be_bytes());
+                }
             }
             c.start_ns = start;
             c.last_ns = start.wrapping_add(len);
