@@ -285,6 +285,10 @@ impl Agent {
             });
         }
         let idle = self.core.is_idle();
+        if idle && self.tracker.advance_idle(now_ns) {
+            // No timer due (most packets): only the logs' clocks move.
+            return self.tick_logs(now_ns);
+        }
         if !idle {
             self.apply_inactivity_requests();
         }
@@ -301,7 +305,11 @@ impl Agent {
         for (k, why, uid) in removed {
             self.remove_and_log(&k, why, Some(uid))?;
         }
-        // An idle log still rotates on time.
+        self.tick_logs(now_ns)
+    }
+
+    /// Network time `now_ns` to the logs: an idle log still rotates on time.
+    fn tick_logs(&mut self, now_ns: i64) -> anyhow::Result<()> {
         for log in &self.logs {
             log.borrow_mut().tick(now_ns)?;
         }

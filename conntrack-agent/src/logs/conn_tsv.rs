@@ -75,8 +75,19 @@ impl Line {
             if i > 0 {
                 self.byte(b'.');
             }
-            self.int(b);
+            self.octet(b);
         }
+    }
+
+    /// A byte in decimal without leading zeros (an address has eight per record).
+    fn octet(&mut self, b: u8) {
+        let digits = [b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10];
+        let skip = match b {
+            0..=9 => 2,
+            10..=99 => 1,
+            _ => 0,
+        };
+        self.put(&digits[skip..]);
     }
 
     /// An address as `write_addr` writes it: IPv4-mapped as IPv4, IPv4-compatible (`::a.b.c.d`)
@@ -326,6 +337,15 @@ mod tests {
         }
         assert_eq!(longest_zero_run(&[1, 0, 0, 2, 0, 0, 3, 4]), (1, 2));
         assert_eq!(longest_zero_run(&[1, 2, 3, 4, 5, 6, 7, 0]), (7, 1));
+    }
+
+    #[test]
+    fn octets_as_itoa_writes_them() {
+        for b in 0..=255u8 {
+            let mut l = Line::new();
+            l.octet(b);
+            assert_eq!(l.as_str(), Some(b.to_string().as_str()));
+        }
     }
 
     #[test]
