@@ -8,6 +8,7 @@ use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::{Datapath, ThresholdError};
 use crate::logs::conn_log::ConnLogWriter;
+use crate::logs::conn_tsv::RecordUid;
 use crate::util::site::NetSet;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
@@ -521,7 +522,15 @@ impl Agent {
         let local = self.local_of(c);
         // Network time decides interval rotation (packet time in `read`).
         let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
-        self.writer.write_conn(c, &uid, local, now)?;
+        let text;
+        let uid = match &uid {
+            Uid::Random { hi, lo } => RecordUid::Random { hi: *hi, lo: *lo },
+            Uid::Given(_) => {
+                text = uid.render();
+                RecordUid::Text(&text)
+            }
+        };
+        self.writer.write_conn(c, uid, local, now)?;
         self.stats.conns_logged += 1;
         *self.stats.by_removal.entry(why).or_default() += 1;
         Ok(())

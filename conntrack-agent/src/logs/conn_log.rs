@@ -1,7 +1,6 @@
 //! conn.log writer: Zeek's ASCII (TSV) format with all header lines, or Zeek's JSON lines.
 
-use crate::core::uid::Uid;
-use crate::logs::conn_tsv::write_conn_tsv;
+use crate::logs::conn_tsv::{RecordUid, write_conn_tsv};
 use crate::logs::record::{ConnRecord, FIELDS, TYPES};
 use crate::logs::rotate::{HeaderFn, LogFile, LogOptions, fmt_log_date};
 use conntrack_common::conn::Conn;
@@ -104,7 +103,7 @@ impl ConnLogWriter {
     pub fn write_conn(
         &mut self,
         c: &Conn,
-        uid: &Uid,
+        uid: RecordUid,
         local: Option<(bool, bool)>,
         now_ns: Option<i64>,
     ) -> anyhow::Result<()> {

@@ -9,7 +9,6 @@
 //! [`ConnRecord::from_conn`]: crate::logs::record::ConnRecord::from_conn
 //! [`ConnRecord::write_tsv`]: crate::logs::record::ConnRecord::write_tsv
 
-use crate::core::uid::Uid;
 use conntrack_common::conn::Conn;
 
 /// Longest history written here: longer (never seen in practice) takes the record's path.
@@ -125,6 +124,13 @@ impl Line {
         }
     }
 
+    /// A random uid: `C`, then the base62 of the high word and of the low one.
+    fn uid(&mut self, hi: u32, lo: u64) {
+        self.byte(b'C');
+        self.base62(u64::from(hi));
+        self.base62(lo);
+    }
+
     /// Base62 of a 64-bit word, most significant digit first (as `uid::push_base62`).
     fn base62(&mut self, mut v: u64) {
         const ALPHABET: &[u8; 62] =
@@ -156,6 +162,28 @@ fn mapped_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
     v4.try_into().ok()
 }
 
+/// A record's uid as the writer takes it: the 96 random bits (written out here, without a
+/// `String` for each) or a text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordUid<'a> {
+    Random { hi: u32, lo: u64 },
+    Text(&'a str),
+}
+
+impl RecordUid<'_> {
+    /// The uid's text: `C` and the base62 of each word (as `core::uid` renders it).
+    pub fn render(&self) -> String {
+        match self {
+            RecordUid::Random { hi, lo } => {
+                let mut l = Line::new();
+                l.uid(*hi, *lo);
+                l.as_str().unwrap_or_default().to_string()
+            }
+            RecordUid::Text(t) => t.to_string(),
+        }
+    }
+}
+
 /// The first longest run of zero groups: (start, length).
 fn longest_zero_run(seg: &[u16; 8]) -> (usize, usize) {
     let (mut best, mut cur) = ((0, 0), (0, 0));
@@ -183,8 +211,13 @@ fn plain_history(h: &[u8]) -> bool {
 /// Appends `c`'s conn.log line (no community_id column) with uid `uid` and local_orig /
 /// local_resp `local` to `out`, if it is a record of this path; false (nothing appended)
 /// otherwise: a uid given as text, an unusual history.
-pub fn write_conn_tsv(out: &mut String, c: &Conn, uid: &Uid, local: Option<(bool, bool)>) -> bool {
-    let Uid::Random { hi, lo } = uid else {
+pub fn write_conn_tsv(
+    out: &mut String,
+    c: &Conn,
+    uid: RecordUid,
+    local: Option<(bool, bool)>,
+) -> bool {
+    let RecordUid::Random { hi, lo } = uid else {
         return false;
     };
     let history = c.history_str();
@@ -194,9 +227,7 @@ pub fn write_conn_tsv(out: &mut String, c: &Conn, uid: &Uid, local: Option<(bool
     let mut l = Line::new();
     l.time_ns(c.start_ns as i64);
     l.tab();
-    l.byte(b'C');
-    l.base62(u64::from(*hi));
-    l.base62(*lo);
+    l.uid(hi, lo);
     l.tab();
     l.addr(&c.orig_addr);
     l.tab();
@@ -267,7 +298,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// What the record's path writes for `c`.
-    fn by_record(c: &Conn, uid: &Uid, local: Option<(bool, bool)>) -> String {
+    fn by_record(c: &Conn, uid: RecordUid, local: Option<(bool, bool)>) -> String {
         let mut r = ConnRecord::from_conn(c);
         r.uid = uid.render();
         if let Some((o, l)) = local {
@@ -295,20 +326,21 @@ mod tests {
         c.resp_port = 443;
         c.start_ns = 1_700_000_000_123_456_789;
         c.last_ns = c.start_ns + 2_000_000_500;
-        let uid = Uid::Random {
+        let uid = RecordUid::Random {
             hi: u32::MAX,
             lo: u64::MAX,
         };
         for local in [None, Some((true, false))] {
             let mut out = String::new();
-            assert!(write_conn_tsv(&mut out, &c, &uid, local));
-            assert_eq!(out, by_record(&c, &uid, local));
+            assert!(write_conn_tsv(&mut out, &c, uid, local));
+            assert_eq!(out, by_record(&c, uid, local));
         }
         // No duration: three unset columns; a uid of zeros.
         c.last_ns = c.start_ns;
         let mut out = String::new();
-        assert!(write_conn_tsv(&mut out, &c, &Uid::UNSET, None));
-        assert_eq!(out, by_record(&c, &Uid::UNSET, None));
+        let zero = RecordUid::Random { hi: 0, lo: 0 };
+        assert!(write_conn_tsv(&mut out, &c, zero, None));
+        assert_eq!(out, by_record(&c, zero, None));
     }
 
     /// IPv6 addresses as std prints them (and `write_addr`'s IPv4-compatible form).
@@ -353,8 +385,8 @@ mod tests {
         let mut c = conntrack_common::conn::ZERO_CONN;
         c.orig_addr = v4_mapped([10, 0, 0, 2]);
         let mut out = String::new();
-        let given = Uid::from("Cgiven".to_string());
-        assert!(!write_conn_tsv(&mut out, &c, &given, None));
+        let given = RecordUid::Text("Cgiven");
+        assert!(!write_conn_tsv(&mut out, &c, given, None));
         assert!(out.is_empty());
         assert!(!plain_history(b"S\tA"));
         assert!(!plain_history(&[b'S'; MAX_HISTORY + 1]));
@@ -399,10 +431,10 @@ mod tests {
             }
             c.start_ns = start;
             c.last_ns = start.wrapping_add(len);
-            let uid = Uid::Random { hi, lo };
+            let uid = RecordUid::Random { hi, lo };
             let mut out = String::new();
-            if write_conn_tsv(&mut out, &c, &uid, local) {
-                prop_assert_eq!(out, by_record(&c, &uid, local));
+            if write_conn_tsv(&mut out, &c, uid, local) {
+                prop_assert_eq!(out, by_record(&c, uid, local));
             } else {
                 prop_assert!(out.is_empty());
             }
