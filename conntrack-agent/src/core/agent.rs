@@ -4,25 +4,25 @@
 use crate::core::event_uid::EventUid;
 use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
-use crate::core::tracker::{ConnView, Removal, Timeouts, TimerHost, Tracker};
+use crate::core::tracker::{ConnView, Observed, Removal, Timeouts, TimerHost, Tracker};
 use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::{Datapath, ThresholdError};
 use crate::logs::conn_log::ConnLogWriter;
-use crate::logs::record::ConnRecord;
+use crate::logs::conn_tsv::RecordUid;
 use crate::util::site::NetSet;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
 use conntrack_common::event::{ConnChange, Event, EventKind};
 use conntrack_common::key::FlowKey;
 use conntrack_common::threshold::ThresholdCommand;
-use std::collections::HashMap;
 
 /// Totals for the end-of-run summary.
 #[derive(Debug, Default, Clone)]
 pub struct AgentStats {
     pub conns_logged: u64,
-    pub by_removal: HashMap<&'static str, u64>,
+    /// foldhash: counted once per record (SipHash over the reason was a tenth of `log_conn`).
+    pub by_removal: crate::util::hashing::FastMap<&'static str, u64>,
     pub table_full: u64,
     pub reuse: u64,
 }
@@ -212,6 +212,11 @@ impl Agent {
 
     /// Hands the per-connection inactivity timeouts capabilities asked for to the tracker.
     fn apply_inactivity_requests(&mut self) {
+        // Only capabilities ask (and none is ever unregistered): `read` without any would
+        // otherwise take an empty list twice per packet.
+        if self.core.is_idle() {
+            return;
+        }
         for (key, timeout) in self.core.take_inactivity_requests() {
             let last = self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key));
             if let Some(c) = last {
@@ -276,7 +281,14 @@ impl Agent {
                 tracker.uid(k).as_ref().map(Uid::render)
             });
         }
-        self.apply_inactivity_requests();
+        let idle = self.core.is_idle();
+        if idle && self.tracker.advance_idle(now_ns) {
+            // No timer due (most packets): only the logs' clocks move.
+            return self.tick_logs(now_ns);
+        }
+        if !idle {
+            self.apply_inactivity_requests();
+        }
         let mut view = TimerView {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
@@ -284,11 +296,17 @@ impl Agent {
             now_ns: now_ns.max(0) as u64,
         };
         let removed = self.tracker.advance_with(now_ns, &mut view);
-        self.apply_inactivity_requests();
+        if !idle {
+            self.apply_inactivity_requests();
+        }
         for (k, why, uid) in removed {
             self.remove_and_log(&k, why, Some(uid))?;
         }
-        // An idle log still rotates on time.
+        self.tick_logs(now_ns)
+    }
+
+    /// Network time `now_ns` to the logs: an idle log still rotates on time.
+    fn tick_logs(&mut self, now_ns: i64) -> anyhow::Result<()> {
         for log in &self.logs {
             log.borrow_mut().tick(now_ns)?;
         }
@@ -402,13 +420,15 @@ impl Agent {
             return Ok(());
         }
         let is_new = kind == Some(EventKind::NewConn);
-        let fresh = is_new || !self.tracker.knows(&k);
         let v = ConnView::of_change(ev);
         let est = ev.has_flag(CONN_ESTABLISHED);
-        let newly_established = self.tracker.observe(&k, &v, ts_ns, is_new, est);
-        if fresh {
-            self.tracker.set_uid(&k, self.uid_gen.next_uid());
-        }
+        let uid_gen = &mut self.uid_gen;
+        let Observed {
+            fresh,
+            newly_established,
+        } = self
+            .tracker
+            .observe_named(&k, &v, ts_ns, is_new, est, || uid_gen.next_uid());
         // New for a connection the tracker did not know, also when its NewConn event was lost
         // (a resync reports it as a state change): the capabilities never heard of it.
         // StateChanged only when a capability listens for those: most events are nothing
@@ -521,23 +541,31 @@ impl Agent {
     }
 
     fn log_conn(&mut self, c: &Conn, uid: Uid, why: &'static str) -> anyhow::Result<()> {
-        let rec = self.record(c, uid.render());
+        let local = self.local_of(c);
         // Network time decides interval rotation (packet time in `read`).
         let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
-        self.writer.write_at(&rec, now)?;
+        let text;
+        let uid = match &uid {
+            Uid::Random { hi, lo } => RecordUid::Random { hi: *hi, lo: *lo },
+            Uid::Given(_) => {
+                text = uid.render();
+                RecordUid::Text(&text)
+            }
+        };
+        self.writer.write_conn(c, uid, local, now)?;
         self.stats.conns_logged += 1;
         *self.stats.by_removal.entry(why).or_default() += 1;
         Ok(())
     }
 
-    pub fn record(&self, c: &Conn, uid: String) -> ConnRecord {
-        let mut r = ConnRecord::from_conn(c);
-        r.uid = uid;
-        if !self.local_nets.is_empty() {
-            r.local_orig = Some(self.local_nets.contains_bytes(&c.orig_addr));
-            r.local_resp = Some(self.local_nets.contains_bytes(&c.resp_addr));
-        }
-        r
+    /// conn.log's local_orig and local_resp of `c` (unset without local_nets).
+    fn local_of(&self, c: &Conn) -> Option<(bool, bool)> {
+        (!self.local_nets.is_empty()).then(|| {
+            (
+                self.local_nets.contains_bytes(&c.orig_addr),
+                self.local_nets.contains_bytes(&c.resp_addr),
+            )
+        })
     }
 
     /// End of input: attempt timers fire, then everything left is drained (logged).

@@ -83,6 +83,15 @@ impl<T: Ord + Due> TimerWheel<T> {
         }
     }
 
+    /// True if [`TimerWheel::pop_due`] at `now` would return `None` without changing
+    /// anything: the clock is still within a tick already moved into `ready`, whose earliest
+    /// timer is later. (False says nothing: the wheel may have to turn first.)
+    #[inline]
+    pub fn none_due(&self, now: i64) -> bool {
+        self.cursor.is_some_and(|c| tick(now) < c)
+            && self.ready.front().is_none_or(|t| t.due() > now)
+    }
+
     /// The earliest timer if it is due by `now` (removed), else `None`.
     pub fn pop_due(&mut self, now: i64) -> Option<T> {
         self.turn_to(tick(now));
@@ -220,12 +229,14 @@ mod tests {
                     heap.push(Reverse(T(now + at - (1 << 39), seq)));
                 }
                 now += advance;
+                let none_due = wheel.none_due(now);
                 loop {
                     let want = match heap.peek() {
                         Some(Reverse(t)) if t.0 <= now => heap.pop().map(|Reverse(t)| t),
                         _ => None,
                     };
                     let got = wheel.pop_due(now);
+                    prop_assert!(!(none_due && got.is_some()), "none_due but one was due");
                     prop_assert_eq!(got, want);
                     if got.is_none() {
                         break;

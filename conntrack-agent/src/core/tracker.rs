@@ -177,6 +177,22 @@ fn swap_sides(flags: u8) -> u8 {
 }
 
 impl Entry {
+    /// A new slot's entry, before its connection's is set.
+    fn unused() -> Self {
+        Self {
+            generation: 0,
+            uid_hi: 0,
+            uid_lo: 0,
+            orig_state: INACTIVE,
+            resp_state: INACTIVE,
+            orig: 0,
+            flags: 0,
+            inactivity: 0,
+            epoch: 0,
+            close_at: NO_CLOSE,
+        }
+    }
+
     /// did_close of side 0 (originator) or 1 (responder).
     fn did_close(&self, side: usize) -> bool {
         self.flags & (DID_CLOSE_ORIG << side) != 0
@@ -192,24 +208,6 @@ const NO_CLOSE: i64 = i64::MIN;
 /// did_close flags unswapped): 4 bytes per connection buy more than that costs.
 fn orig_tag(addr: &[u8; 16], port: u16) -> u32 {
     foldhash::fast::FixedState::with_seed(0x636f_6e6e_7472_6163).hash_one((addr, port)) as u32
-}
-
-/// The timers one event arms, collected while the entry is borrowed.
-#[derive(Default)]
-struct Pushes {
-    items: [(i64, Kind, u32, u8); 4],
-    n: usize,
-}
-
-impl Pushes {
-    fn push(&mut self, item: (i64, Kind, u32, u8)) {
-        self.items[self.n] = item;
-        self.n += 1;
-    }
-
-    fn as_slice(&self) -> &[(i64, Kind, u32, u8)] {
-        &self.items[..self.n]
-    }
 }
 
 impl Due for Timer {
@@ -241,6 +239,15 @@ impl Ord for Timer {
 struct Slot<K: SlotKey> {
     key: K::Stored,
     entry: Entry,
+}
+
+/// What [`Tracker::observe_named`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    /// The connection is new to the tracker (it got its uid).
+    pub fresh: bool,
+    /// Zeek's connection_established, the first time.
+    pub newly_established: bool,
 }
 
 /// Why a connection was removed.
@@ -324,36 +331,6 @@ impl<K: SlotKey> Tracker<K> {
         (s.entry.generation == tm.generation).then(|| K::load(&s.key))
     }
 
-    /// Adds `key` with `entry` (replacing a connection of the same key); returns its slot
-    /// and the slot's generation.
-    fn insert(&mut self, key: &K, mut entry: Entry) -> (u32, u32) {
-        self.remove(key);
-        let slot = match self.free.pop() {
-            Some(i) => {
-                let s = &mut self.slots[i as usize];
-                entry.generation = s.entry.generation;
-                s.key = key.store();
-                s.entry = entry;
-                i
-            }
-            None => {
-                entry.generation = 0;
-                self.slots.push(Slot {
-                    key: key.store(),
-                    entry,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let generation = self.slots[slot as usize].entry.generation;
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        let h = hasher.hash_one(key);
-        self.index.insert_unique(h, slot, |&i| {
-            hasher.hash_one(K::load(&slots[i as usize].key))
-        });
-        (slot, generation)
-    }
-
     /// Removes `key`; its slot is free and its timers void (they name an old generation).
     /// Returns its uid.
     fn remove(&mut self, key: &K) -> Option<Uid> {
@@ -369,11 +346,21 @@ impl<K: SlotKey> Tracker<K> {
             .ok()?;
         let (slot, _) = found.remove();
         self.free.push(slot);
-        let s = self.slots.get_mut(slot as usize)?;
-        s.entry.generation = s.entry.generation.wrapping_add(1);
+        let uid = self.release(slot);
         // A boxed key is freed now rather than when the slot is reused.
-        s.key = K::Stored::default();
-        Some(self.take_uid(slot))
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.key = K::Stored::default();
+        }
+        Some(uid)
+    }
+
+    /// Ends the life of the connection in `slot` (still indexed: the caller unindexes it or
+    /// reuses the slot): its timers void (a new generation) and its uid taken.
+    fn release(&mut self, slot: u32) -> Uid {
+        if let Some(s) = self.slots.get_mut(slot as usize) {
+            s.entry.generation = s.entry.generation.wrapping_add(1);
+        }
+        self.take_uid(slot)
     }
 
     /// The uid of the connection in `slot`.
@@ -494,133 +481,6 @@ impl<K: SlotKey> Tracker<K> {
         })
     }
 
-    /// Reports a connection after a packet changed it (or created it: `is_new`).
-    /// `established`: Zeek's connection_established has happened (acted on once). Returns true
-    /// the first time `established` is seen for this connection.
-    pub fn observe(
-        &mut self,
-        key: &K,
-        v: &ConnView,
-        pkt_ns: i64,
-        is_new: bool,
-        established: bool,
-    ) -> bool {
-        let now = self.network_time.max(pkt_ns);
-        if is_new || self.slot_of(key).is_none() {
-            let inactivity = self.base_inactivity(v.proto);
-            let (slot, generation) = self.insert(
-                key,
-                Entry {
-                    generation: 0,
-                    uid_hi: 0,
-                    uid_lo: 0,
-                    orig_state: INACTIVE,
-                    resp_state: INACTIVE,
-                    orig: orig_tag(&v.orig_addr, v.orig_port),
-                    flags: 0,
-                    inactivity,
-                    epoch: 0,
-                    close_at: NO_CLOSE,
-                },
-            );
-            // Session inactivity timer at last_time + timeout; TCP ExpireTimer at
-            // network_time + tcp_SYN_timeout.
-            self.push(
-                v.last_ns.max(pkt_ns) + inactivity,
-                Kind::Inactivity,
-                slot,
-                generation,
-                0,
-            );
-            if v.proto == TCP {
-                let at = now + self.t.tcp_syn_timeout;
-                self.push(at, Kind::Expire, slot, generation, 0);
-            }
-        }
-        if v.proto != TCP {
-            return false;
-        }
-        let mut newly_established = false;
-        let t = self.t.clone();
-        // At most four: attempt, inactivity, one close per side (no allocation per event).
-        let mut pushes = Pushes::default();
-        let slot = self.slot_of(key).expect("inserted above");
-        {
-            let e = &mut self.slots[slot as usize].entry;
-            // A flip swaps the endpoints.
-            let orig = orig_tag(&v.orig_addr, v.orig_port);
-            if e.orig != orig {
-                std::mem::swap(&mut e.orig_state, &mut e.resp_state);
-                e.flags = swap_sides(e.flags);
-                e.orig = orig;
-            }
-            let (o0, r0) = (e.orig_state, e.resp_state);
-            let (o1, r1) = (v.orig_state, v.resp_state);
-            // A timeout of 0 (set through the API) ended the timer chain: a new value restarts it.
-            let inactivity_before = e.inactivity;
-
-            // Attempt timer: the originator's SYN moved it out of INACTIVE.
-            if o0 == INACTIVE && matches!(o1, SYN_SENT | SYN_ACK_SENT) && t.tcp_attempt_delay > 0 {
-                pushes.push((
-                    pkt_ns + t.tcp_attempt_delay,
-                    Kind::Attempt,
-                    e.generation,
-                    e.epoch,
-                ));
-            }
-            // tcp_inactivity_timeout once the handshake is left.
-            if is_handshake(o0) && is_handshake(r0) && (!is_handshake(o1) || !is_handshake(r1)) {
-                e.inactivity = t.tcp_inactivity;
-            }
-            if established && e.flags & ESTABLISHED == 0 {
-                e.flags |= ESTABLISHED;
-                newly_established = true;
-                if let Some((_, to)) = t
-                    .tcp_port_inactivity
-                    .iter()
-                    .find(|(p, _)| *p == v.resp_port)
-                {
-                    e.inactivity = *to;
-                }
-            }
-            if inactivity_before <= 0 && e.inactivity > 0 {
-                pushes.push((v.last_ns + e.inactivity, Kind::Inactivity, e.generation, 0));
-            }
-            // ConnectionClosed for an endpoint that just went to CLOSED or RESET.
-            for side in 0..2 {
-                let (old, new, peer_new) = if side == 0 {
-                    (o0, o1, r1)
-                } else {
-                    (r0, r1, o1)
-                };
-                if old == new || !matches!(new, CLOSED | RESET) || e.did_close(side) {
-                    continue;
-                }
-                e.flags |= DID_CLOSE_ORIG << side;
-                let close_complete = new == RESET || e.did_close(1 - side) || peer_new == INACTIVE;
-                if close_complete {
-                    e.epoch = e.epoch.wrapping_add(1); // CancelTimers
-                    let at = v.last_ns + t.tcp_close_delay;
-                    e.close_at = at;
-                    pushes.push((at, Kind::CloseDelete, e.generation, e.epoch));
-                } else if old != INACTIVE {
-                    pushes.push((
-                        v.last_ns + t.tcp_session_timer,
-                        Kind::Expire,
-                        e.generation,
-                        e.epoch,
-                    ));
-                }
-            }
-            e.orig_state = o1;
-            e.resp_state = r1;
-        }
-        for &(at, kind, generation, epoch) in pushes.as_slice() {
-            self.push(at, kind, slot, generation, epoch);
-        }
-        newly_established
-    }
-
     /// Advances network time to `now` (never backwards) and fires due timers, calling `read`
     /// to re-read connections. Returns the connections to remove, in firing order. (The agent
     /// uses [`Tracker::advance_with`], which adds the timing-out veto.)
@@ -658,6 +518,20 @@ impl<K: SlotKey> Tracker<K> {
         true
     }
 
+    /// Advances network time to `now` if no timer is due by then (true; what
+    /// [`Tracker::advance_with`] would do, without its setup); false: nothing done, call
+    /// `advance_with`. Most packets of a replay fire no timer.
+    #[inline]
+    pub fn advance_idle(&mut self, now: i64) -> bool {
+        let now = now.max(self.network_time);
+        if !self.timers.none_due(now) {
+            return false;
+        }
+        self.network_time = now;
+        self.behind = false;
+        true
+    }
+
     /// [`Tracker::advance`] with a host that can also veto inactivity removals.
     /// Each removed connection comes with its uid.
     pub fn advance_with(
@@ -688,6 +562,14 @@ impl<K: SlotKey> Tracker<K> {
                 continue; // cancelled analyzer timer
             }
             fired += 1;
+            if tm.kind == Kind::CloseDelete && e.close_at == tm.at {
+                // Removed whatever the datapath holds now, so not read (a lookup of the
+                // connection per close): the owner finds it gone when it takes it out of the
+                // datapath, and handles that as it does `Removal::Gone`.
+                let uid = self.remove(&key).unwrap_or(Uid::UNSET);
+                out.push((key, Removal::Closed, uid));
+                continue;
+            }
             let Some(v) = host.read(&key) else {
                 let uid = self.remove(&key).unwrap_or(Uid::UNSET);
                 out.push((key, Removal::Gone, uid));
@@ -850,6 +732,8 @@ impl<K> TimerHost<K> for ReadOnly<'_, K> {
 fn attempt_due(v: &ConnView) -> bool {
     matches!(v.orig_state, SYN_SENT | SYN_ACK_SENT) && v.resp_state == INACTIVE
 }
+
+mod observe;
 
 #[cfg(test)]
 mod tests;

@@ -107,6 +107,23 @@ fn push_base62(out: &mut String, mut v: u64) {
 mod tests {
     use super::*;
 
+    /// conn.log's writer spells random uids itself (no `String` per record): as `render`.
+    #[test]
+    fn the_log_writer_spells_uids_as_render() {
+        use crate::logs::conn_tsv::RecordUid;
+        let mut g = UidGen::seeded(7);
+        let mut cases = vec![(0, 0), (u32::MAX, u64::MAX), (1, 61), (61, 62)];
+        for _ in 0..1000 {
+            if let Uid::Random { hi, lo } = g.next_uid() {
+                cases.push((hi, lo));
+            }
+        }
+        for (hi, lo) in cases {
+            let want = Uid::Random { hi, lo }.render();
+            assert_eq!(RecordUid::Random { hi, lo }.render(), want);
+        }
+    }
+
     #[test]
     fn uid_shape() {
         let mut g = UidGen::seeded(1);

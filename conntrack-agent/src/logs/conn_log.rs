@@ -1,7 +1,9 @@
 //! conn.log writer: Zeek's ASCII (TSV) format with all header lines, or Zeek's JSON lines.
 
+use crate::logs::conn_tsv::{RecordUid, write_conn_tsv};
 use crate::logs::record::{ConnRecord, FIELDS, TYPES};
 use crate::logs::rotate::{HeaderFn, LogFile, LogOptions, fmt_log_date};
+use conntrack_common::conn::Conn;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
@@ -93,6 +95,37 @@ impl ConnLogWriter {
         written?;
         self.records += 1;
         Ok(())
+    }
+
+    /// Writes connection `c`'s record, with uid `uid` and local_orig / local_resp `local`, at
+    /// network time `now_ns` (None: the wall clock): straight from the connection when
+    /// [`write_conn_tsv`] can, else through a [`ConnRecord`] (same text either way).
+    pub fn write_conn(
+        &mut self,
+        c: &Conn,
+        uid: RecordUid,
+        local: Option<(bool, bool)>,
+        now_ns: Option<i64>,
+    ) -> anyhow::Result<()> {
+        if self.format == LogFormat::Tsv && !self.community_id {
+            let mut line = std::mem::take(&mut self.line);
+            line.clear();
+            let direct = write_conn_tsv(&mut line, c, uid, local);
+            let written = direct.then(|| self.file.write_line(&line, now_ns));
+            self.line = line;
+            if let Some(written) = written {
+                written?;
+                self.records += 1;
+                return Ok(());
+            }
+        }
+        let mut rec = ConnRecord::from_conn(c);
+        rec.uid = uid.render();
+        if let Some((orig, resp)) = local {
+            rec.local_orig = Some(orig);
+            rec.local_resp = Some(resp);
+        }
+        self.write_at(&rec, now_ns)
     }
 
     /// Network time moved to `now_ns`: rotates when an interval boundary passed.

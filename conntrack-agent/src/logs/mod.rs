@@ -3,6 +3,7 @@
 
 pub mod community_id;
 pub mod conn_log;
+pub mod conn_tsv;
 pub mod health;
 pub mod record;
 pub mod rotate;
