@@ -494,7 +494,8 @@ fn measure(
 fn check_agent_summary(err: &str, info: &TraceInfo) -> Result<()> {
     let line = err
         .lines()
-        .find(|l| l.contains("connections logged"))
+        // "conntrack-agent: TRACE: N packets, N processed, N connections, logged to ...".
+        .find(|l| l.contains(" processed, ") && l.contains(" connections"))
         .context("no summary line from the agent")?;
     let num_before = |word: &str| -> Option<u64> {
         let words: Vec<&str> = line.split_whitespace().collect();
