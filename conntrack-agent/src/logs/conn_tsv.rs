@@ -9,6 +9,7 @@
 //! [`ConnRecord::from_conn`]: crate::logs::record::ConnRecord::from_conn
 //! [`ConnRecord::write_tsv`]: crate::logs::record::ConnRecord::write_tsv
 
+use crate::logs::record::time_parts;
 use conntrack_common::conn::Conn;
 
 /// Longest history written here: longer (never seen in practice) takes the record's path.
@@ -51,22 +52,15 @@ impl Line {
         self.put(itoa::Buffer::new().format(v).as_bytes());
     }
 
-    /// `secs.micros` (6 decimals, rounded half away from zero), as `write_time_ns`.
+    /// `secs.micros`, as the record's writer puts it ([`time_parts`]).
     fn time_ns(&mut self, ns: i64) {
-        let us = if ns >= 0 {
-            (ns + 500) / 1000
-        } else {
-            (ns - 500) / 1000
-        };
-        let a = us.unsigned_abs();
-        if us < 0 {
+        let (negative, secs, frac) = time_parts(ns);
+        if negative {
             self.byte(b'-');
         }
-        self.int(a / 1_000_000);
+        self.int(secs);
         self.byte(b'.');
-        // Six digits, zero-padded: the fraction plus 10^6 has seven, the first of them a 1.
-        let mut b = itoa::Buffer::new();
-        self.put(&b.format(a % 1_000_000 + 1_000_000).as_bytes()[1..]);
+        self.put(&frac);
     }
 
     fn v4(&mut self, o: [u8; 4]) {

@@ -102,22 +102,32 @@ pub fn fmt_addr(a: &IpAddr) -> String {
     s
 }
 
-/// [`fmt_time_ns`] appended to `out`.
-fn write_time_ns(out: &mut String, ns: i64) -> std::fmt::Result {
+/// A time in nanoseconds as conn.log writes it, `secs.micros` rounded half away from zero:
+/// (negative, whole seconds, the six fraction digits zero-padded).
+pub(crate) fn time_parts(ns: i64) -> (bool, u64, [u8; 6]) {
     let us = if ns >= 0 {
         (ns + 500) / 1000
     } else {
         (ns - 500) / 1000
     };
     let a = us.unsigned_abs();
-    if us < 0 {
-        out.push('-');
-    }
-    push_int(out, a / 1_000_000);
-    out.push('.');
     // Six digits, zero-padded: the fraction plus 10^6 has seven, the first of them a 1.
     let mut b = itoa::Buffer::new();
-    out.push_str(&b.format(a % 1_000_000 + 1_000_000)[1..]);
+    let mut frac = [0u8; 6];
+    frac.copy_from_slice(&b.format(a % 1_000_000 + 1_000_000).as_bytes()[1..]);
+    (us < 0, a / 1_000_000, frac)
+}
+
+/// [`fmt_time_ns`] appended to `out`.
+fn write_time_ns(out: &mut String, ns: i64) -> std::fmt::Result {
+    let (negative, secs, frac) = time_parts(ns);
+    if negative {
+        out.push('-');
+    }
+    push_int(out, secs);
+    out.push('.');
+    // ASCII digits.
+    frac.iter().for_each(|&d| out.push(char::from(d)));
     Ok(())
 }
 
