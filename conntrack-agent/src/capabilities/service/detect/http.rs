@@ -1,0 +1,141 @@
+//! HTTP (RFC 9112), and the WebSocket upgrade (RFC 6455) with what the upgraded stream carries.
+//!
+//! Zeek's dynamic protocol detection attaches HTTP when the client starts with a request line
+//! and the server answers with a status line (`dpd.sig`); the analyzer confirms on a request it
+//! can parse. A `101 Switching Protocols` reply to an `Upgrade: websocket` request hands the
+//! rest of both streams to the WebSocket analyzer, which confirms `websocket` and runs
+//! detection again on the frames' payload.
+
+use super::bytes::{find, first_line, lines, starts_with_ci};
+
+/// The methods Zeek's HTTP signature accepts at the start of a client stream.
+const METHODS: [&[u8]; 15] = [
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"TRACE",
+    b"OPTIONS",
+    b"CONNECT",
+    b"PATCH",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"QUERY",
+];
+
+/// Adds `http` (and what an upgrade carries) to `found` if `orig` and `resp` are an HTTP
+/// request and reply; true when it did.
+pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
+    if !is_request(orig) || !is_reply(resp) {
+        return false;
+    }
+    found.push("http");
+    if let (Some(req_end), Some(rep_end)) = (head_end(orig), head_end(resp))
+        && upgrades_to_websocket(&orig[..req_end], &resp[..rep_end])
+    {
+        found.push("websocket");
+    }
+    true
+}
+
+/// The stream starts with a request line: a method, a space and a target.
+fn is_request(b: &[u8]) -> bool {
+    let b = trim_leading_space(b);
+    METHODS
+        .iter()
+        .any(|m| starts_with_ci(b, m) && b.get(m.len()).is_some_and(|c| *c == b' ' || *c == b'\t'))
+}
+
+/// The stream starts with a status line, `HTTP/` and a digit.
+fn is_reply(b: &[u8]) -> bool {
+    let b = trim_leading_space(b);
+    b.starts_with(b"HTTP/") && b.get(5).is_some_and(u8::is_ascii_digit)
+}
+
+fn trim_leading_space(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    &b[start..]
+}
+
+/// The offset just after the header block (the empty line), if the sample holds all of it.
+fn head_end(b: &[u8]) -> Option<usize> {
+    find(b, b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| find(b, b"\n\n").map(|i| i + 2))
+}
+
+/// The request asks for `Upgrade: websocket` and the reply is `101` agreeing to it.
+fn upgrades_to_websocket(request: &[u8], reply: &[u8]) -> bool {
+    let status_101 = first_line(reply)
+        .and_then(|l| l.split(|&c| c == b' ').nth(1))
+        .is_some_and(|code| code == b"101");
+    status_101
+        && has_header(request, b"upgrade", b"websocket")
+        && has_header(reply, b"upgrade", b"websocket")
+}
+
+/// A header line `name: value` with these, case ignored (the value is a token list).
+fn has_header(head: &[u8], name: &[u8], value: &[u8]) -> bool {
+    lines(head).skip(1).any(|line| {
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            return false;
+        };
+        line[..colon].trim_ascii().eq_ignore_ascii_case(name)
+            && line[colon + 1..]
+                .split(|&c| c == b',')
+                .any(|v| v.trim_ascii().eq_ignore_ascii_case(value))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::detect;
+    use super::super::test_util::tcp;
+
+    /// wget fetching a file from an Apache server.
+    const GET: &[u8] =
+        b"GET /download/CHANGES.bro-aux.txt HTTP/1.1\r\nUser-Agent: Wget/1.14 (darwin12.2.0)\r\n\
+        Accept: */*\r\nHost: bro.org\r\nConnection: Keep-Alive\r\n\r\n";
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nDate: Thu, 07 Mar 2013 21:43:07 GMT\r\nServer: Apache/2.4.3 (Fedora)\r\n\
+        Content-Length: 4705\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n\n0.26 | 2012-08-24";
+
+    #[test]
+    fn request_and_reply_are_http() {
+        assert_eq!(detect(&tcp((59856, 80), &[GET], &[OK])), ["http"]);
+    }
+
+    #[test]
+    fn on_any_port() {
+        assert_eq!(detect(&tcp((59856, 4567), &[GET], &[OK])), ["http"]);
+    }
+
+    #[test]
+    fn one_side_alone_is_not_http() {
+        assert!(detect(&tcp((59856, 80), &[GET], &[])).is_empty());
+        assert!(detect(&tcp((59856, 80), &[b""], &[OK])).is_empty());
+        let banner = b"SSH-2.0-OpenSSH_8.9\r\n".as_slice();
+        assert!(detect(&tcp((59856, 22), &[GET], &[banner])).is_empty());
+    }
+
+    #[test]
+    fn websocket_upgrade() {
+        let req = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let rep =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        assert_eq!(
+            detect(&tcp((40000, 80), &[req], &[rep])),
+            ["http", "websocket"]
+        );
+        // Refused: plain HTTP.
+        assert_eq!(detect(&tcp((40000, 80), &[req], &[OK])), ["http"]);
+    }
+}

@@ -1,0 +1,192 @@
+//! Service detectors: which of Zeek's protocol analyzers would confirm a connection, judged from
+//! the first payload bytes of each direction.
+//!
+//! Zeek adds a name to `service` when an analyzer confirms its protocol. Most analyzers are
+//! attached by dynamic protocol detection (a signature on each side, `dpd.sig`) or by port, and
+//! confirm only once they have parsed what both sides sent (a request and its reply); a few
+//! confirm on one side. Each module here is one analyzer's rule, written as a pure function
+//! over a [`Sample`], with tests made from real messages.
+//!
+//! [`detect`] runs on every connection's first bytes, so it dispatches on the first byte of
+//! each side before trying a parser and allocates nothing until a protocol matches.
+
+mod dns;
+mod ftp;
+mod http;
+
+pub use ftp::{FtpExpect, ftp_announcements};
+
+/// How many bytes per direction detection looks at, at most: what the kernel copies of each
+/// direction's first payload. Enough for a request line with its headers (the WebSocket
+/// upgrade and the first frames after it) and any handshake's first message.
+pub const MAX_SAMPLE_BYTES: usize = 512;
+
+/// How many datagrams per direction a UDP sample holds at most.
+pub const MAX_SAMPLE_DATAGRAMS: usize = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// The first payload of a connection, per direction, after Zeek's orientation.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    pub transport: Transport,
+    /// The originator's port.
+    pub orig_port: u16,
+    pub resp_port: u16,
+    /// What each side sent first. TCP: one slice, the start of that direction's byte stream
+    /// in sequence order up to the first gap (may be empty). UDP: one slice per datagram, the
+    /// first datagrams in order.
+    pub orig: &'a [&'a [u8]],
+    pub resp: &'a [&'a [u8]],
+}
+
+impl<'a> Sample<'a> {
+    /// TCP: the originator's byte stream (empty if it sent nothing).
+    fn orig_stream(&self) -> &'a [u8] {
+        self.orig.first().copied().unwrap_or(&[])
+    }
+
+    /// TCP: the responder's byte stream (empty if it sent nothing).
+    fn resp_stream(&self) -> &'a [u8] {
+        self.resp.first().copied().unwrap_or(&[])
+    }
+
+    /// Either port is `port`: for the analyzers Zeek attaches by port, which parse a
+    /// connection in whichever direction it was seen.
+    fn has_port(&self, port: u16) -> bool {
+        self.resp_port == port || self.orig_port == port
+    }
+}
+
+/// Zeek's service names this sample confirms, in Zeek's confirmation order (e.g. `["http",
+/// "websocket", "ssh"]`, `["quic", "ssl"]`); empty when none.
+pub fn detect(s: &Sample) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    match s.transport {
+        Transport::Tcp => detect_tcp(s, &mut found),
+        Transport::Udp => detect_udp(s, &mut found),
+    }
+    found
+}
+
+fn detect_tcp(s: &Sample, found: &mut Vec<&'static str>) {
+    let (orig, resp) = (s.orig_stream(), s.resp_stream());
+    if orig.is_empty() && resp.is_empty() {
+        return;
+    }
+    if http::detect(orig, resp, found) {
+        return;
+    }
+    if dns::confirms_tcp(s) {
+        found.push("dns");
+    }
+}
+
+fn detect_udp(s: &Sample, found: &mut Vec<&'static str>) {
+    if s.orig.is_empty() && s.resp.is_empty() {
+        return;
+    }
+    if dns::confirms_udp(s) {
+        found.push("dns");
+    }
+}
+
+/// Byte-level helpers shared by the parsers.
+mod bytes {
+    /// Big-endian u16 at `at`, if there.
+    pub fn be16(b: &[u8], at: usize) -> Option<u16> {
+        Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    }
+
+    /// Big-endian u32 at `at`, if there.
+    pub fn be32(b: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    /// `b` starts with `prefix`, ASCII case ignored.
+    pub fn starts_with_ci(b: &[u8], prefix: &[u8]) -> bool {
+        b.len() >= prefix.len() && b[..prefix.len()].eq_ignore_ascii_case(prefix)
+    }
+
+    /// The first line of `b` without its line end, if `b` holds a whole line (ended by LF).
+    pub fn first_line(b: &[u8]) -> Option<&[u8]> {
+        let end = b.iter().position(|&c| c == b'\n')?;
+        let line = &b[..end];
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
+
+    /// The lines of `b` (LF or CRLF ended); a last line without its end is left out, as it
+    /// may be cut off by the sample's size.
+    pub fn lines(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+        let complete = match b.iter().rposition(|&c| c == b'\n') {
+            Some(end) => &b[..end + 1],
+            None => &b[..0],
+        };
+        complete.split_inclusive(|&c| c == b'\n').map(|l| {
+            let l = &l[..l.len() - 1];
+            l.strip_suffix(b"\r").unwrap_or(l)
+        })
+    }
+
+    /// Where `needle` first occurs in `hay`.
+    pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::{Sample, Transport};
+
+    /// Decodes a hex string (whitespace ignored), as tshark prints payloads.
+    pub fn hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    pub fn tcp<'a>(ports: (u16, u16), orig: &'a [&'a [u8]], resp: &'a [&'a [u8]]) -> Sample<'a> {
+        Sample {
+            transport: Transport::Tcp,
+            orig_port: ports.0,
+            resp_port: ports.1,
+            orig,
+            resp,
+        }
+    }
+
+    pub fn udp<'a>(ports: (u16, u16), orig: &'a [&'a [u8]], resp: &'a [&'a [u8]]) -> Sample<'a> {
+        Sample {
+            transport: Transport::Udp,
+            orig_port: ports.0,
+            resp_port: ports.1,
+            orig,
+            resp,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytes::lines;
+    use super::test_util::tcp;
+    use super::*;
+
+    #[test]
+    fn nothing_sent_is_no_service() {
+        assert!(detect(&tcp((40000, 80), &[], &[])).is_empty());
+        assert!(detect(&tcp((40000, 80), &[b""], &[b""])).is_empty());
+    }
+
+    #[test]
+    fn lines_leave_out_an_unfinished_last_line() {
+        let got: Vec<&[u8]> = lines(b"a\r\nbc\nunfinished").collect();
+        assert_eq!(got, vec![&b"a"[..], &b"bc"[..]]);
+    }
+}
