@@ -42,10 +42,15 @@ pub enum Stat {
     /// New connections opened in stage 1 by a plain SYN or a datagram (`engine::fast_open`):
     /// counted in `NewConns` too.
     FastOpens = 15,
+    /// Service detection: payload bytes of the first packets of each direction handed to the
+    /// agent as samples (`CONTENTS` records flagged `CONTENT_SAMPLE`).
+    ServiceBytes = 16,
+    /// Service detection: samples the ring buffer had no room for (or the copy failed).
+    ServiceNotDelivered = 17,
 }
 
 /// Number of entries of the `STATS` array.
-pub const STAT_COUNT: u32 = 16;
+pub const STAT_COUNT: u32 = 18;
 
 impl Stat {
     /// Index into the `STATS` array.
@@ -73,6 +78,8 @@ impl Stat {
             Stat::IpBytes => "ip_bytes",
             Stat::FastPath => "fast_path",
             Stat::FastOpens => "fast_opens",
+            Stat::ServiceBytes => "service_bytes",
+            Stat::ServiceNotDelivered => "service_not_delivered",
         }
     }
 
@@ -94,6 +101,8 @@ impl Stat {
         Stat::IpBytes,
         Stat::FastPath,
         Stat::FastOpens,
+        Stat::ServiceBytes,
+        Stat::ServiceNotDelivered,
     ];
 }
 

@@ -51,6 +51,9 @@ pub const CONFIG_CONTENTS_RATE: u32 = 3;
 /// `CONFIG` flag: the program runs under BPF_PROG_TEST_RUN for a replay; trust `__sk_buff.tstamp`
 /// and `cb[0]` (live, `cb[]` holds whatever the qdisc layer left there).
 pub const CONFIG_REPLAY: u64 = 1;
+/// `CONFIG` flag: new TCP/UDP connections hand their first payload to the agent for service
+/// detection (`engine::EngineConfig::sample_services`).
+pub const CONFIG_SERVICE: u64 = 2;
 
 /// Per-CPU working memory: too large for the 512-byte stack.
 #[repr(C)]
@@ -88,9 +91,9 @@ pub struct Scratch {
     pub created: u32,
     /// `engine::Changes` of the packet after stage 3, for the threshold stage.
     pub changes: u32,
-    /// Content extraction: 1 if the payload to extract was sent by the originator (set by the
-    /// threshold stage for the contents stage).
-    pub contents_orig: u32,
+    /// What the contents stage does with the packet's payload, set by the threshold stage:
+    /// [`CONTENTS_FROM_ORIG`], [`CONTENTS_EXTRACT`], [`CONTENTS_SAMPLE`] bits.
+    pub contents_todo: u32,
     /// A rare condition for the note stage to log (`note::Note`), 0 for none.
     pub note: u32,
     /// The packet's flow key.
@@ -99,6 +102,13 @@ pub struct Scratch {
     /// whole.
     pub conn: Conn,
 }
+
+/// [`Scratch::contents_todo`]: the payload was sent by the originator.
+pub const CONTENTS_FROM_ORIG: u32 = 1;
+/// [`Scratch::contents_todo`]: the payload is extracted (content extraction).
+pub const CONTENTS_EXTRACT: u32 = 2;
+/// [`Scratch::contents_todo`]: the payload's first bytes are a service sample.
+pub const CONTENTS_SAMPLE: u32 = 4;
 
 /// Bytes of the transport header read from the packet: the largest TCP header (data offset
 /// 15) plus room to spare.

@@ -126,16 +126,21 @@ fn make_datapath(
     engine: Option<Engine>,
     ports: &[(u16, u8)],
     table_size: u32,
+    service: bool,
 ) -> anyhow::Result<Box<dyn Datapath>> {
-    let host = || -> Box<dyn Datapath> { Box::new(HostDatapath::new(HostConfig::new(ports))) };
+    let host = || -> Box<dyn Datapath> {
+        Box::new(HostDatapath::new(
+            HostConfig::new(ports).with_service_samples(service),
+        ))
+    };
     match engine {
         Some(Engine::Host) => Ok(host()),
-        Some(Engine::Kernel) => crate::datapath::kernel::replay_datapath(ports, table_size).map_err(|e| {
+        Some(Engine::Kernel) => crate::datapath::kernel::replay_datapath(ports, table_size, service).map_err(|e| {
             e.context("--engine kernel: cannot load the eBPF program (use --engine host to replay without it)")
         }),
         None => {
             if is_privileged() {
-                match crate::datapath::kernel::replay_datapath(ports, table_size) {
+                match crate::datapath::kernel::replay_datapath(ports, table_size, service) {
                     Ok(dp) => return Ok(dp),
                     Err(e) => {
                         log::warn!(
@@ -230,7 +235,12 @@ fn replay(
         r => r?,
     };
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
-    let dp = make_datapath(args.engine, &settings.ports, args.common.table_size)?;
+    let dp = make_datapath(
+        args.engine,
+        &settings.ports,
+        args.common.table_size,
+        settings.service,
+    )?;
     // Before any log is touched (an agent running into the same directory writes conn.log
     // too), and after what can fail without one: the input and the engine (an unprivileged
     // `--engine kernel` must leave no directory behind).

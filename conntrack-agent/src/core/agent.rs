@@ -42,6 +42,8 @@ pub struct Agent {
     events: Vec<Event>,
     /// Content records being delivered (kept for its allocation).
     chunks: Vec<crate::datapath::ContentChunk>,
+    /// conn.log's `service` of the record being written (reused).
+    service: Vec<&'static str>,
     /// Capabilities and the thresholds they set.
     core: EventCore,
     /// The other logs capabilities write (conn_long.log, removal.log): rotated with conn.log.
@@ -156,6 +158,7 @@ impl Agent {
             writer,
             events: Vec::new(),
             chunks: Vec::new(),
+            service: Vec::new(),
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
             logs: Vec::new(),
             health: Vec::new(),
@@ -357,17 +360,17 @@ impl Agent {
     /// Content extraction: hands the payload records the datapath produced to the
     /// capabilities (after the events of the same packets).
     pub fn deliver_contents(&mut self) {
-        if self.core.is_idle() {
+        if self.core.is_empty() {
             return;
         }
         let mut chunks = std::mem::take(&mut self.chunks);
         self.dp.drain_contents(&mut chunks);
-        let target = Datapaths {
+        let mut target = Datapaths {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
         };
         for c in chunks.drain(..) {
-            self.core.payload(&target, &c);
+            self.core.payload(&mut target, &c);
         }
         self.chunks = chunks;
     }
@@ -384,7 +387,7 @@ impl Agent {
                 self.dp.forget_contents(&k);
                 let uid = self.tracker.forget(&k);
                 let uid = self.named(uid);
-                self.log_conn(&s.conn, uid, RemovalReason::Reuse.as_str())
+                self.log_conn(&k, &s.conn, uid, RemovalReason::Reuse.as_str())
             }
             Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
             Event::TableFull(t) => {
@@ -504,9 +507,12 @@ impl Agent {
             };
             let removed = [ConnEvent::Removed(reason)];
             self.core.deliver(&mut target, info, &removed, None);
+        }
+        if !self.core.is_empty() {
+            // Extraction's counters (a capability may have turned it on without events).
             self.dp.forget_contents(k);
         }
-        self.log_conn(&c, uid, reason.as_str())
+        self.log_conn(k, &c, uid, reason.as_str())
     }
 
     /// The shutdown drain of a datapath that removes in batches (the kernel's map: one system
@@ -540,8 +546,15 @@ impl Agent {
         self.tracker.network_time().max(0) as u64
     }
 
-    fn log_conn(&mut self, c: &Conn, uid: Uid, why: &'static str) -> anyhow::Result<()> {
+    fn log_conn(&mut self, k: &FlowKey, c: &Conn, uid: Uid, why: &'static str) -> anyhow::Result<()> {
         let local = self.local_of(c);
+        let mut service = std::mem::take(&mut self.service);
+        if self.core.is_empty() {
+            service.clear();
+        } else {
+            // After the Removed event, which the capabilities handled first.
+            self.core.conn_service(k, c, &mut service);
+        }
         // Network time decides interval rotation (packet time in `read`).
         let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
         let text;
@@ -552,7 +565,9 @@ impl Agent {
                 RecordUid::Text(&text)
             }
         };
-        self.writer.write_conn(c, uid, local, now)?;
+        let written = self.writer.write_conn(c, uid, local, &service, now);
+        self.service = service;
+        written?;
         self.stats.conns_logged += 1;
         *self.stats.by_removal.entry(why).or_default() += 1;
         Ok(())

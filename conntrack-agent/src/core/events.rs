@@ -103,12 +103,28 @@ pub trait Capability {
 
     /// Content extraction: payload of a connection flagged with [`ConnHandle::set_extract`],
     /// after the events of the packet that carried it. `dp` looks connections up.
-    fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {}
+    /// Also the service samples: the first payload of each direction of every connection
+    /// (`contents::CONTENT_SAMPLE` in the chunk's flags) when service detection is on. `dp`
+    /// looks connections up and takes commands (e.g. extraction on).
+    fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &mut dyn ThresholdTarget) {}
+
+    /// conn.log's `service` for a connection being logged (`conn`, its final state; after its
+    /// `Removed` event): the names this capability confirmed, appended in confirmation order. Each capability adds
+    /// its own (application protocols, tunnels); a name already present is not repeated.
+    fn conn_service(&mut self, _key: &FlowKey, _conn: &Conn, _out: &mut Vec<&'static str>) {}
 
     /// Whether [`ConnEvent::StateChanged`] matters to this capability. Most packets that
     /// reach the agent are state changes; when no capability wants them the agent skips them
     /// (no lookup of the connection, no event), which is most of what a capability costs.
     fn wants_state_changes(&self) -> bool {
+        true
+    }
+
+    /// Whether this capability wants connection events at all ([`Capability::on_event`],
+    /// [`Capability::connection_timing_out`]). One that only reads payload and adds to
+    /// conn.log (service detection) says no: with no capability wanting them the agent builds
+    /// no events, which keeps `read` near its cost without capabilities.
+    fn wants_events(&self) -> bool {
         true
     }
 }
@@ -329,6 +345,8 @@ pub struct EventCore {
     lifecycle: LifecycleRegistry,
     /// Some capability wants [`ConnEvent::StateChanged`].
     state_changes: bool,
+    /// Some capability wants events ([`Capability::wants_events`]).
+    events: bool,
 }
 
 impl EventCore {
@@ -339,12 +357,14 @@ impl EventCore {
             queue: VecDeque::new(),
             lifecycle: LifecycleRegistry::default(),
             state_changes: false,
+            events: false,
         }
     }
 
     /// Adds a capability; it receives every later event.
     pub fn register(&mut self, cap: Box<dyn Capability>) {
-        self.state_changes |= cap.wants_state_changes();
+        self.events |= cap.wants_events();
+        self.state_changes |= self.events && cap.wants_state_changes();
         self.caps.push(cap);
     }
 
@@ -353,8 +373,13 @@ impl EventCore {
         self.state_changes
     }
 
-    /// True when nothing listens: the agent then skips building events.
+    /// True when no capability wants events: the agent then skips building them.
     pub fn is_idle(&self) -> bool {
+        !self.events
+    }
+
+    /// True when no capability is registered at all (none takes payload or adds to conn.log).
+    pub fn is_empty(&self) -> bool {
         self.caps.is_empty()
     }
 
@@ -366,7 +391,7 @@ impl EventCore {
         events: &[ConnEvent],
         crossed: Option<RawCrossing>,
     ) {
-        if self.caps.is_empty() {
+        if !self.events {
             return;
         }
         let info = Rc::new(info);
@@ -530,9 +555,25 @@ impl EventCore {
     }
 
     /// Payload of an extracted connection, to every capability.
-    pub fn payload(&mut self, target: &dyn ThresholdTarget, chunk: &ContentChunk) {
+    pub fn payload(&mut self, target: &mut dyn ThresholdTarget, chunk: &ContentChunk) {
         for cap in self.caps.iter_mut() {
             cap.on_payload(chunk, target);
+        }
+    }
+
+    /// conn.log's `service` of the connection `key`, logged now: every capability's names
+    /// ([`Capability::conn_service`]) in registration order, each once. Empty (no allocation)
+    /// when none confirmed a protocol.
+    pub fn conn_service(&mut self, key: &FlowKey, conn: &Conn, out: &mut Vec<&'static str>) {
+        out.clear();
+        let mut names = Vec::new();
+        for cap in self.caps.iter_mut() {
+            cap.conn_service(key, conn, &mut names);
+            for n in names.drain(..) {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
         }
     }
 

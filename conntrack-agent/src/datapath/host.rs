@@ -8,7 +8,7 @@ use super::{
 use crate::util::hashing::{FastMap, FastSet};
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::{self, ContentCounters, ContentHeader};
-use conntrack_common::engine::{self, EngineConfig, FlowTable};
+use conntrack_common::engine::{self, Changes, EngineConfig, FlowTable};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, ParseError, parse_ethernet, parse_ip};
@@ -18,19 +18,32 @@ use conntrack_common::threshold::{self, ThresholdCommand};
 #[derive(Debug, Clone, Default)]
 pub struct HostConfig {
     ports: FastSet<(u16, u8)>,
+    /// New connections hand their first payload over (service detection).
+    samples: bool,
 }
 
 impl HostConfig {
     pub fn new(ports: &[(u16, u8)]) -> Self {
         Self {
             ports: ports.iter().copied().collect(),
+            samples: false,
         }
+    }
+
+    /// With service samples on or off (as the kernel's `CONFIG_SERVICE`).
+    pub fn with_service_samples(mut self, on: bool) -> Self {
+        self.samples = on;
+        self
     }
 }
 
 impl EngineConfig for HostConfig {
     fn likely_server_port(&self, port: u16, proto: u8) -> bool {
         self.ports.contains(&(port, proto))
+    }
+
+    fn sample_services(&self) -> bool {
+        self.samples
     }
 }
 
@@ -124,6 +137,55 @@ impl HostDatapath {
 }
 
 impl HostDatapath {
+    /// A service sample of the packet `meta` (payload as captured: `payload`), after the
+    /// engine took it ([`Changes::SAMPLE`]): one record of its first bytes, as the kernel's
+    /// contents stage writes it (none when the capture holds fewer bytes, as there).
+    fn sample(&mut self, payload: &[u8], meta: &PacketMeta, ts_ns: u64) {
+        let key = FlowKey::from_meta(meta);
+        let Some(conn) = self.table.get(&key) else {
+            return;
+        };
+        let len = contents::sample_len(meta.payload_len);
+        let Some(data) = payload.get(..len as usize) else {
+            return;
+        };
+        let is_orig = engine::is_orig(conn, meta);
+        self.contents.chunks.push(ContentChunk {
+            hdr: ContentHeader {
+                key,
+                ts_ns,
+                seq: contents::record_seq(meta, 0),
+                len,
+                flags: contents::sample_flags(&key, meta, is_orig),
+                proto: meta.proto as u32,
+            },
+            data: data.to_vec(),
+        });
+    }
+
+    /// The payload of a packet [`Self::payload_wanted`] chose: the sample first, as the
+    /// kernel's contents stage writes it.
+    fn take_payload(
+        &mut self,
+        ch: Changes,
+        payload: &[u8],
+        meta: &PacketMeta,
+        ts_ns: u64,
+        checksum_ok: bool,
+    ) {
+        if ch.contains(Changes::SAMPLE) {
+            self.sample(payload, meta, ts_ns);
+        }
+        if self.contents.armed {
+            self.extract(payload, meta, ts_ns, checksum_ok);
+        }
+    }
+
+    /// After the engine: the packet's payload to the extraction and sampling that want it.
+    fn payload_wanted(&self, ch: Changes, meta: &PacketMeta) -> bool {
+        (self.contents.armed || ch.contains(Changes::SAMPLE)) && meta.payload_len != 0
+    }
+
     /// An already parsed packet through the engine (also used for the packets the kernel's
     /// table had no room for).
     pub fn process_meta(
@@ -132,11 +194,11 @@ impl HostDatapath {
         ts_ns: u64,
         checksum_ok: bool,
         events: &mut Vec<Event>,
-    ) {
+    ) -> Changes {
         let mut table = Table(&mut self.table);
         engine::process_packet(&mut table, meta, ts_ns, checksum_ok, &self.cfg, |e| {
             events.push(e.to_event())
-        });
+        })
     }
 }
 
@@ -162,8 +224,8 @@ impl Datapath for HostDatapath {
         if meta.is_fragment() {
             return Err(DatapathError::Fragment);
         }
-        self.process_meta(&meta, ts_ns, checksum_ok, events);
-        if self.contents.armed && meta.payload_len != 0 {
+        let ch = self.process_meta(&meta, ts_ns, checksum_ok, events);
+        if self.payload_wanted(ch, &meta) {
             let patched = tso_zero_length_fix(frame);
             let mut m = meta;
             if patched.is_some() {
@@ -172,7 +234,7 @@ impl Datapath for HostDatapath {
                     .map_err(DatapathError::Parse)?;
             }
             let payload = payload_of(patched.as_deref().unwrap_or(frame), &m).unwrap_or(&[]);
-            self.extract(payload, &m, ts_ns, checksum_ok);
+            self.take_payload(ch, payload, &m, ts_ns, checksum_ok);
         }
         Ok(())
     }
@@ -209,11 +271,11 @@ impl Datapath for HostDatapath {
         if meta.is_fragment() {
             return Err(DatapathError::Fragment);
         }
-        self.process_meta(&meta, ts_ns, checksum_ok, events);
-        if self.contents.armed && meta.payload_len != 0 {
+        let ch = self.process_meta(&meta, ts_ns, checksum_ok, events);
+        if self.payload_wanted(ch, &meta) {
             // payload_of needs the header's length; the engine was given 0.
             let payload = ip_payload_of(ip, &full).unwrap_or(&[]);
-            self.extract(payload, &full, ts_ns, checksum_ok);
+            self.take_payload(ch, payload, &full, ts_ns, checksum_ok);
         }
         Ok(())
     }

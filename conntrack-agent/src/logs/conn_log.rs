@@ -105,12 +105,13 @@ impl ConnLogWriter {
         c: &Conn,
         uid: RecordUid,
         local: Option<(bool, bool)>,
+        service: &[&str],
         now_ns: Option<i64>,
     ) -> anyhow::Result<()> {
         if self.format == LogFormat::Tsv && !self.community_id {
             let mut line = std::mem::take(&mut self.line);
             line.clear();
-            let direct = write_conn_tsv(&mut line, c, uid, local);
+            let direct = write_conn_tsv(&mut line, c, uid, local, service);
             let written = direct.then(|| self.file.write_line(&line, now_ns));
             self.line = line;
             if let Some(written) = written {
@@ -125,6 +126,7 @@ impl ConnLogWriter {
             rec.local_orig = Some(orig);
             rec.local_resp = Some(resp);
         }
+        rec.service = service.iter().map(|s| s.to_string()).collect();
         self.write_at(&rec, now_ns)
     }
 

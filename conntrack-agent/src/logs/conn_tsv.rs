@@ -202,14 +202,15 @@ fn plain_history(h: &[u8]) -> bool {
     h.len() <= MAX_HISTORY && h.iter().all(|&b| (0x20..0x7f).contains(&b))
 }
 
-/// Appends `c`'s conn.log line (no community_id column) with uid `uid` and local_orig /
-/// local_resp `local` to `out`, if it is a record of this path; false (nothing appended)
+/// Appends `c`'s conn.log line (no community_id column) with uid `uid`, local_orig /
+/// local_resp `local` and `service` to `out`, if it is a record of this path; false (nothing appended)
 /// otherwise: a uid given as text, an unusual history.
 pub fn write_conn_tsv(
     out: &mut String,
     c: &Conn,
     uid: RecordUid,
     local: Option<(bool, bool)>,
+    service: &[&str],
 ) -> bool {
     let RecordUid::Random { hi, lo } = uid else {
         return false;
@@ -232,8 +233,18 @@ pub fn write_conn_tsv(
     l.int(c.resp_port);
     l.tab();
     l.put(c.proto_name().as_bytes());
-    // service: always empty here.
-    l.put(b"\t-\t");
+    l.tab();
+    // service: Zeek's set, comma-separated; the names are plain lower-case words.
+    if service.is_empty() {
+        l.byte(b'-');
+    }
+    for (i, name) in service.iter().enumerate() {
+        if i > 0 {
+            l.byte(b',');
+        }
+        l.put(name.as_bytes());
+    }
+    l.tab();
     let duration_ns = c.last_ns as i64 - c.start_ns as i64;
     if duration_ns > 0 {
         l.time_ns(duration_ns);
@@ -292,9 +303,15 @@ mod tests {
     use proptest::prelude::*;
 
     /// What the record's path writes for `c`.
-    fn by_record(c: &Conn, uid: RecordUid, local: Option<(bool, bool)>) -> String {
+    fn by_record(
+        c: &Conn,
+        uid: RecordUid,
+        local: Option<(bool, bool)>,
+        service: &[&str],
+    ) -> String {
         let mut r = ConnRecord::from_conn(c);
         r.uid = uid.render();
+        r.service = service.iter().map(|s| s.to_string()).collect();
         if let Some((o, l)) = local {
             r.local_orig = Some(o);
             r.local_resp = Some(l);
@@ -326,15 +343,22 @@ mod tests {
         };
         for local in [None, Some((true, false))] {
             let mut out = String::new();
-            assert!(write_conn_tsv(&mut out, &c, uid, local));
-            assert_eq!(out, by_record(&c, uid, local));
+            assert!(write_conn_tsv(&mut out, &c, uid, local, &[]));
+            assert_eq!(out, by_record(&c, uid, local, &[]));
+        }
+        // The service set, in confirmation order.
+        for service in [&["ssl"][..], &["http", "websocket", "ssh"]] {
+            let mut out = String::new();
+            assert!(write_conn_tsv(&mut out, &c, uid, None, service));
+            assert_eq!(out, by_record(&c, uid, None, service));
+            assert!(out.contains(&format!("\ttcp\t{}\t", service.join(","))));
         }
         // No duration: three unset columns; a uid of zeros.
         c.last_ns = c.start_ns;
         let mut out = String::new();
         let zero = RecordUid::Random { hi: 0, lo: 0 };
-        assert!(write_conn_tsv(&mut out, &c, zero, None));
-        assert_eq!(out, by_record(&c, zero, None));
+        assert!(write_conn_tsv(&mut out, &c, zero, None, &[]));
+        assert_eq!(out, by_record(&c, zero, None, &[]));
     }
 
     /// IPv6 addresses as std prints them (and `write_addr`'s IPv4-compatible form).
@@ -380,7 +404,7 @@ mod tests {
         c.orig_addr = v4_mapped([10, 0, 0, 2]);
         let mut out = String::new();
         let given = RecordUid::Text("Cgiven");
-        assert!(!write_conn_tsv(&mut out, &c, given, None));
+        assert!(!write_conn_tsv(&mut out, &c, given, None, &[]));
         assert!(out.is_empty());
         assert!(!plain_history(b"S\tA"));
         assert!(!plain_history(&[b'S'; MAX_HISTORY + 1]));
@@ -400,6 +424,7 @@ mod tests {
             hi in any::<u32>(),
             lo in any::<u64>(),
             local in any::<Option<(bool, bool)>>(),
+            services in 0usize..3,
             start in 0u64..1 << 62,
             len in 0u64..1 << 40,
         ) {
@@ -426,9 +451,10 @@ mod tests {
             c.start_ns = start;
             c.last_ns = start.wrapping_add(len);
             let uid = RecordUid::Random { hi, lo };
+            let service = &["quic", "ssl"][..services];
             let mut out = String::new();
-            if write_conn_tsv(&mut out, &c, uid, local) {
-                prop_assert_eq!(out, by_record(&c, uid, local));
+            if write_conn_tsv(&mut out, &c, uid, local, service) {
+                prop_assert_eq!(out, by_record(&c, uid, local, service));
             } else {
                 prop_assert!(out.is_empty());
             }

@@ -1,8 +1,239 @@
 //! The `service` column: which application protocols a connection carries, as Zeek's protocol
 //! analyzers confirm them. [`detect`] holds the detectors, pure functions over each direction's
-//! first payload bytes.
+//! first payload bytes; this module is the capability around them.
+//!
+//! The datapath samples every new TCP/UDP connection: the payload of the first
+//! `contents::SAMPLE_PACKETS` packets of each direction (at most `contents::SAMPLE_BYTES` of
+//! each) comes as `CONTENTS` records flagged `CONTENT_SAMPLE`, the same in the kernel and the
+//! host engine. [`Service`] keeps them per connection while it is undecided, runs the
+//! detectors once both directions have spoken, again once the samples are complete (then the
+//! bytes are freed and only the names kept) or when the connection is logged, and writes the
+//! names into its conn.log record ([`Capability::conn_service`]).
+//!
+//! FTP control channels are followed further: once one is confirmed its payload is extracted
+//! (the contents mechanism) and its announcements make the data connections `ftp-data`
+//! ([`ftp_data`]). Other capabilities add their own names through the same hook (tunnels:
+//! `vxlan`, `gtpv1`, `teredo`, ... on the outer connection).
 
-// The detectors are called by the service capability; until it is wired in, only the tests
-// use them (remove this allow then).
-#[allow(dead_code)]
 pub mod detect;
+mod ftp_data;
+mod loaded;
+mod sample;
+
+use crate::core::events::{Capability, ConnEvent, ConnHandle};
+use crate::core::thresholds::ThresholdTarget;
+use crate::datapath::ContentChunk;
+use crate::util::hashing::FastMap;
+use conntrack_common::conn::Conn;
+use conntrack_common::contents::{
+    self, CONTENT_FROM_A, CONTENT_FROM_ORIG, CONTENT_SAMPLE, SAMPLE_PACKETS,
+};
+use conntrack_common::key::FlowKey;
+use conntrack_common::proto;
+use conntrack_common::threshold::ThresholdCommand;
+use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport};
+use ftp_data::{ControlChannel, Expectations};
+use loaded::Loaded;
+use sample::SideSample;
+
+// The kernel's budget covers what the detectors look at.
+const _: () = assert!(MAX_SAMPLE_DATAGRAMS <= SAMPLE_PACKETS as usize);
+const _: () = assert!(MAX_SAMPLE_BYTES <= (contents::SAMPLE_BYTES * SAMPLE_PACKETS) as usize);
+
+/// The names Zeek's analyzers confirmed, in confirmation order.
+type Names = Vec<&'static str>;
+
+/// A connection whose samples are still coming.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The samples per side of the key: 0 is `addr_a`/`port_a`, 1 the other (the roles may
+    /// flip; the key's sides do not).
+    sides: [SideSample; 2],
+    /// The key's `a` side is the originator (as of the latest sample).
+    a_is_orig: bool,
+    /// What the detectors said of the samples so far.
+    found: Names,
+    /// Samples arrived since `found` was decided.
+    stale: bool,
+    /// The detectors ran on the first exchange (both sides' first samples).
+    exchanged: bool,
+}
+
+/// Service detection: conn.log's `service`.
+#[derive(Default)]
+pub struct Service {
+    pending: FastMap<FlowKey, Pending>,
+    /// Connections whose samples were complete: only their names, until they are logged.
+    decided: FastMap<FlowKey, Names>,
+    /// Confirmed FTP control channels (extracted, for their announcements).
+    ftp: FastMap<FlowKey, ControlChannel>,
+    expected: Expectations,
+    /// The analyzers this run has (a bare Zeek logs no service).
+    loaded: Loaded,
+}
+
+impl Service {
+    /// Detection with the analyzers whose ports are among `likely_server_ports` (see
+    /// [`loaded`]).
+    pub fn new(likely_server_ports: &[(u16, u8)]) -> Self {
+        Self {
+            loaded: Loaded::new(likely_server_ports),
+            ..Self::default()
+        }
+    }
+
+    /// The detectors over `p`'s samples, with the key's `a` side as originator when
+    /// `a_is_orig`.
+    fn detect(key: &FlowKey, p: &Pending, a_is_orig: bool) -> Names {
+        let (o, r) = if a_is_orig { (0, 1) } else { (1, 0) };
+        let (orig_port, resp_port) = if a_is_orig {
+            (key.port_a, key.port_b)
+        } else {
+            (key.port_b, key.port_a)
+        };
+        if key.proto == proto::TCP {
+            let (os, rs) = (
+                p.sides[o].stream(MAX_SAMPLE_BYTES),
+                p.sides[r].stream(MAX_SAMPLE_BYTES),
+            );
+            let (orig, resp) = ([os.as_slice()], [rs.as_slice()]);
+            detect::detect(&Sample {
+                transport: Transport::Tcp,
+                orig_port,
+                resp_port,
+                orig: &orig,
+                resp: &resp,
+            })
+        } else {
+            let orig = p.sides[o].datagrams(MAX_SAMPLE_DATAGRAMS);
+            let resp = p.sides[r].datagrams(MAX_SAMPLE_DATAGRAMS);
+            detect::detect(&Sample {
+                transport: Transport::Udp,
+                orig_port,
+                resp_port,
+                orig: &orig,
+                resp: &resp,
+            })
+        }
+    }
+
+    /// A sample of connection `key`.
+    fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+        let key = chunk.hdr.key;
+        let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
+        let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
+        if let Some(ctl) = self.ftp.get_mut(&key) {
+            let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
+            ctl.feed(from_orig, seq, &chunk.data, ts, &mut self.expected);
+        }
+        if self.decided.contains_key(&key) {
+            return;
+        }
+        let p = self.pending.entry(key).or_default();
+        p.a_is_orig = from_a == from_orig;
+        p.sides[usize::from(!from_a)].push(chunk.hdr.seq, &chunk.data);
+        p.stale = true;
+        let spoke = p.sides.iter().filter(|s| !s.is_empty()).count();
+        let complete = p
+            .sides
+            .iter()
+            .all(|s| s.count() >= SAMPLE_PACKETS as usize);
+        // Both sides have spoken for the first time (most protocols confirm here, and an FTP
+        // control channel must be followed from here on), or nothing more will come.
+        let first_exchange = spoke == 2 && !p.exchanged;
+        if !(first_exchange || complete) {
+            return;
+        }
+        p.exchanged = true;
+        p.found = Self::detect(&key, p, p.a_is_orig);
+        p.stale = false;
+        if p.found.contains(&"ftp") && self.loaded.has("ftp") && !self.ftp.contains_key(&key) {
+            self.follow_ftp(&key, dp, chunk.hdr.ts_ns);
+        }
+        if complete && let Some(p) = self.pending.remove(&key) {
+            if !p.found.is_empty() {
+                self.decided.insert(key, p.found);
+            }
+        }
+    }
+
+    /// A confirmed FTP control channel: its samples so far, then its whole payload
+    /// (extraction on), are read for announcements.
+    fn follow_ftp(&mut self, key: &FlowKey, dp: &mut dyn ThresholdTarget, now_ns: u64) {
+        let Some(p) = self.pending.get(key) else {
+            return;
+        };
+        let (client, server) = if p.a_is_orig {
+            (key.addr_a, key.addr_b)
+        } else {
+            (key.addr_b, key.addr_a)
+        };
+        let mut ctl = ControlChannel::new(client, server);
+        for (side, s) in p.sides.iter().enumerate() {
+            let from_client = (side == 0) == p.a_is_orig;
+            for (seq, data) in s.in_order() {
+                ctl.feed(from_client, seq, data, now_ns, &mut self.expected);
+            }
+        }
+        self.ftp.insert(*key, ctl);
+        let cmd = ThresholdCommand {
+            key: *key,
+            mask: contents::CMD_SET_CONTENTS | contents::EXTRACT_BITS,
+            now_ns,
+            ..ThresholdCommand::default()
+        };
+        if let Err(e) = dp.set_thresholds(&cmd) {
+            log::debug!("service: following an FTP control channel: {e}");
+        }
+    }
+}
+
+impl Capability for Service {
+    fn on_event(&mut self, _conn: &mut ConnHandle<'_>, _event: &ConnEvent) {}
+
+    fn wants_events(&self) -> bool {
+        false
+    }
+
+    fn wants_state_changes(&self) -> bool {
+        false
+    }
+
+    fn on_payload(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+        if chunk.hdr.flags & CONTENT_SAMPLE != 0 {
+            return self.on_sample(chunk, dp);
+        }
+        // Extracted payload: an FTP control channel's (or another capability's extraction).
+        if let Some(ctl) = self.ftp.get_mut(&chunk.hdr.key) {
+            let from_client = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
+            let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
+            ctl.feed(from_client, seq, &chunk.data, ts, &mut self.expected);
+        }
+    }
+
+    fn conn_service(&mut self, key: &FlowKey, conn: &Conn, out: &mut Vec<&'static str>) {
+        let start = out.len();
+        if !self.expected.is_empty() && self.expected.matches(conn) {
+            out.push("ftp-data");
+        }
+        self.ftp.remove(key);
+        if let Some(names) = self.decided.remove(key) {
+            out.extend(names);
+        } else if let Some(p) = self.pending.remove(key) {
+            // The roles as Zeek logs them: a flip after the last sample changes which side is
+            // the originator.
+            let a_is_orig = conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
+            if p.stale || a_is_orig != p.a_is_orig {
+                out.extend(Self::detect(key, &p, a_is_orig));
+            } else {
+                out.extend(p.found);
+            }
+        }
+        if !self.loaded.logs(&out[start..]) {
+            out.truncate(start);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

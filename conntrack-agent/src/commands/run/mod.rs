@@ -51,6 +51,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         likely_server_ports: &settings.ports,
         replay: false,
         contents: settings.contents.enabled(),
+        service: settings.service,
         ring_bytes: args.ring_size << 20,
         kernel_log: Some(KernelLogSink {
             level: args.kernel_log,

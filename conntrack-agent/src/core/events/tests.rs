@@ -68,7 +68,7 @@ fn datapaths() -> Vec<Box<dyn Datapath>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         out.push(
-            crate::datapath::kernel::replay_datapath(&[], 1024).expect("loading the eBPF program"),
+            crate::datapath::kernel::replay_datapath(&[], 1024, false).expect("loading the eBPF program"),
         );
     } else {
         eprintln!("kernel datapath skipped: needs root");
@@ -276,7 +276,7 @@ impl Capability for Toggler {
         }
     }
 
-    fn on_payload(&mut self, chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {
+    fn on_payload(&mut self, chunk: &ContentChunk, _dp: &mut dyn ThresholdTarget) {
         self.seen
             .borrow_mut()
             .push((chunk.is_orig(), chunk.data.clone()));

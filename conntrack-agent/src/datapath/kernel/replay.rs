@@ -7,7 +7,7 @@ use crate::datapath::{ContentChunk, Datapath, DatapathError, ThresholdError, tso
 use anyhow::{Context, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use conntrack_common::conn::Conn;
-use conntrack_common::contents::ContentCounters;
+use conntrack_common::contents::{self, ContentCounters};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::MAX_HEADER_BYTES;
@@ -39,6 +39,8 @@ pub struct KernelDatapath {
     kernel: Kernel,
     flows: FlowMap,
     ctx: [u8; SKB_SIZE],
+    /// Service samples are on: frames carry their first payload bytes too.
+    service: bool,
 }
 
 impl KernelDatapath {
@@ -55,12 +57,18 @@ impl KernelDatapath {
         Ok((get(Stat::FastPath), get(Stat::FastOpens)))
     }
 
-    pub fn new(likely_server_ports: &[(u16, u8)], max_flows: u32) -> Result<KernelDatapath> {
+    /// `service`: new connections hand their first payload to the agent (service detection).
+    pub fn new(
+        likely_server_ports: &[(u16, u8)],
+        max_flows: u32,
+        service: bool,
+    ) -> Result<KernelDatapath> {
         let mut kernel = Kernel::load(&KernelOptions {
             max_flows,
             likely_server_ports,
             replay: true,
             contents: true,
+            service,
             ring_bytes: 0,
             kernel_log: None,
         })?;
@@ -69,6 +77,7 @@ impl KernelDatapath {
             kernel,
             flows,
             ctx: [0; SKB_SIZE],
+            service,
         })
     }
 }
@@ -92,8 +101,14 @@ impl Datapath for KernelDatapath {
         let patched = tso_zero_length_fix(frame);
         let frame = patched.as_deref().unwrap_or(frame);
         // Content extraction needs the payload; otherwise the headers are enough.
-        let data = if self.flows.contents.active {
+        let data = if self.flows.contents.active || (self.service && patched.is_some()) {
             frame
+        } else if self.service {
+            // A sample is the first SAMPLE_BYTES of the payload, after at most
+            // MAX_HEADER_BYTES of headers.
+            frame
+                .get(..TEST_RUN_MAX_BYTES + contents::SAMPLE_BYTES as usize)
+                .unwrap_or(frame)
         } else {
             frame.get(..TEST_RUN_MAX_BYTES).unwrap_or(frame)
         };
@@ -159,10 +174,12 @@ fn ip_header_cut(frame: &[u8]) -> bool {
 pub fn replay_datapath(
     likely_server_ports: &[(u16, u8)],
     max_flows: u32,
+    service: bool,
 ) -> Result<Box<dyn Datapath>> {
     Ok(Box::new(KernelDatapath::new(
         likely_server_ports,
         max_flows,
+        service,
     )?))
 }
 

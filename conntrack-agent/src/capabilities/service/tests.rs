@@ -1,0 +1,142 @@
+//! The capability between the datapath's samples and conn.log: samples placed by the key's
+//! sides, the roles as logged, state freed once decided.
+
+use super::*;
+use crate::datapath::ThresholdError;
+use conntrack_common::contents::ContentHeader;
+
+/// A datapath that records the commands it is given.
+#[derive(Default)]
+struct Commands(Vec<ThresholdCommand>);
+
+impl ThresholdTarget for Commands {
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        self.0.push(*cmd);
+        Ok(0)
+    }
+    fn lookup(&self, _key: &FlowKey) -> Option<Conn> {
+        None
+    }
+}
+
+fn v4(last: u8) -> [u8; 16] {
+    std::net::Ipv4Addr::new(10, 0, 0, last)
+        .to_ipv6_mapped()
+        .octets()
+}
+
+/// A TCP connection from 10.0.0.1:40000 (the key's `a` side) to 10.0.0.2:80.
+fn http_conn() -> (FlowKey, Conn) {
+    let conn = Conn {
+        orig_addr: v4(1),
+        resp_addr: v4(2),
+        orig_port: 40_000,
+        resp_port: 80,
+        proto: proto::TCP,
+        ..Conn::ZERO
+    };
+    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), 80, proto::TCP);
+    assert_eq!(key.addr_a, v4(1));
+    (key, conn)
+}
+
+/// A sample record as the datapath writes it.
+fn sample(key: &FlowKey, from_a: bool, from_orig: bool, seq: u32, data: &[u8]) -> ContentChunk {
+    let flags = CONTENT_SAMPLE
+        | if from_a { CONTENT_FROM_A } else { 0 }
+        | if from_orig { CONTENT_FROM_ORIG } else { 0 };
+    ContentChunk {
+        hdr: ContentHeader {
+            key: *key,
+            seq,
+            len: data.len() as u32,
+            flags,
+            proto: u32::from(key.proto),
+            ..ContentHeader::default()
+        },
+        data: data.to_vec(),
+    }
+}
+
+fn logged(svc: &mut Service, key: &FlowKey, conn: &Conn) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    svc.conn_service(key, conn, &mut out);
+    out
+}
+
+/// Zeek's HTTP analyzer loaded (its ports registered).
+const PORTS: &[(u16, u8)] = &[(80, proto::TCP), (8080, proto::TCP)];
+
+const REQUEST: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n";
+const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+#[test]
+fn a_request_and_its_reply_are_http() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    // The request in two segments, the second retransmitted.
+    svc.on_payload(&sample(&key, true, true, 1000, &REQUEST[..10]), &mut dp);
+    svc.on_payload(&sample(&key, true, true, 1010, &REQUEST[10..]), &mut dp);
+    svc.on_payload(&sample(&key, true, true, 1010, &REQUEST[10..]), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 7, REPLY), &mut dp);
+    assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
+    assert!(svc.pending.is_empty() && svc.decided.is_empty(), "freed once logged");
+    assert!(dp.0.is_empty(), "nothing asked of the datapath");
+}
+
+#[test]
+fn one_side_alone_is_no_http() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    assert!(logged(&mut svc, &key, &conn).is_empty());
+    assert!(logged(&mut Service::new(PORTS), &key, &conn).is_empty(), "no samples");
+}
+
+#[test]
+fn complete_samples_keep_only_the_names() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    let mut seq = [0u32; 2];
+    for i in 0..SAMPLE_PACKETS {
+        for from_a in [true, false] {
+            let data = match (from_a, i) {
+                (true, 0) => REQUEST,
+                (false, 0) => REPLY,
+                _ => b"more bytes",
+            };
+            let s = &mut seq[usize::from(!from_a)];
+            svc.on_payload(&sample(&key, from_a, from_a, *s, data), &mut dp);
+            *s += data.len() as u32;
+        }
+    }
+    assert!(svc.pending.is_empty(), "the samples are freed");
+    assert_eq!(svc.decided.get(&key), Some(&vec!["http"]));
+    assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
+    assert!(svc.decided.is_empty());
+}
+
+#[test]
+fn the_roles_are_those_of_the_record() {
+    // The samples came while the key's `a` side was taken for the responder (e.g. a reply
+    // seen first); the record, after Zeek's flip, has `a` as originator.
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, false, true, 7, REPLY), &mut dp);
+    svc.on_payload(&sample(&key, true, false, 1, REQUEST), &mut dp);
+    assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
+}
+
+#[test]
+fn without_the_analyzer_loaded_nothing_is_logged() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(&[(53, proto::UDP)]);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert!(logged(&mut svc, &key, &conn).is_empty());
+}
