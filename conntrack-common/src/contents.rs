@@ -76,7 +76,8 @@ pub const fn initial_sample_bits(proto_nr: u8) -> u32 {
 
 /// After the engine updated `conn` for `meta` (under the connection's lock): whether the
 /// packet's payload is a service sample of direction `is_orig`. Counts it, and ends the
-/// direction's sampling at [`SAMPLE_PACKETS`]. Packets the analyzers never see (bad
+/// direction's sampling at [`SAMPLE_PACKETS`], or for TCP once the direction's stream holds
+/// [`SAMPLE_BYTES`] in order. Packets the analyzers never see (bad
 /// checksum, a dropped transport header) are no sample.
 #[inline(always)]
 pub fn take_sample(conn: &mut Conn, meta: &PacketMeta, checksum_ok: bool, is_orig: bool) -> bool {
@@ -92,7 +93,11 @@ pub fn take_sample(conn: &mut Conn, meta: &PacketMeta, checksum_ok: bool, is_ori
     let count_mask = 7u32 << shift;
     let n = ((conn.thr_armed & count_mask) >> shift) + 1;
     conn.thr_armed &= !count_mask;
-    if n >= SAMPLE_PACKETS {
+    // TCP: the stream's first SAMPLE_BYTES arrived in order (the reassembly point, which
+    // starts at 1, passed them): what detection reads of a direction is there.
+    let ep = if is_orig { &conn.orig } else { &conn.resp };
+    let stream_full = conn.proto == proto::TCP && ep.deliv_rel > SAMPLE_BYTES as u64;
+    if n >= SAMPLE_PACKETS || stream_full {
         conn.thr_armed &= !bit;
     } else {
         conn.thr_armed |= n << shift;
@@ -289,6 +294,34 @@ mod tests {
             assert!(take_sample(&mut c, &data, true, false));
         }
         assert_eq!(c.thr_armed, 0, "nothing left: the fast path applies again");
+    }
+
+    #[test]
+    fn a_tcp_direction_is_done_once_its_stream_holds_the_budget() {
+        let mut c = Conn {
+            thr_armed: SAMPLE_BITS,
+            proto: proto::TCP,
+            ..Conn::ZERO
+        };
+        let data = PacketMeta {
+            payload_len: 1448,
+            ..PacketMeta::default()
+        };
+        c.orig.deliv_rel = 1 + 100;
+        assert!(take_sample(&mut c, &data, true, true));
+        assert_ne!(c.thr_armed & SAMPLE_ORIG, 0, "100 bytes so far");
+        c.orig.deliv_rel = 1 + 1448;
+        assert!(take_sample(&mut c, &data, true, true), "the packet itself is sampled");
+        assert_eq!(c.thr_armed, SAMPLE_RESP);
+        // A UDP direction counts datagrams only.
+        let mut u = Conn {
+            thr_armed: SAMPLE_BITS,
+            proto: proto::UDP,
+            ..Conn::ZERO
+        };
+        u.orig.deliv_rel = 1 + 1448;
+        take_sample(&mut u, &data, true, true);
+        assert_ne!(u.thr_armed & SAMPLE_ORIG, 0);
     }
 
     #[test]

@@ -369,9 +369,10 @@ impl Agent {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
         };
-        for c in chunks.drain(..) {
-            self.core.payload(&mut target, &c);
+        for c in &chunks {
+            self.core.payload(&mut target, c);
         }
+        self.dp.recycle_contents(&mut chunks);
         self.chunks = chunks;
     }
 

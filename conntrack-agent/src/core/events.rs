@@ -566,12 +566,16 @@ impl EventCore {
     /// when none confirmed a protocol.
     pub fn conn_service(&mut self, key: &FlowKey, conn: &Conn, out: &mut Vec<&'static str>) {
         out.clear();
-        let mut names = Vec::new();
         for cap in self.caps.iter_mut() {
-            cap.conn_service(key, conn, &mut names);
-            for n in names.drain(..) {
-                if !out.contains(&n) {
-                    out.push(n);
+            let start = out.len();
+            cap.conn_service(key, conn, out);
+            // A name an earlier capability gave stays where it was.
+            let mut i = start;
+            while i < out.len() {
+                if out[..i].contains(&out[i]) {
+                    out.remove(i);
+                } else {
+                    i += 1;
                 }
             }
         }

@@ -78,7 +78,12 @@ struct HostContents {
     /// Some connection was ever asked to extract: until then no packet needs the second
     /// lookup that `extract` does.
     armed: bool,
+    /// Buffers of handled records, for the next ones (`recycle_contents`).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare record buffers kept at most.
+const SPARE_BUFFERS: usize = 256;
 
 impl HostDatapath {
     pub fn new(cfg: HostConfig) -> Self {
@@ -140,16 +145,15 @@ impl HostDatapath {
     /// A service sample of the packet `meta` (payload as captured: `payload`), after the
     /// engine took it ([`Changes::SAMPLE`]): one record of its first bytes, as the kernel's
     /// contents stage writes it (none when the capture holds fewer bytes, as there).
-    fn sample(&mut self, payload: &[u8], meta: &PacketMeta, ts_ns: u64) {
+    fn sample(&mut self, payload: &[u8], meta: &PacketMeta, ts_ns: u64, is_orig: bool) {
         let key = FlowKey::from_meta(meta);
-        let Some(conn) = self.table.get(&key) else {
-            return;
-        };
         let len = contents::sample_len(meta.payload_len);
-        let Some(data) = payload.get(..len as usize) else {
+        let Some(bytes) = payload.get(..len as usize) else {
             return;
         };
-        let is_orig = engine::is_orig(conn, meta);
+        let mut data = self.contents.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(bytes);
         self.contents.chunks.push(ContentChunk {
             hdr: ContentHeader {
                 key,
@@ -159,7 +163,7 @@ impl HostDatapath {
                 flags: contents::sample_flags(&key, meta, is_orig),
                 proto: meta.proto as u32,
             },
-            data: data.to_vec(),
+            data,
         });
     }
 
@@ -174,7 +178,7 @@ impl HostDatapath {
         checksum_ok: bool,
     ) {
         if ch.contains(Changes::SAMPLE) {
-            self.sample(payload, meta, ts_ns);
+            self.sample(payload, meta, ts_ns, ch.contains(Changes::SAMPLE_ORIG));
         }
         if self.contents.armed {
             self.extract(payload, meta, ts_ns, checksum_ok);
@@ -308,6 +312,15 @@ impl Datapath for HostDatapath {
 
     fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
         out.append(&mut self.contents.chunks);
+    }
+
+    fn recycle_contents(&mut self, spent: &mut Vec<ContentChunk>) {
+        let spare = &mut self.contents.spare;
+        for c in spent.drain(..) {
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(c.data);
+            }
+        }
     }
 
     fn content_counters(&self, key: &FlowKey) -> Option<ContentCounters> {

@@ -138,6 +138,12 @@ pub trait Datapath {
 
     /// Content extraction: moves the payload records produced since the last call to `out`.
     fn drain_contents(&mut self, _out: &mut Vec<ContentChunk>) {}
+    /// Records [`Datapath::drain_contents`] gave that were handled: the datapath may reuse
+    /// their buffers (the host engine copies every service sample into one). Leaves `spent`
+    /// empty.
+    fn recycle_contents(&mut self, spent: &mut Vec<ContentChunk>) {
+        spent.clear();
+    }
     /// Content extraction: a connection's delivered / not delivered byte counters.
     fn content_counters(&self, _key: &FlowKey) -> Option<ContentCounters> {
         None

@@ -81,6 +81,8 @@ impl Changes {
     /// The packet's payload is a service sample (`contents::take_sample`): returned by the
     /// driver to the host datapath, which copies it; never part of an event.
     pub const SAMPLE: Changes = Changes(1 << 12);
+    /// With [`Changes::SAMPLE`]: the sample is the originator's (after the packet's flips).
+    pub const SAMPLE_ORIG: Changes = Changes(1 << 13);
     /// The crossed threshold slots (`threshold::bit` values) are stored shifted by this.
     pub const CROSSED_SHIFT: u32 = 16;
 
@@ -558,8 +560,16 @@ fn apply_packet<C: EngineConfig>(
     let ch = update(conn, meta, now_ns, checksum_ok) | created;
     let ch = ch | check_thresholds(conn, meta, now_ns, ch);
     // Decided under the lock before the event, as the eBPF threshold stage does.
-    let sample = conn.thr_armed & crate::contents::SAMPLE_BITS != 0
-        && crate::contents::take_sample(conn, meta, checksum_ok, is_orig(conn, meta));
+    let sample = if conn.thr_armed & crate::contents::SAMPLE_BITS != 0 {
+        let side = is_orig(conn, meta);
+        match crate::contents::take_sample(conn, meta, checksum_ok, side) {
+            true if side => Changes(Changes::SAMPLE.0 | Changes::SAMPLE_ORIG.0),
+            true => Changes::SAMPLE,
+            false => Changes::NONE,
+        }
+    } else {
+        Changes::NONE
+    };
     if let Some(kind) = event_after_update(created, ch) {
         emit(&EventRef {
             kind,
@@ -570,7 +580,7 @@ fn apply_packet<C: EngineConfig>(
             conn: Some(conn),
         });
     }
-    if sample { ch | Changes::SAMPLE } else { ch }
+    ch | sample
 }
 
 /// 16-byte address equality as two u64 compares (`==` on arrays is a `memcmp` call on BPF).

@@ -55,21 +55,37 @@ struct Pending {
     found: Names,
     /// Samples arrived since `found` was decided.
     stale: bool,
-    /// The detectors ran on the first exchange (both sides' first samples).
+    /// Both sides have spoken (the first exchange was looked at).
     exchanged: bool,
+}
+
+/// What is kept of a connection between its first sample and its record.
+#[derive(Debug)]
+enum State {
+    /// Samples still coming.
+    Pending(Pending),
+    /// The samples were complete: only the names are kept.
+    Decided(Names),
 }
 
 /// Service detection: conn.log's `service`.
 #[derive(Default)]
 pub struct Service {
-    pending: FastMap<FlowKey, Pending>,
-    /// Connections whose samples were complete: only their names, until they are logged.
-    decided: FastMap<FlowKey, Names>,
+    conns: FastMap<FlowKey, State>,
     /// Confirmed FTP control channels (extracted, for their announcements).
     ftp: FastMap<FlowKey, ControlChannel>,
     expected: Expectations,
     /// The analyzers this run has (a bare Zeek logs no service).
     loaded: Loaded,
+}
+
+/// Whether `server` begins as an FTP server's greeting does (a 220 reply, RFC 959): only then
+/// are the detectors asked at the first exchange, for an FTP control channel must be followed
+/// from there on; any other connection is looked at once, when its samples are complete or it
+/// is logged.
+fn may_be_ftp_greeting(server: &[u8]) -> bool {
+    let s = server.trim_ascii_start();
+    s.starts_with(b"220")
 }
 
 impl Service {
@@ -96,7 +112,7 @@ impl Service {
                 p.sides[o].stream(MAX_SAMPLE_BYTES),
                 p.sides[r].stream(MAX_SAMPLE_BYTES),
             );
-            let (orig, resp) = ([os.as_slice()], [rs.as_slice()]);
+            let (orig, resp) = ([&*os], [&*rs]);
             detect::detect(&Sample {
                 transport: Transport::Tcp,
                 orig_port,
@@ -122,47 +138,65 @@ impl Service {
         let key = chunk.hdr.key;
         let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
         let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
-        if let Some(ctl) = self.ftp.get_mut(&key) {
+        if !self.ftp.is_empty()
+            && let Some(ctl) = self.ftp.get_mut(&key)
+        {
             let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
             ctl.feed(from_orig, seq, &chunk.data, ts, &mut self.expected);
         }
-        if self.decided.contains_key(&key) {
-            return;
-        }
-        let p = self.pending.entry(key).or_default();
+        let state = self
+            .conns
+            .entry(key)
+            .or_insert_with(|| State::Pending(Pending::default()));
+        let State::Pending(p) = state else {
+            return; // decided: later samples change nothing
+        };
         p.a_is_orig = from_a == from_orig;
-        p.sides[usize::from(!from_a)].push(chunk.hdr.seq, &chunk.data);
+        let side = &mut p.sides[usize::from(!from_a)];
+        if key.proto == proto::TCP {
+            side.push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES);
+        } else {
+            side.push_datagram(&chunk.data);
+        }
         p.stale = true;
-        let spoke = p.sides.iter().filter(|s| !s.is_empty()).count();
         let complete = p
             .sides
             .iter()
             .all(|s| s.count() >= SAMPLE_PACKETS as usize);
-        // Both sides have spoken for the first time (most protocols confirm here, and an FTP
-        // control channel must be followed from here on), or nothing more will come.
-        let first_exchange = spoke == 2 && !p.exchanged;
-        if !(first_exchange || complete) {
-            return;
-        }
-        p.exchanged = true;
-        p.found = Self::detect(&key, p, p.a_is_orig);
-        p.stale = false;
-        if p.found.contains(&"ftp") && self.loaded.has("ftp") && !self.ftp.contains_key(&key) {
-            self.follow_ftp(&key, dp, chunk.hdr.ts_ns);
-        }
-        if complete && let Some(p) = self.pending.remove(&key) {
-            if !p.found.is_empty() {
-                self.decided.insert(key, p.found);
+        let first_exchange = !p.exchanged && p.sides.iter().all(|s| !s.is_empty());
+        let mut ftp = false;
+        if first_exchange {
+            p.exchanged = true;
+            let server = usize::from(p.a_is_orig);
+            if self.loaded.has("ftp") && may_be_ftp_greeting(&p.sides[server].stream(8)) {
+                p.found = Self::detect(&key, p, p.a_is_orig);
+                p.stale = false;
+                ftp = p.found.contains(&"ftp") && !self.ftp.contains_key(&key);
             }
+        }
+        if ftp {
+            let p: &Pending = p;
+            let ctl = Self::control_channel(&key, p, chunk.hdr.ts_ns, &mut self.expected);
+            self.ftp.insert(key, ctl);
+            follow(&key, dp, chunk.hdr.ts_ns);
+        }
+        if complete && let Some(State::Pending(p)) = self.conns.get(&key) {
+            let names = if p.stale {
+                Self::detect(&key, p, p.a_is_orig)
+            } else {
+                p.found.clone()
+            };
+            self.conns.insert(key, State::Decided(names));
         }
     }
 
-    /// A confirmed FTP control channel: its samples so far, then its whole payload
-    /// (extraction on), are read for announcements.
-    fn follow_ftp(&mut self, key: &FlowKey, dp: &mut dyn ThresholdTarget, now_ns: u64) {
-        let Some(p) = self.pending.get(key) else {
-            return;
-        };
+    /// A confirmed FTP control channel, its samples so far read.
+    fn control_channel(
+        key: &FlowKey,
+        p: &Pending,
+        now_ns: u64,
+        expected: &mut Expectations,
+    ) -> ControlChannel {
         let (client, server) = if p.a_is_orig {
             (key.addr_a, key.addr_b)
         } else {
@@ -172,19 +206,24 @@ impl Service {
         for (side, s) in p.sides.iter().enumerate() {
             let from_client = (side == 0) == p.a_is_orig;
             for (seq, data) in s.in_order() {
-                ctl.feed(from_client, seq, data, now_ns, &mut self.expected);
+                ctl.feed(from_client, seq, data, now_ns, expected);
             }
         }
-        self.ftp.insert(*key, ctl);
-        let cmd = ThresholdCommand {
-            key: *key,
-            mask: contents::CMD_SET_CONTENTS | contents::EXTRACT_BITS,
-            now_ns,
-            ..ThresholdCommand::default()
-        };
-        if let Err(e) = dp.set_thresholds(&cmd) {
-            log::debug!("service: following an FTP control channel: {e}");
-        }
+        ctl
+    }
+}
+
+/// Extraction on for both directions of `key`: an FTP control channel's announcements come
+/// after its first bytes.
+fn follow(key: &FlowKey, dp: &mut dyn ThresholdTarget, now_ns: u64) {
+    let cmd = ThresholdCommand {
+        key: *key,
+        mask: contents::CMD_SET_CONTENTS | contents::EXTRACT_BITS,
+        now_ns,
+        ..ThresholdCommand::default()
+    };
+    if let Err(e) = dp.set_thresholds(&cmd) {
+        log::debug!("service: following an FTP control channel: {e}");
     }
 }
 
@@ -216,18 +255,22 @@ impl Capability for Service {
         if !self.expected.is_empty() && self.expected.matches(conn) {
             out.push("ftp-data");
         }
-        self.ftp.remove(key);
-        if let Some(names) = self.decided.remove(key) {
-            out.extend(names);
-        } else if let Some(p) = self.pending.remove(key) {
-            // The roles as Zeek logs them: a flip after the last sample changes which side is
-            // the originator.
-            let a_is_orig = conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
-            if p.stale || a_is_orig != p.a_is_orig {
-                out.extend(Self::detect(key, &p, a_is_orig));
-            } else {
-                out.extend(p.found);
+        if !self.ftp.is_empty() {
+            self.ftp.remove(key);
+        }
+        match self.conns.remove(key) {
+            Some(State::Decided(names)) => out.extend(names),
+            Some(State::Pending(p)) => {
+                // The roles as Zeek logs them: a flip after the last sample changes which
+                // side is the originator.
+                let a_is_orig = conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
+                if p.stale || a_is_orig != p.a_is_orig {
+                    out.extend(Self::detect(key, &p, a_is_orig));
+                } else {
+                    out.extend(p.found);
+                }
             }
+            None => {}
         }
         if !self.loaded.logs(&out[start..]) {
             out.truncate(start);

@@ -81,7 +81,7 @@ fn a_request_and_its_reply_are_http() {
     svc.on_payload(&sample(&key, true, true, 1010, &REQUEST[10..]), &mut dp);
     svc.on_payload(&sample(&key, false, false, 7, REPLY), &mut dp);
     assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
-    assert!(svc.pending.is_empty() && svc.decided.is_empty(), "freed once logged");
+    assert!(svc.conns.is_empty(), "freed once logged");
     assert!(dp.0.is_empty(), "nothing asked of the datapath");
 }
 
@@ -113,10 +113,12 @@ fn complete_samples_keep_only_the_names() {
             *s += data.len() as u32;
         }
     }
-    assert!(svc.pending.is_empty(), "the samples are freed");
-    assert_eq!(svc.decided.get(&key), Some(&vec!["http"]));
+    assert!(
+        matches!(svc.conns.get(&key), Some(State::Decided(n)) if n == &["http"]),
+        "the samples are freed, the names kept"
+    );
     assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
-    assert!(svc.decided.is_empty());
+    assert!(svc.conns.is_empty());
 }
 
 #[test]
