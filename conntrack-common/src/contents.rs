@@ -108,7 +108,11 @@ pub fn take_sample(conn: &mut Conn, meta: &PacketMeta, checksum_ok: bool, is_ori
 /// The payload bytes of a `len`-byte packet a sample carries.
 #[inline(always)]
 pub const fn sample_len(len: u32) -> u32 {
-    if len > SAMPLE_BYTES { SAMPLE_BYTES } else { len }
+    if len > SAMPLE_BYTES {
+        SAMPLE_BYTES
+    } else {
+        len
+    }
 }
 
 /// Whether `meta`'s sender is `key`'s `addr_a`/`port_a` side ([`CONTENT_FROM_A`]).
@@ -311,7 +315,10 @@ mod tests {
         assert!(take_sample(&mut c, &data, true, true));
         assert_ne!(c.thr_armed & SAMPLE_ORIG, 0, "100 bytes so far");
         c.orig.deliv_rel = 1 + 1448;
-        assert!(take_sample(&mut c, &data, true, true), "the packet itself is sampled");
+        assert!(
+            take_sample(&mut c, &data, true, true),
+            "the packet itself is sampled"
+        );
         assert_eq!(c.thr_armed, SAMPLE_RESP);
         // A UDP direction counts datagrams only.
         let mut u = Conn {

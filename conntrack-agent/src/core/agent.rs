@@ -547,7 +547,13 @@ impl Agent {
         self.tracker.network_time().max(0) as u64
     }
 
-    fn log_conn(&mut self, k: &FlowKey, c: &Conn, uid: Uid, why: &'static str) -> anyhow::Result<()> {
+    fn log_conn(
+        &mut self,
+        k: &FlowKey,
+        c: &Conn,
+        uid: Uid,
+        why: &'static str,
+    ) -> anyhow::Result<()> {
         let local = self.local_of(c);
         let mut service = std::mem::take(&mut self.service);
         if self.core.is_empty() {

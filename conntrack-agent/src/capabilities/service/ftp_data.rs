@@ -182,10 +182,17 @@ mod tests {
     #[test]
     fn lines_are_handed_on_whole_and_once() {
         let mut f = LineFeed::default();
-        assert_eq!(lines(&mut f, 100, b"USER anonymous\r\nPA"), b"USER anonymous\r\n");
+        assert_eq!(
+            lines(&mut f, 100, b"USER anonymous\r\nPA"),
+            b"USER anonymous\r\n"
+        );
         // A sample and an extracted record of the same segment.
         assert_eq!(lines(&mut f, 116, b"PASS x\r\n"), b"PASS x\r\n");
-        assert_eq!(lines(&mut f, 116, b"PASS x\r\n"), b"", "a repeat adds nothing");
+        assert_eq!(
+            lines(&mut f, 116, b"PASS x\r\n"),
+            b"",
+            "a repeat adds nothing"
+        );
         assert_eq!(lines(&mut f, 124, b"PASV\r\n"), b"PASV\r\n");
     }
 

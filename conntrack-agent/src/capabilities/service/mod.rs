@@ -159,10 +159,7 @@ impl Service {
             side.push_datagram(&chunk.data);
         }
         p.stale = true;
-        let complete = p
-            .sides
-            .iter()
-            .all(|s| s.count() >= SAMPLE_PACKETS as usize);
+        let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
         let first_exchange = !p.exchanged && p.sides.iter().all(|s| !s.is_empty());
         let mut ftp = false;
         if first_exchange {

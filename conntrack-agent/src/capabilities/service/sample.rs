@@ -68,7 +68,11 @@ impl SideSample {
 
     /// UDP: the datagrams, in arrival order, at most `max` of them.
     pub fn datagrams(&self, max: usize) -> Vec<&[u8]> {
-        self.other.iter().take(max).map(|(_, d)| d.as_slice()).collect()
+        self.other
+            .iter()
+            .take(max)
+            .map(|(_, d)| d.as_slice())
+            .collect()
     }
 
     /// TCP: the samples as (sequence number, bytes) in sequence order (relative to the first
@@ -144,7 +148,7 @@ mod tests {
     #[test]
     fn retransmissions_and_reordering_are_undone() {
         // The second segment first, then the first, then the first again with more bytes.
-        let s = side(&[(5, b"world"), (0, b"hello"), (0, b"hello wor")]);
+        let s = side(&[(5, b"world"), (0, b"hello"), (0, b"hellowor")]);
         assert_eq!(&*s.stream(512), b"helloworld");
     }
 
@@ -159,7 +163,11 @@ mod tests {
         let s = side(&[(u32::MAX - 1, b"ab"), (0, b"cd")]);
         assert_eq!(&*s.stream(512), b"abcd");
         let s = side(&[(0, b"cd"), (u32::MAX - 1, b"ab")]);
-        assert_eq!(&*s.stream(512), b"abcd", "the earlier segment arrived second");
+        assert_eq!(
+            &*s.stream(512),
+            b"abcd",
+            "the earlier segment arrived second"
+        );
     }
 
     #[test]

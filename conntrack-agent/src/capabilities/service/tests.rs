@@ -92,7 +92,10 @@ fn one_side_alone_is_no_http() {
     let mut dp = Commands::default();
     svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
     assert!(logged(&mut svc, &key, &conn).is_empty());
-    assert!(logged(&mut Service::new(PORTS), &key, &conn).is_empty(), "no samples");
+    assert!(
+        logged(&mut Service::new(PORTS), &key, &conn).is_empty(),
+        "no samples"
+    );
 }
 
 #[test]
