@@ -4,5 +4,5 @@
 
 // The detectors are called by the service capability; until it is wired in, only the tests
 // use them (remove this allow then).
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 pub mod detect;

@@ -7,6 +7,7 @@
 //! detection again on the frames' payload.
 
 use super::bytes::{find, first_line, lines, starts_with_ci};
+use super::{MAX_SAMPLE_BYTES, Sample, websocket};
 
 /// The methods Zeek's HTTP signature accepts at the start of a client stream.
 const METHODS: [&[u8]; 15] = [
@@ -27,19 +28,61 @@ const METHODS: [&[u8]; 15] = [
     b"QUERY",
 ];
 
-/// Adds `http` (and what an upgrade carries) to `found` if `orig` and `resp` are an HTTP
-/// request and reply; true when it did.
-pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
+/// Adds `http` (and what an upgrade or a CONNECT tunnel carries) to `found` if the sample's
+/// streams are an HTTP request and reply; true when it did.
+pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
+    let (orig, resp) = (s.orig_stream(), s.resp_stream());
     if !is_request(orig) || !is_reply(resp) {
         return false;
     }
     found.push("http");
-    if let (Some(req_end), Some(rep_end)) = (head_end(orig), head_end(resp))
-        && upgrades_to_websocket(&orig[..req_end], &resp[..rep_end])
-    {
+    let Some(rep_end) = head_end(resp) else {
+        return true;
+    };
+    let status = first_line(resp)
+        .and_then(|l| l.split(|&c| c == b' ').nth(1))
+        .unwrap_or(&[]);
+    // The request head may be longer than the sample; its end is only needed for what follows.
+    let req_end = head_end(orig);
+    if status == b"101" && has_header(&resp[..rep_end], b"upgrade", b"websocket") {
         found.push("websocket");
+        // Detection runs again on the messages the frames carry.
+        let limit = MAX_SAMPLE_BYTES;
+        let (mut inner_orig, mut inner_resp) = (Vec::new(), Vec::new());
+        if let Some(req_end) = req_end {
+            websocket::payload(&orig[req_end..], limit, &mut inner_orig);
+        }
+        websocket::payload(&resp[rep_end..], limit, &mut inner_resp);
+        tunnelled(s, &inner_orig, &inner_resp, found);
+    } else if status.first() == Some(&b'2') && is_connect(orig) {
+        // A CONNECT tunnel: the bytes after the two heads are the tunnelled protocol's.
+        if let Some(req_end) = req_end {
+            tunnelled(s, &orig[req_end..], &resp[rep_end..], found);
+        }
     }
     true
+}
+
+/// Runs TCP detection on what a tunnel carries.
+fn tunnelled(s: &Sample, orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) {
+    if orig.is_empty() && resp.is_empty() {
+        return;
+    }
+    let (o, r) = ([orig], [resp]);
+    let inner = Sample {
+        orig: &o,
+        resp: &r,
+        ..*s
+    };
+    for name in super::detect(&inner) {
+        if !found.contains(&name) {
+            found.push(name);
+        }
+    }
+}
+
+fn is_connect(b: &[u8]) -> bool {
+    starts_with_ci(trim_leading_space(b), b"CONNECT ")
 }
 
 /// The stream starts with a request line: a method, a space and a target.
@@ -69,16 +112,6 @@ fn head_end(b: &[u8]) -> Option<usize> {
     find(b, b"\r\n\r\n")
         .map(|i| i + 4)
         .or_else(|| find(b, b"\n\n").map(|i| i + 2))
-}
-
-/// The request asks for `Upgrade: websocket` and the reply is `101` agreeing to it.
-fn upgrades_to_websocket(request: &[u8], reply: &[u8]) -> bool {
-    let status_101 = first_line(reply)
-        .and_then(|l| l.split(|&c| c == b' ').nth(1))
-        .is_some_and(|code| code == b"101");
-    status_101
-        && has_header(request, b"upgrade", b"websocket")
-        && has_header(reply, b"upgrade", b"websocket")
 }
 
 /// A header line `name: value` with these, case ignored (the value is a token list).
