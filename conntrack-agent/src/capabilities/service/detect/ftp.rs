@@ -33,7 +33,7 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
     } else {
         word.eq_ignore_ascii_case(b"USER")
     };
-    if !ok {
+    if !ok || !replies_parse(resp) {
         return false;
     }
     found.push("ftp");
@@ -41,6 +41,29 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
         && tls::client_hello_after(orig, at)
     {
         found.push("ssl");
+    }
+    true
+}
+
+/// Every server line is a reply (`ddd text` or `ddd-text`) or inside a multi-line reply (from
+/// `ddd-` to `ddd `). Zeek's analyzer reports anything else as a violation and the service is
+/// removed again. A `234` (AUTH accepted) ends the check: TLS follows.
+fn replies_parse(resp: &[u8]) -> bool {
+    let mut open: Option<u16> = None;
+    for line in lines(resp) {
+        let code = text::reply_code(line);
+        if open.is_none() && code == Some(234) {
+            return true;
+        }
+        match open {
+            Some(c) if code == Some(c) && line.get(3) == Some(&b' ') => open = None,
+            Some(_) => {}
+            None => match code {
+                Some(c) if line.get(3) == Some(&b'-') => open = Some(c),
+                Some(_) => {}
+                None => return false,
+            },
+        }
     }
     true
 }
@@ -182,10 +205,24 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_reply_code_is_a_violation() {
+        let client = b"USER zeek\r\nPASS zeek\r\nPASV\r\nQUIT\r\n".as_slice();
+        let server =
+            b"220 py.fake ready\r\n230 USER OK\r\n230 PASS OK\r\n99 PASV invalid\r\n221 Bye\r\n"
+                .as_slice();
+        assert!(detect(&tcp((51354, 21), &[client], &[server])).is_empty());
+        // Lines inside a multi-line reply need no code.
+        let multi =
+            b"220 ready\r\n230-\r\n    The NetBSD Project FTP Server\r\n230 Guest login ok\r\n"
+                .as_slice();
+        assert_eq!(detect(&tcp((51354, 21), &[client], &[multi])), ["ftp"]);
+    }
+
+    #[test]
     fn auth_tls_then_a_client_hello_is_ftp_and_ssl() {
         let client =
             b"FEAT\r\nAUTH TLS\r\n\x16\x03\x03\x01~\x01\x00\x01z\x03\x03f\x8d0d".as_slice();
-        let server = b"220 (vsFTPd 3.0.5)\r\n211-Features:\r\n EPRT\r\n".as_slice();
+        let server = b"220 (vsFTPd 3.0.5)\r\n211-Features:\r\n EPRT\r\n211 End\r\n234 Proceed with negotiation.\r\n\x16\x03\x03\x00\x5a\x02\r\n".as_slice();
         assert_eq!(
             detect(&tcp((40284, 21), &[client], &[server])),
             ["ftp", "ssl"]

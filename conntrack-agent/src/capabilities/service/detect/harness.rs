@@ -50,6 +50,7 @@ fn service_samples() {
             transport,
             orig_port: f[2].parse().unwrap(),
             resp_port: f[3].parse().unwrap(),
+            partial: f.get(6) == Some(&"partial"),
             orig: &orig,
             resp: &resp,
         };

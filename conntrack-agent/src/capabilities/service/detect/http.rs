@@ -9,6 +9,9 @@
 use super::bytes::{find, first_line, lines, starts_with_ci};
 use super::{MAX_SAMPLE_BYTES, Sample, websocket};
 
+/// The ports Zeek's HTTP analyzer is registered for.
+const PORTS: [u16; 8] = [80, 81, 631, 1080, 3128, 8000, 8080, 8888];
+
 /// The methods Zeek's HTTP signature accepts at the start of a client stream.
 const METHODS: [&[u8]; 15] = [
     b"GET",
@@ -32,7 +35,15 @@ const METHODS: [&[u8]; 15] = [
 /// streams are an HTTP request and reply; true when it did.
 pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
     let (orig, resp) = (s.orig_stream(), s.resp_stream());
-    if !is_request(orig) || !is_reply(resp) {
+    if !is_request(orig) {
+        return false;
+    }
+    // On its own ports the analyzer is there from the start and confirms on the request; a
+    // reply that is not HTTP is then a violation, unless the request was HTTP/0.9 (whose reply
+    // is the bare body). Elsewhere the signatures need the status line.
+    let attached = PORTS.contains(&s.resp_port);
+    let replied = is_reply(resp) || (attached && (resp.is_empty() || is_http09(orig)));
+    if !replied {
         return false;
     }
     found.push("http");
@@ -99,6 +110,15 @@ fn is_reply(b: &[u8]) -> bool {
     b.starts_with(b"HTTP/") && b.get(5).is_some_and(u8::is_ascii_digit)
 }
 
+/// The request line has no `HTTP/` version: HTTP/0.9 (`GET /`).
+fn is_http09(b: &[u8]) -> bool {
+    first_line(trim_leading_space(b)).is_some_and(|l| {
+        !l.split(|&c| c == b' ')
+            .next_back()
+            .is_some_and(|v| v.starts_with(b"HTTP/"))
+    })
+}
+
 fn trim_leading_space(b: &[u8]) -> &[u8] {
     let start = b
         .iter()
@@ -150,11 +170,36 @@ mod tests {
     }
 
     #[test]
-    fn one_side_alone_is_not_http() {
-        assert!(detect(&tcp((59856, 80), &[GET], &[])).is_empty());
+    fn one_side_alone_is_http_only_on_its_ports() {
+        assert_eq!(detect(&tcp((59856, 80), &[GET], &[])), ["http"]);
+        assert!(detect(&tcp((59856, 4567), &[GET], &[])).is_empty());
         assert!(detect(&tcp((59856, 80), &[b""], &[OK])).is_empty());
         let banner = b"SSH-2.0-OpenSSH_8.9\r\n".as_slice();
         assert!(detect(&tcp((59856, 22), &[GET], &[banner])).is_empty());
+        // A reply that is not HTTP is a violation.
+        assert!(detect(&tcp((59856, 80), &[GET], &[banner])).is_empty());
+    }
+
+    #[test]
+    fn http09_has_no_status_line() {
+        let get = b"GET /\r\n\r\n".as_slice();
+        let body =
+            b"<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01 Transitional//EN\">\n".as_slice();
+        assert_eq!(detect(&tcp((50343, 80), &[get], &[body])), ["http"]);
+    }
+
+    #[test]
+    fn connections_picked_up_midway_are_skipped() {
+        let mut s = tcp((35634, 80), &[GET], &[OK]);
+        s.partial = true;
+        assert!(detect(&s).is_empty());
+    }
+
+    #[test]
+    fn connect_tunnel_carries_smtp() {
+        let req = b"CONNECT mailin03.sul.t-online.de:25 / HTTP/1.0\r\n\r\nEHLO a\r\n".as_slice();
+        let rep = b"HTTP/1.0 200 Connection established\r\n\r\n220 mailin03.sul.t-online.de T-Online ESMTP\r\n".as_slice();
+        assert_eq!(detect(&tcp((3378, 8240), &[req], &[rep])), ["http", "smtp"]);
     }
 
     #[test]

@@ -15,6 +15,9 @@ const STARTTLS_OID: &[u8] = b"1.3.6.1.4.1.1466.20037";
 /// The Kerberos 5 mechanism OID (1.2.840.113554.1.2.2), DER-encoded.
 const KRB5_OID: &[u8] = b"\x06\x09\x2a\x86\x48\x86\xf7\x12\x01\x02\x02";
 
+/// Microsoft's variant of it (1.2.840.48018.1.2.2), which Windows clients offer first.
+const MS_KRB5_OID: &[u8] = b"\x06\x09\x2a\x86\x48\x82\xf7\x12\x01\x02\x02";
+
 /// An LDAPMessage at `at`: SEQUENCE { messageID INTEGER, protocolOp [APPLICATION n] }.
 /// Returns the operation's tag and where the message ends.
 fn message(b: &[u8], at: usize) -> Option<(u8, usize)> {
@@ -52,7 +55,7 @@ pub fn detect_tcp(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bo
     if !inner_first {
         if find(orig, b"NTLMSSP\0").is_some() {
             found.push("ntlm");
-        } else if find(orig, b"GSSAPI").is_some() && find(orig, KRB5_OID).is_some() {
+        } else if find(orig, KRB5_OID).is_some() || find(orig, MS_KRB5_OID).is_some() {
             found.extend(["krb", "gssapi"]);
         }
     }

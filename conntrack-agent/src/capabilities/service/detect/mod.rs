@@ -55,6 +55,9 @@ pub struct Sample<'a> {
     /// The originator's port.
     pub orig_port: u16,
     pub resp_port: u16,
+    /// The connection's first packet had no SYN (Zeek's `IsPartial`): it was picked up in the
+    /// middle. Several analyzers (HTTP, SSL, SSH, RDP) ignore such connections.
+    pub partial: bool,
     /// What each side sent first. TCP: one slice, the start of that direction's byte stream
     /// in sequence order up to the first gap (may be empty). UDP: one slice per datagram, the
     /// first datagrams in order.
@@ -98,22 +101,26 @@ fn detect_tcp(s: &Sample, found: &mut Vec<&'static str>) {
     }
     // Dispatch on the client's first byte (then the server's): each parser is tried only where
     // its protocol could start.
+    // HTTP, SSL, SSH and RDP skip connections picked up in the middle.
+    let whole = !s.partial;
     let matched = match orig.first().copied().unwrap_or(0) {
-        b'S' | b's' if ssh::confirms(orig, resp) => push(found, "ssh"),
-        0x16 | 0x80..=0xff if tls::confirms(orig, resp) => push(found, "ssl"),
+        b'S' | b's' if whole && ssh::confirms(orig, resp) => push(found, "ssh"),
+        0x16 | 0x80..=0xff if whole && tls::confirms(orig, resp) => push(found, "ssl"),
         b'<' => xmpp::detect(orig, resp, found),
         b'*' => binary_tcp::redis(orig, resp) && push(found, "redis"),
         0 => postgresql::detect(orig, resp, found),
         0x30 => ldap::detect_tcp(orig, resp, found),
-        3 => binary_tcp::rdp(orig, resp) && push(found, "rdp"),
+        3 => whole && binary_tcp::rdp(orig, resp) && push(found, "rdp"),
         4 | 5 => binary_tcp::socks(orig, resp) && push(found, "socks"),
         _ => false,
     };
     if matched {
         return;
     }
+    if whole && http::detect(s, found) {
+        return;
+    }
     let matched = match resp.first().copied().unwrap_or(0) {
-        b'H' | b' ' | b'\r' | b'\n' => http::detect(s, found),
         b'1' | b'2' => smtp::detect(orig, resp, found) || ftp::detect(s, found),
         b'+' => pop3::detect(orig, resp, found),
         b'*' => imap::detect(orig, resp, found),
@@ -230,6 +237,7 @@ pub(crate) mod test_util {
             transport: Transport::Tcp,
             orig_port: ports.0,
             resp_port: ports.1,
+            partial: false,
             orig,
             resp,
         }
@@ -240,6 +248,7 @@ pub(crate) mod test_util {
             transport: Transport::Udp,
             orig_port: ports.0,
             resp_port: ports.1,
+            partial: false,
             orig,
             resp,
         }

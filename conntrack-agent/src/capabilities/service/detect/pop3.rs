@@ -1,7 +1,7 @@
 //! POP3 (RFC 1939, RFC 2595 for STLS). Zeek's signatures attach the POP3 analyzer on a
 //! `+OK` greeting from the server and a POP3 command from the client.
 
-use super::bytes::first_line;
+use super::bytes::{first_line, lines};
 use super::{text, tls};
 
 const COMMANDS: [&[u8]; 9] = [
@@ -14,7 +14,7 @@ pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
         let w = text::first_word(l);
         COMMANDS.iter().any(|c| w.eq_ignore_ascii_case(c))
     });
-    if !greeting || !command {
+    if !greeting || !command || !answered(resp) {
         return false;
     }
     found.push("pop3");
@@ -24,6 +24,14 @@ pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
         found.push("ssl");
     }
     true
+}
+
+/// The server's reply to the first command (its second line) is a status: `+OK`, `-ERR`, or
+/// a `+ ` continuation. Anything else is a violation that removes the service.
+fn answered(resp: &[u8]) -> bool {
+    lines(resp)
+        .nth(1)
+        .is_none_or(|l| l.starts_with(b"+") || l.starts_with(b"-ERR"))
 }
 
 #[cfg(test)]
@@ -51,6 +59,14 @@ mod tests {
             detect(&tcp((54775, 110), &[client], &[server])),
             ["pop3", "ssl"]
         );
+    }
+
+    #[test]
+    fn garbage_for_a_reply_is_a_violation() {
+        let client = b"LIST\r\nRETR 1\r\nQUIT\r\n".as_slice();
+        let server =
+            b"+OK example.com POP3-Server\r\nGARBAGE (and LIST response missing .)\r\n".as_slice();
+        assert!(detect(&tcp((58854, 110), &[client], &[server])).is_empty());
     }
 
     #[test]

@@ -8,9 +8,10 @@ use super::bytes::be32;
 const V1: u32 = 1;
 const V2: u32 = 0x6b33_43cf;
 
-/// The client's first datagram starts with a QUIC Initial packet: `["quic", "ssl"]`.
+/// One of the client's first datagrams starts with a QUIC Initial packet: `["quic", "ssl"]`.
+/// (A client may send 0-RTT packets before its Initial when the first one was lost.)
 pub fn confirms(orig: &[&[u8]]) -> bool {
-    orig.first().is_some_and(|d| is_initial(d))
+    orig.iter().any(|d| is_initial(d))
 }
 
 /// A long-header Initial packet of version 1 or 2 with its connection ids, token and a
@@ -41,8 +42,8 @@ fn is_initial(d: &[u8]) -> bool {
         return false;
     };
     at += n + token_len as usize;
-    // The rest of the packet: a ClientHello needs far more than a header's worth.
-    varint(d, at).is_some_and(|(len, _)| len >= 64)
+    // The rest of the packet: a packet number and at least an AEAD tag's worth of payload.
+    varint(d, at).is_some_and(|(len, _)| len >= 20)
 }
 
 /// A variable-length integer (RFC 9000 16) at `at`: its value and size.
