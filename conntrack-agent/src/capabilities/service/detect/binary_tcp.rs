@@ -1,16 +1,24 @@
 //! Binary TCP protocols recognised from their first message each way: MySQL, Redis (RESP),
 //! SOCKS, Modbus/TCP, RDP (TPKT/X.224), Kerberos over TCP.
 
-use super::Sample;
 use super::bytes::{be16, be32};
+use super::{Sample, tls};
 
 /// MySQL (port 3306, where Zeek attaches it): the server's greeting, a packet with sequence 0
-/// and protocol version 10, answered by the client's packet with sequence 1.
-pub fn mysql(s: &Sample) -> bool {
+/// and protocol version 10, answered by the client's packet with sequence 1. A 32-byte answer
+/// is an SSL request: TLS follows it, which the MySQL analyzer hands to the SSL analyzer.
+pub fn mysql(s: &Sample, found: &mut Vec<&'static str>) -> bool {
     let (orig, resp) = (s.orig_stream(), s.resp_stream());
     let greeting = resp.len() > 5 && resp[3] == 0 && resp[4] == 10 && le24(resp) + 4 >= 5;
     let answer = orig.len() > 4 && orig[3] == 1 && le24(orig) > 0;
-    (s.has_port(3306) || s.has_port(1434)) && greeting && answer
+    if !((s.has_port(3306) || s.has_port(1434)) && greeting && answer) {
+        return false;
+    }
+    found.push("mysql");
+    if le24(orig) == 32 && orig.get(36..).is_some_and(tls::starts_client_hello) {
+        found.push("ssl");
+    }
+    true
 }
 
 fn le24(b: &[u8]) -> usize {
@@ -141,14 +149,27 @@ mod tests {
         assert_eq!(detect(&tcp((50000, 3389), &[cr], &[cc])), ["rdp"]);
     }
 
+    /// A MySQL 8.0.28 greeting (Amazon RDS).
+    const GREETING: &[u8] = b"J\x00\x00\x00\n8.0.28\x00\x18\x00\x00\x006Z\\=\x1ctQw\x00\xff\xff\xff\x02\x00\xff\xdf\x15";
+
     #[test]
     fn mysql_greeting_and_login() {
-        let greeting = b"J\x00\x00\x00\n8.0.28\x00\x08\x00\x00\x00".as_slice();
-        let login = b"\xb8\x00\x00\x01\x85\xa6\xff\x01".as_slice();
+        let login = b"\xb8\x00\x00\x01\x85\xa6\xff\x01\x00\x00\x00\x01!\x00".as_slice();
         assert_eq!(
-            detect(&tcp((50000, 3306), &[login], &[greeting])),
+            detect(&tcp((58132, 3306), &[login], &[GREETING])),
             ["mysql"]
         );
-        assert!(detect(&tcp((50000, 5432), &[login], &[greeting])).is_empty());
+        assert!(detect(&tcp((58132, 5432), &[login], &[GREETING])).is_empty());
+    }
+
+    #[test]
+    fn mysql_ssl_request_then_tls() {
+        let mut orig = b" \x00\x00\x01\x85\xae\xff \x00\x00\x00\x01!".to_vec();
+        orig.resize(36, 0);
+        orig.extend_from_slice(b"\x16\x03\x01\x00\xb7\x01\x00\x00\xb3\x03\x03\xc5v");
+        assert_eq!(
+            detect(&tcp((58132, 3306), &[&orig], &[GREETING])),
+            ["mysql", "ssl"]
+        );
     }
 }

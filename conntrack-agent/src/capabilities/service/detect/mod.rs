@@ -134,7 +134,7 @@ fn detect_tcp(s: &Sample, found: &mut Vec<&'static str>) {
     let by_port = (dns::confirms_tcp(s) && push(found, "dns"))
         || (binary_tcp::modbus(s) && push(found, "modbus"))
         || (binary_tcp::krb_tcp(s) && push(found, "krb_tcp"))
-        || (binary_tcp::mysql(s) && push(found, "mysql"))
+        || binary_tcp::mysql(s, found)
         || (syslog::confirms_tcp(s) && push(found, "syslog_tcp"));
     let _ = by_port;
 }

@@ -2,11 +2,21 @@
 //! Zeek's signatures want it from both sides; a server may send other lines before its own
 //! (RFC 4253 4.2), which the analyzer skips.
 
+use super::MAX_SAMPLE_BYTES;
 use super::bytes::lines;
 
 /// The client's stream starts with `SSH-1.x` or `SSH-2.0` and the server's has it on a line.
+/// A server whose text before its banner fills the whole sample is given the benefit of the
+/// doubt: its banner comes later.
 pub fn confirms(orig: &[u8], resp: &[u8]) -> bool {
-    is_version(orig) && (is_version(resp) || lines(resp).any(is_version))
+    is_version(orig) && (is_version(resp) || lines(resp).any(is_version) || all_text(resp))
+}
+
+/// `b` fills the sample and is all printable text.
+fn all_text(b: &[u8]) -> bool {
+    b.len() >= MAX_SAMPLE_BYTES
+        && b.iter()
+            .all(|c| c.is_ascii_graphic() || c.is_ascii_whitespace())
 }
 
 fn is_version(b: &[u8]) -> bool {
@@ -34,6 +44,14 @@ mod tests {
     fn server_lines_before_its_banner_are_skipped() {
         let server = b"Welcome\r\nSSH-2.0-OpenSSH_8.9\r\n".as_slice();
         assert_eq!(detect(&tcp((51880, 22), &[CLIENT], &[server])), ["ssh"]);
+    }
+
+    #[test]
+    fn a_long_pre_banner_text_fills_the_sample() {
+        let art = b" _____________\n< Hi stranger >\n -------------\n".repeat(20);
+        assert_eq!(detect(&tcp((55343, 22), &[CLIENT], &[&art])), ["ssh"]);
+        // Short text without a banner is not SSH.
+        assert!(detect(&tcp((55343, 22), &[CLIENT], &[&art[..100]])).is_empty());
     }
 
     #[test]
