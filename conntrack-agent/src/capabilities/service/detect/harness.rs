@@ -5,7 +5,7 @@
 //! it writes `id<TAB>services` lines to `FILE.out`.
 
 use super::test_util::hex;
-use super::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport, detect};
+use super::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport, detect, detect_partial};
 
 fn side(field: &str, transport: Transport) -> Vec<Vec<u8>> {
     let all: Vec<Vec<u8>> = field.split(',').map(hex).collect();
@@ -50,11 +50,15 @@ fn service_samples() {
             transport,
             orig_port: f[2].parse().unwrap(),
             resp_port: f[3].parse().unwrap(),
-            partial: f.get(6) == Some(&"partial"),
             orig: &orig,
             resp: &resp,
         };
-        out += &format!("{}\t{}\n", f[0], detect(&s).join(","));
+        let found = if f.get(6) == Some(&"partial") {
+            detect_partial(&s)
+        } else {
+            detect(&s)
+        };
+        out += &format!("{}\t{}\n", f[0], found.join(","));
     }
     std::fs::write(format!("{path}.out"), out).unwrap();
 }

@@ -149,8 +149,8 @@ fn has_header(head: &[u8], name: &[u8], value: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::detect;
     use super::super::test_util::tcp;
+    use super::super::{detect, detect_partial};
 
     /// wget fetching a file from an Apache server.
     const GET: &[u8] =
@@ -190,9 +190,14 @@ mod tests {
 
     #[test]
     fn connections_picked_up_midway_are_skipped() {
-        let mut s = tcp((35634, 80), &[GET], &[OK]);
-        s.partial = true;
-        assert!(detect(&s).is_empty());
+        let s = tcp((35634, 80), &[GET], &[OK]);
+        assert!(detect_partial(&s).is_empty());
+        // Protocols whose analyzers take partial connections are still found.
+        let get = b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n".as_slice();
+        assert_eq!(
+            detect_partial(&tcp((50044, 10625), &[get], &[b"$1\r\n6\r\n"])),
+            ["redis"]
+        );
     }
 
     #[test]

@@ -36,9 +36,7 @@ fn is_server_message(line: &[u8]) -> bool {
                 || command.iter().all(u8::is_ascii_uppercase));
     }
     let w = text::first_word(line);
-    [b"NOTICE".as_slice(), b"PING", b"ERROR"]
-        .iter()
-        .any(|c| w == *c)
+    [b"NOTICE".as_slice(), b"PING", b"ERROR"].contains(&w)
 }
 
 #[cfg(test)]

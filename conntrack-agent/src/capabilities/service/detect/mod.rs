@@ -55,9 +55,6 @@ pub struct Sample<'a> {
     /// The originator's port.
     pub orig_port: u16,
     pub resp_port: u16,
-    /// The connection's first packet had no SYN (Zeek's `IsPartial`): it was picked up in the
-    /// middle. Several analyzers (HTTP, SSL, SSH, RDP) ignore such connections.
-    pub partial: bool,
     /// What each side sent first. TCP: one slice, the start of that direction's byte stream
     /// in sequence order up to the first gap (may be empty). UDP: one slice per datagram, the
     /// first datagrams in order.
@@ -86,15 +83,26 @@ impl<'a> Sample<'a> {
 /// Zeek's service names this sample confirms, in Zeek's confirmation order (e.g. `["http",
 /// "websocket", "ssh"]`, `["quic", "ssl"]`); empty when none.
 pub fn detect(s: &Sample) -> Vec<&'static str> {
+    run(s, false)
+}
+
+/// [`detect`] for a TCP connection whose first packet had no SYN (Zeek's `IsPartial`: it was
+/// picked up in the middle). Several analyzers (HTTP, SSL, SSH, RDP) ignore such connections.
+pub fn detect_partial(s: &Sample) -> Vec<&'static str> {
+    run(s, true)
+}
+
+fn run(s: &Sample, partial: bool) -> Vec<&'static str> {
     let mut found = Vec::new();
     match s.transport {
-        Transport::Tcp => detect_tcp(s, &mut found),
+        Transport::Tcp => detect_tcp(s, !partial, &mut found),
         Transport::Udp => detect_udp(s, &mut found),
     }
     found
 }
 
-fn detect_tcp(s: &Sample, found: &mut Vec<&'static str>) {
+/// `whole`: the connection started with a SYN (see [`detect_partial`]).
+fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
     let (orig, resp) = (s.orig_stream(), s.resp_stream());
     if orig.is_empty() && resp.is_empty() {
         return;
@@ -102,7 +110,6 @@ fn detect_tcp(s: &Sample, found: &mut Vec<&'static str>) {
     // Dispatch on the client's first byte (then the server's): each parser is tried only where
     // its protocol could start.
     // HTTP, SSL, SSH and RDP skip connections picked up in the middle.
-    let whole = !s.partial;
     let matched = match orig.first().copied().unwrap_or(0) {
         b'S' | b's' if whole && ssh::confirms(orig, resp) => push(found, "ssh"),
         0x16 | 0x80..=0xff if whole && tls::confirms(orig, resp) => push(found, "ssl"),
@@ -237,7 +244,6 @@ pub(crate) mod test_util {
             transport: Transport::Tcp,
             orig_port: ports.0,
             resp_port: ports.1,
-            partial: false,
             orig,
             resp,
         }
@@ -248,7 +254,6 @@ pub(crate) mod test_util {
             transport: Transport::Udp,
             orig_port: ports.0,
             resp_port: ports.1,
-            partial: false,
             orig,
             resp,
         }
