@@ -61,4 +61,52 @@ fn service_samples() {
         out += &format!("{}\t{}\n", f[0], found.join(","));
     }
     std::fs::write(format!("{path}.out"), out).unwrap();
+    if std::env::var("SERVICE_BENCH").is_ok() {
+        bench(&path);
+    }
+}
+
+/// Time per detect() call over the same samples (SERVICE_BENCH=1).
+fn bench(path: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let owned: Vec<(Transport, u16, u16, Vec<Vec<u8>>, Vec<Vec<u8>>)> = text
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let t = if f[1] == "tcp" {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            };
+            (
+                t,
+                f[2].parse().unwrap(),
+                f[3].parse().unwrap(),
+                side(f[4], t),
+                side(f[5], t),
+            )
+        })
+        .collect();
+    let rounds = 200;
+    let start = std::time::Instant::now();
+    let mut n = 0usize;
+    for _ in 0..rounds {
+        for (t, op, rp, o, r) in &owned {
+            let o: Vec<&[u8]> = o.iter().map(Vec::as_slice).collect();
+            let r: Vec<&[u8]> = r.iter().map(Vec::as_slice).collect();
+            let s = Sample {
+                transport: *t,
+                orig_port: *op,
+                resp_port: *rp,
+                orig: &o,
+                resp: &r,
+            };
+            n += std::hint::black_box(detect(&s)).len();
+        }
+    }
+    let per = start.elapsed().as_nanos() as f64 / (rounds * owned.len()) as f64;
+    eprintln!(
+        "detect: {per:.0} ns per connection over {} samples ({n})",
+        owned.len()
+    );
 }
