@@ -50,7 +50,10 @@ mod tests {
     use super::super::detect;
     use super::super::test_util::tcp;
 
-    const SERVER: &[u8] = b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE IDLE STARTTLS] Dovecot ready.\r\n";
+    /// A mail provider's greeting.
+    const SERVER: &[u8] =
+        b"* OK [CAPABILITY IMAP4rev1 CHILDREN ENABLE ID IDLE STARTTLS AUTH=LOGIN AUTH=PLAIN] \
+        IMAP server ready H migmx013 104568 IMAP-0M0Unb-1YwIOs2b5K-00uE1x\r\n";
 
     #[test]
     fn greeting_and_a_tagged_command_are_imap() {
@@ -60,7 +63,9 @@ mod tests {
 
     #[test]
     fn starttls_then_tls_is_imap_and_ssl() {
-        let client = b"1 STARTTLS\r\n\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".as_slice();
+        let client =
+            b". CAPABILITY\r\n. STARTTLS\r\n\x16\x03\x01\x019\x01\x00\x015\x03\x03\x14\x18"
+                .as_slice();
         assert_eq!(
             detect(&tcp((40000, 143), &[client], &[SERVER])),
             ["imap", "ssl"]

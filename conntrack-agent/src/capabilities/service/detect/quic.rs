@@ -66,8 +66,8 @@ mod tests {
     /// curl's first Initial (version 1, 16-byte destination id) and the server's reply.
     const INITIAL: &str = "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3";
     const REPLY: &str = "cc0000000114e5ec6b26584229be98a164349ae910351c40d10b08c15d62c70884f4b500448ab691c44b170b755810b3ed";
-    /// A version 2 Initial (type bits 01).
-    const V2_INITIAL: &str = "d06b3343cf08cbeb6b1c1c5b0a3b00004490ab12cd34";
+    /// A version 2 Initial (type bits 01) of an echo client (15-byte destination id).
+    const V2_INITIAL: &str = "de6b3343cf0ffa603212c8688817af3d3238735bc7000044cb5b2052825b3178";
 
     #[test]
     fn a_client_initial_is_quic_and_ssl() {
