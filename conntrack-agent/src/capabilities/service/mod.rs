@@ -15,6 +15,9 @@
 //! ([`ftp_data`]). Other capabilities add their own names through the same hook (tunnels:
 //! `vxlan`, `gtpv1`, `teredo`, ... on the outer connection).
 
+// Some of the detectors' helpers (e.g. `detect_partial`, for connections picked up midway)
+// are not called by the capability yet.
+#[allow(dead_code, unused_imports)]
 pub mod detect;
 mod ftp_data;
 mod loaded;

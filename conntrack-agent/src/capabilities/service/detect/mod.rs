@@ -10,9 +10,27 @@
 //! [`detect`] runs on every connection's first bytes, so it dispatches on the first byte of
 //! each side before trying a parser and allocates nothing until a protocol matches.
 
+mod ber;
+mod binary_tcp;
 mod dns;
 mod ftp;
+#[cfg(test)]
+mod harness;
 mod http;
+mod imap;
+mod irc;
+mod ldap;
+mod pop3;
+mod postgresql;
+mod quic;
+mod smtp;
+mod ssh;
+mod syslog;
+mod text;
+mod tls;
+mod udp;
+mod websocket;
+mod xmpp;
 
 pub use ftp::{FtpExpect, ftp_announcements};
 
@@ -65,34 +83,104 @@ impl<'a> Sample<'a> {
 /// Zeek's service names this sample confirms, in Zeek's confirmation order (e.g. `["http",
 /// "websocket", "ssh"]`, `["quic", "ssl"]`); empty when none.
 pub fn detect(s: &Sample) -> Vec<&'static str> {
+    run(s, false)
+}
+
+/// [`detect`] for a TCP connection whose first packet had no SYN (Zeek's `IsPartial`: it was
+/// picked up in the middle). Several analyzers (HTTP, SSL, SSH, RDP) ignore such connections.
+pub fn detect_partial(s: &Sample) -> Vec<&'static str> {
+    run(s, true)
+}
+
+fn run(s: &Sample, partial: bool) -> Vec<&'static str> {
     let mut found = Vec::new();
     match s.transport {
-        Transport::Tcp => detect_tcp(s, &mut found),
+        Transport::Tcp => detect_tcp(s, !partial, &mut found),
         Transport::Udp => detect_udp(s, &mut found),
     }
     found
 }
 
-fn detect_tcp(s: &Sample, found: &mut Vec<&'static str>) {
+/// `whole`: the connection started with a SYN (see [`detect_partial`]).
+fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
     let (orig, resp) = (s.orig_stream(), s.resp_stream());
     if orig.is_empty() && resp.is_empty() {
         return;
     }
-    if http::detect(orig, resp, found) {
+    // Dispatch on the client's first byte (then the server's): each parser is tried only where
+    // its protocol could start.
+    // HTTP, SSL, SSH and RDP skip connections picked up in the middle.
+    let matched = match orig.first().copied().unwrap_or(0) {
+        b'S' | b's' if whole && ssh::confirms(orig, resp) => push(found, "ssh"),
+        0x16 | 0x80..=0xff if whole && tls::confirms(orig, resp) => push(found, "ssl"),
+        b'<' => xmpp::detect(orig, resp, found),
+        b'*' => binary_tcp::redis(orig, resp) && push(found, "redis"),
+        0 => postgresql::detect(orig, resp, found),
+        0x30 => ldap::detect_tcp(orig, resp, found),
+        3 => whole && binary_tcp::rdp(orig, resp) && push(found, "rdp"),
+        4 | 5 => binary_tcp::socks(orig, resp) && push(found, "socks"),
+        _ => false,
+    };
+    if matched {
         return;
     }
-    if dns::confirms_tcp(s) {
-        found.push("dns");
+    if whole && http::detect(s, found) {
+        return;
     }
+    let matched = match resp.first().copied().unwrap_or(0) {
+        b'1' | b'2' => smtp::detect(orig, resp, found) || ftp::detect(s, found),
+        b'+' => pop3::detect(orig, resp, found),
+        b'*' => imap::detect(orig, resp, found),
+        b':' | b'N' | b'P' | b'E' => irc::detect(orig, resp, found),
+        _ => false,
+    };
+    if matched {
+        return;
+    }
+    // The analyzers Zeek attaches by port.
+    let by_port = (dns::confirms_tcp(s) && push(found, "dns"))
+        || (binary_tcp::modbus(s) && push(found, "modbus"))
+        || (binary_tcp::krb_tcp(s) && push(found, "krb_tcp"))
+        || binary_tcp::mysql(s, found)
+        || (syslog::confirms_tcp(s) && push(found, "syslog_tcp"));
+    let _ = by_port;
 }
 
 fn detect_udp(s: &Sample, found: &mut Vec<&'static str>) {
     if s.orig.is_empty() && s.resp.is_empty() {
         return;
     }
-    if dns::confirms_udp(s) {
-        found.push("dns");
-    }
+    let name = if quic::confirms(s.orig) {
+        found.push("quic");
+        "ssl"
+    } else if dns::confirms_udp(s) {
+        "dns"
+    } else if udp::dhcp(s) {
+        "dhcp"
+    } else if udp::ntp(s) {
+        "ntp"
+    } else if udp::rdpeudp(s) {
+        "rdpeudp"
+    } else if udp::sip(s) {
+        "sip"
+    } else if udp::snmp(s) {
+        "snmp"
+    } else if udp::krb(s) {
+        "krb"
+    } else if syslog::confirms_udp(s) {
+        "syslog"
+    } else if ldap::confirms_udp(s) {
+        "ldap_udp"
+    } else {
+        return;
+    };
+    found.push(name);
+}
+
+/// Adds `name`; true, so that a match arm can end with it.
+fn push(found: &mut Vec<&'static str>, name: &'static str) -> bool {
+    found.push(name);
+    true
 }
 
 /// Byte-level helpers shared by the parsers.
