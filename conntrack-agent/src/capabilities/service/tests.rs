@@ -86,12 +86,29 @@ fn a_request_and_its_reply_are_http() {
 }
 
 #[test]
-fn one_side_alone_is_no_http() {
-    let (key, conn) = http_conn();
+fn one_side_alone_off_the_analyzers_ports_is_no_http() {
+    // Off HTTP's ports the analyzer comes from its DPD signature, which needs both sides.
+    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), 9_999, proto::TCP);
+    let conn = Conn {
+        orig_addr: v4(1),
+        resp_addr: v4(2),
+        orig_port: 40_000,
+        resp_port: 9_999,
+        proto: proto::TCP,
+        ..Conn::ZERO
+    };
     let mut svc = Service::new(PORTS);
     let mut dp = Commands::default();
     svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
     assert!(logged(&mut svc, &key, &conn).is_empty());
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert_eq!(
+        logged(&mut svc, &key, &conn),
+        vec!["http"],
+        "with the reply"
+    );
+    let (key, conn) = http_conn();
     assert!(
         logged(&mut Service::new(PORTS), &key, &conn).is_empty(),
         "no samples"
