@@ -1,5 +1,8 @@
-//! The engine on the host: conntrack-common's flow engine over a `HashMap`, for `read --engine
-//! host` and the tests. Content extraction and thresholds behave as the kernel's do.
+//! The engine on the host: conntrack-common's flow engine over a flow table ([`slab`]), for
+//! `read --engine host` and the tests. Content extraction and thresholds behave as the
+//! kernel's do.
+
+mod slab;
 
 use super::{
     ContentChunk, Datapath, DatapathError, ThresholdError, ip_payload_of, payload_of,
@@ -8,7 +11,7 @@ use super::{
 use crate::util::hashing::{FastMap, FastSet};
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::{self, ContentCounters, ContentHeader};
-use conntrack_common::engine::{self, EngineConfig, FlowTable};
+use conntrack_common::engine::{self, EngineConfig};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, ParseError, parse_ethernet, parse_ip};
@@ -34,21 +37,9 @@ impl EngineConfig for HostConfig {
     }
 }
 
-struct Table<'a>(&'a mut FastMap<FlowKey, Conn>);
-
-impl FlowTable for Table<'_> {
-    fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
-        self.0.get_mut(key)
-    }
-    fn insert(&mut self, key: &FlowKey, conn: &Conn) -> bool {
-        self.0.entry(*key).or_insert(*conn);
-        true
-    }
-}
-
-/// The engine on the host: a HashMap of connections.
+/// The engine on the host: a table of connections.
 pub struct HostDatapath {
-    table: FastMap<FlowKey, Conn>,
+    table: slab::FlowSlab,
     cfg: HostConfig,
     /// Content extraction, as the kernel's contents stage does it.
     contents: HostContents,
@@ -70,7 +61,7 @@ struct HostContents {
 impl HostDatapath {
     pub fn new(cfg: HostConfig) -> Self {
         Self {
-            table: FastMap::default(),
+            table: slab::FlowSlab::default(),
             cfg,
             contents: HostContents::default(),
         }
@@ -133,8 +124,7 @@ impl HostDatapath {
         checksum_ok: bool,
         events: &mut Vec<Event>,
     ) {
-        let mut table = Table(&mut self.table);
-        engine::process_packet(&mut table, meta, ts_ns, checksum_ok, &self.cfg, |e| {
+        engine::process_packet(&mut self.table, meta, ts_ns, checksum_ok, &self.cfg, |e| {
             events.push(e.to_event())
         });
     }
