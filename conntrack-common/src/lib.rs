@@ -16,6 +16,7 @@
 //! - [`threshold`]: per-connection thresholds (the kernel side of ConnThreshold);
 //! - [`contents`]: content extraction flags and the payload records;
 //! - [`event`]: ring-buffer events; [`stats`]: per-CPU counter indices;
+//! - [`tunnel`]: decapsulation (where an inner packet starts) and the tunnel-change rule;
 //! - [`flood`]: the frames of the bench's new-flow generator.
 #![no_std]
 
@@ -38,6 +39,7 @@ pub mod key;
 pub mod packet;
 pub mod stats;
 pub mod tcp;
+pub mod tunnel;
 pub mod threshold;
 
 #[cfg(test)]
