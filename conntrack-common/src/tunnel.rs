@@ -117,6 +117,13 @@ fn by_ethertype(et: u16) -> Option<InnerKind> {
     }
 }
 
+/// IP protocols that Zeek's tunnel analyzers take (IP-in-IP, GRE): with decapsulation on,
+/// their packets make no connection of their own, decapsulated or not.
+#[inline(always)]
+pub fn is_ip_tunnel_proto(proto: u8) -> bool {
+    matches!(proto, PROTO_IPIP | PROTO_IPV6 | PROTO_GRE)
+}
+
 /// The IP payload of a packet of protocol `proto`: IP-in-IP or GRE.
 pub fn decap_ip(proto: u8, payload: &[u8]) -> Option<Inner> {
     match proto {
@@ -141,6 +148,39 @@ pub fn decap_udp(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
             None
         }
     })
+}
+
+/// A UDP payload between ports `sport` and `dport`, as Zeek's UDP analyzer hands it on: to
+/// the encapsulation registered for a port, else to the ones it detects on any port by their
+/// content (Teredo and AYIYA), which must then carry an IP packet that fills the datagram
+/// exactly.
+pub fn decap_udp_detect(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
+    if let Some(i) = decap_udp(sport, dport, payload) {
+        return Some(i);
+    }
+    if is_tunnel_port(sport) || is_tunnel_port(dport) {
+        return None;
+    }
+    let i = decap_teredo(payload).or_else(|| decap_ayiya(payload))?;
+    fills(payload, i.offset as usize).then_some(i)
+}
+
+fn is_tunnel_port(port: u16) -> bool {
+    matches!(
+        port,
+        VXLAN_PORT | GENEVE_PORT | GTPV1_U_PORT | TEREDO_PORT | AYIYA_PORT | GRE_IN_UDP_PORT
+    )
+}
+
+/// An IP packet at `off` whose header length is exactly what is left of `p`.
+fn fills(p: &[u8], off: usize) -> bool {
+    let Some(b) = p.get(off) else { return false };
+    let rest = p.len() - off;
+    match b >> 4 {
+        4 => be16(p, off + 2).is_some_and(|l| l as usize == rest),
+        6 => be16(p, off + 4).is_some_and(|l| l as usize + 40 == rest),
+        _ => false,
+    }
 }
 
 fn decap_udp_port(port: u16, p: &[u8]) -> Option<Inner> {
@@ -478,6 +518,11 @@ mod tests {
         p[8 + 5] = 8;
         let i = decap_udp(3797, TEREDO_PORT, &p).unwrap();
         assert_eq!((i.offset, i.kind), (8, InnerKind::Ipv6));
+        // Detected on other ports only when the packet fills the datagram exactly.
+        assert_eq!(decap_udp(3797, 32900, &p), None);
+        assert_eq!(decap_udp_detect(3797, 32900, &p), Some(i));
+        assert_eq!(decap_udp_detect(3797, 32900, &p[..p.len() - 1]), None);
+        assert_eq!(decap_udp_detect(3797, VXLAN_PORT, &p), None);
         p[8 + 5] = 9; // payload length beyond the datagram
         assert_eq!(decap_teredo(&p), None);
     }
