@@ -39,8 +39,8 @@ pub mod key;
 pub mod packet;
 pub mod stats;
 pub mod tcp;
-pub mod tunnel;
 pub mod threshold;
+pub mod tunnel;
 
 #[cfg(test)]
 mod testutil;

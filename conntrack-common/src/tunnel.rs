@@ -84,7 +84,10 @@ pub struct Inner {
 
 #[inline(always)]
 fn be16(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(off)?, *b.get(off.checked_add(1)?)?]))
+    Some(u16::from_be_bytes([
+        *b.get(off)?,
+        *b.get(off.checked_add(1)?)?,
+    ]))
 }
 
 #[inline(always)]
@@ -436,7 +439,10 @@ mod tests {
         p[0] = 0x08;
         p[8..].copy_from_slice(&eth_ipv4());
         let i = decap_udp(40000, VXLAN_PORT, &p).unwrap();
-        assert_eq!((i.offset, i.kind, i.tunnel), (8, InnerKind::Ethernet, TunnelType::Vxlan));
+        assert_eq!(
+            (i.offset, i.kind, i.tunnel),
+            (8, InnerKind::Ethernet, TunnelType::Vxlan)
+        );
         // The well-known port on the source side works too; other ports do not.
         assert_eq!(decap_udp(VXLAN_PORT, 40000, &p), Some(i));
         assert_eq!(decap_udp(40000, 40001, &p), None);
@@ -462,7 +468,10 @@ mod tests {
         p[0] = 0x30;
         p[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
         let i = decap_ip(PROTO_GRE, &p).unwrap();
-        assert_eq!((i.offset, i.kind, i.tunnel), (12, InnerKind::Ipv4, TunnelType::Gre));
+        assert_eq!(
+            (i.offset, i.kind, i.tunnel),
+            (12, InnerKind::Ipv4, TunnelType::Gre)
+        );
         // ERSPAN II (sequence number present): 8 more bytes, then Ethernet.
         p[2..4].copy_from_slice(&0x88beu16.to_be_bytes());
         p[0] = 0x10;

@@ -1,11 +1,11 @@
 //! The agent core shared by `read` and `run`: a [`Datapath`] (where the engine runs), the
 //! [`Tracker`] (Zeek's timers), uids, local_nets and the conn.log writer.
 
+use crate::capture::tunnels::Hop;
 use crate::core::event_uid::EventUid;
 use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
 use crate::core::tracker::{ConnView, Observed, Removal, Timeouts, TimerHost, Tracker};
-use crate::capture::tunnels::Hop;
 use crate::core::tunnels::{Encap, Tunnels};
 use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};

@@ -72,7 +72,8 @@ impl Tunnels {
             return Ok(u.clone());
         }
         let uid = new_uid();
-        self.ip_tunnels.insert((pair.0, pair.1, tunnel), uid.clone());
+        self.ip_tunnels
+            .insert((pair.0, pair.1, tunnel), uid.clone());
         let k = Known {
             uid: uid.clone(),
             tunnel,
@@ -154,5 +155,4 @@ impl Tunnels {
         }
         Ok(self.parents.remove(key).unwrap_or_default())
     }
-
 }

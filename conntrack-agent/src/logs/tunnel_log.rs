@@ -6,11 +6,11 @@
 use crate::logs::conn_log::LogFormat;
 use crate::logs::record::{fmt_addr, fmt_time_ns};
 use crate::logs::rotate::{HeaderFn, LogFile, LogOptions, SharedLog, fmt_log_date};
-use std::cell::RefCell;
-use std::rc::Rc;
 use crate::util::site::addr_from_bytes;
 use conntrack_common::tunnel::TunnelType;
+use std::cell::RefCell;
 use std::path::Path;
+use std::rc::Rc;
 
 const FIELDS: [&str; 8] = [
     "ts",
@@ -152,6 +152,8 @@ mod tests {
         let j: serde_json::Value = serde_json::from_str(&line(&r, LogFormat::Json)).unwrap();
         assert_eq!(j["tunnel_type"], "Tunnel::GRE");
         assert_eq!(j["id.resp_h"], "10.0.0.2");
-        assert!(tsv_header(0).contains("#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\ttunnel_type\taction\n"));
+        assert!(tsv_header(0).contains(
+            "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\ttunnel_type\taction\n"
+        ));
     }
 }

@@ -24,7 +24,7 @@ pub fn process_inner(
     uncaptured: usize,
     scratch: &mut Vec<u8>,
 ) -> anyhow::Result<()> {
-    let (mut ip, mut view, mut ok) = (ip, view.clone(), checksum_ok);
+    let (mut ip, mut view, mut ok) = (ip, *view, checksum_ok);
     let mut outer_id = 0u32;
     for _ in 0..max_depth {
         if !ok {
