@@ -531,7 +531,8 @@ mod tests {
         assert_eq!(decap_udp(3797, 32900, &p), None);
         assert_eq!(decap_udp_detect(3797, 32900, &p), Some(i));
         assert_eq!(decap_udp_detect(3797, 32900, &p[..p.len() - 1]), None);
-        assert_eq!(decap_udp_detect(3797, VXLAN_PORT, &p), None);
+        // A port registered for another encapsulation (not a GTP message) is not probed.
+        assert_eq!(decap_udp_detect(3797, GTPV1_U_PORT, &p), None);
         p[8 + 5] = 9; // payload length beyond the datagram
         assert_eq!(decap_teredo(&p), None);
     }
