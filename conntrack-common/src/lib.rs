@@ -16,6 +16,7 @@
 //! - [`threshold`]: per-connection thresholds (the kernel side of ConnThreshold);
 //! - [`contents`]: content extraction flags and the payload records;
 //! - [`event`]: ring-buffer events; [`stats`]: per-CPU counter indices;
+//! - [`tunnel`]: decapsulation (where an inner packet starts) and the tunnel-change rule;
 //! - [`flood`]: the frames of the bench's new-flow generator.
 #![no_std]
 
@@ -39,6 +40,7 @@ pub mod packet;
 pub mod stats;
 pub mod tcp;
 pub mod threshold;
+pub mod tunnel;
 
 #[cfg(test)]
 mod testutil;

@@ -5,3 +5,4 @@ pub mod checksum;
 pub mod defrag;
 pub mod link;
 pub mod pcap;
+pub mod tunnels;

@@ -342,6 +342,15 @@ pub struct ReadArgs {
     /// replay keeps Zeek's rule: a duration threshold fires on the first packet past it.
     #[arg(help_heading = "Replay", long)]
     pub duration_timers: bool,
+
+    /// Decapsulate tunnels nested at most N deep (Zeek's Tunnel::max_depth): VXLAN, Geneve,
+    /// GRE (with PPTP, ERSPAN I/II/III, GRE over UDP 4754), GTPv1-U, Teredo, AYIYA and
+    /// IP-in-IP. Inner connections are logged with tunnel_parents (the uid of the enclosing
+    /// tunnel's connection or tunnel.log entry) and the tunnels in tunnel.log. 0, the default,
+    /// leaves tunnels undecoded (their outer connections are logged); N > 0 needs the host
+    /// engine, which it selects by default.
+    #[arg(help_heading = "Replay", long, value_name = "N", default_value_t = 0)]
+    pub tunnel_max_depth: u32,
 }
 
 /// The command line merged with the `[agent]`/`[run]`/`[read]` tables of its `--config` file

@@ -12,10 +12,12 @@ use crate::core::events::Capability;
 use crate::core::events::{ConnEvent, ConnHandle};
 use crate::datapath::Datapath;
 use crate::datapath::host::{HostConfig, HostDatapath};
+use crate::logs::tunnel_log::TunnelLog;
 use crate::util::site::NetSet;
 use crate::util::stop::{Stop, signal_name};
 use conntrack_common::checksum::{ipv4_header_checksum_ok, transport_checksum_ok};
 use conntrack_common::packet::ip_view;
+use conntrack_common::tunnel::is_ip_tunnel_proto;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -122,14 +124,22 @@ fn is_privileged() -> bool {
 
 /// The kernel datapath when asked for (an error if it cannot be loaded: a silent fallback would
 /// hide which engine wrote the log), or by default when privileged, else the host engine.
+/// Decapsulation (`decap`) is the host engine's alone for now: it is chosen by default, and
+/// asking for the kernel's is an error.
 fn make_datapath(
     engine: Option<Engine>,
     ports: &[(u16, u8)],
     table_size: u32,
+    decap: bool,
 ) -> anyhow::Result<Box<dyn Datapath>> {
     let host = || -> Box<dyn Datapath> { Box::new(HostDatapath::new(HostConfig::new(ports))) };
     match engine {
         Some(Engine::Host) => Ok(host()),
+        None if decap => Ok(host()),
+        Some(Engine::Kernel) if decap => anyhow::bail!(
+            "--tunnel-max-depth: the kernel engine does not decapsulate tunnels yet; replay \
+             with --engine host, or leave --tunnel-max-depth at 0"
+        ),
         Some(Engine::Kernel) => crate::datapath::kernel::replay_datapath(ports, table_size).map_err(|e| {
             e.context("--engine kernel: cannot load the eBPF program (use --engine host to replay without it)")
         }),
@@ -230,7 +240,12 @@ fn replay(
         r => r?,
     };
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
-    let dp = make_datapath(args.engine, &settings.ports, args.common.table_size)?;
+    let dp = make_datapath(
+        args.engine,
+        &settings.ports,
+        args.common.table_size,
+        args.tunnel_max_depth > 0,
+    )?;
     // Before any log is touched (an agent running into the same directory writes conn.log
     // too), and after what can fail without one: the input and the engine (an unprivileged
     // `--engine kernel` must leave no directory behind).
@@ -249,6 +264,14 @@ fn replay(
         ipfix,
         ..
     } = started;
+    if args.tunnel_max_depth > 0 {
+        let opts = crate::logs::rotate::LogOptions {
+            rotation: args.common.rotation(),
+            stdout: false,
+        };
+        let log = TunnelLog::create(&args.common.log_dir, args.common.log_format, opts)?;
+        agent.enable_tunnels(log);
+    }
     let mut clock = PacketClock::default();
     let mut defrag = Defragmenter::default();
     let mut st = ReadStats::default();
@@ -389,7 +412,28 @@ fn replay(
                 _ => {}
             }
         }
-        match agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame) {
+        let decap = args.tunnel_max_depth > 0;
+        // With decapsulation, GRE and IP-in-IP packets are tunnel layers, not connections.
+        let r = if decap && is_ip_tunnel_proto(view.proto) {
+            Ok(())
+        } else {
+            agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame)
+        };
+        match r {
+            Ok(()) if decap => {
+                st.processed += 1;
+                decap::process_inner(
+                    &mut agent,
+                    ip,
+                    view,
+                    checksum_ok,
+                    pkt.ts_ns,
+                    &policy,
+                    args.tunnel_max_depth,
+                    (pkt.orig_len as usize).saturating_sub(pkt.data.len()),
+                    &mut frame,
+                )?;
+            }
             Ok(()) => st.processed += 1,
             // A log that cannot be written ends the replay (the file is named).
             Err(e) if crate::logs::health::any_failing(&agent.log_health()) => return Err(e),
@@ -568,5 +612,6 @@ fn unfragment_first(ip: &[u8]) -> Vec<u8> {
     v
 }
 
+mod decap;
 #[cfg(test)]
 mod tests;

@@ -1,21 +1,26 @@
 //! The agent core shared by `read` and `run`: a [`Datapath`] (where the engine runs), the
 //! [`Tracker`] (Zeek's timers), uids, local_nets and the conn.log writer.
 
+use crate::capture::tunnels::Hop;
 use crate::core::event_uid::EventUid;
 use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
 use crate::core::tracker::{ConnView, Observed, Removal, Timeouts, TimerHost, Tracker};
+use crate::core::tunnels::{Encap, Tunnels};
 use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::{Datapath, ThresholdError};
 use crate::logs::conn_log::ConnLogWriter;
 use crate::logs::conn_tsv::RecordUid;
+use crate::logs::tunnel_log::TunnelLog;
 use crate::util::site::NetSet;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
 use conntrack_common::event::{ConnChange, Event, EventKind};
 use conntrack_common::key::FlowKey;
+use conntrack_common::packet::{PacketMeta, parse_ip};
 use conntrack_common::threshold::ThresholdCommand;
+use conntrack_common::tunnel::EncapChange;
 
 /// Totals for the end-of-run summary.
 #[derive(Debug, Default, Clone)]
@@ -48,6 +53,9 @@ pub struct Agent {
     logs: Vec<crate::logs::rotate::SharedLog>,
     /// Outputs besides `logs` that count their write errors.
     health: Vec<std::sync::Arc<crate::logs::health::LogHealth>>,
+    /// Tunnel decapsulation's parents and tunnel.log (`read --tunnel-max-depth`); None: off,
+    /// and no packet pays for it.
+    tunnels: Option<Box<Tunnels>>,
     pub stats: AgentStats,
 }
 
@@ -159,6 +167,7 @@ impl Agent {
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
             logs: Vec::new(),
             health: Vec::new(),
+            tunnels: None,
             stats: AgentStats::default(),
         }
     }
@@ -350,8 +359,86 @@ impl Agent {
             self.handle_event(ev, ts_ns)?;
         }
         self.events = events;
+        if self.tunnels.is_some() && r.is_ok() {
+            self.check_encap(ip);
+        }
         self.deliver_contents();
         r.map_err(anyhow::Error::from)
+    }
+
+    /// Turns tunnel decapsulation's bookkeeping on: inner connections get `tunnel_parents`,
+    /// tunnels are written to tunnel.log.
+    pub fn enable_tunnels(&mut self, log: TunnelLog) {
+        self.add_log(log.shared());
+        self.tunnels = Some(Box::new(Tunnels::new(log)));
+    }
+
+    /// The encapsulation of the packets `process_ip` is given next (None: not encapsulated).
+    pub fn set_encap(&mut self, encap: Option<Encap>) {
+        if let Some(t) = &mut self.tunnels {
+            t.seen |= encap.is_some();
+            t.current = encap;
+        }
+    }
+
+    /// The uid of the tunnel `hop` (its outer packet was just processed), discovering it in
+    /// tunnel.log the first time; None when decapsulation is off or the outer connection is
+    /// not tracked.
+    pub fn tunnel_parent(&mut self, hop: &Hop<'_>, ts_ns: i64) -> anyhow::Result<Option<String>> {
+        let Some(t) = self.tunnels.as_mut() else {
+            return Ok(None);
+        };
+        let uid_gen = &mut self.uid_gen;
+        match hop.outer_key {
+            None => t
+                .ip_parent(hop.tunnel, hop.src, hop.dst, ts_ns, || {
+                    uid_gen.next_uid().render()
+                })
+                .map(Some),
+            Some(key) => {
+                let Some(uid) = self.tracker.uid(&key).filter(|u| *u != Uid::UNSET) else {
+                    return Ok(None);
+                };
+                let Some(c) = self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key)) else {
+                    return Ok(None);
+                };
+                t.udp_parent(
+                    key,
+                    hop.tunnel,
+                    uid.render(),
+                    (c.orig_addr, c.orig_port),
+                    (c.resp_addr, c.resp_port),
+                    ts_ns,
+                )
+                .map(Some)
+            }
+        }
+    }
+
+    /// Zeek's `CheckEncapsulation` for the connection of packet `ip`, just processed: a change
+    /// of tunnel adds a parent (up to the limit, then `X`).
+    fn check_encap(&mut self, ip: &[u8]) {
+        let Some(t) = self.tunnels.as_mut() else {
+            return;
+        };
+        let created = t.created.take();
+        let id = t.current.as_ref().map_or(0, |e| e.id);
+        if !t.seen {
+            return;
+        }
+        let mut meta = PacketMeta::default();
+        if parse_ip(ip, &mut meta).is_err() {
+            return;
+        }
+        let key = FlowKey::from_meta(&meta);
+        let is_new = created == Some(key);
+        let change = self
+            .dp
+            .check_encap(&key, id, is_new)
+            .or_else(|| self.overflow.check_encap(&key, id, is_new));
+        if change == Some(EncapChange::Changed) {
+            t.on_change(key);
+        }
     }
 
     /// Content extraction: hands the payload records the datapath produced to the
@@ -384,7 +471,7 @@ impl Agent {
                 self.dp.forget_contents(&k);
                 let uid = self.tracker.forget(&k);
                 let uid = self.named(uid);
-                self.log_conn(&s.conn, uid, RemovalReason::Reuse.as_str())
+                self.log_conn(&k, &s.conn, uid, RemovalReason::Reuse.as_str())
             }
             Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
             Event::TableFull(t) => {
@@ -433,6 +520,9 @@ impl Agent {
         // (a resync reports it as a state change): the capabilities never heard of it.
         // StateChanged only when a capability listens for those: most events are nothing
         // else, and delivering one costs a lookup of the connection.
+        if fresh && let Some(t) = self.tunnels.as_mut() {
+            t.on_new(k);
+        }
         let first = if fresh {
             Some(ConnEvent::New)
         } else {
@@ -506,7 +596,7 @@ impl Agent {
             self.core.deliver(&mut target, info, &removed, None);
             self.dp.forget_contents(k);
         }
-        self.log_conn(&c, uid, reason.as_str())
+        self.log_conn(k, &c, uid, reason.as_str())
     }
 
     /// The shutdown drain of a datapath that removes in batches (the kernel's map: one system
@@ -540,10 +630,20 @@ impl Agent {
         self.tracker.network_time().max(0) as u64
     }
 
-    fn log_conn(&mut self, c: &Conn, uid: Uid, why: &'static str) -> anyhow::Result<()> {
+    fn log_conn(
+        &mut self,
+        k: &TrackKey,
+        c: &Conn,
+        uid: Uid,
+        why: &'static str,
+    ) -> anyhow::Result<()> {
         let local = self.local_of(c);
         // Network time decides interval rotation (packet time in `read`).
         let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
+        let parents = match self.tunnels.as_mut() {
+            Some(t) => t.removed(k, self.tracker.network_time())?,
+            None => Vec::new(),
+        };
         let text;
         let uid = match &uid {
             Uid::Random { hi, lo } => RecordUid::Random { hi: *hi, lo: *lo },
@@ -552,7 +652,7 @@ impl Agent {
                 RecordUid::Text(&text)
             }
         };
-        self.writer.write_conn(c, uid, local, now)?;
+        self.writer.write_conn(c, uid, local, now, &parents)?;
         self.stats.conns_logged += 1;
         *self.stats.by_removal.entry(why).or_default() += 1;
         Ok(())

@@ -15,4 +15,5 @@ pub mod slot_key;
 pub mod thresholds;
 pub mod timer_wheel;
 pub mod tracker;
+pub mod tunnels;
 pub mod uid;

@@ -16,6 +16,7 @@ use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, ParseError, parse_ethernet, parse_ip};
 use conntrack_common::threshold::{self, ThresholdCommand};
+use conntrack_common::tunnel::{self, EncapChange};
 
 /// likely_server_ports on the host.
 #[derive(Debug, Clone, Default)]
@@ -210,6 +211,11 @@ impl Datapath for HostDatapath {
 
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.table.get(key).copied()
+    }
+
+    fn check_encap(&mut self, key: &FlowKey, id: u32, is_new: bool) -> Option<EncapChange> {
+        let conn = self.table.get_mut(key)?;
+        Some(tunnel::check_encap(conn, id, is_new))
     }
 
     fn with_conn(&self, key: &FlowKey, f: &mut dyn FnMut(&Conn)) -> bool {

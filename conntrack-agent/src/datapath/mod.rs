@@ -9,6 +9,7 @@ use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, ParseError};
 use conntrack_common::threshold::{self, ThresholdCommand};
+use conntrack_common::tunnel::EncapChange;
 
 /// Why the datapath did not use a frame.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -100,6 +101,12 @@ pub trait Datapath {
         self.process(scratch, ts_ns, checksum_ok, events)
     }
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
+    /// Zeek's tunnel-change rule (common's `tunnel::check_encap`) for connection `key`, whose
+    /// packet just came in encapsulation `id` (0: none); None when the table does not have
+    /// it or the datapath does not decapsulate (the kernel's, for now).
+    fn check_encap(&mut self, _key: &FlowKey, _id: u32, _is_new: bool) -> Option<EncapChange> {
+        None
+    }
     fn remove(&mut self, key: &FlowKey) -> Option<Conn>;
     fn keys(&self) -> Vec<FlowKey>;
     /// Calls `f` with the connection, if the table has it (the host's table without a copy:

@@ -106,8 +106,9 @@ impl ConnLogWriter {
         uid: RecordUid,
         local: Option<(bool, bool)>,
         now_ns: Option<i64>,
+        tunnel_parents: &[String],
     ) -> anyhow::Result<()> {
-        if self.format == LogFormat::Tsv && !self.community_id {
+        if self.format == LogFormat::Tsv && !self.community_id && tunnel_parents.is_empty() {
             let mut line = std::mem::take(&mut self.line);
             line.clear();
             let direct = write_conn_tsv(&mut line, c, uid, local);
@@ -121,6 +122,7 @@ impl ConnLogWriter {
         }
         let mut rec = ConnRecord::from_conn(c);
         rec.uid = uid.render();
+        rec.tunnel_parents = tunnel_parents.to_vec();
         if let Some((orig, resp)) = local {
             rec.local_orig = Some(orig);
             rec.local_resp = Some(resp);

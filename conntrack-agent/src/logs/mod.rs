@@ -7,3 +7,4 @@ pub mod conn_tsv;
 pub mod health;
 pub mod record;
 pub mod rotate;
+pub mod tunnel_log;
