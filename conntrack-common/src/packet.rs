@@ -10,6 +10,7 @@
 use crate::proto;
 
 pub mod fast_parse;
+pub mod l2;
 
 /// How many bytes of a frame the eBPF side copies into its scratch buffer before parsing.
 /// Enough for Ethernet + 2 VLAN tags + IPv6 with a few extension headers + TCP with options.

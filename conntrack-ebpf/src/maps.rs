@@ -51,6 +51,9 @@ pub const CONFIG_CONTENTS_RATE: u32 = 3;
 /// `CONFIG` flag: the program runs under BPF_PROG_TEST_RUN for a replay; trust `__sk_buff.tstamp`
 /// and `cb[0]` (live, `cb[]` holds whatever the qdisc layer left there).
 pub const CONFIG_REPLAY: u64 = 1;
+/// `CONFIG` flag: NewConn events carry the first packet's link-layer fields
+/// (`event::ConnL2`), for Zeek's MAC and VLAN policy fields.
+pub const CONFIG_L2: u64 = 2;
 
 /// Per-CPU working memory: too large for the 512-byte stack.
 #[repr(C)]

@@ -2,7 +2,7 @@
 
 use crate::capture::checksum::ChecksumPolicy;
 use crate::capture::defrag::{Defragmenter, FragResult};
-use crate::capture::link::{LinkSkip, frame_l3};
+use crate::capture::link::{LinkSkip, frame_l3, synth_ethernet_l2};
 use crate::capture::pcap::{PcapReader, input_name};
 use crate::cli::{Engine, ReadArgs};
 use crate::commands::setup::{self, Mode, Settings, Started};
@@ -258,6 +258,9 @@ fn replay(
     let replay_started = Instant::now();
     let mut last_progress = Instant::now();
     let mut frame = Vec::with_capacity(2048);
+    // The MAC/VLAN columns need the captured link layer: each packet then reaches the
+    // datapath as a frame with its addresses and VLAN tags (else as the bare IP packet).
+    let link_frames = args.common.columns().l2();
 
     let mut input_error = None;
     // A stop signal is looked at between packets: one atomic load each.
@@ -389,7 +392,14 @@ fn replay(
                 _ => {}
             }
         }
-        match agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame) {
+        let done = if link_frames {
+            let l2 = crate::capture::link::link_layer(pkt.linktype, pkt.data);
+            synth_ethernet_l2(l3.version, ip, &l2, &mut frame);
+            agent.process(&frame, pkt.ts_ns, checksum_ok)
+        } else {
+            agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame)
+        };
+        match done {
             Ok(()) => st.processed += 1,
             // A log that cannot be written ends the replay (the file is named).
             Err(e) if crate::logs::health::any_failing(&agent.log_health()) => return Err(e),

@@ -48,6 +48,8 @@ pub struct Agent {
     logs: Vec<crate::logs::rotate::SharedLog>,
     /// Outputs besides `logs` that count their write errors.
     health: Vec<std::sync::Arc<crate::logs::health::LogHealth>>,
+    /// The first packets' link layers, when conn.log has the MAC or VLAN columns.
+    link_layers: Option<crate::core::link_layer::LinkLayers>,
     pub stats: AgentStats,
 }
 
@@ -159,8 +161,20 @@ impl Agent {
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
             logs: Vec::new(),
             health: Vec::new(),
+            link_layers: None,
             stats: AgentStats::default(),
         }
+    }
+
+    /// Fills conn.log's MAC/VLAN columns (when its writer has them): the datapath reports each
+    /// connection's first link layer from now on, and it is kept until the connection is
+    /// logged.
+    pub fn enable_link_layers(&mut self) -> anyhow::Result<()> {
+        if self.writer.columns().l2() {
+            self.dp.set_l2_events(true)?;
+            self.link_layers = Some(Default::default());
+        }
+        Ok(())
     }
 
     /// Adds a capability module; it receives the events of every connection from now on.
@@ -314,8 +328,8 @@ impl Agent {
     }
 
     /// One frame (Ethernet) through the datapath, then the events it produced (the tests'
-    /// frames; a replay hands IP packets to `process_ip`).
-    #[cfg(test)]
+    /// frames, and a replay's packets with their link layer when conn.log has the MAC/VLAN
+    /// columns; otherwise a replay hands IP packets to `process_ip`).
     pub fn process(&mut self, frame: &[u8], ts_ns: i64, checksum_ok: bool) -> anyhow::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
@@ -375,6 +389,12 @@ impl Agent {
     pub fn handle_event(&mut self, ev: &Event, ts_ns: i64) -> anyhow::Result<()> {
         match ev {
             Event::Conn(c) => self.conn_changed(c, None, ts_ns),
+            Event::NewConnL2(l) => {
+                if let Some(ls) = &mut self.link_layers {
+                    ls.opened(l);
+                }
+                self.conn_changed(&l.change, None, ts_ns)
+            }
             Event::Snapshot(s) if s.change.kind() == Some(EventKind::ReuseRemoved) => {
                 // The datapath already restarted the key: log the old connection's copy.
                 let k = s.change.key;
@@ -384,7 +404,7 @@ impl Agent {
                 self.dp.forget_contents(&k);
                 let uid = self.tracker.forget(&k);
                 let uid = self.named(uid);
-                self.log_conn(&s.conn, uid, RemovalReason::Reuse.as_str())
+                self.log_conn(&k, &s.conn, uid, RemovalReason::Reuse.as_str())
             }
             Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
             Event::TableFull(t) => {
@@ -506,7 +526,7 @@ impl Agent {
             self.core.deliver(&mut target, info, &removed, None);
             self.dp.forget_contents(k);
         }
-        self.log_conn(&c, uid, reason.as_str())
+        self.log_conn(k, &c, uid, reason.as_str())
     }
 
     /// The shutdown drain of a datapath that removes in batches (the kernel's map: one system
@@ -527,6 +547,9 @@ impl Agent {
 
     /// The datapath lost `k`: its removal hooks still run (with the last state seen).
     fn evicted(&mut self, k: &TrackKey) {
+        if let Some(ls) = &mut self.link_layers {
+            ls.forget(k);
+        }
         let now = self.tracker_now();
         let mut target = Datapaths {
             main: self.dp.as_mut(),
@@ -540,8 +563,18 @@ impl Agent {
         self.tracker.network_time().max(0) as u64
     }
 
-    fn log_conn(&mut self, c: &Conn, uid: Uid, why: &'static str) -> anyhow::Result<()> {
+    fn log_conn(
+        &mut self,
+        k: &TrackKey,
+        c: &Conn,
+        uid: Uid,
+        why: &'static str,
+    ) -> anyhow::Result<()> {
         let local = self.local_of(c);
+        let l2 = match &mut self.link_layers {
+            Some(ls) => ls.take(k, c),
+            None => Default::default(),
+        };
         // Network time decides interval rotation (packet time in `read`).
         let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
         let text;
@@ -552,7 +585,7 @@ impl Agent {
                 RecordUid::Text(&text)
             }
         };
-        self.writer.write_conn(c, uid, local, now)?;
+        self.writer.write_conn(c, uid, local, &l2, now)?;
         self.stats.conns_logged += 1;
         *self.stats.by_removal.entry(why).or_default() += 1;
         Ok(())

@@ -3,5 +3,6 @@
 
 pub mod fixtures;
 mod lifecycle;
+mod policy_fields;
 mod zeek_lifecycle;
 mod zeek_thresholds;

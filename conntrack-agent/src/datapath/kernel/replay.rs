@@ -130,6 +130,9 @@ impl Datapath for KernelDatapath {
     fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
         self.flows.set_content_caps(per_conn, rate)
     }
+    fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError> {
+        self.flows.set_l2_events(on)
+    }
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.flows.lookup(key)
     }
@@ -147,8 +150,9 @@ impl Datapath for KernelDatapath {
 /// True for an untagged IPv4 (IPv6) frame with fewer than 20 (40) bytes after the Ethernet
 /// header: BPF_PROG_TEST_RUN cannot run it.
 fn ip_header_cut(frame: &[u8]) -> bool {
-    let l3 = frame.len().saturating_sub(14);
-    match frame.get(12..14) {
+    let et = super::super::ethertype_offset(frame);
+    let l3 = frame.len().saturating_sub(et + 2);
+    match frame.get(et..et + 2) {
         Some([0x08, 0x00]) => l3 < 20,
         Some([0x86, 0xdd]) => l3 < 40,
         _ => false,
