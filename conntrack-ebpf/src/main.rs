@@ -80,6 +80,9 @@ use pkt::Pkt;
 const CB_BAD_CHECKSUM: u32 = 1;
 /// Replay: the packet's IPv4 total length was 0 (the frame carries the captured length).
 const CB_IP_LEN_ZERO: u32 = 4;
+/// Replay: the capture cut the packet short of its IP length (the snap length): a TCP payload
+/// then never reaches Zeek's reassembler (`PacketMeta::payload_cut`).
+const CB_PAYLOAD_CUT: u32 = 8;
 
 /// Shortest frame worth parsing (an Ethernet header).
 const ETH_HLEN: u32 = 14;
@@ -268,7 +271,7 @@ fn capture_stage<C: Pkt>(ctx: &C) {
         unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
     };
     // A replayed packet the agent flagged (bad checksum, IP length 0) is accounted apart.
-    let flagged = replay && cb0 & (CB_BAD_CHECKSUM | CB_IP_LEN_ZERO) != 0;
+    let flagged = replay && cb0 & (CB_BAD_CHECKSUM | CB_IP_LEN_ZERO | CB_PAYLOAD_CUT) != 0;
     // A test run's skb sits on loopback: replays have no interface (the host engine's 0).
     let conn_ifindex = if replay { 0 } else { ifindex };
     let l2 = flags & CONFIG_L2 != 0;
@@ -320,6 +323,8 @@ fn capture_stage<C: Pkt>(ctx: &C) {
     scratch.ip_len = n.saturating_sub(l3_offset as u32);
     scratch.copy_cut = (len > n) as u32;
     scratch.ip_len_zero = (replay && cb0 & CB_IP_LEN_ZERO != 0) as u32;
+    scratch.replay = replay as u32;
+    scratch.payload_cut = (replay && cb0 & CB_PAYLOAD_CUT != 0) as u32;
     scratch.ethertype = ethertype as u32;
     scratch.gso_segs = gso_segs;
     scratch.ifindex = conn_ifindex;
@@ -425,6 +430,14 @@ fn transport_stage<C: Pkt>(ctx: &C) {
     if let Err(e) = parse_l4(l4, l4_len, meta) {
         return parse_error(ctx, e, note::IN_TRANSPORT);
     }
+    // `parse_l4` judged the payload from our copy; whether the capture cut it is the packet's
+    // length live (the skb holds the whole packet), the agent's verdict in a replay.
+    let cut = if scratch.replay != 0 {
+        scratch.payload_cut != 0
+    } else {
+        (ctx.frame_len() as u64) < scratch.l3_offset as u64 + meta.ip_len as u64
+    };
+    meta.set_payload_cut(cut);
     if scratch.copy_cut != 0 && meta.proto == proto::UDP {
         // Our copy ends before the packet: the application analyzers see the packet's own
         // payload, so take its captured length and bytes 0 and 2 from the skb.

@@ -166,6 +166,26 @@ pub fn ethertype_offset(frame: &[u8]) -> usize {
     off
 }
 
+/// True if an Ethernet frame (VLAN tags skipped) holds less of its IP packet than the IP
+/// header's length says: the capture's snap length cut it (`PacketMeta::payload_cut` for the
+/// kernel, which may be handed a clipped copy).
+pub fn ip_cut(frame: &[u8]) -> bool {
+    let et = ethertype_offset(frame);
+    let l3 = et + 2;
+    let captured = frame.len().saturating_sub(l3);
+    let be16 = |o: usize| {
+        frame
+            .get(o..o + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    };
+    let ip_len = match frame.get(et..l3) {
+        Some([0x08, 0x00]) => be16(l3 + 2),
+        Some([0x86, 0xdd]) => be16(l3 + 4).map(|p| p + 40),
+        _ => None,
+    };
+    ip_len.is_some_and(|len| captured < len)
+}
+
 /// For an Ethernet frame (VLAN tags skipped) carrying IPv4 with total length 0, a copy whose
 /// total length is the captured IP length.
 pub fn tso_zero_length_fix(frame: &[u8]) -> Option<Vec<u8>> {

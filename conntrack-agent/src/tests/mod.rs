@@ -4,5 +4,6 @@
 pub mod fixtures;
 mod lifecycle;
 mod policy_fields;
+mod snaplen_gaps;
 mod zeek_lifecycle;
 mod zeek_thresholds;
