@@ -127,6 +127,17 @@ pub struct CommonArgs {
     #[arg(help_heading = "Logs", long)]
     pub community_id: bool,
 
+    /// Append Zeek's `orig_l2_addr` and `resp_l2_addr` columns to conn.log: the Ethernet source
+    /// and destination addresses of the connection's first packet (they follow the endpoints
+    /// when the roles flip), as Zeek's policy/protocols/conn/mac-logging does.
+    #[arg(help_heading = "Logs", long)]
+    pub mac_logging: bool,
+
+    /// Append Zeek's `vlan` and `inner_vlan` columns to conn.log: the 802.1Q/802.1ad VLAN ids
+    /// of the connection's first packet, as Zeek's policy/protocols/conn/vlan-logging does.
+    #[arg(help_heading = "Logs", long)]
+    pub vlan_logging: bool,
+
     /// TOML config file, checked at start: capability sections (`[alerts]`, `[inactivity]`,
     /// ...) and any option of this command in `[agent]`/`[run]`/`[read]` (the command line
     /// wins). Unknown keys are errors. `run` re-reads it on SIGHUP. See conntrack.example.toml.
@@ -180,6 +191,15 @@ impl CommonArgs {
     /// conn.log goes to stdout (`--stdout` or `--log-dir -`).
     pub fn to_stdout(&self) -> bool {
         self.logs.stdout || self.log_dir.as_os_str() == "-"
+    }
+
+    /// conn.log's optional columns (Zeek's conn policy scripts).
+    pub fn columns(&self) -> crate::logs::l2_fields::Columns {
+        crate::logs::l2_fields::Columns {
+            community_id: self.community_id,
+            mac: self.mac_logging,
+            vlan: self.vlan_logging,
+        }
     }
 
     /// How conn.log is written (stdout or rotated file).

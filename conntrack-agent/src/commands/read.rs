@@ -2,7 +2,7 @@
 
 use crate::capture::checksum::ChecksumPolicy;
 use crate::capture::defrag::{Defragmenter, FragResult};
-use crate::capture::link::{LinkSkip, frame_l3};
+use crate::capture::link::{LinkSkip, frame_l3, synth_ethernet_l2};
 use crate::capture::pcap::{PcapReader, input_name};
 use crate::cli::{Engine, ReadArgs};
 use crate::commands::setup::{self, Mode, Settings, Started};
@@ -281,6 +281,9 @@ fn replay(
     let replay_started = Instant::now();
     let mut last_progress = Instant::now();
     let mut frame = Vec::with_capacity(2048);
+    // The MAC/VLAN columns need the captured link layer: each packet then reaches the
+    // datapath as a frame with its addresses and VLAN tags (else as the bare IP packet).
+    let link_frames = args.common.columns().l2();
 
     let mut input_error = None;
     // A stop signal is looked at between packets: one atomic load each.
@@ -416,6 +419,10 @@ fn replay(
         // With decapsulation, GRE and IP-in-IP packets are tunnel layers, not connections.
         let r = if decap && is_ip_tunnel_proto(view.proto) {
             Ok(())
+        } else if link_frames {
+            let l2 = crate::capture::link::link_layer(pkt.linktype, pkt.data);
+            synth_ethernet_l2(l3.version, ip, &l2, &mut frame);
+            agent.process(&frame, pkt.ts_ns, checksum_ok)
         } else {
             agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame)
         };

@@ -56,6 +56,8 @@ pub struct Agent {
     /// Tunnel decapsulation's parents and tunnel.log (`read --tunnel-max-depth`); None: off,
     /// and no packet pays for it.
     tunnels: Option<Box<Tunnels>>,
+    /// The first packets' link layers, when conn.log has the MAC or VLAN columns.
+    link_layers: Option<crate::core::link_layer::LinkLayers>,
     pub stats: AgentStats,
 }
 
@@ -168,8 +170,20 @@ impl Agent {
             logs: Vec::new(),
             health: Vec::new(),
             tunnels: None,
+            link_layers: None,
             stats: AgentStats::default(),
         }
+    }
+
+    /// Fills conn.log's MAC/VLAN columns (when its writer has them): the datapath reports each
+    /// connection's first link layer from now on, and it is kept until the connection is
+    /// logged.
+    pub fn enable_link_layers(&mut self) -> anyhow::Result<()> {
+        if self.writer.columns().l2() {
+            self.dp.set_l2_events(true)?;
+            self.link_layers = Some(Default::default());
+        }
+        Ok(())
     }
 
     /// Adds a capability module; it receives the events of every connection from now on.
@@ -323,8 +337,8 @@ impl Agent {
     }
 
     /// One frame (Ethernet) through the datapath, then the events it produced (the tests'
-    /// frames; a replay hands IP packets to `process_ip`).
-    #[cfg(test)]
+    /// frames, and a replay's packets with their link layer when conn.log has the MAC/VLAN
+    /// columns; otherwise a replay hands IP packets to `process_ip`).
     pub fn process(&mut self, frame: &[u8], ts_ns: i64, checksum_ok: bool) -> anyhow::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
@@ -462,6 +476,12 @@ impl Agent {
     pub fn handle_event(&mut self, ev: &Event, ts_ns: i64) -> anyhow::Result<()> {
         match ev {
             Event::Conn(c) => self.conn_changed(c, None, ts_ns),
+            Event::NewConnL2(l) => {
+                if let Some(ls) = &mut self.link_layers {
+                    ls.opened(l);
+                }
+                self.conn_changed(&l.change, None, ts_ns)
+            }
             Event::Snapshot(s) if s.change.kind() == Some(EventKind::ReuseRemoved) => {
                 // The datapath already restarted the key: log the old connection's copy.
                 let k = s.change.key;
@@ -617,6 +637,9 @@ impl Agent {
 
     /// The datapath lost `k`: its removal hooks still run (with the last state seen).
     fn evicted(&mut self, k: &TrackKey) {
+        if let Some(ls) = &mut self.link_layers {
+            ls.forget(k);
+        }
         let now = self.tracker_now();
         let mut target = Datapaths {
             main: self.dp.as_mut(),
@@ -638,6 +661,10 @@ impl Agent {
         why: &'static str,
     ) -> anyhow::Result<()> {
         let local = self.local_of(c);
+        let l2 = match &mut self.link_layers {
+            Some(ls) => ls.take(k, c),
+            None => Default::default(),
+        };
         // Network time decides interval rotation (packet time in `read`).
         let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
         let parents = match self.tunnels.as_mut() {
@@ -652,7 +679,7 @@ impl Agent {
                 RecordUid::Text(&text)
             }
         };
-        self.writer.write_conn(c, uid, local, now, &parents)?;
+        self.writer.write_conn(c, uid, local, &l2, now, &parents)?;
         self.stats.conns_logged += 1;
         *self.stats.by_removal.entry(why).or_default() += 1;
         Ok(())

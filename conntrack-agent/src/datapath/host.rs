@@ -14,7 +14,7 @@ use conntrack_common::contents::{self, ContentCounters, ContentHeader};
 use conntrack_common::engine::{self, EngineConfig};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::{PacketMeta, ParseError, parse_ethernet, parse_ip};
+use conntrack_common::packet::{PacketMeta, ParseError, l2, parse_ethernet, parse_ip};
 use conntrack_common::threshold::{self, ThresholdCommand};
 use conntrack_common::tunnel::{self, EncapChange};
 
@@ -44,6 +44,8 @@ pub struct HostDatapath {
     cfg: HostConfig,
     /// Content extraction, as the kernel's contents stage does it.
     contents: HostContents,
+    /// NewConn events carry the first packet's link-layer fields (`set_l2_events`).
+    l2_events: bool,
 }
 
 /// The host's side of content extraction: records, counters and caps.
@@ -65,6 +67,7 @@ impl HostDatapath {
             table: slab::FlowSlab::default(),
             cfg,
             contents: HostContents::default(),
+            l2_events: false,
         }
     }
 
@@ -153,7 +156,15 @@ impl Datapath for HostDatapath {
         if meta.is_fragment() {
             return Err(DatapathError::Fragment);
         }
+        let first = events.len();
         self.process_meta(&meta, ts_ns, checksum_ok, events);
+        if self.l2_events {
+            // As the kernel's NewConn: the frame's link layer, read only when asked for.
+            let l2 = l2::of_ethernet(frame);
+            for ev in &mut events[first..] {
+                ev.attach_l2(&l2);
+            }
+        }
         if self.contents.armed && meta.payload_len != 0 {
             let patched = tso_zero_length_fix(frame);
             let mut m = meta;
@@ -255,6 +266,11 @@ impl Datapath for HostDatapath {
     fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
         self.contents.per_conn = per_conn;
         self.contents.rate = rate;
+        Ok(())
+    }
+
+    fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError> {
+        self.l2_events = on;
         Ok(())
     }
 }

@@ -96,6 +96,8 @@ const CONTROL_PROGRAM: &str = "conntrack_control";
 const CONFIG_FLAGS: u32 = 0;
 const CONFIG_CLOCK_OFFSET: u32 = 1;
 const CONFIG_REPLAY: u64 = 1;
+/// NewConn events carry the first packet's link layer (`--mac-logging`, `--vlan-logging`).
+const CONFIG_L2: u64 = 2;
 const CONFIG_CONTENTS_CAP: u32 = 2;
 const CONFIG_CONTENTS_RATE: u32 = 3;
 
