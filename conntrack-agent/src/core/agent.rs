@@ -96,7 +96,7 @@ impl TimerHost<TrackKey> for TimerView<'_> {
     }
 
     fn keep_timing_out(&mut self, key: &TrackKey, uid: &Uid) -> bool {
-        if self.core.is_idle() {
+        if !self.core.handles_timing_out() {
             return false;
         }
         let mut target = Datapaths {
@@ -185,7 +185,7 @@ impl Agent {
         events: &[ConnEvent],
         crossed: Option<RawCrossing>,
     ) {
-        if self.core.is_idle() {
+        if !self.core.needs(&key, events, crossed.is_some()) {
             return;
         }
         let conn = match conn {
@@ -211,12 +211,15 @@ impl Agent {
     }
 
     /// Hands the per-connection inactivity timeouts capabilities asked for to the tracker.
+    #[inline]
     fn apply_inactivity_requests(&mut self) {
-        // Only capabilities ask (and none is ever unregistered): `read` without any would
-        // otherwise take an empty list twice per packet.
-        if self.core.is_idle() {
-            return;
+        // Rarely anything to take, and this runs up to three times a packet.
+        if self.core.has_inactivity_requests() {
+            self.take_inactivity_requests();
         }
+    }
+
+    fn take_inactivity_requests(&mut self) {
         for (key, timeout) in self.core.take_inactivity_requests() {
             let last = self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key));
             if let Some(c) = last {
@@ -281,13 +284,11 @@ impl Agent {
                 tracker.uid(k).as_ref().map(Uid::render)
             });
         }
-        let idle = self.core.is_idle();
-        if idle && self.tracker.advance_idle(now_ns) {
+        // Timeouts asked for since the last packet count from now on.
+        self.apply_inactivity_requests();
+        if self.tracker.advance_idle(now_ns) {
             // No timer due (most packets): only the logs' clocks move.
             return self.tick_logs(now_ns);
-        }
-        if !idle {
-            self.apply_inactivity_requests();
         }
         let mut view = TimerView {
             main: self.dp.as_mut(),
@@ -296,9 +297,8 @@ impl Agent {
             now_ns: now_ns.max(0) as u64,
         };
         let removed = self.tracker.advance_with(now_ns, &mut view);
-        if !idle {
-            self.apply_inactivity_requests();
-        }
+        // What `connection_timing_out` handlers asked for.
+        self.apply_inactivity_requests();
         for (k, why, uid) in removed {
             self.remove_and_log(&k, why, Some(uid))?;
         }
@@ -357,7 +357,7 @@ impl Agent {
     /// Content extraction: hands the payload records the datapath produced to the
     /// capabilities (after the events of the same packets).
     pub fn deliver_contents(&mut self) {
-        if self.core.is_idle() {
+        if !self.core.wants_payload() {
             return;
         }
         let mut chunks = std::mem::take(&mut self.chunks);
@@ -492,18 +492,20 @@ impl Agent {
     ) -> anyhow::Result<()> {
         let uid = self.named(uid);
         if !self.core.is_idle() {
-            let info = ConnInfo {
-                key: *k,
-                uid: EventUid::new(Some(uid.clone())),
-                conn: c,
-                ts_ns: self.tracker_now(),
-            };
-            let mut target = Datapaths {
-                main: self.dp.as_mut(),
-                overflow: &mut self.overflow,
-            };
             let removed = [ConnEvent::Removed(reason)];
-            self.core.deliver(&mut target, info, &removed, None);
+            if self.core.needs(k, &removed, false) {
+                let info = ConnInfo {
+                    key: *k,
+                    uid: EventUid::new(Some(uid.clone())),
+                    conn: c,
+                    ts_ns: self.tracker_now(),
+                };
+                let mut target = Datapaths {
+                    main: self.dp.as_mut(),
+                    overflow: &mut self.overflow,
+                };
+                self.core.deliver(&mut target, info, &removed, None);
+            }
             self.dp.forget_contents(k);
         }
         self.log_conn(&c, uid, reason.as_str())

@@ -36,6 +36,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
+mod mask;
+pub use mask::EventMask;
+
 /// Why a connection was removed (given to [`ConnEvent::Removed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RemovalReason {
@@ -111,6 +114,14 @@ pub trait Capability {
     fn wants_state_changes(&self) -> bool {
         true
     }
+
+    /// The kinds of event this capability handles: it gets no other (nor
+    /// `connection_timing_out` without [`EventMask::TIMING_OUT`], nor payload without
+    /// [`EventMask::PAYLOAD`]). An event no capability handles is not built unless its
+    /// connection has removal hooks, so declaring only what is used makes the rest free.
+    fn events(&self) -> EventMask {
+        EventMask::ALL
+    }
 }
 
 /// A capability's answer to [`Capability::connection_timing_out`].
@@ -169,6 +180,11 @@ impl ConnHandle<'_> {
 
     pub fn uid(&self) -> &str {
         self.info.uid.as_str()
+    }
+
+    /// Appends [`ConnHandle::uid`] to `out`, for a caller that writes it once (no copy kept).
+    pub fn push_uid(&self, out: &mut String) {
+        self.info.uid.push_to(out);
     }
 
     /// The connection as of the event (counters, state, addresses).
@@ -329,6 +345,9 @@ pub struct EventCore {
     lifecycle: LifecycleRegistry,
     /// Some capability wants [`ConnEvent::StateChanged`].
     state_changes: bool,
+    /// What each capability handles (by index in `caps`), and all of them together.
+    masks: Vec<EventMask>,
+    wanted: EventMask,
 }
 
 impl EventCore {
@@ -339,13 +358,62 @@ impl EventCore {
             queue: VecDeque::new(),
             lifecycle: LifecycleRegistry::default(),
             state_changes: false,
+            masks: Vec::new(),
+            wanted: EventMask::NONE,
         }
     }
 
-    /// Adds a capability; it receives every later event.
+    /// Adds a capability; it receives every later event of the kinds it handles.
     pub fn register(&mut self, cap: Box<dyn Capability>) {
-        self.state_changes |= cap.wants_state_changes();
+        let mut mask = cap.events();
+        if !cap.wants_state_changes() {
+            mask = mask.without(EventMask::STATE_CHANGED);
+        }
+        self.state_changes |= mask.has(EventMask::STATE_CHANGED);
+        self.wanted = self.wanted | mask;
+        self.masks.push(mask);
         self.caps.push(cap);
+    }
+
+    /// Whether `events` (and a threshold crossing, when `crossed`) of connection `key` need
+    /// delivering: some capability handles one of them, a crossing is to be matched against
+    /// the thresholds set, or the connection has removal hooks (they keep its latest state and
+    /// run at its removal). Delivering costs the caller the connection's state, most events
+    /// need none of this. When they are not needed, what a `Removed` among them does without
+    /// a listener is done here: the connection's thresholds are forgotten.
+    pub fn needs(&mut self, key: &FlowKey, events: &[ConnEvent], crossed: bool) -> bool {
+        if self.caps.is_empty() {
+            return false;
+        }
+        if crossed
+            || events.iter().any(|e| self.wanted.has(EventMask::of(e)))
+            || self.lifecycle.hooks.has(key)
+        {
+            return true;
+        }
+        if events.iter().any(|e| matches!(e, ConnEvent::Removed(_))) {
+            self.thresholds.forget(key);
+        }
+        false
+    }
+
+    /// Some capability asks [`Capability::connection_timing_out`].
+    #[inline]
+    pub fn handles_timing_out(&self) -> bool {
+        self.wanted.has(EventMask::TIMING_OUT)
+    }
+
+    /// Some capability takes extracted payload ([`Capability::on_payload`]).
+    #[inline]
+    pub fn wants_payload(&self) -> bool {
+        self.wanted.has(EventMask::PAYLOAD)
+    }
+
+    /// A capability asked for a connection's inactivity timeout since the last
+    /// [`EventCore::take_inactivity_requests`].
+    #[inline]
+    pub fn has_inactivity_requests(&self) -> bool {
+        !self.lifecycle.inactivity.is_empty()
     }
 
     /// Some capability wants [`ConnEvent::StateChanged`].
@@ -354,6 +422,7 @@ impl EventCore {
     }
 
     /// True when nothing listens: the agent then skips building events.
+    #[inline]
     pub fn is_idle(&self) -> bool {
         self.caps.is_empty()
     }
@@ -472,7 +541,10 @@ impl EventCore {
     pub fn keep_timing_out(&mut self, target: &mut dyn ThresholdTarget, info: ConnInfo) -> bool {
         let info = &Rc::new(info);
         let mut keep = false;
-        for cap in self.caps.iter_mut() {
+        for (cap, mask) in self.caps.iter_mut().zip(&self.masks) {
+            if !mask.has(EventMask::TIMING_OUT) {
+                continue;
+            }
             let mut handle = ConnHandle {
                 info,
                 thresholds: &mut self.thresholds,
@@ -531,8 +603,10 @@ impl EventCore {
 
     /// Payload of an extracted connection, to every capability.
     pub fn payload(&mut self, target: &dyn ThresholdTarget, chunk: &ContentChunk) {
-        for cap in self.caps.iter_mut() {
-            cap.on_payload(chunk, target);
+        for (cap, mask) in self.caps.iter_mut().zip(&self.masks) {
+            if mask.has(EventMask::PAYLOAD) {
+                cap.on_payload(chunk, target);
+            }
         }
     }
 
@@ -567,7 +641,11 @@ impl EventCore {
                     if !matches!(ev, ConnEvent::Removed(_)) {
                         self.lifecycle.hooks.saw(&info);
                     }
-                    for cap in self.caps.iter_mut() {
+                    let kind = EventMask::of(&ev);
+                    for (cap, mask) in self.caps.iter_mut().zip(&self.masks) {
+                        if !mask.has(kind) {
+                            continue;
+                        }
                         let mut handle = ConnHandle {
                             info: &info,
                             thresholds: &mut self.thresholds,

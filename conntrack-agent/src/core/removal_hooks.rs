@@ -87,6 +87,11 @@ impl RemovalHooks {
         self.by_conn.remove(key).map(|r| (r.last, r.hooks))
     }
 
+    /// True if connection `key` has hooks.
+    pub(crate) fn has(&self, key: &FlowKey) -> bool {
+        !self.by_conn.is_empty() && self.by_conn.contains_key(key)
+    }
+
     /// Connections with hooks.
     pub(crate) fn len(&self) -> usize {
         self.by_conn.len()
