@@ -74,13 +74,14 @@ impl<const N: usize> Line<N> {
 
     /// A byte in decimal without leading zeros (an address has eight per record).
     fn octet(&mut self, b: u8) {
-        let digits = [b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10];
-        let skip = match b {
-            0..=9 => 2,
-            10..=99 => 1,
-            _ => 0,
-        };
-        self.put(&digits[skip..]);
+        // Byte by byte: a copy of a slice of one to three bytes was a `memcpy` call each.
+        if b >= 100 {
+            self.byte(b'0' + b / 100);
+        }
+        if b >= 10 {
+            self.byte(b'0' + b / 10 % 10);
+        }
+        self.byte(b'0' + b % 10);
     }
 
     /// An address as `write_addr` writes it: IPv4-mapped as IPv4, IPv4-compatible (`::a.b.c.d`)
