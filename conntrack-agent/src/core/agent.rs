@@ -188,25 +188,38 @@ impl Agent {
         if !self.core.needs(&key, events, crossed.is_some()) {
             return;
         }
-        let conn = match conn {
-            Some(c) => *c,
-            None => match self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key)) {
-                Some(c) => c,
-                // Gone already (live: removed since the event); its removal reports it.
-                None => return,
-            },
-        };
-        let info = ConnInfo {
-            key,
-            uid: EventUid::new(self.tracker.uid(&key)),
-            conn,
-            ts_ns,
+        let (dp, overflow, tracker) = (&self.dp, &self.overflow, &self.tracker);
+        let info = self.core.fill_info(|info| {
+            match conn {
+                Some(c) => info.conn = *c,
+                None => {
+                    let mut found = false;
+                    let mut put = |c: &Conn| {
+                        info.conn = *c;
+                        found = true;
+                    };
+                    if !dp.with_conn(&key, &mut put) {
+                        overflow.with_conn(&key, &mut put);
+                    }
+                    if !found {
+                        // Gone already (live: removed since the event); its removal reports it.
+                        return false;
+                    }
+                }
+            }
+            info.key = key;
+            info.uid = EventUid::new(tracker.uid(&key));
+            info.ts_ns = ts_ns;
+            true
+        });
+        let Some(info) = info else {
+            return;
         };
         let mut target = Datapaths {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
         };
-        self.core.deliver(&mut target, info, events, crossed);
+        self.core.deliver_shared(&mut target, info, events, crossed);
         self.apply_inactivity_requests();
     }
 
@@ -493,18 +506,22 @@ impl Agent {
         let uid = self.named(uid);
         if !self.core.is_idle() {
             let removed = [ConnEvent::Removed(reason)];
-            if self.core.needs(k, &removed, false) {
-                let info = ConnInfo {
-                    key: *k,
-                    uid: EventUid::new(Some(uid.clone())),
-                    conn: c,
-                    ts_ns: self.tracker_now(),
-                };
+            let now = self.tracker_now();
+            let info = self.core.needs(k, &removed, false).then(|| {
+                self.core.fill_info(|info| {
+                    info.key = *k;
+                    info.uid = EventUid::new(Some(uid.clone()));
+                    info.conn = c;
+                    info.ts_ns = now;
+                    true
+                })
+            });
+            if let Some(Some(info)) = info {
                 let mut target = Datapaths {
                     main: self.dp.as_mut(),
                     overflow: &mut self.overflow,
                 };
-                self.core.deliver(&mut target, info, &removed, None);
+                self.core.deliver_shared(&mut target, info, &removed, None);
             }
             self.dp.forget_contents(k);
         }

@@ -143,6 +143,21 @@ pub struct ConnInfo {
     pub ts_ns: u64,
 }
 
+impl ConnInfo {
+    /// A state to fill in ([`EventCore::fill_info`]).
+    fn empty() -> Self {
+        Self {
+            key: FlowKey::default(),
+            uid: EventUid::default(),
+            conn: Conn::ZERO,
+            ts_ns: 0,
+        }
+    }
+}
+
+/// Event states kept for reuse ([`EventCore::fill_info`]): a few cover a packet's events.
+const SPARE_INFOS: usize = 4;
+
 enum Pending {
     Event(ConnEvent),
     /// A crossing reported by the datapath, not yet matched against the thresholds set.
@@ -348,6 +363,9 @@ pub struct EventCore {
     /// What each capability handles (by index in `caps`), and all of them together.
     masks: Vec<EventMask>,
     wanted: EventMask,
+    /// Event states no longer referenced, to be filled again: an event then costs no
+    /// allocation, and its connection is copied once, straight into place.
+    spare: Vec<Rc<ConnInfo>>,
 }
 
 impl EventCore {
@@ -360,6 +378,7 @@ impl EventCore {
             state_changes: false,
             masks: Vec::new(),
             wanted: EventMask::NONE,
+            spare: Vec::new(),
         }
     }
 
@@ -427,7 +446,38 @@ impl EventCore {
         self.caps.is_empty()
     }
 
-    /// Queues `events` for one connection and delivers everything queued.
+    /// An event's state, filled in by `fill` (false: there is none, no event), for
+    /// [`EventCore::deliver_shared`]. Reuses a spare one when there is.
+    pub fn fill_info(&mut self, fill: impl FnOnce(&mut ConnInfo) -> bool) -> Option<Rc<ConnInfo>> {
+        let mut info = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Rc::new(ConnInfo::empty()));
+        if Rc::get_mut(&mut info).is_none() {
+            // Spares are unshared when kept, and not handed out since.
+            info = Rc::new(ConnInfo::empty());
+        }
+        let filled = Rc::get_mut(&mut info).is_some_and(fill);
+        if !filled {
+            self.recycle(info);
+            return None;
+        }
+        Some(info)
+    }
+
+    /// Keeps `info` for [`EventCore::fill_info`] if nothing else holds it.
+    fn recycle(&mut self, info: Rc<ConnInfo>) {
+        if Rc::strong_count(&info) == 1
+            && Rc::weak_count(&info) == 0
+            && self.spare.len() < SPARE_INFOS
+        {
+            self.spare.push(info);
+        }
+    }
+
+    /// Queues `events` for one connection and delivers everything queued (the agent fills a
+    /// reused state instead: [`EventCore::deliver_shared`]).
+    #[cfg(test)]
     pub fn deliver(
         &mut self,
         target: &mut dyn ThresholdTarget,
@@ -435,18 +485,29 @@ impl EventCore {
         events: &[ConnEvent],
         crossed: Option<RawCrossing>,
     ) {
+        self.deliver_shared(target, Rc::new(info), events, crossed);
+    }
+
+    /// [`EventCore::deliver`] of a state from [`EventCore::fill_info`].
+    pub fn deliver_shared(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        info: Rc<ConnInfo>,
+        events: &[ConnEvent],
+        crossed: Option<RawCrossing>,
+    ) {
         if self.caps.is_empty() {
             return;
         }
-        let info = Rc::new(info);
         for ev in events {
             self.queue
                 .push_back((Rc::clone(&info), Pending::Event(*ev)));
         }
         // As in Zeek, the packet's state events come before its threshold crossings.
         if let Some(raw) = crossed {
-            self.queue.push_back((info, Pending::Raw(raw)));
+            self.queue.push_back((Rc::clone(&info), Pending::Raw(raw)));
         }
+        drop(info);
         self.run(target);
     }
 
@@ -638,8 +699,10 @@ impl EventCore {
                 Pending::Event(ev) => {
                     // Connections with removal hooks keep their latest state for an eviction;
                     // not the removed state: the hooks are taken below and given this event's.
-                    if !matches!(ev, ConnEvent::Removed(_)) {
-                        self.lifecycle.hooks.saw(&info);
+                    if !matches!(ev, ConnEvent::Removed(_))
+                        && let Some(old) = self.lifecycle.hooks.saw(&info)
+                    {
+                        self.recycle(old);
                     }
                     let kind = EventMask::of(&ev);
                     for (cap, mask) in self.caps.iter_mut().zip(&self.masks) {
@@ -658,13 +721,15 @@ impl EventCore {
                     if let ConnEvent::Removed(reason) = ev {
                         // After every capability's handler, as Zeek runs the hooks from
                         // connection_state_remove at a low priority.
-                        if let Some((_, hooks)) = self.lifecycle.hooks.take(&info.key) {
+                        if let Some((last, hooks)) = self.lifecycle.hooks.take(&info.key) {
                             self.run_hooks(target, &info, hooks, reason);
+                            self.recycle(last);
                         }
                         self.thresholds.forget(&info.key);
                     }
                 }
             }
+            self.recycle(info);
         }
     }
 }
