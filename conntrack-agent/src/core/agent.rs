@@ -106,7 +106,7 @@ impl TimerHost<TrackKey> for TimerView<'_> {
     }
 
     fn keep_timing_out(&mut self, key: &TrackKey, uid: &Uid) -> bool {
-        if self.core.is_idle() {
+        if !self.core.handles_timing_out() {
             return false;
         }
         let mut target = Datapaths {
@@ -208,38 +208,54 @@ impl Agent {
         events: &[ConnEvent],
         crossed: Option<RawCrossing>,
     ) {
-        if self.core.is_idle() {
+        if !self.core.needs(&key, events, crossed.is_some()) {
             return;
         }
-        let conn = match conn {
-            Some(c) => *c,
-            None => match self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key)) {
-                Some(c) => c,
-                // Gone already (live: removed since the event); its removal reports it.
-                None => return,
-            },
-        };
-        let info = ConnInfo {
-            key,
-            uid: EventUid::new(self.tracker.uid(&key)),
-            conn,
-            ts_ns,
+        let (dp, overflow, tracker) = (&self.dp, &self.overflow, &self.tracker);
+        let info = self.core.fill_info(|info| {
+            match conn {
+                Some(c) => info.conn = *c,
+                None => {
+                    let mut found = false;
+                    let mut put = |c: &Conn| {
+                        info.conn = *c;
+                        found = true;
+                    };
+                    if !dp.with_conn(&key, &mut put) {
+                        overflow.with_conn(&key, &mut put);
+                    }
+                    if !found {
+                        // Gone already (live: removed since the event); its removal reports it.
+                        return false;
+                    }
+                }
+            }
+            info.key = key;
+            info.uid = EventUid::new(tracker.uid(&key));
+            info.ts_ns = ts_ns;
+            true
+        });
+        let Some(info) = info else {
+            return;
         };
         let mut target = Datapaths {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
         };
-        self.core.deliver(&mut target, info, events, crossed);
+        self.core.deliver_shared(&mut target, info, events, crossed);
         self.apply_inactivity_requests();
     }
 
     /// Hands the per-connection inactivity timeouts capabilities asked for to the tracker.
+    #[inline]
     fn apply_inactivity_requests(&mut self) {
-        // Only capabilities ask (and none is ever unregistered): `read` without any would
-        // otherwise take an empty list twice per packet.
-        if self.core.is_idle() {
-            return;
+        // Rarely anything to take, and this runs up to three times a packet.
+        if self.core.has_inactivity_requests() {
+            self.take_inactivity_requests();
         }
+    }
+
+    fn take_inactivity_requests(&mut self) {
         for (key, timeout) in self.core.take_inactivity_requests() {
             let last = self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key));
             if let Some(c) = last {
@@ -304,13 +320,11 @@ impl Agent {
                 tracker.uid(k).as_ref().map(Uid::render)
             });
         }
-        let idle = self.core.is_idle();
-        if idle && self.tracker.advance_idle(now_ns) {
+        // Timeouts asked for since the last packet count from now on.
+        self.apply_inactivity_requests();
+        if self.tracker.advance_idle(now_ns) {
             // No timer due (most packets): only the logs' clocks move.
             return self.tick_logs(now_ns);
-        }
-        if !idle {
-            self.apply_inactivity_requests();
         }
         let mut view = TimerView {
             main: self.dp.as_mut(),
@@ -319,9 +333,8 @@ impl Agent {
             now_ns: now_ns.max(0) as u64,
         };
         let removed = self.tracker.advance_with(now_ns, &mut view);
-        if !idle {
-            self.apply_inactivity_requests();
-        }
+        // What `connection_timing_out` handlers asked for.
+        self.apply_inactivity_requests();
         for (k, why, uid) in removed {
             self.remove_and_log(&k, why, Some(uid))?;
         }
@@ -458,7 +471,7 @@ impl Agent {
     /// Content extraction: hands the payload records the datapath produced to the
     /// capabilities (after the events of the same packets).
     pub fn deliver_contents(&mut self) {
-        if self.core.is_idle() {
+        if !self.core.wants_payload() {
             return;
         }
         let mut chunks = std::mem::take(&mut self.chunks);
@@ -602,18 +615,24 @@ impl Agent {
     ) -> anyhow::Result<()> {
         let uid = self.named(uid);
         if !self.core.is_idle() {
-            let info = ConnInfo {
-                key: *k,
-                uid: EventUid::new(Some(uid.clone())),
-                conn: c,
-                ts_ns: self.tracker_now(),
-            };
-            let mut target = Datapaths {
-                main: self.dp.as_mut(),
-                overflow: &mut self.overflow,
-            };
             let removed = [ConnEvent::Removed(reason)];
-            self.core.deliver(&mut target, info, &removed, None);
+            let now = self.tracker_now();
+            let info = self.core.needs(k, &removed, false).then(|| {
+                self.core.fill_info(|info| {
+                    info.key = *k;
+                    info.uid = EventUid::new(Some(uid.clone()));
+                    info.conn = c;
+                    info.ts_ns = now;
+                    true
+                })
+            });
+            if let Some(Some(info)) = info {
+                let mut target = Datapaths {
+                    main: self.dp.as_mut(),
+                    overflow: &mut self.overflow,
+                };
+                self.core.deliver_shared(&mut target, info, &removed, None);
+            }
             self.dp.forget_contents(k);
         }
         self.log_conn(k, &c, uid, reason.as_str())

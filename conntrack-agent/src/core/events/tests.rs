@@ -304,3 +304,70 @@ fn extraction_is_turned_on_for_one_direction_through_the_handle() {
         assert_eq!(*seen, vec![(true, vec![0; 10]), (true, vec![0; 10])]);
     }
 }
+
+/// Records the events of the kinds it declares.
+struct Declared {
+    seen: Rc<RefCell<Vec<ConnEvent>>>,
+    mask: EventMask,
+}
+
+impl Capability for Declared {
+    fn on_event(&mut self, _conn: &mut ConnHandle<'_>, event: &ConnEvent) {
+        self.seen.borrow_mut().push(*event);
+    }
+
+    fn events(&self) -> EventMask {
+        self.mask
+    }
+}
+
+#[test]
+fn a_capability_gets_only_the_events_it_declares() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+    let dp = Box::new(HostDatapath::new(HostConfig::new(&[])));
+    let cfg = HostConfig::new(&[]);
+    let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
+    let (all, some) = (Rc::default(), Rc::default());
+    agent.register(Box::new(Declared {
+        seen: Rc::clone(&all),
+        mask: EventMask::ALL,
+    }));
+    agent.register(Box::new(Declared {
+        seen: Rc::clone(&some),
+        mask: EventMask::REMOVED,
+    }));
+    packet(&mut agent, &udp(true, 10), 0);
+    packet(&mut agent, &udp(false, 10), SEC);
+    agent.finish().unwrap();
+    let all: Vec<ConnEvent> = all.borrow().clone();
+    assert_eq!(all.first(), Some(&ConnEvent::New), "{all:?}");
+    let removed = [ConnEvent::Removed(RemovalReason::Drain)];
+    assert_eq!(*some.borrow(), removed);
+    assert_eq!(all.last(), Some(&removed[0]));
+}
+
+#[test]
+fn event_states_are_reused_only_when_nothing_holds_them() {
+    let mut core = EventCore::new(Thresholds::new(DurationMode::NextPacket));
+    let a = core.fill_info(|_| true).unwrap();
+    let first = Rc::as_ptr(&a);
+    core.recycle(a);
+    assert!(core.fill_info(|_| false).is_none(), "nothing to deliver");
+    let b = core
+        .fill_info(|i| {
+            i.ts_ns = 7;
+            true
+        })
+        .unwrap();
+    assert_eq!(Rc::as_ptr(&b), first, "the spare is filled again");
+    let held = Rc::clone(&b);
+    core.recycle(b);
+    let c = core.fill_info(|_| true).unwrap();
+    assert_ne!(
+        Rc::as_ptr(&c),
+        Rc::as_ptr(&held),
+        "a state still held is not"
+    );
+    assert_eq!(held.ts_ns, 7);
+}
