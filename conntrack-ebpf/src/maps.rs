@@ -51,6 +51,8 @@ pub const CONFIG_CONTENTS_RATE: u32 = 3;
 /// `CONFIG` flag: the program runs under BPF_PROG_TEST_RUN for a replay; trust `__sk_buff.tstamp`
 /// and `cb[0]` (live, `cb[]` holds whatever the qdisc layer left there).
 pub const CONFIG_REPLAY: u64 = 1;
+/// `CONFIG` flag: a capture filter is in `filter::FILTER`; stage 1 runs it first.
+pub const CONFIG_FILTER: u64 = 2;
 
 /// Per-CPU working memory: too large for the 512-byte stack.
 #[repr(C)]
