@@ -41,7 +41,9 @@ pub fn compile(expr: &str, linktype: u32) -> Result<Vec<Insn>> {
         .iter()
         .map(|i| parse_insn(&i.to_string()))
         .collect::<Option<Vec<Insn>>>()
-        .context("libpcap's compiled filter could not be read (is libpcap too new for the pcap crate?)")?;
+        .context(
+            "libpcap's compiled filter could not be read (is libpcap too new for the pcap crate?)",
+        )?;
     validate(&insns).map_err(|e| {
         anyhow!("capture filter {expr:?}: libpcap's program is not valid classic BPF ({e:?})")
     })?;

@@ -58,7 +58,11 @@ pub(crate) fn random_expr(rng: &mut StdRng) -> String {
     let mut e = String::new();
     for i in 0..n {
         if i > 0 {
-            e.push_str(if rng.random_bool(0.5) { " and " } else { " or " });
+            e.push_str(if rng.random_bool(0.5) {
+                " and "
+            } else {
+                " or "
+            });
         }
         if rng.random_bool(0.25) {
             e.push_str("not ");
@@ -106,7 +110,12 @@ pub(crate) fn random_frame(rng: &mut StdRng) -> Vec<u8> {
         t => t,
     };
     f.extend_from_slice(&ethertype.to_be_bytes());
-    let v4: [[u8; 4]; 4] = [[10, 0, 0, 1], [10, 0, 0, 2], [192, 168, 1, 1], [224, 0, 0, 1]];
+    let v4: [[u8; 4]; 4] = [
+        [10, 0, 0, 1],
+        [10, 0, 0, 2],
+        [192, 168, 1, 1],
+        [224, 0, 0, 1],
+    ];
     let v6: [[u8; 16]; 3] = [
         [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
@@ -194,7 +203,10 @@ proptest! {
 fn a_bad_expression_gives_libpcaps_message_and_what_to_do() {
     let e = compile("tcp prot 80", LINKTYPE_ETHERNET).unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("invalid capture filter \"tcp prot 80\""), "{msg}");
+    assert!(
+        msg.contains("invalid capture filter \"tcp prot 80\""),
+        "{msg}"
+    );
     assert!(msg.contains("syntax error"), "{msg}");
     assert!(msg.contains("man pcap-filter"), "{msg}");
     assert!(TraceFilter::new("port 99999").is_err());
@@ -205,7 +217,9 @@ fn a_replay_compiles_for_each_link_type_it_meets() {
     let mut f = TraceFilter::new("udp port 53").unwrap();
     // Raw IPv4 (LINKTYPE_RAW) + UDP to port 53: the Ethernet program would read the wrong
     // offsets.
-    let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+    let mut ip = vec![
+        0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
     ip.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 8, 0, 0]);
     assert!(f.keeps(LINKTYPE_RAW, &ip, ip.len() as u32).unwrap());
     ip[23] = 54;

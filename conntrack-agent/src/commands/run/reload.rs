@@ -381,7 +381,10 @@ webhooks = ["ops"]
         assert!(apply.is_empty(), "{apply:?}");
         assert_eq!(refused, ["[agent] filter"]);
         let note = filter_note(&refused).unwrap();
-        assert!(note.contains("cannot change while the agent runs"), "{note}");
+        assert!(
+            note.contains("cannot change while the agent runs"),
+            "{note}"
+        );
         assert!(note.starts_with("[agent] filter changed"), "{note}");
         assert_eq!(filter_note(&["[run] table-size".to_string()]), None);
     }

@@ -34,8 +34,8 @@ mod tests {
     use super::super::sensor::XDP_ENTRY_PROGRAM;
     use super::super::{BENCH_TRACKER_PROGRAM, Kernel, KernelOptions, OBJECT};
     use super::*;
-    use crate::capture::filter::tests::{random_expr, random_frame};
     use crate::capture::filter::compile_live;
+    use crate::capture::filter::tests::{random_expr, random_frame};
     use conntrack_common::filter::{Captured, run};
     use conntrack_common::stats::Stat;
     use rand::SeedableRng;
