@@ -24,7 +24,7 @@ pub(super) fn install(ebpf: &mut Ebpf, insns: &[Insn]) -> Result<()> {
     prog.insns[..insns.len()].copy_from_slice(insns);
     let mut map: Array<_, Program> =
         Array::try_from(ebpf.map_mut("FILTER").context("no map FILTER")?)?;
-    map.set(0, &*prog, 0)
+    map.set(0, *prog, 0)
         .context("writing the capture filter to the FILTER map")?;
     Ok(())
 }
