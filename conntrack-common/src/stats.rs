@@ -42,10 +42,13 @@ pub enum Stat {
     /// New connections opened in stage 1 by a plain SYN or a datagram (`engine::fast_open`):
     /// counted in `NewConns` too.
     FastOpens = 15,
+    /// Frames the capture filter (`-f`) rejected: not tracked, not counted in the others
+    /// but `Packets`.
+    Filtered = 16,
 }
 
 /// Number of entries of the `STATS` array.
-pub const STAT_COUNT: u32 = 16;
+pub const STAT_COUNT: u32 = 17;
 
 impl Stat {
     /// Index into the `STATS` array.
@@ -73,6 +76,7 @@ impl Stat {
             Stat::IpBytes => "ip_bytes",
             Stat::FastPath => "fast_path",
             Stat::FastOpens => "fast_opens",
+            Stat::Filtered => "filtered",
         }
     }
 
@@ -94,6 +98,7 @@ impl Stat {
         Stat::IpBytes,
         Stat::FastPath,
         Stat::FastOpens,
+        Stat::Filtered,
     ];
 }
 

@@ -7,7 +7,8 @@
 //! packet takes a chain of programs joined by tail calls through `STAGES` (each is verified on
 //! its own, which keeps the verifier's path count in bounds; per-CPU `SCRATCH` carries the
 //! state):
-//! - `conntrack_ingress` / `conntrack_egress`: take the time and flags, try the fast path, copy
+//! - `conntrack_ingress` / `conntrack_egress`: run the capture filter if there is one
+//!   (filter.rs), take the time and flags, try the fast path, copy
 //!   up to `MAX_HEADER_BYTES` of the frame, skip the VLAN tags;
 //! - `conntrack_parse`: `packet::parse_ip` (the IP layer) into a `PacketMeta`, then
 //!   `packet::parse_l4`, GSO counts, the SYN's window-scale option, then lookup/creation, TCP
@@ -41,6 +42,7 @@
 mod contents;
 mod control;
 mod fast;
+mod filter;
 mod flood;
 mod flow;
 mod l2;
@@ -71,8 +73,8 @@ use conntrack_common::packet::{
 use conntrack_common::proto;
 use conntrack_common::stats::{MAX_IFACES, Stat};
 use maps::{
-    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_L2, CONFIG_REPLAY, EVENTS, IFACE_STATS, L4_HEADER_BYTES,
-    SCRATCH, SENSOR, SENSOR_DROP, STAGE_PARSE, STAGE_UPDATE, STATS,
+    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FILTER, CONFIG_FLAGS, CONFIG_L2, CONFIG_REPLAY, EVENTS,
+    IFACE_STATS, L4_HEADER_BYTES, SCRATCH, SENSOR, SENSOR_DROP, STAGE_PARSE, STAGE_UPDATE, STATS,
 };
 use pkt::Pkt;
 
@@ -251,8 +253,12 @@ pub(crate) fn count_n(stat: Stat, n: u64) {
 /// connection ends here (fast.rs); for the others, copy the headers and find the IP header
 /// behind the VLAN tags.
 #[inline(always)]
-fn capture_stage<C: Pkt>(ctx: &C) {
+fn capture_stage<C: filter::FromRaw>(ctx: &C) {
     count(Stat::Packets);
+    let flags = CONFIG.get(CONFIG_FLAGS).copied().unwrap_or(0);
+    if flags & CONFIG_FILTER != 0 && !filter::accepts(ctx) {
+        return count(Stat::Filtered);
+    }
     let len = ctx.frame_len();
     let pkt::Fields {
         tstamp,
@@ -260,7 +266,6 @@ fn capture_stage<C: Pkt>(ctx: &C) {
         gso_segs,
         ifindex,
     } = ctx.fields();
-    let flags = CONFIG.get(CONFIG_FLAGS).copied().unwrap_or(0);
     let replay = flags & CONFIG_REPLAY != 0;
     let now_ns = if replay && tstamp != 0 {
         tstamp

@@ -54,6 +54,8 @@ pub const CONFIG_REPLAY: u64 = 1;
 /// `CONFIG` flag: NewConn events carry the first packet's link-layer fields
 /// (`event::ConnL2`), for Zeek's MAC and VLAN policy fields.
 pub const CONFIG_L2: u64 = 2;
+/// `CONFIG` flag: a capture filter is in `filter::FILTER`; stage 1 runs it first.
+pub const CONFIG_FILTER: u64 = 4;
 
 /// Per-CPU working memory: too large for the 512-byte stack.
 #[repr(C)]

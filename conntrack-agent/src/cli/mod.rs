@@ -122,6 +122,15 @@ pub struct CommonArgs {
     #[arg(help_heading = "Capture", long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
     pub table_size: u32,
 
+    /// Capture filter: track only the packets this tcpdump expression matches (libpcap's
+    /// syntax, `man pcap-filter`; Zeek's -f), e.g. 'tcp port 80', 'not port 22',
+    /// 'tcp[tcpflags] & tcp-syn != 0'. `read` keeps exactly what `tcpdump -r TRACE -w OUT EXPR`
+    /// keeps; `run` runs it in the kernel on every frame (as Ethernet), before anything else.
+    /// Rejected packets are counted (`filtered`). Set at start: SIGHUP does not change it. An
+    /// empty EXPR means none.
+    #[arg(help_heading = "Capture", long, short = 'f', value_name = "EXPR")]
+    pub filter: Option<String>,
+
     /// Append Zeek's `community_id` column to conn.log (Community ID v1 flow hash, seed 0), as
     /// Zeek's policy/protocols/conn/community-id-logging does.
     #[arg(help_heading = "Logs", long)]

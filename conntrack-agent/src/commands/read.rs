@@ -2,6 +2,7 @@
 
 use crate::capture::checksum::ChecksumPolicy;
 use crate::capture::defrag::{Defragmenter, FragResult};
+use crate::capture::filter::TraceFilter;
 use crate::capture::link::{LinkSkip, frame_l3, synth_ethernet_l2};
 use crate::capture::pcap::{PcapReader, input_name};
 use crate::cli::{Engine, ReadArgs};
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct ReadStats {
     pub packets: u64,
+    /// Records the capture filter (`-f`) rejected, of `packets`.
+    pub filtered: u64,
     pub bytes: u64,
     pub processed: u64,
     pub skipped: BTreeMap<String, u64>,
@@ -54,10 +57,12 @@ const OFFLOAD_BAD_SHARE: f64 = 0.05;
 /// offloading (or on `lo`) holds packets whose checksums the NIC would have filled in, and
 /// since they are not used every connection looks like OTH with no bytes.
 pub fn offload_hint(st: &ReadStats) -> Option<String> {
-    if st.packets == 0 {
+    // Of the packets the engine was given, as Zeek counts those libpcap let through.
+    let seen = st.packets.saturating_sub(st.filtered);
+    if seen == 0 {
         return None;
     }
-    let over = |bad: u64| bad as f64 / st.packets as f64 > OFFLOAD_BAD_SHARE;
+    let over = |bad: u64| bad as f64 / seen as f64 > OFFLOAD_BAD_SHARE;
     let kinds = [
         ("IP", st.bad_ip_checksums),
         ("TCP", st.bad_tcp_checksums),
@@ -80,7 +85,7 @@ pub fn offload_hint(st: &ReadStats) -> Option<String> {
          -C/--ignore-checksums to use them (or --ignore-checksums-net for the capturing host's \
          addresses)",
         named.join(" and "),
-        st.packets
+        seen
     ))
 }
 
@@ -225,6 +230,10 @@ fn replay(
         ignore_all: args.ignore_checksums,
         ignore_nets: NetSet::parse_list(args.ignore_checksums_net.iter().map(String::as_str))?,
     };
+    // Checked before the input is opened or any log touched: a typo is reported at once.
+    let mut filter = crate::capture::filter::expression(args.common.filter.as_deref())
+        .map(TraceFilter::new)
+        .transpose()?;
     let name = input_name(&args.trace);
     let mut reader = match PcapReader::open_stoppable(&args.trace, stop) {
         // A signal while waiting for the first bytes: nothing was read, no log written.
@@ -300,6 +309,14 @@ fn replay(
         };
         st.packets += 1;
         st.bytes += pkt.data.len() as u64 + 16;
+        // As libpcap does for `zeek -r -f`: a rejected record is not seen at all, not even by
+        // network time.
+        if let Some(f) = filter.as_mut()
+            && !f.keeps(pkt.linktype, pkt.data, pkt.orig_len)?
+        {
+            st.filtered += 1;
+            continue;
+        }
         if progress && st.packets % 4096 == 0 && last_progress.elapsed() >= Duration::from_secs(3) {
             last_progress = Instant::now();
             let pct = if file_size > 0 {
@@ -492,8 +509,13 @@ fn replay(
     } else {
         "logged to stdout".to_string()
     };
+    let filtered = filter
+        .as_ref()
+        .map(|f| format!(", {} filtered out by {:?}", st.filtered, f.expr()))
+        .unwrap_or_default();
     let mut summary = format!(
-        "conntrack-agent: {}: {} packets, {} processed, {logged} connections, {destination}",
+        "conntrack-agent: {}: {} packets{filtered}, {} processed, {logged} connections, \
+         {destination}",
         name.display(),
         st.packets,
         st.processed,

@@ -66,6 +66,7 @@ impl KernelDatapath {
             contents: true,
             ring_bytes: 0,
             kernel_log: None,
+            filter: None,
         })?;
         let flows = kernel.take_flows().context("FLOWS already taken")?;
         Ok(KernelDatapath {

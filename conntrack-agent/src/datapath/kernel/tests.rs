@@ -61,6 +61,7 @@ fn small_test_kernel() -> Option<Kernel> {
             contents: false,
             ring_bytes: 0,
             kernel_log: None,
+            filter: None,
         })
         .expect("loading the program"),
     )
