@@ -75,8 +75,9 @@ pub struct Conn {
     /// The interface (index) of the connection's first packet; 0 when unknown (replays).
     /// Written by the eBPF glue at creation, for rules that match on the interface.
     pub ifindex: u32,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+    /// The encapsulation of the connection's last packet and the tunnel changes counted
+    /// (`tunnel::check_encap`); 0 for a connection never seen in a tunnel.
+    pub encap: u32,
     /// The lowest pending threshold per `threshold::slot`: IP bytes and packets of the
     /// originator, the responder and both, and the duration in ns; pending while its bit is in
     /// `thr_armed` (0 = none). Written by the agent (under the lock, through `conntrack_control`
@@ -191,7 +192,7 @@ impl Conn {
         lock: 0,
         thr_armed: 0,
         ifindex: 0,
-        _pad: 0,
+        encap: 0,
         thr: [0; crate::threshold::SLOTS],
     };
 

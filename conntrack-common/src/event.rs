@@ -10,7 +10,10 @@
 //!   whose state cannot be read from the table later: a TCP reuse (the old connection left the
 //!   table; the agent logs this copy) and a threshold crossing (alerts report the counters at
 //!   the crossing, not some packets later). In the same ring, so that they stay in order;
-//! - [`TableFull`] (96 bytes): the packet that found the table full (the agent tracks it).
+//! - [`TableFull`] (96 bytes): the packet that found the table full (the agent tracks it);
+//! - [`ConnL2`] (88 bytes): a NewConn's `ConnChange` followed by the first packet's link-layer
+//!   fields ([`L2Info`]), only when the agent logs Zeek's MAC or VLAN policy fields (nothing is
+//!   kept per connection for them in the flow table).
 //!
 //! The driver hands out an [`EventRef`] (references only, a few words on the stack); the eBPF
 //! glue writes the matching record straight into a ring-buffer reservation.
@@ -19,6 +22,7 @@ use crate::conn::Conn;
 use crate::engine::Changes;
 use crate::key::FlowKey;
 use crate::packet::PacketMeta;
+use crate::packet::l2::L2Info;
 
 /// What happened.
 #[repr(u32)]
@@ -58,6 +62,8 @@ pub const ORIG_IS_A: u8 = 1;
 pub const FROM_ORIG: u8 = 2;
 /// `ConnChange::orient`: the record is a [`Snapshot`] (the connection follows).
 pub const HAS_CONN: u8 = 4;
+/// `ConnChange::orient`: the record is a [`ConnL2`] (the first packet's link layer follows).
+pub const HAS_L2: u8 = 8;
 
 /// A connection's change (NewConn, StateChanged, ThresholdCrossed) as stored in the ring
 /// buffer: 72 bytes.
@@ -99,6 +105,17 @@ pub struct Snapshot {
     pub conn: Conn,
 }
 
+/// A NewConn with the link-layer fields of the connection's first packet, as stored in the ring
+/// buffer (88 bytes): sent instead of the plain [`ConnChange`] when the agent asked for them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnL2 {
+    /// The change; `orient` has [`HAS_L2`].
+    pub change: ConnChange,
+    /// The first packet's addresses and VLAN ids.
+    pub l2: L2Info,
+}
+
 /// The packet that found the flow table full, as stored in the ring buffer: 96 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +142,8 @@ pub enum Event {
     Snapshot(alloc::boxed::Box<Snapshot>),
     /// TableFull.
     TableFull(TableFull),
+    /// NewConn with the first packet's link-layer fields (MAC or VLAN logging on).
+    NewConnL2(ConnL2),
 }
 
 #[cfg(any(test, feature = "user"))]
@@ -180,6 +199,11 @@ impl ConnChange {
     /// True if the packet came from the originator.
     pub fn from_orig(&self) -> bool {
         self.orient & FROM_ORIG != 0
+    }
+
+    /// True if the packet came from the key's `(addr_a, port_a)` side.
+    pub fn from_a(&self) -> bool {
+        (self.orient & ORIG_IS_A != 0) == self.from_orig()
     }
 
     /// The originator's address and port, and the responder's port (from the key).
@@ -248,7 +272,20 @@ impl Event {
         match self {
             Event::Conn(c) => Some(c),
             Event::Snapshot(s) => Some(&s.change),
+            Event::NewConnL2(l) => Some(&l.change),
             Event::TableFull(_) => None,
+        }
+    }
+
+    /// Adds the link-layer fields `l2` of the packet that caused the event, if it is a NewConn
+    /// that can carry them (a plain change: a NewConn never crosses a threshold).
+    pub fn attach_l2(&mut self, l2: &L2Info) {
+        if let Event::Conn(change) = self
+            && change.kind() == Some(EventKind::NewConn)
+        {
+            let mut change = *change;
+            change.orient |= HAS_L2;
+            *self = Event::NewConnL2(ConnL2 { change, l2: *l2 });
         }
     }
 
@@ -315,10 +352,63 @@ impl Event {
                 let change: ConnChange = read(bytes)?;
                 if change.orient & HAS_CONN != 0 {
                     read(bytes).map(|s| Event::Snapshot(alloc::boxed::Box::new(s)))
+                } else if change.orient & HAS_L2 != 0 {
+                    read(bytes).map(Event::NewConnL2)
                 } else {
                     Some(Event::Conn(change))
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::l2::L2Info;
+
+    fn change(kind: EventKind) -> ConnChange {
+        ConnChange {
+            kind: kind as u32,
+            changes: 0,
+            ts_ns: 7,
+            key: FlowKey::default(),
+            last_ns: 7,
+            flags: 0,
+            orig_state: 0,
+            resp_state: 0,
+            orient: ORIG_IS_A | FROM_ORIG,
+            _pad0: 0,
+            _pad1: 0,
+        }
+    }
+
+    fn bytes<T>(v: &T) -> &[u8] {
+        // SAFETY: plain integer records.
+        unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    #[test]
+    fn new_conn_carries_link_layer_only_when_attached() {
+        let l2 = L2Info {
+            src: [1, 2, 3, 4, 5, 6],
+            dst: [7, 8, 9, 10, 11, 12],
+            vlan: 10,
+            inner_vlan: 20,
+        };
+        let mut ev = Event::Conn(change(EventKind::NewConn));
+        ev.attach_l2(&l2);
+        let Event::NewConnL2(rec) = ev.clone() else {
+            panic!("{ev:?}");
+        };
+        assert_eq!(rec.l2, l2);
+        assert!(rec.change.from_a());
+        // The ring buffer's record decodes to the same event.
+        assert_eq!(Event::decode(bytes(&rec)), Some(ev));
+        assert_eq!(size_of::<ConnL2>(), 88);
+        // Other kinds stay as they are.
+        let mut other = Event::Conn(change(EventKind::StateChanged));
+        other.attach_l2(&l2);
+        assert!(matches!(other, Event::Conn(_)));
     }
 }

@@ -15,7 +15,9 @@
 //! - [`engine`]: orientation, reuse, the per-packet update, the fast path and the generic driver;
 //! - [`threshold`]: per-connection thresholds (the kernel side of ConnThreshold);
 //! - [`contents`]: content extraction flags and the payload records;
+//! - [`filter`]: capture filters, libpcap's classic BPF programs run by one interpreter;
 //! - [`event`]: ring-buffer events; [`stats`]: per-CPU counter indices;
+//! - [`tunnel`]: decapsulation (where an inner packet starts) and the tunnel-change rule;
 //! - [`flood`]: the frames of the bench's new-flow generator.
 #![no_std]
 
@@ -32,6 +34,7 @@ pub mod conn;
 pub mod contents;
 pub mod engine;
 pub mod event;
+pub mod filter;
 pub mod flood;
 pub mod history;
 pub mod key;
@@ -39,6 +42,7 @@ pub mod packet;
 pub mod stats;
 pub mod tcp;
 pub mod threshold;
+pub mod tunnel;
 
 #[cfg(test)]
 mod testutil;
@@ -84,6 +88,7 @@ mod pod {
     unsafe impl aya::Pod for crate::contents::ContentHeader {}
     unsafe impl aya::Pod for crate::contents::ContentCounters {}
     unsafe impl aya::Pod for crate::stats::IfaceCounters {}
+    unsafe impl aya::Pod for crate::filter::Program {}
 }
 
 // Layout guards: these types are shared with the eBPF program and must not change by accident.
@@ -99,3 +104,5 @@ const _: () = assert!(core::mem::size_of::<event::Snapshot>() == 72 + size_of::<
 const _: () = assert!(core::mem::size_of::<threshold::ThresholdCommand>() == 112);
 const _: () = assert!(core::mem::size_of::<contents::ContentHeader>() == 64);
 const _: () = assert!(core::mem::size_of::<contents::ContentCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<filter::Insn>() == 8);
+const _: () = assert!(core::mem::size_of::<filter::Program>() == 8 + 8 * filter::MAX_INSNS);

@@ -10,6 +10,7 @@
 use crate::proto;
 
 pub mod fast_parse;
+pub mod l2;
 
 /// How many bytes of a frame the eBPF side copies into its scratch buffer before parsing.
 /// Enough for Ethernet + 2 VLAN tags + IPv6 with a few extension headers + TCP with options.
@@ -50,6 +51,14 @@ pub const META_UDP_DNS_HEADER: u8 = 8;
 /// [`NTP_STD_MSG_LEN`] payload bytes: the NTP analyzer's standard message parses (and may
 /// flip) only then.
 pub const META_UDP_NTP_MSG: u8 = 16;
+/// `PacketMeta::meta_flags`: a TCP segment's payload was not captured whole (the snap length
+/// cut it). Zeek's TCP endpoint hands such a segment to the reassembler only when
+/// `caplen >= len` (else the `truncated_tcp_payload` weird): its sequence numbers count, its
+/// bytes are never delivered, so the peer's ACK of them is a content gap (missed_bytes,
+/// `G`/`g`). Set by `parse_ip` from the bytes it is given; the eBPF glue decides it from the
+/// packet's own length (its copy is cut at [`MAX_HEADER_BYTES`]) or, in a replay, from the
+/// agent's verdict.
+pub const META_PAYLOAD_CUT: u8 = 32;
 
 /// Size of the DNS message header (`DNS_RawMsgHdr`); shorter messages are a weird, not parsed.
 pub const DNS_HEADER_LEN: u32 = 12;
@@ -141,6 +150,22 @@ impl PacketMeta {
     #[inline(always)]
     pub fn l4_dropped(&self) -> bool {
         self.meta_flags & (META_L4_TRUNCATED | META_L4_BAD_HEADER) != 0
+    }
+
+    /// True if the TCP payload was not captured whole ([`META_PAYLOAD_CUT`]).
+    #[inline(always)]
+    pub fn payload_cut(&self) -> bool {
+        self.meta_flags & META_PAYLOAD_CUT != 0
+    }
+
+    /// Sets [`META_PAYLOAD_CUT`] to `cut` for a TCP segment with payload (other packets never
+    /// carry it).
+    #[inline(always)]
+    pub fn set_payload_cut(&mut self, cut: bool) {
+        self.meta_flags &= !META_PAYLOAD_CUT;
+        if cut && self.proto == proto::TCP && self.payload_len > 0 {
+            self.meta_flags |= META_PAYLOAD_CUT;
+        }
     }
 
     /// True if every flag in `mask` is set.
@@ -551,6 +576,7 @@ fn parse_tcp(l4: &[u8], l4_len: u32, meta: &mut PacketMeta) -> Result<(), ParseE
         meta.meta_flags |= META_L4_TRUNCATED;
         return Ok(());
     }
+    meta.set_payload_cut(l4.len() < l4_len as usize);
     // On BPF the eBPF glue walks the options in a stage of its own (verifier complexity).
     #[cfg(not(target_arch = "bpf"))]
     if meta.tcp_flags & tcp_flags::SYN != 0 {

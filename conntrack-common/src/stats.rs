@@ -42,15 +42,18 @@ pub enum Stat {
     /// New connections opened in stage 1 by a plain SYN or a datagram (`engine::fast_open`):
     /// counted in `NewConns` too.
     FastOpens = 15,
+    /// Frames the capture filter (`-f`) rejected: not tracked, not counted in the others
+    /// but `Packets`.
+    Filtered = 16,
     /// Service detection: payload bytes of the first packets of each direction handed to the
     /// agent as samples (`CONTENTS` records flagged `CONTENT_SAMPLE`).
-    ServiceBytes = 16,
+    ServiceBytes = 17,
     /// Service detection: samples the ring buffer had no room for (or the copy failed).
-    ServiceNotDelivered = 17,
+    ServiceNotDelivered = 18,
 }
 
 /// Number of entries of the `STATS` array.
-pub const STAT_COUNT: u32 = 18;
+pub const STAT_COUNT: u32 = 19;
 
 impl Stat {
     /// Index into the `STATS` array.
@@ -78,6 +81,7 @@ impl Stat {
             Stat::IpBytes => "ip_bytes",
             Stat::FastPath => "fast_path",
             Stat::FastOpens => "fast_opens",
+            Stat::Filtered => "filtered",
             Stat::ServiceBytes => "service_bytes",
             Stat::ServiceNotDelivered => "service_not_delivered",
         }
@@ -101,6 +105,7 @@ impl Stat {
         Stat::IpBytes,
         Stat::FastPath,
         Stat::FastOpens,
+        Stat::Filtered,
         Stat::ServiceBytes,
         Stat::ServiceNotDelivered,
     ];

@@ -55,7 +55,9 @@ impl HeaderSource for Direct {
 /// Takes the packet if a fast path can: `Some(noted)`, where `noted` says a note waits for
 /// the note stage (a lock taken over); `None` if it needs the stage chain (nothing was written
 /// then). `frame_len` is the whole frame's length, `gso_segs` the packets it stands for,
-/// `ifindex` the interface recorded in a new connection (0 in replays).
+/// `ifindex` the interface recorded in a new connection (0 in replays). `l2`: NewConn events
+/// carry the link layer (`CONFIG_L2`); the stage chain, which has the frame's copy, opens every
+/// connection then, so the fast open's event stays one fixed-size record.
 #[inline(always)]
 pub fn try_fast<C: Pkt>(
     ctx: &C,
@@ -63,6 +65,7 @@ pub fn try_fast<C: Pkt>(
     gso_segs: u32,
     now_ns: u64,
     ifindex: u32,
+    l2: bool,
 ) -> Option<bool> {
     let (m, l4) = parse_view(&ctx.direct(), frame_len, gso_segs)?;
     if m.may_apply() {
@@ -70,10 +73,10 @@ pub fn try_fast<C: Pkt>(
         match FLOWS.get_ptr_mut(&key) {
             Some(conn) => try_apply(conn, &m, now_ns),
             // A datagram of a new flow (a plain SYN never gets here: `may_apply` refuses SYNs).
-            None if m.opens() => try_open(ctx, &m, l4, now_ns, ifindex),
+            None if m.opens() && !l2 => try_open(ctx, &m, l4, now_ns, ifindex),
             None => None,
         }
-    } else if m.opens() {
+    } else if m.opens() && !l2 {
         // A plain SYN: no lookup, the insert finds an existing key.
         try_open(ctx, &m, l4, now_ns, ifindex)
     } else {

@@ -7,7 +7,8 @@
 //! packet takes a chain of programs joined by tail calls through `STAGES` (each is verified on
 //! its own, which keeps the verifier's path count in bounds; per-CPU `SCRATCH` carries the
 //! state):
-//! - `conntrack_ingress` / `conntrack_egress`: take the time and flags, try the fast path, copy
+//! - `conntrack_ingress` / `conntrack_egress`: run the capture filter if there is one
+//!   (filter.rs), take the time and flags, try the fast path, copy
 //!   up to `MAX_HEADER_BYTES` of the frame, skip the VLAN tags;
 //! - `conntrack_parse`: `packet::parse_ip` (the IP layer) into a `PacketMeta`, then
 //!   `packet::parse_l4`, GSO counts, the SYN's window-scale option, then lookup/creation, TCP
@@ -41,6 +42,7 @@
 mod contents;
 mod control;
 mod fast;
+mod filter;
 mod flood;
 mod flow;
 mod l2;
@@ -60,7 +62,9 @@ use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::programs::{TcContext, XdpContext};
 use conntrack_common::conn::Conn;
-use conntrack_common::event::{self, ConnChange, EventKind, EventRef, Snapshot, TableFull};
+use conntrack_common::event::{
+    self, ConnChange, ConnL2, EventKind, EventRef, Snapshot, TableFull,
+};
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{
     MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, ParseError, gso_counts, note_udp_delivered,
@@ -69,8 +73,8 @@ use conntrack_common::packet::{
 use conntrack_common::proto;
 use conntrack_common::stats::{MAX_IFACES, Stat};
 use maps::{
-    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FLAGS, CONFIG_REPLAY, EVENTS, IFACE_STATS, L4_HEADER_BYTES,
-    SCRATCH, SENSOR, SENSOR_DROP, STAGE_PARSE, STAGE_UPDATE, STATS,
+    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FILTER, CONFIG_FLAGS, CONFIG_L2, CONFIG_REPLAY, EVENTS,
+    IFACE_STATS, L4_HEADER_BYTES, SCRATCH, SENSOR, SENSOR_DROP, STAGE_PARSE, STAGE_UPDATE, STATS,
 };
 use pkt::Pkt;
 
@@ -78,6 +82,9 @@ use pkt::Pkt;
 const CB_BAD_CHECKSUM: u32 = 1;
 /// Replay: the packet's IPv4 total length was 0 (the frame carries the captured length).
 const CB_IP_LEN_ZERO: u32 = 4;
+/// Replay: the capture cut the packet short of its IP length (the snap length): a TCP payload
+/// then never reaches Zeek's reassembler (`PacketMeta::payload_cut`).
+const CB_PAYLOAD_CUT: u32 = 8;
 
 /// Shortest frame worth parsing (an Ethernet header).
 const ETH_HLEN: u32 = 14;
@@ -246,8 +253,12 @@ pub(crate) fn count_n(stat: Stat, n: u64) {
 /// connection ends here (fast.rs); for the others, copy the headers and find the IP header
 /// behind the VLAN tags.
 #[inline(always)]
-fn capture_stage<C: Pkt>(ctx: &C) {
+fn capture_stage<C: filter::FromRaw>(ctx: &C) {
     count(Stat::Packets);
+    let flags = CONFIG.get(CONFIG_FLAGS).copied().unwrap_or(0);
+    if flags & CONFIG_FILTER != 0 && !filter::accepts(ctx) {
+        return count(Stat::Filtered);
+    }
     let len = ctx.frame_len();
     let pkt::Fields {
         tstamp,
@@ -255,7 +266,6 @@ fn capture_stage<C: Pkt>(ctx: &C) {
         gso_segs,
         ifindex,
     } = ctx.fields();
-    let flags = CONFIG.get(CONFIG_FLAGS).copied().unwrap_or(0);
     let replay = flags & CONFIG_REPLAY != 0;
     let now_ns = if replay && tstamp != 0 {
         tstamp
@@ -266,10 +276,12 @@ fn capture_stage<C: Pkt>(ctx: &C) {
         unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
     };
     // A replayed packet the agent flagged (bad checksum, IP length 0) is accounted apart.
-    let flagged = replay && cb0 & (CB_BAD_CHECKSUM | CB_IP_LEN_ZERO) != 0;
+    let flagged = replay && cb0 & (CB_BAD_CHECKSUM | CB_IP_LEN_ZERO | CB_PAYLOAD_CUT) != 0;
     // A test run's skb sits on loopback: replays have no interface (the host engine's 0).
     let conn_ifindex = if replay { 0 } else { ifindex };
-    if !flagged && let Some(noted) = fast::try_fast(ctx, len, gso_segs, now_ns, conn_ifindex) {
+    let l2 = flags & CONFIG_L2 != 0;
+    if !flagged && let Some(noted) = fast::try_fast(ctx, len, gso_segs, now_ns, conn_ifindex, l2)
+    {
         if !replay {
             count_iface(ifindex, gso_segs, len);
         }
@@ -316,6 +328,8 @@ fn capture_stage<C: Pkt>(ctx: &C) {
     scratch.ip_len = n.saturating_sub(l3_offset as u32);
     scratch.copy_cut = (len > n) as u32;
     scratch.ip_len_zero = (replay && cb0 & CB_IP_LEN_ZERO != 0) as u32;
+    scratch.replay = replay as u32;
+    scratch.payload_cut = (replay && cb0 & CB_PAYLOAD_CUT != 0) as u32;
     scratch.ethertype = ethertype as u32;
     scratch.gso_segs = gso_segs;
     scratch.ifindex = conn_ifindex;
@@ -421,6 +435,14 @@ fn transport_stage<C: Pkt>(ctx: &C) {
     if let Err(e) = parse_l4(l4, l4_len, meta) {
         return parse_error(ctx, e, note::IN_TRANSPORT);
     }
+    // `parse_l4` judged the payload from our copy; whether the capture cut it is the packet's
+    // length live (the skb holds the whole packet), the agent's verdict in a replay.
+    let cut = if scratch.replay != 0 {
+        scratch.payload_cut != 0
+    } else {
+        (ctx.frame_len() as u64) < scratch.l3_offset as u64 + meta.ip_len as u64
+    };
+    meta.set_payload_cut(cut);
     if scratch.copy_cut != 0 && meta.proto == proto::UDP {
         // Our copy ends before the packet: the application analyzers see the packet's own
         // payload, so take its captured length and bytes 0 and 2 from the skb.
@@ -530,6 +552,8 @@ fn emit(ev: &EventRef<'_>) {
         Some(conn) if ev.kind != EventKind::TableFull => {
             if event::needs_snapshot(ev.kind, ev.changes) {
                 emit_snapshot(ev, conn)
+            } else if ev.kind == EventKind::NewConn && l2_events() {
+                emit_new_conn_l2(ev, conn)
             } else {
                 emit_change(ev, conn)
             }
@@ -613,6 +637,42 @@ fn wake_flags() -> u64 {
 #[inline(always)]
 fn emit_change(ev: &EventRef<'_>, conn: &Conn) {
     submit_change(EVENTS.reserve::<ConnChange>(0), &Head::of(ev, conn), conn);
+}
+
+/// The `CONFIG_L2` flag (looked up for NewConn events only).
+#[inline(always)]
+fn l2_events() -> bool {
+    CONFIG
+        .get(CONFIG_FLAGS)
+        .is_some_and(|f| f & CONFIG_L2 != 0)
+}
+
+/// A NewConn with the link-layer fields of the packet that opened the connection, read from
+/// stage 1's copy of the frame (the stage chain opens every connection when they are asked
+/// for: see `fast::try_fast`).
+#[inline(always)]
+fn emit_new_conn_l2(ev: &EventRef<'_>, conn: &Conn) {
+    let Some(scratch) = SCRATCH.get_ptr(0) else {
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<ConnL2>(0) else {
+        return count(Stat::RingbufFull);
+    };
+    // SAFETY: per-CPU scratch filled by stage 1 for this packet.
+    let l2 = conntrack_common::packet::l2::of_ethernet(unsafe { &(*scratch).frame });
+    let out: *mut ConnL2 = entry.as_mut_ptr();
+    // SAFETY: the reservation holds one `ConnL2`, written whole before submit.
+    unsafe {
+        write_change(
+            &raw mut (*out).change,
+            &Head::of(ev, conn),
+            conn,
+            event::HAS_L2,
+        );
+        copy_nonoverlapping(&l2, &raw mut (*out).l2, 1);
+    }
+    entry.submit(wake_flags());
+    count(Stat::Events);
 }
 
 #[inline(always)]

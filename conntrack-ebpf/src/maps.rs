@@ -51,9 +51,14 @@ pub const CONFIG_CONTENTS_RATE: u32 = 3;
 /// `CONFIG` flag: the program runs under BPF_PROG_TEST_RUN for a replay; trust `__sk_buff.tstamp`
 /// and `cb[0]` (live, `cb[]` holds whatever the qdisc layer left there).
 pub const CONFIG_REPLAY: u64 = 1;
+/// `CONFIG` flag: NewConn events carry the first packet's link-layer fields
+/// (`event::ConnL2`), for Zeek's MAC and VLAN policy fields.
+pub const CONFIG_L2: u64 = 2;
+/// `CONFIG` flag: a capture filter is in `filter::FILTER`; stage 1 runs it first.
+pub const CONFIG_FILTER: u64 = 4;
 /// `CONFIG` flag: new TCP/UDP connections hand their first payload to the agent for service
 /// detection (`engine::EngineConfig::sample_services`).
-pub const CONFIG_SERVICE: u64 = 2;
+pub const CONFIG_SERVICE: u64 = 8;
 
 /// Per-CPU working memory: too large for the 512-byte stack.
 #[repr(C)]
@@ -87,6 +92,11 @@ pub struct Scratch {
     /// 1 if the replayed packet had IPv4 total length 0 (segmentation offload; the agent
     /// passes a copy with the captured length): Zeek counts 0 IP bytes for it.
     pub ip_len_zero: u32,
+    /// 1 in a replay (BPF_PROG_TEST_RUN): the frame may be a clipped copy, so whether the TCP
+    /// payload was captured whole is the agent's verdict, [`Scratch::payload_cut`].
+    pub replay: u32,
+    /// Replay: 1 if the agent found the packet's payload cut by the capture's snap length.
+    pub payload_cut: u32,
     /// `engine::Changes` bits of stage 2's lookup (NEW, REUSED, FLIPPED) for stage 3.
     pub created: u32,
     /// `engine::Changes` of the packet after stage 3, for the threshold stage.

@@ -1,4 +1,5 @@
-//! `cargo xtask setup`: the eBPF toolchain.
+//! `cargo xtask setup`: the eBPF toolchain, and libpcap's headers and link library (the agent
+//! compiles capture filters with libpcap: `-f EXPR`).
 //!
 //! The eBPF program needs nightly (`-Z build-std=core` for `bpfel-unknown-none`, hence rust-src)
 //! and `bpf-linker`. bpf-linker is built against the nightly toolchain's own libLLVM (no system
@@ -21,6 +22,7 @@ struct Nightly {
 }
 
 pub fn setup() -> Result<()> {
+    ensure_libpcap_dev()?;
     ensure_rust_src()?;
     let nightly = nightly_info()?;
     let tools = util::tools_dir();
@@ -64,6 +66,34 @@ pub fn setup() -> Result<()> {
         .with_context(|| format!("cannot write {}", stamp_path.display()))?;
     step("bpf-linker installed");
     Ok(())
+}
+
+/// libpcap-dev: the agent links libpcap (capture filters), which needs `libpcap.so` and its
+/// headers at build time; installed with apt-get when missing.
+fn ensure_libpcap_dev() -> Result<()> {
+    let present = Command::new("pkg-config")
+        .args(["--exists", "libpcap"])
+        .status()
+        .is_ok_and(|s| s.success())
+        || std::path::Path::new("/usr/include/pcap/pcap.h").is_file();
+    if present {
+        step("libpcap-dev is installed");
+        return Ok(());
+    }
+    step("installing libpcap-dev (the agent compiles capture filters with libpcap)");
+    util::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    util::run(
+        Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "libpcap-dev",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("installing libpcap-dev (run `apt-get install libpcap-dev` as root)")
 }
 
 fn ensure_rust_src() -> Result<()> {

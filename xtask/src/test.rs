@@ -17,6 +17,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("podman", "podman"),
     ("runc", "runc"),
     ("binutils", "strip"),
+    // `read -f` is compared with `tcpdump -r -w` (tests/tests/capture_filter.rs).
+    ("tcpdump", "tcpdump"),
 ];
 
 pub fn test() -> Result<()> {

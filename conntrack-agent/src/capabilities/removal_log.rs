@@ -11,7 +11,7 @@
 //! # enabled = false
 //! ```
 
-use crate::core::events::{Capability, ConnEvent, ConnHandle, RemovalReason};
+use crate::core::events::{Capability, ConnEvent, ConnHandle, EventMask, RemovalReason};
 use crate::core::removal_hooks::RemovalHook;
 use crate::logs::rotate::{LogFile, LogOptions, RotationPolicy};
 use crate::util::site::addr_from_bytes;
@@ -19,7 +19,6 @@ use conntrack_common::conn::Conn;
 use conntrack_common::tcp::state;
 use serde::Deserialize;
 use std::cell::RefCell;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -73,16 +72,22 @@ fn why(reason: RemovalReason, c: &Conn) -> &'static str {
 /// by piece rather than through `write!`: `fmt`'s machinery was most of a line's cost, and a
 /// line is written per connection.
 fn line(out: &mut String, conn: &ConnHandle<'_>, reason: RemovalReason) {
-    write_line(out, conn.conn(), conn.uid(), conn.ts_ns(), reason);
+    write_line(out, conn.conn(), |o| conn.push_uid(o), conn.ts_ns(), reason);
 }
 
-/// [`line`] of connection `c` with `uid`, removed at `ts_ns`.
-fn write_line(out: &mut String, c: &Conn, uid: &str, ts_ns: u64, reason: RemovalReason) {
+/// [`line`] of connection `c` with the uid `uid` appends, removed at `ts_ns`.
+fn write_line(
+    out: &mut String,
+    c: &Conn,
+    uid: impl FnOnce(&mut String),
+    ts_ns: u64,
+    reason: RemovalReason,
+) {
     out.clear();
     out.push_str("{\"ts\":");
     push_ts(out, ts_ns);
     out.push_str(",\"uid\":\"");
-    out.push_str(uid);
+    uid(out);
     out.push_str("\",\"id.orig_h\":\"");
     push_addr(out, &c.orig_addr);
     out.push_str("\",\"id.orig_p\":");
@@ -137,6 +142,14 @@ fn is_tie(ts: f64, s: &str) -> bool {
     let Some((int, frac)) = s.split_once('.') else {
         return true;
     };
+    // A tie's exact value has one fractional digit more than `s`. That of `mant * 2^exp`
+    // (`mant` odd) has `-exp` (`mant * 5^-exp / 10^-exp`, whose last digit is odd): most
+    // times have far more, and are no tie whatever their digits.
+    let (mant, exp) = mant_exp(ts);
+    let exact_frac = -(exp + mant.trailing_zeros() as i32);
+    if usize::try_from(exact_frac).ok() != Some(frac.len() + 1) {
+        return false;
+    }
     let mut digits: u128 = 0;
     for b in int.bytes().chain(frac.bytes()) {
         if !b.is_ascii_digit() || digits >= 10u128.pow(19) {
@@ -144,9 +157,7 @@ fn is_tie(ts: f64, s: &str) -> bool {
         }
         digits = digits * 10 + u128::from(b - b'0');
     }
-    let bits = ts.to_bits();
-    let exp = ((bits >> 52) & 0x7ff) as i32 - 1075;
-    let mant = u128::from((bits & ((1 << 52) - 1)) | (1 << 52));
+    let mant = u128::from(mant);
     let (Ok(f), true) = (u32::try_from(frac.len() + 1), (-60..0).contains(&exp)) else {
         return true;
     };
@@ -158,22 +169,23 @@ fn is_tie(ts: f64, s: &str) -> bool {
     }
 }
 
-/// An address as `Display` of [`addr_from_bytes`] writes it: IPv4 (IPv4-mapped in the
-/// connection) by hand, IPv6 (the fewer, and `Display`'s zero compression) through `fmt`.
+/// A normal `f64` as `mant * 2^exp`, `mant` with its implicit leading bit.
+fn mant_exp(x: f64) -> (u64, i32) {
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32 - 1075;
+    ((bits & ((1 << 52) - 1)) | (1 << 52), exp)
+}
+
+/// An address as `Display` of [`addr_from_bytes`] writes it: conn.log's writer does the same
+/// but for an IPv4-compatible address (`::a.b.c.d`, inet_ntop's form; `Display` writes hex
+/// groups), which goes through `fmt` (the IPv6 `Display` cost a third of a line).
 fn push_addr(out: &mut String, bytes: &[u8; 16]) {
-    match addr_from_bytes(bytes) {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                out.push_str(itoa::Buffer::new().format(octet));
-            }
-        }
-        IpAddr::V6(v6) => {
-            use std::fmt::Write;
-            let _ = write!(out, "{v6}");
-        }
+    let compatible = bytes[..12].iter().all(|&b| b == 0) && bytes[12..14] != [0, 0];
+    if compatible {
+        use std::fmt::Write;
+        let _ = write!(out, "{}", addr_from_bytes(bytes));
+    } else {
+        crate::logs::conn_tsv::push_addr(out, bytes);
     }
 }
 
@@ -229,6 +241,11 @@ impl Capability for RemovalLog {
         false
     }
 
+    /// The hook does the rest.
+    fn events(&self) -> EventMask {
+        EventMask::NEW
+    }
+
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {
         if *event == ConnEvent::New {
             conn.register_removal_hook(&self.hook);
@@ -240,7 +257,7 @@ impl Capability for RemovalLog {
 mod tests {
     use super::*;
     use crate::util::site::addr_to_bytes;
-    use std::net::Ipv6Addr;
+    use std::net::{IpAddr, Ipv6Addr};
 
     /// A small xorshift: reproducible inputs without a dependency.
     struct Rng(u64);
@@ -325,12 +342,15 @@ mod tests {
     #[test]
     fn addresses_are_written_as_display_writes_them() {
         let mut rng = Rng(12345);
-        let fixed: [IpAddr; 6] = [
+        let fixed: [IpAddr; 9] = [
             "0.0.0.0".parse().unwrap(),
             "255.255.255.255".parse().unwrap(),
             "10.0.0.5".parse().unwrap(),
             "::".parse().unwrap(),
             "::1.2.3.4".parse().unwrap(),
+            "::0.0.1.2".parse().unwrap(),
+            "::1".parse().unwrap(),
+            "::ffff:0:1.2.3.4".parse().unwrap(),
             "2001:db8::3".parse().unwrap(),
         ];
         let random = (0..20_000).map(|i| {
@@ -338,7 +358,14 @@ mod tests {
             // Every other one IPv4 (mapped, as connections hold it).
             match i % 2 {
                 0 => addr_to_bytes(IpAddr::V4((b as u32).into())),
-                _ => Ipv6Addr::from(b & !(0xffff << (16 * (i % 8)))).octets(),
+                // Zero groups where the random mask has them, for runs of every length.
+                _ => {
+                    let zeros = rng.next();
+                    let kept = (0..8)
+                        .filter(|g| (zeros >> g) & 1 != 0)
+                        .fold(0u128, |m, g| m | 0xffff << (16 * g));
+                    Ipv6Addr::from(b & kept).octets()
+                }
             }
         });
         for bytes in fixed.map(addr_to_bytes).into_iter().chain(random) {
@@ -359,13 +386,14 @@ mod tests {
         let mut out = String::new();
         for reason in [RemovalReason::Closed, RemovalReason::Drain] {
             for ts_ns in [0, 1_700_000_005_041_402_800] {
-                write_line(&mut out, &c, "C3nB9d11Fvk7TBjbiH", ts_ns, reason);
+                let uid = |o: &mut String| o.push_str("C3nB9d11Fvk7TBjbiH");
+                write_line(&mut out, &c, uid, ts_ns, reason);
                 assert_eq!(out, reference(&c, "C3nB9d11Fvk7TBjbiH", ts_ns, reason));
             }
         }
         c.proto = 17;
         c.orig.state = state::RESET;
-        write_line(&mut out, &c, "", 5, RemovalReason::Closed);
+        write_line(&mut out, &c, |_| {}, 5, RemovalReason::Closed);
         assert_eq!(out, reference(&c, "", 5, RemovalReason::Closed));
     }
 }

@@ -54,6 +54,8 @@ pub struct L3<'a> {
     pub ip: &'a [u8],
 }
 
+use conntrack_common::packet::l2::L2Info;
+
 const ETH_IPV4: u16 = 0x0800;
 const ETH_IPV6: u16 = 0x86dd;
 
@@ -236,6 +238,28 @@ pub fn synth_ethernet(version: u8, ip: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&[0u8; 12]);
     out.extend_from_slice(&(if version == 6 { ETH_IPV6 } else { ETH_IPV4 }).to_be_bytes());
     out.extend_from_slice(ip);
+}
+
+/// [`synth_ethernet`] with the captured link layer `l2` (addresses and VLAN tags) in front, for
+/// the MAC/VLAN conn.log columns: the datapath reads it as it reads a live frame's.
+pub fn synth_ethernet_l2(version: u8, ip: &[u8], l2: &L2Info, out: &mut Vec<u8>) {
+    out.clear();
+    conntrack_common::packet::l2::push_header(
+        l2,
+        if version == 6 { ETH_IPV6 } else { ETH_IPV4 },
+        out,
+    );
+    out.extend_from_slice(ip);
+}
+
+/// The link-layer fields Zeek's MAC/VLAN policy scripts log of a captured frame: those of its
+/// Ethernet header (the outermost), none for link types without Ethernet addresses (raw IP,
+/// Linux cooked capture, BSD loopback: unset columns).
+pub fn link_layer(linktype: u32, data: &[u8]) -> L2Info {
+    match linktype {
+        LINKTYPE_ETHERNET => conntrack_common::packet::l2::of_ethernet(data),
+        _ => L2Info::default(),
+    }
 }
 
 #[cfg(test)]

@@ -332,6 +332,7 @@ mod tests {
 log-dir = "/var/log/conntrack"
 table_size = 1000
 community-id = true
+mac-logging = true
 local-nets = ["10.0.0.0/8", "192.168.0.0/16"]
 
 [run]
@@ -344,6 +345,7 @@ rotate-interval = "1h"
 engine = "host"
 ignore-checksums = true
 log-format = "json"
+vlan_logging = true
 "#;
 
     #[test]
@@ -355,6 +357,8 @@ log-format = "json"
         assert_eq!(r.common.log_dir, PathBuf::from("/var/log/conntrack"));
         assert_eq!(r.common.table_size, 2000, "[run] wins over [agent]");
         assert!(r.common.community_id);
+        assert!(r.common.mac_logging);
+        assert!(!r.common.vlan_logging, "[read] only");
         assert_eq!(r.common.local_nets, ["10.0.0.0/8", "192.168.0.0/16"]);
         assert_eq!(r.metrics_addr, Some("127.0.0.1:9750".parse().unwrap()));
         assert_eq!(
@@ -368,6 +372,7 @@ log-format = "json"
         assert_eq!(r.engine, Some(Engine::Host));
         assert!(r.ignore_checksums);
         assert_eq!(r.common.log_format, LogFormat::Json);
+        assert!(r.common.mac_logging && r.common.vlan_logging);
         assert_eq!(r.common.logs.rotate_interval, None, "[run] only");
     }
 

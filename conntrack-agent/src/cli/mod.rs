@@ -122,10 +122,30 @@ pub struct CommonArgs {
     #[arg(help_heading = "Capture", long, default_value_t = 262_144, value_parser = clap::value_parser!(u32).range(1..))]
     pub table_size: u32,
 
+    /// Capture filter: track only the packets this tcpdump expression matches (libpcap's
+    /// syntax, `man pcap-filter`; Zeek's -f), e.g. 'tcp port 80', 'not port 22',
+    /// 'tcp[tcpflags] & tcp-syn != 0'. `read` keeps exactly what `tcpdump -r TRACE -w OUT EXPR`
+    /// keeps; `run` runs it in the kernel on every frame (as Ethernet), before anything else.
+    /// Rejected packets are counted (`filtered`). Set at start: SIGHUP does not change it. An
+    /// empty EXPR means none.
+    #[arg(help_heading = "Capture", long, short = 'f', value_name = "EXPR")]
+    pub filter: Option<String>,
+
     /// Append Zeek's `community_id` column to conn.log (Community ID v1 flow hash, seed 0), as
     /// Zeek's policy/protocols/conn/community-id-logging does.
     #[arg(help_heading = "Logs", long)]
     pub community_id: bool,
+
+    /// Append Zeek's `orig_l2_addr` and `resp_l2_addr` columns to conn.log: the Ethernet source
+    /// and destination addresses of the connection's first packet (they follow the endpoints
+    /// when the roles flip), as Zeek's policy/protocols/conn/mac-logging does.
+    #[arg(help_heading = "Logs", long)]
+    pub mac_logging: bool,
+
+    /// Append Zeek's `vlan` and `inner_vlan` columns to conn.log: the 802.1Q/802.1ad VLAN ids
+    /// of the connection's first packet, as Zeek's policy/protocols/conn/vlan-logging does.
+    #[arg(help_heading = "Logs", long)]
+    pub vlan_logging: bool,
 
     /// TOML config file, checked at start: capability sections (`[alerts]`, `[inactivity]`,
     /// ...) and any option of this command in `[agent]`/`[run]`/`[read]` (the command line
@@ -185,6 +205,15 @@ impl CommonArgs {
     /// conn.log goes to stdout (`--stdout` or `--log-dir -`).
     pub fn to_stdout(&self) -> bool {
         self.logs.stdout || self.log_dir.as_os_str() == "-"
+    }
+
+    /// conn.log's optional columns (Zeek's conn policy scripts).
+    pub fn columns(&self) -> crate::logs::l2_fields::Columns {
+        crate::logs::l2_fields::Columns {
+            community_id: self.community_id,
+            mac: self.mac_logging,
+            vlan: self.vlan_logging,
+        }
     }
 
     /// How conn.log is written (stdout or rotated file).
@@ -347,6 +376,15 @@ pub struct ReadArgs {
     /// replay keeps Zeek's rule: a duration threshold fires on the first packet past it.
     #[arg(help_heading = "Replay", long)]
     pub duration_timers: bool,
+
+    /// Decapsulate tunnels nested at most N deep (Zeek's Tunnel::max_depth): VXLAN, Geneve,
+    /// GRE (with PPTP, ERSPAN I/II/III, GRE over UDP 4754), GTPv1-U, Teredo, AYIYA and
+    /// IP-in-IP. Inner connections are logged with tunnel_parents (the uid of the enclosing
+    /// tunnel's connection or tunnel.log entry) and the tunnels in tunnel.log. 0, the default,
+    /// leaves tunnels undecoded (their outer connections are logged); N > 0 needs the host
+    /// engine, which it selects by default.
+    #[arg(help_heading = "Replay", long, value_name = "N", default_value_t = 0)]
+    pub tunnel_max_depth: u32,
 }
 
 /// The command line merged with the `[agent]`/`[run]`/`[read]` tables of its `--config` file

@@ -179,6 +179,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         service: false,
         ring_bytes: 0,
         kernel_log: None,
+        filter: None,
     })?;
     k.load_sensor(false)?;
     let mut events: Vec<Event> = Vec::new();

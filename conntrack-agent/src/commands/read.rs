@@ -2,7 +2,8 @@
 
 use crate::capture::checksum::ChecksumPolicy;
 use crate::capture::defrag::{Defragmenter, FragResult};
-use crate::capture::link::{LinkSkip, frame_l3};
+use crate::capture::filter::TraceFilter;
+use crate::capture::link::{LinkSkip, frame_l3, synth_ethernet_l2};
 use crate::capture::pcap::{PcapReader, input_name};
 use crate::cli::{Engine, ReadArgs};
 use crate::commands::setup::{self, Mode, Settings, Started};
@@ -12,10 +13,12 @@ use crate::core::events::Capability;
 use crate::core::events::{ConnEvent, ConnHandle};
 use crate::datapath::Datapath;
 use crate::datapath::host::{HostConfig, HostDatapath};
+use crate::logs::tunnel_log::TunnelLog;
 use crate::util::site::NetSet;
 use crate::util::stop::{Stop, signal_name};
 use conntrack_common::checksum::{ipv4_header_checksum_ok, transport_checksum_ok};
 use conntrack_common::packet::ip_view;
+use conntrack_common::tunnel::is_ip_tunnel_proto;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -25,6 +28,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct ReadStats {
     pub packets: u64,
+    /// Records the capture filter (`-f`) rejected, of `packets`.
+    pub filtered: u64,
     pub bytes: u64,
     pub processed: u64,
     pub skipped: BTreeMap<String, u64>,
@@ -52,10 +57,12 @@ const OFFLOAD_BAD_SHARE: f64 = 0.05;
 /// offloading (or on `lo`) holds packets whose checksums the NIC would have filled in, and
 /// since they are not used every connection looks like OTH with no bytes.
 pub fn offload_hint(st: &ReadStats) -> Option<String> {
-    if st.packets == 0 {
+    // Of the packets the engine was given, as Zeek counts those libpcap let through.
+    let seen = st.packets.saturating_sub(st.filtered);
+    if seen == 0 {
         return None;
     }
-    let over = |bad: u64| bad as f64 / st.packets as f64 > OFFLOAD_BAD_SHARE;
+    let over = |bad: u64| bad as f64 / seen as f64 > OFFLOAD_BAD_SHARE;
     let kinds = [
         ("IP", st.bad_ip_checksums),
         ("TCP", st.bad_tcp_checksums),
@@ -78,7 +85,7 @@ pub fn offload_hint(st: &ReadStats) -> Option<String> {
          -C/--ignore-checksums to use them (or --ignore-checksums-net for the capturing host's \
          addresses)",
         named.join(" and "),
-        st.packets
+        seen
     ))
 }
 
@@ -122,11 +129,14 @@ fn is_privileged() -> bool {
 
 /// The kernel datapath when asked for (an error if it cannot be loaded: a silent fallback would
 /// hide which engine wrote the log), or by default when privileged, else the host engine.
+/// Decapsulation (`decap`) is the host engine's alone for now: it is chosen by default, and
+/// asking for the kernel's is an error.
 fn make_datapath(
     engine: Option<Engine>,
     ports: &[(u16, u8)],
     table_size: u32,
     service: bool,
+    decap: bool,
 ) -> anyhow::Result<Box<dyn Datapath>> {
     let host = || -> Box<dyn Datapath> {
         Box::new(HostDatapath::new(
@@ -135,6 +145,11 @@ fn make_datapath(
     };
     match engine {
         Some(Engine::Host) => Ok(host()),
+        None if decap => Ok(host()),
+        Some(Engine::Kernel) if decap => anyhow::bail!(
+            "--tunnel-max-depth: the kernel engine does not decapsulate tunnels yet; replay \
+             with --engine host, or leave --tunnel-max-depth at 0"
+        ),
         Some(Engine::Kernel) => crate::datapath::kernel::replay_datapath(ports, table_size, service).map_err(|e| {
             e.context("--engine kernel: cannot load the eBPF program (use --engine host to replay without it)")
         }),
@@ -220,6 +235,10 @@ fn replay(
         ignore_all: args.ignore_checksums,
         ignore_nets: NetSet::parse_list(args.ignore_checksums_net.iter().map(String::as_str))?,
     };
+    // Checked before the input is opened or any log touched: a typo is reported at once.
+    let mut filter = crate::capture::filter::expression(args.common.filter.as_deref())
+        .map(TraceFilter::new)
+        .transpose()?;
     let name = input_name(&args.trace);
     let mut reader = match PcapReader::open_stoppable(&args.trace, stop) {
         // A signal while waiting for the first bytes: nothing was read, no log written.
@@ -240,6 +259,7 @@ fn replay(
         &settings.ports,
         args.common.table_size,
         settings.service,
+        args.tunnel_max_depth > 0,
     )?;
     // Before any log is touched (an agent running into the same directory writes conn.log
     // too), and after what can fail without one: the input and the engine (an unprivileged
@@ -259,6 +279,14 @@ fn replay(
         ipfix,
         ..
     } = started;
+    if args.tunnel_max_depth > 0 {
+        let opts = crate::logs::rotate::LogOptions {
+            rotation: args.common.rotation(),
+            stdout: false,
+        };
+        let log = TunnelLog::create(&args.common.log_dir, args.common.log_format, opts)?;
+        agent.enable_tunnels(log);
+    }
     let mut clock = PacketClock::default();
     let mut defrag = Defragmenter::default();
     let mut st = ReadStats::default();
@@ -268,6 +296,9 @@ fn replay(
     let replay_started = Instant::now();
     let mut last_progress = Instant::now();
     let mut frame = Vec::with_capacity(2048);
+    // The MAC/VLAN columns need the captured link layer: each packet then reaches the
+    // datapath as a frame with its addresses and VLAN tags (else as the bare IP packet).
+    let link_frames = args.common.columns().l2();
 
     let mut input_error = None;
     // A stop signal is looked at between packets: one atomic load each.
@@ -284,6 +315,14 @@ fn replay(
         };
         st.packets += 1;
         st.bytes += pkt.data.len() as u64 + 16;
+        // As libpcap does for `zeek -r -f`: a rejected record is not seen at all, not even by
+        // network time.
+        if let Some(f) = filter.as_mut()
+            && !f.keeps(pkt.linktype, pkt.data, pkt.orig_len)?
+        {
+            st.filtered += 1;
+            continue;
+        }
         if progress && st.packets % 4096 == 0 && last_progress.elapsed() >= Duration::from_secs(3) {
             last_progress = Instant::now();
             let pct = if file_size > 0 {
@@ -399,7 +438,32 @@ fn replay(
                 _ => {}
             }
         }
-        match agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame) {
+        let decap = args.tunnel_max_depth > 0;
+        // With decapsulation, GRE and IP-in-IP packets are tunnel layers, not connections.
+        let r = if decap && is_ip_tunnel_proto(view.proto) {
+            Ok(())
+        } else if link_frames {
+            let l2 = crate::capture::link::link_layer(pkt.linktype, pkt.data);
+            synth_ethernet_l2(l3.version, ip, &l2, &mut frame);
+            agent.process(&frame, pkt.ts_ns, checksum_ok)
+        } else {
+            agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame)
+        };
+        match r {
+            Ok(()) if decap => {
+                st.processed += 1;
+                decap::process_inner(
+                    &mut agent,
+                    ip,
+                    view,
+                    checksum_ok,
+                    pkt.ts_ns,
+                    &policy,
+                    args.tunnel_max_depth,
+                    (pkt.orig_len as usize).saturating_sub(pkt.data.len()),
+                    &mut frame,
+                )?;
+            }
             Ok(()) => st.processed += 1,
             // A log that cannot be written ends the replay (the file is named).
             Err(e) if crate::logs::health::any_failing(&agent.log_health()) => return Err(e),
@@ -451,8 +515,13 @@ fn replay(
     } else {
         "logged to stdout".to_string()
     };
+    let filtered = filter
+        .as_ref()
+        .map(|f| format!(", {} filtered out by {:?}", st.filtered, f.expr()))
+        .unwrap_or_default();
     let mut summary = format!(
-        "conntrack-agent: {}: {} packets, {} processed, {logged} connections, {destination}",
+        "conntrack-agent: {}: {} packets{filtered}, {} processed, {logged} connections, \
+         {destination}",
         name.display(),
         st.packets,
         st.processed,
@@ -578,5 +647,6 @@ fn unfragment_first(ip: &[u8]) -> Vec<u8> {
     v
 }
 
+mod decap;
 #[cfg(test)]
 mod tests;

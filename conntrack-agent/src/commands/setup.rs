@@ -120,7 +120,7 @@ pub fn start(
         &common.log_dir,
         "conn",
         common.log_format,
-        common.community_id,
+        common.columns(),
         common.conn_log_options(),
     )?;
     // Started before the first packet so that deliveries left by an earlier run go out meanwhile.
@@ -137,6 +137,7 @@ pub fn start(
         settings.local_nets.clone(),
         writer,
     );
+    agent.enable_link_layers()?;
     if mode == Mode::Live {
         // Live, timers come due by the wall clock, a million at once when a burst of
         // connections times out together: taken in large batches, with the ring buffer's

@@ -1,21 +1,26 @@
 //! The agent core shared by `read` and `run`: a [`Datapath`] (where the engine runs), the
 //! [`Tracker`] (Zeek's timers), uids, local_nets and the conn.log writer.
 
+use crate::capture::tunnels::Hop;
 use crate::core::event_uid::EventUid;
 use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
 use crate::core::tracker::{ConnView, Observed, Removal, Timeouts, TimerHost, Tracker};
+use crate::core::tunnels::{Encap, Tunnels};
 use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::{Datapath, ThresholdError};
-use crate::logs::conn_log::ConnLogWriter;
+use crate::logs::conn_log::{ConnExtra, ConnLogWriter};
 use crate::logs::conn_tsv::RecordUid;
+use crate::logs::tunnel_log::TunnelLog;
 use crate::util::site::NetSet;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
 use conntrack_common::event::{ConnChange, Event, EventKind};
 use conntrack_common::key::FlowKey;
+use conntrack_common::packet::{PacketMeta, parse_ip};
 use conntrack_common::threshold::ThresholdCommand;
+use conntrack_common::tunnel::EncapChange;
 
 /// Totals for the end-of-run summary.
 #[derive(Debug, Default, Clone)]
@@ -50,6 +55,11 @@ pub struct Agent {
     logs: Vec<crate::logs::rotate::SharedLog>,
     /// Outputs besides `logs` that count their write errors.
     health: Vec<std::sync::Arc<crate::logs::health::LogHealth>>,
+    /// Tunnel decapsulation's parents and tunnel.log (`read --tunnel-max-depth`); None: off,
+    /// and no packet pays for it.
+    tunnels: Option<Box<Tunnels>>,
+    /// The first packets' link layers, when conn.log has the MAC or VLAN columns.
+    link_layers: Option<crate::core::link_layer::LinkLayers>,
     pub stats: AgentStats,
 }
 
@@ -98,7 +108,7 @@ impl TimerHost<TrackKey> for TimerView<'_> {
     }
 
     fn keep_timing_out(&mut self, key: &TrackKey, uid: &Uid) -> bool {
-        if self.core.is_idle() {
+        if !self.core.handles_timing_out() {
             return false;
         }
         let mut target = Datapaths {
@@ -162,8 +172,21 @@ impl Agent {
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
             logs: Vec::new(),
             health: Vec::new(),
+            tunnels: None,
+            link_layers: None,
             stats: AgentStats::default(),
         }
+    }
+
+    /// Fills conn.log's MAC/VLAN columns (when its writer has them): the datapath reports each
+    /// connection's first link layer from now on, and it is kept until the connection is
+    /// logged.
+    pub fn enable_link_layers(&mut self) -> anyhow::Result<()> {
+        if self.writer.columns().l2() {
+            self.dp.set_l2_events(true)?;
+            self.link_layers = Some(Default::default());
+        }
+        Ok(())
     }
 
     /// Adds a capability module; it receives the events of every connection from now on.
@@ -188,38 +211,54 @@ impl Agent {
         events: &[ConnEvent],
         crossed: Option<RawCrossing>,
     ) {
-        if self.core.is_idle() {
+        if !self.core.needs(&key, events, crossed.is_some()) {
             return;
         }
-        let conn = match conn {
-            Some(c) => *c,
-            None => match self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key)) {
-                Some(c) => c,
-                // Gone already (live: removed since the event); its removal reports it.
-                None => return,
-            },
-        };
-        let info = ConnInfo {
-            key,
-            uid: EventUid::new(self.tracker.uid(&key)),
-            conn,
-            ts_ns,
+        let (dp, overflow, tracker) = (&self.dp, &self.overflow, &self.tracker);
+        let info = self.core.fill_info(|info| {
+            match conn {
+                Some(c) => info.conn = *c,
+                None => {
+                    let mut found = false;
+                    let mut put = |c: &Conn| {
+                        info.conn = *c;
+                        found = true;
+                    };
+                    if !dp.with_conn(&key, &mut put) {
+                        overflow.with_conn(&key, &mut put);
+                    }
+                    if !found {
+                        // Gone already (live: removed since the event); its removal reports it.
+                        return false;
+                    }
+                }
+            }
+            info.key = key;
+            info.uid = EventUid::new(tracker.uid(&key));
+            info.ts_ns = ts_ns;
+            true
+        });
+        let Some(info) = info else {
+            return;
         };
         let mut target = Datapaths {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
         };
-        self.core.deliver(&mut target, info, events, crossed);
+        self.core.deliver_shared(&mut target, info, events, crossed);
         self.apply_inactivity_requests();
     }
 
     /// Hands the per-connection inactivity timeouts capabilities asked for to the tracker.
+    #[inline]
     fn apply_inactivity_requests(&mut self) {
-        // Only capabilities ask (and none is ever unregistered): `read` without any would
-        // otherwise take an empty list twice per packet.
-        if self.core.is_idle() {
-            return;
+        // Rarely anything to take, and this runs up to three times a packet.
+        if self.core.has_inactivity_requests() {
+            self.take_inactivity_requests();
         }
+    }
+
+    fn take_inactivity_requests(&mut self) {
         for (key, timeout) in self.core.take_inactivity_requests() {
             let last = self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key));
             if let Some(c) = last {
@@ -284,13 +323,11 @@ impl Agent {
                 tracker.uid(k).as_ref().map(Uid::render)
             });
         }
-        let idle = self.core.is_idle();
-        if idle && self.tracker.advance_idle(now_ns) {
+        // Timeouts asked for since the last packet count from now on.
+        self.apply_inactivity_requests();
+        if self.tracker.advance_idle(now_ns) {
             // No timer due (most packets): only the logs' clocks move.
             return self.tick_logs(now_ns);
-        }
-        if !idle {
-            self.apply_inactivity_requests();
         }
         let mut view = TimerView {
             main: self.dp.as_mut(),
@@ -299,9 +336,8 @@ impl Agent {
             now_ns: now_ns.max(0) as u64,
         };
         let removed = self.tracker.advance_with(now_ns, &mut view);
-        if !idle {
-            self.apply_inactivity_requests();
-        }
+        // What `connection_timing_out` handlers asked for.
+        self.apply_inactivity_requests();
         for (k, why, uid) in removed {
             self.remove_and_log(&k, why, Some(uid))?;
         }
@@ -317,8 +353,8 @@ impl Agent {
     }
 
     /// One frame (Ethernet) through the datapath, then the events it produced (the tests'
-    /// frames; a replay hands IP packets to `process_ip`).
-    #[cfg(test)]
+    /// frames, and a replay's packets with their link layer when conn.log has the MAC/VLAN
+    /// columns; otherwise a replay hands IP packets to `process_ip`).
     pub fn process(&mut self, frame: &[u8], ts_ns: i64, checksum_ok: bool) -> anyhow::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
@@ -353,14 +389,92 @@ impl Agent {
             self.handle_event(ev, ts_ns)?;
         }
         self.events = events;
+        if self.tunnels.is_some() && r.is_ok() {
+            self.check_encap(ip);
+        }
         self.deliver_contents();
         r.map_err(anyhow::Error::from)
+    }
+
+    /// Turns tunnel decapsulation's bookkeeping on: inner connections get `tunnel_parents`,
+    /// tunnels are written to tunnel.log.
+    pub fn enable_tunnels(&mut self, log: TunnelLog) {
+        self.add_log(log.shared());
+        self.tunnels = Some(Box::new(Tunnels::new(log)));
+    }
+
+    /// The encapsulation of the packets `process_ip` is given next (None: not encapsulated).
+    pub fn set_encap(&mut self, encap: Option<Encap>) {
+        if let Some(t) = &mut self.tunnels {
+            t.seen |= encap.is_some();
+            t.current = encap;
+        }
+    }
+
+    /// The uid of the tunnel `hop` (its outer packet was just processed), discovering it in
+    /// tunnel.log the first time; None when decapsulation is off or the outer connection is
+    /// not tracked.
+    pub fn tunnel_parent(&mut self, hop: &Hop<'_>, ts_ns: i64) -> anyhow::Result<Option<String>> {
+        let Some(t) = self.tunnels.as_mut() else {
+            return Ok(None);
+        };
+        let uid_gen = &mut self.uid_gen;
+        match hop.outer_key {
+            None => t
+                .ip_parent(hop.tunnel, hop.src, hop.dst, ts_ns, || {
+                    uid_gen.next_uid().render()
+                })
+                .map(Some),
+            Some(key) => {
+                let Some(uid) = self.tracker.uid(&key).filter(|u| *u != Uid::UNSET) else {
+                    return Ok(None);
+                };
+                let Some(c) = self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key)) else {
+                    return Ok(None);
+                };
+                t.udp_parent(
+                    key,
+                    hop.tunnel,
+                    uid.render(),
+                    (c.orig_addr, c.orig_port),
+                    (c.resp_addr, c.resp_port),
+                    ts_ns,
+                )
+                .map(Some)
+            }
+        }
+    }
+
+    /// Zeek's `CheckEncapsulation` for the connection of packet `ip`, just processed: a change
+    /// of tunnel adds a parent (up to the limit, then `X`).
+    fn check_encap(&mut self, ip: &[u8]) {
+        let Some(t) = self.tunnels.as_mut() else {
+            return;
+        };
+        let created = t.created.take();
+        let id = t.current.as_ref().map_or(0, |e| e.id);
+        if !t.seen {
+            return;
+        }
+        let mut meta = PacketMeta::default();
+        if parse_ip(ip, &mut meta).is_err() {
+            return;
+        }
+        let key = FlowKey::from_meta(&meta);
+        let is_new = created == Some(key);
+        let change = self
+            .dp
+            .check_encap(&key, id, is_new)
+            .or_else(|| self.overflow.check_encap(&key, id, is_new));
+        if change == Some(EncapChange::Changed) {
+            t.on_change(key);
+        }
     }
 
     /// Content extraction: hands the payload records the datapath produced to the
     /// capabilities (after the events of the same packets).
     pub fn deliver_contents(&mut self) {
-        if self.core.is_empty() {
+        if !self.core.wants_payload() {
             return;
         }
         let mut chunks = std::mem::take(&mut self.chunks);
@@ -379,6 +493,12 @@ impl Agent {
     pub fn handle_event(&mut self, ev: &Event, ts_ns: i64) -> anyhow::Result<()> {
         match ev {
             Event::Conn(c) => self.conn_changed(c, None, ts_ns),
+            Event::NewConnL2(l) => {
+                if let Some(ls) = &mut self.link_layers {
+                    ls.opened(l);
+                }
+                self.conn_changed(&l.change, None, ts_ns)
+            }
             Event::Snapshot(s) if s.change.kind() == Some(EventKind::ReuseRemoved) => {
                 // The datapath already restarted the key: log the old connection's copy.
                 let k = s.change.key;
@@ -437,6 +557,9 @@ impl Agent {
         // (a resync reports it as a state change): the capabilities never heard of it.
         // StateChanged only when a capability listens for those: most events are nothing
         // else, and delivering one costs a lookup of the connection.
+        if fresh && let Some(t) = self.tunnels.as_mut() {
+            t.on_new(k);
+        }
         let first = if fresh {
             Some(ConnEvent::New)
         } else {
@@ -496,20 +619,24 @@ impl Agent {
     ) -> anyhow::Result<()> {
         let uid = self.named(uid);
         if !self.core.is_idle() {
-            let info = ConnInfo {
-                key: *k,
-                uid: EventUid::new(Some(uid.clone())),
-                conn: c,
-                ts_ns: self.tracker_now(),
-            };
-            let mut target = Datapaths {
-                main: self.dp.as_mut(),
-                overflow: &mut self.overflow,
-            };
             let removed = [ConnEvent::Removed(reason)];
-            self.core.deliver(&mut target, info, &removed, None);
-        }
-        if !self.core.is_empty() {
+            let now = self.tracker_now();
+            let info = self.core.needs(k, &removed, false).then(|| {
+                self.core.fill_info(|info| {
+                    info.key = *k;
+                    info.uid = EventUid::new(Some(uid.clone()));
+                    info.conn = c;
+                    info.ts_ns = now;
+                    true
+                })
+            });
+            if let Some(Some(info)) = info {
+                let mut target = Datapaths {
+                    main: self.dp.as_mut(),
+                    overflow: &mut self.overflow,
+                };
+                self.core.deliver_shared(&mut target, info, &removed, None);
+            }
             // Extraction's counters (a capability may have turned it on without events).
             self.dp.forget_contents(k);
         }
@@ -534,6 +661,9 @@ impl Agent {
 
     /// The datapath lost `k`: its removal hooks still run (with the last state seen).
     fn evicted(&mut self, k: &TrackKey) {
+        if let Some(ls) = &mut self.link_layers {
+            ls.forget(k);
+        }
         let now = self.tracker_now();
         let mut target = Datapaths {
             main: self.dp.as_mut(),
@@ -549,21 +679,29 @@ impl Agent {
 
     fn log_conn(
         &mut self,
-        k: &FlowKey,
+        k: &TrackKey,
         c: &Conn,
         uid: Uid,
         why: &'static str,
     ) -> anyhow::Result<()> {
         let local = self.local_of(c);
         let mut service = std::mem::take(&mut self.service);
-        if self.core.is_empty() {
+        if self.core.is_idle() {
             service.clear();
         } else {
             // After the Removed event, which the capabilities handled first.
             self.core.conn_service(k, c, &mut service);
         }
+        let l2 = match &mut self.link_layers {
+            Some(ls) => ls.take(k, c),
+            None => Default::default(),
+        };
         // Network time decides interval rotation (packet time in `read`).
         let now = Some(self.tracker.network_time()).filter(|&t| t > 0);
+        let parents = match self.tunnels.as_mut() {
+            Some(t) => t.removed(k, self.tracker.network_time())?,
+            None => Vec::new(),
+        };
         let text;
         let uid = match &uid {
             Uid::Random { hi, lo } => RecordUid::Random { hi: *hi, lo: *lo },
@@ -572,7 +710,12 @@ impl Agent {
                 RecordUid::Text(&text)
             }
         };
-        let written = self.writer.write_conn(c, uid, local, &service, now);
+        let extra = ConnExtra {
+            service: &service,
+            l2: &l2,
+            tunnel_parents: &parents,
+        };
+        let written = self.writer.write_conn(c, uid, local, &extra, now);
         self.service = service;
         written?;
         self.stats.conns_logged += 1;

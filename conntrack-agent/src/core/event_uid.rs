@@ -32,8 +32,28 @@ impl EventUid {
 
     /// The uid as conn.log writes it.
     pub fn as_str(&self) -> &str {
-        self.text
-            .get_or_init(|| self.uid.as_ref().map(Uid::render).unwrap_or_default())
+        self.text.get_or_init(|| {
+            let mut s = String::with_capacity(24);
+            self.render_into(&mut s);
+            s
+        })
+    }
+
+    /// Appends the uid's text to `out` without keeping it: for a caller that writes it once
+    /// (removal.log), keeping it would be an allocation per connection.
+    pub fn push_to(&self, out: &mut String) {
+        match self.text.get() {
+            Some(t) => out.push_str(t),
+            None => self.render_into(out),
+        }
+    }
+
+    fn render_into(&self, out: &mut String) {
+        match &self.uid {
+            Some(Uid::Random { hi, lo }) => crate::logs::conn_tsv::push_uid(out, *hi, *lo),
+            Some(given) => out.push_str(&given.render()),
+            None => {}
+        }
     }
 
     /// The same uid (compares the values when both have one, else the text).
@@ -59,6 +79,34 @@ mod tests {
         assert_eq!(EventUid::new(None).as_str(), "");
         assert_eq!(EventUid::default().as_str(), "");
         assert_eq!(EventUid::from_text("C1".into()).as_str(), "C1");
+    }
+
+    #[test]
+    fn pushed_text_is_the_rendered_uid() {
+        let mut g = UidGen::seeded(11);
+        let mut uids: Vec<Uid> = (0..1000).map(|_| g.next_uid()).collect();
+        uids.extend([
+            Uid::Random { hi: 0, lo: 0 },
+            Uid::Random {
+                hi: u32::MAX,
+                lo: u64::MAX,
+            },
+            Uid::from("CgivenText1".to_string()),
+        ]);
+        for uid in uids {
+            let mut out = String::from("x");
+            EventUid::new(Some(uid.clone())).push_to(&mut out);
+            assert_eq!(out, format!("x{}", uid.render()));
+            let e = EventUid::new(Some(uid.clone()));
+            assert_eq!(e.as_str(), uid.render());
+            let mut out = String::new();
+            e.push_to(&mut out);
+            assert_eq!(out, uid.render(), "from the kept text");
+        }
+        let mut out = String::new();
+        EventUid::new(None).push_to(&mut out);
+        EventUid::from_text("C2".into()).push_to(&mut out);
+        assert_eq!(out, "C2");
     }
 
     #[test]

@@ -36,6 +36,9 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
+mod mask;
+pub use mask::EventMask;
+
 /// Why a connection was removed (given to [`ConnEvent::Removed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RemovalReason {
@@ -105,12 +108,14 @@ pub trait Capability {
     /// after the events of the packet that carried it. `dp` looks connections up.
     /// Also the service samples: the first payload of each direction of every connection
     /// (`contents::CONTENT_SAMPLE` in the chunk's flags) when service detection is on. `dp`
-    /// looks connections up and takes commands (e.g. extraction on).
+    /// looks connections up and takes commands (e.g. extraction on). Only with
+    /// [`EventMask::PAYLOAD`] in [`Capability::events`].
     fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &mut dyn ThresholdTarget) {}
 
     /// conn.log's `service` for a connection being logged (`conn`, its final state; after its
-    /// `Removed` event): the names this capability confirmed, appended in confirmation order. Each capability adds
-    /// its own (application protocols, tunnels); a name already present is not repeated.
+    /// `Removed` event): the names this capability confirmed, appended in confirmation order.
+    /// Each capability adds its own (application protocols, tunnels); a name already present
+    /// is not repeated. Asked of every capability, whatever its [`Capability::events`].
     fn conn_service(&mut self, _key: &FlowKey, _conn: &Conn, _out: &mut Vec<&'static str>) {}
 
     /// Whether [`ConnEvent::StateChanged`] matters to this capability. Most packets that
@@ -120,12 +125,12 @@ pub trait Capability {
         true
     }
 
-    /// Whether this capability wants connection events at all ([`Capability::on_event`],
-    /// [`Capability::connection_timing_out`]). One that only reads payload and adds to
-    /// conn.log (service detection) says no: with no capability wanting them the agent builds
-    /// no events, which keeps `read` near its cost without capabilities.
-    fn wants_events(&self) -> bool {
-        true
+    /// The kinds of event this capability handles: it gets no other (nor
+    /// `connection_timing_out` without [`EventMask::TIMING_OUT`], nor payload without
+    /// [`EventMask::PAYLOAD`]). An event no capability handles is not built unless its
+    /// connection has removal hooks, so declaring only what is used makes the rest free.
+    fn events(&self) -> EventMask {
+        EventMask::ALL
     }
 }
 
@@ -147,6 +152,21 @@ pub struct ConnInfo {
     /// Network time of the event (packet time in replays, wall clock live), ns.
     pub ts_ns: u64,
 }
+
+impl ConnInfo {
+    /// A state to fill in ([`EventCore::fill_info`]).
+    fn empty() -> Self {
+        Self {
+            key: FlowKey::default(),
+            uid: EventUid::default(),
+            conn: Conn::ZERO,
+            ts_ns: 0,
+        }
+    }
+}
+
+/// Event states kept for reuse ([`EventCore::fill_info`]): a few cover a packet's events.
+const SPARE_INFOS: usize = 4;
 
 enum Pending {
     Event(ConnEvent),
@@ -185,6 +205,11 @@ impl ConnHandle<'_> {
 
     pub fn uid(&self) -> &str {
         self.info.uid.as_str()
+    }
+
+    /// Appends [`ConnHandle::uid`] to `out`, for a caller that writes it once (no copy kept).
+    pub fn push_uid(&self, out: &mut String) {
+        self.info.uid.push_to(out);
     }
 
     /// The connection as of the event (counters, state, addresses).
@@ -345,8 +370,12 @@ pub struct EventCore {
     lifecycle: LifecycleRegistry,
     /// Some capability wants [`ConnEvent::StateChanged`].
     state_changes: bool,
-    /// Some capability wants events ([`Capability::wants_events`]).
-    events: bool,
+    /// What each capability handles (by index in `caps`), and all of them together.
+    masks: Vec<EventMask>,
+    wanted: EventMask,
+    /// Event states no longer referenced, to be filled again: an event then costs no
+    /// allocation, and its connection is copied once, straight into place.
+    spare: Vec<Rc<ConnInfo>>,
 }
 
 impl EventCore {
@@ -357,15 +386,63 @@ impl EventCore {
             queue: VecDeque::new(),
             lifecycle: LifecycleRegistry::default(),
             state_changes: false,
-            events: false,
+            masks: Vec::new(),
+            wanted: EventMask::NONE,
+            spare: Vec::new(),
         }
     }
 
-    /// Adds a capability; it receives every later event.
+    /// Adds a capability; it receives every later event of the kinds it handles.
     pub fn register(&mut self, cap: Box<dyn Capability>) {
-        self.events |= cap.wants_events();
-        self.state_changes |= self.events && cap.wants_state_changes();
+        let mut mask = cap.events();
+        if !cap.wants_state_changes() {
+            mask = mask.without(EventMask::STATE_CHANGED);
+        }
+        self.state_changes |= mask.has(EventMask::STATE_CHANGED);
+        self.wanted = self.wanted | mask;
+        self.masks.push(mask);
         self.caps.push(cap);
+    }
+
+    /// Whether `events` (and a threshold crossing, when `crossed`) of connection `key` need
+    /// delivering: some capability handles one of them, a crossing is to be matched against
+    /// the thresholds set, or the connection has removal hooks (they keep its latest state and
+    /// run at its removal). Delivering costs the caller the connection's state, most events
+    /// need none of this. When they are not needed, what a `Removed` among them does without
+    /// a listener is done here: the connection's thresholds are forgotten.
+    pub fn needs(&mut self, key: &FlowKey, events: &[ConnEvent], crossed: bool) -> bool {
+        if self.caps.is_empty() {
+            return false;
+        }
+        if crossed
+            || events.iter().any(|e| self.wanted.has(EventMask::of(e)))
+            || self.lifecycle.hooks.has(key)
+        {
+            return true;
+        }
+        if events.iter().any(|e| matches!(e, ConnEvent::Removed(_))) {
+            self.thresholds.forget(key);
+        }
+        false
+    }
+
+    /// Some capability asks [`Capability::connection_timing_out`].
+    #[inline]
+    pub fn handles_timing_out(&self) -> bool {
+        self.wanted.has(EventMask::TIMING_OUT)
+    }
+
+    /// Some capability takes extracted payload ([`Capability::on_payload`]).
+    #[inline]
+    pub fn wants_payload(&self) -> bool {
+        self.wanted.has(EventMask::PAYLOAD)
+    }
+
+    /// A capability asked for a connection's inactivity timeout since the last
+    /// [`EventCore::take_inactivity_requests`].
+    #[inline]
+    pub fn has_inactivity_requests(&self) -> bool {
+        !self.lifecycle.inactivity.is_empty()
     }
 
     /// Some capability wants [`ConnEvent::StateChanged`].
@@ -373,17 +450,46 @@ impl EventCore {
         self.state_changes
     }
 
-    /// True when no capability wants events: the agent then skips building them.
+    /// True when no capability is registered (none handles events or payload, none adds to
+    /// conn.log): the agent then skips all of it. Which events get built depends on the
+    /// capabilities' masks ([`EventCore::needs`]).
+    #[inline]
     pub fn is_idle(&self) -> bool {
-        !self.events
-    }
-
-    /// True when no capability is registered at all (none takes payload or adds to conn.log).
-    pub fn is_empty(&self) -> bool {
         self.caps.is_empty()
     }
 
-    /// Queues `events` for one connection and delivers everything queued.
+    /// An event's state, filled in by `fill` (false: there is none, no event), for
+    /// [`EventCore::deliver_shared`]. Reuses a spare one when there is.
+    pub fn fill_info(&mut self, fill: impl FnOnce(&mut ConnInfo) -> bool) -> Option<Rc<ConnInfo>> {
+        let mut info = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Rc::new(ConnInfo::empty()));
+        if Rc::get_mut(&mut info).is_none() {
+            // Spares are unshared when kept, and not handed out since.
+            info = Rc::new(ConnInfo::empty());
+        }
+        let filled = Rc::get_mut(&mut info).is_some_and(fill);
+        if !filled {
+            self.recycle(info);
+            return None;
+        }
+        Some(info)
+    }
+
+    /// Keeps `info` for [`EventCore::fill_info`] if nothing else holds it.
+    fn recycle(&mut self, info: Rc<ConnInfo>) {
+        if Rc::strong_count(&info) == 1
+            && Rc::weak_count(&info) == 0
+            && self.spare.len() < SPARE_INFOS
+        {
+            self.spare.push(info);
+        }
+    }
+
+    /// Queues `events` for one connection and delivers everything queued (the agent fills a
+    /// reused state instead: [`EventCore::deliver_shared`]).
+    #[cfg(test)]
     pub fn deliver(
         &mut self,
         target: &mut dyn ThresholdTarget,
@@ -391,18 +497,29 @@ impl EventCore {
         events: &[ConnEvent],
         crossed: Option<RawCrossing>,
     ) {
-        if !self.events {
+        self.deliver_shared(target, Rc::new(info), events, crossed);
+    }
+
+    /// [`EventCore::deliver`] of a state from [`EventCore::fill_info`].
+    pub fn deliver_shared(
+        &mut self,
+        target: &mut dyn ThresholdTarget,
+        info: Rc<ConnInfo>,
+        events: &[ConnEvent],
+        crossed: Option<RawCrossing>,
+    ) {
+        if self.caps.is_empty() {
             return;
         }
-        let info = Rc::new(info);
         for ev in events {
             self.queue
                 .push_back((Rc::clone(&info), Pending::Event(*ev)));
         }
         // As in Zeek, the packet's state events come before its threshold crossings.
         if let Some(raw) = crossed {
-            self.queue.push_back((info, Pending::Raw(raw)));
+            self.queue.push_back((Rc::clone(&info), Pending::Raw(raw)));
         }
+        drop(info);
         self.run(target);
     }
 
@@ -497,7 +614,10 @@ impl EventCore {
     pub fn keep_timing_out(&mut self, target: &mut dyn ThresholdTarget, info: ConnInfo) -> bool {
         let info = &Rc::new(info);
         let mut keep = false;
-        for cap in self.caps.iter_mut() {
+        for (cap, mask) in self.caps.iter_mut().zip(&self.masks) {
+            if !mask.has(EventMask::TIMING_OUT) {
+                continue;
+            }
             let mut handle = ConnHandle {
                 info,
                 thresholds: &mut self.thresholds,
@@ -556,8 +676,10 @@ impl EventCore {
 
     /// Payload of an extracted connection, to every capability.
     pub fn payload(&mut self, target: &mut dyn ThresholdTarget, chunk: &ContentChunk) {
-        for cap in self.caps.iter_mut() {
-            cap.on_payload(chunk, target);
+        for (cap, mask) in self.caps.iter_mut().zip(&self.masks) {
+            if mask.has(EventMask::PAYLOAD) {
+                cap.on_payload(chunk, target);
+            }
         }
     }
 
@@ -609,10 +731,16 @@ impl EventCore {
                 Pending::Event(ev) => {
                     // Connections with removal hooks keep their latest state for an eviction;
                     // not the removed state: the hooks are taken below and given this event's.
-                    if !matches!(ev, ConnEvent::Removed(_)) {
-                        self.lifecycle.hooks.saw(&info);
+                    if !matches!(ev, ConnEvent::Removed(_))
+                        && let Some(old) = self.lifecycle.hooks.saw(&info)
+                    {
+                        self.recycle(old);
                     }
-                    for cap in self.caps.iter_mut() {
+                    let kind = EventMask::of(&ev);
+                    for (cap, mask) in self.caps.iter_mut().zip(&self.masks) {
+                        if !mask.has(kind) {
+                            continue;
+                        }
                         let mut handle = ConnHandle {
                             info: &info,
                             thresholds: &mut self.thresholds,
@@ -625,13 +753,15 @@ impl EventCore {
                     if let ConnEvent::Removed(reason) = ev {
                         // After every capability's handler, as Zeek runs the hooks from
                         // connection_state_remove at a low priority.
-                        if let Some((_, hooks)) = self.lifecycle.hooks.take(&info.key) {
+                        if let Some((last, hooks)) = self.lifecycle.hooks.take(&info.key) {
                             self.run_hooks(target, &info, hooks, reason);
+                            self.recycle(last);
                         }
                         self.thresholds.forget(&info.key);
                     }
                 }
             }
+            self.recycle(info);
         }
     }
 }

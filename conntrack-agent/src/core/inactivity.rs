@@ -138,6 +138,10 @@ impl InactivityRequests {
     pub(crate) fn take(&mut self) -> Vec<(FlowKey, Duration)> {
         std::mem::take(&mut self.0)
     }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl ConnHandle<'_> {

@@ -70,13 +70,14 @@ pub struct RemovalHooks {
 
 impl RemovalHooks {
     /// Keeps the latest state of a connection that has hooks.
-    pub(crate) fn saw(&mut self, info: &Rc<ConnInfo>) {
+    /// Returns the state it kept before (for reuse).
+    pub(crate) fn saw(&mut self, info: &Rc<ConnInfo>) -> Option<Rc<ConnInfo>> {
         if self.by_conn.is_empty() {
-            return;
+            return None;
         }
-        if let Some(r) = self.by_conn.get_mut(&info.key) {
-            r.last = latest(&r.last, info);
-        }
+        let r = self.by_conn.get_mut(&info.key)?;
+        let now = latest(&r.last, info);
+        Some(std::mem::replace(&mut r.last, now))
     }
 
     /// Removes and returns a connection's hooks (registration order) and its last state.
@@ -85,6 +86,11 @@ impl RemovalHooks {
             return None;
         }
         self.by_conn.remove(key).map(|r| (r.last, r.hooks))
+    }
+
+    /// True if connection `key` has hooks.
+    pub(crate) fn has(&self, key: &FlowKey) -> bool {
+        !self.by_conn.is_empty() && self.by_conn.contains_key(key)
     }
 
     /// Connections with hooks.

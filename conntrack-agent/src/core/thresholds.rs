@@ -417,7 +417,10 @@ impl Thresholds {
 
     /// The connection is gone: drop its thresholds.
     pub fn forget(&mut self, key: &FlowKey) {
-        self.conns.remove(key);
+        // Most connections never had one: no hashing then.
+        if !self.conns.is_empty() {
+            self.conns.remove(key);
+        }
     }
 }
 

@@ -1,5 +1,8 @@
-//! The engine on the host: conntrack-common's flow engine over a `HashMap`, for `read --engine
-//! host` and the tests. Content extraction and thresholds behave as the kernel's do.
+//! The engine on the host: conntrack-common's flow engine over a flow table ([`slab`]), for
+//! `read --engine host` and the tests. Content extraction and thresholds behave as the
+//! kernel's do.
+
+mod slab;
 
 use super::{
     ContentChunk, Datapath, DatapathError, ThresholdError, ip_payload_of, payload_of,
@@ -8,11 +11,12 @@ use super::{
 use crate::util::hashing::{FastMap, FastSet};
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::{self, ContentCounters, ContentHeader};
-use conntrack_common::engine::{self, Changes, EngineConfig, FlowTable};
+use conntrack_common::engine::{self, Changes, EngineConfig};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::{PacketMeta, ParseError, parse_ethernet, parse_ip};
+use conntrack_common::packet::{PacketMeta, ParseError, l2, parse_ethernet, parse_ip};
 use conntrack_common::threshold::{self, ThresholdCommand};
+use conntrack_common::tunnel::{self, EncapChange};
 
 /// likely_server_ports on the host.
 #[derive(Debug, Clone, Default)]
@@ -47,24 +51,14 @@ impl EngineConfig for HostConfig {
     }
 }
 
-struct Table<'a>(&'a mut FastMap<FlowKey, Conn>);
-
-impl FlowTable for Table<'_> {
-    fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
-        self.0.get_mut(key)
-    }
-    fn insert(&mut self, key: &FlowKey, conn: &Conn) -> bool {
-        self.0.entry(*key).or_insert(*conn);
-        true
-    }
-}
-
-/// The engine on the host: a HashMap of connections.
+/// The engine on the host: a table of connections.
 pub struct HostDatapath {
-    table: FastMap<FlowKey, Conn>,
+    table: slab::FlowSlab,
     cfg: HostConfig,
     /// Content extraction, as the kernel's contents stage does it.
     contents: HostContents,
+    /// NewConn events carry the first packet's link-layer fields (`set_l2_events`).
+    l2_events: bool,
 }
 
 /// The host's side of content extraction: records, counters and caps.
@@ -88,9 +82,10 @@ const SPARE_BUFFERS: usize = 256;
 impl HostDatapath {
     pub fn new(cfg: HostConfig) -> Self {
         Self {
-            table: FastMap::default(),
+            table: slab::FlowSlab::default(),
             cfg,
             contents: HostContents::default(),
+            l2_events: false,
         }
     }
 
@@ -199,8 +194,7 @@ impl HostDatapath {
         checksum_ok: bool,
         events: &mut Vec<Event>,
     ) -> Changes {
-        let mut table = Table(&mut self.table);
-        engine::process_packet(&mut table, meta, ts_ns, checksum_ok, &self.cfg, |e| {
+        engine::process_packet(&mut self.table, meta, ts_ns, checksum_ok, &self.cfg, |e| {
             events.push(e.to_event())
         })
     }
@@ -228,7 +222,15 @@ impl Datapath for HostDatapath {
         if meta.is_fragment() {
             return Err(DatapathError::Fragment);
         }
+        let first = events.len();
         let ch = self.process_meta(&meta, ts_ns, checksum_ok, events);
+        if self.l2_events {
+            // As the kernel's NewConn: the frame's link layer, read only when asked for.
+            let l2 = l2::of_ethernet(frame);
+            for ev in &mut events[first..] {
+                ev.attach_l2(&l2);
+            }
+        }
         if self.payload_wanted(ch, &meta) {
             let patched = tso_zero_length_fix(frame);
             let mut m = meta;
@@ -288,6 +290,11 @@ impl Datapath for HostDatapath {
         self.table.get(key).copied()
     }
 
+    fn check_encap(&mut self, key: &FlowKey, id: u32, is_new: bool) -> Option<EncapChange> {
+        let conn = self.table.get_mut(key)?;
+        Some(tunnel::check_encap(conn, id, is_new))
+    }
+
     fn with_conn(&self, key: &FlowKey, f: &mut dyn FnMut(&Conn)) -> bool {
         self.table.get(key).map(f).is_some()
     }
@@ -334,6 +341,11 @@ impl Datapath for HostDatapath {
     fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
         self.contents.per_conn = per_conn;
         self.contents.rate = rate;
+        Ok(())
+    }
+
+    fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError> {
+        self.l2_events = on;
         Ok(())
     }
 }

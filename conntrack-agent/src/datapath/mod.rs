@@ -9,6 +9,7 @@ use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, ParseError};
 use conntrack_common::threshold::{self, ThresholdCommand};
+use conntrack_common::tunnel::EncapChange;
 
 /// Why the datapath did not use a frame.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -100,6 +101,12 @@ pub trait Datapath {
         self.process(scratch, ts_ns, checksum_ok, events)
     }
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
+    /// Zeek's tunnel-change rule (common's `tunnel::check_encap`) for connection `key`, whose
+    /// packet just came in encapsulation `id` (0: none); None when the table does not have
+    /// it or the datapath does not decapsulate (the kernel's, for now).
+    fn check_encap(&mut self, _key: &FlowKey, _id: u32, _is_new: bool) -> Option<EncapChange> {
+        None
+    }
     fn remove(&mut self, key: &FlowKey) -> Option<Conn>;
     fn keys(&self) -> Vec<FlowKey>;
     /// Calls `f` with the connection, if the table has it (the host's table without a copy:
@@ -155,19 +162,57 @@ pub trait Datapath {
     fn set_content_caps(&mut self, _per_conn: u64, _rate: u64) -> Result<(), DatapathError> {
         Ok(())
     }
+    /// Zeek's MAC/VLAN policy fields: every NewConn from now on carries the link-layer fields
+    /// of the connection's first packet (`Event::NewConnL2`). Off by default, and then free.
+    fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError>;
 }
-/// For an untagged Ethernet frame carrying IPv4 with total length 0, a copy whose total length
-/// is the captured IP length.
+/// Offset of the ethertype that follows an Ethernet frame's VLAN tags (12 untagged): the
+/// replay's frames carry the captured tags when the VLAN policy fields are on.
+pub fn ethertype_offset(frame: &[u8]) -> usize {
+    let mut off = 12;
+    for _ in 0..conntrack_common::packet::MAX_VLAN_TAGS {
+        match frame.get(off..off + 2) {
+            Some([0x81, 0x00] | [0x88, 0xa8] | [0x91, 0x00]) => off += 4,
+            _ => break,
+        }
+    }
+    off
+}
+
+/// True if an Ethernet frame (VLAN tags skipped) holds less of its IP packet than the IP
+/// header's length says: the capture's snap length cut it (`PacketMeta::payload_cut` for the
+/// kernel, which may be handed a clipped copy).
+pub fn ip_cut(frame: &[u8]) -> bool {
+    let et = ethertype_offset(frame);
+    let l3 = et + 2;
+    let captured = frame.len().saturating_sub(l3);
+    let be16 = |o: usize| {
+        frame
+            .get(o..o + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    };
+    let ip_len = match frame.get(et..l3) {
+        Some([0x08, 0x00]) => be16(l3 + 2),
+        Some([0x86, 0xdd]) => be16(l3 + 4).map(|p| p + 40),
+        _ => None,
+    };
+    ip_len.is_some_and(|len| captured < len)
+}
+
+/// For an Ethernet frame (VLAN tags skipped) carrying IPv4 with total length 0, a copy whose
+/// total length is the captured IP length.
 pub fn tso_zero_length_fix(frame: &[u8]) -> Option<Vec<u8>> {
-    if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] >> 4 != 4 {
+    let et = ethertype_offset(frame);
+    let l3 = et + 2;
+    if frame.len() < l3 + 20 || frame[et..l3] != [0x08, 0x00] || frame[l3] >> 4 != 4 {
         return None;
     }
-    if frame[16] != 0 || frame[17] != 0 {
+    if frame[l3 + 2] != 0 || frame[l3 + 3] != 0 {
         return None;
     }
-    let len = u16::try_from(frame.len() - 14).ok()?;
+    let len = u16::try_from(frame.len() - l3).ok()?;
     let mut v = frame.to_vec();
-    v[16..18].copy_from_slice(&len.to_be_bytes());
+    v[l3 + 2..l3 + 4].copy_from_slice(&len.to_be_bytes());
     Some(v)
 }
 

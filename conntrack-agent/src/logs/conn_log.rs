@@ -1,6 +1,7 @@
 //! conn.log writer: Zeek's ASCII (TSV) format with all header lines, or Zeek's JSON lines.
 
 use crate::logs::conn_tsv::{RecordUid, write_conn_tsv};
+use crate::logs::l2_fields::{Columns, L2Fields};
 use crate::logs::record::{ConnRecord, FIELDS, TYPES};
 use crate::logs::rotate::{HeaderFn, LogFile, LogOptions, fmt_log_date};
 use conntrack_common::conn::Conn;
@@ -13,43 +14,56 @@ pub enum LogFormat {
     Json,
 }
 
+/// What a conn.log record holds beside the connection's own state, decided by the agent at
+/// removal: the capabilities' `service` names, the first packet's MAC/VLAN fields (for the
+/// columns that are on) and the tunnels' `tunnel_parents`.
+#[derive(Clone, Copy)]
+pub struct ConnExtra<'a> {
+    pub service: &'a [&'static str],
+    pub l2: &'a L2Fields,
+    pub tunnel_parents: &'a [String],
+}
+
 /// Writes conn.log (or a log with its fields, e.g. conn_long.log), rotated as
 /// [`crate::logs::rotate`] describes.
 pub struct ConnLogWriter {
     file: LogFile,
     format: LogFormat,
     records: u64,
-    /// Append Zeek's `community_id` column (policy/protocols/conn/community-id-logging).
-    community_id: bool,
+    /// The columns after Zeek's standard ones: `community_id`
+    /// (policy/protocols/conn/community-id-logging), the MAC and VLAN policy columns.
+    cols: Columns,
     /// The line being written, kept for its allocation.
     line: String,
 }
 
 impl ConnLogWriter {
     #[cfg(test)]
-    pub fn create(dir: &Path, format: LogFormat, community_id: bool) -> anyhow::Result<Self> {
-        Self::create_with(dir, "conn", format, community_id, LogOptions::default())
+    pub fn create(dir: &Path, format: LogFormat, cols: impl Into<Columns>) -> anyhow::Result<Self> {
+        Self::create_with(dir, "conn", format, cols, LogOptions::default())
     }
 
     /// A log with conn.log's fields under another name (`<name>.log`, `#path <name>`), e.g.
-    /// conn_long.log, to stdout or rotated as `opts` says.
+    /// conn_long.log, to stdout or rotated as `opts` says. `cols`: the optional columns (a bool:
+    /// `community_id` only).
     pub fn create_with(
         dir: &Path,
         name: &str,
         format: LogFormat,
-        community_id: bool,
+        cols: impl Into<Columns>,
         opts: LogOptions,
     ) -> anyhow::Result<Self> {
+        let cols = cols.into();
         let header: Option<HeaderFn> = (format == LogFormat::Tsv).then(|| {
             let name = name.to_string();
-            Box::new(move |open| tsv_header_named(&name, open, community_id)) as HeaderFn
+            Box::new(move |open| tsv_header_cols(&name, open, &cols)) as HeaderFn
         });
         let path = dir.join(format!("{name}.log"));
         Ok(Self {
             file: LogFile::create(&path, name, header, opts, false)?,
             format,
             records: 0,
-            community_id,
+            cols,
             line: String::with_capacity(512),
         })
     }
@@ -79,7 +93,18 @@ impl ConnLogWriter {
 
     /// Writes a record at network time `now_ns` (None: the wall clock).
     pub fn write_at(&mut self, rec: &ConnRecord, now_ns: Option<i64>) -> anyhow::Result<()> {
+        self.write_record(rec, &L2Fields::default(), now_ns)
+    }
+
+    /// Writes a record with the MAC/VLAN columns' values `l2` (used when those columns are on).
+    fn write_record(
+        &mut self,
+        rec: &ConnRecord,
+        l2: &L2Fields,
+        now_ns: Option<i64>,
+    ) -> anyhow::Result<()> {
         let community_id = self
+            .cols
             .community_id
             .then(|| crate::logs::community_id::for_record(rec));
         let community_id = community_id.as_ref().map(Option::as_deref);
@@ -87,8 +112,15 @@ impl ConnLogWriter {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         match self.format {
-            LogFormat::Tsv => rec.write_tsv(&mut line, community_id),
-            LogFormat::Json => line.push_str(&rec.to_json(community_id)),
+            LogFormat::Tsv => {
+                rec.write_tsv(&mut line, community_id);
+                l2.write_tsv(&self.cols, &mut line);
+            }
+            LogFormat::Json => {
+                let mut m = rec.json_fields(community_id);
+                l2.push_json(&self.cols, &mut m);
+                line.push_str(&crate::logs::record::json_object(&m));
+            }
         }
         let written = self.file.write_line(&line, now_ns);
         self.line = line;
@@ -97,18 +129,27 @@ impl ConnLogWriter {
         Ok(())
     }
 
-    /// Writes connection `c`'s record, with uid `uid` and local_orig / local_resp `local`, at
-    /// network time `now_ns` (None: the wall clock): straight from the connection when
+    /// Writes connection `c`'s record, with uid `uid`, local_orig / local_resp `local` and the
+    /// fields the agent adds (`extra`: service, MAC/VLAN columns, tunnel parents), at network
+    /// time `now_ns` (None: the wall clock): straight from the connection when
     /// [`write_conn_tsv`] can, else through a [`ConnRecord`] (same text either way).
     pub fn write_conn(
         &mut self,
         c: &Conn,
         uid: RecordUid,
         local: Option<(bool, bool)>,
-        service: &[&str],
+        extra: &ConnExtra<'_>,
         now_ns: Option<i64>,
     ) -> anyhow::Result<()> {
-        if self.format == LogFormat::Tsv && !self.community_id {
+        let ConnExtra {
+            service,
+            l2,
+            tunnel_parents,
+        } = *extra;
+        if self.format == LogFormat::Tsv
+            && self.cols == Columns::default()
+            && tunnel_parents.is_empty()
+        {
             let mut line = std::mem::take(&mut self.line);
             line.clear();
             let direct = write_conn_tsv(&mut line, c, uid, local, service);
@@ -122,12 +163,18 @@ impl ConnLogWriter {
         }
         let mut rec = ConnRecord::from_conn(c);
         rec.uid = uid.render();
+        rec.tunnel_parents = tunnel_parents.to_vec();
         if let Some((orig, resp)) = local {
             rec.local_orig = Some(orig);
             rec.local_resp = Some(resp);
         }
         rec.service = service.iter().map(|s| s.to_string()).collect();
-        self.write_at(&rec, now_ns)
+        self.write_record(&rec, l2, now_ns)
+    }
+
+    /// The optional columns this log has.
+    pub fn columns(&self) -> Columns {
+        self.cols
     }
 
     /// Network time moved to `now_ns`: rotates when an interval boundary passed.
@@ -155,15 +202,16 @@ pub const COMMUNITY_ID_FIELD: (&str, &str) = ("community_id", "string");
 
 #[cfg(test)]
 pub fn tsv_header(open_secs: i64, community_id: bool) -> String {
-    tsv_header_named("conn", open_secs, community_id)
+    tsv_header_cols("conn", open_secs, &community_id.into())
 }
 
-/// The TSV header of a log with conn.log's fields and `#path name`.
-pub fn tsv_header_named(name: &str, open_secs: i64, community_id: bool) -> String {
+/// The TSV header of a log with conn.log's fields, the optional columns `cols`, and
+/// `#path name`.
+pub fn tsv_header_cols(name: &str, open_secs: i64, cols: &Columns) -> String {
     let (mut fields, mut types) = (FIELDS.to_vec(), TYPES.to_vec());
-    if community_id {
-        fields.push(COMMUNITY_ID_FIELD.0);
-        types.push(COMMUNITY_ID_FIELD.1);
+    for (f, t) in cols.fields() {
+        fields.push(f);
+        types.push(t);
     }
     let mut h = String::new();
     h.push_str("#separator \\x09\n");

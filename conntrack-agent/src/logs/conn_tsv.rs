@@ -21,15 +21,15 @@ const MAX_HISTORY: usize = 64;
 const LINE: usize = 512;
 
 /// A line being put together: ASCII only, so it is a `str` as written.
-struct Line {
-    buf: [u8; LINE],
+struct Line<const N: usize> {
+    buf: [u8; N],
     len: usize,
 }
 
-impl Line {
+impl<const N: usize> Line<N> {
     fn new() -> Self {
         Self {
-            buf: [0; LINE],
+            buf: [0; N],
             len: 0,
         }
     }
@@ -74,13 +74,14 @@ impl Line {
 
     /// A byte in decimal without leading zeros (an address has eight per record).
     fn octet(&mut self, b: u8) {
-        let digits = [b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10];
-        let skip = match b {
-            0..=9 => 2,
-            10..=99 => 1,
-            _ => 0,
-        };
-        self.put(&digits[skip..]);
+        // Byte by byte: a copy of a slice of one to three bytes was a `memcpy` call each.
+        if b >= 100 {
+            self.byte(b'0' + b / 100);
+        }
+        if b >= 10 {
+            self.byte(b'0' + b / 10 % 10);
+        }
+        self.byte(b'0' + b % 10);
     }
 
     /// An address as `write_addr` writes it: IPv4-mapped as IPv4, IPv4-compatible (`::a.b.c.d`)
@@ -147,6 +148,23 @@ impl Line {
     }
 }
 
+/// An address as conn.log writes it, appended to `out` (see `Line::addr`).
+pub fn push_addr(out: &mut String, a: &[u8; 16]) {
+    // The longest: eight groups of four hex digits.
+    let mut l = Line::<40>::new();
+    l.addr(a);
+    out.push_str(l.as_str().unwrap_or_default());
+}
+
+/// A random uid as conn.log spells it, appended to `out` (removal.log's lines and the events'
+/// uids share it).
+pub fn push_uid(out: &mut String, hi: u32, lo: u64) {
+    // 'C' and at most 6 + 11 base62 digits.
+    let mut l = Line::<24>::new();
+    l.uid(hi, lo);
+    out.push_str(l.as_str().unwrap_or_default());
+}
+
 /// The IPv4 address of an IPv4-mapped one (how the engine keeps IPv4).
 fn mapped_v4(addr: &[u8; 16]) -> Option<[u8; 4]> {
     let (prefix, v4) = addr.split_at(12);
@@ -169,7 +187,7 @@ impl RecordUid<'_> {
     pub fn render(&self) -> String {
         match self {
             RecordUid::Random { hi, lo } => {
-                let mut l = Line::new();
+                let mut l = Line::<LINE>::new();
                 l.uid(*hi, *lo);
                 l.as_str().unwrap_or_default().to_string()
             }
@@ -219,7 +237,7 @@ pub fn write_conn_tsv(
     if !plain_history(history) {
         return false;
     }
-    let mut l = Line::new();
+    let mut l = Line::<LINE>::new();
     l.time_ns(c.start_ns as i64);
     l.tab();
     l.uid(hi, lo);
@@ -380,7 +398,7 @@ mod tests {
         ];
         for text in cases {
             let a: std::net::Ipv6Addr = text.parse().unwrap();
-            let mut l = Line::new();
+            let mut l = Line::<LINE>::new();
             l.addr(&a.octets());
             let want = crate::logs::record::fmt_addr(&std::net::IpAddr::V6(a));
             assert_eq!(l.as_str(), Some(want.as_str()), "{text}");
@@ -392,7 +410,7 @@ mod tests {
     #[test]
     fn octets_as_itoa_writes_them() {
         for b in 0..=255u8 {
-            let mut l = Line::new();
+            let mut l = Line::<LINE>::new();
             l.octet(b);
             assert_eq!(l.as_str(), Some(b.to_string().as_str()));
         }

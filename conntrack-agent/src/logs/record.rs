@@ -274,21 +274,9 @@ impl ConnRecord {
 
     /// One JSON object as Zeek's JSON writer prints it: fields in log order, dotted names,
     /// unset fields omitted; `community_id` as for `to_tsv`, last.
+    #[cfg(test)]
     pub fn to_json(&self, community_id: Option<Option<&str>>) -> String {
-        let m = self.json_fields(community_id);
-        let mut out = String::with_capacity(320);
-        out.push('{');
-        for (i, (k, v)) in m.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push('"');
-            out.push_str(k);
-            out.push_str("\":");
-            out.push_str(&v.to_string());
-        }
-        out.push('}');
-        out
+        json_object(&self.json_fields(community_id))
     }
 
     /// The fields of [`Self::to_json`], in log order (alerts embed the same object).
@@ -352,6 +340,23 @@ impl ConnRecord {
         }
         m
     }
+}
+
+/// One JSON object of `fields`, in their order, as Zeek's JSON writer prints a record.
+pub fn json_object(fields: &[(&'static str, Value)]) -> String {
+    let mut out = String::with_capacity(320);
+    out.push('{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
+        out.push_str(&v.to_string());
+    }
+    out.push('}');
+    out
 }
 
 /// Zeek's ASCII writer escapes the separator and non-printable bytes as `\xNN`.

@@ -3,5 +3,7 @@
 
 pub mod fixtures;
 mod lifecycle;
+mod policy_fields;
+mod snaplen_gaps;
 mod zeek_lifecycle;
 mod zeek_thresholds;

@@ -23,7 +23,9 @@ use crate::conn::{
 use crate::contents;
 use crate::history::mask;
 use crate::key::{addr_words, tuple_ports_of, words_addr};
-use crate::packet::{PacketMeta, tcp_flags};
+use crate::packet::{
+    META_L4_BAD_HEADER, META_L4_TRUNCATED, META_PAYLOAD_CUT, PacketMeta, tcp_flags,
+};
 use crate::proto;
 use crate::tcp::{EP_ACTIVE, Endpoint, seq_delta, state};
 use crate::threshold;
@@ -129,7 +131,10 @@ impl FastMeta {
     /// The view of `m` unless the packet alone rules both fast paths out (see `from_meta`).
     #[inline(always)]
     fn unless_ruled_out(m: &PacketMeta, checksum_ok: bool) -> Option<FastMeta> {
-        if !checksum_ok || m.is_fragment() || m.l4_dropped() {
+        // One test for the dropped transport header and the payload the capture cut (whose
+        // bytes the reassembler never gets).
+        const REFUSED: u8 = META_L4_TRUNCATED | META_L4_BAD_HEADER | META_PAYLOAD_CUT;
+        if !checksum_ok || m.is_fragment() || m.meta_flags & REFUSED != 0 {
             return None;
         }
         Some(FastMeta::view(m))

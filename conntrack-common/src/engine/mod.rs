@@ -596,4 +596,6 @@ mod fast_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
+mod snaplen_tests;
+#[cfg(test)]
 mod tests;

@@ -92,7 +92,9 @@ pub(super) fn update_tcp(
         ack_received(conn, is_orig, rel_ack);
     }
     let ep = ep_mut(conn, is_orig);
-    if len > 0 && !f.rst && rel.is_some() {
+    // A payload the capture cut never reaches the reassembler (`caplen >= len` in Zeek's
+    // `TCP_Endpoint::DataSent`): once acknowledged it is a gap.
+    if len > 0 && !f.rst && rel.is_some() && !meta.payload_cut() {
         ep.data_sent(rel_seq.wrapping_add(f.syn as u64), len);
     }
     ep.count_packet(meta.pkts, meta.ip_bytes);

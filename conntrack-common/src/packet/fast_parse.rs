@@ -183,9 +183,11 @@ fn transport<S: HeaderSource + ?Sized>(
             }
             let tcp: TcpHdr = src.header(l4)?;
             let doff = (tcp.doff() as u32) * 4;
-            // A bad data offset or options cut by the capture: the full parse flags the packet
-            // as dropped by the analyzer.
-            if doff < 20 || doff > l4_len || doff > captured {
+            // A bad data offset or options cut by the capture (the full parse flags the
+            // packet as dropped by the analyzer), or a payload cut by it (flagged: it never
+            // reaches the reassembler). With `doff <= l4_len`, `captured < l4_len` covers
+            // `doff > captured`: one comparison for both.
+            if doff < 20 || doff > l4_len || captured < l4_len {
                 return None;
             }
             m.sport = u16::from_be_bytes(tcp.source);

@@ -6,7 +6,7 @@
 
 use super::Alerts;
 use crate::capabilities::alerts::rule::ConnMatch;
-use crate::core::events::{Capability, ConnEvent, ConnHandle};
+use crate::core::events::{Capability, ConnEvent, ConnHandle, EventMask};
 use crate::logs::record::ConnRecord;
 use crate::util::site::NetSet;
 use std::collections::HashMap;
@@ -64,6 +64,10 @@ fn iface_name(ifindex: u32) -> Option<String> {
 impl Capability for AlertRules {
     fn wants_state_changes(&self) -> bool {
         false
+    }
+
+    fn events(&self) -> EventMask {
+        EventMask::NEW | EventMask::THRESHOLD_CROSSED
     }
 
     fn on_event(&mut self, conn: &mut ConnHandle<'_>, event: &ConnEvent) {

@@ -23,7 +23,7 @@ mod ftp_data;
 mod loaded;
 mod sample;
 
-use crate::core::events::{Capability, ConnEvent, ConnHandle};
+use crate::core::events::{Capability, ConnEvent, ConnHandle, EventMask};
 use crate::core::thresholds::ThresholdTarget;
 use crate::datapath::ContentChunk;
 use crate::util::hashing::FastMap;
@@ -230,12 +230,11 @@ fn follow(key: &FlowKey, dp: &mut dyn ThresholdTarget, now_ns: u64) {
 impl Capability for Service {
     fn on_event(&mut self, _conn: &mut ConnHandle<'_>, _event: &ConnEvent) {}
 
-    fn wants_events(&self) -> bool {
-        false
-    }
-
-    fn wants_state_changes(&self) -> bool {
-        false
+    /// Payload only (samples, and an FTP control channel's extraction): no connection events,
+    /// so with no other capability the agent builds none. conn.log asks
+    /// [`Capability::conn_service`] at logging time.
+    fn events(&self) -> EventMask {
+        EventMask::PAYLOAD
     }
 
     fn on_payload(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {

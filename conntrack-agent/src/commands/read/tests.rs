@@ -4,7 +4,7 @@ use crate::capture::link::LINKTYPE_ETHERNET;
 use crate::capture::pcap::tests::write_pcap;
 use crate::tests::fixtures::replay_args;
 
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub(super) fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let total = (20 + 8 + payload.len()) as u16;
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&total.to_be_bytes());

@@ -46,6 +46,9 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
             settings.writes_other_files(&args.common) || args.pin_dir.is_some(),
         )
     };
+    let filter = crate::capture::filter::expression(args.common.filter.as_deref())
+        .map(crate::capture::filter::compile_live)
+        .transpose()?;
     let opts = KernelOptions {
         max_flows: args.common.table_size,
         likely_server_ports: &settings.ports,
@@ -57,6 +60,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
             level: args.kernel_log,
             sink: &status::KernelLines,
         }),
+        filter: filter.as_deref(),
     };
     let (mut kernel, pins, _log_lock) = match &args.pin_dir {
         Some(root) => {
@@ -245,9 +249,14 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
     }
     let stats = kernel.stats()?;
     let get = |s: Stat| stats.iter().find(|(k, _)| *k == s).map_or(0, |(_, v)| *v);
+    let filtered = if filter.is_some() {
+        format!(", {} rejected by the capture filter", get(Stat::Filtered))
+    } else {
+        String::new()
+    };
     eprintln!(
-        "conntrack-agent: {} packets ({} on the fast path), {} connections logged, drops: ring \
-        buffer {}, table full {}, fragments not tracked {}",
+        "conntrack-agent: {} packets ({} on the fast path{filtered}), {} connections logged, \
+        drops: ring buffer {}, table full {}, fragments not tracked {}",
         get(Stat::Packets),
         get(Stat::FastPath),
         agent.stats.conns_logged,
@@ -286,8 +295,11 @@ fn start_line(args: &RunArgs) -> String {
     } else {
         format!("conn.log in {}", args.common.log_dir.display())
     };
+    let filter = crate::capture::filter::expression(args.common.filter.as_deref())
+        .map(|e| format!(", capture filter {e:?}"))
+        .unwrap_or_default();
     format!(
-        "conntrack-agent: tracking on {} ({log}); Ctrl-C to stop",
+        "conntrack-agent: tracking on {} ({log}{filter}); Ctrl-C to stop",
         args.iface.join(", ")
     )
 }

@@ -162,6 +162,24 @@ pub fn decide(old: &Config, new: &Config) -> Decision {
     Decision { apply, refused }
 }
 
+/// What to say when the file's capture filter changed: it is compiled into the kernel
+/// program at start (and a replay's is fixed for the whole trace), so it never changes live.
+fn filter_note(refused: &[String]) -> Option<String> {
+    let keys: Vec<&str> = refused
+        .iter()
+        .map(String::as_str)
+        .filter(|k| k.ends_with(" filter"))
+        .collect();
+    (!keys.is_empty()).then(|| {
+        format!(
+            "{} changed, but the capture filter cannot change while the agent runs (it was \
+             compiled into the kernel program at start): the running filter stays; restart \
+             the agent to apply the new one",
+            keys.join(", ")
+        )
+    })
+}
+
 /// The running configuration and the handles a reload changes.
 pub struct Reloader {
     path: Option<PathBuf>,
@@ -202,6 +220,9 @@ impl Reloader {
             }
         };
         let d = decide(&self.current, &new);
+        if let Some(note) = filter_note(&d.refused) {
+            log::warn!("SIGHUP: {note}");
+        }
         if !d.refused.is_empty() {
             log::warn!(
                 "SIGHUP: {} changed in {}: restart the agent to apply (running values kept)",
@@ -350,6 +371,22 @@ webhooks = ["ops"]
                 "[run] table-size"
             ]
         );
+    }
+
+    #[test]
+    fn a_changed_capture_filter_is_refused_with_its_own_word() {
+        let old = format!("{BASE}\n[agent]\nfilter = \"tcp\"\n");
+        let new = format!("{BASE}\n[agent]\nfilter = \"udp\"\n");
+        let (apply, refused) = decide_text(&old, &new);
+        assert!(apply.is_empty(), "{apply:?}");
+        assert_eq!(refused, ["[agent] filter"]);
+        let note = filter_note(&refused).unwrap();
+        assert!(
+            note.contains("cannot change while the agent runs"),
+            "{note}"
+        );
+        assert!(note.starts_with("[agent] filter changed"), "{note}");
+        assert_eq!(filter_note(&["[run] table-size".to_string()]), None);
     }
 
     #[test]

@@ -54,9 +54,7 @@ impl<K: SlotKey> Tracker<K> {
         let (slot, fresh) = self.slot_for(key, is_new);
         if fresh {
             let inactivity = self.base_inactivity(v.proto);
-            let e = &mut self.slots[slot as usize].entry;
-            *e = Entry {
-                generation: e.generation,
+            self.slots[slot as usize].entry = Entry {
                 uid_hi: 0,
                 uid_lo: 0,
                 orig_state: INACTIVE,
@@ -64,10 +62,11 @@ impl<K: SlotKey> Tracker<K> {
                 orig: orig_tag(&v.orig_addr, v.orig_port),
                 flags: 0,
                 inactivity,
-                epoch: 0,
                 close_at: NO_CLOSE,
             };
-            let generation = e.generation;
+            let stamp = &mut self.stamps[slot as usize];
+            stamp.epoch = 0;
+            let generation = stamp.generation;
             self.put_uid(slot, uid());
             // Session inactivity timer at last_time + timeout; TCP ExpireTimer at
             // network_time + tcp_SYN_timeout.
@@ -126,6 +125,7 @@ impl<K: SlotKey> Tracker<K> {
                             key: key.store(),
                             entry: Entry::unused(),
                         });
+                        self.stamps.push(Stamp::default());
                         (self.slots.len() - 1) as u32
                     }
                 };
@@ -143,6 +143,7 @@ impl<K: SlotKey> Tracker<K> {
         let mut pushes = Pushes::default();
         {
             let e = &mut self.slots[slot as usize].entry;
+            let stamp = &mut self.stamps[slot as usize];
             // A flip swaps the endpoints.
             let orig = orig_tag(&v.orig_addr, v.orig_port);
             if e.orig != orig {
@@ -160,8 +161,8 @@ impl<K: SlotKey> Tracker<K> {
                 pushes.push((
                     pkt_ns + t.tcp_attempt_delay,
                     Kind::Attempt,
-                    e.generation,
-                    e.epoch,
+                    stamp.generation,
+                    stamp.epoch,
                 ));
             }
             // tcp_inactivity_timeout once the handshake is left.
@@ -180,7 +181,12 @@ impl<K: SlotKey> Tracker<K> {
                 }
             }
             if inactivity_before <= 0 && e.inactivity > 0 {
-                pushes.push((v.last_ns + e.inactivity, Kind::Inactivity, e.generation, 0));
+                pushes.push((
+                    v.last_ns + e.inactivity,
+                    Kind::Inactivity,
+                    stamp.generation,
+                    0,
+                ));
             }
             // ConnectionClosed for an endpoint that just went to CLOSED or RESET.
             for side in 0..2 {
@@ -195,16 +201,16 @@ impl<K: SlotKey> Tracker<K> {
                 e.flags |= DID_CLOSE_ORIG << side;
                 let close_complete = new == RESET || e.did_close(1 - side) || peer_new == INACTIVE;
                 if close_complete {
-                    e.epoch = e.epoch.wrapping_add(1); // CancelTimers
+                    stamp.epoch = stamp.epoch.wrapping_add(1); // CancelTimers
                     let at = v.last_ns + t.tcp_close_delay;
                     e.close_at = at;
-                    pushes.push((at, Kind::CloseDelete, e.generation, e.epoch));
+                    pushes.push((at, Kind::CloseDelete, stamp.generation, stamp.epoch));
                 } else if old != INACTIVE {
                     pushes.push((
                         v.last_ns + t.tcp_session_timer,
                         Kind::Expire,
-                        e.generation,
-                        e.epoch,
+                        stamp.generation,
+                        stamp.epoch,
                     ));
                 }
             }

@@ -3,7 +3,7 @@
 //! commands them.
 
 use super::control::{ControlProgram, bpf_syscall};
-use super::{CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE};
+use super::{CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE, CONFIG_FLAGS, CONFIG_L2};
 use crate::datapath::{ContentChunk, Datapath, DatapathError, ThresholdError};
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use conntrack_common::conn::Conn;
@@ -105,6 +105,20 @@ impl FlowMap {
             .config
             .set(CONFIG_CONTENTS_RATE, rate, 0)
             .map_err(err)
+    }
+
+    /// Sets or clears the program's `CONFIG_L2` flag (NewConn events with the first packet's
+    /// link-layer fields).
+    pub(super) fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError> {
+        let err = |e: aya::maps::MapError| DatapathError::Other(format!("CONFIG: {e}"));
+        let config = &mut self.contents.config;
+        let flags = config.get(&CONFIG_FLAGS, 0).map_err(err)?;
+        let flags = if on {
+            flags | CONFIG_L2
+        } else {
+            flags & !CONFIG_L2
+        };
+        config.set(CONFIG_FLAGS, flags, 0).map_err(err)
     }
 }
 
@@ -246,6 +260,9 @@ impl Datapath for FlowMap {
     }
     fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
         FlowMap::set_content_caps(self, per_conn, rate)
+    }
+    fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError> {
+        FlowMap::set_l2_events(self, on)
     }
 }
 

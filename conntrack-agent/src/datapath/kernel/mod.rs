@@ -14,6 +14,7 @@
 //!   detaching them.
 //! - `attached.rs`: our programs already on an interface (a killed agent's), found and removed
 //!   through the kernel's query APIs.
+//! - `filter.rs`: the capture filter's program (`-f`), written to the `FILTER` map.
 //! - `control.rs`: [`ControlProgram`], `conntrack_control` run by a raw BPF_PROG_TEST_RUN.
 //! - `flows.rs`: [`FlowMap`] (the `FLOWS` map and content extraction's maps) and its live
 //!   [`Datapath`](crate::datapath::Datapath).
@@ -31,6 +32,7 @@ mod attach;
 mod attached;
 mod bench;
 mod control;
+mod filter;
 mod flood;
 mod flows;
 mod iface;
@@ -96,10 +98,14 @@ const CONTROL_PROGRAM: &str = "conntrack_control";
 const CONFIG_FLAGS: u32 = 0;
 const CONFIG_CLOCK_OFFSET: u32 = 1;
 const CONFIG_REPLAY: u64 = 1;
+/// NewConn events carry the first packet's link layer (`--mac-logging`, `--vlan-logging`).
+const CONFIG_L2: u64 = 2;
+/// A capture filter is in the `FILTER` map; stage 1 runs it first.
+const CONFIG_FILTER: u64 = 4;
 const CONFIG_CONTENTS_CAP: u32 = 2;
 const CONFIG_CONTENTS_RATE: u32 = 3;
 /// `CONFIG` flag: new connections hand their first payload to the agent (service detection).
-const CONFIG_SERVICE: u64 = 2;
+const CONFIG_SERVICE: u64 = 8;
 /// `CONTENTS` size when only service samples use it (no content extraction): a sample record
 /// is ~2 KiB, and a few hundred new connections between two drains fit.
 const SAMPLE_RING_BYTES: u32 = 4 << 20;
@@ -123,6 +129,9 @@ pub struct KernelOptions<'a> {
     pub kernel_log: Option<KernelLogSink>,
     /// `EVENTS` size in bytes (a power of two of at least a page); 0: the program's 8 MiB.
     pub ring_bytes: u32,
+    /// The capture filter (`-f`), compiled for Ethernet: the first stage runs it on every
+    /// frame. `None`: no filter, and the first stage pays one bit test.
+    pub filter: Option<&'a [conntrack_common::filter::Insn]>,
 }
 
 /// The loaded program and its maps.
@@ -202,11 +211,19 @@ impl Kernel {
                 map.set(port as u32, bits, 0)?;
             }
         }
+        if let Some(insns) = opts.filter {
+            filter::install(&mut ebpf, insns)?;
+        }
         {
             let mut config: Array<_, u64> =
                 Array::try_from(ebpf.map_mut("CONFIG").context("no map CONFIG")?)?;
-            let flags = if opts.replay { CONFIG_REPLAY } else { 0 }
-                | if opts.service { CONFIG_SERVICE } else { 0 };
+            let mut flags = if opts.replay { CONFIG_REPLAY } else { 0 };
+            if opts.filter.is_some() {
+                flags |= CONFIG_FILTER;
+            }
+            if opts.service {
+                flags |= CONFIG_SERVICE;
+            }
             config.set(CONFIG_FLAGS, flags, 0)?;
             config.set(CONFIG_CLOCK_OFFSET, wall_minus_monotonic_ns(), 0)?;
         }

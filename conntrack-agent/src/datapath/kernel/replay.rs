@@ -18,6 +18,7 @@ use conntrack_common::threshold::ThresholdCommand;
 const CB_BAD_CHECKSUM: u32 = 1;
 const CB_REPLAY: u32 = 2;
 const CB_IP_LEN_ZERO: u32 = 4;
+const CB_PAYLOAD_CUT: u32 = 8;
 
 /// `struct __sk_buff` (uapi): size and the offsets of the fields a replay sets.
 const SKB_SIZE: usize = 192;
@@ -26,11 +27,13 @@ const SKB_TSTAMP: usize = 152;
 
 /// Bytes of a frame handed to BPF_PROG_TEST_RUN: the program reads only the first
 /// `MAX_HEADER_BYTES` (lengths come from the headers), and the kernel refuses inputs larger
-/// than about a page (reassembled datagrams can be).
-const TEST_RUN_MAX_BYTES: usize = if MAX_HEADER_BYTES > 1024 {
+/// than about a page (reassembled datagrams can be). An Ethernet MTU's frame fits whole, so the
+/// fast path, which sees a clipped frame as a payload the capture cut, takes it (whether the
+/// capture cut it is passed in `cb[0]`).
+const TEST_RUN_MAX_BYTES: usize = if MAX_HEADER_BYTES > 3072 {
     MAX_HEADER_BYTES
 } else {
-    1024
+    3072
 };
 
 /// Replay through the loaded program: one BPF_PROG_TEST_RUN per frame, with the packet time in
@@ -71,6 +74,7 @@ impl KernelDatapath {
             service,
             ring_bytes: 0,
             kernel_log: None,
+            filter: None,
         })?;
         let flows = kernel.take_flows().context("FLOWS already taken")?;
         Ok(KernelDatapath {
@@ -114,7 +118,12 @@ impl Datapath for KernelDatapath {
         };
         let cb0 = CB_REPLAY
             | if checksum_ok { 0 } else { CB_BAD_CHECKSUM }
-            | if patched.is_some() { CB_IP_LEN_ZERO } else { 0 };
+            | if patched.is_some() { CB_IP_LEN_ZERO } else { 0 }
+            | if super::super::ip_cut(frame) {
+                CB_PAYLOAD_CUT
+            } else {
+                0
+            };
         self.ctx[SKB_CB0..SKB_CB0 + 4].copy_from_slice(&cb0.to_ne_bytes());
         self.ctx[SKB_TSTAMP..SKB_TSTAMP + 8].copy_from_slice(&ts_ns.to_ne_bytes());
         let prog = self
@@ -145,6 +154,9 @@ impl Datapath for KernelDatapath {
     fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
         self.flows.set_content_caps(per_conn, rate)
     }
+    fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError> {
+        self.flows.set_l2_events(on)
+    }
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.flows.lookup(key)
     }
@@ -162,8 +174,9 @@ impl Datapath for KernelDatapath {
 /// True for an untagged IPv4 (IPv6) frame with fewer than 20 (40) bytes after the Ethernet
 /// header: BPF_PROG_TEST_RUN cannot run it.
 fn ip_header_cut(frame: &[u8]) -> bool {
-    let l3 = frame.len().saturating_sub(14);
-    match frame.get(12..14) {
+    let et = super::super::ethertype_offset(frame);
+    let l3 = frame.len().saturating_sub(et + 2);
+    match frame.get(et..et + 2) {
         Some([0x08, 0x00]) => l3 < 20,
         Some([0x86, 0xdd]) => l3 < 40,
         _ => false,

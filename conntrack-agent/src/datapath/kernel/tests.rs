@@ -62,6 +62,7 @@ fn small_test_kernel() -> Option<Kernel> {
             service: false,
             ring_bytes: 0,
             kernel_log: None,
+            filter: None,
         })
         .expect("loading the program"),
     )

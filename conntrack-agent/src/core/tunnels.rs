@@ -1,0 +1,158 @@
+//! Tunnels on the agent's side (`read --tunnel-max-depth`): each inner connection's
+//! `tunnel_parents`, the uids of its enclosing tunnels (the one it was created in, and each one
+//! it changed to while Zeek still reports changes), and tunnel.log. The datapath keeps the
+//! per-connection encapsulation state (`Conn::encap`, common's `tunnel::check_encap`).
+
+use crate::logs::tunnel_log::{Action, TunnelLog, TunnelRecord};
+use crate::util::hashing::FastMap;
+use conntrack_common::key::FlowKey;
+use conntrack_common::tunnel::TunnelType;
+
+/// The encapsulation of the packet being processed: its identity (common's `tunnel::encap_id`)
+/// and the uid of its innermost tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encap {
+    pub id: u32,
+    pub parent: String,
+}
+
+/// A tunnel as tunnel.log names it.
+#[derive(Debug, Clone)]
+struct Known {
+    uid: String,
+    tunnel: TunnelType,
+    orig: [u8; 16],
+    orig_p: u16,
+    resp: [u8; 16],
+    resp_p: u16,
+}
+
+/// The tunnels seen and the parents of the inner connections still open.
+pub struct Tunnels {
+    log: TunnelLog,
+    parents: FastMap<FlowKey, Vec<String>>,
+    /// IP tunnels (GRE, IP-in-IP) by address pair (smaller first) and type.
+    ip_tunnels: FastMap<([u8; 16], [u8; 16], TunnelType), String>,
+    /// UDP tunnels by their connection's key, for `Tunnel::CLOSE` when it is removed.
+    udp_tunnels: FastMap<FlowKey, Known>,
+    /// The current packet's encapsulation (None: not encapsulated).
+    pub current: Option<Encap>,
+    /// The connection the current packet created, if it created one.
+    pub created: Option<FlowKey>,
+    /// Some packet was encapsulated: from then on a packet outside any tunnel may be a
+    /// change for its connection too (until then no packet needs the lookup).
+    pub seen: bool,
+}
+
+impl Tunnels {
+    pub fn new(log: TunnelLog) -> Self {
+        Self {
+            log,
+            parents: FastMap::default(),
+            ip_tunnels: FastMap::default(),
+            udp_tunnels: FastMap::default(),
+            current: None,
+            created: None,
+            seen: false,
+        }
+    }
+
+    /// The uid of the IP tunnel between `src` and `dst` (a new one, discovered now, if it was
+    /// not seen before).
+    pub fn ip_parent(
+        &mut self,
+        tunnel: TunnelType,
+        src: [u8; 16],
+        dst: [u8; 16],
+        ts_ns: i64,
+        new_uid: impl FnOnce() -> String,
+    ) -> anyhow::Result<String> {
+        let pair = if src <= dst { (src, dst) } else { (dst, src) };
+        if let Some(u) = self.ip_tunnels.get(&(pair.0, pair.1, tunnel)) {
+            return Ok(u.clone());
+        }
+        let uid = new_uid();
+        self.ip_tunnels
+            .insert((pair.0, pair.1, tunnel), uid.clone());
+        let k = Known {
+            uid: uid.clone(),
+            tunnel,
+            orig: src,
+            orig_p: 0,
+            resp: dst,
+            resp_p: 0,
+        };
+        self.write(&k, ts_ns, Action::Discover)?;
+        Ok(uid)
+    }
+
+    /// A UDP tunnel's connection `key` (named `uid`, oriented as given): discovered the first
+    /// time, then its uid is the parent.
+    #[allow(clippy::too_many_arguments)]
+    pub fn udp_parent(
+        &mut self,
+        key: FlowKey,
+        tunnel: TunnelType,
+        uid: String,
+        orig: ([u8; 16], u16),
+        resp: ([u8; 16], u16),
+        ts_ns: i64,
+    ) -> anyhow::Result<String> {
+        if let Some(k) = self.udp_tunnels.get(&key) {
+            return Ok(k.uid.clone());
+        }
+        let k = Known {
+            uid: uid.clone(),
+            tunnel,
+            orig: orig.0,
+            orig_p: orig.1,
+            resp: resp.0,
+            resp_p: resp.1,
+        };
+        self.write(&k, ts_ns, Action::Discover)?;
+        self.udp_tunnels.insert(key, k);
+        Ok(uid)
+    }
+
+    fn write(&mut self, k: &Known, ts_ns: i64, action: Action) -> anyhow::Result<()> {
+        self.log.write(&TunnelRecord {
+            ts_ns,
+            uid: &k.uid,
+            orig: k.orig,
+            orig_p: k.orig_p,
+            resp: k.resp,
+            resp_p: k.resp_p,
+            tunnel: k.tunnel,
+            action,
+        })
+    }
+
+    /// `key` was created by the current packet: its first parent is the current tunnel.
+    pub fn on_new(&mut self, key: FlowKey) {
+        self.created = Some(key);
+        if let Some(e) = &self.current {
+            self.parents.insert(key, vec![e.parent.clone()]);
+        } else {
+            self.parents.remove(&key);
+        }
+    }
+
+    /// A change Zeek reports: the new tunnel joins the parents (a set; none when the packet
+    /// left the tunnels).
+    pub fn on_change(&mut self, key: FlowKey) {
+        if let Some(e) = &self.current {
+            let p = self.parents.entry(key).or_default();
+            if !p.contains(&e.parent) {
+                p.push(e.parent.clone());
+            }
+        }
+    }
+
+    /// `key` is being logged: its parents; a UDP tunnel's connection also closes its tunnel.
+    pub fn removed(&mut self, key: &FlowKey, ts_ns: i64) -> anyhow::Result<Vec<String>> {
+        if let Some(k) = self.udp_tunnels.remove(key) {
+            self.write(&k, ts_ns, Action::Close)?;
+        }
+        Ok(self.parents.remove(key).unwrap_or_default())
+    }
+}

@@ -1,0 +1,581 @@
+//! Tunnel decapsulation, Zeek's packet analyzers for encapsulations reduced to pure functions:
+//! given the bytes after an outer header (a UDP payload, or an IP payload of protocol 4, 41 or
+//! 47), where the inner packet starts and what it is. Both engines call these, so they agree
+//! on what is a tunnel; the caller validates the outer packet first (Zeek decapsulates only a
+//! packet whose outer checksums passed) and the inner one afterwards, as any IP packet.
+//!
+//! Also the tunnel-change rule (`Connection::CheckEncapsulation`): a connection remembers the
+//! encapsulation of its last packet ([`Conn::encap`]); a packet that arrives in another one is a
+//! change, reported (for `tunnel_parents`) up to [`MAX_CHANGES`] times, after which history
+//! gets `X` once.
+
+use crate::conn::Conn;
+
+/// UDP ports of the UDP-based encapsulations (Zeek's `base/packet-protocols` defaults).
+pub const VXLAN_PORT: u16 = 4789;
+pub const GENEVE_PORT: u16 = 6081;
+pub const GTPV1_U_PORT: u16 = 2152;
+pub const TEREDO_PORT: u16 = 3544;
+pub const AYIYA_PORT: u16 = 5072;
+pub const GRE_IN_UDP_PORT: u16 = 4754;
+
+/// IP protocol numbers that carry a tunnel.
+pub const PROTO_IPIP: u8 = 4;
+pub const PROTO_IPV6: u8 = 41;
+pub const PROTO_GRE: u8 = 47;
+
+/// Zeek's `Tunnel::max_changes_per_connection`.
+pub const MAX_CHANGES: u32 = 5;
+
+/// Zeek's `Tunnel::Type`, as tunnel.log names it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TunnelType {
+    /// IP-in-IP (4in4, 6in4, 4in6, 6in6).
+    Ip = 1,
+    Ayiya = 2,
+    Teredo = 3,
+    Gtpv1 = 4,
+    /// GRE, PPTP's enhanced GRE, ERSPAN, GRE over UDP.
+    Gre = 5,
+    Vxlan = 6,
+    Geneve = 7,
+}
+
+impl TunnelType {
+    /// tunnel.log's `tunnel_type`.
+    pub fn log_name(self) -> &'static str {
+        match self {
+            TunnelType::Ip => "Tunnel::IP",
+            TunnelType::Ayiya => "Tunnel::AYIYA",
+            TunnelType::Teredo => "Tunnel::TEREDO",
+            TunnelType::Gtpv1 => "Tunnel::GTPv1",
+            TunnelType::Gre => "Tunnel::GRE",
+            TunnelType::Vxlan => "Tunnel::VXLAN",
+            TunnelType::Geneve => "Tunnel::GENEVE",
+        }
+    }
+
+    /// Carried over UDP: the tunnel is the outer UDP connection (a conn.log record), not an
+    /// entry of its own keyed by the address pair.
+    pub fn is_udp(self) -> bool {
+        !matches!(self, TunnelType::Ip | TunnelType::Gre)
+    }
+}
+
+/// What starts at the inner offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InnerKind {
+    /// An Ethernet frame (VXLAN, Geneve and GRE with transparent bridging, ERSPAN).
+    Ethernet,
+    /// An IPv4 packet.
+    Ipv4,
+    /// An IPv6 packet.
+    Ipv6,
+}
+
+/// Where the inner packet starts in the bytes handed to a decapsulation function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inner {
+    pub offset: u16,
+    pub kind: InnerKind,
+    pub tunnel: TunnelType,
+}
+
+#[inline(always)]
+fn be16(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([
+        *b.get(off)?,
+        *b.get(off.checked_add(1)?)?,
+    ]))
+}
+
+#[inline(always)]
+fn inner(offset: usize, kind: InnerKind, tunnel: TunnelType) -> Option<Inner> {
+    Some(Inner {
+        offset: u16::try_from(offset).ok()?,
+        kind,
+        tunnel,
+    })
+}
+
+/// The inner kind an IP version nibble names.
+#[inline(always)]
+fn by_version(b: &[u8], off: usize) -> Option<InnerKind> {
+    match b.get(off)? >> 4 {
+        4 => Some(InnerKind::Ipv4),
+        6 => Some(InnerKind::Ipv6),
+        _ => None,
+    }
+}
+
+/// The inner kind an EtherType (GRE protocol, Geneve protocol type) names.
+#[inline(always)]
+fn by_ethertype(et: u16) -> Option<InnerKind> {
+    match et {
+        0x0800 => Some(InnerKind::Ipv4),
+        0x86dd => Some(InnerKind::Ipv6),
+        0x6558 => Some(InnerKind::Ethernet),
+        _ => None,
+    }
+}
+
+/// IP protocols that Zeek's tunnel analyzers take (IP-in-IP, GRE): with decapsulation on,
+/// their packets make no connection of their own, decapsulated or not.
+#[inline(always)]
+pub fn is_ip_tunnel_proto(proto: u8) -> bool {
+    matches!(proto, PROTO_IPIP | PROTO_IPV6 | PROTO_GRE)
+}
+
+/// The IP payload of a packet of protocol `proto`: IP-in-IP or GRE.
+pub fn decap_ip(proto: u8, payload: &[u8]) -> Option<Inner> {
+    match proto {
+        PROTO_IPIP if by_version(payload, 0)? == InnerKind::Ipv4 => {
+            inner(0, InnerKind::Ipv4, TunnelType::Ip)
+        }
+        PROTO_IPV6 if by_version(payload, 0)? == InnerKind::Ipv6 => {
+            inner(0, InnerKind::Ipv6, TunnelType::Ip)
+        }
+        PROTO_GRE => decap_gre(payload),
+        _ => None,
+    }
+}
+
+/// A UDP payload between ports `sport` and `dport`: the encapsulation registered for the
+/// destination port, else for the source port (either end may be the tunnel's well-known one).
+pub fn decap_udp(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
+    decap_udp_port(dport, payload).or_else(|| {
+        if sport != dport {
+            decap_udp_port(sport, payload)
+        } else {
+            None
+        }
+    })
+}
+
+/// A UDP payload between ports `sport` and `dport`, as Zeek's UDP analyzer hands it on: to
+/// the encapsulation registered for a port, else to the ones it detects on any port by their
+/// content (Teredo and AYIYA), which must then carry an IP packet that fills the datagram
+/// exactly.
+pub fn decap_udp_detect(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
+    if let Some(i) = decap_udp(sport, dport, payload) {
+        return Some(i);
+    }
+    if is_tunnel_port(sport) || is_tunnel_port(dport) {
+        return None;
+    }
+    let i = decap_teredo(payload).or_else(|| decap_ayiya(payload))?;
+    fills(payload, i.offset as usize).then_some(i)
+}
+
+fn is_tunnel_port(port: u16) -> bool {
+    matches!(
+        port,
+        VXLAN_PORT | GENEVE_PORT | GTPV1_U_PORT | TEREDO_PORT | AYIYA_PORT | GRE_IN_UDP_PORT
+    )
+}
+
+/// An IP packet at `off` whose header length is exactly what is left of `p`.
+fn fills(p: &[u8], off: usize) -> bool {
+    let Some(b) = p.get(off) else { return false };
+    let rest = p.len() - off;
+    match b >> 4 {
+        4 => be16(p, off + 2).is_some_and(|l| l as usize == rest),
+        6 => be16(p, off + 4).is_some_and(|l| l as usize + 40 == rest),
+        _ => false,
+    }
+}
+
+fn decap_udp_port(port: u16, p: &[u8]) -> Option<Inner> {
+    match port {
+        VXLAN_PORT => decap_vxlan(p),
+        GENEVE_PORT => decap_geneve(p),
+        GTPV1_U_PORT => decap_gtpv1(p),
+        TEREDO_PORT => decap_teredo(p),
+        AYIYA_PORT => decap_ayiya(p),
+        GRE_IN_UDP_PORT => decap_gre(p),
+        _ => None,
+    }
+}
+
+/// VXLAN (RFC 7348): an 8-byte header, then an Ethernet frame.
+pub fn decap_vxlan(p: &[u8]) -> Option<Inner> {
+    if p.len() < 8 + 14 {
+        return None;
+    }
+    inner(8, InnerKind::Ethernet, TunnelType::Vxlan)
+}
+
+/// Geneve (RFC 8926): 8 bytes plus the options' length (in 4-byte words), then what the
+/// protocol type names.
+pub fn decap_geneve(p: &[u8]) -> Option<Inner> {
+    let b0 = *p.first()?;
+    if b0 >> 6 != 0 {
+        return None;
+    }
+    let off = 8 + (b0 as usize & 0x3f) * 4;
+    let kind = by_ethertype(be16(p, 2)?)?;
+    (p.len() > off).then_some(())?;
+    inner(off, kind, TunnelType::Geneve)
+}
+
+/// GRE (RFC 2784/2890), PPTP's enhanced GRE (RFC 2637) and ERSPAN types I, II and III.
+pub fn decap_gre(p: &[u8]) -> Option<Inner> {
+    let flags = be16(p, 0)?;
+    let proto = be16(p, 2)?;
+    let version = flags & 7;
+    // Routing present (obsolete RFC 1701 source routes): Zeek does not decapsulate it.
+    if flags & 0x4000 != 0 {
+        return None;
+    }
+    let mut off = 4usize;
+    if version == 0 {
+        if flags & 0x8000 != 0 {
+            off += 4; // checksum + reserved
+        }
+        if flags & 0x2000 != 0 {
+            off += 4; // key
+        }
+        if flags & 0x1000 != 0 {
+            off += 4; // sequence number
+        }
+        let kind = match proto {
+            // ERSPAN type II has a sequence number, type I none; II has an 8-byte header.
+            0x88be if flags & 0x1000 != 0 => {
+                off += 8;
+                InnerKind::Ethernet
+            }
+            0x88be => InnerKind::Ethernet,
+            // ERSPAN type III: 12 bytes, 8 more with the platform subheader (the O flag).
+            0x22eb => {
+                let o = *p.get(off + 11)? & 1;
+                off += 12 + if o != 0 { 8 } else { 0 };
+                InnerKind::Ethernet
+            }
+            _ => by_ethertype(proto)?,
+        };
+        (p.len() > off).then_some(())?;
+        return inner(off, kind, TunnelType::Gre);
+    }
+    if version != 1 || proto != 0x880b {
+        return None;
+    }
+    // Enhanced GRE: the key (payload length, call id) is always there; S and A add 4 each.
+    off += 4;
+    if flags & 0x1000 != 0 {
+        off += 4;
+    }
+    if flags & 0x0080 != 0 {
+        off += 4;
+    }
+    // PPP: address and control (0xff 0x03) may be left out, the protocol may be 1 byte.
+    if p.get(off) == Some(&0xff) && p.get(off + 1) == Some(&0x03) {
+        off += 2;
+    }
+    let b = *p.get(off)?;
+    let ppp = if b & 1 != 0 {
+        off += 1;
+        b as u16
+    } else {
+        let v = be16(p, off)?;
+        off += 2;
+        v
+    };
+    let kind = match ppp {
+        0x0021 => InnerKind::Ipv4,
+        0x0057 => InnerKind::Ipv6,
+        _ => return None,
+    };
+    (p.len() > off).then_some(())?;
+    inner(off, kind, TunnelType::Gre)
+}
+
+/// GTPv1-U (3GPP TS 29.281): only G-PDUs (message type 0xff) carry user data; the optional
+/// fields and extension headers are skipped.
+pub fn decap_gtpv1(p: &[u8]) -> Option<Inner> {
+    let b0 = *p.first()?;
+    if b0 >> 5 != 1 || b0 & 0x10 == 0 || *p.get(1)? != 0xff {
+        return None;
+    }
+    let mut off = 8usize;
+    if b0 & 0x07 != 0 {
+        // Sequence number, N-PDU number, next extension header type.
+        let mut next = *p.get(11)?;
+        off = 12;
+        let mut i = 0;
+        while next != 0 && i < 16 {
+            let words = *p.get(off)? as usize;
+            if words == 0 {
+                return None;
+            }
+            off += words * 4;
+            next = *p.get(off.checked_sub(1)?)?;
+            i += 1;
+        }
+        if next != 0 {
+            return None;
+        }
+    }
+    let kind = by_version(p, off)?;
+    inner(off, kind, TunnelType::Gtpv1)
+}
+
+/// An IPv6 header at `off` whose payload length fits the bytes (what Zeek's Teredo analyzer
+/// requires of the inner packet).
+fn ipv6_fits(p: &[u8], off: usize) -> bool {
+    match (p.get(off), be16(p, off + 4)) {
+        (Some(b), Some(plen)) => b >> 4 == 6 && off + 40 + plen as usize <= p.len(),
+        _ => false,
+    }
+}
+
+/// Teredo (RFC 4380): an optional authentication indicator, an optional origin indicator,
+/// then an IPv6 packet.
+pub fn decap_teredo(p: &[u8]) -> Option<Inner> {
+    let mut off = 0usize;
+    if be16(p, 0)? == 0x0001 {
+        let id_len = *p.get(2)? as usize;
+        let au_len = *p.get(3)? as usize;
+        // Header, identity, authentication value, nonce (8), confirmation (1).
+        off = 4 + id_len + au_len + 9;
+    }
+    if be16(p, off)? == 0x0000 {
+        off += 8;
+    }
+    ipv6_fits(p, off).then_some(())?;
+    inner(off, InnerKind::Ipv6, TunnelType::Teredo)
+}
+
+/// AYIYA: identity and signature lengths from the header, opcode 1 (forward) only.
+pub fn decap_ayiya(p: &[u8]) -> Option<Inner> {
+    let id_len = 1usize << (*p.first()? >> 4);
+    let sig_len = (*p.get(1)? >> 4) as usize * 4;
+    if *p.get(2)? & 0x0f != 1 {
+        return None;
+    }
+    let off = 8 + id_len + sig_len;
+    let kind = match *p.get(3)? {
+        PROTO_IPIP => InnerKind::Ipv4,
+        PROTO_IPV6 => InnerKind::Ipv6,
+        _ => return None,
+    };
+    (by_version(p, off)? == kind).then_some(())?;
+    inner(off, kind, TunnelType::Ayiya)
+}
+
+/// The identity of an encapsulation stack, for [`check_encap`]: a hash folded over the
+/// enclosing tunnels, innermost last, never 0 (0 is "not encapsulated"), 28 bits.
+pub fn encap_id(outer: u32, tunnel: TunnelType, id_bytes: &[u8]) -> u32 {
+    // FNV-1a over the outer id, the type and the tunnel's canonical identity.
+    let mut h: u32 = 0x811c_9dc5;
+    let mut step = |b: u8| {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    };
+    for b in outer.to_le_bytes() {
+        step(b);
+    }
+    step(tunnel as u8);
+    for b in id_bytes {
+        step(*b);
+    }
+    let id = h & ENCAP_ID_MASK;
+    if id == 0 { 1 } else { id }
+}
+
+/// [`Conn::encap`]: the encapsulation id in the low 28 bits, the change count above.
+pub const ENCAP_ID_MASK: u32 = 0x0fff_ffff;
+const ENCAP_COUNT_SHIFT: u32 = 28;
+
+/// What a packet's encapsulation did to its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncapChange {
+    /// Same encapsulation as the last packet (or the connection's first packet).
+    Same,
+    /// A change Zeek reports (`tunnel_changed`): the new innermost tunnel is a parent too.
+    Changed,
+    /// A change past the limit: not reported (history got `X` at the first of these).
+    Limited,
+}
+
+/// Zeek's `CheckEncapsulation` for a packet of `conn` in encapsulation `id` (0: none);
+/// `is_new`: the packet created the connection, which starts in its encapsulation.
+pub fn check_encap(conn: &mut Conn, id: u32, is_new: bool) -> EncapChange {
+    let cur = conn.encap & ENCAP_ID_MASK;
+    let count = conn.encap >> ENCAP_COUNT_SHIFT;
+    if is_new {
+        conn.encap = (count << ENCAP_COUNT_SHIFT) | (id & ENCAP_ID_MASK);
+        return EncapChange::Same;
+    }
+    if cur == id & ENCAP_ID_MASK {
+        return EncapChange::Same;
+    }
+    let (count, change) = if count < MAX_CHANGES {
+        (count + 1, EncapChange::Changed)
+    } else {
+        if count == MAX_CHANGES {
+            conn.history.push(b'X');
+        }
+        (MAX_CHANGES + 1, EncapChange::Limited)
+    };
+    conn.encap = (count << ENCAP_COUNT_SHIFT) | (id & ENCAP_ID_MASK);
+    change
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth_ipv4() -> [u8; 34] {
+        let mut f = [0u8; 34];
+        f[12] = 0x08;
+        f[14] = 0x45;
+        f
+    }
+
+    #[test]
+    fn vxlan_carries_ethernet_after_8_bytes() {
+        let mut p = [0u8; 8 + 34];
+        p[0] = 0x08;
+        p[8..].copy_from_slice(&eth_ipv4());
+        let i = decap_udp(40000, VXLAN_PORT, &p).unwrap();
+        assert_eq!(
+            (i.offset, i.kind, i.tunnel),
+            (8, InnerKind::Ethernet, TunnelType::Vxlan)
+        );
+        // The well-known port on the source side works too; other ports do not.
+        assert_eq!(decap_udp(VXLAN_PORT, 40000, &p), Some(i));
+        assert_eq!(decap_udp(40000, 40001, &p), None);
+        assert_eq!(decap_vxlan(&p[..12]), None);
+    }
+
+    #[test]
+    fn geneve_skips_its_options() {
+        let mut p = [0u8; 8 + 8 + 20];
+        p[0] = 2; // two 4-byte words of options
+        p[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
+        p[16] = 0x45;
+        let i = decap_geneve(&p).unwrap();
+        assert_eq!((i.offset, i.kind), (16, InnerKind::Ipv4));
+        p[2..4].copy_from_slice(&0x1234u16.to_be_bytes());
+        assert_eq!(decap_geneve(&p), None);
+    }
+
+    #[test]
+    fn gre_optional_fields_and_erspan() {
+        // Key and sequence number: 12 bytes of header, then IPv4.
+        let mut p = [0u8; 12 + 20];
+        p[0] = 0x30;
+        p[2..4].copy_from_slice(&0x0800u16.to_be_bytes());
+        let i = decap_ip(PROTO_GRE, &p).unwrap();
+        assert_eq!(
+            (i.offset, i.kind, i.tunnel),
+            (12, InnerKind::Ipv4, TunnelType::Gre)
+        );
+        // ERSPAN II (sequence number present): 8 more bytes, then Ethernet.
+        p[2..4].copy_from_slice(&0x88beu16.to_be_bytes());
+        p[0] = 0x10;
+        let i = decap_gre(&p).unwrap();
+        assert_eq!((i.offset, i.kind), (16, InnerKind::Ethernet));
+        // ERSPAN I (no sequence number): the frame follows the 4-byte header.
+        p[0] = 0;
+        assert_eq!(decap_gre(&p).unwrap().offset, 4);
+        // ERSPAN III with the platform subheader.
+        let mut p3 = [0u8; 4 + 12 + 8 + 14];
+        p3[2..4].copy_from_slice(&0x22ebu16.to_be_bytes());
+        p3[4 + 11] = 1;
+        assert_eq!(decap_gre(&p3).unwrap().offset, 24);
+        // Routing present: not decapsulated.
+        p[0] = 0x40;
+        assert_eq!(decap_gre(&p), None);
+    }
+
+    #[test]
+    fn pptp_enhanced_gre_to_ppp_ipv4() {
+        // Version 1, K and S set, protocol PPP; PPP ff 03 00 21.
+        let mut p = [0u8; 12 + 4 + 20];
+        p[0] = 0x30;
+        p[1] = 0x01;
+        p[2..4].copy_from_slice(&0x880bu16.to_be_bytes());
+        p[12..16].copy_from_slice(&[0xff, 0x03, 0x00, 0x21]);
+        let i = decap_gre(&p).unwrap();
+        assert_eq!((i.offset, i.kind), (16, InnerKind::Ipv4));
+        // A PPP control protocol (LCP) is not decapsulated.
+        p[14..16].copy_from_slice(&[0xc0, 0x21]);
+        assert_eq!(decap_gre(&p), None);
+    }
+
+    #[test]
+    fn gtp_only_g_pdus_and_extension_headers() {
+        let mut p = [0u8; 16 + 40];
+        p[0] = 0x34; // version 1, PT, E
+        p[1] = 0xff;
+        p[11] = 0x85; // an extension header follows
+        p[12] = 1; // 4 bytes, its last byte: no more
+        p[16] = 0x60;
+        let i = decap_gtpv1(&p).unwrap();
+        assert_eq!((i.offset, i.kind), (16, InnerKind::Ipv6));
+        p[1] = 0x01; // echo request
+        assert_eq!(decap_gtpv1(&p), None);
+    }
+
+    #[test]
+    fn teredo_needs_a_fitting_ipv6_packet() {
+        let mut p = [0u8; 8 + 40 + 8];
+        p[1] = 0; // origin indication 00 00
+        p[8] = 0x60;
+        p[8 + 5] = 8;
+        let i = decap_udp(3797, TEREDO_PORT, &p).unwrap();
+        assert_eq!((i.offset, i.kind), (8, InnerKind::Ipv6));
+        // Detected on other ports only when the packet fills the datagram exactly.
+        assert_eq!(decap_udp(3797, 32900, &p), None);
+        assert_eq!(decap_udp_detect(3797, 32900, &p), Some(i));
+        assert_eq!(decap_udp_detect(3797, 32900, &p[..p.len() - 1]), None);
+        // A port registered for another encapsulation (not a GTP message) is not probed.
+        assert_eq!(decap_udp_detect(3797, GTPV1_U_PORT, &p), None);
+        p[8 + 5] = 9; // payload length beyond the datagram
+        assert_eq!(decap_teredo(&p), None);
+    }
+
+    #[test]
+    fn ayiya_forward_only() {
+        let mut p = [0u8; 8 + 16 + 20 + 20];
+        p[0] = 0x41; // 16-byte identity
+        p[1] = 0x50; // 20-byte signature
+        p[2] = 0x01; // forward
+        p[3] = PROTO_IPIP;
+        p[44] = 0x45;
+        let i = decap_ayiya(&p).unwrap();
+        assert_eq!((i.offset, i.kind), (44, InnerKind::Ipv4));
+        p[2] = 0x00; // echo
+        assert_eq!(decap_ayiya(&p), None);
+    }
+
+    #[test]
+    fn ip_in_ip_needs_the_matching_version() {
+        let v4 = [0x45u8; 20];
+        assert_eq!(decap_ip(PROTO_IPIP, &v4).unwrap().kind, InnerKind::Ipv4);
+        assert_eq!(decap_ip(PROTO_IPV6, &v4), None);
+        assert_eq!(decap_ip(17, &v4), None);
+    }
+
+    #[test]
+    fn changes_are_counted_then_x_once() {
+        let mut c = Conn::ZERO;
+        let a = encap_id(0, TunnelType::Vxlan, b"a");
+        let b = encap_id(0, TunnelType::Vxlan, b"b");
+        assert_ne!(a, b);
+        assert_ne!(a, 0);
+        assert_eq!(check_encap(&mut c, a, true), EncapChange::Same);
+        assert_eq!(check_encap(&mut c, a, false), EncapChange::Same);
+        let mut changed = 0;
+        for i in 0..9 {
+            let id = if i % 2 == 0 { b } else { 0 };
+            if check_encap(&mut c, id, false) == EncapChange::Changed {
+                changed += 1;
+            }
+        }
+        assert_eq!(changed, MAX_CHANGES);
+        assert_eq!(c.history_str(), b"X");
+    }
+}
