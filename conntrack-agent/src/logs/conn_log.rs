@@ -132,7 +132,9 @@ impl ConnLogWriter {
         now_ns: Option<i64>,
         tunnel_parents: &[String],
     ) -> anyhow::Result<()> {
-        if self.format == LogFormat::Tsv && self.cols == Columns::default() && tunnel_parents.is_empty()
+        if self.format == LogFormat::Tsv
+            && self.cols == Columns::default()
+            && tunnel_parents.is_empty()
         {
             let mut line = std::mem::take(&mut self.line);
             line.clear();
