@@ -62,9 +62,7 @@ use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::programs::{TcContext, XdpContext};
 use conntrack_common::conn::Conn;
-use conntrack_common::event::{
-    self, ConnChange, ConnL2, EventKind, EventRef, Snapshot, TableFull,
-};
+use conntrack_common::event::{self, ConnChange, ConnL2, EventKind, EventRef, Snapshot, TableFull};
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{
     MAX_HEADER_BYTES, NO_WINDOW_SCALE, PacketMeta, ParseError, gso_counts, note_udp_delivered,
@@ -280,8 +278,7 @@ fn capture_stage<C: filter::FromRaw>(ctx: &C) {
     // A test run's skb sits on loopback: replays have no interface (the host engine's 0).
     let conn_ifindex = if replay { 0 } else { ifindex };
     let l2 = flags & CONFIG_L2 != 0;
-    if !flagged && let Some(noted) = fast::try_fast(ctx, len, gso_segs, now_ns, conn_ifindex, l2)
-    {
+    if !flagged && let Some(noted) = fast::try_fast(ctx, len, gso_segs, now_ns, conn_ifindex, l2) {
         if !replay {
             count_iface(ifindex, gso_segs, len);
         }
@@ -642,9 +639,7 @@ fn emit_change(ev: &EventRef<'_>, conn: &Conn) {
 /// The `CONFIG_L2` flag (looked up for NewConn events only).
 #[inline(always)]
 fn l2_events() -> bool {
-    CONFIG
-        .get(CONFIG_FLAGS)
-        .is_some_and(|f| f & CONFIG_L2 != 0)
+    CONFIG.get(CONFIG_FLAGS).is_some_and(|f| f & CONFIG_L2 != 0)
 }
 
 /// A NewConn with the link-layer fields of the packet that opened the connection, read from

@@ -41,3 +41,20 @@ pub fn conformance_dir() -> Option<PathBuf> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// `dir/conn.log`'s data lines with the uid column removed, sorted: uids are random, and
+/// removal order may differ only where timers fire at the same instant.
+pub fn records_without_uid(dir: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("conn.log")).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let mut cols: Vec<&str> = l.split('\t').collect();
+            cols.remove(1);
+            cols.join("\t")
+        })
+        .collect();
+    lines.sort();
+    lines
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use conntrack_tests::connlog::ConnLog;
 use conntrack_tests::netns::NetnsPair;
 use conntrack_tests::pcapgen::{ACK, FIN, PSH, SYN, TcpConv, Trace, udp_frame};
-use conntrack_tests::{agent_path, conformance_dir, is_root};
+use conntrack_tests::{agent_path, conformance_dir, is_root, records_without_uid};
 
 fn read(trace: &Path, out: &Path, extra: &[&str]) -> Output {
     Command::new(agent_path())
@@ -35,18 +35,7 @@ fn records(trace: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
         trace.display(),
         String::from_utf8_lossy(&res.stderr)
     );
-    let text = std::fs::read_to_string(out.join("conn.log")).unwrap();
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let mut cols: Vec<&str> = l.split('\t').collect();
-            cols.remove(1);
-            cols.join("\t")
-        })
-        .collect();
-    lines.sort();
-    lines
+    records_without_uid(out)
 }
 
 fn tcpdump_present() -> bool {

@@ -5,24 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use conntrack_tests::{agent_path, conformance_dir, is_root};
-
-/// conn.log data lines with the uid column removed, sorted (removal order may differ only
-/// where timers fire at the same instant).
-fn records_without_uid(dir: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join("conn.log")).unwrap();
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let mut cols: Vec<&str> = l.split('\t').collect();
-            cols.remove(1);
-            cols.join("\t")
-        })
-        .collect();
-    lines.sort();
-    lines
-}
+use conntrack_tests::{agent_path, conformance_dir, is_root, records_without_uid};
 
 fn replay(trace: &Path, engine: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     let res = Command::new(agent_path())

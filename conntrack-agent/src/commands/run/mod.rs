@@ -315,13 +315,20 @@ fn refuse_attached(
     let mut found = Vec::new();
     for iface in ifaces {
         // An interface that does not exist is reported by the attach, as before.
-        if let Ok(programs) = crate::datapath::kernel::tracker_programs_on(iface) {
-            found.extend(
-                programs
-                    .into_iter()
-                    .filter(|p| !p.link_id.is_some_and(|l| taken_over.contains(&l))),
-            );
+        if crate::datapath::kernel::ifindex(iface).is_none() {
+            continue;
         }
+        let programs = crate::datapath::kernel::tracker_programs_on(iface).with_context(|| {
+            format!(
+                "checking {iface} for programs an earlier agent left attached (run as root, \
+                or with CAP_BPF and CAP_NET_ADMIN)"
+            )
+        })?;
+        found.extend(
+            programs
+                .into_iter()
+                .filter(|p| !p.link_id.is_some_and(|l| taken_over.contains(&l))),
+        );
     }
     if found.is_empty() {
         Ok(())

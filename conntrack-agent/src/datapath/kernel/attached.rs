@@ -63,9 +63,18 @@ pub fn tracker_programs_on(iface: &str) -> Result<Vec<AttachedProgram>> {
     ] {
         let programs = match SchedClassifier::query_tcx(iface, kind) {
             Ok((_, programs)) => programs,
-            Err(e) => {
-                log::debug!("{iface}: querying the TCX {direction} chain: {e}");
+            // EINVAL: a kernel without TCX (before 6.6), nothing to find; EPERM: no
+            // CAP_NET_ADMIN, which the attach then names with what to do. Any other failure
+            // must not pass for an empty chain: `run` would attach a second set.
+            Err(aya::programs::ProgramError::SyscallError(e))
+                if matches!(e.io_error.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) =>
+            {
+                log::debug!("{iface}: no TCX {direction} chain: {}", e.io_error);
                 continue;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("querying {iface}'s TCX {direction} chain")));
             }
         };
         for p in programs {
@@ -116,7 +125,7 @@ pub fn all_interfaces() -> Vec<String> {
     out
 }
 
-fn ifindex(iface: &str) -> Option<u32> {
+pub fn ifindex(iface: &str) -> Option<u32> {
     let c = std::ffi::CString::new(iface).ok()?;
     // SAFETY: a valid C string; if_nametoindex only reads it.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };

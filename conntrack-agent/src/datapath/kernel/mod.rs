@@ -45,7 +45,8 @@ mod sensor;
 mod tests;
 
 pub use attached::{
-    AttachedProgram, all_interfaces, detach_link, remove_clsact_filters, tracker_programs_on,
+    AttachedProgram, all_interfaces, detach_link, ifindex, remove_clsact_filters,
+    tracker_programs_on,
 };
 pub use bench::{
     BENCH_EMPTY_PROGRAM, BENCH_EMPTY_XDP_PROGRAM, BENCH_FLOOR_CLOCK_PROGRAM,
