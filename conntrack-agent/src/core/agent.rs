@@ -474,7 +474,7 @@ impl Agent {
     /// Content extraction: hands the payload records the datapath produced to the
     /// capabilities (after the events of the same packets).
     pub fn deliver_contents(&mut self) {
-        if !self.core.wants_payload() {
+        if !self.core.wants_payload() || !self.dp.contents_pending() {
             return;
         }
         let mut chunks = std::mem::take(&mut self.chunks);

@@ -321,6 +321,10 @@ impl Datapath for HostDatapath {
         out.append(&mut self.contents.chunks);
     }
 
+    fn contents_pending(&self) -> bool {
+        !self.contents.chunks.is_empty()
+    }
+
     fn recycle_contents(&mut self, spent: &mut Vec<ContentChunk>) {
         let spare = &mut self.contents.spare;
         for c in spent.drain(..) {

@@ -145,6 +145,12 @@ pub trait Datapath {
 
     /// Content extraction: moves the payload records produced since the last call to `out`.
     fn drain_contents(&mut self, _out: &mut Vec<ContentChunk>) {}
+    /// Whether [`Datapath::drain_contents`] may have records: false lets the agent skip the
+    /// drain after a packet that produced none (most packets, once sampling ended). True
+    /// when the datapath cannot tell cheaply.
+    fn contents_pending(&self) -> bool {
+        true
+    }
     /// Records [`Datapath::drain_contents`] gave that were handled: the datapath may reuse
     /// their buffers (the host engine copies every service sample into one). Leaves `spent`
     /// empty.

@@ -80,6 +80,8 @@ pub struct Service {
     expected: Expectations,
     /// The analyzers this run has (a bare Zeek logs no service).
     loaded: Loaded,
+    /// `loaded` has FTP's: asked at every connection's first exchange.
+    ftp_loaded: bool,
 }
 
 /// Whether `server` begins as an FTP server's greeting does (a 220 reply, RFC 959): only then
@@ -95,8 +97,10 @@ impl Service {
     /// Detection with the analyzers whose ports are among `likely_server_ports` (see
     /// [`loaded`]).
     pub fn new(likely_server_ports: &[(u16, u8)]) -> Self {
+        let loaded = Loaded::new(likely_server_ports);
         Self {
-            loaded: Loaded::new(likely_server_ports),
+            ftp_loaded: loaded.has("ftp"),
+            loaded,
             ..Self::default()
         }
     }
@@ -124,31 +128,42 @@ impl Service {
                 resp: &resp,
             })
         } else {
-            let orig = p.sides[o].datagrams(MAX_SAMPLE_DATAGRAMS);
-            let resp = p.sides[r].datagrams(MAX_SAMPLE_DATAGRAMS);
+            let (mut orig, mut resp) = (
+                [&[][..]; MAX_SAMPLE_DATAGRAMS],
+                [&[][..]; MAX_SAMPLE_DATAGRAMS],
+            );
+            let no = p.sides[o].datagrams(&mut orig);
+            let nr = p.sides[r].datagrams(&mut resp);
             detect::detect(&Sample {
                 transport: Transport::Udp,
                 orig_port,
                 resp_port,
-                orig: &orig,
-                resp: &resp,
+                orig: &orig[..no],
+                resp: &resp[..nr],
             })
         }
     }
 
-    /// A sample of connection `key`.
+    /// A sample of connection `key`: one lookup of its state, the detectors run at most at
+    /// the first exchange (a possible FTP greeting) and once the samples are complete.
     fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+        let Self {
+            conns,
+            ftp,
+            expected,
+            ftp_loaded,
+            ..
+        } = self;
         let key = chunk.hdr.key;
         let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
         let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
-        if !self.ftp.is_empty()
-            && let Some(ctl) = self.ftp.get_mut(&key)
+        if !ftp.is_empty()
+            && let Some(ctl) = ftp.get_mut(&key)
         {
             let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
-            ctl.feed(from_orig, seq, &chunk.data, ts, &mut self.expected);
+            ctl.feed(from_orig, seq, &chunk.data, ts, expected);
         }
-        let state = self
-            .conns
+        let state = conns
             .entry(key)
             .or_insert_with(|| State::Pending(Pending::default()));
         let State::Pending(p) = state else {
@@ -163,30 +178,26 @@ impl Service {
         }
         p.stale = true;
         let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
-        let first_exchange = !p.exchanged && p.sides.iter().all(|s| !s.is_empty());
-        let mut ftp = false;
-        if first_exchange {
+        if !p.exchanged && p.sides.iter().all(|s| !s.is_empty()) {
             p.exchanged = true;
             let server = usize::from(p.a_is_orig);
-            if self.loaded.has("ftp") && may_be_ftp_greeting(&p.sides[server].stream(8)) {
+            if *ftp_loaded && may_be_ftp_greeting(&p.sides[server].stream(8)) {
                 p.found = Self::detect(&key, p, p.a_is_orig);
                 p.stale = false;
-                ftp = p.found.contains(&"ftp") && !self.ftp.contains_key(&key);
+                if p.found.contains(&"ftp") && !ftp.contains_key(&key) {
+                    let ctl = Self::control_channel(&key, p, chunk.hdr.ts_ns, expected);
+                    ftp.insert(key, ctl);
+                    follow(&key, dp, chunk.hdr.ts_ns);
+                }
             }
         }
-        if ftp {
-            let p: &Pending = p;
-            let ctl = Self::control_channel(&key, p, chunk.hdr.ts_ns, &mut self.expected);
-            self.ftp.insert(key, ctl);
-            follow(&key, dp, chunk.hdr.ts_ns);
-        }
-        if complete && let Some(State::Pending(p)) = self.conns.get(&key) {
+        if complete {
             let names = if p.stale {
                 Self::detect(&key, p, p.a_is_orig)
             } else {
-                p.found.clone()
+                std::mem::take(&mut p.found)
             };
-            self.conns.insert(key, State::Decided(names));
+            *state = State::Decided(names);
         }
     }
 

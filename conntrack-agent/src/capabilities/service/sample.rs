@@ -3,9 +3,13 @@
 //! order. [`SideSample::stream`] puts a TCP direction back into the byte stream the detectors
 //! expect: from its first byte up to the first gap.
 
+use super::detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS};
 use std::borrow::Cow;
 
 /// What one direction has sent so far, as sampled.
+///
+/// Kept for every connection until its samples are complete or it is logged: one block of
+/// bytes per direction, allocated at its first sample.
 #[derive(Debug, Default, Clone)]
 pub struct SideSample {
     /// Samples received (the datapath sends at most `contents::SAMPLE_PACKETS`).
@@ -14,10 +18,11 @@ pub struct SideSample {
     /// most `keep` bytes of it), and the sequence number after the last sample.
     start: u32,
     next: u32,
+    /// TCP: that stream. UDP: the first datagrams back to back, each ending at its `ends`.
     bytes: Vec<u8>,
+    ends: [u32; MAX_SAMPLE_DATAGRAMS],
     /// TCP samples that did not continue the stream (reordered, or overlapping it with new
-    /// bytes), put in place by [`SideSample::stream`]; UDP: every datagram, in arrival order
-    /// (sequence 0).
+    /// bytes), put in place by [`SideSample::stream`].
     other: Vec<(u32, Vec<u8>)>,
 }
 
@@ -30,7 +35,8 @@ impl SideSample {
         if self.count == 1 {
             self.start = seq;
             self.next = end;
-            // Room for the whole stream kept: the next in-order samples need no new block.
+            // Room for the whole stream kept: the next in-order samples need no new block
+            // (a `realloc` costs more than the detectors run on a connection).
             self.bytes = Vec::with_capacity(keep);
             self.bytes.extend_from_slice(&data[..data.len().min(keep)]);
             return;
@@ -51,10 +57,17 @@ impl SideSample {
         self.other.push((seq, data.to_vec()));
     }
 
-    /// A UDP sample: one datagram.
+    /// A UDP sample: one datagram (beyond the first [`MAX_SAMPLE_DATAGRAMS`] only counted).
     pub fn push_datagram(&mut self, data: &[u8]) {
+        if let Some(end) = self.ends.get_mut(self.count) {
+            if self.count == 0 {
+                // One block for the side's datagrams, as for a TCP stream: most fit.
+                self.bytes = Vec::with_capacity(data.len().max(MAX_SAMPLE_BYTES));
+            }
+            self.bytes.extend_from_slice(data);
+            *end = self.bytes.len() as u32;
+        }
         self.count += 1;
-        self.other.push((0, data.to_vec()));
     }
 
     /// Samples received.
@@ -66,13 +79,16 @@ impl SideSample {
         self.count == 0
     }
 
-    /// UDP: the datagrams, in arrival order, at most `max` of them.
-    pub fn datagrams(&self, max: usize) -> Vec<&[u8]> {
-        self.other
-            .iter()
-            .take(max)
-            .map(|(_, d)| d.as_slice())
-            .collect()
+    /// UDP: the datagrams in arrival order (at most [`MAX_SAMPLE_DATAGRAMS`]), in `out`;
+    /// returns how many. An array rather than a `Vec`: detection runs once per connection.
+    pub fn datagrams<'a>(&'a self, out: &mut [&'a [u8]; MAX_SAMPLE_DATAGRAMS]) -> usize {
+        let n = self.count.min(MAX_SAMPLE_DATAGRAMS);
+        let mut from = 0;
+        for (slot, &end) in out.iter_mut().zip(&self.ends[..n]) {
+            *slot = &self.bytes[from..end as usize];
+            from = end as usize;
+        }
+        n
     }
 
     /// TCP: the samples as (sequence number, bytes) in sequence order (relative to the first
@@ -173,12 +189,27 @@ mod tests {
     #[test]
     fn datagrams_keep_their_order_and_bound() {
         let mut s = SideSample::default();
-        for d in [&b"one"[..], b"two", b"three"] {
+        let sent = [&b"one"[..], b"two", b"three", b"four", b"five"];
+        for d in sent {
             s.push_datagram(d);
         }
-        assert_eq!(s.datagrams(2), vec![&b"one"[..], &b"two"[..]]);
-        assert_eq!(s.count(), 3);
+        let mut out = [&[][..]; MAX_SAMPLE_DATAGRAMS];
+        let n = s.datagrams(&mut out);
+        assert_eq!(n, MAX_SAMPLE_DATAGRAMS.min(sent.len()));
+        assert_eq!(&out[..n], &sent[..n]);
+        assert_eq!(s.count(), sent.len());
+        assert_eq!(SideSample::default().datagrams(&mut out), 0);
         assert!(SideSample::default().stream(10).is_empty());
+    }
+
+    #[test]
+    fn an_empty_datagram_is_one() {
+        let mut s = SideSample::default();
+        s.push_datagram(b"");
+        s.push_datagram(b"x");
+        let mut out = [&[][..]; MAX_SAMPLE_DATAGRAMS];
+        let n = s.datagrams(&mut out);
+        assert_eq!(&out[..n], &[&b""[..], b"x"][..n]);
     }
 
     #[test]
