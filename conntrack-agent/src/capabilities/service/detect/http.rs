@@ -99,6 +99,11 @@ fn is_connect(b: &[u8]) -> bool {
 /// The stream starts with a request line: a method, a space and a target.
 fn is_request(b: &[u8]) -> bool {
     let b = trim_leading_space(b);
+    // Every method starts with a letter: most streams that are not HTTP fail here, before
+    // the method list (this runs on every TCP connection).
+    if !b.first().is_some_and(u8::is_ascii_alphabetic) {
+        return false;
+    }
     METHODS
         .iter()
         .any(|m| starts_with_ci(b, m) && b.get(m.len()).is_some_and(|c| *c == b' ' || *c == b'\t'))
