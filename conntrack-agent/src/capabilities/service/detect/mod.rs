@@ -86,6 +86,25 @@ pub fn detect(s: &Sample) -> Vec<&'static str> {
     run(s, false)
 }
 
+/// Whether `found`, what [`detect`] said of a connection's first bytes, is final: more bytes
+/// of the same connection cannot change it, so its samples can be dropped once it is known.
+///
+/// Derived from the dispatch in [`detect_tcp`] and [`detect_udp`], not from any one detector:
+/// - TCP: the last name is one that nothing follows (an encrypted stream after `ssl` or
+///   `ssh`; `redis` and `rdp`, whose detectors are chosen by the client's first byte, so no
+///   other detector is tried before them). Names found by port, or that a later message can
+///   extend (HTTP's upgrades, STARTTLS, FTP's announcements), are not final.
+/// - UDP: QUIC (tried first, on any datagram): another datagram could still be a QUIC
+///   Initial for every other name.
+/// - Nothing found is never final: a request split over segments confirms later.
+pub fn is_final(transport: Transport, found: &[&str]) -> bool {
+    match (transport, found.last()) {
+        (Transport::Tcp, Some(&last)) => matches!(last, "ssl" | "ssh" | "redis" | "rdp"),
+        (Transport::Udp, Some(_)) => found.first() == Some(&"quic"),
+        (_, None) => false,
+    }
+}
+
 /// [`detect`] for a TCP connection whose first packet had no SYN (Zeek's `IsPartial`: it was
 /// picked up in the middle). Several analyzers (HTTP, SSL, SSH, RDP) ignore such connections.
 pub fn detect_partial(s: &Sample) -> Vec<&'static str> {
@@ -270,6 +289,28 @@ mod tests {
     fn nothing_sent_is_no_service() {
         assert!(detect(&tcp((40000, 80), &[], &[])).is_empty());
         assert!(detect(&tcp((40000, 80), &[b""], &[b""])).is_empty());
+    }
+
+    #[test]
+    fn only_names_nothing_can_follow_are_final() {
+        use Transport::{Tcp, Udp};
+        // A TLS handshake, or SMTP after STARTTLS: encrypted from there on.
+        assert!(is_final(Tcp, &["ssl"]));
+        assert!(is_final(Tcp, &["smtp", "ssl"]));
+        assert!(is_final(Tcp, &["ssh"]));
+        // HTTP may still upgrade to WebSocket, SMTP may still STARTTLS, FTP announces.
+        assert!(!is_final(Tcp, &["http"]));
+        assert!(!is_final(Tcp, &["smtp"]));
+        assert!(!is_final(Tcp, &["ftp"]));
+        // A by-port name gives way to a protocol the next bytes may confirm.
+        assert!(!is_final(Tcp, &["dns"]));
+        assert!(!is_final(Tcp, &[]));
+        assert!(is_final(Udp, &["quic", "ssl"]));
+        assert!(
+            !is_final(Udp, &["dns"]),
+            "a later datagram may be a QUIC Initial"
+        );
+        assert!(!is_final(Udp, &[]));
     }
 
     #[test]
