@@ -339,7 +339,11 @@ impl Datapath for HostDatapath {
     }
 
     fn forget_contents(&mut self, key: &FlowKey) {
-        self.contents.counters.remove(key);
+        // Only extraction keeps counters (service samples do not): no lookup per removed
+        // connection until some connection was extracted.
+        if !self.contents.counters.is_empty() {
+            self.contents.counters.remove(key);
+        }
     }
 
     fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {

@@ -5,10 +5,11 @@
 //! The datapath samples every new TCP/UDP connection: the payload of the first
 //! `contents::SAMPLE_PACKETS` packets of each direction (at most `contents::SAMPLE_BYTES` of
 //! each) comes as `CONTENTS` records flagged `CONTENT_SAMPLE`, the same in the kernel and the
-//! host engine. [`Service`] keeps them per connection while it is undecided, runs the
-//! detectors once both directions have spoken, again once the samples are complete (then the
-//! bytes are freed and only the names kept) or when the connection is logged, and writes the
-//! names into its conn.log record ([`Capability::conn_service`]).
+//! host engine. [`Service`] keeps them per connection while it is undecided and runs the
+//! detectors once both directions have spoken: when their answer is final
+//! ([`detect::is_final`]) only the names are kept from then on; else again once the samples
+//! are complete (then the bytes are freed) or when the connection is logged. The names go
+//! into its conn.log record ([`Capability::conn_service`]).
 //!
 //! FTP control channels are followed further: once one is confirmed its payload is extracted
 //! (the contents mechanism) and its announcements make the data connections `ftp-data`
@@ -84,10 +85,8 @@ pub struct Service {
     ftp_loaded: bool,
 }
 
-/// Whether `server` begins as an FTP server's greeting does (a 220 reply, RFC 959): only then
-/// are the detectors asked at the first exchange, for an FTP control channel must be followed
-/// from there on; any other connection is looked at once, when its samples are complete or it
-/// is logged.
+/// Whether `server` begins as an FTP server's greeting does (a 220 reply, RFC 959): an FTP
+/// control channel found at the first exchange is followed from there on.
 fn may_be_ftp_greeting(server: &[u8]) -> bool {
     let s = server.trim_ascii_start();
     s.starts_with(b"220")
@@ -179,16 +178,24 @@ impl Service {
         p.stale = true;
         let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
         if !p.exchanged && p.sides.iter().all(|s| !s.is_empty()) {
+            // The first exchange: decided here while its bytes are hot when the answer is
+            // final (then the samples are dropped), else kept for later samples.
             p.exchanged = true;
+            p.found = Self::detect(&key, p, p.a_is_orig);
+            p.stale = false;
             let server = usize::from(p.a_is_orig);
-            if *ftp_loaded && may_be_ftp_greeting(&p.sides[server].stream(8)) {
-                p.found = Self::detect(&key, p, p.a_is_orig);
-                p.stale = false;
-                if p.found.contains(&"ftp") && !ftp.contains_key(&key) {
-                    let ctl = Self::control_channel(&key, p, chunk.hdr.ts_ns, expected);
-                    ftp.insert(key, ctl);
-                    follow(&key, dp, chunk.hdr.ts_ns);
-                }
+            if *ftp_loaded
+                && p.found.contains(&"ftp")
+                && may_be_ftp_greeting(&p.sides[server].stream(8))
+                && !ftp.contains_key(&key)
+            {
+                let ctl = Self::control_channel(&key, p, chunk.hdr.ts_ns, expected);
+                ftp.insert(key, ctl);
+                follow(&key, dp, chunk.hdr.ts_ns);
+            }
+            if detect::is_final(transport(&key), &p.found) {
+                *state = State::Decided(std::mem::take(&mut p.found));
+                return;
             }
         }
         if complete {
@@ -221,6 +228,15 @@ impl Service {
             }
         }
         ctl
+    }
+}
+
+/// The transport the detectors see for `key`'s connection.
+fn transport(key: &FlowKey) -> Transport {
+    if key.proto == proto::TCP {
+        Transport::Tcp
+    } else {
+        Transport::Udp
     }
 }
 
