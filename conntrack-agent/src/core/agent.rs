@@ -312,7 +312,7 @@ impl Agent {
     }
 
     fn advance_timers(&mut self, now_ns: i64) -> anyhow::Result<()> {
-        if !self.core.is_idle() {
+        if self.core.has_due(now_ns.max(0) as u64) {
             // Duration timers first: a connection removed at the same instant still reports.
             let mut target = Datapaths {
                 main: self.dp.as_mut(),

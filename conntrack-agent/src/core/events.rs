@@ -523,6 +523,17 @@ impl EventCore {
         self.run(target);
     }
 
+    /// Whether [`EventCore::advance`] at `now_ns` has anything to do: a duration timer or a
+    /// poll due, or queued events. Inlined into the caller's per-packet path, which almost
+    /// always finds nothing.
+    #[inline]
+    pub fn has_due(&self, now_ns: u64) -> bool {
+        !self.caps.is_empty()
+            && (self.thresholds.timer_due(now_ns)
+                || self.lifecycle.polls.any_due(now_ns)
+                || !self.queue.is_empty())
+    }
+
     /// Fires due duration timers at `now_ns` (timer mode) and delivers their crossings.
     pub fn advance(
         &mut self,
@@ -530,12 +541,8 @@ impl EventCore {
         now_ns: u64,
         uid: &dyn Fn(&FlowKey) -> Option<String>,
     ) {
-        if self.caps.is_empty() {
-            return;
-        }
         // This runs before every packet; almost always no timer or poll is due.
-        let due = self.thresholds.timer_due(now_ns) || self.lifecycle.polls.any_due(now_ns);
-        if !due && self.queue.is_empty() {
+        if !self.has_due(now_ns) {
             return;
         }
         for (key, raw) in self.thresholds.due(target, now_ns) {

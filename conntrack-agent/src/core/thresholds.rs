@@ -369,6 +369,7 @@ impl Thresholds {
     }
 
     /// Whether a duration timer is due at `now_ns` (a cheap test before [`Thresholds::due`]).
+    #[inline]
     pub fn timer_due(&self, now_ns: u64) -> bool {
         self.timers
             .peek()
