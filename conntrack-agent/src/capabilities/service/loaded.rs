@@ -8,6 +8,10 @@
 //! An analyzer that a loaded one starts inside a connection (WebSocket after an HTTP upgrade,
 //! TLS inside QUIC, NTLM/GSSAPI inside LDAP) needs no script of its own: a set of names is kept
 //! whole when one of its names belongs to a loaded analyzer.
+//!
+//! A few scripts register no port at all (POP3 attaches by its DPD signature only; the
+//! WebSocket script loads the HTTP analyzer it needs). The ports cannot tell whether they were
+//! loaded, so they count as loaded, as they are in Zeek's default configuration.
 
 use crate::util::hashing::FastSet;
 use conntrack_common::proto::{TCP, UDP};
@@ -73,10 +77,14 @@ fn registered_ports(name: &str) -> &'static [(u16, u8)] {
         "syslog" => &[(514, UDP)],
         "syslog_tcp" => &[(514, TCP)],
         "xmpp" => &[(5222, TCP), (5269, TCP)],
-        // Started by another analyzer only (websocket, ntlm, gssapi, ...), or unknown here.
+        // Started by another analyzer only (ntlm, gssapi, ...), or unknown here.
         _ => &[],
     }
 }
+
+/// The analyzers whose scripts register no port: nothing in `likely_server_ports` shows them,
+/// so they count as loaded (see the module's documentation).
+const PORTLESS: &[&str] = &["pop3", "websocket"];
 
 /// The analyzers a run loaded, as its likely server ports tell.
 #[derive(Debug, Default, Clone)]
@@ -94,9 +102,10 @@ impl Loaded {
 
     /// Whether the analyzer that logs `name` is loaded.
     pub fn has(&self, name: &str) -> bool {
-        registered_ports(name)
-            .iter()
-            .any(|p| self.ports.contains(p))
+        PORTLESS.contains(&name)
+            || registered_ports(name)
+                .iter()
+                .any(|p| self.ports.contains(p))
     }
 
     /// Whether a run with these analyzers logs the set `names` (in confirmation order): one of
@@ -125,7 +134,23 @@ mod tests {
     fn bare_zeek_logs_no_service() {
         let l = Loaded::new(BARE);
         assert!(!l.logs(&["dns"]));
-        assert!(!l.logs(&["http", "websocket"]));
+        assert!(!l.logs(&["http"]));
+        assert!(!l.logs(&["ssh"]));
+    }
+
+    #[test]
+    fn scripts_without_ports_count_as_loaded() {
+        // `zeek -b` with base/protocols/pop3 (or websocket) has the bare ports only.
+        let l = Loaded::new(BARE);
+        assert!(l.logs(&["pop3"]));
+        assert!(
+            l.logs(&["http", "websocket"]),
+            "the websocket script loads http"
+        );
+        assert!(
+            !l.logs(&["http"]),
+            "without an upgrade, http alone is not logged"
+        );
     }
 
     #[test]
@@ -136,7 +161,6 @@ mod tests {
         assert!(l.logs(&["http"]));
         assert!(l.logs(&["http", "websocket", "ssh"]), "started inside http");
         assert!(!l.logs(&["dns"]), "dns not loaded");
-        assert!(!l.logs(&["websocket"]), "no script registers it");
         assert!(!l.logs(&["ftp-data"]));
         ports.push((21, TCP));
         assert!(Loaded::new(&ports).logs(&["ftp-data"]), "with ftp");

@@ -298,6 +298,11 @@ impl Capability for Service {
             }
             None => {}
         }
+        if conn.is_tcp() && detect::picked_up_midway(conn.history_str()) {
+            let mut names = out.split_off(start);
+            detect::drop_partial_skippers(&mut names);
+            out.extend(names);
+        }
         if !self.loaded.logs(&out[start..]) {
             out.truncate(start);
         }

@@ -162,3 +162,25 @@ fn without_the_analyzer_loaded_nothing_is_logged() {
     svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
     assert!(logged(&mut svc, &key, &conn).is_empty());
 }
+
+#[test]
+fn a_connection_picked_up_midway_is_not_http() {
+    // Zeek's HTTP analyzer skips a connection whose first packet had no SYN.
+    let (key, mut conn) = http_conn();
+    for letter in *b"DdA" {
+        conn.history.push(letter);
+    }
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert!(logged(&mut svc, &key, &conn).is_empty());
+    // The same exchange after a handshake is HTTP.
+    let (key, mut conn) = http_conn();
+    for letter in *b"ShADad" {
+        conn.history.push(letter);
+    }
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
+}

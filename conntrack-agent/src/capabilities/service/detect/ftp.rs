@@ -2,10 +2,14 @@
 //!
 //! Zeek attaches the FTP analyzer on ports 21 and 2811, and elsewhere by signature: `USER`
 //! from the client and a `220` greeting from the server. `AUTH TLS` (RFC 4217) turns the
-//! control channel into TLS, which the SSL analyzer confirms.
+//! control channel into TLS, which the SSL analyzer confirms. `AUTH GSSAPI` (RFC 2228) with a
+//! TLS handshake carried base64-encoded in `ADAT` commands and replies is GridFTP's GSI:
+//! Zeek's analyzer hands the decoded handshake to the SSL analyzer, and its `gridftp` script
+//! then labels the control channel.
 
-use super::bytes::{first_line, lines};
+use super::bytes::{find, first_line, lines};
 use super::{Sample, text, tls};
+use base64::Engine as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The ports Zeek's FTP analyzer is registered for (21, and GridFTP's 2811).
@@ -41,8 +45,33 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
         && tls::client_hello_after(orig, at)
     {
         found.push("ssl");
+    } else if gsi_handshake(orig, resp) {
+        found.extend(["ssl", "gridftp"]);
     }
     true
+}
+
+/// The client asked for `AUTH GSSAPI` and the `ADAT` exchange that follows carries a TLS
+/// ClientHello and ServerHello (base64, RFC 2228 section 3): the GSI mechanism.
+fn gsi_handshake(orig: &[u8], resp: &[u8]) -> bool {
+    if !lines(orig).any(|l| l.eq_ignore_ascii_case(b"AUTH GSSAPI")) {
+        return false;
+    }
+    match (adat(orig, b"ADAT "), adat(resp, b"ADAT=")) {
+        (Some(client), Some(server)) => tls::confirms(&client, &server),
+        _ => false,
+    }
+}
+
+/// The start of the first security data after `marker` (`ADAT ` in a command, `ADAT=` in a
+/// `335`/`235` reply), decoded: enough for a handshake record's header. The rest of the token
+/// may lie beyond the sample.
+fn adat(stream: &[u8], marker: &[u8]) -> Option<Vec<u8>> {
+    // 16 base64 characters: 12 bytes, a TLS record header and a hello's header.
+    const PREFIX: usize = 16;
+    let at = find(stream, marker)? + marker.len();
+    let token = stream.get(at..at + PREFIX)?;
+    base64::engine::general_purpose::STANDARD.decode(token).ok()
 }
 
 /// Every server line is a reply (`ddd text` or `ddd-text`) or inside a multi-line reply (from
@@ -193,6 +222,35 @@ mod tests {
     const CLIENT: &[u8] = b"USER anonymous\r\nPASS test\r\n";
     const SERVER: &[u8] = b"220 ftp.NetBSD.org FTP server (NetBSD-ftpd 20100320) ready.\r\n\
         331 Guest login ok, type your name as password.\r\n";
+
+    /// GridFTP (globus-url-copy): AUTH GSSAPI, then the GSI TLS handshake in ADAT tokens.
+    const GSI_CLIENT: &[u8] = b"AUTH GSSAPI\r\n\
+        ADAT FgMBAGsBAABnAwFQW20QgljInC83uQvyugxecsF3kUpSQF6m6R/GggW8mwAAOgA5ADgAiACHADUAhAAW";
+    const GSI_SERVER: &[u8] = b"220 alpha GridFTP Server 6.14 (gcc64dbg, 1342551528-83) \
+        [Globus Toolkit 5.2.2] ready.\r\n\
+        334 Using authentication type; ADAT must follow.\r\n\
+        335 ADAT=FgMBADUCAAAxAwFQW20QRzmEyP3fmvYpOq5A8fotqMq/wUI+e2+0FmuZLgAANQAACf8BAAEAACMAABYD";
+
+    #[test]
+    fn gsi_handshake_in_adat_is_ftp_ssl_and_gridftp() {
+        assert_eq!(
+            detect(&tcp((60108, 2811), &[GSI_CLIENT], &[GSI_SERVER])),
+            ["ftp", "ssl", "gridftp"]
+        );
+    }
+
+    #[test]
+    fn auth_gssapi_without_a_tls_handshake_is_ftp_only() {
+        // Kerberos GSSAPI tokens (an ASN.1 application tag, `YII...` in base64), not TLS.
+        let client = b"AUTH GSSAPI\r\nADAT YIICnQYJKoZIhvcSAQICAQBuggKMMIICiKADAgEF\r\n".as_slice();
+        let server = b"220 ready.\r\n334 Using authentication type; ADAT must follow.\r\n\
+            235 ADAT=YIGZBgkqhkiG9xIBAgICAG+BiTCBhqADAgEFoQMCAQ8=\r\n"
+            .as_slice();
+        assert_eq!(detect(&tcp((60108, 21), &[client], &[server])), ["ftp"]);
+        // Nor is a TLS handshake without the AUTH GSSAPI request.
+        let client = &GSI_CLIENT[b"AUTH GSSAPI\r\n".len()..];
+        assert!(!detect(&tcp((60108, 2811), &[client], &[GSI_SERVER])).contains(&"gridftp"));
+    }
 
     #[test]
     fn greeting_and_user_are_ftp() {

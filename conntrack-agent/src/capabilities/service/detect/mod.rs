@@ -111,6 +111,25 @@ pub fn detect_partial(s: &Sample) -> Vec<&'static str> {
     run(s, true)
 }
 
+/// The analyzers that ignore a TCP connection picked up in the middle (see
+/// [`detect_partial`]), and WebSocket, which only an HTTP upgrade starts.
+const SKIP_PARTIAL: [&str; 5] = ["http", "websocket", "ssl", "ssh", "rdp"];
+
+/// Whether a TCP connection with this conn.log `history` was picked up in the middle (Zeek's
+/// `IsPartial`): its first packet, the history's first letter (`^`, a flip, aside), had no SYN.
+pub fn picked_up_midway(history: &[u8]) -> bool {
+    history
+        .iter()
+        .find(|&&c| c != b'^')
+        .is_some_and(|c| !b"SsHh".contains(c))
+}
+
+/// Removes from `names` (a TCP connection's) the analyzers that skip a connection picked up in
+/// the middle: the names decided from its samples before its history was known.
+pub fn drop_partial_skippers(names: &mut Vec<&'static str>) {
+    names.retain(|n| !SKIP_PARTIAL.contains(n));
+}
+
 fn run(s: &Sample, partial: bool) -> Vec<&'static str> {
     let mut found = Vec::new();
     match s.transport {
@@ -311,6 +330,28 @@ mod tests {
             "a later datagram may be a QUIC Initial"
         );
         assert!(!is_final(Udp, &[]));
+    }
+
+    #[test]
+    fn a_connection_without_syn_first_was_picked_up_midway() {
+        assert!(picked_up_midway(b"DdA"), "data first");
+        assert!(picked_up_midway(b"^dDa"), "flipped, data first");
+        assert!(!picked_up_midway(b"ShADadFf"));
+        assert!(!picked_up_midway(b"^hADadFf"), "a SYN-ACK first");
+        assert!(!picked_up_midway(b""));
+    }
+
+    #[test]
+    fn a_midway_connection_keeps_only_analyzers_that_parse_it() {
+        let mut names = vec!["http", "websocket", "ssh"];
+        drop_partial_skippers(&mut names);
+        assert!(names.is_empty());
+        let mut names = vec!["smtp", "ssl"];
+        drop_partial_skippers(&mut names);
+        assert_eq!(names, ["smtp"]);
+        let mut names = vec!["ftp"];
+        drop_partial_skippers(&mut names);
+        assert_eq!(names, ["ftp"]);
     }
 
     #[test]
