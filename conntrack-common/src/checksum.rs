@@ -107,7 +107,18 @@ pub fn ipv4_header_checksum(ip: &[u8]) -> Option<u16> {
 /// connection sees them). A header that cannot be checked is not bad: Zeek validates only what
 /// it has whole, and the replay path drops a cut header before asking.
 pub fn ipv4_header_checksum_ok(ip: &[u8]) -> bool {
-    ipv4_header_checksum(ip).is_none_or(|c| c == 0)
+    let Some(&b0) = ip.first() else {
+        return true;
+    };
+    let ihl = usize::from(b0 & 0x0f) * 4;
+    if b0 >> 4 != 4 || ihl < 20 {
+        return true;
+    }
+    // Asked of every IPv4 packet: a right header's words sum to 0xffff (the checksum field is
+    // the complement of the rest), which reads the same in either byte order, so the native
+    // sum is folded and compared without the swap and the complement of `finish`.
+    ip.get(..ihl)
+        .is_none_or(|h| fold16(sum_native(h)) == 0xffff)
 }
 
 /// Fills in the IPv4 header checksum (no-op for anything else).
@@ -269,6 +280,33 @@ mod tests {
                 want += u64::from(pair[0]) << 8 | u64::from(*pair.get(1).unwrap_or(&0));
             }
             proptest::prop_assert_eq!(finish(sum_words(&data, acc)), finish(want));
+        }
+    }
+
+    proptest::proptest! {
+        /// The header check says what the computed checksum says: right exactly when it
+        /// comes out 0, and not checked when it cannot be computed.
+        #[test]
+        fn header_check_agrees_with_the_checksum(
+            mut ip in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            version_ihl in proptest::prop_oneof![
+                proptest::strategy::Just(0x45u8),
+                proptest::strategy::Just(0x4fu8),
+                proptest::prelude::any::<u8>(),
+            ],
+            fill in proptest::prelude::any::<bool>(),
+        ) {
+            if let Some(b0) = ip.first_mut() {
+                *b0 = version_ihl;
+            }
+            if fill {
+                set_ipv4_header_checksum(&mut ip);
+            }
+            let c = ipv4_header_checksum(&ip);
+            proptest::prop_assert_eq!(ipv4_header_checksum_ok(&ip), c.is_none_or(|c| c == 0));
+            if fill && c.is_some() {
+                proptest::prop_assert!(ipv4_header_checksum_ok(&ip));
+            }
         }
     }
 
