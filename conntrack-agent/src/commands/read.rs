@@ -394,7 +394,13 @@ fn replay(
             first_frag_copy = unfragment_first(l3.ip);
             frag_in = &first_frag_copy;
         }
-        let ip: &[u8] = match defrag.offer(frag_in, pkt.ts_ns) {
+        // The captured packet has its view already; a first fragment's copy is read anew.
+        let offered = if std::ptr::eq(frag_in, l3.ip) {
+            defrag.offer_viewed(frag_in, &view0, pkt.ts_ns)
+        } else {
+            defrag.offer(frag_in, pkt.ts_ns)
+        };
+        let ip: &[u8] = match offered {
             // The packet as offered: an incompletely captured first fragment's copy with MF
             // cleared, so that the engine takes it as the whole packet it stands for.
             FragResult::NotFragment => frag_in,

@@ -203,7 +203,8 @@ impl Datapath for HostDatapath {
         let patched = tso_zero_length_fix_ip(version, ip);
         let ip = patched.as_deref().unwrap_or(ip);
         parse_ip(ip, &mut meta).map_err(DatapathError::Parse)?;
-        let full = meta;
+        // The header's lengths, kept for extraction (not a copy of the whole meta per packet).
+        let lengths = (meta.ip_len, meta.ip_bytes);
         if patched.is_some() {
             meta.ip_len = 0;
             meta.ip_bytes = 0;
@@ -214,8 +215,9 @@ impl Datapath for HostDatapath {
         self.process_meta(&meta, ts_ns, checksum_ok, events);
         if self.contents.armed && meta.payload_len != 0 {
             // payload_of needs the header's length; the engine was given 0.
-            let payload = ip_payload_of(ip, &full).unwrap_or(&[]);
-            self.extract(payload, &full, ts_ns, checksum_ok);
+            (meta.ip_len, meta.ip_bytes) = lengths;
+            let payload = ip_payload_of(ip, &meta).unwrap_or(&[]);
+            self.extract(payload, &meta, ts_ns, checksum_ok);
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! conn.log writer: Zeek's ASCII (TSV) format with all header lines, or Zeek's JSON lines.
 
-use crate::logs::conn_tsv::{RecordUid, write_conn_tsv};
+use crate::logs::conn_tsv::{RecordUid, with_conn_tsv};
 use crate::logs::l2_fields::{Columns, L2Fields};
 use crate::logs::record::{ConnRecord, FIELDS, TYPES};
 use crate::logs::rotate::{HeaderFn, LogFile, LogOptions, fmt_log_date};
@@ -121,7 +121,7 @@ impl ConnLogWriter {
 
     /// Writes connection `c`'s record, with uid `uid`, local_orig / local_resp `local` and the
     /// MAC/VLAN columns' values `l2`, at network time `now_ns` (None: the wall clock): straight
-    /// from the connection when [`write_conn_tsv`] can, else through a [`ConnRecord`] (same
+    /// from the connection when [`with_conn_tsv`] can, else through a [`ConnRecord`] (same
     /// text either way).
     pub fn write_conn(
         &mut self,
@@ -136,11 +136,8 @@ impl ConnLogWriter {
             && self.cols == Columns::default()
             && tunnel_parents.is_empty()
         {
-            let mut line = std::mem::take(&mut self.line);
-            line.clear();
-            let direct = write_conn_tsv(&mut line, c, uid, local);
-            let written = direct.then(|| self.file.write_line(&line, now_ns));
-            self.line = line;
+            let file = &mut self.file;
+            let written = with_conn_tsv(c, uid, local, |line| file.write_line_bytes(line, now_ns));
             if let Some(written) = written {
                 written?;
                 self.records += 1;

@@ -126,27 +126,49 @@ impl<const N: usize> Line<N> {
         self.base62(lo);
     }
 
-    /// Base62 of a 64-bit word, most significant digit first (as `uid::push_base62`).
+    /// Base62 of a 64-bit word, most significant digit first (as `uid::push_base62`), two
+    /// digits per division: a record has two of these, and a digit at a time was a tenth of
+    /// the line's cost.
     fn base62(&mut self, mut v: u64) {
-        const ALPHABET: &[u8; 62] =
-            b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-        let mut digits = [0u8; 11];
+        let mut digits = [0u8; 12];
         let mut n = digits.len();
-        loop {
+        while v >= 62 * 62 {
+            n -= 2;
+            digits[n..n + 2].copy_from_slice(&BASE62_PAIRS[(v % (62 * 62)) as usize]);
+            v /= 62 * 62;
+        }
+        // What is left is one or two digits, the first not a leading zero (unless `v` was 0).
+        if v >= 62 {
+            n -= 2;
+            digits[n..n + 2].copy_from_slice(&BASE62_PAIRS[v as usize]);
+        } else {
             n -= 1;
-            digits[n] = ALPHABET[(v % 62) as usize];
-            v /= 62;
-            if v == 0 {
-                break;
-            }
+            digits[n] = BASE62[v as usize];
         }
         self.put(&digits[n..]);
     }
 
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
     fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.buf[..self.len]).ok()
+        std::str::from_utf8(self.bytes()).ok()
     }
 }
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Every two-digit base62 number, `00` to `zz`, by value.
+const BASE62_PAIRS: [[u8; 2]; 62 * 62] = {
+    let mut t = [[0u8; 2]; 62 * 62];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = [BASE62[i / 62], BASE62[i % 62]];
+        i += 1;
+    }
+    t
+};
 
 /// An address as conn.log writes it, appended to `out` (see `Line::addr`).
 pub fn push_addr(out: &mut String, a: &[u8; 16]) {
@@ -220,21 +242,41 @@ fn plain_history(h: &[u8]) -> bool {
     h.len() <= MAX_HISTORY && h.iter().all(|&b| (0x20..0x7f).contains(&b))
 }
 
-/// Appends `c`'s conn.log line (no community_id column) with uid `uid` and local_orig /
-/// local_resp `local` to `out`, if it is a record of this path; false (nothing appended)
-/// otherwise: a uid given as text, an unusual history.
+/// Appends [`with_conn_tsv`]'s line to `out`; false (nothing appended) for a record not of
+/// this path. The tests' view of the line.
+#[cfg(test)]
 pub fn write_conn_tsv(
     out: &mut String,
     c: &Conn,
     uid: RecordUid,
     local: Option<(bool, bool)>,
 ) -> bool {
+    with_conn_tsv(c, uid, local, |line| match std::str::from_utf8(line) {
+        Ok(s) => {
+            out.push_str(s);
+            true
+        }
+        Err(_) => false,
+    })
+    .unwrap_or(false)
+}
+
+/// `f` of `c`'s conn.log line (no community_id column, ASCII, no newline) with uid `uid` and
+/// local_orig / local_resp `local`, if it is a record of this path; None otherwise: a uid
+/// given as text, an unusual history. The line is handed over as bytes, for the log's writer,
+/// which buffers bytes: it goes there once, without a `String` (and its UTF-8 check) between.
+pub fn with_conn_tsv<R>(
+    c: &Conn,
+    uid: RecordUid,
+    local: Option<(bool, bool)>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
     let RecordUid::Random { hi, lo } = uid else {
-        return false;
+        return None;
     };
     let history = c.history_str();
     if !plain_history(history) {
-        return false;
+        return None;
     }
     let mut l = Line::<LINE>::new();
     l.time_ns(c.start_ns as i64);
@@ -294,13 +336,7 @@ pub fn write_conn_tsv(
     // tunnel_parents: always empty here.
     l.put(b"\t-\t");
     l.int(c.proto);
-    match l.as_str() {
-        Some(s) => {
-            out.push_str(s);
-            true
-        }
-        None => false,
-    }
+    Some(f(l.bytes()))
 }
 
 #[cfg(test)]
@@ -406,6 +442,19 @@ mod tests {
     }
 
     proptest! {
+        /// A uid is spelled as the tracker's `Uid` renders it (one base62 digit at a time),
+        /// also at the two-digit boundaries of the line's base62.
+        #[test]
+        fn uids_as_the_tracker_renders_them(
+            hi in prop_oneof![Just(0u32), Just(61), Just(62), Just(3843), Just(3844), Just(u32::MAX), any::<u32>()],
+            lo in prop_oneof![Just(0u64), Just(61), Just(62), Just(3843), Just(3844), Just(238_327), Just(238_328), Just(u64::MAX), any::<u64>()],
+        ) {
+            let mut l = Line::<LINE>::new();
+            l.uid(hi, lo);
+            let want = crate::core::uid::Uid::Random { hi, lo }.render();
+            prop_assert_eq!(l.as_str(), Some(want.as_str()));
+        }
+
         /// Any connection (through the engine's own fields) is written as the record's path
         /// writes it, or left to it.
         #[test]
