@@ -213,6 +213,11 @@ impl ConnHandle<'_> {
         self.info.uid.push_to(out);
     }
 
+    /// [`ConnHandle::push_uid`] of a byte buffer.
+    pub fn push_uid_bytes(&self, out: &mut Vec<u8>) {
+        self.info.uid.push_bytes_to(out);
+    }
+
     /// The connection as of the event (counters, state, addresses).
     pub fn conn(&self) -> &Conn {
         &self.info.conn
