@@ -147,14 +147,18 @@ fn push_ts(out: &mut Vec<u8>, ns: u64) {
 /// `f` the number of fractional digits of `s`. Anything unexpected counts as a tie (the
 /// caller then writes `{:?}`).
 fn is_tie(ts: f64, s: &str) -> bool {
+    // A tie's exact value has one fractional digit more than `s`. That of `mant * 2^exp`
+    // (`mant` odd) has `-exp` (`mant * 5^-exp / 10^-exp`, whose last digit is odd): most
+    // times have far more, and are no tie whatever their digits. More than `s` has
+    // characters (a fraction, so `s` has its point): no tie, without looking for the point.
+    let (mant, exp) = mant_exp(ts);
+    let exact_frac = -(exp + mant.trailing_zeros() as i32);
+    if usize::try_from(exact_frac).is_ok_and(|f| f > s.len()) {
+        return false;
+    }
     let Some((int, frac)) = s.split_once('.') else {
         return true;
     };
-    // A tie's exact value has one fractional digit more than `s`. That of `mant * 2^exp`
-    // (`mant` odd) has `-exp` (`mant * 5^-exp / 10^-exp`, whose last digit is odd): most
-    // times have far more, and are no tie whatever their digits.
-    let (mant, exp) = mant_exp(ts);
-    let exact_frac = -(exp + mant.trailing_zeros() as i32);
     if usize::try_from(exact_frac).ok() != Some(frac.len() + 1) {
         return false;
     }

@@ -33,19 +33,19 @@ impl AlertRules {
             ifaces: live.then(HashMap::new),
         }
     }
+}
 
-    /// The name of interface `ifindex` (cached: interfaces of a running agent rarely change,
-    /// and a renamed one keeps matching under the name it had when first seen).
-    fn iface(&mut self, ifindex: u32) -> Option<String> {
-        let cache = self.ifaces.as_mut()?;
-        if ifindex == 0 {
-            return None;
-        }
-        cache
-            .entry(ifindex)
-            .or_insert_with(|| iface_name(ifindex))
-            .clone()
+/// The name of interface `ifindex` from `ifaces` (cached: interfaces of a running agent rarely
+/// change, and a renamed one keeps matching under the name it had when first seen).
+fn iface(ifaces: &mut Option<HashMap<u32, Option<String>>>, ifindex: u32) -> Option<String> {
+    let cache = ifaces.as_mut()?;
+    if ifindex == 0 {
+        return None;
     }
+    cache
+        .entry(ifindex)
+        .or_insert_with(|| iface_name(ifindex))
+        .clone()
 }
 
 /// `if_indextoname(3)`.
@@ -74,11 +74,17 @@ impl Capability for AlertRules {
         if !matches!(event, ConnEvent::New | ConnEvent::ThresholdCrossed(_)) {
             return;
         }
-        let iface = self.iface(conn.conn().ifindex);
-        let mut guard = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        let Self { alerts, ifaces, .. } = self;
+        let mut guard = alerts.lock().unwrap_or_else(|e| e.into_inner());
         let Some(alerts) = guard.as_mut() else {
             return;
         };
+        let c = conn.conn();
+        if *event == ConnEvent::New && !alerts.may_match(c.proto, c.orig_port, c.resp_port) {
+            // No rule can match (most connections, for rules on a few ports or protocols).
+            return;
+        }
+        let iface = iface(ifaces, c.ifindex);
         match event {
             // Rules match on the connection as first seen (Zeek's new_connection).
             ConnEvent::New => {

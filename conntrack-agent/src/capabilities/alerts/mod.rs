@@ -105,6 +105,15 @@ impl Alerts {
         !self.rules.is_empty()
     }
 
+    /// False when no rule can match a connection of protocol `proto` between ports `orig_p`
+    /// and `resp_p` ([`rule::Match::may_match`]): nothing to arm, and no [`ConnMatch`] to
+    /// build.
+    pub fn may_match(&self, proto: u8, orig_p: u16, resp_p: u16) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.matcher.may_match(proto, orig_p, resp_p))
+    }
+
     /// The thresholds to arm on a new connection: one per rule that matches it.
     pub fn rules_for<'a>(&'a self, conn: &'a ConnMatch<'a>) -> impl Iterator<Item = Arm> + 'a {
         self.rules
