@@ -3,7 +3,7 @@
 
 use crate::capture::tunnels::Hop;
 use crate::core::event_uid::EventUid;
-use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
+use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, Need, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
 use crate::core::tracker::{ConnView, Observed, Removal, Timeouts, TimerHost, Tracker};
 use crate::core::tunnels::{Encap, Tunnels};
@@ -208,8 +208,23 @@ impl Agent {
         events: &[ConnEvent],
         crossed: Option<RawCrossing>,
     ) {
-        if !self.core.needs(&key, events, crossed.is_some()) {
-            return;
+        match self.core.needs(&key, events, crossed.is_some()) {
+            Need::Nothing => return,
+            Need::KeepState => {
+                let (dp, overflow) = (&self.dp, &self.overflow);
+                self.core.keep_state(&key, ts_ns, |kept| match conn {
+                    Some(c) => {
+                        *kept = *c;
+                        true
+                    }
+                    None => {
+                        let mut put = |c: &Conn| *kept = *c;
+                        dp.with_conn(&key, &mut put) || overflow.with_conn(&key, &mut put)
+                    }
+                });
+                return;
+            }
+            Need::Deliver => {}
         }
         let (dp, overflow, tracker) = (&self.dp, &self.overflow, &self.tracker);
         let info = self.core.fill_info(|info| {
@@ -617,7 +632,8 @@ impl Agent {
         if !self.core.is_idle() {
             let removed = [ConnEvent::Removed(reason)];
             let now = self.tracker_now();
-            let info = self.core.needs(k, &removed, false).then(|| {
+            let needed = self.core.needs(k, &removed, false) == Need::Deliver;
+            let info = needed.then(|| {
                 self.core.fill_info(|info| {
                     info.key = *k;
                     info.uid = EventUid::new(Some(uid.clone()));
