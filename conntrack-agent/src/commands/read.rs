@@ -447,7 +447,14 @@ fn replay(
             synth_ethernet_l2(l3.version, ip, &l2, &mut frame);
             agent.process(&frame, pkt.ts_ns, checksum_ok)
         } else {
-            agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame)
+            agent.process_ip(
+                l3.version,
+                ip,
+                Some(view),
+                pkt.ts_ns,
+                checksum_ok,
+                &mut frame,
+            )
         };
         match r {
             Ok(()) if decap => {

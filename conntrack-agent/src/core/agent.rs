@@ -26,11 +26,17 @@ use conntrack_common::tunnel::EncapChange;
 #[derive(Debug, Default, Clone)]
 pub struct AgentStats {
     pub conns_logged: u64,
-    /// foldhash: counted once per record (SipHash over the reason was a tenth of `log_conn`).
-    pub by_removal: crate::util::hashing::FastMap<&'static str, u64>,
+    /// Records logged by removal reason, indexed by `RemovalReason as usize`: counted once
+    /// per record, an array rather than a map keyed by the reason's name, which hashed a
+    /// string each time.
+    pub by_removal: [u64; REMOVAL_REASONS],
     pub table_full: u64,
     pub reuse: u64,
 }
+
+/// Room for every [`RemovalReason`] in [`AgentStats`].
+pub const REMOVAL_REASONS: usize = 8;
+const _: () = assert!((RemovalReason::Evicted as usize) < REMOVAL_REASONS);
 
 type TrackKey = FlowKey;
 
@@ -383,20 +389,28 @@ impl Agent {
 
     /// One IP packet (no link layer, IP version `version`) through the datapath, then the
     /// events it produced: `process` of the frame `synth_ethernet` makes of it, which is
-    /// made (in `scratch`) only for a datapath that needs a frame.
+    /// made (in `scratch`) only for a datapath that needs a frame. `view`: `ip_view(ip)`, if
+    /// the caller has it (the host engine then does not read the IP header again).
     pub fn process_ip(
         &mut self,
         version: u8,
         ip: &[u8],
+        view: Option<&conntrack_common::packet::IpView>,
         ts_ns: i64,
         checksum_ok: bool,
         scratch: &mut Vec<u8>,
     ) -> anyhow::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        let r = self
-            .dp
-            .process_ip(version, ip, ts_ns as u64, checksum_ok, &mut events, scratch);
+        let r = self.dp.process_ip(
+            version,
+            ip,
+            view,
+            ts_ns as u64,
+            checksum_ok,
+            &mut events,
+            scratch,
+        );
         for ev in &events {
             self.handle_event(ev, ts_ns)?;
         }
@@ -519,7 +533,7 @@ impl Agent {
                 self.dp.forget_contents(&k);
                 let uid = self.tracker.forget(&k);
                 let uid = self.named(uid);
-                self.log_conn(&k, &s.conn, uid, RemovalReason::Reuse.as_str())
+                self.log_conn(&k, &s.conn, uid, RemovalReason::Reuse)
             }
             Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
             Event::TableFull(t) => {
@@ -651,7 +665,7 @@ impl Agent {
             }
             self.dp.forget_contents(k);
         }
-        self.log_conn(k, &c, uid, reason.as_str())
+        self.log_conn(k, &c, uid, reason)
     }
 
     /// The shutdown drain of a datapath that removes in batches (the kernel's map: one system
@@ -693,7 +707,7 @@ impl Agent {
         k: &TrackKey,
         c: &Conn,
         uid: Uid,
-        why: &'static str,
+        why: RemovalReason,
     ) -> anyhow::Result<()> {
         let local = self.local_of(c);
         let l2 = match &mut self.link_layers {
@@ -716,7 +730,9 @@ impl Agent {
         };
         self.writer.write_conn(c, uid, local, &l2, now, &parents)?;
         self.stats.conns_logged += 1;
-        *self.stats.by_removal.entry(why).or_default() += 1;
+        if let Some(n) = self.stats.by_removal.get_mut(why as usize) {
+            *n += 1;
+        }
         Ok(())
     }
 

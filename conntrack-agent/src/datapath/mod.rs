@@ -7,7 +7,7 @@ use conntrack_common::conn::Conn;
 use conntrack_common::contents::{CONTENT_FROM_ORIG, ContentCounters, ContentHeader};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::{PacketMeta, ParseError};
+use conntrack_common::packet::{IpView, PacketMeta, ParseError};
 use conntrack_common::threshold::{self, ThresholdCommand};
 use conntrack_common::tunnel::EncapChange;
 
@@ -87,11 +87,14 @@ pub trait Datapath {
     /// An IP packet of version `version` (no link layer; the replay's packets): what
     /// `process` does with the frame [`synth_ethernet`] makes of it, which is what the default
     /// does in `scratch` (the kernel engine runs the program on a frame). The host engine
-    /// parses the IP packet where it lies.
+    /// parses the IP packet where it lies, taking what `view` (the replay's `ip_view` of
+    /// `ip`, if it has one) already read of the header rather than reading it again.
+    #[allow(clippy::too_many_arguments)]
     fn process_ip(
         &mut self,
         version: u8,
         ip: &[u8],
+        _view: Option<&IpView>,
         ts_ns: u64,
         checksum_ok: bool,
         events: &mut Vec<Event>,

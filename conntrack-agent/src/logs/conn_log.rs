@@ -289,6 +289,11 @@ mod tests {
         assert_eq!(fmt_log_date(1_700_000_000), "2023-11-14-22-13-20");
         assert_eq!(fmt_time_ns(1_000), "0.000001");
         assert_eq!(fmt_time_ns(-2_000_000), "-0.002000");
+        // Every fraction digit pair, rounding to the microsecond half away from zero.
+        assert_eq!(fmt_time_ns(1_700_000_000_123_456_500), "1700000000.123457");
+        assert_eq!(fmt_time_ns(987_654_321_499), "987.654321");
+        assert_eq!(fmt_time_ns(-10_999_999_500), "-11.000000");
+        assert_eq!(fmt_time_ns(5_090_807_000), "5.090807");
         let a: IpAddr = "2001:470:4867:99::21".parse().unwrap();
         assert_eq!(fmt_addr(&a), "2001:470:4867:99::21");
         let m: IpAddr = "::ffff:10.0.0.1".parse().unwrap();

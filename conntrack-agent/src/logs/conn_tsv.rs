@@ -9,7 +9,7 @@
 //! [`ConnRecord::from_conn`]: crate::logs::record::ConnRecord::from_conn
 //! [`ConnRecord::write_tsv`]: crate::logs::record::ConnRecord::write_tsv
 
-use crate::logs::record::time_parts;
+use crate::logs::record::{DIGIT_PAIRS, time_parts};
 use conntrack_common::conn::Conn;
 
 /// Longest history written here: longer (never seen in practice) takes the record's path.
@@ -48,8 +48,23 @@ impl<const N: usize> Line<N> {
         self.byte(b'\t');
     }
 
-    fn int(&mut self, v: impl itoa::Integer) {
-        self.put(itoa::Buffer::new().format(v).as_bytes());
+    /// A number in decimal, written in place two digits at a time: through itoa's buffer it
+    /// was a copy of a slice of varying length, a `memcpy` call, for each of a line's 13.
+    fn int(&mut self, v: impl Into<u64>) {
+        let mut v: u64 = v.into();
+        let end = self.len + v.checked_ilog10().unwrap_or(0) as usize + 1;
+        let mut i = end;
+        while v >= 100 {
+            i -= 2;
+            self.buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[(v % 100) as usize]);
+            v /= 100;
+        }
+        if v >= 10 {
+            self.buf[i - 2..i].copy_from_slice(&DIGIT_PAIRS[v as usize]);
+        } else {
+            self.buf[i - 1] = b'0' + v as u8;
+        }
+        self.len = end;
     }
 
     /// `secs.micros`, as the record's writer puts it ([`time_parts`]).
@@ -72,16 +87,13 @@ impl<const N: usize> Line<N> {
         }
     }
 
-    /// A byte in decimal without leading zeros (an address has eight per record).
+    /// A byte in decimal without leading zeros (a record has eight): its three table bytes
+    /// written, the length moved by its digits (the padding is written over next). A copy of
+    /// one to three bytes was a `memcpy` call, and digit by digit three branches.
     fn octet(&mut self, b: u8) {
-        // Byte by byte: a copy of a slice of one to three bytes was a `memcpy` call each.
-        if b >= 100 {
-            self.byte(b'0' + b / 100);
-        }
-        if b >= 10 {
-            self.byte(b'0' + b / 10 % 10);
-        }
-        self.byte(b'0' + b % 10);
+        let (digits, n) = OCTETS[usize::from(b)];
+        self.buf[self.len..self.len + 3].copy_from_slice(&digits);
+        self.len += usize::from(n);
     }
 
     /// An address as `write_addr` writes it: IPv4-mapped as IPv4, IPv4-compatible (`::a.b.c.d`)
@@ -158,6 +170,24 @@ impl<const N: usize> Line<N> {
 }
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Each byte in decimal (up to three digits, then padding) and its number of digits.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut t = [([0u8; 3], 0u8); 256];
+    let mut i = 0;
+    while i < t.len() {
+        let b = i as u8;
+        t[i] = if b >= 100 {
+            ([b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10], 3)
+        } else if b >= 10 {
+            ([b'0' + b / 10, b'0' + b % 10, 0], 2)
+        } else {
+            ([b'0' + b, 0, 0], 1)
+        };
+        i += 1;
+    }
+    t
+};
 
 /// Every two-digit base62 number, `00` to `zz`, by value.
 const BASE62_PAIRS: [[u8; 2]; 62 * 62] = {
@@ -417,6 +447,23 @@ mod tests {
         }
         assert_eq!(longest_zero_run(&[1, 0, 0, 2, 0, 0, 3, 4]), (1, 2));
         assert_eq!(longest_zero_run(&[1, 2, 3, 4, 5, 6, 7, 0]), (7, 1));
+    }
+
+    #[test]
+    fn numbers_as_itoa_writes_them() {
+        let mut values = vec![0u64, u64::MAX, u64::MAX / 3];
+        for p in 0..20 {
+            let t = 10u64.pow(p);
+            values.extend([t - 1, t, t + 1, t / 3 * 2]);
+        }
+        for v in values {
+            let mut l = Line::<64>::new();
+            l.byte(b'x');
+            l.int(v);
+            l.byte(b'y');
+            let want = format!("x{}y", itoa::Buffer::new().format(v));
+            assert_eq!(l.as_str(), Some(want.as_str()), "{v}");
+        }
     }
 
     #[test]

@@ -49,7 +49,14 @@ pub fn process_inner(
             Ok(())
         } else {
             agent.set_encap(Some(Encap { id, parent }));
-            let r = agent.process_ip(hop.inner.version, hop.inner.ip, ts_ns, inner_ok, scratch);
+            let r = agent.process_ip(
+                hop.inner.version,
+                hop.inner.ip,
+                Some(&inner_view),
+                ts_ns,
+                inner_ok,
+                scratch,
+            );
             agent.set_encap(None);
             r
         };
