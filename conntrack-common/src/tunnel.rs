@@ -129,6 +129,12 @@ pub fn is_ip_tunnel_proto(proto: u8) -> bool {
 
 /// The IP payload of a packet of protocol `proto`: IP-in-IP or GRE.
 pub fn decap_ip(proto: u8, payload: &[u8]) -> Option<Inner> {
+    decap_ip_len(proto, payload, payload.len())
+}
+
+/// [`decap_ip`] of a payload of `len` bytes of which `payload` is the start (the kernel reads a
+/// window of the packet; the rules depend on the whole length, the bytes they read on the window).
+pub fn decap_ip_len(proto: u8, payload: &[u8], len: usize) -> Option<Inner> {
     match proto {
         PROTO_IPIP if by_version(payload, 0)? == InnerKind::Ipv4 => {
             inner(0, InnerKind::Ipv4, TunnelType::Ip)
@@ -136,7 +142,7 @@ pub fn decap_ip(proto: u8, payload: &[u8]) -> Option<Inner> {
         PROTO_IPV6 if by_version(payload, 0)? == InnerKind::Ipv6 => {
             inner(0, InnerKind::Ipv6, TunnelType::Ip)
         }
-        PROTO_GRE => decap_gre(payload),
+        PROTO_GRE => decap_gre_len(payload, len),
         _ => None,
     }
 }
@@ -144,9 +150,13 @@ pub fn decap_ip(proto: u8, payload: &[u8]) -> Option<Inner> {
 /// A UDP payload between ports `sport` and `dport`: the encapsulation registered for the
 /// destination port, else for the source port (either end may be the tunnel's well-known one).
 pub fn decap_udp(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
-    decap_udp_port(dport, payload).or_else(|| {
+    decap_udp_len(sport, dport, payload, payload.len())
+}
+
+fn decap_udp_len(sport: u16, dport: u16, payload: &[u8], len: usize) -> Option<Inner> {
+    decap_udp_port(dport, payload, len).or_else(|| {
         if sport != dport {
-            decap_udp_port(sport, payload)
+            decap_udp_port(sport, payload, len)
         } else {
             None
         }
@@ -158,27 +168,36 @@ pub fn decap_udp(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
 /// content (Teredo and AYIYA), which must then carry an IP packet that fills the datagram
 /// exactly.
 pub fn decap_udp_detect(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
-    if let Some(i) = decap_udp(sport, dport, payload) {
+    decap_udp_detect_len(sport, dport, payload, payload.len())
+}
+
+/// [`decap_udp_detect`] of a payload of `len` bytes of which `payload` is the start (see
+/// [`decap_ip_len`]).
+pub fn decap_udp_detect_len(sport: u16, dport: u16, payload: &[u8], len: usize) -> Option<Inner> {
+    if let Some(i) = decap_udp_len(sport, dport, payload, len) {
         return Some(i);
     }
     if is_tunnel_port(sport) || is_tunnel_port(dport) {
         return None;
     }
-    let i = decap_teredo(payload).or_else(|| decap_ayiya(payload))?;
-    fills(payload, i.offset as usize).then_some(i)
+    let i = decap_teredo_len(payload, len).or_else(|| decap_ayiya(payload))?;
+    fills(payload, len, i.offset as usize).then_some(i)
 }
 
-fn is_tunnel_port(port: u16) -> bool {
+/// A UDP port registered for an encapsulation: the kernel's fast path leaves such packets to
+/// the stage chain, whose tunnel stage decapsulates them.
+#[inline(always)]
+pub fn is_tunnel_port(port: u16) -> bool {
     matches!(
         port,
         VXLAN_PORT | GENEVE_PORT | GTPV1_U_PORT | TEREDO_PORT | AYIYA_PORT | GRE_IN_UDP_PORT
     )
 }
 
-/// An IP packet at `off` whose header length is exactly what is left of `p`.
-fn fills(p: &[u8], off: usize) -> bool {
+/// An IP packet at `off` whose header length is exactly what is left of the `len` bytes.
+fn fills(p: &[u8], len: usize, off: usize) -> bool {
     let Some(b) = p.get(off) else { return false };
-    let rest = p.len() - off;
+    let rest = len.saturating_sub(off);
     match b >> 4 {
         4 => be16(p, off + 2).is_some_and(|l| l as usize == rest),
         6 => be16(p, off + 4).is_some_and(|l| l as usize + 40 == rest),
@@ -186,21 +205,25 @@ fn fills(p: &[u8], off: usize) -> bool {
     }
 }
 
-fn decap_udp_port(port: u16, p: &[u8]) -> Option<Inner> {
+fn decap_udp_port(port: u16, p: &[u8], len: usize) -> Option<Inner> {
     match port {
-        VXLAN_PORT => decap_vxlan(p),
-        GENEVE_PORT => decap_geneve(p),
+        VXLAN_PORT => decap_vxlan_len(len),
+        GENEVE_PORT => decap_geneve_len(p, len),
         GTPV1_U_PORT => decap_gtpv1(p),
-        TEREDO_PORT => decap_teredo(p),
+        TEREDO_PORT => decap_teredo_len(p, len),
         AYIYA_PORT => decap_ayiya(p),
-        GRE_IN_UDP_PORT => decap_gre(p),
+        GRE_IN_UDP_PORT => decap_gre_len(p, len),
         _ => None,
     }
 }
 
 /// VXLAN (RFC 7348): an 8-byte header, then an Ethernet frame.
 pub fn decap_vxlan(p: &[u8]) -> Option<Inner> {
-    if p.len() < 8 + 14 {
+    decap_vxlan_len(p.len())
+}
+
+fn decap_vxlan_len(len: usize) -> Option<Inner> {
+    if len < 8 + 14 {
         return None;
     }
     inner(8, InnerKind::Ethernet, TunnelType::Vxlan)
@@ -209,18 +232,26 @@ pub fn decap_vxlan(p: &[u8]) -> Option<Inner> {
 /// Geneve (RFC 8926): 8 bytes plus the options' length (in 4-byte words), then what the
 /// protocol type names.
 pub fn decap_geneve(p: &[u8]) -> Option<Inner> {
+    decap_geneve_len(p, p.len())
+}
+
+fn decap_geneve_len(p: &[u8], len: usize) -> Option<Inner> {
     let b0 = *p.first()?;
     if b0 >> 6 != 0 {
         return None;
     }
     let off = 8 + (b0 as usize & 0x3f) * 4;
     let kind = by_ethertype(be16(p, 2)?)?;
-    (p.len() > off).then_some(())?;
+    (len > off).then_some(())?;
     inner(off, kind, TunnelType::Geneve)
 }
 
 /// GRE (RFC 2784/2890), PPTP's enhanced GRE (RFC 2637) and ERSPAN types I, II and III.
 pub fn decap_gre(p: &[u8]) -> Option<Inner> {
+    decap_gre_len(p, p.len())
+}
+
+fn decap_gre_len(p: &[u8], len: usize) -> Option<Inner> {
     let flags = be16(p, 0)?;
     let proto = be16(p, 2)?;
     let version = flags & 7;
@@ -254,7 +285,7 @@ pub fn decap_gre(p: &[u8]) -> Option<Inner> {
             }
             _ => by_ethertype(proto)?,
         };
-        (p.len() > off).then_some(())?;
+        (len > off).then_some(())?;
         return inner(off, kind, TunnelType::Gre);
     }
     if version != 1 || proto != 0x880b {
@@ -286,7 +317,7 @@ pub fn decap_gre(p: &[u8]) -> Option<Inner> {
         0x0057 => InnerKind::Ipv6,
         _ => return None,
     };
-    (p.len() > off).then_some(())?;
+    (len > off).then_some(())?;
     inner(off, kind, TunnelType::Gre)
 }
 
@@ -322,9 +353,9 @@ pub fn decap_gtpv1(p: &[u8]) -> Option<Inner> {
 
 /// An IPv6 header at `off` whose payload length fits the bytes (what Zeek's Teredo analyzer
 /// requires of the inner packet).
-fn ipv6_fits(p: &[u8], off: usize) -> bool {
+fn ipv6_fits(p: &[u8], len: usize, off: usize) -> bool {
     match (p.get(off), be16(p, off + 4)) {
-        (Some(b), Some(plen)) => b >> 4 == 6 && off + 40 + plen as usize <= p.len(),
+        (Some(b), Some(plen)) => b >> 4 == 6 && off + 40 + plen as usize <= len,
         _ => false,
     }
 }
@@ -332,6 +363,10 @@ fn ipv6_fits(p: &[u8], off: usize) -> bool {
 /// Teredo (RFC 4380): an optional authentication indicator, an optional origin indicator,
 /// then an IPv6 packet.
 pub fn decap_teredo(p: &[u8]) -> Option<Inner> {
+    decap_teredo_len(p, p.len())
+}
+
+fn decap_teredo_len(p: &[u8], len: usize) -> Option<Inner> {
     let mut off = 0usize;
     if be16(p, 0)? == 0x0001 {
         let id_len = *p.get(2)? as usize;
@@ -342,7 +377,7 @@ pub fn decap_teredo(p: &[u8]) -> Option<Inner> {
     if be16(p, off)? == 0x0000 {
         off += 8;
     }
-    ipv6_fits(p, off).then_some(())?;
+    ipv6_fits(p, len, off).then_some(())?;
     inner(off, InnerKind::Ipv6, TunnelType::Teredo)
 }
 
@@ -363,24 +398,72 @@ pub fn decap_ayiya(p: &[u8]) -> Option<Inner> {
     inner(off, kind, TunnelType::Ayiya)
 }
 
-/// The identity of an encapsulation stack, for [`check_encap`]: a hash folded over the
-/// enclosing tunnels, innermost last, never 0 (0 is "not encapsulated"), 28 bits.
-pub fn encap_id(outer: u32, tunnel: TunnelType, id_bytes: &[u8]) -> u32 {
-    // FNV-1a over the outer id, the type and the tunnel's canonical identity.
+/// The identity of an encapsulation stack, for [`check_encap`]: a hash (FNV-1a, 28 bits, never
+/// 0, which is "not encapsulated") of the enclosing stack's id `outer` and this layer's tunnel,
+/// the same for both directions: a UDP
+/// tunnel by its outer connection's key (`FlowKey`'s addresses and ports, `ports` given), an IP
+/// one (GRE, IP-in-IP, GRE over UDP) by its address pair, smaller first (Zeek keys IP tunnels by
+/// the pair). Written once for both engines, without allocating.
+pub fn hop_id(
+    outer: u32,
+    tunnel: TunnelType,
+    a: &[u8; 16],
+    b: &[u8; 16],
+    ports: Option<(u16, u16)>,
+) -> u32 {
+    let (a, b) = if ports.is_some() || a <= b { (a, b) } else { (b, a) };
     let mut h: u32 = 0x811c_9dc5;
-    let mut step = |b: u8| {
-        h ^= b as u32;
+    let mut step = |x: u8| {
+        h ^= x as u32;
         h = h.wrapping_mul(0x0100_0193);
     };
-    for b in outer.to_le_bytes() {
-        step(b);
+    for x in outer.to_le_bytes() {
+        step(x);
     }
     step(tunnel as u8);
-    for b in id_bytes {
-        step(*b);
+    let mut i = 0;
+    while i < 16 {
+        step(a[i]);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 16 {
+        step(b[i]);
+        i += 1;
+    }
+    if let Some((pa, pb)) = ports {
+        for x in pa.to_be_bytes() {
+            step(x);
+        }
+        for x in pb.to_be_bytes() {
+            step(x);
+        }
     }
     let id = h & ENCAP_ID_MASK;
     if id == 0 { 1 } else { id }
+}
+
+impl TunnelType {
+    /// Decodes `tunnel as u8` (the kernel's encapsulation event).
+    pub fn from_u8(v: u8) -> Option<TunnelType> {
+        Some(match v {
+            1 => TunnelType::Ip,
+            2 => TunnelType::Ayiya,
+            3 => TunnelType::Teredo,
+            4 => TunnelType::Gtpv1,
+            5 => TunnelType::Gre,
+            6 => TunnelType::Vxlan,
+            7 => TunnelType::Geneve,
+            _ => return None,
+        })
+    }
+}
+
+/// An inner packet of this IP protocol makes no connection: IPv6's "no next header" (a Teredo
+/// bubble). Zeek's IP-tunnel protocols are not connections either ([`is_ip_tunnel_proto`]).
+#[inline(always)]
+pub fn inner_untracked(proto: u8) -> bool {
+    proto == 59
 }
 
 /// [`Conn::encap`]: the encapsulation id in the low 28 bits, the change count above.
@@ -562,8 +645,13 @@ mod tests {
     #[test]
     fn changes_are_counted_then_x_once() {
         let mut c = Conn::ZERO;
-        let a = encap_id(0, TunnelType::Vxlan, b"a");
-        let b = encap_id(0, TunnelType::Vxlan, b"b");
+        let a = hop_id(0, TunnelType::Vxlan, &[1; 16], &[2; 16], Some((1, 4789)));
+        let b = hop_id(0, TunnelType::Vxlan, &[1; 16], &[3; 16], Some((1, 4789)));
+        // An IP tunnel is the same in both directions.
+        assert_eq!(
+            hop_id(a, TunnelType::Gre, &[1; 16], &[2; 16], None),
+            hop_id(a, TunnelType::Gre, &[2; 16], &[1; 16], None)
+        );
         assert_ne!(a, b);
         assert_ne!(a, 0);
         assert_eq!(check_encap(&mut c, a, true), EncapChange::Same);
