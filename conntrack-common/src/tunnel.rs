@@ -82,12 +82,24 @@ pub struct Inner {
     pub tunnel: TunnelType,
 }
 
+/// The bytes a decapsulation rule reads: a slice on the host; in the kernel a window of the
+/// payload copied into scratch, with the packet itself behind it (an identity can be longer
+/// than the window).
+pub trait Bytes {
+    /// The byte at `i`, if there is one.
+    fn byte(&self, i: usize) -> Option<u8>;
+}
+
+impl Bytes for [u8] {
+    #[inline(always)]
+    fn byte(&self, i: usize) -> Option<u8> {
+        self.get(i).copied()
+    }
+}
+
 #[inline(always)]
-fn be16(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([
-        *b.get(off)?,
-        *b.get(off.checked_add(1)?)?,
-    ]))
+fn be16(b: &(impl Bytes + ?Sized), off: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([b.byte(off)?, b.byte(off.checked_add(1)?)?]))
 }
 
 #[inline(always)]
@@ -101,8 +113,8 @@ fn inner(offset: usize, kind: InnerKind, tunnel: TunnelType) -> Option<Inner> {
 
 /// The inner kind an IP version nibble names.
 #[inline(always)]
-fn by_version(b: &[u8], off: usize) -> Option<InnerKind> {
-    match b.get(off)? >> 4 {
+fn by_version(b: &(impl Bytes + ?Sized), off: usize) -> Option<InnerKind> {
+    match b.byte(off)? >> 4 {
         4 => Some(InnerKind::Ipv4),
         6 => Some(InnerKind::Ipv6),
         _ => None,
@@ -134,7 +146,7 @@ pub fn decap_ip(proto: u8, payload: &[u8]) -> Option<Inner> {
 
 /// [`decap_ip`] of a payload of `len` bytes of which `payload` is the start (the kernel reads a
 /// window of the packet; the rules depend on the whole length, the bytes they read on the window).
-pub fn decap_ip_len(proto: u8, payload: &[u8], len: usize) -> Option<Inner> {
+pub fn decap_ip_len(proto: u8, payload: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
     match proto {
         PROTO_IPIP if by_version(payload, 0)? == InnerKind::Ipv4 => {
             inner(0, InnerKind::Ipv4, TunnelType::Ip)
@@ -153,7 +165,12 @@ pub fn decap_udp(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
     decap_udp_len(sport, dport, payload, payload.len())
 }
 
-fn decap_udp_len(sport: u16, dport: u16, payload: &[u8], len: usize) -> Option<Inner> {
+fn decap_udp_len(
+    sport: u16,
+    dport: u16,
+    payload: &(impl Bytes + ?Sized),
+    len: usize,
+) -> Option<Inner> {
     decap_udp_port(dport, payload, len).or_else(|| {
         if sport != dport {
             decap_udp_port(sport, payload, len)
@@ -173,7 +190,12 @@ pub fn decap_udp_detect(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner>
 
 /// [`decap_udp_detect`] of a payload of `len` bytes of which `payload` is the start (see
 /// [`decap_ip_len`]).
-pub fn decap_udp_detect_len(sport: u16, dport: u16, payload: &[u8], len: usize) -> Option<Inner> {
+pub fn decap_udp_detect_len(
+    sport: u16,
+    dport: u16,
+    payload: &(impl Bytes + ?Sized),
+    len: usize,
+) -> Option<Inner> {
     if let Some(i) = decap_udp_len(sport, dport, payload, len) {
         return Some(i);
     }
@@ -195,8 +217,10 @@ pub fn is_tunnel_port(port: u16) -> bool {
 }
 
 /// An IP packet at `off` whose header length is exactly what is left of the `len` bytes.
-fn fills(p: &[u8], len: usize, off: usize) -> bool {
-    let Some(b) = p.get(off) else { return false };
+fn fills(p: &(impl Bytes + ?Sized), len: usize, off: usize) -> bool {
+    let Some(b) = p.byte(off) else {
+        return false;
+    };
     let rest = len.saturating_sub(off);
     match b >> 4 {
         4 => be16(p, off + 2).is_some_and(|l| l as usize == rest),
@@ -205,7 +229,7 @@ fn fills(p: &[u8], len: usize, off: usize) -> bool {
     }
 }
 
-fn decap_udp_port(port: u16, p: &[u8], len: usize) -> Option<Inner> {
+fn decap_udp_port(port: u16, p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
     match port {
         VXLAN_PORT => decap_vxlan_len(len),
         GENEVE_PORT => decap_geneve_len(p, len),
@@ -235,8 +259,8 @@ pub fn decap_geneve(p: &[u8]) -> Option<Inner> {
     decap_geneve_len(p, p.len())
 }
 
-fn decap_geneve_len(p: &[u8], len: usize) -> Option<Inner> {
-    let b0 = *p.first()?;
+fn decap_geneve_len(p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
+    let b0 = p.byte(0)?;
     if b0 >> 6 != 0 {
         return None;
     }
@@ -251,7 +275,7 @@ pub fn decap_gre(p: &[u8]) -> Option<Inner> {
     decap_gre_len(p, p.len())
 }
 
-fn decap_gre_len(p: &[u8], len: usize) -> Option<Inner> {
+fn decap_gre_len(p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
     let flags = be16(p, 0)?;
     let proto = be16(p, 2)?;
     let version = flags & 7;
@@ -279,7 +303,7 @@ fn decap_gre_len(p: &[u8], len: usize) -> Option<Inner> {
             0x88be => InnerKind::Ethernet,
             // ERSPAN type III: 12 bytes, 8 more with the platform subheader (the O flag).
             0x22eb => {
-                let o = *p.get(off + 11)? & 1;
+                let o = p.byte(off + 11)? & 1;
                 off += 12 + if o != 0 { 8 } else { 0 };
                 InnerKind::Ethernet
             }
@@ -300,10 +324,10 @@ fn decap_gre_len(p: &[u8], len: usize) -> Option<Inner> {
         off += 4;
     }
     // PPP: address and control (0xff 0x03) may be left out, the protocol may be 1 byte.
-    if p.get(off) == Some(&0xff) && p.get(off + 1) == Some(&0x03) {
+    if p.byte(off) == Some(0xff) && p.byte(off + 1) == Some(0x03) {
         off += 2;
     }
-    let b = *p.get(off)?;
+    let b = p.byte(off)?;
     let ppp = if b & 1 != 0 {
         off += 1;
         b as u16
@@ -323,24 +347,24 @@ fn decap_gre_len(p: &[u8], len: usize) -> Option<Inner> {
 
 /// GTPv1-U (3GPP TS 29.281): only G-PDUs (message type 0xff) carry user data; the optional
 /// fields and extension headers are skipped.
-pub fn decap_gtpv1(p: &[u8]) -> Option<Inner> {
-    let b0 = *p.first()?;
-    if b0 >> 5 != 1 || b0 & 0x10 == 0 || *p.get(1)? != 0xff {
+pub fn decap_gtpv1(p: &(impl Bytes + ?Sized)) -> Option<Inner> {
+    let b0 = p.byte(0)?;
+    if b0 >> 5 != 1 || b0 & 0x10 == 0 || p.byte(1)? != 0xff {
         return None;
     }
     let mut off = 8usize;
     if b0 & 0x07 != 0 {
         // Sequence number, N-PDU number, next extension header type.
-        let mut next = *p.get(11)?;
+        let mut next = p.byte(11)?;
         off = 12;
         let mut i = 0;
         while next != 0 && i < 16 {
-            let words = *p.get(off)? as usize;
+            let words = p.byte(off)? as usize;
             if words == 0 {
                 return None;
             }
             off += words * 4;
-            next = *p.get(off.checked_sub(1)?)?;
+            next = p.byte(off.checked_sub(1)?)?;
             i += 1;
         }
         if next != 0 {
@@ -353,8 +377,8 @@ pub fn decap_gtpv1(p: &[u8]) -> Option<Inner> {
 
 /// An IPv6 header at `off` whose payload length fits the bytes (what Zeek's Teredo analyzer
 /// requires of the inner packet).
-fn ipv6_fits(p: &[u8], len: usize, off: usize) -> bool {
-    match (p.get(off), be16(p, off + 4)) {
+fn ipv6_fits(p: &(impl Bytes + ?Sized), len: usize, off: usize) -> bool {
+    match (p.byte(off), be16(p, off + 4)) {
         (Some(b), Some(plen)) => b >> 4 == 6 && off + 40 + plen as usize <= len,
         _ => false,
     }
@@ -366,11 +390,11 @@ pub fn decap_teredo(p: &[u8]) -> Option<Inner> {
     decap_teredo_len(p, p.len())
 }
 
-fn decap_teredo_len(p: &[u8], len: usize) -> Option<Inner> {
+fn decap_teredo_len(p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
     let mut off = 0usize;
     if be16(p, 0)? == 0x0001 {
-        let id_len = *p.get(2)? as usize;
-        let au_len = *p.get(3)? as usize;
+        let id_len = p.byte(2)? as usize;
+        let au_len = p.byte(3)? as usize;
         // Header, identity, authentication value, nonce (8), confirmation (1).
         off = 4 + id_len + au_len + 9;
     }
@@ -382,14 +406,14 @@ fn decap_teredo_len(p: &[u8], len: usize) -> Option<Inner> {
 }
 
 /// AYIYA: identity and signature lengths from the header, opcode 1 (forward) only.
-pub fn decap_ayiya(p: &[u8]) -> Option<Inner> {
-    let id_len = 1usize << (*p.first()? >> 4);
-    let sig_len = (*p.get(1)? >> 4) as usize * 4;
-    if *p.get(2)? & 0x0f != 1 {
+pub fn decap_ayiya(p: &(impl Bytes + ?Sized)) -> Option<Inner> {
+    let id_len = 1usize << (p.byte(0)? >> 4);
+    let sig_len = (p.byte(1)? >> 4) as usize * 4;
+    if p.byte(2)? & 0x0f != 1 {
         return None;
     }
     let off = 8 + id_len + sig_len;
-    let kind = match *p.get(3)? {
+    let kind = match p.byte(3)? {
         PROTO_IPIP => InnerKind::Ipv4,
         PROTO_IPV6 => InnerKind::Ipv6,
         _ => return None,
@@ -596,10 +620,10 @@ mod tests {
         p[11] = 0x85; // an extension header follows
         p[12] = 1; // 4 bytes, its last byte: no more
         p[16] = 0x60;
-        let i = decap_gtpv1(&p).unwrap();
+        let i = decap_gtpv1(&p[..]).unwrap();
         assert_eq!((i.offset, i.kind), (16, InnerKind::Ipv6));
         p[1] = 0x01; // echo request
-        assert_eq!(decap_gtpv1(&p), None);
+        assert_eq!(decap_gtpv1(&p[..]), None);
     }
 
     #[test]
@@ -628,10 +652,40 @@ mod tests {
         p[2] = 0x01; // forward
         p[3] = PROTO_IPIP;
         p[44] = 0x45;
-        let i = decap_ayiya(&p).unwrap();
+        let i = decap_ayiya(&p[..]).unwrap();
         assert_eq!((i.offset, i.kind), (44, InnerKind::Ipv4));
         p[2] = 0x00; // echo
-        assert_eq!(decap_ayiya(&p), None);
+        assert_eq!(decap_ayiya(&p[..]), None);
+    }
+
+    /// The kernel's view of a payload: a window, then the bytes behind it.
+    struct Split<'a>(&'a [u8], &'a [u8]);
+
+    impl Bytes for Split<'_> {
+        fn byte(&self, i: usize) -> Option<u8> {
+            self.0.get(i).or_else(|| self.1.get(i)).copied()
+        }
+    }
+
+    #[test]
+    fn a_window_and_the_bytes_behind_it_decide_as_the_whole_payload() {
+        // AYIYA with a 256-byte identity: the inner packet starts past a 256-byte window.
+        let mut p = [0u8; 8 + 256 + 20 + 28];
+        p[0] = 0x81;
+        p[1] = 0x50;
+        p[2] = 0x01;
+        p[3] = PROTO_IPIP;
+        p[8 + 256 + 20] = 0x45;
+        p[8 + 256 + 20 + 2..8 + 256 + 20 + 4].copy_from_slice(&28u16.to_be_bytes());
+        let whole = decap_udp_detect(40000, 40001, &p[..]).unwrap();
+        assert_eq!((whole.offset, whole.tunnel), (284, TunnelType::Ayiya));
+        let split = Split(&p[..256], &p);
+        assert_eq!(
+            decap_udp_detect_len(40000, 40001, &split, p.len()),
+            Some(whole)
+        );
+        // The length decides, not the window: one byte more and the packet no longer fills it.
+        assert_eq!(decap_udp_detect_len(40000, 40001, &split, p.len() + 1), None);
     }
 
     #[test]

@@ -409,14 +409,18 @@ fn parse_stage<C: Pkt>(ctx: &C) {
     }
     let meta: &mut PacketMeta = &mut scratch.meta;
     if let Err(e) = parse_ip(ip, meta) {
+        tunnel::opened_only(scratch);
         return parse_error(ctx, e, note::IN_IP);
     }
     if meta.is_fragment() {
+        tunnel::opened_only(scratch);
         // Reassembly is the host's job (replays); live fragments are counted, not tracked.
         return count(Stat::Fragments);
     }
     if scratch.max_depth != 0 && conntrack_common::tunnel::is_ip_tunnel_proto(meta.proto) {
-        // With decapsulation on, GRE and IP-in-IP packets are tunnel layers, not connections.
+        // With decapsulation on, GRE and IP-in-IP packets are tunnel layers, not connections;
+        // the tunnel around this one is reported first (nested IP tunnels are rare).
+        tunnel::opened_only(scratch);
         if tunnel::wanted(scratch) {
             ctx.tail_call(STAGE_TUNNEL);
         }
@@ -424,12 +428,11 @@ fn parse_stage<C: Pkt>(ctx: &C) {
     }
     if scratch.depth != 0 {
         // An inner packet: Zeek's IP checks the host's replay makes (`capture::tunnels`).
-        if conntrack_common::tunnel::inner_untracked(meta.proto) {
-            return;
-        }
         let end = scratch.base as u64 + scratch.l3_offset as u64 + meta.ip_len as u64;
-        if scratch.replay == 0 && end > scratch.captured_len as u64 {
-            return parse_error(ctx, ParseError::Truncated, note::IN_IP);
+        if conntrack_common::tunnel::inner_untracked(meta.proto)
+            || (scratch.replay == 0 && end > scratch.captured_len as u64)
+        {
+            return tunnel::opened_only(scratch);
         }
     }
     transport_stage(ctx);

@@ -127,6 +127,8 @@ pub struct Scratch {
     /// Bytes of the frame as captured: the frame's length live, the agent's `wire_len` in a
     /// replay (the frame handed to the program may be clipped); for inner lengths.
     pub captured_len: u32,
+    /// The start of a tunnel packet's payload, which the decapsulation rules read (tunnel.rs).
+    pub window: [u8; TUNNEL_WINDOW],
     /// The innermost tunnel (`event::EncapEvent::parent`).
     pub parent: FlowKey,
     /// The packet's flow key.
@@ -139,6 +141,9 @@ pub struct Scratch {
 /// Bytes of the transport header read from the packet: the largest TCP header (data offset
 /// 15) plus room to spare.
 pub const L4_HEADER_BYTES: usize = 64;
+
+/// Bytes of a tunnel packet's payload the tunnel stage reads (a power of two).
+pub const TUNNEL_WINDOW: usize = 512;
 
 /// One [`Scratch`] per CPU (a TC program is not preempted by itself on the same CPU).
 #[map]

@@ -5,7 +5,7 @@
 //! fewer than `Tunnel::max_depth` layers were opened and the layer's checksum passed (Zeek
 //! decapsulates only a valid packet). Where the inner packet starts is conntrack-common's
 //! `tunnel` rule, the one the host engine's replay applies, read over a window of the payload
-//! copied into `Scratch::frame`. The inner packet is then copied to the front of `frame`
+//! (`Scratch::window`, 512 bytes: an AYIYA identity longer than ~470 bytes is not opened). The inner packet is then copied to the front of `frame`
 //! (`Scratch::base` says where it lies in the packet, which is never changed) and the parse
 //! stage runs again on it, with the layer's encapsulation id and parent in scratch: the update
 //! stage applies Zeek's tunnel-change rule and tells the agent each inner connection's tunnel
@@ -16,7 +16,6 @@ use crate::pkt::Pkt;
 use crate::{count, wake_flags};
 use conntrack_common::event::{ENCAP_TYPE_SHIFT, EncapEvent, EventKind};
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::MAX_HEADER_BYTES;
 use conntrack_common::proto;
 use conntrack_common::stats::Stat;
 use conntrack_common::tunnel::{self, InnerKind, TunnelType};
@@ -38,26 +37,22 @@ pub fn wanted(scratch: &Scratch) -> bool {
         && (scratch.meta.proto == proto::UDP || tunnel::is_ip_tunnel_proto(scratch.meta.proto))
 }
 
-/// Copies `want` (> 0) bytes at `off` of the packet to the front of `scratch.frame`, at most
-/// `MAX_HEADER_BYTES` and what the program was handed; returns how many (0 on failure).
+/// Copies `want` (> 0) bytes at `off` of the packet to the front of `buf` (`N` a power of
+/// two), at most `N` and what the program was handed; returns how many (0 on failure).
 #[inline(always)]
-fn copy_front<C: Pkt>(ctx: &C, scratch: &mut Scratch, off: u64, want: u64) -> u32 {
+fn copy_front<C: Pkt, const N: usize>(ctx: &C, buf: &mut [u8; N], off: u64, want: u64) -> u32 {
     let have = (ctx.frame_len() as u64).saturating_sub(off);
     let want = if want > have { have } else { want };
-    let n = if want > MAX_HEADER_BYTES as u64 {
-        MAX_HEADER_BYTES as u32
-    } else {
-        want as u32
-    };
+    let n = if want > N as u64 { N as u32 } else { want as u32 };
     if n == 0 || off > u32::MAX as u64 {
         return 0;
     }
-    // n is 1..=MAX_HEADER_BYTES; the mask spells that out for the verifier (see stage 1).
+    // n is 1..=N; the mask spells that out for the verifier (see stage 1).
     // SAFETY: a plain local.
     let n = unsafe { core::ptr::read_volatile(&n) };
-    let n = (n.wrapping_sub(1) & (MAX_HEADER_BYTES as u32 - 1)) + 1;
-    // SAFETY: `frame` has MAX_HEADER_BYTES >= n bytes.
-    let rc = unsafe { ctx.load_bytes(off as u32, scratch.frame.as_mut_ptr().cast(), n) };
+    let n = (n.wrapping_sub(1) & (N as u32 - 1)) + 1;
+    // SAFETY: `buf` has N >= n bytes.
+    let rc = unsafe { ctx.load_bytes(off as u32, buf.as_mut_ptr().cast(), n) };
     if rc != 0 { 0 } else { n }
 }
 
@@ -94,11 +89,11 @@ pub fn run<C: Pkt>(ctx: &C) {
     } else {
         (l4, l4_len)
     };
-    let n = copy_front(ctx, scratch, payload_off, payload_len);
+    let n = copy_front(ctx, &mut scratch.window, payload_off, payload_len);
     if n == 0 {
         return;
     }
-    let window = scratch.frame.get(..n as usize).unwrap_or(&[]);
+    let window = scratch.window.get(..n as usize).unwrap_or(&[]);
     let found = if proto_nr == proto::UDP {
         tunnel::decap_udp_detect_len(sport, dport, window, payload_len as usize)
     } else {
@@ -109,9 +104,6 @@ pub fn run<C: Pkt>(ctx: &C) {
     };
     // Replay: the agent's checks of the inner packet (Zeek's IP checks, checksums).
     let verdict = (scratch.inner_verdicts >> (2 * depth)) & 3;
-    if verdict & VERDICT_DROPPED != 0 {
-        return;
-    }
     // The tunnel: a UDP tunnel is its outer connection (this layer's key, from the parse
     // stage), an IP one (GRE over UDP too) the outer packet's address pair.
     let udp_tunnel = proto_nr == proto::UDP && inner.tunnel != TunnelType::Gre;
@@ -135,8 +127,12 @@ pub fn run<C: Pkt>(ctx: &C) {
             ..FlowKey::default()
         };
     }
+    if verdict & VERDICT_DROPPED != 0 {
+        // The tunnel was opened (Zeek logs it), its packet is dropped.
+        return emit_encap(scratch, 0);
+    }
     let start = payload_off + inner.offset as u64;
-    let n = copy_front(ctx, scratch, start, frame_len.saturating_sub(start));
+    let n = copy_front(ctx, &mut scratch.frame, start, frame_len.saturating_sub(start));
     if n == 0 {
         return;
     }
@@ -164,8 +160,18 @@ pub fn run<C: Pkt>(ctx: &C) {
     ctx.tail_call(STAGE_PARSE);
 }
 
+/// An inner packet that makes no connection: its tunnel is reported all the same.
+#[inline(always)]
+pub fn opened_only(scratch: &Scratch) {
+    if scratch.depth != 0 {
+        emit_encap(scratch, 0);
+    }
+}
+
 /// The connection's tunnel for the agent (`tunnel_parents`), after the connection's own
-/// event: `flags` are `event::ENCAP_NEW` / `ENCAP_CHANGED`.
+/// event: `flags` are `event::ENCAP_NEW` / `ENCAP_CHANGED`; 0 for a tunnel whose inner packet
+/// made no connection (the agent still discovers the tunnel, as the host's replay does when
+/// it opens one).
 #[inline(always)]
 pub fn emit_encap(scratch: &Scratch, flags: u32) {
     let Some(mut entry) = crate::maps::EVENTS.reserve::<EncapEvent>(0) else {
@@ -177,7 +183,12 @@ pub fn emit_encap(scratch: &Scratch, flags: u32) {
         (*out).kind = EventKind::Encap as u32;
         (*out).flags = flags | (scratch.tunnel << ENCAP_TYPE_SHIFT);
         (*out).ts_ns = scratch.now_ns;
-        copy_nonoverlapping(&scratch.key, &raw mut (*out).key, 1);
+        let key = if flags == 0 {
+            &scratch.parent
+        } else {
+            &scratch.key
+        };
+        copy_nonoverlapping(key, &raw mut (*out).key, 1);
         copy_nonoverlapping(&scratch.parent, &raw mut (*out).parent, 1);
     }
     entry.submit(wake_flags());

@@ -20,7 +20,7 @@ use conntrack_common::event::{ConnChange, Event, EventKind};
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, parse_ip};
 use conntrack_common::threshold::ThresholdCommand;
-use conntrack_common::event::{ENCAP_NEW, ENCAP_TYPE_SHIFT, EncapEvent};
+use conntrack_common::event::{ENCAP_CHANGED, ENCAP_NEW, ENCAP_TYPE_SHIFT, EncapEvent};
 use conntrack_common::tunnel::{EncapChange, TunnelType};
 
 /// Totals for the end-of-run summary.
@@ -434,6 +434,10 @@ impl Agent {
         let Some(parent) = self.parent_uid(tunnel, outer_key, src, dst, ts_ns)? else {
             return Ok(());
         };
+        // Flags 0: the tunnel's packet made no connection; the tunnel is discovered all the same.
+        if e.flags & (ENCAP_NEW | ENCAP_CHANGED) == 0 {
+            return Ok(());
+        }
         if let Some(t) = self.tunnels.as_mut() {
             t.add_parent(e.key, parent, e.flags & ENCAP_NEW != 0);
         }
