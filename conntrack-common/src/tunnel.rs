@@ -99,7 +99,10 @@ impl Bytes for [u8] {
 
 #[inline(always)]
 fn be16(b: &(impl Bytes + ?Sized), off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([b.byte(off)?, b.byte(off.checked_add(1)?)?]))
+    Some(u16::from_be_bytes([
+        b.byte(off)?,
+        b.byte(off.checked_add(1)?)?,
+    ]))
 }
 
 #[inline(always)]
@@ -435,7 +438,11 @@ pub fn hop_id(
     b: &[u8; 16],
     ports: Option<(u16, u16)>,
 ) -> u32 {
-    let (a, b) = if ports.is_some() || a <= b { (a, b) } else { (b, a) };
+    let (a, b) = if ports.is_some() || a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let mut h: u32 = 0x811c_9dc5;
     let mut step = |x: u8| {
         h ^= x as u32;
@@ -685,7 +692,10 @@ mod tests {
             Some(whole)
         );
         // The length decides, not the window: one byte more and the packet no longer fills it.
-        assert_eq!(decap_udp_detect_len(40000, 40001, &split, p.len() + 1), None);
+        assert_eq!(
+            decap_udp_detect_len(40000, 40001, &split, p.len() + 1),
+            None
+        );
     }
 
     #[test]

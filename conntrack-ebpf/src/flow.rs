@@ -20,13 +20,13 @@ use conntrack_common::engine::{
     Changes, EngineConfig, check_thresholds, event_after_update, init_conn, init_zeroed_conn,
     is_orig, is_reuse, update,
 };
+use conntrack_common::event::{ENCAP_CHANGED, ENCAP_NEW};
 use conntrack_common::event::{EventKind, EventRef};
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::tcp_flags;
 use conntrack_common::proto;
 use conntrack_common::stats::Stat;
 use conntrack_common::tunnel::{EncapChange, check_encap};
-use conntrack_common::event::{ENCAP_CHANGED, ENCAP_NEW};
 
 /// `-EEXIST`: another CPU inserted the key between our lookup and insert.
 const EEXIST: i32 = 17;

@@ -359,7 +359,11 @@ fn capture_stage<C: filter::FromRaw>(ctx: &C) {
     scratch.depth = 0;
     scratch.max_depth = max_depth;
     scratch.base = 0;
-    scratch.captured_len = if replay && wire_len > len { wire_len } else { len };
+    scratch.captured_len = if replay && wire_len > len {
+        wire_len
+    } else {
+        len
+    };
     scratch.encap_id = 0;
     scratch.encap_event = 0;
     scratch.inner_verdicts = if replay && cb0 & CB_TUNNEL != 0 {

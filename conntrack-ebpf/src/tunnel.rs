@@ -43,7 +43,11 @@ pub fn wanted(scratch: &Scratch) -> bool {
 fn copy_front<C: Pkt, const N: usize>(ctx: &C, buf: &mut [u8; N], off: u64, want: u64) -> u32 {
     let have = (ctx.frame_len() as u64).saturating_sub(off);
     let want = if want > have { have } else { want };
-    let n = if want > N as u64 { N as u32 } else { want as u32 };
+    let n = if want > N as u64 {
+        N as u32
+    } else {
+        want as u32
+    };
     if n == 0 || off > u32::MAX as u64 {
         return 0;
     }
@@ -74,7 +78,11 @@ pub fn run<C: Pkt>(ctx: &C) {
     let l4 = l3 + scratch.meta.l4_offset as u64;
     // The layer's transport bytes as the host sees them: up to the IP length, as captured.
     let ip_end = l3 + scratch.meta.ip_len as u64;
-    let end = if ip_end < frame_len { ip_end } else { frame_len };
+    let end = if ip_end < frame_len {
+        ip_end
+    } else {
+        frame_len
+    };
     let l4_len = end.saturating_sub(l4);
     let proto_nr = scratch.meta.proto;
     let (sport, dport) = (scratch.meta.sport, scratch.meta.dport);
@@ -132,7 +140,12 @@ pub fn run<C: Pkt>(ctx: &C) {
         return emit_encap(scratch, 0);
     }
     let start = payload_off + inner.offset as u64;
-    let n = copy_front(ctx, &mut scratch.frame, start, frame_len.saturating_sub(start));
+    let n = copy_front(
+        ctx,
+        &mut scratch.frame,
+        start,
+        frame_len.saturating_sub(start),
+    );
     if n == 0 {
         return;
     }

@@ -17,10 +17,10 @@ use crate::util::site::NetSet;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
 use conntrack_common::event::{ConnChange, Event, EventKind};
+use conntrack_common::event::{ENCAP_CHANGED, ENCAP_NEW, ENCAP_TYPE_SHIFT, EncapEvent};
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, parse_ip};
 use conntrack_common::threshold::ThresholdCommand;
-use conntrack_common::event::{ENCAP_CHANGED, ENCAP_NEW, ENCAP_TYPE_SHIFT, EncapEvent};
 use conntrack_common::tunnel::{EncapChange, TunnelType};
 
 /// Totals for the end-of-run summary.
@@ -460,9 +460,7 @@ impl Agent {
         let uid_gen = &mut self.uid_gen;
         match outer_key {
             None => t
-                .ip_parent(tunnel, src, dst, ts_ns, || {
-                    uid_gen.next_uid().render()
-                })
+                .ip_parent(tunnel, src, dst, ts_ns, || uid_gen.next_uid().render())
                 .map(Some),
             Some(key) => {
                 let Some(uid) = self.tracker.uid(&key).filter(|u| *u != Uid::UNSET) else {

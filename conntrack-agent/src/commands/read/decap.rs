@@ -113,11 +113,11 @@ mod tests {
     use super::super::tests::udp;
     use super::super::*;
     use super::{VERDICT_BAD_CHECKSUM, inner_verdicts};
-    use conntrack_common::packet::ip_view;
     use crate::capture::checksum::tests::fix_ipv4_header;
     use crate::capture::link::LINKTYPE_ETHERNET;
     use crate::capture::pcap::tests::write_pcap;
     use crate::tests::fixtures::replay_args;
+    use conntrack_common::packet::ip_view;
 
     /// `inner` (an Ethernet frame) in VXLAN from `src`:`sport` to `dst`:4789.
     fn vxlan(src: [u8; 4], dst: [u8; 4], sport: u16, inner: &[u8]) -> Vec<u8> {
