@@ -129,22 +129,14 @@ fn is_privileged() -> bool {
 
 /// The kernel datapath when asked for (an error if it cannot be loaded: a silent fallback would
 /// hide which engine wrote the log), or by default when privileged, else the host engine.
-/// Decapsulation (`decap`) is the host engine's alone for now: it is chosen by default, and
-/// asking for the kernel's is an error.
 fn make_datapath(
     engine: Option<Engine>,
     ports: &[(u16, u8)],
     table_size: u32,
-    decap: bool,
 ) -> anyhow::Result<Box<dyn Datapath>> {
     let host = || -> Box<dyn Datapath> { Box::new(HostDatapath::new(HostConfig::new(ports))) };
     match engine {
         Some(Engine::Host) => Ok(host()),
-        None if decap => Ok(host()),
-        Some(Engine::Kernel) if decap => anyhow::bail!(
-            "--tunnel-max-depth: the kernel engine does not decapsulate tunnels yet; replay \
-             with --engine host, or leave --tunnel-max-depth at 0"
-        ),
         Some(Engine::Kernel) => crate::datapath::kernel::replay_datapath(ports, table_size).map_err(|e| {
             e.context("--engine kernel: cannot load the eBPF program (use --engine host to replay without it)")
         }),
@@ -249,12 +241,13 @@ fn replay(
         r => r?,
     };
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
-    let dp = make_datapath(
-        args.engine,
-        &settings.ports,
-        args.common.table_size,
-        args.tunnel_max_depth > 0,
-    )?;
+    let mut dp = make_datapath(args.engine, &settings.ports, args.common.table_size)?;
+    // The kernel's tunnel stage decapsulates; for the host engine `read` hands it each inner
+    // packet (`decap::process_inner`). Both apply common's `tunnel` rules.
+    let kernel_decap = args.tunnel_max_depth > 0
+        && dp
+            .set_tunnel_depth(args.tunnel_max_depth)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Before any log is touched (an agent running into the same directory writes conn.log
     // too), and after what can fail without one: the input and the engine (an unprivileged
     // `--engine kernel` must leave no directory behind).
@@ -438,7 +431,20 @@ fn replay(
                 _ => {}
             }
         }
-        let decap = args.tunnel_max_depth > 0;
+        let decap = args.tunnel_max_depth > 0 && !kernel_decap;
+        if kernel_decap {
+            // The kernel opens the tunnel; the agent's checks of the inner packets go with it.
+            let uncaptured = (pkt.orig_len as usize).saturating_sub(pkt.data.len());
+            let v = decap::inner_verdicts(
+                ip,
+                view,
+                checksum_ok,
+                &policy,
+                args.tunnel_max_depth,
+                uncaptured,
+            );
+            agent.set_inner_verdicts(v);
+        }
         // With decapsulation, GRE and IP-in-IP packets are tunnel layers, not connections.
         let r = if decap && is_ip_tunnel_proto(view.proto) {
             Ok(())

@@ -17,10 +17,11 @@ use crate::util::site::NetSet;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
 use conntrack_common::event::{ConnChange, Event, EventKind};
+use conntrack_common::event::{ENCAP_CHANGED, ENCAP_NEW, ENCAP_TYPE_SHIFT, EncapEvent};
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, parse_ip};
 use conntrack_common::threshold::ThresholdCommand;
-use conntrack_common::tunnel::EncapChange;
+use conntrack_common::tunnel::{EncapChange, TunnelType};
 
 /// Totals for the end-of-run summary.
 #[derive(Debug, Default, Clone)]
@@ -429,6 +430,12 @@ impl Agent {
         self.tunnels = Some(Box::new(Tunnels::new(log)));
     }
 
+    /// Replay through a datapath that decapsulates (the kernel's): the verdicts on the next
+    /// packet's inner layers (`Datapath::set_inner_verdicts`).
+    pub fn set_inner_verdicts(&mut self, verdicts: Option<u32>) {
+        self.dp.set_inner_verdicts(verdicts);
+    }
+
     /// The encapsulation of the packets `process_ip` is given next (None: not encapsulated).
     pub fn set_encap(&mut self, encap: Option<Encap>) {
         if let Some(t) = &mut self.tunnels {
@@ -441,15 +448,48 @@ impl Agent {
     /// tunnel.log the first time; None when decapsulation is off or the outer connection is
     /// not tracked.
     pub fn tunnel_parent(&mut self, hop: &Hop<'_>, ts_ns: i64) -> anyhow::Result<Option<String>> {
+        self.parent_uid(hop.tunnel, hop.outer_key, hop.src, hop.dst, ts_ns)
+    }
+
+    /// The kernel's report that an inner connection was created in, or changed to, a tunnel:
+    /// the tunnel's uid (discovered as `tunnel_parent` does) joins its parents.
+    fn encap_reported(&mut self, e: &EncapEvent, ts_ns: i64) -> anyhow::Result<()> {
+        let Some(tunnel) = TunnelType::from_u8((e.flags >> ENCAP_TYPE_SHIFT) as u8) else {
+            return Ok(());
+        };
+        // A UDP tunnel is its outer connection; an IP one the outer packet's addresses.
+        let outer_key = tunnel.is_udp().then_some(e.parent);
+        let (src, dst) = (e.parent.addr_a, e.parent.addr_b);
+        let Some(parent) = self.parent_uid(tunnel, outer_key, src, dst, ts_ns)? else {
+            return Ok(());
+        };
+        // Flags 0: the tunnel's packet made no connection; the tunnel is discovered all the same.
+        if e.flags & (ENCAP_NEW | ENCAP_CHANGED) == 0 {
+            return Ok(());
+        }
+        if let Some(t) = self.tunnels.as_mut() {
+            t.add_parent(e.key, parent, e.flags & ENCAP_NEW != 0);
+        }
+        Ok(())
+    }
+
+    /// The uid of a tunnel (see `tunnel_parent`): a UDP tunnel's outer connection `outer_key`,
+    /// or the IP tunnel between `src` and `dst`.
+    fn parent_uid(
+        &mut self,
+        tunnel: TunnelType,
+        outer_key: Option<FlowKey>,
+        src: [u8; 16],
+        dst: [u8; 16],
+        ts_ns: i64,
+    ) -> anyhow::Result<Option<String>> {
         let Some(t) = self.tunnels.as_mut() else {
             return Ok(None);
         };
         let uid_gen = &mut self.uid_gen;
-        match hop.outer_key {
+        match outer_key {
             None => t
-                .ip_parent(hop.tunnel, hop.src, hop.dst, ts_ns, || {
-                    uid_gen.next_uid().render()
-                })
+                .ip_parent(tunnel, src, dst, ts_ns, || uid_gen.next_uid().render())
                 .map(Some),
             Some(key) => {
                 let Some(uid) = self.tracker.uid(&key).filter(|u| *u != Uid::UNSET) else {
@@ -460,7 +500,7 @@ impl Agent {
                 };
                 t.udp_parent(
                     key,
-                    hop.tunnel,
+                    tunnel,
                     uid.render(),
                     (c.orig_addr, c.orig_port),
                     (c.resp_addr, c.resp_port),
@@ -536,6 +576,7 @@ impl Agent {
                 self.log_conn(&k, &s.conn, uid, RemovalReason::Reuse)
             }
             Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
+            Event::Encap(e) => self.encap_reported(e, ts_ns),
             Event::TableFull(t) => {
                 self.stats.table_full += 1;
                 if t.changes & Changes::TABLE_FULL.0 != 0 {

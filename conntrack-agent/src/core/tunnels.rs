@@ -148,6 +148,18 @@ impl Tunnels {
         }
     }
 
+    /// The kernel's report for `key`: created in the tunnel `parent` (`new`), or changed to it
+    /// (a change Zeek reports); the parents as `on_new` and `on_change` keep them.
+    pub fn add_parent(&mut self, key: FlowKey, parent: String, new: bool) {
+        let p = self.parents.entry(key).or_default();
+        if new {
+            p.clear();
+        }
+        if !p.contains(&parent) {
+            p.push(parent);
+        }
+    }
+
     /// `key` is being logged: its parents; a UDP tunnel's connection also closes its tunnel.
     pub fn removed(&mut self, key: &FlowKey, ts_ns: i64) -> anyhow::Result<Vec<String>> {
         if let Some(k) = self.udp_tunnels.remove(key) {

@@ -162,6 +162,16 @@ pub trait Datapath {
     /// Zeek's MAC/VLAN policy fields: every NewConn from now on carries the link-layer fields
     /// of the connection's first packet (`Event::NewConnL2`). Off by default, and then free.
     fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError>;
+    /// Tunnel decapsulation in the datapath itself (the kernel's tunnel stage), up to `depth`
+    /// layers (0: off). Returns whether this datapath decapsulates: the host engine does not
+    /// (its replay decapsulates in `read`, handing it each inner packet).
+    fn set_tunnel_depth(&mut self, _depth: u32) -> Result<bool, DatapathError> {
+        Ok(false)
+    }
+    /// Replay through a datapath that decapsulates: the agent's verdicts on the next packet's
+    /// inner layers (`capture::tunnels`: per layer, bad checksum and dropped bits), `None`
+    /// when the packet carries no tunnel.
+    fn set_inner_verdicts(&mut self, _verdicts: Option<u32>) {}
 }
 /// Offset of the ethertype that follows an Ethernet frame's VLAN tags (12 untagged): the
 /// replay's frames carry the captured tags when the VLAN policy fields are on.
