@@ -41,7 +41,9 @@ impl Hop<'_> {
 /// The inner packet of `ip` (described by `view`), if it is a tunnel Zeek decapsulates and
 /// what it carries is IP. The caller has judged the outer packet valid.
 pub fn inner_of<'a>(ip: &'a [u8], view: &IpView) -> Option<Hop<'a>> {
-    if view.is_fragment {
+    // Asked of every packet: only UDP and the IP tunnel protocols can carry one, and most
+    // packets are TCP.
+    if view.is_fragment || (view.proto != 17 && !tunnel::is_ip_tunnel_proto(view.proto)) {
         return None;
     }
     let end = view.ip_len.min(ip.len());

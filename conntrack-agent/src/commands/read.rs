@@ -463,7 +463,8 @@ fn replay(
             )
         };
         match r {
-            Ok(()) if decap => {
+            // Only UDP and the IP tunnel protocols can carry a tunnel (most packets are TCP).
+            Ok(()) if decap && (view.proto == 17 || is_ip_tunnel_proto(view.proto)) => {
                 st.processed += 1;
                 decap::process_inner(
                     &mut agent,

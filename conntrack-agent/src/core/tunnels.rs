@@ -132,7 +132,7 @@ impl Tunnels {
         self.created = Some(key);
         if let Some(e) = &self.current {
             self.parents.insert(key, vec![e.parent.clone()]);
-        } else {
+        } else if !self.parents.is_empty() {
             self.parents.remove(&key);
         }
     }
@@ -162,8 +162,15 @@ impl Tunnels {
 
     /// `key` is being logged: its parents; a UDP tunnel's connection also closes its tunnel.
     pub fn removed(&mut self, key: &FlowKey, ts_ns: i64) -> anyhow::Result<Vec<String>> {
-        if let Some(k) = self.udp_tunnels.remove(key) {
+        // Asked at every removal, on a trace that most often has no tunnel at all: an empty
+        // map is not probed.
+        if !self.udp_tunnels.is_empty()
+            && let Some(k) = self.udp_tunnels.remove(key)
+        {
             self.write(&k, ts_ns, Action::Close)?;
+        }
+        if self.parents.is_empty() {
+            return Ok(Vec::new());
         }
         Ok(self.parents.remove(key).unwrap_or_default())
     }
