@@ -253,6 +253,20 @@ mod tests {
     }
 
     #[test]
+    fn a_capture_without_tunnels_leaves_no_tunnel_log() {
+        // Decapsulation on (the default depth), as Zeek: tunnel.log is made by a tunnel.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.pcap");
+        let pkts = vec![(100, 0, udp([10, 0, 0, 1], [10, 0, 0, 2], 1234, 53, b"q"))];
+        write_pcap(&path, LINKTYPE_ETHERNET, false, &pkts);
+        let mut args = replay_args(&path, Engine::Host, dir.path(), &[]);
+        args.tunnel_max_depth = 4;
+        read(args, Config::default()).unwrap();
+        assert_eq!(lines(dir.path(), "conn.log").len(), 1);
+        assert!(!dir.path().join("tunnel.log").exists());
+    }
+
+    #[test]
     fn verdicts_name_the_layer_that_fails() {
         let (client, server) = ([10, 0, 0, 1], [10, 0, 0, 2]);
         let inner = udp(client, server, 1234, 53, b"q");
