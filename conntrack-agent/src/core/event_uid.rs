@@ -76,48 +76,14 @@ impl EventUid {
     }
 }
 
-const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// Every number below 62 * 62 as its two base62 digits: half the divisions of one digit at a
-/// time (the uid was a fifth of a removal.log line's cost).
-const PAIRS: [[u8; 2]; 62 * 62] = {
-    let mut t = [[0u8; 2]; 62 * 62];
-    let mut i = 0;
-    while i < t.len() {
-        t[i] = [ALPHABET[i / 62], ALPHABET[i % 62]];
-        i += 1;
-    }
-    t
-};
-
 /// A random uid as [`Uid::render`] spells it (`C`, then the base62 of `hi` and of `lo`, each
 /// without leading zeros), appended to `out`.
 pub fn push_random_uid(out: &mut Vec<u8>, hi: u32, lo: u64) {
     out.push(b'C');
-    push_base62(out, u64::from(hi));
-    push_base62(out, lo);
-}
-
-/// `v` in base62, most significant digit first, no leading zeros (0 is "0").
-fn push_base62(out: &mut Vec<u8>, mut v: u64) {
-    // 62^11 > 2^64: at most 11 digits.
-    let mut digits = [0u8; 12];
-    let mut n = digits.len();
-    while v >= 62 * 62 {
-        let pair = PAIRS[(v % (62 * 62)) as usize];
-        v /= 62 * 62;
-        n -= 2;
-        digits[n..n + 2].copy_from_slice(&pair);
+    for v in [u64::from(hi), lo] {
+        let (digits, n) = crate::logs::conn_tsv::base62_digits(v);
+        out.extend_from_slice(&digits[n..]);
     }
-    let pair = PAIRS[v as usize];
-    if v >= 62 {
-        n -= 2;
-        digits[n..n + 2].copy_from_slice(&pair);
-    } else {
-        n -= 1;
-        digits[n] = pair[1];
-    }
-    out.extend_from_slice(&digits[n..]);
 }
 
 #[cfg(test)]

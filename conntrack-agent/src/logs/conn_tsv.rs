@@ -141,22 +141,8 @@ impl<const N: usize> Line<N> {
     /// Base62 of a 64-bit word, most significant digit first (as `uid::push_base62`), two
     /// digits per division: a record has two of these, and a digit at a time was a tenth of
     /// the line's cost.
-    fn base62(&mut self, mut v: u64) {
-        let mut digits = [0u8; 12];
-        let mut n = digits.len();
-        while v >= 62 * 62 {
-            n -= 2;
-            digits[n..n + 2].copy_from_slice(&BASE62_PAIRS[(v % (62 * 62)) as usize]);
-            v /= 62 * 62;
-        }
-        // What is left is one or two digits, the first not a leading zero (unless `v` was 0).
-        if v >= 62 {
-            n -= 2;
-            digits[n..n + 2].copy_from_slice(&BASE62_PAIRS[v as usize]);
-        } else {
-            n -= 1;
-            digits[n] = BASE62[v as usize];
-        }
+    fn base62(&mut self, v: u64) {
+        let (digits, n) = base62_digits(v);
         self.put(&digits[n..]);
     }
 
@@ -199,6 +185,29 @@ const BASE62_PAIRS: [[u8; 2]; 62 * 62] = {
     }
     t
 };
+
+/// `v` in base62, most significant digit first, no leading zeros (0 is "0"): the digits are
+/// `digits[start..]` of the returned `(digits, start)`. Two digits per division: the uid is a
+/// good part of a line's cost (conn.log's and removal.log's writers share this).
+pub fn base62_digits(mut v: u64) -> ([u8; 12], usize) {
+    // 62^11 > 2^64: at most 11 digits.
+    let mut digits = [0u8; 12];
+    let mut n = digits.len();
+    while v >= 62 * 62 {
+        n -= 2;
+        digits[n..n + 2].copy_from_slice(&BASE62_PAIRS[(v % (62 * 62)) as usize]);
+        v /= 62 * 62;
+    }
+    // What is left is one or two digits, the first not a leading zero (unless `v` was 0).
+    if v >= 62 {
+        n -= 2;
+        digits[n..n + 2].copy_from_slice(&BASE62_PAIRS[v as usize]);
+    } else {
+        n -= 1;
+        digits[n] = BASE62[v as usize];
+    }
+    (digits, n)
+}
 
 /// An address as conn.log writes it, appended to `out` (see `Line::addr`).
 pub fn push_addr(out: &mut String, a: &[u8; 16]) {
