@@ -42,14 +42,7 @@ fn sum_native(data: &[u8]) -> u64 {
     // Not for an IP header or an address (most calls): the lanes' setup and their sum cost
     // more than the few words themselves.
     if !blocks.is_empty() {
-        let mut lanes = [0u64; 8];
-        for block in blocks {
-            let (words, _) = block.as_chunks::<4>();
-            for (lane, word) in lanes.iter_mut().zip(words) {
-                *lane += u64::from(u32::from_le_bytes(*word));
-            }
-        }
-        sum = lanes.iter().sum();
+        sum = sum_blocks(blocks);
     }
     let (quads, rest) = rest.as_chunks::<8>();
     for q in quads {
@@ -69,6 +62,40 @@ fn sum_native(data: &[u8]) -> u64 {
         sum += u64::from(*last);
     }
     sum
+}
+
+/// The 32-byte blocks' part of [`sum_native`], with AVX2 when the CPU has it: the same code
+/// compiled for 256-bit registers sums a block in four instructions (two widening loads, two
+/// adds) where the baseline's 128-bit ones take about fourteen; it is most of the cost of a
+/// full-size segment.
+#[inline]
+fn sum_blocks(blocks: &[[u8; 32]]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (just asked; std caches the answer).
+        return unsafe { sum_blocks_avx2(blocks) };
+    }
+    sum_blocks_baseline(blocks)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_blocks_avx2(blocks: &[[u8; 32]]) -> u64 {
+    sum_blocks_baseline(blocks)
+}
+
+/// Eight little-endian 32-bit words of each block into eight 64-bit lanes (see
+/// [`sum_native`]), then the lanes' total.
+#[inline(always)]
+fn sum_blocks_baseline(blocks: &[[u8; 32]]) -> u64 {
+    let mut lanes = [0u64; 8];
+    for block in blocks {
+        let (words, _) = block.as_chunks::<4>();
+        for (lane, word) in lanes.iter_mut().zip(words) {
+            *lane += u64::from(u32::from_le_bytes(*word));
+        }
+    }
+    lanes.iter().sum()
 }
 
 /// A [`sum_native`] total as a big-endian accumulator value: folded to 16 bits, bytes swapped.
@@ -107,7 +134,29 @@ pub fn ipv4_header_checksum(ip: &[u8]) -> Option<u16> {
 /// connection sees them). A header that cannot be checked is not bad: Zeek validates only what
 /// it has whole, and the replay path drops a cut header before asking.
 pub fn ipv4_header_checksum_ok(ip: &[u8]) -> bool {
-    ipv4_header_checksum(ip).is_none_or(|c| c == 0)
+    let Some(&b0) = ip.first() else {
+        return true;
+    };
+    let ihl = usize::from(b0 & 0x0f) * 4;
+    if b0 >> 4 != 4 || ihl < 20 {
+        return true;
+    }
+    // Asked of every IPv4 packet: a right header's words sum to 0xffff (the checksum field is
+    // the complement of the rest), which reads the same in either byte order, so the native
+    // sum is folded and compared without the swap and the complement of `finish`. The usual
+    // 20-byte header as five fixed words: the general sum's loops cost three times as much.
+    if ihl == 20
+        && let Some(h) = ip.first_chunk::<20>()
+    {
+        let (words, _) = h.as_chunks::<4>();
+        let sum: u64 = words
+            .iter()
+            .map(|w| u64::from(u32::from_le_bytes(*w)))
+            .sum();
+        return fold16(sum) == 0xffff;
+    }
+    ip.get(..ihl)
+        .is_none_or(|h| fold16(sum_native(h)) == 0xffff)
 }
 
 /// Fills in the IPv4 header checksum (no-op for anything else).
@@ -269,6 +318,54 @@ mod tests {
                 want += u64::from(pair[0]) << 8 | u64::from(*pair.get(1).unwrap_or(&0));
             }
             proptest::prop_assert_eq!(finish(sum_words(&data, acc)), finish(want));
+        }
+    }
+
+    proptest::proptest! {
+        /// The header check says what the computed checksum says: right exactly when it
+        /// comes out 0, and not checked when it cannot be computed.
+        #[test]
+        fn header_check_agrees_with_the_checksum(
+            mut ip in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            version_ihl in proptest::prop_oneof![
+                proptest::strategy::Just(0x45u8),
+                proptest::strategy::Just(0x4fu8),
+                proptest::prelude::any::<u8>(),
+            ],
+            fill in proptest::prelude::any::<bool>(),
+        ) {
+            if let Some(b0) = ip.first_mut() {
+                *b0 = version_ihl;
+            }
+            if fill {
+                set_ipv4_header_checksum(&mut ip);
+            }
+            let c = ipv4_header_checksum(&ip);
+            proptest::prop_assert_eq!(ipv4_header_checksum_ok(&ip), c.is_none_or(|c| c == 0));
+            if fill && c.is_some() {
+                proptest::prop_assert!(ipv4_header_checksum_ok(&ip));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Both ways of summing the blocks give the same total (on a CPU with AVX2 the
+        /// checksum takes that way; without, the check is the baseline against itself).
+        #[test]
+        fn avx2_blocks_sum_as_the_baseline(
+            data in proptest::collection::vec(
+                proptest::prop_oneof![proptest::prelude::any::<u8>(), proptest::strategy::Just(0xffu8)],
+                0..2048,
+            ),
+        ) {
+            let (blocks, _) = data.as_chunks::<32>();
+            proptest::prop_assert_eq!(sum_blocks(blocks), sum_blocks_baseline(blocks));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                let avx2 = unsafe { sum_blocks_avx2(blocks) };
+                proptest::prop_assert_eq!(avx2, sum_blocks_baseline(blocks));
+            }
         }
     }
 

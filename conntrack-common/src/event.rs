@@ -40,6 +40,9 @@ pub enum EventKind {
     /// Only thresholds crossed; `changes` says which (`Changes::crossed`). NewConn and
     /// StateChanged events report crossings the same way.
     ThresholdCrossed = 5,
+    /// A connection inside a tunnel was created, or changed tunnel (Zeek's tunnel-change rule
+    /// reported it): [`EncapEvent`] names the enclosing tunnel (kernel decapsulation).
+    Encap = 6,
 }
 
 impl EventKind {
@@ -51,6 +54,7 @@ impl EventKind {
             3 => Some(EventKind::ReuseRemoved),
             4 => Some(EventKind::TableFull),
             5 => Some(EventKind::ThresholdCrossed),
+            6 => Some(EventKind::Encap),
             _ => None,
         }
     }
@@ -116,6 +120,31 @@ pub struct ConnL2 {
     pub l2: L2Info,
 }
 
+/// [`EncapEvent::flags`]: the packet created the connection.
+pub const ENCAP_NEW: u32 = 1;
+/// [`EncapEvent::flags`]: the packet changed the connection's tunnel (a reported change).
+pub const ENCAP_CHANGED: u32 = 2;
+/// [`EncapEvent::flags`]: the tunnel type (`tunnel::TunnelType as u8`) is in bits 8..16.
+pub const ENCAP_TYPE_SHIFT: u32 = 8;
+
+/// A connection's enclosing tunnel, for its `tunnel_parents` (96 bytes), sent after the
+/// connection's own event by the packet that created it inside a tunnel or changed its tunnel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncapEvent {
+    /// `EventKind::Encap` as u32.
+    pub kind: u32,
+    /// [`ENCAP_NEW`] | [`ENCAP_CHANGED`] | the tunnel type << [`ENCAP_TYPE_SHIFT`].
+    pub flags: u32,
+    /// Packet time (ns).
+    pub ts_ns: u64,
+    /// The (inner) connection.
+    pub key: FlowKey,
+    /// The tunnel: a UDP tunnel's outer connection key; for an IP tunnel (GRE, IP-in-IP, GRE
+    /// over UDP) the outer packet's source in `addr_a`, destination in `addr_b`, ports 0.
+    pub parent: FlowKey,
+}
+
 /// The packet that found the flow table full, as stored in the ring buffer: 96 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +173,8 @@ pub enum Event {
     TableFull(TableFull),
     /// NewConn with the first packet's link-layer fields (MAC or VLAN logging on).
     NewConnL2(ConnL2),
+    /// A connection's enclosing tunnel (kernel decapsulation).
+    Encap(EncapEvent),
 }
 
 #[cfg(any(test, feature = "user"))]
@@ -273,7 +304,7 @@ impl Event {
             Event::Conn(c) => Some(c),
             Event::Snapshot(s) => Some(&s.change),
             Event::NewConnL2(l) => Some(&l.change),
-            Event::TableFull(_) => None,
+            Event::TableFull(_) | Event::Encap(_) => None,
         }
     }
 
@@ -293,6 +324,7 @@ impl Event {
     pub fn kind(&self) -> Option<EventKind> {
         match self {
             Event::TableFull(_) => Some(EventKind::TableFull),
+            Event::Encap(_) => Some(EventKind::Encap),
             _ => self.change()?.kind(),
         }
     }
@@ -301,6 +333,7 @@ impl Event {
     pub fn ts_ns(&self) -> u64 {
         match self {
             Event::TableFull(t) => t.ts_ns,
+            Event::Encap(e) => e.ts_ns,
             _ => self.change().map_or(0, |c| c.ts_ns),
         }
     }
@@ -322,6 +355,7 @@ impl Event {
     pub fn key(&self) -> FlowKey {
         match self {
             Event::TableFull(t) => FlowKey::from_meta(&t.meta),
+            Event::Encap(e) => e.key,
             _ => self.change().map_or_else(FlowKey::default, |c| c.key),
         }
     }
@@ -348,6 +382,7 @@ impl Event {
         let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
         match EventKind::from_u32(kind)? {
             EventKind::TableFull => read(bytes).map(Event::TableFull),
+            EventKind::Encap => read(bytes).map(Event::Encap),
             _ => {
                 let change: ConnChange = read(bytes)?;
                 if change.orient & HAS_CONN != 0 {
@@ -386,6 +421,27 @@ mod tests {
     fn bytes<T>(v: &T) -> &[u8] {
         // SAFETY: plain integer records.
         unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+    }
+
+    #[test]
+    fn encap_events_decode_whole() {
+        let e = EncapEvent {
+            kind: EventKind::Encap as u32,
+            flags: ENCAP_NEW | (6 << ENCAP_TYPE_SHIFT),
+            ts_ns: 9,
+            key: FlowKey::default(),
+            parent: FlowKey {
+                port_b: 4789,
+                proto: 17,
+                ..FlowKey::default()
+            },
+        };
+        assert_eq!(size_of::<EncapEvent>(), 96);
+        let ev = Event::decode(bytes(&e)).unwrap();
+        assert_eq!(ev, Event::Encap(e));
+        assert_eq!((ev.kind(), ev.ts_ns()), (Some(EventKind::Encap), 9));
+        // A short record is refused, not read past its end.
+        assert_eq!(Event::decode(&bytes(&e)[..95]), None);
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! - [`flood`]: the frames of the bench's new-flow generator.
 #![no_std]
 
-#[cfg(test)]
+// The host (and the tests) have std: the checksum asks it which vector instructions the CPU
+// has.
+#[cfg(any(test, feature = "user"))]
 extern crate std;
 
 // The host's decoded events box their rare large variant.

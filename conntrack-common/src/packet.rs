@@ -713,6 +713,33 @@ pub fn ip_view(ip: &[u8]) -> Option<IpView> {
     }
 }
 
+/// [`parse_ip`] of a packet that [`ip_view`] described as `view` (`view` must be `ip_view(ip)`):
+/// the same result, without reading a plain IPv4 header a second time. The replay describes
+/// every packet for Zeek's IP checks before the engine parses it; for an unfragmented IPv4
+/// packet whose header `parse_ip` accepts, the view already holds what that header gives
+/// the engine. Anything else (IPv6, a fragment, a header `parse_ip` rejects) is parsed.
+#[cfg(any(test, feature = "user"))]
+pub fn parse_ip_viewed(ip: &[u8], view: &IpView, meta: &mut PacketMeta) -> Result<(), ParseError> {
+    // parse_ipv4's checks: the header captured, the total length covering it.
+    let ihl = view.l4_off;
+    if view.version != 4 || view.is_fragment || ip.len() < ihl || view.ip_len < ihl {
+        return parse_ip(ip, meta);
+    }
+    zero_words(meta);
+    meta.window_scale = NO_WINDOW_SCALE;
+    meta.pkts = 1;
+    meta.ip_version = 4;
+    meta.frag_id = be16(ip, 4).ok_or(ParseError::Truncated)? as u32;
+    meta.proto = view.proto;
+    meta.src = view.src;
+    meta.dst = view.dst;
+    meta.ip_len = view.ip_len as u32;
+    meta.ip_bytes = meta.ip_len;
+    meta.l4_offset = ihl as u16;
+    let l4 = ip.get(ihl..).ok_or(ParseError::Truncated)?;
+    parse_l4(l4, (view.ip_len - ihl) as u32, meta)
+}
+
 #[cfg(any(test, feature = "user"))]
 fn ipv4_view(ip: &[u8]) -> Option<IpView> {
     let ihl = ((byte(ip, 0)? & 0x0f) as usize) * 4;

@@ -82,11 +82,26 @@ pub struct Inner {
     pub tunnel: TunnelType,
 }
 
+/// The bytes a decapsulation rule reads: a slice on the host; in the kernel a window of the
+/// payload copied into scratch, with the packet itself behind it (an identity can be longer
+/// than the window).
+pub trait Bytes {
+    /// The byte at `i`, if there is one.
+    fn byte(&self, i: usize) -> Option<u8>;
+}
+
+impl Bytes for [u8] {
+    #[inline(always)]
+    fn byte(&self, i: usize) -> Option<u8> {
+        self.get(i).copied()
+    }
+}
+
 #[inline(always)]
-fn be16(b: &[u8], off: usize) -> Option<u16> {
+fn be16(b: &(impl Bytes + ?Sized), off: usize) -> Option<u16> {
     Some(u16::from_be_bytes([
-        *b.get(off)?,
-        *b.get(off.checked_add(1)?)?,
+        b.byte(off)?,
+        b.byte(off.checked_add(1)?)?,
     ]))
 }
 
@@ -101,8 +116,8 @@ fn inner(offset: usize, kind: InnerKind, tunnel: TunnelType) -> Option<Inner> {
 
 /// The inner kind an IP version nibble names.
 #[inline(always)]
-fn by_version(b: &[u8], off: usize) -> Option<InnerKind> {
-    match b.get(off)? >> 4 {
+fn by_version(b: &(impl Bytes + ?Sized), off: usize) -> Option<InnerKind> {
+    match b.byte(off)? >> 4 {
         4 => Some(InnerKind::Ipv4),
         6 => Some(InnerKind::Ipv6),
         _ => None,
@@ -129,6 +144,12 @@ pub fn is_ip_tunnel_proto(proto: u8) -> bool {
 
 /// The IP payload of a packet of protocol `proto`: IP-in-IP or GRE.
 pub fn decap_ip(proto: u8, payload: &[u8]) -> Option<Inner> {
+    decap_ip_len(proto, payload, payload.len())
+}
+
+/// [`decap_ip`] of a payload of `len` bytes of which `payload` is the start (the kernel reads a
+/// window of the packet; the rules depend on the whole length, the bytes they read on the window).
+pub fn decap_ip_len(proto: u8, payload: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
     match proto {
         PROTO_IPIP if by_version(payload, 0)? == InnerKind::Ipv4 => {
             inner(0, InnerKind::Ipv4, TunnelType::Ip)
@@ -136,7 +157,7 @@ pub fn decap_ip(proto: u8, payload: &[u8]) -> Option<Inner> {
         PROTO_IPV6 if by_version(payload, 0)? == InnerKind::Ipv6 => {
             inner(0, InnerKind::Ipv6, TunnelType::Ip)
         }
-        PROTO_GRE => decap_gre(payload),
+        PROTO_GRE => decap_gre_len(payload, len),
         _ => None,
     }
 }
@@ -144,9 +165,18 @@ pub fn decap_ip(proto: u8, payload: &[u8]) -> Option<Inner> {
 /// A UDP payload between ports `sport` and `dport`: the encapsulation registered for the
 /// destination port, else for the source port (either end may be the tunnel's well-known one).
 pub fn decap_udp(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
-    decap_udp_port(dport, payload).or_else(|| {
+    decap_udp_len(sport, dport, payload, payload.len())
+}
+
+fn decap_udp_len(
+    sport: u16,
+    dport: u16,
+    payload: &(impl Bytes + ?Sized),
+    len: usize,
+) -> Option<Inner> {
+    decap_udp_port(dport, payload, len).or_else(|| {
         if sport != dport {
-            decap_udp_port(sport, payload)
+            decap_udp_port(sport, payload, len)
         } else {
             None
         }
@@ -158,27 +188,43 @@ pub fn decap_udp(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
 /// content (Teredo and AYIYA), which must then carry an IP packet that fills the datagram
 /// exactly.
 pub fn decap_udp_detect(sport: u16, dport: u16, payload: &[u8]) -> Option<Inner> {
-    if let Some(i) = decap_udp(sport, dport, payload) {
+    decap_udp_detect_len(sport, dport, payload, payload.len())
+}
+
+/// [`decap_udp_detect`] of a payload of `len` bytes of which `payload` is the start (see
+/// [`decap_ip_len`]).
+pub fn decap_udp_detect_len(
+    sport: u16,
+    dport: u16,
+    payload: &(impl Bytes + ?Sized),
+    len: usize,
+) -> Option<Inner> {
+    if let Some(i) = decap_udp_len(sport, dport, payload, len) {
         return Some(i);
     }
     if is_tunnel_port(sport) || is_tunnel_port(dport) {
         return None;
     }
-    let i = decap_teredo(payload).or_else(|| decap_ayiya(payload))?;
-    fills(payload, i.offset as usize).then_some(i)
+    let i = decap_teredo_len(payload, len).or_else(|| decap_ayiya(payload))?;
+    fills(payload, len, i.offset as usize).then_some(i)
 }
 
-fn is_tunnel_port(port: u16) -> bool {
+/// A UDP port registered for an encapsulation: the kernel's fast path leaves such packets to
+/// the stage chain, whose tunnel stage decapsulates them.
+#[inline(always)]
+pub fn is_tunnel_port(port: u16) -> bool {
     matches!(
         port,
         VXLAN_PORT | GENEVE_PORT | GTPV1_U_PORT | TEREDO_PORT | AYIYA_PORT | GRE_IN_UDP_PORT
     )
 }
 
-/// An IP packet at `off` whose header length is exactly what is left of `p`.
-fn fills(p: &[u8], off: usize) -> bool {
-    let Some(b) = p.get(off) else { return false };
-    let rest = p.len() - off;
+/// An IP packet at `off` whose header length is exactly what is left of the `len` bytes.
+fn fills(p: &(impl Bytes + ?Sized), len: usize, off: usize) -> bool {
+    let Some(b) = p.byte(off) else {
+        return false;
+    };
+    let rest = len.saturating_sub(off);
     match b >> 4 {
         4 => be16(p, off + 2).is_some_and(|l| l as usize == rest),
         6 => be16(p, off + 4).is_some_and(|l| l as usize + 40 == rest),
@@ -186,21 +232,25 @@ fn fills(p: &[u8], off: usize) -> bool {
     }
 }
 
-fn decap_udp_port(port: u16, p: &[u8]) -> Option<Inner> {
+fn decap_udp_port(port: u16, p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
     match port {
-        VXLAN_PORT => decap_vxlan(p),
-        GENEVE_PORT => decap_geneve(p),
+        VXLAN_PORT => decap_vxlan_len(len),
+        GENEVE_PORT => decap_geneve_len(p, len),
         GTPV1_U_PORT => decap_gtpv1(p),
-        TEREDO_PORT => decap_teredo(p),
+        TEREDO_PORT => decap_teredo_len(p, len),
         AYIYA_PORT => decap_ayiya(p),
-        GRE_IN_UDP_PORT => decap_gre(p),
+        GRE_IN_UDP_PORT => decap_gre_len(p, len),
         _ => None,
     }
 }
 
 /// VXLAN (RFC 7348): an 8-byte header, then an Ethernet frame.
 pub fn decap_vxlan(p: &[u8]) -> Option<Inner> {
-    if p.len() < 8 + 14 {
+    decap_vxlan_len(p.len())
+}
+
+fn decap_vxlan_len(len: usize) -> Option<Inner> {
+    if len < 8 + 14 {
         return None;
     }
     inner(8, InnerKind::Ethernet, TunnelType::Vxlan)
@@ -209,18 +259,26 @@ pub fn decap_vxlan(p: &[u8]) -> Option<Inner> {
 /// Geneve (RFC 8926): 8 bytes plus the options' length (in 4-byte words), then what the
 /// protocol type names.
 pub fn decap_geneve(p: &[u8]) -> Option<Inner> {
-    let b0 = *p.first()?;
+    decap_geneve_len(p, p.len())
+}
+
+fn decap_geneve_len(p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
+    let b0 = p.byte(0)?;
     if b0 >> 6 != 0 {
         return None;
     }
     let off = 8 + (b0 as usize & 0x3f) * 4;
     let kind = by_ethertype(be16(p, 2)?)?;
-    (p.len() > off).then_some(())?;
+    (len > off).then_some(())?;
     inner(off, kind, TunnelType::Geneve)
 }
 
 /// GRE (RFC 2784/2890), PPTP's enhanced GRE (RFC 2637) and ERSPAN types I, II and III.
 pub fn decap_gre(p: &[u8]) -> Option<Inner> {
+    decap_gre_len(p, p.len())
+}
+
+fn decap_gre_len(p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
     let flags = be16(p, 0)?;
     let proto = be16(p, 2)?;
     let version = flags & 7;
@@ -248,13 +306,13 @@ pub fn decap_gre(p: &[u8]) -> Option<Inner> {
             0x88be => InnerKind::Ethernet,
             // ERSPAN type III: 12 bytes, 8 more with the platform subheader (the O flag).
             0x22eb => {
-                let o = *p.get(off + 11)? & 1;
+                let o = p.byte(off + 11)? & 1;
                 off += 12 + if o != 0 { 8 } else { 0 };
                 InnerKind::Ethernet
             }
             _ => by_ethertype(proto)?,
         };
-        (p.len() > off).then_some(())?;
+        (len > off).then_some(())?;
         return inner(off, kind, TunnelType::Gre);
     }
     if version != 1 || proto != 0x880b {
@@ -269,10 +327,10 @@ pub fn decap_gre(p: &[u8]) -> Option<Inner> {
         off += 4;
     }
     // PPP: address and control (0xff 0x03) may be left out, the protocol may be 1 byte.
-    if p.get(off) == Some(&0xff) && p.get(off + 1) == Some(&0x03) {
+    if p.byte(off) == Some(0xff) && p.byte(off + 1) == Some(0x03) {
         off += 2;
     }
-    let b = *p.get(off)?;
+    let b = p.byte(off)?;
     let ppp = if b & 1 != 0 {
         off += 1;
         b as u16
@@ -286,30 +344,30 @@ pub fn decap_gre(p: &[u8]) -> Option<Inner> {
         0x0057 => InnerKind::Ipv6,
         _ => return None,
     };
-    (p.len() > off).then_some(())?;
+    (len > off).then_some(())?;
     inner(off, kind, TunnelType::Gre)
 }
 
 /// GTPv1-U (3GPP TS 29.281): only G-PDUs (message type 0xff) carry user data; the optional
 /// fields and extension headers are skipped.
-pub fn decap_gtpv1(p: &[u8]) -> Option<Inner> {
-    let b0 = *p.first()?;
-    if b0 >> 5 != 1 || b0 & 0x10 == 0 || *p.get(1)? != 0xff {
+pub fn decap_gtpv1(p: &(impl Bytes + ?Sized)) -> Option<Inner> {
+    let b0 = p.byte(0)?;
+    if b0 >> 5 != 1 || b0 & 0x10 == 0 || p.byte(1)? != 0xff {
         return None;
     }
     let mut off = 8usize;
     if b0 & 0x07 != 0 {
         // Sequence number, N-PDU number, next extension header type.
-        let mut next = *p.get(11)?;
+        let mut next = p.byte(11)?;
         off = 12;
         let mut i = 0;
         while next != 0 && i < 16 {
-            let words = *p.get(off)? as usize;
+            let words = p.byte(off)? as usize;
             if words == 0 {
                 return None;
             }
             off += words * 4;
-            next = *p.get(off.checked_sub(1)?)?;
+            next = p.byte(off.checked_sub(1)?)?;
             i += 1;
         }
         if next != 0 {
@@ -322,9 +380,9 @@ pub fn decap_gtpv1(p: &[u8]) -> Option<Inner> {
 
 /// An IPv6 header at `off` whose payload length fits the bytes (what Zeek's Teredo analyzer
 /// requires of the inner packet).
-fn ipv6_fits(p: &[u8], off: usize) -> bool {
-    match (p.get(off), be16(p, off + 4)) {
-        (Some(b), Some(plen)) => b >> 4 == 6 && off + 40 + plen as usize <= p.len(),
+fn ipv6_fits(p: &(impl Bytes + ?Sized), len: usize, off: usize) -> bool {
+    match (p.byte(off), be16(p, off + 4)) {
+        (Some(b), Some(plen)) => b >> 4 == 6 && off + 40 + plen as usize <= len,
         _ => false,
     }
 }
@@ -332,29 +390,33 @@ fn ipv6_fits(p: &[u8], off: usize) -> bool {
 /// Teredo (RFC 4380): an optional authentication indicator, an optional origin indicator,
 /// then an IPv6 packet.
 pub fn decap_teredo(p: &[u8]) -> Option<Inner> {
+    decap_teredo_len(p, p.len())
+}
+
+fn decap_teredo_len(p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
     let mut off = 0usize;
     if be16(p, 0)? == 0x0001 {
-        let id_len = *p.get(2)? as usize;
-        let au_len = *p.get(3)? as usize;
+        let id_len = p.byte(2)? as usize;
+        let au_len = p.byte(3)? as usize;
         // Header, identity, authentication value, nonce (8), confirmation (1).
         off = 4 + id_len + au_len + 9;
     }
     if be16(p, off)? == 0x0000 {
         off += 8;
     }
-    ipv6_fits(p, off).then_some(())?;
+    ipv6_fits(p, len, off).then_some(())?;
     inner(off, InnerKind::Ipv6, TunnelType::Teredo)
 }
 
 /// AYIYA: identity and signature lengths from the header, opcode 1 (forward) only.
-pub fn decap_ayiya(p: &[u8]) -> Option<Inner> {
-    let id_len = 1usize << (*p.first()? >> 4);
-    let sig_len = (*p.get(1)? >> 4) as usize * 4;
-    if *p.get(2)? & 0x0f != 1 {
+pub fn decap_ayiya(p: &(impl Bytes + ?Sized)) -> Option<Inner> {
+    let id_len = 1usize << (p.byte(0)? >> 4);
+    let sig_len = (p.byte(1)? >> 4) as usize * 4;
+    if p.byte(2)? & 0x0f != 1 {
         return None;
     }
     let off = 8 + id_len + sig_len;
-    let kind = match *p.get(3)? {
+    let kind = match p.byte(3)? {
         PROTO_IPIP => InnerKind::Ipv4,
         PROTO_IPV6 => InnerKind::Ipv6,
         _ => return None,
@@ -363,24 +425,76 @@ pub fn decap_ayiya(p: &[u8]) -> Option<Inner> {
     inner(off, kind, TunnelType::Ayiya)
 }
 
-/// The identity of an encapsulation stack, for [`check_encap`]: a hash folded over the
-/// enclosing tunnels, innermost last, never 0 (0 is "not encapsulated"), 28 bits.
-pub fn encap_id(outer: u32, tunnel: TunnelType, id_bytes: &[u8]) -> u32 {
-    // FNV-1a over the outer id, the type and the tunnel's canonical identity.
+/// The identity of an encapsulation stack, for [`check_encap`]: a hash (FNV-1a, 28 bits, never
+/// 0, which is "not encapsulated") of the enclosing stack's id `outer` and this layer's tunnel,
+/// the same for both directions: a UDP
+/// tunnel by its outer connection's key (`FlowKey`'s addresses and ports, `ports` given), an IP
+/// one (GRE, IP-in-IP, GRE over UDP) by its address pair, smaller first (Zeek keys IP tunnels by
+/// the pair). Written once for both engines, without allocating.
+pub fn hop_id(
+    outer: u32,
+    tunnel: TunnelType,
+    a: &[u8; 16],
+    b: &[u8; 16],
+    ports: Option<(u16, u16)>,
+) -> u32 {
+    let (a, b) = if ports.is_some() || a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    };
     let mut h: u32 = 0x811c_9dc5;
-    let mut step = |b: u8| {
-        h ^= b as u32;
+    let mut step = |x: u8| {
+        h ^= x as u32;
         h = h.wrapping_mul(0x0100_0193);
     };
-    for b in outer.to_le_bytes() {
-        step(b);
+    for x in outer.to_le_bytes() {
+        step(x);
     }
     step(tunnel as u8);
-    for b in id_bytes {
-        step(*b);
+    let mut i = 0;
+    while i < 16 {
+        step(a[i]);
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 16 {
+        step(b[i]);
+        i += 1;
+    }
+    if let Some((pa, pb)) = ports {
+        for x in pa.to_be_bytes() {
+            step(x);
+        }
+        for x in pb.to_be_bytes() {
+            step(x);
+        }
     }
     let id = h & ENCAP_ID_MASK;
     if id == 0 { 1 } else { id }
+}
+
+impl TunnelType {
+    /// Decodes `tunnel as u8` (the kernel's encapsulation event).
+    pub fn from_u8(v: u8) -> Option<TunnelType> {
+        Some(match v {
+            1 => TunnelType::Ip,
+            2 => TunnelType::Ayiya,
+            3 => TunnelType::Teredo,
+            4 => TunnelType::Gtpv1,
+            5 => TunnelType::Gre,
+            6 => TunnelType::Vxlan,
+            7 => TunnelType::Geneve,
+            _ => return None,
+        })
+    }
+}
+
+/// An inner packet of this IP protocol makes no connection: IPv6's "no next header" (a Teredo
+/// bubble). Zeek's IP-tunnel protocols are not connections either ([`is_ip_tunnel_proto`]).
+#[inline(always)]
+pub fn inner_untracked(proto: u8) -> bool {
+    proto == 59
 }
 
 /// [`Conn::encap`]: the encapsulation id in the low 28 bits, the change count above.
@@ -513,10 +627,10 @@ mod tests {
         p[11] = 0x85; // an extension header follows
         p[12] = 1; // 4 bytes, its last byte: no more
         p[16] = 0x60;
-        let i = decap_gtpv1(&p).unwrap();
+        let i = decap_gtpv1(&p[..]).unwrap();
         assert_eq!((i.offset, i.kind), (16, InnerKind::Ipv6));
         p[1] = 0x01; // echo request
-        assert_eq!(decap_gtpv1(&p), None);
+        assert_eq!(decap_gtpv1(&p[..]), None);
     }
 
     #[test]
@@ -545,10 +659,43 @@ mod tests {
         p[2] = 0x01; // forward
         p[3] = PROTO_IPIP;
         p[44] = 0x45;
-        let i = decap_ayiya(&p).unwrap();
+        let i = decap_ayiya(&p[..]).unwrap();
         assert_eq!((i.offset, i.kind), (44, InnerKind::Ipv4));
         p[2] = 0x00; // echo
-        assert_eq!(decap_ayiya(&p), None);
+        assert_eq!(decap_ayiya(&p[..]), None);
+    }
+
+    /// The kernel's view of a payload: a window, then the bytes behind it.
+    struct Split<'a>(&'a [u8], &'a [u8]);
+
+    impl Bytes for Split<'_> {
+        fn byte(&self, i: usize) -> Option<u8> {
+            self.0.get(i).or_else(|| self.1.get(i)).copied()
+        }
+    }
+
+    #[test]
+    fn a_window_and_the_bytes_behind_it_decide_as_the_whole_payload() {
+        // AYIYA with a 256-byte identity: the inner packet starts past a 256-byte window.
+        let mut p = [0u8; 8 + 256 + 20 + 28];
+        p[0] = 0x81;
+        p[1] = 0x50;
+        p[2] = 0x01;
+        p[3] = PROTO_IPIP;
+        p[8 + 256 + 20] = 0x45;
+        p[8 + 256 + 20 + 2..8 + 256 + 20 + 4].copy_from_slice(&28u16.to_be_bytes());
+        let whole = decap_udp_detect(40000, 40001, &p[..]).unwrap();
+        assert_eq!((whole.offset, whole.tunnel), (284, TunnelType::Ayiya));
+        let split = Split(&p[..256], &p);
+        assert_eq!(
+            decap_udp_detect_len(40000, 40001, &split, p.len()),
+            Some(whole)
+        );
+        // The length decides, not the window: one byte more and the packet no longer fills it.
+        assert_eq!(
+            decap_udp_detect_len(40000, 40001, &split, p.len() + 1),
+            None
+        );
     }
 
     #[test]
@@ -562,8 +709,13 @@ mod tests {
     #[test]
     fn changes_are_counted_then_x_once() {
         let mut c = Conn::ZERO;
-        let a = encap_id(0, TunnelType::Vxlan, b"a");
-        let b = encap_id(0, TunnelType::Vxlan, b"b");
+        let a = hop_id(0, TunnelType::Vxlan, &[1; 16], &[2; 16], Some((1, 4789)));
+        let b = hop_id(0, TunnelType::Vxlan, &[1; 16], &[3; 16], Some((1, 4789)));
+        // An IP tunnel is the same in both directions.
+        assert_eq!(
+            hop_id(a, TunnelType::Gre, &[1; 16], &[2; 16], None),
+            hop_id(a, TunnelType::Gre, &[2; 16], &[1; 16], None)
+        );
         assert_ne!(a, b);
         assert_ne!(a, 0);
         assert_eq!(check_encap(&mut c, a, true), EncapChange::Same);

@@ -31,6 +31,7 @@ use conntrack_common::packet::NO_WINDOW_SCALE;
 use conntrack_common::packet::fast_parse::{Header, HeaderSource, parse_fast, parse_view};
 use conntrack_common::proto;
 use conntrack_common::stats::Stat;
+use conntrack_common::tunnel;
 
 /// The packet's linear bytes, read in place (direct packet access): `[data, end)`.
 pub struct Direct {
@@ -57,7 +58,8 @@ impl HeaderSource for Direct {
 /// then). `frame_len` is the whole frame's length, `gso_segs` the packets it stands for,
 /// `ifindex` the interface recorded in a new connection (0 in replays). `l2`: NewConn events
 /// carry the link layer (`CONFIG_L2`); the stage chain, which has the frame's copy, opens every
-/// connection then, so the fast open's event stays one fixed-size record.
+/// connection then, so the fast open's event stays one fixed-size record. `tunnels`:
+/// decapsulation is on.
 #[inline(always)]
 pub fn try_fast<C: Pkt>(
     ctx: &C,
@@ -66,8 +68,17 @@ pub fn try_fast<C: Pkt>(
     now_ns: u64,
     ifindex: u32,
     l2: bool,
+    tunnels: bool,
 ) -> Option<bool> {
     let (m, l4) = parse_view(&ctx.direct(), frame_len, gso_segs)?;
+    // With decapsulation on, a datagram on a tunnel's port goes to the stage chain, whose
+    // tunnel stage opens it.
+    if tunnels
+        && m.proto == proto::UDP
+        && (tunnel::is_tunnel_port(m.sport) || tunnel::is_tunnel_port(m.dport))
+    {
+        return None;
+    }
     if m.may_apply() {
         let key = FlowKey::from_fast(&m);
         match FLOWS.get_ptr_mut(&key) {

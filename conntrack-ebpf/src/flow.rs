@@ -10,7 +10,7 @@
 use crate::lock;
 use crate::maps::{
     CONFIG, CONFIG_FLAGS, CONFIG_SERVICE, CONTENTS_EXTRACT, CONTENTS_FROM_ORIG, CONTENTS_SAMPLE,
-    FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_CONTENTS, STAGE_THRESHOLD,
+    FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_CONTENTS, STAGE_THRESHOLD, STAGE_TUNNEL, Scratch,
 };
 use crate::note::{self, Note};
 use crate::pkt::Pkt;
@@ -21,11 +21,13 @@ use conntrack_common::engine::{
     Changes, EngineConfig, check_thresholds, event_after_update, init_conn, init_zeroed_conn,
     is_orig, is_reuse, update,
 };
+use conntrack_common::event::{ENCAP_CHANGED, ENCAP_NEW};
 use conntrack_common::event::{EventKind, EventRef};
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::tcp_flags;
 use conntrack_common::proto;
 use conntrack_common::stats::Stat;
+use conntrack_common::tunnel::{EncapChange, check_encap};
 
 /// `-EEXIST`: another CPU inserted the key between our lookup and insert.
 const EEXIST: i32 = 17;
@@ -169,6 +171,20 @@ pub fn apply<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
     let c = unsafe { &mut *conn };
     let created = Changes(scratch.created);
     let ch = update(c, &scratch.meta, scratch.now_ns, scratch.checksum_ok != 0) | created;
+    // Zeek's tunnel-change rule, for a packet in a tunnel or of a connection seen in one.
+    if scratch.encap_id != 0 || c.encap != 0 {
+        let is_new = created.0 & Changes::NEW.0 != 0;
+        let change = check_encap(c, scratch.encap_id, is_new);
+        if scratch.depth != 0 {
+            scratch.encap_event = if is_new {
+                ENCAP_NEW
+            } else if change == EncapChange::Changed {
+                ENCAP_CHANGED
+            } else {
+                0
+            };
+        }
+    }
     if c.thr_armed != 0 {
         // The check does not fit this stage's verifier budget; connections without thresholds
         // never pay the tail call.
@@ -177,7 +193,33 @@ pub fn apply<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
         // Not installed: finish the packet without the check.
     }
     finish(conn, ch, emit);
+    next_layer(ctx, scratch);
     // A lock taken over in stage 2: its note, if logging is on.
+    note::flush(ctx);
+}
+
+/// After the packet's own event: its tunnel for the agent, then the next layer of a packet
+/// that may carry a tunnel (tunnel.rs; a pending note is flushed by the last layer).
+#[inline(always)]
+fn next_layer<C: Pkt>(ctx: &C, scratch: &mut Scratch) {
+    if scratch.encap_event != 0 {
+        crate::tunnel::emit_encap(scratch, scratch.encap_event);
+        scratch.encap_event = 0;
+    }
+    if crate::tunnel::wanted(scratch) {
+        ctx.tail_call(STAGE_TUNNEL);
+    }
+}
+
+/// The end of the contents stage, which stage 6 tail-called in place of its own end: the
+/// packet's next layer (a tunnel's inner packet) and a pending note are not skipped.
+#[inline(always)]
+pub fn after_contents<C: Pkt>(ctx: &C) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
+    next_layer(ctx, unsafe { &mut *scratch });
     note::flush(ctx);
 }
 
@@ -211,6 +253,7 @@ pub fn check_thresholds_stage<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
             | if sample { CONTENTS_SAMPLE } else { 0 };
         ctx.tail_call(STAGE_CONTENTS);
     }
+    next_layer(ctx, scratch);
     note::flush(ctx);
 }
 

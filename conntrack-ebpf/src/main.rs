@@ -50,6 +50,7 @@ mod lock;
 mod maps;
 mod note;
 mod pkt;
+mod tunnel;
 
 use core::ptr::copy_nonoverlapping;
 
@@ -71,8 +72,9 @@ use conntrack_common::packet::{
 use conntrack_common::proto;
 use conntrack_common::stats::{MAX_IFACES, Stat};
 use maps::{
-    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FILTER, CONFIG_FLAGS, CONFIG_L2, CONFIG_REPLAY, EVENTS,
-    IFACE_STATS, L4_HEADER_BYTES, SCRATCH, SENSOR, SENSOR_DROP, STAGE_PARSE, STAGE_UPDATE, STATS,
+    CONFIG, CONFIG_CLOCK_OFFSET, CONFIG_FILTER, CONFIG_FLAGS, CONFIG_L2, CONFIG_REPLAY,
+    CONFIG_TUNNEL_MASK, CONFIG_TUNNEL_SHIFT, EVENTS, IFACE_STATS, L4_HEADER_BYTES, SCRATCH, SENSOR,
+    SENSOR_DROP, STAGE_PARSE, STAGE_TUNNEL, STAGE_UPDATE, STATS,
 };
 use pkt::Pkt;
 
@@ -83,6 +85,9 @@ const CB_IP_LEN_ZERO: u32 = 4;
 /// Replay: the capture cut the packet short of its IP length (the snap length): a TCP payload
 /// then never reaches Zeek's reassembler (`PacketMeta::payload_cut`).
 const CB_PAYLOAD_CUT: u32 = 8;
+/// Replay: the agent found a tunnel in the packet (its verdicts on the inner layers are in
+/// `cb[1]`): the stage chain takes it, whose tunnel stage decapsulates it.
+const CB_TUNNEL: u32 = 16;
 
 /// Shortest frame worth parsing (an Ethernet header).
 const ETH_HLEN: u32 = 14;
@@ -159,6 +164,14 @@ pub fn conntrack_threshold(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn conntrack_contents(ctx: TcContext) -> i32 {
     contents::run(&ctx);
+    flow::after_contents(&ctx);
+    VERDICT
+}
+
+/// The tunnel stage (tunnel.rs), reached by tail call for a packet that may carry a tunnel.
+#[classifier]
+pub fn conntrack_tunnel(ctx: TcContext) -> i32 {
+    tunnel::run(&ctx);
     VERDICT
 }
 
@@ -227,10 +240,18 @@ pub fn conntrack_xdp_note(ctx: XdpContext) -> u32 {
     sensor_verdict()
 }
 
+/// Sensor mode, the tunnel stage.
+#[xdp]
+pub fn conntrack_xdp_tunnel(ctx: XdpContext) -> u32 {
+    tunnel::run(&ctx);
+    sensor_verdict()
+}
+
 /// Sensor mode, stage 5.
 #[xdp]
 pub fn conntrack_xdp_contents(ctx: XdpContext) -> u32 {
     contents::run(&ctx);
+    flow::after_contents(&ctx);
     sensor_verdict()
 }
 
@@ -261,6 +282,8 @@ fn capture_stage<C: filter::FromRaw>(ctx: &C) {
     let pkt::Fields {
         tstamp,
         cb0,
+        cb1,
+        wire_len,
         gso_segs,
         ifindex,
     } = ctx.fields();
@@ -274,11 +297,16 @@ fn capture_stage<C: filter::FromRaw>(ctx: &C) {
         unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
     };
     // A replayed packet the agent flagged (bad checksum, IP length 0) is accounted apart.
-    let flagged = replay && cb0 & (CB_BAD_CHECKSUM | CB_IP_LEN_ZERO | CB_PAYLOAD_CUT) != 0;
+    let flagged =
+        replay && cb0 & (CB_BAD_CHECKSUM | CB_IP_LEN_ZERO | CB_PAYLOAD_CUT | CB_TUNNEL) != 0;
+    let max_depth = ((flags >> CONFIG_TUNNEL_SHIFT) & CONFIG_TUNNEL_MASK) as u32;
     // A test run's skb sits on loopback: replays have no interface (the host engine's 0).
     let conn_ifindex = if replay { 0 } else { ifindex };
     let l2 = flags & CONFIG_L2 != 0;
-    if !flagged && let Some(noted) = fast::try_fast(ctx, len, gso_segs, now_ns, conn_ifindex, l2) {
+    let tunnels = max_depth != 0;
+    if !flagged
+        && let Some(noted) = fast::try_fast(ctx, len, gso_segs, now_ns, conn_ifindex, l2, tunnels)
+    {
         if !replay {
             count_iface(ifindex, gso_segs, len);
         }
@@ -330,6 +358,21 @@ fn capture_stage<C: filter::FromRaw>(ctx: &C) {
     scratch.ethertype = ethertype as u32;
     scratch.gso_segs = gso_segs;
     scratch.ifindex = conn_ifindex;
+    scratch.depth = 0;
+    scratch.max_depth = max_depth;
+    scratch.base = 0;
+    scratch.captured_len = if replay && wire_len > len {
+        wire_len
+    } else {
+        len
+    };
+    scratch.encap_id = 0;
+    scratch.encap_event = 0;
+    scratch.inner_verdicts = if replay && cb0 & CB_TUNNEL != 0 {
+        cb1
+    } else {
+        0
+    };
     if !replay {
         count_iface(ifindex, gso_segs, len);
     }
@@ -372,11 +415,31 @@ fn parse_stage<C: Pkt>(ctx: &C) {
     }
     let meta: &mut PacketMeta = &mut scratch.meta;
     if let Err(e) = parse_ip(ip, meta) {
+        tunnel::opened_only(scratch);
         return parse_error(ctx, e, note::IN_IP);
     }
     if meta.is_fragment() {
+        tunnel::opened_only(scratch);
         // Reassembly is the host's job (replays); live fragments are counted, not tracked.
         return count(Stat::Fragments);
+    }
+    if scratch.max_depth != 0 && conntrack_common::tunnel::is_ip_tunnel_proto(meta.proto) {
+        // With decapsulation on, GRE and IP-in-IP packets are tunnel layers, not connections;
+        // the tunnel around this one is reported first (nested IP tunnels are rare).
+        tunnel::opened_only(scratch);
+        if tunnel::wanted(scratch) {
+            ctx.tail_call(STAGE_TUNNEL);
+        }
+        return;
+    }
+    if scratch.depth != 0 {
+        // An inner packet: Zeek's IP checks the host's replay makes (`capture::tunnels`).
+        let end = scratch.base as u64 + scratch.l3_offset as u64 + meta.ip_len as u64;
+        if conntrack_common::tunnel::inner_untracked(meta.proto)
+            || (scratch.replay == 0 && end > scratch.captured_len as u64)
+        {
+            return tunnel::opened_only(scratch);
+        }
     }
     transport_stage(ctx);
 }
@@ -409,11 +472,13 @@ fn transport_stage<C: Pkt>(ctx: &C) {
     // Transport length from the IP header (both versions: ip_len - l4_offset).
     let l4_len = scratch.meta.ip_len.saturating_sub(l4_off as u32);
     let start = scratch.l3_offset as u64 + l4_off;
+    // Where `frame[0]` lies in the packet: 0, or an inner packet's start (tunnel.rs).
+    let base = scratch.base as u64;
     // When our copy was cut, the transport header is read from the packet itself (a header
     // that starts near the end of the copy would otherwise look truncated: found by
     // `fuzz-kernel`), so `META_L4_TRUNCATED` then means what it means on the host.
     let l4: &[u8] = if scratch.copy_cut != 0 {
-        let n = load_l4_header(ctx, &mut scratch.l4_hdr, start);
+        let n = load_l4_header(ctx, &mut scratch.l4_hdr, base + start);
         match scratch.l4_hdr.get(..n) {
             Some(h) => h,
             None => return count(Stat::ParseErrors),
@@ -434,16 +499,17 @@ fn transport_stage<C: Pkt>(ctx: &C) {
     }
     // `parse_l4` judged the payload from our copy; whether the capture cut it is the packet's
     // length live (the skb holds the whole packet), the agent's verdict in a replay.
-    let cut = if scratch.replay != 0 {
+    // An inner packet was cut if the bytes after its start are fewer than its IP length.
+    let cut = if scratch.replay != 0 && scratch.depth == 0 {
         scratch.payload_cut != 0
     } else {
-        (ctx.frame_len() as u64) < scratch.l3_offset as u64 + meta.ip_len as u64
+        (scratch.captured_len as u64) < base + scratch.l3_offset as u64 + meta.ip_len as u64
     };
     meta.set_payload_cut(cut);
     if scratch.copy_cut != 0 && meta.proto == proto::UDP {
         // Our copy ends before the packet: the application analyzers see the packet's own
         // payload, so take its captured length and bytes 0 and 2 from the skb.
-        let payload = start + 8;
+        let payload = base + start + 8;
         let captured = (ctx.frame_len() as u64).saturating_sub(payload) as u32;
         let b0 = ctx.load_u8(payload as u32);
         let b2 = ctx.load_u8(payload as u32 + 2);
@@ -460,7 +526,7 @@ fn transport_stage<C: Pkt>(ctx: &C) {
         meta.ip_bytes = 0;
     }
     if meta.proto == proto::TCP && meta.tcp_flags & tcp_flags::SYN != 0 && !meta.l4_dropped() {
-        meta.window_scale = window_scale(ctx, &mut scratch.l4_hdr, start);
+        meta.window_scale = window_scale(ctx, &mut scratch.l4_hdr, base + start);
     }
     count_n(Stat::IpBytes, meta.ip_bytes as u64);
     // In this stage rather than one of its own: it verifies in a few thousand instructions,
@@ -621,7 +687,7 @@ pub(crate) fn submit_change(entry: Option<RingBufEntry<ConnChange>>, head: &Head
 /// holds unread events (it drains on its 20 ms tick otherwise), so a busy ring wakes it at once
 /// and a quiet one costs no wakeup per event.
 #[inline(always)]
-fn wake_flags() -> u64 {
+pub(crate) fn wake_flags() -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
     if avail >= size / 4 {

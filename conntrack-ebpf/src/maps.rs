@@ -59,6 +59,10 @@ pub const CONFIG_FILTER: u64 = 4;
 /// `CONFIG` flag: new TCP/UDP connections hand their first payload to the agent for service
 /// detection (`engine::EngineConfig::sample_services`).
 pub const CONFIG_SERVICE: u64 = 8;
+/// `CONFIG` flags bits 8..12: how many tunnel layers to decapsulate (Zeek's
+/// `Tunnel::max_depth`; 0: none, tunnels are ordinary packets). tunnel.rs.
+pub const CONFIG_TUNNEL_SHIFT: u64 = 8;
+pub const CONFIG_TUNNEL_MASK: u64 = 0xf;
 
 /// Per-CPU working memory: too large for the 512-byte stack.
 #[repr(C)]
@@ -106,6 +110,30 @@ pub struct Scratch {
     pub contents_todo: u32,
     /// A rare condition for the note stage to log (`note::Note`), 0 for none.
     pub note: u32,
+    /// Tunnels (tunnel.rs): the layer being processed, 0 for the outer packet.
+    pub depth: u32,
+    /// The layers to decapsulate at most (`CONFIG_TUNNEL_SHIFT`).
+    pub max_depth: u32,
+    /// Offset in the packet of `frame[0]`: 0 for the outer packet, the inner frame's start
+    /// for an inner one (the tunnel stage copies it to the front of `frame`).
+    pub base: u32,
+    /// The current layer's encapsulation id (`tunnel::hop_id`; 0 outside tunnels).
+    pub encap_id: u32,
+    /// The innermost tunnel's type (`tunnel::TunnelType as u8`).
+    pub tunnel: u32,
+    /// Replay: the agent's verdicts on the inner layers (`cb[1]`: per layer, 2 bits: bad
+    /// transport checksum, dropped); 0 live.
+    pub inner_verdicts: u32,
+    /// `event::ENCAP_NEW` / `ENCAP_CHANGED` of the packet's connection, decided in the update
+    /// stage, sent by the stage that finishes the packet (`tunnel::emit_encap`).
+    pub encap_event: u32,
+    /// Bytes of the frame as captured: the frame's length live, the agent's `wire_len` in a
+    /// replay (the frame handed to the program may be clipped); for inner lengths.
+    pub captured_len: u32,
+    /// The start of a tunnel packet's payload, which the decapsulation rules read (tunnel.rs).
+    pub window: [u8; TUNNEL_WINDOW],
+    /// The innermost tunnel (`event::EncapEvent::parent`).
+    pub parent: FlowKey,
     /// The packet's flow key.
     pub key: FlowKey,
     /// A connection opened by a plain SYN in stage 1 (fast.rs), built here and then inserted
@@ -124,6 +152,9 @@ pub const CONTENTS_SAMPLE: u32 = 4;
 /// 15) plus room to spare.
 pub const L4_HEADER_BYTES: usize = 64;
 
+/// Bytes of a tunnel packet's payload the tunnel stage reads (a power of two).
+pub const TUNNEL_WINDOW: usize = 512;
+
 /// One [`Scratch`] per CPU (a TC program is not preempted by itself on the same CPU).
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -131,12 +162,12 @@ pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// Tail-call targets, filled by the agent: the stages are verified separately, which keeps
 /// each under the verifier's complexity limit.
 #[map]
-pub static STAGES: ProgramArray = ProgramArray::with_max_entries(5, 0);
+pub static STAGES: ProgramArray = ProgramArray::with_max_entries(6, 0);
 
 /// The sensor-mode XDP stages (`conntrack_xdp_*`), at the same indices as in [`STAGES`]: a
 /// tail call must stay within one program type.
 #[map]
-pub static XDP_STAGES: ProgramArray = ProgramArray::with_max_entries(5, 0);
+pub static XDP_STAGES: ProgramArray = ProgramArray::with_max_entries(6, 0);
 
 /// Sensor mode settings, written by the agent: [`SENSOR_DROP`] holds 1 when the XDP programs
 /// drop the (mirrored) packets after accounting, else they pass them on.
@@ -162,6 +193,8 @@ pub const STAGE_THRESHOLD: u32 = 2;
 pub const STAGE_CONTENTS: u32 = 3;
 /// Index of `conntrack_note` in [`STAGES`]: the log line of a rare condition (note.rs).
 pub const STAGE_NOTE: u32 = 4;
+/// Index of `conntrack_tunnel` in [`STAGES`]: the next layer of a tunnel packet (tunnel.rs).
+pub const STAGE_TUNNEL: u32 = 5;
 
 /// Content extraction: payload records (`contents::ContentRecord`) of flagged connections,
 /// submitted without wakeup (the agent polls). Large: a live transfer fills it at line rate

@@ -18,6 +18,11 @@ pub struct Fields {
     pub tstamp: u64,
     /// `__sk_buff.cb[0]` (replay flags; 0 where there is none).
     pub cb0: u32,
+    /// `__sk_buff.cb[1]` (replay: the inner layers' verdicts; 0 where there is none).
+    pub cb1: u32,
+    /// `__sk_buff.wire_len` (replay: the captured frame's length, which the bytes handed to
+    /// the program may be clipped short of; 0 where there is none).
+    pub wire_len: u32,
     /// Packets this buffer stands for (GSO/GRO segments; 1 where there are none).
     pub gso_segs: u32,
     /// The interface the packet was seen on.
@@ -80,6 +85,8 @@ impl Pkt for TcContext {
             Fields {
                 tstamp: (*skb).tstamp,
                 cb0: (*skb).cb[0],
+                cb1: (*skb).cb[1],
+                wire_len: (*skb).wire_len,
                 gso_segs: (*skb).gso_segs,
                 ifindex: (*skb).ifindex,
             }
@@ -117,6 +124,8 @@ impl Pkt for XdpContext {
         Fields {
             tstamp: 0,
             cb0: 0,
+            cb1: 0,
+            wire_len: 0,
             gso_segs: 1,
             ifindex: self.ingress_ifindex() as u32,
         }

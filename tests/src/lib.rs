@@ -43,9 +43,54 @@ pub fn is_root() -> bool {
 }
 
 /// `dir/conn.log`'s data lines with the uid column removed, sorted: uids are random, and
-/// removal order may differ only where timers fire at the same instant.
+/// removal order may differ only where timers fire at the same instant. The uids in
+/// `tunnel_parents` are replaced by what they name: the 5-tuple of the conn.log record or
+/// tunnel.log entry with that uid (sorted).
 pub fn records_without_uid(dir: &std::path::Path) -> Vec<String> {
     let text = std::fs::read_to_string(dir.join("conn.log")).unwrap();
+    let tunnels = std::fs::read_to_string(dir.join("tunnel.log")).unwrap_or_default();
+    let parents_col = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#fields\t"))
+        .and_then(|f| f.split('\t').position(|c| c == "tunnel_parents"));
+    let data = |t: &str| -> Vec<Vec<String>> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect()
+    };
+    let rows = data(&text);
+    let mut named = std::collections::HashMap::new();
+    for r in rows.iter().chain(data(&tunnels).iter()) {
+        if r.len() > 6 {
+            named.insert(r[1].clone(), r[2..7].join("/"));
+        }
+    }
+    let mut lines: Vec<String> = rows
+        .into_iter()
+        .map(|mut cols| {
+            if let Some(c) = parents_col
+                && let Some(p) = cols.get_mut(c)
+                && p != "-"
+            {
+                let mut names: Vec<String> = p
+                    .split(',')
+                    .map(|u| named.get(u).cloned().unwrap_or_else(|| "?".into()))
+                    .collect();
+                names.sort();
+                *p = names.join(",");
+            }
+            cols.remove(1);
+            cols.join("\t")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// `dir/tunnel.log`'s data lines with the uid column removed, sorted (empty without one).
+pub fn tunnels_without_uid(dir: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("tunnel.log")).unwrap_or_default();
     let mut lines: Vec<String> = text
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -70,46 +70,54 @@ fn why(reason: RemovalReason, c: &Conn) -> &'static str {
 /// `out` (cleared first). Every string value is from a fixed alphabet (uid, address, protocol,
 /// reason, state, history letters): none needs JSON escaping, so no JSON value is built. Piece
 /// by piece rather than through `write!`: `fmt`'s machinery was most of a line's cost, and a
-/// line is written per connection.
-fn line(out: &mut String, conn: &ConnHandle<'_>, reason: RemovalReason) {
-    write_line(out, conn.conn(), |o| conn.push_uid(o), conn.ts_ns(), reason);
+/// line is written per connection. As bytes: each piece written as text was checked as UTF-8
+/// on the way (a tenth of the line's cost), the line is checked once instead.
+fn line(out: &mut Vec<u8>, scratch: &mut String, conn: &ConnHandle<'_>, reason: RemovalReason) {
+    let uid = |o: &mut Vec<u8>| conn.push_uid_bytes(o);
+    write_line(out, scratch, conn.conn(), uid, conn.ts_ns(), reason);
 }
 
-/// [`line`] of connection `c` with the uid `uid` appends, removed at `ts_ns`.
+/// [`line`] of connection `c` with the uid `uid` appends, removed at `ts_ns`; `scratch` holds
+/// an IPv6 address on its way.
 fn write_line(
-    out: &mut String,
+    out: &mut Vec<u8>,
+    scratch: &mut String,
     c: &Conn,
-    uid: impl FnOnce(&mut String),
+    uid: impl FnOnce(&mut Vec<u8>),
     ts_ns: u64,
     reason: RemovalReason,
 ) {
     out.clear();
-    out.push_str("{\"ts\":");
+    out.extend_from_slice(b"{\"ts\":");
     push_ts(out, ts_ns);
-    out.push_str(",\"uid\":\"");
+    out.extend_from_slice(b",\"uid\":\"");
     uid(out);
-    out.push_str("\",\"id.orig_h\":\"");
-    push_addr(out, &c.orig_addr);
-    out.push_str("\",\"id.orig_p\":");
-    out.push_str(itoa::Buffer::new().format(c.orig_port));
-    out.push_str(",\"id.resp_h\":\"");
-    push_addr(out, &c.resp_addr);
-    out.push_str("\",\"id.resp_p\":");
-    out.push_str(itoa::Buffer::new().format(c.resp_port));
-    out.push_str(",\"proto\":\"");
-    out.push_str(c.proto_name());
-    out.push_str("\",\"reason\":\"");
-    out.push_str(why(reason, c));
-    out.push_str("\",\"conn_state\":\"");
-    out.push_str(c.conn_state().as_str());
-    out.push_str("\",\"history\":\"");
+    out.extend_from_slice(b"\",\"id.orig_h\":\"");
+    push_addr(out, scratch, &c.orig_addr);
+    out.extend_from_slice(b"\",\"id.orig_p\":");
+    out.extend_from_slice(itoa::Buffer::new().format(c.orig_port).as_bytes());
+    out.extend_from_slice(b",\"id.resp_h\":\"");
+    push_addr(out, scratch, &c.resp_addr);
+    out.extend_from_slice(b"\",\"id.resp_p\":");
+    out.extend_from_slice(itoa::Buffer::new().format(c.resp_port).as_bytes());
+    out.extend_from_slice(b",\"proto\":\"");
+    out.extend_from_slice(c.proto_name().as_bytes());
+    out.extend_from_slice(b"\",\"reason\":\"");
+    out.extend_from_slice(why(reason, c).as_bytes());
+    out.extend_from_slice(b"\",\"conn_state\":\"");
+    out.extend_from_slice(c.conn_state().as_str().as_bytes());
+    out.extend_from_slice(b"\",\"history\":\"");
     let history = c.history_str();
-    match std::str::from_utf8(history) {
-        Ok(h) if h.is_ascii() => out.push_str(h),
+    if history.is_ascii() {
+        out.extend_from_slice(history);
+    } else {
         // Each byte a char, as ever (history letters are ASCII; this is for a corrupt one).
-        _ => out.extend(history.iter().map(|&b| b as char)),
+        for &b in history {
+            let mut utf8 = [0; 4];
+            out.extend_from_slice(char::from(b).encode_utf8(&mut utf8).as_bytes());
+        }
     }
-    out.push_str("\"}");
+    out.extend_from_slice(b"\"}");
 }
 
 /// Network time in seconds as `{:?}` of the f64 writes it (serde_json's shortest round-trip
@@ -118,18 +126,18 @@ fn write_line(
 /// from 1 s to 1e15 s, which holds every u64 of nanoseconds from 1 s on. But for a tie: when
 /// the time lies exactly halfway between two shortest forms, zmij takes the even one and
 /// `{:?}` the upper, so a tie (about one time in 16 000) is left to `{:?}`.
-fn push_ts(out: &mut String, ns: u64) {
+fn push_ts(out: &mut Vec<u8>, ns: u64) {
     let ts = ns as f64 / 1e9;
     if (1.0..1e15).contains(&ts) {
         let mut buf = zmij::Buffer::new();
         let s = buf.format_finite(ts);
         if !is_tie(ts, s) {
-            out.push_str(s);
+            out.extend_from_slice(s.as_bytes());
             return;
         }
     }
-    use std::fmt::Write;
-    // Writing into a String cannot fail.
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
     let _ = write!(out, "{ts:?}");
 }
 
@@ -139,14 +147,18 @@ fn push_ts(out: &mut String, ns: u64) {
 /// `f` the number of fractional digits of `s`. Anything unexpected counts as a tie (the
 /// caller then writes `{:?}`).
 fn is_tie(ts: f64, s: &str) -> bool {
+    // A tie's exact value has one fractional digit more than `s`. That of `mant * 2^exp`
+    // (`mant` odd) has `-exp` (`mant * 5^-exp / 10^-exp`, whose last digit is odd): most
+    // times have far more, and are no tie whatever their digits. More than `s` has
+    // characters (a fraction, so `s` has its point): no tie, without looking for the point.
+    let (mant, exp) = mant_exp(ts);
+    let exact_frac = -(exp + mant.trailing_zeros() as i32);
+    if usize::try_from(exact_frac).is_ok_and(|f| f > s.len()) {
+        return false;
+    }
     let Some((int, frac)) = s.split_once('.') else {
         return true;
     };
-    // A tie's exact value has one fractional digit more than `s`. That of `mant * 2^exp`
-    // (`mant` odd) has `-exp` (`mant * 5^-exp / 10^-exp`, whose last digit is odd): most
-    // times have far more, and are no tie whatever their digits.
-    let (mant, exp) = mant_exp(ts);
-    let exact_frac = -(exp + mant.trailing_zeros() as i32);
     if usize::try_from(exact_frac).ok() != Some(frac.len() + 1) {
         return false;
     }
@@ -176,16 +188,45 @@ fn mant_exp(x: f64) -> (u64, i32) {
     ((bits & ((1 << 52) - 1)) | (1 << 52), exp)
 }
 
-/// An address as `Display` of [`addr_from_bytes`] writes it: conn.log's writer does the same
-/// but for an IPv4-compatible address (`::a.b.c.d`, inet_ntop's form; `Display` writes hex
-/// groups), which goes through `fmt` (the IPv6 `Display` cost a third of a line).
-fn push_addr(out: &mut String, bytes: &[u8; 16]) {
+/// An address as `Display` of [`addr_from_bytes`] writes it. IPv4 (mapped, as the engine
+/// keeps it) here, digit by digit; IPv6 as conn.log's writer does (through `scratch`) but for
+/// an IPv4-compatible address (`::a.b.c.d`, inet_ntop's form; `Display` writes hex groups),
+/// which goes through `fmt` (the IPv6 `Display` cost a third of a line).
+fn push_addr(out: &mut Vec<u8>, scratch: &mut String, bytes: &[u8; 16]) {
+    if let Some(v4) = mapped_v4(bytes) {
+        for (i, &octet) in v4.iter().enumerate() {
+            if i > 0 {
+                out.push(b'.');
+            }
+            push_octet(out, octet);
+        }
+        return;
+    }
     let compatible = bytes[..12].iter().all(|&b| b == 0) && bytes[12..14] != [0, 0];
     if compatible {
-        use std::fmt::Write;
+        use std::io::Write;
         let _ = write!(out, "{}", addr_from_bytes(bytes));
     } else {
-        crate::logs::conn_tsv::push_addr(out, bytes);
+        scratch.clear();
+        crate::logs::conn_tsv::push_addr(scratch, bytes);
+        out.extend_from_slice(scratch.as_bytes());
+    }
+}
+
+/// The IPv4 address of an IPv4-mapped one (`::ffff:a.b.c.d`).
+fn mapped_v4(bytes: &[u8; 16]) -> Option<&[u8]> {
+    let (prefix, v4) = bytes.split_at(12);
+    (prefix == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]).then_some(v4)
+}
+
+/// `n` in decimal.
+fn push_octet(out: &mut Vec<u8>, n: u8) {
+    if n >= 100 {
+        out.extend_from_slice(&[b'0' + n / 100, b'0' + n / 10 % 10, b'0' + n % 10]);
+    } else if n >= 10 {
+        out.extend_from_slice(&[b'0' + n / 10, b'0' + n % 10]);
+    } else {
+        out.push(b'0' + n);
     }
 }
 
@@ -218,12 +259,17 @@ impl RemovalLog {
         )?));
         let shown = path.display().to_string();
         let file = out.clone();
-        let buf = RefCell::new(String::new());
+        let bufs = RefCell::new((Vec::new(), String::new()));
         let hook = RemovalHook::new(move |conn, reason| {
             let mut out = file.borrow_mut();
-            let mut buf = buf.borrow_mut();
-            line(&mut buf, conn, reason);
-            if let Err(e) = out.write_line(&buf, Some(conn.ts_ns() as i64)) {
+            let (buf, scratch) = &mut *bufs.borrow_mut();
+            line(buf, scratch, conn, reason);
+            // Always UTF-8 (every piece is text); checked once here rather than per piece.
+            let text = match std::str::from_utf8(buf) {
+                Ok(t) => std::borrow::Cow::Borrowed(t),
+                Err(_) => String::from_utf8_lossy(buf),
+            };
+            if let Err(e) = out.write_line(&text, Some(conn.ts_ns() as i64)) {
                 log::warn!("{shown}: {e:#}");
             }
         });
@@ -321,9 +367,9 @@ mod tests {
             _ => rng.next() >> (rng.next() % 64),
         });
         for ns in edges.into_iter().chain(random) {
-            let mut out = String::new();
+            let mut out = Vec::new();
             push_ts(&mut out, ns);
-            assert_eq!(out, format!("{:?}", ns as f64 / 1e9), "{ns} ns");
+            assert_eq!(out, format!("{:?}", ns as f64 / 1e9).as_bytes(), "{ns} ns");
         }
     }
 
@@ -368,10 +414,11 @@ mod tests {
                 }
             }
         });
+        let mut scratch = String::new();
         for bytes in fixed.map(addr_to_bytes).into_iter().chain(random) {
-            let mut out = String::new();
-            push_addr(&mut out, &bytes);
-            assert_eq!(out, addr_from_bytes(&bytes).to_string());
+            let mut out = b"x".to_vec();
+            push_addr(&mut out, &mut scratch, &bytes);
+            assert_eq!(out, format!("x{}", addr_from_bytes(&bytes)).as_bytes());
         }
     }
 
@@ -383,17 +430,23 @@ mod tests {
         c.orig_port = 13170;
         c.resp_port = 993;
         c.proto = 6;
-        let mut out = String::new();
+        let (mut out, mut scratch) = (Vec::new(), String::new());
         for reason in [RemovalReason::Closed, RemovalReason::Drain] {
             for ts_ns in [0, 1_700_000_005_041_402_800] {
-                let uid = |o: &mut String| o.push_str("C3nB9d11Fvk7TBjbiH");
-                write_line(&mut out, &c, uid, ts_ns, reason);
-                assert_eq!(out, reference(&c, "C3nB9d11Fvk7TBjbiH", ts_ns, reason));
+                let uid = |o: &mut Vec<u8>| o.extend_from_slice(b"C3nB9d11Fvk7TBjbiH");
+                write_line(&mut out, &mut scratch, &c, uid, ts_ns, reason);
+                let want = reference(&c, "C3nB9d11Fvk7TBjbiH", ts_ns, reason);
+                assert_eq!(String::from_utf8_lossy(&out), want);
             }
         }
         c.proto = 17;
         c.orig.state = state::RESET;
-        write_line(&mut out, &c, |_| {}, 5, RemovalReason::Closed);
-        assert_eq!(out, reference(&c, "", 5, RemovalReason::Closed));
+        c.orig_addr = addr_to_bytes("192.168.100.254".parse().unwrap());
+        c.resp_addr = addr_to_bytes("::1.2.3.4".parse().unwrap());
+        write_line(&mut out, &mut scratch, &c, |_| {}, 5, RemovalReason::Closed);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            reference(&c, "", 5, RemovalReason::Closed)
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::util::hashing::FastMap;
 use conntrack_common::checksum::set_ipv4_header_checksum;
-use conntrack_common::packet::ip_view;
+use conntrack_common::packet::{IpView, ip_view};
 
 /// Default: give up on an incomplete datagram after this long (network time).
 pub const DEFAULT_TIMEOUT_NS: i64 = 60_000_000_000;
@@ -118,6 +118,18 @@ impl Defragmenter {
             Some(6) => self.offer_v6(ip, now_ns),
             _ => FragResult::NotFragment,
         }
+    }
+
+    /// [`Defragmenter::offer`] of `ip`, already described by `view` (`ip_view` of the same
+    /// bytes): a packet that is no fragment (almost all) is answered from the view, without
+    /// reading its header again (for IPv6, without walking its extension headers again).
+    pub fn offer_viewed(&mut self, ip: &[u8], view: &IpView, now_ns: i64) -> FragResult {
+        // The view's `is_fragment` is the rule of `offer_v4` (MF or an offset) and of
+        // `offer_v6` (a fragment header) over the same bytes.
+        if !view.is_fragment {
+            return FragResult::NotFragment;
+        }
+        self.offer(ip, now_ns)
     }
 
     fn offer_v4(&mut self, ip: &[u8], now_ns: i64) -> FragResult {
@@ -370,6 +382,45 @@ mod tests {
         // not a fragment
         let whole = v4_frag(8, 0, false, &data);
         assert!(matches!(d.offer(&whole, 4), FragResult::NotFragment));
+    }
+
+    /// What `offer` and `offer_viewed` answer for one packet, in a fresh defragmenter each.
+    fn both_ways(p: &[u8]) -> (&'static str, &'static str) {
+        let name = |r: FragResult| match r {
+            FragResult::NotFragment => "not a fragment",
+            FragResult::Held => "held",
+            FragResult::Complete(_) => "complete",
+            FragResult::Bad => "bad",
+        };
+        let view = ip_view(p).expect("a well-formed header");
+        (
+            name(Defragmenter::default().offer(p, 1)),
+            name(Defragmenter::default().offer_viewed(p, &view, 1)),
+        )
+    }
+
+    /// The view's answer is the full offer's, for whole packets and for fragments of either
+    /// IP version (an atomic IPv6 fragment, MF and offset alone over IPv4).
+    #[test]
+    fn offer_viewed_decides_as_offer() {
+        let udp = [0u8; 16];
+        let frag6 = |off8: u16, mf: bool| {
+            let mut chain = vec![17u8, 0];
+            chain.extend_from_slice(&((off8 << 3) | u16::from(mf)).to_be_bytes());
+            chain.extend_from_slice(&7u32.to_be_bytes());
+            v6(44, &chain, &udp)
+        };
+        let cases = [
+            (v4_frag(1, 0, false, &udp), "not a fragment"),
+            (v4_frag(1, 0, true, &udp), "held"),
+            (v4_frag(1, 2, false, &udp), "held"),
+            (v6(17, &[], &udp), "not a fragment"),
+            (frag6(0, true), "held"),
+            (frag6(0, false), "complete"),
+        ];
+        for (p, want) in cases {
+            assert_eq!(both_ways(&p), (want, want), "packet {p:02x?}");
+        }
     }
 
     #[test]

@@ -22,33 +22,18 @@ pub struct Hop<'a> {
 }
 
 impl Hop<'_> {
-    /// The tunnel's identity, the same for both directions: the outer connection of a UDP
-    /// tunnel, the address pair (smaller first) and type of an IP one (Zeek keys IP tunnels by
-    /// the pair).
-    pub fn id_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(40);
+    /// The encapsulation id of this layer inside the stack `outer` (common's `hop_id`, as
+    /// the kernel computes it): a UDP tunnel by its outer connection, an IP one by the pair.
+    pub fn encap_id(&self, outer: u32) -> u32 {
         match &self.outer_key {
-            Some(k) => {
-                v.extend_from_slice(&k.addr_a);
-                v.extend_from_slice(&k.addr_b);
-                v.extend_from_slice(&k.port_a.to_be_bytes());
-                v.extend_from_slice(&k.port_b.to_be_bytes());
-            }
-            None => {
-                let (a, b) = self.addr_pair();
-                v.extend_from_slice(&a);
-                v.extend_from_slice(&b);
-            }
-        }
-        v
-    }
-
-    /// The endpoint addresses, smaller first.
-    pub fn addr_pair(&self) -> ([u8; 16], [u8; 16]) {
-        if self.src <= self.dst {
-            (self.src, self.dst)
-        } else {
-            (self.dst, self.src)
+            Some(k) => tunnel::hop_id(
+                outer,
+                self.tunnel,
+                &k.addr_a,
+                &k.addr_b,
+                Some((k.port_a, k.port_b)),
+            ),
+            None => tunnel::hop_id(outer, self.tunnel, &self.src, &self.dst, None),
         }
     }
 }
@@ -56,7 +41,9 @@ impl Hop<'_> {
 /// The inner packet of `ip` (described by `view`), if it is a tunnel Zeek decapsulates and
 /// what it carries is IP. The caller has judged the outer packet valid.
 pub fn inner_of<'a>(ip: &'a [u8], view: &IpView) -> Option<Hop<'a>> {
-    if view.is_fragment {
+    // Asked of every packet: only UDP and the IP tunnel protocols can carry one, and most
+    // packets are TCP.
+    if view.is_fragment || (view.proto != 17 && !tunnel::is_ip_tunnel_proto(view.proto)) {
         return None;
     }
     let end = view.ip_len.min(ip.len());

@@ -316,6 +316,14 @@ pub struct RunArgs {
           default_value_t = crate::logs::health::DEFAULT_BACKLOG,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub log_backlog: u64,
+
+    /// Decapsulate tunnels nested at most N deep (Zeek's Tunnel::max_depth, at most 8), in
+    /// the kernel: VXLAN, Geneve, GRE, GTPv1-U, Teredo and AYIYA on their ports, and IP-in-IP.
+    /// Inner connections get tunnel_parents, the tunnels go to tunnel.log. 0 turns it off
+    /// (a tunnel's packets are then one connection like any other).
+    #[arg(help_heading = "Capture", long, value_name = "N",
+          default_value_t = DEFAULT_TUNNEL_MAX_DEPTH)]
+    pub tunnel_max_depth: u32,
 }
 
 /// `--ring-size`: MiB, a power of two from 1 to 1024 (a BPF ring buffer is a power-of-two
@@ -380,12 +388,15 @@ pub struct ReadArgs {
     /// Decapsulate tunnels nested at most N deep (Zeek's Tunnel::max_depth): VXLAN, Geneve,
     /// GRE (with PPTP, ERSPAN I/II/III, GRE over UDP 4754), GTPv1-U, Teredo, AYIYA and
     /// IP-in-IP. Inner connections are logged with tunnel_parents (the uid of the enclosing
-    /// tunnel's connection or tunnel.log entry) and the tunnels in tunnel.log. 0, the default,
-    /// leaves tunnels undecoded (their outer connections are logged); N > 0 needs the host
-    /// engine, which it selects by default.
-    #[arg(help_heading = "Replay", long, value_name = "N", default_value_t = 0)]
+    /// tunnel's connection or tunnel.log entry) and the tunnels in tunnel.log. The default, 4,
+    /// is Zeek's; 0 leaves tunnels undecoded (their packets are connections like any other).
+    /// Both engines decapsulate (the kernel's in a stage of its own, at most 8 deep).
+    #[arg(help_heading = "Replay", long, value_name = "N", default_value_t = DEFAULT_TUNNEL_MAX_DEPTH)]
     pub tunnel_max_depth: u32,
 }
+
+/// Zeek's `Tunnel::max_depth`: tunnel layers decapsulated by default.
+pub const DEFAULT_TUNNEL_MAX_DEPTH: u32 = 4;
 
 /// The command line merged with the `[agent]`/`[run]`/`[read]` tables of its `--config` file
 /// (file_options.rs): the command line wins, then the file, then the defaults. Returns the

@@ -129,14 +129,11 @@ fn is_privileged() -> bool {
 
 /// The kernel datapath when asked for (an error if it cannot be loaded: a silent fallback would
 /// hide which engine wrote the log), or by default when privileged, else the host engine.
-/// Decapsulation (`decap`) is the host engine's alone for now: it is chosen by default, and
-/// asking for the kernel's is an error.
 fn make_datapath(
     engine: Option<Engine>,
     ports: &[(u16, u8)],
     table_size: u32,
     service: bool,
-    decap: bool,
 ) -> anyhow::Result<Box<dyn Datapath>> {
     let host = || -> Box<dyn Datapath> {
         Box::new(HostDatapath::new(
@@ -145,11 +142,6 @@ fn make_datapath(
     };
     match engine {
         Some(Engine::Host) => Ok(host()),
-        None if decap => Ok(host()),
-        Some(Engine::Kernel) if decap => anyhow::bail!(
-            "--tunnel-max-depth: the kernel engine does not decapsulate tunnels yet; replay \
-             with --engine host, or leave --tunnel-max-depth at 0"
-        ),
         Some(Engine::Kernel) => crate::datapath::kernel::replay_datapath(ports, table_size, service).map_err(|e| {
             e.context("--engine kernel: cannot load the eBPF program (use --engine host to replay without it)")
         }),
@@ -254,13 +246,18 @@ fn replay(
         r => r?,
     };
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
-    let dp = make_datapath(
+    let mut dp = make_datapath(
         args.engine,
         &settings.ports,
         args.common.table_size,
         settings.service,
-        args.tunnel_max_depth > 0,
     )?;
+    // The kernel's tunnel stage decapsulates; for the host engine `read` hands it each inner
+    // packet (`decap::process_inner`). Both apply common's `tunnel` rules.
+    let kernel_decap = args.tunnel_max_depth > 0
+        && dp
+            .set_tunnel_depth(args.tunnel_max_depth)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Before any log is touched (an agent running into the same directory writes conn.log
     // too), and after what can fail without one: the input and the engine (an unprivileged
     // `--engine kernel` must leave no directory behind).
@@ -400,7 +397,13 @@ fn replay(
             first_frag_copy = unfragment_first(l3.ip);
             frag_in = &first_frag_copy;
         }
-        let ip: &[u8] = match defrag.offer(frag_in, pkt.ts_ns) {
+        // The captured packet has its view already; a first fragment's copy is read anew.
+        let offered = if std::ptr::eq(frag_in, l3.ip) {
+            defrag.offer_viewed(frag_in, &view0, pkt.ts_ns)
+        } else {
+            defrag.offer(frag_in, pkt.ts_ns)
+        };
+        let ip: &[u8] = match offered {
             // The packet as offered: an incompletely captured first fragment's copy with MF
             // cleared, so that the engine takes it as the whole packet it stands for.
             FragResult::NotFragment => frag_in,
@@ -438,7 +441,20 @@ fn replay(
                 _ => {}
             }
         }
-        let decap = args.tunnel_max_depth > 0;
+        let decap = args.tunnel_max_depth > 0 && !kernel_decap;
+        if kernel_decap {
+            // The kernel opens the tunnel; the agent's checks of the inner packets go with it.
+            let uncaptured = (pkt.orig_len as usize).saturating_sub(pkt.data.len());
+            let v = decap::inner_verdicts(
+                ip,
+                view,
+                checksum_ok,
+                &policy,
+                args.tunnel_max_depth,
+                uncaptured,
+            );
+            agent.set_inner_verdicts(v);
+        }
         // With decapsulation, GRE and IP-in-IP packets are tunnel layers, not connections.
         let r = if decap && is_ip_tunnel_proto(view.proto) {
             Ok(())
@@ -447,10 +463,18 @@ fn replay(
             synth_ethernet_l2(l3.version, ip, &l2, &mut frame);
             agent.process(&frame, pkt.ts_ns, checksum_ok)
         } else {
-            agent.process_ip(l3.version, ip, pkt.ts_ns, checksum_ok, &mut frame)
+            agent.process_ip(
+                l3.version,
+                ip,
+                Some(view),
+                pkt.ts_ns,
+                checksum_ok,
+                &mut frame,
+            )
         };
         match r {
-            Ok(()) if decap => {
+            // Only UDP and the IP tunnel protocols can carry a tunnel (most packets are TCP).
+            Ok(()) if decap && (view.proto == 17 || is_ip_tunnel_proto(view.proto)) => {
                 st.processed += 1;
                 decap::process_inner(
                     &mut agent,

@@ -3,7 +3,7 @@
 
 use crate::capture::tunnels::Hop;
 use crate::core::event_uid::EventUid;
-use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, RemovalReason};
+use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, Need, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
 use crate::core::tracker::{ConnView, Observed, Removal, Timeouts, TimerHost, Tracker};
 use crate::core::tunnels::{Encap, Tunnels};
@@ -17,20 +17,29 @@ use crate::util::site::NetSet;
 use conntrack_common::conn::{CONN_ESTABLISHED, Conn};
 use conntrack_common::engine::Changes;
 use conntrack_common::event::{ConnChange, Event, EventKind};
+use conntrack_common::event::{ENCAP_CHANGED, ENCAP_NEW, ENCAP_TYPE_SHIFT, EncapEvent};
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, parse_ip};
 use conntrack_common::threshold::ThresholdCommand;
-use conntrack_common::tunnel::EncapChange;
+use conntrack_common::tunnel::{EncapChange, TunnelType};
+
+mod tunnels;
 
 /// Totals for the end-of-run summary.
 #[derive(Debug, Default, Clone)]
 pub struct AgentStats {
     pub conns_logged: u64,
-    /// foldhash: counted once per record (SipHash over the reason was a tenth of `log_conn`).
-    pub by_removal: crate::util::hashing::FastMap<&'static str, u64>,
+    /// Records logged by removal reason, indexed by `RemovalReason as usize`: counted once
+    /// per record, an array rather than a map keyed by the reason's name, which hashed a
+    /// string each time.
+    pub by_removal: [u64; REMOVAL_REASONS],
     pub table_full: u64,
     pub reuse: u64,
 }
+
+/// Room for every [`RemovalReason`] in [`AgentStats`].
+pub const REMOVAL_REASONS: usize = 8;
+const _: () = assert!((RemovalReason::Evicted as usize) < REMOVAL_REASONS);
 
 type TrackKey = FlowKey;
 
@@ -211,8 +220,23 @@ impl Agent {
         events: &[ConnEvent],
         crossed: Option<RawCrossing>,
     ) {
-        if !self.core.needs(&key, events, crossed.is_some()) {
-            return;
+        match self.core.needs(&key, events, crossed.is_some()) {
+            Need::Nothing => return,
+            Need::KeepState => {
+                let (dp, overflow) = (&self.dp, &self.overflow);
+                self.core.keep_state(&key, ts_ns, |kept| match conn {
+                    Some(c) => {
+                        *kept = *c;
+                        true
+                    }
+                    None => {
+                        let mut put = |c: &Conn| *kept = *c;
+                        dp.with_conn(&key, &mut put) || overflow.with_conn(&key, &mut put)
+                    }
+                });
+                return;
+            }
+            Need::Deliver => {}
         }
         let (dp, overflow, tracker) = (&self.dp, &self.overflow, &self.tracker);
         let info = self.core.fill_info(|info| {
@@ -371,20 +395,28 @@ impl Agent {
 
     /// One IP packet (no link layer, IP version `version`) through the datapath, then the
     /// events it produced: `process` of the frame `synth_ethernet` makes of it, which is
-    /// made (in `scratch`) only for a datapath that needs a frame.
+    /// made (in `scratch`) only for a datapath that needs a frame. `view`: `ip_view(ip)`, if
+    /// the caller has it (the host engine then does not read the IP header again).
     pub fn process_ip(
         &mut self,
         version: u8,
         ip: &[u8],
+        view: Option<&conntrack_common::packet::IpView>,
         ts_ns: i64,
         checksum_ok: bool,
         scratch: &mut Vec<u8>,
     ) -> anyhow::Result<()> {
         let mut events = std::mem::take(&mut self.events);
         events.clear();
-        let r = self
-            .dp
-            .process_ip(version, ip, ts_ns as u64, checksum_ok, &mut events, scratch);
+        let r = self.dp.process_ip(
+            version,
+            ip,
+            view,
+            ts_ns as u64,
+            checksum_ok,
+            &mut events,
+            scratch,
+        );
         for ev in &events {
             self.handle_event(ev, ts_ns)?;
         }
@@ -394,81 +426,6 @@ impl Agent {
         }
         self.deliver_contents();
         r.map_err(anyhow::Error::from)
-    }
-
-    /// Turns tunnel decapsulation's bookkeeping on: inner connections get `tunnel_parents`,
-    /// tunnels are written to tunnel.log.
-    pub fn enable_tunnels(&mut self, log: TunnelLog) {
-        self.add_log(log.shared());
-        self.tunnels = Some(Box::new(Tunnels::new(log)));
-    }
-
-    /// The encapsulation of the packets `process_ip` is given next (None: not encapsulated).
-    pub fn set_encap(&mut self, encap: Option<Encap>) {
-        if let Some(t) = &mut self.tunnels {
-            t.seen |= encap.is_some();
-            t.current = encap;
-        }
-    }
-
-    /// The uid of the tunnel `hop` (its outer packet was just processed), discovering it in
-    /// tunnel.log the first time; None when decapsulation is off or the outer connection is
-    /// not tracked.
-    pub fn tunnel_parent(&mut self, hop: &Hop<'_>, ts_ns: i64) -> anyhow::Result<Option<String>> {
-        let Some(t) = self.tunnels.as_mut() else {
-            return Ok(None);
-        };
-        let uid_gen = &mut self.uid_gen;
-        match hop.outer_key {
-            None => t
-                .ip_parent(hop.tunnel, hop.src, hop.dst, ts_ns, || {
-                    uid_gen.next_uid().render()
-                })
-                .map(Some),
-            Some(key) => {
-                let Some(uid) = self.tracker.uid(&key).filter(|u| *u != Uid::UNSET) else {
-                    return Ok(None);
-                };
-                let Some(c) = self.dp.lookup(&key).or_else(|| self.overflow.lookup(&key)) else {
-                    return Ok(None);
-                };
-                t.udp_parent(
-                    key,
-                    hop.tunnel,
-                    uid.render(),
-                    (c.orig_addr, c.orig_port),
-                    (c.resp_addr, c.resp_port),
-                    ts_ns,
-                )
-                .map(Some)
-            }
-        }
-    }
-
-    /// Zeek's `CheckEncapsulation` for the connection of packet `ip`, just processed: a change
-    /// of tunnel adds a parent (up to the limit, then `X`).
-    fn check_encap(&mut self, ip: &[u8]) {
-        let Some(t) = self.tunnels.as_mut() else {
-            return;
-        };
-        let created = t.created.take();
-        let id = t.current.as_ref().map_or(0, |e| e.id);
-        if !t.seen {
-            return;
-        }
-        let mut meta = PacketMeta::default();
-        if parse_ip(ip, &mut meta).is_err() {
-            return;
-        }
-        let key = FlowKey::from_meta(&meta);
-        let is_new = created == Some(key);
-        let change = self
-            .dp
-            .check_encap(&key, id, is_new)
-            .or_else(|| self.overflow.check_encap(&key, id, is_new));
-        if change == Some(EncapChange::Changed) {
-            t.on_change(key);
-        }
     }
 
     /// Content extraction: hands the payload records the datapath produced to the
@@ -508,9 +465,10 @@ impl Agent {
                 self.dp.forget_contents(&k);
                 let uid = self.tracker.forget(&k);
                 let uid = self.named(uid);
-                self.log_conn(&k, &s.conn, uid, RemovalReason::Reuse.as_str())
+                self.log_conn(&k, &s.conn, uid, RemovalReason::Reuse)
             }
             Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
+            Event::Encap(e) => self.encap_reported(e, ts_ns),
             Event::TableFull(t) => {
                 self.stats.table_full += 1;
                 if t.changes & Changes::TABLE_FULL.0 != 0 {
@@ -621,7 +579,8 @@ impl Agent {
         if !self.core.is_idle() {
             let removed = [ConnEvent::Removed(reason)];
             let now = self.tracker_now();
-            let info = self.core.needs(k, &removed, false).then(|| {
+            let needed = self.core.needs(k, &removed, false) == Need::Deliver;
+            let info = needed.then(|| {
                 self.core.fill_info(|info| {
                     info.key = *k;
                     info.uid = EventUid::new(Some(uid.clone()));
@@ -640,7 +599,7 @@ impl Agent {
             // Extraction's counters (a capability may have turned it on without events).
             self.dp.forget_contents(k);
         }
-        self.log_conn(k, &c, uid, reason.as_str())
+        self.log_conn(k, &c, uid, reason)
     }
 
     /// The shutdown drain of a datapath that removes in batches (the kernel's map: one system
@@ -682,7 +641,7 @@ impl Agent {
         k: &TrackKey,
         c: &Conn,
         uid: Uid,
-        why: &'static str,
+        why: RemovalReason,
     ) -> anyhow::Result<()> {
         let local = self.local_of(c);
         let mut service = std::mem::take(&mut self.service);
@@ -719,7 +678,9 @@ impl Agent {
         self.service = service;
         written?;
         self.stats.conns_logged += 1;
-        *self.stats.by_removal.entry(why).or_default() += 1;
+        if let Some(n) = self.stats.by_removal.get_mut(why as usize) {
+            *n += 1;
+        }
         Ok(())
     }
 

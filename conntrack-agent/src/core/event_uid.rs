@@ -48,6 +48,17 @@ impl EventUid {
         }
     }
 
+    /// [`EventUid::push_to`] of a byte buffer (removal.log builds its lines as bytes): a
+    /// random uid's digits go straight into `out`.
+    pub fn push_bytes_to(&self, out: &mut Vec<u8>) {
+        match (self.text.get(), &self.uid) {
+            (Some(t), _) => out.extend_from_slice(t.as_bytes()),
+            (None, Some(Uid::Random { hi, lo })) => push_random_uid(out, *hi, *lo),
+            (None, Some(given)) => out.extend_from_slice(given.render().as_bytes()),
+            (None, None) => {}
+        }
+    }
+
     fn render_into(&self, out: &mut String) {
         match &self.uid {
             Some(Uid::Random { hi, lo }) => crate::logs::conn_tsv::push_uid(out, *hi, *lo),
@@ -62,6 +73,16 @@ impl EventUid {
             (Some(a), Some(b)) => a == b,
             _ => self.as_str() == other.as_str(),
         }
+    }
+}
+
+/// A random uid as [`Uid::render`] spells it (`C`, then the base62 of `hi` and of `lo`, each
+/// without leading zeros), appended to `out`.
+pub fn push_random_uid(out: &mut Vec<u8>, hi: u32, lo: u64) {
+    out.push(b'C');
+    for v in [u64::from(hi), lo] {
+        let (digits, n) = crate::logs::conn_tsv::base62_digits(v);
+        out.extend_from_slice(&digits[n..]);
     }
 }
 
@@ -107,6 +128,50 @@ mod tests {
         EventUid::new(None).push_to(&mut out);
         EventUid::from_text("C2".into()).push_to(&mut out);
         assert_eq!(out, "C2");
+    }
+
+    #[test]
+    fn uid_bytes_are_the_rendered_uid() {
+        let mut g = UidGen::seeded(3);
+        let mut uids: Vec<Uid> = (0..20_000).map(|_| g.next_uid()).collect();
+        // Every digit count of each word, and the edges of the pairs.
+        for d in 0..=11u32 {
+            for v in [
+                62u64.saturating_pow(d),
+                62u64.saturating_pow(d).wrapping_sub(1),
+            ] {
+                uids.push(Uid::Random {
+                    hi: v as u32,
+                    lo: v,
+                });
+                uids.push(Uid::Random {
+                    hi: 61,
+                    lo: v.wrapping_add(1),
+                });
+            }
+        }
+        uids.extend([
+            Uid::Random { hi: 0, lo: 0 },
+            Uid::Random {
+                hi: u32::MAX,
+                lo: u64::MAX,
+            },
+            Uid::from("CgivenText1".to_string()),
+        ]);
+        for uid in uids {
+            let mut out = b"x".to_vec();
+            let e = EventUid::new(Some(uid.clone()));
+            e.push_bytes_to(&mut out);
+            assert_eq!(out, format!("x{}", uid.render()).as_bytes());
+            let mut out = Vec::new();
+            let _ = e.as_str();
+            e.push_bytes_to(&mut out);
+            assert_eq!(out, uid.render().as_bytes(), "from the kept text");
+        }
+        let mut out = Vec::new();
+        EventUid::new(None).push_bytes_to(&mut out);
+        EventUid::from_text("C2".into()).push_bytes_to(&mut out);
+        assert_eq!(out, b"C2");
     }
 
     #[test]

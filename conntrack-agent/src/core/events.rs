@@ -92,6 +92,17 @@ pub enum ConnEvent {
     Removed(RemovalReason),
 }
 
+/// What a connection's events take ([`EventCore::needs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: no capability handles them and the connection has no removal hooks.
+    Nothing,
+    /// Building and delivering them.
+    Deliver,
+    /// Only the connection's latest state, for its removal hooks ([`EventCore::keep_state`]).
+    KeepState,
+}
+
 /// A module that reacts to connection events.
 pub trait Capability {
     /// Called for every event of every connection (keep the common case cheap).
@@ -210,6 +221,11 @@ impl ConnHandle<'_> {
     /// Appends [`ConnHandle::uid`] to `out`, for a caller that writes it once (no copy kept).
     pub fn push_uid(&self, out: &mut String) {
         self.info.uid.push_to(out);
+    }
+
+    /// [`ConnHandle::push_uid`] of a byte buffer.
+    pub fn push_uid_bytes(&self, out: &mut Vec<u8>) {
+        self.info.uid.push_bytes_to(out);
     }
 
     /// The connection as of the event (counters, state, addresses).
@@ -406,24 +422,39 @@ impl EventCore {
 
     /// Whether `events` (and a threshold crossing, when `crossed`) of connection `key` need
     /// delivering: some capability handles one of them, a crossing is to be matched against
-    /// the thresholds set, or the connection has removal hooks (they keep its latest state and
-    /// run at its removal). Delivering costs the caller the connection's state, most events
-    /// need none of this. When they are not needed, what a `Removed` among them does without
-    /// a listener is done here: the connection's thresholds are forgotten.
-    pub fn needs(&mut self, key: &FlowKey, events: &[ConnEvent], crossed: bool) -> bool {
+    /// the thresholds set, or the connection has removal hooks and is removed (the hooks run).
+    /// Delivering costs the caller the connection's state, most events need none of this.
+    /// Events nobody handles of a connection with hooks only refresh the state its hooks get
+    /// if the datapath loses it ([`Need::KeepState`]): building and queueing each of them (an
+    /// `Established` per TCP connection when removal.log hooks every one) cost more than the
+    /// hook itself. When they are not needed, what a `Removed` among them does without a
+    /// listener is done here: the connection's thresholds are forgotten.
+    pub fn needs(&mut self, key: &FlowKey, events: &[ConnEvent], crossed: bool) -> Need {
         if self.caps.is_empty() {
-            return false;
+            return Need::Nothing;
         }
-        if crossed
-            || events.iter().any(|e| self.wanted.has(EventMask::of(e)))
-            || self.lifecycle.hooks.has(key)
-        {
-            return true;
+        if crossed || events.iter().any(|e| self.wanted.has(EventMask::of(e))) {
+            return Need::Deliver;
         }
-        if events.iter().any(|e| matches!(e, ConnEvent::Removed(_))) {
+        let removed = events.iter().any(|e| matches!(e, ConnEvent::Removed(_)));
+        if self.lifecycle.hooks.has(key) {
+            return if removed {
+                Need::Deliver
+            } else {
+                Need::KeepState
+            };
+        }
+        if removed {
             self.thresholds.forget(key);
         }
-        false
+        Need::Nothing
+    }
+
+    /// For [`Need::KeepState`]: connection `key`'s hooks keep its state as `fill` writes it
+    /// (false: the datapath no longer has it, the state kept stays), as of `ts_ns`. What
+    /// delivering its events would have done, without building them.
+    pub fn keep_state(&mut self, key: &FlowKey, ts_ns: u64, fill: impl FnOnce(&mut Conn) -> bool) {
+        self.lifecycle.hooks.refresh(key, ts_ns, fill);
     }
 
     /// Some capability asks [`Capability::connection_timing_out`].

@@ -17,6 +17,7 @@
 
 use crate::core::events::{ConnHandle, ConnInfo, RemovalReason};
 use crate::util::hashing::FastMap;
+use conntrack_common::conn::Conn;
 use conntrack_common::key::FlowKey;
 use smallvec::SmallVec;
 use std::rc::Rc;
@@ -78,6 +79,39 @@ impl RemovalHooks {
         let r = self.by_conn.get_mut(&info.key)?;
         let now = latest(&r.last, info);
         Some(std::mem::replace(&mut r.last, now))
+    }
+
+    /// What [`RemovalHooks::saw`] of an event nobody handles does, without the event: the
+    /// connection's kept state becomes what `fill` writes (its uid stays the one registered,
+    /// as `latest` keeps it), as of `ts_ns`. Written in place when nothing else holds the
+    /// state (the common case: the event that registered the hooks is long delivered).
+    pub(crate) fn refresh(
+        &mut self,
+        key: &FlowKey,
+        ts_ns: u64,
+        fill: impl FnOnce(&mut Conn) -> bool,
+    ) {
+        if self.by_conn.is_empty() {
+            return;
+        }
+        let Some(r) = self.by_conn.get_mut(key) else {
+            return;
+        };
+        let info = match Rc::get_mut(&mut r.last) {
+            Some(info) => info,
+            None => {
+                let mut fresh = ConnInfo::clone(&r.last);
+                if !fill(&mut fresh.conn) {
+                    return;
+                }
+                fresh.ts_ns = ts_ns;
+                r.last = Rc::new(fresh);
+                return;
+            }
+        };
+        if fill(&mut info.conn) {
+            info.ts_ns = ts_ns;
+        }
     }
 
     /// Removes and returns a connection's hooks (registration order) and its last state.

@@ -132,7 +132,7 @@ impl Tunnels {
         self.created = Some(key);
         if let Some(e) = &self.current {
             self.parents.insert(key, vec![e.parent.clone()]);
-        } else {
+        } else if !self.parents.is_empty() {
             self.parents.remove(&key);
         }
     }
@@ -148,10 +148,29 @@ impl Tunnels {
         }
     }
 
+    /// The kernel's report for `key`: created in the tunnel `parent` (`new`), or changed to it
+    /// (a change Zeek reports); the parents as `on_new` and `on_change` keep them.
+    pub fn add_parent(&mut self, key: FlowKey, parent: String, new: bool) {
+        let p = self.parents.entry(key).or_default();
+        if new {
+            p.clear();
+        }
+        if !p.contains(&parent) {
+            p.push(parent);
+        }
+    }
+
     /// `key` is being logged: its parents; a UDP tunnel's connection also closes its tunnel.
     pub fn removed(&mut self, key: &FlowKey, ts_ns: i64) -> anyhow::Result<Vec<String>> {
-        if let Some(k) = self.udp_tunnels.remove(key) {
+        // Asked at every removal, on a trace that most often has no tunnel at all: an empty
+        // map is not probed.
+        if !self.udp_tunnels.is_empty()
+            && let Some(k) = self.udp_tunnels.remove(key)
+        {
             self.write(&k, ts_ns, Action::Close)?;
+        }
+        if self.parents.is_empty() {
+            return Ok(Vec::new());
         }
         Ok(self.parents.remove(key).unwrap_or_default())
     }

@@ -14,7 +14,9 @@ use conntrack_common::contents::{self, ContentCounters, ContentHeader};
 use conntrack_common::engine::{self, Changes, EngineConfig};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::{PacketMeta, ParseError, l2, parse_ethernet, parse_ip};
+use conntrack_common::packet::{
+    IpView, PacketMeta, ParseError, l2, parse_ethernet, parse_ip, parse_ip_viewed,
+};
 use conntrack_common::threshold::{self, ThresholdCommand};
 use conntrack_common::tunnel::{self, EncapChange};
 
@@ -252,6 +254,7 @@ impl Datapath for HostDatapath {
         &mut self,
         version: u8,
         ip: &[u8],
+        view: Option<&IpView>,
         ts_ns: u64,
         checksum_ok: bool,
         events: &mut Vec<Event>,
@@ -268,8 +271,14 @@ impl Datapath for HostDatapath {
         // 0 bytes, the payload is what was captured.
         let patched = tso_zero_length_fix_ip(version, ip);
         let ip = patched.as_deref().unwrap_or(ip);
-        parse_ip(ip, &mut meta).map_err(DatapathError::Parse)?;
-        let full = meta;
+        match view {
+            // The view is of the packet as given; a patched copy is parsed anew.
+            Some(v) if patched.is_none() => parse_ip_viewed(ip, v, &mut meta),
+            _ => parse_ip(ip, &mut meta),
+        }
+        .map_err(DatapathError::Parse)?;
+        // The header's lengths, kept for extraction (not a copy of the whole meta per packet).
+        let lengths = (meta.ip_len, meta.ip_bytes);
         if patched.is_some() {
             meta.ip_len = 0;
             meta.ip_bytes = 0;
@@ -280,8 +289,9 @@ impl Datapath for HostDatapath {
         let ch = self.process_meta(&meta, ts_ns, checksum_ok, events);
         if self.payload_wanted(ch, &meta) {
             // payload_of needs the header's length; the engine was given 0.
-            let payload = ip_payload_of(ip, &full).unwrap_or(&[]);
-            self.take_payload(ch, payload, &full, ts_ns, checksum_ok);
+            (meta.ip_len, meta.ip_bytes) = lengths;
+            let payload = ip_payload_of(ip, &meta).unwrap_or(&[]);
+            self.take_payload(ch, payload, &meta, ts_ns, checksum_ok);
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use conntrack_common::conn::Conn;
 use conntrack_common::contents::{CONTENT_FROM_ORIG, ContentCounters, ContentHeader};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
-use conntrack_common::packet::{PacketMeta, ParseError};
+use conntrack_common::packet::{IpView, PacketMeta, ParseError};
 use conntrack_common::threshold::{self, ThresholdCommand};
 use conntrack_common::tunnel::EncapChange;
 
@@ -87,11 +87,14 @@ pub trait Datapath {
     /// An IP packet of version `version` (no link layer; the replay's packets): what
     /// `process` does with the frame [`synth_ethernet`] makes of it, which is what the default
     /// does in `scratch` (the kernel engine runs the program on a frame). The host engine
-    /// parses the IP packet where it lies.
+    /// parses the IP packet where it lies, taking what `view` (the replay's `ip_view` of
+    /// `ip`, if it has one) already read of the header rather than reading it again.
+    #[allow(clippy::too_many_arguments)]
     fn process_ip(
         &mut self,
         version: u8,
         ip: &[u8],
+        _view: Option<&IpView>,
         ts_ns: u64,
         checksum_ok: bool,
         events: &mut Vec<Event>,
@@ -171,6 +174,16 @@ pub trait Datapath {
     /// Zeek's MAC/VLAN policy fields: every NewConn from now on carries the link-layer fields
     /// of the connection's first packet (`Event::NewConnL2`). Off by default, and then free.
     fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError>;
+    /// Tunnel decapsulation in the datapath itself (the kernel's tunnel stage), up to `depth`
+    /// layers (0: off). Returns whether this datapath decapsulates: the host engine does not
+    /// (its replay decapsulates in `read`, handing it each inner packet).
+    fn set_tunnel_depth(&mut self, _depth: u32) -> Result<bool, DatapathError> {
+        Ok(false)
+    }
+    /// Replay through a datapath that decapsulates: the agent's verdicts on the next packet's
+    /// inner layers (`capture::tunnels`: per layer, bad checksum and dropped bits), `None`
+    /// when the packet carries no tunnel.
+    fn set_inner_verdicts(&mut self, _verdicts: Option<u32>) {}
 }
 /// Offset of the ethertype that follows an Ethernet frame's VLAN tags (12 untagged): the
 /// replay's frames carry the captured tags when the VLAN policy fields are on.

@@ -1,6 +1,6 @@
 //! conn.log writer: Zeek's ASCII (TSV) format with all header lines, or Zeek's JSON lines.
 
-use crate::logs::conn_tsv::{RecordUid, write_conn_tsv};
+use crate::logs::conn_tsv::{RecordUid, with_conn_tsv};
 use crate::logs::l2_fields::{Columns, L2Fields};
 use crate::logs::record::{ConnRecord, FIELDS, TYPES};
 use crate::logs::rotate::{HeaderFn, LogFile, LogOptions, fmt_log_date};
@@ -132,7 +132,7 @@ impl ConnLogWriter {
     /// Writes connection `c`'s record, with uid `uid`, local_orig / local_resp `local` and the
     /// fields the agent adds (`extra`: service, MAC/VLAN columns, tunnel parents), at network
     /// time `now_ns` (None: the wall clock): straight from the connection when
-    /// [`write_conn_tsv`] can, else through a [`ConnRecord`] (same text either way).
+    /// [`with_conn_tsv`] can, else through a [`ConnRecord`] (same text either way).
     pub fn write_conn(
         &mut self,
         c: &Conn,
@@ -150,11 +150,10 @@ impl ConnLogWriter {
             && self.cols == Columns::default()
             && tunnel_parents.is_empty()
         {
-            let mut line = std::mem::take(&mut self.line);
-            line.clear();
-            let direct = write_conn_tsv(&mut line, c, uid, local, service);
-            let written = direct.then(|| self.file.write_line(&line, now_ns));
-            self.line = line;
+            let file = &mut self.file;
+            let written = with_conn_tsv(c, uid, local, service, |line| {
+                file.write_line_bytes(line, now_ns)
+            });
             if let Some(written) = written {
                 written?;
                 self.records += 1;
@@ -307,6 +306,11 @@ mod tests {
         assert_eq!(fmt_log_date(1_700_000_000), "2023-11-14-22-13-20");
         assert_eq!(fmt_time_ns(1_000), "0.000001");
         assert_eq!(fmt_time_ns(-2_000_000), "-0.002000");
+        // Every fraction digit pair, rounding to the microsecond half away from zero.
+        assert_eq!(fmt_time_ns(1_700_000_000_123_456_500), "1700000000.123457");
+        assert_eq!(fmt_time_ns(987_654_321_499), "987.654321");
+        assert_eq!(fmt_time_ns(-10_999_999_500), "-11.000000");
+        assert_eq!(fmt_time_ns(5_090_807_000), "5.090807");
         let a: IpAddr = "2001:470:4867:99::21".parse().unwrap();
         assert_eq!(fmt_addr(&a), "2001:470:4867:99::21");
         let m: IpAddr = "::ffff:10.0.0.1".parse().unwrap();

@@ -9,15 +9,23 @@
 //! [`ConnRecord::from_conn`]: crate::logs::record::ConnRecord::from_conn
 //! [`ConnRecord::write_tsv`]: crate::logs::record::ConnRecord::write_tsv
 
-use crate::logs::record::time_parts;
+use crate::logs::record::{DIGIT_PAIRS, time_parts};
 use conntrack_common::conn::Conn;
 
 /// Longest history written here: longer (never seen in practice) takes the record's path.
 const MAX_HISTORY: usize = 64;
 
+/// Longest service set written here (names and commas); a longer one takes the record's path.
+const MAX_SERVICE: usize = 64;
+
+/// The service column's length, commas included.
+fn service_len(service: &[&str]) -> usize {
+    service.iter().map(|s| s.len() + 1).sum()
+}
+
 /// Room for the longest line of this path: 13 numbers of at most 20 digits, two times of at
 /// most 27 characters, two addresses of at most 39, the uid (at most 23), the longest proto and
-/// conn_state names, the history and 21 tabs; well under 512.
+/// conn_state names, the history, the service set and 21 tabs; well under 512.
 const LINE: usize = 512;
 
 /// A line being put together: ASCII only, so it is a `str` as written.
@@ -48,8 +56,23 @@ impl<const N: usize> Line<N> {
         self.byte(b'\t');
     }
 
-    fn int(&mut self, v: impl itoa::Integer) {
-        self.put(itoa::Buffer::new().format(v).as_bytes());
+    /// A number in decimal, written in place two digits at a time: through itoa's buffer it
+    /// was a copy of a slice of varying length, a `memcpy` call, for each of a line's 13.
+    fn int(&mut self, v: impl Into<u64>) {
+        let mut v: u64 = v.into();
+        let end = self.len + v.checked_ilog10().unwrap_or(0) as usize + 1;
+        let mut i = end;
+        while v >= 100 {
+            i -= 2;
+            self.buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[(v % 100) as usize]);
+            v /= 100;
+        }
+        if v >= 10 {
+            self.buf[i - 2..i].copy_from_slice(&DIGIT_PAIRS[v as usize]);
+        } else {
+            self.buf[i - 1] = b'0' + v as u8;
+        }
+        self.len = end;
     }
 
     /// `secs.micros`, as the record's writer puts it ([`time_parts`]).
@@ -72,16 +95,13 @@ impl<const N: usize> Line<N> {
         }
     }
 
-    /// A byte in decimal without leading zeros (an address has eight per record).
+    /// A byte in decimal without leading zeros (a record has eight): its three table bytes
+    /// written, the length moved by its digits (the padding is written over next). A copy of
+    /// one to three bytes was a `memcpy` call, and digit by digit three branches.
     fn octet(&mut self, b: u8) {
-        // Byte by byte: a copy of a slice of one to three bytes was a `memcpy` call each.
-        if b >= 100 {
-            self.byte(b'0' + b / 100);
-        }
-        if b >= 10 {
-            self.byte(b'0' + b / 10 % 10);
-        }
-        self.byte(b'0' + b % 10);
+        let (digits, n) = OCTETS[usize::from(b)];
+        self.buf[self.len..self.len + 3].copy_from_slice(&digits);
+        self.len += usize::from(n);
     }
 
     /// An address as `write_addr` writes it: IPv4-mapped as IPv4, IPv4-compatible (`::a.b.c.d`)
@@ -126,26 +146,75 @@ impl<const N: usize> Line<N> {
         self.base62(lo);
     }
 
-    /// Base62 of a 64-bit word, most significant digit first (as `uid::push_base62`).
-    fn base62(&mut self, mut v: u64) {
-        const ALPHABET: &[u8; 62] =
-            b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-        let mut digits = [0u8; 11];
-        let mut n = digits.len();
-        loop {
-            n -= 1;
-            digits[n] = ALPHABET[(v % 62) as usize];
-            v /= 62;
-            if v == 0 {
-                break;
-            }
-        }
+    /// Base62 of a 64-bit word, most significant digit first (as `uid::push_base62`), two
+    /// digits per division: a record has two of these, and a digit at a time was a tenth of
+    /// the line's cost.
+    fn base62(&mut self, v: u64) {
+        let (digits, n) = base62_digits(v);
         self.put(&digits[n..]);
     }
 
-    fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.buf[..self.len]).ok()
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
+
+    fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.bytes()).ok()
+    }
+}
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Each byte in decimal (up to three digits, then padding) and its number of digits.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut t = [([0u8; 3], 0u8); 256];
+    let mut i = 0;
+    while i < t.len() {
+        let b = i as u8;
+        t[i] = if b >= 100 {
+            ([b'0' + b / 100, b'0' + b / 10 % 10, b'0' + b % 10], 3)
+        } else if b >= 10 {
+            ([b'0' + b / 10, b'0' + b % 10, 0], 2)
+        } else {
+            ([b'0' + b, 0, 0], 1)
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Every two-digit base62 number, `00` to `zz`, by value.
+const BASE62_PAIRS: [[u8; 2]; 62 * 62] = {
+    let mut t = [[0u8; 2]; 62 * 62];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = [BASE62[i / 62], BASE62[i % 62]];
+        i += 1;
+    }
+    t
+};
+
+/// `v` in base62, most significant digit first, no leading zeros (0 is "0"): the digits are
+/// `digits[start..]` of the returned `(digits, start)`. Two digits per division: the uid is a
+/// good part of a line's cost (conn.log's and removal.log's writers share this).
+pub fn base62_digits(mut v: u64) -> ([u8; 12], usize) {
+    // 62^11 > 2^64: at most 11 digits.
+    let mut digits = [0u8; 12];
+    let mut n = digits.len();
+    while v >= 62 * 62 {
+        n -= 2;
+        digits[n..n + 2].copy_from_slice(&BASE62_PAIRS[(v % (62 * 62)) as usize]);
+        v /= 62 * 62;
+    }
+    // What is left is one or two digits, the first not a leading zero (unless `v` was 0).
+    if v >= 62 {
+        n -= 2;
+        digits[n..n + 2].copy_from_slice(&BASE62_PAIRS[v as usize]);
+    } else {
+        n -= 1;
+        digits[n] = BASE62[v as usize];
+    }
+    (digits, n)
 }
 
 /// An address as conn.log writes it, appended to `out` (see `Line::addr`).
@@ -220,9 +289,9 @@ fn plain_history(h: &[u8]) -> bool {
     h.len() <= MAX_HISTORY && h.iter().all(|&b| (0x20..0x7f).contains(&b))
 }
 
-/// Appends `c`'s conn.log line (no community_id column) with uid `uid`, local_orig /
-/// local_resp `local` and `service` to `out`, if it is a record of this path; false (nothing appended)
-/// otherwise: a uid given as text, an unusual history.
+/// Appends [`with_conn_tsv`]'s line to `out`; false (nothing appended) for a record not of
+/// this path. The tests' view of the line.
+#[cfg(test)]
 pub fn write_conn_tsv(
     out: &mut String,
     c: &Conn,
@@ -230,12 +299,35 @@ pub fn write_conn_tsv(
     local: Option<(bool, bool)>,
     service: &[&str],
 ) -> bool {
+    with_conn_tsv(c, uid, local, service, |line| {
+        match std::str::from_utf8(line) {
+            Ok(s) => {
+                out.push_str(s);
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .unwrap_or(false)
+}
+
+/// `f` of `c`'s conn.log line (no community_id column, ASCII, no newline) with uid `uid`,
+/// local_orig / local_resp `local` and `service`, if it is a record of this path; None otherwise: a uid
+/// given as text, an unusual history. The line is handed over as bytes, for the log's writer,
+/// which buffers bytes: it goes there once, without a `String` (and its UTF-8 check) between.
+pub fn with_conn_tsv<R>(
+    c: &Conn,
+    uid: RecordUid,
+    local: Option<(bool, bool)>,
+    service: &[&str],
+    f: impl FnOnce(&[u8]) -> R,
+) -> Option<R> {
     let RecordUid::Random { hi, lo } = uid else {
-        return false;
+        return None;
     };
     let history = c.history_str();
-    if !plain_history(history) {
-        return false;
+    if !plain_history(history) || service_len(service) > MAX_SERVICE {
+        return None;
     }
     let mut l = Line::<LINE>::new();
     l.time_ns(c.start_ns as i64);
@@ -305,13 +397,7 @@ pub fn write_conn_tsv(
     // tunnel_parents: always empty here.
     l.put(b"\t-\t");
     l.int(c.proto);
-    match l.as_str() {
-        Some(s) => {
-            out.push_str(s);
-            true
-        }
-        None => false,
-    }
+    Some(f(l.bytes()))
 }
 
 #[cfg(test)]
@@ -408,6 +494,23 @@ mod tests {
     }
 
     #[test]
+    fn numbers_as_itoa_writes_them() {
+        let mut values = vec![0u64, u64::MAX, u64::MAX / 3];
+        for p in 0..20 {
+            let t = 10u64.pow(p);
+            values.extend([t - 1, t, t + 1, t / 3 * 2]);
+        }
+        for v in values {
+            let mut l = Line::<64>::new();
+            l.byte(b'x');
+            l.int(v);
+            l.byte(b'y');
+            let want = format!("x{}y", itoa::Buffer::new().format(v));
+            assert_eq!(l.as_str(), Some(want.as_str()), "{v}");
+        }
+    }
+
+    #[test]
     fn octets_as_itoa_writes_them() {
         for b in 0..=255u8 {
             let mut l = Line::<LINE>::new();
@@ -430,6 +533,19 @@ mod tests {
     }
 
     proptest! {
+        /// A uid is spelled as the tracker's `Uid` renders it (one base62 digit at a time),
+        /// also at the two-digit boundaries of the line's base62.
+        #[test]
+        fn uids_as_the_tracker_renders_them(
+            hi in prop_oneof![Just(0u32), Just(61), Just(62), Just(3843), Just(3844), Just(u32::MAX), any::<u32>()],
+            lo in prop_oneof![Just(0u64), Just(61), Just(62), Just(3843), Just(3844), Just(238_327), Just(238_328), Just(u64::MAX), any::<u64>()],
+        ) {
+            let mut l = Line::<LINE>::new();
+            l.uid(hi, lo);
+            let want = crate::core::uid::Uid::Random { hi, lo }.render();
+            prop_assert_eq!(l.as_str(), Some(want.as_str()));
+        }
+
         /// Any connection (through the engine's own fields) is written as the record's path
         /// writes it, or left to it.
         #[test]

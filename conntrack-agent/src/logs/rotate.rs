@@ -364,6 +364,12 @@ impl LogFile {
     /// Appends one record (`line` without its newline) at network time `now_ns` (None: the
     /// wall clock).
     pub fn write_line(&mut self, line: &str, now_ns: Option<i64>) -> anyhow::Result<()> {
+        self.write_line_bytes(line.as_bytes(), now_ns)
+    }
+
+    /// [`LogFile::write_line`] of a line given as its bytes (text the caller made, e.g. ASCII
+    /// written straight into a buffer: no `str` to make of it first).
+    pub fn write_line_bytes(&mut self, line: &[u8], now_ns: Option<i64>) -> anyhow::Result<()> {
         let now = now_ns.unwrap_or_else(wall_ns);
         self.tick(now)?;
         if self.health.reader_gone.load(Ordering::Relaxed) {
@@ -385,7 +391,7 @@ impl LogFile {
             self.health.drop_records(1);
             return Ok(());
         }
-        self.buf.extend_from_slice(line.as_bytes());
+        self.buf.extend_from_slice(line);
         self.buf.push(b'\n');
         self.buf_lines += 1;
         self.bytes += len;

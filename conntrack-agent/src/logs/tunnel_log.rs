@@ -4,8 +4,9 @@
 //! and IP-in-IP, whose tunnels have no conn.log record).
 
 use crate::logs::conn_log::LogFormat;
+use crate::logs::health::LogHealth;
 use crate::logs::record::{fmt_addr, fmt_time_ns};
-use crate::logs::rotate::{HeaderFn, LogFile, LogOptions, SharedLog, fmt_log_date};
+use crate::logs::rotate::{HeaderFn, LogFile, LogOptions, SharedLog, Tick, fmt_log_date};
 use crate::util::site::addr_from_bytes;
 use conntrack_common::tunnel::TunnelType;
 use std::cell::RefCell;
@@ -93,20 +94,68 @@ pub fn line(r: &TunnelRecord<'_>, format: LogFormat) -> String {
 }
 
 /// `<log-dir>/tunnel.log`, shared with the agent, which rotates and flushes it with conn.log.
+/// As Zeek's, the file is made by the first tunnel: a capture without tunnels leaves none.
 pub struct TunnelLog {
-    file: Rc<RefCell<LogFile>>,
+    file: Rc<RefCell<Lazy>>,
     format: LogFormat,
+}
+
+/// The log file once a line was written; until then the agent's ticks do nothing.
+struct Lazy {
+    file: Option<LogFile>,
+    path: std::path::PathBuf,
+    opts: LogOptions,
+    format: LogFormat,
+    health: std::sync::Arc<LogHealth>,
+}
+
+impl Lazy {
+    fn file(&mut self) -> anyhow::Result<&mut LogFile> {
+        if self.file.is_none() {
+            let header: Option<HeaderFn> =
+                (self.format == LogFormat::Tsv).then(|| Box::new(tsv_header) as HeaderFn);
+            let f = LogFile::create(&self.path, "tunnel", header, self.opts.clone(), false)?;
+            self.file = Some(f);
+        }
+        Ok(self.file.as_mut().expect("just created"))
+    }
+}
+
+impl Tick for Lazy {
+    fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
+        match &mut self.file {
+            Some(f) => f.tick(now_ns),
+            None => Ok(()),
+        }
+    }
+    fn flush(&mut self) -> anyhow::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+    fn health(&self) -> std::sync::Arc<LogHealth> {
+        match &self.file {
+            Some(f) => Tick::health(f),
+            // Nothing written, nothing lost.
+            None => self.health.clone(),
+        }
+    }
 }
 
 impl TunnelLog {
     pub fn create(dir: &Path, format: LogFormat, opts: LogOptions) -> anyhow::Result<Self> {
-        let header: Option<HeaderFn> =
-            (format == LogFormat::Tsv).then(|| Box::new(tsv_header) as HeaderFn);
-        let path = dir.join("tunnel.log");
+        // The directory now: a log directory that cannot be made fails at start, not at the
+        // first tunnel.
+        crate::logs::rotate::create_log_dir(dir)?;
         Ok(Self {
-            file: Rc::new(RefCell::new(LogFile::create(
-                &path, "tunnel", header, opts, false,
-            )?)),
+            file: Rc::new(RefCell::new(Lazy {
+                file: None,
+                path: dir.join("tunnel.log"),
+                opts,
+                format,
+                health: Default::default(),
+            })),
             format,
         })
     }
@@ -114,6 +163,7 @@ impl TunnelLog {
     pub fn write(&mut self, r: &TunnelRecord<'_>) -> anyhow::Result<()> {
         self.file
             .borrow_mut()
+            .file()?
             .write_line(&line(r, self.format), Some(r.ts_ns))
     }
 

@@ -236,6 +236,56 @@ fn a_connection_the_datapath_lost_still_runs_its_hooks() {
     );
 }
 
+/// [`HookEverything`] that handles nothing but `New`: its connections' other events are not
+/// built, only the state their hooks keep is refreshed.
+struct HookOnNew(HookEverything);
+
+impl Capability for HookOnNew {
+    fn on_event(&mut self, c: &mut ConnHandle<'_>, event: &ConnEvent) {
+        self.0.on_event(c, event);
+    }
+    fn wants_state_changes(&self) -> bool {
+        false
+    }
+    fn events(&self) -> crate::core::events::EventMask {
+        crate::core::events::EventMask::NEW
+    }
+}
+
+#[test]
+fn a_lost_connection_hooked_on_new_gets_the_state_of_its_last_event_all_the_same() {
+    let run = |handles_all: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let dp = Box::new(HostDatapath::new(HostConfig::new(&[])));
+        let mut agent = agent_on(dp, &dir, Timeouts::default());
+        let ran: Ran = Rc::default();
+        let cap = HookEverything::new(ran.clone());
+        if handles_all {
+            agent.register(Box::new(cap));
+        } else {
+            agent.register(Box::new(HookOnNew(cap)));
+        }
+        // 3101: established (an event), then data (none); 3102: an unanswered SYN.
+        for (f, t) in handshake(3101) {
+            packet(&mut agent, &f, t);
+        }
+        packet(&mut agent, &tcp(3101, true, ACK | 0x08, 101, 501), SEC);
+        packet(&mut agent, &tcp(3102, true, SYN, 7, 0), SEC);
+        for k in agent.dp.keys() {
+            agent.dp.remove(&k);
+        }
+        agent.advance(T0 + 600 * SEC).unwrap();
+        agent.finish().unwrap();
+        let mut got = ran.borrow().clone();
+        got.sort_by_key(|r| r.0);
+        got
+    };
+    let evicted = |port, state: &str| (port, RemovalReason::Evicted, state.to_string());
+    let want = vec![evicted(3101, "S1"), evicted(3102, "S0")];
+    assert_eq!(run(true), want, "delivered events keep the state");
+    assert_eq!(run(false), want, "the Established state without the event");
+}
+
 #[test]
 fn unregistered_hooks_do_not_run_and_others_stay() {
     let dir = tempfile::tempdir().unwrap();

@@ -299,6 +299,8 @@ pub(crate) enum Reason {
     Packet,
     /// The entry is not this protocol's connection (a just-inserted zeroed eBPF entry).
     Protocol,
+    /// The connection was seen inside a tunnel (`Conn::encap`).
+    Tunnel,
     /// Payload of a direction whose content is extracted (`contents::wanted`).
     Extraction,
     /// An armed threshold would cross (`ConnSize_Analyzer::CheckThresholds`).
@@ -353,6 +355,11 @@ pub(crate) fn plan(c: &Conn, m: &FastMeta, now_ns: u64) -> Result<Plan, Reason> 
     }
     if c.proto != m.proto {
         return Err(Reason::Protocol);
+    }
+    // A connection seen in a tunnel: a packet outside it changes its encapsulation
+    // (`tunnel::check_encap`), which the full path applies.
+    if c.encap != 0 {
+        return Err(Reason::Tunnel);
     }
     // `engine::is_orig`: the tuple's source port is the transport port or the ICMP type.
     let (sport, _, _) = tuple_ports_of(m.proto, m.sport, m.dport);

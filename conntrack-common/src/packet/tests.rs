@@ -398,3 +398,41 @@ fn truncated_or_garbage_input_never_panics() {
     assert_eq!(parse_ethernet(&[], &mut m), Err(ParseError::Truncated));
     assert_eq!(parse_ip(&[0x45, 0], &mut m), Err(ParseError::Truncated));
 }
+
+#[test]
+fn parse_ip_viewed_is_parse_ip() {
+    let syn = tcp_seg(1, 2, SYN, 3, 0, &[2, 4, 5, 0xb4, 1, 3, 3, 7], 5);
+    let udp_opts = ipv4(A4, B4, proto::UDP, &[1, 1, 1, 0], udp_seg(1, 2, 7));
+    let mut frag = udp_opts.clone();
+    frag[6] = 0x20; // MF
+    let mut tso = udp_opts.clone();
+    tso[2..4].fill(0); // total length below the header: parse_ip refuses it
+    let packets: Vec<Vec<u8>> = std::vec![
+        ipv4(A4, B4, proto::TCP, &[], syn.clone()),
+        ipv4(A4, B4, proto::TCP, &[], tcp_seg(5, 6, ACK, 9, 8, &[], 0)),
+        udp_opts.clone(),
+        udp_opts[..22].to_vec(), // options cut by the capture
+        udp_opts[..26].to_vec(), // UDP header cut
+        ipv4(A4, B4, proto::ICMP, &[], icmp_seg(8, 0, 4)),
+        ipv4(A4, B4, 47, &[], std::vec![0u8; 12]),
+        frag,
+        tso,
+        ipv6(A6, B6, proto::TCP, &[], syn),
+    ];
+    for ip in &packets {
+        for cut in [ip.len(), ip.len().saturating_sub(3), 21] {
+            let ip = &ip[..cut.min(ip.len())];
+            let Some(v) = ip_view(ip) else { continue };
+            let (mut a, mut b) = (PacketMeta::default(), PacketMeta::default());
+            // Garbage in both, as a reused meta would hold: both start from scratch.
+            b.sport = 7;
+            b.frag_offset = 9;
+            let ra = parse_ip(ip, &mut a);
+            let rb = parse_ip_viewed(ip, &v, &mut b);
+            assert_eq!(ra, rb, "{ip:?}");
+            if ra.is_ok() {
+                assert_eq!(a, b, "{ip:?}");
+            }
+        }
+    }
+}

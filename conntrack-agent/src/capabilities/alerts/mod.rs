@@ -26,6 +26,7 @@ pub use metrics::{AlertMetrics, MetricsSnapshot};
 pub use rule::{ConnMatch, Rule, RuleId};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use webhook::Delivery;
 pub use webhook::DrainReport;
@@ -53,6 +54,9 @@ pub struct Alerts {
     drain_timeout: Duration,
     /// Something to report at the end: rules or webhooks are configured.
     configured: bool,
+    /// Bumped when the rules are replaced: the capability's copy of their matches is checked
+    /// against it without taking the lock ([`capability::AlertRules`]).
+    rules_version: Arc<AtomicU64>,
 }
 
 impl Alerts {
@@ -91,6 +95,7 @@ impl Alerts {
             community_id,
             drain_timeout: settings.drain_timeout,
             configured: !settings.rules.is_empty() || !settings.webhooks.is_empty(),
+            rules_version: Arc::default(),
         })
     }
 
@@ -98,6 +103,14 @@ impl Alerts {
     /// value (`rules_at`): a crossing that no current rule stands for makes no alert.
     pub fn replace_rules(&mut self, rules: Vec<Rule>) {
         self.rules = rules;
+        self.rules_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The rules' version (changes when they are replaced) and their matches as of now.
+    pub fn matchers(&self) -> (Arc<AtomicU64>, u64, Vec<rule::Match>) {
+        let version = self.rules_version.load(Ordering::Acquire);
+        let matchers = self.rules.iter().map(|r| r.matcher.clone()).collect();
+        (self.rules_version.clone(), version, matchers)
     }
 
     /// No rules: nothing to arm, no alert can happen.

@@ -89,19 +89,28 @@ fn in_ports(ranges: &[PortRange], p: u16) -> bool {
 
 impl Match {
     pub fn matches(&self, c: &ConnMatch) -> bool {
-        (self.protos.is_empty() || self.protos.contains(&c.proto))
+        self.may_match(c.proto, c.orig_p, c.resp_p)
             && in_nets(&self.orig_nets, c.orig_h)
             && in_nets(&self.resp_nets, c.resp_h)
             && (self.nets.is_empty()
                 || in_nets(&self.nets, c.orig_h)
                 || in_nets(&self.nets, c.resp_h))
-            && in_ports(&self.orig_ports, c.orig_p)
-            && in_ports(&self.resp_ports, c.resp_p)
-            && (self.ports.is_empty()
-                || in_ports(&self.ports, c.orig_p)
-                || in_ports(&self.ports, c.resp_p))
             && (self.ifaces.is_empty()
                 || c.iface.is_some_and(|i| self.ifaces.iter().any(|x| x == i)))
+    }
+}
+
+impl Match {
+    /// The protocol and port conditions alone, which need no [`ConnMatch`]: false means the
+    /// rule cannot match (`matches` checks them first). Most connections fail a rule here,
+    /// before their addresses are converted for the net conditions.
+    pub fn may_match(&self, proto: u8, orig_p: u16, resp_p: u16) -> bool {
+        (self.protos.is_empty() || self.protos.contains(&proto))
+            && in_ports(&self.orig_ports, orig_p)
+            && in_ports(&self.resp_ports, resp_p)
+            && (self.ports.is_empty()
+                || in_ports(&self.ports, orig_p)
+                || in_ports(&self.ports, resp_p))
     }
 }
 
@@ -190,6 +199,25 @@ mod tests {
             ..Match::default()
         };
         assert!(m.matches(&conn(6, "::ffff:10.0.0.1", 1, "::1", 2, None)));
+    }
+
+    #[test]
+    fn may_match_is_the_protocol_and_port_part_of_matches() {
+        let m = Match {
+            protos: vec![6],
+            nets: nets("10.0.0.0/8"),
+            ports: vec![PortRange { lo: 1, hi: 1 }],
+            ..Match::default()
+        };
+        for (proto, op, rp, may) in [(6, 1, 80, true), (6, 80, 1, true), (6, 80, 443, false)] {
+            assert_eq!(m.may_match(proto, op, rp), may, "{proto} {op} {rp}");
+            let inside = conn(proto, "10.0.0.1", op, "8.8.8.8", rp, None);
+            assert_eq!(m.matches(&inside), may, "the nets hold: as the ports");
+            let outside = conn(proto, "11.0.0.1", op, "8.8.8.8", rp, None);
+            assert!(!m.matches(&outside), "the nets do not hold");
+        }
+        assert!(!m.may_match(17, 1, 1), "protocol");
+        assert!(Match::default().may_match(17, 5, 6), "no condition");
     }
 
     #[test]

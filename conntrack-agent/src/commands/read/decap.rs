@@ -7,7 +7,7 @@ use crate::capture::tunnels::{check_inner, inner_of};
 use crate::core::agent::Agent;
 use crate::core::tunnels::Encap;
 use conntrack_common::packet::IpView;
-use conntrack_common::tunnel::{encap_id, is_ip_tunnel_proto};
+use conntrack_common::tunnel::is_ip_tunnel_proto;
 
 /// The inner packets of `ip` (already processed, with `view` and transport checksum verdict
 /// `checksum_ok`), nested at most `max_depth` deep. Zeek decapsulates only a valid packet:
@@ -36,7 +36,7 @@ pub fn process_inner(
         let Some(parent) = agent.tunnel_parent(&hop, ts_ns)? else {
             break;
         };
-        let id = encap_id(outer_id, hop.tunnel, &hop.id_bytes());
+        let id = hop.encap_id(outer_id);
         let (inner_view, inner_ok) = match check_inner(&hop.inner, policy, uncaptured) {
             Ok(v) => v,
             Err(why) => {
@@ -49,7 +49,14 @@ pub fn process_inner(
             Ok(())
         } else {
             agent.set_encap(Some(Encap { id, parent }));
-            let r = agent.process_ip(hop.inner.version, hop.inner.ip, ts_ns, inner_ok, scratch);
+            let r = agent.process_ip(
+                hop.inner.version,
+                hop.inner.ip,
+                Some(&inner_view),
+                ts_ns,
+                inner_ok,
+                scratch,
+            );
             agent.set_encap(None);
             r
         };
@@ -65,14 +72,59 @@ pub fn process_inner(
     Ok(())
 }
 
+/// Per inner layer `d` (0: the first), 2 bits: 1 << 2d the layer's transport checksum is
+/// bad, 2 << 2d Zeek's IP checks drop it (`check_inner`). Must match conntrack-ebpf/src/tunnel.rs.
+const VERDICT_BAD_CHECKSUM: u32 = 1;
+const VERDICT_DROPPED: u32 = 2;
+
+/// For the kernel's tunnel stage, which opens the layers itself: the replay's verdicts on the
+/// inner packets of `ip` (Zeek's IP checks and checksums, which need the capture's lengths and
+/// the checksum policy), layer by layer as `process_inner` walks them. `None` when `ip` carries
+/// no tunnel to open.
+pub fn inner_verdicts(
+    ip: &[u8],
+    view: &IpView,
+    checksum_ok: bool,
+    policy: &ChecksumPolicy,
+    max_depth: u32,
+    uncaptured: usize,
+) -> Option<u32> {
+    let (mut ip, mut view, mut ok) = (ip, *view, checksum_ok);
+    let mut bits = None::<u32>;
+    for d in 0..max_depth.min(16) {
+        if !ok {
+            break;
+        }
+        let Some(hop) = inner_of(ip, &view) else {
+            break;
+        };
+        let b = bits.get_or_insert(0);
+        match check_inner(&hop.inner, policy, uncaptured) {
+            Ok((v, inner_ok)) => {
+                if !inner_ok {
+                    *b |= VERDICT_BAD_CHECKSUM << (2 * d);
+                }
+                (ip, view, ok) = (hop.inner.ip, v, inner_ok);
+            }
+            Err(_) => {
+                *b |= VERDICT_DROPPED << (2 * d);
+                break;
+            }
+        }
+    }
+    bits
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::udp;
     use super::super::*;
+    use super::{VERDICT_BAD_CHECKSUM, inner_verdicts};
     use crate::capture::checksum::tests::fix_ipv4_header;
     use crate::capture::link::LINKTYPE_ETHERNET;
     use crate::capture::pcap::tests::write_pcap;
     use crate::tests::fixtures::replay_args;
+    use conntrack_common::packet::ip_view;
 
     /// `inner` (an Ethernet frame) in VXLAN from `src`:`sport` to `dst`:4789.
     fn vxlan(src: [u8; 4], dst: [u8; 4], sport: u16, inner: &[u8]) -> Vec<u8> {
@@ -201,11 +253,45 @@ mod tests {
     }
 
     #[test]
-    fn the_kernel_engine_refuses_to_decapsulate() {
-        let e = make_datapath(Some(Engine::Kernel), &[], 1024, false, true)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("--engine host"), "{e}");
+    fn a_capture_without_tunnels_leaves_no_tunnel_log() {
+        // Decapsulation on (the default depth), as Zeek: tunnel.log is made by a tunnel.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.pcap");
+        let pkts = vec![(100, 0, udp([10, 0, 0, 1], [10, 0, 0, 2], 1234, 53, b"q"))];
+        write_pcap(&path, LINKTYPE_ETHERNET, false, &pkts);
+        let mut args = replay_args(&path, Engine::Host, dir.path(), &[]);
+        args.tunnel_max_depth = 4;
+        read(args, Config::default()).unwrap();
+        assert_eq!(lines(dir.path(), "conn.log").len(), 1);
+        assert!(!dir.path().join("tunnel.log").exists());
+    }
+
+    #[test]
+    fn verdicts_name_the_layer_that_fails() {
+        let (client, server) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let inner = udp(client, server, 1234, 53, b"q");
+        let outer = vxlan([192, 168, 0, 1], [192, 168, 0, 2], 40000, &inner);
+        let ip = &outer[14..];
+        let view = ip_view(ip).unwrap();
+        let policy = ChecksumPolicy::default();
+        assert_eq!(inner_verdicts(ip, &view, true, &policy, 2, 0), Some(0));
+        // A bad outer checksum: Zeek does not open the tunnel.
+        assert_eq!(inner_verdicts(ip, &view, false, &policy, 2, 0), None);
+        // A damaged inner UDP checksum is the first layer's.
+        let mut bad = outer.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 0xff;
+        let bad_ip = &bad[14..];
+        assert_eq!(
+            inner_verdicts(bad_ip, &ip_view(bad_ip).unwrap(), true, &policy, 2, 0),
+            Some(VERDICT_BAD_CHECKSUM)
+        );
+        // Not a tunnel.
+        let plain = udp(client, server, 1234, 53, b"q");
+        let plain_ip = &plain[14..];
+        assert_eq!(
+            inner_verdicts(plain_ip, &ip_view(plain_ip).unwrap(), true, &policy, 2, 0),
+            None
+        );
     }
 }

@@ -83,7 +83,9 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         }
     };
     let takeover = pins.as_ref().and_then(|p| p.takeover);
-    let flows = kernel.take_flows().context("FLOWS map already taken")?;
+    let mut flows = kernel.take_flows().context("FLOWS map already taken")?;
+    crate::datapath::Datapath::set_tunnel_depth(&mut flows, args.tunnel_max_depth)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut extra = Vec::new();
     let metrics = match args.metrics_addr.or(settings.config.metrics.addr) {
         Some(addr) => {
@@ -110,6 +112,18 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         contents,
         ipfix,
     } = started;
+    if args.tunnel_max_depth > 0 {
+        let opts = crate::logs::rotate::LogOptions {
+            rotation: args.common.rotation(),
+            stdout: false,
+        };
+        let log = crate::logs::tunnel_log::TunnelLog::create(
+            &args.common.log_dir,
+            args.common.log_format,
+            opts,
+        )?;
+        agent.enable_tunnels(log);
+    }
     let mut events = Vec::new();
     if let Some(flows_id) = takeover {
         take_over(&mut kernel, &mut agent, &mut events, &args, flows_id)?;

@@ -3,7 +3,10 @@
 //! commands them.
 
 use super::control::{ControlProgram, bpf_syscall};
-use super::{CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE, CONFIG_FLAGS, CONFIG_L2};
+use super::{
+    CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE, CONFIG_FLAGS, CONFIG_L2, CONFIG_TUNNEL_MASK,
+    CONFIG_TUNNEL_SHIFT, MAX_TUNNEL_DEPTH,
+};
 use crate::datapath::{ContentChunk, Datapath, DatapathError, ThresholdError};
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use conntrack_common::conn::Conn;
@@ -119,6 +122,23 @@ impl FlowMap {
             flags & !CONFIG_L2
         };
         config.set(CONFIG_FLAGS, flags, 0).map_err(err)
+    }
+
+    /// Sets the program's tunnel depth (`CONFIG_TUNNEL_SHIFT` bits of the flags word).
+    pub(super) fn set_tunnel_depth(&mut self, depth: u32) -> Result<bool, DatapathError> {
+        if depth > MAX_TUNNEL_DEPTH {
+            return Err(DatapathError::Other(format!(
+                "--tunnel-max-depth {depth}: the kernel engine opens at most {MAX_TUNNEL_DEPTH} \
+                 tunnel layers"
+            )));
+        }
+        let err = |e: aya::maps::MapError| DatapathError::Other(format!("CONFIG: {e}"));
+        let config = &mut self.contents.config;
+        let flags = config.get(&CONFIG_FLAGS, 0).map_err(err)?;
+        let flags = (flags & !(CONFIG_TUNNEL_MASK << CONFIG_TUNNEL_SHIFT))
+            | ((depth as u64) << CONFIG_TUNNEL_SHIFT);
+        config.set(CONFIG_FLAGS, flags, 0).map_err(err)?;
+        Ok(true)
     }
 }
 
@@ -263,6 +283,9 @@ impl Datapath for FlowMap {
     }
     fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError> {
         FlowMap::set_l2_events(self, on)
+    }
+    fn set_tunnel_depth(&mut self, depth: u32) -> Result<bool, DatapathError> {
+        FlowMap::set_tunnel_depth(self, depth)
     }
 }
 

@@ -84,12 +84,13 @@ const PROGRAMS: [(&str, TcAttachType); 2] = [
 ];
 
 /// The later stages, tail-called through `STAGES[index]` (conntrack-ebpf/src/maps.rs).
-const STAGE_PROGRAMS: [(&str, u32); 5] = [
+const STAGE_PROGRAMS: [(&str, u32); 6] = [
     ("conntrack_parse", 0),
     ("conntrack_update", 1),
     ("conntrack_threshold", 2),
     ("conntrack_contents", 3),
     ("conntrack_note", 4),
+    ("conntrack_tunnel", 5),
 ];
 
 /// Threshold commands (never attached, run with BPF_PROG_TEST_RUN; conntrack-ebpf/src/control.rs).
@@ -103,6 +104,11 @@ const CONFIG_REPLAY: u64 = 1;
 const CONFIG_L2: u64 = 2;
 /// A capture filter is in the `FILTER` map; stage 1 runs it first.
 const CONFIG_FILTER: u64 = 4;
+/// The tunnel layers to open, in the flags word's bits 8..12 (conntrack-ebpf/src/tunnel.rs).
+const CONFIG_TUNNEL_SHIFT: u64 = 8;
+const CONFIG_TUNNEL_MASK: u64 = 0xf;
+/// The program's own bound on the layers (`tunnel::MAX_LAYERS`: three tail calls each).
+pub const MAX_TUNNEL_DEPTH: u32 = 8;
 const CONFIG_CONTENTS_CAP: u32 = 2;
 const CONFIG_CONTENTS_RATE: u32 = 3;
 /// `CONFIG` flag: new connections hand their first payload to the agent (service detection).

@@ -19,11 +19,18 @@ const CB_BAD_CHECKSUM: u32 = 1;
 const CB_REPLAY: u32 = 2;
 const CB_IP_LEN_ZERO: u32 = 4;
 const CB_PAYLOAD_CUT: u32 = 8;
+/// The agent found a tunnel: the stage chain takes the packet, and `cb[1]` has the verdicts on
+/// its inner layers.
+const CB_TUNNEL: u32 = 16;
 
 /// `struct __sk_buff` (uapi): size and the offsets of the fields a replay sets.
 const SKB_SIZE: usize = 192;
 const SKB_CB0: usize = 48;
+const SKB_CB1: usize = 52;
 const SKB_TSTAMP: usize = 152;
+/// `wire_len`: the whole captured frame's length, which the program reads for a tunnel packet's
+/// inner lengths when the frame it is handed was clipped to `TEST_RUN_MAX_BYTES`.
+const SKB_WIRE_LEN: usize = 160;
 
 /// Bytes of a frame handed to BPF_PROG_TEST_RUN: the program reads only the first
 /// `MAX_HEADER_BYTES` (lengths come from the headers), and the kernel refuses inputs larger
@@ -44,6 +51,8 @@ pub struct KernelDatapath {
     ctx: [u8; SKB_SIZE],
     /// Service samples are on: frames carry their first payload bytes too.
     service: bool,
+    /// The next packet's inner-layer verdicts (`Datapath::set_inner_verdicts`).
+    inner: Option<u32>,
 }
 
 impl KernelDatapath {
@@ -82,6 +91,7 @@ impl KernelDatapath {
             flows,
             ctx: [0; SKB_SIZE],
             service,
+            inner: None,
         })
     }
 }
@@ -124,8 +134,13 @@ impl Datapath for KernelDatapath {
             } else {
                 0
             };
+        let inner = self.inner.take();
+        let cb0 = cb0 | if inner.is_some() { CB_TUNNEL } else { 0 };
         self.ctx[SKB_CB0..SKB_CB0 + 4].copy_from_slice(&cb0.to_ne_bytes());
+        self.ctx[SKB_CB1..SKB_CB1 + 4].copy_from_slice(&inner.unwrap_or(0).to_ne_bytes());
         self.ctx[SKB_TSTAMP..SKB_TSTAMP + 8].copy_from_slice(&ts_ns.to_ne_bytes());
+        let wire_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        self.ctx[SKB_WIRE_LEN..SKB_WIRE_LEN + 4].copy_from_slice(&wire_len.to_ne_bytes());
         let prog = self
             .kernel
             .program(PROGRAMS[0].0)
@@ -156,6 +171,12 @@ impl Datapath for KernelDatapath {
     }
     fn set_l2_events(&mut self, on: bool) -> Result<(), DatapathError> {
         self.flows.set_l2_events(on)
+    }
+    fn set_tunnel_depth(&mut self, depth: u32) -> Result<bool, DatapathError> {
+        self.flows.set_tunnel_depth(depth)
+    }
+    fn set_inner_verdicts(&mut self, verdicts: Option<u32>) {
+        self.inner = verdicts;
     }
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.flows.lookup(key)

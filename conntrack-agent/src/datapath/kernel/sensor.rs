@@ -13,12 +13,13 @@ pub(super) const XDP_ENTRY_PROGRAM: &str = "conntrack_xdp";
 
 /// Sensor mode's later stages, tail-called through `XDP_STAGES[index]` (same indices as
 /// [`STAGE_PROGRAMS`](super::STAGE_PROGRAMS)).
-const XDP_STAGE_PROGRAMS: [(&str, u32); 5] = [
+const XDP_STAGE_PROGRAMS: [(&str, u32); 6] = [
     ("conntrack_xdp_parse", 0),
     ("conntrack_xdp_update", 1),
     ("conntrack_xdp_threshold", 2),
     ("conntrack_xdp_contents", 3),
     ("conntrack_xdp_note", 4),
+    ("conntrack_xdp_tunnel", 5),
 ];
 
 /// `--sensor-xdp-mode`: which XDP attach modes to try.

@@ -532,6 +532,17 @@ fn a_zeroed_entry_needs_the_full_engine() {
 }
 
 #[test]
+fn a_connection_seen_in_a_tunnel_needs_the_full_engine() {
+    // Its packets outside the tunnel change its encapsulation (`tunnel::check_encap`).
+    let m = tcp4(true, ACK, 111, 521, 10);
+    let fm = FastMeta::view(&meta_of(&m));
+    let mut c = Conn::ZERO;
+    c.proto = fm.proto;
+    c.encap = 5;
+    assert_eq!(plan(&c, &fm, 10 * MS), Err(Reason::Tunnel));
+}
+
+#[test]
 fn the_fast_key_is_the_packet_key() {
     let frames = [
         tcp4(true, ACK, 1, 2, 3),
