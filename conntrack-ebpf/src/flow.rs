@@ -203,6 +203,18 @@ fn next_layer<C: Pkt>(ctx: &C, scratch: &mut Scratch) {
     }
 }
 
+/// The end of the contents stage, which stage 6 tail-called in place of its own end: the
+/// packet's next layer (a tunnel's inner packet) and a pending note are not skipped.
+#[inline(always)]
+pub fn after_contents<C: Pkt>(ctx: &C) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
+    next_layer(ctx, unsafe { &mut *scratch });
+    note::flush(ctx);
+}
+
 /// Stage 6 (only for a connection with an armed threshold or extraction bit):
 /// `engine::check_thresholds`, then the packet's event (crossings included) and unlock; then,
 /// for a packet whose payload is to be extracted, the contents stage.

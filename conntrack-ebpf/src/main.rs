@@ -164,6 +164,7 @@ pub fn conntrack_threshold(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn conntrack_contents(ctx: TcContext) -> i32 {
     contents::run(&ctx);
+    flow::after_contents(&ctx);
     VERDICT
 }
 
@@ -250,6 +251,7 @@ pub fn conntrack_xdp_tunnel(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn conntrack_xdp_contents(ctx: XdpContext) -> u32 {
     contents::run(&ctx);
+    flow::after_contents(&ctx);
     sensor_verdict()
 }
 
