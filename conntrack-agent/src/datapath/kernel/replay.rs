@@ -23,6 +23,14 @@ const CB_PAYLOAD_CUT: u32 = 8;
 /// its inner layers.
 const CB_TUNNEL: u32 = 16;
 
+/// The largest input BPF_PROG_TEST_RUN takes for a TC program: a page less the skb's
+/// headroom and `skb_shared_info` (3712 bytes on Linux 6.18 x86_64; larger inputs fail with
+/// EINVAL), with room for other layouts. A frame with payload to extract is clipped here.
+const TEST_RUN_LIMIT: usize = 3584;
+const _: () = assert!(TEST_RUN_MAX_BYTES <= TEST_RUN_LIMIT);
+// A service sample (after at most `MAX_HEADER_BYTES` of headers) fits whole.
+const _: () = assert!(MAX_HEADER_BYTES + contents::SAMPLE_BYTES as usize <= TEST_RUN_LIMIT);
+
 /// `struct __sk_buff` (uapi): size and the offsets of the fields a replay sets.
 const SKB_SIZE: usize = 192;
 const SKB_CB0: usize = 48;
@@ -114,15 +122,11 @@ impl Datapath for KernelDatapath {
         // parses a copy with the captured length and counts 0 IP bytes, like the host engine.
         let patched = tso_zero_length_fix(frame);
         let frame = patched.as_deref().unwrap_or(frame);
-        // Content extraction needs the payload; otherwise the headers are enough.
-        let data = if self.flows.contents.active || (self.service && patched.is_some()) {
-            frame
-        } else if self.service {
-            // A sample is the first SAMPLE_BYTES of the payload, after at most
-            // MAX_HEADER_BYTES of headers.
-            frame
-                .get(..TEST_RUN_MAX_BYTES + contents::SAMPLE_BYTES as usize)
-                .unwrap_or(frame)
+        // Content extraction and service samples need the payload (as much as the kernel
+        // takes: the rest of a larger frame is counted as not delivered); otherwise the
+        // headers are enough.
+        let data = if self.flows.contents.active || self.service {
+            frame.get(..TEST_RUN_LIMIT).unwrap_or(frame)
         } else {
             frame.get(..TEST_RUN_MAX_BYTES).unwrap_or(frame)
         };
