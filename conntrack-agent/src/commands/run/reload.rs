@@ -72,16 +72,19 @@ pub struct Decision {
     pub notes: Vec<String>,
 }
 
-/// What the running agent took from elsewhere than the file.
-#[derive(Debug, Clone, Copy, Default)]
+/// What the agent started with that the file alone does not say.
+#[derive(Debug, Clone, Copy)]
 pub struct Running {
+    /// The tunnel depth at start: 0 means tunnel.log was not opened, and decapsulation
+    /// cannot be turned on live (turning it off and on again can).
+    pub tunnel_depth_at_start: u32,
     /// `--tunnel-max-depth` was on the command line: it wins over the file.
     pub tunnel_depth_from_cli: bool,
 }
 
 impl Running {
-    /// From this process's command line.
-    pub fn from_command_line() -> Self {
+    /// From this process's command line and the depth it runs with.
+    pub fn from_command_line(tunnel_depth_at_start: u32) -> Self {
         let given = |long: &str| {
             std::env::args_os().skip(1).any(|a| {
                 let a = a.to_string_lossy();
@@ -89,6 +92,7 @@ impl Running {
             })
         };
         Self {
+            tunnel_depth_at_start,
             tunnel_depth_from_cli: given("--tunnel-max-depth"),
         }
     }
@@ -128,7 +132,7 @@ fn decide_tunnel_depth(old: &Config, new: &Config, running: Running, d: &mut Dec
             "{key} changed, but --tunnel-max-depth was given on the command line, which wins \
              over the file: the running depth stays"
         ));
-    } else if from == 0 {
+    } else if running.tunnel_depth_at_start == 0 {
         d.refused
             .push(format!("{key} (decapsulation was off at start)"));
     } else if to > MAX_TUNNEL_DEPTH {
@@ -397,8 +401,16 @@ mod tests {
         Config::parse(text, "c.toml", &|_| Some("s".into())).unwrap()
     }
 
+    /// An agent started with `c` and nothing on the command line.
+    fn started(c: &Config) -> Running {
+        Running {
+            tunnel_depth_at_start: file_tunnel_depth(c).0,
+            tunnel_depth_from_cli: false,
+        }
+    }
+
     fn decide_text(old: &str, new: &str) -> (Vec<&'static str>, Vec<String>) {
-        let d = decide(&cfg(old), &cfg(new), Running::default());
+        let d = decide(&cfg(old), &cfg(new), started(&cfg(old)));
         (d.apply.iter().map(Change::name).collect(), d.refused)
     }
 
@@ -445,7 +457,7 @@ webhooks = ["ops"]
             .replace("udp = \"1m\"", "udp = \"5s\"")
             .replace("threshold = 1000", "threshold = 5000")
             .replace("[\"10m\", \"1h\"]", "[\"1m\"]");
-        let d = decide(&cfg(BASE), &cfg(&new), Running::default());
+        let d = decide(&cfg(BASE), &cfg(&new), started(&cfg(BASE)));
         assert!(d.refused.is_empty(), "{:?}", d.refused);
         let names: Vec<_> = d.apply.iter().map(Change::name).collect();
         assert_eq!(
@@ -539,8 +551,9 @@ webhooks = ["ops"]
         }
     }
 
-    fn depth_change(old: &str, new: &str, running: Running) -> Decision {
-        decide(&cfg(old), &cfg(new), running)
+    /// Started with `old` (and nothing on the command line), reloading `new`.
+    fn depth_change(old: &str, new: &str) -> Decision {
+        decide(&cfg(old), &cfg(new), started(&cfg(old)))
     }
 
     #[test]
@@ -556,7 +569,7 @@ webhooks = ["ops"]
                 8,
             ),
         ] {
-            let d = depth_change(&old, &new, Running::default());
+            let d = depth_change(&old, &new);
             assert!(d.refused.is_empty() && d.notes.is_empty(), "{d:?}");
             match &d.apply[..] {
                 [Change::TunnelMaxDepth(n)] => assert_eq!(*n, want, "{new}"),
@@ -568,42 +581,43 @@ webhooks = ["ops"]
             with_depth(Some("4")),
             format!("{BASE}\n[agent]\ntunnel-max-depth = 4\n"),
         ] {
-            let d = depth_change(&with_depth(None), &same, Running::default());
+            let d = depth_change(&with_depth(None), &same);
             assert!(d.apply.is_empty() && d.refused.is_empty(), "{d:?}");
         }
         // With a restart-only change beside it, each is treated on its own.
         let new = with_depth(Some("1")).replace("table-size = 1000", "table-size = 7");
-        let d = depth_change(&with_depth(None), &new, Running::default());
+        let d = depth_change(&with_depth(None), &new);
         assert_eq!(d.refused, ["[run] table-size"]);
         assert!(matches!(d.apply[..], [Change::TunnelMaxDepth(1)]), "{d:?}");
+        // Turned off by an earlier reload, on again: tunnel.log is open since the start.
+        let at_start = started(&cfg(&with_depth(None)));
+        let d = decide(
+            &cfg(&with_depth(Some("0"))),
+            &cfg(&with_depth(Some("3"))),
+            at_start,
+        );
+        assert!(matches!(d.apply[..], [Change::TunnelMaxDepth(3)]), "{d:?}");
     }
 
     #[test]
     fn a_tunnel_depth_that_cannot_apply_says_why() {
         // Off at start: tunnel.log was never opened, so turning it on needs a restart.
-        let d = depth_change(
-            &with_depth(Some("0")),
-            &with_depth(Some("2")),
-            Running::default(),
-        );
+        let d = depth_change(&with_depth(Some("0")), &with_depth(Some("2")));
         assert!(d.apply.is_empty(), "{d:?}");
         assert_eq!(
             d.refused,
             ["[run] tunnel-max-depth (decapsulation was off at start)"]
         );
         // Past what the kernel program opens: the note names the limit, nothing changes.
-        let d = depth_change(
-            &with_depth(None),
-            &with_depth(Some("9")),
-            Running::default(),
-        );
+        let d = depth_change(&with_depth(None), &with_depth(Some("9")));
         assert!(d.apply.is_empty() && d.refused.is_empty(), "{d:?}");
         assert!(d.notes[0].contains("at most 8"), "{:?}", d.notes);
         // Given on the command line: it wins over the file, as at start.
         let cli = Running {
+            tunnel_depth_at_start: 4,
             tunnel_depth_from_cli: true,
         };
-        let d = depth_change(&with_depth(None), &with_depth(Some("2")), cli);
+        let d = decide(&cfg(&with_depth(None)), &cfg(&with_depth(Some("2"))), cli);
         assert!(d.apply.is_empty() && d.refused.is_empty(), "{d:?}");
         assert!(d.notes[0].contains("command line"), "{:?}", d.notes);
     }
@@ -612,7 +626,7 @@ webhooks = ["ops"]
     fn contents_rules_change_live_and_the_rest_of_contents_not() {
         let old = "[[contents.rules]]\nmatch = { ports = [21] }\n";
         let new = "[contents]\ndisk_quota = 5\n[[contents.rules]]\nmatch = { ports = [21, 23] }\n";
-        let d = decide(&cfg(old), &cfg(new), Running::default());
+        let d = decide(&cfg(old), &cfg(new), started(&cfg(old)));
         assert_eq!(d.refused, ["[contents] disk_quota"]);
         match &d.apply[..] {
             [Change::ContentsRules(r)] => assert_eq!(r.len(), 1),
