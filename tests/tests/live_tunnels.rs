@@ -10,7 +10,10 @@
 //! (`conntrack_tests::user_tunnel`), or skips if it cannot.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{
+    IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream,
+    UdpSocket,
+};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -18,6 +21,7 @@ use std::time::Duration;
 use conntrack_tests::connlog::{ConnLog, Record, num};
 use conntrack_tests::is_root;
 use conntrack_tests::netns::{LiveAgent, NetnsPair};
+use conntrack_tests::pcapgen::udp_frame;
 use conntrack_tests::user_tunnel::{Encap, GENEVE_PORT, UserTunnel};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, sendto, socket,
@@ -462,6 +466,86 @@ fn sighup_changes_the_tunnel_depth_live() {
         .map(|r| num(r, "orig_pkts"))
         .sum();
     assert!(outer_pkts >= 3 * N, "{:#?}", log.records);
+}
+
+/// Teredo between two ports that are not its own, found by content as Zeek does, in every
+/// datagram: the live kernel must not leave the flow's first datagram or its later ones to a
+/// fast path that never looks inside (both engines' replays open all of them).
+#[test]
+fn teredo_off_its_port_is_opened_in_every_datagram() {
+    if !is_root() {
+        eprintln!("skipping live test: needs root (CAP_BPF and CAP_NET_ADMIN)");
+        return;
+    }
+    const N: u64 = 5;
+    let pair = NetnsPair::named("i18rted", 144).expect("creating network namespaces");
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start_agent(&pair, dir.path(), &[]);
+    // The inner IPv6 endpoints: a Teredo client address and a native one.
+    let client: Ipv6Addr = "2001:0:4136:e378:8000:63bf:3fff:fdd2".parse().unwrap();
+    let server: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    // A bare IPv6/UDP packet (Teredo without its optional headers), checksums set.
+    let inner = |from: (Ipv6Addr, u16), to: (Ipv6Addr, u16), i: u64| {
+        let frame = udp_frame(
+            (IpAddr::V6(from.0), from.1),
+            (IpAddr::V6(to.0), to.1),
+            format!("datagram {i}").as_bytes(),
+        );
+        frame[14..].to_vec()
+    };
+    let (a_addr, b_addr) = (
+        SocketAddr::new(pair.a_v4.parse().unwrap(), 40000),
+        SocketAddr::new(pair.b_v4.parse().unwrap(), 40001),
+    );
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    // b answers each datagram with one of its own: a ping-pong of N each way.
+    let responder = NetnsPair::run_in(&pair.b, move || {
+        let s = UdpSocket::bind(b_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 2048];
+        for i in 0..N {
+            let (_, from) = s.recv_from(&mut buf).unwrap();
+            s.send_to(&inner((server, 7001), (client, 7000), i), from)
+                .unwrap();
+        }
+    });
+    ready_rx.recv().unwrap();
+    NetnsPair::run_in(&pair.a, move || {
+        let s = UdpSocket::bind(a_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 2048];
+        for i in 0..N {
+            s.send_to(&inner((client, 7000), (server, 7001), i), b_addr)
+                .unwrap();
+            s.recv(&mut buf).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    responder.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (log, tunnels) = stop_and_read(agent, dir.path());
+
+    let outer = log.one("udp", 40001);
+    assert_eq!(outer["tunnel_parents"], "-", "{outer:#?}");
+    assert_eq!((num(outer, "orig_pkts"), num(outer, "resp_pkts")), (N, N));
+    let teredo = log.one("udp", 7001);
+    assert_eq!(teredo["id.orig_h"], client.to_string(), "{teredo:#?}");
+    assert_eq!(
+        (num(teredo, "orig_pkts"), num(teredo, "resp_pkts")),
+        (N, N),
+        "every datagram opened: {teredo:#?}"
+    );
+    assert_eq!(teredo["tunnel_parents"], outer["uid"], "{teredo:#?}");
+    assert!(
+        tunnels
+            .records
+            .iter()
+            .any(|t| t["uid"] == outer["uid"] && t["tunnel_type"] == "Tunnel::TEREDO"),
+        "{:#?}",
+        tunnels.records
+    );
 }
 
 /// Both engines decapsulate every tunnel trace of the conformance corpus alike: the same
