@@ -38,6 +38,10 @@ pub const CONN_NTP_ANALYZER: u16 = 1 << 8;
 /// `Conn::flags`: the attached analyzer's one orientation decision is spent (DNS: it parsed
 /// its first message; NTP: it flipped once).
 pub const CONN_ANALYZER_DECIDED: u16 = 1 << 9;
+/// `Conn::flags`: a datagram of this UDP flow carried a tunnel found by its content (Teredo
+/// or AYIYA off their ports). Zeek tries that detection on every datagram, so the flow's
+/// packets no longer take a fast path (the kernel's tunnel stage sets it).
+pub const CONN_TUNNEL_DETECTED: u16 = 1 << 10;
 
 /// One connection: the flow-table value shared by the eBPF program and the agent.
 #[repr(C)]

@@ -209,6 +209,19 @@ pub fn decap_udp_detect_len(
     fills(payload, len, i.offset as usize).then_some(i)
 }
 
+/// Whether a UDP payload starting with `first` (its first 4 bytes) could be one that
+/// [`decap_udp_detect`] opens off the tunnel ports: Teredo's authentication (0x0001) or
+/// origin indication (0x0000) header or a bare IPv6 packet, or an AYIYA forward (opcode 1)
+/// of IPv4 or IPv6. A cheap test for the kernel's fast path, which then leaves a new flow's
+/// first datagram to the stage chain (whose tunnel stage tries the real detection); never
+/// false for a payload the detection opens.
+#[inline(always)]
+pub fn may_be_detected(first: [u8; 4]) -> bool {
+    let teredo = first[0] >> 4 == 6 || (first[0] == 0 && first[1] <= 1);
+    let ayiya = first[2] & 0x0f == 1 && (first[3] == PROTO_IPIP || first[3] == PROTO_IPV6);
+    teredo || ayiya
+}
+
 /// A UDP port registered for an encapsulation: the kernel's fast path leaves such packets to
 /// the stage chain, whose tunnel stage decapsulates them.
 #[inline(always)]
@@ -663,6 +676,51 @@ mod tests {
         assert_eq!((i.offset, i.kind), (44, InnerKind::Ipv4));
         p[2] = 0x00; // echo
         assert_eq!(decap_ayiya(&p[..]), None);
+    }
+
+    #[test]
+    fn the_fast_paths_prefix_test_passes_every_payload_the_detection_opens() {
+        // Templates the detection opens off the tunnel ports: Teredo (bare IPv6, origin
+        // indication, authentication header) and AYIYA (IPv4, IPv6 inside).
+        let mut bare = [0u8; 48];
+        bare[0] = 0x60;
+        bare[5] = 8;
+        let mut origin = [0u8; 8 + 48];
+        origin[8..].copy_from_slice(&bare);
+        let mut auth = [0u8; 13 + 8 + 48];
+        auth[1] = 1;
+        auth[13..].copy_from_slice(&origin);
+        // A 1-byte identity, then the inner packet filling the datagram.
+        let mut ayiya4 = [0u8; 8 + 1 + 20];
+        ayiya4[2] = 0x01;
+        ayiya4[3] = PROTO_IPIP;
+        ayiya4[9] = 0x45;
+        ayiya4[12] = 20;
+        let mut ayiya6 = [0u8; 8 + 1 + 40];
+        ayiya6[..4].copy_from_slice(&[0, 0, 0x01, PROTO_IPV6]);
+        ayiya6[9] = 0x60;
+        let templates: [&[u8]; 5] = [&bare, &origin, &auth, &ayiya4, &ayiya6];
+        let mut opened = 0;
+        for t in templates {
+            assert!(decap_udp_detect(40000, 40001, t).is_some(), "{t:?}");
+            // Every value of two of the first four bytes (the others as in the template).
+            for (i, j) in [(0, 1), (2, 3), (0, 3)] {
+                for v in 0..=u16::MAX {
+                    let mut p = t.to_vec();
+                    [p[i], p[j]] = v.to_be_bytes();
+                    if decap_udp_detect(40000, 40001, &p).is_some() {
+                        opened += 1;
+                        let first = [p[0], p[1], p[2], p[3]];
+                        assert!(may_be_detected(first), "{first:?} opened");
+                    }
+                }
+            }
+        }
+        assert!(opened > 15, "{opened}");
+        // A QUIC long header, an NTP client message, a DNS query: the fast path keeps them.
+        for first in [[0xc3, 0, 0, 0], [0x23, 0, 6, 0x20], [0x12, 0x34, 1, 0]] {
+            assert!(!may_be_detected(first), "{first:?}");
+        }
     }
 
     /// The kernel's view of a payload: a window, then the bytes behind it.

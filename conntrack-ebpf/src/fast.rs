@@ -9,7 +9,8 @@
 //!   stage chain's three, and no tail call.
 //!
 //! Every other packet (SYN-ACK/FIN/RST, a SYN for a key that exists (reuse), a first datagram
-//! that flips the roles or meets an analyzer (DNS, NTP), anything that adds
+//! that flips the roles or meets an analyzer (DNS, NTP) or, with decapsulation on, may carry
+//! Teredo or AYIYA (then so does the rest of a flow found to carry them), anything that adds
 //! a history letter, retransmissions, gaps, fragments, IP options, extension headers, a
 //! threshold it could cross, extraction, a replayed packet with a bad checksum, a full table)
 //! takes the stage chain unchanged: `packet::fast_parse::parse_view`, the view's checks or
@@ -84,7 +85,9 @@ pub fn try_fast<C: Pkt>(
         match FLOWS.get_ptr_mut(&key) {
             Some(conn) => try_apply(conn, &m, now_ns),
             // A datagram of a new flow (a plain SYN never gets here: `may_apply` refuses SYNs).
-            None if m.opens() && !l2 => try_open(ctx, &m, l4, now_ns, ifindex),
+            None if m.opens() && !l2 && !(tunnels && may_carry_tunnel(ctx, &m, l4)) => {
+                try_open(ctx, &m, l4, now_ns, ifindex)
+            }
             None => None,
         }
     } else if m.opens() && !l2 {
@@ -93,6 +96,21 @@ pub fn try_fast<C: Pkt>(
     } else {
         None
     }
+}
+
+/// A new UDP flow's first datagram that may carry Teredo or AYIYA off their ports
+/// (`tunnel::may_be_detected` on its first payload bytes): it takes the stage chain, whose
+/// tunnel stage runs Zeek's detection (and, if it opens the datagram, keeps the flow's later
+/// ones off the fast path: `CONN_TUNNEL_DETECTED`).
+#[inline(always)]
+fn may_carry_tunnel<C: Pkt>(ctx: &C, m: &FastMeta, l4: usize) -> bool {
+    if m.proto != proto::UDP {
+        return false;
+    }
+    let mut first = [0u8; 4];
+    // SAFETY: `first` has room for the 4 bytes asked.
+    let rc = unsafe { ctx.load_bytes((l4 + 8) as u32, first.as_mut_ptr().cast(), 4) };
+    rc == 0 && tunnel::may_be_detected(first)
 }
 
 /// The ordinary packet `m` of the existing connection `conn`, applied under its lock (see

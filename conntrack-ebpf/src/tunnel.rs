@@ -11,9 +11,11 @@
 //! stage applies Zeek's tunnel-change rule and tells the agent each inner connection's tunnel
 //! ([`emit_encap`]).
 
-use crate::maps::{SCRATCH, STAGE_PARSE, Scratch};
+use crate::lock;
+use crate::maps::{FLOWS, SCRATCH, STAGE_PARSE, Scratch};
 use crate::pkt::Pkt;
 use crate::{count, wake_flags};
+use conntrack_common::conn::CONN_TUNNEL_DETECTED;
 use conntrack_common::event::{ENCAP_TYPE_SHIFT, EncapEvent, EventKind};
 use conntrack_common::key::FlowKey;
 use conntrack_common::proto;
@@ -110,6 +112,10 @@ pub fn run<C: Pkt>(ctx: &C) {
     let Some(inner) = found else {
         return;
     };
+    if proto_nr == proto::UDP && !tunnel::is_tunnel_port(sport) && !tunnel::is_tunnel_port(dport)
+    {
+        mark_detected(&scratch.key);
+    }
     // Replay: the agent's checks of the inner packet (Zeek's IP checks, checksums).
     let verdict = (scratch.inner_verdicts >> (2 * depth)) & 3;
     // The tunnel: a UDP tunnel is its outer connection (this layer's key, from the parse
@@ -171,6 +177,27 @@ pub fn run<C: Pkt>(ctx: &C) {
     scratch.payload_cut = 0;
     scratch.encap_event = 0;
     ctx.tail_call(STAGE_PARSE);
+}
+
+/// The UDP flow `key` carried a tunnel found by its content (Teredo, AYIYA off their ports):
+/// Zeek tries that detection on every datagram, so its later ones skip the fast path
+/// (`CONN_TUNNEL_DETECTED`, which the engine's fast update declines).
+#[inline(always)]
+fn mark_detected(key: &FlowKey) {
+    let Some(conn) = FLOWS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a FLOWS value pointer stays valid for the program run; the flag is written
+    // under the connection's lock (a fast update on another CPU writes the same word).
+    unsafe {
+        if (*conn).flags & CONN_TUNNEL_DETECTED != 0 {
+            return;
+        }
+        let lock_word = &raw mut (*conn).lock;
+        lock::lock(lock_word);
+        (*conn).flags |= CONN_TUNNEL_DETECTED;
+        lock::unlock(lock_word);
+    }
 }
 
 /// An inner packet that makes no connection: its tunnel is reported all the same.

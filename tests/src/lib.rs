@@ -4,6 +4,7 @@
 pub mod connlog;
 pub mod netns;
 pub mod pcapgen;
+pub mod user_tunnel;
 
 use std::path::PathBuf;
 

@@ -320,7 +320,8 @@ pub struct RunArgs {
     /// Decapsulate tunnels nested at most N deep (Zeek's Tunnel::max_depth, at most 8), in
     /// the kernel: VXLAN, Geneve, GRE, GTPv1-U, Teredo and AYIYA on their ports, and IP-in-IP.
     /// Inner connections get tunnel_parents, the tunnels go to tunnel.log. 0 turns it off
-    /// (a tunnel's packets are then one connection like any other).
+    /// (a tunnel's packets are then one connection like any other). SIGHUP applies a new value
+    /// from the --config file to the packets that follow (unless it was 0 at start).
     #[arg(help_heading = "Capture", long, value_name = "N",
           default_value_t = DEFAULT_TUNNEL_MAX_DEPTH)]
     pub tunnel_max_depth: u32,

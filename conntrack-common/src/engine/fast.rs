@@ -18,7 +18,8 @@
 
 use super::{Changes, EngineConfig, app_flip, ep_mut, parts, tcp_update};
 use crate::conn::{
-    CONN_ANALYZER_DECIDED, CONN_DNS_ANALYZER, CONN_NTP_ANALYZER, CONN_PARTIAL, Conn,
+    CONN_ANALYZER_DECIDED, CONN_DNS_ANALYZER, CONN_NTP_ANALYZER, CONN_PARTIAL,
+    CONN_TUNNEL_DETECTED, Conn,
 };
 use crate::contents;
 use crate::history::mask;
@@ -299,7 +300,8 @@ pub(crate) enum Reason {
     Packet,
     /// The entry is not this protocol's connection (a just-inserted zeroed eBPF entry).
     Protocol,
-    /// The connection was seen inside a tunnel (`Conn::encap`).
+    /// The connection was seen inside a tunnel (`Conn::encap`), or carried one found by its
+    /// content (`CONN_TUNNEL_DETECTED`).
     Tunnel,
     /// Payload of a direction whose content is extracted (`contents::wanted`).
     Extraction,
@@ -357,8 +359,9 @@ pub(crate) fn plan(c: &Conn, m: &FastMeta, now_ns: u64) -> Result<Plan, Reason> 
         return Err(Reason::Protocol);
     }
     // A connection seen in a tunnel: a packet outside it changes its encapsulation
-    // (`tunnel::check_encap`), which the full path applies.
-    if c.encap != 0 {
+    // (`tunnel::check_encap`), which the full path applies. A flow that carried a tunnel
+    // found by content: its next datagram may carry one too, which the full path opens.
+    if c.encap != 0 || c.flags & CONN_TUNNEL_DETECTED != 0 {
         return Err(Reason::Tunnel);
     }
     // `engine::is_orig`: the tuple's source port is the transport port or the ICMP type.

@@ -135,6 +135,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         alerts.clone(),
         conn_long,
         contents,
+        reload::Running::from_command_line(args.tunnel_max_depth),
     );
     // The program wakes this once the ring buffer is a quarter full; below that the tick
     // drains it (at most 20 ms late).

@@ -12,21 +12,31 @@
 //! - `[conn_long] intervals` (when it was on at start and stays on): for new connections.
 //! - `[[contents.rules]]` (when extraction was on at start): for connections selected from
 //!   then on (TCP at establishment, others at their first packet).
+//! - `tunnel-max-depth` in `[agent]`/`[run]` (when decapsulation was on at start, up to the
+//!   kernel's 8 layers): the kernel program reads the depth from its CONFIG map at every
+//!   packet, so the next packets are opened to the new depth. Connections already open stay
+//!   as they are: an inner connection now past the depth gets no more packets and times out,
+//!   and its tunnel's packets count for the enclosing connection (as with that depth from the
+//!   start). Turning decapsulation on needs a restart (tunnel.log is opened at start); a
+//!   depth given on the command line wins over the file, as it does at start.
 //!
 //! Refused (restart to apply): the webhooks, spool and queue of `[alerts]`, turning
-//! `[conn_long]`, `[removal_log]`, alert rules or extraction on or off, the other `[contents]`
-//! keys (directory, caps, quota), `[metrics]`, `[ipfix]`, and every `[agent]`/`[run]` option
-//! (interfaces, log directory, table size, ...: they shape the kernel program, the open files
-//! and sockets).
+//! `[conn_long]`, `[removal_log]`, alert rules, extraction or decapsulation on, the other
+//! `[contents]` keys (directory, caps, quota), `[metrics]`, `[ipfix]`, and the other
+//! `[agent]`/`[run]` options (interfaces, log directory, table size, ...: they shape the kernel
+//! program, the open files and sockets).
 
 use crate::capabilities::alerts::Rule;
 use crate::capabilities::alerts::capability::SharedAlerts;
 use crate::capabilities::conn_long::IntervalsHandle;
 use crate::capabilities::contents::SettingsHandle;
 use crate::capabilities::contents::config::ContentRule;
+use crate::cli::DEFAULT_TUNNEL_MAX_DEPTH;
+use crate::cli::file_options::FileOption;
 use crate::config::Config;
 use crate::core::agent::Agent;
 use crate::core::inactivity::InactivitySettings;
+use crate::datapath::kernel::MAX_TUNNEL_DEPTH;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,6 +47,7 @@ pub enum Change {
     AlertRules(Vec<Rule>),
     ConnLongIntervals(Vec<Duration>),
     ContentsRules(Vec<ContentRule>),
+    TunnelMaxDepth(u32),
 }
 
 impl Change {
@@ -47,15 +58,91 @@ impl Change {
             Change::AlertRules(_) => "[[alerts.rules]]",
             Change::ConnLongIntervals(_) => "[conn_long] intervals",
             Change::ContentsRules(_) => "[[contents.rules]]",
+            Change::TunnelMaxDepth(_) => "tunnel-max-depth",
         }
     }
 }
 
-/// What a reload does: the changes to apply and the keys that changed but need a restart.
+/// What a reload does: the changes to apply, the keys that changed but need a restart, and
+/// changes that are ignored for another reason (each note says why).
 #[derive(Debug, Default)]
 pub struct Decision {
     pub apply: Vec<Change>,
     pub refused: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// What the agent started with that the file alone does not say.
+#[derive(Debug, Clone, Copy)]
+pub struct Running {
+    /// The tunnel depth at start: 0 means tunnel.log was not opened, and decapsulation
+    /// cannot be turned on live (turning it off and on again can).
+    pub tunnel_depth_at_start: u32,
+    /// `--tunnel-max-depth` was on the command line: it wins over the file.
+    pub tunnel_depth_from_cli: bool,
+}
+
+impl Running {
+    /// From this process's command line and the depth it runs with.
+    pub fn from_command_line(tunnel_depth_at_start: u32) -> Self {
+        let given = |long: &str| {
+            std::env::args_os().skip(1).any(|a| {
+                let a = a.to_string_lossy();
+                a == long || a.strip_prefix(long).is_some_and(|v| v.starts_with('='))
+            })
+        };
+        Self {
+            tunnel_depth_at_start,
+            tunnel_depth_from_cli: given("--tunnel-max-depth"),
+        }
+    }
+}
+
+/// clap's id of `--tunnel-max-depth`, the one command-line option a reload can change.
+const TUNNEL_DEPTH_ID: &str = "tunnel_max_depth";
+
+/// The file's tunnel depth for `run` (`[run]` or `[agent]`), the default when it has none,
+/// and how the file names the key.
+fn file_tunnel_depth(c: &Config) -> (u32, Option<String>) {
+    match c.options.run.iter().find(|o| o.id == TUNNEL_DEPTH_ID) {
+        Some(o) => {
+            // `--tunnel-max-depth=N`, checked by clap's value parser when the file loaded.
+            let n = o
+                .args
+                .first()
+                .and_then(|a| a.split_once('='))
+                .and_then(|(_, v)| v.parse().ok());
+            (n.unwrap_or(DEFAULT_TUNNEL_MAX_DEPTH), Some(o.name()))
+        }
+        None => (DEFAULT_TUNNEL_MAX_DEPTH, None),
+    }
+}
+
+/// A changed tunnel depth: applied, refused (restart) or a note saying why it stays.
+fn decide_tunnel_depth(old: &Config, new: &Config, running: Running, d: &mut Decision) {
+    let ((from, old_key), (to, new_key)) = (file_tunnel_depth(old), file_tunnel_depth(new));
+    if from == to {
+        return;
+    }
+    let key = new_key
+        .or(old_key)
+        .unwrap_or_else(|| "[run] tunnel-max-depth".into());
+    if running.tunnel_depth_from_cli {
+        d.notes.push(format!(
+            "{key} changed, but --tunnel-max-depth was given on the command line, which wins \
+             over the file: the running depth stays"
+        ));
+    } else if running.tunnel_depth_at_start == 0 {
+        d.refused
+            .push(format!("{key} (decapsulation was off at start)"));
+    } else if to > MAX_TUNNEL_DEPTH {
+        d.notes.push(format!(
+            "{key} = {to}: the kernel engine opens at most {MAX_TUNNEL_DEPTH} tunnel layers; \
+             the running depth, {from}, stays"
+        ));
+    } else {
+        d.apply.push(Change::TunnelMaxDepth(to));
+    }
 }
 
 /// Equality for settings types without `PartialEq` (their Debug text covers every field).
@@ -64,7 +151,7 @@ fn same<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
 }
 
 /// Compares the running configuration with the file just read (pure: the caller applies).
-pub fn decide(old: &Config, new: &Config) -> Decision {
+pub fn decide(old: &Config, new: &Config, running: Running) -> Decision {
     let mut apply = Vec::new();
     let mut refused = Vec::new();
     let mut refuse = |key: &str| refused.push(key.to_string());
@@ -143,11 +230,11 @@ pub fn decide(old: &Config, new: &Config) -> Decision {
         refuse("[ipfix]");
     }
 
-    // Command-line options: every change needs a restart. Compared by what they say, not
-    // where they are in the file.
-    let said = |o: &crate::cli::file_options::FileOption| (o.name(), o.args.clone());
-    let old_opts: Vec<_> = old.options.run.iter().map(said).collect();
-    let new_opts: Vec<_> = new.options.run.iter().map(said).collect();
+    // Command-line options: every change but the tunnel depth's needs a restart. Compared by
+    // what they say, not where they are in the file.
+    let said = |o: &FileOption| (o.id != TUNNEL_DEPTH_ID).then(|| (o.name(), o.args.clone()));
+    let old_opts: Vec<_> = old.options.run.iter().filter_map(said).collect();
+    let new_opts: Vec<_> = new.options.run.iter().filter_map(said).collect();
     let mut keys: Vec<String> = old_opts
         .iter()
         .filter(|o| !new_opts.contains(o))
@@ -159,7 +246,13 @@ pub fn decide(old: &Config, new: &Config) -> Decision {
     for k in keys {
         refuse(&k);
     }
-    Decision { apply, refused }
+    let mut d = Decision {
+        apply,
+        refused,
+        notes: Vec::new(),
+    };
+    decide_tunnel_depth(old, new, running, &mut d);
+    d
 }
 
 /// What to say when the file's capture filter changed: it is compiled into the kernel
@@ -187,6 +280,7 @@ pub struct Reloader {
     alerts: SharedAlerts,
     conn_long: Option<IntervalsHandle>,
     contents: Option<SettingsHandle>,
+    running: Running,
 }
 
 impl Reloader {
@@ -196,6 +290,7 @@ impl Reloader {
         alerts: SharedAlerts,
         conn_long: Option<IntervalsHandle>,
         contents: Option<SettingsHandle>,
+        running: Running,
     ) -> Self {
         Self {
             path,
@@ -203,6 +298,7 @@ impl Reloader {
             alerts,
             conn_long,
             contents,
+            running,
         }
     }
 
@@ -219,8 +315,11 @@ impl Reloader {
                 return;
             }
         };
-        let d = decide(&self.current, &new);
+        let d = decide(&self.current, &new, self.running);
         if let Some(note) = filter_note(&d.refused) {
+            log::warn!("SIGHUP: {note}");
+        }
+        for note in &d.notes {
             log::warn!("SIGHUP: {note}");
         }
         if !d.refused.is_empty() {
@@ -230,9 +329,13 @@ impl Reloader {
                 path.display()
             );
         }
-        let applied: Vec<&str> = d.apply.iter().map(Change::name).collect();
+        let mut applied = Vec::new();
         for change in d.apply {
-            self.apply(agent, change);
+            let name = change.name();
+            match self.apply(agent, change, &new) {
+                Ok(()) => applied.push(name),
+                Err(e) => log::error!("SIGHUP: {name}: {e:#}; its running value stays"),
+            }
         }
         eprintln!(
             "conntrack-agent: reloaded {}: {}",
@@ -245,7 +348,7 @@ impl Reloader {
         );
     }
 
-    fn apply(&mut self, agent: &mut Agent, change: Change) {
+    fn apply(&mut self, agent: &mut Agent, change: Change, new: &Config) -> anyhow::Result<()> {
         match change {
             Change::Inactivity(s) => {
                 agent.set_timeouts(s.timeouts());
@@ -271,7 +374,22 @@ impl Reloader {
                 }
                 self.current.contents.rules = rules;
             }
+            Change::TunnelMaxDepth(depth) => {
+                agent.set_tunnel_depth(depth)?;
+                // The running options now have the file's depth (the other options keep
+                // theirs: they were refused).
+                let opts = &mut self.current.options.run;
+                opts.retain(|o| o.id != TUNNEL_DEPTH_ID);
+                opts.extend(
+                    new.options
+                        .run
+                        .iter()
+                        .filter(|o| o.id == TUNNEL_DEPTH_ID)
+                        .cloned(),
+                );
+            }
         }
+        Ok(())
     }
 }
 
@@ -283,8 +401,16 @@ mod tests {
         Config::parse(text, "c.toml", &|_| Some("s".into())).unwrap()
     }
 
+    /// An agent started with `c` and nothing on the command line.
+    fn started(c: &Config) -> Running {
+        Running {
+            tunnel_depth_at_start: file_tunnel_depth(c).0,
+            tunnel_depth_from_cli: false,
+        }
+    }
+
     fn decide_text(old: &str, new: &str) -> (Vec<&'static str>, Vec<String>) {
-        let d = decide(&cfg(old), &cfg(new));
+        let d = decide(&cfg(old), &cfg(new), started(&cfg(old)));
         (d.apply.iter().map(Change::name).collect(), d.refused)
     }
 
@@ -331,7 +457,7 @@ webhooks = ["ops"]
             .replace("udp = \"1m\"", "udp = \"5s\"")
             .replace("threshold = 1000", "threshold = 5000")
             .replace("[\"10m\", \"1h\"]", "[\"1m\"]");
-        let d = decide(&cfg(BASE), &cfg(&new));
+        let d = decide(&cfg(BASE), &cfg(&new), started(&cfg(BASE)));
         assert!(d.refused.is_empty(), "{:?}", d.refused);
         let names: Vec<_> = d.apply.iter().map(Change::name).collect();
         assert_eq!(
@@ -343,7 +469,7 @@ webhooks = ["ops"]
                 Change::Inactivity(s) => assert_eq!(s.udp, Some(Duration::from_secs(5))),
                 Change::AlertRules(r) => assert_eq!(r[0].threshold, 5000),
                 Change::ConnLongIntervals(iv) => assert_eq!(iv, &[Duration::from_secs(60)]),
-                Change::ContentsRules(_) => panic!("no contents change"),
+                Change::ContentsRules(_) | Change::TunnelMaxDepth(_) => panic!("{c:?}"),
             }
         }
     }
@@ -414,11 +540,93 @@ webhooks = ["ops"]
         assert_eq!((apply, refused), (vec!["[[alerts.rules]]"], vec![]));
     }
 
+    /// BASE with `[run] tunnel-max-depth = depth` (None: the key left out).
+    fn with_depth(depth: Option<&str>) -> String {
+        match depth {
+            Some(d) => BASE.replace(
+                "table-size = 1000",
+                &format!("table-size = 1000\ntunnel-max-depth = {d}"),
+            ),
+            None => BASE.to_string(),
+        }
+    }
+
+    /// Started with `old` (and nothing on the command line), reloading `new`.
+    fn depth_change(old: &str, new: &str) -> Decision {
+        decide(&cfg(old), &cfg(new), started(&cfg(old)))
+    }
+
+    #[test]
+    fn a_changed_tunnel_depth_is_applied_live() {
+        // From the default (no key) to 2, from 2 to 0 (off), and in [agent] with the other
+        // spelling of the key.
+        for (old, new, want) in [
+            (with_depth(None), with_depth(Some("2")), 2),
+            (with_depth(Some("2")), with_depth(Some("0")), 0),
+            (
+                format!("{BASE}\n[agent]\ntunnel-max-depth = 3\n"),
+                format!("{BASE}\n[agent]\ntunnel_max_depth = 8\n"),
+                8,
+            ),
+        ] {
+            let d = depth_change(&old, &new);
+            assert!(d.refused.is_empty() && d.notes.is_empty(), "{d:?}");
+            match &d.apply[..] {
+                [Change::TunnelMaxDepth(n)] => assert_eq!(*n, want, "{new}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The default written out, or the key moved to [agent]: the depth is the same.
+        for same in [
+            with_depth(Some("4")),
+            format!("{BASE}\n[agent]\ntunnel-max-depth = 4\n"),
+        ] {
+            let d = depth_change(&with_depth(None), &same);
+            assert!(d.apply.is_empty() && d.refused.is_empty(), "{d:?}");
+        }
+        // With a restart-only change beside it, each is treated on its own.
+        let new = with_depth(Some("1")).replace("table-size = 1000", "table-size = 7");
+        let d = depth_change(&with_depth(None), &new);
+        assert_eq!(d.refused, ["[run] table-size"]);
+        assert!(matches!(d.apply[..], [Change::TunnelMaxDepth(1)]), "{d:?}");
+        // Turned off by an earlier reload, on again: tunnel.log is open since the start.
+        let at_start = started(&cfg(&with_depth(None)));
+        let d = decide(
+            &cfg(&with_depth(Some("0"))),
+            &cfg(&with_depth(Some("3"))),
+            at_start,
+        );
+        assert!(matches!(d.apply[..], [Change::TunnelMaxDepth(3)]), "{d:?}");
+    }
+
+    #[test]
+    fn a_tunnel_depth_that_cannot_apply_says_why() {
+        // Off at start: tunnel.log was never opened, so turning it on needs a restart.
+        let d = depth_change(&with_depth(Some("0")), &with_depth(Some("2")));
+        assert!(d.apply.is_empty(), "{d:?}");
+        assert_eq!(
+            d.refused,
+            ["[run] tunnel-max-depth (decapsulation was off at start)"]
+        );
+        // Past what the kernel program opens: the note names the limit, nothing changes.
+        let d = depth_change(&with_depth(None), &with_depth(Some("9")));
+        assert!(d.apply.is_empty() && d.refused.is_empty(), "{d:?}");
+        assert!(d.notes[0].contains("at most 8"), "{:?}", d.notes);
+        // Given on the command line: it wins over the file, as at start.
+        let cli = Running {
+            tunnel_depth_at_start: 4,
+            tunnel_depth_from_cli: true,
+        };
+        let d = decide(&cfg(&with_depth(None)), &cfg(&with_depth(Some("2"))), cli);
+        assert!(d.apply.is_empty() && d.refused.is_empty(), "{d:?}");
+        assert!(d.notes[0].contains("command line"), "{:?}", d.notes);
+    }
+
     #[test]
     fn contents_rules_change_live_and_the_rest_of_contents_not() {
         let old = "[[contents.rules]]\nmatch = { ports = [21] }\n";
         let new = "[contents]\ndisk_quota = 5\n[[contents.rules]]\nmatch = { ports = [21, 23] }\n";
-        let d = decide(&cfg(old), &cfg(new));
+        let d = decide(&cfg(old), &cfg(new), started(&cfg(old)));
         assert_eq!(d.refused, ["[contents] disk_quota"]);
         match &d.apply[..] {
             [Change::ContentsRules(r)] => assert_eq!(r.len(), 1),

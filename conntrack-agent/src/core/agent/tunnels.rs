@@ -11,6 +11,13 @@ impl Agent {
         self.tunnels = Some(Box::new(Tunnels::new(log)));
     }
 
+    /// A new `--tunnel-max-depth` for the datapath (SIGHUP): packets from now on are opened
+    /// that many layers deep (0: none). Connections already open keep what they are.
+    pub fn set_tunnel_depth(&mut self, depth: u32) -> anyhow::Result<()> {
+        self.dp.set_tunnel_depth(depth)?;
+        Ok(())
+    }
+
     /// Replay through a datapath that decapsulates (the kernel's): the verdicts on the next
     /// packet's inner layers (`Datapath::set_inner_verdicts`).
     pub fn set_inner_verdicts(&mut self, verdicts: Option<u32>) {

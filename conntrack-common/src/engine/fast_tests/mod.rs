@@ -13,7 +13,9 @@
 
 use super::fast::{Reason, plan};
 use super::*;
-use crate::conn::{CONN_ANALYZER_DECIDED, CONN_DNS_ANALYZER, CONN_NTP_ANALYZER};
+use crate::conn::{
+    CONN_ANALYZER_DECIDED, CONN_DNS_ANALYZER, CONN_NTP_ANALYZER, CONN_TUNNEL_DETECTED,
+};
 use crate::contents;
 use crate::event::Event;
 use crate::history::HISTORY_CAP;
@@ -456,6 +458,21 @@ fn extraction_needs_the_full_engine_for_payload_of_the_extracted_direction() {
     assert_full(&mut sim, &tcp4(true, ACK, a, b, 10), 10, Reason::Extraction);
     assert_fast(&mut sim, &tcp4(true, ACK, a + 10, b, 0), 11);
     assert_fast(&mut sim, &tcp4(false, ACK, b, a + 10, 30), 12);
+}
+
+#[test]
+fn a_flow_that_carried_a_detected_tunnel_needs_the_full_engine() {
+    // Zeek looks for Teredo/AYIYA in every datagram: once the kernel's tunnel stage found one
+    // in this flow, its datagrams go where the detection runs.
+    let mut sim = Sim::with_ports(&[]);
+    let ab = udp4_payload((A4, 40000), (B4, 40001), &[9; 8]);
+    let ba = udp4_payload((B4, 40001), (A4, 40000), &[9; 8]);
+    sim.feed(&ab, 1, true);
+    sim.feed(&ba, 2, true);
+    assert_fast(&mut sim, &ab, 3);
+    only_mut(&mut sim).flags |= CONN_TUNNEL_DETECTED;
+    assert_full(&mut sim, &ab, 4, Reason::Tunnel);
+    assert_full(&mut sim, &ba, 5, Reason::Tunnel);
 }
 
 #[test]
