@@ -176,6 +176,12 @@ impl Service {
             side.push_datagram(&chunk.data);
         }
         p.stale = true;
+        if key.proto == proto::TCP && Self::rejected(&key, p) {
+            // Nothing can be found: only that is kept, and the datapath stops sampling it.
+            *state = State::Decided(Names::new());
+            dp.stop_sampling(&key);
+            return;
+        }
         let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
         if !p.exchanged && p.sides.iter().all(|s| !s.is_empty()) {
             // The first exchange: decided here while its bytes are hot when the answer is
@@ -206,6 +212,26 @@ impl Service {
             };
             *state = State::Decided(names);
         }
+    }
+
+    /// TCP: both sides have spoken and no continuation of their streams can confirm a
+    /// service ([`detect::rejects_for_good`]).
+    fn rejected(key: &FlowKey, p: &Pending) -> bool {
+        if p.sides.iter().any(SideSample::is_empty) {
+            return false;
+        }
+        let (o, r) = (
+            p.sides[0].stream(MAX_SAMPLE_BYTES),
+            p.sides[1].stream(MAX_SAMPLE_BYTES),
+        );
+        // The orientation does not matter: both are checked.
+        detect::rejects_for_good(&Sample {
+            transport: Transport::Tcp,
+            orig_port: key.port_a,
+            resp_port: key.port_b,
+            orig: &[&*o],
+            resp: &[&*r],
+        })
     }
 
     /// A confirmed FTP control channel, its samples so far read.
