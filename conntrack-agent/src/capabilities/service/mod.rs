@@ -172,8 +172,11 @@ impl Service {
         let side = &mut p.sides[usize::from(!from_a)];
         if key.proto == proto::TCP {
             side.push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES);
-        } else {
+        } else if detect::udp_bytes_matter((key.port_a, key.port_b), &chunk.data) {
             side.push_datagram(&chunk.data);
+        } else {
+            // Its place is kept, not its bytes (no detector reads them).
+            side.push_datagram(&[]);
         }
         p.stale = true;
         if key.proto == proto::TCP && Self::rejected(&key, p) {

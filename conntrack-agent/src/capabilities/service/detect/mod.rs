@@ -34,7 +34,7 @@ mod websocket;
 mod xmpp;
 
 pub use ftp::{FtpExpect, ftp_announcements};
-pub use reject::rejects_for_good;
+pub use reject::{rejects_for_good, udp_bytes_matter};
 
 /// How many bytes per direction detection looks at, at most: what the kernel copies of each
 /// direction's first payload. Enough for a request line with its headers (the WebSocket
