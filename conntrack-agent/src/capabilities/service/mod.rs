@@ -11,6 +11,13 @@
 //! are complete (then the bytes are freed) or when the connection is logged. The names go
 //! into its conn.log record ([`Capability::conn_service`]).
 //!
+//! Most connections carry nothing a detector confirms, so that answer is made cheap: a TCP
+//! connection whose first bytes no detector can continue ([`detect::rejects_for_good`]) is
+//! decided at its first exchange with no name, and a decided connection's sampling is
+//! stopped (`ThresholdTarget::stop_sampling`: the host engine's; the kernel's ends by its
+//! budget, and what still comes is ignored). A UDP datagram whose bytes no detector reads
+//! is kept as an empty one ([`detect::udp_bytes_matter`]).
+//!
 //! FTP control channels are followed further: once one is confirmed its payload is extracted
 //! (the contents mechanism) and its announcements make the data connections `ftp-data`
 //! ([`ftp_data`]). Other capabilities add their own names through the same hook (tunnels:
@@ -204,6 +211,7 @@ impl Service {
             }
             if detect::is_final(transport(&key), &p.found) {
                 *state = State::Decided(std::mem::take(&mut p.found));
+                dp.stop_sampling(&key);
                 return;
             }
         }

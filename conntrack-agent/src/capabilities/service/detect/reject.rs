@@ -68,7 +68,17 @@ mod tests {
     #[test]
     fn zero_bytes_on_an_ordinary_port_are_rejected() {
         assert!(rejects_for_good(&tcp((40000, 443), &[&ZEROS], &[&ZEROS])));
-        assert!(rejects_for_good(&tcp((40000, 80), &[b"\x01\x02"], &[b"xyz"])));
+        assert!(rejects_for_good(&tcp(
+            (40000, 80),
+            &[b"\x01\x02"],
+            &[b"\x07yz"]
+        )));
+        // Letters could start a request line if the roles flipped.
+        assert!(!rejects_for_good(&tcp(
+            (40000, 80),
+            &[b"\x01\x02"],
+            &[b"xyz"]
+        )));
     }
 
     #[test]
@@ -102,7 +112,9 @@ mod tests {
 
     /// A QUIC version 1 Initial: long header, connection ids, no token, 64 bytes of payload.
     fn quic_initial() -> Vec<u8> {
-        let mut d = vec![0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x40, 0x40];
+        let mut d = vec![
+            0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x40, 0x40,
+        ];
         d.extend_from_slice(&[0; 64]);
         d
     }
@@ -123,7 +135,13 @@ mod tests {
     /// matter.
     fn thin<'a>(ports: (u16, u16), ds: &[&'a [u8]]) -> Vec<&'a [u8]> {
         ds.iter()
-            .map(|d| if udp_bytes_matter(ports, d) { *d } else { &[][..] })
+            .map(|d| {
+                if udp_bytes_matter(ports, d) {
+                    *d
+                } else {
+                    &[][..]
+                }
+            })
             .collect()
     }
 
@@ -131,9 +149,16 @@ mod tests {
     fn udp_datagrams_whose_bytes_do_not_matter_detect_the_same_empty() {
         let initial = quic_initial();
         let ntp = [0x23u8; 48];
-        let dns_query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
+        let dns_query =
+            b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
         let datagrams: [&[u8]; 5] = [&ZEROS, &initial, &ntp, dns_query, b"hello"];
-        for ports in [(40000, 443), (443, 40000), (5000, 51820), (40000, 53), (123, 123)] {
+        for ports in [
+            (40000, 443),
+            (443, 40000),
+            (5000, 51820),
+            (40000, 53),
+            (123, 123),
+        ] {
             for i in 0..datagrams.len() {
                 for j in 0..datagrams.len() {
                     let (o, r) = ([datagrams[i], datagrams[j]], [datagrams[j]]);
@@ -146,7 +171,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(detect(&udp((40000, 443), &[&initial], &[])), ["quic", "ssl"]);
+        assert_eq!(
+            detect(&udp((40000, 443), &[&initial], &[])),
+            ["quic", "ssl"]
+        );
     }
 
     /// A small deterministic generator (xorshift) for the property test.
