@@ -46,6 +46,7 @@ use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport};
 use ftp_data::{ControlChannel, Expectations};
 use loaded::Loaded;
 use sample::SideSample;
+use std::borrow::Cow;
 
 // The kernel's budget covers what the detectors look at.
 const _: () = assert!(MAX_SAMPLE_DATAGRAMS <= SAMPLE_PACKETS as usize);
@@ -176,7 +177,19 @@ impl Service {
             return; // decided: later samples change nothing
         };
         p.a_is_orig = from_a == from_orig;
-        let side = &mut p.sides[usize::from(!from_a)];
+        let idx = usize::from(!from_a);
+        // TCP: the first exchange is judged before this side's first bytes are kept (a
+        // rejected connection's never are); a later sample after it is kept, as it may
+        // complete what the rule needs (PostgreSQL's first 8 bytes).
+        let first_exchange =
+            key.proto == proto::TCP && p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
+        let kept = &chunk.data[..chunk.data.len().min(MAX_SAMPLE_BYTES)];
+        if first_exchange && Self::rejected(&key, p, Some((idx, kept))) {
+            *state = State::Decided(Names::new());
+            dp.stop_sampling(&key);
+            return;
+        }
+        let side = &mut p.sides[idx];
         if key.proto == proto::TCP {
             side.push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES);
         } else if detect::udp_bytes_matter((key.port_a, key.port_b), &chunk.data) {
@@ -186,7 +199,7 @@ impl Service {
             side.push_datagram(&[]);
         }
         p.stale = true;
-        if key.proto == proto::TCP && Self::rejected(&key, p) {
+        if key.proto == proto::TCP && p.exchanged && Self::rejected(&key, p, None) {
             // Nothing can be found: only that is kept, and the datapath stops sampling it.
             *state = State::Decided(Names::new());
             dp.stop_sampling(&key);
@@ -226,15 +239,17 @@ impl Service {
     }
 
     /// TCP: both sides have spoken and no continuation of their streams can confirm a
-    /// service ([`detect::rejects_for_good`]).
-    fn rejected(key: &FlowKey, p: &Pending) -> bool {
-        if p.sides.iter().any(SideSample::is_empty) {
+    /// service ([`detect::rejects_for_good`]); with `first`, side `first.0`'s stream is
+    /// `first.1` (its first sample, not kept yet).
+    fn rejected(key: &FlowKey, p: &Pending, first: Option<(usize, &[u8])>) -> bool {
+        let stream = |i: usize| match first {
+            Some((side, bytes)) if side == i => Cow::Borrowed(bytes),
+            _ => p.sides[i].stream(MAX_SAMPLE_BYTES),
+        };
+        let (o, r) = (stream(0), stream(1));
+        if o.is_empty() || r.is_empty() {
             return false;
         }
-        let (o, r) = (
-            p.sides[0].stream(MAX_SAMPLE_BYTES),
-            p.sides[1].stream(MAX_SAMPLE_BYTES),
-        );
         // The orientation does not matter: both are checked.
         detect::rejects_for_good(&Sample {
             transport: Transport::Tcp,
