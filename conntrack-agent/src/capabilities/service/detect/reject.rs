@@ -201,7 +201,7 @@ mod tests {
         for _ in 0..4000 {
             // First bytes from a small alphabet, so that rejections and near misses both come.
             let alphabet = b"\0\x01\x16 GS2+*:\r\nxE";
-            let mut first = |rng: &mut u64| -> Vec<u8> {
+            let first = |rng: &mut u64| -> Vec<u8> {
                 let n = 1 + next(rng) as usize % 9;
                 (0..n)
                     .map(|_| alphabet[next(rng) as usize % alphabet.len()])
