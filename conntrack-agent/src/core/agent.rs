@@ -89,6 +89,11 @@ impl ThresholdTarget for Datapaths<'_> {
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.main.lookup(key).or_else(|| self.overflow.lookup(key))
     }
+    fn stop_sampling(&mut self, key: &FlowKey) {
+        if !self.main.stop_sampling(key) {
+            self.overflow.stop_sampling(key);
+        }
+    }
     fn content_counters(
         &self,
         key: &FlowKey,

@@ -167,6 +167,8 @@ pub trait ThresholdTarget {
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError>;
     /// The connection as the datapath holds it now.
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
+    /// See [`crate::datapath::Datapath::stop_sampling`].
+    fn stop_sampling(&mut self, _key: &FlowKey) {}
     /// Content extraction: the datapath's per-connection byte counters.
     fn content_counters(
         &self,

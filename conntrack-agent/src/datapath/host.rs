@@ -327,6 +327,15 @@ impl Datapath for HostDatapath {
         Ok(armed)
     }
 
+    fn stop_sampling(&mut self, key: &FlowKey) -> bool {
+        let Some(conn) = self.table.get_mut(key) else {
+            return false;
+        };
+        // As when the budget is spent: the connection's packets take the fast path again.
+        conn.thr_armed &= !contents::SAMPLE_STATE;
+        true
+    }
+
     fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
         out.append(&mut self.contents.chunks);
     }

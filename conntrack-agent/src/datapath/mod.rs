@@ -146,6 +146,14 @@ pub trait Datapath {
     /// lock), then checks them as Zeek does on a set. Returns the slots that crossed (cleared).
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError>;
 
+    /// Service detection decided connection `key`: its packets need not be sampled any more
+    /// (samples still coming are ignored). True when it stopped it here. The kernel's
+    /// sampling is left to end by its budget (a few packets per connection): a command per
+    /// connection would cost more live than the samples it saves.
+    fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
+        false
+    }
+
     /// Content extraction: moves the payload records produced since the last call to `out`.
     fn drain_contents(&mut self, _out: &mut Vec<ContentChunk>) {}
     /// Whether [`Datapath::drain_contents`] may have records: false lets the agent skip the

@@ -11,6 +11,13 @@
 //! are complete (then the bytes are freed) or when the connection is logged. The names go
 //! into its conn.log record ([`Capability::conn_service`]).
 //!
+//! Most connections carry nothing a detector confirms, so that answer is made cheap: a TCP
+//! connection whose first bytes no detector can continue ([`detect::rejects_for_good`]) is
+//! decided at its first exchange with no name, and a decided connection's sampling is
+//! stopped (`ThresholdTarget::stop_sampling`: the host engine's; the kernel's ends by its
+//! budget, and what still comes is ignored). A UDP datagram whose bytes no detector reads
+//! is kept as an empty one ([`detect::udp_bytes_matter`]).
+//!
 //! FTP control channels are followed further: once one is confirmed its payload is extracted
 //! (the contents mechanism) and its announcements make the data connections `ftp-data`
 //! ([`ftp_data`]). Other capabilities add their own names through the same hook (tunnels:
@@ -39,6 +46,7 @@ use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport};
 use ftp_data::{ControlChannel, Expectations};
 use loaded::Loaded;
 use sample::SideSample;
+use std::borrow::Cow;
 
 // The kernel's budget covers what the detectors look at.
 const _: () = assert!(MAX_SAMPLE_DATAGRAMS <= SAMPLE_PACKETS as usize);
@@ -169,13 +177,34 @@ impl Service {
             return; // decided: later samples change nothing
         };
         p.a_is_orig = from_a == from_orig;
-        let side = &mut p.sides[usize::from(!from_a)];
+        let idx = usize::from(!from_a);
+        // TCP: the first exchange is judged before this side's first bytes are kept (a
+        // rejected connection's never are); a later sample after it is kept, as it may
+        // complete what the rule needs (PostgreSQL's first 8 bytes).
+        let first_exchange =
+            key.proto == proto::TCP && p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
+        let kept = &chunk.data[..chunk.data.len().min(MAX_SAMPLE_BYTES)];
+        if first_exchange && Self::rejected(&key, p, Some((idx, kept))) {
+            *state = State::Decided(Names::new());
+            dp.stop_sampling(&key);
+            return;
+        }
+        let side = &mut p.sides[idx];
         if key.proto == proto::TCP {
             side.push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES);
-        } else {
+        } else if detect::udp_bytes_matter((key.port_a, key.port_b), &chunk.data) {
             side.push_datagram(&chunk.data);
+        } else {
+            // Its place is kept, not its bytes (no detector reads them).
+            side.push_datagram(&[]);
         }
         p.stale = true;
+        if key.proto == proto::TCP && p.exchanged && Self::rejected(&key, p, None) {
+            // Nothing can be found: only that is kept, and the datapath stops sampling it.
+            *state = State::Decided(Names::new());
+            dp.stop_sampling(&key);
+            return;
+        }
         let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
         if !p.exchanged && p.sides.iter().all(|s| !s.is_empty()) {
             // The first exchange: decided here while its bytes are hot when the answer is
@@ -195,6 +224,7 @@ impl Service {
             }
             if detect::is_final(transport(&key), &p.found) {
                 *state = State::Decided(std::mem::take(&mut p.found));
+                dp.stop_sampling(&key);
                 return;
             }
         }
@@ -206,6 +236,28 @@ impl Service {
             };
             *state = State::Decided(names);
         }
+    }
+
+    /// TCP: both sides have spoken and no continuation of their streams can confirm a
+    /// service ([`detect::rejects_for_good`]); with `first`, side `first.0`'s stream is
+    /// `first.1` (its first sample, not kept yet).
+    fn rejected(key: &FlowKey, p: &Pending, first: Option<(usize, &[u8])>) -> bool {
+        let stream = |i: usize| match first {
+            Some((side, bytes)) if side == i => Cow::Borrowed(bytes),
+            _ => p.sides[i].stream(MAX_SAMPLE_BYTES),
+        };
+        let (o, r) = (stream(0), stream(1));
+        if o.is_empty() || r.is_empty() {
+            return false;
+        }
+        // The orientation does not matter: both are checked.
+        detect::rejects_for_good(&Sample {
+            transport: Transport::Tcp,
+            orig_port: key.port_a,
+            resp_port: key.port_b,
+            orig: &[&*o],
+            resp: &[&*r],
+        })
     }
 
     /// A confirmed FTP control channel, its samples so far read.

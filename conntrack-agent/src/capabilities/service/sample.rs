@@ -3,13 +3,13 @@
 //! order. [`SideSample::stream`] puts a TCP direction back into the byte stream the detectors
 //! expect: from its first byte up to the first gap.
 
-use super::detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS};
+use super::detect::MAX_SAMPLE_DATAGRAMS;
 use std::borrow::Cow;
 
 /// What one direction has sent so far, as sampled.
 ///
-/// Kept for every connection until its samples are complete or it is logged: one block of
-/// bytes per direction, allocated at its first sample.
+/// Kept for every connection until it is decided or logged: one block of bytes per
+/// direction, allocated at its first sample to its size.
 #[derive(Debug, Default, Clone)]
 pub struct SideSample {
     /// Samples received (the datapath sends at most `contents::SAMPLE_PACKETS`).
@@ -35,10 +35,9 @@ impl SideSample {
         if self.count == 1 {
             self.start = seq;
             self.next = end;
-            // Room for the whole stream kept: the next in-order samples need no new block
-            // (a `realloc` costs more than the detectors run on a connection).
-            self.bytes = Vec::with_capacity(keep);
-            self.bytes.extend_from_slice(&data[..data.len().min(keep)]);
+            // Only what came: most connections are decided, or logged, before a second
+            // sample, and the state of every undecided connection stays small.
+            self.bytes = data[..data.len().min(keep)].to_vec();
             return;
         }
         if self.other.is_empty() {
@@ -61,10 +60,11 @@ impl SideSample {
     pub fn push_datagram(&mut self, data: &[u8]) {
         if let Some(end) = self.ends.get_mut(self.count) {
             if self.count == 0 {
-                // One block for the side's datagrams, as for a TCP stream: most fit.
-                self.bytes = Vec::with_capacity(data.len().max(MAX_SAMPLE_BYTES));
+                // Only what came, as for a TCP stream.
+                self.bytes = data.to_vec();
+            } else {
+                self.bytes.extend_from_slice(data);
             }
-            self.bytes.extend_from_slice(data);
             *end = self.bytes.len() as u32;
         }
         self.count += 1;

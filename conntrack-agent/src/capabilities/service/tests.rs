@@ -5,9 +5,10 @@ use super::*;
 use crate::datapath::ThresholdError;
 use conntrack_common::contents::ContentHeader;
 
-/// A datapath that records the commands it is given.
+/// A datapath that records the commands it is given, and the connections whose sampling
+/// it was asked to stop.
 #[derive(Default)]
-struct Commands(Vec<ThresholdCommand>);
+struct Commands(Vec<ThresholdCommand>, Vec<FlowKey>);
 
 impl ThresholdTarget for Commands {
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
@@ -16,6 +17,9 @@ impl ThresholdTarget for Commands {
     }
     fn lookup(&self, _key: &FlowKey) -> Option<Conn> {
         None
+    }
+    fn stop_sampling(&mut self, key: &FlowKey) {
+        self.1.push(*key);
     }
 }
 
@@ -183,4 +187,49 @@ fn a_connection_picked_up_midway_is_not_http() {
     svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
     svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
     assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
+}
+
+#[test]
+fn a_connection_no_detector_can_confirm_is_decided_at_its_first_exchange() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1000, b"\x01\x02binary"), &mut dp);
+    assert!(dp.1.is_empty(), "the server has not answered yet");
+    svc.on_payload(&sample(&key, false, false, 5000, b"\x07reply"), &mut dp);
+    assert_eq!(dp.1, [key], "sampling stops");
+    assert!(matches!(svc.conns.get(&key), Some(State::Decided(n)) if n.is_empty()));
+    // Samples already on their way change nothing.
+    svc.on_payload(&sample(&key, true, true, 1008, REQUEST), &mut dp);
+    assert!(logged(&mut svc, &key, &conn).is_empty());
+    assert!(svc.conns.is_empty());
+}
+
+#[test]
+fn a_request_keeps_its_connection_sampled() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1000, &REQUEST[..3]), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 5000, REPLY), &mut dp);
+    assert!(dp.1.is_empty(), "the request line may still come");
+    svc.on_payload(&sample(&key, true, true, 1003, &REQUEST[3..]), &mut dp);
+    assert_eq!(logged(&mut svc, &key, &conn), ["http"]);
+}
+
+#[test]
+fn a_final_answer_stops_sampling() {
+    let (key, _) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(
+        &sample(&key, true, true, 1, b"SSH-2.0-OpenSSH_9.6\r\n"),
+        &mut dp,
+    );
+    svc.on_payload(
+        &sample(&key, false, false, 1, b"SSH-2.0-OpenSSH_9.2\r\n"),
+        &mut dp,
+    );
+    assert_eq!(dp.1, [key]);
+    assert!(matches!(svc.conns.get(&key), Some(State::Decided(n)) if n == &["ssh"]));
 }

@@ -109,6 +109,14 @@ fn is_request(b: &[u8]) -> bool {
         .any(|m| starts_with_ci(b, m) && b.get(m.len()).is_some_and(|c| *c == b' ' || *c == b'\t'))
 }
 
+/// Whether no continuation of `orig`, a client's first bytes, can be a request line: its
+/// first byte after any white space is there and is not a method's letter.
+pub fn request_ruled_out(orig: &[u8]) -> bool {
+    trim_leading_space(orig)
+        .first()
+        .is_some_and(|c| !c.is_ascii_alphabetic())
+}
+
 /// The stream starts with a status line, `HTTP/` and a digit.
 fn is_reply(b: &[u8]) -> bool {
     let b = trim_leading_space(b);

@@ -23,6 +23,7 @@ mod ldap;
 mod pop3;
 mod postgresql;
 mod quic;
+mod reject;
 mod smtp;
 mod ssh;
 mod syslog;
@@ -33,6 +34,7 @@ mod websocket;
 mod xmpp;
 
 pub use ftp::{FtpExpect, ftp_announcements};
+pub use reject::{rejects_for_good, udp_bytes_matter};
 
 /// How many bytes per direction detection looks at, at most: what the kernel copies of each
 /// direction's first payload. Enough for a request line with its headers (the WebSocket
@@ -146,7 +148,7 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
         return;
     }
     // Dispatch on the client's first byte (then the server's): each parser is tried only where
-    // its protocol could start.
+    // its protocol could start ([`reject`] mirrors these first bytes).
     // HTTP, SSL, SSH and RDP skip connections picked up in the middle.
     let matched = match orig.first().copied().unwrap_or(0) {
         b'S' | b's' if whole && ssh::confirms(orig, resp) => push(found, "ssh"),
@@ -175,7 +177,7 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
     if matched {
         return;
     }
-    // The analyzers Zeek attaches by port.
+    // The analyzers Zeek attaches by port (their ports are `reject::BY_PORT`'s).
     let by_port = (dns::confirms_tcp(s) && push(found, "dns"))
         || (binary_tcp::modbus(s) && push(found, "modbus"))
         || (binary_tcp::krb_tcp(s) && push(found, "krb_tcp"))

@@ -44,6 +44,16 @@ pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
     }
 }
 
+/// Whether no continuation of `orig`, a client's first bytes, can be a StartupMessage, an
+/// SSLRequest or a GSSENCRequest: its first 8 bytes are there and are none of them.
+pub fn ruled_out(orig: &[u8]) -> bool {
+    let (Some(len), Some(code)) = (be32(orig, 0), be32(orig, 4)) else {
+        return false;
+    };
+    let request = matches!(code, SSL_REQUEST | GSSENC_REQUEST) && len == 8;
+    !request && code != PROTOCOL_3
+}
+
 /// A StartupMessage: a sane length, version 3.0, then `name\0value\0` pairs ending in `\0`.
 fn startup(b: &[u8]) -> bool {
     let (Some(len), Some(PROTOCOL_3)) = (be32(b, 0), be32(b, 4)) else {

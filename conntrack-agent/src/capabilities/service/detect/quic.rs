@@ -16,7 +16,7 @@ pub fn confirms(orig: &[&[u8]]) -> bool {
 
 /// A long-header Initial packet of version 1 or 2 with its connection ids, token and a
 /// payload long enough for a ClientHello.
-fn is_initial(d: &[u8]) -> bool {
+pub(super) fn is_initial(d: &[u8]) -> bool {
     let Some(&first) = d.first() else {
         return false;
     };
