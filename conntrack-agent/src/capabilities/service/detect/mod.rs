@@ -33,6 +33,7 @@ mod websocket;
 mod xmpp;
 
 pub use ftp::{FtpExpect, ftp_announcements};
+pub use irc::dcc_sends;
 
 /// How many bytes per direction detection looks at, at most: what the kernel copies of each
 /// direction's first payload. Enough for a request line with its headers (the WebSocket
