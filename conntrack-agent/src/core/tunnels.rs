@@ -42,6 +42,22 @@ pub struct Tunnels {
     /// Some packet was encapsulated: from then on a packet outside any tunnel may be a
     /// change for its connection too (until then no packet needs the lookup).
     pub seen: bool,
+    /// A UDP tunnel's connection gets its analyzer's name in `service` ([`Tunnels::service`]).
+    pub services: bool,
+}
+
+/// The name Zeek logs in `service` for the outer connection of a UDP tunnel: its packet
+/// analyzer confirms the protocol once it has decapsulated a packet. IP tunnels (IP-in-IP,
+/// GRE, GRE over UDP) have no connection of their own that names them.
+pub fn service_name(tunnel: TunnelType) -> Option<&'static str> {
+    match tunnel {
+        TunnelType::Ayiya => Some("ayiya"),
+        TunnelType::Teredo => Some("teredo"),
+        TunnelType::Gtpv1 => Some("gtpv1"),
+        TunnelType::Vxlan => Some("vxlan"),
+        TunnelType::Geneve => Some("geneve"),
+        TunnelType::Ip | TunnelType::Gre => None,
+    }
 }
 
 impl Tunnels {
@@ -54,7 +70,18 @@ impl Tunnels {
             current: None,
             created: None,
             seen: false,
+            services: false,
         }
+    }
+
+    /// `key`'s tunnel name in `service`, if it is a UDP tunnel's connection (discovered: a
+    /// packet was decapsulated from it) and service detection is on. Asked before
+    /// [`Tunnels::removed`].
+    pub fn service(&self, key: &FlowKey) -> Option<&'static str> {
+        if !self.services || self.udp_tunnels.is_empty() {
+            return None;
+        }
+        self.udp_tunnels.get(key).and_then(|k| service_name(k.tunnel))
     }
 
     /// The uid of the IP tunnel between `src` and `dst` (a new one, discovered now, if it was
@@ -173,5 +200,38 @@ impl Tunnels {
             return Ok(Vec::new());
         }
         Ok(self.parents.remove(key).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::conn_log::LogFormat;
+    use conntrack_common::proto;
+
+    fn v4(last: u8) -> [u8; 16] {
+        std::net::Ipv4Addr::new(10, 0, 0, last)
+            .to_ipv6_mapped()
+            .octets()
+    }
+
+    #[test]
+    fn a_udp_tunnels_connection_is_named_after_its_analyzer() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TunnelLog::create(dir.path(), LogFormat::Tsv, Default::default()).unwrap();
+        let mut t = Tunnels::new(log);
+        t.services = true;
+        let outer = FlowKey::from_tuple(&v4(1), 50_000, &v4(2), 4789, proto::UDP);
+        let other = FlowKey::from_tuple(&v4(1), 50_001, &v4(2), 4789, proto::UDP);
+        let uid = "CHhAvVGS1DHFjwGM9".to_string();
+        t.udp_parent(outer, TunnelType::Vxlan, uid, (v4(1), 50_000), (v4(2), 4789), 0)
+            .unwrap();
+        assert_eq!(t.service(&outer), Some("vxlan"));
+        assert_eq!(t.service(&other), None, "no packet decapsulated from it");
+        t.services = false;
+        assert_eq!(t.service(&outer), None, "service detection off");
+        t.services = true;
+        t.removed(&outer, 1).unwrap();
+        assert_eq!(t.service(&outer), None, "logged: forgotten");
     }
 }
