@@ -5,6 +5,7 @@
 
 use crate::logs::tunnel_log::{Action, TunnelLog, TunnelRecord};
 use crate::util::hashing::FastMap;
+use conntrack_common::conn::Conn;
 use conntrack_common::key::FlowKey;
 use conntrack_common::tunnel::TunnelType;
 
@@ -76,12 +77,18 @@ impl Tunnels {
 
     /// `key`'s tunnel name in `service`, if it is a UDP tunnel's connection (discovered: a
     /// packet was decapsulated from it) and service detection is on. Asked before
-    /// [`Tunnels::removed`].
-    pub fn service(&self, key: &FlowKey) -> Option<&'static str> {
+    /// [`Tunnels::removed`], with the connection `conn` as logged.
+    pub fn service(&self, key: &FlowKey, conn: &Conn) -> Option<&'static str> {
         if !self.services || self.udp_tunnels.is_empty() {
             return None;
         }
-        self.udp_tunnels.get(key).and_then(|k| service_name(k.tunnel))
+        let k = self.udp_tunnels.get(key)?;
+        // Zeek's Teredo analyzer confirms only once both directions carried Teredo (a
+        // one-way packet to a Teredo port may be anything); the others at their first packet.
+        if k.tunnel == TunnelType::Teredo && (conn.orig_pkts() == 0 || conn.resp_pkts() == 0) {
+            return None;
+        }
+        service_name(k.tunnel)
     }
 
     /// The uid of the IP tunnel between `src` and `dst` (a new one, discovered now, if it was
@@ -224,14 +231,46 @@ mod tests {
         let outer = FlowKey::from_tuple(&v4(1), 50_000, &v4(2), 4789, proto::UDP);
         let other = FlowKey::from_tuple(&v4(1), 50_001, &v4(2), 4789, proto::UDP);
         let uid = "CHhAvVGS1DHFjwGM9".to_string();
-        t.udp_parent(outer, TunnelType::Vxlan, uid, (v4(1), 50_000), (v4(2), 4789), 0)
-            .unwrap();
-        assert_eq!(t.service(&outer), Some("vxlan"));
-        assert_eq!(t.service(&other), None, "no packet decapsulated from it");
+        t.udp_parent(
+            outer,
+            TunnelType::Vxlan,
+            uid,
+            (v4(1), 50_000),
+            (v4(2), 4789),
+            0,
+        )
+        .unwrap();
+        let one_way = Conn::ZERO;
+        assert_eq!(t.service(&outer, &one_way), Some("vxlan"));
+        assert_eq!(t.service(&other, &one_way), None, "nothing decapsulated");
         t.services = false;
-        assert_eq!(t.service(&outer), None, "service detection off");
+        assert_eq!(t.service(&outer, &one_way), None, "service detection off");
         t.services = true;
         t.removed(&outer, 1).unwrap();
-        assert_eq!(t.service(&outer), None, "logged: forgotten");
+        assert_eq!(t.service(&outer, &one_way), None, "logged: forgotten");
+    }
+
+    #[test]
+    fn teredo_is_confirmed_by_both_directions() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TunnelLog::create(dir.path(), LogFormat::Tsv, Default::default()).unwrap();
+        let mut t = Tunnels::new(log);
+        t.services = true;
+        let outer = FlowKey::from_tuple(&v4(1), 3797, &v4(2), 3544, proto::UDP);
+        let uid = "CHhAvVGS1DHFjwGM9".to_string();
+        t.udp_parent(
+            outer,
+            TunnelType::Teredo,
+            uid,
+            (v4(1), 3797),
+            (v4(2), 3544),
+            0,
+        )
+        .unwrap();
+        let mut conn = Conn::ZERO;
+        conn.resp.pkts = 1;
+        assert_eq!(t.service(&outer, &conn), None, "the server's packet only");
+        conn.orig.pkts = 2;
+        assert_eq!(t.service(&outer, &conn), Some("teredo"));
     }
 }
