@@ -1,19 +1,29 @@
-//! IRC (RFC 2812). Zeek's signatures attach the IRC analyzer on a registration command from
-//! the client and a prefixed message (`:server 001 ...`) from the server; `STARTTLS`
-//! (IRCv3's tls extension, reply 670) switches the stream to TLS.
+//! IRC (RFC 2812). Zeek attaches the IRC analyzer on ports 6666-6669, elsewhere by its
+//! signatures: the client registers (`USER` and `NICK` lines, in either order) and the server
+//! sends a numeric reply (`:server 001 ...`). `STARTTLS` (IRCv3's tls extension, reply 670)
+//! switches the stream to TLS.
 
 use super::bytes::{first_line, lines};
-use super::{text, tls};
+use super::{Sample, text, tls};
 use std::net::{IpAddr, Ipv4Addr};
 
 const COMMANDS: [&[u8]; 6] = [b"NICK", b"USER", b"PASS", b"CAP", b"STARTTLS", b"SERVER"];
 
-pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
-    let command = first_line(orig).is_some_and(|l| {
-        let w = text::first_word(l);
-        COMMANDS.iter().any(|c| w.eq_ignore_ascii_case(c))
-    });
-    if !command || !first_line(resp).is_some_and(is_server_message) {
+/// The ports Zeek's IRC analyzer is registered for.
+const PORTS: [u16; 4] = [6666, 6667, 6668, 6669];
+
+pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
+    let (orig, resp) = (s.orig_stream(), s.resp_stream());
+    let ok = if PORTS.iter().any(|&p| s.has_port(p)) {
+        // Attached by port: a client command and a server message are IRC.
+        first_line(orig).is_some_and(|l| {
+            let w = text::first_word(l);
+            COMMANDS.iter().any(|c| w.eq_ignore_ascii_case(c))
+        }) && first_line(resp).is_some_and(is_server_message)
+    } else {
+        registers(orig) && lines(resp).any(is_numeric_reply)
+    };
+    if !ok {
         return false;
     }
     found.push("irc");
@@ -23,6 +33,30 @@ pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
         found.push("ssl");
     }
     true
+}
+
+/// The client's lines hold `USER` (with arguments) and `NICK`: Zeek's signatures for an
+/// IRC client off its ports.
+fn registers(orig: &[u8]) -> bool {
+    let has = |verb: &[u8]| {
+        lines(orig).any(|l| {
+            let l = text::trim_start(l);
+            text::first_word(l).eq_ignore_ascii_case(verb) && l.len() > verb.len() + 1
+        })
+    };
+    has(b"USER") && has(b"NICK")
+}
+
+/// A numeric reply, `[:prefix ]NNN ...`: Zeek's signature for an IRC server's reply.
+fn is_numeric_reply(line: &[u8]) -> bool {
+    let rest = match line.strip_prefix(b":") {
+        Some(p) => match p.iter().position(|&c| c == b' ') {
+            Some(i) if i > 0 => &p[i + 1..],
+            _ => return false,
+        },
+        None => line,
+    };
+    rest.len() > 3 && rest[..3].iter().all(u8::is_ascii_digit) && rest[3] == b' '
 }
 
 /// `:prefix COMMAND ...` or an unprefixed `NOTICE`/`PING`/`ERROR`.
@@ -107,6 +141,25 @@ mod tests {
         let client = b"NICK zeek\r\nUSER zeek 0 * :zeek\r\n".as_slice();
         let server = b":irc.example.net NOTICE * :*** Looking up your hostname...\r\n".as_slice();
         assert_eq!(detect(&tcp((59069, 6667), &[client], &[server])), ["irc"]);
+    }
+
+    #[test]
+    fn off_its_ports_irc_needs_a_registration_and_a_numeric_reply() {
+        let client = b"NICK zeek\r\nUSER zeek 0 * :zeek\r\n".as_slice();
+        let notice = b":irc.example.net NOTICE * :*** Looking up your hostname...\r\n".as_slice();
+        let welcome = b":irc.example.net NOTICE * :*** Found your hostname\r\n\
+            :irc.example.net 001 zeek :Welcome to the Internet Relay Network zeek\r\n"
+            .as_slice();
+        assert!(detect(&tcp((59069, 7000), &[client], &[notice])).is_empty());
+        assert_eq!(detect(&tcp((59069, 7000), &[client], &[welcome])), ["irc"]);
+        // A capability negotiation first: no registration among the client's lines yet.
+        let cap = b"CAP LS 302\r\n".as_slice();
+        assert!(detect(&tcp((59069, 7000), &[cap], &[welcome])).is_empty());
+        assert_eq!(
+            detect(&tcp((59069, 6667), &[cap], &[notice])),
+            ["irc"],
+            "by port"
+        );
     }
 
     #[test]

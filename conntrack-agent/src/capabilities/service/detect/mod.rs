@@ -170,7 +170,7 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
         b'1' | b'2' => smtp::detect(orig, resp, found) || ftp::detect(s, found),
         b'+' => pop3::detect(orig, resp, found),
         b'*' => imap::detect(orig, resp, found),
-        b':' | b'N' | b'P' | b'E' => irc::detect(orig, resp, found),
+        b':' | b'N' | b'P' | b'E' => irc::detect(s, found),
         _ => false,
     };
     if matched {
