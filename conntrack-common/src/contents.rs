@@ -115,6 +115,23 @@ pub const fn sample_len(len: u32) -> u32 {
     }
 }
 
+/// The bytes a sample carries of a packet whose `len` payload bytes the capture holds only
+/// `captured` of: [`sample_len`]'s when they are all there. A UDP datagram cut by the capture
+/// gives what was captured (Zeek's analyzers parse a cut datagram as far as it goes: a DNS
+/// query cut in its additional records is still DNS); a cut TCP segment gives nothing (its
+/// missing bytes are a gap to Zeek's reassembler).
+#[inline(always)]
+pub const fn sample_take(len: u32, captured: u32, is_udp: bool) -> u32 {
+    let want = sample_len(len);
+    if captured >= want {
+        want
+    } else if is_udp {
+        captured
+    } else {
+        0
+    }
+}
+
 /// Whether `meta`'s sender is `key`'s `addr_a`/`port_a` side ([`CONTENT_FROM_A`]).
 #[inline(always)]
 pub fn sender_is_a(key: &FlowKey, meta: &PacketMeta) -> bool {
@@ -234,6 +251,20 @@ pub fn record_seq(meta: &PacketMeta, offset: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cut_datagram_is_sampled_as_captured_a_cut_segment_not() {
+        assert_eq!(sample_take(54, 54, true), 54);
+        assert_eq!(sample_take(2000, 2000, false), SAMPLE_BYTES, "capped");
+        assert_eq!(
+            sample_take(2000, 600, false),
+            SAMPLE_BYTES,
+            "cut after the sample"
+        );
+        assert_eq!(sample_take(54, 48, true), 48, "UDP: the captured bytes");
+        assert_eq!(sample_take(54, 48, false), 0, "TCP: a gap");
+        assert_eq!(sample_take(54, 0, true), 0);
+    }
+
     use super::*;
 
     #[test]

@@ -18,6 +18,7 @@ use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
 use conntrack_common::contents::{
     self, CHUNK_BYTES, CONTENT_FROM_ORIG, ContentCounters, ContentRecord, MAX_CHUNKS,
 };
+use conntrack_common::proto;
 use conntrack_common::stats::Stat;
 use core::intrinsics::{AtomicOrdering, atomic_xadd, atomic_xchg};
 
@@ -74,7 +75,10 @@ fn rate_admit(now_ns: u64, n: u32) -> u32 {
 #[inline(always)]
 fn sample<C: Pkt>(ctx: &C, scratch: &Scratch, start: u32, is_orig: bool) {
     let meta = &scratch.meta;
-    let len = contents::sample_len(meta.payload_len);
+    // A packet cut by the capture (a replay's frame holds what was captured) gives what
+    // `sample_take` says.
+    let captured = ctx.frame_len().saturating_sub(start);
+    let len = contents::sample_take(meta.payload_len, captured, meta.proto == proto::UDP);
     if len == 0 {
         return;
     }
@@ -122,7 +126,7 @@ pub fn run<C: Pkt>(ctx: &C) {
     let d = contents::dir_index(is_orig);
     // The payload ends where the IP header says (or, for a replayed IPv4 total length of 0, at
     // the end of the frame, which then holds exactly the captured packet). A tunnel's inner
-    // packet starts at `base` in the frame.
+    // packet starts at `base` in the frame: its `l3_offset` counts from there.
     let end = if scratch.ip_len_zero != 0 {
         ctx.frame_len()
     } else {

@@ -282,7 +282,7 @@ fn replay(
             stdout: false,
         };
         let log = TunnelLog::create(&args.common.log_dir, args.common.log_format, opts)?;
-        agent.enable_tunnels(log);
+        agent.enable_tunnels(log, settings.service);
     }
     let mut clock = PacketClock::default();
     let mut defrag = Defragmenter::default();

@@ -656,6 +656,11 @@ impl Agent {
             // After the Removed event, which the capabilities handled first.
             self.core.conn_service(k, c, &mut service);
         }
+        if let Some(name) = self.tunnels.as_ref().and_then(|t| t.service(k, c))
+            && !service.contains(&name)
+        {
+            service.push(name);
+        }
         let l2 = match &mut self.link_layers {
             Some(ls) => ls.take(k, c),
             None => Default::default(),

@@ -17,6 +17,7 @@ use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{
     IpView, PacketMeta, ParseError, l2, parse_ethernet, parse_ip, parse_ip_viewed,
 };
+use conntrack_common::proto;
 use conntrack_common::threshold::{self, ThresholdCommand};
 use conntrack_common::tunnel::{self, EncapChange};
 
@@ -141,11 +142,12 @@ impl HostDatapath {
 impl HostDatapath {
     /// A service sample of the packet `meta` (payload as captured: `payload`), after the
     /// engine took it ([`Changes::SAMPLE`]): one record of its first bytes, as the kernel's
-    /// contents stage writes it (none when the capture holds fewer bytes, as there).
+    /// contents stage writes it (of a cut packet, `contents::sample_take`'s, as there).
     fn sample(&mut self, payload: &[u8], meta: &PacketMeta, ts_ns: u64, is_orig: bool) {
         let key = FlowKey::from_meta(meta);
-        let len = contents::sample_len(meta.payload_len);
-        let Some(bytes) = payload.get(..len as usize) else {
+        let captured = payload.len().min(u32::MAX as usize) as u32;
+        let len = contents::sample_take(meta.payload_len, captured, meta.proto == proto::UDP);
+        let Some(bytes) = payload.get(..len as usize).filter(|b| !b.is_empty()) else {
             return;
         };
         let mut data = self.contents.spare.pop().unwrap_or_default();

@@ -1,17 +1,20 @@
-//! `ftp-data`: the data connections an FTP control channel announces. Zeek's FTP analyzer
-//! reads PORT / EPRT commands and 227 / 229 replies and expects the connection they name
-//! (`Analyzer::schedule_analyzer`, for 5 minutes): a connection from the expected originator
-//! to the announced address and port is an FTP data connection.
+//! `ftp-data` and `irc-dcc-data`: the data connections that a control channel announces.
+//! Zeek's FTP analyzer reads PORT / EPRT commands and 227 / 229 replies and expects the
+//! connection they name (`Analyzer::schedule_analyzer`, for 5 minutes): a connection from the
+//! expected originator to the announced address and port is an FTP data connection. Its IRC
+//! analyzer reads `DCC SEND` offers, and `dcc-send.zeek` expects a connection from anyone
+//! (`0.0.0.0`) to the offered address and port, for 5 minutes: `irc-dcc-data`.
 //!
 //! The announcements come after the login, past the first bytes every connection samples: a
 //! confirmed control channel is extracted whole ([`ControlChannel`] puts its bytes back in
 //! order and hands on complete lines), and [`Expectations`] keeps what was announced.
 
-use super::detect::FtpExpect;
+use super::detect::{FtpExpect, dcc_sends};
 use conntrack_common::conn::Conn;
 use std::net::IpAddr;
 
-/// How long an announced data connection is expected (Zeek schedules the analyzer for 5 min).
+/// How long an announced data connection is expected (Zeek schedules the analyzer for 5 min,
+/// FTP's and IRC's alike).
 pub const EXPECT_NS: u64 = 300_000_000_000;
 
 /// A line longer than this is no FTP command or reply: dropped rather than kept growing.
@@ -58,9 +61,19 @@ impl LineFeed {
     }
 }
 
-/// A confirmed FTP control channel: the client's (originator's) and server's lines.
+/// Which protocol a control channel speaks: what its lines announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announcer {
+    /// FTP: PORT / EPRT, PASV / EPSV replies (`ftp-data`).
+    Ftp,
+    /// IRC: DCC SEND offers (`irc-dcc-data`).
+    Irc,
+}
+
+/// A confirmed control channel: the client's (originator's) and server's lines.
 #[derive(Debug)]
 pub struct ControlChannel {
+    kind: Announcer,
     /// The client's and the server's addresses (IPv4-mapped), for the expectations.
     client: [u8; 16],
     server: [u8; 16],
@@ -69,8 +82,9 @@ pub struct ControlChannel {
 }
 
 impl ControlChannel {
-    pub fn new(client: [u8; 16], server: [u8; 16]) -> Self {
+    pub fn new(kind: Announcer, client: [u8; 16], server: [u8; 16]) -> Self {
         Self {
+            kind,
             client,
             server,
             sides: Default::default(),
@@ -92,13 +106,22 @@ impl ControlChannel {
         if lines.is_empty() {
             return;
         }
-        let found = if from_client {
-            super::detect::ftp_announcements(&lines, &[])
-        } else {
-            super::detect::ftp_announcements(&[], &lines)
-        };
-        for e in &found {
-            expected.add(self.client, self.server, e, now_ns);
+        match self.kind {
+            Announcer::Ftp => {
+                let found = if from_client {
+                    super::detect::ftp_announcements(&lines, &[])
+                } else {
+                    super::detect::ftp_announcements(&[], &lines)
+                };
+                for e in &found {
+                    expected.add(self.client, self.server, e, now_ns);
+                }
+            }
+            Announcer::Irc => {
+                for (addr, port) in dcc_sends(&lines) {
+                    expected.add_dcc(mapped(addr), port, now_ns);
+                }
+            }
         }
     }
 }
@@ -106,10 +129,13 @@ impl ControlChannel {
 /// One announced data connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Expected {
-    orig: [u8; 16],
+    /// `None`: any originator (Zeek's `0.0.0.0`).
+    orig: Option<[u8; 16]>,
     resp: [u8; 16],
     resp_port: u16,
     at_ns: u64,
+    /// The name the data connection gets in `service`.
+    service: &'static str,
 }
 
 /// The data connections announced in the last [`EXPECT_NS`].
@@ -135,32 +161,51 @@ impl Expectations {
     /// expected originator is the client for a server's announcement (PASV, EPSV), else the
     /// server (PORT, EPRT); the responder is the announced address, or for EPSV the server.
     pub fn add(&mut self, client: [u8; 16], server: [u8; 16], e: &FtpExpect, now_ns: u64) {
-        self.list
-            .retain(|x| now_ns.saturating_sub(x.at_ns) <= EXPECT_NS);
         let (orig, default_resp) = if e.from_server {
             (client, server)
         } else {
             (server, client)
         };
         let resp = e.addr.map_or(default_resp, mapped);
-        self.list.push(Expected {
-            orig,
+        self.push(Expected {
+            orig: Some(orig),
             resp,
             resp_port: e.port,
             at_ns: now_ns,
+            service: "ftp-data",
         });
     }
 
-    /// Whether `conn` is a data connection announced before it started (within
-    /// [`EXPECT_NS`]). The announcement stays until it expires, as in Zeek.
-    pub fn matches(&self, conn: &Conn) -> bool {
-        self.list.iter().any(|x| {
-            x.resp_port == conn.resp_port
-                && x.resp == conn.resp_addr
-                && x.orig == conn.orig_addr
-                && conn.start_ns >= x.at_ns
-                && conn.start_ns - x.at_ns <= EXPECT_NS
-        })
+    /// A DCC SEND offer of a file at `resp`:`resp_port`: whoever connects there.
+    pub fn add_dcc(&mut self, resp: [u8; 16], resp_port: u16, now_ns: u64) {
+        self.push(Expected {
+            orig: None,
+            resp,
+            resp_port,
+            at_ns: now_ns,
+            service: "irc-dcc-data",
+        });
+    }
+
+    fn push(&mut self, x: Expected) {
+        self.list
+            .retain(|old| x.at_ns.saturating_sub(old.at_ns) <= EXPECT_NS);
+        self.list.push(x);
+    }
+
+    /// The service of `conn` if it is a data connection announced before it started
+    /// (within [`EXPECT_NS`]). The announcement stays until it expires, as in Zeek.
+    pub fn matches(&self, conn: &Conn) -> Option<&'static str> {
+        self.list
+            .iter()
+            .find(|x| {
+                x.resp_port == conn.resp_port
+                    && x.resp == conn.resp_addr
+                    && x.orig.is_none_or(|o| o == conn.orig_addr)
+                    && conn.start_ns >= x.at_ns
+                    && conn.start_ns - x.at_ns <= EXPECT_NS
+            })
+            .map(|x| x.service)
     }
 }
 
@@ -221,14 +266,17 @@ mod tests {
             start_ns: 2_000,
             ..Conn::ZERO
         };
-        assert!(x.matches(&data));
+        assert_eq!(x.matches(&data), Some("ftp-data"));
         data.orig_addr = v4([10, 0, 0, 9]);
-        assert!(!x.matches(&data), "another originator");
+        assert!(x.matches(&data).is_none(), "another originator");
         data.orig_addr = client;
         data.start_ns = 500;
-        assert!(!x.matches(&data), "started before the announcement");
+        assert!(
+            x.matches(&data).is_none(),
+            "started before the announcement"
+        );
         data.start_ns = 1_000 + EXPECT_NS + 1;
-        assert!(!x.matches(&data), "expired");
+        assert!(x.matches(&data).is_none(), "expired");
     }
 
     #[test]
@@ -254,16 +302,44 @@ mod tests {
             resp_port: 40_000,
             ..Conn::ZERO
         };
-        assert!(x.matches(&active));
+        assert_eq!(x.matches(&active), Some("ftp-data"));
         let passive = Conn {
             orig_addr: client,
             resp_addr: server,
             resp_port: 40_001,
             ..Conn::ZERO
         };
-        assert!(x.matches(&passive));
+        assert_eq!(x.matches(&passive), Some("ftp-data"));
         assert!(!x.is_empty());
         x.add(client, server, &epsv, 2 * EXPECT_NS);
         assert_eq!(x.list.len(), 1, "the old ones expired");
+    }
+
+    #[test]
+    fn a_dcc_offer_expects_anyone_at_the_offered_address() {
+        let (client, server) = (v4([10, 0, 0, 7]), v4([10, 0, 0, 1]));
+        let mut ctl = ControlChannel::new(Announcer::Irc, client, server);
+        let mut x = Expectations::default();
+        // 167772167 is 10.0.0.7, the offering client.
+        let offer = b"PRIVMSG tim1 :\x01DCC SEND ssh.trace 167772167 59130 1320211\x01\r\n";
+        ctl.feed(true, 1, offer, 1_000, &mut x);
+        let data = Conn {
+            orig_addr: v4([10, 0, 0, 22]),
+            resp_addr: client,
+            resp_port: 59130,
+            start_ns: 2_000,
+            ..Conn::ZERO
+        };
+        assert_eq!(x.matches(&data), Some("irc-dcc-data"));
+        let other_port = Conn {
+            resp_port: 59214,
+            ..data
+        };
+        assert!(x.matches(&other_port).is_none());
+        // The same line on an FTP control channel announces nothing.
+        let mut ftp = ControlChannel::new(Announcer::Ftp, client, server);
+        let mut y = Expectations::default();
+        ftp.feed(true, 1, offer, 1_000, &mut y);
+        assert!(y.is_empty());
     }
 }

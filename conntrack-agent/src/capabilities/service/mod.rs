@@ -18,10 +18,10 @@
 //! budget, and what still comes is ignored). A UDP datagram whose bytes no detector reads
 //! is kept as an empty one ([`detect::udp_bytes_matter`]).
 //!
-//! FTP control channels are followed further: once one is confirmed its payload is extracted
-//! (the contents mechanism) and its announcements make the data connections `ftp-data`
-//! ([`ftp_data`]). Other capabilities add their own names through the same hook (tunnels:
-//! `vxlan`, `gtpv1`, `teredo`, ... on the outer connection).
+//! FTP and IRC control channels are followed further: once one is confirmed its payload is
+//! extracted (the contents mechanism) and its announcements make the data connections
+//! `ftp-data` or `irc-dcc-data` ([`ftp_data`]). Other capabilities add their own names through
+//! the same hook (tunnels: `vxlan`, `gtpv1`, `teredo`, ... on the outer connection).
 
 // Some of the detectors' helpers (e.g. `detect_partial`, for connections picked up midway)
 // are not called by the capability yet.
@@ -43,7 +43,7 @@ use conntrack_common::key::FlowKey;
 use conntrack_common::proto;
 use conntrack_common::threshold::ThresholdCommand;
 use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport};
-use ftp_data::{ControlChannel, Expectations};
+use ftp_data::{Announcer, ControlChannel, Expectations};
 use loaded::Loaded;
 use sample::SideSample;
 use std::borrow::Cow;
@@ -84,13 +84,14 @@ enum State {
 #[derive(Default)]
 pub struct Service {
     conns: FastMap<FlowKey, State>,
-    /// Confirmed FTP control channels (extracted, for their announcements).
+    /// Confirmed FTP and IRC control channels (extracted, for their announcements).
     ftp: FastMap<FlowKey, ControlChannel>,
     expected: Expectations,
     /// The analyzers this run has (a bare Zeek logs no service).
     loaded: Loaded,
-    /// `loaded` has FTP's: asked at every connection's first exchange.
+    /// `loaded` has FTP's, IRC's: asked at every connection's first exchange.
     ftp_loaded: bool,
+    irc_loaded: bool,
 }
 
 /// Whether `server` begins as an FTP server's greeting does (a 220 reply, RFC 959): an FTP
@@ -107,6 +108,7 @@ impl Service {
         let loaded = Loaded::new(likely_server_ports);
         Self {
             ftp_loaded: loaded.has("ftp"),
+            irc_loaded: loaded.has("irc"),
             loaded,
             ..Self::default()
         }
@@ -159,6 +161,7 @@ impl Service {
             ftp,
             expected,
             ftp_loaded,
+            irc_loaded,
             ..
         } = self;
         let key = chunk.hdr.key;
@@ -213,12 +216,18 @@ impl Service {
             p.found = Self::detect(&key, p, p.a_is_orig);
             p.stale = false;
             let server = usize::from(p.a_is_orig);
-            if *ftp_loaded
-                && p.found.contains(&"ftp")
-                && may_be_ftp_greeting(&p.sides[server].stream(8))
+            let announcer = if *ftp_loaded && p.found.contains(&"ftp") {
+                may_be_ftp_greeting(&p.sides[server].stream(8)).then_some(Announcer::Ftp)
+            } else if *irc_loaded && p.found == ["irc"] {
+                // Not after STARTTLS (`irc,ssl`): the offers would be encrypted.
+                Some(Announcer::Irc)
+            } else {
+                None
+            };
+            if let Some(kind) = announcer
                 && !ftp.contains_key(&key)
             {
-                let ctl = Self::control_channel(&key, p, chunk.hdr.ts_ns, expected);
+                let ctl = Self::control_channel(kind, &key, p, chunk.hdr.ts_ns, expected);
                 ftp.insert(key, ctl);
                 follow(&key, dp, chunk.hdr.ts_ns);
             }
@@ -260,8 +269,9 @@ impl Service {
         })
     }
 
-    /// A confirmed FTP control channel, its samples so far read.
+    /// A confirmed control channel, its samples so far read.
     fn control_channel(
+        kind: Announcer,
         key: &FlowKey,
         p: &Pending,
         now_ns: u64,
@@ -272,7 +282,7 @@ impl Service {
         } else {
             (key.addr_b, key.addr_a)
         };
-        let mut ctl = ControlChannel::new(client, server);
+        let mut ctl = ControlChannel::new(kind, client, server);
         for (side, s) in p.sides.iter().enumerate() {
             let from_client = (side == 0) == p.a_is_orig;
             for (seq, data) in s.in_order() {
@@ -292,8 +302,8 @@ fn transport(key: &FlowKey) -> Transport {
     }
 }
 
-/// Extraction on for both directions of `key`: an FTP control channel's announcements come
-/// after its first bytes.
+/// Extraction on for both directions of `key`: a control channel's announcements come after
+/// its first bytes.
 fn follow(key: &FlowKey, dp: &mut dyn ThresholdTarget, now_ns: u64) {
     let cmd = ThresholdCommand {
         key: *key,
@@ -302,7 +312,7 @@ fn follow(key: &FlowKey, dp: &mut dyn ThresholdTarget, now_ns: u64) {
         ..ThresholdCommand::default()
     };
     if let Err(e) = dp.set_thresholds(&cmd) {
-        log::debug!("service: following an FTP control channel: {e}");
+        log::debug!("service: following a control channel: {e}");
     }
 }
 
@@ -320,7 +330,7 @@ impl Capability for Service {
         if chunk.hdr.flags & CONTENT_SAMPLE != 0 {
             return self.on_sample(chunk, dp);
         }
-        // Extracted payload: an FTP control channel's (or another capability's extraction).
+        // Extracted payload: a control channel's (or another capability's extraction).
         if let Some(ctl) = self.ftp.get_mut(&chunk.hdr.key) {
             let from_client = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
             let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
@@ -330,8 +340,10 @@ impl Capability for Service {
 
     fn conn_service(&mut self, key: &FlowKey, conn: &Conn, out: &mut Vec<&'static str>) {
         let start = out.len();
-        if !self.expected.is_empty() && self.expected.matches(conn) {
-            out.push("ftp-data");
+        if !self.expected.is_empty()
+            && let Some(name) = self.expected.matches(conn)
+        {
+            out.push(name);
         }
         if !self.ftp.is_empty() {
             self.ftp.remove(key);

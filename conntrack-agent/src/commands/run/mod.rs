@@ -122,7 +122,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
             args.common.log_format,
             opts,
         )?;
-        agent.enable_tunnels(log);
+        agent.enable_tunnels(log, settings.service);
     }
     let mut events = Vec::new();
     if let Some(flows_id) = takeover {

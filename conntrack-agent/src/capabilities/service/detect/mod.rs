@@ -34,6 +34,7 @@ mod websocket;
 mod xmpp;
 
 pub use ftp::{FtpExpect, ftp_announcements};
+pub use irc::dcc_sends;
 pub use reject::{rejects_for_good, udp_bytes_matter};
 
 /// How many bytes per direction detection looks at, at most: what the kernel copies of each
@@ -171,7 +172,7 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
         b'1' | b'2' => smtp::detect(orig, resp, found) || ftp::detect(s, found),
         b'+' => pop3::detect(orig, resp, found),
         b'*' => imap::detect(orig, resp, found),
-        b':' | b'N' | b'P' | b'E' => irc::detect(orig, resp, found),
+        b':' | b'N' | b'P' | b'E' => irc::detect(s, found),
         _ => false,
     };
     if matched {
