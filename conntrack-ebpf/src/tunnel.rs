@@ -112,8 +112,7 @@ pub fn run<C: Pkt>(ctx: &C) {
     let Some(inner) = found else {
         return;
     };
-    if proto_nr == proto::UDP && !tunnel::is_tunnel_port(sport) && !tunnel::is_tunnel_port(dport)
-    {
+    if proto_nr == proto::UDP && !tunnel::is_tunnel_port(sport) && !tunnel::is_tunnel_port(dport) {
         mark_detected(&scratch.key);
     }
     // Replay: the agent's checks of the inner packet (Zeek's IP checks, checksums).
