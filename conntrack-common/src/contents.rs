@@ -30,6 +30,126 @@ pub const MAX_CHUNKS: u32 = 32;
 
 /// [`ContentHeader::flags`]: the payload was sent by the originator.
 pub const CONTENT_FROM_ORIG: u32 = 1;
+/// [`ContentHeader::flags`]: a service sample (see [`take_sample`]), not extracted content.
+pub const CONTENT_SAMPLE: u32 = 2;
+/// [`ContentHeader::flags`]: the sender is the key's `addr_a`/`port_a` side. The roles may
+/// flip later (Zeek's `^`); the canonical side does not, so a sample is placed by this.
+pub const CONTENT_FROM_A: u32 = 4;
+
+/// `Conn::thr_armed` bit: the originator's first payload is sampled for service detection.
+/// Set at creation when the agent detects services; cleared once the direction's budget
+/// ([`SAMPLE_PACKETS`]) is spent, after which its packets take the fast path again.
+pub const SAMPLE_ORIG: u32 = 1 << 18;
+/// `Conn::thr_armed` bit: the responder's first payload is sampled.
+pub const SAMPLE_RESP: u32 = 1 << 19;
+/// Both sampling bits.
+pub const SAMPLE_BITS: u32 = SAMPLE_ORIG | SAMPLE_RESP;
+/// `Conn::thr_armed`: the originator's sampled packets so far (3 bits from here).
+const SAMPLE_COUNT_ORIG: u32 = 20;
+/// `Conn::thr_armed`: the responder's sampled packets so far (3 bits from here).
+const SAMPLE_COUNT_RESP: u32 = 23;
+/// Packets with payload sampled per direction at most: the first bytes a protocol's
+/// detection needs (a TLS ClientHello over two segments, an FTP banner then a reply, a few
+/// datagrams) without keeping a long connection off the fast path.
+pub const SAMPLE_PACKETS: u32 = 4;
+/// Payload bytes of one packet a sample carries at most.
+pub const SAMPLE_BYTES: u32 = 512;
+/// All sampling state in `Conn::thr_armed`.
+pub const SAMPLE_STATE: u32 = SAMPLE_BITS | (0x3f << SAMPLE_COUNT_ORIG);
+
+/// The sampling bit for one direction.
+#[inline(always)]
+pub const fn sample_bit(is_orig: bool) -> u32 {
+    if is_orig { SAMPLE_ORIG } else { SAMPLE_RESP }
+}
+
+/// The sampling bits a new connection of IP protocol `proto_nr` starts with: TCP and UDP
+/// carry the services Zeek names; other protocols none.
+#[inline(always)]
+pub const fn initial_sample_bits(proto_nr: u8) -> u32 {
+    if proto_nr == proto::TCP || proto_nr == proto::UDP {
+        SAMPLE_BITS
+    } else {
+        0
+    }
+}
+
+/// After the engine updated `conn` for `meta` (under the connection's lock): whether the
+/// packet's payload is a service sample of direction `is_orig`. Counts it, and ends the
+/// direction's sampling at [`SAMPLE_PACKETS`], or for TCP once the direction's stream holds
+/// [`SAMPLE_BYTES`] in order. Packets the analyzers never see (bad
+/// checksum, a dropped transport header) are no sample.
+#[inline(always)]
+pub fn take_sample(conn: &mut Conn, meta: &PacketMeta, checksum_ok: bool, is_orig: bool) -> bool {
+    let bit = sample_bit(is_orig);
+    if conn.thr_armed & bit == 0 || meta.payload_len == 0 || !checksum_ok || meta.l4_dropped() {
+        return false;
+    }
+    let shift = if is_orig {
+        SAMPLE_COUNT_ORIG
+    } else {
+        SAMPLE_COUNT_RESP
+    };
+    let count_mask = 7u32 << shift;
+    let n = ((conn.thr_armed & count_mask) >> shift) + 1;
+    conn.thr_armed &= !count_mask;
+    // TCP: the stream's first SAMPLE_BYTES arrived in order (the reassembly point, which
+    // starts at 1, passed them): what detection reads of a direction is there.
+    let ep = if is_orig { &conn.orig } else { &conn.resp };
+    let stream_full = conn.proto == proto::TCP && ep.deliv_rel > SAMPLE_BYTES as u64;
+    if n >= SAMPLE_PACKETS || stream_full {
+        conn.thr_armed &= !bit;
+    } else {
+        conn.thr_armed |= n << shift;
+    }
+    true
+}
+
+/// The payload bytes of a `len`-byte packet a sample carries.
+#[inline(always)]
+pub const fn sample_len(len: u32) -> u32 {
+    if len > SAMPLE_BYTES {
+        SAMPLE_BYTES
+    } else {
+        len
+    }
+}
+
+/// The bytes a sample carries of a packet whose `len` payload bytes the capture holds only
+/// `captured` of: [`sample_len`]'s when they are all there. A UDP datagram cut by the capture
+/// gives what was captured (Zeek's analyzers parse a cut datagram as far as it goes: a DNS
+/// query cut in its additional records is still DNS); a cut TCP segment gives nothing (its
+/// missing bytes are a gap to Zeek's reassembler).
+#[inline(always)]
+pub const fn sample_take(len: u32, captured: u32, is_udp: bool) -> u32 {
+    let want = sample_len(len);
+    if captured >= want {
+        want
+    } else if is_udp {
+        captured
+    } else {
+        0
+    }
+}
+
+/// Whether `meta`'s sender is `key`'s `addr_a`/`port_a` side ([`CONTENT_FROM_A`]).
+#[inline(always)]
+pub fn sender_is_a(key: &FlowKey, meta: &PacketMeta) -> bool {
+    crate::key::addr_words(&meta.src) == crate::key::addr_words(&key.addr_a)
+        && meta.sport == key.port_a
+}
+
+/// A sample record's [`ContentHeader::flags`].
+#[inline(always)]
+pub fn sample_flags(key: &FlowKey, meta: &PacketMeta, is_orig: bool) -> u32 {
+    CONTENT_SAMPLE
+        | if is_orig { CONTENT_FROM_ORIG } else { 0 }
+        | if sender_is_a(key, meta) {
+            CONTENT_FROM_A
+        } else {
+            0
+        }
+}
 
 /// The bit for one direction.
 #[inline(always)]
@@ -131,6 +251,20 @@ pub fn record_seq(meta: &PacketMeta, offset: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cut_datagram_is_sampled_as_captured_a_cut_segment_not() {
+        assert_eq!(sample_take(54, 54, true), 54);
+        assert_eq!(sample_take(2000, 2000, false), SAMPLE_BYTES, "capped");
+        assert_eq!(
+            sample_take(2000, 600, false),
+            SAMPLE_BYTES,
+            "cut after the sample"
+        );
+        assert_eq!(sample_take(54, 48, true), 48, "UDP: the captured bytes");
+        assert_eq!(sample_take(54, 48, false), 0, "TCP: a gap");
+        assert_eq!(sample_take(54, 0, true), 0);
+    }
+
     use super::*;
 
     #[test]
@@ -171,6 +305,101 @@ mod tests {
         assert!(!wanted(&c, &m, false, false), "bad checksum: dropped");
         m.payload_len = 0;
         assert!(!wanted(&c, &m, true, false));
+    }
+
+    #[test]
+    fn sampling_ends_after_the_budget_per_direction() {
+        let mut c = Conn {
+            thr_armed: SAMPLE_BITS,
+            ..Conn::ZERO
+        };
+        let data = PacketMeta {
+            payload_len: 100,
+            ..PacketMeta::default()
+        };
+        let empty = PacketMeta::default();
+        assert!(!take_sample(&mut c, &empty, true, true), "no payload");
+        assert!(!take_sample(&mut c, &data, false, true), "bad checksum");
+        for i in 0..SAMPLE_PACKETS {
+            assert!(take_sample(&mut c, &data, true, true), "packet {i}");
+        }
+        assert!(!take_sample(&mut c, &data, true, true), "budget spent");
+        assert_eq!(c.thr_armed, SAMPLE_RESP, "the responder still samples");
+        for _ in 0..SAMPLE_PACKETS {
+            assert!(take_sample(&mut c, &data, true, false));
+        }
+        assert_eq!(c.thr_armed, 0, "nothing left: the fast path applies again");
+    }
+
+    #[test]
+    fn a_tcp_direction_is_done_once_its_stream_holds_the_budget() {
+        let mut c = Conn {
+            thr_armed: SAMPLE_BITS,
+            proto: proto::TCP,
+            ..Conn::ZERO
+        };
+        let data = PacketMeta {
+            payload_len: 1448,
+            ..PacketMeta::default()
+        };
+        c.orig.deliv_rel = 1 + 100;
+        assert!(take_sample(&mut c, &data, true, true));
+        assert_ne!(c.thr_armed & SAMPLE_ORIG, 0, "100 bytes so far");
+        c.orig.deliv_rel = 1 + 1448;
+        assert!(
+            take_sample(&mut c, &data, true, true),
+            "the packet itself is sampled"
+        );
+        assert_eq!(c.thr_armed, SAMPLE_RESP);
+        // A UDP direction counts datagrams only.
+        let mut u = Conn {
+            thr_armed: SAMPLE_BITS,
+            proto: proto::UDP,
+            ..Conn::ZERO
+        };
+        u.orig.deliv_rel = 1 + 1448;
+        take_sample(&mut u, &data, true, true);
+        assert_ne!(u.thr_armed & SAMPLE_ORIG, 0);
+    }
+
+    #[test]
+    fn sampling_leaves_thresholds_and_extraction_alone() {
+        let mut c = Conn {
+            thr_armed: SAMPLE_BITS | EXTRACT_ORIG | 1,
+            ..Conn::ZERO
+        };
+        let data = PacketMeta {
+            payload_len: 1,
+            ..PacketMeta::default()
+        };
+        for _ in 0..SAMPLE_PACKETS {
+            take_sample(&mut c, &data, true, true);
+            take_sample(&mut c, &data, true, false);
+        }
+        assert_eq!(c.thr_armed, EXTRACT_ORIG | 1);
+        assert_eq!(sample_len(2000), SAMPLE_BYTES);
+        assert_eq!(sample_len(10), 10);
+        assert_eq!(initial_sample_bits(proto::ICMP), 0);
+    }
+
+    #[test]
+    fn the_sample_names_the_sender_by_the_key() {
+        let mut m = PacketMeta {
+            proto: proto::TCP,
+            sport: 40000,
+            dport: 80,
+            ..PacketMeta::default()
+        };
+        m.src[15] = 1;
+        m.dst[15] = 2;
+        let key = FlowKey::from_meta(&m);
+        assert!(sender_is_a(&key, &m));
+        let flags = sample_flags(&key, &m, true);
+        assert_eq!(flags, CONTENT_SAMPLE | CONTENT_FROM_ORIG | CONTENT_FROM_A);
+        core::mem::swap(&mut m.src, &mut m.dst);
+        core::mem::swap(&mut m.sport, &mut m.dport);
+        assert!(!sender_is_a(&key, &m));
+        assert_eq!(sample_flags(&key, &m, false), CONTENT_SAMPLE);
     }
 
     #[test]

@@ -45,10 +45,15 @@ pub enum Stat {
     /// Frames the capture filter (`-f`) rejected: not tracked, not counted in the others
     /// but `Packets`.
     Filtered = 16,
+    /// Service detection: payload bytes of the first packets of each direction handed to the
+    /// agent as samples (`CONTENTS` records flagged `CONTENT_SAMPLE`).
+    ServiceBytes = 17,
+    /// Service detection: samples the ring buffer had no room for (or the copy failed).
+    ServiceNotDelivered = 18,
 }
 
 /// Number of entries of the `STATS` array.
-pub const STAT_COUNT: u32 = 17;
+pub const STAT_COUNT: u32 = 19;
 
 impl Stat {
     /// Index into the `STATS` array.
@@ -77,6 +82,8 @@ impl Stat {
             Stat::FastPath => "fast_path",
             Stat::FastOpens => "fast_opens",
             Stat::Filtered => "filtered",
+            Stat::ServiceBytes => "service_bytes",
+            Stat::ServiceNotDelivered => "service_not_delivered",
         }
     }
 
@@ -99,6 +106,8 @@ impl Stat {
         Stat::FastPath,
         Stat::FastOpens,
         Stat::Filtered,
+        Stat::ServiceBytes,
+        Stat::ServiceNotDelivered,
     ];
 }
 

@@ -9,15 +9,16 @@
 //! by one packet.
 
 use crate::maps::{
-    CONFIG, CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE, CONTENTS, CONTENTS_CONNS, CONTENTS_RATE,
-    SCRATCH,
+    CONFIG, CONFIG_CONTENTS_CAP, CONFIG_CONTENTS_RATE, CONTENTS, CONTENTS_CONNS, CONTENTS_EXTRACT,
+    CONTENTS_FROM_ORIG, CONTENTS_RATE, CONTENTS_SAMPLE, SCRATCH, Scratch,
 };
 use crate::pkt::Pkt;
-use crate::{count_n, zero_words};
+use crate::{count, count_n, zero_words};
 use aya_ebpf::bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP};
 use conntrack_common::contents::{
     self, CHUNK_BYTES, CONTENT_FROM_ORIG, ContentCounters, ContentRecord, MAX_CHUNKS,
 };
+use conntrack_common::proto;
 use conntrack_common::stats::Stat;
 use core::intrinsics::{AtomicOrdering, atomic_xadd, atomic_xchg};
 
@@ -68,6 +69,47 @@ fn rate_admit(now_ns: u64, n: u32) -> u32 {
     }
 }
 
+/// A service sample: the first `SAMPLE_BYTES` of the payload (at `start` in the frame) in one
+/// record flagged `CONTENT_SAMPLE`, outside extraction's caps and counters (a bounded number
+/// of packets per connection, `contents::take_sample`).
+#[inline(always)]
+fn sample<C: Pkt>(ctx: &C, scratch: &Scratch, start: u32, is_orig: bool) {
+    let meta = &scratch.meta;
+    // A packet cut by the capture (a replay's frame holds what was captured) gives what
+    // `sample_take` says.
+    let captured = ctx.frame_len().saturating_sub(start);
+    let len = contents::sample_take(meta.payload_len, captured, meta.proto == proto::UDP);
+    if len == 0 {
+        return;
+    }
+    // As in `run`: a length the verifier knows to be in 1..=SAMPLE_BYTES.
+    // SAFETY: reads a local.
+    let hidden = unsafe { core::ptr::read_volatile(&len) };
+    let len = (hidden.wrapping_sub(1) & (contents::SAMPLE_BYTES - 1)) + 1;
+    let Some(mut entry) = CONTENTS.reserve::<ContentRecord>(0) else {
+        return count(Stat::ServiceNotDelivered);
+    };
+    let out: *mut ContentRecord = entry.as_mut_ptr();
+    // SAFETY: the reservation holds one record; the header is written in full, the data up to
+    // `len` (the agent reads only `len` bytes).
+    let loaded = unsafe {
+        zero_words(&raw mut (*out).hdr);
+        core::ptr::copy_nonoverlapping(&scratch.key, &raw mut (*out).hdr.key, 1);
+        (*out).hdr.ts_ns = scratch.now_ns;
+        (*out).hdr.seq = contents::record_seq(meta, 0);
+        (*out).hdr.len = len;
+        (*out).hdr.flags = contents::sample_flags(&scratch.key, meta, is_orig);
+        (*out).hdr.proto = meta.proto as u32;
+        ctx.load_bytes(start, (&raw mut (*out).data).cast(), len)
+    };
+    if loaded != 0 {
+        entry.discard(0);
+        return count(Stat::ServiceNotDelivered);
+    }
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    count_n(Stat::ServiceBytes, len as u64);
+}
+
 // Keys and values by reference: by value they would be copied onto the 512-byte stack.
 #[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
@@ -79,11 +121,12 @@ pub fn run<C: Pkt>(ctx: &C) {
     let scratch = unsafe { &*scratch };
     let meta = &scratch.meta;
     let total = meta.payload_len;
-    let is_orig = scratch.contents_orig != 0;
+    let todo = scratch.contents_todo;
+    let is_orig = todo & CONTENTS_FROM_ORIG != 0;
     let d = contents::dir_index(is_orig);
     // The payload ends where the IP header says (or, for a replayed IPv4 total length of 0, at
     // the end of the frame, which then holds exactly the captured packet). A tunnel's inner
-    // packet starts at `base` in the frame.
+    // packet starts at `base` in the frame: its `l3_offset` counts from there.
     let end = if scratch.ip_len_zero != 0 {
         ctx.frame_len()
     } else {
@@ -93,8 +136,17 @@ pub fn run<C: Pkt>(ctx: &C) {
             .wrapping_add(meta.ip_len)
     };
     let Some(start) = end.checked_sub(total) else {
+        if todo & CONTENTS_SAMPLE != 0 {
+            count(Stat::ServiceNotDelivered);
+        }
         return count_n(Stat::ContentNotDelivered, total as u64);
     };
+    if todo & CONTENTS_SAMPLE != 0 {
+        sample(ctx, scratch, start, is_orig);
+    }
+    if todo & CONTENTS_EXTRACT == 0 {
+        return;
+    }
 
     let counters = match CONTENTS_CONNS.get_ptr_mut(&scratch.key) {
         Some(c) => Some(c),

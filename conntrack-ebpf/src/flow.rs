@@ -9,6 +9,7 @@
 
 use crate::lock;
 use crate::maps::{
+    CONFIG, CONFIG_FLAGS, CONFIG_SERVICE, CONTENTS_EXTRACT, CONTENTS_FROM_ORIG, CONTENTS_SAMPLE,
     FLOWS, LIKELY_SERVER_PORTS, SCRATCH, STAGE_CONTENTS, STAGE_THRESHOLD, STAGE_TUNNEL, Scratch,
 };
 use crate::note::{self, Note};
@@ -41,6 +42,13 @@ impl EngineConfig for BpfPorts {
         LIKELY_SERVER_PORTS
             .get(port as u32)
             .is_some_and(|bits| bits & proto::likely_port_bit(proto_nr) != 0)
+    }
+
+    #[inline(always)]
+    fn sample_services(&self) -> bool {
+        CONFIG
+            .get(CONFIG_FLAGS)
+            .is_some_and(|f| f & CONFIG_SERVICE != 0)
     }
 }
 
@@ -215,7 +223,7 @@ pub fn after_contents<C: Pkt>(ctx: &C) {
     note::flush(ctx);
 }
 
-/// Stage 6 (only for a connection with an armed threshold or extraction bit):
+/// Stage 6 (only for a connection with an armed threshold, extraction or sampling bit):
 /// `engine::check_thresholds`, then the packet's event (crossings included) and unlock; then,
 /// for a packet whose payload is to be extracted, the contents stage.
 #[inline(always)]
@@ -232,12 +240,17 @@ pub fn check_thresholds_stage<C: Pkt>(ctx: &C, emit: impl Fn(&EventRef<'_>)) {
     let c = unsafe { &mut *conn };
     let ch = Changes(scratch.changes);
     let ch = ch | check_thresholds(c, &scratch.meta, scratch.now_ns, ch);
-    // Content extraction shares the armed word: decided under the lock, done after it.
+    // Content extraction and service samples share the armed word: decided under the lock,
+    // done after it.
     let side = is_orig(c, &scratch.meta);
-    let extract = contents::wanted(c, &scratch.meta, scratch.checksum_ok != 0, side);
+    let ok = scratch.checksum_ok != 0;
+    let extract = contents::wanted(c, &scratch.meta, ok, side);
+    let sample = contents::take_sample(c, &scratch.meta, ok, side);
     finish(conn, ch, emit);
-    if extract {
-        scratch.contents_orig = side as u32;
+    if extract || sample {
+        scratch.contents_todo = if side { CONTENTS_FROM_ORIG } else { 0 }
+            | if extract { CONTENTS_EXTRACT } else { 0 }
+            | if sample { CONTENTS_SAMPLE } else { 0 };
         ctx.tail_call(STAGE_CONTENTS);
     }
     next_layer(ctx, scratch);

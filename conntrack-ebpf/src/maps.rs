@@ -56,6 +56,9 @@ pub const CONFIG_REPLAY: u64 = 1;
 pub const CONFIG_L2: u64 = 2;
 /// `CONFIG` flag: a capture filter is in `filter::FILTER`; stage 1 runs it first.
 pub const CONFIG_FILTER: u64 = 4;
+/// `CONFIG` flag: new TCP/UDP connections hand their first payload to the agent for service
+/// detection (`engine::EngineConfig::sample_services`).
+pub const CONFIG_SERVICE: u64 = 8;
 /// `CONFIG` flags bits 8..12: how many tunnel layers to decapsulate (Zeek's
 /// `Tunnel::max_depth`; 0: none, tunnels are ordinary packets). tunnel.rs.
 pub const CONFIG_TUNNEL_SHIFT: u64 = 8;
@@ -102,9 +105,9 @@ pub struct Scratch {
     pub created: u32,
     /// `engine::Changes` of the packet after stage 3, for the threshold stage.
     pub changes: u32,
-    /// Content extraction: 1 if the payload to extract was sent by the originator (set by the
-    /// threshold stage for the contents stage).
-    pub contents_orig: u32,
+    /// What the contents stage does with the packet's payload, set by the threshold stage:
+    /// [`CONTENTS_FROM_ORIG`], [`CONTENTS_EXTRACT`], [`CONTENTS_SAMPLE`] bits.
+    pub contents_todo: u32,
     /// A rare condition for the note stage to log (`note::Note`), 0 for none.
     pub note: u32,
     /// Tunnels (tunnel.rs): the layer being processed, 0 for the outer packet.
@@ -137,6 +140,13 @@ pub struct Scratch {
     /// whole.
     pub conn: Conn,
 }
+
+/// [`Scratch::contents_todo`]: the payload was sent by the originator.
+pub const CONTENTS_FROM_ORIG: u32 = 1;
+/// [`Scratch::contents_todo`]: the payload is extracted (content extraction).
+pub const CONTENTS_EXTRACT: u32 = 2;
+/// [`Scratch::contents_todo`]: the payload's first bytes are a service sample.
+pub const CONTENTS_SAMPLE: u32 = 4;
 
 /// Bytes of the transport header read from the packet: the largest TCP header (data offset
 /// 15) plus room to spare.

@@ -141,7 +141,9 @@ pub fn run<C: Pkt>(ctx: &C) {
         };
     }
     if verdict & VERDICT_DROPPED != 0 {
-        // The tunnel was opened (Zeek logs it), its packet is dropped.
+        // The tunnel was opened (Zeek logs it), its packet is dropped. The report names this
+        // layer's tunnel, not the one around it.
+        scratch.tunnel = inner.tunnel as u32;
         return emit_encap(scratch, 0);
     }
     let start = payload_off + inner.offset as u64;

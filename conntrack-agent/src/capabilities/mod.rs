@@ -6,3 +6,4 @@ pub mod alerts;
 pub mod conn_long;
 pub mod contents;
 pub mod removal_log;
+pub mod service;

@@ -153,6 +153,11 @@ pub struct CommonArgs {
     #[arg(help_heading = "Config", long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Leave conn.log's `service` column unset: no protocol detection on the first payload
+    /// bytes of each connection (detection is on by default, as Zeek's analyzers are).
+    #[arg(help_heading = "Logs", long)]
+    pub no_service: bool,
+
     /// Extract the payload of every connection to files (Zeek's Conn::default_extract). Finer
     /// selection, caps and quota: the `[contents]` section of --config.
     #[arg(help_heading = "Content extraction", long)]

@@ -176,6 +176,7 @@ pub fn bench_kernel(args: BenchKernelArgs) -> Result<()> {
         replay: false,
         // The bench has an extraction row.
         contents: true,
+        service: false,
         ring_bytes: 0,
         kernel_log: None,
         filter: None,

@@ -52,7 +52,7 @@ pub fn fuzz_kernel(args: FuzzKernelArgs) -> Result<()> {
             .map_or(1, |d| d.as_nanos() as u64)
     });
     let ports = parse_port_list(DEFAULT_LIKELY_SERVER_PORTS)?;
-    let mut kernel = KernelDatapath::new(&ports, 1 << 16)
+    let mut kernel = KernelDatapath::new(&ports, 1 << 16, false)
         .context("fuzz-kernel needs the eBPF program (build with `cargo xtask build`) and root")?;
     let budget = Duration::from_secs(args.seconds);
     let started = Instant::now();

@@ -133,16 +133,21 @@ fn make_datapath(
     engine: Option<Engine>,
     ports: &[(u16, u8)],
     table_size: u32,
+    service: bool,
 ) -> anyhow::Result<Box<dyn Datapath>> {
-    let host = || -> Box<dyn Datapath> { Box::new(HostDatapath::new(HostConfig::new(ports))) };
+    let host = || -> Box<dyn Datapath> {
+        Box::new(HostDatapath::new(
+            HostConfig::new(ports).with_service_samples(service),
+        ))
+    };
     match engine {
         Some(Engine::Host) => Ok(host()),
-        Some(Engine::Kernel) => crate::datapath::kernel::replay_datapath(ports, table_size).map_err(|e| {
+        Some(Engine::Kernel) => crate::datapath::kernel::replay_datapath(ports, table_size, service).map_err(|e| {
             e.context("--engine kernel: cannot load the eBPF program (use --engine host to replay without it)")
         }),
         None => {
             if is_privileged() {
-                match crate::datapath::kernel::replay_datapath(ports, table_size) {
+                match crate::datapath::kernel::replay_datapath(ports, table_size, service) {
                     Ok(dp) => return Ok(dp),
                     Err(e) => {
                         log::warn!(
@@ -241,7 +246,12 @@ fn replay(
         r => r?,
     };
     let file_size = std::fs::metadata(&args.trace).map(|m| m.len()).unwrap_or(0);
-    let mut dp = make_datapath(args.engine, &settings.ports, args.common.table_size)?;
+    let mut dp = make_datapath(
+        args.engine,
+        &settings.ports,
+        args.common.table_size,
+        settings.service,
+    )?;
     // The kernel's tunnel stage decapsulates; for the host engine `read` hands it each inner
     // packet (`decap::process_inner`). Both apply common's `tunnel` rules.
     let kernel_decap = args.tunnel_max_depth > 0
@@ -272,7 +282,7 @@ fn replay(
             stdout: false,
         };
         let log = TunnelLog::create(&args.common.log_dir, args.common.log_format, opts)?;
-        agent.enable_tunnels(log);
+        agent.enable_tunnels(log, settings.service);
     }
     let mut clock = PacketClock::default();
     let mut defrag = Defragmenter::default();

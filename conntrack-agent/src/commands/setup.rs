@@ -9,6 +9,7 @@ use crate::capabilities::conn_long::{ConnLong, IntervalsHandle};
 use crate::capabilities::contents::config::ContentsSettings;
 use crate::capabilities::contents::{self, SettingsHandle};
 use crate::capabilities::removal_log::RemovalLog;
+use crate::capabilities::service::Service;
 use crate::cli::{CommonArgs, parse_port_list};
 use crate::config::Config;
 use crate::core::agent::Agent;
@@ -38,6 +39,8 @@ pub struct Settings {
     /// directory its files go to.
     pub contents: ContentsSettings,
     pub extract_dir: PathBuf,
+    /// Service detection (conn.log's `service`): on unless `--no-service`.
+    pub service: bool,
 }
 
 impl Settings {
@@ -61,6 +64,7 @@ impl Settings {
             local_nets,
             contents,
             extract_dir,
+            service: !common.no_service,
         })
     }
 }
@@ -127,7 +131,8 @@ pub fn start(
     let alerts: SharedAlerts = Arc::new(Mutex::new(Some(alerts)));
     let mut agent = Agent::new(
         dp,
-        HostConfig::new(&settings.ports),
+        // The overflow table samples as the kernel's does.
+        HostConfig::new(&settings.ports).with_service_samples(settings.service),
         config.inactivity.timeouts(),
         settings.local_nets.clone(),
         writer,
@@ -164,6 +169,9 @@ pub fn start(
     } else {
         None
     };
+    if settings.service {
+        agent.register(Box::new(Service::new(&settings.ports)));
+    }
     for cap in extra {
         agent.register(cap);
     }

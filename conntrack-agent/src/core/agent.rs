@@ -10,7 +10,7 @@ use crate::core::tunnels::{Encap, Tunnels};
 use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
 use crate::datapath::{Datapath, ThresholdError};
-use crate::logs::conn_log::ConnLogWriter;
+use crate::logs::conn_log::{ConnExtra, ConnLogWriter};
 use crate::logs::conn_tsv::RecordUid;
 use crate::logs::tunnel_log::TunnelLog;
 use crate::util::site::NetSet;
@@ -56,6 +56,8 @@ pub struct Agent {
     events: Vec<Event>,
     /// Content records being delivered (kept for its allocation).
     chunks: Vec<crate::datapath::ContentChunk>,
+    /// conn.log's `service` of the record being written (reused).
+    service: Vec<&'static str>,
     /// Capabilities and the thresholds they set.
     core: EventCore,
     /// The other logs capabilities write (conn_long.log, removal.log): rotated with conn.log.
@@ -86,6 +88,11 @@ impl ThresholdTarget for Datapaths<'_> {
     }
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.main.lookup(key).or_else(|| self.overflow.lookup(key))
+    }
+    fn stop_sampling(&mut self, key: &FlowKey) {
+        if !self.main.stop_sampling(key) {
+            self.overflow.stop_sampling(key);
+        }
     }
     fn content_counters(
         &self,
@@ -175,6 +182,7 @@ impl Agent {
             writer,
             events: Vec::new(),
             chunks: Vec::new(),
+            service: Vec::new(),
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
             logs: Vec::new(),
             health: Vec::new(),
@@ -333,7 +341,7 @@ impl Agent {
     }
 
     fn advance_timers(&mut self, now_ns: i64) -> anyhow::Result<()> {
-        if !self.core.is_idle() {
+        if self.core.has_due(now_ns.max(0) as u64) {
             // Duration timers first: a connection removed at the same instant still reports.
             let mut target = Datapaths {
                 main: self.dp.as_mut(),
@@ -428,18 +436,19 @@ impl Agent {
     /// Content extraction: hands the payload records the datapath produced to the
     /// capabilities (after the events of the same packets).
     pub fn deliver_contents(&mut self) {
-        if !self.core.wants_payload() {
+        if !self.core.wants_payload() || !self.dp.contents_pending() {
             return;
         }
         let mut chunks = std::mem::take(&mut self.chunks);
         self.dp.drain_contents(&mut chunks);
-        let target = Datapaths {
+        let mut target = Datapaths {
             main: self.dp.as_mut(),
             overflow: &mut self.overflow,
         };
-        for c in chunks.drain(..) {
-            self.core.payload(&target, &c);
+        for c in &chunks {
+            self.core.payload(&mut target, c);
         }
+        self.dp.recycle_contents(&mut chunks);
         self.chunks = chunks;
     }
 
@@ -592,6 +601,7 @@ impl Agent {
                 };
                 self.core.deliver_shared(&mut target, info, &removed, None);
             }
+            // Extraction's counters (a capability may have turned it on without events).
             self.dp.forget_contents(k);
         }
         self.log_conn(k, &c, uid, reason)
@@ -639,6 +649,18 @@ impl Agent {
         why: RemovalReason,
     ) -> anyhow::Result<()> {
         let local = self.local_of(c);
+        let mut service = std::mem::take(&mut self.service);
+        if self.core.is_idle() {
+            service.clear();
+        } else {
+            // After the Removed event, which the capabilities handled first.
+            self.core.conn_service(k, c, &mut service);
+        }
+        if let Some(name) = self.tunnels.as_ref().and_then(|t| t.service(k, c))
+            && !service.contains(&name)
+        {
+            service.push(name);
+        }
         let l2 = match &mut self.link_layers {
             Some(ls) => ls.take(k, c),
             None => Default::default(),
@@ -657,7 +679,14 @@ impl Agent {
                 RecordUid::Text(&text)
             }
         };
-        self.writer.write_conn(c, uid, local, &l2, now, &parents)?;
+        let extra = ConnExtra {
+            service: &service,
+            l2: &l2,
+            tunnel_parents: &parents,
+        };
+        let written = self.writer.write_conn(c, uid, local, &extra, now);
+        self.service = service;
+        written?;
         self.stats.conns_logged += 1;
         if let Some(n) = self.stats.by_removal.get_mut(why as usize) {
             *n += 1;

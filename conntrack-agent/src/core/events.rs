@@ -117,7 +117,17 @@ pub trait Capability {
 
     /// Content extraction: payload of a connection flagged with [`ConnHandle::set_extract`],
     /// after the events of the packet that carried it. `dp` looks connections up.
-    fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {}
+    /// Also the service samples: the first payload of each direction of every connection
+    /// (`contents::CONTENT_SAMPLE` in the chunk's flags) when service detection is on. `dp`
+    /// looks connections up and takes commands (e.g. extraction on). Only with
+    /// [`EventMask::PAYLOAD`] in [`Capability::events`].
+    fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &mut dyn ThresholdTarget) {}
+
+    /// conn.log's `service` for a connection being logged (`conn`, its final state; after its
+    /// `Removed` event): the names this capability confirmed, appended in confirmation order.
+    /// Each capability adds its own (application protocols, tunnels); a name already present
+    /// is not repeated. Asked of every capability, whatever its [`Capability::events`].
+    fn conn_service(&mut self, _key: &FlowKey, _conn: &Conn, _out: &mut Vec<&'static str>) {}
 
     /// Whether [`ConnEvent::StateChanged`] matters to this capability. Most packets that
     /// reach the agent are state changes; when no capability wants them the agent skips them
@@ -471,7 +481,9 @@ impl EventCore {
         self.state_changes
     }
 
-    /// True when nothing listens: the agent then skips building events.
+    /// True when no capability is registered (none handles events or payload, none adds to
+    /// conn.log): the agent then skips all of it. Which events get built depends on the
+    /// capabilities' masks ([`EventCore::needs`]).
     #[inline]
     pub fn is_idle(&self) -> bool {
         self.caps.is_empty()
@@ -542,6 +554,17 @@ impl EventCore {
         self.run(target);
     }
 
+    /// Whether [`EventCore::advance`] at `now_ns` has anything to do: a duration timer or a
+    /// poll due, or queued events. Inlined into the caller's per-packet path, which almost
+    /// always finds nothing.
+    #[inline]
+    pub fn has_due(&self, now_ns: u64) -> bool {
+        !self.caps.is_empty()
+            && (self.thresholds.timer_due(now_ns)
+                || self.lifecycle.polls.any_due(now_ns)
+                || !self.queue.is_empty())
+    }
+
     /// Fires due duration timers at `now_ns` (timer mode) and delivers their crossings.
     pub fn advance(
         &mut self,
@@ -549,12 +572,8 @@ impl EventCore {
         now_ns: u64,
         uid: &dyn Fn(&FlowKey) -> Option<String>,
     ) {
-        if self.caps.is_empty() {
-            return;
-        }
         // This runs before every packet; almost always no timer or poll is due.
-        let due = self.thresholds.timer_due(now_ns) || self.lifecycle.polls.any_due(now_ns);
-        if !due && self.queue.is_empty() {
+        if !self.has_due(now_ns) {
             return;
         }
         for (key, raw) in self.thresholds.due(target, now_ns) {
@@ -694,10 +713,30 @@ impl EventCore {
     }
 
     /// Payload of an extracted connection, to every capability.
-    pub fn payload(&mut self, target: &dyn ThresholdTarget, chunk: &ContentChunk) {
+    pub fn payload(&mut self, target: &mut dyn ThresholdTarget, chunk: &ContentChunk) {
         for (cap, mask) in self.caps.iter_mut().zip(&self.masks) {
             if mask.has(EventMask::PAYLOAD) {
                 cap.on_payload(chunk, target);
+            }
+        }
+    }
+
+    /// conn.log's `service` of the connection `key`, logged now: every capability's names
+    /// ([`Capability::conn_service`]) in registration order, each once. Empty (no allocation)
+    /// when none confirmed a protocol.
+    pub fn conn_service(&mut self, key: &FlowKey, conn: &Conn, out: &mut Vec<&'static str>) {
+        out.clear();
+        for cap in self.caps.iter_mut() {
+            let start = out.len();
+            cap.conn_service(key, conn, out);
+            // A name an earlier capability gave stays where it was.
+            let mut i = start;
+            while i < out.len() {
+                if out[..i].contains(&out[i]) {
+                    out.remove(i);
+                } else {
+                    i += 1;
+                }
             }
         }
     }

@@ -74,6 +74,7 @@ impl Polls {
     }
 
     /// Whether a poll is due at `now_ns`.
+    #[inline]
     pub(crate) fn any_due(&self, now_ns: u64) -> bool {
         self.heap
             .peek()

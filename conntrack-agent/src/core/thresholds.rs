@@ -167,6 +167,8 @@ pub trait ThresholdTarget {
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError>;
     /// The connection as the datapath holds it now.
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
+    /// See [`crate::datapath::Datapath::stop_sampling`].
+    fn stop_sampling(&mut self, _key: &FlowKey) {}
     /// Content extraction: the datapath's per-connection byte counters.
     fn content_counters(
         &self,
@@ -369,6 +371,7 @@ impl Thresholds {
     }
 
     /// Whether a duration timer is due at `now_ns` (a cheap test before [`Thresholds::due`]).
+    #[inline]
     pub fn timer_due(&self, now_ns: u64) -> bool {
         self.timers
             .peek()

@@ -5,6 +5,7 @@
 
 use crate::logs::tunnel_log::{Action, TunnelLog, TunnelRecord};
 use crate::util::hashing::FastMap;
+use conntrack_common::conn::Conn;
 use conntrack_common::key::FlowKey;
 use conntrack_common::tunnel::TunnelType;
 
@@ -42,6 +43,22 @@ pub struct Tunnels {
     /// Some packet was encapsulated: from then on a packet outside any tunnel may be a
     /// change for its connection too (until then no packet needs the lookup).
     pub seen: bool,
+    /// A UDP tunnel's connection gets its analyzer's name in `service` ([`Tunnels::service`]).
+    pub services: bool,
+}
+
+/// The name Zeek logs in `service` for the outer connection of a UDP tunnel: its packet
+/// analyzer confirms the protocol once it has decapsulated a packet. IP tunnels (IP-in-IP,
+/// GRE, GRE over UDP) have no connection of their own that names them.
+pub fn service_name(tunnel: TunnelType) -> Option<&'static str> {
+    match tunnel {
+        TunnelType::Ayiya => Some("ayiya"),
+        TunnelType::Teredo => Some("teredo"),
+        TunnelType::Gtpv1 => Some("gtpv1"),
+        TunnelType::Vxlan => Some("vxlan"),
+        TunnelType::Geneve => Some("geneve"),
+        TunnelType::Ip | TunnelType::Gre => None,
+    }
 }
 
 impl Tunnels {
@@ -54,7 +71,24 @@ impl Tunnels {
             current: None,
             created: None,
             seen: false,
+            services: false,
         }
+    }
+
+    /// `key`'s tunnel name in `service`, if it is a UDP tunnel's connection (discovered: a
+    /// packet was decapsulated from it) and service detection is on. Asked before
+    /// [`Tunnels::removed`], with the connection `conn` as logged.
+    pub fn service(&self, key: &FlowKey, conn: &Conn) -> Option<&'static str> {
+        if !self.services || self.udp_tunnels.is_empty() {
+            return None;
+        }
+        let k = self.udp_tunnels.get(key)?;
+        // Zeek's Teredo analyzer confirms only once both directions carried Teredo (a
+        // one-way packet to a Teredo port may be anything); the others at their first packet.
+        if k.tunnel == TunnelType::Teredo && (conn.orig_pkts() == 0 || conn.resp_pkts() == 0) {
+            return None;
+        }
+        service_name(k.tunnel)
     }
 
     /// The uid of the IP tunnel between `src` and `dst` (a new one, discovered now, if it was
@@ -173,5 +207,70 @@ impl Tunnels {
             return Ok(Vec::new());
         }
         Ok(self.parents.remove(key).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::conn_log::LogFormat;
+    use conntrack_common::proto;
+
+    fn v4(last: u8) -> [u8; 16] {
+        std::net::Ipv4Addr::new(10, 0, 0, last)
+            .to_ipv6_mapped()
+            .octets()
+    }
+
+    #[test]
+    fn a_udp_tunnels_connection_is_named_after_its_analyzer() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TunnelLog::create(dir.path(), LogFormat::Tsv, Default::default()).unwrap();
+        let mut t = Tunnels::new(log);
+        t.services = true;
+        let outer = FlowKey::from_tuple(&v4(1), 50_000, &v4(2), 4789, proto::UDP);
+        let other = FlowKey::from_tuple(&v4(1), 50_001, &v4(2), 4789, proto::UDP);
+        let uid = "CHhAvVGS1DHFjwGM9".to_string();
+        t.udp_parent(
+            outer,
+            TunnelType::Vxlan,
+            uid,
+            (v4(1), 50_000),
+            (v4(2), 4789),
+            0,
+        )
+        .unwrap();
+        let one_way = Conn::ZERO;
+        assert_eq!(t.service(&outer, &one_way), Some("vxlan"));
+        assert_eq!(t.service(&other, &one_way), None, "nothing decapsulated");
+        t.services = false;
+        assert_eq!(t.service(&outer, &one_way), None, "service detection off");
+        t.services = true;
+        t.removed(&outer, 1).unwrap();
+        assert_eq!(t.service(&outer, &one_way), None, "logged: forgotten");
+    }
+
+    #[test]
+    fn teredo_is_confirmed_by_both_directions() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = TunnelLog::create(dir.path(), LogFormat::Tsv, Default::default()).unwrap();
+        let mut t = Tunnels::new(log);
+        t.services = true;
+        let outer = FlowKey::from_tuple(&v4(1), 3797, &v4(2), 3544, proto::UDP);
+        let uid = "CHhAvVGS1DHFjwGM9".to_string();
+        t.udp_parent(
+            outer,
+            TunnelType::Teredo,
+            uid,
+            (v4(1), 3797),
+            (v4(2), 3544),
+            0,
+        )
+        .unwrap();
+        let mut conn = Conn::ZERO;
+        conn.resp.pkts = 1;
+        assert_eq!(t.service(&outer, &conn), None, "the server's packet only");
+        conn.orig.pkts = 2;
+        assert_eq!(t.service(&outer, &conn), Some("teredo"));
     }
 }

@@ -11,12 +11,13 @@ use super::{
 use crate::util::hashing::{FastMap, FastSet};
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::{self, ContentCounters, ContentHeader};
-use conntrack_common::engine::{self, EngineConfig};
+use conntrack_common::engine::{self, Changes, EngineConfig};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{
     IpView, PacketMeta, ParseError, l2, parse_ethernet, parse_ip, parse_ip_viewed,
 };
+use conntrack_common::proto;
 use conntrack_common::threshold::{self, ThresholdCommand};
 use conntrack_common::tunnel::{self, EncapChange};
 
@@ -24,19 +25,32 @@ use conntrack_common::tunnel::{self, EncapChange};
 #[derive(Debug, Clone, Default)]
 pub struct HostConfig {
     ports: FastSet<(u16, u8)>,
+    /// New connections hand their first payload over (service detection).
+    samples: bool,
 }
 
 impl HostConfig {
     pub fn new(ports: &[(u16, u8)]) -> Self {
         Self {
             ports: ports.iter().copied().collect(),
+            samples: false,
         }
+    }
+
+    /// With service samples on or off (as the kernel's `CONFIG_SERVICE`).
+    pub fn with_service_samples(mut self, on: bool) -> Self {
+        self.samples = on;
+        self
     }
 }
 
 impl EngineConfig for HostConfig {
     fn likely_server_port(&self, port: u16, proto: u8) -> bool {
         self.ports.contains(&(port, proto))
+    }
+
+    fn sample_services(&self) -> bool {
+        self.samples
     }
 }
 
@@ -61,7 +75,12 @@ struct HostContents {
     /// Some connection was ever asked to extract: until then no packet needs the second
     /// lookup that `extract` does.
     armed: bool,
+    /// Buffers of handled records, for the next ones (`recycle_contents`).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare record buffers kept at most.
+const SPARE_BUFFERS: usize = 256;
 
 impl HostDatapath {
     pub fn new(cfg: HostConfig) -> Self {
@@ -121,6 +140,55 @@ impl HostDatapath {
 }
 
 impl HostDatapath {
+    /// A service sample of the packet `meta` (payload as captured: `payload`), after the
+    /// engine took it ([`Changes::SAMPLE`]): one record of its first bytes, as the kernel's
+    /// contents stage writes it (of a cut packet, `contents::sample_take`'s, as there).
+    fn sample(&mut self, payload: &[u8], meta: &PacketMeta, ts_ns: u64, is_orig: bool) {
+        let key = FlowKey::from_meta(meta);
+        let captured = payload.len().min(u32::MAX as usize) as u32;
+        let len = contents::sample_take(meta.payload_len, captured, meta.proto == proto::UDP);
+        let Some(bytes) = payload.get(..len as usize).filter(|b| !b.is_empty()) else {
+            return;
+        };
+        let mut data = self.contents.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(bytes);
+        self.contents.chunks.push(ContentChunk {
+            hdr: ContentHeader {
+                key,
+                ts_ns,
+                seq: contents::record_seq(meta, 0),
+                len,
+                flags: contents::sample_flags(&key, meta, is_orig),
+                proto: meta.proto as u32,
+            },
+            data,
+        });
+    }
+
+    /// The payload of a packet [`Self::payload_wanted`] chose: the sample first, as the
+    /// kernel's contents stage writes it.
+    fn take_payload(
+        &mut self,
+        ch: Changes,
+        payload: &[u8],
+        meta: &PacketMeta,
+        ts_ns: u64,
+        checksum_ok: bool,
+    ) {
+        if ch.contains(Changes::SAMPLE) {
+            self.sample(payload, meta, ts_ns, ch.contains(Changes::SAMPLE_ORIG));
+        }
+        if self.contents.armed {
+            self.extract(payload, meta, ts_ns, checksum_ok);
+        }
+    }
+
+    /// After the engine: the packet's payload to the extraction and sampling that want it.
+    fn payload_wanted(&self, ch: Changes, meta: &PacketMeta) -> bool {
+        (self.contents.armed || ch.contains(Changes::SAMPLE)) && meta.payload_len != 0
+    }
+
     /// An already parsed packet through the engine (also used for the packets the kernel's
     /// table had no room for).
     pub fn process_meta(
@@ -129,10 +197,10 @@ impl HostDatapath {
         ts_ns: u64,
         checksum_ok: bool,
         events: &mut Vec<Event>,
-    ) {
+    ) -> Changes {
         engine::process_packet(&mut self.table, meta, ts_ns, checksum_ok, &self.cfg, |e| {
             events.push(e.to_event())
-        });
+        })
     }
 }
 
@@ -159,7 +227,7 @@ impl Datapath for HostDatapath {
             return Err(DatapathError::Fragment);
         }
         let first = events.len();
-        self.process_meta(&meta, ts_ns, checksum_ok, events);
+        let ch = self.process_meta(&meta, ts_ns, checksum_ok, events);
         if self.l2_events {
             // As the kernel's NewConn: the frame's link layer, read only when asked for.
             let l2 = l2::of_ethernet(frame);
@@ -167,7 +235,7 @@ impl Datapath for HostDatapath {
                 ev.attach_l2(&l2);
             }
         }
-        if self.contents.armed && meta.payload_len != 0 {
+        if self.payload_wanted(ch, &meta) {
             let patched = tso_zero_length_fix(frame);
             let mut m = meta;
             if patched.is_some() {
@@ -176,7 +244,7 @@ impl Datapath for HostDatapath {
                     .map_err(DatapathError::Parse)?;
             }
             let payload = payload_of(patched.as_deref().unwrap_or(frame), &m).unwrap_or(&[]);
-            self.extract(payload, &m, ts_ns, checksum_ok);
+            self.take_payload(ch, payload, &m, ts_ns, checksum_ok);
         }
         Ok(())
     }
@@ -220,12 +288,12 @@ impl Datapath for HostDatapath {
         if meta.is_fragment() {
             return Err(DatapathError::Fragment);
         }
-        self.process_meta(&meta, ts_ns, checksum_ok, events);
-        if self.contents.armed && meta.payload_len != 0 {
+        let ch = self.process_meta(&meta, ts_ns, checksum_ok, events);
+        if self.payload_wanted(ch, &meta) {
             // payload_of needs the header's length; the engine was given 0.
             (meta.ip_len, meta.ip_bytes) = lengths;
             let payload = ip_payload_of(ip, &meta).unwrap_or(&[]);
-            self.extract(payload, &meta, ts_ns, checksum_ok);
+            self.take_payload(ch, payload, &meta, ts_ns, checksum_ok);
         }
         Ok(())
     }
@@ -261,8 +329,30 @@ impl Datapath for HostDatapath {
         Ok(armed)
     }
 
+    fn stop_sampling(&mut self, key: &FlowKey) -> bool {
+        let Some(conn) = self.table.get_mut(key) else {
+            return false;
+        };
+        // As when the budget is spent: the connection's packets take the fast path again.
+        conn.thr_armed &= !contents::SAMPLE_STATE;
+        true
+    }
+
     fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
         out.append(&mut self.contents.chunks);
+    }
+
+    fn contents_pending(&self) -> bool {
+        !self.contents.chunks.is_empty()
+    }
+
+    fn recycle_contents(&mut self, spent: &mut Vec<ContentChunk>) {
+        let spare = &mut self.contents.spare;
+        for c in spent.drain(..) {
+            if spare.len() < SPARE_BUFFERS {
+                spare.push(c.data);
+            }
+        }
     }
 
     fn content_counters(&self, key: &FlowKey) -> Option<ContentCounters> {
@@ -270,7 +360,11 @@ impl Datapath for HostDatapath {
     }
 
     fn forget_contents(&mut self, key: &FlowKey) {
-        self.contents.counters.remove(key);
+        // Only extraction keeps counters (service samples do not): no lookup per removed
+        // connection until some connection was extracted.
+        if !self.contents.counters.is_empty() {
+            self.contents.counters.remove(key);
+        }
     }
 
     fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {

@@ -146,8 +146,28 @@ pub trait Datapath {
     /// lock), then checks them as Zeek does on a set. Returns the slots that crossed (cleared).
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError>;
 
+    /// Service detection decided connection `key`: its packets need not be sampled any more
+    /// (samples still coming are ignored). True when it stopped it here. The kernel's
+    /// sampling is left to end by its budget (a few packets per connection): a command per
+    /// connection would cost more live than the samples it saves.
+    fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
+        false
+    }
+
     /// Content extraction: moves the payload records produced since the last call to `out`.
     fn drain_contents(&mut self, _out: &mut Vec<ContentChunk>) {}
+    /// Whether [`Datapath::drain_contents`] may have records: false lets the agent skip the
+    /// drain after a packet that produced none (most packets, once sampling ended). True
+    /// when the datapath cannot tell cheaply.
+    fn contents_pending(&self) -> bool {
+        true
+    }
+    /// Records [`Datapath::drain_contents`] gave that were handled: the datapath may reuse
+    /// their buffers (the host engine copies every service sample into one). Leaves `spent`
+    /// empty.
+    fn recycle_contents(&mut self, spent: &mut Vec<ContentChunk>) {
+        spent.clear();
+    }
     /// Content extraction: a connection's delivered / not delivered byte counters.
     fn content_counters(&self, _key: &FlowKey) -> Option<ContentCounters> {
         None

@@ -86,6 +86,12 @@ fn kernel_help(s: Stat) -> &'static str {
             "New connections opened by a plain SYN or a datagram in the first program (no stage chain)"
         }
         Stat::Filtered => "Frames the capture filter (-f) rejected: not tracked",
+        Stat::ServiceBytes => {
+            "Payload bytes of connections' first packets sent to the agent for service detection"
+        }
+        Stat::ServiceNotDelivered => {
+            "Service detection samples not delivered (full ring buffer, payload not captured)"
+        }
     }
 }
 

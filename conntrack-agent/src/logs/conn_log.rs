@@ -14,6 +14,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// What a conn.log record holds beside the connection's own state, decided by the agent at
+/// removal: the capabilities' `service` names, the first packet's MAC/VLAN fields (for the
+/// columns that are on) and the tunnels' `tunnel_parents`.
+#[derive(Clone, Copy)]
+pub struct ConnExtra<'a> {
+    pub service: &'a [&'static str],
+    pub l2: &'a L2Fields,
+    pub tunnel_parents: &'a [String],
+}
+
 /// Writes conn.log (or a log with its fields, e.g. conn_long.log), rotated as
 /// [`crate::logs::rotate`] describes.
 pub struct ConnLogWriter {
@@ -120,24 +130,30 @@ impl ConnLogWriter {
     }
 
     /// Writes connection `c`'s record, with uid `uid`, local_orig / local_resp `local` and the
-    /// MAC/VLAN columns' values `l2`, at network time `now_ns` (None: the wall clock): straight
-    /// from the connection when [`with_conn_tsv`] can, else through a [`ConnRecord`] (same
-    /// text either way).
+    /// fields the agent adds (`extra`: service, MAC/VLAN columns, tunnel parents), at network
+    /// time `now_ns` (None: the wall clock): straight from the connection when
+    /// [`with_conn_tsv`] can, else through a [`ConnRecord`] (same text either way).
     pub fn write_conn(
         &mut self,
         c: &Conn,
         uid: RecordUid,
         local: Option<(bool, bool)>,
-        l2: &L2Fields,
+        extra: &ConnExtra<'_>,
         now_ns: Option<i64>,
-        tunnel_parents: &[String],
     ) -> anyhow::Result<()> {
+        let ConnExtra {
+            service,
+            l2,
+            tunnel_parents,
+        } = *extra;
         if self.format == LogFormat::Tsv
             && self.cols == Columns::default()
             && tunnel_parents.is_empty()
         {
             let file = &mut self.file;
-            let written = with_conn_tsv(c, uid, local, |line| file.write_line_bytes(line, now_ns));
+            let written = with_conn_tsv(c, uid, local, service, |line| {
+                file.write_line_bytes(line, now_ns)
+            });
             if let Some(written) = written {
                 written?;
                 self.records += 1;
@@ -151,6 +167,7 @@ impl ConnLogWriter {
             rec.local_orig = Some(orig);
             rec.local_resp = Some(resp);
         }
+        rec.service = service.iter().map(|s| s.to_string()).collect();
         self.write_record(&rec, l2, now_ns)
     }
 

@@ -15,9 +15,17 @@ use conntrack_common::conn::Conn;
 /// Longest history written here: longer (never seen in practice) takes the record's path.
 const MAX_HISTORY: usize = 64;
 
+/// Longest service set written here (names and commas); a longer one takes the record's path.
+const MAX_SERVICE: usize = 64;
+
+/// The service column's length, commas included.
+fn service_len(service: &[&str]) -> usize {
+    service.iter().map(|s| s.len() + 1).sum()
+}
+
 /// Room for the longest line of this path: 13 numbers of at most 20 digits, two times of at
 /// most 27 characters, two addresses of at most 39, the uid (at most 23), the longest proto and
-/// conn_state names, the history and 21 tabs; well under 512.
+/// conn_state names, the history, the service set and 21 tabs; well under 512.
 const LINE: usize = 512;
 
 /// A line being put together: ASCII only, so it is a `str` as written.
@@ -289,32 +297,36 @@ pub fn write_conn_tsv(
     c: &Conn,
     uid: RecordUid,
     local: Option<(bool, bool)>,
+    service: &[&str],
 ) -> bool {
-    with_conn_tsv(c, uid, local, |line| match std::str::from_utf8(line) {
-        Ok(s) => {
-            out.push_str(s);
-            true
+    with_conn_tsv(c, uid, local, service, |line| {
+        match std::str::from_utf8(line) {
+            Ok(s) => {
+                out.push_str(s);
+                true
+            }
+            Err(_) => false,
         }
-        Err(_) => false,
     })
     .unwrap_or(false)
 }
 
-/// `f` of `c`'s conn.log line (no community_id column, ASCII, no newline) with uid `uid` and
-/// local_orig / local_resp `local`, if it is a record of this path; None otherwise: a uid
+/// `f` of `c`'s conn.log line (no community_id column, ASCII, no newline) with uid `uid`,
+/// local_orig / local_resp `local` and `service`, if it is a record of this path; None otherwise: a uid
 /// given as text, an unusual history. The line is handed over as bytes, for the log's writer,
 /// which buffers bytes: it goes there once, without a `String` (and its UTF-8 check) between.
 pub fn with_conn_tsv<R>(
     c: &Conn,
     uid: RecordUid,
     local: Option<(bool, bool)>,
+    service: &[&str],
     f: impl FnOnce(&[u8]) -> R,
 ) -> Option<R> {
     let RecordUid::Random { hi, lo } = uid else {
         return None;
     };
     let history = c.history_str();
-    if !plain_history(history) {
+    if !plain_history(history) || service_len(service) > MAX_SERVICE {
         return None;
     }
     let mut l = Line::<LINE>::new();
@@ -331,8 +343,18 @@ pub fn with_conn_tsv<R>(
     l.int(c.resp_port);
     l.tab();
     l.put(c.proto_name().as_bytes());
-    // service: always empty here.
-    l.put(b"\t-\t");
+    l.tab();
+    // service: Zeek's set, comma-separated; the names are plain lower-case words.
+    if service.is_empty() {
+        l.byte(b'-');
+    }
+    for (i, name) in service.iter().enumerate() {
+        if i > 0 {
+            l.byte(b',');
+        }
+        l.put(name.as_bytes());
+    }
+    l.tab();
     let duration_ns = c.last_ns as i64 - c.start_ns as i64;
     if duration_ns > 0 {
         l.time_ns(duration_ns);
@@ -385,9 +407,15 @@ mod tests {
     use proptest::prelude::*;
 
     /// What the record's path writes for `c`.
-    fn by_record(c: &Conn, uid: RecordUid, local: Option<(bool, bool)>) -> String {
+    fn by_record(
+        c: &Conn,
+        uid: RecordUid,
+        local: Option<(bool, bool)>,
+        service: &[&str],
+    ) -> String {
         let mut r = ConnRecord::from_conn(c);
         r.uid = uid.render();
+        r.service = service.iter().map(|s| s.to_string()).collect();
         if let Some((o, l)) = local {
             r.local_orig = Some(o);
             r.local_resp = Some(l);
@@ -419,15 +447,22 @@ mod tests {
         };
         for local in [None, Some((true, false))] {
             let mut out = String::new();
-            assert!(write_conn_tsv(&mut out, &c, uid, local));
-            assert_eq!(out, by_record(&c, uid, local));
+            assert!(write_conn_tsv(&mut out, &c, uid, local, &[]));
+            assert_eq!(out, by_record(&c, uid, local, &[]));
+        }
+        // The service set, in confirmation order.
+        for service in [&["ssl"][..], &["http", "websocket", "ssh"]] {
+            let mut out = String::new();
+            assert!(write_conn_tsv(&mut out, &c, uid, None, service));
+            assert_eq!(out, by_record(&c, uid, None, service));
+            assert!(out.contains(&format!("\ttcp\t{}\t", service.join(","))));
         }
         // No duration: three unset columns; a uid of zeros.
         c.last_ns = c.start_ns;
         let mut out = String::new();
         let zero = RecordUid::Random { hi: 0, lo: 0 };
-        assert!(write_conn_tsv(&mut out, &c, zero, None));
-        assert_eq!(out, by_record(&c, zero, None));
+        assert!(write_conn_tsv(&mut out, &c, zero, None, &[]));
+        assert_eq!(out, by_record(&c, zero, None, &[]));
     }
 
     /// IPv6 addresses as std prints them (and `write_addr`'s IPv4-compatible form).
@@ -490,7 +525,7 @@ mod tests {
         c.orig_addr = v4_mapped([10, 0, 0, 2]);
         let mut out = String::new();
         let given = RecordUid::Text("Cgiven");
-        assert!(!write_conn_tsv(&mut out, &c, given, None));
+        assert!(!write_conn_tsv(&mut out, &c, given, None, &[]));
         assert!(out.is_empty());
         assert!(!plain_history(b"S\tA"));
         assert!(!plain_history(&[b'S'; MAX_HISTORY + 1]));
@@ -523,6 +558,7 @@ mod tests {
             hi in any::<u32>(),
             lo in any::<u64>(),
             local in any::<Option<(bool, bool)>>(),
+            services in 0usize..3,
             start in 0u64..1 << 62,
             len in 0u64..1 << 40,
         ) {
@@ -549,9 +585,10 @@ mod tests {
             c.start_ns = start;
             c.last_ns = start.wrapping_add(len);
             let uid = RecordUid::Random { hi, lo };
+            let service = &["quic", "ssl"][..services];
             let mut out = String::new();
-            if write_conn_tsv(&mut out, &c, uid, local) {
-                prop_assert_eq!(out, by_record(&c, uid, local));
+            if write_conn_tsv(&mut out, &c, uid, local, service) {
+                prop_assert_eq!(out, by_record(&c, uid, local, service));
             } else {
                 prop_assert!(out.is_empty());
             }

@@ -84,7 +84,8 @@ fn datapaths() -> Vec<Box<dyn Datapath>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         out.push(
-            crate::datapath::kernel::replay_datapath(&[], 1024).expect("loading the eBPF program"),
+            crate::datapath::kernel::replay_datapath(&[], 1024, false)
+                .expect("loading the eBPF program"),
         );
     }
     out

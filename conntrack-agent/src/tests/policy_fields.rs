@@ -91,7 +91,7 @@ fn datapaths() -> Vec<Box<dyn Datapath>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         out.push(
-            crate::datapath::kernel::replay_datapath(&PORTS, 1024)
+            crate::datapath::kernel::replay_datapath(&PORTS, 1024, false)
                 .expect("loading the eBPF program"),
         );
     }

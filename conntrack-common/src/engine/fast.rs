@@ -239,6 +239,13 @@ pub fn fast_open(
     // read back from memory).
     conn.history.len = 0;
     conn.history.seen = 0;
+    if cfg.sample_services() {
+        // A datagram's payload is a sample, which the stage chain copies: leave it to that.
+        if m.proto == proto::UDP && m.payload_len != 0 {
+            return None;
+        }
+        conn.thr_armed = contents::initial_sample_bits(m.proto);
+    }
     if m.proto == proto::TCP {
         return Some(tcp_update::open_syn(conn, m, window_scale, now_ns));
     }
@@ -360,7 +367,8 @@ pub(crate) fn plan(c: &Conn, m: &FastMeta, now_ns: u64) -> Result<Plan, Reason> 
     // `engine::is_orig`: the tuple's source port is the transport port or the ICMP type.
     let (sport, _, _) = tuple_ports_of(m.proto, m.sport, m.dport);
     let is_orig = m.src == words(&c.orig_addr) && sport == c.orig_port;
-    if c.thr_armed & contents::extract_bit(is_orig) != 0 && m.payload_len != 0 {
+    let wants_payload = contents::extract_bit(is_orig) | contents::sample_bit(is_orig);
+    if c.thr_armed & wants_payload != 0 && m.payload_len != 0 {
         return Err(Reason::Extraction);
     }
     let p = match m.proto {

@@ -26,6 +26,13 @@ use crate::threshold;
 pub trait EngineConfig {
     /// Zeek's `likely_server_ports` membership of `port` for transport `proto` (6 or 17).
     fn likely_server_port(&self, port: u16, proto: u8) -> bool;
+
+    /// Whether new TCP and UDP connections hand the first payload of each direction to the
+    /// agent for service detection (`contents::SAMPLE_BITS`).
+    #[inline(always)]
+    fn sample_services(&self) -> bool {
+        false
+    }
 }
 
 /// A configuration without likely server ports (Zeek in bare mode without packet protocols).
@@ -71,6 +78,11 @@ impl Changes {
     /// At least one threshold crossed; which ones is in the bits from [`Changes::CROSSED_SHIFT`]
     /// ([`Changes::crossed`]).
     pub const THRESHOLD_CROSSED: Changes = Changes(1 << 11);
+    /// The packet's payload is a service sample (`contents::take_sample`): returned by the
+    /// driver to the host datapath, which copies it; never part of an event.
+    pub const SAMPLE: Changes = Changes(1 << 12);
+    /// With [`Changes::SAMPLE`]: the sample is the originator's (after the packet's flips).
+    pub const SAMPLE_ORIG: Changes = Changes(1 << 13);
     /// The crossed threshold slots (`threshold::bit` values) are stored shifted by this.
     pub const CROSSED_SHIFT: u32 = 16;
 
@@ -196,6 +208,9 @@ pub fn init_zeroed_conn(conn: &mut Conn, meta: &PacketMeta, now_ns: u64, cfg: &i
         flip_roles(conn);
     }
     conn.flags |= app_flip::attached_analyzer(conn.proto, conn.resp_port, cfg);
+    if cfg.sample_services() {
+        conn.thr_armed |= crate::contents::initial_sample_bits(conn.proto);
+    }
 }
 
 /// A new connection for the first packet `meta` (host convenience around [`init_conn`]).
@@ -544,6 +559,17 @@ fn apply_packet<C: EngineConfig>(
     }
     let ch = update(conn, meta, now_ns, checksum_ok) | created;
     let ch = ch | check_thresholds(conn, meta, now_ns, ch);
+    // Decided under the lock before the event, as the eBPF threshold stage does.
+    let sample = if conn.thr_armed & crate::contents::SAMPLE_BITS != 0 {
+        let side = is_orig(conn, meta);
+        match crate::contents::take_sample(conn, meta, checksum_ok, side) {
+            true if side => Changes(Changes::SAMPLE.0 | Changes::SAMPLE_ORIG.0),
+            true => Changes::SAMPLE,
+            false => Changes::NONE,
+        }
+    } else {
+        Changes::NONE
+    };
     if let Some(kind) = event_after_update(created, ch) {
         emit(&EventRef {
             kind,
@@ -554,7 +580,7 @@ fn apply_packet<C: EngineConfig>(
             conn: Some(conn),
         });
     }
-    ch
+    ch | sample
 }
 
 /// 16-byte address equality as two u64 compares (`==` on arrays is a `memcmp` call on BPF).

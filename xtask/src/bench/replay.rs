@@ -65,6 +65,7 @@ pub fn run(b: &mut Bench) -> Result<Section> {
     let agent = b.agent.to_string_lossy().into_owned();
     let host_dir = logs.join("host").to_string_lossy().into_owned();
     let kernel_dir = logs.join("kernel").to_string_lossy().into_owned();
+    let no_service_dir = logs.join("no-service").to_string_lossy().into_owned();
     // Removal hooks cost only the connections that have one: the same replay with a
     // capability that sees every event but registers no hook, then with a hook on every
     // connection (removal.log, written to /dev/null).
@@ -89,6 +90,25 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         detail: "conn.log in target/bench/replay/host",
         missing: None,
     }];
+    // Service detection is on by default: the same replay without it is its cost.
+    tools.push(Tool {
+        name: "read --engine host --no-service",
+        program: agent.clone(),
+        args: vec![
+            "read",
+            TRACE,
+            "--engine",
+            "host",
+            "--log-dir",
+            &no_service_dir,
+            "--progress",
+            "false",
+            "--no-service",
+        ],
+        check: Check::Agent,
+        detail: "service detection off (the baseline row has it on, the default)",
+        missing: None,
+    });
     tools.push(Tool {
         name: "read --engine host, a capability, no removal hook",
         program: agent.clone(),

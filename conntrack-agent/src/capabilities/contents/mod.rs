@@ -312,7 +312,11 @@ impl Capability for Extractor {
         }
     }
 
-    fn on_payload(&mut self, chunk: &ContentChunk, dp: &dyn ThresholdTarget) {
+    fn on_payload(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+        if chunk.hdr.flags & conntrack_common::contents::CONTENT_SAMPLE != 0 {
+            // Service detection's samples: not extracted content.
+            return;
+        }
         let key = chunk.hdr.key;
         let is_orig = chunk.is_orig();
         let d = usize::from(!is_orig);

@@ -54,6 +54,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
         likely_server_ports: &settings.ports,
         replay: false,
         contents: settings.contents.enabled(),
+        service: settings.service,
         ring_bytes: args.ring_size << 20,
         kernel_log: Some(KernelLogSink {
             level: args.kernel_log,
@@ -121,7 +122,7 @@ pub async fn run(mut args: RunArgs, config: Config) -> Result<()> {
             args.common.log_format,
             opts,
         )?;
-        agent.enable_tunnels(log);
+        agent.enable_tunnels(log, settings.service);
     }
     let mut events = Vec::new();
     if let Some(flows_id) = takeover {

@@ -5,10 +5,13 @@ use super::*;
 
 impl Agent {
     /// Turns tunnel decapsulation's bookkeeping on: inner connections get `tunnel_parents`,
-    /// tunnels are written to tunnel.log.
-    pub fn enable_tunnels(&mut self, log: TunnelLog) {
+    /// tunnels are written to tunnel.log; with `services` (service detection on) a UDP
+    /// tunnel's connection gets its analyzer's name in `service`.
+    pub fn enable_tunnels(&mut self, log: TunnelLog, services: bool) {
         self.add_log(log.shared());
-        self.tunnels = Some(Box::new(Tunnels::new(log)));
+        let mut t = Tunnels::new(log);
+        t.services = services;
+        self.tunnels = Some(Box::new(t));
     }
 
     /// A new `--tunnel-max-depth` for the datapath (SIGHUP): packets from now on are opened

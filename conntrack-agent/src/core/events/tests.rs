@@ -68,7 +68,8 @@ fn datapaths() -> Vec<Box<dyn Datapath>> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         out.push(
-            crate::datapath::kernel::replay_datapath(&[], 1024).expect("loading the eBPF program"),
+            crate::datapath::kernel::replay_datapath(&[], 1024, false)
+                .expect("loading the eBPF program"),
         );
     } else {
         eprintln!("kernel datapath skipped: needs root");
@@ -276,7 +277,7 @@ impl Capability for Toggler {
         }
     }
 
-    fn on_payload(&mut self, chunk: &ContentChunk, _dp: &dyn ThresholdTarget) {
+    fn on_payload(&mut self, chunk: &ContentChunk, _dp: &mut dyn ThresholdTarget) {
         self.seen
             .borrow_mut()
             .push((chunk.is_orig(), chunk.data.clone()));
@@ -370,4 +371,65 @@ fn event_states_are_reused_only_when_nothing_holds_them() {
         "a state still held is not"
     );
     assert_eq!(held.ts_ns, 7);
+}
+
+/// Declares payload only, as service detection does: counts the events and payload records
+/// that reach it, and names a service for every connection logged.
+struct PayloadOnly {
+    events: Rc<RefCell<u32>>,
+    samples: Rc<RefCell<u32>>,
+}
+
+impl Capability for PayloadOnly {
+    fn on_event(&mut self, _conn: &mut ConnHandle<'_>, _event: &ConnEvent) {
+        *self.events.borrow_mut() += 1;
+    }
+
+    fn on_payload(&mut self, chunk: &ContentChunk, _dp: &mut dyn ThresholdTarget) {
+        if chunk.hdr.flags & conntrack_common::contents::CONTENT_SAMPLE != 0 {
+            *self.samples.borrow_mut() += 1;
+        }
+    }
+
+    fn conn_service(&mut self, _key: &FlowKey, _conn: &Conn, out: &mut Vec<&'static str>) {
+        out.push("dns");
+    }
+
+    fn events(&self) -> EventMask {
+        EventMask::PAYLOAD
+    }
+}
+
+#[test]
+fn a_payload_only_capability_gets_samples_and_names_the_service_without_events() {
+    let mut dps: Vec<Box<dyn Datapath>> = vec![Box::new(HostDatapath::new(
+        HostConfig::new(&[]).with_service_samples(true),
+    ))];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        dps.push(
+            crate::datapath::kernel::replay_datapath(&[], 1024, true)
+                .expect("loading the eBPF program"),
+        );
+    }
+    for dp in dps {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = ConnLogWriter::create(dir.path(), LogFormat::Tsv, false).unwrap();
+        let cfg = HostConfig::new(&[]).with_service_samples(true);
+        let mut agent = Agent::new(dp, cfg, Timeouts::default(), NetSet::default(), writer);
+        let (events, samples) = (Rc::default(), Rc::default());
+        agent.register(Box::new(PayloadOnly {
+            events: Rc::clone(&events),
+            samples: Rc::clone(&samples),
+        }));
+        packet(&mut agent, &udp(true, 10), 0);
+        packet(&mut agent, &udp(false, 10), SEC);
+        agent.finish().unwrap();
+        assert_eq!(*events.borrow(), 0, "no event declared, none built");
+        assert_eq!(*samples.borrow(), 2, "each direction's first datagram");
+        let log = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
+        let record: Vec<&str> = log.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(record.len(), 1, "{log}");
+        assert_eq!(record[0].split('\t').nth(7), Some("dns"), "{log}");
+    }
 }

@@ -60,6 +60,7 @@ mod tests {
             likely_server_ports: &[],
             replay: false,
             contents: false,
+            service: false,
             ring_bytes: 0,
             kernel_log: None,
             filter: Some(&first),

@@ -272,7 +272,11 @@ impl Datapath for FlowMap {
         self.contents.counters.get(key, 0).ok()
     }
     fn forget_contents(&mut self, key: &FlowKey) {
-        let _ = self.contents.counters.remove(key);
+        // Only extraction keeps counters (service samples do not): no system call per
+        // removed connection until some connection was extracted.
+        if self.contents.active {
+            let _ = self.contents.counters.remove(key);
+        }
     }
     fn set_content_caps(&mut self, per_conn: u64, rate: u64) -> Result<(), DatapathError> {
         FlowMap::set_content_caps(self, per_conn, rate)

@@ -111,6 +111,11 @@ const CONFIG_TUNNEL_MASK: u64 = 0xf;
 pub const MAX_TUNNEL_DEPTH: u32 = 8;
 const CONFIG_CONTENTS_CAP: u32 = 2;
 const CONFIG_CONTENTS_RATE: u32 = 3;
+/// `CONFIG` flag: new connections hand their first payload to the agent (service detection).
+const CONFIG_SERVICE: u64 = 8;
+/// `CONTENTS` size when only service samples use it (no content extraction): a sample record
+/// is ~2 KiB, and a few hundred new connections between two drains fit.
+const SAMPLE_RING_BYTES: u32 = 4 << 20;
 
 /// How the program is loaded.
 pub struct KernelOptions<'a> {
@@ -124,6 +129,9 @@ pub struct KernelOptions<'a> {
     /// their full size. Without it they shrink to a page and one entry, which saves an idle
     /// agent that never extracts ~40 MB of kernel memory (and as much RSS: the ring is mapped).
     pub contents: bool,
+    /// Service detection: new TCP/UDP connections hand the first payload of each direction to
+    /// the agent (`CONTENTS` records flagged as samples).
+    pub service: bool,
     /// The program's log lines (aya-log) to show and where (`run --kernel-log`); `None`: off.
     pub kernel_log: Option<KernelLogSink>,
     /// `EVENTS` size in bytes (a power of two of at least a page); 0: the program's 8 MiB.
@@ -176,9 +184,16 @@ impl Kernel {
         }
         if !opts.contents {
             // A ring buffer's size is a power-of-two number of pages.
+            // Service detection extracts FTP control channels (for their data connections'
+            // announcements): a few at a time.
+            let (ring, conns) = if opts.service {
+                (SAMPLE_RING_BYTES.max(page_size()), 1024)
+            } else {
+                (page_size(), 1)
+            };
             loader
-                .map_max_entries("CONTENTS", page_size())
-                .map_max_entries("CONTENTS_CONNS", 1);
+                .map_max_entries("CONTENTS", ring)
+                .map_max_entries("CONTENTS_CONNS", conns);
         }
         // aya-log's level in the program: 0 (none) unless asked for, so a rare condition costs
         // one load and branch.
@@ -212,6 +227,9 @@ impl Kernel {
             let mut flags = if opts.replay { CONFIG_REPLAY } else { 0 };
             if opts.filter.is_some() {
                 flags |= CONFIG_FILTER;
+            }
+            if opts.service {
+                flags |= CONFIG_SERVICE;
             }
             config.set(CONFIG_FLAGS, flags, 0)?;
             config.set(CONFIG_CLOCK_OFFSET, wall_minus_monotonic_ns(), 0)?;

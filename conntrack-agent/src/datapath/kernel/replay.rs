@@ -7,7 +7,7 @@ use crate::datapath::{ContentChunk, Datapath, DatapathError, ThresholdError, tso
 use anyhow::{Context, Result};
 use aya::programs::{TestRun, TestRunOptions};
 use conntrack_common::conn::Conn;
-use conntrack_common::contents::ContentCounters;
+use conntrack_common::contents::{self, ContentCounters};
 use conntrack_common::event::Event;
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::MAX_HEADER_BYTES;
@@ -28,6 +28,8 @@ const CB_TUNNEL: u32 = 16;
 /// EINVAL), with room for other layouts. A frame with payload to extract is clipped here.
 const TEST_RUN_LIMIT: usize = 3584;
 const _: () = assert!(TEST_RUN_MAX_BYTES <= TEST_RUN_LIMIT);
+// A service sample (after at most `MAX_HEADER_BYTES` of headers) fits whole.
+const _: () = assert!(MAX_HEADER_BYTES + contents::SAMPLE_BYTES as usize <= TEST_RUN_LIMIT);
 
 /// `struct __sk_buff` (uapi): size and the offsets of the fields a replay sets.
 const SKB_SIZE: usize = 192;
@@ -55,6 +57,8 @@ pub struct KernelDatapath {
     kernel: Kernel,
     flows: FlowMap,
     ctx: [u8; SKB_SIZE],
+    /// Service samples are on: frames carry their first payload bytes too.
+    service: bool,
     /// The next packet's inner-layer verdicts (`Datapath::set_inner_verdicts`).
     inner: Option<u32>,
 }
@@ -73,12 +77,18 @@ impl KernelDatapath {
         Ok((get(Stat::FastPath), get(Stat::FastOpens)))
     }
 
-    pub fn new(likely_server_ports: &[(u16, u8)], max_flows: u32) -> Result<KernelDatapath> {
+    /// `service`: new connections hand their first payload to the agent (service detection).
+    pub fn new(
+        likely_server_ports: &[(u16, u8)],
+        max_flows: u32,
+        service: bool,
+    ) -> Result<KernelDatapath> {
         let mut kernel = Kernel::load(&KernelOptions {
             max_flows,
             likely_server_ports,
             replay: true,
             contents: true,
+            service,
             ring_bytes: 0,
             kernel_log: None,
             filter: None,
@@ -88,6 +98,7 @@ impl KernelDatapath {
             kernel,
             flows,
             ctx: [0; SKB_SIZE],
+            service,
             inner: None,
         })
     }
@@ -111,9 +122,10 @@ impl Datapath for KernelDatapath {
         // parses a copy with the captured length and counts 0 IP bytes, like the host engine.
         let patched = tso_zero_length_fix(frame);
         let frame = patched.as_deref().unwrap_or(frame);
-        // Content extraction needs the payload (as much as the kernel takes: the rest of a
-        // larger frame is counted as not delivered); otherwise the headers are enough.
-        let data = if self.flows.contents.active {
+        // Content extraction and service samples need the payload (as much as the kernel
+        // takes: the rest of a larger frame is counted as not delivered); otherwise the
+        // headers are enough.
+        let data = if self.flows.contents.active || self.service {
             frame.get(..TEST_RUN_LIMIT).unwrap_or(frame)
         } else {
             frame.get(..TEST_RUN_MAX_BYTES).unwrap_or(frame)
@@ -200,10 +212,12 @@ fn ip_header_cut(frame: &[u8]) -> bool {
 pub fn replay_datapath(
     likely_server_ports: &[(u16, u8)],
     max_flows: u32,
+    service: bool,
 ) -> Result<Box<dyn Datapath>> {
     Ok(Box::new(KernelDatapath::new(
         likely_server_ports,
         max_flows,
+        service,
     )?))
 }
 

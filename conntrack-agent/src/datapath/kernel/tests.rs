@@ -59,6 +59,7 @@ fn small_test_kernel() -> Option<Kernel> {
             likely_server_ports: &[],
             replay: false,
             contents: false,
+            service: false,
             ring_bytes: 0,
             kernel_log: None,
             filter: None,

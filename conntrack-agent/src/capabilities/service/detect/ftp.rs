@@ -1,0 +1,329 @@
+//! FTP (RFC 959, RFC 2428): the control channel, and its announcements of data connections.
+//!
+//! Zeek attaches the FTP analyzer on ports 21 and 2811, and elsewhere by signature: `USER`
+//! from the client and a `220` greeting from the server. `AUTH TLS` (RFC 4217) turns the
+//! control channel into TLS, which the SSL analyzer confirms. `AUTH GSSAPI` (RFC 2228) with a
+//! TLS handshake carried base64-encoded in `ADAT` commands and replies is GridFTP's GSI:
+//! Zeek's analyzer hands the decoded handshake to the SSL analyzer, and its `gridftp` script
+//! then labels the control channel.
+
+use super::bytes::{find, first_line, lines};
+use super::{Sample, text, tls};
+use base64::Engine as _;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The ports Zeek's FTP analyzer is registered for (21, and GridFTP's 2811).
+const PORTS: [u16; 2] = [21, 2811];
+
+/// Client commands that start an FTP session (RFC 959 and its extensions).
+const COMMANDS: [&[u8]; 12] = [
+    b"USER", b"AUTH", b"FEAT", b"SYST", b"OPTS", b"PASS", b"ACCT", b"HELP", b"NOOP", b"QUIT",
+    b"HOST", b"CLNT",
+];
+
+pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
+    let (orig, resp) = (s.orig_stream(), s.resp_stream());
+    let greeting = first_line(resp).is_some_and(|l| matches!(text::reply_code(l), Some(220 | 120)));
+    if !greeting {
+        return false;
+    }
+    let Some(first) = first_line(orig) else {
+        return false;
+    };
+    let word = text::first_word(first);
+    let attached = PORTS.iter().any(|&p| s.has_port(p));
+    let ok = if attached {
+        COMMANDS.iter().any(|c| word.eq_ignore_ascii_case(c))
+    } else {
+        word.eq_ignore_ascii_case(b"USER")
+    };
+    if !ok || !replies_parse(resp) {
+        return false;
+    }
+    found.push("ftp");
+    if let Some(at) = text::command_end(orig, b"AUTH")
+        && tls::client_hello_after(orig, at)
+    {
+        found.push("ssl");
+    } else if gsi_handshake(orig, resp) {
+        found.extend(["ssl", "gridftp"]);
+    }
+    true
+}
+
+/// The client asked for `AUTH GSSAPI` and the `ADAT` exchange that follows carries a TLS
+/// ClientHello and ServerHello (base64, RFC 2228 section 3): the GSI mechanism.
+fn gsi_handshake(orig: &[u8], resp: &[u8]) -> bool {
+    if !lines(orig).any(|l| l.eq_ignore_ascii_case(b"AUTH GSSAPI")) {
+        return false;
+    }
+    match (adat(orig, b"ADAT "), adat(resp, b"ADAT=")) {
+        (Some(client), Some(server)) => tls::confirms(&client, &server),
+        _ => false,
+    }
+}
+
+/// The start of the first security data after `marker` (`ADAT ` in a command, `ADAT=` in a
+/// `335`/`235` reply), decoded: enough for a handshake record's header. The rest of the token
+/// may lie beyond the sample.
+fn adat(stream: &[u8], marker: &[u8]) -> Option<Vec<u8>> {
+    // 16 base64 characters: 12 bytes, a TLS record header and a hello's header.
+    const PREFIX: usize = 16;
+    let at = find(stream, marker)? + marker.len();
+    let token = stream.get(at..at + PREFIX)?;
+    base64::engine::general_purpose::STANDARD.decode(token).ok()
+}
+
+/// Every server line is a reply (`ddd text` or `ddd-text`) or inside a multi-line reply (from
+/// `ddd-` to `ddd `). Zeek's analyzer reports anything else as a violation and the service is
+/// removed again. A `234` (AUTH accepted) ends the check: TLS follows.
+fn replies_parse(resp: &[u8]) -> bool {
+    let mut open: Option<u16> = None;
+    for line in lines(resp) {
+        let code = text::reply_code(line);
+        if open.is_none() && code == Some(234) {
+            return true;
+        }
+        match open {
+            Some(c) if code == Some(c) && line.get(3) == Some(&b' ') => open = None,
+            Some(_) => {}
+            None => match code {
+                Some(c) if line.get(3) == Some(&b'-') => open = Some(c),
+                Some(_) => {}
+                None => return false,
+            },
+        }
+    }
+    true
+}
+
+/// A data connection that an FTP control channel announced: the address and port that the
+/// data connection's responder will use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FtpExpect {
+    /// The announced address; `None` for EPSV, which names only a port (the server's
+    /// address), and for EPRT with an address that does not parse.
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+    /// Announced by the server (PASV, EPSV: the client connects to the server), not the
+    /// client (PORT, EPRT: the server connects to the client).
+    pub from_server: bool,
+}
+
+/// FTP control-channel announcements of a data connection (PORT, PASV 227, EPRT, EPSV 229)
+/// found in these bytes, client's first, each in order.
+pub fn ftp_announcements(client: &[u8], server: &[u8]) -> Vec<FtpExpect> {
+    let mut out = Vec::new();
+    for line in lines(client) {
+        let line = text::trim_start(line);
+        let (verb, arg) = split_verb(line);
+        let found = if verb.eq_ignore_ascii_case(b"PORT") {
+            parse_h1_p2(arg).map(|(a, port)| FtpExpect {
+                addr: Some(a.into()),
+                port,
+                from_server: false,
+            })
+        } else if verb.eq_ignore_ascii_case(b"EPRT") {
+            parse_eprt(arg).map(|(addr, port)| FtpExpect {
+                addr,
+                port,
+                from_server: false,
+            })
+        } else {
+            None
+        };
+        out.extend(found);
+    }
+    for line in lines(server) {
+        let found = match text::reply_code(line) {
+            // `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)`: the numbers may come without
+            // the parentheses, so take the first digit after the code.
+            Some(227) => {
+                let rest = &line[3..];
+                let start = rest.iter().position(u8::is_ascii_digit);
+                start
+                    .and_then(|i| parse_h1_p2(&rest[i..]))
+                    .map(|(a, port)| FtpExpect {
+                        addr: Some(a.into()),
+                        port,
+                        from_server: true,
+                    })
+            }
+            // `229 Entering Extended Passive Mode (|||port|)`.
+            Some(229) => {
+                let rest = &line[3..];
+                rest.iter()
+                    .position(|&c| c == b'(')
+                    .and_then(|i| parse_eprt(&rest[i + 1..]))
+                    .map(|(addr, port)| FtpExpect {
+                        addr,
+                        port,
+                        from_server: true,
+                    })
+            }
+            _ => None,
+        };
+        out.extend(found);
+    }
+    out
+}
+
+fn split_verb(line: &[u8]) -> (&[u8], &[u8]) {
+    match line.iter().position(|&c| c == b' ') {
+        Some(i) => (&line[..i], text::trim_start(&line[i + 1..])),
+        None => (line, &[]),
+    }
+}
+
+/// `h1,h2,h3,h4,p1,p2` (RFC 959's host-port), ignoring what follows it.
+fn parse_h1_p2(b: &[u8]) -> Option<(Ipv4Addr, u16)> {
+    let end = b
+        .iter()
+        .position(|c| !(c.is_ascii_digit() || *c == b',' || *c == b' '))
+        .unwrap_or(b.len());
+    let mut nums = [0u8; 6];
+    let mut n = 0;
+    for part in b[..end].split(|&c| c == b',') {
+        let part = part.trim_ascii();
+        if n == 6 || part.is_empty() || part.len() > 3 {
+            return None;
+        }
+        nums[n] = std::str::from_utf8(part).ok()?.parse().ok()?;
+        n += 1;
+    }
+    (n == 6).then(|| {
+        (
+            Ipv4Addr::new(nums[0], nums[1], nums[2], nums[3]),
+            u16::from_be_bytes([nums[4], nums[5]]),
+        )
+    })
+}
+
+/// RFC 2428's `<d>proto<d>addr<d>port<d>`: the delimiter is the first character; the
+/// address may be empty (EPSV).
+fn parse_eprt(b: &[u8]) -> Option<(Option<IpAddr>, u16)> {
+    let delim = *b.first()?;
+    let mut fields = b[1..].split(|&c| c == delim);
+    let _proto = fields.next()?;
+    let addr = fields.next()?;
+    let port = fields.next()?;
+    fields.next()?; // the closing delimiter
+    let port: u16 = std::str::from_utf8(port).ok()?.parse().ok()?;
+    let addr = std::str::from_utf8(addr).ok().and_then(|a| a.parse().ok());
+    Some((addr, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::detect;
+    use super::super::test_util::tcp;
+    use super::*;
+
+    const CLIENT: &[u8] = b"USER anonymous\r\nPASS test\r\n";
+    const SERVER: &[u8] = b"220 ftp.NetBSD.org FTP server (NetBSD-ftpd 20100320) ready.\r\n\
+        331 Guest login ok, type your name as password.\r\n";
+
+    /// GridFTP (globus-url-copy): AUTH GSSAPI, then the GSI TLS handshake in ADAT tokens.
+    const GSI_CLIENT: &[u8] = b"AUTH GSSAPI\r\n\
+        ADAT FgMBAGsBAABnAwFQW20QgljInC83uQvyugxecsF3kUpSQF6m6R/GggW8mwAAOgA5ADgAiACHADUAhAAW";
+    const GSI_SERVER: &[u8] = b"220 alpha GridFTP Server 6.14 (gcc64dbg, 1342551528-83) \
+        [Globus Toolkit 5.2.2] ready.\r\n\
+        334 Using authentication type; ADAT must follow.\r\n\
+        335 ADAT=FgMBADUCAAAxAwFQW20QRzmEyP3fmvYpOq5A8fotqMq/wUI+e2+0FmuZLgAANQAACf8BAAEAACMAABYD";
+
+    #[test]
+    fn gsi_handshake_in_adat_is_ftp_ssl_and_gridftp() {
+        assert_eq!(
+            detect(&tcp((60108, 2811), &[GSI_CLIENT], &[GSI_SERVER])),
+            ["ftp", "ssl", "gridftp"]
+        );
+    }
+
+    #[test]
+    fn auth_gssapi_without_a_tls_handshake_is_ftp_only() {
+        // Kerberos GSSAPI tokens (an ASN.1 application tag, `YII...` in base64), not TLS.
+        let client = b"AUTH GSSAPI\r\nADAT YIICnQYJKoZIhvcSAQICAQBuggKMMIICiKADAgEF\r\n".as_slice();
+        let server = b"220 ready.\r\n334 Using authentication type; ADAT must follow.\r\n\
+            235 ADAT=YIGZBgkqhkiG9xIBAgICAG+BiTCBhqADAgEFoQMCAQ8=\r\n"
+            .as_slice();
+        assert_eq!(detect(&tcp((60108, 21), &[client], &[server])), ["ftp"]);
+        // Nor is a TLS handshake without the AUTH GSSAPI request.
+        let client = &GSI_CLIENT[b"AUTH GSSAPI\r\n".len()..];
+        assert!(!detect(&tcp((60108, 2811), &[client], &[GSI_SERVER])).contains(&"gridftp"));
+    }
+
+    #[test]
+    fn greeting_and_user_are_ftp() {
+        assert_eq!(detect(&tcp((50003, 21), &[CLIENT], &[SERVER])), ["ftp"]);
+        // USER is the signature that finds FTP off its port.
+        assert_eq!(detect(&tcp((50003, 2100), &[CLIENT], &[SERVER])), ["ftp"]);
+        let feat = b"FEAT\r\n".as_slice();
+        assert_eq!(detect(&tcp((50003, 21), &[feat], &[SERVER])), ["ftp"]);
+        assert!(detect(&tcp((50003, 2100), &[feat], &[SERVER])).is_empty());
+    }
+
+    #[test]
+    fn an_invalid_reply_code_is_a_violation() {
+        let client = b"USER zeek\r\nPASS zeek\r\nPASV\r\nQUIT\r\n".as_slice();
+        let server =
+            b"220 py.fake ready\r\n230 USER OK\r\n230 PASS OK\r\n99 PASV invalid\r\n221 Bye\r\n"
+                .as_slice();
+        assert!(detect(&tcp((51354, 21), &[client], &[server])).is_empty());
+        // Lines inside a multi-line reply need no code.
+        let multi =
+            b"220 ready\r\n230-\r\n    The NetBSD Project FTP Server\r\n230 Guest login ok\r\n"
+                .as_slice();
+        assert_eq!(detect(&tcp((51354, 21), &[client], &[multi])), ["ftp"]);
+    }
+
+    #[test]
+    fn auth_tls_then_a_client_hello_is_ftp_and_ssl() {
+        let client =
+            b"FEAT\r\nAUTH TLS\r\n\x16\x03\x03\x01~\x01\x00\x01z\x03\x03f\x8d0d".as_slice();
+        let server = b"220 (vsFTPd 3.0.5)\r\n211-Features:\r\n EPRT\r\n211 End\r\n234 Proceed with negotiation.\r\n\x16\x03\x03\x00\x5a\x02\r\n".as_slice();
+        assert_eq!(
+            detect(&tcp((40284, 21), &[client], &[server])),
+            ["ftp", "ssl"]
+        );
+    }
+
+    #[test]
+    fn announcements() {
+        let client = b"PORT 141,142,220,235,218,90\r\nEPRT |2|2001:470:1f05:17a6:d69a:20ff:fefd:6b88|24316|\r\nEPSV\r\n";
+        let server = b"227 Entering Passive Mode (199,233,217,249,221,90)\r\n\
+            229 Entering Extended Passive Mode (|||57086|)\r\n200 PORT command successful.\r\n";
+        let got = ftp_announcements(client, server);
+        assert_eq!(
+            got,
+            [
+                FtpExpect {
+                    addr: Some("141.142.220.235".parse().unwrap()),
+                    port: 218 * 256 + 90,
+                    from_server: false
+                },
+                FtpExpect {
+                    addr: Some("2001:470:1f05:17a6:d69a:20ff:fefd:6b88".parse().unwrap()),
+                    port: 24316,
+                    from_server: false
+                },
+                FtpExpect {
+                    addr: Some("199.233.217.249".parse().unwrap()),
+                    port: 221 * 256 + 90,
+                    from_server: true
+                },
+                FtpExpect {
+                    addr: None,
+                    port: 57086,
+                    from_server: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_announcements_are_skipped() {
+        let client = b"PORT 1,2,3\r\nPORT 1,2,3,4,5,600\r\nEPRT |1|1.2.3.4|x|\r\n";
+        let server = b"227 no numbers here\r\n229 (|||)\r\n";
+        assert!(ftp_announcements(client, server).is_empty());
+    }
+}

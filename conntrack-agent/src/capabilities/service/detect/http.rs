@@ -1,0 +1,237 @@
+//! HTTP (RFC 9112), and the WebSocket upgrade (RFC 6455) with what the upgraded stream carries.
+//!
+//! Zeek's dynamic protocol detection attaches HTTP when the client starts with a request line
+//! and the server answers with a status line (`dpd.sig`); the analyzer confirms on a request it
+//! can parse. A `101 Switching Protocols` reply to an `Upgrade: websocket` request hands the
+//! rest of both streams to the WebSocket analyzer, which confirms `websocket` and runs
+//! detection again on the frames' payload.
+
+use super::bytes::{find, first_line, lines, starts_with_ci};
+use super::{MAX_SAMPLE_BYTES, Sample, websocket};
+
+/// The ports Zeek's HTTP analyzer is registered for.
+const PORTS: [u16; 8] = [80, 81, 631, 1080, 3128, 8000, 8080, 8888];
+
+/// The methods Zeek's HTTP signature accepts at the start of a client stream.
+const METHODS: [&[u8]; 15] = [
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"TRACE",
+    b"OPTIONS",
+    b"CONNECT",
+    b"PATCH",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"QUERY",
+];
+
+/// Adds `http` (and what an upgrade or a CONNECT tunnel carries) to `found` if the sample's
+/// streams are an HTTP request and reply; true when it did.
+pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
+    let (orig, resp) = (s.orig_stream(), s.resp_stream());
+    if !is_request(orig) {
+        return false;
+    }
+    // On its own ports the analyzer is there from the start and confirms on the request; a
+    // reply that is not HTTP is then a violation, unless the request was HTTP/0.9 (whose reply
+    // is the bare body). Elsewhere the signatures need the status line.
+    let attached = PORTS.contains(&s.resp_port);
+    let replied = is_reply(resp) || (attached && (resp.is_empty() || is_http09(orig)));
+    if !replied {
+        return false;
+    }
+    found.push("http");
+    let Some(rep_end) = head_end(resp) else {
+        return true;
+    };
+    let status = first_line(resp)
+        .and_then(|l| l.split(|&c| c == b' ').nth(1))
+        .unwrap_or(&[]);
+    // The request head may be longer than the sample; its end is only needed for what follows.
+    let req_end = head_end(orig);
+    if status == b"101" && has_header(&resp[..rep_end], b"upgrade", b"websocket") {
+        found.push("websocket");
+        // Detection runs again on the messages the frames carry.
+        let limit = MAX_SAMPLE_BYTES;
+        let (mut inner_orig, mut inner_resp) = (Vec::new(), Vec::new());
+        if let Some(req_end) = req_end {
+            websocket::payload(&orig[req_end..], limit, &mut inner_orig);
+        }
+        websocket::payload(&resp[rep_end..], limit, &mut inner_resp);
+        tunnelled(s, &inner_orig, &inner_resp, found);
+    } else if status.first() == Some(&b'2') && is_connect(orig) {
+        // A CONNECT tunnel: the bytes after the two heads are the tunnelled protocol's.
+        if let Some(req_end) = req_end {
+            tunnelled(s, &orig[req_end..], &resp[rep_end..], found);
+        }
+    }
+    true
+}
+
+/// Runs TCP detection on what a tunnel carries.
+fn tunnelled(s: &Sample, orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) {
+    if orig.is_empty() && resp.is_empty() {
+        return;
+    }
+    let (o, r) = ([orig], [resp]);
+    let inner = Sample {
+        orig: &o,
+        resp: &r,
+        ..*s
+    };
+    for name in super::detect(&inner) {
+        if !found.contains(&name) {
+            found.push(name);
+        }
+    }
+}
+
+fn is_connect(b: &[u8]) -> bool {
+    starts_with_ci(trim_leading_space(b), b"CONNECT ")
+}
+
+/// The stream starts with a request line: a method, a space and a target.
+fn is_request(b: &[u8]) -> bool {
+    let b = trim_leading_space(b);
+    // Every method starts with a letter: most streams that are not HTTP fail here, before
+    // the method list (this runs on every TCP connection).
+    if !b.first().is_some_and(u8::is_ascii_alphabetic) {
+        return false;
+    }
+    METHODS
+        .iter()
+        .any(|m| starts_with_ci(b, m) && b.get(m.len()).is_some_and(|c| *c == b' ' || *c == b'\t'))
+}
+
+/// Whether no continuation of `orig`, a client's first bytes, can be a request line: its
+/// first byte after any white space is there and is not a method's letter.
+pub fn request_ruled_out(orig: &[u8]) -> bool {
+    trim_leading_space(orig)
+        .first()
+        .is_some_and(|c| !c.is_ascii_alphabetic())
+}
+
+/// The stream starts with a status line, `HTTP/` and a digit.
+fn is_reply(b: &[u8]) -> bool {
+    let b = trim_leading_space(b);
+    b.starts_with(b"HTTP/") && b.get(5).is_some_and(u8::is_ascii_digit)
+}
+
+/// The request line has no `HTTP/` version: HTTP/0.9 (`GET /`).
+fn is_http09(b: &[u8]) -> bool {
+    first_line(trim_leading_space(b)).is_some_and(|l| {
+        !l.split(|&c| c == b' ')
+            .next_back()
+            .is_some_and(|v| v.starts_with(b"HTTP/"))
+    })
+}
+
+fn trim_leading_space(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    &b[start..]
+}
+
+/// The offset just after the header block (the empty line), if the sample holds all of it.
+fn head_end(b: &[u8]) -> Option<usize> {
+    find(b, b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| find(b, b"\n\n").map(|i| i + 2))
+}
+
+/// A header line `name: value` with these, case ignored (the value is a token list).
+fn has_header(head: &[u8], name: &[u8], value: &[u8]) -> bool {
+    lines(head).skip(1).any(|line| {
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            return false;
+        };
+        line[..colon].trim_ascii().eq_ignore_ascii_case(name)
+            && line[colon + 1..]
+                .split(|&c| c == b',')
+                .any(|v| v.trim_ascii().eq_ignore_ascii_case(value))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::tcp;
+    use super::super::{detect, detect_partial};
+
+    /// wget fetching a file from an Apache server.
+    const GET: &[u8] =
+        b"GET /download/CHANGES.bro-aux.txt HTTP/1.1\r\nUser-Agent: Wget/1.14 (darwin12.2.0)\r\n\
+        Accept: */*\r\nHost: bro.org\r\nConnection: Keep-Alive\r\n\r\n";
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nDate: Thu, 07 Mar 2013 21:43:07 GMT\r\nServer: Apache/2.4.3 (Fedora)\r\n\
+        Content-Length: 4705\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n\n0.26 | 2012-08-24";
+
+    #[test]
+    fn request_and_reply_are_http() {
+        assert_eq!(detect(&tcp((59856, 80), &[GET], &[OK])), ["http"]);
+    }
+
+    #[test]
+    fn on_any_port() {
+        assert_eq!(detect(&tcp((59856, 4567), &[GET], &[OK])), ["http"]);
+    }
+
+    #[test]
+    fn one_side_alone_is_http_only_on_its_ports() {
+        assert_eq!(detect(&tcp((59856, 80), &[GET], &[])), ["http"]);
+        assert!(detect(&tcp((59856, 4567), &[GET], &[])).is_empty());
+        assert!(detect(&tcp((59856, 80), &[b""], &[OK])).is_empty());
+        let banner = b"SSH-2.0-OpenSSH_8.9\r\n".as_slice();
+        assert!(detect(&tcp((59856, 22), &[GET], &[banner])).is_empty());
+        // A reply that is not HTTP is a violation.
+        assert!(detect(&tcp((59856, 80), &[GET], &[banner])).is_empty());
+    }
+
+    #[test]
+    fn http09_has_no_status_line() {
+        let get = b"GET /\r\n\r\n".as_slice();
+        let body =
+            b"<!DOCTYPE HTML PUBLIC \"-//W3C//DTD HTML 4.01 Transitional//EN\">\n".as_slice();
+        assert_eq!(detect(&tcp((50343, 80), &[get], &[body])), ["http"]);
+    }
+
+    #[test]
+    fn connections_picked_up_midway_are_skipped() {
+        let s = tcp((35634, 80), &[GET], &[OK]);
+        assert!(detect_partial(&s).is_empty());
+        // Protocols whose analyzers take partial connections are still found.
+        let get = b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n".as_slice();
+        assert_eq!(
+            detect_partial(&tcp((50044, 10625), &[get], &[b"$1\r\n6\r\n"])),
+            ["redis"]
+        );
+    }
+
+    #[test]
+    fn connect_tunnel_carries_smtp() {
+        let req = b"CONNECT mailin03.sul.t-online.de:25 / HTTP/1.0\r\n\r\nEHLO a\r\n".as_slice();
+        let rep = b"HTTP/1.0 200 Connection established\r\n\r\n220 mailin03.sul.t-online.de T-Online ESMTP\r\n".as_slice();
+        assert_eq!(detect(&tcp((3378, 8240), &[req], &[rep])), ["http", "smtp"]);
+    }
+
+    #[test]
+    fn websocket_upgrade() {
+        let req = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let rep =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        assert_eq!(
+            detect(&tcp((40000, 80), &[req], &[rep])),
+            ["http", "websocket"]
+        );
+        // Refused: plain HTTP.
+        assert_eq!(detect(&tcp((40000, 80), &[req], &[OK])), ["http"]);
+    }
+}

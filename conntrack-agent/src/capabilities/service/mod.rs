@@ -1,0 +1,377 @@
+//! The `service` column: which application protocols a connection carries, as Zeek's protocol
+//! analyzers confirm them. [`detect`] holds the detectors, pure functions over each direction's
+//! first payload bytes; this module is the capability around them.
+//!
+//! The datapath samples every new TCP/UDP connection: the payload of the first
+//! `contents::SAMPLE_PACKETS` packets of each direction (at most `contents::SAMPLE_BYTES` of
+//! each) comes as `CONTENTS` records flagged `CONTENT_SAMPLE`, the same in the kernel and the
+//! host engine. [`Service`] keeps them per connection while it is undecided and runs the
+//! detectors once both directions have spoken: when their answer is final
+//! ([`detect::is_final`]) only the names are kept from then on; else again once the samples
+//! are complete (then the bytes are freed) or when the connection is logged. The names go
+//! into its conn.log record ([`Capability::conn_service`]).
+//!
+//! Most connections carry nothing a detector confirms, so that answer is made cheap: a TCP
+//! connection whose first bytes no detector can continue ([`detect::rejects_for_good`]) is
+//! decided at its first exchange with no name, and a decided connection's sampling is
+//! stopped (`ThresholdTarget::stop_sampling`: the host engine's; the kernel's ends by its
+//! budget, and what still comes is ignored). A UDP datagram whose bytes no detector reads
+//! is kept as an empty one ([`detect::udp_bytes_matter`]).
+//!
+//! FTP and IRC control channels are followed further: once one is confirmed its payload is
+//! extracted (the contents mechanism) and its announcements make the data connections
+//! `ftp-data` or `irc-dcc-data` ([`ftp_data`]). Other capabilities add their own names through
+//! the same hook (tunnels: `vxlan`, `gtpv1`, `teredo`, ... on the outer connection).
+
+// Some of the detectors' helpers (e.g. `detect_partial`, for connections picked up midway)
+// are not called by the capability yet.
+#[allow(dead_code, unused_imports)]
+pub mod detect;
+mod ftp_data;
+mod loaded;
+mod sample;
+
+use crate::core::events::{Capability, ConnEvent, ConnHandle, EventMask};
+use crate::core::thresholds::ThresholdTarget;
+use crate::datapath::ContentChunk;
+use crate::util::hashing::FastMap;
+use conntrack_common::conn::Conn;
+use conntrack_common::contents::{
+    self, CONTENT_FROM_A, CONTENT_FROM_ORIG, CONTENT_SAMPLE, SAMPLE_PACKETS,
+};
+use conntrack_common::key::FlowKey;
+use conntrack_common::proto;
+use conntrack_common::threshold::ThresholdCommand;
+use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport};
+use ftp_data::{Announcer, ControlChannel, Expectations};
+use loaded::Loaded;
+use sample::SideSample;
+use std::borrow::Cow;
+
+// The kernel's budget covers what the detectors look at.
+const _: () = assert!(MAX_SAMPLE_DATAGRAMS <= SAMPLE_PACKETS as usize);
+const _: () = assert!(MAX_SAMPLE_BYTES <= (contents::SAMPLE_BYTES * SAMPLE_PACKETS) as usize);
+
+/// The names Zeek's analyzers confirmed, in confirmation order.
+type Names = Vec<&'static str>;
+
+/// A connection whose samples are still coming.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The samples per side of the key: 0 is `addr_a`/`port_a`, 1 the other (the roles may
+    /// flip; the key's sides do not).
+    sides: [SideSample; 2],
+    /// The key's `a` side is the originator (as of the latest sample).
+    a_is_orig: bool,
+    /// What the detectors said of the samples so far.
+    found: Names,
+    /// Samples arrived since `found` was decided.
+    stale: bool,
+    /// Both sides have spoken (the first exchange was looked at).
+    exchanged: bool,
+}
+
+/// What is kept of a connection between its first sample and its record.
+#[derive(Debug)]
+enum State {
+    /// Samples still coming.
+    Pending(Pending),
+    /// The samples were complete: only the names are kept.
+    Decided(Names),
+}
+
+/// Service detection: conn.log's `service`.
+#[derive(Default)]
+pub struct Service {
+    conns: FastMap<FlowKey, State>,
+    /// Confirmed FTP and IRC control channels (extracted, for their announcements).
+    ftp: FastMap<FlowKey, ControlChannel>,
+    expected: Expectations,
+    /// The analyzers this run has (a bare Zeek logs no service).
+    loaded: Loaded,
+    /// `loaded` has FTP's, IRC's: asked at every connection's first exchange.
+    ftp_loaded: bool,
+    irc_loaded: bool,
+}
+
+/// Whether `server` begins as an FTP server's greeting does (a 220 reply, RFC 959): an FTP
+/// control channel found at the first exchange is followed from there on.
+fn may_be_ftp_greeting(server: &[u8]) -> bool {
+    let s = server.trim_ascii_start();
+    s.starts_with(b"220")
+}
+
+impl Service {
+    /// Detection with the analyzers whose ports are among `likely_server_ports` (see
+    /// [`loaded`]).
+    pub fn new(likely_server_ports: &[(u16, u8)]) -> Self {
+        let loaded = Loaded::new(likely_server_ports);
+        Self {
+            ftp_loaded: loaded.has("ftp"),
+            irc_loaded: loaded.has("irc"),
+            loaded,
+            ..Self::default()
+        }
+    }
+
+    /// The detectors over `p`'s samples, with the key's `a` side as originator when
+    /// `a_is_orig`.
+    fn detect(key: &FlowKey, p: &Pending, a_is_orig: bool) -> Names {
+        let (o, r) = if a_is_orig { (0, 1) } else { (1, 0) };
+        let (orig_port, resp_port) = if a_is_orig {
+            (key.port_a, key.port_b)
+        } else {
+            (key.port_b, key.port_a)
+        };
+        if key.proto == proto::TCP {
+            let (os, rs) = (
+                p.sides[o].stream(MAX_SAMPLE_BYTES),
+                p.sides[r].stream(MAX_SAMPLE_BYTES),
+            );
+            let (orig, resp) = ([&*os], [&*rs]);
+            detect::detect(&Sample {
+                transport: Transport::Tcp,
+                orig_port,
+                resp_port,
+                orig: &orig,
+                resp: &resp,
+            })
+        } else {
+            let (mut orig, mut resp) = (
+                [&[][..]; MAX_SAMPLE_DATAGRAMS],
+                [&[][..]; MAX_SAMPLE_DATAGRAMS],
+            );
+            let no = p.sides[o].datagrams(&mut orig);
+            let nr = p.sides[r].datagrams(&mut resp);
+            detect::detect(&Sample {
+                transport: Transport::Udp,
+                orig_port,
+                resp_port,
+                orig: &orig[..no],
+                resp: &resp[..nr],
+            })
+        }
+    }
+
+    /// A sample of connection `key`: one lookup of its state, the detectors run at most at
+    /// the first exchange (a possible FTP greeting) and once the samples are complete.
+    fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+        let Self {
+            conns,
+            ftp,
+            expected,
+            ftp_loaded,
+            irc_loaded,
+            ..
+        } = self;
+        let key = chunk.hdr.key;
+        let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
+        let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
+        if !ftp.is_empty()
+            && let Some(ctl) = ftp.get_mut(&key)
+        {
+            let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
+            ctl.feed(from_orig, seq, &chunk.data, ts, expected);
+        }
+        let state = conns
+            .entry(key)
+            .or_insert_with(|| State::Pending(Pending::default()));
+        let State::Pending(p) = state else {
+            return; // decided: later samples change nothing
+        };
+        p.a_is_orig = from_a == from_orig;
+        let idx = usize::from(!from_a);
+        // TCP: the first exchange is judged before this side's first bytes are kept (a
+        // rejected connection's never are); a later sample after it is kept, as it may
+        // complete what the rule needs (PostgreSQL's first 8 bytes).
+        let first_exchange =
+            key.proto == proto::TCP && p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
+        let kept = &chunk.data[..chunk.data.len().min(MAX_SAMPLE_BYTES)];
+        if first_exchange && Self::rejected(&key, p, Some((idx, kept))) {
+            *state = State::Decided(Names::new());
+            dp.stop_sampling(&key);
+            return;
+        }
+        let side = &mut p.sides[idx];
+        if key.proto == proto::TCP {
+            side.push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES);
+        } else if detect::udp_bytes_matter((key.port_a, key.port_b), &chunk.data) {
+            side.push_datagram(&chunk.data);
+        } else {
+            // Its place is kept, not its bytes (no detector reads them).
+            side.push_datagram(&[]);
+        }
+        p.stale = true;
+        if key.proto == proto::TCP && p.exchanged && Self::rejected(&key, p, None) {
+            // Nothing can be found: only that is kept, and the datapath stops sampling it.
+            *state = State::Decided(Names::new());
+            dp.stop_sampling(&key);
+            return;
+        }
+        let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
+        if !p.exchanged && p.sides.iter().all(|s| !s.is_empty()) {
+            // The first exchange: decided here while its bytes are hot when the answer is
+            // final (then the samples are dropped), else kept for later samples.
+            p.exchanged = true;
+            p.found = Self::detect(&key, p, p.a_is_orig);
+            p.stale = false;
+            let server = usize::from(p.a_is_orig);
+            let announcer = if *ftp_loaded && p.found.contains(&"ftp") {
+                may_be_ftp_greeting(&p.sides[server].stream(8)).then_some(Announcer::Ftp)
+            } else if *irc_loaded && p.found == ["irc"] {
+                // Not after STARTTLS (`irc,ssl`): the offers would be encrypted.
+                Some(Announcer::Irc)
+            } else {
+                None
+            };
+            if let Some(kind) = announcer
+                && !ftp.contains_key(&key)
+            {
+                let ctl = Self::control_channel(kind, &key, p, chunk.hdr.ts_ns, expected);
+                ftp.insert(key, ctl);
+                follow(&key, dp, chunk.hdr.ts_ns);
+            }
+            if detect::is_final(transport(&key), &p.found) {
+                *state = State::Decided(std::mem::take(&mut p.found));
+                dp.stop_sampling(&key);
+                return;
+            }
+        }
+        if complete {
+            let names = if p.stale {
+                Self::detect(&key, p, p.a_is_orig)
+            } else {
+                std::mem::take(&mut p.found)
+            };
+            *state = State::Decided(names);
+        }
+    }
+
+    /// TCP: both sides have spoken and no continuation of their streams can confirm a
+    /// service ([`detect::rejects_for_good`]); with `first`, side `first.0`'s stream is
+    /// `first.1` (its first sample, not kept yet).
+    fn rejected(key: &FlowKey, p: &Pending, first: Option<(usize, &[u8])>) -> bool {
+        let stream = |i: usize| match first {
+            Some((side, bytes)) if side == i => Cow::Borrowed(bytes),
+            _ => p.sides[i].stream(MAX_SAMPLE_BYTES),
+        };
+        let (o, r) = (stream(0), stream(1));
+        if o.is_empty() || r.is_empty() {
+            return false;
+        }
+        // The orientation does not matter: both are checked.
+        detect::rejects_for_good(&Sample {
+            transport: Transport::Tcp,
+            orig_port: key.port_a,
+            resp_port: key.port_b,
+            orig: &[&*o],
+            resp: &[&*r],
+        })
+    }
+
+    /// A confirmed control channel, its samples so far read.
+    fn control_channel(
+        kind: Announcer,
+        key: &FlowKey,
+        p: &Pending,
+        now_ns: u64,
+        expected: &mut Expectations,
+    ) -> ControlChannel {
+        let (client, server) = if p.a_is_orig {
+            (key.addr_a, key.addr_b)
+        } else {
+            (key.addr_b, key.addr_a)
+        };
+        let mut ctl = ControlChannel::new(kind, client, server);
+        for (side, s) in p.sides.iter().enumerate() {
+            let from_client = (side == 0) == p.a_is_orig;
+            for (seq, data) in s.in_order() {
+                ctl.feed(from_client, seq, data, now_ns, expected);
+            }
+        }
+        ctl
+    }
+}
+
+/// The transport the detectors see for `key`'s connection.
+fn transport(key: &FlowKey) -> Transport {
+    if key.proto == proto::TCP {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    }
+}
+
+/// Extraction on for both directions of `key`: a control channel's announcements come after
+/// its first bytes.
+fn follow(key: &FlowKey, dp: &mut dyn ThresholdTarget, now_ns: u64) {
+    let cmd = ThresholdCommand {
+        key: *key,
+        mask: contents::CMD_SET_CONTENTS | contents::EXTRACT_BITS,
+        now_ns,
+        ..ThresholdCommand::default()
+    };
+    if let Err(e) = dp.set_thresholds(&cmd) {
+        log::debug!("service: following a control channel: {e}");
+    }
+}
+
+impl Capability for Service {
+    fn on_event(&mut self, _conn: &mut ConnHandle<'_>, _event: &ConnEvent) {}
+
+    /// Payload only (samples, and an FTP control channel's extraction): no connection events,
+    /// so with no other capability the agent builds none. conn.log asks
+    /// [`Capability::conn_service`] at logging time.
+    fn events(&self) -> EventMask {
+        EventMask::PAYLOAD
+    }
+
+    fn on_payload(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+        if chunk.hdr.flags & CONTENT_SAMPLE != 0 {
+            return self.on_sample(chunk, dp);
+        }
+        // Extracted payload: a control channel's (or another capability's extraction).
+        if let Some(ctl) = self.ftp.get_mut(&chunk.hdr.key) {
+            let from_client = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
+            let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
+            ctl.feed(from_client, seq, &chunk.data, ts, &mut self.expected);
+        }
+    }
+
+    fn conn_service(&mut self, key: &FlowKey, conn: &Conn, out: &mut Vec<&'static str>) {
+        let start = out.len();
+        if !self.expected.is_empty()
+            && let Some(name) = self.expected.matches(conn)
+        {
+            out.push(name);
+        }
+        if !self.ftp.is_empty() {
+            self.ftp.remove(key);
+        }
+        match self.conns.remove(key) {
+            Some(State::Decided(names)) => out.extend(names),
+            Some(State::Pending(p)) => {
+                // The roles as Zeek logs them: a flip after the last sample changes which
+                // side is the originator.
+                let a_is_orig = conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
+                if p.stale || a_is_orig != p.a_is_orig {
+                    out.extend(Self::detect(key, &p, a_is_orig));
+                } else {
+                    out.extend(p.found);
+                }
+            }
+            None => {}
+        }
+        if conn.is_tcp() && detect::picked_up_midway(conn.history_str()) {
+            let mut names = out.split_off(start);
+            detect::drop_partial_skippers(&mut names);
+            out.extend(names);
+        }
+        if !self.loaded.logs(&out[start..]) {
+            out.truncate(start);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

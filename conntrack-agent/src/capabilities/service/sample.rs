@@ -1,0 +1,234 @@
+//! One direction's first payload as the datapath's samples deliver it: TCP segments with their
+//! sequence numbers (possibly retransmitted, overlapping or out of order), UDP datagrams in
+//! order. [`SideSample::stream`] puts a TCP direction back into the byte stream the detectors
+//! expect: from its first byte up to the first gap.
+
+use super::detect::MAX_SAMPLE_DATAGRAMS;
+use std::borrow::Cow;
+
+/// What one direction has sent so far, as sampled.
+///
+/// Kept for every connection until it is decided or logged: one block of bytes per
+/// direction, allocated at its first sample to its size.
+#[derive(Debug, Default, Clone)]
+pub struct SideSample {
+    /// Samples received (the datapath sends at most `contents::SAMPLE_PACKETS`).
+    count: usize,
+    /// TCP, while the samples came in order: the stream from sequence number `start` (at
+    /// most `keep` bytes of it), and the sequence number after the last sample.
+    start: u32,
+    next: u32,
+    /// TCP: that stream. UDP: the first datagrams back to back, each ending at its `ends`.
+    bytes: Vec<u8>,
+    ends: [u32; MAX_SAMPLE_DATAGRAMS],
+    /// TCP samples that did not continue the stream (reordered, or overlapping it with new
+    /// bytes), put in place by [`SideSample::stream`].
+    other: Vec<(u32, Vec<u8>)>,
+}
+
+impl SideSample {
+    /// A TCP sample (`seq`: its first byte's sequence number); the stream is kept up to
+    /// `keep` bytes.
+    pub fn push_segment(&mut self, seq: u32, data: &[u8], keep: usize) {
+        self.count += 1;
+        let end = seq.wrapping_add(data.len() as u32);
+        if self.count == 1 {
+            self.start = seq;
+            self.next = end;
+            // Only what came: most connections are decided, or logged, before a second
+            // sample, and the state of every undecided connection stays small.
+            self.bytes = data[..data.len().min(keep)].to_vec();
+            return;
+        }
+        if self.other.is_empty() {
+            if seq == self.next {
+                let room = keep.saturating_sub(self.bytes.len());
+                self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+                self.next = end;
+                return;
+            }
+            // A retransmission of bytes already there adds nothing.
+            let within = |x: u32| x.wrapping_sub(self.start) <= self.next.wrapping_sub(self.start);
+            if within(seq) && within(end) {
+                return;
+            }
+        }
+        self.other.push((seq, data.to_vec()));
+    }
+
+    /// A UDP sample: one datagram (beyond the first [`MAX_SAMPLE_DATAGRAMS`] only counted).
+    pub fn push_datagram(&mut self, data: &[u8]) {
+        if let Some(end) = self.ends.get_mut(self.count) {
+            if self.count == 0 {
+                // Only what came, as for a TCP stream.
+                self.bytes = data.to_vec();
+            } else {
+                self.bytes.extend_from_slice(data);
+            }
+            *end = self.bytes.len() as u32;
+        }
+        self.count += 1;
+    }
+
+    /// Samples received.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// UDP: the datagrams in arrival order (at most [`MAX_SAMPLE_DATAGRAMS`]), in `out`;
+    /// returns how many. An array rather than a `Vec`: detection runs once per connection.
+    pub fn datagrams<'a>(&'a self, out: &mut [&'a [u8]; MAX_SAMPLE_DATAGRAMS]) -> usize {
+        let n = self.count.min(MAX_SAMPLE_DATAGRAMS);
+        let mut from = 0;
+        for (slot, &end) in out.iter_mut().zip(&self.ends[..n]) {
+            *slot = &self.bytes[from..end as usize];
+            from = end as usize;
+        }
+        n
+    }
+
+    /// TCP: the samples as (sequence number, bytes) in sequence order (relative to the first
+    /// sample's), the in-order stream as one.
+    pub fn in_order(&self) -> Vec<(u32, &[u8])> {
+        let mut v: Vec<(u32, &[u8])> = Vec::with_capacity(1 + self.other.len());
+        if self.count > 0 {
+            v.push((self.start, self.bytes.as_slice()));
+        }
+        v.extend(self.other.iter().map(|(s, d)| (*s, d.as_slice())));
+        let base = self.start;
+        v.sort_by_key(|&(s, _)| s.wrapping_sub(base) as i32);
+        v
+    }
+
+    /// TCP: the byte stream from the lowest sequence number sampled up to the first gap, at
+    /// most `max` bytes (no more than the `keep` the samples were pushed with). Sequence
+    /// numbers compare relative to the first sample's (they wrap); a retransmission adds
+    /// only the bytes it has beyond what is already there. Samples that came in order (the
+    /// usual case) are read in place.
+    pub fn stream(&self, max: usize) -> Cow<'_, [u8]> {
+        if self.other.is_empty() {
+            return Cow::Borrowed(&self.bytes[..self.bytes.len().min(max)]);
+        }
+        // Relative to the first sample, signed: a segment sent before it (arrived later) is
+        // negative.
+        let base = self.start;
+        let rel = |seq: u32| i64::from(seq.wrapping_sub(base) as i32);
+        let order: Vec<(i64, &[u8])> = self
+            .in_order()
+            .into_iter()
+            .map(|(s, d)| (rel(s), d))
+            .collect();
+        let mut out = Vec::new();
+        let mut next = order[0].0;
+        for (r, d) in order {
+            if r > next || out.len() >= max {
+                break; // a gap: the stream the detectors see ends here
+            }
+            let end = r + d.len() as i64;
+            if end > next {
+                let skip = (next - r) as usize;
+                out.extend_from_slice(&d[skip..]);
+                next = end;
+            }
+        }
+        out.truncate(max);
+        Cow::Owned(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(parts: &[(u32, &[u8])]) -> SideSample {
+        let mut s = SideSample::default();
+        for (seq, d) in parts {
+            s.push_segment(*seq, d, 512);
+        }
+        s
+    }
+
+    #[test]
+    fn segments_in_order_make_the_stream() {
+        let s = side(&[(1000, b"GET / HTTP/1.1\r\n"), (1016, b"Host: a\r\n\r\n")]);
+        assert_eq!(&*s.stream(512), b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(&*s.stream(3), b"GET");
+        assert_eq!(&*side(&[(9, b"one part")]).stream(3), b"one");
+        assert_eq!(s.count(), 2);
+    }
+
+    #[test]
+    fn retransmissions_and_reordering_are_undone() {
+        // The second segment first, then the first, then the first again with more bytes.
+        let s = side(&[(5, b"world"), (0, b"hello"), (0, b"hellowor")]);
+        assert_eq!(&*s.stream(512), b"helloworld");
+    }
+
+    #[test]
+    fn the_stream_stops_at_a_gap() {
+        let s = side(&[(100, b"abc"), (110, b"xyz")]);
+        assert_eq!(&*s.stream(512), b"abc");
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let s = side(&[(u32::MAX - 1, b"ab"), (0, b"cd")]);
+        assert_eq!(&*s.stream(512), b"abcd");
+        let s = side(&[(0, b"cd"), (u32::MAX - 1, b"ab")]);
+        assert_eq!(
+            &*s.stream(512),
+            b"abcd",
+            "the earlier segment arrived second"
+        );
+    }
+
+    #[test]
+    fn datagrams_keep_their_order_and_bound() {
+        let mut s = SideSample::default();
+        let sent = [&b"one"[..], b"two", b"three", b"four", b"five"];
+        for d in sent {
+            s.push_datagram(d);
+        }
+        let mut out = [&[][..]; MAX_SAMPLE_DATAGRAMS];
+        let n = s.datagrams(&mut out);
+        assert_eq!(n, MAX_SAMPLE_DATAGRAMS.min(sent.len()));
+        assert_eq!(&out[..n], &sent[..n]);
+        assert_eq!(s.count(), sent.len());
+        assert_eq!(SideSample::default().datagrams(&mut out), 0);
+        assert!(SideSample::default().stream(10).is_empty());
+    }
+
+    #[test]
+    fn an_empty_datagram_is_one() {
+        let mut s = SideSample::default();
+        s.push_datagram(b"");
+        s.push_datagram(b"x");
+        let mut out = [&[][..]; MAX_SAMPLE_DATAGRAMS];
+        let n = s.datagrams(&mut out);
+        assert_eq!(&out[..n], &[&b""[..], b"x"][..n]);
+    }
+
+    #[test]
+    fn the_stream_keeps_only_what_detection_reads() {
+        let mut s = SideSample::default();
+        s.push_segment(0, &[b'a'; 400], 512);
+        s.push_segment(400, &[b'b'; 400], 512);
+        assert_eq!(s.stream(1000).len(), 512);
+        // A retransmission inside the stream changes nothing and stays in place.
+        s.push_segment(100, &[b'x'; 10], 512);
+        assert!(matches!(s.stream(1000), Cow::Borrowed(_)));
+        assert_eq!(s.count(), 3);
+    }
+
+    #[test]
+    fn in_order_puts_a_late_earlier_segment_first() {
+        let s = side(&[(10, b"later"), (5, b"early")]);
+        let seqs: Vec<u32> = s.in_order().iter().map(|p| p.0).collect();
+        assert_eq!(seqs, vec![5, 10]);
+        assert_eq!(&*s.stream(512), b"earlylater");
+    }
+}

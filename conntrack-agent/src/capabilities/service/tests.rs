@@ -1,0 +1,235 @@
+//! The capability between the datapath's samples and conn.log: samples placed by the key's
+//! sides, the roles as logged, state freed once decided.
+
+use super::*;
+use crate::datapath::ThresholdError;
+use conntrack_common::contents::ContentHeader;
+
+/// A datapath that records the commands it is given, and the connections whose sampling
+/// it was asked to stop.
+#[derive(Default)]
+struct Commands(Vec<ThresholdCommand>, Vec<FlowKey>);
+
+impl ThresholdTarget for Commands {
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        self.0.push(*cmd);
+        Ok(0)
+    }
+    fn lookup(&self, _key: &FlowKey) -> Option<Conn> {
+        None
+    }
+    fn stop_sampling(&mut self, key: &FlowKey) {
+        self.1.push(*key);
+    }
+}
+
+fn v4(last: u8) -> [u8; 16] {
+    std::net::Ipv4Addr::new(10, 0, 0, last)
+        .to_ipv6_mapped()
+        .octets()
+}
+
+/// A TCP connection from 10.0.0.1:40000 (the key's `a` side) to 10.0.0.2:80.
+fn http_conn() -> (FlowKey, Conn) {
+    let conn = Conn {
+        orig_addr: v4(1),
+        resp_addr: v4(2),
+        orig_port: 40_000,
+        resp_port: 80,
+        proto: proto::TCP,
+        ..Conn::ZERO
+    };
+    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), 80, proto::TCP);
+    assert_eq!(key.addr_a, v4(1));
+    (key, conn)
+}
+
+/// A sample record as the datapath writes it.
+fn sample(key: &FlowKey, from_a: bool, from_orig: bool, seq: u32, data: &[u8]) -> ContentChunk {
+    let flags = CONTENT_SAMPLE
+        | if from_a { CONTENT_FROM_A } else { 0 }
+        | if from_orig { CONTENT_FROM_ORIG } else { 0 };
+    ContentChunk {
+        hdr: ContentHeader {
+            key: *key,
+            seq,
+            len: data.len() as u32,
+            flags,
+            proto: u32::from(key.proto),
+            ..ContentHeader::default()
+        },
+        data: data.to_vec(),
+    }
+}
+
+fn logged(svc: &mut Service, key: &FlowKey, conn: &Conn) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    svc.conn_service(key, conn, &mut out);
+    out
+}
+
+/// Zeek's HTTP analyzer loaded (its ports registered).
+const PORTS: &[(u16, u8)] = &[(80, proto::TCP), (8080, proto::TCP)];
+
+const REQUEST: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: example.com\r\n\r\n";
+const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+#[test]
+fn a_request_and_its_reply_are_http() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    // The request in two segments, the second retransmitted.
+    svc.on_payload(&sample(&key, true, true, 1000, &REQUEST[..10]), &mut dp);
+    svc.on_payload(&sample(&key, true, true, 1010, &REQUEST[10..]), &mut dp);
+    svc.on_payload(&sample(&key, true, true, 1010, &REQUEST[10..]), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 7, REPLY), &mut dp);
+    assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
+    assert!(svc.conns.is_empty(), "freed once logged");
+    assert!(dp.0.is_empty(), "nothing asked of the datapath");
+}
+
+#[test]
+fn one_side_alone_off_the_analyzers_ports_is_no_http() {
+    // Off HTTP's ports the analyzer comes from its DPD signature, which needs both sides.
+    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), 9_999, proto::TCP);
+    let conn = Conn {
+        orig_addr: v4(1),
+        resp_addr: v4(2),
+        orig_port: 40_000,
+        resp_port: 9_999,
+        proto: proto::TCP,
+        ..Conn::ZERO
+    };
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    assert!(logged(&mut svc, &key, &conn).is_empty());
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert_eq!(
+        logged(&mut svc, &key, &conn),
+        vec!["http"],
+        "with the reply"
+    );
+    let (key, conn) = http_conn();
+    assert!(
+        logged(&mut Service::new(PORTS), &key, &conn).is_empty(),
+        "no samples"
+    );
+}
+
+#[test]
+fn complete_samples_keep_only_the_names() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    let mut seq = [0u32; 2];
+    for i in 0..SAMPLE_PACKETS {
+        for from_a in [true, false] {
+            let data = match (from_a, i) {
+                (true, 0) => REQUEST,
+                (false, 0) => REPLY,
+                _ => b"more bytes",
+            };
+            let s = &mut seq[usize::from(!from_a)];
+            svc.on_payload(&sample(&key, from_a, from_a, *s, data), &mut dp);
+            *s += data.len() as u32;
+        }
+    }
+    assert!(
+        matches!(svc.conns.get(&key), Some(State::Decided(n)) if n == &["http"]),
+        "the samples are freed, the names kept"
+    );
+    assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
+    assert!(svc.conns.is_empty());
+}
+
+#[test]
+fn the_roles_are_those_of_the_record() {
+    // The samples came while the key's `a` side was taken for the responder (e.g. a reply
+    // seen first); the record, after Zeek's flip, has `a` as originator.
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, false, true, 7, REPLY), &mut dp);
+    svc.on_payload(&sample(&key, true, false, 1, REQUEST), &mut dp);
+    assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
+}
+
+#[test]
+fn without_the_analyzer_loaded_nothing_is_logged() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(&[(53, proto::UDP)]);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert!(logged(&mut svc, &key, &conn).is_empty());
+}
+
+#[test]
+fn a_connection_picked_up_midway_is_not_http() {
+    // Zeek's HTTP analyzer skips a connection whose first packet had no SYN.
+    let (key, mut conn) = http_conn();
+    for letter in *b"DdA" {
+        conn.history.push(letter);
+    }
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert!(logged(&mut svc, &key, &conn).is_empty());
+    // The same exchange after a handshake is HTTP.
+    let (key, mut conn) = http_conn();
+    for letter in *b"ShADad" {
+        conn.history.push(letter);
+    }
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
+}
+
+#[test]
+fn a_connection_no_detector_can_confirm_is_decided_at_its_first_exchange() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1000, b"\x01\x02binary"), &mut dp);
+    assert!(dp.1.is_empty(), "the server has not answered yet");
+    svc.on_payload(&sample(&key, false, false, 5000, b"\x07reply"), &mut dp);
+    assert_eq!(dp.1, [key], "sampling stops");
+    assert!(matches!(svc.conns.get(&key), Some(State::Decided(n)) if n.is_empty()));
+    // Samples already on their way change nothing.
+    svc.on_payload(&sample(&key, true, true, 1008, REQUEST), &mut dp);
+    assert!(logged(&mut svc, &key, &conn).is_empty());
+    assert!(svc.conns.is_empty());
+}
+
+#[test]
+fn a_request_keeps_its_connection_sampled() {
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 1000, &REQUEST[..3]), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 5000, REPLY), &mut dp);
+    assert!(dp.1.is_empty(), "the request line may still come");
+    svc.on_payload(&sample(&key, true, true, 1003, &REQUEST[3..]), &mut dp);
+    assert_eq!(logged(&mut svc, &key, &conn), ["http"]);
+}
+
+#[test]
+fn a_final_answer_stops_sampling() {
+    let (key, _) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    svc.on_payload(
+        &sample(&key, true, true, 1, b"SSH-2.0-OpenSSH_9.6\r\n"),
+        &mut dp,
+    );
+    svc.on_payload(
+        &sample(&key, false, false, 1, b"SSH-2.0-OpenSSH_9.2\r\n"),
+        &mut dp,
+    );
+    assert_eq!(dp.1, [key]);
+    assert!(matches!(svc.conns.get(&key), Some(State::Decided(n)) if n == &["ssh"]));
+}
