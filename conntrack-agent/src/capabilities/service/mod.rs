@@ -173,6 +173,17 @@ impl Service {
             let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
             ctl.feed(from_orig, seq, &chunk.data, ts, expected);
         }
+        // A UDP datagram no detector reads, of a connection nothing is kept for yet: nothing
+        // to keep either (most UDP flows are such; an entry each would cost hundreds of bytes
+        // per connection). Absent, the connection has no service, which is what detection
+        // would say of it; a later datagram that matters (a QUIC Initial, within the
+        // datapath's first SAMPLE_PACKETS per side) starts its entry.
+        if key.proto != proto::TCP
+            && !detect::udp_bytes_matter((key.port_a, key.port_b), &chunk.data)
+            && !conns.contains_key(&key)
+        {
+            return;
+        }
         let state = conns
             .entry(key)
             .or_insert_with(|| State::Pending(Pending::default()));

@@ -233,3 +233,34 @@ fn a_final_answer_stops_sampling() {
     assert_eq!(dp.1, [key]);
     assert!(matches!(svc.conns.get(&key), Some(State::Decided(n)) if n == &["ssh"]));
 }
+
+#[test]
+fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
+    // A UDP flow off every by-port analyzer's ports: most such flows carry nothing a
+    // detector confirms, and keep no state.
+    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), 4433, proto::UDP);
+    let conn = Conn {
+        orig_addr: v4(1),
+        resp_addr: v4(2),
+        orig_port: 40_000,
+        resp_port: 4433,
+        proto: proto::UDP,
+        ..Conn::ZERO
+    };
+    let mut svc = Service::new(&[(443, proto::UDP)]);
+    let mut dp = Commands::default();
+    svc.on_payload(&sample(&key, true, true, 0, b"hello, not quic"), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 0, b"reply"), &mut dp);
+    assert!(svc.conns.is_empty());
+    // The client's second datagram is a QUIC Initial (curl's first, as in quic.rs's tests):
+    // it is kept, and the connection is `quic,ssl`.
+    const INITIAL: &str = "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3";
+    let initial: Vec<u8> = (0..INITIAL.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&INITIAL[i..i + 2], 16).unwrap())
+        .collect();
+    svc.on_payload(&sample(&key, true, true, 0, &initial), &mut dp);
+    assert_eq!(svc.conns.len(), 1);
+    assert_eq!(logged(&mut svc, &key, &conn), ["quic", "ssl"]);
+    assert!(svc.conns.is_empty());
+}
