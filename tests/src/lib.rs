@@ -104,3 +104,29 @@ pub fn tunnels_without_uid(dir: &std::path::Path) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// The `read` options that a conformance case's `replay` settings stand for (checksum policy,
+/// likely server ports), as `conformance.py` passes them.
+pub fn case_replay_args(replay: &serde_json::Value) -> Vec<String> {
+    let mut args = Vec::new();
+    if replay["ignore_checksums"].as_bool() == Some(true) {
+        args.push("--ignore-checksums".to_string());
+    }
+    for net in replay["ignore_checksums_nets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+    {
+        args.push("--ignore-checksums-net".to_string());
+        args.push(net.to_string());
+    }
+    let ports: Vec<&str> = replay["likely_server_ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.as_str())
+        .collect();
+    args.push(format!("--likely-server-ports={}", ports.join(",")));
+    args
+}

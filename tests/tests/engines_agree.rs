@@ -33,26 +33,7 @@ fn runs(conf: &Path) -> Vec<(PathBuf, Vec<String>)> {
     let cases = std::fs::read_to_string(conf.join("cases.jsonl")).unwrap_or_default();
     for line in cases.lines().filter(|l| !l.trim().is_empty()) {
         let case: serde_json::Value = serde_json::from_str(line).unwrap();
-        let replay = &case["replay"];
-        let mut args = Vec::new();
-        if replay["ignore_checksums"].as_bool() == Some(true) {
-            args.push("--ignore-checksums".to_string());
-        }
-        for net in replay["ignore_checksums_nets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            args.push("--ignore-checksums-net".to_string());
-            args.push(net.as_str().unwrap().to_string());
-        }
-        let ports: Vec<&str> = replay["likely_server_ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str())
-            .collect();
-        args.push(format!("--likely-server-ports={}", ports.join(",")));
+        let args = conntrack_tests::case_replay_args(&case["replay"]);
         let run = (conf.join(case["trace"].as_str().unwrap()), args);
         if !runs.contains(&run) {
             runs.push(run);

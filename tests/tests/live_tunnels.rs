@@ -566,17 +566,7 @@ fn kernel_and_host_engines_decapsulate_alike() {
     let mut runs: Vec<(String, Vec<String>)> = Vec::new();
     for line in cases.lines().filter(|l| !l.trim().is_empty()) {
         let case: serde_json::Value = serde_json::from_str(line).unwrap();
-        let replay = &case["replay"];
-        let ports: Vec<&str> = replay["likely_server_ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str())
-            .collect();
-        let mut args = vec![format!("--likely-server-ports={}", ports.join(","))];
-        if replay["ignore_checksums"].as_bool() == Some(true) {
-            args.push("--ignore-checksums".into());
-        }
+        let args = conntrack_tests::case_replay_args(&case["replay"]);
         let run = (case["trace"].as_str().unwrap().to_string(), args);
         if !runs.contains(&run) {
             runs.push(run);
