@@ -89,10 +89,8 @@ impl ThresholdTarget for Datapaths<'_> {
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {
         self.main.lookup(key).or_else(|| self.overflow.lookup(key))
     }
-    fn stop_sampling(&mut self, key: &FlowKey) {
-        if !self.main.stop_sampling(key) {
-            self.overflow.stop_sampling(key);
-        }
+    fn stop_sampling(&mut self, key: &FlowKey) -> bool {
+        self.main.stop_sampling(key) || self.overflow.stop_sampling(key)
     }
     fn content_counters(
         &self,

@@ -167,8 +167,11 @@ pub trait ThresholdTarget {
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError>;
     /// The connection as the datapath holds it now.
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
-    /// See [`crate::datapath::Datapath::stop_sampling`].
-    fn stop_sampling(&mut self, _key: &FlowKey) {}
+    /// See [`crate::datapath::Datapath::stop_sampling`]: true when no sample of the
+    /// connection comes after this call.
+    fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
+        false
+    }
     /// Content extraction: the datapath's per-connection byte counters.
     fn content_counters(
         &self,

@@ -47,6 +47,7 @@ use ftp_data::{Announcer, ControlChannel, Expectations};
 use loaded::Loaded;
 use sample::SideSample;
 use std::borrow::Cow;
+use std::collections::hash_map::{Entry, OccupiedEntry};
 
 // The kernel's budget covers what the detectors look at.
 const _: () = assert!(MAX_SAMPLE_DATAGRAMS <= SAMPLE_PACKETS as usize);
@@ -184,10 +185,11 @@ impl Service {
         {
             return;
         }
-        let state = conns
-            .entry(key)
-            .or_insert_with(|| State::Pending(Pending::default()));
-        let State::Pending(p) = state else {
+        let mut entry = match conns.entry(key) {
+            Entry::Occupied(e) => e,
+            Entry::Vacant(e) => e.insert_entry(State::Pending(Pending::default())),
+        };
+        let State::Pending(p) = entry.get_mut() else {
             return; // decided: later samples change nothing
         };
         p.a_is_orig = from_a == from_orig;
@@ -199,9 +201,7 @@ impl Service {
             key.proto == proto::TCP && p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
         let kept = &chunk.data[..chunk.data.len().min(MAX_SAMPLE_BYTES)];
         if first_exchange && Self::rejected(&key, p, Some((idx, kept))) {
-            *state = State::Decided(Names::new());
-            dp.stop_sampling(&key);
-            return;
+            return nothing_found(entry, dp);
         }
         let side = &mut p.sides[idx];
         if key.proto == proto::TCP {
@@ -214,10 +214,7 @@ impl Service {
         }
         p.stale = true;
         if key.proto == proto::TCP && p.exchanged && Self::rejected(&key, p, None) {
-            // Nothing can be found: only that is kept, and the datapath stops sampling it.
-            *state = State::Decided(Names::new());
-            dp.stop_sampling(&key);
-            return;
+            return nothing_found(entry, dp);
         }
         let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
         if !p.exchanged && p.sides.iter().all(|s| !s.is_empty()) {
@@ -243,7 +240,8 @@ impl Service {
                 follow(&key, dp, chunk.hdr.ts_ns);
             }
             if detect::is_final(transport(&key), &p.found) {
-                *state = State::Decided(std::mem::take(&mut p.found));
+                let names = std::mem::take(&mut p.found);
+                entry.insert(State::Decided(names));
                 dp.stop_sampling(&key);
                 return;
             }
@@ -254,7 +252,12 @@ impl Service {
             } else {
                 std::mem::take(&mut p.found)
             };
-            *state = State::Decided(names);
+            if names.is_empty() {
+                // Both budgets are spent: no sample comes after this one.
+                entry.remove();
+            } else {
+                entry.insert(State::Decided(names));
+            }
         }
     }
 
@@ -301,6 +304,19 @@ impl Service {
             }
         }
         ctl
+    }
+}
+
+/// Detection can confirm nothing on the connection of `entry`: its sampling stops. Once no
+/// sample of it comes any more (the host engine stops them at once), nothing is kept of it:
+/// absent, it has no service, and the table of connections stays small. Else (the kernel's
+/// end by their budget) that answer is kept for the samples already on their way.
+fn nothing_found(entry: OccupiedEntry<'_, FlowKey, State>, dp: &mut dyn ThresholdTarget) {
+    if dp.stop_sampling(entry.key()) {
+        entry.remove();
+    } else {
+        let mut entry = entry;
+        entry.insert(State::Decided(Names::new()));
     }
 }
 

@@ -6,9 +6,10 @@ use crate::datapath::ThresholdError;
 use conntrack_common::contents::ContentHeader;
 
 /// A datapath that records the commands it is given, and the connections whose sampling
-/// it was asked to stop.
+/// it was asked to stop; with `.2` it stops them (as the host engine does), else samples
+/// keep coming until their budget ends (as the kernel's do).
 #[derive(Default)]
-struct Commands(Vec<ThresholdCommand>, Vec<FlowKey>);
+struct Commands(Vec<ThresholdCommand>, Vec<FlowKey>, bool);
 
 impl ThresholdTarget for Commands {
     fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
@@ -18,8 +19,9 @@ impl ThresholdTarget for Commands {
     fn lookup(&self, _key: &FlowKey) -> Option<Conn> {
         None
     }
-    fn stop_sampling(&mut self, key: &FlowKey) {
+    fn stop_sampling(&mut self, key: &FlowKey) -> bool {
         self.1.push(*key);
+        self.2
     }
 }
 
@@ -203,6 +205,29 @@ fn a_connection_no_detector_can_confirm_is_decided_at_its_first_exchange() {
     svc.on_payload(&sample(&key, true, true, 1008, REQUEST), &mut dp);
     assert!(logged(&mut svc, &key, &conn).is_empty());
     assert!(svc.conns.is_empty());
+}
+
+#[test]
+fn a_connection_whose_sampling_stopped_keeps_nothing() {
+    // The host engine stops sampling a decided connection: no sample of it comes later, so
+    // nothing of it is kept until it is logged.
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands(Vec::new(), Vec::new(), true);
+    svc.on_payload(&sample(&key, true, true, 1000, b"\x01\x02binary"), &mut dp);
+    assert_eq!(
+        svc.conns.len(),
+        1,
+        "the client's bytes wait for the server's"
+    );
+    svc.on_payload(&sample(&key, false, false, 5000, b"\x07reply"), &mut dp);
+    assert_eq!(dp.1, [key], "sampling stops");
+    assert!(svc.conns.is_empty(), "nothing kept");
+    assert!(logged(&mut svc, &key, &conn).is_empty());
+    // A connection with a service keeps its names.
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert_eq!(logged(&mut svc, &key, &conn), ["http"]);
 }
 
 #[test]

@@ -31,30 +31,39 @@ pub fn udp_bytes_matter(ports: (u16, u16), d: &[u8]) -> bool {
 /// Whether no continuation of `s`'s streams can confirm a service: TCP, both sides have
 /// sent, and in either orientation (Zeek may still flip the roles) neither side's first
 /// bytes start a protocol [`super::detect_tcp`] parses, on ports no analyzer is attached to.
+///
+/// A parser needs the client's first bytes or the server's, so in both orientations that is
+/// each side's bytes in neither role: both sides [`inert`].
 pub fn rejects_for_good(s: &Sample) -> bool {
-    if s.transport != Transport::Tcp || BY_PORT.iter().any(|&p| s.has_port(p)) {
-        return false;
-    }
-    let (a, b) = (s.orig_stream(), s.resp_stream());
-    no_parser(a, b) && no_parser(b, a)
+    s.transport == Transport::Tcp
+        && !tcp_by_port((s.orig_port, s.resp_port))
+        && inert(s.orig_stream())
+        && inert(s.resp_stream())
 }
 
-/// With `orig` as the client's first bytes and `resp` the server's: no parser of
-/// [`super::detect_tcp`] can take them (both non-empty; port analyzers aside).
-fn no_parser(orig: &[u8], resp: &[u8]) -> bool {
-    let (Some(&o), Some(&r)) = (orig.first(), resp.first()) else {
+/// TCP: whether either of `ports` has an analyzer Zeek attaches by port (any bytes may
+/// confirm it).
+fn tcp_by_port(ports: (u16, u16)) -> bool {
+    BY_PORT.contains(&ports.0) || BY_PORT.contains(&ports.1)
+}
+
+/// TCP: whether `first`, the first bytes of one side's stream, start no protocol that
+/// [`super::detect_tcp`] parses, in either role (port analyzers aside): not a client's first
+/// bytes, not a server's, not a request line. Empty bytes are not (anything may follow).
+fn inert(first: &[u8]) -> bool {
+    let Some(&b) = first.first() else {
         return false;
     };
-    // The client's first byte: the parsers tried first (SSH, TLS, XMPP, Redis, PostgreSQL,
+    // A client's first byte: the parsers tried first (SSH, TLS, XMPP, Redis, PostgreSQL,
     // LDAP, RDP, SOCKS).
-    let client_parser = match o {
-        0 => !postgresql::ruled_out(orig),
+    let client = match b {
+        0 => !postgresql::ruled_out(first),
         b'S' | b's' | 0x16 | 0x80..=0xff | b'<' | b'*' | 0x30 | 3..=5 => true,
         _ => false,
     };
-    // The server's first byte: SMTP, FTP, POP3, IMAP, IRC.
-    let server_parser = matches!(r, b'1' | b'2' | b'+' | b'*' | b':' | b'N' | b'P' | b'E');
-    !client_parser && !server_parser && http::request_ruled_out(orig)
+    // A server's first byte: SMTP, FTP, POP3, IMAP, IRC.
+    let server = matches!(b, b'1' | b'2' | b'+' | b'*' | b':' | b'N' | b'P' | b'E');
+    !client && !server && http::request_ruled_out(first)
 }
 
 #[cfg(test)]
@@ -79,6 +88,22 @@ mod tests {
             &[b"\x01\x02"],
             &[b"xyz"]
         )));
+    }
+
+    #[test]
+    fn what_is_inert() {
+        assert!(inert(&ZEROS));
+        assert!(inert(b"\x01\x02binary"));
+        for not in [
+            &b""[..],
+            b"GET /",
+            b"\x16\x03\x01",
+            b"SSH-2.0",
+            b"220 ready",
+            b"\0\0\0\x08",
+        ] {
+            assert!(!inert(not), "{not:?}");
+        }
     }
 
     #[test]
