@@ -14,8 +14,8 @@
 //! Most connections carry nothing a detector confirms, so that answer is made cheap: a TCP
 //! connection whose first bytes no detector can continue ([`detect::rejects_for_good`]) is
 //! decided at its first exchange with no name, and a decided connection's sampling is
-//! stopped (`ThresholdTarget::stop_sampling`: the host engine's; the kernel's ends by its
-//! budget, and what still comes is ignored). A UDP datagram whose bytes no detector reads
+//! stopped (`ThresholdTarget::stop_sampling`: the host engine's, which then keeps nothing of
+//! it; the kernel's ends by its budget, and what still comes is ignored). A UDP datagram whose bytes no detector reads
 //! is kept as an empty one ([`detect::udp_bytes_matter`]).
 //!
 //! FTP and IRC control channels are followed further: once one is confirmed its payload is
