@@ -37,6 +37,13 @@ fn main() {
     let tools_bin = root.join(".tools/bin");
     let path = path_with(&tools_bin);
     if !on_path(&path, "bpf-linker") {
+        // Look again on every build until `cargo xtask setup` installs it (a missing path is
+        // always stale to cargo), so the build after setup embeds the real program.
+        println!(
+            "cargo:rerun-if-changed={}",
+            tools_bin.join("bpf-linker").display()
+        );
+        println!("cargo:rerun-if-env-changed=PATH");
         return embed_empty(
             &object,
             "bpf-linker not found: the eBPF program is not built; run `cargo xtask setup`",

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+/// Runs `ip` with `args`; its stderr becomes the error.
+pub fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip").args(args).output()?;
     anyhow::ensure!(
         out.status.success(),

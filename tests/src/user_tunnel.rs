@@ -6,7 +6,7 @@
 //! underlay have the headers the kernel's devices write (plain GRE carrying IPv4; Geneve
 //! carrying an Ethernet frame), so a tracker on the veth sees an ordinary tunnel.
 
-use crate::netns::NetnsPair;
+use crate::netns::{NetnsPair, ip};
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, SockaddrIn, recv, sendto};
@@ -83,11 +83,18 @@ impl UserTunnel {
             stop: stop.clone(),
             threads: Vec::new(),
         };
-        for (ns, peer, addr) in [
-            (&pair.a, &pair.b_v4, inner[0]),
-            (&pair.b, &pair.a_v4, inner[1]),
-        ] {
+        for (ns, peer) in [(&pair.a, &pair.b_v4), (&pair.b, &pair.a_v4)] {
             let peer: Ipv4Addr = peer.parse()?;
+            // The tunnel carries IPv4 only: a device without IPv6 sends no neighbour
+            // discovery or MLD of its own, traffic the tests never made.
+            ip(&[
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])?;
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
             let (dev_name, stop) = (dev.to_string(), stop.clone());
             tunnel.threads.push(NetnsPair::run_in(ns, move || {
@@ -102,21 +109,14 @@ impl UserTunnel {
                 }
             }));
             ready_rx.recv()??;
-            for args in [
-                vec!["addr", "add", &format!("{addr}/24"), "dev", dev],
-                vec!["link", "set", dev, "mtu", "1400", "up"],
-            ] {
-                let out = std::process::Command::new("ip")
-                    .args(["-n", ns])
-                    .args(&args)
-                    .output()?;
-                anyhow::ensure!(
-                    out.status.success(),
-                    "ip -n {ns} {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+        }
+        // Both ends listen before either device is up: an end without its socket yet would
+        // answer tunnel packets with ICMP protocol-unreachable, an underlay connection the
+        // tests do not expect.
+        for (ns, addr) in [(&pair.a, inner[0]), (&pair.b, inner[1])] {
+            let addr = format!("{addr}/24");
+            ip(&["-n", ns, "addr", "add", &addr, "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "mtu", "1400", "up"])?;
         }
         Ok(tunnel)
     }

@@ -321,7 +321,16 @@ fn tunnel_uids(kind: Kind, pair: &NetnsPair, log: &ConnLog, tunnels: &ConnLog) -
             uids
         }
         None => {
-            let outer: Vec<_> = log.records.iter().filter(|r| underlay(r)).collect();
+            // An underlay ICMP error (type 3) is the stack's own traffic, not GRE's: under
+            // load the userspace fallback's receiving kernel answers a burst of GRE packets
+            // with protocol-unreachable now and then (seen with tcpdump on b; the inner TCP
+            // retransmits), which is a connection of its own in Zeek too.
+            let icmp_error = |r: &Record| r["proto"] == "icmp" && r["id.orig_p"] == "3";
+            let outer: Vec<_> = log
+                .records
+                .iter()
+                .filter(|r| underlay(r) && !icmp_error(r))
+                .collect();
             assert!(outer.is_empty(), "GRE made connections: {outer:#?}");
             assert_eq!(discovered.len(), 1, "{:#?}", tunnels.records);
             let t = discovered[0];
