@@ -30,12 +30,12 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
     let Some(first) = first_line(orig) else {
         return false;
     };
-    let word = text::first_word(first);
     let attached = PORTS.iter().any(|&p| s.has_port(p));
     let ok = if attached {
+        let word = text::first_word(first);
         COMMANDS.iter().any(|c| word.eq_ignore_ascii_case(c))
     } else {
-        word.eq_ignore_ascii_case(b"USER")
+        signature_matches(orig, resp)
     };
     if !ok || !replies_parse(resp) {
         return false;
@@ -49,6 +49,19 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
         found.extend(["ssl", "gridftp"]);
     }
     true
+}
+
+/// Off FTP's ports, Zeek's DPD signatures: a client line that starts (after spaces) with
+/// `USER ` in any case, and a server that greets (`120`/`220`) and later answers a login
+/// (`230` logged in, `331` password needed). A greeting alone is many protocols'.
+fn signature_matches(orig: &[u8], resp: &[u8]) -> bool {
+    let user = lines(orig).any(|l| {
+        let l = l.trim_ascii_start();
+        l.len() > 4 && l[..4].eq_ignore_ascii_case(b"USER") && l[4] == b' '
+    });
+    user && lines(resp)
+        .skip(1)
+        .any(|l| matches!(text::reply_code(l), Some(230 | 331)))
 }
 
 /// The client asked for `AUTH GSSAPI` and the `ADAT` exchange that follows carries a TLS
@@ -260,6 +273,26 @@ mod tests {
         let feat = b"FEAT\r\n".as_slice();
         assert_eq!(detect(&tcp((50003, 21), &[feat], &[SERVER])), ["ftp"]);
         assert!(detect(&tcp((50003, 2100), &[feat], &[SERVER])).is_empty());
+    }
+
+    #[test]
+    fn off_its_ports_the_server_must_answer_a_login() {
+        let off = |c: &[u8], s: &[u8]| detect(&tcp((50003, 2100), &[c], &[s]));
+        // A greeting, then nothing yet, or a refusal: no login answered.
+        let greeting = &SERVER[..SERVER.iter().position(|&b| b == b'\n').unwrap() + 1];
+        assert!(off(CLIENT, greeting).is_empty());
+        assert!(off(CLIENT, b"220 ready\r\n530 Not logged in.\r\n").is_empty());
+        // 230 (logged in without a password) does.
+        assert_eq!(off(CLIENT, b"220 ready\r\n230 Welcome.\r\n"), ["ftp"]);
+        // USER may come after other commands; it needs its space.
+        let later = b"SYST\r\nuser anonymous\r\n".as_slice();
+        assert_eq!(
+            off(later, b"220 ready\r\n215 UNIX\r\n331 Password?\r\n"),
+            ["ftp"]
+        );
+        assert!(off(b"USERS\r\n", SERVER).is_empty());
+        // On the analyzer's port the greeting and a command are enough.
+        assert_eq!(detect(&tcp((50003, 21), &[CLIENT], &[greeting])), ["ftp"]);
     }
 
     #[test]
