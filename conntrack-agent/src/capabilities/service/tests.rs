@@ -31,19 +31,24 @@ fn v4(last: u8) -> [u8; 16] {
         .octets()
 }
 
-/// A TCP connection from 10.0.0.1:40000 (the key's `a` side) to 10.0.0.2:80.
-fn http_conn() -> (FlowKey, Conn) {
+/// A connection from 10.0.0.1:40000 (the key's `a` side) to 10.0.0.2:`resp_port`.
+fn conn_to(resp_port: u16, proto: u8) -> (FlowKey, Conn) {
     let conn = Conn {
         orig_addr: v4(1),
         resp_addr: v4(2),
         orig_port: 40_000,
-        resp_port: 80,
-        proto: proto::TCP,
+        resp_port,
+        proto,
         ..Conn::ZERO
     };
-    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), 80, proto::TCP);
+    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), resp_port, proto);
     assert_eq!(key.addr_a, v4(1));
     (key, conn)
+}
+
+/// A TCP connection to port 80.
+fn http_conn() -> (FlowKey, Conn) {
+    conn_to(80, proto::TCP)
 }
 
 /// A sample record as the datapath writes it.
@@ -94,15 +99,7 @@ fn a_request_and_its_reply_are_http() {
 #[test]
 fn one_side_alone_off_the_analyzers_ports_is_no_http() {
     // Off HTTP's ports the analyzer comes from its DPD signature, which needs both sides.
-    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), 9_999, proto::TCP);
-    let conn = Conn {
-        orig_addr: v4(1),
-        resp_addr: v4(2),
-        orig_port: 40_000,
-        resp_port: 9_999,
-        proto: proto::TCP,
-        ..Conn::ZERO
-    };
+    let (key, conn) = conn_to(9_999, proto::TCP);
     let mut svc = Service::new(PORTS);
     let mut dp = Commands::default();
     svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
@@ -263,15 +260,7 @@ fn a_final_answer_stops_sampling() {
 fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
     // A UDP flow off every by-port analyzer's ports: most such flows carry nothing a
     // detector confirms, and keep no state.
-    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), 4433, proto::UDP);
-    let conn = Conn {
-        orig_addr: v4(1),
-        resp_addr: v4(2),
-        orig_port: 40_000,
-        resp_port: 4433,
-        proto: proto::UDP,
-        ..Conn::ZERO
-    };
+    let (key, conn) = conn_to(4433, proto::UDP);
     let mut svc = Service::new(&[(443, proto::UDP)]);
     let mut dp = Commands::default();
     svc.on_payload(&sample(&key, true, true, 0, b"hello, not quic"), &mut dp);
