@@ -5,18 +5,23 @@
 //! The datapath samples every new TCP/UDP connection: the payload of the first
 //! `contents::SAMPLE_PACKETS` packets of each direction (at most `contents::SAMPLE_BYTES` of
 //! each) comes as `CONTENTS` records flagged `CONTENT_SAMPLE`, the same in the kernel and the
-//! host engine. [`Service`] keeps them per connection while it is undecided and runs the
-//! detectors once both directions have spoken: when their answer is final
-//! ([`detect::is_final`]) only the names are kept from then on; else again once the samples
-//! are complete (then the bytes are freed) or when the connection is logged. The names go
-//! into its conn.log record ([`Capability::conn_service`]).
+//! host engine. [`Service`] keeps what detection needs of them per connection while it is
+//! undecided and runs the detectors once both directions have spoken: when their answer is
+//! final ([`detect::is_final`]) only the names are kept from then on; else again once the
+//! samples are complete or when the connection is logged. The names go into its conn.log
+//! record ([`Capability::conn_service`]).
+//!
+//! - TCP: the bytes of each direction's stream ([`sample::SideSample`]).
+//! - UDP: a few bits per direction, not bytes. Every UDP rule reads one datagram at a time,
+//!   so each datagram is judged as it comes ([`detect::marks`]). A connection off the ports of
+//!   the analyzers Zeek attaches by port gets an entry only once a datagram marks something
+//!   (a QUIC Initial): most UDP connections cost no entry at all.
 //!
 //! Most connections carry nothing a detector confirms, so that answer is made cheap: a TCP
 //! connection whose first bytes no detector can continue ([`detect::rejects_for_good`]) is
 //! decided at its first exchange with no name, and a decided connection's sampling is
 //! stopped (`ThresholdTarget::stop_sampling`: the host engine's, which then keeps nothing of
-//! it; the kernel's ends by its budget, and what still comes is ignored). A UDP datagram whose bytes no detector reads
-//! is kept as an empty one ([`detect::udp_bytes_matter`]).
+//! it; the kernel's ends by its budget, and what still comes is ignored).
 //!
 //! FTP and IRC control channels are followed further: once one is confirmed its payload is
 //! extracted (the contents mechanism) and its announcements make the data connections
@@ -42,7 +47,7 @@ use conntrack_common::contents::{
 use conntrack_common::key::FlowKey;
 use conntrack_common::proto;
 use conntrack_common::threshold::ThresholdCommand;
-use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport};
+use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, SideMarks, Transport};
 use ftp_data::{Announcer, ControlChannel, Expectations};
 use loaded::Loaded;
 use sample::SideSample;
@@ -56,7 +61,7 @@ const _: () = assert!(MAX_SAMPLE_BYTES <= (contents::SAMPLE_BYTES * SAMPLE_PACKE
 /// The names Zeek's analyzers confirmed, in confirmation order.
 type Names = Vec<&'static str>;
 
-/// A connection whose samples are still coming.
+/// A TCP connection whose samples are still coming.
 #[derive(Debug, Default)]
 struct Pending {
     /// The samples per side of the key: 0 is `addr_a`/`port_a`, 1 the other (the roles may
@@ -72,7 +77,7 @@ struct Pending {
     exchanged: bool,
 }
 
-/// What is kept of a connection between its first sample and its record.
+/// What is kept of a TCP connection between its first sample and its record.
 #[derive(Debug)]
 enum State {
     /// Samples still coming.
@@ -81,10 +86,43 @@ enum State {
     Decided(Names),
 }
 
+/// A UDP connection whose samples are still coming: what each side's datagrams can confirm.
+#[derive(Debug, Default, Clone, Copy)]
+struct UdpPending {
+    /// Per side of the key, as [`Pending::sides`].
+    sides: [SideMarks; 2],
+    /// The key's `a` side is the originator (as of the latest sample).
+    a_is_orig: bool,
+    /// Both sides have sent (the first exchange was looked at).
+    exchanged: bool,
+}
+
+impl UdpPending {
+    /// The names, with the key's `a` side as originator when `a_is_orig`.
+    fn names(&self, a_is_orig: bool) -> &'static [&'static str] {
+        let [a, b] = &self.sides;
+        if a_is_orig {
+            detect::udp_names(a, b)
+        } else {
+            detect::udp_names(b, a)
+        }
+    }
+}
+
+/// What is kept of a UDP connection between its first sample that matters and its record.
+#[derive(Debug, Clone, Copy)]
+enum UdpState {
+    Pending(UdpPending),
+    Decided(&'static [&'static str]),
+}
+
 /// Service detection: conn.log's `service`.
 #[derive(Default)]
 pub struct Service {
+    /// TCP connections.
     conns: FastMap<FlowKey, State>,
+    /// UDP connections (small entries: no bytes).
+    udp: FastMap<FlowKey, UdpState>,
     /// Confirmed FTP and IRC control channels (extracted, for their announcements).
     ftp: FastMap<FlowKey, ControlChannel>,
     expected: Expectations,
@@ -115,7 +153,7 @@ impl Service {
         }
     }
 
-    /// The detectors over `p`'s samples, with the key's `a` side as originator when
+    /// The detectors over `p`'s samples (TCP), with the key's `a` side as originator when
     /// `a_is_orig`.
     fn detect(key: &FlowKey, p: &Pending, a_is_orig: bool) -> Names {
         let (o, r) = if a_is_orig { (0, 1) } else { (1, 0) };
@@ -124,38 +162,67 @@ impl Service {
         } else {
             (key.port_b, key.port_a)
         };
-        if key.proto == proto::TCP {
-            let (os, rs) = (
-                p.sides[o].stream(MAX_SAMPLE_BYTES),
-                p.sides[r].stream(MAX_SAMPLE_BYTES),
-            );
-            let (orig, resp) = ([&*os], [&*rs]);
-            detect::detect(&Sample {
-                transport: Transport::Tcp,
-                orig_port,
-                resp_port,
-                orig: &orig,
-                resp: &resp,
-            })
+        let (os, rs) = (
+            p.sides[o].stream(MAX_SAMPLE_BYTES),
+            p.sides[r].stream(MAX_SAMPLE_BYTES),
+        );
+        detect::detect(&Sample {
+            transport: Transport::Tcp,
+            orig_port,
+            resp_port,
+            orig: &[&*os],
+            resp: &[&*rs],
+        })
+    }
+
+    /// A UDP sample: its marks into the connection's, the names decided at the first exchange
+    /// when final (a QUIC Initial) and once the samples are complete.
+    fn on_udp_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+        let key = chunk.hdr.key;
+        let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
+        let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
+        let ports = (key.port_a, key.port_b);
+        let marks = detect::marks(ports, &chunk.data);
+        // Off the analyzers' ports a connection needs an entry only from a datagram that
+        // marks something on: absent, it has no service, which is what detection says of it.
+        let mut entry = if marks.is_empty() && !detect::udp_by_port(ports) {
+            match self.udp.entry(key) {
+                Entry::Occupied(e) => e,
+                Entry::Vacant(_) => return,
+            }
         } else {
-            let (mut orig, mut resp) = (
-                [&[][..]; MAX_SAMPLE_DATAGRAMS],
-                [&[][..]; MAX_SAMPLE_DATAGRAMS],
-            );
-            let no = p.sides[o].datagrams(&mut orig);
-            let nr = p.sides[r].datagrams(&mut resp);
-            detect::detect(&Sample {
-                transport: Transport::Udp,
-                orig_port,
-                resp_port,
-                orig: &orig[..no],
-                resp: &resp[..nr],
-            })
+            match self.udp.entry(key) {
+                Entry::Occupied(e) => e,
+                Entry::Vacant(e) => e.insert_entry(UdpState::Pending(UdpPending::default())),
+            }
+        };
+        let UdpState::Pending(p) = entry.get_mut() else {
+            return; // decided: later samples change nothing
+        };
+        p.a_is_orig = from_a == from_orig;
+        p.sides[usize::from(!from_a)].push(marks);
+        if !p.exchanged && p.sides.iter().all(|s| s.count() > 0) {
+            p.exchanged = true;
+            let names = p.names(p.a_is_orig);
+            if detect::is_final(Transport::Udp, names) {
+                entry.insert(UdpState::Decided(names));
+                dp.stop_sampling(&key);
+                return;
+            }
+        }
+        if p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize) {
+            let names = p.names(p.a_is_orig);
+            if names.is_empty() {
+                // Both budgets are spent: no sample comes after this one.
+                entry.remove();
+            } else {
+                entry.insert(UdpState::Decided(names));
+            }
         }
     }
 
-    /// A sample of connection `key`: one lookup of its state, the detectors run at most at
-    /// the first exchange (a possible FTP greeting) and once the samples are complete.
+    /// A TCP sample of connection `key`: one lookup of its state, the detectors run at most
+    /// at the first exchange (a possible FTP greeting) and once the samples are complete.
     fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
         let Self {
             conns,
@@ -174,17 +241,6 @@ impl Service {
             let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
             ctl.feed(from_orig, seq, &chunk.data, ts, expected);
         }
-        // A UDP datagram no detector reads, of a connection nothing is kept for yet: nothing
-        // to keep either (most UDP flows are such; an entry each would cost hundreds of bytes
-        // per connection). Absent, the connection has no service, which is what detection
-        // would say of it; a later datagram that matters (a QUIC Initial, within the
-        // datapath's first SAMPLE_PACKETS per side) starts its entry.
-        if key.proto != proto::TCP
-            && !detect::udp_bytes_matter((key.port_a, key.port_b), &chunk.data)
-            && !conns.contains_key(&key)
-        {
-            return;
-        }
         let mut entry = match conns.entry(key) {
             Entry::Occupied(e) => e,
             Entry::Vacant(e) => e.insert_entry(State::Pending(Pending::default())),
@@ -197,23 +253,14 @@ impl Service {
         // TCP: the first exchange is judged before this side's first bytes are kept (a
         // rejected connection's never are); a later sample after it is kept, as it may
         // complete what the rule needs (PostgreSQL's first 8 bytes).
-        let first_exchange =
-            key.proto == proto::TCP && p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
+        let first_exchange = p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
         let kept = &chunk.data[..chunk.data.len().min(MAX_SAMPLE_BYTES)];
         if first_exchange && Self::rejected(&key, p, Some((idx, kept))) {
             return nothing_found(entry, dp);
         }
-        let side = &mut p.sides[idx];
-        if key.proto == proto::TCP {
-            side.push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES);
-        } else if detect::udp_bytes_matter((key.port_a, key.port_b), &chunk.data) {
-            side.push_datagram(&chunk.data);
-        } else {
-            // Its place is kept, not its bytes (no detector reads them).
-            side.push_datagram(&[]);
-        }
+        p.sides[idx].push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES);
         p.stale = true;
-        if key.proto == proto::TCP && p.exchanged && Self::rejected(&key, p, None) {
+        if p.exchanged && Self::rejected(&key, p, None) {
             return nothing_found(entry, dp);
         }
         let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
@@ -239,7 +286,7 @@ impl Service {
                 ftp.insert(key, ctl);
                 follow(&key, dp, chunk.hdr.ts_ns);
             }
-            if detect::is_final(transport(&key), &p.found) {
+            if detect::is_final(Transport::Tcp, &p.found) {
                 let names = std::mem::take(&mut p.found);
                 entry.insert(State::Decided(names));
                 dp.stop_sampling(&key);
@@ -320,15 +367,6 @@ fn nothing_found(entry: OccupiedEntry<'_, FlowKey, State>, dp: &mut dyn Threshol
     }
 }
 
-/// The transport the detectors see for `key`'s connection.
-fn transport(key: &FlowKey) -> Transport {
-    if key.proto == proto::TCP {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    }
-}
-
 /// Extraction on for both directions of `key`: a control channel's announcements come after
 /// its first bytes.
 fn follow(key: &FlowKey, dp: &mut dyn ThresholdTarget, now_ns: u64) {
@@ -355,7 +393,11 @@ impl Capability for Service {
 
     fn on_payload(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
         if chunk.hdr.flags & CONTENT_SAMPLE != 0 {
-            return self.on_sample(chunk, dp);
+            return if chunk.hdr.key.proto == proto::TCP {
+                self.on_sample(chunk, dp)
+            } else {
+                self.on_udp_sample(chunk, dp)
+            };
         }
         // Extracted payload: a control channel's (or another capability's extraction).
         if let Some(ctl) = self.ftp.get_mut(&chunk.hdr.key) {
@@ -375,19 +417,24 @@ impl Capability for Service {
         if !self.ftp.is_empty() {
             self.ftp.remove(key);
         }
-        match self.conns.remove(key) {
-            Some(State::Decided(names)) => out.extend(names),
-            Some(State::Pending(p)) => {
-                // The roles as Zeek logs them: a flip after the last sample changes which
-                // side is the originator.
-                let a_is_orig = conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
-                if p.stale || a_is_orig != p.a_is_orig {
-                    out.extend(Self::detect(key, &p, a_is_orig));
-                } else {
-                    out.extend(p.found);
+        // The roles as Zeek logs them: a flip after the last sample changes which side is the
+        // originator.
+        let a_is_orig = conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
+        if conn.is_tcp() {
+            match self.conns.remove(key) {
+                Some(State::Decided(names)) => out.extend(names),
+                Some(State::Pending(p)) if p.stale || a_is_orig != p.a_is_orig => {
+                    out.extend(Self::detect(key, &p, a_is_orig))
                 }
+                Some(State::Pending(p)) => out.extend(p.found),
+                None => {}
             }
-            None => {}
+        } else {
+            match self.udp.remove(key) {
+                Some(UdpState::Decided(names)) => out.extend_from_slice(names),
+                Some(UdpState::Pending(p)) => out.extend_from_slice(p.names(a_is_orig)),
+                None => {}
+            }
         }
         if conn.is_tcp() && detect::picked_up_midway(conn.history_str()) {
             let mut names = out.split_off(start);

@@ -1,9 +1,8 @@
 //! One direction's first payload as the datapath's samples deliver it: TCP segments with their
-//! sequence numbers (possibly retransmitted, overlapping or out of order), UDP datagrams in
-//! order. [`SideSample::stream`] puts a TCP direction back into the byte stream the detectors
+//! sequence numbers (possibly retransmitted, overlapping or out of order). (UDP keeps no
+//! bytes: see `detect::marks`.) [`SideSample::stream`] puts a TCP direction back into the byte stream the detectors
 //! expect: from its first byte up to the first gap.
 
-use super::detect::MAX_SAMPLE_DATAGRAMS;
 use std::borrow::Cow;
 
 /// What one direction has sent so far, as sampled.
@@ -18,9 +17,8 @@ pub struct SideSample {
     /// most `keep` bytes of it), and the sequence number after the last sample.
     start: u32,
     next: u32,
-    /// TCP: that stream. UDP: the first datagrams back to back, each ending at its `ends`.
+    /// That stream.
     bytes: Vec<u8>,
-    ends: [u32; MAX_SAMPLE_DATAGRAMS],
     /// TCP samples that did not continue the stream (reordered, or overlapping it with new
     /// bytes), put in place by [`SideSample::stream`].
     other: Vec<(u32, Vec<u8>)>,
@@ -56,20 +54,6 @@ impl SideSample {
         self.other.push((seq, data.to_vec()));
     }
 
-    /// A UDP sample: one datagram (beyond the first [`MAX_SAMPLE_DATAGRAMS`] only counted).
-    pub fn push_datagram(&mut self, data: &[u8]) {
-        if let Some(end) = self.ends.get_mut(self.count) {
-            if self.count == 0 {
-                // Only what came, as for a TCP stream.
-                self.bytes = data.to_vec();
-            } else {
-                self.bytes.extend_from_slice(data);
-            }
-            *end = self.bytes.len() as u32;
-        }
-        self.count += 1;
-    }
-
     /// Samples received.
     pub fn count(&self) -> usize {
         self.count
@@ -77,18 +61,6 @@ impl SideSample {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
-    }
-
-    /// UDP: the datagrams in arrival order (at most [`MAX_SAMPLE_DATAGRAMS`]), in `out`;
-    /// returns how many. An array rather than a `Vec`: detection runs once per connection.
-    pub fn datagrams<'a>(&'a self, out: &mut [&'a [u8]; MAX_SAMPLE_DATAGRAMS]) -> usize {
-        let n = self.count.min(MAX_SAMPLE_DATAGRAMS);
-        let mut from = 0;
-        for (slot, &end) in out.iter_mut().zip(&self.ends[..n]) {
-            *slot = &self.bytes[from..end as usize];
-            from = end as usize;
-        }
-        n
     }
 
     /// TCP: the samples as (sequence number, bytes) in sequence order (relative to the first
@@ -187,29 +159,9 @@ mod tests {
     }
 
     #[test]
-    fn datagrams_keep_their_order_and_bound() {
-        let mut s = SideSample::default();
-        let sent = [&b"one"[..], b"two", b"three", b"four", b"five"];
-        for d in sent {
-            s.push_datagram(d);
-        }
-        let mut out = [&[][..]; MAX_SAMPLE_DATAGRAMS];
-        let n = s.datagrams(&mut out);
-        assert_eq!(n, MAX_SAMPLE_DATAGRAMS.min(sent.len()));
-        assert_eq!(&out[..n], &sent[..n]);
-        assert_eq!(s.count(), sent.len());
-        assert_eq!(SideSample::default().datagrams(&mut out), 0);
+    fn nothing_sampled_is_an_empty_stream() {
         assert!(SideSample::default().stream(10).is_empty());
-    }
-
-    #[test]
-    fn an_empty_datagram_is_one() {
-        let mut s = SideSample::default();
-        s.push_datagram(b"");
-        s.push_datagram(b"x");
-        let mut out = [&[][..]; MAX_SAMPLE_DATAGRAMS];
-        let n = s.datagrams(&mut out);
-        assert_eq!(&out[..n], &[&b""[..], b"x"][..n]);
+        assert!(SideSample::default().is_empty());
     }
 
     #[test]

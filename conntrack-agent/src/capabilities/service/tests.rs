@@ -265,7 +265,7 @@ fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
     let mut dp = Commands::default();
     svc.on_payload(&sample(&key, true, true, 0, b"hello, not quic"), &mut dp);
     svc.on_payload(&sample(&key, false, false, 0, b"reply"), &mut dp);
-    assert!(svc.conns.is_empty());
+    assert!(svc.udp.is_empty());
     // The client's second datagram is a QUIC Initial (curl's first, as in quic.rs's tests):
     // it is kept, and the connection is `quic,ssl`.
     const INITIAL: &str = "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3";
@@ -274,7 +274,52 @@ fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
         .map(|i| u8::from_str_radix(&INITIAL[i..i + 2], 16).unwrap())
         .collect();
     svc.on_payload(&sample(&key, true, true, 0, &initial), &mut dp);
-    assert_eq!(svc.conns.len(), 1);
+    assert_eq!(svc.udp.len(), 1);
     assert_eq!(logged(&mut svc, &key, &conn), ["quic", "ssl"]);
-    assert!(svc.conns.is_empty());
+    assert!(svc.udp.is_empty());
+}
+
+#[test]
+fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
+    // A DNS query on 53 and its answer: named at logging time (a later datagram could still
+    // be a QUIC Initial), from the few bits kept per side.
+    let (key, conn) = conn_to(53, proto::UDP);
+    let mut svc = Service::new(&[(53, proto::UDP)]);
+    let mut dp = Commands(Vec::new(), Vec::new(), true);
+    let query: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
+    svc.on_payload(&sample(&key, true, true, 0, query), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 0, b"garbled"), &mut dp);
+    assert!(dp.1.is_empty(), "not final: sampling goes on");
+    assert!(matches!(svc.udp.get(&key), Some(UdpState::Pending(_))));
+    assert_eq!(logged(&mut svc, &key, &conn), ["dns"]);
+    assert!(svc.udp.is_empty());
+
+    // QUIC is the client's: the Initial came from the key's `b` side, seen first as the
+    // responder, and the record (after Zeek's flip) has `b` as originator.
+    let (key, _) = conn_to(4433, proto::UDP);
+    let mut svc = Service::new(&[(443, proto::UDP)]);
+    let initial = detect::test_util::hex(
+        "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3",
+    );
+    svc.on_payload(&sample(&key, false, false, 0, &initial), &mut dp);
+    let flipped = Conn {
+        orig_addr: key.addr_b,
+        resp_addr: key.addr_a,
+        orig_port: key.port_b,
+        resp_port: key.port_a,
+        proto: proto::UDP,
+        ..Conn::ZERO
+    };
+    let unflipped = Conn {
+        orig_addr: key.addr_a,
+        resp_addr: key.addr_b,
+        orig_port: key.port_a,
+        resp_port: key.port_b,
+        proto: proto::UDP,
+        ..Conn::ZERO
+    };
+    let mut other = Service::new(&[(443, proto::UDP)]);
+    other.on_payload(&sample(&key, false, false, 0, &initial), &mut dp);
+    assert!(logged(&mut other, &key, &unflipped).is_empty());
+    assert_eq!(logged(&mut svc, &key, &flipped), ["quic", "ssl"]);
 }

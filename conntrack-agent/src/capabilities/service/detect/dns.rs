@@ -2,18 +2,18 @@
 //! TCP, 137 for NetBIOS names, 5353 mDNS, 5355 LLMNR) and confirms it once a message parses:
 //! a query alone is enough, so an unanswered query is `dns` too.
 
-use super::Sample;
 use super::bytes::be16;
+use super::{Sample, on_port};
 
 /// The UDP ports Zeek's DNS analyzer is registered for.
 const UDP_PORTS: [u16; 4] = [53, 137, 5353, 5355];
 /// The TCP port Zeek's DNS analyzer is registered for.
 const TCP_PORT: u16 = 53;
 
-/// A UDP connection on a DNS port whose first datagram from either side is a DNS message.
-pub fn confirms_udp(s: &Sample) -> bool {
-    UDP_PORTS.iter().any(|&p| s.has_port(p))
-        && s.orig.iter().chain(s.resp.iter()).any(|d| is_message(d))
+/// UDP: datagram `d` of a connection between `ports`, from either side, confirms DNS: a DNS
+/// message on a DNS port.
+pub fn udp_datagram(ports: (u16, u16), d: &[u8]) -> bool {
+    UDP_PORTS.iter().any(|&p| on_port(ports, p)) && is_message(d)
 }
 
 /// A TCP connection on port 53 whose first length-prefixed message, from either side, parses.

@@ -67,13 +67,10 @@ pub fn detect_tcp(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bo
     true
 }
 
-/// Connectionless LDAP (RFC 1798's CLDAP, as Active Directory's DC locator uses it) on 389.
-pub fn confirms_udp(s: &super::Sample) -> bool {
-    s.has_port(389)
-        && s.orig
-            .iter()
-            .chain(s.resp.iter())
-            .any(|d| starts_message(d))
+/// Connectionless LDAP (RFC 1798's CLDAP, as Active Directory's DC locator uses it) on 389:
+/// datagram `d`, from either side, starts an LDAP message.
+pub fn udp_datagram(ports: (u16, u16), d: &[u8]) -> bool {
+    super::on_port(ports, 389) && starts_message(d)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod http;
 mod imap;
 mod irc;
 mod ldap;
+mod marks;
 mod pop3;
 mod postgresql;
 mod quic;
@@ -35,7 +36,8 @@ mod xmpp;
 
 pub use ftp::{FtpExpect, ftp_announcements};
 pub use irc::dcc_sends;
-pub use reject::{rejects_for_good, udp_bytes_matter};
+pub use marks::{Marks, SideMarks, marks, udp_names};
+pub use reject::{rejects_for_good, udp_by_port};
 
 /// How many bytes per direction detection looks at, at most: what the kernel copies of each
 /// direction's first payload. Enough for a request line with its headers (the WebSocket
@@ -79,8 +81,13 @@ impl<'a> Sample<'a> {
     /// Either port is `port`: for the analyzers Zeek attaches by port, which parse a
     /// connection in whichever direction it was seen.
     fn has_port(&self, port: u16) -> bool {
-        self.resp_port == port || self.orig_port == port
+        on_port((self.orig_port, self.resp_port), port)
     }
+}
+
+/// Either of `ports` is `port` (see [`Sample::has_port`]).
+fn on_port(ports: (u16, u16), port: u16) -> bool {
+    ports.0 == port || ports.1 == port
 }
 
 /// Zeek's service names this sample confirms, in Zeek's confirmation order (e.g. `["http",
@@ -187,35 +194,11 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
     let _ = by_port;
 }
 
+/// UDP: the rules read one datagram at a time ([`marks`]).
 fn detect_udp(s: &Sample, found: &mut Vec<&'static str>) {
-    if s.orig.is_empty() && s.resp.is_empty() {
-        return;
-    }
-    let name = if quic::confirms(s.orig) {
-        found.push("quic");
-        "ssl"
-    } else if dns::confirms_udp(s) {
-        "dns"
-    } else if udp::dhcp(s) {
-        "dhcp"
-    } else if udp::ntp(s) {
-        "ntp"
-    } else if udp::rdpeudp(s) {
-        "rdpeudp"
-    } else if udp::sip(s) {
-        "sip"
-    } else if udp::snmp(s) {
-        "snmp"
-    } else if udp::krb(s) {
-        "krb"
-    } else if syslog::confirms_udp(s) {
-        "syslog"
-    } else if ldap::confirms_udp(s) {
-        "ldap_udp"
-    } else {
-        return;
-    };
-    found.push(name);
+    let ports = (s.orig_port, s.resp_port);
+    let (orig, resp) = (SideMarks::of(ports, s.orig), SideMarks::of(ports, s.resp));
+    found.extend_from_slice(udp_names(&orig, &resp));
 }
 
 /// Adds `name`; true, so that a match arm can end with it.

@@ -8,14 +8,10 @@ use super::bytes::be32;
 const V1: u32 = 1;
 const V2: u32 = 0x6b33_43cf;
 
-/// One of the client's first datagrams starts with a QUIC Initial packet: `["quic", "ssl"]`.
-/// (A client may send 0-RTT packets before its Initial when the first one was lost.)
-pub fn confirms(orig: &[&[u8]]) -> bool {
-    orig.iter().any(|d| is_initial(d))
-}
-
 /// A long-header Initial packet of version 1 or 2 with its connection ids, token and a
-/// payload long enough for a ClientHello.
+/// payload long enough for a ClientHello. Any of the client's first datagrams that starts
+/// with one confirms `["quic", "ssl"]` (a client may send 0-RTT packets before its Initial
+/// when the first one was lost).
 pub(super) fn is_initial(d: &[u8]) -> bool {
     let Some(&first) = d.first() else {
         return false;

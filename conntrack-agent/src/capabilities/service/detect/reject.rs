@@ -7,7 +7,7 @@
 //! it leaves no parser, later bytes confirm nothing. Derived from the dispatch, as
 //! [`super::is_final`] is; a parser added there has its first bytes added here.
 
-use super::{Sample, Transport, http, postgresql, quic};
+use super::{Sample, Transport, http, postgresql};
 
 /// The TCP ports of the analyzers Zeek attaches by port ([`super::detect_tcp`]'s last
 /// step): DNS 53, Kerberos 88, Modbus 502, syslog 514, MySQL 3306 and 1434. Any byte may
@@ -20,12 +20,10 @@ const UDP_BY_PORT: [u16; 14] = [
     53, 137, 5353, 5355, 67, 68, 123, 5060, 161, 162, 88, 3389, 514, 389,
 ];
 
-/// UDP: whether the bytes of datagram `d` of a connection between `ports` can change what
-/// detection finds. Off the ports of the analyzers attached by port only a QUIC Initial
-/// can (QUIC is tried on any port): any other datagram may be kept as an empty one, as
-/// only its place among the first datagrams counts.
-pub fn udp_bytes_matter(ports: (u16, u16), d: &[u8]) -> bool {
-    UDP_BY_PORT.contains(&ports.0) || UDP_BY_PORT.contains(&ports.1) || quic::is_initial(d)
+/// UDP: whether either of `ports` has an analyzer Zeek attaches by port. Off them only a
+/// QUIC Initial can confirm anything ([`super::marks`]).
+pub fn udp_by_port(ports: (u16, u16)) -> bool {
+    UDP_BY_PORT.contains(&ports.0) || UDP_BY_PORT.contains(&ports.1)
 }
 
 /// Whether no continuation of `s`'s streams can confirm a service: TCP, both sides have
@@ -133,73 +131,6 @@ mod tests {
             no(&ZEROS, &ZEROS, p);
         }
         assert!(!rejects_for_good(&udp((40000, 9999), &[&ZEROS], &[&ZEROS])));
-    }
-
-    /// A QUIC version 1 Initial: long header, connection ids, no token, 64 bytes of payload.
-    fn quic_initial() -> Vec<u8> {
-        let mut d = vec![
-            0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x40, 0x40,
-        ];
-        d.extend_from_slice(&[0; 64]);
-        d
-    }
-
-    #[test]
-    fn udp_bytes_matter_on_analyzer_ports_and_in_quic_initials() {
-        assert!(!udp_bytes_matter((40000, 51820), &ZEROS));
-        assert!(!udp_bytes_matter((443, 40000), b"not quic"));
-        assert!(udp_bytes_matter((443, 40000), &quic_initial()));
-        assert!(udp_bytes_matter((40000, 53), &ZEROS), "DNS on 53");
-        assert!(udp_bytes_matter((123, 123), &ZEROS), "NTP");
-        for p in UDP_BY_PORT {
-            assert!(udp_bytes_matter((40000, p), b""), "{p}");
-        }
-    }
-
-    /// The datagrams as the service capability keeps them: empty where the bytes do not
-    /// matter.
-    fn thin<'a>(ports: (u16, u16), ds: &[&'a [u8]]) -> Vec<&'a [u8]> {
-        ds.iter()
-            .map(|d| {
-                if udp_bytes_matter(ports, d) {
-                    *d
-                } else {
-                    &[][..]
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn udp_datagrams_whose_bytes_do_not_matter_detect_the_same_empty() {
-        let initial = quic_initial();
-        let ntp = [0x23u8; 48];
-        let dns_query =
-            b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
-        let datagrams: [&[u8]; 5] = [&ZEROS, &initial, &ntp, dns_query, b"hello"];
-        for ports in [
-            (40000, 443),
-            (443, 40000),
-            (5000, 51820),
-            (40000, 53),
-            (123, 123),
-        ] {
-            for i in 0..datagrams.len() {
-                for j in 0..datagrams.len() {
-                    let (o, r) = ([datagrams[i], datagrams[j]], [datagrams[j]]);
-                    let (to, tr) = (thin(ports, &o), thin(ports, &r));
-                    assert_eq!(
-                        detect(&udp(ports, &to, &tr)),
-                        detect(&udp(ports, &o, &r)),
-                        "{ports:?} {i} {j}"
-                    );
-                }
-            }
-        }
-        assert_eq!(
-            detect(&udp((40000, 443), &[&initial], &[])),
-            ["quic", "ssl"]
-        );
     }
 
     /// A small deterministic generator (xorshift) for the property test.

@@ -2,12 +2,14 @@
 //! priority `<N>`. Over TCP (`syslog_tcp`, RFC 6587) a message may be preceded by its length
 //! (octet counting). Only the sender speaks, so one side is enough.
 
-use super::Sample;
+use super::{Sample, on_port};
 
 const PORT: u16 = 514;
 
-pub fn confirms_udp(s: &Sample) -> bool {
-    s.has_port(PORT) && s.orig.first().is_some_and(|d| priority(d))
+/// UDP: the originator's first datagram `d`, of a connection between `ports`, confirms
+/// syslog.
+pub fn udp_first_datagram(ports: (u16, u16), d: &[u8]) -> bool {
+    on_port(ports, PORT) && priority(d)
 }
 
 pub fn confirms_tcp(s: &Sample) -> bool {

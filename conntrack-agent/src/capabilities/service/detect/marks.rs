@@ -1,0 +1,211 @@
+//! UDP detection one datagram at a time. Every UDP rule reads its datagrams one by one (a
+//! QUIC Initial among the client's first datagrams, a DNS message among either side's, an
+//! RDPEUDP SYN as the client's first, ...), so what a datagram can confirm is known when it
+//! arrives: its [`Marks`]. A connection then needs a few bits per side, not its bytes, until
+//! it is logged; [`udp_names`] decides from them by [`super::detect`]'s order.
+
+use super::{MAX_SAMPLE_DATAGRAMS, dns, ldap, quic, syslog, udp};
+
+/// What one datagram can confirm: one bit per rule it satisfies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks(u16);
+
+impl Marks {
+    const QUIC: u16 = 1;
+    const DNS: u16 = 1 << 1;
+    const DHCP: u16 = 1 << 2;
+    const NTP: u16 = 1 << 3;
+    const RDPEUDP_SYN: u16 = 1 << 4;
+    const RDPEUDP_SYN_ACK: u16 = 1 << 5;
+    const SIP: u16 = 1 << 6;
+    const SNMP: u16 = 1 << 7;
+    const KRB: u16 = 1 << 8;
+    const SYSLOG: u16 = 1 << 9;
+    const LDAP: u16 = 1 << 10;
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn has(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+/// A rule over one datagram of a connection between the ports given.
+type Rule = fn((u16, u16), &[u8]) -> bool;
+
+/// The rules of the analyzers Zeek attaches by port, each with its mark.
+const BY_PORT_RULES: [(u16, Rule); 10] = [
+    (Marks::DNS, dns::udp_datagram),
+    (Marks::DHCP, udp::dhcp),
+    (Marks::NTP, udp::ntp),
+    (Marks::RDPEUDP_SYN, udp::rdpeudp_syn),
+    (Marks::RDPEUDP_SYN_ACK, udp::rdpeudp_syn_ack),
+    (Marks::SIP, udp::sip),
+    (Marks::SNMP, udp::snmp),
+    (Marks::KRB, udp::krb),
+    (Marks::SYSLOG, syslog::udp_first_datagram),
+    (Marks::LDAP, ldap::udp_datagram),
+];
+
+/// The marks of datagram `d` of a UDP connection between `ports` (either order). Off the
+/// ports of the analyzers Zeek attaches by port only a QUIC Initial marks anything.
+pub fn marks(ports: (u16, u16), d: &[u8]) -> Marks {
+    let mut m = if quic::is_initial(d) { Marks::QUIC } else { 0 };
+    if super::reject::udp_by_port(ports) {
+        for (bit, rule) in BY_PORT_RULES {
+            if rule(ports, d) {
+                m |= bit;
+            }
+        }
+    }
+    Marks(m)
+}
+
+/// One side's first datagrams, as marks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SideMarks {
+    /// Datagrams seen (saturating).
+    count: u8,
+    /// The first datagram's.
+    first: Marks,
+    /// Any of the first [`MAX_SAMPLE_DATAGRAMS`]'s.
+    any: Marks,
+}
+
+impl SideMarks {
+    /// The side's next datagram (beyond the first [`MAX_SAMPLE_DATAGRAMS`] only counted, as
+    /// the detectors see no more).
+    pub fn push(&mut self, m: Marks) {
+        if self.count == 0 {
+            self.first = m;
+        }
+        if usize::from(self.count) < MAX_SAMPLE_DATAGRAMS {
+            self.any.0 |= m.0;
+        }
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Datagrams seen.
+    pub fn count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// The marks of each of `datagrams`, in order.
+    pub fn of(ports: (u16, u16), datagrams: &[&[u8]]) -> Self {
+        let mut s = Self::default();
+        for d in datagrams {
+            s.push(marks(ports, d));
+        }
+        s
+    }
+}
+
+/// Zeek's service names for a UDP connection whose originator's datagrams are `orig`, its
+/// responder's `resp`: the first rule that holds, in [`super::detect`]'s order.
+pub fn udp_names(orig: &SideMarks, resp: &SideMarks) -> &'static [&'static str] {
+    if orig.count == 0 && resp.count == 0 {
+        return &[];
+    }
+    let any = Marks(orig.any.0 | resp.any.0);
+    // The rules that read any datagram of either side, after QUIC (the client's only).
+    let either: [(u16, &'static [&'static str]); 3] = [
+        (Marks::DNS, &["dns"]),
+        (Marks::DHCP, &["dhcp"]),
+        (Marks::NTP, &["ntp"]),
+    ];
+    let later: [(u16, &'static [&'static str]); 3] = [
+        (Marks::SIP, &["sip"]),
+        (Marks::SNMP, &["snmp"]),
+        (Marks::KRB, &["krb"]),
+    ];
+    if orig.any.has(Marks::QUIC) {
+        return &["quic", "ssl"];
+    }
+    if let Some((_, names)) = either.iter().find(|(bit, _)| any.has(*bit)) {
+        return names;
+    }
+    if orig.first.has(Marks::RDPEUDP_SYN) && resp.first.has(Marks::RDPEUDP_SYN_ACK) {
+        return &["rdpeudp"];
+    }
+    if let Some((_, names)) = later.iter().find(|(bit, _)| any.has(*bit)) {
+        return names;
+    }
+    if orig.first.has(Marks::SYSLOG) {
+        return &["syslog"];
+    }
+    if any.has(Marks::LDAP) {
+        return &["ldap_udp"];
+    }
+    &[]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::hex;
+    use super::*;
+
+    /// A DNS query for example.com (A, IN).
+    fn query() -> Vec<u8> {
+        hex("1234 0100 0001 0000 0000 0000 07 6578616d706c65 03 636f6d 00 0001 0001")
+    }
+
+    #[test]
+    fn a_dns_message_marks_only_on_a_dns_port() {
+        assert_eq!(marks((40000, 53), &query()), Marks(Marks::DNS));
+        assert!(marks((40000, 5300), &query()).is_empty());
+        assert!(marks((40000, 53), b"\0\0\0\0").is_empty());
+    }
+
+    #[test]
+    fn any_datagram_of_either_side_counts_for_dns() {
+        let q = query();
+        let orig = SideMarks::of((40000, 53), &[b"junk", &q]);
+        let resp = SideMarks::of((40000, 53), &[b"junk"]);
+        assert_eq!(udp_names(&orig, &resp), ["dns"]);
+        assert_eq!(udp_names(&resp, &orig), ["dns"]);
+        // Beyond the first datagrams the detectors see, it no longer does.
+        let late = SideMarks::of((40000, 53), &[b"a", b"b", b"c", b"d", &q]);
+        assert_eq!(late.count(), 5);
+        assert!(udp_names(&late, &SideMarks::default()).is_empty());
+    }
+
+    #[test]
+    fn syslog_needs_the_originators_first_datagram() {
+        let msg: &[u8] = b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed";
+        let first = SideMarks::of((40000, 514), &[msg, b"x"]);
+        let second = SideMarks::of((40000, 514), &[b"x", msg]);
+        assert_eq!(udp_names(&first, &SideMarks::default()), ["syslog"]);
+        assert!(udp_names(&second, &SideMarks::default()).is_empty());
+        // The responder's is not the sender's.
+        assert!(udp_names(&SideMarks::default(), &first).is_empty());
+    }
+
+    /// A QUIC version 1 Initial: long header, connection ids, no token, 64 bytes of payload.
+    fn quic_initial() -> Vec<u8> {
+        let mut d = vec![
+            0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x40, 0x40,
+        ];
+        d.extend_from_slice(&[0; 64]);
+        d
+    }
+
+    #[test]
+    fn off_the_analyzer_ports_only_a_quic_initial_marks() {
+        let ntp = [0x23u8; 48];
+        assert!(marks((40000, 51820), &[0; 64]).is_empty());
+        assert!(marks((40000, 1230), &ntp).is_empty());
+        assert_eq!(marks((123, 123), &ntp), Marks(Marks::NTP));
+        assert_eq!(marks((40000, 443), &quic_initial()), Marks(Marks::QUIC));
+        // QUIC is the client's: an Initial from the responder confirms nothing.
+        let initial = SideMarks::of((40000, 443), &[&quic_initial()]);
+        assert_eq!(udp_names(&initial, &SideMarks::default()), ["quic", "ssl"]);
+        assert!(udp_names(&SideMarks::default(), &initial).is_empty());
+    }
+
+    #[test]
+    fn nothing_seen_is_nothing() {
+        assert!(udp_names(&SideMarks::default(), &SideMarks::default()).is_empty());
+    }
+}
