@@ -419,22 +419,29 @@ impl Capability for Service {
         }
         // The roles as Zeek logs them: a flip after the last sample changes which side is the
         // originator.
-        let a_is_orig = conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
+        let a_is_orig = || conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
+        // Most connections left no state (decided early, or never sampled): the emptiness
+        // checks spare them the lookup when nothing is pending at all.
         if conn.is_tcp() {
-            match self.conns.remove(key) {
-                Some(State::Decided(names)) => out.extend(names),
-                Some(State::Pending(p)) if p.stale || a_is_orig != p.a_is_orig => {
-                    out.extend(Self::detect(key, &p, a_is_orig))
+            if !self.conns.is_empty() {
+                match self.conns.remove(key) {
+                    Some(State::Decided(names)) => out.extend(names),
+                    Some(State::Pending(p)) if p.stale || a_is_orig() != p.a_is_orig => {
+                        out.extend(Self::detect(key, &p, a_is_orig()))
+                    }
+                    Some(State::Pending(p)) => out.extend(p.found),
+                    None => {}
                 }
-                Some(State::Pending(p)) => out.extend(p.found),
-                None => {}
             }
-        } else {
+        } else if conn.proto == proto::UDP && !self.udp.is_empty() {
             match self.udp.remove(key) {
                 Some(UdpState::Decided(names)) => out.extend_from_slice(names),
-                Some(UdpState::Pending(p)) => out.extend_from_slice(p.names(a_is_orig)),
+                Some(UdpState::Pending(p)) => out.extend_from_slice(p.names(a_is_orig())),
                 None => {}
             }
+        }
+        if out.len() == start {
+            return;
         }
         if conn.is_tcp() && detect::picked_up_midway(conn.history_str()) {
             let mut names = out.split_off(start);
