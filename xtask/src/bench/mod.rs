@@ -667,6 +667,27 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
         }
     }
 
+    let goal = "service detection (on by default) costs <= 10% of replay";
+    match rs.and_then(|s| s.value(replay::DETECTION_COST)) {
+        Some(x) => {
+            let met = x <= 1.10;
+            g.push(Goal {
+                goal: goal.into(),
+                measured: format!("{:+.1}% CPU time ({}){q}", (x - 1.0) * 100.0, fmt_ratio(x)),
+                status: if met { Status::Met } else { Status::Missed },
+                why: if met {
+                    String::new()
+                } else {
+                    "per connection: a sample record of each side's first data (copied, queued, handed over), \
+                     a table entry from the first side's sample to the other's, the first exchange judged, sampling \
+                     stopped in the flow table, and a lookup when the connection is logged"
+                        .into()
+                },
+            });
+        }
+        None => g.push(nm(goal, "section did not run".into())),
+    }
+
     let goal = "read --engine host >= 1.5x softflowd -r, on the main and the 1.7 M-packet trace";
     let pair = |host: &str, peer: &str| Some((rs?.value(host)?, rs?.value(peer)?));
     let main = pair(

@@ -282,6 +282,14 @@ pub fn run(b: &mut Bench) -> Result<Section> {
         sec.rows.push(row);
     }
     let _ = std::fs::remove_file(&argus_out);
+    detection_cost(
+        &mut sec,
+        &tools[..2],
+        &trace,
+        cpu.as_deref(),
+        limit,
+        b.quick,
+    )?;
     if !b.quick {
         bulk_rows(
             &mut sec,
@@ -508,6 +516,128 @@ fn measure(
     let _ = std::fs::remove_file(&out_path);
     let _ = std::fs::remove_file(&err_path);
     Ok(times)
+}
+
+/// Name of the row with service detection's cost.
+pub const DETECTION_COST: &str = "service detection: CPU time on / off (--no-service)";
+
+/// Service detection's cost: CPU time of the replay with detection on (`tools[0]`, the
+/// default) over the same replay with `--no-service` (`tools[1]`), the median of paired
+/// rounds. The rows above are wall times, three runs each, which another load on the
+/// machine lengthens by as much as this difference; CPU time is what the replay itself
+/// costs, and pairing the two runs of each round cancels the machine's slower moments.
+fn detection_cost(
+    sec: &mut Section,
+    tools: &[Tool<'_>],
+    trace: &Path,
+    cpu: Option<&str>,
+    limit: Duration,
+    quick: bool,
+) -> Result<()> {
+    let rounds = if quick { 1 } else { 9 };
+    let p = trace.to_string_lossy().into_owned();
+    let args = |t: &Tool<'_>| -> Vec<String> {
+        t.args
+            .iter()
+            .map(|a| {
+                if *a == TRACE {
+                    p.clone()
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect()
+    };
+    let (on, off) = (&tools[0], &tools[1]);
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        super::step(&format!(
+            "replay: service detection's cost (CPU time, round {} of {rounds})",
+            round + 1
+        ));
+        // Alternate which runs first, so that neither always follows the other.
+        let (mut t_on, mut t_off) = (0.0, 0.0);
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for detection in order {
+            let t = if detection { on } else { off };
+            let secs = cpu_time(cpu, limit, &t.program, &args(t))?;
+            if detection {
+                t_on = secs;
+            } else {
+                t_off = secs;
+            }
+        }
+        if t_off > 0.0 {
+            ratios.push(t_on / t_off);
+        }
+    }
+    let ratio = median(&ratios);
+    sec.rows.push(Row::new(
+        DETECTION_COST,
+        ratio,
+        "x",
+        None,
+        &format!(
+            "median of {} paired rounds (user + system time of each `read --engine host`, one after the other, \
+             order alternating); 1.10 x = detection costs 10%",
+            ratios.len()
+        ),
+    ));
+    Ok(())
+}
+
+/// CPU time (user + system, s) of one run of `program`, as the kernel accounted it to the
+/// process. A run that takes longer than `timeout` is killed and is an error, as is a
+/// failed run.
+fn cpu_time(cpu: Option<&str>, timeout: Duration, program: &str, args: &[String]) -> Result<f64> {
+    super::check_interrupted()?;
+    let mut cmd = match cpu {
+        Some(c) => {
+            let mut c2 = Command::new("taskset");
+            c2.args(["-c", c, program]);
+            c2
+        }
+        None => Command::new(program),
+    };
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("RUST_LOG", "warn");
+    let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
+    let pid = child.id() as libc::pid_t;
+    let t0 = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: plain C struct, all-zero is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: our own child's pid, pointers to live locals. WNOHANG: returns 0 while it
+        // runs; once it returns the pid, the child is reaped (not waited for again below).
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                bail!("{program} failed (wait status {status})");
+            }
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            return Ok(secs(usage.ru_utime) + secs(usage.ru_stime));
+        }
+        if r < 0 {
+            return Err(std::io::Error::last_os_error()).context("waiting for the replay");
+        }
+        if t0.elapsed() > timeout || super::check_interrupted().is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{program} did not finish within {} s (killed)",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// The agent processed the whole trace and logged about as many connections as it holds.
