@@ -13,9 +13,10 @@
 //!
 //! - TCP: the bytes of each direction's stream ([`sample::SideSample`]).
 //! - UDP: a few bits per direction, not bytes. Every UDP rule reads one datagram at a time,
-//!   so each datagram is judged as it comes ([`detect::marks`]). A connection off the ports of
-//!   the analyzers Zeek attaches by port gets an entry only once a datagram marks something
-//!   (a QUIC Initial): most UDP connections cost no entry at all.
+//!   so each datagram is judged as it comes ([`detect::marks`]). A connection gets an entry
+//!   only once a datagram marks something (a QUIC Initial, a DNS message on a DNS port),
+//!   unless a rule reads its first datagram ([`detect::position_matters`]): UDP traffic no
+//!   analyzer recognises costs no entry at all.
 //!
 //! Most connections carry nothing a detector confirms, so that answer is made cheap: a TCP
 //! connection whose first bytes no detector can continue ([`detect::rejects_for_good`]) is
@@ -183,9 +184,10 @@ impl Service {
         let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
         let ports = (key.port_a, key.port_b);
         let marks = detect::marks(ports, &chunk.data);
-        // Off the analyzers' ports a connection needs an entry only from a datagram that
-        // marks something on: absent, it has no service, which is what detection says of it.
-        let mut entry = if marks.is_empty() && !detect::udp_by_port(ports) {
+        // A connection needs an entry only from a datagram that marks something on (absent,
+        // it has no service, which is what detection says of it), except where the first
+        // datagram's place matters: then from its first.
+        let mut entry = if marks.is_empty() && !detect::position_matters(ports) {
             match self.udp.entry(key) {
                 Entry::Occupied(e) => e,
                 Entry::Vacant(_) => return,

@@ -2,7 +2,9 @@
 //! QUIC Initial among the client's first datagrams, a DNS message among either side's, an
 //! RDPEUDP SYN as the client's first, ...), so what a datagram can confirm is known when it
 //! arrives: its [`Marks`]. A connection then needs a few bits per side, not its bytes, until
-//! it is logged; [`udp_names`] decides from them by [`super::detect`]'s order.
+//! it is logged; [`udp_names`] decides from them by [`super::detect`]'s order. Except where a
+//! rule reads only a side's first datagram ([`position_matters`]), a datagram that marks
+//! nothing leaves the answer as it is.
 
 use super::{MAX_SAMPLE_DATAGRAMS, dns, ldap, quic, syslog, udp};
 
@@ -61,6 +63,14 @@ pub fn marks(ports: (u16, u16), d: &[u8]) -> Marks {
         }
     }
     Marks(m)
+}
+
+/// Whether a datagram's place among its side's datagrams counts on a connection between
+/// `ports`: it does where a rule that reads only a side's first datagram is attached
+/// (syslog's on 514, RDPEUDP's on 3389). Elsewhere a datagram that marks nothing changes no
+/// answer, and need not even be counted.
+pub fn position_matters(ports: (u16, u16)) -> bool {
+    [514, 3389].iter().any(|&p| super::on_port(ports, p))
 }
 
 /// One side's first datagrams, as marks.
@@ -202,6 +212,23 @@ mod tests {
         let initial = SideMarks::of((40000, 443), &[&quic_initial()]);
         assert_eq!(udp_names(&initial, &SideMarks::default()), ["quic", "ssl"]);
         assert!(udp_names(&SideMarks::default(), &initial).is_empty());
+    }
+
+    #[test]
+    fn only_where_a_first_datagram_rule_is_attached_does_position_matter() {
+        assert!(position_matters((40000, 514)));
+        assert!(position_matters((3389, 61291)));
+        for p in [53, 123, 5353, 161, 389, 443, 51820] {
+            assert!(!position_matters((40000, p)), "{p}");
+        }
+        // Elsewhere an unmarked datagram may be left out: the names stay the same.
+        let q = query();
+        let with = SideMarks::of((40000, 53), &[b"junk", &q]);
+        let without = SideMarks::of((40000, 53), &[&q]);
+        assert_eq!(
+            udp_names(&with, &SideMarks::default()),
+            udp_names(&without, &SideMarks::default())
+        );
     }
 
     #[test]

@@ -36,8 +36,8 @@ mod xmpp;
 
 pub use ftp::{FtpExpect, ftp_announcements};
 pub use irc::dcc_sends;
-pub use marks::{Marks, SideMarks, marks, udp_names};
-pub use reject::{rejects_for_good, udp_by_port};
+pub use marks::{Marks, SideMarks, marks, position_matters, udp_names};
+pub use reject::rejects_for_good;
 
 /// How many bytes per direction detection looks at, at most: what the kernel copies of each
 /// direction's first payload. Enough for a request line with its headers (the WebSocket
