@@ -433,6 +433,16 @@ impl EventCore {
         if self.caps.is_empty() {
             return Need::Nothing;
         }
+        // No capability takes connection events (service detection takes payload only) and
+        // no connection has hooks: none is built, whatever the events (the thresholds, set
+        // only through events' handles, are then empty).
+        if !crossed
+            && !self.wanted.has(EventMask::CONN_EVENTS)
+            && self.lifecycle.hooks.len() == 0
+            && self.thresholds.is_empty()
+        {
+            return Need::Nothing;
+        }
         if crossed || events.iter().any(|e| self.wanted.has(EventMask::of(e))) {
             return Need::Deliver;
         }

@@ -421,6 +421,11 @@ impl Thresholds {
         out
     }
 
+    /// No connection has a threshold.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
     /// The connection is gone: drop its thresholds.
     pub fn forget(&mut self, key: &FlowKey) {
         // Most connections never had one: no hashing then.

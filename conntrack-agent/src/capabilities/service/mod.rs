@@ -51,7 +51,7 @@ use conntrack_common::threshold::ThresholdCommand;
 use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, SideMarks, Transport};
 use ftp_data::{Announcer, ControlChannel, Expectations};
 use loaded::Loaded;
-use sample::SideSample;
+use sample::{SideSample, Spare};
 use std::borrow::Cow;
 use std::collections::hash_map::{Entry, OccupiedEntry};
 
@@ -85,6 +85,17 @@ enum State {
     Pending(Pending),
     /// The samples were complete: only the names are kept.
     Decided(Names),
+}
+
+impl State {
+    /// Gives a pending connection's stream buffers back to `spare`.
+    fn recycle(self, spare: &mut Spare) {
+        if let State::Pending(p) = self {
+            let [a, b] = p.sides;
+            a.recycle(spare);
+            b.recycle(spare);
+        }
+    }
 }
 
 /// A UDP connection whose samples are still coming: what each side's datagrams can confirm.
@@ -122,6 +133,8 @@ enum UdpState {
 pub struct Service {
     /// TCP connections.
     conns: FastMap<FlowKey, State>,
+    /// Their stream buffers, given back once decided.
+    spare: Spare,
     /// UDP connections (small entries: no bytes).
     udp: FastMap<FlowKey, UdpState>,
     /// Confirmed FTP and IRC control channels (extracted, for their announcements).
@@ -228,6 +241,7 @@ impl Service {
     fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
         let Self {
             conns,
+            spare,
             ftp,
             expected,
             ftp_loaded,
@@ -258,12 +272,12 @@ impl Service {
         let first_exchange = p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
         let kept = &chunk.data[..chunk.data.len().min(MAX_SAMPLE_BYTES)];
         if first_exchange && Self::rejected(&key, p, Some((idx, kept))) {
-            return nothing_found(entry, dp);
+            return nothing_found(entry, dp, spare);
         }
-        p.sides[idx].push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES);
+        p.sides[idx].push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES, spare);
         p.stale = true;
         if p.exchanged && Self::rejected(&key, p, None) {
-            return nothing_found(entry, dp);
+            return nothing_found(entry, dp, spare);
         }
         let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
         if !p.exchanged && p.sides.iter().all(|s| !s.is_empty()) {
@@ -290,7 +304,7 @@ impl Service {
             }
             if detect::is_final(Transport::Tcp, &p.found) {
                 let names = std::mem::take(&mut p.found);
-                entry.insert(State::Decided(names));
+                entry.insert(State::Decided(names)).recycle(spare);
                 dp.stop_sampling(&key);
                 return;
             }
@@ -301,12 +315,13 @@ impl Service {
             } else {
                 std::mem::take(&mut p.found)
             };
-            if names.is_empty() {
+            let old = if names.is_empty() {
                 // Both budgets are spent: no sample comes after this one.
-                entry.remove();
+                entry.remove()
             } else {
-                entry.insert(State::Decided(names));
-            }
+                entry.insert(State::Decided(names))
+            };
+            old.recycle(spare);
         }
     }
 
@@ -360,13 +375,17 @@ impl Service {
 /// sample of it comes any more (the host engine stops them at once), nothing is kept of it:
 /// absent, it has no service, and the table of connections stays small. Else (the kernel's
 /// end by their budget) that answer is kept for the samples already on their way.
-fn nothing_found(entry: OccupiedEntry<'_, FlowKey, State>, dp: &mut dyn ThresholdTarget) {
-    if dp.stop_sampling(entry.key()) {
-        entry.remove();
+fn nothing_found(
+    mut entry: OccupiedEntry<'_, FlowKey, State>,
+    dp: &mut dyn ThresholdTarget,
+    spare: &mut Spare,
+) {
+    let old = if dp.stop_sampling(entry.key()) {
+        entry.remove()
     } else {
-        let mut entry = entry;
-        entry.insert(State::Decided(Names::new()));
-    }
+        entry.insert(State::Decided(Names::new()))
+    };
+    old.recycle(spare);
 }
 
 /// Extraction on for both directions of `key`: a control channel's announcements come after
@@ -428,10 +447,14 @@ impl Capability for Service {
             if !self.conns.is_empty() {
                 match self.conns.remove(key) {
                     Some(State::Decided(names)) => out.extend(names),
-                    Some(State::Pending(p)) if p.stale || a_is_orig() != p.a_is_orig => {
-                        out.extend(Self::detect(key, &p, a_is_orig()))
+                    Some(State::Pending(mut p)) => {
+                        if p.stale || a_is_orig() != p.a_is_orig {
+                            out.extend(Self::detect(key, &p, a_is_orig()));
+                        } else {
+                            out.append(&mut p.found);
+                        }
+                        State::Pending(p).recycle(&mut self.spare);
                     }
-                    Some(State::Pending(p)) => out.extend(p.found),
                     None => {}
                 }
             }

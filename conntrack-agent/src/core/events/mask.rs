@@ -32,6 +32,8 @@ impl EventMask {
     pub const PAYLOAD: Self = Self(1 << 6);
     /// Everything: what a capability that declares nothing gets.
     pub const ALL: Self = Self((1 << 7) - 1);
+    /// The connection events ([`ConnEvent`]'s kinds).
+    pub const CONN_EVENTS: Self = Self((1 << 5) - 1);
 
     /// The kind of `ev`.
     pub fn of(ev: &ConnEvent) -> Self {
@@ -83,6 +85,7 @@ mod tests {
         for (i, a) in events.iter().enumerate() {
             assert!(EventMask::ALL.has(EventMask::of(a)));
             assert!(!EventMask::NONE.has(EventMask::of(a)));
+            assert!(EventMask::CONN_EVENTS.has(EventMask::of(a)));
             for (j, b) in events.iter().enumerate() {
                 assert_eq!(
                     EventMask::of(a).has(EventMask::of(b)),
@@ -91,6 +94,7 @@ mod tests {
                 );
             }
         }
+        assert!(!EventMask::CONN_EVENTS.has(EventMask::PAYLOAD | EventMask::TIMING_OUT));
         let m = EventMask::NEW | EventMask::REMOVED;
         assert!(m.has(EventMask::of(&ConnEvent::New)));
         assert!(!m.has(EventMask::of(&ConnEvent::Established)));
