@@ -201,6 +201,9 @@ impl Service {
         // it has no service, which is what detection says of it), except where the first
         // datagram's place matters: then from its first.
         let mut entry = if marks.is_empty() && !detect::position_matters(ports) {
+            if self.udp.is_empty() {
+                return; // nothing to look up
+            }
             match self.udp.entry(key) {
                 Entry::Occupied(e) => e,
                 Entry::Vacant(_) => return,
