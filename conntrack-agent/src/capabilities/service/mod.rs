@@ -12,11 +12,8 @@
 //! record ([`Capability::conn_service`]).
 //!
 //! - TCP: the bytes of each direction's stream ([`sample::SideSample`]).
-//! - UDP: a few bits per direction, not bytes. Every UDP rule reads one datagram at a time,
-//!   so each datagram is judged as it comes ([`detect::marks`]). A connection gets an entry
-//!   only once a datagram marks something (a QUIC Initial, a DNS message on a DNS port),
-//!   unless a rule reads its first datagram ([`detect::position_matters`]): UDP traffic no
-//!   analyzer recognises costs no entry at all.
+//! - UDP: a few bits per direction, not bytes, and only once a datagram marks something
+//!   ([`udp`]).
 //!
 //! Most connections carry nothing a detector confirms, so that answer is made cheap: a TCP
 //! connection whose first bytes no detector can continue ([`detect::rejects_for_good`]) is
@@ -36,6 +33,7 @@ pub mod detect;
 mod ftp_data;
 mod loaded;
 mod sample;
+mod udp;
 
 use crate::core::events::{Capability, ConnEvent, ConnHandle, EventMask};
 use crate::core::thresholds::ThresholdTarget;
@@ -48,12 +46,13 @@ use conntrack_common::contents::{
 use conntrack_common::key::FlowKey;
 use conntrack_common::proto;
 use conntrack_common::threshold::ThresholdCommand;
-use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, SideMarks, Transport};
+use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport};
 use ftp_data::{Announcer, ControlChannel, Expectations};
 use loaded::Loaded;
 use sample::{SideSample, Spare};
 use std::borrow::Cow;
 use std::collections::hash_map::{Entry, OccupiedEntry};
+use udp::UdpConns;
 
 // The kernel's budget covers what the detectors look at.
 const _: () = assert!(MAX_SAMPLE_DATAGRAMS <= SAMPLE_PACKETS as usize);
@@ -98,36 +97,6 @@ impl State {
     }
 }
 
-/// A UDP connection whose samples are still coming: what each side's datagrams can confirm.
-#[derive(Debug, Default, Clone, Copy)]
-struct UdpPending {
-    /// Per side of the key, as [`Pending::sides`].
-    sides: [SideMarks; 2],
-    /// The key's `a` side is the originator (as of the latest sample).
-    a_is_orig: bool,
-    /// Both sides have sent (the first exchange was looked at).
-    exchanged: bool,
-}
-
-impl UdpPending {
-    /// The names, with the key's `a` side as originator when `a_is_orig`.
-    fn names(&self, a_is_orig: bool) -> &'static [&'static str] {
-        let [a, b] = &self.sides;
-        if a_is_orig {
-            detect::udp_names(a, b)
-        } else {
-            detect::udp_names(b, a)
-        }
-    }
-}
-
-/// What is kept of a UDP connection between its first sample that matters and its record.
-#[derive(Debug, Clone, Copy)]
-enum UdpState {
-    Pending(UdpPending),
-    Decided(&'static [&'static str]),
-}
-
 /// Service detection: conn.log's `service`.
 #[derive(Default)]
 pub struct Service {
@@ -135,8 +104,8 @@ pub struct Service {
     conns: FastMap<FlowKey, State>,
     /// Their stream buffers, given back once decided.
     spare: Spare,
-    /// UDP connections (small entries: no bytes).
-    udp: FastMap<FlowKey, UdpState>,
+    /// UDP connections.
+    udp: UdpConns,
     /// Confirmed FTP and IRC control channels (extracted, for their announcements).
     ftp: FastMap<FlowKey, ControlChannel>,
     expected: Expectations,
@@ -187,56 +156,6 @@ impl Service {
             orig: &[&*os],
             resp: &[&*rs],
         })
-    }
-
-    /// A UDP sample: its marks into the connection's, the names decided at the first exchange
-    /// when final (a QUIC Initial) and once the samples are complete.
-    fn on_udp_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
-        let key = chunk.hdr.key;
-        let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
-        let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
-        let ports = (key.port_a, key.port_b);
-        let marks = detect::marks(ports, &chunk.data);
-        // A connection needs an entry only from a datagram that marks something on (absent,
-        // it has no service, which is what detection says of it), except where the first
-        // datagram's place matters: then from its first.
-        let mut entry = if marks.is_empty() && !detect::position_matters(ports) {
-            if self.udp.is_empty() {
-                return; // nothing to look up
-            }
-            match self.udp.entry(key) {
-                Entry::Occupied(e) => e,
-                Entry::Vacant(_) => return,
-            }
-        } else {
-            match self.udp.entry(key) {
-                Entry::Occupied(e) => e,
-                Entry::Vacant(e) => e.insert_entry(UdpState::Pending(UdpPending::default())),
-            }
-        };
-        let UdpState::Pending(p) = entry.get_mut() else {
-            return; // decided: later samples change nothing
-        };
-        p.a_is_orig = from_a == from_orig;
-        p.sides[usize::from(!from_a)].push(marks);
-        if !p.exchanged && p.sides.iter().all(|s| s.count() > 0) {
-            p.exchanged = true;
-            let names = p.names(p.a_is_orig);
-            if detect::is_final(Transport::Udp, names) {
-                entry.insert(UdpState::Decided(names));
-                dp.stop_sampling(&key);
-                return;
-            }
-        }
-        if p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize) {
-            let names = p.names(p.a_is_orig);
-            if names.is_empty() {
-                // Both budgets are spent: no sample comes after this one.
-                entry.remove();
-            } else {
-                entry.insert(UdpState::Decided(names));
-            }
-        }
     }
 
     /// A TCP sample of connection `key`: one lookup of its state, the detectors run at most
@@ -420,7 +339,7 @@ impl Capability for Service {
             return if chunk.hdr.key.proto == proto::TCP {
                 self.on_sample(chunk, dp)
             } else {
-                self.on_udp_sample(chunk, dp)
+                self.udp.on_sample(chunk, dp)
             };
         }
         // Extracted payload: a control channel's (or another capability's extraction).
@@ -461,12 +380,8 @@ impl Capability for Service {
                     None => {}
                 }
             }
-        } else if conn.proto == proto::UDP && !self.udp.is_empty() {
-            match self.udp.remove(key) {
-                Some(UdpState::Decided(names)) => out.extend_from_slice(names),
-                Some(UdpState::Pending(p)) => out.extend_from_slice(p.names(a_is_orig())),
-                None => {}
-            }
+        } else if conn.proto == proto::UDP {
+            out.extend_from_slice(self.udp.take_names(key, a_is_orig));
         }
         if out.len() == start {
             return;

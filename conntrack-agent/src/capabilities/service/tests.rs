@@ -265,7 +265,7 @@ fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
     let mut dp = Commands::default();
     svc.on_payload(&sample(&key, true, true, 0, b"hello, not quic"), &mut dp);
     svc.on_payload(&sample(&key, false, false, 0, b"reply"), &mut dp);
-    assert!(svc.udp.is_empty());
+    assert_eq!(svc.udp.len(), 0);
     // The client's second datagram is a QUIC Initial (curl's first, as in quic.rs's tests):
     // it is kept, and the connection is `quic,ssl`.
     const INITIAL: &str = "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3";
@@ -276,7 +276,7 @@ fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
     svc.on_payload(&sample(&key, true, true, 0, &initial), &mut dp);
     assert_eq!(svc.udp.len(), 1);
     assert_eq!(logged(&mut svc, &key, &conn), ["quic", "ssl"]);
-    assert!(svc.udp.is_empty());
+    assert_eq!(svc.udp.len(), 0);
 }
 
 #[test]
@@ -290,9 +290,9 @@ fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
     svc.on_payload(&sample(&key, true, true, 0, query), &mut dp);
     svc.on_payload(&sample(&key, false, false, 0, b"garbled"), &mut dp);
     assert!(dp.1.is_empty(), "not final: sampling goes on");
-    assert!(matches!(svc.udp.get(&key), Some(UdpState::Pending(_))));
+    assert!(svc.udp.is_pending(&key));
     assert_eq!(logged(&mut svc, &key, &conn), ["dns"]);
-    assert!(svc.udp.is_empty());
+    assert_eq!(svc.udp.len(), 0);
 
     // QUIC is the client's: the Initial came from the key's `b` side, seen first as the
     // responder, and the record (after Zeek's flip) has `b` as originator.
