@@ -84,6 +84,20 @@ impl Netns {
             names,
         };
         ip(&["netns", "add", ns_b])?;
+        // IPv4 only: with IPv6 the stack of each end sends router solicitations and neighbour
+        // discovery of its own for a while after link-up, connections the measurements did
+        // not make (the scale section waited for one to expire a minute after its flows).
+        for n in [ns_a, ns_b] {
+            ip(&[
+                "netns",
+                "exec",
+                n,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])?;
+        }
         ip(&[
             "link", "add", veth_a, "netns", ns_a, "type", "veth", "peer", "name", veth_b, "netns",
             ns_b,
