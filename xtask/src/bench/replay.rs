@@ -457,6 +457,21 @@ impl Check {
     }
 }
 
+/// `program` to run on CPU `cpu` (through `taskset`) when given, with no input and the
+/// agent's logging at warnings.
+fn pinned(cpu: Option<&str>, program: &str) -> Command {
+    let mut cmd = match cpu {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.args(["-c", c, program]);
+            t
+        }
+        None => Command::new(program),
+    };
+    cmd.stdin(Stdio::null()).env("RUST_LOG", "warn");
+    cmd
+}
+
 /// Wall times (s) of `runs` runs, or the first failure. A run that takes longer than
 /// `timeout` is killed (by PID) and counts as a failure.
 fn measure(
@@ -472,19 +487,10 @@ fn measure(
     let (out_path, err_path) = (dir.join("ctbench-run.out"), dir.join("ctbench-run.err"));
     for _ in 0..runs {
         super::check_interrupted()?;
-        let mut cmd = match cpu {
-            Some(c) => {
-                let mut c2 = Command::new("taskset");
-                c2.args(["-c", c, program]);
-                c2
-            }
-            None => Command::new(program),
-        };
+        let mut cmd = pinned(cpu, program);
         cmd.args(args)
-            .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_path)?)
-            .stderr(std::fs::File::create(&err_path)?)
-            .env("RUST_LOG", "warn");
+            .stderr(std::fs::File::create(&err_path)?);
         let t0 = Instant::now();
         let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
         let status = loop {
@@ -582,7 +588,7 @@ fn detection_cost(
         "x",
         None,
         &format!(
-            "median of {} paired rounds (user + system time of each `read --engine host`, one after the other, \
+            "median of {} paired round(s) (user + system time of each `read --engine host`, one after the other, \
              order alternating); 1.10 x = detection costs 10%",
             ratios.len()
         ),
@@ -595,19 +601,8 @@ fn detection_cost(
 /// failed run.
 fn cpu_time(cpu: Option<&str>, timeout: Duration, program: &str, args: &[String]) -> Result<f64> {
     super::check_interrupted()?;
-    let mut cmd = match cpu {
-        Some(c) => {
-            let mut c2 = Command::new("taskset");
-            c2.args(["-c", c, program]);
-            c2
-        }
-        None => Command::new(program),
-    };
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "warn");
+    let mut cmd = pinned(cpu, program);
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
     let pid = child.id() as libc::pid_t;
     let t0 = Instant::now();
