@@ -497,15 +497,7 @@ fn measure(
             if let Some(st) = child.try_wait()? {
                 break st;
             }
-            if t0.elapsed() > timeout || super::check_interrupted().is_err() {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{program} did not finish within {} s (killed)",
-                    timeout.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
+            kill_if_overdue(&mut child, t0, timeout, program)?;
         };
         let dt = t0.elapsed().as_secs_f64();
         let so = std::fs::read_to_string(&out_path).unwrap_or_default();
@@ -623,16 +615,28 @@ fn cpu_time(cpu: Option<&str>, timeout: Duration, program: &str, args: &[String]
         if r < 0 {
             return Err(std::io::Error::last_os_error()).context("waiting for the replay");
         }
-        if t0.elapsed() > timeout || super::check_interrupted().is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "{program} did not finish within {} s (killed)",
-                timeout.as_secs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        kill_if_overdue(&mut child, t0, timeout, program)?;
     }
+}
+
+/// Between two polls of a running `child` (started at `t0`): kills it (by its PID) and fails
+/// once it has run longer than `timeout` or the bench was interrupted, else waits a moment.
+fn kill_if_overdue(
+    child: &mut std::process::Child,
+    t0: Instant,
+    timeout: Duration,
+    program: &str,
+) -> Result<()> {
+    if t0.elapsed() > timeout || super::check_interrupted().is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!(
+            "{program} did not finish within {} s (killed)",
+            timeout.as_secs()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    Ok(())
 }
 
 /// The agent processed the whole trace and logged about as many connections as it holds.
