@@ -15,7 +15,7 @@ use crate::maps::{
 use crate::note::{self, Note};
 use crate::pkt::Pkt;
 use aya_ebpf::bindings::BPF_NOEXIST;
-use conntrack_common::conn::{CONN_FLIPPED, Conn, ZERO_CONN};
+use conntrack_common::conn::{CONN_FLIPPED, Conn};
 use conntrack_common::contents;
 use conntrack_common::engine::{
     Changes, EngineConfig, check_thresholds, event_after_update, init_conn, init_zeroed_conn,
@@ -52,6 +52,15 @@ impl EngineConfig for BpfPorts {
     }
 }
 
+/// A new connection's entry as inserted: all zero but the lock word, taken. The CPU that
+/// inserts it holds the lock from the moment the entry exists, so another CPU that finds it
+/// (the flow's other direction, arriving at the same time) waits until `init_conn` built it,
+/// instead of applying its packet to a zeroed connection of no protocol.
+static NEW_CONN: Conn = Conn {
+    lock: 1,
+    ..Conn::ZERO
+};
+
 /// Outcome of [`prepare`].
 pub enum Prepared {
     /// The connection is locked and ready for `update`; `Scratch::key`/`created` are set.
@@ -70,7 +79,7 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
     // SAFETY: per-CPU scratch filled by the earlier stages for this packet.
     let scratch = unsafe { &mut *scratch };
     let meta = &scratch.meta;
-    let now_ns = scratch.now_ns;
+    let mut now_ns = scratch.now_ns;
     scratch.key = FlowKey::from_meta(meta);
     let key = &scratch.key;
     let mut created = Changes::NONE;
@@ -84,7 +93,7 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
         None => {
             // By reference: by value the static would be copied onto the 512-byte stack.
             #[allow(clippy::needless_borrows_for_generic_args)]
-            let inserted = FLOWS.insert(key, &ZERO_CONN, BPF_NOEXIST as u64);
+            let inserted = FLOWS.insert(key, &NEW_CONN, BPF_NOEXIST as u64);
             match inserted {
                 Ok(()) => created = Changes::NEW,
                 Err(e) if e == -EEXIST => {}
@@ -115,14 +124,25 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
             }
         }
     };
-    // SAFETY: a FLOWS value pointer stays valid for the program run.
-    let lock_word = unsafe { &raw mut (*conn).lock };
-    if unsafe { lock::lock(lock_word) } == lock::Taken::TakenOver {
-        count(Stat::LockBusy);
-        note::record(Note::LockTakenOver, 0);
+    // Our own insert is locked already (`NEW_CONN`); anything else is taken here.
+    if created == Changes::NONE {
+        // SAFETY: a FLOWS value pointer stays valid for the program run.
+        let lock_word = unsafe { &raw mut (*conn).lock };
+        if unsafe { lock::lock(lock_word) } == lock::Taken::TakenOver {
+            count(Stat::LockBusy);
+            note::record(Note::LockTakenOver, 0);
+        }
     }
     // SAFETY: locked; no other writer.
     let c = unsafe { &mut *conn };
+    // Live, the clock was read before the lock: a packet that waited for it (the flow's other
+    // direction, on another CPU) can carry an earlier time than the packet that went first.
+    // Its time is then read again, now that it holds the lock: later than the time of every
+    // packet applied before it, as in Zeek's one packet stream. A replay keeps the trace's times.
+    if created == Changes::NONE && scratch.replay == 0 && now_ns <= c.last_ns {
+        now_ns = crate::live_clock();
+        scratch.now_ns = now_ns;
+    }
     if created == Changes::NONE && is_reuse(c, meta, is_orig(c, meta)) {
         count(Stat::Reuses);
         emit(&EventRef {
@@ -138,7 +158,7 @@ pub fn prepare(emit: impl Fn(&EventRef<'_>), count: impl Fn(Stat)) -> Prepared {
     if created != Changes::NONE {
         count(Stat::NewConns);
         if created == Changes::NEW {
-            // Just inserted as ZERO_CONN.
+            // Just inserted as `NEW_CONN`.
             init_zeroed_conn(c, meta, now_ns, &BpfPorts);
         } else {
             init_conn(c, meta, now_ns, &BpfPorts);

@@ -292,9 +292,7 @@ fn capture_stage<C: filter::FromRaw>(ctx: &C) {
         tstamp
     } else {
         // Live: tstamp is 0 at ingress and a departure time at egress; use the clock.
-        let offset = CONFIG.get(CONFIG_CLOCK_OFFSET).copied().unwrap_or(0);
-        // SAFETY: helper without arguments.
-        unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
+        live_clock()
     };
     // A replayed packet the agent flagged (bad checksum, IP length 0) is accounted apart.
     let flagged =
@@ -378,6 +376,14 @@ fn capture_stage<C: filter::FromRaw>(ctx: &C) {
     }
     ctx.tail_call(STAGE_PARSE);
     count(Stat::ParseErrors); // the next stage is not installed
+}
+
+/// The live packet time: the monotonic clock plus the agent's offset to wall-clock time.
+#[inline(always)]
+pub(crate) fn live_clock() -> u64 {
+    let offset = CONFIG.get(CONFIG_CLOCK_OFFSET).copied().unwrap_or(0);
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }.wrapping_add(offset)
 }
 
 /// Adds the packet to its interface's counters in `IFACE_STATS` (entry 0 for an ifindex

@@ -191,3 +191,107 @@ fn pin_to_cpu(cpu: usize) {
     set.set(cpu).unwrap();
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
 }
+
+/// UDP flows that both ends open at the same moment, one end on each CPU: the two first
+/// datagrams of a flow race to create its connection (one inserts it, the other finds the new
+/// entry). Whichever comes second must find the connection built, never a half-made one: every
+/// flow is logged with both datagrams and both payloads.
+#[test]
+fn udp_flows_opened_from_both_ends_at_once_are_counted_exactly() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    if !is_root() {
+        eprintln!("skipping live test: needs root (CAP_BPF and CAP_NET_ADMIN)");
+        return;
+    }
+    const ROUNDS: u16 = 8;
+    const PER_ROUND: u16 = 500;
+    // No likely server port (Zeek's, say DNP3's 20000) in either range: no flow is flipped.
+    const A_PORT: u16 = 21000;
+    const B_PORT: u16 = 31000;
+    const A_SENDS: usize = 100;
+    const B_SENDS: usize = 60;
+    let pair = NetnsPair::named("exact-open", 83).expect("creating network namespaces");
+    let dir = tempfile::tempdir().unwrap();
+    let agent = agent_in_b(&pair, dir.path());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (a_ip, b_ip) = (pair.a_v4.clone(), pair.b_v4.clone());
+    for round in 0..ROUNDS {
+        // Each side's progress: the flow it is about to open. Both spin until the other is at
+        // the same flow, so that the two sends of a flow leave within a few hundred ns.
+        let at = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let side = |me: usize, ns: &str, cpu: usize, local: (String, u16), peer: (String, u16)| {
+            let at = Arc::clone(&at);
+            NetnsPair::run_in(ns, move || {
+                pin_to_cpu(cpu % cpus);
+                let first = round * PER_ROUND;
+                let socks: Vec<_> = (first..first + PER_ROUND)
+                    .map(|i| {
+                        let addr = SocketAddr::new(local.0.parse().unwrap(), local.1 + i);
+                        std::net::UdpSocket::bind(addr).unwrap()
+                    })
+                    .collect();
+                let payload = vec![b'u'; if me == 0 { A_SENDS } else { B_SENDS }];
+                for (n, (s, i)) in socks.iter().zip(first..).enumerate() {
+                    let n = n as u32 + 1;
+                    at[me].store(n, Ordering::SeqCst);
+                    while at[1 - me].load(Ordering::SeqCst) < n {
+                        std::hint::spin_loop();
+                    }
+                    let to = SocketAddr::new(peer.0.parse().unwrap(), peer.1 + i);
+                    s.send_to(&payload, to).unwrap();
+                }
+                // Keep the sockets until the peer sent its last datagram: none is refused.
+                at[me].store(u32::MAX, Ordering::SeqCst);
+                while at[1 - me].load(Ordering::SeqCst) != u32::MAX {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        let a = side(
+            0,
+            &pair.a,
+            0,
+            (a_ip.clone(), A_PORT),
+            (b_ip.clone(), B_PORT),
+        );
+        let b = side(
+            1,
+            &pair.b,
+            1,
+            (b_ip.clone(), B_PORT),
+            (a_ip.clone(), A_PORT),
+        );
+        a.join().unwrap();
+        b.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let log = stop(agent, dir.path());
+    drop(pair);
+    let mut flows = 0;
+    for r in log.records.iter().filter(|r| r["proto"] == "udp") {
+        let (orig_p, resp_p) = (num(r, "id.orig_p"), num(r, "id.resp_p"));
+        // Either end may have come first: the originator is whichever the program saw first.
+        let sent_by = |port: u64| -> u64 {
+            if (A_PORT as u64..B_PORT as u64).contains(&port) {
+                A_SENDS as u64
+            } else {
+                B_SENDS as u64
+            }
+        };
+        assert_eq!(
+            orig_p.abs_diff(resp_p),
+            (B_PORT - A_PORT) as u64,
+            "not a test flow: {r:#?}"
+        );
+        assert_eq!(r["history"], "Dd", "{r:#?}");
+        assert_eq!(num(r, "orig_pkts"), 1, "{r:#?}");
+        assert_eq!(num(r, "resp_pkts"), 1, "{r:#?}");
+        assert_eq!(num(r, "orig_bytes"), sent_by(orig_p), "{r:#?}");
+        assert_eq!(num(r, "resp_bytes"), sent_by(resp_p), "{r:#?}");
+        assert_eq!(num(r, "orig_ip_bytes"), 28 + sent_by(orig_p), "{r:#?}");
+        assert_eq!(num(r, "resp_ip_bytes"), 28 + sent_by(resp_p), "{r:#?}");
+        flows += 1;
+    }
+    assert_eq!(flows, (ROUNDS * PER_ROUND) as usize, "flows logged");
+}

@@ -261,9 +261,17 @@ fn udp(client_ns: &str, server_ns: &str, srv: SocketAddr, n: usize, req: usize, 
         let s = UdpSocket::bind(srv).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 2048];
-        for _ in 0..n {
+        for i in 0..n {
             let (len, from) = s.recv_from(&mut buf).unwrap();
             assert_eq!(len, req);
+            if i == 0 {
+                // The monitor port's copy of a request that arrived at a's port waits in the
+                // backlog of the CPU that received it (a veth without NAPI, as generic XDP has
+                // it, queues per CPU), while this reply's copy is queued on our CPU: answered at
+                // once, the reply can reach the sensor first, and the sensor would rightly log
+                // a's port as the originator. A NIC's queue keeps the order; here, wait.
+                std::thread::sleep(Duration::from_millis(20));
+            }
             s.send_to(&vec![b'u'; resp], from).unwrap();
         }
     });

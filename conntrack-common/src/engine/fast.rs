@@ -298,7 +298,8 @@ pub fn fast_update(c: &mut Conn, m: &FastMeta, now_ns: u64) -> Fast {
 pub(crate) enum Reason {
     /// The packet alone rules it out ([`FastMeta::may_apply`]).
     Packet,
-    /// The entry is not this protocol's connection (a just-inserted zeroed eBPF entry).
+    /// The entry is not this protocol's connection (on eBPF: a new entry, zeroed, whose
+    /// inserter's lock was taken over before it built the connection).
     Protocol,
     /// The connection was seen inside a tunnel (`Conn::encap`), or carried one found by its
     /// content (`CONN_TUNNEL_DETECTED`).
