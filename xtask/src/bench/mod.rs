@@ -17,6 +17,7 @@
 mod flood;
 mod kernel_cost;
 mod live;
+mod messages;
 pub mod netns;
 mod replay;
 mod report;

@@ -1,8 +1,10 @@
 //! The replay benchmark's trace: a pcap written by the bench itself, with a realistic mix of
 //! connections (TCP with handshakes, data, closes, resets, rejections and unanswered attempts;
 //! UDP request/response and longer flows; ICMP echo; a share over IPv6), correct checksums,
-//! interleaved in time like a capture of a busy link.
+//! interleaved in time like a capture of a busy link. Payloads start with their protocol's
+//! first message where the server port has one (`messages`), zeros after it.
 
+use super::messages;
 use anyhow::{Context, Result};
 use conntrack_common::checksum::set_checksums;
 use std::io::{BufWriter, Write};
@@ -152,12 +154,18 @@ impl Gen {
                 } else {
                     self.rng.range(2, 8)
                 };
-                for _ in 0..exchanges {
-                    let q = payload_len(&mut self.rng).min(512);
+                for x in 0..exchanges {
+                    let mut q = payload_len(&mut self.rng).min(512);
+                    if x == 0 {
+                        q = messages::first_len(true, dport, false, q);
+                    }
                     self.push(t, false, 0, 0, 0, q);
                     t += rtt;
                     if self.rng.below(10) != 0 {
-                        let a = payload_len(&mut self.rng);
+                        let mut a = payload_len(&mut self.rng);
+                        if x == 0 {
+                            a = messages::first_len(true, dport, true, a);
+                        }
                         self.push(t, true, 0, 0, 0, a);
                     }
                     t += self.rng.range(1_000, 200_000);
@@ -197,14 +205,21 @@ impl Gen {
         *t += rtt;
         self.push(*t, false, ACK, c, s, 0);
         let rounds = self.rng.range(1, self.max_rounds);
-        for _ in 0..rounds {
+        let port = self.conns.last().map_or(0, |c| c.dport);
+        for round in 0..rounds {
             *t += self.rng.range(100, 5_000);
-            let q = payload_len(&mut self.rng).min(600);
+            let mut q = payload_len(&mut self.rng).min(600);
+            if round == 0 {
+                q = messages::first_len(false, port, false, q);
+            }
             self.push(*t, false, PSH | ACK, c, s, q);
             c = c.wrapping_add(q as u32);
             *t += rtt;
-            for _ in 0..self.rng.range(1, 2) {
-                let a = payload_len(&mut self.rng);
+            for n in 0..self.rng.range(1, 2) {
+                let mut a = payload_len(&mut self.rng);
+                if round == 0 && n == 0 {
+                    a = messages::first_len(false, port, true, a);
+                }
                 self.push(*t, true, PSH | ACK, s, c, a);
                 s = s.wrapping_add(a as u32);
                 *t += 50;
@@ -309,7 +324,7 @@ fn addr6(host: u32, server: bool) -> [u8; 16] {
 }
 
 /// Ethernet + IP + transport with checksums (conntrack-common's, which the agent validates
-/// with); payload bytes are zero.
+/// with); a payload starts with its protocol's message (cut to its length), zeros after.
 fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
     f.clear();
     f.extend_from_slice(&[0x00, 0x16, 0x3e, 0, 0, if p.resp { 1 } else { 2 }]);
@@ -390,6 +405,14 @@ fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
         f.extend_from_slice(&d);
     }
     f.extend_from_slice(&l4);
-    f.resize(f.len() + p.len as usize, 0);
+    let payload = f.len();
+    f.resize(payload + p.len as usize, 0);
+    let udp_flow = matches!(c.proto, Proto::Udp);
+    if !matches!(c.proto, Proto::Icmp)
+        && let Some(m) = messages::message(udp_flow, c.dport, p.resp)
+    {
+        let n = m.len().min(p.len as usize);
+        f[payload..payload + n].copy_from_slice(&m[..n]);
+    }
     set_checksums(&mut f[ip_start..]);
 }
