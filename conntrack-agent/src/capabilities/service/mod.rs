@@ -7,8 +7,9 @@
 //! each) comes as `CONTENTS` records flagged `CONTENT_SAMPLE`, the same in the kernel and the
 //! host engine. [`Service`] keeps what detection needs of them per connection while it is
 //! undecided and runs the detectors once both directions have spoken: when their answer is
-//! final ([`detect::is_final`]) only the names are kept from then on; else again once the
-//! samples are complete or when the connection is logged. The names go into its conn.log
+//! final ([`detect::is_final`], or [`detect::settled`] by what the samples hold) only the names
+//! are kept from then on; else again once the samples are complete or when the connection is
+//! logged. The names go into its conn.log
 //! record ([`Capability::conn_service`]).
 //!
 //! - TCP: the bytes of each direction's stream ([`sample::SideSample`]).
@@ -139,6 +140,16 @@ impl Service {
     /// The detectors over `p`'s samples (TCP), with the key's `a` side as originator when
     /// `a_is_orig`.
     fn detect(key: &FlowKey, p: &Pending, a_is_orig: bool) -> Names {
+        Self::judge(key, p, a_is_orig, detect::detect)
+    }
+
+    /// `judge` over `p`'s samples as a [`Sample`] (see [`Service::detect`]).
+    fn judge<R>(
+        key: &FlowKey,
+        p: &Pending,
+        a_is_orig: bool,
+        judge: impl FnOnce(&Sample) -> R,
+    ) -> R {
         let (o, r) = if a_is_orig { (0, 1) } else { (1, 0) };
         let (orig_port, resp_port) = if a_is_orig {
             (key.port_a, key.port_b)
@@ -149,7 +160,7 @@ impl Service {
             p.sides[o].stream(MAX_SAMPLE_BYTES),
             p.sides[r].stream(MAX_SAMPLE_BYTES),
         );
-        detect::detect(&Sample {
+        judge(&Sample {
             transport: Transport::Tcp,
             orig_port,
             resp_port,
@@ -224,7 +235,10 @@ impl Service {
                 ftp.insert(key, ctl);
                 follow(&key, dp, chunk.hdr.ts_ns);
             }
-            if detect::is_final(Transport::Tcp, &p.found) {
+            let found = &p.found;
+            if detect::is_final(Transport::Tcp, found)
+                || Self::judge(&key, p, p.a_is_orig, |s| detect::settled(s, found))
+            {
                 let names = std::mem::take(&mut p.found);
                 entry.insert(State::Decided(names)).recycle(spare);
                 dp.stop_sampling(&key);

@@ -92,6 +92,19 @@ fn tunnelled(s: &Sample, orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>
     }
 }
 
+/// Whether [`detect`]'s plain `http` for this sample stays as the streams grow: the reply's
+/// head is complete, and it neither switches protocols (`101`) nor answers a CONNECT, the only
+/// cases in which detection reads past the two heads. (The heads' first lines, which decided
+/// it, are there already.)
+pub fn settled(s: &Sample) -> bool {
+    let (orig, resp) = (s.orig_stream(), s.resp_stream());
+    let Some(rep_end) = head_end(resp) else {
+        return false;
+    };
+    let status = first_line(&resp[..rep_end]).and_then(|l| l.split(|&c| c == b' ').nth(1));
+    is_request(orig) && is_reply(resp) && status != Some(b"101") && !is_connect(orig)
+}
+
 fn is_connect(b: &[u8]) -> bool {
     starts_with_ci(trim_leading_space(b), b"CONNECT ")
 }

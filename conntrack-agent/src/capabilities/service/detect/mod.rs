@@ -115,6 +115,18 @@ pub fn is_final(transport: Transport, found: &[&str]) -> bool {
     }
 }
 
+/// Whether `found`, what [`detect`] said of the TCP sample `s`, stays as the streams grow,
+/// although its names alone ([`is_final`]) do not say so: the sample already holds all that
+/// decided it. Plain `http` whose reply head is complete and neither upgrades nor answers a
+/// CONNECT; plain `postgresql` after a StartupMessage or a refused SSLRequest.
+pub fn settled(s: &Sample, found: &[&str]) -> bool {
+    match found {
+        ["http"] => http::settled(s),
+        ["postgresql"] => postgresql::settled(s.orig_stream(), s.resp_stream()),
+        _ => false,
+    }
+}
+
 /// [`detect`] for a TCP connection whose first packet had no SYN (Zeek's `IsPartial`: it was
 /// picked up in the middle). Several analyzers (HTTP, SSL, SSH, RDP) ignore such connections.
 pub fn detect_partial(s: &Sample) -> Vec<&'static str> {
@@ -316,6 +328,43 @@ mod tests {
             "a later datagram may be a QUIC Initial"
         );
         assert!(!is_final(Udp, &[]));
+    }
+
+    #[test]
+    fn plain_http_and_postgresql_are_settled_once_nothing_more_is_read() {
+        let get: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let ok: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        let settled_http = |o: &[u8], r: &[u8]| {
+            let (o, r) = ([o], [r]);
+            let s = tcp((40000, 80), &o, &r);
+            detect(&s) == ["http"] && settled(&s, &["http"])
+        };
+        assert!(settled_http(get, ok));
+        // The reply's head is cut: a later segment could still be anything.
+        assert!(!settled_http(get, b"HTTP/1.1 200 OK\r\nContent-Le"));
+        // An upgrade, or a CONNECT tunnel: the bytes after the heads are detected too.
+        let upgrade: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n";
+        assert!(!settled_http(get, upgrade));
+        let connect: &[u8] = b"CONNECT a:443 HTTP/1.1\r\n\r\n";
+        assert!(!settled_http(connect, b"HTTP/1.1 200 OK\r\n\r\n"));
+        // PostgreSQL: a StartupMessage cannot be followed by TLS; an SSLRequest still may.
+        let startup: &[u8] = b"\x00\x00\x00\x11\x00\x03\x00\x00user\0bob\0\0";
+        let auth: &[u8] = b"R\x00\x00\x00\x08\x00\x00\x00\x00";
+        let (o, r) = ([startup], [auth]);
+        let s = tcp((40000, 5432), &o, &r);
+        assert_eq!(detect(&s), ["postgresql"]);
+        assert!(settled(&s, &["postgresql"]));
+        let ssl_request: &[u8] = b"\x00\x00\x00\x08\x04\xd2\x16\x2f";
+        let (o, r): ([&[u8]; 1], [&[u8]; 1]) = ([ssl_request], [b"S"]);
+        let s = tcp((40000, 5432), &o, &r);
+        assert_eq!(detect(&s), ["postgresql"]);
+        assert!(
+            !settled(&s, &["postgresql"]),
+            "the TLS handshake is still to come"
+        );
+        // Nothing else is settled by content.
+        let (o, r) = ([get], [ok]);
+        assert!(!settled(&tcp((40000, 80), &o, &r), &["http", "websocket"]));
     }
 
     #[test]

@@ -44,6 +44,16 @@ pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
     }
 }
 
+/// Whether [`detect`]'s plain `postgresql` stays as the streams grow: the client began with a
+/// StartupMessage, or the server refused its SSLRequest (`N`), so no TLS handshake can follow.
+pub fn settled(orig: &[u8], resp: &[u8]) -> bool {
+    match be32(orig, 4) {
+        Some(PROTOCOL_3) => true,
+        Some(SSL_REQUEST | GSSENC_REQUEST) => resp.first() == Some(&b'N'),
+        _ => false,
+    }
+}
+
 /// Whether no continuation of `orig`, a client's first bytes, can be a StartupMessage, an
 /// SSLRequest or a GSSENCRequest: its first 8 bytes are there and are none of them.
 pub fn ruled_out(orig: &[u8]) -> bool {
