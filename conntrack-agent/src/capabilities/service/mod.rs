@@ -78,11 +78,13 @@ struct Pending {
     exchanged: bool,
 }
 
-/// What is kept of a TCP connection between its first sample and its record.
+/// What is kept of a TCP connection between its first sample and its record. Most entries
+/// are `Decided` for most of their life (until the connection is logged, seconds after its
+/// first exchange): boxed, the pending state does not size every entry of the table.
 #[derive(Debug)]
 enum State {
     /// Samples still coming.
-    Pending(Pending),
+    Pending(Box<Pending>),
     /// The samples were complete: only the names are kept.
     Decided(Names),
 }
@@ -192,7 +194,7 @@ impl Service {
         }
         let mut entry = match conns.entry(key) {
             Entry::Occupied(e) => e,
-            Entry::Vacant(e) => e.insert_entry(State::Pending(Pending::default())),
+            Entry::Vacant(e) => e.insert_entry(State::Pending(Box::default())),
         };
         let State::Pending(p) = entry.get_mut() else {
             return; // decided: later samples change nothing
