@@ -9,8 +9,7 @@
 //! undecided and runs the detectors once both directions have spoken: when their answer is
 //! final ([`detect::is_final`], or [`detect::settled`] by what the samples hold) only the names
 //! are kept from then on; else again once the samples are complete or when the connection is
-//! logged. The names go into its conn.log
-//! record ([`Capability::conn_service`]).
+//! logged. The names go into its conn.log record ([`Capability::conn_service`]).
 //!
 //! - TCP: the bytes of each direction's stream ([`sample::SideSample`]).
 //! - UDP: a few bits per direction, not bytes, and only once a datagram marks something
@@ -85,7 +84,8 @@ struct Pending {
 enum State {
     /// Samples still coming.
     Pending(Box<Pending>),
-    /// The samples were complete: only the names are kept.
+    /// Final or settled at the first exchange, or the samples were complete: only the names
+    /// are kept.
     Decided(Names),
 }
 
@@ -145,7 +145,7 @@ impl Service {
         Self::judge(key, p, a_is_orig, detect::detect)
     }
 
-    /// `judge` over `p`'s samples as a [`Sample`] (see [`Service::detect`]).
+    /// Runs `judge` on `p`'s samples as one [`Sample`], oriented as in [`Service::detect`].
     fn judge<R>(
         key: &FlowKey,
         p: &Pending,
