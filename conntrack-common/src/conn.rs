@@ -234,6 +234,14 @@ impl Conn {
         }
     }
 
+    /// Whether `init_conn` has built this entry. The eBPF program inserts a new connection's
+    /// entry all zero but its lock word (taken) and builds it under that lock; a reader that
+    /// does not take the lock (the agent's shutdown drain) can copy it in between. A built
+    /// connection always has its IP version (its start time may be 0, in a replay).
+    pub fn is_built(&self) -> bool {
+        self.ip_version != 0
+    }
+
     /// conn.log `duration` in ns (`last_time - start_time`). Zeek logs duration and the byte
     /// counts only when this is > 0.
     #[inline(always)]

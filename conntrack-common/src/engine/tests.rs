@@ -860,3 +860,15 @@ fn a_duration_threshold_fires_on_the_first_packet_past_it() {
         bit(slot::DURATION)
     );
 }
+
+#[test]
+fn an_entry_is_built_once_initialised_even_at_time_zero() {
+    // As the eBPF program inserts a new connection's entry: all zero, its lock taken.
+    let mut inserted = Conn::ZERO;
+    inserted.lock = 1;
+    assert!(!inserted.is_built());
+    let tcp = new_conn(&meta_of(&tcp4(true, SYN, C_ISN, 0, 0)), 0, &NoServerPorts);
+    assert!(tcp.is_built());
+    let udp = new_conn(&meta_of(&udp4(true, 10)), 0, &NoServerPorts);
+    assert!(udp.is_built());
+}

@@ -330,7 +330,9 @@ fn remove_batch(
         keys.set_len(n);
         values.set_len(n);
     }
-    out.extend(keys.into_iter().zip(values));
+    // An entry a packet inserted but has not built yet (another CPU holds its lock) is no
+    // connection to log: it would be one of protocol 0 at time 0.
+    out.extend(keys.into_iter().zip(values).filter(|(_, c)| c.is_built()));
     *cursor = Some(next);
     Some(more)
 }
