@@ -219,7 +219,14 @@ impl Service {
             // The first exchange: decided here while its bytes are hot when the answer is
             // final (then the samples are dropped), else kept for later samples.
             p.exchanged = true;
-            p.found = Self::detect(&key, p, p.a_is_orig);
+            // The names, and whether they can still change, from one reading of the streams.
+            let (found, decided) = Self::judge(&key, p, p.a_is_orig, |s| {
+                let found = detect::detect(s);
+                let decided =
+                    detect::is_final(Transport::Tcp, &found) || detect::settled(s, &found);
+                (found, decided)
+            });
+            p.found = found;
             p.stale = false;
             let server = usize::from(p.a_is_orig);
             let announcer = if *ftp_loaded && p.found.contains(&"ftp") {
@@ -237,10 +244,7 @@ impl Service {
                 ftp.insert(key, ctl);
                 follow(&key, dp, chunk.hdr.ts_ns);
             }
-            let found = &p.found;
-            if detect::is_final(Transport::Tcp, found)
-                || Self::judge(&key, p, p.a_is_orig, |s| detect::settled(s, found))
-            {
+            if decided {
                 let names = std::mem::take(&mut p.found);
                 entry.insert(State::Decided(names)).recycle(spare);
                 dp.stop_sampling(&key);
