@@ -13,7 +13,7 @@
 //! WebSocket script loads the HTTP analyzer it needs). The ports cannot tell whether they were
 //! loaded, so they count as loaded, as they are in Zeek's default configuration.
 
-use crate::util::hashing::FastSet;
+use crate::util::hashing::{FastMap, FastSet};
 use conntrack_common::proto::{TCP, UDP};
 
 /// The server ports each analyzer's script registers (Zeek's `scripts/base/protocols/*`),
@@ -90,6 +90,9 @@ const PORTLESS: &[&str] = &["pop3", "websocket"];
 #[derive(Debug, Default, Clone)]
 pub struct Loaded {
     ports: FastSet<(u16, u8)>,
+    /// [`Loaded::has`]'s answers so far: asked for the names of every connection logged,
+    /// which are few.
+    known: FastMap<&'static str, bool>,
 }
 
 impl Loaded {
@@ -97,20 +100,21 @@ impl Loaded {
     pub fn new(likely_server_ports: &[(u16, u8)]) -> Self {
         Self {
             ports: likely_server_ports.iter().copied().collect(),
+            known: FastMap::default(),
         }
     }
 
     /// Whether the analyzer that logs `name` is loaded.
-    pub fn has(&self, name: &str) -> bool {
-        PORTLESS.contains(&name)
-            || registered_ports(name)
-                .iter()
-                .any(|p| self.ports.contains(p))
+    pub fn has(&mut self, name: &'static str) -> bool {
+        let ports = &self.ports;
+        *self.known.entry(name).or_insert_with(|| {
+            PORTLESS.contains(&name) || registered_ports(name).iter().any(|p| ports.contains(p))
+        })
     }
 
     /// Whether a run with these analyzers logs the set `names` (in confirmation order): one of
     /// them must be a loaded analyzer's.
-    pub fn logs(&self, names: &[&str]) -> bool {
+    pub fn logs(&mut self, names: &[&'static str]) -> bool {
         names.iter().any(|n| self.has(n))
     }
 }
@@ -132,7 +136,7 @@ mod tests {
 
     #[test]
     fn bare_zeek_logs_no_service() {
-        let l = Loaded::new(BARE);
+        let mut l = Loaded::new(BARE);
         assert!(!l.logs(&["dns"]));
         assert!(!l.logs(&["http"]));
         assert!(!l.logs(&["ssh"]));
@@ -141,7 +145,7 @@ mod tests {
     #[test]
     fn scripts_without_ports_count_as_loaded() {
         // `zeek -b` with base/protocols/pop3 (or websocket) has the bare ports only.
-        let l = Loaded::new(BARE);
+        let mut l = Loaded::new(BARE);
         assert!(l.logs(&["pop3"]));
         assert!(
             l.logs(&["http", "websocket"]),
@@ -157,7 +161,7 @@ mod tests {
     fn a_loaded_script_logs_its_analyzer_and_what_it_starts() {
         let mut ports = BARE.to_vec();
         ports.extend([(80, TCP), (8080, TCP)]);
-        let l = Loaded::new(&ports);
+        let mut l = Loaded::new(&ports);
         assert!(l.logs(&["http"]));
         assert!(l.logs(&["http", "websocket", "ssh"]), "started inside http");
         assert!(!l.logs(&["dns"]), "dns not loaded");

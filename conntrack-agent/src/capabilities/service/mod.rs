@@ -33,6 +33,7 @@ pub mod detect;
 mod ftp_data;
 mod loaded;
 mod sample;
+mod sets;
 mod udp;
 
 use crate::core::events::{Capability, ConnEvent, ConnHandle, EventMask};
@@ -49,7 +50,8 @@ use conntrack_common::threshold::ThresholdCommand;
 use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport};
 use ftp_data::{Announcer, ControlChannel, Expectations};
 use loaded::Loaded;
-use sample::{SideSample, Spare};
+use sample::SideSample;
+use sets::{NameSets, SetId};
 use std::borrow::Cow;
 use std::collections::hash_map::{Entry, OccupiedEntry};
 use udp::UdpConns;
@@ -58,8 +60,8 @@ use udp::UdpConns;
 const _: () = assert!(MAX_SAMPLE_DATAGRAMS <= SAMPLE_PACKETS as usize);
 const _: () = assert!(MAX_SAMPLE_BYTES <= (contents::SAMPLE_BYTES * SAMPLE_PACKETS) as usize);
 
-/// The names Zeek's analyzers confirmed, in confirmation order.
-type Names = Vec<&'static str>;
+/// At most this many cleared [`Pending`] states are kept for the next connections.
+const POOL: usize = 64;
 
 /// A TCP connection whose samples are still coming.
 #[derive(Debug, Default)]
@@ -70,11 +72,38 @@ struct Pending {
     /// The key's `a` side is the originator (as of the latest sample).
     a_is_orig: bool,
     /// What the detectors said of the samples so far.
-    found: Names,
+    found: SetId,
     /// Samples arrived since `found` was decided.
     stale: bool,
     /// Both sides have spoken (the first exchange was looked at).
     exchanged: bool,
+}
+
+impl Pending {
+    /// Back to no sample, its buffers kept for the next connection.
+    fn clear(&mut self) {
+        for side in &mut self.sides {
+            side.clear();
+        }
+        self.a_is_orig = false;
+        self.found = SetId::EMPTY;
+        self.stale = false;
+        self.exchanged = false;
+    }
+
+    /// Side `i`'s stream, at most `max` bytes; with `this`, side `this.0`'s is `this.1` (its
+    /// first sample, not kept).
+    fn stream<'a>(
+        &'a self,
+        this: Option<(usize, &'a [u8])>,
+        i: usize,
+        max: usize,
+    ) -> Cow<'a, [u8]> {
+        match this {
+            Some((side, bytes)) if side == i => Cow::Borrowed(&bytes[..bytes.len().min(max)]),
+            _ => self.sides[i].stream(max),
+        }
+    }
 }
 
 /// What is kept of a TCP connection between its first sample and its record. Most entries
@@ -86,16 +115,19 @@ enum State {
     Pending(Box<Pending>),
     /// Final or settled at the first exchange, or the samples were complete: only the names
     /// are kept.
-    Decided(Names),
+    Decided(SetId),
 }
 
 impl State {
-    /// Gives a pending connection's stream buffers back to `spare`.
-    fn recycle(self, spare: &mut Spare) {
-        if let State::Pending(p) = self {
-            let [a, b] = p.sides;
-            a.recycle(spare);
-            b.recycle(spare);
+    /// Gives a pending connection's state, cleared, to `pool` for the next connection: most
+    /// connections keep theirs for one round trip only, and a state just used is still in
+    /// cache where a new allocation would not be.
+    fn recycle(self, pool: &mut Vec<Box<Pending>>) {
+        if let State::Pending(mut p) = self
+            && pool.len() < POOL
+        {
+            p.clear();
+            pool.push(p);
         }
     }
 }
@@ -105,8 +137,12 @@ impl State {
 pub struct Service {
     /// TCP connections.
     conns: FastMap<FlowKey, State>,
-    /// Their stream buffers, given back once decided.
-    spare: Spare,
+    /// Cleared pending states, for the next connections.
+    pool: Vec<Box<Pending>>,
+    /// The sets of names connections were decided with.
+    sets: NameSets,
+    /// The detectors' answer, reused.
+    found: Vec<&'static str>,
     /// UDP connections.
     udp: UdpConns,
     /// Confirmed FTP and IRC control channels (extracted, for their announcements).
@@ -130,7 +166,7 @@ impl Service {
     /// Detection with the analyzers whose ports are among `likely_server_ports` (see
     /// [`loaded`]).
     pub fn new(likely_server_ports: &[(u16, u8)]) -> Self {
-        let loaded = Loaded::new(likely_server_ports);
+        let mut loaded = Loaded::new(likely_server_ports);
         Self {
             ftp_loaded: loaded.has("ftp"),
             irc_loaded: loaded.has("irc"),
@@ -139,17 +175,13 @@ impl Service {
         }
     }
 
-    /// The detectors over `p`'s samples (TCP), with the key's `a` side as originator when
-    /// `a_is_orig`.
-    fn detect(key: &FlowKey, p: &Pending, a_is_orig: bool) -> Names {
-        Self::judge(key, p, a_is_orig, detect::detect)
-    }
-
-    /// Runs `judge` on `p`'s samples as one [`Sample`], oriented as in [`Service::detect`].
+    /// Runs `judge` on `p`'s samples as one [`Sample`], with the key's `a` side as
+    /// originator when `a_is_orig`; with `this`, side `this.0`'s stream is `this.1`.
     fn judge<R>(
         key: &FlowKey,
         p: &Pending,
         a_is_orig: bool,
+        this: Option<(usize, &[u8])>,
         judge: impl FnOnce(&Sample) -> R,
     ) -> R {
         let (o, r) = if a_is_orig { (0, 1) } else { (1, 0) };
@@ -159,8 +191,8 @@ impl Service {
             (key.port_b, key.port_a)
         };
         let (os, rs) = (
-            p.sides[o].stream(MAX_SAMPLE_BYTES),
-            p.sides[r].stream(MAX_SAMPLE_BYTES),
+            p.stream(this, o, MAX_SAMPLE_BYTES),
+            p.stream(this, r, MAX_SAMPLE_BYTES),
         );
         judge(&Sample {
             transport: Transport::Tcp,
@@ -176,7 +208,9 @@ impl Service {
     fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
         let Self {
             conns,
-            spare,
+            pool,
+            sets,
+            found,
             ftp,
             expected,
             ftp_loaded,
@@ -194,49 +228,50 @@ impl Service {
         }
         let mut entry = match conns.entry(key) {
             Entry::Occupied(e) => e,
-            Entry::Vacant(e) => e.insert_entry(State::Pending(Box::default())),
+            Entry::Vacant(e) => e.insert_entry(State::Pending(pool.pop().unwrap_or_default())),
         };
         let State::Pending(p) = entry.get_mut() else {
             return; // decided: later samples change nothing
         };
         p.a_is_orig = from_a == from_orig;
         let idx = usize::from(!from_a);
-        // TCP: the first exchange is judged before this side's first bytes are kept (a
-        // rejected connection's never are); a later sample after it is kept, as it may
-        // complete what the rule needs (PostgreSQL's first 8 bytes).
-        let first_exchange = p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
-        let kept = &chunk.data[..chunk.data.len().min(MAX_SAMPLE_BYTES)];
-        if first_exchange && Self::rejected(&key, p, Some((idx, kept))) {
-            return nothing_found(entry, dp, spare);
-        }
-        p.sides[idx].push_segment(chunk.hdr.seq, &chunk.data, MAX_SAMPLE_BYTES, spare);
-        p.stale = true;
-        if p.exchanged && Self::rejected(&key, p, None) {
-            return nothing_found(entry, dp, spare);
-        }
-        let complete = p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize);
-        if !p.exchanged && p.sides.iter().all(|s| !s.is_empty()) {
-            // The first exchange: decided here while its bytes are hot when the answer is
-            // final (then the samples are dropped), else kept for later samples.
+        let (seq, data) = (chunk.hdr.seq, &chunk.data[..]);
+        if !(p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty()) {
+            p.sides[idx].push_segment(seq, data, MAX_SAMPLE_BYTES);
+            p.stale = true;
+            // A later sample may complete what the rule needs (PostgreSQL's first 8 bytes).
+            if p.exchanged && Self::rejected(&key, p, None) {
+                return nothing_found(entry, dp, pool);
+            }
+        } else {
+            // The first exchange, judged while its bytes are hot, this side's where they are
+            // (they are kept only if the connection stays undecided).
             p.exchanged = true;
+            let this = Some((idx, &data[..data.len().min(MAX_SAMPLE_BYTES)]));
             // The names, and whether they can still change, from one reading of the streams.
-            let (found, decided) = Self::judge(&key, p, p.a_is_orig, |s| {
-                let found = detect::detect(s);
-                let decided =
-                    detect::is_final(Transport::Tcp, &found) || detect::settled(s, &found);
-                (found, decided)
+            let decided = Self::judge(&key, p, p.a_is_orig, this, |s| {
+                detect::detect_into(s, found);
+                detect::is_final(Transport::Tcp, found) || detect::settled(s, found)
             });
-            p.found = found;
+            // Most connections carry nothing a detector recognises: rejected for good, and
+            // nothing of them kept. (A rejected exchange has no names.)
+            if found.is_empty() && Self::rejected(&key, p, this) {
+                return nothing_found(entry, dp, pool);
+            }
+            p.found = sets.id(found);
             p.stale = false;
             let server = usize::from(p.a_is_orig);
-            let announcer = if *ftp_loaded && p.found.contains(&"ftp") {
-                may_be_ftp_greeting(&p.sides[server].stream(8)).then_some(Announcer::Ftp)
-            } else if *irc_loaded && p.found == ["irc"] {
+            let announcer = if *ftp_loaded && found.contains(&"ftp") {
+                may_be_ftp_greeting(&p.stream(this, server, 8)).then_some(Announcer::Ftp)
+            } else if *irc_loaded && found[..] == ["irc"] {
                 // Not after STARTTLS (`irc,ssl`): the offers would be encrypted.
                 Some(Announcer::Irc)
             } else {
                 None
             };
+            if announcer.is_some() || !decided {
+                p.sides[idx].push_segment(seq, data, MAX_SAMPLE_BYTES);
+            }
             if let Some(kind) = announcer
                 && !ftp.contains_key(&key)
             {
@@ -245,17 +280,20 @@ impl Service {
                 follow(&key, dp, chunk.hdr.ts_ns);
             }
             if decided {
-                let names = std::mem::take(&mut p.found);
-                entry.insert(State::Decided(names)).recycle(spare);
+                let names = p.found;
+                entry.insert(State::Decided(names)).recycle(pool);
                 dp.stop_sampling(&key);
                 return;
             }
         }
-        if complete {
+        if p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize) {
             let names = if p.stale {
-                Self::detect(&key, p, p.a_is_orig)
+                Self::judge(&key, p, p.a_is_orig, None, |s| {
+                    detect::detect_into(s, found)
+                });
+                sets.id(found)
             } else {
-                std::mem::take(&mut p.found)
+                p.found
             };
             let old = if names.is_empty() {
                 // Both budgets are spent: no sample comes after this one.
@@ -263,19 +301,18 @@ impl Service {
             } else {
                 entry.insert(State::Decided(names))
             };
-            old.recycle(spare);
+            old.recycle(pool);
         }
     }
 
     /// TCP: both sides have spoken and no continuation of their streams can confirm a
-    /// service ([`detect::rejects_for_good`]); with `first`, side `first.0`'s stream is
-    /// `first.1` (its first sample, not kept yet).
-    fn rejected(key: &FlowKey, p: &Pending, first: Option<(usize, &[u8])>) -> bool {
-        let stream = |i: usize| match first {
-            Some((side, bytes)) if side == i => Cow::Borrowed(bytes),
-            _ => p.sides[i].stream(MAX_SAMPLE_BYTES),
-        };
-        let (o, r) = (stream(0), stream(1));
+    /// service ([`detect::rejects_for_good`]); with `this`, side `this.0`'s stream is
+    /// `this.1` (its first sample, not kept).
+    fn rejected(key: &FlowKey, p: &Pending, this: Option<(usize, &[u8])>) -> bool {
+        let (o, r) = (
+            p.stream(this, 0, MAX_SAMPLE_BYTES),
+            p.stream(this, 1, MAX_SAMPLE_BYTES),
+        );
         if o.is_empty() || r.is_empty() {
             return false;
         }
@@ -320,14 +357,14 @@ impl Service {
 fn nothing_found(
     mut entry: OccupiedEntry<'_, FlowKey, State>,
     dp: &mut dyn ThresholdTarget,
-    spare: &mut Spare,
+    pool: &mut Vec<Box<Pending>>,
 ) {
     let old = if dp.stop_sampling(entry.key()) {
         entry.remove()
     } else {
-        entry.insert(State::Decided(Names::new()))
+        entry.insert(State::Decided(SetId::EMPTY))
     };
-    old.recycle(spare);
+    old.recycle(pool);
 }
 
 /// Extraction on for both directions of `key`: a control channel's announcements come after
@@ -387,15 +424,25 @@ impl Capability for Service {
         // checks spare them the lookup when nothing is pending at all.
         if conn.is_tcp() {
             if !self.conns.is_empty() {
-                match self.conns.remove(key) {
-                    Some(State::Decided(names)) => out.extend(names),
-                    Some(State::Pending(mut p)) => {
+                let Self {
+                    conns,
+                    pool,
+                    sets,
+                    found,
+                    ..
+                } = self;
+                match conns.remove(key) {
+                    Some(State::Decided(names)) => out.extend_from_slice(sets.names(names)),
+                    Some(State::Pending(p)) => {
                         if p.stale || a_is_orig() != p.a_is_orig {
-                            out.extend(Self::detect(key, &p, a_is_orig()));
+                            Self::judge(key, &p, a_is_orig(), None, |s| {
+                                detect::detect_into(s, found)
+                            });
+                            out.extend_from_slice(found);
                         } else {
-                            out.append(&mut p.found);
+                            out.extend_from_slice(sets.names(p.found));
                         }
-                        State::Pending(p).recycle(&mut self.spare);
+                        State::Pending(p).recycle(pool);
                     }
                     None => {}
                 }

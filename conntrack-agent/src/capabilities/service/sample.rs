@@ -5,16 +5,11 @@
 
 use std::borrow::Cow;
 
-/// Stream buffers given back by decided connections ([`SideSample::recycle`]).
-pub type Spare = Vec<Vec<u8>>;
-
-/// At most this many spare buffers (of at most `keep` bytes each) are held.
-const SPARE_BUFFERS: usize = 64;
-
 /// What one direction has sent so far, as sampled.
 ///
 /// Kept for every connection until it is decided or logged: one block of bytes per
-/// direction, allocated at its first sample to its size.
+/// direction. A decided connection's are [`SideSample::clear`]ed for the next one (its
+/// buffer, just used, is still in cache where a new allocation would not be).
 #[derive(Debug, Default, Clone)]
 pub struct SideSample {
     /// Samples received (the datapath sends at most `contents::SAMPLE_PACKETS`).
@@ -32,19 +27,15 @@ pub struct SideSample {
 
 impl SideSample {
     /// A TCP sample (`seq`: its first byte's sequence number); the stream is kept up to
-    /// `keep` bytes, in a buffer from `spare` (see [`SideSample::recycle`]).
-    pub fn push_segment(&mut self, seq: u32, data: &[u8], keep: usize, spare: &mut Spare) {
+    /// `keep` bytes.
+    pub fn push_segment(&mut self, seq: u32, data: &[u8], keep: usize) {
         self.count += 1;
         let end = seq.wrapping_add(data.len() as u32);
         if self.count == 1 {
             self.start = seq;
             self.next = end;
-            // Only what came: most connections are decided, or logged, before a second
-            // sample, and the state of every undecided connection stays small.
-            let mut bytes = spare.pop().unwrap_or_default();
-            bytes.clear();
-            bytes.extend_from_slice(&data[..data.len().min(keep)]);
-            self.bytes = bytes;
+            self.bytes.clear();
+            self.bytes.extend_from_slice(&data[..data.len().min(keep)]);
             return;
         }
         if self.other.is_empty() {
@@ -63,13 +54,11 @@ impl SideSample {
         self.other.push((seq, data.to_vec()));
     }
 
-    /// Gives the side's stream buffer back to `spare`, for the next connection's first
-    /// sample: most connections keep theirs for one round trip only, and a buffer just freed
-    /// is still in cache where a new allocation would not be.
-    pub fn recycle(self, spare: &mut Spare) {
-        if spare.len() < SPARE_BUFFERS && self.bytes.capacity() != 0 {
-            spare.push(self.bytes);
-        }
+    /// Back to nothing sampled, the stream buffer kept for the next connection.
+    pub fn clear(&mut self) {
+        self.count = 0;
+        self.bytes.clear();
+        self.other.clear();
     }
 
     /// Samples received.
@@ -137,7 +126,7 @@ mod tests {
     fn side(parts: &[(u32, &[u8])]) -> SideSample {
         let mut s = SideSample::default();
         for (seq, d) in parts {
-            s.push_segment(*seq, d, 512, &mut Spare::new());
+            s.push_segment(*seq, d, 512);
         }
         s
     }
@@ -183,26 +172,30 @@ mod tests {
     }
 
     #[test]
-    fn a_recycled_buffer_holds_the_next_stream_alone() {
-        let mut spare = Spare::new();
+    fn a_cleared_side_holds_the_next_stream_alone() {
         let mut s = SideSample::default();
-        s.push_segment(0, b"first connection", 512, &mut spare);
-        s.recycle(&mut spare);
-        assert_eq!(spare.len(), 1);
-        let mut t = SideSample::default();
-        t.push_segment(7, b"next", 512, &mut spare);
-        assert!(spare.is_empty(), "the buffer was taken");
-        assert_eq!(&*t.stream(512), b"next");
+        s.push_segment(0, b"first connection", 512);
+        s.push_segment(100, b"out of order", 512);
+        s.clear();
+        assert!(s.is_empty());
+        assert!(s.stream(512).is_empty());
+        s.push_segment(7, b"next", 512);
+        assert_eq!(&*s.stream(512), b"next");
+        assert_eq!(s.count(), 1);
+        assert!(
+            matches!(s.stream(512), Cow::Borrowed(_)),
+            "nothing left out of order"
+        );
     }
 
     #[test]
     fn the_stream_keeps_only_what_detection_reads() {
         let mut s = SideSample::default();
-        s.push_segment(0, &[b'a'; 400], 512, &mut Spare::new());
-        s.push_segment(400, &[b'b'; 400], 512, &mut Spare::new());
+        s.push_segment(0, &[b'a'; 400], 512);
+        s.push_segment(400, &[b'b'; 400], 512);
         assert_eq!(s.stream(1000).len(), 512);
         // A retransmission inside the stream changes nothing and stays in place.
-        s.push_segment(100, &[b'x'; 10], 512, &mut Spare::new());
+        s.push_segment(100, &[b'x'; 10], 512);
         assert!(matches!(s.stream(1000), Cow::Borrowed(_)));
         assert_eq!(s.count(), 3);
     }

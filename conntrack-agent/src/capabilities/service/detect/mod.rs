@@ -152,6 +152,16 @@ pub fn drop_partial_skippers(names: &mut Vec<&'static str>) {
     names.retain(|n| !SKIP_PARTIAL.contains(n));
 }
 
+/// [`detect`] into `found` (cleared first): a vector the caller reuses, so that detecting
+/// allocates nothing.
+pub fn detect_into(s: &Sample, found: &mut Vec<&'static str>) {
+    found.clear();
+    match s.transport {
+        Transport::Tcp => detect_tcp(s, true, found),
+        Transport::Udp => detect_udp(s, found),
+    }
+}
+
 fn run(s: &Sample, partial: bool) -> Vec<&'static str> {
     let mut found = Vec::new();
     match s.transport {
