@@ -63,6 +63,11 @@ const _: () = assert!(MAX_SAMPLE_BYTES <= (contents::SAMPLE_BYTES * SAMPLE_PACKE
 /// At most this many cleared [`Pending`] states are kept for the next connections.
 const POOL: usize = 64;
 
+/// Cleared pending states. Boxed because the boxes are what is reused: a table entry holds
+/// one while its connection is pending.
+#[allow(clippy::vec_box)]
+type Pool = Vec<Box<Pending>>;
+
 /// A TCP connection whose samples are still coming.
 #[derive(Debug, Default)]
 struct Pending {
@@ -122,7 +127,7 @@ impl State {
     /// Gives a pending connection's state, cleared, to `pool` for the next connection: most
     /// connections keep theirs for one round trip only, and a state just used is still in
     /// cache where a new allocation would not be.
-    fn recycle(self, pool: &mut Vec<Box<Pending>>) {
+    fn recycle(self, pool: &mut Pool) {
         if let State::Pending(mut p) = self
             && pool.len() < POOL
         {
@@ -138,7 +143,7 @@ pub struct Service {
     /// TCP connections.
     conns: FastMap<FlowKey, State>,
     /// Cleared pending states, for the next connections.
-    pool: Vec<Box<Pending>>,
+    pool: Pool,
     /// The sets of names connections were decided with.
     sets: NameSets,
     /// The detectors' answer, reused.
@@ -236,14 +241,8 @@ impl Service {
         p.a_is_orig = from_a == from_orig;
         let idx = usize::from(!from_a);
         let (seq, data) = (chunk.hdr.seq, &chunk.data[..]);
-        if !(p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty()) {
-            p.sides[idx].push_segment(seq, data, MAX_SAMPLE_BYTES);
-            p.stale = true;
-            // A later sample may complete what the rule needs (PostgreSQL's first 8 bytes).
-            if p.exchanged && Self::rejected(&key, p, None) {
-                return nothing_found(entry, dp, pool);
-            }
-        } else {
+        let first_exchange = p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
+        if first_exchange {
             // The first exchange, judged while its bytes are hot, this side's where they are
             // (they are kept only if the connection stays undecided).
             p.exchanged = true;
@@ -284,6 +283,13 @@ impl Service {
                 entry.insert(State::Decided(names)).recycle(pool);
                 dp.stop_sampling(&key);
                 return;
+            }
+        } else {
+            p.sides[idx].push_segment(seq, data, MAX_SAMPLE_BYTES);
+            p.stale = true;
+            // A later sample may complete what the rule needs (PostgreSQL's first 8 bytes).
+            if p.exchanged && Self::rejected(&key, p, None) {
+                return nothing_found(entry, dp, pool);
             }
         }
         if p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize) {
@@ -357,7 +363,7 @@ impl Service {
 fn nothing_found(
     mut entry: OccupiedEntry<'_, FlowKey, State>,
     dp: &mut dyn ThresholdTarget,
-    pool: &mut Vec<Box<Pending>>,
+    pool: &mut Pool,
 ) {
     let old = if dp.stop_sampling(entry.key()) {
         entry.remove()

@@ -253,7 +253,9 @@ fn a_final_answer_stops_sampling() {
         &mut dp,
     );
     assert_eq!(dp.1, [key]);
-    assert!(matches!(svc.conns.get(&key), Some(State::Decided(n)) if svc.sets.names(*n) == ["ssh"]));
+    assert!(
+        matches!(svc.conns.get(&key), Some(State::Decided(n)) if svc.sets.names(*n) == ["ssh"])
+    );
 }
 
 #[test]
