@@ -5,7 +5,7 @@ use crate::capture::tunnels::Hop;
 use crate::core::event_uid::EventUid;
 use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, Need, RemovalReason};
 use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
-use crate::core::tracker::{ConnView, Observed, Removal, Timeouts, TimerHost, Tracker};
+use crate::core::tracker::{ConnView, Observed, Released, Removal, Timeouts, TimerHost, Tracker};
 use crate::core::tunnels::{Encap, Tunnels};
 use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
@@ -97,6 +97,34 @@ impl ThresholdTarget for Datapaths<'_> {
         key: &FlowKey,
     ) -> Option<conntrack_common::contents::ContentCounters> {
         self.main.content_counters(key)
+    }
+}
+
+/// What a capability's payload handler acts on: both datapaths, and the tracker, which keeps
+/// the service set decided for a connection in its record.
+struct PayloadTarget<'a> {
+    dps: Datapaths<'a>,
+    tracker: &'a mut Tracker<TrackKey>,
+}
+
+impl ThresholdTarget for PayloadTarget<'_> {
+    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        self.dps.set_thresholds(cmd)
+    }
+    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
+        self.dps.lookup(key)
+    }
+    fn stop_sampling(&mut self, key: &FlowKey) -> bool {
+        self.dps.stop_sampling(key)
+    }
+    fn content_counters(
+        &self,
+        key: &FlowKey,
+    ) -> Option<conntrack_common::contents::ContentCounters> {
+        self.dps.content_counters(key)
+    }
+    fn set_service(&mut self, key: &FlowKey, set: u32) -> bool {
+        self.tracker.set_service(key, set)
     }
 }
 
@@ -365,8 +393,8 @@ impl Agent {
         let removed = self.tracker.advance_with(now_ns, &mut view);
         // What `connection_timing_out` handlers asked for.
         self.apply_inactivity_requests();
-        for (k, why, uid) in removed {
-            self.remove_and_log(&k, why, Some(uid))?;
+        for (k, why, released) in removed {
+            self.remove_and_log(&k, why, Some(released))?;
         }
         self.tick_logs(now_ns)
     }
@@ -439,9 +467,12 @@ impl Agent {
         }
         let mut chunks = std::mem::take(&mut self.chunks);
         self.dp.drain_contents(&mut chunks);
-        let mut target = Datapaths {
-            main: self.dp.as_mut(),
-            overflow: &mut self.overflow,
+        let mut target = PayloadTarget {
+            dps: Datapaths {
+                main: self.dp.as_mut(),
+                overflow: &mut self.overflow,
+            },
+            tracker: &mut self.tracker,
         };
         for c in &chunks {
             self.core.payload(&mut target, c);
@@ -466,9 +497,9 @@ impl Agent {
                 let removed = [ConnEvent::Removed(RemovalReason::Reuse)];
                 self.deliver(k, s.change.ts_ns, Some(&s.conn), &removed, None);
                 self.dp.forget_contents(&k);
-                let uid = self.tracker.forget(&k);
-                let uid = self.named(uid);
-                self.log_conn(&k, &s.conn, uid, RemovalReason::Reuse)
+                let released = self.tracker.forget(&k).unwrap_or_default();
+                let uid = self.named(Some(released.uid));
+                self.log_conn(&k, &s.conn, uid, released.service, RemovalReason::Reuse)
             }
             Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
             Event::Encap(e) => self.encap_reported(e, ts_ns),
@@ -549,12 +580,12 @@ impl Agent {
         }
     }
 
-    /// Logs `k`, which the tracker removed (with `uid`) or never had.
+    /// Logs `k`, which the tracker removed (`released`: its uid and service set) or never had.
     fn remove_and_log(
         &mut self,
         k: &TrackKey,
         why: Removal,
-        uid: Option<Uid>,
+        released: Option<Released>,
     ) -> anyhow::Result<()> {
         let Some(reason) = removal_reason(why) else {
             // Gone from the datapath: no final state to report or log.
@@ -562,7 +593,7 @@ impl Agent {
             return Ok(());
         };
         match self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
-            Some(c) => self.log_removed(k, c, reason, uid),
+            Some(c) => self.log_removed(k, c, reason, released),
             None => {
                 self.evicted(k);
                 Ok(())
@@ -576,9 +607,10 @@ impl Agent {
         k: &TrackKey,
         c: Conn,
         reason: RemovalReason,
-        uid: Option<Uid>,
+        released: Option<Released>,
     ) -> anyhow::Result<()> {
-        let uid = self.named(uid);
+        let Released { uid, service } = released.unwrap_or_default();
+        let uid = self.named(Some(uid));
         if !self.core.is_idle() {
             let removed = [ConnEvent::Removed(reason)];
             let now = self.tracker_now();
@@ -602,7 +634,7 @@ impl Agent {
             // Extraction's counters (a capability may have turned it on without events).
             self.dp.forget_contents(k);
         }
-        self.log_conn(k, &c, uid, reason)
+        self.log_conn(k, &c, uid, service, reason)
     }
 
     /// The shutdown drain of a datapath that removes in batches (the kernel's map: one system
@@ -614,8 +646,8 @@ impl Agent {
         };
         for batch in batches {
             for (k, c) in batch {
-                let uid = self.tracker.forget(&k);
-                self.log_removed(&k, c, RemovalReason::Drain, uid)?;
+                let released = self.tracker.forget(&k);
+                self.log_removed(&k, c, RemovalReason::Drain, released)?;
             }
         }
         Ok(())
@@ -639,11 +671,14 @@ impl Agent {
         self.tracker.network_time().max(0) as u64
     }
 
+    /// conn.log's record of `k` (`c`, its final state), with `uid` and the service set the
+    /// tracker kept for it (see `Tracker::set_service`).
     fn log_conn(
         &mut self,
         k: &TrackKey,
         c: &Conn,
         uid: Uid,
+        service_set: u32,
         why: RemovalReason,
     ) -> anyhow::Result<()> {
         let local = self.local_of(c);
@@ -652,7 +687,7 @@ impl Agent {
             service.clear();
         } else {
             // After the Removed event, which the capabilities handled first.
-            self.core.conn_service(k, c, &mut service);
+            self.core.conn_service(k, c, service_set, &mut service);
         }
         if let Some(name) = self.tunnels.as_ref().and_then(|t| t.service(k, c))
             && !service.contains(&name)
@@ -720,13 +755,13 @@ impl Agent {
                 .or_else(|| ov.lookup(k))
                 .map(|c| ConnView::of(&c))
         });
-        for (k, why, uid) in removed {
-            self.remove_and_log(&k, why, Some(uid))?;
+        for (k, why, released) in removed {
+            self.remove_and_log(&k, why, Some(released))?;
         }
         self.drain_in_batches()?;
         // Key by key, in key order: a datapath without batches, and what a batch drain left.
-        for (k, why, uid) in self.tracker.drain() {
-            self.remove_and_log(&k, why, Some(uid))?;
+        for (k, why, released) in self.tracker.drain() {
+            self.remove_and_log(&k, why, Some(released))?;
         }
         // Anything the datapath still holds that the tracker never saw (e.g. lost events).
         let mut rest: Vec<FlowKey> = self.dp.keys();
@@ -812,8 +847,8 @@ impl Agent {
         let mut rest = self.overflow.keys();
         rest.sort();
         for k in rest {
-            let uid = self.tracker.forget(&k);
-            self.remove_and_log(&k, Removal::Drain, uid)?;
+            let released = self.tracker.forget(&k);
+            self.remove_and_log(&k, Removal::Drain, released)?;
         }
         self.flush_capability_logs()?;
         self.writer.close()

@@ -127,7 +127,16 @@ pub trait Capability {
     /// `Removed` event): the names this capability confirmed, appended in confirmation order.
     /// Each capability adds its own (application protocols, tunnels); a name already present
     /// is not repeated. Asked of every capability, whatever its [`Capability::events`].
-    fn conn_service(&mut self, _key: &FlowKey, _conn: &Conn, _out: &mut Vec<&'static str>) {}
+    /// `stored`: the set the connection's record kept ([`ThresholdTarget::set_service`]; 0
+    /// if none).
+    fn conn_service(
+        &mut self,
+        _key: &FlowKey,
+        _conn: &Conn,
+        _stored: u32,
+        _out: &mut Vec<&'static str>,
+    ) {
+    }
 
     /// Whether [`ConnEvent::StateChanged`] matters to this capability. Most packets that
     /// reach the agent are state changes; when no capability wants them the agent skips them
@@ -734,11 +743,17 @@ impl EventCore {
     /// conn.log's `service` of the connection `key`, logged now: every capability's names
     /// ([`Capability::conn_service`]) in registration order, each once. Empty (no allocation)
     /// when none confirmed a protocol.
-    pub fn conn_service(&mut self, key: &FlowKey, conn: &Conn, out: &mut Vec<&'static str>) {
+    pub fn conn_service(
+        &mut self,
+        key: &FlowKey,
+        conn: &Conn,
+        stored: u32,
+        out: &mut Vec<&'static str>,
+    ) {
         out.clear();
         for cap in self.caps.iter_mut() {
             let start = out.len();
-            cap.conn_service(key, conn, out);
+            cap.conn_service(key, conn, stored, out);
             // A name an earlier capability gave stays where it was.
             let mut i = start;
             while i < out.len() {

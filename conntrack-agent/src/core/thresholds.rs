@@ -172,6 +172,13 @@ pub trait ThresholdTarget {
     fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
         false
     }
+    /// Keeps `set` (the service capability's number for the names decided for `key`) in the
+    /// connection's record, to be handed back to the capability when it is logged
+    /// ([`crate::core::events::Capability::conn_service`]'s `stored`). False if no record
+    /// has the connection (then the capability keeps the names itself).
+    fn set_service(&mut self, _key: &FlowKey, _set: u32) -> bool {
+        false
+    }
     /// Content extraction: the datapath's per-connection byte counters.
     fn content_counters(
         &self,

@@ -162,6 +162,11 @@ struct Entry {
     inactivity: i64,
     /// When the close-delay removal is due ([`NO_CLOSE`]: not armed).
     close_at: i64,
+    /// The connection's service names as the service capability numbers their set (0: none
+    /// kept here), as Zeek keeps `service` in the connection record: stored once its names
+    /// are decided ([`Tracker::set_service`]) and given back at its removal, so that the
+    /// capability keeps no table of every decided connection. Fits the entry's padding.
+    service: u32,
 }
 
 /// A pending timer: 24 bytes. It names its connection by slot (and the slot's generation when
@@ -204,6 +209,7 @@ impl Entry {
             flags: 0,
             inactivity: 0,
             close_at: NO_CLOSE,
+            service: 0,
         }
     }
 
@@ -274,6 +280,23 @@ pub enum Removal {
     Drain,
     /// The datapath no longer has it (e.g. evicted); nothing to log.
     Gone,
+}
+
+/// What the tracker held of a connection it let go: its uid and its service set (see
+/// [`Tracker::set_service`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Released {
+    pub uid: Uid,
+    pub service: u32,
+}
+
+impl Default for Released {
+    fn default() -> Self {
+        Self {
+            uid: Uid::UNSET,
+            service: 0,
+        }
+    }
 }
 
 pub struct Tracker<K: SlotKey> {
@@ -350,8 +373,8 @@ impl<K: SlotKey> Tracker<K> {
     }
 
     /// Removes `key`; its slot is free and its timers void (they name an old generation).
-    /// Returns its uid.
-    fn remove(&mut self, key: &K) -> Option<Uid> {
+    /// Returns its uid and service set.
+    fn remove(&mut self, key: &K) -> Option<Released> {
         let h = self.hasher.hash_one(key);
         let slots = &self.slots;
         let found = self
@@ -364,21 +387,30 @@ impl<K: SlotKey> Tracker<K> {
             .ok()?;
         let (slot, _) = found.remove();
         self.free.push(slot);
-        let uid = self.release(slot);
+        let released = self.release(slot);
         // A boxed key is freed now rather than when the slot is reused.
         if let Some(s) = self.slots.get_mut(slot as usize) {
             s.key = K::Stored::default();
         }
-        Some(uid)
+        Some(released)
     }
 
     /// Ends the life of the connection in `slot` (still indexed: the caller unindexes it or
-    /// reuses the slot): its timers void (a new generation) and its uid taken.
-    fn release(&mut self, slot: u32) -> Uid {
+    /// reuses the slot): its timers void (a new generation), its uid and service set taken.
+    fn release(&mut self, slot: u32) -> Released {
         if let Some(s) = self.stamps.get_mut(slot as usize) {
             s.generation = s.generation.wrapping_add(1);
         }
-        self.take_uid(slot)
+        let service = self.service_at(slot);
+        Released {
+            uid: self.take_uid(slot),
+            service,
+        }
+    }
+
+    /// The service set stored with the connection in `slot`.
+    fn service_at(&self, slot: u32) -> u32 {
+        self.slots.get(slot as usize).map_or(0, |s| s.entry.service)
     }
 
     /// The uid of the connection in `slot`.
@@ -470,8 +502,19 @@ impl<K: SlotKey> Tracker<K> {
     }
 
     /// Forget a connection that the datapath removed by itself (e.g. TCP reuse).
-    pub fn forget(&mut self, key: &K) -> Option<Uid> {
+    pub fn forget(&mut self, key: &K) -> Option<Released> {
         self.remove(key)
+    }
+
+    /// Stores `service` (the service capability's number for the set of names decided for
+    /// `key`) with the connection, to be given back when it is released. False if the
+    /// tracker does not know `key`.
+    pub fn set_service(&mut self, key: &K, service: u32) -> bool {
+        let Some(slot) = self.slot_of(key) else {
+            return false;
+        };
+        self.slots[slot as usize].entry.service = service;
+        true
     }
 
     /// True if the tracker has `key`.
@@ -507,7 +550,7 @@ impl<K: SlotKey> Tracker<K> {
         &mut self,
         now: i64,
         read: &mut dyn FnMut(&K) -> Option<ConnView>,
-    ) -> Vec<(K, Removal, Uid)> {
+    ) -> Vec<(K, Removal, Released)> {
         self.advance_with(now, &mut ReadOnly(read))
     }
 
@@ -551,12 +594,12 @@ impl<K: SlotKey> Tracker<K> {
     }
 
     /// [`Tracker::advance`] with a host that can also veto inactivity removals.
-    /// Each removed connection comes with its uid.
+    /// Each removed connection comes with its uid and service set.
     pub fn advance_with(
         &mut self,
         now: i64,
         host: &mut dyn TimerHost<K>,
-    ) -> Vec<(K, Removal, Uid)> {
+    ) -> Vec<(K, Removal, Released)> {
         if now > self.network_time {
             self.network_time = now;
         }
@@ -590,18 +633,18 @@ impl<K: SlotKey> Tracker<K> {
                 // Removed whatever the datapath holds now, so not read (a lookup of the
                 // connection per close): the owner finds it gone when it takes it out of the
                 // datapath, and handles that as it does `Removal::Gone`.
-                let uid = self.remove(&key).unwrap_or(Uid::UNSET);
-                out.push((key, Removal::Closed, uid));
+                let released = self.remove(&key).unwrap_or_default();
+                out.push((key, Removal::Closed, released));
                 continue;
             }
             let Some(v) = host.read(&key) else {
-                let uid = self.remove(&key).unwrap_or(Uid::UNSET);
-                out.push((key, Removal::Gone, uid));
+                let released = self.remove(&key).unwrap_or_default();
+                out.push((key, Removal::Gone, released));
                 continue;
             };
             if let Some(r) = self.fire(&tm, &key, &v, now, host) {
-                let uid = self.remove(&key).unwrap_or(Uid::UNSET);
-                out.push((key, r, uid));
+                let released = self.remove(&key).unwrap_or_default();
+                out.push((key, r, released));
             }
         }
         out
@@ -671,7 +714,7 @@ impl<K: SlotKey> Tracker<K> {
     pub fn finish(
         &mut self,
         read: &mut dyn FnMut(&K) -> Option<ConnView>,
-    ) -> Vec<(K, Removal, Uid)> {
+    ) -> Vec<(K, Removal, Released)> {
         let mut out = self.finish_attempts(read);
         out.extend(self.drain());
         out
@@ -683,7 +726,7 @@ impl<K: SlotKey> Tracker<K> {
     pub fn finish_attempts(
         &mut self,
         read: &mut dyn FnMut(&K) -> Option<ConnView>,
-    ) -> Vec<(K, Removal, Uid)> {
+    ) -> Vec<(K, Removal, Released)> {
         let mut out = Vec::new();
         let mut timers = self.timers.take_all();
         timers.sort();
@@ -700,15 +743,15 @@ impl<K: SlotKey> Tracker<K> {
             if let Some(v) = read(&key)
                 && attempt_due(&v)
             {
-                let uid = self.remove(&key).unwrap_or(Uid::UNSET);
-                out.push((key, Removal::Attempt, uid));
+                let released = self.remove(&key).unwrap_or_default();
+                out.push((key, Removal::Attempt, released));
             }
         }
         out
     }
 
     /// End of input, second half: every connection still tracked, in key order, to be drained.
-    pub fn drain(&mut self) -> Vec<(K, Removal, Uid)> {
+    pub fn drain(&mut self) -> Vec<(K, Removal, Released)> {
         let mut out = Vec::new();
         let mut rest: Vec<(K, u32)> = self
             .index
@@ -717,8 +760,9 @@ impl<K: SlotKey> Tracker<K> {
             .collect();
         rest.sort_by(|a, b| a.0.cmp(&b.0));
         for (k, slot) in rest {
+            let service = self.service_at(slot);
             let uid = self.take_uid(slot);
-            out.push((k, Removal::Drain, uid));
+            out.push((k, Removal::Drain, Released { uid, service }));
         }
         self.slots.clear();
         self.stamps.clear();

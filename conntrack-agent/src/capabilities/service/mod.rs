@@ -280,9 +280,14 @@ impl Service {
             }
             if decided {
                 let names = p.found;
-                entry.insert(State::Decided(names)).recycle(pool);
-                dp.stop_sampling(&key);
-                return;
+                // Kept with the connection's record when no sample of it comes any more;
+                // else here, for the samples already on their way (the kernel's).
+                let old = if dp.stop_sampling(&key) && dp.set_service(&key, names.stored()) {
+                    entry.remove()
+                } else {
+                    entry.insert(State::Decided(names))
+                };
+                return old.recycle(pool);
             }
         } else {
             p.sides[idx].push_segment(seq, data, MAX_SAMPLE_BYTES);
@@ -301,8 +306,9 @@ impl Service {
             } else {
                 p.found
             };
-            let old = if names.is_empty() {
-                // Both budgets are spent: no sample comes after this one.
+            // Both budgets are spent: no sample comes after this one. The names are kept with
+            // the connection's record if it can.
+            let old = if names.is_empty() || dp.set_service(&key, names.stored()) {
                 entry.remove()
             } else {
                 entry.insert(State::Decided(names))
@@ -413,7 +419,13 @@ impl Capability for Service {
         }
     }
 
-    fn conn_service(&mut self, key: &FlowKey, conn: &Conn, out: &mut Vec<&'static str>) {
+    fn conn_service(
+        &mut self,
+        key: &FlowKey,
+        conn: &Conn,
+        stored: u32,
+        out: &mut Vec<&'static str>,
+    ) {
         let start = out.len();
         if !self.expected.is_empty()
             && let Some(name) = self.expected.matches(conn)
@@ -429,7 +441,10 @@ impl Capability for Service {
         // Most connections left no state (decided early, or never sampled): the emptiness
         // checks spare them the lookup when nothing is pending at all.
         if conn.is_tcp() {
-            if !self.conns.is_empty() {
+            if stored != 0 {
+                // Decided, and kept with the connection's record: not in the table.
+                out.extend_from_slice(self.sets.names(SetId::from_stored(stored)));
+            } else if !self.conns.is_empty() {
                 let Self {
                     conns,
                     pool,

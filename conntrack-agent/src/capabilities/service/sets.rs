@@ -16,6 +16,16 @@ impl SetId {
     pub fn is_empty(self) -> bool {
         self == Self::EMPTY
     }
+
+    /// As a connection's record stores it (`ThresholdTarget::set_service`).
+    pub fn stored(self) -> u32 {
+        self.0
+    }
+
+    /// What a connection's record stored (0: [`SetId::EMPTY`]).
+    pub fn from_stored(stored: u32) -> Self {
+        Self(stored)
+    }
 }
 
 /// Every set of names seen so far, by id.

@@ -71,7 +71,7 @@ fn sample(key: &FlowKey, from_a: bool, from_orig: bool, seq: u32, data: &[u8]) -
 
 fn logged(svc: &mut Service, key: &FlowKey, conn: &Conn) -> Vec<&'static str> {
     let mut out = Vec::new();
-    svc.conn_service(key, conn, &mut out);
+    svc.conn_service(key, conn, 0, &mut out);
     out
 }
 
@@ -225,6 +225,50 @@ fn a_connection_whose_sampling_stopped_keeps_nothing() {
     svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
     svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
     assert_eq!(logged(&mut svc, &key, &conn), ["http"]);
+}
+
+/// The host engine's agent: a decided connection's sampling stops at once, and the tracker
+/// keeps its set of names in the connection's record.
+#[derive(Default)]
+struct Host {
+    records: std::collections::HashMap<FlowKey, u32>,
+}
+
+impl ThresholdTarget for Host {
+    fn set_thresholds(&mut self, _cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
+        Ok(0)
+    }
+    fn lookup(&self, _key: &FlowKey) -> Option<Conn> {
+        None
+    }
+    fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
+        true
+    }
+    fn set_service(&mut self, key: &FlowKey, set: u32) -> bool {
+        self.records.insert(*key, set);
+        true
+    }
+}
+
+#[test]
+fn a_decided_connection_keeps_its_names_in_its_record() {
+    let (key, conn) = http_conn();
+    let (other, other_conn) = conn_to(8080, proto::TCP);
+    let mut svc = Service::new(PORTS);
+    let mut dp = Host::default();
+    for k in [key, other] {
+        svc.on_payload(&sample(&k, true, true, 1, REQUEST), &mut dp);
+        svc.on_payload(&sample(&k, false, false, 1, REPLY), &mut dp);
+    }
+    assert!(svc.conns.is_empty(), "no table entry once decided");
+    assert_eq!(dp.records[&key], dp.records[&other], "one set for both");
+    for (k, c) in [(key, conn), (other, other_conn)] {
+        let mut out = Vec::new();
+        svc.conn_service(&k, &c, dp.records[&k], &mut out);
+        assert_eq!(out, ["http"]);
+    }
+    // A record that kept nothing is a connection without service.
+    assert!(logged(&mut svc, &key, &conn).is_empty());
 }
 
 #[test]

@@ -391,7 +391,13 @@ impl Capability for PayloadOnly {
         }
     }
 
-    fn conn_service(&mut self, _key: &FlowKey, _conn: &Conn, out: &mut Vec<&'static str>) {
+    fn conn_service(
+        &mut self,
+        _key: &FlowKey,
+        _conn: &Conn,
+        _stored: u32,
+        out: &mut Vec<&'static str>,
+    ) {
         out.push("dns");
     }
 

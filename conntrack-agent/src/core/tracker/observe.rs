@@ -63,6 +63,7 @@ impl<K: SlotKey> Tracker<K> {
                 flags: 0,
                 inactivity,
                 close_at: NO_CLOSE,
+                service: 0,
             };
             let stamp = &mut self.stamps[slot as usize];
             stamp.epoch = 0;
