@@ -106,10 +106,15 @@ impl Loaded {
 
     /// Whether the analyzer that logs `name` is loaded.
     pub fn has(&mut self, name: &'static str) -> bool {
-        let ports = &self.ports;
-        *self.known.entry(name).or_insert_with(|| {
-            PORTLESS.contains(&name) || registered_ports(name).iter().any(|p| ports.contains(p))
-        })
+        if let Some(&known) = self.known.get(name) {
+            return known;
+        }
+        let has = PORTLESS.contains(&name)
+            || registered_ports(name)
+                .iter()
+                .any(|p| self.ports.contains(p));
+        self.known.insert(name, has);
+        has
     }
 
     /// Whether a run with these analyzers logs the set `names` (in confirmation order): one of

@@ -54,20 +54,20 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
         .and_then(|l| l.split(|&c| c == b' ').nth(1))
         .unwrap_or(&[]);
     // The request head may be longer than the sample; its end is only needed for what follows.
-    let req_end = head_end(orig);
+    let req_end = || head_end(orig);
     if status == b"101" && has_header(&resp[..rep_end], b"upgrade", b"websocket") {
         found.push("websocket");
         // Detection runs again on the messages the frames carry.
         let limit = MAX_SAMPLE_BYTES;
         let (mut inner_orig, mut inner_resp) = (Vec::new(), Vec::new());
-        if let Some(req_end) = req_end {
+        if let Some(req_end) = req_end() {
             websocket::payload(&orig[req_end..], limit, &mut inner_orig);
         }
         websocket::payload(&resp[rep_end..], limit, &mut inner_resp);
         tunnelled(s, &inner_orig, &inner_resp, found);
     } else if status.first() == Some(&b'2') && is_connect(orig) {
         // A CONNECT tunnel: the bytes after the two heads are the tunnelled protocol's.
-        if let Some(req_end) = req_end {
+        if let Some(req_end) = req_end() {
             tunnelled(s, &orig[req_end..], &resp[rep_end..], found);
         }
     }
