@@ -461,10 +461,16 @@ impl Agent {
 
     /// Content extraction: hands the payload records the datapath produced to the
     /// capabilities (after the events of the same packets).
+    #[inline]
     pub fn deliver_contents(&mut self) {
-        if !self.core.wants_payload() || !self.dp.contents_pending() {
-            return;
+        // Checked inline: after most packets there is nothing to deliver.
+        if self.core.wants_payload() && self.dp.contents_pending() {
+            self.deliver_pending_contents();
         }
+    }
+
+    #[inline(never)]
+    fn deliver_pending_contents(&mut self) {
         let mut chunks = std::mem::take(&mut self.chunks);
         self.dp.drain_contents(&mut chunks);
         let mut target = PayloadTarget {

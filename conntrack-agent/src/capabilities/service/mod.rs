@@ -443,7 +443,15 @@ impl Capability for Service {
         if conn.is_tcp() {
             if stored != 0 {
                 // Decided, and kept with the connection's record: not in the table.
-                out.extend_from_slice(self.sets.names(SetId::from_stored(stored)));
+                let set = SetId::from_stored(stored);
+                if out.len() == start && !detect::picked_up_midway(conn.history_str()) {
+                    // The usual case, the set alone: whether it is logged is known per set.
+                    if self.sets.logged(set, &mut self.loaded) {
+                        out.extend_from_slice(self.sets.names(set));
+                    }
+                    return;
+                }
+                out.extend_from_slice(self.sets.names(set));
             } else if !self.conns.is_empty() {
                 let Self {
                     conns,

@@ -4,6 +4,7 @@
 //! There are few sets (the detectors' names, in the orders they confirm them), so none is
 //! ever dropped.
 
+use super::loaded::Loaded;
 use crate::util::hashing::FastMap;
 
 /// A set of service names as [`NameSets`] numbers it; [`SetId::EMPTY`] is no name.
@@ -28,11 +29,21 @@ impl SetId {
     }
 }
 
+/// Up to this many sets, [`NameSets::id`] looks for a set's literals first.
+const SCAN: usize = 32;
+
+/// Whether `a` and `b` are the same string literals (address and length), in order.
+fn same_literals(a: &[&str], b: &[&str]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| std::ptr::eq(*x, *y))
+}
+
 /// Every set of names seen so far, by id.
 #[derive(Debug)]
 pub struct NameSets {
     sets: Vec<Vec<&'static str>>,
     ids: FastMap<Vec<&'static str>, SetId>,
+    /// Per set, whether this run logs it (see [`NameSets::logged`]), once asked.
+    logged: Vec<Option<bool>>,
 }
 
 impl Default for NameSets {
@@ -40,6 +51,7 @@ impl Default for NameSets {
         Self {
             sets: vec![Vec::new()],
             ids: FastMap::default(),
+            logged: vec![Some(false)],
         }
     }
 }
@@ -50,13 +62,28 @@ impl NameSets {
         if names.is_empty() {
             return SetId::EMPTY;
         }
+        // A detector names its protocol with the same literal every time: while the sets are
+        // few, one is found by its names' addresses, without hashing them.
+        if self.sets.len() <= SCAN
+            && let Some(i) = self.sets.iter().position(|s| same_literals(s, names))
+        {
+            return SetId(i as u32);
+        }
         if let Some(&id) = self.ids.get(names) {
             return id;
         }
         let id = SetId(self.sets.len() as u32);
         self.sets.push(names.to_vec());
+        self.logged.push(None);
         self.ids.insert(names.to_vec(), id);
         id
+    }
+
+    /// Whether a run with the analyzers `loaded` logs set `id` ([`Loaded::logs`]), worked out
+    /// once per set.
+    pub fn logged(&mut self, id: SetId, loaded: &mut Loaded) -> bool {
+        let i = id.0 as usize;
+        *self.logged[i].get_or_insert_with(|| loaded.logs(&self.sets[i]))
     }
 
     /// The names of set `id`.
@@ -81,5 +108,24 @@ mod tests {
         assert_eq!(sets.id(&[]), SetId::EMPTY);
         assert!(sets.names(SetId::EMPTY).is_empty());
         assert!(!http.is_empty());
+        // Found again from other strings with the same names.
+        let (h, w, s) = (
+            String::from("http"),
+            String::from("websocket"),
+            String::from("ssh"),
+        );
+        let names: Vec<&'static str> = [h, w, s].map(|n| &*n.leak()).to_vec();
+        assert_eq!(sets.id(&names), upgraded);
+    }
+
+    #[test]
+    fn a_set_is_logged_when_one_of_its_analyzers_is_loaded() {
+        let mut sets = NameSets::default();
+        let mut loaded = Loaded::new(&[(80, conntrack_common::proto::TCP)]);
+        let http = sets.id(&["http", "websocket"]);
+        let dns = sets.id(&["dns"]);
+        assert!(sets.logged(http, &mut loaded));
+        assert!(!sets.logged(dns, &mut loaded));
+        assert!(!sets.logged(SetId::EMPTY, &mut loaded));
     }
 }

@@ -6,8 +6,10 @@
 //! rest of both streams to the WebSocket analyzer, which confirms `websocket` and runs
 //! detection again on the frames' payload.
 
-use super::bytes::{find, first_line, lines, starts_with_ci};
+use super::bytes::{first_line, lines, starts_with_ci};
 use super::{MAX_SAMPLE_BYTES, Sample, websocket};
+use memchr::memmem::Finder;
+use std::sync::LazyLock;
 
 /// The ports Zeek's HTTP analyzer is registered for.
 const PORTS: [u16; 8] = [80, 81, 631, 1080, 3128, 8000, 8080, 8888];
@@ -155,9 +157,12 @@ fn trim_leading_space(b: &[u8]) -> &[u8] {
 
 /// The offset just after the header block (the empty line), if the sample holds all of it.
 fn head_end(b: &[u8]) -> Option<usize> {
-    find(b, b"\r\n\r\n")
+    // Built once: a searcher's set-up costs more than most of the searches it does here.
+    static CRLF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
+    static LF: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+    CRLF.find(b)
         .map(|i| i + 4)
-        .or_else(|| find(b, b"\n\n").map(|i| i + 2))
+        .or_else(|| LF.find(b).map(|i| i + 2))
 }
 
 /// A header line `name: value` with these, case ignored (the value is a token list).
