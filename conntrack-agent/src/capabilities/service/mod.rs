@@ -11,6 +11,12 @@
 //! are kept from then on; else again once the samples are complete or when the connection is
 //! logged. The names go into its conn.log record ([`Capability::conn_service`]).
 //!
+//! A TCP connection's decided names are an interned set ([`sets`]) kept in the connection's
+//! tracker record (`ThresholdTarget::set_service`, as Zeek keeps `service` in the connection
+//! record) once no sample of it comes any more, and handed back when it is logged: the
+//! capability's own table holds only the connections still pending, for about a round trip
+//! each, and stays small enough to be in cache.
+//!
 //! - TCP: the bytes of each direction's stream ([`sample::SideSample`]).
 //! - UDP: a few bits per direction, not bytes, and only once a datagram marks something
 //!   ([`udp`]).
@@ -111,9 +117,9 @@ impl Pending {
     }
 }
 
-/// What is kept of a TCP connection between its first sample and its record. Most entries
-/// are `Decided` for most of their life (until the connection is logged, seconds after its
-/// first exchange): boxed, the pending state does not size every entry of the table.
+/// What the table keeps of a TCP connection between its first sample and its record (or
+/// until its names go to its tracker record). Boxed, the pending state does not size the
+/// entries of connections already decided.
 #[derive(Debug)]
 enum State {
     /// Samples still coming.
