@@ -679,9 +679,11 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
                 why: if met {
                     String::new()
                 } else {
-                    "per connection: a sample record of each side's first data (copied, queued, handed over), \
-                     a table entry from the first side's sample to the other's, the first exchange judged, sampling \
-                     stopped in the flow table, and a lookup when the connection is logged"
+                    "per connection: a sample record of each side's first data (copied, queued, handed over; \
+                     its packets take the full path until then), a table entry from the first side's sample to \
+                     the other's, the detectors at the first exchange, sampling stopped in the flow table and \
+                     the names put in the tracker's record; per UDP datagram sampled, its marks; a connection \
+                     no detector decides is sampled to the end of its budget"
                         .into()
                 },
             });
