@@ -105,6 +105,38 @@ pub fn take_sample(conn: &mut Conn, meta: &PacketMeta, checksum_ok: bool, is_ori
     true
 }
 
+/// The UDP ports of the analyzers Zeek attaches by port: DNS (53, 137, 5353, 5355), DHCP
+/// (67, 68), NTP (123), SIP (5060), SNMP (161, 162), Kerberos (88), RDPEUDP (3389), syslog
+/// (514), LDAP (389). Off them only a QUIC Initial confirms a service on UDP.
+pub const UDP_ANALYZER_PORTS: [u16; 14] = [
+    53, 137, 5353, 5355, 67, 68, 123, 5060, 161, 162, 88, 3389, 514, 389,
+];
+
+/// Whether either of a UDP connection's ports is one of [`UDP_ANALYZER_PORTS`].
+#[inline(always)]
+pub fn udp_analyzer_port(port_a: u16, port_b: u16) -> bool {
+    let mut i = 0;
+    while i < UDP_ANALYZER_PORTS.len() {
+        let p = UDP_ANALYZER_PORTS[i];
+        if port_a == p || port_b == p {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether a UDP sample whose payload starts with `first`, of a connection between
+/// `port_a` and `port_b`, can tell service detection anything: on an analyzer's port any
+/// datagram can; elsewhere only a QUIC long-header packet (its first two bits set) can be
+/// the Initial that confirms QUIC. The datapath counts the others against the direction's
+/// budget, as samples, but hands over no record of them: most UDP traffic (VPNs, media,
+/// games) then costs detection nothing past its first byte.
+#[inline(always)]
+pub fn udp_sample_useful(port_a: u16, port_b: u16, first: u8) -> bool {
+    first & 0xc0 == 0xc0 || udp_analyzer_port(port_a, port_b)
+}
+
 /// The payload bytes of a `len`-byte packet a sample carries.
 #[inline(always)]
 pub const fn sample_len(len: u32) -> u32 {
@@ -266,6 +298,21 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_udp_datagram_off_the_analyzer_ports_is_handed_over_only_if_it_may_be_quic() {
+        // WireGuard's handshake initiation (type 1), an RTP packet (version 2), a QUIC short
+        // header: none can be a QUIC Initial.
+        for first in [0x01, 0x80, 0x40, 0x00] {
+            assert!(!udp_sample_useful(51820, 40000, first), "{first:#x}");
+        }
+        assert!(udp_sample_useful(40000, 443, 0xc3), "a long header");
+        // On an analyzer's port (either side) every datagram counts.
+        assert!(udp_sample_useful(40000, 53, 0x12));
+        assert!(udp_sample_useful(123, 123, 0x23));
+        assert!(udp_sample_useful(514, 40000, b'<'));
+        assert!(!udp_analyzer_port(40000, 51820));
+    }
 
     #[test]
     fn admit_respects_the_cap() {

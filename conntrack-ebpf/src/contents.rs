@@ -106,6 +106,14 @@ fn sample<C: Pkt>(ctx: &C, scratch: &Scratch, start: u32, is_orig: bool) {
         entry.discard(0);
         return count(Stat::ServiceNotDelivered);
     }
+    // A datagram no UDP rule can read is counted against the budget (`take_sample`) but not
+    // handed over; only its first byte says so, hence after the copy.
+    // SAFETY: the record's first data byte was just written (len >= 1).
+    let first = unsafe { (*out).data[0] };
+    if meta.proto == proto::UDP && !contents::udp_sample_useful(meta.sport, meta.dport, first) {
+        entry.discard(0);
+        return;
+    }
     entry.submit(BPF_RB_NO_WAKEUP as u64);
     count_n(Stat::ServiceBytes, len as u64);
 }

@@ -144,12 +144,17 @@ impl HostDatapath {
     /// engine took it ([`Changes::SAMPLE`]): one record of its first bytes, as the kernel's
     /// contents stage writes it (of a cut packet, `contents::sample_take`'s, as there).
     fn sample(&mut self, payload: &[u8], meta: &PacketMeta, ts_ns: u64, is_orig: bool) {
-        let key = FlowKey::from_meta(meta);
         let captured = payload.len().min(u32::MAX as usize) as u32;
         let len = contents::sample_take(meta.payload_len, captured, meta.proto == proto::UDP);
         let Some(bytes) = payload.get(..len as usize).filter(|b| !b.is_empty()) else {
             return;
         };
+        if meta.proto == proto::UDP
+            && !contents::udp_sample_useful(meta.sport, meta.dport, bytes[0])
+        {
+            return; // counted against the budget, no record: as the kernel's contents stage
+        }
+        let key = FlowKey::from_meta(meta);
         let mut data = self.contents.spare.pop().unwrap_or_default();
         data.clear();
         data.extend_from_slice(bytes);

@@ -428,11 +428,25 @@ fn a_payload_only_capability_gets_samples_and_names_the_service_without_events()
             events: Rc::clone(&events),
             samples: Rc::clone(&samples),
         }));
+        // Port 9999 has no UDP analyzer: a datagram is handed over only if it may be a QUIC
+        // Initial (a long header), not one of zeros.
+        let long_header = |from_a| {
+            let mut f = udp(from_a, 10);
+            let at = f.len() - 10;
+            f[at] = 0xc3;
+            f
+        };
         packet(&mut agent, &udp(true, 10), 0);
         packet(&mut agent, &udp(false, 10), SEC);
+        packet(&mut agent, &long_header(true), 2 * SEC);
+        packet(&mut agent, &long_header(false), 3 * SEC);
         agent.finish().unwrap();
         assert_eq!(*events.borrow(), 0, "no event declared, none built");
-        assert_eq!(*samples.borrow(), 2, "each direction's first datagram");
+        assert_eq!(
+            *samples.borrow(),
+            2,
+            "each direction's long-header datagram"
+        );
         let log = std::fs::read_to_string(dir.path().join("conn.log")).unwrap();
         let record: Vec<&str> = log.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(record.len(), 1, "{log}");

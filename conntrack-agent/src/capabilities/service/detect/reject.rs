@@ -14,16 +14,11 @@ use super::{Sample, Transport, http, postgresql};
 /// confirm them there.
 const BY_PORT: [u16; 6] = [53, 88, 502, 514, 1434, 3306];
 
-/// The UDP ports of the analyzers Zeek attaches by port ([`super::detect_udp`] after QUIC):
-/// DNS, DHCP, NTP, SIP, SNMP, Kerberos, RDPEUDP, syslog, LDAP.
-const UDP_BY_PORT: [u16; 14] = [
-    53, 137, 5353, 5355, 67, 68, 123, 5060, 161, 162, 88, 3389, 514, 389,
-];
-
-/// UDP: whether either of `ports` has an analyzer Zeek attaches by port. Off them only a
-/// QUIC Initial can confirm anything ([`super::marks`]).
+/// UDP: whether either of `ports` has an analyzer Zeek attaches by port
+/// (`contents::UDP_ANALYZER_PORTS`, the datapath's too: see `contents::udp_sample_useful`).
+/// Off them only a QUIC Initial can confirm anything ([`super::marks`]).
 pub fn udp_by_port(ports: (u16, u16)) -> bool {
-    UDP_BY_PORT.contains(&ports.0) || UDP_BY_PORT.contains(&ports.1)
+    conntrack_common::contents::udp_analyzer_port(ports.0, ports.1)
 }
 
 /// Whether no continuation of `s`'s streams can confirm a service: TCP, both sides have
