@@ -123,8 +123,8 @@ impl ThresholdTarget for PayloadTarget<'_> {
     ) -> Option<conntrack_common::contents::ContentCounters> {
         self.dps.content_counters(key)
     }
-    fn set_service(&mut self, key: &FlowKey, set: u32) -> bool {
-        self.tracker.set_service(key, set)
+    fn service_mut(&mut self, key: &FlowKey) -> Option<&mut u32> {
+        self.tracker.service_mut(key)
     }
 }
 
@@ -678,7 +678,7 @@ impl Agent {
     }
 
     /// conn.log's record of `k` (`c`, its final state), with `uid` and the service set the
-    /// tracker kept for it (see `Tracker::set_service`).
+    /// tracker kept for it (see `Tracker::service_mut`).
     fn log_conn(
         &mut self,
         k: &TrackKey,

@@ -127,7 +127,7 @@ pub trait Capability {
     /// `Removed` event): the names this capability confirmed, appended in confirmation order.
     /// Each capability adds its own (application protocols, tunnels); a name already present
     /// is not repeated. Asked of every capability, whatever its [`Capability::events`].
-    /// `stored`: the set the connection's record kept ([`ThresholdTarget::set_service`]; 0
+    /// `stored`: the word the connection's record kept ([`ThresholdTarget::service_mut`]; 0
     /// if none).
     fn conn_service(
         &mut self,

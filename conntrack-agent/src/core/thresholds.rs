@@ -172,12 +172,12 @@ pub trait ThresholdTarget {
     fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
         false
     }
-    /// Keeps `set` (the service capability's number for the names decided for `key`) in the
-    /// connection's record, to be handed back to the capability when it is logged
-    /// ([`crate::core::events::Capability::conn_service`]'s `stored`). False if no record
-    /// has the connection (then the capability keeps the names itself).
-    fn set_service(&mut self, _key: &FlowKey, _set: u32) -> bool {
-        false
+    /// The word the connection's record keeps for the service capability (0 at first), to
+    /// read and change in place; it is handed back when the connection is logged
+    /// ([`crate::core::events::Capability::conn_service`]'s `stored`). None if no record has
+    /// the connection (then the capability keeps the word itself).
+    fn service_mut(&mut self, _key: &FlowKey) -> Option<&mut u32> {
+        None
     }
     /// Content extraction: the datapath's per-connection byte counters.
     fn content_counters(

@@ -162,10 +162,10 @@ struct Entry {
     inactivity: i64,
     /// When the close-delay removal is due ([`NO_CLOSE`]: not armed).
     close_at: i64,
-    /// The connection's service names as the service capability numbers their set (0: none
-    /// kept here), as Zeek keeps `service` in the connection record: stored once its names
-    /// are decided ([`Tracker::set_service`]) and given back at its removal, so that the
-    /// capability keeps no table of every decided connection. Fits the entry's padding.
+    /// The service capability's word for the connection (0: none): its detection state or
+    /// decided names, as Zeek keeps `service` in the connection record. Read and changed in
+    /// place ([`Tracker::service_mut`]) and given back at its removal, so that the capability
+    /// keeps no table of connections. Fits the entry's padding.
     service: u32,
 }
 
@@ -282,8 +282,8 @@ pub enum Removal {
     Gone,
 }
 
-/// What the tracker held of a connection it let go: its uid and its service set (see
-/// [`Tracker::set_service`]).
+/// What the tracker held of a connection it let go: its uid and its service word (see
+/// [`Tracker::service_mut`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {
     pub uid: Uid,
@@ -506,15 +506,11 @@ impl<K: SlotKey> Tracker<K> {
         self.remove(key)
     }
 
-    /// Stores `service` (the service capability's number for the set of names decided for
-    /// `key`) with the connection, to be given back when it is released. False if the
-    /// tracker does not know `key`.
-    pub fn set_service(&mut self, key: &K, service: u32) -> bool {
-        let Some(slot) = self.slot_of(key) else {
-            return false;
-        };
-        self.slots[slot as usize].entry.service = service;
-        true
+    /// The service capability's word stored with `key`, to read and change in place; None if
+    /// the tracker does not know `key`.
+    pub fn service_mut(&mut self, key: &K) -> Option<&mut u32> {
+        let slot = self.slot_of(key)?;
+        Some(&mut self.slots[slot as usize].entry.service)
     }
 
     /// True if the tracker has `key`.

@@ -11,15 +11,16 @@
 //! are kept from then on; else again once the samples are complete or when the connection is
 //! logged. The names go into its conn.log record ([`Capability::conn_service`]).
 //!
-//! A TCP connection's decided names are an interned set ([`sets`]) kept in the connection's
-//! tracker record (`ThresholdTarget::set_service`, as Zeek keeps `service` in the connection
-//! record) once no sample of it comes any more, and handed back when it is logged: the
-//! capability's own table holds only the connections still pending, for about a round trip
-//! each, and stays small enough to be in cache.
-//!
-//! - TCP: the bytes of each direction's stream ([`sample::SideSample`]).
-//! - UDP: a few bits per direction, not bytes, and only once a datagram marks something
-//!   ([`udp`]).
+//! What detection keeps of a connection is a 32-bit word in the connection's tracker record
+//! (`ThresholdTarget::service_mut`, as Zeek keeps `service` in the connection record), handed
+//! back when it is logged: no table of connections is kept beside the tracker's (only one for
+//! the few the tracker does not know yet).
+//! - TCP ([`tcp::Word`]): the decided names, an interned set ([`sets`]); while samples are
+//!   still coming, the slot that holds the bytes of each direction's stream ([`tcp::Slots`],
+//!   [`sample::SideSample`]), for about a round trip.
+//! - UDP ([`udp`]): a few bits per direction, not bytes, and only once a datagram marks
+//!   something. The datapath hands over no datagram that cannot mark anything (off the UDP
+//!   analyzers' ports, one that cannot be a QUIC Initial: `contents::udp_sample_useful`).
 //!
 //! Most connections carry nothing a detector confirms, so that answer is made cheap: a TCP
 //! connection whose first bytes no detector can continue ([`detect::rejects_for_good`]) is
@@ -40,6 +41,7 @@ mod ftp_data;
 mod loaded;
 mod sample;
 mod sets;
+mod tcp;
 mod udp;
 
 use crate::core::events::{Capability, ConnEvent, ConnHandle, EventMask};
@@ -59,24 +61,16 @@ use loaded::Loaded;
 use sample::SideSample;
 use sets::{NameSets, SetId};
 use std::borrow::Cow;
-use std::collections::hash_map::{Entry, OccupiedEntry};
+use tcp::{Slots, Word};
 use udp::UdpConns;
 
 // The kernel's budget covers what the detectors look at.
 const _: () = assert!(MAX_SAMPLE_DATAGRAMS <= SAMPLE_PACKETS as usize);
 const _: () = assert!(MAX_SAMPLE_BYTES <= (contents::SAMPLE_BYTES * SAMPLE_PACKETS) as usize);
 
-/// At most this many cleared [`Pending`] states are kept for the next connections.
-const POOL: usize = 64;
-
-/// Cleared pending states. Boxed because the boxes are what is reused: a table entry holds
-/// one while its connection is pending.
-#[allow(clippy::vec_box)]
-type Pool = Vec<Box<Pending>>;
-
 /// A TCP connection whose samples are still coming.
 #[derive(Debug, Default)]
-struct Pending {
+pub(crate) struct Pending {
     /// The samples per side of the key: 0 is `addr_a`/`port_a`, 1 the other (the roles may
     /// flip; the key's sides do not).
     sides: [SideSample; 2],
@@ -87,12 +81,12 @@ struct Pending {
     /// Samples arrived since `found` was decided.
     stale: bool,
     /// Both sides have spoken (the first exchange was looked at).
-    exchanged: bool,
+    pub(super) exchanged: bool,
 }
 
 impl Pending {
     /// Back to no sample, its buffers kept for the next connection.
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         for side in &mut self.sides {
             side.clear();
         }
@@ -117,44 +111,18 @@ impl Pending {
     }
 }
 
-/// What the table keeps of a TCP connection between its first sample and its record (or
-/// until its names go to its tracker record). Boxed, the pending state does not size the
-/// entries of connections already decided.
-#[derive(Debug)]
-enum State {
-    /// Samples still coming.
-    Pending(Box<Pending>),
-    /// Final or settled at the first exchange, or the samples were complete: only the names
-    /// are kept.
-    Decided(SetId),
-}
-
-impl State {
-    /// Gives a pending connection's state, cleared, to `pool` for the next connection: most
-    /// connections keep theirs for one round trip only, and a state just used is still in
-    /// cache where a new allocation would not be.
-    fn recycle(self, pool: &mut Pool) {
-        if let State::Pending(mut p) = self
-            && pool.len() < POOL
-        {
-            p.clear();
-            pool.push(p);
-        }
-    }
-}
-
 /// Service detection: conn.log's `service`.
 #[derive(Default)]
 pub struct Service {
-    /// TCP connections.
-    conns: FastMap<FlowKey, State>,
-    /// Cleared pending states, for the next connections.
-    pool: Pool,
+    /// TCP connections the tracker does not know (yet): their words ([`tcp::Word`]).
+    unrecorded: FastMap<FlowKey, u32>,
+    /// TCP connections whose samples are still coming.
+    slots: Slots,
     /// The sets of names connections were decided with.
     sets: NameSets,
     /// The detectors' answer, reused.
     found: Vec<&'static str>,
-    /// UDP connections.
+    /// UDP connections not (yet) known to the tracker.
     udp: UdpConns,
     /// Confirmed FTP and IRC control channels (extracted, for their announcements).
     ftp: FastMap<FlowKey, ControlChannel>,
@@ -214,12 +182,53 @@ impl Service {
         })
     }
 
-    /// A TCP sample of connection `key`: one lookup of its state, the detectors run at most
-    /// at the first exchange (a possible FTP greeting) and once the samples are complete.
+    /// A TCP sample of connection `key`: its state found by its word, in its tracker record
+    /// (one lookup) or, for a connection the tracker does not know yet, in `unrecorded`.
     fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+        let key = chunk.hdr.key;
+        if !self.ftp.is_empty()
+            && let Some(ctl) = self.ftp.get_mut(&key)
+        {
+            let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
+            let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
+            ctl.feed(from_orig, seq, &chunk.data, ts, &mut self.expected);
+        }
+        let after = if let Some(word) = dp.service_mut(&key) {
+            if !self.unrecorded.is_empty()
+                && let Some(early) = self.unrecorded.remove(&key)
+            {
+                self.adopt(word, early);
+            }
+            self.on_word(word, chunk)
+        } else {
+            let mut word = self.unrecorded.get(&key).copied().unwrap_or(0);
+            let after = self.on_word(&mut word, chunk);
+            self.unrecorded.insert(key, word);
+            after
+        };
+        if after.follow {
+            follow(&key, dp, chunk.hdr.ts_ns);
+        }
+        if after.stop {
+            dp.stop_sampling(&key);
+        }
+    }
+
+    /// `early`, the word a connection had before the tracker knew it, into its record's
+    /// `word` (unless the record has one already).
+    fn adopt(&mut self, word: &mut u32, early: u32) {
+        if *word == 0 {
+            *word = early;
+        } else if let Word::Pending(n) = Word::from_stored(early) {
+            self.slots.release(n);
+        }
+    }
+
+    /// A TCP sample of the connection whose word is `word`: the detectors run at most at the
+    /// first exchange (a possible FTP greeting) and once the samples are complete.
+    fn on_word(&mut self, word: &mut u32, chunk: &ContentChunk) -> After {
         let Self {
-            conns,
-            pool,
+            slots,
             sets,
             found,
             ftp,
@@ -228,26 +237,28 @@ impl Service {
             irc_loaded,
             ..
         } = self;
+        let n = match Word::from_stored(*word) {
+            Word::Empty => {
+                let n = slots.open();
+                *word = Word::Pending(n).stored();
+                n
+            }
+            Word::Pending(n) => n,
+            // Decided: later samples change nothing.
+            Word::Nothing | Word::Names(_) => return After::default(),
+        };
+        let Some(p) = slots.get_mut(n) else {
+            *word = 0; // not ours (cannot happen): start again from the next sample
+            return After::default();
+        };
         let key = chunk.hdr.key;
         let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
         let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
-        if !ftp.is_empty()
-            && let Some(ctl) = ftp.get_mut(&key)
-        {
-            let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
-            ctl.feed(from_orig, seq, &chunk.data, ts, expected);
-        }
-        let mut entry = match conns.entry(key) {
-            Entry::Occupied(e) => e,
-            Entry::Vacant(e) => e.insert_entry(State::Pending(pool.pop().unwrap_or_default())),
-        };
-        let State::Pending(p) = entry.get_mut() else {
-            return; // decided: later samples change nothing
-        };
         p.a_is_orig = from_a == from_orig;
         let idx = usize::from(!from_a);
         let (seq, data) = (chunk.hdr.seq, &chunk.data[..]);
         let first_exchange = p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
+        let mut after = After::default();
         if first_exchange {
             // The first exchange, judged while its bytes are hot, this side's where they are
             // (they are kept only if the connection stays undecided).
@@ -261,7 +272,9 @@ impl Service {
             // Most connections carry nothing a detector recognises: rejected for good, and
             // nothing of them kept. (A rejected exchange has no names.)
             if found.is_empty() && Self::rejected(&key, p, this) {
-                return nothing_found(entry, dp, pool);
+                slots.release(n);
+                *word = Word::Nothing.stored();
+                return After::STOP;
             }
             p.found = sets.id(found);
             p.stale = false;
@@ -282,28 +295,27 @@ impl Service {
             {
                 let ctl = Self::control_channel(kind, &key, p, chunk.hdr.ts_ns, expected);
                 ftp.insert(key, ctl);
-                follow(&key, dp, chunk.hdr.ts_ns);
+                after.follow = true;
             }
             if decided {
                 let names = p.found;
-                // Kept with the connection's record when no sample of it comes any more;
-                // else here, for the samples already on their way (the kernel's).
-                let old = if dp.stop_sampling(&key) && dp.set_service(&key, names.stored()) {
-                    entry.remove()
-                } else {
-                    entry.insert(State::Decided(names))
-                };
-                return old.recycle(pool);
+                slots.release(n);
+                *word = Word::decided(names).stored();
+                after.stop = true;
+                return after;
             }
         } else {
             p.sides[idx].push_segment(seq, data, MAX_SAMPLE_BYTES);
             p.stale = true;
             // A later sample may complete what the rule needs (PostgreSQL's first 8 bytes).
             if p.exchanged && Self::rejected(&key, p, None) {
-                return nothing_found(entry, dp, pool);
+                slots.release(n);
+                *word = Word::Nothing.stored();
+                return After::STOP;
             }
         }
         if p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize) {
+            // Both budgets are spent: no sample comes after this one.
             let names = if p.stale {
                 Self::judge(&key, p, p.a_is_orig, None, |s| {
                     detect::detect_into(s, found)
@@ -312,15 +324,10 @@ impl Service {
             } else {
                 p.found
             };
-            // Both budgets are spent: no sample comes after this one. The names are kept with
-            // the connection's record if it can.
-            let old = if names.is_empty() || dp.set_service(&key, names.stored()) {
-                entry.remove()
-            } else {
-                entry.insert(State::Decided(names))
-            };
-            old.recycle(pool);
+            slots.release(n);
+            *word = Word::decided(names).stored();
         }
+        after
     }
 
     /// TCP: both sides have spoken and no continuation of their streams can confirm a
@@ -368,21 +375,20 @@ impl Service {
     }
 }
 
-/// Detection can confirm nothing on the connection of `entry`: its sampling stops. Once no
-/// sample of it comes any more (the host engine stops them at once), nothing is kept of it:
-/// absent, it has no service, and the table of connections stays small. Else (the kernel's
-/// end by their budget) that answer is kept for the samples already on their way.
-fn nothing_found(
-    mut entry: OccupiedEntry<'_, FlowKey, State>,
-    dp: &mut dyn ThresholdTarget,
-    pool: &mut Pool,
-) {
-    let old = if dp.stop_sampling(entry.key()) {
-        entry.remove()
-    } else {
-        entry.insert(State::Decided(SetId::EMPTY))
+/// What a sample asks of the datapath once it is taken in.
+#[derive(Debug, Default, Clone, Copy)]
+struct After {
+    /// Extraction on: a control channel was found.
+    follow: bool,
+    /// The connection is decided: its sampling can stop.
+    stop: bool,
+}
+
+impl After {
+    const STOP: After = After {
+        follow: false,
+        stop: true,
     };
-    old.recycle(pool);
 }
 
 /// Extraction on for both directions of `key`: a control channel's announcements come after
@@ -444,46 +450,45 @@ impl Capability for Service {
         // The roles as Zeek logs them: a flip after the last sample changes which side is the
         // originator.
         let a_is_orig = || conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
-        // Most connections left no state (decided early, or never sampled): the emptiness
-        // checks spare them the lookup when nothing is pending at all.
         if conn.is_tcp() {
-            if stored != 0 {
-                // Decided, and kept with the connection's record: not in the table.
-                let set = SetId::from_stored(stored);
-                if out.len() == start && !detect::picked_up_midway(conn.history_str()) {
-                    // The usual case, the set alone: whether it is logged is known per set.
-                    if self.sets.logged(set, &mut self.loaded) {
-                        out.extend_from_slice(self.sets.names(set));
+            // The word the record kept; one the tracker did not have is in `unrecorded`
+            // (checked only when that table is not empty).
+            let mut word = stored;
+            if !self.unrecorded.is_empty()
+                && let Some(early) = self.unrecorded.remove(key)
+            {
+                self.adopt(&mut word, early);
+            }
+            match Word::from_stored(word) {
+                Word::Empty | Word::Nothing => {}
+                Word::Names(set) => {
+                    if out.len() == start && !detect::picked_up_midway(conn.history_str()) {
+                        // The usual case, the set alone: whether it is logged is known per
+                        // set.
+                        if self.sets.logged(set, &mut self.loaded) {
+                            out.extend_from_slice(self.sets.names(set));
+                        }
+                        return;
                     }
-                    return;
+                    out.extend_from_slice(self.sets.names(set));
                 }
-                out.extend_from_slice(self.sets.names(set));
-            } else if !self.conns.is_empty() {
-                let Self {
-                    conns,
-                    pool,
-                    sets,
-                    found,
-                    ..
-                } = self;
-                match conns.remove(key) {
-                    Some(State::Decided(names)) => out.extend_from_slice(sets.names(names)),
-                    Some(State::Pending(p)) => {
+                Word::Pending(n) => {
+                    if let Some(p) = self.slots.close(n) {
                         if p.stale || a_is_orig() != p.a_is_orig {
+                            let found = &mut self.found;
                             Self::judge(key, &p, a_is_orig(), None, |s| {
                                 detect::detect_into(s, found)
                             });
                             out.extend_from_slice(found);
                         } else {
-                            out.extend_from_slice(sets.names(p.found));
+                            out.extend_from_slice(self.sets.names(p.found));
                         }
-                        State::Pending(p).recycle(pool);
+                        self.slots.recycle(p);
                     }
-                    None => {}
                 }
             }
         } else if conn.proto == proto::UDP {
-            out.extend_from_slice(self.udp.take_names(key, a_is_orig));
+            out.extend_from_slice(self.udp.take_names(key, stored, a_is_orig));
         }
         if out.len() == start {
             return;

@@ -18,7 +18,7 @@ impl SetId {
         self == Self::EMPTY
     }
 
-    /// As a connection's record stores it (`ThresholdTarget::set_service`).
+    /// As a connection's record stores it (see `tcp::Word`).
     pub fn stored(self) -> u32 {
         self.0
     }

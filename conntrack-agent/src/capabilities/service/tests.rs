@@ -69,6 +69,24 @@ fn sample(key: &FlowKey, from_a: bool, from_orig: bool, seq: u32, data: &[u8]) -
     }
 }
 
+impl Service {
+    /// Whether the capability holds nothing of any connection (no word of its own, no
+    /// pending samples).
+    fn holds_nothing(&self) -> bool {
+        self.unrecorded.is_empty() && self.slots.open_count() == 0
+    }
+
+    /// The names TCP connection `key` was decided with, from the word the capability keeps
+    /// for it (the test datapaths without records); None if undecided.
+    fn decided(&self, key: &FlowKey) -> Option<Vec<&'static str>> {
+        match Word::from_stored(*self.unrecorded.get(key)?) {
+            Word::Names(set) => Some(self.sets.names(set).to_vec()),
+            Word::Nothing => Some(Vec::new()),
+            Word::Empty | Word::Pending(_) => None,
+        }
+    }
+}
+
 fn logged(svc: &mut Service, key: &FlowKey, conn: &Conn) -> Vec<&'static str> {
     let mut out = Vec::new();
     svc.conn_service(key, conn, 0, &mut out);
@@ -92,7 +110,7 @@ fn a_request_and_its_reply_are_http() {
     svc.on_payload(&sample(&key, true, true, 1010, &REQUEST[10..]), &mut dp);
     svc.on_payload(&sample(&key, false, false, 7, REPLY), &mut dp);
     assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
-    assert!(svc.conns.is_empty(), "freed once logged");
+    assert!(svc.holds_nothing(), "freed once logged");
     assert!(dp.0.is_empty(), "nothing asked of the datapath");
 }
 
@@ -136,12 +154,14 @@ fn complete_samples_keep_only_the_names() {
             *s += data.len() as u32;
         }
     }
-    assert!(
-        matches!(svc.conns.get(&key), Some(State::Decided(n)) if svc.sets.names(*n) == ["http"]),
+    assert_eq!(
+        svc.decided(&key),
+        Some(vec!["http"]),
         "the samples are freed, the names kept"
     );
+    assert_eq!(svc.slots.open_count(), 0);
     assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
-    assert!(svc.conns.is_empty());
+    assert!(svc.holds_nothing());
 }
 
 #[test]
@@ -197,41 +217,50 @@ fn a_connection_no_detector_can_confirm_is_decided_at_its_first_exchange() {
     assert!(dp.1.is_empty(), "the server has not answered yet");
     svc.on_payload(&sample(&key, false, false, 5000, b"\x07reply"), &mut dp);
     assert_eq!(dp.1, [key], "sampling stops");
-    assert!(matches!(svc.conns.get(&key), Some(State::Decided(n)) if n.is_empty()));
+    assert_eq!(svc.decided(&key), Some(vec![]));
     // Samples already on their way change nothing.
     svc.on_payload(&sample(&key, true, true, 1008, REQUEST), &mut dp);
     assert!(logged(&mut svc, &key, &conn).is_empty());
-    assert!(svc.conns.is_empty());
+    assert!(svc.holds_nothing());
 }
 
 #[test]
-fn a_connection_whose_sampling_stopped_keeps_nothing() {
-    // The host engine stops sampling a decided connection: no sample of it comes later, so
-    // nothing of it is kept until it is logged.
+fn a_connection_keeps_its_word_in_its_record_and_its_samples_only_while_pending() {
     let (key, conn) = http_conn();
     let mut svc = Service::new(PORTS);
-    let mut dp = Commands(Vec::new(), Vec::new(), true);
+    let mut dp = Host::default();
     svc.on_payload(&sample(&key, true, true, 1000, b"\x01\x02binary"), &mut dp);
     assert_eq!(
-        svc.conns.len(),
+        svc.slots.open_count(),
         1,
         "the client's bytes wait for the server's"
     );
+    assert!(matches!(
+        Word::from_stored(dp.records[&key]),
+        Word::Pending(_)
+    ));
     svc.on_payload(&sample(&key, false, false, 5000, b"\x07reply"), &mut dp);
-    assert_eq!(dp.1, [key], "sampling stops");
-    assert!(svc.conns.is_empty(), "nothing kept");
-    assert!(logged(&mut svc, &key, &conn).is_empty());
-    // A connection with a service keeps its names.
+    assert_eq!(Word::from_stored(dp.records[&key]), Word::Nothing);
+    assert!(svc.holds_nothing(), "nothing kept but the record's word");
+    let mut out = Vec::new();
+    svc.conn_service(&key, &conn, dp.records[&key], &mut out);
+    assert!(out.is_empty());
+    // Logged while pending: judged from the samples, which are freed.
+    let (key, conn) = conn_to(9_999, proto::TCP);
     svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
-    assert_eq!(logged(&mut svc, &key, &conn), ["http"]);
+    svc.conn_service(&key, &conn, dp.records[&key], &mut out);
+    assert!(out.is_empty(), "one side alone is no http off its ports");
+    assert!(svc.holds_nothing());
 }
 
 /// The host engine's agent: a decided connection's sampling stops at once, and the tracker
-/// keeps its set of names in the connection's record.
+/// keeps the capability's word in the connection's record.
 #[derive(Default)]
 struct Host {
     records: std::collections::HashMap<FlowKey, u32>,
+    /// The tracker does not know the connections yet (live, a sample read before its
+    /// connection's event).
+    unknown: bool,
 }
 
 impl ThresholdTarget for Host {
@@ -244,9 +273,11 @@ impl ThresholdTarget for Host {
     fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
         true
     }
-    fn set_service(&mut self, key: &FlowKey, set: u32) -> bool {
-        self.records.insert(*key, set);
-        true
+    fn service_mut(&mut self, key: &FlowKey) -> Option<&mut u32> {
+        if self.unknown {
+            return None;
+        }
+        Some(self.records.entry(*key).or_insert(0))
     }
 }
 
@@ -260,7 +291,7 @@ fn a_decided_connection_keeps_its_names_in_its_record() {
         svc.on_payload(&sample(&k, true, true, 1, REQUEST), &mut dp);
         svc.on_payload(&sample(&k, false, false, 1, REPLY), &mut dp);
     }
-    assert!(svc.conns.is_empty(), "no table entry once decided");
+    assert!(svc.holds_nothing(), "no table entry once decided");
     assert_eq!(dp.records[&key], dp.records[&other], "one set for both");
     for (k, c) in [(key, conn), (other, other_conn)] {
         let mut out = Vec::new();
@@ -297,9 +328,7 @@ fn a_final_answer_stops_sampling() {
         &mut dp,
     );
     assert_eq!(dp.1, [key]);
-    assert!(
-        matches!(svc.conns.get(&key), Some(State::Decided(n)) if svc.sets.names(*n) == ["ssh"])
-    );
+    assert_eq!(svc.decided(&key), Some(vec!["ssh"]));
 }
 
 #[test]
@@ -311,7 +340,7 @@ fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
     let mut dp = Commands::default();
     svc.on_payload(&sample(&key, true, true, 0, b"hello, not quic"), &mut dp);
     svc.on_payload(&sample(&key, false, false, 0, b"reply"), &mut dp);
-    assert_eq!(svc.udp.len(), 0);
+    assert_eq!(svc.udp.unrecorded(), 0);
     // The client's second datagram is a QUIC Initial (curl's first, as in quic.rs's tests):
     // it is kept, and the connection is `quic,ssl`.
     const INITIAL: &str = "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3";
@@ -320,9 +349,9 @@ fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
         .map(|i| u8::from_str_radix(&INITIAL[i..i + 2], 16).unwrap())
         .collect();
     svc.on_payload(&sample(&key, true, true, 0, &initial), &mut dp);
-    assert_eq!(svc.udp.len(), 1);
+    assert_eq!(svc.udp.unrecorded(), 1);
     assert_eq!(logged(&mut svc, &key, &conn), ["quic", "ssl"]);
-    assert_eq!(svc.udp.len(), 0);
+    assert_eq!(svc.udp.unrecorded(), 0);
 }
 
 #[test]
@@ -338,7 +367,7 @@ fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
     assert!(dp.1.is_empty(), "not final: sampling goes on");
     assert!(svc.udp.is_pending(&key));
     assert_eq!(logged(&mut svc, &key, &conn), ["dns"]);
-    assert_eq!(svc.udp.len(), 0);
+    assert_eq!(svc.udp.unrecorded(), 0);
 
     // QUIC is the client's: the Initial came from the key's `b` side, seen first as the
     // responder, and the record (after Zeek's flip) has `b` as originator.
@@ -368,4 +397,82 @@ fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
     other.on_payload(&sample(&key, false, false, 0, &initial), &mut dp);
     assert!(logged(&mut other, &key, &unflipped).is_empty());
     assert_eq!(logged(&mut svc, &key, &flipped), ["quic", "ssl"]);
+}
+
+/// A DNS query on 53 and its answer.
+const DNS_QUERY: &[u8] =
+    b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
+const DNS_ANSWER: &[u8] =
+    b"\x12\x34\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
+
+#[test]
+fn a_udp_connections_marks_are_kept_in_its_record() {
+    let (key, conn) = conn_to(53, proto::UDP);
+    let (other, other_conn) = conn_to(4433, proto::UDP);
+    let mut svc = Service::new(&[(53, proto::UDP)]);
+    let mut dp = Host::default();
+    svc.on_payload(&sample(&key, true, true, 0, DNS_QUERY), &mut dp);
+    svc.on_payload(&sample(&key, false, false, 0, DNS_ANSWER), &mut dp);
+    // Off the analyzers' ports a datagram that marks nothing leaves no state at all.
+    svc.on_payload(&sample(&other, true, true, 0, b"not quic"), &mut dp);
+    assert_eq!(svc.udp.unrecorded(), 0, "nothing in the capability's table");
+    assert_ne!(dp.records[&key], 0);
+    assert_eq!(dp.records.get(&other).copied().unwrap_or(0), 0);
+    let mut out = Vec::new();
+    svc.conn_service(&key, &conn, dp.records[&key], &mut out);
+    assert_eq!(out, ["dns"]);
+    out.clear();
+    svc.conn_service(&other, &other_conn, 0, &mut out);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_udp_sample_read_before_its_connection_is_known_is_not_lost() {
+    // The query's sample comes before the tracker has the connection, the answer's after.
+    let (key, conn) = conn_to(53, proto::UDP);
+    let mut svc = Service::new(&[(53, proto::UDP)]);
+    let mut dp = Host {
+        unknown: true,
+        ..Host::default()
+    };
+    svc.on_payload(&sample(&key, true, true, 0, DNS_QUERY), &mut dp);
+    assert_eq!(svc.udp.unrecorded(), 1);
+    dp.unknown = false;
+    svc.on_payload(&sample(&key, false, false, 0, b"garbled"), &mut dp);
+    assert_eq!(svc.udp.unrecorded(), 0, "moved into the record");
+    let mut out = Vec::new();
+    svc.conn_service(&key, &conn, dp.records[&key], &mut out);
+    assert_eq!(out, ["dns"]);
+    // Logged while still unknown to the tracker: from the table.
+    let (key, conn) = conn_to(53, proto::UDP);
+    let mut svc = Service::new(&[(53, proto::UDP)]);
+    dp = Host {
+        unknown: true,
+        ..Host::default()
+    };
+    svc.on_payload(&sample(&key, true, true, 0, DNS_QUERY), &mut dp);
+    out.clear();
+    svc.conn_service(&key, &conn, 0, &mut out);
+    assert_eq!(out, ["dns"]);
+    assert_eq!(svc.udp.unrecorded(), 0);
+}
+
+#[test]
+fn a_tcp_sample_read_before_its_connection_is_known_is_not_lost() {
+    // The request's sample comes before the tracker has the connection, the reply's after:
+    // the pending samples move into the record's word, and the answer is the same.
+    let (key, conn) = http_conn();
+    let mut svc = Service::new(PORTS);
+    let mut dp = Host {
+        unknown: true,
+        ..Host::default()
+    };
+    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    assert_eq!(svc.unrecorded.len(), 1);
+    dp.unknown = false;
+    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    assert!(svc.holds_nothing(), "moved into the record, then decided");
+    let mut out = Vec::new();
+    svc.conn_service(&key, &conn, dp.records[&key], &mut out);
+    assert_eq!(out, ["http"]);
 }

@@ -1,8 +1,14 @@
 //! UDP connections' detection state: a few bits per side ([`detect::SideMarks`]), not bytes.
 //! Every UDP rule reads one datagram at a time, so each datagram is judged as it comes
-//! ([`detect::marks`]). A connection gets an entry only once a datagram marks something (a
-//! QUIC Initial, a DNS message on a DNS port), unless a rule reads its first datagram
-//! ([`detect::position_matters`]): UDP traffic no analyzer recognises costs no entry at all.
+//! ([`detect::marks`]), and what a connection needs fits in 32 bits ([`Word`]): it is kept in
+//! the connection's tracker record (`ThresholdTarget::service_mut`), as Zeek keeps `service`
+//! in the connection record, and comes back when the connection is logged. A table of our
+//! own holds it only for a connection the tracker does not know yet (live, a sample may be
+//! read before its connection's event), until the tracker does.
+//!
+//! A connection gets state only once a datagram marks something (a QUIC Initial, a DNS
+//! message on a DNS port), unless a rule reads its first datagram
+//! ([`detect::position_matters`]): UDP traffic no analyzer recognises costs no state at all.
 
 use super::detect::{self, SideMarks, Transport};
 use crate::core::thresholds::ThresholdTarget;
@@ -15,118 +21,178 @@ use std::collections::hash_map::Entry;
 /// Names as [`detect::udp_names`] gives them.
 type Names = &'static [&'static str];
 
-/// A connection whose samples are still coming: what each side's datagrams can confirm.
-#[derive(Debug, Default, Clone, Copy)]
-struct Pending {
-    /// Per side of the key: 0 is `addr_a`/`port_a`, 1 the other (the roles may flip; the
-    /// key's sides do not).
-    sides: [SideMarks; 2],
-    /// The key's `a` side is the originator (as of the latest sample).
-    a_is_orig: bool,
-    /// Both sides have sent (the first exchange was looked at).
-    exchanged: bool,
-}
+/// A UDP connection's detection state as its record keeps it. 0 is no state; else bits 0-13
+/// and 14-27 are the key's `a` and `b` sides ([`SideMarks::pack`]), then the flags below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Word(u32);
 
-impl Pending {
-    /// The names, with the key's `a` side as originator when `a_is_orig`.
-    fn names(&self, a_is_orig: bool) -> Names {
-        let [a, b] = &self.sides;
-        if a_is_orig {
-            detect::udp_names(a, b)
+impl Word {
+    /// Not 0: a word with state.
+    const PRESENT: u32 = 1 << 31;
+    /// Final (a QUIC Initial), or the samples were complete: later samples change nothing,
+    /// and the names are those of the roles as they were then.
+    const DECIDED: u32 = 1 << 30;
+    /// Both sides have sent (the first exchange was looked at).
+    const EXCHANGED: u32 = 1 << 29;
+    /// The key's `a` side is the originator (as of the latest sample).
+    const A_IS_ORIG: u32 = 1 << 28;
+    const SIDE_MASK: u32 = (1 << SideMarks::PACKED_BITS) - 1;
+
+    fn has(self, flag: u32) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn set(&mut self, flag: u32, on: bool) {
+        if on {
+            self.0 |= flag;
         } else {
-            detect::udp_names(b, a)
+            self.0 &= !flag;
+        }
+    }
+
+    /// Side `i` of the key (0 is `addr_a`/`port_a`).
+    fn side(self, i: usize) -> SideMarks {
+        SideMarks::unpack((self.0 >> (i as u32 * SideMarks::PACKED_BITS)) & Self::SIDE_MASK)
+    }
+
+    fn set_side(&mut self, i: usize, side: SideMarks) {
+        let shift = i as u32 * SideMarks::PACKED_BITS;
+        self.0 = (self.0 & !(Self::SIDE_MASK << shift)) | (side.pack() << shift);
+    }
+
+    /// The names, with the key's `a` side as originator when `a_is_orig`.
+    fn names(self, a_is_orig: bool) -> Names {
+        let (a, b) = (self.side(0), self.side(1));
+        if a_is_orig {
+            detect::udp_names(&a, &b)
+        } else {
+            detect::udp_names(&b, &a)
+        }
+    }
+
+    /// A datagram with `marks` from the key's `a` side if `from_a`, the originator if
+    /// `from_orig`. True when the answer became final at this first exchange (the
+    /// connection's sampling can stop).
+    fn push(&mut self, from_a: bool, from_orig: bool, marks: detect::Marks) -> bool {
+        if self.has(Self::DECIDED) {
+            return false; // later samples change nothing
+        }
+        self.0 |= Self::PRESENT;
+        let a_is_orig = from_a == from_orig;
+        self.set(Self::A_IS_ORIG, a_is_orig);
+        let i = usize::from(!from_a);
+        let mut side = self.side(i);
+        side.push(marks);
+        self.set_side(i, side);
+        let counts = [self.side(0).count(), self.side(1).count()];
+        if !self.has(Self::EXCHANGED) && counts.iter().all(|&c| c > 0) {
+            self.0 |= Self::EXCHANGED;
+            if detect::is_final(Transport::Udp, self.names(a_is_orig)) {
+                self.0 |= Self::DECIDED;
+                return true;
+            }
+        }
+        if counts.iter().all(|&c| c >= SAMPLE_PACKETS as usize) {
+            // Both budgets are spent: no sample comes after this one.
+            self.0 |= Self::DECIDED;
+        }
+        false
+    }
+
+    /// The names logged now with the key's `a` side as originator when `a_is_orig` (the
+    /// roles as Zeek logs them: a flip after the last sample changes which side is the
+    /// originator), unless decided with the roles of then.
+    fn logged(self, a_is_orig: impl FnOnce() -> bool) -> Names {
+        if self.0 == 0 {
+            return &[];
+        }
+        if self.has(Self::DECIDED) {
+            self.names(self.has(Self::A_IS_ORIG))
+        } else {
+            self.names(a_is_orig())
         }
     }
 }
 
-/// What is kept of a connection between its first sample that matters and its record.
-#[derive(Debug, Clone, Copy)]
-enum State {
-    Pending(Pending),
-    /// Final (a QUIC Initial), or the samples were complete: only the names are kept.
-    Decided(Names),
-}
-
-/// The UDP connections with detection state.
+/// The UDP connections whose state is not in a tracker record (yet).
 #[derive(Default)]
 pub struct UdpConns {
-    conns: FastMap<FlowKey, State>,
+    unrecorded: FastMap<FlowKey, u32>,
 }
 
 impl UdpConns {
-    /// A sample: its marks into the connection's, the names decided at the first exchange
-    /// when final (a QUIC Initial) and once the samples are complete.
+    /// A sample: its marks into the connection's state, the names decided at the first
+    /// exchange when final (a QUIC Initial; sampling stops) and once the samples are
+    /// complete.
     pub fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
         let key = chunk.hdr.key;
         let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
         let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
         let ports = (key.port_a, key.port_b);
         let marks = detect::marks(ports, &chunk.data);
-        // A connection needs an entry only from a datagram that marks something on (absent,
-        // it has no service, which is what detection says of it), except where the first
+        // A connection needs state only from a datagram that marks something on (without, it
+        // has no service, which is what detection says of it), except where the first
         // datagram's place matters: then from its first.
-        let mut entry = if marks.is_empty() && !detect::position_matters(ports) {
-            if self.conns.is_empty() {
-                return; // nothing to look up
+        let needed = !marks.is_empty() || detect::position_matters(ports);
+        let stop = if let Some(word) = dp.service_mut(&key) {
+            if !self.unrecorded.is_empty()
+                && let Some(early) = self.unrecorded.remove(&key)
+                && *word == 0
+            {
+                *word = early; // begun before the tracker knew the connection
             }
-            match self.conns.entry(key) {
-                Entry::Occupied(e) => e,
-                Entry::Vacant(_) => return,
-            }
-        } else {
-            match self.conns.entry(key) {
-                Entry::Occupied(e) => e,
-                Entry::Vacant(e) => e.insert_entry(State::Pending(Pending::default())),
-            }
-        };
-        let State::Pending(p) = entry.get_mut() else {
-            return; // decided: later samples change nothing
-        };
-        p.a_is_orig = from_a == from_orig;
-        p.sides[usize::from(!from_a)].push(marks);
-        if !p.exchanged && p.sides.iter().all(|s| s.count() > 0) {
-            p.exchanged = true;
-            let names = p.names(p.a_is_orig);
-            if detect::is_final(Transport::Udp, names) {
-                entry.insert(State::Decided(names));
-                dp.stop_sampling(&key);
+            if *word == 0 && !needed {
                 return;
             }
-        }
-        if p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize) {
-            let names = p.names(p.a_is_orig);
-            if names.is_empty() {
-                // Both budgets are spent: no sample comes after this one.
-                entry.remove();
-            } else {
-                entry.insert(State::Decided(names));
-            }
-        }
-    }
-
-    /// The names of connection `key`, logged now with its key's `a` side as originator when
-    /// `a_is_orig` (the roles as Zeek logs them: a flip after the last sample changes which
-    /// side is the originator); its state is dropped.
-    pub fn take_names(&mut self, key: &FlowKey, a_is_orig: impl FnOnce() -> bool) -> Names {
-        if self.conns.is_empty() {
-            return &[];
-        }
-        match self.conns.remove(key) {
-            Some(State::Decided(names)) => names,
-            Some(State::Pending(p)) => p.names(a_is_orig()),
-            None => &[],
+            let mut w = Word(*word);
+            let stop = w.push(from_a, from_orig, marks);
+            *word = w.0;
+            stop
+        } else {
+            let word = match self.unrecorded.entry(key) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(_) if !needed => return,
+                Entry::Vacant(e) => e.insert(0),
+            };
+            let mut w = Word(*word);
+            let stop = w.push(from_a, from_orig, marks);
+            *word = w.0;
+            stop
+        };
+        if stop {
+            dp.stop_sampling(&key);
         }
     }
 
-    /// Connections with state.
+    /// The names of connection `key`, logged now, whose record kept `stored` (0: nothing);
+    /// `a_is_orig`: whether its key's `a` side is the originator now.
+    pub fn take_names(
+        &mut self,
+        key: &FlowKey,
+        stored: u32,
+        a_is_orig: impl FnOnce() -> bool,
+    ) -> Names {
+        let mut word = Word(stored);
+        if !self.unrecorded.is_empty()
+            && let Some(early) = self.unrecorded.remove(key)
+            && stored == 0
+        {
+            word = Word(early);
+        }
+        word.logged(a_is_orig)
+    }
+
+    /// Connections whose state is not in a tracker record.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.conns.len()
+    pub fn unrecorded(&self) -> usize {
+        self.unrecorded.len()
     }
 
-    /// Whether connection `key`'s samples are still awaited.
+    /// Whether connection `key`'s samples are still awaited (of those not in a record).
     #[cfg(test)]
     pub fn is_pending(&self, key: &FlowKey) -> bool {
-        matches!(self.conns.get(key), Some(State::Pending(_)))
+        self.unrecorded
+            .get(key)
+            .is_some_and(|&w| !Word(w).has(Word::DECIDED))
     }
 }

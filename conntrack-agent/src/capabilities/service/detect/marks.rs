@@ -102,6 +102,34 @@ impl SideMarks {
         usize::from(self.count)
     }
 
+    /// The side in [`SideMarks::PACKED_BITS`] bits: what [`udp_names`] and
+    /// [`SideMarks::push`] read of it (the count up to 7, the first datagram's marks of the
+    /// rules that read only it, the others' of any datagram), for a connection's record.
+    pub fn pack(&self) -> u32 {
+        let any = u32::from(self.any.0);
+        let first = u32::from(self.first.0);
+        // QUIC, DNS, DHCP, NTP stay at bits 0-3; SIP, SNMP, KRB (6-8) go to 4-6, LDAP (10) to 7.
+        let any = (any & 0xf) | ((any >> 2) & 0x70) | ((any >> 3) & 0x80);
+        // RDPEUDP's SYN and SYN-ACK (4, 5) go to 0-1, syslog (9) to 2.
+        let first = ((first >> 4) & 3) | ((first >> 7) & 4);
+        u32::from(self.count.min(7)) | (first << 3) | (any << 6)
+    }
+
+    /// Bits of [`SideMarks::pack`]'s value.
+    pub const PACKED_BITS: u32 = 14;
+
+    /// The side [`SideMarks::pack`] packed.
+    pub fn unpack(bits: u32) -> Self {
+        let (count, first, any) = (bits & 7, (bits >> 3) & 7, (bits >> 6) & 0xff);
+        let any = (any & 0xf) | ((any & 0x70) << 2) | ((any & 0x80) << 3);
+        let first = ((first & 3) << 4) | ((first & 4) << 7);
+        Self {
+            count: count as u8,
+            first: Marks(first as u16),
+            any: Marks(any as u16),
+        }
+    }
+
     /// The marks of each of `datagrams`, in order.
     pub fn of(ports: (u16, u16), datagrams: &[&[u8]]) -> Self {
         let mut s = Self::default();
@@ -229,6 +257,70 @@ mod tests {
             udp_names(&with, &SideMarks::default()),
             udp_names(&without, &SideMarks::default())
         );
+    }
+
+    proptest::proptest! {
+        /// The datapath hands over no UDP datagram `contents::udp_sample_useful` turns down:
+        /// such a datagram marks nothing here, so leaving it out changes no answer (it still
+        /// counts against its side's budget, where position matters: only on analyzer ports,
+        /// where every datagram is handed over).
+        #[test]
+        fn a_datagram_the_datapath_keeps_back_marks_nothing(
+            pa: u16,
+            pb in proptest::prop_oneof![proptest::strategy::Just(443u16), proptest::prelude::any::<u16>()],
+            mut d in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..120),
+            quic_like: bool,
+        ) {
+            if quic_like {
+                // Mostly a valid Initial but for its first byte.
+                let q = quic_initial();
+                d = q[..q.len().min(d.len().max(20))].to_vec();
+                d[0] &= 0x3f;
+            }
+            if !conntrack_common::contents::udp_sample_useful(pa, pb, d[0]) {
+                proptest::prop_assert!(marks((pa, pb), &d).is_empty());
+                proptest::prop_assert!(!position_matters((pa, pb)));
+            }
+        }
+    }
+
+    /// Marks from a number: any combination of the rules' bits.
+    fn marks_of(bits: u16) -> Marks {
+        Marks(bits & 0x7ff)
+    }
+
+    proptest::proptest! {
+        /// A side packed for a connection's record gives the same names, in either role and
+        /// whatever the other side, and takes the next datagrams as the side itself does.
+        #[test]
+        fn a_packed_side_answers_as_the_side(
+            a in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..7),
+            b in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..7),
+            later in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..4),
+        ) {
+            let side = |ms: &[u16]| {
+                let mut s = SideMarks::default();
+                for &m in ms {
+                    s.push(marks_of(m));
+                }
+                s
+            };
+            let (mut x, y) = (side(&a), side(&b));
+            let mut px = SideMarks::unpack(x.pack());
+            let py = SideMarks::unpack(y.pack());
+            proptest::prop_assert!(x.pack() < 1 << SideMarks::PACKED_BITS);
+            proptest::prop_assert_eq!(udp_names(&px, &py), udp_names(&x, &y));
+            proptest::prop_assert_eq!(udp_names(&py, &px), udp_names(&y, &x));
+            proptest::prop_assert_eq!(px.count() > 0, x.count() > 0);
+            for &m in &later {
+                x.push(marks_of(m));
+                px = SideMarks::unpack(px.pack());
+                px.push(marks_of(m));
+                proptest::prop_assert_eq!(udp_names(&px, &py), udp_names(&x, &y));
+                proptest::prop_assert_eq!(udp_names(&py, &px), udp_names(&y, &x));
+                proptest::prop_assert_eq!(px.count().min(7), x.count().min(7));
+            }
+        }
     }
 
     #[test]
