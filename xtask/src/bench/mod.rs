@@ -680,10 +680,11 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
                     String::new()
                 } else {
                     "per connection: a sample record of each side's first data (copied, queued, handed over; \
-                     its packets take the full path until then), a table entry from the first side's sample to \
-                     the other's, the detectors at the first exchange, sampling stopped in the flow table and \
-                     the names put in the tracker's record; per UDP datagram sampled, its marks; a connection \
-                     no detector decides is sampled to the end of its budget"
+                     its packets take the full path until then), a lookup of its tracker record per sample (which \
+                     keeps its detection state), its first side's bytes kept until the other's, the detectors at \
+                     the first exchange, sampling stopped in the flow table; per UDP datagram handed over (on an \
+                     analyzer's port, or a possible QUIC Initial), its marks; a connection no detector decides is \
+                     sampled to the end of its budget"
                         .into()
                 },
             });
