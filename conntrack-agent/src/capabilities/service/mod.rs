@@ -70,7 +70,7 @@ const _: () = assert!(MAX_SAMPLE_BYTES <= (contents::SAMPLE_BYTES * SAMPLE_PACKE
 
 /// A TCP connection whose samples are still coming.
 #[derive(Debug, Default)]
-pub(crate) struct Pending {
+struct Pending {
     /// The samples per side of the key: 0 is `addr_a`/`port_a`, 1 the other (the roles may
     /// flip; the key's sides do not).
     sides: [SideSample; 2],
@@ -81,12 +81,12 @@ pub(crate) struct Pending {
     /// Samples arrived since `found` was decided.
     stale: bool,
     /// Both sides have spoken (the first exchange was looked at).
-    pub(super) exchanged: bool,
+    exchanged: bool,
 }
 
 impl Pending {
     /// Back to no sample, its buffers kept for the next connection.
-    pub(super) fn clear(&mut self) {
+    fn clear(&mut self) {
         for side in &mut self.sides {
             side.clear();
         }
