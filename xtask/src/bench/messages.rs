@@ -13,9 +13,11 @@ fn tcp(port: u16) -> Option<(&'static [u8], &'static [u8])> {
             b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13.5\r\n",
             b"SSH-2.0-OpenSSH_8.9p1 Debian-3\r\n",
         ),
+        // The server's opening message is its greeting (RFC 5321 4.3.1), which Zeek's SMTP
+        // signature needs from the responder.
         25 => (
             b"EHLO client.example.org\r\n",
-            b"250-mail.example.org Hello\r\n250-SIZE 35882577\r\n250 HELP\r\n",
+            b"220 mail.example.org ESMTP Postfix\r\n",
         ),
         5432 => (&PG_STARTUP, &PG_AUTH_OK),
         6379 => (b"*1\r\n$4\r\nPING\r\n", b"+PONG\r\n"),
