@@ -137,6 +137,13 @@ pub fn udp_sample_useful(port_a: u16, port_b: u16, first: u8) -> bool {
     first & 0xc0 == 0xc0 || udp_analyzer_port(port_a, port_b)
 }
 
+/// Whether the sample of packet `meta`, whose payload starts with `first`, is handed over:
+/// every TCP one, a UDP one if [`udp_sample_useful`].
+#[inline(always)]
+pub fn sample_handed_over(meta: &PacketMeta, first: u8) -> bool {
+    meta.proto != proto::UDP || udp_sample_useful(meta.sport, meta.dport, first)
+}
+
 /// The payload bytes of a `len`-byte packet a sample carries.
 #[inline(always)]
 pub const fn sample_len(len: u32) -> u32 {
@@ -312,6 +319,17 @@ mod tests {
         assert!(udp_sample_useful(123, 123, 0x23));
         assert!(udp_sample_useful(514, 40000, b'<'));
         assert!(!udp_analyzer_port(40000, 51820));
+        // As the datapaths ask it, of a packet: TCP samples are always handed over.
+        let mut meta = PacketMeta {
+            proto: proto::UDP,
+            sport: 51820,
+            dport: 40000,
+            ..PacketMeta::default()
+        };
+        assert!(!sample_handed_over(&meta, 0x01));
+        assert!(sample_handed_over(&meta, 0xc3));
+        meta.proto = proto::TCP;
+        assert!(sample_handed_over(&meta, 0x01));
     }
 
     #[test]

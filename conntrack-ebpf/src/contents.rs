@@ -110,7 +110,7 @@ fn sample<C: Pkt>(ctx: &C, scratch: &Scratch, start: u32, is_orig: bool) {
     // handed over; only its first byte says so, hence after the copy.
     // SAFETY: the record's first data byte was just written (len >= 1).
     let first = unsafe { (*out).data[0] };
-    if meta.proto == proto::UDP && !contents::udp_sample_useful(meta.sport, meta.dport, first) {
+    if !contents::sample_handed_over(meta, first) {
         entry.discard(0);
         return;
     }

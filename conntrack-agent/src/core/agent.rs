@@ -100,8 +100,8 @@ impl ThresholdTarget for Datapaths<'_> {
     }
 }
 
-/// What a capability's payload handler acts on: both datapaths, and the tracker, which keeps
-/// the service set decided for a connection in its record.
+/// What a capability's payload handler acts on: both datapaths, and the tracker, whose record
+/// of a connection keeps the service capability's word for it.
 struct PayloadTarget<'a> {
     dps: Datapaths<'a>,
     tracker: &'a mut Tracker<TrackKey>,
@@ -586,7 +586,7 @@ impl Agent {
         }
     }
 
-    /// Logs `k`, which the tracker removed (`released`: its uid and service set) or never had.
+    /// Logs `k`, which the tracker removed (`released`: its uid and service word) or never had.
     fn remove_and_log(
         &mut self,
         k: &TrackKey,
@@ -677,14 +677,14 @@ impl Agent {
         self.tracker.network_time().max(0) as u64
     }
 
-    /// conn.log's record of `k` (`c`, its final state), with `uid` and the service set the
+    /// conn.log's record of `k` (`c`, its final state), with `uid` and the service word the
     /// tracker kept for it (see `Tracker::service_mut`).
     fn log_conn(
         &mut self,
         k: &TrackKey,
         c: &Conn,
         uid: Uid,
-        service_set: u32,
+        service_word: u32,
         why: RemovalReason,
     ) -> anyhow::Result<()> {
         let local = self.local_of(c);
@@ -693,7 +693,7 @@ impl Agent {
             service.clear();
         } else {
             // After the Removed event, which the capabilities handled first.
-            self.core.conn_service(k, c, service_set, &mut service);
+            self.core.conn_service(k, c, service_word, &mut service);
         }
         if let Some(name) = self.tunnels.as_ref().and_then(|t| t.service(k, c))
             && !service.contains(&name)

@@ -373,7 +373,7 @@ impl<K: SlotKey> Tracker<K> {
     }
 
     /// Removes `key`; its slot is free and its timers void (they name an old generation).
-    /// Returns its uid and service set.
+    /// Returns its uid and service word.
     fn remove(&mut self, key: &K) -> Option<Released> {
         let h = self.hasher.hash_one(key);
         let slots = &self.slots;
@@ -396,7 +396,7 @@ impl<K: SlotKey> Tracker<K> {
     }
 
     /// Ends the life of the connection in `slot` (still indexed: the caller unindexes it or
-    /// reuses the slot): its timers void (a new generation), its uid and service set taken.
+    /// reuses the slot): its timers void (a new generation), its uid and service word taken.
     fn release(&mut self, slot: u32) -> Released {
         if let Some(s) = self.stamps.get_mut(slot as usize) {
             s.generation = s.generation.wrapping_add(1);
@@ -408,7 +408,7 @@ impl<K: SlotKey> Tracker<K> {
         }
     }
 
-    /// The service set stored with the connection in `slot`.
+    /// The service word stored with the connection in `slot`.
     fn service_at(&self, slot: u32) -> u32 {
         self.slots.get(slot as usize).map_or(0, |s| s.entry.service)
     }
@@ -590,7 +590,7 @@ impl<K: SlotKey> Tracker<K> {
     }
 
     /// [`Tracker::advance`] with a host that can also veto inactivity removals.
-    /// Each removed connection comes with its uid and service set.
+    /// Each removed connection comes with its uid and service word.
     pub fn advance_with(
         &mut self,
         now: i64,

@@ -149,9 +149,7 @@ impl HostDatapath {
         let Some(bytes) = payload.get(..len as usize).filter(|b| !b.is_empty()) else {
             return;
         };
-        if meta.proto == proto::UDP
-            && !contents::udp_sample_useful(meta.sport, meta.dport, bytes[0])
-        {
+        if !contents::sample_handed_over(meta, bytes[0]) {
             return; // counted against the budget, no record: as the kernel's contents stage
         }
         let key = FlowKey::from_meta(meta);

@@ -99,6 +99,14 @@ impl Word {
         false
     }
 
+    /// [`Word::push`] on the word a record (or the table) keeps.
+    fn push_into(word: &mut u32, from_a: bool, from_orig: bool, marks: detect::Marks) -> bool {
+        let mut w = Word(*word);
+        let stop = w.push(from_a, from_orig, marks);
+        *word = w.0;
+        stop
+    }
+
     /// The names logged now with the key's `a` side as originator when `a_is_orig` (the
     /// roles as Zeek logs them: a flip after the last sample changes which side is the
     /// originator), unless decided with the roles of then.
@@ -144,20 +152,14 @@ impl UdpConns {
             if *word == 0 && !needed {
                 return;
             }
-            let mut w = Word(*word);
-            let stop = w.push(from_a, from_orig, marks);
-            *word = w.0;
-            stop
+            Word::push_into(word, from_a, from_orig, marks)
         } else {
             let word = match self.unrecorded.entry(key) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(_) if !needed => return,
                 Entry::Vacant(e) => e.insert(0),
             };
-            let mut w = Word(*word);
-            let stop = w.push(from_a, from_orig, marks);
-            *word = w.0;
-            stop
+            Word::push_into(word, from_a, from_orig, marks)
         };
         if stop {
             dp.stop_sampling(&key);
