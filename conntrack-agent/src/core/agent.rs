@@ -9,7 +9,7 @@ use crate::core::tracker::{ConnView, Observed, Released, Removal, Timeouts, Time
 use crate::core::tunnels::{Encap, Tunnels};
 use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
-use crate::datapath::{Datapath, ThresholdError};
+use crate::datapath::{Content, Datapath, ThresholdError};
 use crate::logs::conn_log::{ConnExtra, ConnLogWriter};
 use crate::logs::conn_tsv::RecordUid;
 use crate::logs::tunnel_log::TunnelLog;
@@ -420,6 +420,7 @@ impl Agent {
             self.handle_event(ev, ts_ns)?;
         }
         self.events = events;
+        self.deliver_sample(frame);
         self.deliver_contents();
         r.map_err(anyhow::Error::from)
     }
@@ -455,8 +456,20 @@ impl Agent {
         if self.tunnels.is_some() && r.is_ok() {
             self.check_encap(ip);
         }
+        self.deliver_sample(ip);
         self.deliver_contents();
         r.map_err(anyhow::Error::from)
+    }
+
+    /// The service sample the datapath left in `packet`, the packet just processed
+    /// ([`Datapath::take_sample`]), to the capabilities: before the packet's other records.
+    #[inline]
+    fn deliver_sample(&mut self, packet: &[u8]) {
+        if let Some((hdr, at)) = self.dp.take_sample()
+            && let Some(data) = packet.get(at)
+        {
+            self.deliver_payload(Content { hdr: &hdr, data });
+        }
     }
 
     /// Content extraction: hands the payload records the datapath produced to the
@@ -473,6 +486,15 @@ impl Agent {
     fn deliver_pending_contents(&mut self) {
         let mut chunks = std::mem::take(&mut self.chunks);
         self.dp.drain_contents(&mut chunks);
+        for c in &chunks {
+            self.deliver_payload(c.content());
+        }
+        chunks.clear();
+        self.chunks = chunks;
+    }
+
+    /// One payload record to the capabilities that take payload.
+    fn deliver_payload(&mut self, c: Content<'_>) {
         let mut target = PayloadTarget {
             dps: Datapaths {
                 main: self.dp.as_mut(),
@@ -480,11 +502,7 @@ impl Agent {
             },
             tracker: &mut self.tracker,
         };
-        for c in &chunks {
-            self.core.payload(&mut target, c);
-        }
-        self.dp.recycle_contents(&mut chunks);
-        self.chunks = chunks;
+        self.core.payload(&mut target, c);
     }
 
     pub fn handle_event(&mut self, ev: &Event, ts_ns: i64) -> anyhow::Result<()> {

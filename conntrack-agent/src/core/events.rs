@@ -27,7 +27,7 @@ use crate::core::inactivity::InactivityRequests;
 use crate::core::polling::Polls;
 use crate::core::removal_hooks::RemovalHooks;
 use crate::core::thresholds::{Crossing, RawCrossing, ThresholdKind, ThresholdTarget, Thresholds};
-use crate::datapath::ContentChunk;
+use crate::datapath::Content;
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::{self as contents_bits, ContentCounters};
 use conntrack_common::key::FlowKey;
@@ -121,7 +121,7 @@ pub trait Capability {
     /// (`contents::CONTENT_SAMPLE` in the chunk's flags) when service detection is on. `dp`
     /// looks connections up and takes commands (e.g. extraction on). Only with
     /// [`EventMask::PAYLOAD`] in [`Capability::events`].
-    fn on_payload(&mut self, _chunk: &ContentChunk, _dp: &mut dyn ThresholdTarget) {}
+    fn on_payload(&mut self, _chunk: Content<'_>, _dp: &mut dyn ThresholdTarget) {}
 
     /// conn.log's `service` for a connection being logged (`conn`, its final state; after its
     /// `Removed` event): the names this capability confirmed, appended in confirmation order.
@@ -732,7 +732,7 @@ impl EventCore {
     }
 
     /// Payload of an extracted connection, to every capability.
-    pub fn payload(&mut self, target: &mut dyn ThresholdTarget, chunk: &ContentChunk) {
+    pub fn payload(&mut self, target: &mut dyn ThresholdTarget, chunk: Content<'_>) {
         for (cap, mask) in self.caps.iter_mut().zip(&self.masks) {
             if mask.has(EventMask::PAYLOAD) {
                 cap.on_payload(chunk, target);

@@ -20,6 +20,7 @@ use conntrack_common::packet::{
 use conntrack_common::proto;
 use conntrack_common::threshold::{self, ThresholdCommand};
 use conntrack_common::tunnel::{self, EncapChange};
+use std::ops::Range;
 
 /// likely_server_ports on the host.
 #[derive(Debug, Clone, Default)]
@@ -75,12 +76,10 @@ struct HostContents {
     /// Some connection was ever asked to extract: until then no packet needs the second
     /// lookup that `extract` does.
     armed: bool,
-    /// Buffers of handled records, for the next ones (`recycle_contents`).
-    spare: Vec<Vec<u8>>,
+    /// The last packet's service sample: its header and where its bytes are in the packet
+    /// (`Datapath::take_sample`).
+    sample: Option<(ContentHeader, Range<usize>)>,
 }
-
-/// Spare record buffers kept at most.
-const SPARE_BUFFERS: usize = 256;
 
 impl HostDatapath {
     pub fn new(cfg: HostConfig) -> Self {
@@ -140,10 +139,18 @@ impl HostDatapath {
 }
 
 impl HostDatapath {
-    /// A service sample of the packet `meta` (payload as captured: `payload`), after the
-    /// engine took it ([`Changes::SAMPLE`]): one record of its first bytes, as the kernel's
-    /// contents stage writes it (of a cut packet, `contents::sample_take`'s, as there).
-    fn sample(&mut self, payload: &[u8], meta: &PacketMeta, ts_ns: u64, is_orig: bool) {
+    /// A service sample of the packet `meta` (payload as captured: `payload`, which lies in
+    /// `packet`), after the engine took it ([`Changes::SAMPLE`]): the record of its first
+    /// bytes the kernel's contents stage writes (of a cut packet, `contents::sample_take`'s,
+    /// as there), its bytes left where they are in `packet`.
+    fn sample(
+        &mut self,
+        packet: &[u8],
+        payload: &[u8],
+        meta: &PacketMeta,
+        ts_ns: u64,
+        is_orig: bool,
+    ) {
         let captured = payload.len().min(u32::MAX as usize) as u32;
         let len = contents::sample_take(meta.payload_len, captured, meta.proto == proto::UDP);
         let Some(bytes) = payload.get(..len as usize).filter(|b| !b.is_empty()) else {
@@ -152,35 +159,33 @@ impl HostDatapath {
         if !contents::sample_handed_over(meta, bytes[0]) {
             return; // counted against the budget, no record: as the kernel's contents stage
         }
+        let start = bytes.as_ptr() as usize - packet.as_ptr() as usize;
         let key = FlowKey::from_meta(meta);
-        let mut data = self.contents.spare.pop().unwrap_or_default();
-        data.clear();
-        data.extend_from_slice(bytes);
-        self.contents.chunks.push(ContentChunk {
-            hdr: ContentHeader {
-                key,
-                ts_ns,
-                seq: contents::record_seq(meta, 0),
-                len,
-                flags: contents::sample_flags(&key, meta, is_orig),
-                proto: meta.proto as u32,
-            },
-            data,
-        });
+        let hdr = ContentHeader {
+            key,
+            ts_ns,
+            seq: contents::record_seq(meta, 0),
+            len,
+            flags: contents::sample_flags(&key, meta, is_orig),
+            proto: meta.proto as u32,
+        };
+        self.contents.sample = Some((hdr, start..start + bytes.len()));
     }
 
-    /// The payload of a packet [`Self::payload_wanted`] chose: the sample first, as the
-    /// kernel's contents stage writes it.
+    /// The payload of a packet [`Self::payload_wanted`] chose (`payload`, which lies in
+    /// `packet`): the sample first, as the kernel's contents stage writes it.
     fn take_payload(
         &mut self,
         ch: Changes,
+        packet: &[u8],
         payload: &[u8],
         meta: &PacketMeta,
         ts_ns: u64,
         checksum_ok: bool,
     ) {
         if ch.contains(Changes::SAMPLE) {
-            self.sample(payload, meta, ts_ns, ch.contains(Changes::SAMPLE_ORIG));
+            let is_orig = ch.contains(Changes::SAMPLE_ORIG);
+            self.sample(packet, payload, meta, ts_ns, is_orig);
         }
         if self.contents.armed {
             self.extract(payload, meta, ts_ns, checksum_ok);
@@ -246,8 +251,11 @@ impl Datapath for HostDatapath {
                 parse_ethernet(patched.as_deref().unwrap_or(frame), &mut m)
                     .map_err(DatapathError::Parse)?;
             }
-            let payload = payload_of(patched.as_deref().unwrap_or(frame), &m).unwrap_or(&[]);
-            self.take_payload(ch, payload, &m, ts_ns, checksum_ok);
+            // A patched frame is a copy of `frame` but for the length field: the payload's
+            // place in it is its place in `frame`, where the caller reads a sample.
+            let packet = patched.as_deref().unwrap_or(frame);
+            let payload = payload_of(packet, &m).unwrap_or(&[]);
+            self.take_payload(ch, packet, payload, &m, ts_ns, checksum_ok);
         }
         Ok(())
     }
@@ -295,8 +303,9 @@ impl Datapath for HostDatapath {
         if self.payload_wanted(ch, &meta) {
             // payload_of needs the header's length; the engine was given 0.
             (meta.ip_len, meta.ip_bytes) = lengths;
+            // As in `process`: a patched copy has the payload where `ip` has it.
             let payload = ip_payload_of(ip, &meta).unwrap_or(&[]);
-            self.take_payload(ch, payload, &meta, ts_ns, checksum_ok);
+            self.take_payload(ch, ip, payload, &meta, ts_ns, checksum_ok);
         }
         Ok(())
     }
@@ -341,6 +350,10 @@ impl Datapath for HostDatapath {
         true
     }
 
+    fn take_sample(&mut self) -> Option<(ContentHeader, Range<usize>)> {
+        self.contents.sample.take()
+    }
+
     fn drain_contents(&mut self, out: &mut Vec<ContentChunk>) {
         if out.is_empty() {
             // The usual case (the agent hands back an empty vector): the two trade places,
@@ -353,15 +366,6 @@ impl Datapath for HostDatapath {
 
     fn contents_pending(&self) -> bool {
         !self.contents.chunks.is_empty()
-    }
-
-    fn recycle_contents(&mut self, spent: &mut Vec<ContentChunk>) {
-        let spare = &mut self.contents.spare;
-        for c in spent.drain(..) {
-            if spare.len() < SPARE_BUFFERS {
-                spare.push(c.data);
-            }
-        }
     }
 
     fn content_counters(&self, key: &FlowKey) -> Option<ContentCounters> {

@@ -50,6 +50,24 @@ pub struct ContentChunk {
 }
 
 impl ContentChunk {
+    /// The record as the capabilities are given it.
+    pub fn content(&self) -> Content<'_> {
+        Content {
+            hdr: &self.hdr,
+            data: &self.data,
+        }
+    }
+}
+
+/// A payload record as the capabilities see it: a [`ContentChunk`], or a service sample the
+/// host engine left in its packet ([`Datapath::take_sample`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Content<'a> {
+    pub hdr: &'a ContentHeader,
+    pub data: &'a [u8],
+}
+
+impl Content<'_> {
     pub fn is_orig(&self) -> bool {
         self.hdr.flags & CONTENT_FROM_ORIG != 0
     }
@@ -154,6 +172,15 @@ pub trait Datapath {
         false
     }
 
+    /// The service sample of the packet just processed, when the datapath left its bytes in
+    /// the packet (the host engine: a sample is a packet's first bytes, read where they are
+    /// rather than copied): its header and where its bytes are in the buffer given to
+    /// [`Datapath::process`] or [`Datapath::process_ip`]. It comes before the packet's other
+    /// records ([`Datapath::drain_contents`], which has the kernel's samples).
+    fn take_sample(&mut self) -> Option<(ContentHeader, std::ops::Range<usize>)> {
+        None
+    }
+
     /// Content extraction: moves the payload records produced since the last call to `out`.
     fn drain_contents(&mut self, _out: &mut Vec<ContentChunk>) {}
     /// Whether [`Datapath::drain_contents`] may have records: false lets the agent skip the
@@ -161,12 +188,6 @@ pub trait Datapath {
     /// when the datapath cannot tell cheaply.
     fn contents_pending(&self) -> bool {
         true
-    }
-    /// Records [`Datapath::drain_contents`] gave that were handled: the datapath may reuse
-    /// their buffers (the host engine copies every service sample into one). Leaves `spent`
-    /// empty.
-    fn recycle_contents(&mut self, spent: &mut Vec<ContentChunk>) {
-        spent.clear();
     }
     /// Content extraction: a connection's delivered / not delivered byte counters.
     fn content_counters(&self, _key: &FlowKey) -> Option<ContentCounters> {

@@ -26,7 +26,7 @@ mod zeek_tests;
 use crate::capabilities::alerts::rule::ConnMatch;
 use crate::core::events::{Capability, ConnEvent, ConnHandle};
 use crate::core::thresholds::ThresholdTarget;
-use crate::datapath::ContentChunk;
+use crate::datapath::Content;
 use crate::logs::health::LogHealth;
 use crate::util::hashing::FastMap;
 use crate::util::site::addr_from_bytes;
@@ -145,7 +145,7 @@ impl DirFile {
         }
     }
 
-    fn push(&mut self, chunk: &ContentChunk, budget: &mut Budget) {
+    fn push(&mut self, chunk: Content<'_>, budget: &mut Budget) {
         match self.reasm.take() {
             Some(mut r) => {
                 r.push(chunk.hdr.seq, &chunk.data, &mut |p| self.write(p, budget));
@@ -312,7 +312,7 @@ impl Capability for Extractor {
         }
     }
 
-    fn on_payload(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+    fn on_payload(&mut self, chunk: Content<'_>, dp: &mut dyn ThresholdTarget) {
         if chunk.hdr.flags & conntrack_common::contents::CONTENT_SAMPLE != 0 {
             // Service detection's samples: not extracted content.
             return;

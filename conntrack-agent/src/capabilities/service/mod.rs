@@ -46,7 +46,7 @@ mod udp;
 
 use crate::core::events::{Capability, ConnEvent, ConnHandle, EventMask};
 use crate::core::thresholds::ThresholdTarget;
-use crate::datapath::ContentChunk;
+use crate::datapath::Content;
 use crate::util::hashing::FastMap;
 use conntrack_common::conn::Conn;
 use conntrack_common::contents::{
@@ -184,7 +184,7 @@ impl Service {
 
     /// A TCP sample of connection `key`: its state found by its word, in its tracker record
     /// (one lookup) or, for a connection the tracker does not know yet, in `unrecorded`.
-    fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+    fn on_sample(&mut self, chunk: Content<'_>, dp: &mut dyn ThresholdTarget) {
         let key = chunk.hdr.key;
         if !self.ftp.is_empty()
             && let Some(ctl) = self.ftp.get_mut(&key)
@@ -226,7 +226,7 @@ impl Service {
 
     /// A TCP sample of the connection whose word is `word`: the detectors run at most at the
     /// first exchange (a possible FTP greeting) and once the samples are complete.
-    fn on_word(&mut self, word: &mut u32, chunk: &ContentChunk) -> After {
+    fn on_word(&mut self, word: &mut u32, chunk: Content<'_>) -> After {
         let Self {
             slots,
             sets,
@@ -415,7 +415,7 @@ impl Capability for Service {
         EventMask::PAYLOAD
     }
 
-    fn on_payload(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+    fn on_payload(&mut self, chunk: Content<'_>, dp: &mut dyn ThresholdTarget) {
         if chunk.hdr.flags & CONTENT_SAMPLE != 0 {
             return if chunk.hdr.key.proto == proto::TCP {
                 self.on_sample(chunk, dp)

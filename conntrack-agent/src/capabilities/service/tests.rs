@@ -2,7 +2,7 @@
 //! sides, the roles as logged, state freed once decided.
 
 use super::*;
-use crate::datapath::ThresholdError;
+use crate::datapath::{ContentChunk, ThresholdError};
 use conntrack_common::contents::ContentHeader;
 
 /// A datapath that records the commands it is given, and the connections whose sampling
@@ -105,10 +105,19 @@ fn a_request_and_its_reply_are_http() {
     let mut svc = Service::new(PORTS);
     let mut dp = Commands::default();
     // The request in two segments, the second retransmitted.
-    svc.on_payload(&sample(&key, true, true, 1000, &REQUEST[..10]), &mut dp);
-    svc.on_payload(&sample(&key, true, true, 1010, &REQUEST[10..]), &mut dp);
-    svc.on_payload(&sample(&key, true, true, 1010, &REQUEST[10..]), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 7, REPLY), &mut dp);
+    svc.on_payload(
+        sample(&key, true, true, 1000, &REQUEST[..10]).content(),
+        &mut dp,
+    );
+    svc.on_payload(
+        sample(&key, true, true, 1010, &REQUEST[10..]).content(),
+        &mut dp,
+    );
+    svc.on_payload(
+        sample(&key, true, true, 1010, &REQUEST[10..]).content(),
+        &mut dp,
+    );
+    svc.on_payload(sample(&key, false, false, 7, REPLY).content(), &mut dp);
     assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
     assert!(svc.holds_nothing(), "freed once logged");
     assert!(dp.0.is_empty(), "nothing asked of the datapath");
@@ -120,10 +129,10 @@ fn one_side_alone_off_the_analyzers_ports_is_no_http() {
     let (key, conn) = conn_to(9_999, proto::TCP);
     let mut svc = Service::new(PORTS);
     let mut dp = Commands::default();
-    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(sample(&key, true, true, 1, REQUEST).content(), &mut dp);
     assert!(logged(&mut svc, &key, &conn).is_empty());
-    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    svc.on_payload(sample(&key, true, true, 1, REQUEST).content(), &mut dp);
+    svc.on_payload(sample(&key, false, false, 1, REPLY).content(), &mut dp);
     assert_eq!(
         logged(&mut svc, &key, &conn),
         vec!["http"],
@@ -150,7 +159,7 @@ fn complete_samples_keep_only_the_names() {
                 _ => b"more bytes",
             };
             let s = &mut seq[usize::from(!from_a)];
-            svc.on_payload(&sample(&key, from_a, from_a, *s, data), &mut dp);
+            svc.on_payload(sample(&key, from_a, from_a, *s, data).content(), &mut dp);
             *s += data.len() as u32;
         }
     }
@@ -171,8 +180,8 @@ fn the_roles_are_those_of_the_record() {
     let (key, conn) = http_conn();
     let mut svc = Service::new(PORTS);
     let mut dp = Commands::default();
-    svc.on_payload(&sample(&key, false, true, 7, REPLY), &mut dp);
-    svc.on_payload(&sample(&key, true, false, 1, REQUEST), &mut dp);
+    svc.on_payload(sample(&key, false, true, 7, REPLY).content(), &mut dp);
+    svc.on_payload(sample(&key, true, false, 1, REQUEST).content(), &mut dp);
     assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
 }
 
@@ -181,8 +190,8 @@ fn without_the_analyzer_loaded_nothing_is_logged() {
     let (key, conn) = http_conn();
     let mut svc = Service::new(&[(53, proto::UDP)]);
     let mut dp = Commands::default();
-    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    svc.on_payload(sample(&key, true, true, 1, REQUEST).content(), &mut dp);
+    svc.on_payload(sample(&key, false, false, 1, REPLY).content(), &mut dp);
     assert!(logged(&mut svc, &key, &conn).is_empty());
 }
 
@@ -195,16 +204,16 @@ fn a_connection_picked_up_midway_is_not_http() {
     }
     let mut svc = Service::new(PORTS);
     let mut dp = Commands::default();
-    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    svc.on_payload(sample(&key, true, true, 1, REQUEST).content(), &mut dp);
+    svc.on_payload(sample(&key, false, false, 1, REPLY).content(), &mut dp);
     assert!(logged(&mut svc, &key, &conn).is_empty());
     // The same exchange after a handshake is HTTP.
     let (key, mut conn) = http_conn();
     for letter in *b"ShADad" {
         conn.history.push(letter);
     }
-    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    svc.on_payload(sample(&key, true, true, 1, REQUEST).content(), &mut dp);
+    svc.on_payload(sample(&key, false, false, 1, REPLY).content(), &mut dp);
     assert_eq!(logged(&mut svc, &key, &conn), vec!["http"]);
 }
 
@@ -213,13 +222,19 @@ fn a_connection_no_detector_can_confirm_is_decided_at_its_first_exchange() {
     let (key, conn) = http_conn();
     let mut svc = Service::new(PORTS);
     let mut dp = Commands::default();
-    svc.on_payload(&sample(&key, true, true, 1000, b"\x01\x02binary"), &mut dp);
+    svc.on_payload(
+        sample(&key, true, true, 1000, b"\x01\x02binary").content(),
+        &mut dp,
+    );
     assert!(dp.1.is_empty(), "the server has not answered yet");
-    svc.on_payload(&sample(&key, false, false, 5000, b"\x07reply"), &mut dp);
+    svc.on_payload(
+        sample(&key, false, false, 5000, b"\x07reply").content(),
+        &mut dp,
+    );
     assert_eq!(dp.1, [key], "sampling stops");
     assert_eq!(svc.decided(&key), Some(vec![]));
     // Samples already on their way change nothing.
-    svc.on_payload(&sample(&key, true, true, 1008, REQUEST), &mut dp);
+    svc.on_payload(sample(&key, true, true, 1008, REQUEST).content(), &mut dp);
     assert!(logged(&mut svc, &key, &conn).is_empty());
     assert!(svc.holds_nothing());
 }
@@ -229,7 +244,10 @@ fn a_connection_keeps_its_word_in_its_record_and_its_samples_only_while_pending(
     let (key, conn) = http_conn();
     let mut svc = Service::new(PORTS);
     let mut dp = Host::default();
-    svc.on_payload(&sample(&key, true, true, 1000, b"\x01\x02binary"), &mut dp);
+    svc.on_payload(
+        sample(&key, true, true, 1000, b"\x01\x02binary").content(),
+        &mut dp,
+    );
     assert_eq!(
         svc.slots.open_count(),
         1,
@@ -239,7 +257,10 @@ fn a_connection_keeps_its_word_in_its_record_and_its_samples_only_while_pending(
         Word::from_stored(dp.records[&key]),
         Word::Pending(_)
     ));
-    svc.on_payload(&sample(&key, false, false, 5000, b"\x07reply"), &mut dp);
+    svc.on_payload(
+        sample(&key, false, false, 5000, b"\x07reply").content(),
+        &mut dp,
+    );
     assert_eq!(Word::from_stored(dp.records[&key]), Word::Nothing);
     assert!(svc.holds_nothing(), "nothing kept but the record's word");
     let mut out = Vec::new();
@@ -247,7 +268,7 @@ fn a_connection_keeps_its_word_in_its_record_and_its_samples_only_while_pending(
     assert!(out.is_empty());
     // Logged while pending: judged from the samples, which are freed.
     let (key, conn) = conn_to(9_999, proto::TCP);
-    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(sample(&key, true, true, 1, REQUEST).content(), &mut dp);
     svc.conn_service(&key, &conn, dp.records[&key], &mut out);
     assert!(out.is_empty(), "one side alone is no http off its ports");
     assert!(svc.holds_nothing());
@@ -288,8 +309,8 @@ fn a_decided_connection_keeps_its_names_in_its_record() {
     let mut svc = Service::new(PORTS);
     let mut dp = Host::default();
     for k in [key, other] {
-        svc.on_payload(&sample(&k, true, true, 1, REQUEST), &mut dp);
-        svc.on_payload(&sample(&k, false, false, 1, REPLY), &mut dp);
+        svc.on_payload(sample(&k, true, true, 1, REQUEST).content(), &mut dp);
+        svc.on_payload(sample(&k, false, false, 1, REPLY).content(), &mut dp);
     }
     assert!(svc.holds_nothing(), "no table entry once decided");
     assert_eq!(dp.records[&key], dp.records[&other], "one set for both");
@@ -307,10 +328,16 @@ fn a_request_keeps_its_connection_sampled() {
     let (key, conn) = http_conn();
     let mut svc = Service::new(PORTS);
     let mut dp = Commands::default();
-    svc.on_payload(&sample(&key, true, true, 1000, &REQUEST[..3]), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 5000, REPLY), &mut dp);
+    svc.on_payload(
+        sample(&key, true, true, 1000, &REQUEST[..3]).content(),
+        &mut dp,
+    );
+    svc.on_payload(sample(&key, false, false, 5000, REPLY).content(), &mut dp);
     assert!(dp.1.is_empty(), "the request line may still come");
-    svc.on_payload(&sample(&key, true, true, 1003, &REQUEST[3..]), &mut dp);
+    svc.on_payload(
+        sample(&key, true, true, 1003, &REQUEST[3..]).content(),
+        &mut dp,
+    );
     assert_eq!(logged(&mut svc, &key, &conn), ["http"]);
 }
 
@@ -320,11 +347,11 @@ fn a_final_answer_stops_sampling() {
     let mut svc = Service::new(PORTS);
     let mut dp = Commands::default();
     svc.on_payload(
-        &sample(&key, true, true, 1, b"SSH-2.0-OpenSSH_9.6\r\n"),
+        sample(&key, true, true, 1, b"SSH-2.0-OpenSSH_9.6\r\n").content(),
         &mut dp,
     );
     svc.on_payload(
-        &sample(&key, false, false, 1, b"SSH-2.0-OpenSSH_9.2\r\n"),
+        sample(&key, false, false, 1, b"SSH-2.0-OpenSSH_9.2\r\n").content(),
         &mut dp,
     );
     assert_eq!(dp.1, [key]);
@@ -338,8 +365,11 @@ fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
     let (key, conn) = conn_to(4433, proto::UDP);
     let mut svc = Service::new(&[(443, proto::UDP)]);
     let mut dp = Commands::default();
-    svc.on_payload(&sample(&key, true, true, 0, b"hello, not quic"), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 0, b"reply"), &mut dp);
+    svc.on_payload(
+        sample(&key, true, true, 0, b"hello, not quic").content(),
+        &mut dp,
+    );
+    svc.on_payload(sample(&key, false, false, 0, b"reply").content(), &mut dp);
     assert_eq!(svc.udp.unrecorded(), 0);
     // The client's second datagram is a QUIC Initial (curl's first, as in quic.rs's tests):
     // it is kept, and the connection is `quic,ssl`.
@@ -348,7 +378,7 @@ fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
         .step_by(2)
         .map(|i| u8::from_str_radix(&INITIAL[i..i + 2], 16).unwrap())
         .collect();
-    svc.on_payload(&sample(&key, true, true, 0, &initial), &mut dp);
+    svc.on_payload(sample(&key, true, true, 0, &initial).content(), &mut dp);
     assert_eq!(svc.udp.unrecorded(), 1);
     assert_eq!(logged(&mut svc, &key, &conn), ["quic", "ssl"]);
     assert_eq!(svc.udp.unrecorded(), 0);
@@ -362,8 +392,8 @@ fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
     let mut svc = Service::new(&[(53, proto::UDP)]);
     let mut dp = Commands(Vec::new(), Vec::new(), true);
     let query: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
-    svc.on_payload(&sample(&key, true, true, 0, query), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 0, b"garbled"), &mut dp);
+    svc.on_payload(sample(&key, true, true, 0, query).content(), &mut dp);
+    svc.on_payload(sample(&key, false, false, 0, b"garbled").content(), &mut dp);
     assert!(dp.1.is_empty(), "not final: sampling goes on");
     assert!(svc.udp.is_pending(&key));
     assert_eq!(logged(&mut svc, &key, &conn), ["dns"]);
@@ -376,7 +406,7 @@ fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
     let initial = detect::test_util::hex(
         "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3",
     );
-    svc.on_payload(&sample(&key, false, false, 0, &initial), &mut dp);
+    svc.on_payload(sample(&key, false, false, 0, &initial).content(), &mut dp);
     let flipped = Conn {
         orig_addr: key.addr_b,
         resp_addr: key.addr_a,
@@ -394,7 +424,7 @@ fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
         ..Conn::ZERO
     };
     let mut other = Service::new(&[(443, proto::UDP)]);
-    other.on_payload(&sample(&key, false, false, 0, &initial), &mut dp);
+    other.on_payload(sample(&key, false, false, 0, &initial).content(), &mut dp);
     assert!(logged(&mut other, &key, &unflipped).is_empty());
     assert_eq!(logged(&mut svc, &key, &flipped), ["quic", "ssl"]);
 }
@@ -411,10 +441,13 @@ fn a_udp_connections_marks_are_kept_in_its_record() {
     let (other, other_conn) = conn_to(4433, proto::UDP);
     let mut svc = Service::new(&[(53, proto::UDP)]);
     let mut dp = Host::default();
-    svc.on_payload(&sample(&key, true, true, 0, DNS_QUERY), &mut dp);
-    svc.on_payload(&sample(&key, false, false, 0, DNS_ANSWER), &mut dp);
+    svc.on_payload(sample(&key, true, true, 0, DNS_QUERY).content(), &mut dp);
+    svc.on_payload(sample(&key, false, false, 0, DNS_ANSWER).content(), &mut dp);
     // Off the analyzers' ports a datagram that marks nothing leaves no state at all.
-    svc.on_payload(&sample(&other, true, true, 0, b"not quic"), &mut dp);
+    svc.on_payload(
+        sample(&other, true, true, 0, b"not quic").content(),
+        &mut dp,
+    );
     assert_eq!(svc.udp.unrecorded(), 0, "nothing in the capability's table");
     assert_ne!(dp.records[&key], 0);
     assert_eq!(dp.records.get(&other).copied().unwrap_or(0), 0);
@@ -435,10 +468,10 @@ fn a_udp_sample_read_before_its_connection_is_known_is_not_lost() {
         unknown: true,
         ..Host::default()
     };
-    svc.on_payload(&sample(&key, true, true, 0, DNS_QUERY), &mut dp);
+    svc.on_payload(sample(&key, true, true, 0, DNS_QUERY).content(), &mut dp);
     assert_eq!(svc.udp.unrecorded(), 1);
     dp.unknown = false;
-    svc.on_payload(&sample(&key, false, false, 0, b"garbled"), &mut dp);
+    svc.on_payload(sample(&key, false, false, 0, b"garbled").content(), &mut dp);
     assert_eq!(svc.udp.unrecorded(), 0, "moved into the record");
     let mut out = Vec::new();
     svc.conn_service(&key, &conn, dp.records[&key], &mut out);
@@ -450,7 +483,7 @@ fn a_udp_sample_read_before_its_connection_is_known_is_not_lost() {
         unknown: true,
         ..Host::default()
     };
-    svc.on_payload(&sample(&key, true, true, 0, DNS_QUERY), &mut dp);
+    svc.on_payload(sample(&key, true, true, 0, DNS_QUERY).content(), &mut dp);
     out.clear();
     svc.conn_service(&key, &conn, 0, &mut out);
     assert_eq!(out, ["dns"]);
@@ -467,10 +500,10 @@ fn a_tcp_sample_read_before_its_connection_is_known_is_not_lost() {
         unknown: true,
         ..Host::default()
     };
-    svc.on_payload(&sample(&key, true, true, 1, REQUEST), &mut dp);
+    svc.on_payload(sample(&key, true, true, 1, REQUEST).content(), &mut dp);
     assert_eq!(svc.unrecorded.len(), 1);
     dp.unknown = false;
-    svc.on_payload(&sample(&key, false, false, 1, REPLY), &mut dp);
+    svc.on_payload(sample(&key, false, false, 1, REPLY).content(), &mut dp);
     assert!(svc.holds_nothing(), "moved into the record, then decided");
     let mut out = Vec::new();
     svc.conn_service(&key, &conn, dp.records[&key], &mut out);

@@ -12,7 +12,7 @@
 
 use super::detect::{self, SideMarks, Transport};
 use crate::core::thresholds::ThresholdTarget;
-use crate::datapath::ContentChunk;
+use crate::datapath::Content;
 use crate::util::hashing::FastMap;
 use conntrack_common::contents::{CONTENT_FROM_A, CONTENT_FROM_ORIG, SAMPLE_PACKETS};
 use conntrack_common::key::FlowKey;
@@ -132,7 +132,7 @@ impl UdpConns {
     /// A sample: its marks into the connection's state, the names decided at the first
     /// exchange when final (a QUIC Initial; sampling stops) and once the samples are
     /// complete.
-    pub fn on_sample(&mut self, chunk: &ContentChunk, dp: &mut dyn ThresholdTarget) {
+    pub fn on_sample(&mut self, chunk: Content<'_>, dp: &mut dyn ThresholdTarget) {
         let key = chunk.hdr.key;
         let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
         let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;

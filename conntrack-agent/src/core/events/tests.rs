@@ -277,10 +277,10 @@ impl Capability for Toggler {
         }
     }
 
-    fn on_payload(&mut self, chunk: &ContentChunk, _dp: &mut dyn ThresholdTarget) {
+    fn on_payload(&mut self, chunk: Content<'_>, _dp: &mut dyn ThresholdTarget) {
         self.seen
             .borrow_mut()
-            .push((chunk.is_orig(), chunk.data.clone()));
+            .push((chunk.is_orig(), chunk.data.to_vec()));
     }
 }
 
@@ -385,7 +385,7 @@ impl Capability for PayloadOnly {
         *self.events.borrow_mut() += 1;
     }
 
-    fn on_payload(&mut self, chunk: &ContentChunk, _dp: &mut dyn ThresholdTarget) {
+    fn on_payload(&mut self, chunk: Content<'_>, _dp: &mut dyn ThresholdTarget) {
         if chunk.hdr.flags & conntrack_common::contents::CONTENT_SAMPLE != 0 {
             *self.samples.borrow_mut() += 1;
         }

@@ -41,9 +41,7 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
         return false;
     }
     found.push("ftp");
-    if let Some(at) = text::command_end(orig, b"AUTH")
-        && tls::client_hello_after(orig, at)
-    {
+    if text::tls_after_command(orig, b"AUTH") {
         found.push("ssl");
     } else if gsi_handshake(orig, resp) {
         found.extend(["ssl", "gridftp"]);

@@ -4,7 +4,7 @@
 //! switches the stream to TLS.
 
 use super::bytes::{first_line, lines};
-use super::{Sample, text, tls};
+use super::{Sample, text};
 use std::net::{IpAddr, Ipv4Addr};
 
 const COMMANDS: [&[u8]; 6] = [b"NICK", b"USER", b"PASS", b"CAP", b"STARTTLS", b"SERVER"];
@@ -27,9 +27,7 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
         return false;
     }
     found.push("irc");
-    if let Some(at) = text::command_end(orig, b"STARTTLS")
-        && tls::client_hello_after(orig, at)
-    {
+    if text::tls_after_command(orig, b"STARTTLS") {
         found.push("ssl");
     }
     true

@@ -248,7 +248,7 @@ mod bytes {
 
     /// The first line of `b` without its line end, if `b` holds a whole line (ended by LF).
     pub fn first_line(b: &[u8]) -> Option<&[u8]> {
-        let end = b.iter().position(|&c| c == b'\n')?;
+        let end = memchr::memchr(b'\n', b)?;
         let line = &b[..end];
         Some(line.strip_suffix(b"\r").unwrap_or(line))
     }
@@ -256,13 +256,12 @@ mod bytes {
     /// The lines of `b` (LF or CRLF ended); a last line without its end is left out, as it
     /// may be cut off by the sample's size.
     pub fn lines(b: &[u8]) -> impl Iterator<Item = &[u8]> {
-        let complete = match b.iter().rposition(|&c| c == b'\n') {
-            Some(end) => &b[..end + 1],
-            None => &b[..0],
-        };
-        complete.split_inclusive(|&c| c == b'\n').map(|l| {
-            let l = &l[..l.len() - 1];
-            l.strip_suffix(b"\r").unwrap_or(l)
+        let mut rest = b;
+        std::iter::from_fn(move || {
+            let end = memchr::memchr(b'\n', rest)?;
+            let line = &rest[..end];
+            rest = &rest[end + 1..];
+            Some(line.strip_suffix(b"\r").unwrap_or(line))
         })
     }
 

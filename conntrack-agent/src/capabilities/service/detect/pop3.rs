@@ -2,7 +2,7 @@
 //! `+OK` greeting from the server and a POP3 command from the client.
 
 use super::bytes::{first_line, lines};
-use super::{text, tls};
+use super::text;
 
 const COMMANDS: [&[u8]; 9] = [
     b"USER", b"APOP", b"CAPA", b"AUTH", b"STLS", b"PASS", b"STAT", b"LIST", b"QUIT",
@@ -18,9 +18,7 @@ pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
         return false;
     }
     found.push("pop3");
-    if let Some(at) = text::command_end(orig, b"STLS")
-        && tls::client_hello_after(orig, at)
-    {
+    if text::tls_after_command(orig, b"STLS") {
         found.push("ssl");
     }
     true

@@ -3,7 +3,7 @@
 //! is TLS, which the SMTP analyzer hands to the SSL analyzer.
 
 use super::bytes::{first_line, starts_with_ci};
-use super::{text, tls};
+use super::text;
 
 pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
     let greeting = first_line(resp).is_some_and(|l| text::reply_code(l) == Some(220));
@@ -12,9 +12,7 @@ pub fn detect(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bool {
         return false;
     }
     found.push("smtp");
-    if let Some(at) = text::command_end(orig, b"STARTTLS")
-        && tls::client_hello_after(orig, at)
-    {
+    if text::tls_after_command(orig, b"STARTTLS") {
         found.push("ssl");
     }
     true

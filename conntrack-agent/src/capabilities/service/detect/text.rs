@@ -1,6 +1,7 @@
 //! Helpers for the line-based protocols (SMTP, FTP, POP3, IMAP, IRC).
 
 use super::bytes::lines;
+use super::tls;
 
 /// `b` without leading whitespace.
 pub fn trim_start(b: &[u8]) -> &[u8] {
@@ -35,6 +36,14 @@ pub fn command_end(b: &[u8], verb: &[u8]) -> Option<usize> {
         at = next;
     }
     None
+}
+
+/// The client sent the command `verb` (STARTTLS, STLS, AUTH) and then a TLS ClientHello: the
+/// stream switched to TLS. A stream with no handshake record byte (0x16) cannot have, which
+/// spares most connections the scan of their lines.
+pub fn tls_after_command(orig: &[u8], verb: &[u8]) -> bool {
+    memchr::memchr(0x16, orig).is_some()
+        && command_end(orig, verb).is_some_and(|at| tls::client_hello_after(orig, at))
 }
 
 /// The first word of `line`, up to a space.
