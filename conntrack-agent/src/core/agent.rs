@@ -123,8 +123,12 @@ impl ThresholdTarget for PayloadTarget<'_> {
     ) -> Option<conntrack_common::contents::ContentCounters> {
         self.dps.content_counters(key)
     }
+    /// Where the main datapath keeps it (the host engine), else in the tracker's record.
     fn service_mut(&mut self, key: &FlowKey) -> Option<&mut u32> {
-        self.tracker.service_mut(key)
+        match self.dps.main.service_word(key) {
+            Some(word) => Some(word),
+            None => self.tracker.service_mut(key),
+        }
     }
 }
 
@@ -178,6 +182,15 @@ fn raw_crossing(ev: &ConnChange, conn: Option<&Conn>) -> Option<RawCrossing> {
         values: conn.thr,
         is_orig: ev.from_orig(),
     })
+}
+
+/// The service word of a connection let go: the one its datapath entry kept (`kept`: the
+/// host engine keeps it there, `Datapath::service_word`), else the tracker record's.
+fn service_word(kept: Option<u32>, tracked: u32) -> u32 {
+    match kept {
+        Some(word) if word != 0 => word,
+        _ => tracked,
+    }
 }
 
 fn removal_reason(r: Removal) -> Option<RemovalReason> {
@@ -522,8 +535,12 @@ impl Agent {
                 self.deliver(k, s.change.ts_ns, Some(&s.conn), &removed, None);
                 self.dp.forget_contents(&k);
                 let released = self.tracker.forget(&k).unwrap_or_default();
+                // The entry holds the new connection, but no sample of it came yet (they
+                // come after the packet's events): the word is the old one's.
+                let kept = self.dp.service_word(&k).map(std::mem::take);
+                let service = service_word(kept, released.service);
                 let uid = self.named(Some(released.uid));
-                self.log_conn(&k, &s.conn, uid, released.service, RemovalReason::Reuse)
+                self.log_conn(&k, &s.conn, uid, service, RemovalReason::Reuse)
             }
             Event::Snapshot(s) => self.conn_changed(&s.change, Some(&s.conn), ts_ns),
             Event::Encap(e) => self.encap_reported(e, ts_ns),
@@ -616,8 +633,13 @@ impl Agent {
             self.evicted(k);
             return Ok(());
         };
-        match self.dp.remove(k).or_else(|| self.overflow.remove(k)) {
-            Some(c) => self.log_removed(k, c, reason, released),
+        let removed = self.dp.remove_with_service(k);
+        match removed.or_else(|| self.overflow.remove(k).map(|c| (c, 0))) {
+            Some((c, kept)) => {
+                let mut released = released.unwrap_or_default();
+                released.service = service_word(Some(kept), released.service);
+                self.log_removed(k, c, reason, Some(released))
+            }
             None => {
                 self.evicted(k);
                 Ok(())

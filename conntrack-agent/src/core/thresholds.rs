@@ -172,8 +172,9 @@ pub trait ThresholdTarget {
     fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
         false
     }
-    /// The word the connection's record keeps for the service capability (0 at first), to
-    /// read and change in place; it is handed back when the connection is logged
+    /// The word the connection's record keeps for the service capability (0 at first; the
+    /// host engine's table entry, else the tracker's record), to read and change in place;
+    /// it is handed back when the connection is logged
     /// ([`crate::core::events::Capability::conn_service`]'s `stored`). None if no record has
     /// the connection (then the capability keeps the word itself).
     fn service_mut(&mut self, _key: &FlowKey) -> Option<&mut u32> {

@@ -324,7 +324,15 @@ impl Datapath for HostDatapath {
     }
 
     fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+        self.table.remove(key).map(|(c, _)| c)
+    }
+
+    fn remove_with_service(&mut self, key: &FlowKey) -> Option<(Conn, u32)> {
         self.table.remove(key)
+    }
+
+    fn service_word(&mut self, key: &FlowKey) -> Option<&mut u32> {
+        self.table.service_mut(key)
     }
 
     fn keys(&self) -> Vec<FlowKey> {

@@ -129,6 +129,18 @@ pub trait Datapath {
         None
     }
     fn remove(&mut self, key: &FlowKey) -> Option<Conn>;
+    /// [`Datapath::remove`], with the service word the datapath kept for the connection
+    /// ([`Datapath::service_word`]; 0 when it keeps none).
+    fn remove_with_service(&mut self, key: &FlowKey) -> Option<(Conn, u32)> {
+        self.remove(key).map(|c| (c, 0))
+    }
+    /// The service capability's word for connection `key` (`ThresholdTarget::service_mut`),
+    /// when the datapath keeps it with the connection: the host engine does, in the entry the
+    /// sample's packet has just read. None: the agent's tracker keeps it (the kernel's table
+    /// has no room for it).
+    fn service_word(&mut self, _key: &FlowKey) -> Option<&mut u32> {
+        None
+    }
     fn keys(&self) -> Vec<FlowKey>;
     /// Calls `f` with the connection, if the table has it (the host's table without a copy:
     /// timers read a connection each time they fire).

@@ -11,10 +11,11 @@
 //! are kept from then on; else again once the samples are complete or when the connection is
 //! logged. The names go into its conn.log record ([`Capability::conn_service`]).
 //!
-//! What detection keeps of a connection is a 32-bit word in the connection's tracker record
-//! (`ThresholdTarget::service_mut`, as Zeek keeps `service` in the connection record), handed
-//! back when it is logged: no table of connections is kept beside the tracker's (only one for
-//! the few the tracker does not know yet).
+//! What detection keeps of a connection is a 32-bit word in the connection's record
+//! (`ThresholdTarget::service_mut`, as Zeek keeps `service` in the connection record: the
+//! host engine's table entry, which the sample's packet has just read, or the tracker's
+//! record), handed back when it is logged: no table of connections is kept beside those
+//! (only one for the few that no record has yet).
 //! - TCP ([`tcp::Word`]): the decided names, an interned set ([`sets`]); while samples are
 //!   still coming, the slot that holds the bytes of each direction's stream ([`tcp::Slots`],
 //!   [`sample::SideSample`]), for about a round trip.
@@ -182,8 +183,8 @@ impl Service {
         })
     }
 
-    /// A TCP sample of connection `key`: its state found by its word, in its tracker record
-    /// (one lookup) or, for a connection the tracker does not know yet, in `unrecorded`.
+    /// A TCP sample of connection `key`: its state found by its word, in its record (one
+    /// lookup) or, for a connection no record has yet, in `unrecorded`.
     fn on_sample(&mut self, chunk: Content<'_>, dp: &mut dyn ThresholdTarget) {
         let key = chunk.hdr.key;
         if !self.ftp.is_empty()

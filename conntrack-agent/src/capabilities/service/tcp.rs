@@ -1,8 +1,8 @@
-//! A TCP connection's detection state in 32 bits ([`Word`]), kept in its tracker record (as
+//! A TCP connection's detection state in 32 bits ([`Word`]), kept in its record (as
 //! Zeek keeps `service` in the connection record) and handed back when it is logged: its
 //! decided names as an interned set, or, while its samples are still coming, the number of
 //! the slot that holds them ([`Slots`]). No table of connections is kept beside the
-//! tracker's, so a sample costs the one lookup of its record, and the record's word is all a
+//! datapath's and the tracker's, so a sample costs the one lookup of its record, and the record's word is all a
 //! decided connection costs.
 
 use super::Pending;

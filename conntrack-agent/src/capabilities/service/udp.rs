@@ -1,7 +1,7 @@
 //! UDP connections' detection state: a few bits per side ([`detect::SideMarks`]), not bytes.
 //! Every UDP rule reads one datagram at a time, so each datagram is judged as it comes
 //! ([`detect::marks`]), and what a connection needs fits in 32 bits ([`Word`]): it is kept in
-//! the connection's tracker record (`ThresholdTarget::service_mut`), as Zeek keeps `service`
+//! the connection's record (`ThresholdTarget::service_mut`), as Zeek keeps `service`
 //! in the connection record, and comes back when the connection is logged. A table of our
 //! own holds it only for a connection the tracker does not know yet (live, a sample may be
 //! read before its connection's event), until the tracker does.

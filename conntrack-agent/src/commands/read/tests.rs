@@ -394,3 +394,75 @@ fn garbage_trace_is_an_error() {
         .to_string();
     assert!(e.contains("junk.pcap"), "{e}");
 }
+
+/// A TCP segment (no options; checksum left 0: the tests ignore checksums).
+fn tcp(ends: ([u8; 4], u16, [u8; 4], u16), seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
+    let (src, sport, dst, dport) = ends;
+    let total = (40 + data.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 3, 0, 0, 64, 6, 0, 0]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(&sport.to_be_bytes());
+    ip.extend_from_slice(&dport.to_be_bytes());
+    ip.extend_from_slice(&seq.to_be_bytes());
+    ip.extend_from_slice(&ack.to_be_bytes());
+    ip.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    ip.extend_from_slice(data);
+    fix_ipv4_header(&mut ip);
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f
+}
+
+/// A connection ended by a new SYN on its ports (Zeek's connection reuse) is logged with its
+/// own service, and the one that takes its place with the new one's: the host engine keeps
+/// the service word in the entry the new connection reuses.
+#[test]
+fn a_reused_connection_keeps_its_service_apart_from_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.pcap");
+    let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    let (c2s, s2c) = ((a, 40000, b, 80), (b, 80, a, 40000));
+    let (syn, synack, ack, psh) = (0x02, 0x12, 0x10, 0x18);
+    let exchange = |t: u32, isn: u32, client: &[u8], server: &[u8]| {
+        let n = client.len() as u32;
+        vec![
+            (t, 0, tcp(c2s, isn, 0, syn, b"")),
+            (t, 1000, tcp(s2c, 5000, isn + 1, synack, b"")),
+            (t, 2000, tcp(c2s, isn + 1, 5001, ack, b"")),
+            (t, 3000, tcp(c2s, isn + 1, 5001, psh, client)),
+            (t, 4000, tcp(s2c, 5001, isn + 1 + n, psh, server)),
+        ]
+    };
+    let mut frames = exchange(
+        100,
+        100,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    );
+    frames.extend(exchange(
+        101,
+        9000,
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+    ));
+    write_pcap(&trace, LINKTYPE_ETHERNET, false, &frames);
+    let ar = replay_args(
+        &trace,
+        Engine::Host,
+        dir.path(),
+        &[
+            "--likely-server-ports",
+            "80/tcp,22/tcp",
+            "--ignore-checksums",
+        ],
+    );
+    read(ar, Config::default()).unwrap();
+    let mut r = records(dir.path());
+    r.sort_by(|x, y| x[0].cmp(&y[0]));
+    let services: Vec<&str> = r.iter().map(|x| x[7].as_str()).collect();
+    assert_eq!(services, ["http", "ssh"], "{r:?}");
+}

@@ -14,10 +14,13 @@ use conntrack_common::key::FlowKey;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
-/// A connection and its key (the index compares keys here: it holds none itself).
+/// A connection and its key (the index compares keys here: it holds none itself), and the
+/// service capability's word for it (`Datapath::service_word`), here where the packet that
+/// carried a sample has just brought the slot into the cache.
 struct Slot {
     key: FlowKey,
     conn: Conn,
+    service: u32,
 }
 
 /// Flow key to connection, as a map would do it; see the module's comment for why not a map.
@@ -85,6 +88,7 @@ impl FlowSlab {
                         let s = &mut self.slots[i as usize];
                         s.key = *key;
                         s.conn = *conn;
+                        s.service = 0;
                         i
                     }
                     None => {
@@ -93,6 +97,7 @@ impl FlowSlab {
                         self.slots.push(Slot {
                             key: *key,
                             conn: *conn,
+                            service: 0,
                         });
                         i
                     }
@@ -104,8 +109,14 @@ impl FlowSlab {
         &mut self.slots[i as usize].conn
     }
 
-    /// Takes `key`'s connection out; its slot is the next one reused.
-    pub fn remove(&mut self, key: &FlowKey) -> Option<Conn> {
+    /// The service word stored with `key`'s connection.
+    pub fn service_mut(&mut self, key: &FlowKey) -> Option<&mut u32> {
+        let i = self.find(key)?;
+        self.slots.get_mut(i as usize).map(|s| &mut s.service)
+    }
+
+    /// Takes `key`'s connection out, with its service word; its slot is the next one reused.
+    pub fn remove(&mut self, key: &FlowKey) -> Option<(Conn, u32)> {
         let h = self.hasher.hash_one(key);
         let slots = &self.slots;
         let (i, _) = self
@@ -114,7 +125,7 @@ impl FlowSlab {
             .ok()?
             .remove();
         self.free.push(i);
-        self.slots.get(i as usize).map(|s| s.conn)
+        self.slots.get(i as usize).map(|s| (s.conn, s.service))
     }
 
     /// Every key held, in no particular order.
@@ -196,7 +207,7 @@ mod tests {
                     map.entry(k).or_insert(c);
                 }
                 2 => assert_eq!(
-                    slab.remove(&k).map(|c| c.start_ns),
+                    slab.remove(&k).map(|(c, _)| c.start_ns),
                     map.remove(&k).map(|c| c.start_ns)
                 ),
                 _ => {
@@ -239,12 +250,27 @@ mod tests {
         for n in 0..3 {
             slab.insert_if_absent(&key(n), &conn(n as u64));
         }
-        assert_eq!(slab.remove(&key(1)).map(|c| c.start_ns), Some(1));
+        assert_eq!(slab.remove(&key(1)).map(|(c, _)| c.start_ns), Some(1));
         assert!(slab.get(&key(1)).is_none());
         assert!(slab.remove(&key(1)).is_none());
         slab.insert_if_absent(&key(7), &conn(7));
         assert_eq!(slab.slots.len(), 3, "the freed slot was reused");
         assert_eq!(slab.get(&key(7)).map(|c| c.start_ns), Some(7));
         assert_eq!(slab.get(&key(2)).map(|c| c.start_ns), Some(2));
+    }
+
+    /// The service word goes out with its connection, and a new connection in the freed
+    /// slot starts without one.
+    #[test]
+    fn the_service_word_leaves_with_its_connection() {
+        let mut slab = FlowSlab::default();
+        slab.insert_if_absent(&key(1), &conn(1));
+        assert_eq!(slab.service_mut(&key(1)).map(|w| *w), Some(0));
+        *slab.service_mut(&key(1)).unwrap() = 0xabc;
+        assert!(slab.service_mut(&key(2)).is_none());
+        assert_eq!(slab.remove(&key(1)).map(|(_, w)| w), Some(0xabc));
+        slab.insert_if_absent(&key(2), &conn(2));
+        assert_eq!(slab.slots.len(), 1, "the freed slot was reused");
+        assert_eq!(slab.service_mut(&key(2)).map(|w| *w), Some(0));
     }
 }
