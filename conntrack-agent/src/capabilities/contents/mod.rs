@@ -148,10 +148,10 @@ impl DirFile {
     fn push(&mut self, chunk: Content<'_>, budget: &mut Budget) {
         match self.reasm.take() {
             Some(mut r) => {
-                r.push(chunk.hdr.seq, &chunk.data, &mut |p| self.write(p, budget));
+                r.push(chunk.hdr.seq, chunk.data, &mut |p| self.write(p, budget));
                 self.reasm = Some(r);
             }
-            None => self.write(Piece::Data(&chunk.data), budget),
+            None => self.write(Piece::Data(chunk.data), budget),
         }
     }
 

@@ -192,7 +192,7 @@ impl Service {
         {
             let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
             let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
-            ctl.feed(from_orig, seq, &chunk.data, ts, &mut self.expected);
+            ctl.feed(from_orig, seq, chunk.data, ts, &mut self.expected);
         }
         let after = if let Some(word) = dp.service_mut(&key) {
             if !self.unrecorded.is_empty()
@@ -257,7 +257,7 @@ impl Service {
         let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
         p.a_is_orig = from_a == from_orig;
         let idx = usize::from(!from_a);
-        let (seq, data) = (chunk.hdr.seq, &chunk.data[..]);
+        let (seq, data) = (chunk.hdr.seq, chunk.data);
         let first_exchange = p.sides[idx].is_empty() && !p.sides[1 - idx].is_empty();
         let mut after = After::default();
         if first_exchange {
@@ -428,7 +428,7 @@ impl Capability for Service {
         if let Some(ctl) = self.ftp.get_mut(&chunk.hdr.key) {
             let from_client = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
             let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
-            ctl.feed(from_client, seq, &chunk.data, ts, &mut self.expected);
+            ctl.feed(from_client, seq, chunk.data, ts, &mut self.expected);
         }
     }
 
