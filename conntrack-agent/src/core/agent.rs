@@ -433,8 +433,7 @@ impl Agent {
             self.handle_event(ev, ts_ns)?;
         }
         self.events = events;
-        self.deliver_sample(frame);
-        self.deliver_contents();
+        self.deliver_contents(frame);
         r.map_err(anyhow::Error::from)
     }
 
@@ -469,34 +468,29 @@ impl Agent {
         if self.tunnels.is_some() && r.is_ok() {
             self.check_encap(ip);
         }
-        self.deliver_sample(ip);
-        self.deliver_contents();
+        self.deliver_contents(ip);
         r.map_err(anyhow::Error::from)
     }
 
-    /// The service sample the datapath left in `packet`, the packet just processed
-    /// ([`Datapath::take_sample`]), to the capabilities: before the packet's other records.
+    /// Content extraction and service samples: hands the payload records the datapath
+    /// produced for `packet`, the packet just processed, to the capabilities (after the
+    /// packet's events).
     #[inline]
-    fn deliver_sample(&mut self, packet: &[u8]) {
+    pub fn deliver_contents(&mut self, packet: &[u8]) {
+        // Checked inline: after most packets there is nothing to deliver.
+        if self.core.wants_payload() && self.dp.contents_pending() {
+            self.deliver_pending_contents(packet);
+        }
+    }
+
+    #[inline(never)]
+    fn deliver_pending_contents(&mut self, packet: &[u8]) {
+        // The sample the datapath left in the packet ([`Datapath::take_sample`]) comes first.
         if let Some((hdr, at)) = self.dp.take_sample()
             && let Some(data) = packet.get(at)
         {
             self.deliver_payload(Content { hdr: &hdr, data });
         }
-    }
-
-    /// Content extraction: hands the payload records the datapath produced to the
-    /// capabilities (after the events of the same packets).
-    #[inline]
-    pub fn deliver_contents(&mut self) {
-        // Checked inline: after most packets there is nothing to deliver.
-        if self.core.wants_payload() && self.dp.contents_pending() {
-            self.deliver_pending_contents();
-        }
-    }
-
-    #[inline(never)]
-    fn deliver_pending_contents(&mut self) {
         let mut chunks = std::mem::take(&mut self.chunks);
         self.dp.drain_contents(&mut chunks);
         for c in &chunks {

@@ -92,9 +92,14 @@ impl<T: Ord + Due> TimerWheel<T> {
             && self.ready.front().is_none_or(|t| t.due() > now)
     }
 
-    /// The earliest timer if it is due by `now` (removed), else `None`.
+    /// The earliest timer if it is due by `now` (removed), else `None`. Asked after every
+    /// packet: inline, with the wheel turned only once the clock reaches the next tick.
+    #[inline]
     pub fn pop_due(&mut self, now: i64) -> Option<T> {
-        self.turn_to(tick(now));
+        let now_tick = tick(now);
+        if self.cursor.is_none_or(|c| now_tick >= c) {
+            self.turn_to(now_tick);
+        }
         match self.ready.front() {
             Some(t) if t.due() <= now => self.ready.pop_front(),
             _ => None,

@@ -350,7 +350,7 @@ impl Datapath for HostDatapath {
     }
 
     fn stop_sampling(&mut self, key: &FlowKey) -> bool {
-        let Some(conn) = self.table.get_mut(key) else {
+        let Some(conn) = self.table.get_mut_again(key) else {
             return false;
         };
         // As when the budget is spent: the connection's packets take the fast path again.
@@ -373,7 +373,7 @@ impl Datapath for HostDatapath {
     }
 
     fn contents_pending(&self) -> bool {
-        !self.contents.chunks.is_empty()
+        self.contents.sample.is_some() || !self.contents.chunks.is_empty()
     }
 
     fn content_counters(&self, key: &FlowKey) -> Option<ContentCounters> {

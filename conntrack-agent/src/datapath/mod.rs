@@ -195,9 +195,9 @@ pub trait Datapath {
 
     /// Content extraction: moves the payload records produced since the last call to `out`.
     fn drain_contents(&mut self, _out: &mut Vec<ContentChunk>) {}
-    /// Whether [`Datapath::drain_contents`] may have records: false lets the agent skip the
-    /// drain after a packet that produced none (most packets, once sampling ended). True
-    /// when the datapath cannot tell cheaply.
+    /// Whether [`Datapath::drain_contents`] or [`Datapath::take_sample`] may have records:
+    /// false lets the agent skip both after a packet that produced none (most packets, once
+    /// sampling ended). True when the datapath cannot tell cheaply.
     fn contents_pending(&self) -> bool {
         true
     }

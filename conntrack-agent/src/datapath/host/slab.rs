@@ -24,7 +24,6 @@ struct Slot {
 }
 
 /// Flow key to connection, as a map would do it; see the module's comment for why not a map.
-#[derive(Default)]
 pub struct FlowSlab {
     /// Slot numbers, hashed by their slot's key.
     index: HashTable<u32>,
@@ -33,6 +32,24 @@ pub struct FlowSlab {
     /// Slots of removed connections, the last freed taken first. A free slot keeps its old
     /// contents until then; only `index` says which slots are live.
     free: Vec<u32>,
+    /// The slot the last packet's update found or filled (live, or [`NO_SLOT`]): what the
+    /// agent asks of that packet's connection next (its sample's service word, an end to
+    /// its sampling) is read there without hashing its key again.
+    last: u32,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl Default for FlowSlab {
+    fn default() -> Self {
+        Self {
+            index: HashTable::default(),
+            hasher: foldhash::fast::RandomState::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            last: NO_SLOT,
+        }
+    }
 }
 
 impl FlowSlab {
@@ -65,6 +82,22 @@ impl FlowSlab {
 
     pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Conn> {
         let i = self.find(key)?;
+        self.last = i;
+        self.slots.get_mut(i as usize).map(|s| &mut s.conn)
+    }
+
+    /// The slot of `key`: the last one found ([`FlowSlab::last`]) if it is `key`'s, else
+    /// found by its hash.
+    fn find_again(&self, key: &FlowKey) -> Option<u32> {
+        match self.slots.get(self.last as usize) {
+            Some(s) if s.key == *key => Some(self.last),
+            _ => self.find(key),
+        }
+    }
+
+    /// [`FlowSlab::get_mut`] for the connection of the packet just updated.
+    pub fn get_mut_again(&mut self, key: &FlowKey) -> Option<&mut Conn> {
+        let i = self.find_again(key)?;
         self.slots.get_mut(i as usize).map(|s| &mut s.conn)
     }
 
@@ -106,12 +139,13 @@ impl FlowSlab {
                 i
             }
         };
+        self.last = i;
         &mut self.slots[i as usize].conn
     }
 
     /// The service word stored with `key`'s connection.
     pub fn service_mut(&mut self, key: &FlowKey) -> Option<&mut u32> {
-        let i = self.find(key)?;
+        let i = self.find_again(key)?;
         self.slots.get_mut(i as usize).map(|s| &mut s.service)
     }
 
@@ -125,6 +159,9 @@ impl FlowSlab {
             .ok()?
             .remove();
         self.free.push(i);
+        if self.last == i {
+            self.last = NO_SLOT;
+        }
         self.slots.get(i as usize).map(|s| (s.conn, s.service))
     }
 
@@ -218,6 +255,12 @@ mod tests {
                 }
             }
             assert_eq!(slab.len(), map.len());
+            // The last packet's connection is found again without its hash, and a key just
+            // removed is not.
+            assert_eq!(
+                slab.get_mut_again(&k).map(|c| c.start_ns),
+                map.get(&k).map(|c| c.start_ns)
+            );
         }
         for k in (0..500).map(key) {
             assert_eq!(
