@@ -70,6 +70,21 @@ pub enum Announcer {
     Irc,
 }
 
+impl Announcer {
+    /// The control channel a connection confirmed as `names` is: FTP's (also after `AUTH
+    /// TLS`, whose replies still come in clear until the handshake), or IRC's alone (not
+    /// after STARTTLS, `irc,ssl`: the offers would be encrypted).
+    pub fn of(names: &[&str]) -> Option<Announcer> {
+        if names.contains(&"ftp") {
+            Some(Announcer::Ftp)
+        } else if names == ["irc"] {
+            Some(Announcer::Irc)
+        } else {
+            None
+        }
+    }
+}
+
 /// A confirmed control channel: the client's (originator's) and server's lines.
 #[derive(Debug)]
 pub struct ControlChannel {

@@ -90,9 +90,10 @@ const PORTLESS: &[&str] = &["pop3", "websocket"];
 #[derive(Debug, Default, Clone)]
 pub struct Loaded {
     ports: FastSet<(u16, u8)>,
-    /// [`Loaded::has`]'s answers so far: asked for the names of every connection logged,
-    /// which are few.
-    known: FastMap<&'static str, bool>,
+    /// [`Loaded::has`]'s answers so far, by the name's address and length: asked for the
+    /// names of every connection logged, which are a few literals (a literal's address is
+    /// its identity; another copy of the same name is only another entry).
+    known: FastMap<(usize, usize), bool>,
 }
 
 impl Loaded {
@@ -106,14 +107,15 @@ impl Loaded {
 
     /// Whether the analyzer that logs `name` is loaded.
     pub fn has(&mut self, name: &'static str) -> bool {
-        if let Some(&known) = self.known.get(name) {
+        let literal = (name.as_ptr() as usize, name.len());
+        if let Some(&known) = self.known.get(&literal) {
             return known;
         }
         let has = PORTLESS.contains(&name)
             || registered_ports(name)
                 .iter()
                 .any(|p| self.ports.contains(p));
-        self.known.insert(name, has);
+        self.known.insert(literal, has);
         has
     }
 

@@ -280,13 +280,12 @@ impl Service {
             p.found = sets.id(found);
             p.stale = false;
             let server = usize::from(p.a_is_orig);
-            let announcer = if *ftp_loaded && found.contains(&"ftp") {
-                may_be_ftp_greeting(&p.stream(this, server, 8)).then_some(Announcer::Ftp)
-            } else if *irc_loaded && found[..] == ["irc"] {
-                // Not after STARTTLS (`irc,ssl`): the offers would be encrypted.
-                Some(Announcer::Irc)
-            } else {
-                None
+            let announcer = match sets.channel(p.found) {
+                Some(Announcer::Ftp) if *ftp_loaded => {
+                    may_be_ftp_greeting(&p.stream(this, server, 8)).then_some(Announcer::Ftp)
+                }
+                Some(Announcer::Irc) if *irc_loaded => Some(Announcer::Irc),
+                _ => None,
             };
             if announcer.is_some() || !decided {
                 p.sides[idx].push_segment(seq, data, MAX_SAMPLE_BYTES);

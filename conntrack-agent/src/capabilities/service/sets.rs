@@ -4,6 +4,7 @@
 //! There are few sets (the detectors' names, in the orders they confirm them), so none is
 //! ever dropped.
 
+use super::ftp_data::Announcer;
 use super::loaded::Loaded;
 use crate::util::hashing::FastMap;
 
@@ -44,6 +45,8 @@ pub struct NameSets {
     ids: FastMap<Vec<&'static str>, SetId>,
     /// Per set, whether this run logs it (see [`NameSets::logged`]), once asked.
     logged: Vec<Option<bool>>,
+    /// Per set, the control channel it makes a connection ([`Announcer::of`]).
+    channel: Vec<Option<Announcer>>,
 }
 
 impl Default for NameSets {
@@ -52,6 +55,7 @@ impl Default for NameSets {
             sets: vec![Vec::new()],
             ids: FastMap::default(),
             logged: vec![Some(false)],
+            channel: vec![None],
         }
     }
 }
@@ -75,6 +79,7 @@ impl NameSets {
         let id = SetId(self.sets.len() as u32);
         self.sets.push(names.to_vec());
         self.logged.push(None);
+        self.channel.push(Announcer::of(names));
         self.ids.insert(names.to_vec(), id);
         id
     }
@@ -84,6 +89,12 @@ impl NameSets {
     pub fn logged(&mut self, id: SetId, loaded: &mut Loaded) -> bool {
         let i = id.0 as usize;
         *self.logged[i].get_or_insert_with(|| loaded.logs(&self.sets[i]))
+    }
+
+    /// The control channel a connection decided as set `id` is, if any: worked out once per
+    /// set (every connection's first exchange asks).
+    pub fn channel(&self, id: SetId) -> Option<Announcer> {
+        self.channel[id.0 as usize]
     }
 
     /// The names of set `id`.

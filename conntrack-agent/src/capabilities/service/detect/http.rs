@@ -119,10 +119,32 @@ fn is_request(b: &[u8]) -> bool {
     if !b.first().is_some_and(u8::is_ascii_alphabetic) {
         return false;
     }
+    // The method is the word before the first space or tab (no method holds one): found
+    // once, then compared with the methods of its length only.
+    let Some(n) = b
+        .iter()
+        .take(LONGEST_METHOD + 1)
+        .position(|c| *c == b' ' || *c == b'\t')
+    else {
+        return false;
+    };
     METHODS
         .iter()
-        .any(|m| starts_with_ci(b, m) && b.get(m.len()).is_some_and(|c| *c == b' ' || *c == b'\t'))
+        .any(|m| m.len() == n && m.eq_ignore_ascii_case(&b[..n]))
 }
+
+/// The longest of [`METHODS`].
+const LONGEST_METHOD: usize = {
+    let mut longest = 0;
+    let mut i = 0;
+    while i < METHODS.len() {
+        if METHODS[i].len() > longest {
+            longest = METHODS[i].len();
+        }
+        i += 1;
+    }
+    longest
+};
 
 /// Whether no continuation of `orig`, a client's first bytes, can be a request line: its
 /// first byte after any white space is there and is not a method's letter.
@@ -251,5 +273,18 @@ mod tests {
         );
         // Refused: plain HTTP.
         assert_eq!(detect(&tcp((40000, 80), &[req], &[OK])), ["http"]);
+    }
+
+    /// A request line is a method of the list, in any case, then a space or a tab.
+    #[test]
+    fn request_lines() {
+        use super::is_request;
+        assert!(is_request(b"GET / HTTP/1.1\r\n"));
+        assert!(is_request(b"  get /"));
+        assert!(is_request(b"PROPPATCH\t/x"));
+        assert!(!is_request(b"GETX / HTTP/1.1"));
+        assert!(!is_request(b"GET"), "no space after it yet");
+        assert!(!is_request(b"EHLO mail.example.org\r\n"));
+        assert!(!is_request(b"\x16\x03\x01"));
     }
 }
