@@ -483,6 +483,9 @@ impl Agent {
         }
     }
 
+    // Cold: once per connection's first data, not per packet; kept out of the packet path's
+    // instruction cache lines (measured: fewer instruction cache misses in replay).
+    #[cold]
     #[inline(never)]
     fn deliver_pending_contents(&mut self, packet: &[u8]) {
         // The sample the datapath left in the packet ([`Datapath::take_sample`]) comes first.
