@@ -679,12 +679,13 @@ fn goals(b: &Bench, sections: &[Section]) -> Vec<Goal> {
                 why: if met {
                     String::new()
                 } else {
-                    "per connection: a sample record of each side's first data (copied, queued, handed over; \
-                     its packets take the full path until then), a lookup of its tracker record per sample (which \
-                     keeps its detection state), its first side's bytes kept until the other's, the detectors at \
-                     the first exchange, sampling stopped in the flow table; per UDP datagram handed over (on an \
-                     analyzer's port, or a possible QUIC Initial), its marks; a connection no detector decides is \
-                     sampled to the end of its budget"
+                    "per connection: each side's first data handed over as a sample (read where it lies in the \
+                     packet; its packets take the full path until then), the detection state read and written in \
+                     the connection's table entry, its first side's bytes kept until the other's, the detectors at \
+                     the first exchange, sampling stopped; per UDP datagram handed over (on an analyzer's port, or \
+                     a possible QUIC Initial), its marks; a connection no detector decides is sampled to the end \
+                     of its budget; and the instruction cache: the detectors' code, run between packets, evicts \
+                     the packet path's and conn.log's (see README, Service)"
                         .into()
                 },
             });
