@@ -94,8 +94,15 @@ impl HostDatapath {
     /// After the engine ran on `meta`: the packet's payload (of `payload`, the packet's
     /// transport payload as captured) as content records if its connection extracts that
     /// direction (caps and counters as in the kernel).
-    fn extract(&mut self, payload: &[u8], meta: &PacketMeta, ts_ns: u64, checksum_ok: bool) {
-        let key = FlowKey::from_meta(meta);
+    fn extract(
+        &mut self,
+        key: &FlowKey,
+        payload: &[u8],
+        meta: &PacketMeta,
+        ts_ns: u64,
+        checksum_ok: bool,
+    ) {
+        let key = *key;
         let Some(conn) = self.table.get(&key) else {
             return;
         };
@@ -145,6 +152,7 @@ impl HostDatapath {
     /// as there), its bytes left where they are in `packet`.
     fn sample(
         &mut self,
+        key: &FlowKey,
         packet: &[u8],
         payload: &[u8],
         meta: &PacketMeta,
@@ -160,13 +168,12 @@ impl HostDatapath {
             return; // counted against the budget, no record: as the kernel's contents stage
         }
         let start = bytes.as_ptr() as usize - packet.as_ptr() as usize;
-        let key = FlowKey::from_meta(meta);
         let hdr = ContentHeader {
-            key,
+            key: *key,
             ts_ns,
             seq: contents::record_seq(meta, 0),
             len,
-            flags: contents::sample_flags(&key, meta, is_orig),
+            flags: contents::sample_flags(key, meta, is_orig),
             proto: meta.proto as u32,
         };
         self.contents.sample = Some((hdr, start..start + bytes.len()));
@@ -174,9 +181,12 @@ impl HostDatapath {
 
     /// The payload of a packet [`Self::payload_wanted`] chose (`payload`, which lies in
     /// `packet`): the sample first, as the kernel's contents stage writes it.
+    // The packet as the engine just took it: its changes, key, bytes, payload, header.
+    #[allow(clippy::too_many_arguments)]
     fn take_payload(
         &mut self,
         ch: Changes,
+        key: &FlowKey,
         packet: &[u8],
         payload: &[u8],
         meta: &PacketMeta,
@@ -185,10 +195,10 @@ impl HostDatapath {
     ) {
         if ch.contains(Changes::SAMPLE) {
             let is_orig = ch.contains(Changes::SAMPLE_ORIG);
-            self.sample(packet, payload, meta, ts_ns, is_orig);
+            self.sample(key, packet, payload, meta, ts_ns, is_orig);
         }
         if self.contents.armed {
-            self.extract(payload, meta, ts_ns, checksum_ok);
+            self.extract(key, payload, meta, ts_ns, checksum_ok);
         }
     }
 
@@ -206,7 +216,22 @@ impl HostDatapath {
         checksum_ok: bool,
         events: &mut Vec<Event>,
     ) -> Changes {
-        engine::process_packet(&mut self.table, meta, ts_ns, checksum_ok, &self.cfg, |e| {
+        let key = FlowKey::from_meta(meta);
+        self.process_keyed(&key, meta, ts_ns, checksum_ok, events)
+    }
+
+    /// [`HostDatapath::process_meta`] with the packet's key made (its payload's records
+    /// carry it).
+    fn process_keyed(
+        &mut self,
+        key: &FlowKey,
+        meta: &PacketMeta,
+        ts_ns: u64,
+        checksum_ok: bool,
+        events: &mut Vec<Event>,
+    ) -> Changes {
+        let table = &mut self.table;
+        engine::process_packet_keyed(table, key, meta, ts_ns, checksum_ok, &self.cfg, |e| {
             events.push(e.to_event())
         })
     }
@@ -235,7 +260,8 @@ impl Datapath for HostDatapath {
             return Err(DatapathError::Fragment);
         }
         let first = events.len();
-        let ch = self.process_meta(&meta, ts_ns, checksum_ok, events);
+        let key = FlowKey::from_meta(&meta);
+        let ch = self.process_keyed(&key, &meta, ts_ns, checksum_ok, events);
         if self.l2_events {
             // As the kernel's NewConn: the frame's link layer, read only when asked for.
             let l2 = l2::of_ethernet(frame);
@@ -255,7 +281,7 @@ impl Datapath for HostDatapath {
             // place in it is its place in `frame`, where the caller reads a sample.
             let packet = patched.as_deref().unwrap_or(frame);
             let payload = payload_of(packet, &m).unwrap_or(&[]);
-            self.take_payload(ch, packet, payload, &m, ts_ns, checksum_ok);
+            self.take_payload(ch, &key, packet, payload, &m, ts_ns, checksum_ok);
         }
         Ok(())
     }
@@ -299,13 +325,14 @@ impl Datapath for HostDatapath {
         if meta.is_fragment() {
             return Err(DatapathError::Fragment);
         }
-        let ch = self.process_meta(&meta, ts_ns, checksum_ok, events);
+        let key = FlowKey::from_meta(&meta);
+        let ch = self.process_keyed(&key, &meta, ts_ns, checksum_ok, events);
         if self.payload_wanted(ch, &meta) {
             // payload_of needs the header's length; the engine was given 0.
             (meta.ip_len, meta.ip_bytes) = lengths;
             // As in `process`: a patched copy has the payload where `ip` has it.
             let payload = ip_payload_of(ip, &meta).unwrap_or(&[]);
-            self.take_payload(ch, ip, payload, &meta, ts_ns, checksum_ok);
+            self.take_payload(ch, &key, ip, payload, &meta, ts_ns, checksum_ok);
         }
         Ok(())
     }

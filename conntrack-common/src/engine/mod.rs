@@ -437,23 +437,37 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
     now_ns: u64,
     checksum_ok: bool,
     cfg: &C,
-    mut emit: impl FnMut(&EventRef<'_>),
+    emit: impl FnMut(&EventRef<'_>),
 ) -> Changes {
     let key = FlowKey::from_meta(meta);
-    let Some(conn) = table.get_mut(&key) else {
+    process_packet_keyed(table, &key, meta, now_ns, checksum_ok, cfg, emit)
+}
+
+/// [`process_packet`] for a caller that has the packet's key (`FlowKey::from_meta(meta)`)
+/// and needs it after (the host engine's sample records carry it).
+pub fn process_packet_keyed<T: FlowTable, C: EngineConfig>(
+    table: &mut T,
+    key: &FlowKey,
+    meta: &PacketMeta,
+    now_ns: u64,
+    checksum_ok: bool,
+    cfg: &C,
+    mut emit: impl FnMut(&EventRef<'_>),
+) -> Changes {
+    let Some(conn) = table.get_mut(key) else {
         if let Some(fm) = FastMeta::opening(meta, checksum_ok) {
             // A plain SYN or a datagram opening a connection: built whole, then inserted (as
             // on eBPF).
             let mut c = Conn::ZERO;
             if let Some(ch) = fast_open(&mut c, &fm, meta.window_scale, cfg, now_ns)
-                && table.insert(&key, &c)
+                && table.insert(key, &c)
             {
                 let ch = ch | Changes::NEW;
                 emit(&EventRef {
                     kind: EventKind::NewConn,
                     changes: ch,
                     ts_ns: now_ns,
-                    key: &key,
+                    key,
                     meta,
                     conn: Some(&c),
                 });
@@ -461,7 +475,7 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
             }
             // A flip or an analyzer at creation, or a full table: the full driver.
         }
-        return process_packet_full(table, meta, now_ns, checksum_ok, cfg, emit);
+        return full_keyed(table, key, meta, now_ns, checksum_ok, cfg, emit);
     };
     if let Some(fm) = FastMeta::from_meta(meta, checksum_ok)
         && fast_update(conn, &fm, now_ns) == Fast::Applied
@@ -473,7 +487,7 @@ pub fn process_packet<T: FlowTable, C: EngineConfig>(
         now_ns,
         checksum_ok,
     };
-    apply_packet(conn, &key, Changes::NONE, &packet, cfg, &mut emit)
+    apply_packet(conn, key, Changes::NONE, &packet, cfg, &mut emit)
 }
 
 /// The full per-packet driver: lookup, TCP reuse (emits `ReuseRemoved` with the old
@@ -489,17 +503,30 @@ pub fn process_packet_full<T: FlowTable, C: EngineConfig>(
     now_ns: u64,
     checksum_ok: bool,
     cfg: &C,
-    mut emit: impl FnMut(&EventRef<'_>),
+    emit: impl FnMut(&EventRef<'_>),
 ) -> Changes {
     let key = FlowKey::from_meta(meta);
+    full_keyed(table, &key, meta, now_ns, checksum_ok, cfg, emit)
+}
+
+/// [`process_packet_full`] with the packet's key already made.
+fn full_keyed<T: FlowTable, C: EngineConfig>(
+    table: &mut T,
+    key: &FlowKey,
+    meta: &PacketMeta,
+    now_ns: u64,
+    checksum_ok: bool,
+    cfg: &C,
+    mut emit: impl FnMut(&EventRef<'_>),
+) -> Changes {
     let mut created = Changes::NONE;
-    if table.get_mut(&key).is_none() {
-        if !table.insert(&key, &ZERO_CONN) {
+    if table.get_mut(key).is_none() {
+        if !table.insert(key, &ZERO_CONN) {
             emit(&EventRef {
                 kind: EventKind::TableFull,
                 changes: Changes::TABLE_FULL,
                 ts_ns: now_ns,
-                key: &key,
+                key,
                 meta,
                 conn: None,
             });
@@ -507,7 +534,7 @@ pub fn process_packet_full<T: FlowTable, C: EngineConfig>(
         }
         created = Changes::NEW;
     }
-    let Some(conn) = table.get_mut(&key) else {
+    let Some(conn) = table.get_mut(key) else {
         return Changes::SKIPPED;
     };
     let packet = Packet {
@@ -515,7 +542,7 @@ pub fn process_packet_full<T: FlowTable, C: EngineConfig>(
         now_ns,
         checksum_ok,
     };
-    apply_packet(conn, &key, created, &packet, cfg, &mut emit)
+    apply_packet(conn, key, created, &packet, cfg, &mut emit)
 }
 
 /// A packet as the driver hands it on.
