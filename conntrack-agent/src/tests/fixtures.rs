@@ -75,3 +75,32 @@ pub fn http_get_record() -> ConnRecord {
 pub fn config_of(args: &ReadArgs) -> crate::config::Config {
     crate::config::Config::load(args.common.config.as_deref()).expect("a valid config file")
 }
+
+/// An Ethernet frame of one IPv4 TCP segment from `ends.0`:`ends.1` to `ends.2`:`ends.3`
+/// (no options, DF set; the IP header checksum made, the TCP one left 0: for replays that
+/// ignore checksums).
+pub fn tcp_frame(
+    ends: ([u8; 4], u16, [u8; 4], u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (src, sport, dst, dport) = ends;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    ip.extend_from_slice(&sport.to_be_bytes());
+    ip.extend_from_slice(&dport.to_be_bytes());
+    ip.extend_from_slice(&seq.to_be_bytes());
+    ip.extend_from_slice(&ack.to_be_bytes());
+    ip.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    ip.extend_from_slice(payload);
+    crate::capture::checksum::tests::fix_ipv4_header(&mut ip);
+    let mut f = vec![0u8; 12];
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f
+}

@@ -7,7 +7,7 @@
 use crate::cli::Engine;
 use crate::commands::read::read_with;
 use crate::config::Config;
-use crate::tests::fixtures::replay_args;
+use crate::tests::fixtures::{replay_args, tcp_frame};
 use std::io::Write;
 use std::path::Path;
 
@@ -19,27 +19,12 @@ const A: [u8; 4] = [10, 0, 88, 85];
 const B: [u8; 4] = [192, 168, 0, 27];
 
 fn tcp(from_a: bool, flags: u8, seq: u32, ack: u32, len: usize) -> Vec<u8> {
-    let (src, dst, sp, dp) = if from_a {
-        (A, B, 50368u16, 80u16)
+    let ends = if from_a {
+        (A, 50368, B, 80)
     } else {
-        (B, A, 80, 50368)
+        (B, 80, A, 50368)
     };
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((40 + len) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    ip.extend_from_slice(&sp.to_be_bytes());
-    ip.extend_from_slice(&dp.to_be_bytes());
-    ip.extend_from_slice(&seq.to_be_bytes());
-    ip.extend_from_slice(&ack.to_be_bytes());
-    ip.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    ip.resize(40 + len, b'x');
-    crate::capture::checksum::tests::fix_ipv4_header(&mut ip);
-    let mut f = vec![0u8; 12];
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f
+    tcp_frame(ends, seq, ack, flags, &vec![b'x'; len])
 }
 
 /// A pcap of `pkts` (microseconds, frame) cut to `snap` bytes, each record with the frame's

@@ -2,7 +2,7 @@ use super::*;
 use crate::capture::checksum::tests::{fix_ipv4_header, fix_udp4};
 use crate::capture::link::LINKTYPE_ETHERNET;
 use crate::capture::pcap::tests::write_pcap;
-use crate::tests::fixtures::replay_args;
+use crate::tests::fixtures::{replay_args, tcp_frame};
 
 pub(super) fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let total = (20 + 8 + payload.len()) as u16;
@@ -395,28 +395,6 @@ fn garbage_trace_is_an_error() {
     assert!(e.contains("junk.pcap"), "{e}");
 }
 
-/// A TCP segment (no options; checksum left 0: the tests ignore checksums).
-fn tcp(ends: ([u8; 4], u16, [u8; 4], u16), seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
-    let (src, sport, dst, dport) = ends;
-    let total = (40 + data.len()) as u16;
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&[0, 3, 0, 0, 64, 6, 0, 0]);
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    ip.extend_from_slice(&sport.to_be_bytes());
-    ip.extend_from_slice(&dport.to_be_bytes());
-    ip.extend_from_slice(&seq.to_be_bytes());
-    ip.extend_from_slice(&ack.to_be_bytes());
-    ip.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    ip.extend_from_slice(data);
-    fix_ipv4_header(&mut ip);
-    let mut f = vec![0u8; 12];
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f
-}
-
 /// A connection ended by a new SYN on its ports (Zeek's connection reuse) is logged with its
 /// own service, and the one that takes its place with the new one's: the host engine keeps
 /// the service word in the entry the new connection reuses.
@@ -430,11 +408,11 @@ fn a_reused_connection_keeps_its_service_apart_from_the_next() {
     let exchange = |t: u32, isn: u32, client: &[u8], server: &[u8]| {
         let n = client.len() as u32;
         vec![
-            (t, 0, tcp(c2s, isn, 0, syn, b"")),
-            (t, 1000, tcp(s2c, 5000, isn + 1, synack, b"")),
-            (t, 2000, tcp(c2s, isn + 1, 5001, ack, b"")),
-            (t, 3000, tcp(c2s, isn + 1, 5001, psh, client)),
-            (t, 4000, tcp(s2c, 5001, isn + 1 + n, psh, server)),
+            (t, 0, tcp_frame(c2s, isn, 0, syn, b"")),
+            (t, 1000, tcp_frame(s2c, 5000, isn + 1, synack, b"")),
+            (t, 2000, tcp_frame(c2s, isn + 1, 5001, ack, b"")),
+            (t, 3000, tcp_frame(c2s, isn + 1, 5001, psh, client)),
+            (t, 4000, tcp_frame(s2c, 5001, isn + 1 + n, psh, server)),
         ]
     };
     let mut frames = exchange(
