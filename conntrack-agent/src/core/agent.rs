@@ -714,8 +714,8 @@ impl Agent {
         self.tracker.network_time().max(0) as u64
     }
 
-    /// conn.log's record of `k` (`c`, its final state), with `uid` and the service word the
-    /// tracker kept for it (see `Tracker::service_mut`).
+    /// conn.log's record of `k` (`c`, its final state), with `uid` and the service word kept
+    /// for it (by the host engine's table entry or the tracker's record: [`service_word`]).
     fn log_conn(
         &mut self,
         k: &TrackKey,
