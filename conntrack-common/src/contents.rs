@@ -54,8 +54,13 @@ const SAMPLE_COUNT_RESP: u32 = 23;
 pub const SAMPLE_PACKETS: u32 = 4;
 /// Payload bytes of one packet a sample carries at most.
 pub const SAMPLE_BYTES: u32 = 512;
+/// `Conn::thr_armed` bit: of the datagrams still sampled only one that may be a QUIC Initial
+/// ([`may_be_quic_initial`]) is handed over; the others are counted against the budget as
+/// usual. Set by the agent (the host engine's `narrow_sampling`) once only a QUIC Initial can
+/// change a UDP connection's service; the kernel never sets it.
+pub const SAMPLE_QUIC_ONLY: u32 = 1 << 26;
 /// All sampling state in `Conn::thr_armed`.
-pub const SAMPLE_STATE: u32 = SAMPLE_BITS | (0x3f << SAMPLE_COUNT_ORIG);
+pub const SAMPLE_STATE: u32 = SAMPLE_BITS | (0x3f << SAMPLE_COUNT_ORIG) | SAMPLE_QUIC_ONLY;
 
 /// The sampling bit for one direction.
 #[inline(always)]
@@ -135,6 +140,27 @@ pub fn udp_analyzer_port(port_a: u16, port_b: u16) -> bool {
 #[inline(always)]
 pub fn udp_sample_useful(port_a: u16, port_b: u16, first: u8) -> bool {
     first & 0xc0 == 0xc0 || udp_analyzer_port(port_a, port_b)
+}
+
+/// QUIC version 1 (RFC 9000), whose Initial is long-header packet type 0.
+pub const QUIC_V1: u32 = 1;
+/// QUIC version 2 (RFC 9369), whose Initial is long-header packet type 1.
+pub const QUIC_V2: u32 = 0x6b33_43cf;
+
+/// Whether a datagram starting with `d` may be a QUIC Initial: a long header (its first two
+/// bits set) of a version whose Initials the QUIC rule reads, with that version's Initial
+/// type. A cheap superset of what the rule confirms, for [`SAMPLE_QUIC_ONLY`].
+#[inline(always)]
+pub fn may_be_quic_initial(d: &[u8]) -> bool {
+    let (Some(&first), Some(v)) = (d.first(), d.get(1..5)) else {
+        return false;
+    };
+    let version = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+    match first & 0xf0 {
+        0xc0 => version == QUIC_V1,
+        0xd0 => version == QUIC_V2,
+        _ => false,
+    }
 }
 
 /// Whether the sample of packet `meta`, whose payload starts with `first`, is handed over:

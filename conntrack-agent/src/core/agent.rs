@@ -54,6 +54,8 @@ pub struct Agent {
     local_nets: NetSet,
     writer: ConnLogWriter,
     events: Vec<Event>,
+    /// The connections the last timers removed, the buffer kept for the next.
+    expired: Vec<(TrackKey, Removal, Released)>,
     /// Content records being delivered (kept for its allocation).
     chunks: Vec<crate::datapath::ContentChunk>,
     /// conn.log's `service` of the record being written (reused).
@@ -92,6 +94,9 @@ impl ThresholdTarget for Datapaths<'_> {
     fn stop_sampling(&mut self, key: &FlowKey) -> bool {
         self.main.stop_sampling(key) || self.overflow.stop_sampling(key)
     }
+    fn narrow_sampling(&mut self, key: &FlowKey) -> bool {
+        self.main.narrow_sampling(key) || self.overflow.narrow_sampling(key)
+    }
     fn content_counters(
         &self,
         key: &FlowKey,
@@ -116,6 +121,9 @@ impl ThresholdTarget for PayloadTarget<'_> {
     }
     fn stop_sampling(&mut self, key: &FlowKey) -> bool {
         self.dps.stop_sampling(key)
+    }
+    fn narrow_sampling(&mut self, key: &FlowKey) -> bool {
+        self.dps.narrow_sampling(key)
     }
     fn content_counters(
         &self,
@@ -220,6 +228,7 @@ impl Agent {
             local_nets,
             writer,
             events: Vec::new(),
+            expired: Vec::new(),
             chunks: Vec::new(),
             service: Vec::new(),
             core: EventCore::new(Thresholds::new(DurationMode::NextPacket)),
@@ -403,12 +412,14 @@ impl Agent {
             core: &mut self.core,
             now_ns: now_ns.max(0) as u64,
         };
-        let removed = self.tracker.advance_with(now_ns, &mut view);
+        let mut removed = std::mem::take(&mut self.expired);
+        self.tracker.advance_with(now_ns, &mut view, &mut removed);
         // What `connection_timing_out` handlers asked for.
         self.apply_inactivity_requests();
-        for (k, why, released) in removed {
+        for (k, why, released) in removed.drain(..) {
             self.remove_and_log(&k, why, Some(released))?;
         }
+        self.expired = removed;
         self.tick_logs(now_ns)
     }
 

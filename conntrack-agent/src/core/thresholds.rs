@@ -172,6 +172,10 @@ pub trait ThresholdTarget {
     fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
         false
     }
+    /// See [`crate::datapath::Datapath::narrow_sampling`].
+    fn narrow_sampling(&mut self, _key: &FlowKey) -> bool {
+        false
+    }
     /// The word the connection's record keeps for the service capability (0 at first; the
     /// host engine's table entry, else the tracker's record), to read and change in place;
     /// it is handed back when the connection is logged

@@ -547,7 +547,9 @@ impl<K: SlotKey> Tracker<K> {
         now: i64,
         read: &mut dyn FnMut(&K) -> Option<ConnView>,
     ) -> Vec<(K, Removal, Released)> {
-        self.advance_with(now, &mut ReadOnly(read))
+        let mut out = Vec::new();
+        self.advance_with(now, &mut ReadOnly(read), &mut out);
+        out
     }
 
     /// A connection's inactivity timeout from now on (Zeek's `set_inactivity_timeout`; 0 =
@@ -589,18 +591,19 @@ impl<K: SlotKey> Tracker<K> {
         true
     }
 
-    /// [`Tracker::advance`] with a host that can also veto inactivity removals.
-    /// Each removed connection comes with its uid and service word.
+    /// [`Tracker::advance`] with a host that can also veto inactivity removals; the removed
+    /// connections, each with its uid and service word, are added to `out` (the caller's
+    /// buffer, reused: no allocation per advance).
     pub fn advance_with(
         &mut self,
         now: i64,
         host: &mut dyn TimerHost<K>,
-    ) -> Vec<(K, Removal, Released)> {
+        out: &mut Vec<(K, Removal, Released)>,
+    ) {
         if now > self.network_time {
             self.network_time = now;
         }
         let now = self.network_time;
-        let mut out = Vec::new();
         let mut fired = 0usize;
         self.behind = false;
         loop {
@@ -643,7 +646,6 @@ impl<K: SlotKey> Tracker<K> {
                 out.push((key, r, released));
             }
         }
-        out
     }
 
     /// Decides a due timer; re-arms it when the connection stays.

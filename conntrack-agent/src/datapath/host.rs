@@ -157,7 +157,7 @@ impl HostDatapath {
         payload: &[u8],
         meta: &PacketMeta,
         ts_ns: u64,
-        is_orig: bool,
+        ch: Changes,
     ) {
         let captured = payload.len().min(u32::MAX as usize) as u32;
         let len = contents::sample_take(meta.payload_len, captured, meta.proto == proto::UDP);
@@ -167,6 +167,10 @@ impl HostDatapath {
         if !contents::sample_handed_over(meta, bytes[0]) {
             return; // counted against the budget, no record: as the kernel's contents stage
         }
+        if ch.contains(Changes::SAMPLE_QUIC_ONLY) && !contents::may_be_quic_initial(bytes) {
+            return; // narrowed by the agent (`narrow_sampling`): only a QUIC Initial can tell
+        }
+        let is_orig = ch.contains(Changes::SAMPLE_ORIG);
         let start = bytes.as_ptr() as usize - packet.as_ptr() as usize;
         let hdr = ContentHeader {
             key: *key,
@@ -194,8 +198,7 @@ impl HostDatapath {
         checksum_ok: bool,
     ) {
         if ch.contains(Changes::SAMPLE) {
-            let is_orig = ch.contains(Changes::SAMPLE_ORIG);
-            self.sample(key, packet, payload, meta, ts_ns, is_orig);
+            self.sample(key, packet, payload, meta, ts_ns, ch);
         }
         if self.contents.armed {
             self.extract(key, payload, meta, ts_ns, checksum_ok);
@@ -382,6 +385,16 @@ impl Datapath for HostDatapath {
         };
         // As when the budget is spent: the connection's packets take the fast path again.
         conn.thr_armed &= !contents::SAMPLE_STATE;
+        true
+    }
+
+    fn narrow_sampling(&mut self, key: &FlowKey) -> bool {
+        let Some(conn) = self.table.get_mut_again(key) else {
+            return false;
+        };
+        if conn.thr_armed & contents::SAMPLE_BITS != 0 {
+            conn.thr_armed |= contents::SAMPLE_QUIC_ONLY;
+        }
         true
     }
 

@@ -184,6 +184,15 @@ pub trait Datapath {
         false
     }
 
+    /// Service detection can learn nothing more of UDP connection `key` but from a QUIC
+    /// Initial: of its samples still to come only those that may be one
+    /// (`contents::may_be_quic_initial`) need be handed over; the others are still counted
+    /// against the budget. True when it narrowed them here. As with
+    /// [`Datapath::stop_sampling`], the kernel's are left as they are.
+    fn narrow_sampling(&mut self, _key: &FlowKey) -> bool {
+        false
+    }
+
     /// The service sample of the packet just processed, when the datapath left its bytes in
     /// the packet (the host engine: a sample is a packet's first bytes, read where they are
     /// rather than copied): its header and where its bytes are in the buffer given to

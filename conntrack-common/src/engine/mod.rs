@@ -83,6 +83,9 @@ impl Changes {
     pub const SAMPLE: Changes = Changes(1 << 12);
     /// With [`Changes::SAMPLE`]: the sample is the originator's (after the packet's flips).
     pub const SAMPLE_ORIG: Changes = Changes(1 << 13);
+    /// With [`Changes::SAMPLE`]: only a datagram that may be a QUIC Initial is handed over
+    /// (`contents::SAMPLE_QUIC_ONLY`).
+    pub const SAMPLE_QUIC_ONLY: Changes = Changes(1 << 14);
     /// The crossed threshold slots (`threshold::bit` values) are stored shifted by this.
     pub const CROSSED_SHIFT: u32 = 16;
 
@@ -589,9 +592,14 @@ fn apply_packet<C: EngineConfig>(
     // Decided under the lock before the event, as the eBPF threshold stage does.
     let sample = if conn.thr_armed & crate::contents::SAMPLE_BITS != 0 {
         let side = is_orig(conn, meta);
+        let quic_only = if conn.thr_armed & crate::contents::SAMPLE_QUIC_ONLY != 0 {
+            Changes::SAMPLE_QUIC_ONLY.0
+        } else {
+            0
+        };
         match crate::contents::take_sample(conn, meta, checksum_ok, side) {
-            true if side => Changes(Changes::SAMPLE.0 | Changes::SAMPLE_ORIG.0),
-            true => Changes::SAMPLE,
+            true if side => Changes(Changes::SAMPLE.0 | Changes::SAMPLE_ORIG.0 | quic_only),
+            true => Changes(Changes::SAMPLE.0 | quic_only),
             false => Changes::NONE,
         }
     } else {

@@ -14,7 +14,7 @@ use super::detect::{self, SideMarks, Transport};
 use crate::core::thresholds::ThresholdTarget;
 use crate::datapath::Content;
 use crate::util::hashing::FastMap;
-use conntrack_common::contents::{CONTENT_FROM_A, CONTENT_FROM_ORIG, SAMPLE_PACKETS};
+use conntrack_common::contents::{CONTENT_FROM_A, CONTENT_FROM_ORIG};
 use conntrack_common::key::FlowKey;
 use std::collections::hash_map::Entry;
 
@@ -29,8 +29,10 @@ pub struct Word(u32);
 impl Word {
     /// Not 0: a word with state.
     const PRESENT: u32 = 1 << 31;
-    /// Final (a QUIC Initial), or the samples were complete: later samples change nothing,
-    /// and the names are those of the roles as they were then.
+    /// Final (a QUIC Initial at the first exchange): later samples change nothing, and the
+    /// names are those of the roles as they were then. Otherwise the names are read when
+    /// the connection is logged, with its roles of then: the samples a datapath hands over
+    /// are then all in, whichever it narrowed ([`detect::only_quic_can_change`]).
     const DECIDED: u32 = 1 << 30;
     /// Both sides have sent (the first exchange was looked at).
     const EXCHANGED: u32 = 1 << 29;
@@ -70,13 +72,18 @@ impl Word {
         }
     }
 
+    /// Only a QUIC Initial can change the names ([`detect::only_quic_can_change`]).
+    fn only_quic_can_change(self) -> bool {
+        detect::only_quic_can_change(&self.side(0), &self.side(1))
+    }
+
     /// A datagram with `marks` from the key's `a` side if `from_a`, the originator if
-    /// `from_orig`. True when the answer became final at this first exchange (the
-    /// connection's sampling can stop).
-    fn push(&mut self, from_a: bool, from_orig: bool, marks: detect::Marks) -> bool {
+    /// `from_orig`: what the datapath can do with the connection's sampling now.
+    fn push(&mut self, from_a: bool, from_orig: bool, marks: detect::Marks) -> Sampling {
         if self.has(Self::DECIDED) {
-            return false; // later samples change nothing
+            return Sampling::AsIs; // later samples change nothing
         }
+        let narrow_before = self.only_quic_can_change();
         self.0 |= Self::PRESENT;
         let a_is_orig = from_a == from_orig;
         self.set(Self::A_IS_ORIG, a_is_orig);
@@ -84,27 +91,29 @@ impl Word {
         let mut side = self.side(i);
         side.push(marks);
         self.set_side(i, side);
-        let counts = [self.side(0).count(), self.side(1).count()];
-        if !self.has(Self::EXCHANGED) && counts.iter().all(|&c| c > 0) {
+        let narrow = self.only_quic_can_change();
+        if !self.has(Self::EXCHANGED) && self.side(0).count() > 0 && self.side(1).count() > 0 {
             self.0 |= Self::EXCHANGED;
-            if detect::is_final(Transport::Udp, self.names(a_is_orig)) {
+            // Not once narrowed: the exchange may be one the datapath kept back, and the
+            // names are read at logging time whichever datagrams came.
+            if !narrow && detect::is_final(Transport::Udp, self.names(a_is_orig)) {
                 self.0 |= Self::DECIDED;
-                return true;
+                return Sampling::Stop;
             }
         }
-        if counts.iter().all(|&c| c >= SAMPLE_PACKETS as usize) {
-            // Both budgets are spent: no sample comes after this one.
-            self.0 |= Self::DECIDED;
+        if narrow && !narrow_before {
+            Sampling::QuicOnly
+        } else {
+            Sampling::AsIs
         }
-        false
     }
 
     /// [`Word::push`] on the word a record (or the table) keeps.
-    fn push_into(word: &mut u32, from_a: bool, from_orig: bool, marks: detect::Marks) -> bool {
+    fn push_into(word: &mut u32, from_a: bool, from_orig: bool, marks: detect::Marks) -> Sampling {
         let mut w = Word(*word);
-        let stop = w.push(from_a, from_orig, marks);
+        let then = w.push(from_a, from_orig, marks);
         *word = w.0;
-        stop
+        then
     }
 
     /// The names logged now with the key's `a` side as originator when `a_is_orig` (the
@@ -120,6 +129,18 @@ impl Word {
             self.names(a_is_orig())
         }
     }
+}
+
+/// What a UDP sample asks of the datapath's sampling of its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sampling {
+    /// Nothing: samples as before.
+    AsIs,
+    /// The answer is final: no more samples (`ThresholdTarget::stop_sampling`).
+    Stop,
+    /// Only a QUIC Initial can change the answer now: only samples that may be one
+    /// (`ThresholdTarget::narrow_sampling`).
+    QuicOnly,
 }
 
 /// The UDP connections whose state is not in a tracker record (yet).
@@ -142,7 +163,7 @@ impl UdpConns {
         // has no service, which is what detection says of it), except where the first
         // datagram's place matters: then from its first.
         let needed = !marks.is_empty() || detect::position_matters(ports);
-        let stop = if let Some(word) = dp.service_mut(&key) {
+        let then = if let Some(word) = dp.service_mut(&key) {
             if !self.unrecorded.is_empty()
                 && let Some(early) = self.unrecorded.remove(&key)
                 && *word == 0
@@ -161,8 +182,14 @@ impl UdpConns {
             };
             Word::push_into(word, from_a, from_orig, marks)
         };
-        if stop {
-            dp.stop_sampling(&key);
+        match then {
+            Sampling::AsIs => {}
+            Sampling::Stop => {
+                dp.stop_sampling(&key);
+            }
+            Sampling::QuicOnly => {
+                dp.narrow_sampling(&key);
+            }
         }
     }
 

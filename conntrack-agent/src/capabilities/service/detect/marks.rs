@@ -140,6 +140,16 @@ impl SideMarks {
     }
 }
 
+/// Whether, with these sides (either the originator), only a QUIC Initial can change
+/// [`udp_names`]' answer, whatever other datagrams either side sends: a datagram was marked
+/// DNS, the first rule after QUIC's, which holds whichever side sent it (the rules that read
+/// a side's first datagram come after it). The datapath then hands over only datagrams that
+/// may be a QUIC Initial (`contents::SAMPLE_QUIC_ONLY`): of a DNS exchange (often a query
+/// for A and one for AAAA on one socket, then their answers) only the first datagram is read.
+pub fn only_quic_can_change(a: &SideMarks, b: &SideMarks) -> bool {
+    (a.any.0 | b.any.0) & Marks::DNS != 0
+}
+
 /// Zeek's service names for a UDP connection whose originator's datagrams are `orig`, its
 /// responder's `resp`: the first rule that holds, in [`super::detect`]'s order.
 pub fn udp_names(orig: &SideMarks, resp: &SideMarks) -> &'static [&'static str] {
@@ -321,6 +331,58 @@ mod tests {
                 proptest::prop_assert_eq!(px.count().min(7), x.count().min(7));
             }
         }
+    }
+
+    proptest::proptest! {
+        /// Once [`only_quic_can_change`] holds, a datagram that marks no QUIC Initial, from
+        /// either side, leaves the names as they are, in either role: the datapath may keep
+        /// such datagrams back from then on.
+        #[test]
+        fn once_only_quic_can_change_no_other_datagram_does(
+            a in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..5),
+            b in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..5),
+            later in proptest::collection::vec((proptest::prelude::any::<u16>(), proptest::prelude::any::<bool>()), 1..6),
+        ) {
+            let side = |ms: &[u16]| {
+                let mut s = SideMarks::default();
+                for &m in ms {
+                    s.push(marks_of(m));
+                }
+                s
+            };
+            let (mut x, mut y) = (side(&a), side(&b));
+            proptest::prop_assume!(only_quic_can_change(&x, &y));
+            let names = (udp_names(&x, &y), udp_names(&y, &x));
+            for &(m, to_x) in &later {
+                let m = Marks(marks_of(m).0 & !Marks::QUIC);
+                if to_x { x.push(m) } else { y.push(m) }
+                proptest::prop_assert!(only_quic_can_change(&x, &y));
+                proptest::prop_assert_eq!((udp_names(&x, &y), udp_names(&y, &x)), names);
+            }
+        }
+    }
+
+    #[test]
+    fn a_dns_message_leaves_only_quic_to_change_the_names() {
+        let q = query();
+        let (orig, resp) = (
+            SideMarks::of((40000, 53), &[&q]),
+            SideMarks::of((40000, 53), &[b"junk"]),
+        );
+        assert!(only_quic_can_change(&orig, &resp));
+        assert!(only_quic_can_change(&resp, &orig));
+        assert!(
+            only_quic_can_change(&orig, &SideMarks::default()),
+            "the query alone"
+        );
+        // No DNS: other datagrams can still change the answer.
+        assert!(!only_quic_can_change(&resp, &SideMarks::default()));
+        let ntp = SideMarks::of((123, 123), &[&[0x23u8; 48]]);
+        assert_eq!(udp_names(&ntp, &resp), ["ntp"]);
+        assert!(
+            !only_quic_can_change(&ntp, &resp),
+            "a DNS datagram would make it dns"
+        );
     }
 
     #[test]

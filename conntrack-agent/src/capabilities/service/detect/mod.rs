@@ -36,7 +36,7 @@ mod xmpp;
 
 pub use ftp::{FtpExpect, ftp_announcements};
 pub use irc::dcc_sends;
-pub use marks::{Marks, SideMarks, marks, position_matters, udp_names};
+pub use marks::{Marks, SideMarks, marks, only_quic_can_change, position_matters, udp_names};
 pub use reject::rejects_for_good;
 
 /// How many bytes per direction detection looks at, at most: what the kernel copies of each

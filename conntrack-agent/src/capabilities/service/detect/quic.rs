@@ -4,9 +4,8 @@
 //! which confirms `ssl` too. A well-formed Initial of a known version is what it takes here.
 
 use super::bytes::be32;
-
-const V1: u32 = 1;
-const V2: u32 = 0x6b33_43cf;
+// One list of versions for the rule and the datapath's filter (`may_be_quic_initial`).
+use conntrack_common::contents::{QUIC_V1 as V1, QUIC_V2 as V2};
 
 /// A long-header Initial packet of version 1 or 2 with its connection ids, token and a
 /// payload long enough for a ClientHello. Any of the client's first datagrams that starts
@@ -72,6 +71,42 @@ mod tests {
         assert_eq!(detect(&udp((34347, 4433), &[&i], &[])), ["quic", "ssl"]);
         let v2 = hex(V2_INITIAL);
         assert_eq!(detect(&udp((34347, 443), &[&v2], &[])), ["quic", "ssl"]);
+    }
+
+    proptest::proptest! {
+        /// The datapath's filter for a narrowed connection (`may_be_quic_initial`) lets
+        /// through every datagram this rule confirms: real Initials with any first byte and
+        /// any of the versions, tail cut anywhere.
+        #[test]
+        fn the_datapaths_filter_keeps_every_initial(
+            which in 0usize..2,
+            first: u8,
+            version in proptest::prop_oneof![
+                proptest::strategy::Just(super::V1),
+                proptest::strategy::Just(super::V2),
+                proptest::prelude::any::<u32>(),
+            ],
+            cut in 0usize..80,
+        ) {
+            let mut d = hex([INITIAL, V2_INITIAL][which]);
+            d[0] = first;
+            d[1..5].copy_from_slice(&version.to_be_bytes());
+            d.truncate(d.len().saturating_sub(cut).max(1));
+            if super::is_initial(&d) {
+                proptest::prop_assert!(conntrack_common::contents::may_be_quic_initial(&d));
+            }
+        }
+    }
+
+    #[test]
+    fn the_datapaths_filter_takes_initials_and_not_dns() {
+        use conntrack_common::contents::may_be_quic_initial;
+        assert!(may_be_quic_initial(&hex(INITIAL)));
+        assert!(may_be_quic_initial(&hex(V2_INITIAL)));
+        // A DNS query whose id starts with 0xc0: a long header by its first bits only.
+        let dns = hex("c0de 0100 0001 0000 0000 0000 01 61 00 0001 0001");
+        assert!(!may_be_quic_initial(&dns));
+        assert!(!may_be_quic_initial(&[0xc0]));
     }
 
     #[test]
