@@ -499,14 +499,13 @@ impl Agent {
     #[cold]
     #[inline(never)]
     fn deliver_pending_contents(&mut self, packet: &[u8]) {
-        // The sample the datapath left in the packet ([`Datapath::take_sample`]) comes first.
-        if let Some((hdr, at)) = self.dp.take_sample()
+        // The sample the datapath left in the packet, if any, comes first.
+        let mut chunks = std::mem::take(&mut self.chunks);
+        if let Some((hdr, at)) = self.dp.take_contents(&mut chunks)
             && let Some(data) = packet.get(at)
         {
             self.deliver_payload(Content { hdr: &hdr, data });
         }
-        let mut chunks = std::mem::take(&mut self.chunks);
-        self.dp.drain_contents(&mut chunks);
         for c in &chunks {
             self.deliver_payload(c.content());
         }

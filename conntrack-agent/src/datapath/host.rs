@@ -398,7 +398,13 @@ impl Datapath for HostDatapath {
         true
     }
 
-    fn take_sample(&mut self) -> Option<(ContentHeader, Range<usize>)> {
+    fn take_contents(
+        &mut self,
+        out: &mut Vec<ContentChunk>,
+    ) -> Option<(ContentHeader, Range<usize>)> {
+        if !self.contents.chunks.is_empty() {
+            self.drain_contents(out);
+        }
         self.contents.sample.take()
     }
 

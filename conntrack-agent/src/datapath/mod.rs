@@ -193,20 +193,26 @@ pub trait Datapath {
         false
     }
 
-    /// The service sample of the packet just processed, when the datapath left its bytes in
-    /// the packet (the host engine: a sample is a packet's first bytes, read where they are
-    /// rather than copied): its header and where its bytes are in the buffer given to
-    /// [`Datapath::process`] or [`Datapath::process_ip`]. It comes before the packet's other
-    /// records ([`Datapath::drain_contents`], which has the kernel's samples).
-    fn take_sample(&mut self) -> Option<(ContentHeader, std::ops::Range<usize>)> {
+    /// Content extraction: moves the payload records produced since the last call to `out`.
+    fn drain_contents(&mut self, _out: &mut Vec<ContentChunk>) {}
+
+    /// What [`Datapath::drain_contents`] moves to `out`, and the service sample of the packet
+    /// just processed when the datapath left its bytes in the packet (the host engine: a
+    /// sample is a packet's first bytes, read where they are rather than copied): its header
+    /// and where its bytes are in the buffer given to [`Datapath::process`] or
+    /// [`Datapath::process_ip`]. The sample comes before the records (which have the
+    /// kernel's samples). One call per packet that has any.
+    fn take_contents(
+        &mut self,
+        out: &mut Vec<ContentChunk>,
+    ) -> Option<(ContentHeader, std::ops::Range<usize>)> {
+        self.drain_contents(out);
         None
     }
 
-    /// Content extraction: moves the payload records produced since the last call to `out`.
-    fn drain_contents(&mut self, _out: &mut Vec<ContentChunk>) {}
-    /// Whether [`Datapath::drain_contents`] or [`Datapath::take_sample`] may have records:
-    /// false lets the agent skip both after a packet that produced none (most packets, once
-    /// sampling ended). True when the datapath cannot tell cheaply.
+    /// Whether [`Datapath::take_contents`] may have something: false lets the agent skip it
+    /// after a packet that produced nothing (most packets, once sampling ended). True when
+    /// the datapath cannot tell cheaply.
     fn contents_pending(&self) -> bool {
         true
     }

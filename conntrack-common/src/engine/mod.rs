@@ -590,7 +590,9 @@ fn apply_packet<C: EngineConfig>(
     let ch = update(conn, meta, now_ns, checksum_ok) | created;
     let ch = ch | check_thresholds(conn, meta, now_ns, ch);
     // Decided under the lock before the event, as the eBPF threshold stage does.
-    let sample = if conn.thr_armed & crate::contents::SAMPLE_BITS != 0 {
+    // Payload first: most packets of a connection still sampled are its handshake's, with
+    // none, and then its side need not be worked out.
+    let sample = if conn.thr_armed & crate::contents::SAMPLE_BITS != 0 && meta.payload_len != 0 {
         let side = is_orig(conn, meta);
         let quic_only = if conn.thr_armed & crate::contents::SAMPLE_QUIC_ONLY != 0 {
             Changes::SAMPLE_QUIC_ONLY.0
