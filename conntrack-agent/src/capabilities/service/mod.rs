@@ -21,7 +21,10 @@
 //!   [`sample::SideSample`]), for about a round trip.
 //! - UDP ([`udp`]): a few bits per direction, not bytes, and only once a datagram marks
 //!   something. The datapath hands over no datagram that cannot mark anything (off the UDP
-//!   analyzers' ports, one that cannot be a QUIC Initial: `contents::udp_sample_useful`).
+//!   analyzers' ports, one that cannot be a QUIC Initial: `contents::udp_sample_useful`),
+//!   and once a datagram marked DNS only those that may be a QUIC Initial
+//!   (`ThresholdTarget::narrow_sampling`, the host engine's), the one thing that could still
+//!   change the answer.
 //!
 //! Most connections carry nothing a detector confirms, so that answer is made cheap: a TCP
 //! connection whose first bytes no detector can continue ([`detect::rejects_for_good`]) is

@@ -9,6 +9,10 @@
 //! A connection gets state only once a datagram marks something (a QUIC Initial, a DNS
 //! message on a DNS port), unless a rule reads its first datagram
 //! ([`detect::position_matters`]): UDP traffic no analyzer recognises costs no state at all.
+//! Once a datagram marked DNS only a QUIC Initial can change the names
+//! ([`detect::only_quic_can_change`]): the datapath is asked to hand over only datagrams
+//! that may be one (the host engine does; the kernel's keep coming and change nothing), so a
+//! DNS exchange is read once, at its first datagram.
 
 use super::detect::{self, SideMarks, Transport};
 use crate::core::thresholds::ThresholdTarget;
