@@ -445,3 +445,77 @@ impl Datapath for HostDatapath {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::fixtures::udp_frame;
+
+    const DNS_QUERY: &[u8] =
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
+    /// The same query with an id that starts like a QUIC long header (0xc0).
+    const DNS_QUERY_C0: &[u8] =
+        b"\xc0\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01";
+
+    /// The first bytes of a QUIC version 1 Initial (long header, type 0).
+    fn quic_initial() -> Vec<u8> {
+        let mut d = vec![
+            0xc3, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x40, 0x40,
+        ];
+        d.extend_from_slice(&[0; 64]);
+        d
+    }
+
+    /// What the packet in `frame` hands over as a service sample, if anything.
+    fn sample_of(dp: &mut HostDatapath, frame: &[u8]) -> Option<Vec<u8>> {
+        let mut events = Vec::new();
+        dp.process(frame, 1_000_000_000, true, &mut events)
+            .expect("a valid frame");
+        let mut chunks = Vec::new();
+        let sample = dp.take_contents(&mut chunks);
+        assert!(chunks.is_empty(), "nothing extracted");
+        sample.map(|(_, at)| frame[at].to_vec())
+    }
+
+    #[test]
+    fn a_narrowed_connection_hands_over_only_what_may_be_a_quic_initial() {
+        let cfg = HostConfig::new(&[(53, proto::UDP)]).with_service_samples(true);
+        let mut dp = HostDatapath::new(cfg);
+        let (client, server) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let out = (client, 40_000, server, 53);
+        let back = (server, 53, client, 40_000);
+        let key = FlowKey::from_tuple(
+            &std::net::Ipv4Addr::from(client).to_ipv6_mapped().octets(),
+            40_000,
+            &std::net::Ipv4Addr::from(server).to_ipv6_mapped().octets(),
+            53,
+            proto::UDP,
+        );
+        assert_eq!(
+            sample_of(&mut dp, &udp_frame(out, DNS_QUERY)).as_deref(),
+            Some(DNS_QUERY),
+            "the query, read where it lies"
+        );
+        assert!(dp.narrow_sampling(&key));
+        // The answer and a second query are counted against the budget, not handed over;
+        // a datagram that may be a QUIC Initial still is.
+        assert_eq!(sample_of(&mut dp, &udp_frame(back, DNS_QUERY)), None);
+        assert_eq!(sample_of(&mut dp, &udp_frame(out, DNS_QUERY_C0)), None);
+        let initial = quic_initial();
+        assert_eq!(
+            sample_of(&mut dp, &udp_frame(out, &initial)),
+            Some(initial.clone())
+        );
+        // The client's fourth datagram ends its budget: nothing after it, whatever it is.
+        assert!(sample_of(&mut dp, &udp_frame(out, &initial)).is_some());
+        assert_eq!(sample_of(&mut dp, &udp_frame(out, &initial)), None);
+        // Another connection is not narrowed.
+        let other = (client, 40_001, server, 53);
+        assert!(sample_of(&mut dp, &udp_frame(other, DNS_QUERY)).is_some());
+        assert!(sample_of(&mut dp, &udp_frame(other, DNS_QUERY)).is_some());
+        assert!(
+            !dp.narrow_sampling(&FlowKey::default()),
+            "no such connection"
+        );
+    }
+}

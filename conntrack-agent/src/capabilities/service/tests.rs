@@ -282,6 +282,8 @@ struct Host {
     /// The tracker does not know the connections yet (live, a sample read before its
     /// connection's event).
     unknown: bool,
+    /// The connections whose sampling was narrowed to what may be a QUIC Initial.
+    narrowed: Vec<FlowKey>,
 }
 
 impl ThresholdTarget for Host {
@@ -292,6 +294,10 @@ impl ThresholdTarget for Host {
         None
     }
     fn stop_sampling(&mut self, _key: &FlowKey) -> bool {
+        true
+    }
+    fn narrow_sampling(&mut self, key: &FlowKey) -> bool {
+        self.narrowed.push(*key);
         true
     }
     fn service_mut(&mut self, key: &FlowKey) -> Option<&mut u32> {
@@ -442,12 +448,19 @@ fn a_udp_connections_marks_are_kept_in_its_record() {
     let mut svc = Service::new(&[(53, proto::UDP)]);
     let mut dp = Host::default();
     svc.on_payload(sample(&key, true, true, 0, DNS_QUERY).content(), &mut dp);
+    assert_eq!(
+        dp.narrowed,
+        [key],
+        "after DNS only a QUIC Initial can change the names"
+    );
     svc.on_payload(sample(&key, false, false, 0, DNS_ANSWER).content(), &mut dp);
+    assert_eq!(dp.narrowed, [key], "asked once");
     // Off the analyzers' ports a datagram that marks nothing leaves no state at all.
     svc.on_payload(
         sample(&other, true, true, 0, b"not quic").content(),
         &mut dp,
     );
+    assert_eq!(dp.narrowed, [key], "nothing marked: sampled as before");
     assert_eq!(svc.udp.unrecorded(), 0, "nothing in the capability's table");
     assert_ne!(dp.records[&key], 0);
     assert_eq!(dp.records.get(&other).copied().unwrap_or(0), 0);
