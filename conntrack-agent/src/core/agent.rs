@@ -3,13 +3,13 @@
 
 use crate::capture::tunnels::Hop;
 use crate::core::event_uid::EventUid;
-use crate::core::events::{Capability, ConnEvent, ConnInfo, EventCore, Need, RemovalReason};
-use crate::core::thresholds::{DurationMode, RawCrossing, ThresholdTarget, Thresholds};
-use crate::core::tracker::{ConnView, Observed, Released, Removal, Timeouts, TimerHost, Tracker};
+use crate::core::events::{Capability, ConnEvent, EventCore, Need, RemovalReason};
+use crate::core::thresholds::{DurationMode, RawCrossing, Thresholds};
+use crate::core::tracker::{ConnView, Observed, Released, Removal, Timeouts, Tracker};
 use crate::core::tunnels::{Encap, Tunnels};
 use crate::core::uid::{Uid, UidGen};
 use crate::datapath::host::{HostConfig, HostDatapath};
-use crate::datapath::{Content, Datapath, ThresholdError};
+use crate::datapath::{Content, Datapath};
 use crate::logs::conn_log::{ConnExtra, ConnLogWriter};
 use crate::logs::conn_tsv::RecordUid;
 use crate::logs::tunnel_log::TunnelLog;
@@ -20,10 +20,12 @@ use conntrack_common::event::{ConnChange, Event, EventKind};
 use conntrack_common::event::{ENCAP_CHANGED, ENCAP_NEW, ENCAP_TYPE_SHIFT, EncapEvent};
 use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, parse_ip};
-use conntrack_common::threshold::ThresholdCommand;
 use conntrack_common::tunnel::{EncapChange, TunnelType};
 
+mod targets;
 mod tunnels;
+
+use targets::{Datapaths, PayloadTarget, TimerView};
 
 /// Totals for the end-of-run summary.
 #[derive(Debug, Default, Clone)]
@@ -72,112 +74,6 @@ pub struct Agent {
     /// The first packets' link layers, when conn.log has the MAC or VLAN columns.
     link_layers: Option<crate::core::link_layer::LinkLayers>,
     pub stats: AgentStats,
-}
-
-/// Both datapaths as the thresholds see them: a connection is in the main one or, if its first
-/// packet found the kernel's table full, in the overflow table.
-struct Datapaths<'a> {
-    main: &'a mut dyn Datapath,
-    overflow: &'a mut HostDatapath,
-}
-
-impl ThresholdTarget for Datapaths<'_> {
-    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
-        match self.main.set_thresholds(cmd) {
-            Err(ThresholdError::NotFound) => self.overflow.set_thresholds(cmd),
-            other => other,
-        }
-    }
-    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
-        self.main.lookup(key).or_else(|| self.overflow.lookup(key))
-    }
-    fn stop_sampling(&mut self, key: &FlowKey) -> bool {
-        self.main.stop_sampling(key) || self.overflow.stop_sampling(key)
-    }
-    fn narrow_sampling(&mut self, key: &FlowKey) -> bool {
-        self.main.narrow_sampling(key) || self.overflow.narrow_sampling(key)
-    }
-    fn content_counters(
-        &self,
-        key: &FlowKey,
-    ) -> Option<conntrack_common::contents::ContentCounters> {
-        self.main.content_counters(key)
-    }
-}
-
-/// What a capability's payload handler acts on: both datapaths, and the tracker, whose record
-/// of a connection keeps the service capability's word for it.
-struct PayloadTarget<'a> {
-    dps: Datapaths<'a>,
-    tracker: &'a mut Tracker<TrackKey>,
-}
-
-impl ThresholdTarget for PayloadTarget<'_> {
-    fn set_thresholds(&mut self, cmd: &ThresholdCommand) -> Result<u32, ThresholdError> {
-        self.dps.set_thresholds(cmd)
-    }
-    fn lookup(&self, key: &FlowKey) -> Option<Conn> {
-        self.dps.lookup(key)
-    }
-    fn stop_sampling(&mut self, key: &FlowKey) -> bool {
-        self.dps.stop_sampling(key)
-    }
-    fn narrow_sampling(&mut self, key: &FlowKey) -> bool {
-        self.dps.narrow_sampling(key)
-    }
-    fn content_counters(
-        &self,
-        key: &FlowKey,
-    ) -> Option<conntrack_common::contents::ContentCounters> {
-        self.dps.content_counters(key)
-    }
-    /// Where the main datapath keeps it (the host engine), else in the tracker's record.
-    fn service_mut(&mut self, key: &FlowKey) -> Option<&mut u32> {
-        match self.dps.main.service_word(key) {
-            Some(word) => Some(word),
-            None => self.tracker.service_mut(key),
-        }
-    }
-}
-
-/// What the tracker's timers see while they fire: both datapaths, and the capabilities for
-/// Zeek's `connection_timing_out` veto.
-struct TimerView<'a> {
-    main: &'a mut dyn Datapath,
-    overflow: &'a mut HostDatapath,
-    core: &'a mut EventCore,
-    now_ns: u64,
-}
-
-impl TimerHost<TrackKey> for TimerView<'_> {
-    fn read(&mut self, key: &TrackKey) -> Option<ConnView> {
-        let mut view = None;
-        let mut read = |c: &Conn| view = Some(ConnView::of(c));
-        if !self.main.with_conn(key, &mut read) {
-            self.overflow.with_conn(key, &mut read);
-        }
-        view
-    }
-
-    fn keep_timing_out(&mut self, key: &TrackKey, uid: &Uid) -> bool {
-        if !self.core.handles_timing_out() {
-            return false;
-        }
-        let mut target = Datapaths {
-            main: &mut *self.main,
-            overflow: &mut *self.overflow,
-        };
-        let Some(conn) = target.lookup(key) else {
-            return false;
-        };
-        let info = ConnInfo {
-            key: *key,
-            uid: EventUid::new(Some(uid.clone())),
-            conn,
-            ts_ns: self.now_ns,
-        };
-        self.core.keep_timing_out(&mut target, info)
-    }
 }
 
 /// The crossings an event reports (with the connection right after the packet), with the side
