@@ -77,7 +77,7 @@ struct HostContents {
     /// lookup that `extract` does.
     armed: bool,
     /// The last packet's service sample: its header and where its bytes are in the packet
-    /// (`Datapath::take_sample`).
+    /// (`Datapath::take_contents`).
     sample: Option<(ContentHeader, Range<usize>)>,
 }
 

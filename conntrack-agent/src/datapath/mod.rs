@@ -60,7 +60,7 @@ impl ContentChunk {
 }
 
 /// A payload record as the capabilities see it: a [`ContentChunk`], or a service sample the
-/// host engine left in its packet ([`Datapath::take_sample`]).
+/// host engine left in its packet ([`Datapath::take_contents`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Content<'a> {
     pub hdr: &'a ContentHeader,
