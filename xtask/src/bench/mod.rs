@@ -133,6 +133,18 @@ pub fn check_interrupted() -> Result<()> {
     Ok(())
 }
 
+/// The first and third quartiles of `xs` (each the median of its half; the middle value of
+/// an odd count in neither), to show how far a median's rounds spread.
+pub fn quartiles(xs: &[f64]) -> Option<(f64, f64)> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let half = v.len() / 2;
+    Some((median(&v[..half])?, median(&v[v.len() - half..])?))
+}
+
 pub fn median(xs: &[f64]) -> Option<f64> {
     if xs.is_empty() {
         return None;
@@ -896,4 +908,17 @@ fn own_row_failed(r: &report::Row) -> bool {
     r.value.is_none()
         && r.detail.starts_with("failed:")
         && (r.name.contains("conntrack-agent") || r.name.starts_with("read --engine"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{median, quartiles};
+
+    #[test]
+    fn quartiles_are_the_medians_of_the_halves() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(quartiles(&[5.0, 1.0, 3.0, 2.0, 4.0]), Some((1.5, 4.5)));
+        assert_eq!(quartiles(&[4.0, 1.0, 3.0, 2.0]), Some((1.5, 3.5)));
+        assert_eq!(quartiles(&[1.0]), None);
+    }
 }
