@@ -106,12 +106,12 @@ pub fn tcp_frame(
 }
 
 /// An Ethernet frame of one IPv4 UDP datagram from `ends.0`:`ends.1` to `ends.2`:`ends.3`
-/// (the IP header checksum made; UDP checksum 0, "none", as IPv4 allows).
+/// (both checksums made).
 pub fn udp_frame(ends: ([u8; 4], u16, [u8; 4], u16), payload: &[u8]) -> Vec<u8> {
     let (src, sport, dst, dport) = ends;
     let mut ip = vec![0x45, 0];
     ip.extend_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     ip.extend_from_slice(&sport.to_be_bytes());
@@ -120,6 +120,7 @@ pub fn udp_frame(ends: ([u8; 4], u16, [u8; 4], u16), payload: &[u8]) -> Vec<u8> 
     ip.extend_from_slice(&[0, 0]);
     ip.extend_from_slice(payload);
     crate::capture::checksum::tests::fix_ipv4_header(&mut ip);
+    crate::capture::checksum::tests::fix_udp4(&mut ip);
     let mut f = vec![0u8; 12];
     f.extend_from_slice(&[0x08, 0x00]);
     f.extend_from_slice(&ip);

@@ -1,27 +1,12 @@
 use super::*;
-use crate::capture::checksum::tests::{fix_ipv4_header, fix_udp4};
+use crate::capture::checksum::tests::fix_ipv4_header;
 use crate::capture::link::LINKTYPE_ETHERNET;
 use crate::capture::pcap::tests::write_pcap;
-use crate::tests::fixtures::{replay_args, tcp_frame};
+use crate::tests::fixtures::{replay_args, tcp_frame, udp_frame};
 
+/// [`udp_frame`] with its ends as separate arguments.
 pub(super) fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&total.to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    ip.extend_from_slice(&sport.to_be_bytes());
-    ip.extend_from_slice(&dport.to_be_bytes());
-    ip.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 0]);
-    ip.extend_from_slice(payload);
-    fix_ipv4_header(&mut ip);
-    fix_udp4(&mut ip);
-    let mut f = vec![0u8; 12];
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f
+    udp_frame((src, sport, dst, dport), payload)
 }
 
 fn tcp_syn(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
