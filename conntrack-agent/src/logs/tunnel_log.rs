@@ -95,6 +95,8 @@ pub fn line(r: &TunnelRecord<'_>, format: LogFormat) -> String {
 
 /// `<log-dir>/tunnel.log`, shared with the agent, which rotates and flushes it with conn.log.
 /// As Zeek's, the file is made by the first tunnel: a capture without tunnels leaves none.
+/// With `--log-dir -` there is no directory for it: tunnels are still tracked (conn.log's
+/// `tunnel_parents`), their lines are dropped with one warning.
 pub struct TunnelLog {
     file: Rc<RefCell<Lazy>>,
     format: LogFormat,
@@ -103,23 +105,39 @@ pub struct TunnelLog {
 /// The log file once a line was written; until then the agent's ticks do nothing.
 struct Lazy {
     file: Option<LogFile>,
-    path: std::path::PathBuf,
+    /// None: conn.log goes to stdout with no log directory (`--log-dir -`).
+    path: Option<std::path::PathBuf>,
+    /// The one warning about dropped lines was given.
+    warned: bool,
     opts: LogOptions,
     format: LogFormat,
     health: std::sync::Arc<LogHealth>,
 }
 
 impl Lazy {
-    fn file(&mut self) -> anyhow::Result<&mut LogFile> {
+    /// The file, made now if this is the first line; None when there is nowhere to write.
+    fn file(&mut self) -> anyhow::Result<Option<&mut LogFile>> {
+        let Some(path) = &self.path else {
+            if !self.warned {
+                self.warned = true;
+                eprintln!("{NO_DIR_WARNING}");
+            }
+            return Ok(None);
+        };
         if self.file.is_none() {
             let header: Option<HeaderFn> =
                 (self.format == LogFormat::Tsv).then(|| Box::new(tsv_header) as HeaderFn);
-            let f = LogFile::create(&self.path, "tunnel", header, self.opts.clone(), false)?;
+            let f = LogFile::create(path, "tunnel", header, self.opts.clone(), false)?;
             self.file = Some(f);
         }
-        Ok(self.file.as_mut().expect("just created"))
+        Ok(self.file.as_mut())
     }
 }
+
+/// Said once, at the first tunnel of a run whose conn.log goes to stdout with `--log-dir -`.
+const NO_DIR_WARNING: &str = "conntrack-agent: warning: tunnels seen, but tunnel.log is not \
+    written with --log-dir - (conn.log's tunnel_parents still names them); \
+    use --stdout --log-dir DIR to keep tunnel.log";
 
 impl Tick for Lazy {
     fn tick(&mut self, now_ns: i64) -> anyhow::Result<()> {
@@ -144,14 +162,21 @@ impl Tick for Lazy {
 }
 
 impl TunnelLog {
+    /// tunnel.log in `dir`; `-` (conn.log to stdout, no log directory) writes none.
     pub fn create(dir: &Path, format: LogFormat, opts: LogOptions) -> anyhow::Result<Self> {
-        // The directory now: a log directory that cannot be made fails at start, not at the
-        // first tunnel.
-        crate::logs::rotate::create_log_dir(dir)?;
+        let path = if dir.as_os_str() == "-" {
+            None
+        } else {
+            // The directory now: a log directory that cannot be made fails at start, not at
+            // the first tunnel.
+            crate::logs::rotate::create_log_dir(dir)?;
+            Some(dir.join("tunnel.log"))
+        };
         Ok(Self {
             file: Rc::new(RefCell::new(Lazy {
                 file: None,
-                path: dir.join("tunnel.log"),
+                path,
+                warned: false,
                 opts,
                 format,
                 health: Default::default(),
@@ -161,10 +186,10 @@ impl TunnelLog {
     }
 
     pub fn write(&mut self, r: &TunnelRecord<'_>) -> anyhow::Result<()> {
-        self.file
-            .borrow_mut()
-            .file()?
-            .write_line(&line(r, self.format), Some(r.ts_ns))
+        match self.file.borrow_mut().file()? {
+            Some(f) => f.write_line(&line(r, self.format), Some(r.ts_ns)),
+            None => Ok(()),
+        }
     }
 
     /// The file, for the agent to tick, flush and close with its other logs.
@@ -205,5 +230,27 @@ mod tests {
         assert!(tsv_header(0).contains(
             "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\ttunnel_type\taction\n"
         ));
+    }
+
+    #[test]
+    fn with_conn_log_on_stdout_no_directory_named_dash_is_made() {
+        // `--log-dir -`: tunnels are logged nowhere, and nothing is made in the working
+        // directory (the tests run in the crate's directory).
+        let mut log = TunnelLog::create(Path::new("-"), LogFormat::Tsv, Default::default())
+            .expect("no directory to make");
+        let r = TunnelRecord {
+            ts_ns: 1,
+            uid: "CHhAvVGS1DHFjwGM9",
+            orig: [0; 16],
+            orig_p: 0,
+            resp: [0; 16],
+            resp_p: 0,
+            tunnel: TunnelType::Gre,
+            action: Action::Discover,
+        };
+        log.write(&r).expect("a dropped line is no error");
+        log.write(&r).expect("nor is the second");
+        assert!(log.file.borrow().warned, "the user is told once");
+        assert!(!Path::new("-").exists());
     }
 }
