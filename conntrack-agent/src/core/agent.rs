@@ -375,8 +375,16 @@ impl Agent {
         if self.tunnels.is_some() && r.is_ok() {
             self.check_encap(ip);
         }
-        self.deliver_contents(ip);
-        r.map_err(anyhow::Error::from)
+        // The datapath said with the packet whether it left contents (a packet it refused
+        // left none of its own, but the datapath is asked as after `process`).
+        let pending = match &r {
+            Ok(p) => p.contents,
+            Err(_) => self.dp.contents_pending(),
+        };
+        if pending && self.core.wants_payload() {
+            self.deliver_pending_contents(ip);
+        }
+        r.map(|_| ()).map_err(anyhow::Error::from)
     }
 
     /// Content extraction and service samples: hands the payload records the datapath

@@ -438,6 +438,9 @@ impl EventCore {
     /// `Established` per TCP connection when removal.log hooks every one) cost more than the
     /// hook itself. When they are not needed, what a `Removed` among them does without a
     /// listener is done here: the connection's thresholds are forgotten.
+    // Inline: with service detection alone (payload only) every connection's events and
+    // removal end at the first test.
+    #[inline]
     pub fn needs(&mut self, key: &FlowKey, events: &[ConnEvent], crossed: bool) -> Need {
         if self.caps.is_empty() {
             return Need::Nothing;
@@ -452,6 +455,12 @@ impl EventCore {
         {
             return Need::Nothing;
         }
+        self.needs_of(key, events, crossed)
+    }
+
+    /// [`EventCore::needs`] when some capability or hook may want the events.
+    #[inline(never)]
+    fn needs_of(&mut self, key: &FlowKey, events: &[ConnEvent], crossed: bool) -> Need {
         if crossed || events.iter().any(|e| self.wanted.has(EventMask::of(e))) {
             return Need::Deliver;
         }
@@ -754,6 +763,9 @@ impl EventCore {
         for cap in self.caps.iter_mut() {
             let start = out.len();
             cap.conn_service(key, conn, stored, out);
+            if start == 0 {
+                continue; // the first names: no earlier ones to repeat
+            }
             // A name an earlier capability gave stays where it was.
             let mut i = start;
             while i < out.len() {

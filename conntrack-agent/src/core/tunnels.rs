@@ -78,10 +78,16 @@ impl Tunnels {
     /// `key`'s tunnel name in `service`, if it is a UDP tunnel's connection (discovered: a
     /// packet was decapsulated from it) and service detection is on. Asked before
     /// [`Tunnels::removed`], with the connection `conn` as logged.
+    // Inline: asked for every connection logged, and most runs have no UDP tunnel.
+    #[inline]
     pub fn service(&self, key: &FlowKey, conn: &Conn) -> Option<&'static str> {
         if !self.services || self.udp_tunnels.is_empty() {
             return None;
         }
+        self.tunnel_service(key, conn)
+    }
+
+    fn tunnel_service(&self, key: &FlowKey, conn: &Conn) -> Option<&'static str> {
         let k = self.udp_tunnels.get(key)?;
         // Zeek's Teredo analyzer confirms only once both directions carried Teredo (a
         // one-way packet to a Teredo port may be anything); the others at their first packet.

@@ -5,7 +5,7 @@
 mod slab;
 
 use super::{
-    ContentChunk, Datapath, DatapathError, ThresholdError, ip_payload_of, payload_of,
+    ContentChunk, Datapath, DatapathError, Processed, ThresholdError, ip_payload_of, payload_of,
     tso_zero_length_fix, tso_zero_length_fix_ip,
 };
 use crate::util::hashing::{FastMap, FastSet};
@@ -301,7 +301,7 @@ impl Datapath for HostDatapath {
         checksum_ok: bool,
         events: &mut Vec<Event>,
         _scratch: &mut Vec<u8>,
-    ) -> Result<(), DatapathError> {
+    ) -> Result<Processed, DatapathError> {
         let first = *ip
             .first()
             .ok_or(DatapathError::Parse(ParseError::Truncated))?;
@@ -337,7 +337,9 @@ impl Datapath for HostDatapath {
             let payload = ip_payload_of(ip, &meta).unwrap_or(&[]);
             self.take_payload(ch, &key, ip, payload, &meta, ts_ns, checksum_ok);
         }
-        Ok(())
+        Ok(Processed {
+            contents: self.contents_pending(),
+        })
     }
 
     fn lookup(&self, key: &FlowKey) -> Option<Conn> {

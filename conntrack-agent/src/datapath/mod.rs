@@ -92,6 +92,14 @@ pub fn ip_payload_of<'a>(ip: &'a [u8], meta: &PacketMeta) -> Option<&'a [u8]> {
     ip.get(start..end)
 }
 
+/// What [`Datapath::process_ip`] leaves for the agent besides its events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Processed {
+    /// [`Datapath::take_contents`] may have something ([`Datapath::contents_pending`]):
+    /// answered with the packet, which spares the agent a call per packet.
+    pub contents: bool,
+}
+
 /// The flow table plus the engine. Frames are Ethernet frames; `checksum_ok` is the host's
 /// transport checksum verdict for the packet.
 pub trait Datapath {
@@ -117,9 +125,12 @@ pub trait Datapath {
         checksum_ok: bool,
         events: &mut Vec<Event>,
         scratch: &mut Vec<u8>,
-    ) -> Result<(), DatapathError> {
+    ) -> Result<Processed, DatapathError> {
         synth_ethernet(version, ip, scratch);
-        self.process(scratch, ts_ns, checksum_ok, events)
+        self.process(scratch, ts_ns, checksum_ok, events)?;
+        Ok(Processed {
+            contents: self.contents_pending(),
+        })
     }
     fn lookup(&self, key: &FlowKey) -> Option<Conn>;
     /// Zeek's tunnel-change rule (common's `tunnel::check_encap`) for connection `key`, whose
