@@ -190,12 +190,8 @@ impl Service {
     /// lookup) or, for a connection no record has yet, in `unrecorded`.
     fn on_sample(&mut self, chunk: Content<'_>, dp: &mut dyn ThresholdTarget) {
         let key = chunk.hdr.key;
-        if !self.ftp.is_empty()
-            && let Some(ctl) = self.ftp.get_mut(&key)
-        {
-            let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
-            let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
-            ctl.feed(from_orig, seq, chunk.data, ts, &mut self.expected);
+        if !self.ftp.is_empty() {
+            self.feed_channel(&chunk);
         }
         let after = if let Some(word) = dp.service_mut(&key) {
             if !self.unrecorded.is_empty()
@@ -282,23 +278,15 @@ impl Service {
             }
             p.found = sets.id(found);
             p.stale = false;
-            let server = usize::from(p.a_is_orig);
             let announcer = match sets.channel(p.found) {
-                Some(Announcer::Ftp) if *ftp_loaded => {
-                    may_be_ftp_greeting(&p.stream(this, server, 8)).then_some(Announcer::Ftp)
-                }
-                Some(Announcer::Irc) if *irc_loaded => Some(Announcer::Irc),
-                _ => None,
+                Some(channel) => Self::announcer(channel, (*ftp_loaded, *irc_loaded), p, this),
+                None => None,
             };
             if announcer.is_some() || !decided {
                 p.sides[idx].push_segment(seq, data, MAX_SAMPLE_BYTES);
             }
-            if let Some(kind) = announcer
-                && !ftp.contains_key(&key)
-            {
-                let ctl = Self::control_channel(kind, &key, p, chunk.hdr.ts_ns, expected);
-                ftp.insert(key, ctl);
-                after.follow = true;
+            if let Some(kind) = announcer {
+                after.follow = Self::follow_channel(kind, &key, p, chunk.hdr.ts_ns, ftp, expected);
             }
             if decided {
                 let names = p.found;
@@ -319,18 +307,102 @@ impl Service {
         }
         if p.sides.iter().all(|s| s.count() >= SAMPLE_PACKETS as usize) {
             // Both budgets are spent: no sample comes after this one.
-            let names = if p.stale {
-                Self::judge(&key, p, p.a_is_orig, None, |s| {
-                    detect::detect_into(s, found)
-                });
-                sets.id(found)
-            } else {
-                p.found
-            };
+            *word = Self::last_sample(&key, p, found, sets).stored();
             slots.release(n);
-            *word = Word::decided(names).stored();
         }
         after
+    }
+
+    /// The names of TCP connection `key`, logged with its samples still coming (slot `n`),
+    /// with the `a` side as originator when `a_is_orig`.
+    // Cold: most connections are decided at their first exchange.
+    #[cold]
+    fn pending_names(
+        &mut self,
+        key: &FlowKey,
+        n: u32,
+        a_is_orig: bool,
+        out: &mut Vec<&'static str>,
+    ) {
+        let Some(p) = self.slots.close(n) else {
+            return;
+        };
+        if p.stale || a_is_orig != p.a_is_orig {
+            let found = &mut self.found;
+            Self::judge(key, &p, a_is_orig, None, |s| detect::detect_into(s, found));
+            out.extend_from_slice(found);
+        } else {
+            out.extend_from_slice(self.sets.names(p.found));
+        }
+        self.slots.recycle(p);
+    }
+
+    /// The word of a connection whose last sample `p` just took.
+    #[cold]
+    fn last_sample(
+        key: &FlowKey,
+        p: &Pending,
+        found: &mut Vec<&'static str>,
+        sets: &mut NameSets,
+    ) -> Word {
+        let names = if p.stale {
+            Self::judge(key, p, p.a_is_orig, None, |s| detect::detect_into(s, found));
+            sets.id(found)
+        } else {
+            p.found
+        };
+        Word::decided(names)
+    }
+
+    /// The control channel a connection decided at its first exchange as one that may
+    /// announce others (`channel`) is, if its analyzer is loaded (`loaded`: FTP's, IRC's)
+    /// and, for FTP, the server greeted as one.
+    // Cold, as the two below: few connections are control channels, and their code is kept
+    // out of the instruction cache lines of every connection's first exchange.
+    #[cold]
+    fn announcer(
+        channel: Announcer,
+        loaded: (bool, bool),
+        p: &Pending,
+        this: Option<(usize, &[u8])>,
+    ) -> Option<Announcer> {
+        let server = usize::from(p.a_is_orig);
+        match channel {
+            Announcer::Ftp if loaded.0 => {
+                may_be_ftp_greeting(&p.stream(this, server, 8)).then_some(Announcer::Ftp)
+            }
+            Announcer::Irc if loaded.1 => Some(Announcer::Irc),
+            _ => None,
+        }
+    }
+
+    /// Starts reading control channel `key`'s announcements (unless it is read already):
+    /// whether its extraction is to be turned on.
+    #[cold]
+    fn follow_channel(
+        kind: Announcer,
+        key: &FlowKey,
+        p: &Pending,
+        now_ns: u64,
+        ftp: &mut FastMap<FlowKey, ControlChannel>,
+        expected: &mut Expectations,
+    ) -> bool {
+        if ftp.contains_key(key) {
+            return false;
+        }
+        let ctl = Self::control_channel(kind, key, p, now_ns, expected);
+        ftp.insert(*key, ctl);
+        true
+    }
+
+    /// A sample of control channel `key` (one is being read): its announcements.
+    #[cold]
+    fn feed_channel(&mut self, chunk: &Content<'_>) {
+        if let Some(ctl) = self.ftp.get_mut(&chunk.hdr.key) {
+            let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
+            let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
+            ctl.feed(from_orig, seq, chunk.data, ts, &mut self.expected);
+        }
     }
 
     /// TCP: both sides have spoken and no continuation of their streams can confirm a
@@ -396,6 +468,7 @@ impl After {
 
 /// Extraction on for both directions of `key`: a control channel's announcements come after
 /// its first bytes.
+#[cold]
 fn follow(key: &FlowKey, dp: &mut dyn ThresholdTarget, now_ns: u64) {
     let cmd = ThresholdCommand {
         key: *key,
@@ -475,20 +548,7 @@ impl Capability for Service {
                     }
                     out.extend_from_slice(self.sets.names(set));
                 }
-                Word::Pending(n) => {
-                    if let Some(p) = self.slots.close(n) {
-                        if p.stale || a_is_orig() != p.a_is_orig {
-                            let found = &mut self.found;
-                            Self::judge(key, &p, a_is_orig(), None, |s| {
-                                detect::detect_into(s, found)
-                            });
-                            out.extend_from_slice(found);
-                        } else {
-                            out.extend_from_slice(self.sets.names(p.found));
-                        }
-                        self.slots.recycle(p);
-                    }
-                }
+                Word::Pending(n) => self.pending_names(key, n, a_is_orig(), out),
             }
         } else if conn.proto == proto::UDP {
             out.extend_from_slice(self.udp.take_names(key, stored, a_is_orig));
