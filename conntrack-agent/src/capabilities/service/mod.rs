@@ -41,6 +41,7 @@
 // are not called by the capability yet.
 #[allow(dead_code, unused_imports)]
 pub mod detect;
+mod early;
 mod ftp_data;
 mod loaded;
 mod sample;
@@ -60,6 +61,7 @@ use conntrack_common::key::FlowKey;
 use conntrack_common::proto;
 use conntrack_common::threshold::ThresholdCommand;
 use detect::{MAX_SAMPLE_BYTES, MAX_SAMPLE_DATAGRAMS, Sample, Transport};
+use early::Early;
 use ftp_data::{Announcer, ControlChannel, Expectations};
 use loaded::Loaded;
 use sample::SideSample;
@@ -119,7 +121,7 @@ impl Pending {
 #[derive(Default)]
 pub struct Service {
     /// TCP connections the tracker does not know (yet): their words ([`tcp::Word`]).
-    unrecorded: FastMap<FlowKey, u32>,
+    unrecorded: Early,
     /// TCP connections whose samples are still coming.
     slots: Slots,
     /// The sets of names connections were decided with.
@@ -201,9 +203,17 @@ impl Service {
             }
             self.on_word(word, chunk)
         } else {
-            let mut word = self.unrecorded.get(&key).copied().unwrap_or(0);
+            let mut word = self.unrecorded.get(&key).unwrap_or(0);
             let after = self.on_word(&mut word, chunk);
-            self.unrecorded.insert(key, word);
+            let Self {
+                unrecorded, slots, ..
+            } = self;
+            // A word dropped as stale frees the samples it named.
+            unrecorded.set(key, word, chunk.hdr.ts_ns, |w| {
+                if let Word::Pending(n) = Word::from_stored(w) {
+                    slots.release(n);
+                }
+            });
             after
         };
         if after.follow {

@@ -79,7 +79,7 @@ impl Service {
     /// The names TCP connection `key` was decided with, from the word the capability keeps
     /// for it (the test datapaths without records); None if undecided.
     fn decided(&self, key: &FlowKey) -> Option<Vec<&'static str>> {
-        match Word::from_stored(*self.unrecorded.get(key)?) {
+        match Word::from_stored(self.unrecorded.get(key)?) {
             Word::Names(set) => Some(self.sets.names(set).to_vec()),
             Word::Nothing => Some(Vec::new()),
             Word::Empty | Word::Pending(_) => None,
@@ -521,4 +521,32 @@ fn a_tcp_sample_read_before_its_connection_is_known_is_not_lost() {
     let mut out = Vec::new();
     svc.conn_service(&key, &conn, dp.records[&key], &mut out);
     assert_eq!(out, ["http"]);
+}
+
+#[test]
+fn samples_of_connections_never_recorded_do_not_pile_up() {
+    // Live, a sample read after its connection was logged has no record to go to: its
+    // request waits for a reply that never comes. Once many wait, those older than the limit
+    // are dropped, with the samples they kept.
+    let mut svc = Service::new(PORTS);
+    let mut dp = Commands::default();
+    let late = |n: u16, ts_ns: u64| {
+        let (key, _) = conn_to(n, proto::TCP);
+        let mut s = sample(&key, true, true, 1, REQUEST);
+        s.hdr.ts_ns = ts_ns;
+        s
+    };
+    for n in 1..=2000 {
+        svc.on_payload(late(n, 1_000).content(), &mut dp);
+    }
+    assert_eq!(svc.unrecorded.len(), 2000, "none is old yet");
+    assert_eq!(svc.slots.open_count(), 2000, "a slot per waiting request");
+    // Minutes later (packet time), more: the old ones go, and their slots.
+    let later = 1_000 + early::MAX_WAIT_NS + 1;
+    for n in 3000..3100 {
+        svc.on_payload(late(n, later).content(), &mut dp);
+    }
+    assert_eq!(svc.unrecorded.len(), 100, "only the recent ones wait");
+    assert_eq!(svc.slots.open_count(), 100);
+    assert!((3000..3100).all(|n| svc.unrecorded.get(&conn_to(n, proto::TCP).0).is_some()));
 }

@@ -15,12 +15,11 @@
 //! DNS exchange is read once, at its first datagram.
 
 use super::detect::{self, SideMarks, Transport};
+use super::early::Early;
 use crate::core::thresholds::ThresholdTarget;
 use crate::datapath::Content;
-use crate::util::hashing::FastMap;
 use conntrack_common::contents::{CONTENT_FROM_A, CONTENT_FROM_ORIG};
 use conntrack_common::key::FlowKey;
-use std::collections::hash_map::Entry;
 
 /// Names as [`detect::udp_names`] gives them.
 type Names = &'static [&'static str];
@@ -150,7 +149,7 @@ enum Sampling {
 /// The UDP connections whose state is not in a tracker record (yet).
 #[derive(Default)]
 pub struct UdpConns {
-    unrecorded: FastMap<FlowKey, u32>,
+    unrecorded: Early,
 }
 
 impl UdpConns {
@@ -179,12 +178,15 @@ impl UdpConns {
             }
             Word::push_into(word, from_a, from_orig, marks)
         } else {
-            let word = match self.unrecorded.entry(key) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(_) if !needed => return,
-                Entry::Vacant(e) => e.insert(0),
+            let mut word = match self.unrecorded.get(&key) {
+                Some(word) => word,
+                None if !needed => return,
+                None => 0,
             };
-            Word::push_into(word, from_a, from_orig, marks)
+            let then = Word::push_into(&mut word, from_a, from_orig, marks);
+            // A UDP word holds all its state: a stale one dropped frees nothing else.
+            self.unrecorded.set(key, word, chunk.hdr.ts_ns, |_| {});
+            then
         };
         match then {
             Sampling::AsIs => {}
@@ -226,6 +228,6 @@ impl UdpConns {
     pub fn is_pending(&self, key: &FlowKey) -> bool {
         self.unrecorded
             .get(key)
-            .is_some_and(|&w| !Word(w).has(Word::DECIDED))
+            .is_some_and(|w| !Word(w).has(Word::DECIDED))
     }
 }
