@@ -276,8 +276,7 @@ impl Service {
             let this = Some((idx, &data[..data.len().min(MAX_SAMPLE_BYTES)]));
             // The names, and whether they can still change, from one reading of the streams.
             let decided = Self::judge(&key, p, p.a_is_orig, this, |s| {
-                detect::detect_into(s, found);
-                detect::is_final(Transport::Tcp, found) || detect::settled(s, found)
+                detect::detect_into(s, found)
             });
             // Most connections carry nothing a detector recognises: rejected for good, and
             // nothing of them kept. (A rejected exchange has no names.)

@@ -34,23 +34,26 @@ const METHODS: [&[u8]; 15] = [
 ];
 
 /// Adds `http` (and what an upgrade or a CONNECT tunnel carries) to `found` if the sample's
-/// streams are an HTTP request and reply; true when it did.
-pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
+/// streams are an HTTP request and reply: None when they are not, else whether this is
+/// settled: plain `http` that stays as the streams grow, as [`settled`] says (worked out here
+/// from the heads already read, not read again).
+pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> Option<bool> {
     let (orig, resp) = (s.orig_stream(), s.resp_stream());
     if !is_request(orig) {
-        return false;
+        return None;
     }
     // On its own ports the analyzer is there from the start and confirms on the request; a
     // reply that is not HTTP is then a violation, unless the request was HTTP/0.9 (whose reply
     // is the bare body). Elsewhere the signatures need the status line.
     let attached = PORTS.contains(&s.resp_port);
-    let replied = is_reply(resp) || (attached && (resp.is_empty() || is_http09(orig)));
+    let reply = is_reply(resp);
+    let replied = reply || (attached && (resp.is_empty() || is_http09(orig)));
     if !replied {
-        return false;
+        return None;
     }
     found.push("http");
     let Some(rep_end) = head_end(resp) else {
-        return true;
+        return Some(false);
     };
     let status = first_line(resp)
         .and_then(|l| l.split(|&c| c == b' ').nth(1))
@@ -67,13 +70,16 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
         }
         websocket::payload(&resp[rep_end..], limit, &mut inner_resp);
         tunnelled(s, &inner_orig, &inner_resp, found);
-    } else if status.first() == Some(&b'2') && is_connect(orig) {
+        return Some(false);
+    }
+    let connect = is_connect(orig);
+    if status.first() == Some(&b'2') && connect {
         // A CONNECT tunnel: the bytes after the two heads are the tunnelled protocol's.
         if let Some(req_end) = req_end() {
             tunnelled(s, &orig[req_end..], &resp[rep_end..], found);
         }
     }
-    true
+    Some(reply && status != b"101" && !connect)
 }
 
 /// Runs TCP detection on what a tunnel carries.
@@ -97,7 +103,9 @@ fn tunnelled(s: &Sample, orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>
 /// Whether [`detect`]'s plain `http` for this sample stays as the streams grow: the reply's
 /// head is complete, and it neither switches protocols (`101`) nor answers a CONNECT, the only
 /// cases in which detection reads past the two heads. (The heads' first lines, which decided
-/// it, are there already.)
+/// it, are there already.) [`detect`] answers this itself; this is its definition, for the
+/// tests.
+#[cfg(test)]
 pub fn settled(s: &Sample) -> bool {
     let (orig, resp) = (s.orig_stream(), s.resp_stream());
     let Some(rep_end) = head_end(resp) else {

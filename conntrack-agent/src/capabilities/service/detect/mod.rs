@@ -119,6 +119,7 @@ pub fn is_final(transport: Transport, found: &[&str]) -> bool {
 /// although its names alone ([`is_final`]) do not say so: the sample already holds all that
 /// decided it. Plain `http` whose reply head is complete and neither upgrades nor answers a
 /// CONNECT; plain `postgresql` after a StartupMessage or a refused SSLRequest.
+#[cfg(test)]
 pub fn settled(s: &Sample, found: &[&str]) -> bool {
     match found {
         ["http"] => http::settled(s),
@@ -153,29 +154,37 @@ pub fn drop_partial_skippers(names: &mut Vec<&'static str>) {
 }
 
 /// [`detect`] into `found` (cleared first): a vector the caller reuses, so that detecting
-/// allocates nothing.
-pub fn detect_into(s: &Sample, found: &mut Vec<&'static str>) {
+/// allocates nothing. Returns whether the answer stays as the streams grow: its names are
+/// final ([`is_final`]) or the sample holds all that decided it ([`settled`]).
+pub fn detect_into(s: &Sample, found: &mut Vec<&'static str>) -> bool {
     found.clear();
-    match s.transport {
+    let settled = match s.transport {
         Transport::Tcp => detect_tcp(s, true, found),
-        Transport::Udp => detect_udp(s, found),
-    }
+        Transport::Udp => {
+            detect_udp(s, found);
+            false
+        }
+    };
+    settled || is_final(s.transport, found)
 }
 
 fn run(s: &Sample, partial: bool) -> Vec<&'static str> {
     let mut found = Vec::new();
     match s.transport {
-        Transport::Tcp => detect_tcp(s, !partial, &mut found),
+        Transport::Tcp => {
+            detect_tcp(s, !partial, &mut found);
+        }
         Transport::Udp => detect_udp(s, &mut found),
     }
     found
 }
 
-/// `whole`: the connection started with a SYN (see [`detect_partial`]).
-fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
+/// `whole`: the connection started with a SYN (see [`detect_partial`]). Returns
+/// [`settled`] of what it found, where a detector worked it out.
+fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) -> bool {
     let (orig, resp) = (s.orig_stream(), s.resp_stream());
     if orig.is_empty() && resp.is_empty() {
-        return;
+        return false;
     }
     // Dispatch on the client's first byte (then the server's): each parser is tried only where
     // its protocol could start ([`reject`] mirrors these first bytes).
@@ -192,10 +201,10 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
         _ => false,
     };
     if matched {
-        return;
+        return *found == ["postgresql"] && postgresql::settled(orig, resp);
     }
-    if whole && http::detect(s, found) {
-        return;
+    if whole && let Some(settled) = http::detect(s, found) {
+        return settled && *found == ["http"];
     }
     let matched = match resp.first().copied().unwrap_or(0) {
         b'1' | b'2' => smtp::detect(orig, resp, found) || ftp::detect(s, found),
@@ -205,7 +214,7 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
         _ => false,
     };
     if matched {
-        return;
+        return false;
     }
     // The analyzers Zeek attaches by port (their ports are `reject::BY_PORT`'s).
     let by_port = (dns::confirms_tcp(s) && push(found, "dns"))
@@ -214,6 +223,7 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) {
         || binary_tcp::mysql(s, found)
         || (syslog::confirms_tcp(s) && push(found, "syslog_tcp"));
     let _ = by_port;
+    false
 }
 
 /// UDP: the rules read one datagram at a time ([`marks`]).
@@ -375,6 +385,53 @@ mod tests {
         let (o, r) = ([get], [ok]);
         assert!(!settled(&tcp((40000, 80), &o, &r), &["http", "websocket"]));
     }
+
+    proptest::proptest! {
+        /// What `detect_into` says of finality is the definition (`is_final` or `settled`),
+        /// on the first bytes of real conversations, cut anywhere.
+        #[test]
+        fn detect_into_says_what_is_final_or_settled(
+            o in 0..CLIENTS.len(),
+            r in 0..SERVERS.len(),
+            cut_o in 0usize..200,
+            cut_r in 0usize..200,
+            port in proptest::sample::select(vec![80u16, 8080, 5432, 25, 443, 22, 6379, 9999]),
+        ) {
+            let orig = &CLIENTS[o][..CLIENTS[o].len().min(cut_o)];
+            let resp = &SERVERS[r][..SERVERS[r].len().min(cut_r)];
+            let (os, rs) = ([orig], [resp]);
+            let s = tcp((40000, port), &os, &rs);
+            let mut found = Vec::new();
+            let said = detect_into(&s, &mut found);
+            proptest::prop_assert_eq!(
+                said,
+                is_final(Transport::Tcp, &found) || settled(&s, &found),
+                "{:?}", found
+            );
+        }
+    }
+
+    const CLIENTS: [&[u8]; 8] = [
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"CONNECT a:443 HTTP/1.1\r\n\r\n\x16\x03\x01\x00\x05\x01\x00\x00\x01\x03",
+        b"GET /chat HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"\x00\x00\x00\x11\x00\x03\x00\x00user\0bob\0\0",
+        b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+        b"EHLO a\r\nSTARTTLS\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"*1\r\n$4\r\nPING\r\n",
+    ];
+
+    const SERVERS: [&[u8]; 8] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x03\x00\x05\x02\x00\x00\x01\x03",
+        b"R\x00\x00\x00\x08\x00\x00\x00\x00",
+        b"N",
+        b"220 mail ESMTP\r\n250 ok\r\n",
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b"+PONG\r\n",
+    ];
 
     #[test]
     fn a_connection_without_syn_first_was_picked_up_midway() {
