@@ -233,6 +233,46 @@ fn tcp_exchange(pair: &NetnsPair, port: u16, orig: usize, resp: usize) {
     assert_eq!(server.join().unwrap(), orig);
 }
 
+/// An HTTP request and its reply between a and b, the connection then held open until a go
+/// on the returned sender, then closed by both. Returns when the reply has come back, with
+/// the go and the two ends to join.
+fn http_held_open(
+    pair: &NetnsPair,
+    port: u16,
+) -> (mpsc::Sender<()>, JoinHandle<()>, JoinHandle<()>) {
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: b\r\n\r\n";
+    const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    let addr = sock(&pair.b_v4, port);
+    let (ready_tx, ready) = mpsc::channel();
+    let server = NetnsPair::run_in(&pair.b, move || {
+        let l = TcpListener::bind(addr).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut got = vec![0u8; REQUEST.len()];
+        s.read_exact(&mut got).unwrap();
+        s.write_all(REPLY).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+    });
+    ready.recv().unwrap();
+    let (go, gate) = mpsc::channel::<()>();
+    let (replied_tx, replied) = mpsc::channel();
+    let client = NetnsPair::run_in(&pair.a, move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(REQUEST).unwrap();
+        let mut back = vec![0u8; REPLY.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, REPLY);
+        replied_tx.send(()).unwrap();
+        gate.recv().unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+    });
+    replied.recv().unwrap();
+    (go, client, server)
+}
+
 /// A UDP flow from a (fixed port) to b: `rounds` datagrams of `orig` bytes, each answered with
 /// `resp` bytes; between the batches of `batches`, waits for a go on `gate`.
 struct UdpFlow {
@@ -430,6 +470,8 @@ fn handover_across_a_restart_logs_every_connection_once_with_its_bytes() {
         udp_sent_tx,
     );
     udp_sent.recv().unwrap();
+    // 9408: HTTP, request and reply before the restart (service decided), closed after it.
+    let (http_go, http_client, http_server) = http_held_open(&pair, 9408);
     // Let the agent see it all before the handover (not needed for correctness: the kernel
     // keeps counting either way).
     std::thread::sleep(Duration::from_millis(300));
@@ -470,6 +512,9 @@ fn handover_across_a_restart_logs_every_connection_once_with_its_bytes() {
     udp_go.send(()).unwrap();
     udp_sent.recv().unwrap();
     udp_span.join();
+    http_go.send(()).unwrap();
+    http_client.join().unwrap();
+    http_server.join().unwrap();
     // 9404: after the restart.
     tcp_exchange(&pair, 9404, 8000, 9000);
     std::thread::sleep(Duration::from_millis(300));
@@ -494,8 +539,13 @@ fn handover_across_a_restart_logs_every_connection_once_with_its_bytes() {
         assert_eq!(r["conn_state"], "SF", "tcp/{port}: {r:?}");
     }
     assert_bytes(one(&recs, "udp", 9405), 500, 1500);
+    // The service decided before the restart is logged by the agent that logs the
+    // connection, which saw none of its payload.
+    let http = one(&recs, "tcp", 9408);
+    assert_eq!(http["service"], "http", "{http:?}");
+    assert_eq!(http["conn_state"], "SF", "{http:?}");
     // Connections open across the restart keep the uid the first agent gave them.
-    for (proto, port) in [("tcp", 9402), ("tcp", 9407), ("udp", 9405)] {
+    for (proto, port) in [("tcp", 9402), ("tcp", 9407), ("tcp", 9408), ("udp", 9405)] {
         let uid = &one(&recs, proto, port)["uid"];
         assert!(
             saved_uids.contains(uid),
@@ -511,6 +561,7 @@ fn handover_across_a_restart_logs_every_connection_once_with_its_bytes() {
         ("tcp", 9403),
         ("tcp", 9404),
         ("tcp", 9407),
+        ("tcp", 9408),
         ("udp", 9405),
         ("udp", 9406),
     ] {

@@ -22,6 +22,7 @@ use conntrack_common::key::FlowKey;
 use conntrack_common::packet::{PacketMeta, parse_ip};
 use conntrack_common::tunnel::{EncapChange, TunnelType};
 
+mod handover;
 mod targets;
 mod tunnels;
 
@@ -748,52 +749,6 @@ impl Agent {
     fn flush_capability_logs(&mut self) -> anyhow::Result<()> {
         for log in &self.logs {
             log.borrow_mut().flush()?;
-        }
-        Ok(())
-    }
-
-    // Handover (`run --pin-dir`, handover.rs): a successor takes over the kernel's table.
-
-    /// The uids of the open connections the kernel's table holds, for a successor.
-    pub fn open_uids(&self) -> Vec<(FlowKey, String)> {
-        self.tracker
-            .uids()
-            .filter(|(k, _)| self.overflow.lookup(k).is_none())
-            .map(|(k, u)| (k, u.render()))
-            .collect()
-    }
-
-    /// True if the agent tracks `key` (it has a uid for it).
-    pub fn knows(&self, key: &FlowKey) -> bool {
-        self.tracker.knows(key)
-    }
-
-    /// Takes over a connection a predecessor tracked (or that started while no agent ran and
-    /// whose events were lost), as of the snapshot `conn` at `ts_ns`, with the predecessor's
-    /// uid when known: the tracker arms its timers and the capabilities see it as new (rules,
-    /// hooks and polls are armed again), as for a connection's first packet.
-    pub fn adopt_conn(
-        &mut self,
-        key: FlowKey,
-        conn: &Conn,
-        uid: Option<String>,
-        ts_ns: u64,
-    ) -> anyhow::Result<()> {
-        let uid = uid.map_or_else(|| self.uid_gen.next_uid(), Uid::from);
-        let v = ConnView::of(conn);
-        let est = conn.has_flag(CONN_ESTABLISHED);
-        let newly_established = self.tracker.observe(&key, &v, ts_ns as i64, true, est);
-        self.tracker.set_uid(&key, uid);
-        if newly_established {
-            self.deliver(
-                key,
-                ts_ns,
-                Some(conn),
-                &[ConnEvent::New, ConnEvent::Established],
-                None,
-            );
-        } else {
-            self.deliver(key, ts_ns, Some(conn), &[ConnEvent::New], None);
         }
         Ok(())
     }

@@ -138,6 +138,19 @@ pub trait Capability {
     ) {
     }
 
+    /// Handover: what a successor needs to log connection `key`'s `service` as this agent
+    /// would, given the word its record keeps (`stored`), as text for the handover file; None
+    /// when there is nothing to carry.
+    fn saved_service(&self, _key: &FlowKey, _proto: u8, _stored: u32) -> Option<String> {
+        None
+    }
+
+    /// Handover: the record's word for a connection of protocol `proto` that a predecessor
+    /// saved as `saved` ([`Capability::saved_service`]); None if this capability cannot read it.
+    fn restored_service(&mut self, _proto: u8, _saved: &str) -> Option<u32> {
+        None
+    }
+
     /// Whether [`ConnEvent::StateChanged`] matters to this capability. Most packets that
     /// reach the agent are state changes; when no capability wants them the agent skips them
     /// (no lookup of the connection, no event), which is most of what a capability costs.
@@ -776,6 +789,22 @@ impl EventCore {
                 }
             }
         }
+    }
+
+    /// Handover: [`Capability::saved_service`] of the first capability that has one.
+    pub fn saved_service(&self, key: &FlowKey, proto: u8, stored: u32) -> Option<String> {
+        self.caps
+            .iter()
+            .find_map(|cap| cap.saved_service(key, proto, stored))
+    }
+
+    /// Handover: [`Capability::restored_service`] of the first capability that reads `saved`
+    /// (0, no word, if none does).
+    pub fn restored_service(&mut self, proto: u8, saved: &str) -> u32 {
+        self.caps
+            .iter_mut()
+            .find_map(|cap| cap.restored_service(proto, saved))
+            .unwrap_or(0)
     }
 
     /// A connection vanished without a final state to report (the datapath lost it).

@@ -513,6 +513,11 @@ impl<K: SlotKey> Tracker<K> {
         Some(&mut self.slots[slot as usize].entry.service)
     }
 
+    /// The service word `key`'s record keeps (0: none, or no record).
+    pub fn service(&self, key: &K) -> u32 {
+        self.slot_of(key).map_or(0, |slot| self.service_at(slot))
+    }
+
     /// True if the tracker has `key`.
     pub fn knows(&self, key: &K) -> bool {
         self.slot_of(key).is_some()

@@ -138,6 +138,8 @@ pub struct Service {
     /// `loaded` has FTP's, IRC's: asked at every connection's first exchange.
     ftp_loaded: bool,
     irc_loaded: bool,
+    /// Names read from a predecessor's handover file, each kept once for the run.
+    interned: FastMap<String, &'static str>,
 }
 
 /// Whether `server` begins as an FTP server's greeting does (a 220 reply, RFC 959): an FTP
@@ -186,6 +188,17 @@ impl Service {
             orig: &[&*os],
             resp: &[&*rs],
         })
+    }
+
+    /// `name` (a service name from a handover file) as the `'static` string the sets hold:
+    /// each distinct name is allocated once, for the run.
+    fn intern(&mut self, name: &str) -> &'static str {
+        if let Some(&n) = self.interned.get(name) {
+            return n;
+        }
+        let n: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        self.interned.insert(name.to_owned(), n);
+        n
     }
 
     /// A TCP sample of connection `key`: its state found by its word, in its record (one
@@ -514,6 +527,59 @@ impl Capability for Service {
             let (seq, ts) = (chunk.hdr.seq, chunk.hdr.ts_ns);
             ctl.feed(from_client, seq, chunk.data, ts, &mut self.expected);
         }
+    }
+
+    /// A TCP connection's decision as names (`tcp:NAMES`, comma-separated, empty for none);
+    /// one still sampled is judged on what it has, and carried only if that confirmed
+    /// something (else the successor starts afresh with the samples it gets). A UDP
+    /// connection's word is self-contained (`udp1:WORD`).
+    fn saved_service(&self, key: &FlowKey, proto: u8, stored: u32) -> Option<String> {
+        // Live, a connection's samples may have been read before its first event: its word
+        // is then still waiting in the capability's own table.
+        let stored = match proto {
+            _ if stored != 0 => stored,
+            proto::TCP => self.unrecorded.get(key).unwrap_or(0),
+            _ => self.udp.early_word(key),
+        };
+        let names: Vec<&str> = match proto {
+            proto::TCP => match Word::from_stored(stored) {
+                Word::Empty => return None,
+                Word::Nothing => Vec::new(),
+                Word::Names(set) => self.sets.names(set).to_vec(),
+                Word::Pending(n) => {
+                    let p = self.slots.get(n)?;
+                    let names = if !p.stale {
+                        self.sets.names(p.found).to_vec()
+                    } else {
+                        let mut found = Vec::new();
+                        Self::judge(key, p, p.a_is_orig, None, |s| {
+                            detect::detect_into(s, &mut found)
+                        });
+                        found
+                    };
+                    if names.is_empty() {
+                        return None;
+                    }
+                    names
+                }
+            },
+            proto::UDP if stored != 0 => return Some(format!("udp1:{stored}")),
+            _ => return None,
+        };
+        Some(format!("tcp:{}", names.join(",")))
+    }
+
+    fn restored_service(&mut self, proto: u8, saved: &str) -> Option<u32> {
+        if let Some(word) = saved.strip_prefix("udp1:") {
+            return (proto == proto::UDP).then(|| word.parse().ok()).flatten();
+        }
+        let names = saved.strip_prefix("tcp:").filter(|_| proto == proto::TCP)?;
+        let names: Vec<&'static str> = names
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|n| self.intern(n))
+            .collect();
+        Some(Word::decided(self.sets.id(&names)).stored())
     }
 
     fn conn_service(

@@ -94,6 +94,10 @@ impl Slots {
     }
 
     /// The state in slot `n`, if open.
+    pub fn get(&self, n: u32) -> Option<&Pending> {
+        self.live.get(n as usize)?.as_deref()
+    }
+
     pub fn get_mut(&mut self, n: u32) -> Option<&mut Pending> {
         self.live.get_mut(n as usize)?.as_deref_mut()
     }

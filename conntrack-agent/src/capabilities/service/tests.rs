@@ -550,3 +550,107 @@ fn samples_of_connections_never_recorded_do_not_pile_up() {
     assert_eq!(svc.slots.open_count(), 100);
     assert!((3000..3100).all(|n| svc.unrecorded.get(&conn_to(n, proto::TCP).0).is_some()));
 }
+
+#[test]
+fn a_successor_logs_the_service_its_predecessor_decided() {
+    // Handover: the first agent saves each open connection's state as text; the next one,
+    // another process with sets of its own, logs the same names from it.
+    let ports = &[(80, proto::TCP), (53, proto::UDP)];
+    let mut first = Service::new(ports);
+    let mut dp = Host::default();
+    let (http, http_conn) = http_conn();
+    let (dns, dns_conn) = conn_to(53, proto::UDP);
+    let (quiet, quiet_conn) = conn_to(80, proto::TCP);
+    let quiet = FlowKey {
+        port_a: 40_002,
+        ..quiet
+    };
+    let quiet_conn = Conn {
+        orig_port: 40_002,
+        ..quiet_conn
+    };
+    let (waiting, waiting_conn) = conn_to(80, proto::TCP);
+    let waiting = FlowKey {
+        port_a: 40_001,
+        ..waiting
+    };
+    let waiting_conn = Conn {
+        orig_port: 40_001,
+        ..waiting_conn
+    };
+    // Off HTTP's ports a request alone confirms nothing yet: nothing is carried.
+    let (unsure, _) = conn_to(9_998, proto::TCP);
+    for (k, from_a, data) in [
+        (http, true, REQUEST),
+        (http, false, REPLY),
+        (dns, true, DNS_QUERY),
+        (dns, false, DNS_ANSWER),
+        (quiet, true, b"\x01\x02binary".as_slice()),
+        (quiet, false, b"\x07reply".as_slice()),
+        (waiting, true, REQUEST), // the reply is still to come
+        (unsure, true, REQUEST),
+    ] {
+        svc_sample(&mut first, &mut dp, &k, from_a, data);
+    }
+    let mut next = Service::new(ports);
+    let mut restored = Vec::new();
+    for (k, c) in [
+        (http, &http_conn),
+        (dns, &dns_conn),
+        (quiet, &quiet_conn),
+        (waiting, &waiting_conn),
+    ] {
+        let saved = first.saved_service(&k, k.proto, dp.records[&k]);
+        let word = saved
+            .as_deref()
+            .map_or(0, |s| next.restored_service(k.proto, s).expect("read back"));
+        let mut out = Vec::new();
+        next.conn_service(&k, c, word, &mut out);
+        restored.push((saved, out));
+    }
+    assert_eq!(
+        restored,
+        [
+            (Some("tcp:http".to_string()), vec!["http"]),
+            (Some(format!("udp1:{}", dp.records[&dns])), vec!["dns"]),
+            // Ruled out for good at the first exchange: decided, with no names.
+            (Some("tcp:".to_string()), vec![]),
+            // On HTTP's port the request alone confirms it, as it would at logging.
+            (Some("tcp:http".to_string()), vec!["http"]),
+        ]
+    );
+    // What does not fit the connection's protocol, or is not ours, is not read.
+    assert_eq!(next.restored_service(proto::UDP, "tcp:http"), None);
+    assert_eq!(next.restored_service(proto::TCP, "udp1:5"), None);
+    assert_eq!(next.restored_service(proto::UDP, "udp1:x"), None);
+    assert_eq!(next.restored_service(proto::TCP, "http"), None);
+    assert_eq!(first.saved_service(&http, proto::TCP, 0), None, "no word");
+    let unsure_word = dp.records[&unsure];
+    assert_ne!(unsure_word, 0, "samples kept");
+    assert_eq!(first.saved_service(&unsure, proto::TCP, unsure_word), None);
+    // Live, samples read before the connection's first event leave its word in the
+    // capability's table, not in the record: it is carried all the same.
+    let mut early = Service::new(ports);
+    let mut unknown = Host {
+        unknown: true,
+        ..Host::default()
+    };
+    svc_sample(&mut early, &mut unknown, &http, true, REQUEST);
+    svc_sample(&mut early, &mut unknown, &http, false, REPLY);
+    svc_sample(&mut early, &mut unknown, &dns, true, DNS_QUERY);
+    assert_eq!(
+        early.saved_service(&http, proto::TCP, 0).as_deref(),
+        Some("tcp:http")
+    );
+    let dns_saved = early
+        .saved_service(&dns, proto::UDP, 0)
+        .expect("a UDP word");
+    let word = next.restored_service(proto::UDP, &dns_saved).unwrap();
+    let mut out = Vec::new();
+    next.conn_service(&dns, &dns_conn, word, &mut out);
+    assert_eq!(out, ["dns"]);
+}
+
+fn svc_sample(svc: &mut Service, dp: &mut Host, key: &FlowKey, from_a: bool, data: &[u8]) {
+    svc.on_payload(sample(key, from_a, from_a, 1, data).content(), dp);
+}

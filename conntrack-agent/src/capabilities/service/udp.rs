@@ -217,6 +217,11 @@ impl UdpConns {
         word.logged(a_is_orig)
     }
 
+    /// The word of connection `key` kept here, not in a record (0: none).
+    pub fn early_word(&self, key: &FlowKey) -> u32 {
+        self.unrecorded.get(key).unwrap_or(0)
+    }
+
     /// Connections whose state is not in a tracker record.
     #[cfg(test)]
     pub fn unrecorded(&self) -> usize {

@@ -370,6 +370,10 @@ pub struct SavedConn {
     /// `Conn::start_ns`: tells this connection from a later one on the same key.
     pub start_ns: u64,
     pub uid: String,
+    /// What the capabilities need to log its `service` as the predecessor would (the
+    /// service capability's decision so far), if anything; absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 const STATE_FILE: &str = "handover.json";
@@ -442,11 +446,11 @@ impl HandoverState {
         Some(state)
     }
 
-    /// The saved (key, start, uid) triples.
-    pub fn entries(&self) -> impl Iterator<Item = (FlowKey, u64, &str)> {
+    /// The saved connections by key (those whose key reads back).
+    pub fn entries(&self) -> impl Iterator<Item = (FlowKey, &SavedConn)> {
         self.conns
             .iter()
-            .filter_map(|c| Some((key_from_hex(&c.key)?, c.start_ns, c.uid.as_str())))
+            .filter_map(|c| Some((key_from_hex(&c.key)?, c)))
     }
 }
 
@@ -494,15 +498,37 @@ mod tests {
         let state = HandoverState {
             schema: schema_name(),
             flows_id: 42,
-            conns: vec![SavedConn {
-                key: key_to_hex(&FlowKey::default()),
-                start_ns: 5,
-                uid: "Cabc".into(),
-            }],
+            conns: vec![
+                SavedConn {
+                    key: key_to_hex(&FlowKey::default()),
+                    start_ns: 5,
+                    uid: "Cabc".into(),
+                    service: Some("tcp:http".into()),
+                },
+                SavedConn {
+                    key: key_to_hex(&FlowKey {
+                        port_a: 1,
+                        ..FlowKey::default()
+                    }),
+                    start_ns: 6,
+                    uid: "Cdef".into(),
+                    service: None,
+                },
+            ],
         };
         state.save(dir.path()).unwrap();
         let back = HandoverState::take(dir.path(), Some(42)).expect("same table");
         assert_eq!(back, state);
+        // A file an older agent wrote (no service) still reads.
+        let old = format!(
+            r#"{{"schema":"{}","flows_id":42,"conns":[{{"key":"{}","start_ns":5,"uid":"Cabc"}}]}}"#,
+            schema_name(),
+            key_to_hex(&FlowKey::default())
+        );
+        std::fs::write(state_path(dir.path()), old).unwrap();
+        let back = HandoverState::take(dir.path(), Some(42)).expect("an older file");
+        assert_eq!(back.conns[0].service, None);
+        assert_eq!(back.conns[0].uid, "Cabc");
         assert!(!state_path(dir.path()).exists(), "taken once");
         state.save(dir.path()).unwrap();
         assert!(HandoverState::take(dir.path(), Some(43)).is_none());

@@ -635,14 +635,11 @@ fn take_over(
     args: &RunArgs,
     flows_id: u32,
 ) -> Result<()> {
-    let mut saved: std::collections::HashMap<FlowKey, (u64, String)> =
-        HandoverState::take(&args.common.log_dir, Some(flows_id))
-            .map(|s| {
-                s.entries()
-                    .map(|(k, start, uid)| (k, (start, uid.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
+    let state = HandoverState::take(&args.common.log_dir, Some(flows_id));
+    let mut saved: std::collections::HashMap<FlowKey, &SavedConn> = state
+        .as_ref()
+        .map(|s| s.entries().collect())
+        .unwrap_or_default();
     let mut restored = 0;
     events.clear();
     let queued = kernel.drain_events(events);
@@ -661,9 +658,10 @@ fn take_over(
         if predecessors
             && !agent.knows(&key)
             && let Some(conn) = conn
-            && let Some((_, uid)) = saved.remove(&key)
+            && let Some(c) = saved.remove(&key)
         {
-            agent.adopt_conn(key, &conn, Some(uid), ev.ts_ns())?;
+            let (uid, service) = (Some(c.uid.clone()), c.service.as_deref());
+            agent.adopt_conn(key, &conn, uid, service, ev.ts_ns())?;
             restored += 1;
         }
         agent.handle_event(ev, ev.ts_ns() as i64)?;
@@ -675,14 +673,14 @@ fn take_over(
         let Some(conn) = agent.dp.lookup(&key) else {
             continue;
         };
-        let uid = match saved.remove(&key) {
-            Some((start, uid)) if start == conn.start_ns => {
+        let (uid, service) = match saved.remove(&key) {
+            Some(c) if c.start_ns == conn.start_ns => {
                 restored += 1;
-                Some(uid)
+                (Some(c.uid.clone()), c.service.as_deref())
             }
-            _ => None,
+            _ => (None, None),
         };
-        agent.adopt_conn(key, &conn, uid, conn.last_ns)?;
+        agent.adopt_conn(key, &conn, uid, service, conn.last_ns)?;
     }
     eprintln!(
         "conntrack-agent: took over {} open connections ({restored} uids restored, {queued} \
@@ -707,14 +705,15 @@ fn hand_over(
         .flows_id()
         .context("the pinned flow table is gone: cannot hand over")?;
     let conns: Vec<SavedConn> = agent
-        .open_uids()
+        .handed_over()
         .into_iter()
-        .filter_map(|(key, uid)| {
-            let conn = agent.dp.lookup(&key)?;
+        .filter_map(|open| {
+            let conn = agent.dp.lookup(&open.key)?;
             Some(SavedConn {
-                key: handover::key_to_hex(&key),
+                key: handover::key_to_hex(&open.key),
                 start_ns: conn.start_ns,
-                uid,
+                uid: open.uid,
+                service: open.service,
             })
         })
         .collect();
