@@ -91,10 +91,17 @@ impl Defragmenter {
     }
 
     /// Drops datagrams older than the timeout.
+    // Inline: asked per packet, and almost always there is nothing to do.
+    #[inline]
     pub fn expire(&mut self, now_ns: i64) {
         if self.pending.is_empty() || now_ns.saturating_sub(self.last_sweep) < 1_000_000_000 {
             return;
         }
+        self.sweep(now_ns);
+    }
+
+    #[cold]
+    fn sweep(&mut self, now_ns: i64) {
         self.last_sweep = now_ns;
         let t = self.timeout_ns;
         let mut freed = 0usize;

@@ -599,6 +599,9 @@ impl<K: SlotKey> Tracker<K> {
     /// [`Tracker::advance`] with a host that can also veto inactivity removals; the removed
     /// connections, each with its uid and service word, are added to `out` (the caller's
     /// buffer, reused: no allocation per advance).
+    // Inline (as `observe_named`): run per packet; left to the partitioning into codegen
+    // units, it was or was not inlined depending on where unrelated code lived.
+    #[inline]
     pub fn advance_with(
         &mut self,
         now: i64,

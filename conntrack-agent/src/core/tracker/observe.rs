@@ -41,6 +41,7 @@ impl<K: SlotKey> Tracker<K> {
     /// known before) the uid `uid` makes. One lookup of the key for all of it: the agent did
     /// five for a new connection (knows, the insert's remove and insert, the slot again,
     /// set_uid) and three for a change.
+    #[inline]
     pub fn observe_named(
         &mut self,
         key: &K,
