@@ -33,15 +33,20 @@ fn v4(last: u8) -> [u8; 16] {
 
 /// A connection from 10.0.0.1:40000 (the key's `a` side) to 10.0.0.2:`resp_port`.
 fn conn_to(resp_port: u16, proto: u8) -> (FlowKey, Conn) {
+    conn_from(40_000, resp_port, proto)
+}
+
+/// A connection from 10.0.0.1:`orig_port` (the key's `a` side) to 10.0.0.2:`resp_port`.
+fn conn_from(orig_port: u16, resp_port: u16, proto: u8) -> (FlowKey, Conn) {
     let conn = Conn {
         orig_addr: v4(1),
         resp_addr: v4(2),
-        orig_port: 40_000,
+        orig_port,
         resp_port,
         proto,
         ..Conn::ZERO
     };
-    let key = FlowKey::from_tuple(&v4(1), 40_000, &v4(2), resp_port, proto);
+    let key = FlowKey::from_tuple(&v4(1), orig_port, &v4(2), resp_port, proto);
     assert_eq!(key.addr_a, v4(1));
     (key, conn)
 }
@@ -560,24 +565,8 @@ fn a_successor_logs_the_service_its_predecessor_decided() {
     let mut dp = Host::default();
     let (http, http_conn) = http_conn();
     let (dns, dns_conn) = conn_to(53, proto::UDP);
-    let (quiet, quiet_conn) = conn_to(80, proto::TCP);
-    let quiet = FlowKey {
-        port_a: 40_002,
-        ..quiet
-    };
-    let quiet_conn = Conn {
-        orig_port: 40_002,
-        ..quiet_conn
-    };
-    let (waiting, waiting_conn) = conn_to(80, proto::TCP);
-    let waiting = FlowKey {
-        port_a: 40_001,
-        ..waiting
-    };
-    let waiting_conn = Conn {
-        orig_port: 40_001,
-        ..waiting_conn
-    };
+    let (quiet, quiet_conn) = conn_from(40_002, 80, proto::TCP);
+    let (waiting, waiting_conn) = conn_from(40_001, 80, proto::TCP);
     // Off HTTP's ports a request alone confirms nothing yet: nothing is carried.
     let (unsure, _) = conn_to(9_998, proto::TCP);
     for (k, from_a, data) in [
