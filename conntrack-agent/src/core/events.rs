@@ -141,7 +141,7 @@ pub trait Capability {
     /// Handover: what a successor needs to log connection `key`'s `service` as this agent
     /// would, given the word its record keeps (`stored`), as text for the handover file; None
     /// when there is nothing to carry.
-    fn saved_service(&self, _key: &FlowKey, _proto: u8, _stored: u32) -> Option<String> {
+    fn saved_service(&self, _key: &FlowKey, _stored: u32) -> Option<String> {
         None
     }
 
@@ -792,10 +792,10 @@ impl EventCore {
     }
 
     /// Handover: [`Capability::saved_service`] of the first capability that has one.
-    pub fn saved_service(&self, key: &FlowKey, proto: u8, stored: u32) -> Option<String> {
+    pub fn saved_service(&self, key: &FlowKey, stored: u32) -> Option<String> {
         self.caps
             .iter()
-            .find_map(|cap| cap.saved_service(key, proto, stored))
+            .find_map(|cap| cap.saved_service(key, stored))
     }
 
     /// Handover: [`Capability::restored_service`] of the first capability that reads `saved`

@@ -533,7 +533,8 @@ impl Capability for Service {
     /// one still sampled is judged on what it has, and carried only if that confirmed
     /// something (else the successor starts afresh with the samples it gets). A UDP
     /// connection's word is self-contained (`udp1:WORD`).
-    fn saved_service(&self, key: &FlowKey, proto: u8, stored: u32) -> Option<String> {
+    fn saved_service(&self, key: &FlowKey, stored: u32) -> Option<String> {
+        let proto = key.proto;
         // Live, a connection's samples may have been read before its first event: its word
         // is then still waiting in the capability's own table.
         let stored = match proto {

@@ -589,7 +589,7 @@ fn a_successor_logs_the_service_its_predecessor_decided() {
         (quiet, &quiet_conn),
         (waiting, &waiting_conn),
     ] {
-        let saved = first.saved_service(&k, k.proto, dp.records[&k]);
+        let saved = first.saved_service(&k, dp.records[&k]);
         let word = saved
             .as_deref()
             .map_or(0, |s| next.restored_service(k.proto, s).expect("read back"));
@@ -613,10 +613,10 @@ fn a_successor_logs_the_service_its_predecessor_decided() {
     assert_eq!(next.restored_service(proto::TCP, "udp1:5"), None);
     assert_eq!(next.restored_service(proto::UDP, "udp1:x"), None);
     assert_eq!(next.restored_service(proto::TCP, "http"), None);
-    assert_eq!(first.saved_service(&http, proto::TCP, 0), None, "no word");
+    assert_eq!(first.saved_service(&http, 0), None, "no word");
     let unsure_word = dp.records[&unsure];
     assert_ne!(unsure_word, 0, "samples kept");
-    assert_eq!(first.saved_service(&unsure, proto::TCP, unsure_word), None);
+    assert_eq!(first.saved_service(&unsure, unsure_word), None);
     // Live, samples read before the connection's first event leave its word in the
     // capability's table, not in the record: it is carried all the same.
     let mut early = Service::new(ports);
@@ -627,13 +627,8 @@ fn a_successor_logs_the_service_its_predecessor_decided() {
     svc_sample(&mut early, &mut unknown, &http, true, REQUEST);
     svc_sample(&mut early, &mut unknown, &http, false, REPLY);
     svc_sample(&mut early, &mut unknown, &dns, true, DNS_QUERY);
-    assert_eq!(
-        early.saved_service(&http, proto::TCP, 0).as_deref(),
-        Some("tcp:http")
-    );
-    let dns_saved = early
-        .saved_service(&dns, proto::UDP, 0)
-        .expect("a UDP word");
+    assert_eq!(early.saved_service(&http, 0).as_deref(), Some("tcp:http"));
+    let dns_saved = early.saved_service(&dns, 0).expect("a UDP word");
     let word = next.restored_service(proto::UDP, &dns_saved).unwrap();
     let mut out = Vec::new();
     next.conn_service(&dns, &dns_conn, word, &mut out);

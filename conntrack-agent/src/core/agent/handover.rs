@@ -22,9 +22,7 @@ impl Agent {
             .map(|(key, uid)| OpenConn {
                 key,
                 uid: uid.render(),
-                service: self
-                    .core
-                    .saved_service(&key, key.proto, self.tracker.service(&key)),
+                service: self.core.saved_service(&key, self.tracker.service(&key)),
             })
             .collect()
     }
