@@ -1,4 +1,4 @@
-//! Community ID v1 flow hashing (https://github.com/corelight/community-id-spec), for the optional
+//! Community ID v1 flow hashing (<https://github.com/corelight/community-id-spec>), for the optional
 //! conn.log column `community_id` that Zeek's `policy/protocols/conn/community-id-logging` adds.
 //!
 //! `"1:" + base64(sha1(seed . saddr . daddr . proto . 0 . sport . dport))`, all in network byte
