@@ -498,6 +498,13 @@ impl Agent {
         } = self
             .tracker
             .observe_named(&k, &v, ts_ns, is_new, est, || uid_gen.next_uid());
+        if fresh {
+            let replaced = self.tracker.take_replaced_service();
+            if replaced != 0 {
+                // The connection before this one was never logged (its removal was lost).
+                self.core.forgotten_service(&k, replaced);
+            }
+        }
         // New for a connection the tracker did not know, also when its NewConn event was lost
         // (a resync reports it as a state change): the capabilities never heard of it.
         // StateChanged only when a capability listens for those: most events are nothing
@@ -542,7 +549,7 @@ impl Agent {
     ) -> anyhow::Result<()> {
         let Some(reason) = removal_reason(why) else {
             // Gone from the datapath: no final state to report or log.
-            self.evicted(k);
+            self.evicted(k, released.map_or(0, |r| r.service));
             return Ok(());
         };
         let removed = self.dp.remove_with_service(k);
@@ -553,7 +560,7 @@ impl Agent {
                 self.log_removed(k, c, reason, Some(released))
             }
             None => {
-                self.evicted(k);
+                self.evicted(k, released.map_or(0, |r| r.service));
                 Ok(())
             }
         }
@@ -612,10 +619,13 @@ impl Agent {
     }
 
     /// The datapath lost `k`: its removal hooks still run (with the last state seen).
-    fn evicted(&mut self, k: &TrackKey) {
+    /// `k` left the datapath without a record to log; `service`: the word its tracker
+    /// record kept.
+    fn evicted(&mut self, k: &TrackKey, service: u32) {
         if let Some(ls) = &mut self.link_layers {
             ls.forget(k);
         }
+        self.core.forgotten_service(k, service);
         let now = self.tracker_now();
         let mut target = Datapaths {
             main: self.dp.as_mut(),

@@ -138,6 +138,12 @@ pub trait Capability {
     ) {
     }
 
+    /// Connection `key` ends without a conn.log record (it left the datapath unseen, or the
+    /// event of its removal was lost and a new connection took its key), its record having
+    /// kept `stored` (0 if none): whatever the capability keeps for it goes (e.g. the samples
+    /// of an undecided connection), as [`Capability::conn_service`] would have released it.
+    fn forgotten_service(&mut self, _key: &FlowKey, _stored: u32) {}
+
     /// Handover: what a successor needs to log connection `key`'s `service` as this agent
     /// would, given the word its record keeps (`stored`), as text for the handover file; None
     /// when there is nothing to carry.
@@ -788,6 +794,16 @@ impl EventCore {
                     i += 1;
                 }
             }
+        }
+    }
+
+    /// Connection `key` ends unlogged ([`Capability::forgotten_service`]), to every
+    /// capability.
+    // Cold: only when a connection leaves the datapath unseen or its removal event was lost.
+    #[cold]
+    pub fn forgotten_service(&mut self, key: &FlowKey, stored: u32) {
+        for cap in self.caps.iter_mut() {
+            cap.forgotten_service(key, stored);
         }
     }
 

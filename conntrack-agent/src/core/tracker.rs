@@ -317,6 +317,9 @@ pub struct Tracker<K: SlotKey> {
     network_time: i64,
     /// The last advance stopped at the batch size (timers may still be due).
     behind: bool,
+    /// The service word of the connection the last `observe` replaced (a new connection of a
+    /// key the tracker still had: the old one's removal was never reported), 0 if none.
+    replaced_service: u32,
 }
 
 const TCP: u8 = 6;
@@ -338,7 +341,15 @@ impl<K: SlotKey> Tracker<K> {
             seq: 0,
             network_time: i64::MIN,
             behind: false,
+            replaced_service: 0,
         }
+    }
+
+    /// After an `observe` that gave a connection its slot (`fresh`): the service word of the
+    /// connection it replaced, 0 if none (and from then on). Nothing logs that connection, so
+    /// what its word holds is the caller's to release.
+    pub fn take_replaced_service(&mut self) -> u32 {
+        std::mem::take(&mut self.replaced_service)
     }
 
     pub fn len(&self) -> usize {

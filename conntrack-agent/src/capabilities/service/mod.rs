@@ -529,6 +529,26 @@ impl Capability for Service {
         }
     }
 
+    /// An undecided TCP connection's samples are freed (its word in the record, or one kept
+    /// here), and what is kept of a control channel or a UDP connection not yet recorded.
+    fn forgotten_service(&mut self, key: &FlowKey, stored: u32) {
+        if !self.ftp.is_empty() {
+            self.ftp.remove(key);
+        }
+        match key.proto {
+            proto::TCP => {
+                let early = self.unrecorded.remove(key).unwrap_or(0);
+                for word in [stored, early] {
+                    if let Word::Pending(n) = Word::from_stored(word) {
+                        self.slots.release(n);
+                    }
+                }
+            }
+            proto::UDP => self.udp.forget(key),
+            _ => {}
+        }
+    }
+
     /// A TCP connection's decision as names (`tcp:NAMES`, comma-separated, empty for none);
     /// one still sampled is judged on what it has, and carried only if that confirmed
     /// something (else the successor starts afresh with the samples it gets). A UDP

@@ -638,3 +638,32 @@ fn a_successor_logs_the_service_its_predecessor_decided() {
 fn svc_sample(svc: &mut Service, dp: &mut Host, key: &FlowKey, from_a: bool, data: &[u8]) {
     svc.on_payload(sample(key, from_a, from_a, 1, data).content(), dp);
 }
+
+#[test]
+fn a_connection_that_ends_unlogged_leaves_nothing_behind() {
+    // Its removal event lost, or gone from the datapath unseen: no conn.log record asks for
+    // its names, so its samples are released when the agent says it is forgotten.
+    let mut svc = Service::new(PORTS);
+    let mut dp = Host::default();
+    let (key, _) = http_conn();
+    svc.on_payload(sample(&key, true, true, 1, REQUEST).content(), &mut dp);
+    assert_eq!(svc.slots.open_count(), 1, "the request waits for its reply");
+    svc.forgotten_service(&key, dp.records[&key]);
+    assert!(svc.holds_nothing());
+    // The same for one whose word waits in the capability (no record yet).
+    let mut dp = Host {
+        unknown: true,
+        ..Host::default()
+    };
+    let (other, _) = conn_to(8080, proto::TCP);
+    svc.on_payload(sample(&other, true, true, 1, REQUEST).content(), &mut dp);
+    assert!(!svc.holds_nothing());
+    svc.forgotten_service(&other, 0);
+    assert!(svc.holds_nothing());
+    // And a UDP one's marks.
+    let (dns, _) = conn_to(53, proto::UDP);
+    svc.on_payload(sample(&dns, true, true, 1, DNS_QUERY).content(), &mut dp);
+    assert_eq!(svc.udp.unrecorded(), 1);
+    svc.forgotten_service(&dns, 0);
+    assert_eq!(svc.udp.unrecorded(), 0);
+}

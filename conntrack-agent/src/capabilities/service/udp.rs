@@ -217,6 +217,13 @@ impl UdpConns {
         word.logged(a_is_orig)
     }
 
+    /// Connection `key` ends unlogged: its word kept here, if any, goes.
+    pub fn forget(&mut self, key: &FlowKey) {
+        if !self.unrecorded.is_empty() {
+            self.unrecorded.remove(key);
+        }
+    }
+
     /// The word of connection `key` kept here, not in a record (0: none).
     pub fn early_word(&self, key: &FlowKey) -> u32 {
         self.unrecorded.get(key).unwrap_or(0)

@@ -92,8 +92,9 @@ impl<K: SlotKey> Tracker<K> {
     }
 
     /// `key`'s slot, and whether it is a new one: a connection the tracker did not know, or
-    /// `replace` (a new connection of the same key: the old one is removed, its timers void).
-    /// A new slot's entry is the caller's to set.
+    /// `replace` (a new connection of the same key: the old one is removed, its timers void,
+    /// its service word kept for [`Tracker::take_replaced_service`]). A new slot's entry is
+    /// the caller's to set.
     fn slot_for(&mut self, key: &K, replace: bool) -> (u32, bool) {
         let h = self.hasher.hash_one(key);
         let (slots, hasher) = (&self.slots, &self.hasher);
@@ -112,7 +113,7 @@ impl<K: SlotKey> Tracker<K> {
                 if replace {
                     // As removing it and adding it again (the freed slot would be the next
                     // one taken), with its generation moved on; the key stays.
-                    self.release(slot);
+                    self.replaced_service = self.release(slot).service;
                 }
                 (slot, replace)
             }

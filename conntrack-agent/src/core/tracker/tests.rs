@@ -229,3 +229,25 @@ fn timers_never_go_backwards() {
     f.tick(50 * SEC);
     assert_eq!(f.tr.network_time(), 100 * SEC);
 }
+
+#[test]
+fn a_connection_replaced_unlogged_hands_back_its_service_word() {
+    // A new connection of a key the tracker still has: the old one's removal was lost. Its
+    // word comes back, for the capability that wrote it to release what it names.
+    let mut tr: Tracker<u32> = Tracker::new(Timeouts::default());
+    let v = view(TCP, 0, INACTIVE, INACTIVE);
+    tr.observe(&7, &v, 0, true, false);
+    assert_eq!(tr.take_replaced_service(), 0, "nothing was there before");
+    *tr.service_mut(&7).unwrap() = 42;
+    tr.observe(&7, &v, 1, false, false);
+    assert_eq!(
+        tr.take_replaced_service(),
+        0,
+        "the same connection, not a new one"
+    );
+    let replaced = tr.observe_named(&7, &v, 2, true, false, || Uid::UNSET);
+    assert!(replaced.fresh);
+    assert_eq!(tr.take_replaced_service(), 42);
+    assert_eq!(tr.take_replaced_service(), 0, "taken once");
+    assert_eq!(tr.service(&7), 0, "the new connection starts without one");
+}
