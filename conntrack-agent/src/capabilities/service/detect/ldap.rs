@@ -47,17 +47,13 @@ pub fn detect_tcp(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bo
     }
     // A bind request (0x60) carrying a SASL mechanism: its confirmation comes first.
     let first = &orig[..first_end.min(orig.len())];
-    let inner_first = op == 0x60 && find(first, b"NTLMSSP\0").is_some();
+    let inner_first = op == 0x60 && sasl_mechanism(first).is_some();
     if inner_first {
-        found.push("ntlm");
+        found.extend_from_slice(sasl_mechanism(first).unwrap_or_default());
     }
     found.push("ldap_tcp");
     if !inner_first {
-        if find(orig, b"NTLMSSP\0").is_some() {
-            found.push("ntlm");
-        } else if find(orig, KRB5_OID).is_some() || find(orig, MS_KRB5_OID).is_some() {
-            found.extend(["krb", "gssapi"]);
-        }
+        found.extend_from_slice(sasl_mechanism(orig).unwrap_or_default());
     }
     if let Some(i) = find(orig, STARTTLS_OID)
         && tls::client_hello_after(orig, i)
@@ -65,6 +61,18 @@ pub fn detect_tcp(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bo
         found.push("ssl");
     }
     true
+}
+
+/// The names of the SASL mechanism whose token `b` carries, which Zeek's LDAP analyzer hands
+/// to an analyzer of its own: NTLM, or Kerberos through GSSAPI.
+fn sasl_mechanism(b: &[u8]) -> Option<&'static [&'static str]> {
+    if find(b, b"NTLMSSP\0").is_some() {
+        Some(&["ntlm"])
+    } else if find(b, KRB5_OID).is_some() || find(b, MS_KRB5_OID).is_some() {
+        Some(&["krb", "gssapi"])
+    } else {
+        None
+    }
 }
 
 /// Connectionless LDAP (RFC 1798's CLDAP, as Active Directory's DC locator uses it) on 389:
@@ -76,7 +84,7 @@ pub fn udp_datagram(ports: (u16, u16), d: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::detect;
-    use super::super::test_util::{tcp, udp};
+    use super::super::test_util::{hex, tcp, udp};
 
     /// A simple bind for cn=admin and its success, then an add request.
     const BIND: &[u8] =
@@ -106,6 +114,32 @@ mod tests {
         assert_eq!(
             detect(&tcp((60387, 389), &[bind], &[reply])),
             ["ntlm", "ldap_tcp"]
+        );
+    }
+
+    #[test]
+    fn a_kerberos_bind_first_confirms_krb_and_gssapi_first() {
+        // Zeek's `ldap.sasl-signed-clear`: a GSS-SPNEGO bind carrying a Kerberos AP-REQ is the
+        // connection's first message (its first bytes as captured), and the bind's reply.
+        let bind = hex(
+            "30840000072a0201096084000007210201030400a38400000716040a4753532d53504e45474f\
+             048207066082070206062b0601050502a08206f6308206f2a030302e06092a864882f7120102\
+             0206092a864886f712010202",
+        );
+        let reply = hex(
+            "3084000000cd0201096184000000c40a010004000400878200b9a181b63081b3a0030a0100a1\
+             0b06092a864882f712010202",
+        );
+        assert_eq!(
+            detect(&tcp((59356, 389), &[&bind], &[&reply])),
+            ["krb", "gssapi", "ldap_tcp"]
+        );
+        // Its first message a search, the same bind after it: LDAP is confirmed first.
+        let search = b"0\x0c\x02\x01\x01c\x07\x04\x00\x0a\x01\x00\x0a\x01\x00".as_slice();
+        let later = [search, &bind].concat();
+        assert_eq!(
+            detect(&tcp((59355, 389), &[&later], &[&reply])),
+            ["ldap_tcp", "krb", "gssapi"]
         );
     }
 

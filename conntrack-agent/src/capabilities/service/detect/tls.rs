@@ -1,7 +1,10 @@
-//! SSL/TLS (RFC 8446, RFC 5246, and SSLv2's hello). Zeek's signatures attach the SSL analyzer
-//! when the client starts with a ClientHello and the server answers with a ServerHello; the
-//! same handshake after a STARTTLS exchange (SMTP, POP3, IMAP, FTP's AUTH TLS, IRC, XMPP,
-//! LDAP, PostgreSQL) is handed to it by that protocol's analyzer.
+//! SSL/TLS (RFC 8446, RFC 5246, and SSLv2's hello). Zeek's SSL analyzer confirms on the
+//! client's ClientHello: its DPD signature (`dpd_tls_client`) matches the client's side
+//! alone (since Zeek 4.2), and the analyzer attached by port needs no signature. The server's
+//! answer only takes `ssl` away again: a record the analyzer cannot parse is a protocol
+//! violation, after which Zeek removes the confirmed service (a TLS client at a plain HTTP
+//! server). The same handshake after a STARTTLS exchange (SMTP, POP3, IMAP, FTP's AUTH TLS,
+//! IRC, XMPP, LDAP, PostgreSQL) is handed to it by that protocol's analyzer.
 
 /// What a hello record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,9 +48,39 @@ fn starts_hello(b: &[u8], kind: Hello) -> bool {
     }
 }
 
-/// Both sides start their streams with a TLS handshake: a ClientHello and a ServerHello.
+/// The client starts its stream with a ClientHello as Zeek's signature reads it (TLS framing;
+/// an SSLv2 hello needs the server's SSLv2 hello too, as Zeek's SSLv2 signature is no longer
+/// loaded by default), and neither side's records, as far as they go, violate TLS framing.
 pub fn confirms(orig: &[u8], resp: &[u8]) -> bool {
-    starts_hello(orig, Hello::Client) && starts_hello(resp, Hello::Server)
+    if orig.first().is_some_and(|b| b & 0x80 != 0) {
+        return starts_hello(orig, Hello::Client) && starts_hello(resp, Hello::Server);
+    }
+    signature_client_hello(orig) && records_parse(orig) && records_parse(resp)
+}
+
+/// `dpd_tls_client`: a handshake record of SSL 3.0 to TLS 1.2 framing holding a ClientHello
+/// whose own version is 3.0 to 3.3.
+fn signature_client_hello(b: &[u8]) -> bool {
+    b.len() >= 11 && b[0] == 0x16 && b[1] == 3 && b[2] <= 3 && b[5] == 1 && b[9] == 3 && b[10] <= 3
+}
+
+/// Whether the SSL analyzer reads `b`, one side's first bytes, without a violation: records
+/// of a type it parses (change_cipher_spec, alert, handshake, application_data, heartbeat:
+/// 20 to 24) and a record-layer version of SSL 3.0 to TLS 1.2, one after the other (a record
+/// cut off by the sample's end is not read yet); a server may also answer with an SSLv2
+/// ServerHello.
+fn records_parse(b: &[u8]) -> bool {
+    if b.first().is_some_and(|b| b & 0x80 != 0) {
+        return starts_hello(b, Hello::Server);
+    }
+    let mut at = 0;
+    while let Some(h) = b.get(at..at + 5) {
+        if !(20..=24).contains(&h[0]) || h[1] != 3 || h[2] > 3 {
+            return false;
+        }
+        at += 5 + usize::from(u16::from_be_bytes([h[3], h[4]]));
+    }
+    true
 }
 
 /// The client starts a TLS handshake somewhere after `from` in its stream, after a
@@ -78,10 +111,32 @@ mod tests {
     }
 
     #[test]
+    fn a_client_hello_alone_is_ssl_on_any_port() {
+        let c = hex(CLIENT);
+        assert_eq!(detect(&tcp((20394, 443), &[&c], &[])), ["ssl"]);
+        assert_eq!(detect(&tcp((20394, 8443), &[&c], &[])), ["ssl"]);
+    }
+
+    #[test]
     fn a_client_hello_answered_in_plain_http_is_not_ssl() {
+        // Zeek's `request-response-protocol-differences` (https-to-http): the server's reply is
+        // no TLS record, a violation that removes `ssl`.
         let c = hex(CLIENT);
         let http = b"HTTP/1.1 400 Bad Request\r\n\r\n".as_slice();
         assert!(detect(&tcp((20394, 80), &[&c], &[http])).is_empty());
-        assert!(detect(&tcp((20394, 443), &[&c], &[])).is_empty());
+        assert!(detect(&tcp((20394, 443), &[&c], &[http])).is_empty());
+    }
+
+    #[test]
+    fn a_reply_that_frames_as_tls_keeps_ssl() {
+        // A Modbus device on 502 answering a ClientHello with an exception whose first bytes
+        // echo the hello's (Zeek's `modbus_and_non_modbus_on_port_502`): an empty handshake
+        // record, then a record header not yet complete. Nothing the analyzer cannot read.
+        let c = hex("1603010085010000810303736ff818542129f78f492d9b1557dafcc7926f075fa3");
+        let reply = hex("160301000003008001");
+        assert_eq!(detect(&tcp((58380, 502), &[&c], &[&reply])), ["ssl"]);
+        // The same with a record type the analyzer does not parse: a violation.
+        let bad = hex("190301000003008001");
+        assert!(detect(&tcp((58380, 502), &[&c], &[&bad])).is_empty());
     }
 }
