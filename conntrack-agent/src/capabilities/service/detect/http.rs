@@ -61,15 +61,30 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> Option<bool> {
     // The request head may be longer than the sample; its end is only needed for what follows.
     let req_end = || head_end(orig);
     if status == b"101" && has_header(&resp[..rep_end], b"upgrade", b"websocket") {
-        found.push("websocket");
         // Detection runs again on the messages the frames carry.
         let limit = MAX_SAMPLE_BYTES;
         let (mut inner_orig, mut inner_resp) = (Vec::new(), Vec::new());
+        let mut first = None;
         if let Some(req_end) = req_end() {
             websocket::payload(&orig[req_end..], limit, &mut inner_orig);
+            first = websocket::first_message(&orig[req_end..], limit);
         }
         websocket::payload(&resp[rep_end..], limit, &mut inner_resp);
-        tunnelled(s, &inner_orig, &inner_resp, found);
+        let mut inner = Vec::new();
+        tunnelled(s, &inner_orig, &inner_resp, &mut inner);
+        // The WebSocket analyzer confirms once it has parsed the client's first message,
+        // after handing its payload on: what that payload confirms alone (a ClientHello's
+        // `ssl`) is confirmed first.
+        let mut alone = Vec::new();
+        if let Some(first) = first {
+            tunnelled(s, &first, &[], &mut alone);
+            alone.retain(|n| inner.contains(n));
+        }
+        for name in alone.into_iter().chain(["websocket"]).chain(inner) {
+            if !found.contains(&name) {
+                found.push(name);
+            }
+        }
         return Some(false);
     }
     let connect = is_connect(orig);
@@ -210,7 +225,7 @@ fn has_header(head: &[u8], name: &[u8], value: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_util::tcp;
+    use super::super::test_util::{hex, tcp};
     use super::super::{detect, detect_partial};
 
     /// wget fetching a file from an Apache server.
@@ -281,6 +296,45 @@ mod tests {
         );
         // Refused: plain HTTP.
         assert_eq!(detect(&tcp((40000, 80), &[req], &[OK])), ["http"]);
+    }
+
+    #[test]
+    fn a_tunnel_opened_by_the_clients_first_message_comes_before_websocket() {
+        // Zeek's `websocket.wstunnel-https`: TLS inside WebSocket frames. The SSL analyzer
+        // confirms on the ClientHello the client's first message carries, before the
+        // WebSocket analyzer confirms on having parsed that message: `http,ssl,websocket`.
+        let req = b"GET /v1/events HTTP/1.1\r\nhost: localhost:8888\r\nupgrade: websocket\r\n\
+            connection: upgrade\r\n\r\n";
+        let rep = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+        let hello = hex("16030100250100002103035acc7f3d63aab6cd3bd6d94c1abad16e00000002c02f0100");
+        let server_hello = hex("160303002a020000260303c6392a39db733a1f1c56fa858e765fdfb829c69e0f");
+        let frame = |payload: &[u8], mask: Option<[u8; 4]>| {
+            let mut f = vec![
+                0x82,
+                payload.len() as u8 | if mask.is_some() { 0x80 } else { 0 },
+            ];
+            let m = mask.unwrap_or_default();
+            f.extend_from_slice(&mask.map(|m| m.to_vec()).unwrap_or_default());
+            f.extend(payload.iter().enumerate().map(|(i, c)| c ^ m[i % 4]));
+            f
+        };
+        let orig = [req.as_slice(), &frame(&hello, Some([1, 2, 3, 4]))].concat();
+        let resp = [rep.as_slice(), &frame(&server_hello, None)].concat();
+        assert_eq!(
+            detect(&tcp((39992, 8888), &[&orig], &[&resp])),
+            ["http", "ssl", "websocket"]
+        );
+        // SSH needs the server's banner too: WebSocket is confirmed before it.
+        let orig = [
+            req.as_slice(),
+            &frame(b"SSH-2.0-OpenSSH_9.6\r\n", Some([1, 2, 3, 4])),
+        ]
+        .concat();
+        let resp = [rep.as_slice(), &frame(b"SSH-2.0-OpenSSH_8.9\r\n", None)].concat();
+        assert_eq!(
+            detect(&tcp((39992, 8888), &[&orig], &[&resp])),
+            ["http", "websocket", "ssh"]
+        );
     }
 
     /// A request line is a method of the list, in any case, then a space or a tab.

@@ -4,7 +4,23 @@
 
 /// The payload of the frames at the start of `b`, unmasked and joined, into `out` (up to
 /// `limit` bytes). Stops at a frame the sample cuts off, keeping what it has.
-pub fn payload(mut b: &[u8], limit: usize, out: &mut Vec<u8>) {
+pub fn payload(b: &[u8], limit: usize, out: &mut Vec<u8>) {
+    frames(b, limit, out, false);
+}
+
+/// The payload of the first message at the start of `b` (its frames up to the one with FIN
+/// set), unmasked and joined, as far as the sample holds it (a message cut off by the
+/// sample's end counts as what it shows): the WebSocket analyzer confirms once it has parsed
+/// a message, after handing its payload on. None if not even a frame's payload begins.
+pub fn first_message(b: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    frames(b, limit, &mut out, true);
+    (!out.is_empty()).then_some(out)
+}
+
+/// [`payload`]; with `first_only`, only the first message's frames. Returns whether a frame
+/// with FIN set was read whole.
+fn frames(mut b: &[u8], limit: usize, out: &mut Vec<u8>, first_only: bool) -> bool {
     while b.len() >= 2 && out.len() < limit {
         let masked = b[1] & 0x80 != 0;
         let (len, mut at) = match b[1] & 0x7f {
@@ -13,11 +29,13 @@ pub fn payload(mut b: &[u8], limit: usize, out: &mut Vec<u8>) {
                 u64::from_be_bytes(b[2..10].try_into().unwrap_or_default()) as usize,
                 10,
             ),
-            126 | 127 => return,
+            126 | 127 => return false,
             n => (n as usize, 2),
         };
         let mask = if masked {
-            let Some(m) = b.get(at..at + 4) else { return };
+            let Some(m) = b.get(at..at + 4) else {
+                return false;
+            };
             at += 4;
             [m[0], m[1], m[2], m[3]]
         } else {
@@ -30,10 +48,14 @@ pub fn payload(mut b: &[u8], limit: usize, out: &mut Vec<u8>) {
             out.extend(body.iter().enumerate().map(|(i, c)| c ^ mask[i % 4]));
         }
         if body.len() < len {
-            return;
+            return false;
+        }
+        if first_only && b[0] & 0x80 != 0 {
+            return true;
         }
         b = &b[at + len..];
     }
+    false
 }
 
 #[cfg(test)]
@@ -50,6 +72,24 @@ mod tests {
         let mut out = Vec::new();
         payload(&b, 100, &mut out);
         assert_eq!(out, b"SSH-2.0");
+    }
+
+    #[test]
+    fn the_first_message_ends_at_its_fin_frame() {
+        // "ab" without FIN, then "c" with FIN, then another message "d".
+        let b = [0x02, 2, b'a', b'b', 0x80, 1, b'c', 0x82, 1, b'd'];
+        assert_eq!(first_message(&b, 100).as_deref(), Some(b"abc".as_slice()));
+        assert_eq!(
+            first_message(&b[..7], 100).as_deref(),
+            Some(b"abc".as_slice()),
+            "the second message is not read"
+        );
+        assert_eq!(
+            first_message(&b[..5], 100).as_deref(),
+            Some(b"ab".as_slice()),
+            "cut off: what the sample shows"
+        );
+        assert_eq!(first_message(&b[..1], 100), None);
     }
 
     #[test]
