@@ -9,7 +9,7 @@
 //! confirmed control channel is extracted whole ([`ControlChannel`] puts its bytes back in
 //! order and hands on complete lines), and [`Expectations`] keeps what was announced.
 
-use super::detect::{FtpExpect, dcc_sends};
+use super::detect::{FtpExpect, Replies, dcc_sends};
 use conntrack_common::conn::Conn;
 use std::net::IpAddr;
 
@@ -31,8 +31,9 @@ struct LineFeed {
 
 impl LineFeed {
     /// Bytes starting at sequence number `seq` (samples and extracted records may repeat each
-    /// other). Appends the lines they complete (with their line ends) to `out`.
-    fn feed(&mut self, seq: u32, data: &[u8], out: &mut Vec<u8>) {
+    /// other). Appends the lines they complete (with their line ends) to `out`. Returns how
+    /// many of the bytes were new.
+    fn feed(&mut self, seq: u32, data: &[u8], out: &mut Vec<u8>) -> usize {
         let mut data = data;
         let mut at = seq;
         if let Some(next) = self.next {
@@ -43,7 +44,7 @@ impl LineFeed {
             } else {
                 let skip = rel.unsigned_abs() as usize;
                 if skip >= data.len() {
-                    return;
+                    return 0;
                 }
                 data = &data[skip..];
                 at = next;
@@ -58,8 +59,13 @@ impl LineFeed {
         if self.partial.len() > MAX_LINE {
             self.partial.clear();
         }
+        data.len()
     }
 }
+
+/// Zeek ignores a violation once a connection has carried more than this many bytes, both
+/// sides together (`DPD::ignore_violations_after`).
+const IGNORE_VIOLATIONS_AFTER: u64 = 10 * 1024;
 
 /// Which protocol a control channel speaks: what its lines announce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +100,12 @@ pub struct ControlChannel {
     server: [u8; 16],
     /// Index 0: the client's bytes, 1: the server's.
     sides: [LineFeed; 2],
+    /// FTP: the server's replies as Zeek's analyzer reads them, and the bytes both sides sent.
+    replies: Replies,
+    bytes: u64,
+    /// FTP: a reply was a violation (within the first [`IGNORE_VIOLATIONS_AFTER`] bytes),
+    /// which removes `ftp` from the service again; nothing is read after it.
+    failed: bool,
 }
 
 impl ControlChannel {
@@ -103,7 +115,15 @@ impl ControlChannel {
             client,
             server,
             sides: Default::default(),
+            replies: Replies::default(),
+            bytes: 0,
+            failed: false,
         }
+    }
+
+    /// An FTP channel whose server broke the protocol: Zeek removed its analyzer and `ftp`.
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Bytes of the client (`from_client`) or the server at sequence number `seq`: the data
@@ -116,13 +136,24 @@ impl ControlChannel {
         now_ns: u64,
         expected: &mut Expectations,
     ) {
+        if self.failed {
+            return;
+        }
         let mut lines = Vec::new();
-        self.sides[usize::from(!from_client)].feed(seq, data, &mut lines);
+        self.bytes += self.sides[usize::from(!from_client)].feed(seq, data, &mut lines) as u64;
         if lines.is_empty() {
             return;
         }
         match self.kind {
             Announcer::Ftp => {
+                if !from_client
+                    && self.bytes <= IGNORE_VIOLATIONS_AFTER
+                    && !self.replies.read(&lines)
+                {
+                    // The analyzer is gone: no announcement is read from here on.
+                    self.failed = true;
+                    return;
+                }
                 let found = if from_client {
                     super::detect::ftp_announcements(&lines, &[])
                 } else {
@@ -262,6 +293,40 @@ mod tests {
         assert_eq!(lines(&mut f, 0, b"227 Entering"), b"");
         assert_eq!(lines(&mut f, 50, b"x\r\n200 ok\r\n"), b"x\r\n200 ok\r\n");
         assert!(f.partial.is_empty());
+    }
+
+    #[test]
+    fn a_reply_zeek_cannot_read_fails_the_channel_within_the_first_10_kib() {
+        // Zeek's `ftp-missing-space-after-reply-code`: the fourth reply has no space.
+        let (client, server) = (v4([127, 0, 0, 1]), v4([127, 0, 0, 2]));
+        let mut x = Expectations::default();
+        let mut ctl = ControlChannel::new(Announcer::Ftp, client, server);
+        let mut seq = 1;
+        let mut reply = |ctl: &mut ControlChannel, line: &[u8]| {
+            ctl.feed(false, seq, line, 0, &mut x);
+            seq += line.len() as u32;
+        };
+        reply(&mut ctl, b"220 py.fake ready\r\n230 USER OK\r\n");
+        assert!(!ctl.failed());
+        reply(&mut ctl, b"230_no_space\r\n");
+        assert!(ctl.failed());
+        // The same past 10 KiB of the connection: ignored, as Zeek ignores it.
+        let mut ctl = ControlChannel::new(Announcer::Ftp, client, server);
+        let mut seq = 1;
+        let mut reply = |ctl: &mut ControlChannel, line: &[u8]| {
+            ctl.feed(false, seq, line, 0, &mut Expectations::default());
+            seq += line.len() as u32;
+        };
+        reply(&mut ctl, b"220-banner\r\n");
+        for _ in 0..220 {
+            reply(
+                &mut ctl,
+                b"  a long banner line, inside the multi-line reply\r\n",
+            );
+        }
+        reply(&mut ctl, b"220 ready\r\n");
+        reply(&mut ctl, b"230_no_space\r\n");
+        assert!(!ctl.failed(), "{} bytes", ctl.bytes);
     }
 
     #[test]

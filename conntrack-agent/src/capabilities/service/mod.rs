@@ -359,6 +359,19 @@ impl Service {
         self.slots.recycle(p);
     }
 
+    /// Removes `ftp` from the names from `start` on: its analyzer reported a violation.
+    #[cold]
+    fn drop_failed(out: &mut Vec<&'static str>, start: usize) {
+        let mut i = start;
+        while i < out.len() {
+            if out[i] == "ftp" {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// The word of a connection whose last sample `p` just took.
     #[cold]
     fn last_sample(
@@ -616,9 +629,8 @@ impl Capability for Service {
         {
             out.push(name);
         }
-        if !self.ftp.is_empty() {
-            self.ftp.remove(key);
-        }
+        // An FTP control channel whose server broke the protocol has lost `ftp` again.
+        let failed = !self.ftp.is_empty() && self.ftp.remove(key).is_some_and(|c| c.failed());
         // The roles as Zeek logs them: a flip after the last sample changes which side is the
         // originator.
         let a_is_orig = || conn.orig_addr == key.addr_a && conn.orig_port == key.port_a;
@@ -634,7 +646,10 @@ impl Capability for Service {
             match Word::from_stored(word) {
                 Word::Empty | Word::Nothing => {}
                 Word::Names(set) => {
-                    if out.len() == start && !detect::picked_up_midway(conn.history_str()) {
+                    if out.len() == start
+                        && !failed
+                        && !detect::picked_up_midway(conn.history_str())
+                    {
                         // The usual case, the set alone: whether it is logged is known per
                         // set.
                         if self.sets.logged(set, &mut self.loaded) {
@@ -648,6 +663,9 @@ impl Capability for Service {
             }
         } else if conn.proto == proto::UDP {
             out.extend_from_slice(self.udp.take_names(key, stored, a_is_orig));
+        }
+        if failed {
+            Self::drop_failed(out, start);
         }
         if out.len() == start {
             return;

@@ -85,27 +85,73 @@ fn adat(stream: &[u8], marker: &[u8]) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(token).ok()
 }
 
-/// Every server line is a reply (`ddd text` or `ddd-text`) or inside a multi-line reply (from
-/// `ddd-` to `ddd `). Zeek's analyzer reports anything else as a violation and the service is
-/// removed again. A `234` (AUTH accepted) ends the check: TLS follows.
+/// Every server line is a reply Zeek's analyzer reads ([`Replies`]): else a violation, and
+/// the service is removed again.
 fn replies_parse(resp: &[u8]) -> bool {
-    let mut open: Option<u16> = None;
-    for line in lines(resp) {
-        let code = text::reply_code(line);
-        if open.is_none() && code == Some(234) {
+    Replies::default().read(resp)
+}
+
+/// Zeek's FTP analyzer reading the server's lines: each is a reply, `ddd text` (or just
+/// `ddd`) or the start of a multi-line one, `ddd-text`, whose lines up to `ddd text` may be
+/// anything. A line without a three-digit code of at least 100, or with something other than
+/// a space or `-` after it, is a violation. A `234` (AUTH accepted) ends the reading: TLS
+/// follows.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Replies {
+    /// The code of the multi-line reply being read.
+    open: Option<u16>,
+    /// Past a `234`: nothing more is read.
+    done: bool,
+}
+
+impl Replies {
+    /// The complete lines of `text`, the server's next bytes: false at a violation.
+    pub fn read(&mut self, text: &[u8]) -> bool {
+        lines(text).all(|l| self.line(l))
+    }
+
+    /// The next server line (without its line end): false if it is a violation.
+    pub fn line(&mut self, line: &[u8]) -> bool {
+        // An empty line is skipped, as Zeek's analyzer skips it.
+        if self.done || line.is_empty() {
             return true;
         }
-        match open {
-            Some(c) if code == Some(c) && line.get(3) == Some(&b' ') => open = None,
-            Some(_) => {}
+        let code = reply_code(line);
+        match self.open {
+            Some(c) => {
+                if code == Some(c) && line.get(3) == Some(&b' ') {
+                    self.open = None;
+                }
+                true
+            }
             None => match code {
-                Some(c) if line.get(3) == Some(&b'-') => open = Some(c),
-                Some(_) => {}
-                None => return false,
+                Some(c) if c < 100 => false,
+                Some(234) if line.get(3) != Some(&b'-') => {
+                    self.done = true;
+                    true
+                }
+                Some(c) => match line.get(3) {
+                    Some(b'-') => {
+                        self.open = Some(c);
+                        true
+                    }
+                    None | Some(b' ') => true,
+                    Some(_) => false,
+                },
+                None => false,
             },
         }
     }
-    true
+}
+
+/// A line's reply code as Zeek's FTP analyzer reads it: its first three characters, if they
+/// are digits.
+fn reply_code(line: &[u8]) -> Option<u16> {
+    let digits = line.get(..3)?;
+    digits
+        .iter()
+        .all(u8::is_ascii_digit)
+        .then(|| digits.iter().fold(0, |n, d| n * 10 + u16::from(d - b'0')))
 }
 
 /// A data connection that an FTP control channel announced: the address and port that the
@@ -305,6 +351,24 @@ mod tests {
             b"220 ready\r\n230-\r\n    The NetBSD Project FTP Server\r\n230 Guest login ok\r\n"
                 .as_slice();
         assert_eq!(detect(&tcp((51354, 21), &[client], &[multi])), ["ftp"]);
+    }
+
+    #[test]
+    fn replies_are_read_as_zeek_reads_them() {
+        let read = |server: &[u8]| Replies::default().read(server);
+        assert!(read(b"220 ready\r\n230 OK\r\n221\r\n\r\n"));
+        // Zeek's `ftp-missing-space-after-reply-code` and `ftp-missing-reply-code`.
+        assert!(
+            !read(b"220 py.fake ready\r\n230_no_space\r\n"),
+            "invalid reply line"
+        );
+        assert!(
+            !read(b"220 py.fake ready\r\nSYST not supported\r\n"),
+            "non-numeric"
+        );
+        assert!(!read(b"220 ready\r\n099 low\r\n"), "a code under 100");
+        // After AUTH is accepted, TLS: nothing more is read.
+        assert!(read(b"220 ready\r\n234 AUTH TLS OK\r\n\x16\x03\x01"));
     }
 
     #[test]

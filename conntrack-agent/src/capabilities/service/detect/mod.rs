@@ -34,7 +34,7 @@ mod udp;
 mod websocket;
 mod xmpp;
 
-pub use ftp::{FtpExpect, ftp_announcements};
+pub use ftp::{FtpExpect, Replies, ftp_announcements};
 pub use irc::dcc_sends;
 pub use marks::{Marks, SideMarks, marks, only_quic_can_change, position_matters, udp_names};
 pub use reject::rejects_for_good;
