@@ -15,27 +15,21 @@ use std::net::{IpAddr, Ipv4Addr};
 /// The ports Zeek's FTP analyzer is registered for (21, and GridFTP's 2811).
 const PORTS: [u16; 2] = [21, 2811];
 
-/// Client commands that start an FTP session (RFC 959 and its extensions).
-const COMMANDS: [&[u8]; 12] = [
-    b"USER", b"AUTH", b"FEAT", b"SYST", b"OPTS", b"PASS", b"ACCT", b"HELP", b"NOOP", b"QUIT",
-    b"HOST", b"CLNT",
-];
+/// Zeek's `FTP::max_command_length`: a longer first word is no command.
+const MAX_COMMAND: usize = 100;
 
+/// On FTP's ports the analyzer is attached from the start and confirms on the first client
+/// line that is a command ([`is_command`]), whatever the server says first; elsewhere its
+/// DPD signatures need a greeting and a login. A server line the analyzer cannot read
+/// ([`Replies`]) removes `ftp` again.
 pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
     let (orig, resp) = (s.orig_stream(), s.resp_stream());
-    let greeting = first_line(resp).is_some_and(|l| matches!(text::reply_code(l), Some(220 | 120)));
-    if !greeting {
-        return false;
-    }
-    let Some(first) = first_line(orig) else {
-        return false;
-    };
-    let attached = PORTS.iter().any(|&p| s.has_port(p));
-    let ok = if attached {
-        let word = text::first_word(first);
-        COMMANDS.iter().any(|c| word.eq_ignore_ascii_case(c))
+    let ok = if attached(s) {
+        client_commands(orig)
     } else {
-        signature_matches(orig, resp)
+        let greeting =
+            first_line(resp).is_some_and(|l| matches!(text::reply_code(l), Some(220 | 120)));
+        greeting && signature_matches(orig, resp)
     };
     if !ok || !replies_parse(resp) {
         return false;
@@ -47,6 +41,39 @@ pub fn detect(s: &Sample, found: &mut Vec<&'static str>) -> bool {
         found.extend(["ssl", "gridftp"]);
     }
     true
+}
+
+/// Whether a client line in `orig` is a command to Zeek's FTP analyzer: its first word (after
+/// leading white space) at least 3 and at most [`MAX_COMMAND`] printable characters. The
+/// sample's last line counts once its first word has ended, though the line goes on.
+fn client_commands(orig: &[u8]) -> bool {
+    let first_word_is_command = |line: &[u8]| {
+        let line = line.trim_ascii_start();
+        let n = line
+            .iter()
+            .position(u8::is_ascii_whitespace)
+            .unwrap_or(line.len());
+        is_command(&line[..n])
+    };
+    if lines(orig).any(first_word_is_command) {
+        return true;
+    }
+    // The line the sample's end cuts off: its first word counts once it has ended.
+    let rest = &orig[orig.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1)..];
+    let rest = rest.trim_ascii_start();
+    rest.iter()
+        .position(u8::is_ascii_whitespace)
+        .is_some_and(|n| is_command(&rest[..n]))
+}
+
+/// The connection is on a port Zeek's FTP analyzer is registered for.
+pub fn attached(s: &Sample) -> bool {
+    PORTS.iter().any(|&p| s.has_port(p))
+}
+
+/// Zeek's `is_ftp_cmd`, with the length limit.
+fn is_command(word: &[u8]) -> bool {
+    (3..=MAX_COMMAND).contains(&word.len()) && word.iter().all(u8::is_ascii_graphic)
 }
 
 /// Off FTP's ports, Zeek's DPD signatures: a client line that starts (after spaces) with
@@ -351,6 +378,31 @@ mod tests {
             b"220 ready\r\n230-\r\n    The NetBSD Project FTP Server\r\n230 Guest login ok\r\n"
                 .as_slice();
         assert_eq!(detect(&tcp((51354, 21), &[client], &[multi])), ["ftp"]);
+    }
+
+    #[test]
+    fn on_its_ports_a_client_command_alone_confirms_ftp() {
+        // The analyzer is attached by port and confirms on a command, whatever the server
+        // says first (or if it says nothing).
+        let quit = b"QUIT\r\n".as_slice();
+        assert_eq!(detect(&tcp((51000, 21), &[quit], &[])), ["ftp"]);
+        let busy = b"421 Too many users, try later\r\n".as_slice();
+        assert_eq!(detect(&tcp((51000, 21), &[quit], &[busy])), ["ftp"]);
+        assert_eq!(detect(&tcp((51000, 2811), &[quit], &[])), ["ftp"]);
+        // Zeek's `quic.decrypt-crash` (a fuzzed capture): one segment to 21 whose fifth line
+        // starts with a word; the sample ends inside that line, after the word.
+        let fuzzed =
+            b"}}}*\x00\xa9\xf5\x98\xfe\n\nlize\x00zDn/'/.///.\n\nsize\tz\xff\xff\xff".as_slice();
+        assert_eq!(detect(&tcp((0, 21), &[fuzzed], &[])), ["ftp"]);
+        // Not a command: too short, not printable, or a word the sample has not ended.
+        for bad in [b"QU\r\n".as_slice(), b"\x01\x02\x03\x04\r\n", b"QUI"] {
+            assert!(detect(&tcp((51000, 21), &[bad], &[])).is_empty(), "{bad:?}");
+        }
+        // Off its ports the signatures need the greeting and a login.
+        assert!(detect(&tcp((51000, 2121), &[quit], &[])).is_empty());
+        // A server that is no FTP server: a violation, `ftp` is removed.
+        let http = b"HTTP/1.1 400 Bad Request\r\n".as_slice();
+        assert!(detect(&tcp((51000, 21), &[quit], &[http])).is_empty());
     }
 
     #[test]

@@ -217,7 +217,8 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) -> bool {
         return false;
     }
     // The analyzers Zeek attaches by port (their ports are `reject::BY_PORT`'s).
-    let by_port = (dns::confirms_tcp(s) && push(found, "dns"))
+    let by_port = (ftp::attached(s) && ftp::detect(s, found))
+        || (dns::confirms_tcp(s) && push(found, "dns"))
         || (binary_tcp::modbus(s) && push(found, "modbus"))
         || (binary_tcp::krb_tcp(s) && push(found, "krb_tcp"))
         || binary_tcp::mysql(s, found)

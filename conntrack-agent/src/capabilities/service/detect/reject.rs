@@ -10,9 +10,9 @@
 use super::{Sample, Transport, http, postgresql};
 
 /// The TCP ports of the analyzers Zeek attaches by port ([`super::detect_tcp`]'s last
-/// step): DNS 53, Kerberos 88, Modbus 502, syslog 514, MySQL 3306 and 1434. Any byte may
-/// confirm them there.
-const BY_PORT: [u16; 6] = [53, 88, 502, 514, 1434, 3306];
+/// step): FTP 21 and 2811 (any client command), DNS 53, Kerberos 88, Modbus 502, syslog 514,
+/// MySQL 3306 and 1434. Any byte may confirm them there.
+const BY_PORT: [u16; 8] = [21, 53, 88, 502, 514, 1434, 2811, 3306];
 
 /// UDP: whether either of `ports` has an analyzer Zeek attaches by port
 /// (`contents::UDP_ANALYZER_PORTS`, the datapath's too: see `contents::udp_sample_useful`).
