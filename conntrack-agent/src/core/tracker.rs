@@ -18,7 +18,7 @@
 use crate::core::slot_key::SlotKey;
 use crate::core::timer_wheel::{Due, TimerWheel};
 use crate::core::uid::Uid;
-use conntrack_common::conn::Conn;
+use conntrack_common::conn::{CONN_DNS_ANALYZER, Conn};
 use conntrack_common::event::ConnChange;
 use conntrack_common::tcp::{is_handshake, state::*};
 use hashbrown::HashTable;
@@ -42,6 +42,9 @@ pub struct Timeouts {
     pub tcp_close_delay: i64,
     /// `Conn::port_inactivity_timeouts` (TCP ports), applied at connection_established.
     pub tcp_port_inactivity: Vec<(u16, i64)>,
+    /// `dns_session_timeout`: a UDP connection with the DNS analyzer attached is removed once
+    /// it has been idle about this long (the analyzer's own expire timer; 0 = never).
+    pub dns_session_timeout: i64,
     /// `max_timer_expires`: timers processed per advance (0 = no cap).
     pub max_timer_expires: usize,
 }
@@ -65,6 +68,7 @@ impl Default for Timeouts {
                 (513, 3600 * SEC),
             ],
             max_timer_expires: 300,
+            dns_session_timeout: 10 * SEC,
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct ConnView {
     pub orig_addr: [u8; 16],
     pub orig_port: u16,
     pub resp_port: u16,
+    /// Zeek's DNS analyzer is attached (a UDP connection to a DNS port, DNS's script loaded):
+    /// its session timer applies.
+    pub dns_analyzer: bool,
 }
 
 impl ConnView {
@@ -94,6 +101,7 @@ impl ConnView {
             orig_addr: c.orig_addr,
             orig_port: c.orig_port,
             resp_port: c.resp_port,
+            dns_analyzer: c.flags & CONN_DNS_ANALYZER != 0,
         }
     }
 
@@ -109,6 +117,7 @@ impl ConnView {
             orig_addr,
             orig_port,
             resp_port,
+            dns_analyzer: e.has_flag(CONN_DNS_ANALYZER),
         }
     }
 }
@@ -120,6 +129,8 @@ enum Kind {
     Attempt,
     Expire,
     CloseDelete,
+    /// The DNS analyzer's expire timer (`DNS_Analyzer::ExpireTimer`), UDP only.
+    DnsExpire,
 }
 
 /// What a due timer is checked against before anything else: most timers that come due are
@@ -721,6 +732,17 @@ impl<K: SlotKey> Tracker<K> {
                 None
             }
             Kind::CloseDelete => (e.close_at == tm.at).then_some(Removal::Closed),
+            Kind::DnsExpire => {
+                // Zeek allows one second for a request and its reply (the timer's first check
+                // comes a full timeout after the connection began), and re-checks a full
+                // timeout after each check, not after the last packet.
+                let to = self.t.dns_session_timeout;
+                if now - v.last_ns >= to - SEC {
+                    return Some(Removal::Inactivity);
+                }
+                self.push(now + to, Kind::DnsExpire, tm.slot, generation, 0);
+                None
+            }
         }
     }
 

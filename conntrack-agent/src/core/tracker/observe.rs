@@ -82,6 +82,10 @@ impl<K: SlotKey> Tracker<K> {
             if v.proto == TCP {
                 let at = now + self.t.tcp_syn_timeout;
                 self.push(at, Kind::Expire, slot, generation, 0);
+            } else if v.dns_analyzer && self.t.dns_session_timeout > 0 {
+                // The DNS analyzer's expire timer, armed when it is attached (at creation).
+                let at = now + self.t.dns_session_timeout;
+                self.push(at, Kind::DnsExpire, slot, generation, 0);
             }
         }
         let newly_established = v.proto == TCP && self.observe_tcp(slot, v, pkt_ns, established);

@@ -11,6 +11,7 @@ fn view(proto: u8, last: i64, o: u8, r: u8) -> ConnView {
         orig_addr: [1; 16],
         orig_port: 1000,
         resp_port: 80,
+        dns_analyzer: false,
     }
 }
 
@@ -250,4 +251,41 @@ fn a_connection_replaced_unlogged_hands_back_its_service_word() {
     assert_eq!(tr.take_replaced_service(), 42);
     assert_eq!(tr.take_replaced_service(), 0, "taken once");
     assert_eq!(tr.service(&7), 0, "the new connection starts without one");
+}
+
+#[test]
+fn dns_over_udp_ends_after_its_session_timeout() {
+    // Zeek's DNS analyzer removes its UDP connection once it has been idle about
+    // dns_session_timeout (10 s): checked 10 s after the connection began, allowing 1 s for a
+    // request and its reply, then every 10 s after each check (Teredo.pcap's two DNS
+    // connections on one port, 16 s apart).
+    let dns = |last: i64| ConnView {
+        dns_analyzer: true,
+        resp_port: 53,
+        ..view(UDP, last, 0, 0)
+    };
+    let mut f = Fake::new();
+    f.packet(1, 0, dns(0), false);
+    f.packet(1, SEC / 5, dns(SEC / 5), false);
+    f.tick(9 * SEC);
+    assert!(f.removed.is_empty());
+    f.tick(10 * SEC);
+    assert_eq!(f.removed, vec![(1, Removal::Inactivity, 10 * SEC)]);
+    // A query at 9.5 s keeps it to the next check, at 20 s (network time moving on with other
+    // packets at 10 s and 19 s).
+    let mut f = Fake::new();
+    f.packet(2, 0, dns(0), false);
+    f.packet(2, 9 * SEC + SEC / 2, dns(9 * SEC + SEC / 2), false);
+    f.tick(10 * SEC);
+    f.tick(19 * SEC);
+    assert!(f.removed.is_empty());
+    f.tick(20 * SEC);
+    assert_eq!(f.removed, vec![(2, Removal::Inactivity, 20 * SEC)]);
+    // Without the analyzer: the UDP inactivity timeout, 60 s after the last packet.
+    let mut f = Fake::new();
+    f.packet(3, 0, view(UDP, 0, 0, 0), false);
+    f.tick(59 * SEC);
+    assert!(f.removed.is_empty());
+    f.tick(60 * SEC);
+    assert_eq!(f.removed, vec![(3, Removal::Inactivity, 60 * SEC)]);
 }
