@@ -42,6 +42,18 @@ pub fn message(udp_flow: bool, port: u16, resp: bool) -> Option<&'static [u8]> {
     Some(if resp { server } else { client })
 }
 
+/// The bytes of a packet's payload after its message (`rest`, zeros when called): a TLS
+/// stream is records throughout, so on the TLS ports they are one application_data record
+/// (its header, then zeros as ciphertext); zeros there would be a record the SSL analyzer
+/// cannot read, a violation that takes `ssl` away again. Other protocols keep zeros.
+pub fn fill_after(udp_flow: bool, port: u16, rest: &mut [u8]) {
+    if udp_flow || !matches!(port, 443 | 993) || rest.len() < 5 {
+        return;
+    }
+    let len = (rest.len() - 5).min(u16::MAX as usize) as u16;
+    rest[..5].copy_from_slice(&[0x17, 0x03, 0x03, (len >> 8) as u8, len as u8]);
+}
+
 /// The payload length of a direction's first packet: the message whole (a datagram is exactly
 /// its message; a segment holds at least it), else `len`.
 pub fn first_len(udp_flow: bool, port: u16, resp: bool, len: u16) -> u16 {
@@ -168,6 +180,22 @@ mod tests {
             assert_eq!(body + 9, m.len());
         }
         assert_eq!(PG_STARTUP[3] as usize, PG_STARTUP.len());
+    }
+
+    #[test]
+    fn tls_segments_stay_tls_records_after_the_hello() {
+        let mut rest = [0u8; 20];
+        fill_after(false, 443, &mut rest);
+        assert_eq!(
+            rest[..5],
+            [0x17, 0x03, 0x03, 0, 15],
+            "application_data, 15 bytes"
+        );
+        let mut rest = [0u8; 20];
+        fill_after(false, 80, &mut rest);
+        assert_eq!(rest, [0; 20], "other protocols keep zeros");
+        fill_after(true, 443, &mut rest);
+        assert_eq!(rest, [0; 20], "QUIC datagrams are their message");
     }
 
     #[test]

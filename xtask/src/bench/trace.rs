@@ -2,7 +2,8 @@
 //! connections (TCP with handshakes, data, closes, resets, rejections and unanswered attempts;
 //! UDP request/response and longer flows; ICMP echo; a share over IPv6), correct checksums,
 //! interleaved in time like a capture of a busy link. Payloads start with their protocol's
-//! first message where the server port has one (`messages`), zeros after it.
+//! first message where the server port has one (`messages`), zeros after it (inside a TLS record on
+//! the TLS ports).
 
 use super::messages;
 use anyhow::{Context, Result};
@@ -324,7 +325,8 @@ fn addr6(host: u32, server: bool) -> [u8; 16] {
 }
 
 /// Ethernet + IP + transport with checksums (conntrack-common's, which the agent validates
-/// with); a payload starts with its protocol's message (cut to its length), zeros after.
+/// with); a payload starts with its protocol's message (cut to its length), zeros after (on
+/// the TLS ports, in a record: `messages::fill_after`).
 fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
     f.clear();
     f.extend_from_slice(&[0x00, 0x16, 0x3e, 0, 0, if p.resp { 1 } else { 2 }]);
@@ -413,6 +415,7 @@ fn build_frame(c: &ConnSpec, p: &Pkt, f: &mut Vec<u8>) {
     {
         let n = m.len().min(p.len as usize);
         f[payload..payload + n].copy_from_slice(&m[..n]);
+        messages::fill_after(udp_flow, c.dport, &mut f[payload + n..]);
     }
     set_checksums(&mut f[ip_start..]);
 }
