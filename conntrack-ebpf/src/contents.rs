@@ -132,17 +132,19 @@ pub fn run<C: Pkt>(ctx: &C) {
     let todo = scratch.contents_todo;
     let is_orig = todo & CONTENTS_FROM_ORIG != 0;
     let d = contents::dir_index(is_orig);
-    // The payload ends where the IP header says (or, for a replayed IPv4 total length of 0, at
-    // the end of the frame, which then holds exactly the captured packet). A tunnel's inner
-    // packet starts at `base` in the frame: its `l3_offset` counts from there.
-    let end = if scratch.ip_len_zero != 0 {
-        ctx.frame_len()
+    // The payload ends where the IP header says (for a replayed IPv4 total length of 0, the
+    // captured length the packet was parsed with: the frame handed to the kernel may be cut
+    // shorter). A tunnel's inner packet starts at `base` in the frame: its `l3_offset` counts
+    // from there.
+    let ip_len = if scratch.ip_len_zero != 0 {
+        scratch.ip_len_zero
     } else {
-        scratch
-            .base
-            .wrapping_add(scratch.l3_offset)
-            .wrapping_add(meta.ip_len)
+        meta.ip_len
     };
+    let end = scratch
+        .base
+        .wrapping_add(scratch.l3_offset)
+        .wrapping_add(ip_len);
     let Some(start) = end.checked_sub(total) else {
         if todo & CONTENTS_SAMPLE != 0 {
             count(Stat::ServiceNotDelivered);

@@ -499,6 +499,11 @@ fn transport_stage<C: Pkt>(ctx: &C) {
             None => return count(Stat::ParseErrors),
         }
     };
+    if scratch.ip_len_zero != 0 {
+        // The IP length the copy was parsed with (the captured packet's), kept for the
+        // contents stage: it finds the payload's end by it once the counts below are zeroed.
+        scratch.ip_len_zero = scratch.meta.ip_len.max(1);
+    }
     let meta: &mut PacketMeta = &mut scratch.meta;
     if let Err(e) = parse_l4(l4, l4_len, meta) {
         return parse_error(ctx, e, note::IN_TRANSPORT);

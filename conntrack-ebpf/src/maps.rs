@@ -93,8 +93,9 @@ pub struct Scratch {
     pub ifindex: u32,
     /// 1 if the frame is longer than our copy (`MAX_HEADER_BYTES`).
     pub copy_cut: u32,
-    /// 1 if the replayed packet had IPv4 total length 0 (segmentation offload; the agent
-    /// passes a copy with the captured length): Zeek counts 0 IP bytes for it.
+    /// Nonzero if the replayed packet had IPv4 total length 0 (segmentation offload; the
+    /// agent passes a copy with the captured length): Zeek counts 0 IP bytes for it. From the
+    /// transport stage on, the captured IP length (where the payload ends).
     pub ip_len_zero: u32,
     /// 1 in a replay (BPF_PROG_TEST_RUN): the frame may be a clipped copy, so whether the TCP
     /// payload was captured whole is the agent's verdict, [`Scratch::payload_cut`].
