@@ -1,5 +1,5 @@
 //! Binary TCP protocols recognised from their first message each way: MySQL, Redis (RESP),
-//! SOCKS, Modbus/TCP, RDP (TPKT/X.224), Kerberos over TCP.
+//! SOCKS, Modbus/TCP, RDP (TPKT/X.224), Kerberos over TCP, DCE/RPC.
 
 use super::bytes::{be16, be32};
 use super::{Sample, tls};
@@ -42,6 +42,37 @@ fn resp_line(b: &[u8]) -> Option<(u64, &[u8])> {
     let end = b.windows(2).position(|w| w == b"\r\n")?;
     let n = std::str::from_utf8(&b[1..end]).ok()?.parse().ok()?;
     Some((n, &b[end + 2..]))
+}
+
+/// DCE/RPC (connection-oriented, C706 chapter 12): Zeek's signature (`\x05[\x00\x01]
+/// [\x00-\x13]`) or port 135 attaches the analyzer, which confirms once a whole PDU has
+/// parsed: here the client's first, a 16-byte header (version 5.0 or 5.1, a packet type up to
+/// 19, a data representation, the fragment length) and the fragment the sample holds whole.
+/// The server's first bytes, as far as they go, must be a DCE/RPC header too (else a
+/// violation takes `dce_rpc` away).
+pub fn dce_rpc(orig: &[u8], resp: &[u8]) -> bool {
+    whole_pdu(orig) && pdu_start(resp)
+}
+
+/// A DCE/RPC header's first bytes (as many as there are, up to its 16): version 5, minor
+/// version 0 or 1, packet type at most 19.
+fn pdu_start(b: &[u8]) -> bool {
+    let checks: [fn(u8) -> bool; 3] = [|v| v == 5, |m| m <= 1, |t| t <= 0x13];
+    b.iter().zip(checks).all(|(&byte, ok)| ok(byte))
+}
+
+/// `b` starts with a whole PDU: its header, and the fragment length (little- or big-endian by
+/// the data representation) at least the header's and within `b`.
+fn whole_pdu(b: &[u8]) -> bool {
+    if b.len() < 16 || !pdu_start(b) {
+        return false;
+    }
+    let frag_len = match b[4] & 0xf0 {
+        0x10 => u16::from_le_bytes([b[8], b[9]]),
+        0x00 => u16::from_be_bytes([b[8], b[9]]),
+        _ => return false,
+    } as usize;
+    (16..=b.len()).contains(&frag_len)
 }
 
 /// SOCKS 4 (a CONNECT/BIND with a NUL-terminated user id, granted or refused) or SOCKS 5
@@ -102,6 +133,33 @@ pub fn krb_tcp(s: &Sample) -> bool {
     s.has_port(88)
         && framed(orig, &[0x6a, 0x6c])
         && (resp.is_empty() || framed(resp, &[0x6b, 0x6d, 0x7e]))
+}
+
+#[cfg(test)]
+mod dce_rpc_tests {
+    use super::super::detect;
+    use super::super::test_util::{hex, tcp};
+
+    #[test]
+    fn a_bind_is_dce_rpc_on_any_port() {
+        // Zeek's `modbus_and_non_modbus_on_port_502`: a DCE/RPC bind (72 bytes) to a Modbus
+        // device, which answers with a Modbus exception echoing the first bytes.
+        let bind = hex(
+            "05000b03100000004800000001000000b810b8100000000001000000000001000883afe11f5dc911\
+             91a408002b14a0fa03000000045d888aeb1cc9119fe808002b10486002000000",
+        );
+        let echo = hex("05000b030003008001");
+        assert_eq!(detect(&tcp((38129, 502), &[&bind], &[&echo])), ["dce_rpc"]);
+        assert_eq!(detect(&tcp((49700, 135), &[&bind], &[])), ["dce_rpc"]);
+        // Cut before the fragment's end: not parsed yet.
+        assert!(detect(&tcp((49700, 135), &[&bind[..40]], &[])).is_empty());
+        // A server that answers something else: a violation.
+        let other = hex("160301000003008001");
+        assert!(detect(&tcp((38129, 502), &[&bind], &[&other])).is_empty());
+        // A SOCKS 5 greeting and request are no PDU.
+        let socks = hex("050100050100010a000001005000");
+        assert!(!super::dce_rpc(&socks, &[]));
+    }
 }
 
 #[cfg(test)]

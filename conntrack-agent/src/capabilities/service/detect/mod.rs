@@ -197,7 +197,8 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) -> bool {
         0 => postgresql::detect(orig, resp, found),
         0x30 => ldap::detect_tcp(orig, resp, found),
         3 => whole && binary_tcp::rdp(orig, resp) && push(found, "rdp"),
-        4 | 5 => binary_tcp::socks(orig, resp) && push(found, "socks"),
+        4 | 5 if binary_tcp::socks(orig, resp) => push(found, "socks"),
+        5 => binary_tcp::dce_rpc(orig, resp) && push(found, "dce_rpc"),
         _ => false,
     };
     if matched {
