@@ -675,34 +675,21 @@ fn an_ftp_server_that_breaks_the_protocol_later_loses_ftp() {
     let ports: &[(u16, u8)] = &[(21, proto::TCP)];
     let mut svc = Service::new(ports);
     let mut dp = Host::default();
-    let (key, conn) = conn_to(21, proto::TCP);
-    let server = |key: &FlowKey, seq: u32, data: &[u8]| {
-        let mut s = sample(key, false, false, seq, data);
-        s.hdr.flags &= !CONTENT_SAMPLE; // extracted, as a followed channel's payload
-        s
+    let login = |svc: &mut Service, dp: &mut Host, key: &FlowKey| {
+        svc_sample(svc, dp, key, false, b"220 py.fake ready\r\n");
+        svc_sample(svc, dp, key, true, b"USER zeek\r\n");
     };
-    svc.on_payload(
-        sample(&key, false, false, 1, b"220 py.fake ready\r\n").content(),
-        &mut dp,
-    );
-    svc.on_payload(
-        sample(&key, true, true, 1, b"USER zeek\r\n").content(),
-        &mut dp,
-    );
+    let (key, conn) = conn_to(21, proto::TCP);
+    login(&mut svc, &mut dp, &key);
     let mut out = Vec::new();
     svc.conn_service(&key, &conn, dp.records[&key], &mut out);
     assert_eq!(out, ["ftp"], "confirmed at the first exchange");
-    // Again, now with the broken reply on the followed channel.
+    // Again, now with the broken reply on the followed channel (extracted payload).
     let (key, conn) = conn_from(40_001, 21, proto::TCP);
-    svc.on_payload(
-        sample(&key, false, false, 1, b"220 py.fake ready\r\n").content(),
-        &mut dp,
-    );
-    svc.on_payload(
-        sample(&key, true, true, 1, b"USER zeek\r\n").content(),
-        &mut dp,
-    );
-    svc.on_payload(server(&key, 20, b"230_no_space\r\n").content(), &mut dp);
+    login(&mut svc, &mut dp, &key);
+    let mut broken = sample(&key, false, false, 20, b"230_no_space\r\n");
+    broken.hdr.flags &= !CONTENT_SAMPLE;
+    svc.on_payload(broken.content(), &mut dp);
     out.clear();
     svc.conn_service(&key, &conn, dp.records[&key], &mut out);
     assert!(out.is_empty(), "{out:?}");
