@@ -499,11 +499,7 @@ impl Agent {
             .tracker
             .observe_named(&k, &v, ts_ns, is_new, est, || uid_gen.next_uid());
         if fresh {
-            let replaced = self.tracker.take_replaced_service();
-            if replaced != 0 {
-                // The connection before this one was never logged (its removal was lost).
-                self.core.forgotten_service(&k, replaced);
-            }
+            self.forget_replaced(&k);
         }
         // New for a connection the tracker did not know, also when its NewConn event was lost
         // (a resync reports it as a state change): the capabilities never heard of it.
@@ -530,6 +526,15 @@ impl Agent {
             self.deliver(k, ev.ts_ns, conn, &events[..n], crossed);
         }
         Ok(())
+    }
+
+    /// After the tracker gave `k` a fresh slot: the connection that held the key before, if
+    /// its removal was never reported, is logged by no one; what its service word holds goes.
+    fn forget_replaced(&mut self, k: &FlowKey) {
+        let replaced = self.tracker.take_replaced_service();
+        if replaced != 0 {
+            self.core.forgotten_service(k, replaced);
+        }
     }
 
     /// `uid` as given, or a new one when the connection had none (never seen by the tracker).

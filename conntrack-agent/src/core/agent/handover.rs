@@ -49,10 +49,7 @@ impl Agent {
         let v = ConnView::of(conn);
         let est = conn.has_flag(CONN_ESTABLISHED);
         let newly_established = self.tracker.observe(&key, &v, ts_ns as i64, true, est);
-        let replaced = self.tracker.take_replaced_service();
-        if replaced != 0 {
-            self.core.forgotten_service(&key, replaced);
-        }
+        self.forget_replaced(&key);
         self.tracker.set_uid(&key, uid);
         if let Some(saved) = service {
             let word = self.core.restored_service(key.proto, saved);

@@ -136,36 +136,9 @@ pub fn krb_tcp(s: &Sample) -> bool {
 }
 
 #[cfg(test)]
-mod dce_rpc_tests {
-    use super::super::detect;
-    use super::super::test_util::{hex, tcp};
-
-    #[test]
-    fn a_bind_is_dce_rpc_on_any_port() {
-        // Zeek's `modbus_and_non_modbus_on_port_502`: a DCE/RPC bind (72 bytes) to a Modbus
-        // device, which answers with a Modbus exception echoing the first bytes.
-        let bind = hex(
-            "05000b03100000004800000001000000b810b8100000000001000000000001000883afe11f5dc911\
-             91a408002b14a0fa03000000045d888aeb1cc9119fe808002b10486002000000",
-        );
-        let echo = hex("05000b030003008001");
-        assert_eq!(detect(&tcp((38129, 502), &[&bind], &[&echo])), ["dce_rpc"]);
-        assert_eq!(detect(&tcp((49700, 135), &[&bind], &[])), ["dce_rpc"]);
-        // Cut before the fragment's end: not parsed yet.
-        assert!(detect(&tcp((49700, 135), &[&bind[..40]], &[])).is_empty());
-        // A server that answers something else: a violation.
-        let other = hex("160301000003008001");
-        assert!(detect(&tcp((38129, 502), &[&bind], &[&other])).is_empty());
-        // A SOCKS 5 greeting and request are no PDU.
-        let socks = hex("050100050100010a000001005000");
-        assert!(!super::dce_rpc(&socks, &[]));
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::super::detect;
-    use super::super::test_util::tcp;
+    use super::super::test_util::{hex, tcp};
 
     #[test]
     fn redis_request_and_reply() {
@@ -229,5 +202,26 @@ mod tests {
             detect(&tcp((58132, 3306), &[&orig], &[GREETING])),
             ["mysql", "ssl"]
         );
+    }
+
+    #[test]
+    fn a_bind_is_dce_rpc_on_any_port() {
+        // Zeek's `modbus_and_non_modbus_on_port_502`: a DCE/RPC bind (72 bytes) to a Modbus
+        // device, which answers with a Modbus exception echoing the first bytes.
+        let bind = hex(
+            "05000b03100000004800000001000000b810b8100000000001000000000001000883afe11f5dc911\
+             91a408002b14a0fa03000000045d888aeb1cc9119fe808002b10486002000000",
+        );
+        let echo = hex("05000b030003008001");
+        assert_eq!(detect(&tcp((38129, 502), &[&bind], &[&echo])), ["dce_rpc"]);
+        assert_eq!(detect(&tcp((49700, 135), &[&bind], &[])), ["dce_rpc"]);
+        // Cut before the fragment's end: not parsed yet.
+        assert!(detect(&tcp((49700, 135), &[&bind[..40]], &[])).is_empty());
+        // A server that answers something else: a violation.
+        let other = hex("160301000003008001");
+        assert!(detect(&tcp((38129, 502), &[&bind], &[&other])).is_empty());
+        // A SOCKS 5 greeting and request are no PDU.
+        let socks = hex("050100050100010a000001005000");
+        assert!(!super::dce_rpc(&socks, &[]));
     }
 }

@@ -47,12 +47,14 @@ pub fn detect_tcp(orig: &[u8], resp: &[u8], found: &mut Vec<&'static str>) -> bo
     }
     // A bind request (0x60) carrying a SASL mechanism: its confirmation comes first.
     let first = &orig[..first_end.min(orig.len())];
-    let inner_first = op == 0x60 && sasl_mechanism(first).is_some();
-    if inner_first {
-        found.extend_from_slice(sasl_mechanism(first).unwrap_or_default());
-    }
+    let inner_first = if op == 0x60 {
+        sasl_mechanism(first)
+    } else {
+        None
+    };
+    found.extend_from_slice(inner_first.unwrap_or_default());
     found.push("ldap_tcp");
-    if !inner_first {
+    if inner_first.is_none() {
         found.extend_from_slice(sasl_mechanism(orig).unwrap_or_default());
     }
     if let Some(i) = find(orig, STARTTLS_OID)
