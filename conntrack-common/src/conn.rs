@@ -42,6 +42,10 @@ pub const CONN_ANALYZER_DECIDED: u16 = 1 << 9;
 /// or AYIYA off their ports). Zeek tries that detection on every datagram, so the flow's
 /// packets no longer take a fast path (the kernel's tunnel stage sets it).
 pub const CONN_TUNNEL_DETECTED: u16 = 1 << 10;
+/// `Conn::flags`: a datagram of this UDP flow had the header of the tunnel registered on its
+/// responder port (VXLAN, Geneve, AYIYA), whose analyzer Zeek confirms on the header alone
+/// (`tunnel::header_confirms`): conn.log's `service` names the tunnel.
+pub const CONN_TUNNEL_CONFIRMED: u16 = 1 << 11;
 
 /// One connection: the flow-table value shared by the eBPF program and the agent.
 #[repr(C)]

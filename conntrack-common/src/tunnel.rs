@@ -9,7 +9,7 @@
 //! change, reported (for `tunnel_parents`) up to [`MAX_CHANGES`] times, after which history
 //! gets `X` once.
 
-use crate::conn::Conn;
+use crate::conn::{CONN_TUNNEL_CONFIRMED, Conn};
 
 /// UDP ports of the UDP-based encapsulations (Zeek's `base/packet-protocols` defaults).
 pub const VXLAN_PORT: u16 = 4789;
@@ -247,7 +247,7 @@ fn fills(p: &(impl Bytes + ?Sized), len: usize, off: usize) -> bool {
 
 fn decap_udp_port(port: u16, p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
     match port {
-        VXLAN_PORT => decap_vxlan_len(len),
+        VXLAN_PORT => decap_vxlan_len(p, len),
         GENEVE_PORT => decap_geneve_len(p, len),
         GTPV1_U_PORT => decap_gtpv1(p),
         TEREDO_PORT => decap_teredo_len(p, len),
@@ -257,16 +257,72 @@ fn decap_udp_port(port: u16, p: &(impl Bytes + ?Sized), len: usize) -> Option<In
     }
 }
 
-/// VXLAN (RFC 7348): an 8-byte header, then an Ethernet frame.
+/// VXLAN (RFC 7348): an 8-byte header with the I flag (a valid VNI; Zeek's analyzer rejects
+/// a header without it), then an Ethernet frame.
 pub fn decap_vxlan(p: &[u8]) -> Option<Inner> {
-    decap_vxlan_len(p.len())
+    decap_vxlan_len(p, p.len())
 }
 
-fn decap_vxlan_len(len: usize) -> Option<Inner> {
-    if len < 8 + 14 {
+fn decap_vxlan_len(p: &(impl Bytes + ?Sized), len: usize) -> Option<Inner> {
+    if len < 8 + 14 || !vxlan_header(p, len) {
         return None;
     }
     inner(8, InnerKind::Ethernet, TunnelType::Vxlan)
+}
+
+fn vxlan_header(p: &(impl Bytes + ?Sized), len: usize) -> bool {
+    len >= 8 && p.byte(0).is_some_and(|b| b & 0x08 != 0)
+}
+
+/// Zeek's Geneve analyzer reads a header of version 0 whose options fit in the payload.
+fn geneve_header(p: &(impl Bytes + ?Sized), len: usize) -> bool {
+    p.byte(0)
+        .is_some_and(|b| b >> 6 == 0 && 8 + (b as usize & 0x3f) * 4 <= len)
+}
+
+/// Zeek's AYIYA analyzer reads a forward (opcode 1) whose identity and signature fit.
+fn ayiya_header(p: &(impl Bytes + ?Sized), len: usize) -> bool {
+    let (Some(b0), Some(b1), Some(b2)) = (p.byte(0), p.byte(1), p.byte(2)) else {
+        return false;
+    };
+    let hdr = 8 + (1usize << (b0 >> 4)) + (b1 >> 4) as usize * 4;
+    len >= 8 && hdr <= len && b2 & 0x0f == 1
+}
+
+/// The tunnel registered on UDP `port` whose analyzer confirms on its header alone.
+#[inline(always)]
+pub fn header_tunnel(port: u16) -> Option<TunnelType> {
+    match port {
+        VXLAN_PORT => Some(TunnelType::Vxlan),
+        GENEVE_PORT => Some(TunnelType::Geneve),
+        AYIYA_PORT => Some(TunnelType::Ayiya),
+        _ => None,
+    }
+}
+
+/// Whether a UDP payload (`len` bytes, `p` its start) of a connection whose responder port is
+/// `resp_port` has a header that the tunnel registered for that port confirms. Zeek hands a
+/// UDP payload to the packet analyzer of the connection's responder port, and its VXLAN,
+/// Geneve and AYIYA analyzers confirm their protocol once the header parsed, before they look
+/// at what it carries: a Geneve header around ARP, or around nothing, names `geneve` in
+/// conn.log's `service` all the same. The engines mark such a connection
+/// (`conn::CONN_TUNNEL_CONFIRMED`, [`confirm_header`]); [`header_tunnel`] of its responder
+/// port names it.
+pub fn header_confirms(resp_port: u16, p: &(impl Bytes + ?Sized), len: usize) -> bool {
+    match header_tunnel(resp_port) {
+        Some(TunnelType::Vxlan) => vxlan_header(p, len),
+        Some(TunnelType::Geneve) => geneve_header(p, len),
+        Some(TunnelType::Ayiya) => ayiya_header(p, len),
+        _ => false,
+    }
+}
+
+/// Marks `conn` as [`header_confirms`] says of one of its UDP payloads.
+#[inline(always)]
+pub fn confirm_header(conn: &mut Conn, p: &(impl Bytes + ?Sized), len: usize) {
+    if conn.flags & CONN_TUNNEL_CONFIRMED == 0 && header_confirms(conn.resp_port, p, len) {
+        conn.flags |= CONN_TUNNEL_CONFIRMED;
+    }
 }
 
 /// Geneve (RFC 8926): 8 bytes plus the options' length (in 4-byte words), then what the
@@ -586,6 +642,80 @@ mod tests {
         assert_eq!((i.offset, i.kind), (16, InnerKind::Ipv4));
         p[2..4].copy_from_slice(&0x1234u16.to_be_bytes());
         assert_eq!(decap_geneve(&p), None);
+    }
+
+    #[test]
+    fn vxlan_needs_its_i_flag() {
+        let mut p = [0u8; 8 + 34];
+        p[8..].copy_from_slice(&eth_ipv4());
+        assert_eq!(decap_udp(40000, VXLAN_PORT, &p), None);
+        assert!(!header_confirms(VXLAN_PORT, &p[..], p.len()));
+        p[0] = 0x08;
+        assert!(decap_udp(40000, VXLAN_PORT, &p).is_some());
+        // The header alone confirms VXLAN, with nothing behind it.
+        assert!(header_confirms(VXLAN_PORT, &p[..8], 8));
+        assert!(!header_confirms(VXLAN_PORT, &p[..7], 7));
+    }
+
+    #[test]
+    fn tunnel_headers_confirm_whatever_they_carry() {
+        // geneve-arp.pcap (Zeek's suite): protocol type 0x0806, an ARP request inside. No IP
+        // packet to open, but Zeek's Geneve analyzer confirmed before it looked.
+        let arp = [
+            0x00, 0x00, 0x08, 0x06, 0x00, 0x00, 0x01, 0x00, // Geneve, VNI 1
+            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+            0x0a, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x02,
+        ];
+        assert_eq!(decap_udp(12345, GENEVE_PORT, &arp), None);
+        assert!(header_confirms(GENEVE_PORT, &arp[..], arp.len()));
+        // geneve-truncated.pcapng: two words of options and then nothing.
+        let bare = [
+            0x02, 0x00, 0x65, 0x58, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x0a,
+        ];
+        assert_eq!(decap_geneve(&bare), None);
+        assert!(header_confirms(GENEVE_PORT, &bare[..], bare.len()));
+        // Options longer than the payload, or another version: a violation.
+        assert!(!header_confirms(GENEVE_PORT, &bare[..12], 12));
+        let mut v1 = bare;
+        v1[0] |= 0x40;
+        assert!(!header_confirms(GENEVE_PORT, &v1[..], v1.len()));
+        // Only on the port the tunnel is registered for.
+        assert!(!header_confirms(40000, &bare[..], bare.len()));
+        // AYIYA: a forward whose identity (2^n bytes) and signature (4m bytes) fit.
+        let mut ayiya = [0u8; 8 + 16 + 20];
+        ayiya[0] = 0x41;
+        ayiya[1] = 0x52;
+        ayiya[2] = 0x11;
+        assert!(header_confirms(AYIYA_PORT, &ayiya[..], 8 + 16 + 20));
+        assert!(!header_confirms(AYIYA_PORT, &ayiya[..], 8 + 16 + 19));
+        ayiya[2] = 0x10;
+        assert!(
+            !header_confirms(AYIYA_PORT, &ayiya[..], ayiya.len()),
+            "not a forward"
+        );
+    }
+
+    #[test]
+    fn confirm_header_marks_by_the_responder_port() {
+        let bare = [
+            0x02, 0x00, 0x65, 0x58, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x0a,
+        ];
+        let mut conn = Conn {
+            orig_port: 50901,
+            resp_port: GENEVE_PORT,
+            ..Conn::default()
+        };
+        confirm_header(&mut conn, &bare[..], bare.len());
+        assert_ne!(conn.flags & CONN_TUNNEL_CONFIRMED, 0);
+        assert_eq!(header_tunnel(conn.resp_port), Some(TunnelType::Geneve));
+        // The tunnel port on the originator's side is not where Zeek looks.
+        let mut flipped = Conn {
+            orig_port: GENEVE_PORT,
+            resp_port: 50901,
+            ..Conn::default()
+        };
+        confirm_header(&mut flipped, &bare[..], bare.len());
+        assert_eq!(flipped.flags & CONN_TUNNEL_CONFIRMED, 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::lock;
 use crate::maps::{FLOWS, SCRATCH, STAGE_PARSE, Scratch};
 use crate::pkt::Pkt;
 use crate::{count, wake_flags};
-use conntrack_common::conn::CONN_TUNNEL_DETECTED;
+use conntrack_common::conn::{CONN_TUNNEL_CONFIRMED, CONN_TUNNEL_DETECTED};
 use conntrack_common::event::{ENCAP_TYPE_SHIFT, EncapEvent, EventKind};
 use conntrack_common::key::FlowKey;
 use conntrack_common::proto;
@@ -105,6 +105,7 @@ pub fn run<C: Pkt>(ctx: &C) {
     }
     let window = scratch.window.get(..n as usize).unwrap_or(&[]);
     let found = if proto_nr == proto::UDP {
+        confirm_header(&scratch.key, window, payload_len as usize);
         tunnel::decap_udp_detect_len(sport, dport, window, payload_len as usize)
     } else {
         tunnel::decap_ip_len(proto_nr, window, payload_len as usize)
@@ -188,15 +189,45 @@ fn mark_detected(key: &FlowKey) {
     let Some(conn) = FLOWS.get_ptr_mut(key) else {
         return;
     };
-    // SAFETY: a FLOWS value pointer stays valid for the program run; the flag is written
-    // under the connection's lock (a fast update on another CPU writes the same word).
+    // SAFETY: a FLOWS value pointer stays valid for the program run.
     unsafe {
-        if (*conn).flags & CONN_TUNNEL_DETECTED != 0 {
-            return;
+        if (*conn).flags & CONN_TUNNEL_DETECTED == 0 {
+            set_flag(conn, CONN_TUNNEL_DETECTED);
         }
+    }
+}
+
+/// The UDP flow `key`'s payload (`window` of its `len` bytes) has the header of the tunnel
+/// registered on the flow's responder port, which Zeek's analyzer confirms on the header
+/// alone (common's `tunnel::header_confirms`): the flow's `service` names the tunnel.
+#[inline(always)]
+fn confirm_header(key: &FlowKey, window: &[u8], len: usize) {
+    let Some(conn) = FLOWS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a FLOWS value pointer stays valid for the program run; the responder port is
+    // set at creation.
+    unsafe {
+        if (*conn).flags & CONN_TUNNEL_CONFIRMED == 0
+            && tunnel::header_confirms((*conn).resp_port, window, len)
+        {
+            set_flag(conn, CONN_TUNNEL_CONFIRMED);
+        }
+    }
+}
+
+/// Sets `flag` in `conn`'s flags under the connection's lock (a fast update on another CPU
+/// writes the same word).
+///
+/// # Safety
+/// `conn` is a FLOWS value pointer of this program run.
+#[inline(always)]
+unsafe fn set_flag(conn: *mut conntrack_common::conn::Conn, flag: u16) {
+    // SAFETY: as the caller promises.
+    unsafe {
         let lock_word = &raw mut (*conn).lock;
         lock::lock(lock_word);
-        (*conn).flags |= CONN_TUNNEL_DETECTED;
+        (*conn).flags |= flag;
         lock::unlock(lock_word);
     }
 }

@@ -50,11 +50,7 @@ pub fn inner_of<'a>(ip: &'a [u8], view: &IpView) -> Option<Hop<'a>> {
     let l4 = ip.get(view.l4_off..end)?;
     let (found, payload, outer_key) = match view.proto {
         17 => {
-            let sport = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
-            let dport = u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]);
-            let ulen = u16::from_be_bytes([*l4.get(4)?, *l4.get(5)?]) as usize;
-            let payload = l4.get(8..ulen.clamp(8, l4.len()))?;
-            let key = FlowKey::from_tuple(&view.src, sport, &view.dst, dport, 17);
+            let (key, sport, dport, payload) = udp_payload(ip, view)?;
             let found = tunnel::decap_udp_detect(sport, dport, payload)?;
             // GRE over UDP is a GRE tunnel between the addresses, as any GRE one.
             let key = (found.tunnel != TunnelType::Gre).then_some(key);
@@ -81,6 +77,22 @@ pub fn inner_of<'a>(ip: &'a [u8], view: &IpView) -> Option<Hop<'a>> {
         outer_key,
         inner,
     })
+}
+
+/// The connection key, source and destination ports and payload of a UDP packet `ip`
+/// (described by `view`), the payload bounded by the UDP length as Zeek takes it.
+pub fn udp_payload<'a>(ip: &'a [u8], view: &IpView) -> Option<(FlowKey, u16, u16, &'a [u8])> {
+    if view.is_fragment || view.proto != 17 {
+        return None;
+    }
+    let end = view.ip_len.min(ip.len());
+    let l4 = ip.get(view.l4_off..end)?;
+    let sport = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
+    let dport = u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]);
+    let ulen = u16::from_be_bytes([*l4.get(4)?, *l4.get(5)?]) as usize;
+    let payload = l4.get(8..ulen.clamp(8, l4.len()))?;
+    let key = FlowKey::from_tuple(&view.src, sport, &view.dst, dport, 17);
+    Some((key, sport, dport, payload))
 }
 
 /// Why an inner packet is not processed.

@@ -5,9 +5,9 @@
 
 use crate::logs::tunnel_log::{Action, TunnelLog, TunnelRecord};
 use crate::util::hashing::FastMap;
-use conntrack_common::conn::Conn;
+use conntrack_common::conn::{CONN_TUNNEL_CONFIRMED, Conn};
 use conntrack_common::key::FlowKey;
-use conntrack_common::tunnel::TunnelType;
+use conntrack_common::tunnel::{self, TunnelType};
 
 /// The encapsulation of the packet being processed: its identity (common's `tunnel::encap_id`)
 /// and the uid of its innermost tunnel.
@@ -81,7 +81,13 @@ impl Tunnels {
     // Inline: asked for every connection logged, and most runs have no UDP tunnel.
     #[inline]
     pub fn service(&self, key: &FlowKey, conn: &Conn) -> Option<&'static str> {
-        if !self.services || self.udp_tunnels.is_empty() {
+        if !self.services {
+            return None;
+        }
+        if conn.flags & CONN_TUNNEL_CONFIRMED != 0 {
+            return tunnel::header_tunnel(conn.resp_port).and_then(service_name);
+        }
+        if self.udp_tunnels.is_empty() {
             return None;
         }
         self.tunnel_service(key, conn)

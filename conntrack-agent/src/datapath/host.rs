@@ -351,6 +351,12 @@ impl Datapath for HostDatapath {
         Some(tunnel::check_encap(conn, id, is_new))
     }
 
+    fn confirm_tunnel_header(&mut self, key: &FlowKey, payload: &[u8]) {
+        if let Some(conn) = self.table.get_mut(key) {
+            tunnel::confirm_header(conn, payload, payload.len());
+        }
+    }
+
     fn with_conn(&self, key: &FlowKey, f: &mut dyn FnMut(&Conn)) -> bool {
         self.table.get(key).map(f).is_some()
     }

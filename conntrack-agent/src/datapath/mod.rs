@@ -139,6 +139,10 @@ pub trait Datapath {
     fn check_encap(&mut self, _key: &FlowKey, _id: u32, _is_new: bool) -> Option<EncapChange> {
         None
     }
+    /// Common's `tunnel::confirm_header` for UDP connection `key` and one of its payloads:
+    /// marks a tunnel whose header Zeek's analyzer confirms. The kernel's tunnel stage marks
+    /// its connections itself.
+    fn confirm_tunnel_header(&mut self, _key: &FlowKey, _payload: &[u8]) {}
     fn remove(&mut self, key: &FlowKey) -> Option<Conn>;
     /// [`Datapath::remove`], with the service word the datapath kept for the connection
     /// ([`Datapath::service_word`]; 0 when it keeps none).

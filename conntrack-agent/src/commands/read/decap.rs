@@ -3,7 +3,7 @@
 //! in the encapsulation of the tunnels around it (for `tunnel_parents` and the change rule).
 
 use crate::capture::checksum::ChecksumPolicy;
-use crate::capture::tunnels::{check_inner, inner_of};
+use crate::capture::tunnels::{check_inner, inner_of, udp_payload};
 use crate::core::agent::Agent;
 use crate::core::tunnels::Encap;
 use conntrack_common::packet::IpView;
@@ -29,6 +29,9 @@ pub fn process_inner(
     for _ in 0..max_depth {
         if !ok {
             break;
+        }
+        if let Some((key, _, _, payload)) = udp_payload(ip, &view) {
+            agent.confirm_tunnel_header(&key, payload);
         }
         let Some(hop) = inner_of(ip, &view) else {
             break;
@@ -264,6 +267,70 @@ mod tests {
         read(args, Config::default()).unwrap();
         assert_eq!(lines(dir.path(), "conn.log").len(), 1);
         assert!(!dir.path().join("tunnel.log").exists());
+    }
+
+    /// Zeek's VXLAN and Geneve analyzers confirm once their header parsed, whatever follows:
+    /// a Geneve header around ARP (`geneve-arp.pcap` in Zeek's suite) or around nothing is
+    /// `geneve`; a VXLAN header without its I flag is a violation, not opened and not named.
+    #[test]
+    fn a_tunnel_header_names_the_service_whatever_it_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.pcap");
+        let arp = [
+            0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 10,
+            0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2,
+        ];
+        let mut geneve_arp = vec![0x00, 0x00, 0x08, 0x06, 0, 0, 1, 0];
+        geneve_arp.extend_from_slice(&arp);
+        let geneve_empty = [
+            0x02, 0x00, 0x65, 0x58, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x0a,
+        ];
+        let dns = udp([10, 9, 0, 1], [10, 9, 0, 2], 1234, 53, b"q");
+        let mut vxlan_no_i = vec![0, 0, 0, 0, 0, 0, 42, 0];
+        vxlan_no_i.extend_from_slice(&dns);
+        let pkts = vec![
+            (
+                100,
+                0,
+                udp([10, 0, 0, 1], [10, 0, 0, 2], 12345, 6081, &geneve_arp),
+            ),
+            (
+                100,
+                1,
+                udp([20, 0, 0, 1], [20, 0, 0, 2], 50901, 6081, &geneve_empty),
+            ),
+            (
+                100,
+                2,
+                udp([30, 0, 0, 1], [30, 0, 0, 2], 40000, 4789, &vxlan_no_i),
+            ),
+        ];
+        write_pcap(&path, LINKTYPE_ETHERNET, false, &pkts);
+        let service = |no_service: bool| {
+            let out = tempfile::tempdir().unwrap();
+            let mut extra = vec!["--likely-server-ports", "53/udp,4789/udp,6081/udp"];
+            if no_service {
+                extra.push("--no-service");
+            }
+            let mut args = replay_args(&path, Engine::Host, out.path(), &extra);
+            args.tunnel_max_depth = 2;
+            read(args, Config::default()).unwrap();
+            let mut got: Vec<(String, String)> = lines(out.path(), "conn.log")
+                .into_iter()
+                .map(|r| (r[2].clone(), r[7].clone()))
+                .collect();
+            got.sort();
+            got
+        };
+        let want = |names: [&str; 2]| {
+            vec![
+                ("10.0.0.1".to_string(), names[0].to_string()),
+                ("20.0.0.1".to_string(), names[1].to_string()),
+                ("30.0.0.1".to_string(), "-".to_string()),
+            ]
+        };
+        assert_eq!(service(false), want(["geneve", "geneve"]));
+        assert_eq!(service(true), want(["-", "-"]), "detection off");
     }
 
     #[test]

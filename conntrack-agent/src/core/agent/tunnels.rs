@@ -42,6 +42,15 @@ impl Agent {
         self.parent_uid(hop.tunnel, hop.outer_key, hop.src, hop.dst, ts_ns)
     }
 
+    /// A UDP payload of connection `key`, just processed, whose header may confirm the
+    /// tunnel registered on the connection's responder port (see the datapath's
+    /// `confirm_tunnel_header`): for `service`, with decapsulation on.
+    pub fn confirm_tunnel_header(&mut self, key: &FlowKey, payload: &[u8]) {
+        if self.tunnels.as_ref().is_some_and(|t| t.services) {
+            self.dp.confirm_tunnel_header(key, payload);
+        }
+    }
+
     /// The kernel's report that an inner connection was created in, or changed to, a tunnel:
     /// the tunnel's uid (discovered as `tunnel_parent` does) joins its parents.
     pub(super) fn encap_reported(&mut self, e: &EncapEvent, ts_ns: i64) -> anyhow::Result<()> {
