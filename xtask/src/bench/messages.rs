@@ -137,11 +137,29 @@ const fn ntp(mode: u8, stratum: u8) -> [u8; 48] {
     b
 }
 
-/// QUIC version 1 Initials, padded to 1200 bytes as RFC 9000 requires of a client's: long
-/// header, 8-byte connection ids, no token, the remaining length, then the (encrypted, here
-/// arbitrary) packet number and payload.
-const QUIC_CLIENT_INITIAL: [u8; 1200] = quic_initial(0x11);
+/// QUIC version 1 Initials, 1200 bytes as RFC 9000 requires of a client's. The client's
+/// is RFC 9001 A.2's: its header and the first 16 bytes of its protected payload (a CRYPTO
+/// frame with the ClientHello's start, once decrypted with the keys of its connection id, as
+/// Zeek's analyzer and the agent do), then zeros where the rest of the ciphertext was.
+const QUIC_CLIENT_INITIAL: [u8; 1200] = rfc9001_client_initial();
+/// The server's: long header, 8-byte connection ids, no token, the remaining length, then
+/// arbitrary bytes (only a client's Initial confirms QUIC).
 const QUIC_SERVER_INITIAL: [u8; 1200] = quic_initial(0x22);
+
+const fn rfc9001_client_initial() -> [u8; 1200] {
+    const START: [u8; 38] = [
+        0xc0, 0x00, 0x00, 0x00, 0x01, 0x08, 0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08, 0x00,
+        0x00, 0x44, 0x9e, 0x7b, 0x9a, 0xec, 0x34, 0xd1, 0xb1, 0xc9, 0x8d, 0xd7, 0x68, 0x9f, 0xb8,
+        0xec, 0x11, 0xd2, 0x42, 0xb1, 0x23, 0xdc, 0x9b,
+    ];
+    let mut b = [0u8; 1200];
+    let mut i = 0;
+    while i < START.len() {
+        b[i] = START[i];
+        i += 1;
+    }
+    b
+}
 
 const fn quic_initial(id: u8) -> [u8; 1200] {
     let mut b = [0u8; 1200];
@@ -180,6 +198,15 @@ mod tests {
             assert_eq!(body + 9, m.len());
         }
         assert_eq!(PG_STARTUP[3] as usize, PG_STARTUP.len());
+    }
+
+    #[test]
+    fn the_quic_initials_length_fields_cover_their_datagrams() {
+        // RFC 9001 A.2: 18 bytes of header, then the packet number and payload.
+        let client = u16::from_be_bytes([QUIC_CLIENT_INITIAL[16], QUIC_CLIENT_INITIAL[17]]);
+        assert_eq!((client & 0x3fff) as usize, QUIC_CLIENT_INITIAL.len() - 18);
+        let server = u16::from_be_bytes([QUIC_SERVER_INITIAL[24], QUIC_SERVER_INITIAL[25]]);
+        assert_eq!((server & 0x3fff) as usize, QUIC_SERVER_INITIAL.len() - 26);
     }
 
     #[test]

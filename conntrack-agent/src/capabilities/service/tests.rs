@@ -384,11 +384,7 @@ fn udp_datagrams_no_detector_reads_keep_nothing_until_one_does() {
     assert_eq!(svc.udp.unrecorded(), 0);
     // The client's second datagram is a QUIC Initial (curl's first, as in quic.rs's tests):
     // it is kept, and the connection is `quic,ssl`.
-    const INITIAL: &str = "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3";
-    let initial: Vec<u8> = (0..INITIAL.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&INITIAL[i..i + 2], 16).unwrap())
-        .collect();
+    let initial = detect::test_util::hex(detect::test_util::QUIC_INITIAL);
     svc.on_payload(sample(&key, true, true, 0, &initial).content(), &mut dp);
     assert_eq!(svc.udp.unrecorded(), 1);
     assert_eq!(logged(&mut svc, &key, &conn), ["quic", "ssl"]);
@@ -414,9 +410,7 @@ fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
     // responder, and the record (after Zeek's flip) has `b` as originator.
     let (key, _) = conn_to(4433, proto::UDP);
     let mut svc = Service::new(&[(443, proto::UDP)]);
-    let initial = detect::test_util::hex(
-        "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3",
-    );
+    let initial = detect::test_util::hex(detect::test_util::QUIC_INITIAL);
     svc.on_payload(sample(&key, false, false, 0, &initial).content(), &mut dp);
     let flipped = Conn {
         orig_addr: key.addr_b,

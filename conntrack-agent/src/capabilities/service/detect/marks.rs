@@ -54,7 +54,7 @@ const BY_PORT_RULES: [(u16, Rule); 10] = [
 /// The marks of datagram `d` of a UDP connection between `ports` (either order). Off the
 /// ports of the analyzers Zeek attaches by port only a QUIC Initial marks anything.
 pub fn marks(ports: (u16, u16), d: &[u8]) -> Marks {
-    let mut m = if quic::is_initial(d) { Marks::QUIC } else { 0 };
+    let mut m = if quic::confirms(d) { Marks::QUIC } else { 0 };
     if super::reject::udp_by_port(ports) {
         for (bit, rule) in BY_PORT_RULES {
             if rule(ports, d) {
@@ -230,13 +230,9 @@ mod tests {
         assert!(udp_names(&SideMarks::default(), &first).is_empty());
     }
 
-    /// A QUIC version 1 Initial: long header, connection ids, no token, 64 bytes of payload.
+    /// A QUIC version 1 Initial (curl's first, its first 100 bytes).
     fn quic_initial() -> Vec<u8> {
-        let mut d = vec![
-            0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0x40, 0x40,
-        ];
-        d.extend_from_slice(&[0; 64]);
-        d
+        super::super::test_util::hex(super::super::test_util::QUIC_INITIAL)
     }
 
     #[test]

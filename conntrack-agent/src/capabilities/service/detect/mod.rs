@@ -287,6 +287,10 @@ mod bytes {
 pub(crate) mod test_util {
     use super::{Sample, Transport};
 
+    /// curl's first QUIC Initial (version 1, 16-byte destination id), its first 100 bytes:
+    /// enough for the header protection's sample and the payload's first frames.
+    pub const QUIC_INITIAL: &str = "cc0000000110815d62c70884f4b51e8ccadd5beed37214e5ec6b26584229be98a164349ae910351c40d10b004120ce43dfccf374eedfb3574208cf95e8d03303e0318b0f79d4779d91f428213c42a2793c25199d2ebb04a25c12fa42336fbc33b433bb7d";
+
     /// Decodes a hex string (whitespace ignored), as tshark prints payloads.
     pub fn hex(s: &str) -> Vec<u8> {
         let digits: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
