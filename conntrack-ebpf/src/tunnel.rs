@@ -105,7 +105,11 @@ pub fn run<C: Pkt>(ctx: &C) {
     }
     let window = scratch.window.get(..n as usize).unwrap_or(&[]);
     let found = if proto_nr == proto::UDP {
-        confirm_header(&scratch.key, window, payload_len as usize);
+        // Only a tunnel port can be the responder port a header confirms on: no lookup
+        // for other datagrams.
+        if tunnel::header_tunnel(sport).is_some() || tunnel::header_tunnel(dport).is_some() {
+            confirm_header(&scratch.key, window, payload_len as usize);
+        }
         tunnel::decap_udp_detect_len(sport, dport, window, payload_len as usize)
     } else {
         tunnel::decap_ip_len(proto_nr, window, payload_len as usize)

@@ -406,13 +406,13 @@ fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
     assert_eq!(logged(&mut svc, &key, &conn), ["dns"]);
     assert_eq!(svc.udp.unrecorded(), 0);
 
-    // QUIC is the client's: the Initial came from the key's `b` side, seen first as the
-    // responder, and the record (after Zeek's flip) has `b` as originator.
+    // QUIC is the client's: the Initial came from the key's `b` side, the originator, and
+    // is read on that side; the record names it with `b` as originator.
     let (key, _) = conn_to(4433, proto::UDP);
     let mut svc = Service::new(&[(443, proto::UDP)]);
     let initial = detect::test_util::hex(detect::test_util::QUIC_INITIAL);
-    svc.on_payload(sample(&key, false, false, 0, &initial).content(), &mut dp);
-    let flipped = Conn {
+    svc.on_payload(sample(&key, false, true, 0, &initial).content(), &mut dp);
+    let b_orig = Conn {
         orig_addr: key.addr_b,
         resp_addr: key.addr_a,
         orig_port: key.port_b,
@@ -420,18 +420,12 @@ fn a_udp_connection_keeps_marks_and_is_named_by_its_roles_as_logged() {
         proto: proto::UDP,
         ..Conn::ZERO
     };
-    let unflipped = Conn {
-        orig_addr: key.addr_a,
-        resp_addr: key.addr_b,
-        orig_port: key.port_a,
-        resp_port: key.port_b,
-        proto: proto::UDP,
-        ..Conn::ZERO
-    };
+    assert_eq!(logged(&mut svc, &key, &b_orig), ["quic", "ssl"]);
+    // An Initial from the responder is not opened (Zeek's analyzer reads a responder's
+    // packets with the server's keys): nothing, whatever the roles when logged.
     let mut other = Service::new(&[(443, proto::UDP)]);
     other.on_payload(sample(&key, false, false, 0, &initial).content(), &mut dp);
-    assert!(logged(&mut other, &key, &unflipped).is_empty());
-    assert_eq!(logged(&mut svc, &key, &flipped), ["quic", "ssl"]);
+    assert!(logged(&mut other, &key, &b_orig).is_empty());
 }
 
 /// A DNS query on 53 and its answer.

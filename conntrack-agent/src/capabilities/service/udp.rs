@@ -161,7 +161,7 @@ impl UdpConns {
         let from_a = chunk.hdr.flags & CONTENT_FROM_A != 0;
         let from_orig = chunk.hdr.flags & CONTENT_FROM_ORIG != 0;
         let ports = (key.port_a, key.port_b);
-        let marks = detect::marks(ports, chunk.data);
+        let marks = detect::marks(ports, chunk.data, from_orig);
         // A connection needs state only from a datagram that marks something on (without, it
         // has no service, which is what detection says of it), except where the first
         // datagram's place matters: then from its first.

@@ -7,7 +7,7 @@ use crate::capture::tunnels::{check_inner, inner_of, udp_payload};
 use crate::core::agent::Agent;
 use crate::core::tunnels::Encap;
 use conntrack_common::packet::IpView;
-use conntrack_common::tunnel::is_ip_tunnel_proto;
+use conntrack_common::tunnel::{header_tunnel, is_ip_tunnel_proto};
 
 /// The inner packets of `ip` (already processed, with `view` and transport checksum verdict
 /// `checksum_ok`), nested at most `max_depth` deep. Zeek decapsulates only a valid packet:
@@ -30,7 +30,10 @@ pub fn process_inner(
         if !ok {
             break;
         }
-        if let Some((key, _, _, payload)) = udp_payload(ip, &view) {
+        // Only a tunnel port can be the responder port a header confirms on.
+        if let Some((key, sport, dport, payload)) = udp_payload(ip, &view)
+            && (header_tunnel(sport).is_some() || header_tunnel(dport).is_some())
+        {
             agent.confirm_tunnel_header(&key, payload);
         }
         let Some(hop) = inner_of(ip, &view) else {

@@ -51,10 +51,17 @@ const BY_PORT_RULES: [(u16, Rule); 10] = [
     (Marks::LDAP, ldap::udp_datagram),
 ];
 
-/// The marks of datagram `d` of a UDP connection between `ports` (either order). Off the
-/// ports of the analyzers Zeek attaches by port only a QUIC Initial marks anything.
-pub fn marks(ports: (u16, u16), d: &[u8]) -> Marks {
-    let mut m = if quic::confirms(d) { Marks::QUIC } else { 0 };
+/// The marks of datagram `d` of a UDP connection between `ports` (either order), sent by its
+/// originator if `from_orig`. Off the ports of the analyzers Zeek attaches by port only a QUIC
+/// Initial marks anything, and only the originator's: Zeek's QUIC analyzer opens the
+/// originator's packets with the client's keys (the responder's would need the server's,
+/// from the client's connection id), and it is the client's Initial that confirms.
+pub fn marks(ports: (u16, u16), d: &[u8], from_orig: bool) -> Marks {
+    let mut m = if from_orig && quic::confirms(d) {
+        Marks::QUIC
+    } else {
+        0
+    };
     if super::reject::udp_by_port(ports) {
         for (bit, rule) in BY_PORT_RULES {
             if rule(ports, d) {
@@ -130,11 +137,11 @@ impl SideMarks {
         }
     }
 
-    /// The marks of each of `datagrams`, in order.
-    pub fn of(ports: (u16, u16), datagrams: &[&[u8]]) -> Self {
+    /// The marks of each of `datagrams`, in order, sent by the originator if `from_orig`.
+    pub fn of(ports: (u16, u16), datagrams: &[&[u8]], from_orig: bool) -> Self {
         let mut s = Self::default();
         for d in datagrams {
-            s.push(marks(ports, d));
+            s.push(marks(ports, d, from_orig));
         }
         s
     }
@@ -201,20 +208,20 @@ mod tests {
 
     #[test]
     fn a_dns_message_marks_only_on_a_dns_port() {
-        assert_eq!(marks((40000, 53), &query()), Marks(Marks::DNS));
-        assert!(marks((40000, 5300), &query()).is_empty());
-        assert!(marks((40000, 53), b"\0\0\0\0").is_empty());
+        assert_eq!(marks((40000, 53), &query(), true), Marks(Marks::DNS));
+        assert!(marks((40000, 5300), &query(), true).is_empty());
+        assert!(marks((40000, 53), b"\0\0\0\0", true).is_empty());
     }
 
     #[test]
     fn any_datagram_of_either_side_counts_for_dns() {
         let q = query();
-        let orig = SideMarks::of((40000, 53), &[b"junk", &q]);
-        let resp = SideMarks::of((40000, 53), &[b"junk"]);
+        let orig = SideMarks::of((40000, 53), &[b"junk", &q], true);
+        let resp = SideMarks::of((40000, 53), &[b"junk"], true);
         assert_eq!(udp_names(&orig, &resp), ["dns"]);
         assert_eq!(udp_names(&resp, &orig), ["dns"]);
         // Beyond the first datagrams the detectors see, it no longer does.
-        let late = SideMarks::of((40000, 53), &[b"a", b"b", b"c", b"d", &q]);
+        let late = SideMarks::of((40000, 53), &[b"a", b"b", b"c", b"d", &q], true);
         assert_eq!(late.count(), 5);
         assert!(udp_names(&late, &SideMarks::default()).is_empty());
     }
@@ -222,8 +229,8 @@ mod tests {
     #[test]
     fn syslog_needs_the_originators_first_datagram() {
         let msg: &[u8] = b"<34>Oct 11 22:14:15 mymachine su: 'su root' failed";
-        let first = SideMarks::of((40000, 514), &[msg, b"x"]);
-        let second = SideMarks::of((40000, 514), &[b"x", msg]);
+        let first = SideMarks::of((40000, 514), &[msg, b"x"], true);
+        let second = SideMarks::of((40000, 514), &[b"x", msg], true);
         assert_eq!(udp_names(&first, &SideMarks::default()), ["syslog"]);
         assert!(udp_names(&second, &SideMarks::default()).is_empty());
         // The responder's is not the sender's.
@@ -238,14 +245,19 @@ mod tests {
     #[test]
     fn off_the_analyzer_ports_only_a_quic_initial_marks() {
         let ntp = [0x23u8; 48];
-        assert!(marks((40000, 51820), &[0; 64]).is_empty());
-        assert!(marks((40000, 1230), &ntp).is_empty());
-        assert_eq!(marks((123, 123), &ntp), Marks(Marks::NTP));
-        assert_eq!(marks((40000, 443), &quic_initial()), Marks(Marks::QUIC));
-        // QUIC is the client's: an Initial from the responder confirms nothing.
-        let initial = SideMarks::of((40000, 443), &[&quic_initial()]);
+        assert!(marks((40000, 51820), &[0; 64], true).is_empty());
+        assert!(marks((40000, 1230), &ntp, true).is_empty());
+        assert_eq!(marks((123, 123), &ntp, true), Marks(Marks::NTP));
+        assert_eq!(
+            marks((40000, 443), &quic_initial(), true),
+            Marks(Marks::QUIC)
+        );
+        // QUIC is the client's: an Initial from the responder confirms nothing, as a side
+        // or when it is read (the client's keys do not open a server's packets).
+        let initial = SideMarks::of((40000, 443), &[&quic_initial()], true);
         assert_eq!(udp_names(&initial, &SideMarks::default()), ["quic", "ssl"]);
         assert!(udp_names(&SideMarks::default(), &initial).is_empty());
+        assert!(marks((40000, 443), &quic_initial(), false).is_empty());
     }
 
     #[test]
@@ -257,8 +269,8 @@ mod tests {
         }
         // Elsewhere an unmarked datagram may be left out: the names stay the same.
         let q = query();
-        let with = SideMarks::of((40000, 53), &[b"junk", &q]);
-        let without = SideMarks::of((40000, 53), &[&q]);
+        let with = SideMarks::of((40000, 53), &[b"junk", &q], true);
+        let without = SideMarks::of((40000, 53), &[&q], true);
         assert_eq!(
             udp_names(&with, &SideMarks::default()),
             udp_names(&without, &SideMarks::default())
@@ -284,7 +296,7 @@ mod tests {
                 d[0] &= 0x3f;
             }
             if !conntrack_common::contents::udp_sample_useful(pa, pb, d[0]) {
-                proptest::prop_assert!(marks((pa, pb), &d).is_empty());
+                proptest::prop_assert!(marks((pa, pb), &d, true).is_empty());
                 proptest::prop_assert!(!position_matters((pa, pb)));
             }
         }
@@ -362,8 +374,8 @@ mod tests {
     fn a_dns_message_leaves_only_quic_to_change_the_names() {
         let q = query();
         let (orig, resp) = (
-            SideMarks::of((40000, 53), &[&q]),
-            SideMarks::of((40000, 53), &[b"junk"]),
+            SideMarks::of((40000, 53), &[&q], true),
+            SideMarks::of((40000, 53), &[b"junk"], true),
         );
         assert!(only_quic_can_change(&orig, &resp));
         assert!(only_quic_can_change(&resp, &orig));
@@ -373,7 +385,7 @@ mod tests {
         );
         // No DNS: other datagrams can still change the answer.
         assert!(!only_quic_can_change(&resp, &SideMarks::default()));
-        let ntp = SideMarks::of((123, 123), &[&[0x23u8; 48]]);
+        let ntp = SideMarks::of((123, 123), &[&[0x23u8; 48]], true);
         assert_eq!(udp_names(&ntp, &resp), ["ntp"]);
         assert!(
             !only_quic_can_change(&ntp, &resp),

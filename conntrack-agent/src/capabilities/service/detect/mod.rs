@@ -231,7 +231,10 @@ fn detect_tcp(s: &Sample, whole: bool, found: &mut Vec<&'static str>) -> bool {
 /// UDP: the rules read one datagram at a time ([`marks`]).
 fn detect_udp(s: &Sample, found: &mut Vec<&'static str>) {
     let ports = (s.orig_port, s.resp_port);
-    let (orig, resp) = (SideMarks::of(ports, s.orig), SideMarks::of(ports, s.resp));
+    let (orig, resp) = (
+        SideMarks::of(ports, s.orig, true),
+        SideMarks::of(ports, s.resp, false),
+    );
     found.extend_from_slice(udp_names(&orig, &resp));
 }
 

@@ -136,11 +136,11 @@ const OPENED: usize = 48;
 /// Whether the Initial `i` at the start of `d` decrypts: header protection removed with the
 /// client's keys, its reserved bits are 0 and its payload's start reads as an Initial's frames.
 fn decrypts(d: &[u8], i: &Initial<'_>) -> bool {
-    let Some(keys) = client_keys(i.version, i.dcid) else {
-        return false;
-    };
     // The header protection sample: 16 bytes, 4 after the packet number's start.
     let Some(sample) = d.get(i.pn_offset + 4..i.pn_offset + 20) else {
+        return false;
+    };
+    let Some(keys) = client_keys(i.version, i.dcid) else {
         return false;
     };
     let mut mask = aes::Block::try_from(sample).expect("16 bytes");
