@@ -124,8 +124,8 @@ fn expand_label(prk: &Hkdf<Sha256>, label: &str, out: &mut [u8]) -> Option<()> {
     let full = 6 + label.len();
     info[..2].copy_from_slice(&u16::try_from(out.len()).ok()?.to_be_bytes());
     info[2] = u8::try_from(full).ok()?;
-    info.get_mut(3..3 + full)?
-        .copy_from_slice(&[b"tls13 ", label.as_bytes()].concat());
+    info[3..9].copy_from_slice(b"tls13 ");
+    info.get_mut(9..3 + full)?.copy_from_slice(label.as_bytes());
     // The context's length (0) is the byte after the label, already 0.
     prk.expand(info.get(..3 + full + 1)?, out).ok()
 }
