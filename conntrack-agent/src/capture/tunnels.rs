@@ -46,8 +46,6 @@ pub fn inner_of<'a>(ip: &'a [u8], view: &IpView) -> Option<Hop<'a>> {
     if view.is_fragment || (view.proto != 17 && !tunnel::is_ip_tunnel_proto(view.proto)) {
         return None;
     }
-    let end = view.ip_len.min(ip.len());
-    let l4 = ip.get(view.l4_off..end)?;
     let (found, payload, outer_key) = match view.proto {
         17 => {
             let (key, sport, dport, payload) = udp_payload(ip, view)?;
@@ -56,7 +54,10 @@ pub fn inner_of<'a>(ip: &'a [u8], view: &IpView) -> Option<Hop<'a>> {
             let key = (found.tunnel != TunnelType::Gre).then_some(key);
             (found, payload, key)
         }
-        p => (tunnel::decap_ip(p, l4)?, l4, None),
+        p => {
+            let l4 = ip.get(view.l4_off..view.ip_len.min(ip.len()))?;
+            (tunnel::decap_ip(p, l4)?, l4, None)
+        }
     };
     let rest = payload.get(found.offset as usize..)?;
     let inner = match found.kind {
